@@ -1,0 +1,200 @@
+#include "cli.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blas_setup.h"
+#include "device.h"
+#include "error.h"
+
+CliOption *cli_find(CliSpec *spec, const char *name) {
+    for (int i = 0; i < spec->n_opts; i++)
+        if (strcmp(spec->opts[i].name, name) == 0) return &spec->opts[i];
+    return NULL;
+}
+
+static int choice_ok(const char *choices, const char *v) {
+    size_t n = strlen(v);
+    for (const char *p = choices; p && *p;) {
+        const char *bar = strchr(p, '|');
+        size_t len = bar ? (size_t)(bar - p) : strlen(p);
+        if (len == n && strncmp(p, v, n) == 0) return 1;
+        p = bar ? bar + 1 : NULL;
+    }
+    return 0;
+}
+
+// Stores text into the option's destination; -1 with err_set on bad text.
+static int set_value(CliOption *o, const char *text) {
+    char *end = NULL;
+    errno = 0;
+    switch (o->type) {
+    case OPT_FLAG:
+        *(int *)o->dest = text && (!strcmp(text, "1") || !strcmp(text, "true") || !strcmp(text, "yes"));
+        return 0;
+    case OPT_INT: {
+        long v = strtol(text, &end, 10);
+        if (errno || end == text || *end || v < INT_MIN || v > INT_MAX)
+            return err_set("--%s: '%s' is not an integer", o->name, text);
+        *(int *)o->dest = (int)v;
+        return 0;
+    }
+    case OPT_LONG: {
+        long v = strtol(text, &end, 10);
+        if (errno || end == text || *end) return err_set("--%s: '%s' is not an integer", o->name, text);
+        *(long *)o->dest = v;
+        return 0;
+    }
+    case OPT_FLOAT:
+    case OPT_DOUBLE: {
+        double v = strtod(text, &end);
+        if (errno || end == text || *end || !isfinite(v))
+            return err_set("--%s: '%s' is not a number", o->name, text);
+        if (o->type == OPT_FLOAT) *(float *)o->dest = (float)v;
+        else *(double *)o->dest = v;
+        return 0;
+    }
+    case OPT_CHOICE:
+        if (!choice_ok(o->choices, text))
+            return err_set("--%s: '%s' is not one of %s", o->name, text, o->choices);
+        /* fall through */
+    case OPT_STRING:
+        *(const char **)o->dest = text;
+        return 0;
+    }
+    return 0;
+}
+
+void cli_error(const char *prog, const char *fmt, ...) {
+    fprintf(stderr, "%s: error: ", prog);
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+    } else {
+        fputs(err_msg(), stderr);
+    }
+    fputc('\n', stderr);
+}
+
+int cli_parse(CliSpec *spec, int argc, char **argv, int *n_rest, char ***rest) {
+    for (int i = 0; i < spec->n_opts; i++) {
+        CliOption *o = &spec->opts[i];
+        o->seen = 0;
+        if (o->type == OPT_FLAG) *(int *)o->dest = 0;
+        else if (o->def && set_value(o, o->def) < 0) {
+            cli_error(spec->prog, "bad built-in default: %s", err_msg());
+            return CLI_USAGE;
+        } else if (!o->def && (o->type == OPT_STRING || o->type == OPT_CHOICE))
+            *(const char **)o->dest = NULL;
+    }
+    if (n_rest) *n_rest = 0;
+    if (rest) *rest = calloc((size_t)argc + 1, sizeof(char *));
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            cli_print_help(spec, stdout);
+            return CLI_EXIT_OK;
+        }
+        if (!strcmp(a, "--version")) {
+            cli_print_version(spec->prog, stdout);
+            return CLI_EXIT_OK;
+        }
+        if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
+            if (!rest) {
+                cli_error(spec->prog, "unexpected argument '%s' (see --help)", a);
+                return CLI_USAGE;
+            }
+            (*rest)[(*n_rest)++] = argv[i];
+            continue;
+        }
+        char name[128];
+        const char *eq = strchr(a + 2, '=');
+        size_t len = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
+        if (len >= sizeof name) len = sizeof name - 1;
+        memcpy(name, a + 2, len);
+        name[len] = '\0';
+        CliOption *o = cli_find(spec, name);
+        if (!o) {
+            cli_error(spec->prog, "unknown option '--%s' (see --help)", name);
+            return CLI_USAGE;
+        }
+        const char *value;
+        if (o->type == OPT_FLAG) {
+            value = eq ? eq + 1 : "1";
+        } else if (eq) {
+            value = eq + 1;
+        } else if (i + 1 < argc) {
+            value = argv[++i];
+        } else {
+            cli_error(spec->prog, "option '--%s' needs a value (%s)", name, o->metavar ? o->metavar : "VALUE");
+            return CLI_USAGE;
+        }
+        if (set_value(o, value) < 0) {
+            cli_error(spec->prog, "%s", err_msg());
+            return CLI_USAGE;
+        }
+        o->seen = 1;
+    }
+    return CLI_OK;
+}
+
+void cli_print_help(const CliSpec *spec, FILE *out) {
+    fprintf(out, "usage: %s %s\n\n%s\n\noptions:\n", spec->prog, spec->usage, spec->summary);
+    for (int i = 0; i < spec->n_opts; i++) {
+        const CliOption *o = &spec->opts[i];
+        char left[96];
+        if (o->type == OPT_FLAG) snprintf(left, sizeof left, "  --%s", o->name);
+        else if (o->type == OPT_CHOICE) snprintf(left, sizeof left, "  --%s {%s}", o->name, o->choices);
+        else snprintf(left, sizeof left, "  --%s %s", o->name, o->metavar ? o->metavar : "VALUE");
+        fprintf(out, "%-34s", left);
+        if (strlen(left) >= 34) fprintf(out, "\n%-34s", "");
+        // Help text may hold newlines: indent continuation lines.
+        for (const char *p = o->help; *p; p++) {
+            fputc(*p, out);
+            if (*p == '\n') fprintf(out, "%-34s", "");
+        }
+        if (o->def && o->type != OPT_FLAG) fprintf(out, " (default: %s)", o->def);
+        fputc('\n', out);
+    }
+    fprintf(out, "%-34s%s\n", "  --help", "show this help and exit");
+    fprintf(out, "%-34s%s\n", "  --version", "show version, BLAS kernel and GPU support, and exit");
+    if (spec->epilog) fprintf(out, "\n%s\n", spec->epilog);
+}
+
+void cli_print_version(const char *prog, FILE *out) {
+    fprintf(out, "%s (vggft) %s\n", prog, VGGFT_VERSION);
+    fprintf(out, "BLAS: %s\n", blas_describe());
+    char gpu[512];
+    device_describe_gpus(gpu, sizeof gpu);
+    fprintf(out, "GPU: %s\n", gpu);
+}
+
+char *cli_command_line(int argc, char **argv) {
+    size_t cap = 1;
+    for (int i = 0; i < argc; i++) cap += strlen(argv[i]) * 4 + 3;
+    char *s = malloc(cap), *p = s;
+    for (int i = 0; i < argc; i++) {
+        if (i) *p++ = ' ';
+        int plain = argv[i][0] != '\0';
+        for (const char *c = argv[i]; *c; c++)
+            if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_=./,:+@", *c)) plain = 0;
+        if (plain) {
+            p += sprintf(p, "%s", argv[i]);
+        } else {
+            *p++ = '\'';
+            for (const char *c = argv[i]; *c; c++) {
+                if (*c == '\'') p += sprintf(p, "'\\''");
+                else *p++ = *c;
+            }
+            *p++ = '\'';
+        }
+    }
+    *p = '\0';
+    return s;
+}

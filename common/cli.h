@@ -1,0 +1,54 @@
+// One command-line convention for every executable: GNU-style long options
+// (--name VALUE or --name=VALUE), --help listing each option with its
+// default, --version. Options are a table; defaults are strings parsed the
+// same way as the command line, so --help shows exactly what applies.
+#pragma once
+#include <stdio.h>
+
+typedef enum {
+    OPT_FLAG,    // no value; sets int dest to 1
+    OPT_INT,     // int dest
+    OPT_LONG,    // long dest
+    OPT_FLOAT,   // float dest
+    OPT_DOUBLE,  // double dest
+    OPT_STRING,  // const char * dest (points into argv or the default)
+    OPT_CHOICE,  // const char * dest, must be one of `choices` ("a|b|c")
+} OptType;
+
+typedef struct {
+    const char *name;     // without the leading "--"
+    OptType type;
+    void *dest;
+    const char *def;      // default as text, or NULL (none / flag off)
+    const char *metavar;  // shown in --help, e.g. "DIR"
+    const char *help;
+    const char *choices;  // OPT_CHOICE only: "nearest|bilinear"
+    int seen;             // set by cli_parse when given on the command line
+} CliOption;
+
+typedef struct {
+    const char *prog;         // "extract"
+    const char *summary;      // one line: what the tool does
+    const char *usage;        // "--data DIR --cache PATH [options]"
+    const char *epilog;       // examples, notes (may be NULL)
+    CliOption *opts;
+    int n_opts;
+} CliSpec;
+
+enum { CLI_OK = 0, CLI_EXIT_OK = 1, CLI_USAGE = 2 };
+
+// Applies defaults, then parses argv. Handles --help and --version itself
+// (prints to stdout and returns CLI_EXIT_OK). On a bad option or value prints
+// "PROG: error: ..." plus a hint to stderr and returns CLI_USAGE (the caller
+// exits 2). Positional arguments are collected in *rest (may be NULL to
+// refuse them).
+int cli_parse(CliSpec *spec, int argc, char **argv, int *n_rest, char ***rest);
+void cli_print_help(const CliSpec *spec, FILE *out);
+// Finds an option by name (NULL if absent), e.g. to ask whether it was given.
+CliOption *cli_find(CliSpec *spec, const char *name);
+// Prints "PROG: error: MESSAGE" (with err_msg() when msg is NULL) to stderr.
+void cli_error(const char *prog, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+// Prints the version block: tool, version, BLAS kernel, CUDA build/devices.
+void cli_print_version(const char *prog, FILE *out);
+// The whole command line as one shell-quoted string (recorded in outputs).
+char *cli_command_line(int argc, char **argv);

@@ -1,0 +1,422 @@
+// flow_from_directory's scan: class folders, recursive listing in Keras's
+// os.walk order, extension filter, validation split, class weights.
+#include "dataset.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "error.h"
+
+// --- small growable lists -------------------------------------------------------
+
+typedef struct {
+    char **v;
+    int n, cap;
+} StrList;
+
+static int strlist_push(StrList *l, char *s) {  // takes ownership of s
+    if (!s) return err_set("out of memory");
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 16;
+        char **v = realloc(l->v, sizeof(char *) * cap);
+        if (!v) {
+            free(s);
+            return err_set("out of memory");
+        }
+        l->v = v;
+        l->cap = cap;
+    }
+    l->v[l->n++] = s;
+    return 0;
+}
+
+static void strlist_free(StrList *l) {
+    for (int i = 0; i < l->n; i++) free(l->v[i]);
+    free(l->v);
+    memset(l, 0, sizeof *l);
+}
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);  // unsigned bytes
+}
+
+static char *join(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    char *s = malloc(la + lb + 2);
+    if (!s) return NULL;
+    memcpy(s, a, la);
+    size_t k = la;
+    if (la && a[la - 1] != '/') s[k++] = '/';
+    memcpy(s + k, b, lb + 1);
+    return s;
+}
+
+static char *dup(const char *s) { return s ? strdup(s) : NULL; }
+
+// --- the scan state ----------------------------------------------------------
+
+typedef struct {
+    char *rel;      // directory relative to root ("cls/sub")
+    StrList files;  // file names in it
+} DirFiles;
+
+typedef struct {
+    const char *root;
+    DirFiles *dirs;
+    int n_dirs, cap_dirs;
+    StrList items, skipped, reasons;
+    int *labels;
+    int cap_labels;
+} Scan;
+
+static int skip(Scan *s, char *rel, const char *reason) {
+    if (strlist_push(&s->skipped, rel) != 0) return -1;
+    return strlist_push(&s->reasons, dup(reason));
+}
+
+// Keras keeps a file when fname.lower().endswith(white_list_formats).
+static int is_image_name(const char *name) {
+    static const char *const exts[] = {"png", "jpg", "jpeg", "bmp", "ppm", "tif", "tiff"};
+    size_t n = strlen(name);
+    for (int e = 0; e < 7; e++) {
+        size_t k = strlen(exts[e]);
+        if (n < k) continue;
+        size_t i = 0;
+        while (i < k) {
+            char c = name[n - k + i];
+            if (c >= 'A' && c <= 'Z') c = (char)(c - 'A' + 'a');
+            if (c != exts[e][i]) break;
+            i++;
+        }
+        if (i == k) return 1;
+    }
+    return 0;
+}
+
+// Is root/rel a directory, and is it a symlink? d_type saves a stat per
+// file on filesystems that fill it in.
+static void classify(const char *path, unsigned char d_type, int *is_dir, int *is_link) {
+    struct stat st;
+    *is_dir = *is_link = 0;
+    if (d_type == DT_DIR) {
+        *is_dir = 1;
+        return;
+    }
+    if (d_type == DT_REG) return;
+    if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) *is_link = 1;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) *is_dir = 1;  // follows links
+}
+
+// Lists root/rel and, recursively, its subdirectories that are not symlinks
+// (os.walk with followlinks=False). Unreadable folders are recorded as
+// skipped, as os.walk silently ignores them.
+static int walk(Scan *s, const char *rel) {
+    char *abs = join(s->root, rel);
+    if (!abs) return err_set("out of memory");
+    DIR *d = opendir(abs);
+    if (!d) {
+        char reason[300];
+        snprintf(reason, sizeof reason, "cannot read folder: %s", strerror(errno));
+        free(abs);
+        return skip(s, dup(rel), reason);
+    }
+    if (s->n_dirs == s->cap_dirs) {
+        int cap = s->cap_dirs ? 2 * s->cap_dirs : 16;
+        DirFiles *v = realloc(s->dirs, sizeof(DirFiles) * cap);
+        if (!v) {
+            closedir(d);
+            free(abs);
+            return err_set("out of memory");
+        }
+        s->dirs = v;
+        s->cap_dirs = cap;
+    }
+    int me = s->n_dirs++;
+    s->dirs[me] = (DirFiles){dup(rel), {0}};
+    StrList subdirs = {0};
+    int rc = s->dirs[me].rel ? 0 : err_set("out of memory");
+    struct dirent *e;
+    while (rc == 0 && (e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char *child = join(abs, e->d_name);
+        if (!child) {
+            rc = err_set("out of memory");
+            break;
+        }
+        int is_dir, is_link;
+        classify(child, e->d_type, &is_dir, &is_link);
+        free(child);
+        if (is_dir && is_link)
+            rc = skip(s, join(rel, e->d_name), "symbolic link to a folder (not followed, as in Keras)");
+        else if (is_dir)
+            rc = strlist_push(&subdirs, join(rel, e->d_name));
+        else
+            rc = strlist_push(&s->dirs[me].files, dup(e->d_name));
+    }
+    closedir(d);
+    free(abs);
+    for (int i = 0; rc == 0 && i < subdirs.n; i++) rc = walk(s, subdirs.v[i]);
+    strlist_free(&subdirs);
+    return rc;
+}
+
+static int cmp_dir(const void *a, const void *b) {
+    return strcmp(((const DirFiles *)a)->rel, ((const DirFiles *)b)->rel);
+}
+
+static void free_dirs(Scan *s) {
+    for (int i = 0; i < s->n_dirs; i++) {
+        free(s->dirs[i].rel);
+        strlist_free(&s->dirs[i].files);
+    }
+    s->n_dirs = 0;
+}
+
+// Walks one class folder and appends its images in Keras's order.
+static int scan_class(Scan *s, const char *cls, int label) {
+    s->n_dirs = 0;
+    int rc = walk(s, cls);
+    // Keras: sorted(os.walk(...), key=root path), then sorted(files).
+    if (s->n_dirs > 1) qsort(s->dirs, s->n_dirs, sizeof(DirFiles), cmp_dir);
+    for (int i = 0; rc == 0 && i < s->n_dirs; i++) {
+        DirFiles *df = &s->dirs[i];
+        if (df->files.n > 1) qsort(df->files.v, df->files.n, sizeof(char *), cmp_str);
+        for (int f = 0; rc == 0 && f < df->files.n; f++) {
+            const char *name = df->files.v[f];
+            char *rel = join(df->rel, name);
+            if (!is_image_name(name)) {
+                char reason[300];
+                const char *dot = strrchr(name, '.');
+                if (dot && dot[1]) snprintf(reason, sizeof reason, "unsupported file type (%.200s)", dot);
+                else snprintf(reason, sizeof reason, "unsupported file type (no extension)");
+                rc = skip(s, rel, reason);
+                continue;
+            }
+            if (s->items.n == s->cap_labels) {
+                int cap = s->cap_labels ? 2 * s->cap_labels : 64;
+                int *v = realloc(s->labels, sizeof(int) * cap);
+                if (!v) {
+                    free(rel);
+                    rc = err_set("out of memory");
+                    break;
+                }
+                s->labels = v;
+                s->cap_labels = cap;
+            }
+            s->labels[s->items.n] = label;
+            rc = strlist_push(&s->items, rel);
+        }
+    }
+    free_dirs(s);
+    return rc;
+}
+
+// The class names: DIR's subdirectories (following symlinks, like
+// os.path.isdir), sorted; files directly in DIR are recorded as skipped.
+static int discover_classes(Scan *s, StrList *classes) {
+    DIR *d = opendir(s->root);
+    if (!d) return err_set("%s: cannot read directory: %s", s->root, strerror(errno));
+    struct dirent *e;
+    int rc = 0;
+    while (rc == 0 && (e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char *child = join(s->root, e->d_name);
+        if (!child) {
+            rc = err_set("out of memory");
+            break;
+        }
+        int is_dir, is_link;
+        classify(child, e->d_type, &is_dir, &is_link);
+        free(child);
+        if (is_dir) rc = strlist_push(classes, dup(e->d_name));
+        else rc = skip(s, dup(e->d_name), "not in a class folder");
+    }
+    closedir(d);
+    if (rc == 0 && classes->n > 1) qsort(classes->v, classes->n, sizeof(char *), cmp_str);
+    return rc;
+}
+
+static int check_classes(const char *root, const char *const *names, int n) {
+    for (int i = 0; i < n; i++) {
+        if (!names[i] || !names[i][0] || strchr(names[i], '/') || !strcmp(names[i], ".") ||
+            !strcmp(names[i], ".."))
+            return err_set("%s: invalid class name '%s'", root, names[i] ? names[i] : "(null)");
+        for (int j = 0; j < i; j++)
+            if (!strcmp(names[i], names[j]))
+                return err_set("%s: class '%s' is listed twice", root, names[i]);
+        char *p = join(root, names[i]);
+        if (!p) return err_set("out of memory");
+        struct stat st;
+        int ok = stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+        free(p);
+        if (!ok) return err_set("%s: class folder '%s' not found", root, names[i]);
+    }
+    return 0;
+}
+
+int dataset_scan(const char *dir, const char *const *classes, int n_classes, Dataset *ds) {
+    memset(ds, 0, sizeof *ds);
+    struct stat st;
+    if (stat(dir, &st) != 0)
+        return err_set("%s: cannot open dataset directory: %s", dir, strerror(errno));
+    if (!S_ISDIR(st.st_mode)) return err_set("%s: not a directory", dir);
+
+    char *root = strdup(dir);
+    if (!root) return err_set("out of memory");
+    for (size_t k = strlen(root); k > 1 && root[k - 1] == '/'; k--) root[k - 1] = '\0';
+    Scan s = {.root = root};
+    StrList names = {0};
+    int rc = 0;
+    if (classes && n_classes > 0) {
+        rc = check_classes(root, classes, n_classes);
+        for (int i = 0; rc == 0 && i < n_classes; i++) rc = strlist_push(&names, dup(classes[i]));
+    } else {
+        rc = discover_classes(&s, &names);
+        if (rc == 0 && names.n == 0)
+            rc = err_set("%s: no class subfolders (expected %s/CLASS_NAME/IMAGE files)", dir, root);
+    }
+    int *counts = rc == 0 ? calloc(names.n, sizeof(int)) : NULL;
+    if (rc == 0 && !counts) rc = err_set("out of memory");
+    for (int c = 0; rc == 0 && c < names.n; c++) {
+        int before = s.items.n;
+        rc = scan_class(&s, names.v[c], c);
+        counts[c] = s.items.n - before;
+    }
+    DatasetItem *items = NULL;
+    if (rc == 0 && s.items.n) {
+        items = malloc(sizeof(DatasetItem) * s.items.n);
+        if (!items) rc = err_set("out of memory");
+    }
+    free(s.dirs);
+    if (rc != 0) {
+        free(root);
+        free(counts);
+        free(items);
+        strlist_free(&names);
+        strlist_free(&s.items);
+        strlist_free(&s.skipped);
+        strlist_free(&s.reasons);
+        free(s.labels);
+        return -1;
+    }
+    for (int i = 0; i < s.items.n; i++) items[i] = (DatasetItem){s.items.v[i], s.labels[i]};
+    free(s.items.v);
+    free(s.labels);
+    ds->root = root;
+    ds->n_classes = names.n;
+    ds->class_names = names.v;
+    ds->class_counts = counts;
+    ds->n_items = s.items.n;
+    ds->items = items;
+    ds->n_skipped = s.skipped.n;
+    ds->skipped_paths = s.skipped.v;
+    ds->skipped_reasons = s.reasons.v;
+    return 0;
+}
+
+void dataset_free(Dataset *ds) {
+    if (!ds) return;
+    free(ds->root);
+    for (int c = 0; c < ds->n_classes; c++) free(ds->class_names[c]);
+    free(ds->class_names);
+    free(ds->class_counts);
+    for (int i = 0; i < ds->n_items; i++) free(ds->items[i].path);
+    free(ds->items);
+    for (int i = 0; i < ds->n_skipped; i++) {
+        free(ds->skipped_paths[i]);
+        free(ds->skipped_reasons[i]);
+    }
+    free(ds->skipped_paths);
+    free(ds->skipped_reasons);
+    memset(ds, 0, sizeof *ds);
+}
+
+// An empty dataset with all's root and classes, room for n items.
+static int dataset_like(const Dataset *all, int n, Dataset *out) {
+    memset(out, 0, sizeof *out);
+    out->root = dup(all->root);
+    out->class_names = calloc(all->n_classes ? all->n_classes : 1, sizeof(char *));
+    out->class_counts = calloc(all->n_classes ? all->n_classes : 1, sizeof(int));
+    out->items = malloc(sizeof(DatasetItem) * (n ? n : 1));
+    if (!out->root || !out->class_names || !out->class_counts || !out->items) goto oom;
+    for (int c = 0; c < all->n_classes; c++) {
+        out->class_names[c] = dup(all->class_names[c]);
+        if (!out->class_names[c]) goto oom;
+        out->n_classes = c + 1;
+    }
+    return 0;
+oom:
+    dataset_free(out);
+    return err_set("out of memory");
+}
+
+static int add_item(Dataset *d, const DatasetItem *it) {
+    char *p = dup(it->path);
+    if (!p) return err_set("out of memory");
+    d->items[d->n_items++] = (DatasetItem){p, it->label};
+    d->class_counts[it->label]++;
+    return 0;
+}
+
+int dataset_split(const Dataset *all, double f, Dataset *train, Dataset *val) {
+    memset(train, 0, sizeof *train);
+    memset(val, 0, sizeof *val);
+    if (!(f > 0.0 && f < 1.0))
+        return err_set("validation_split must be strictly between 0 and 1 (got %g)", f);
+    int *seen = calloc(all->n_classes ? all->n_classes : 1, sizeof(int));
+    int *total = calloc(all->n_classes ? all->n_classes : 1, sizeof(int));
+    if (!seen || !total) {
+        free(seen), free(total);
+        return err_set("out of memory");
+    }
+    int rc = 0;
+    for (int i = 0; i < all->n_items; i++) {
+        int l = all->items[i].label;
+        if (l < 0 || l >= all->n_classes) {
+            rc = err_set("%s: item %d has label %d outside 0..%d", all->root, i, l, all->n_classes - 1);
+            break;
+        }
+        total[l]++;
+    }
+    if (rc == 0) rc = dataset_like(all, all->n_items, train);
+    if (rc == 0 && dataset_like(all, all->n_items, val) != 0) {
+        dataset_free(train);
+        rc = -1;
+    }
+    // Keras: split (0, F) / (F, 1) of each class's files, start/stop = int(x * n).
+    for (int i = 0; rc == 0 && i < all->n_items; i++) {
+        int l = all->items[i].label;
+        int n_val = (int)(f * total[l]);
+        rc = add_item(seen[l]++ < n_val ? val : train, &all->items[i]);
+    }
+    free(seen), free(total);
+    if (rc != 0) {
+        dataset_free(train);
+        dataset_free(val);
+    }
+    return rc;
+}
+
+int dataset_found_line(const Dataset *ds, char *buf, size_t size) {
+    return snprintf(buf, size, "Found %d images belonging to %d classes.", ds->n_items,
+                    ds->n_classes);
+}
+
+int dataset_class_weights_balanced(const Dataset *ds, float *w) {
+    for (int c = 0; c < ds->n_classes; c++)
+        if (ds->class_counts[c] == 0)
+            return err_set("class '%s' has no images: balanced class weights are undefined",
+                           ds->class_names[c]);
+    for (int c = 0; c < ds->n_classes; c++)
+        w[c] = (float)((double)ds->n_items / ((double)ds->n_classes * ds->class_counts[c]));
+    return 0;
+}
+
+char *dataset_item_path(const Dataset *ds, int i) {
+    if (i < 0 || i >= ds->n_items) return NULL;
+    return join(ds->root, ds->items[i].path);
+}

@@ -1,0 +1,53 @@
+#include "device.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "error.h"
+#include "gpu.h"
+
+const char *device_name(DeviceKind d) { return d == DEVICE_CUDA ? "cuda" : "cpu"; }
+
+void device_describe_gpus(char *buf, size_t size) {
+    char why[256] = "";
+    int n = gpu_count(why, sizeof why);
+    if (n == 0) {
+        snprintf(buf, size, "none (%s)", why);
+        return;
+    }
+    size_t used = 0;
+    for (int i = 0; i < n && used < size; i++) {
+        char name[200] = "?";
+        gpu_name(i, name, sizeof name);
+        used += (size_t)snprintf(buf + used, size - used, "%s%d: %s", i ? "; " : "", i, name);
+    }
+    if (used < size) {
+        char v[128];
+        gpu_cudnn_version(v, sizeof v);
+        snprintf(buf + used, size - used, "; %s", v);
+    }
+}
+
+int device_select(const char *want, DeviceKind *out, char *note, size_t note_size) {
+    char why[256] = "";
+    if (!want || !strcmp(want, "cpu")) {
+        *out = DEVICE_CPU;
+        if (note) snprintf(note, note_size, "CPU (--device cpu)");
+        return 0;
+    }
+    if (strcmp(want, "auto") && strcmp(want, "cuda"))
+        return err_set("--device: '%s' is not one of auto|cpu|cuda", want);
+    int n = gpu_count(why, sizeof why);
+    if (n > 0) {
+        *out = DEVICE_CUDA;
+        char name[200] = "GPU";
+        gpu_name(0, name, sizeof name);
+        if (note) snprintf(note, note_size, "GPU 0: %s", name);
+        return 0;
+    }
+    if (!strcmp(want, "cuda"))
+        return err_set("--device cuda: no usable GPU (%s); use --device auto or cpu to run on the CPU", why);
+    *out = DEVICE_CPU;
+    if (note) snprintf(note, note_size, "CPU (no GPU: %s)", why);
+    return 0;
+}

@@ -1,0 +1,29 @@
+#include "error.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static _Thread_local char err_buf[ERR_MSG_MAX];
+
+int err_set(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err_buf, sizeof err_buf, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int err_prefix(const char *fmt, ...) {
+    char prefix[ERR_MSG_MAX], old[ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    memcpy(old, err_buf, sizeof old);
+    snprintf(err_buf, sizeof err_buf, "%s%s", prefix, old);
+    return -1;
+}
+
+const char *err_msg(void) { return err_buf; }
+
+void err_clear(void) { err_buf[0] = '\0'; }

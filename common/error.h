@@ -1,0 +1,19 @@
+// Error reporting for library code.
+//
+// Library functions never exit or abort: they return -1 (or NULL) and leave a
+// message here that names the file, layer or value at fault. Executables print
+// it as "NAME: error: MESSAGE". The buffer is thread-local, so worker threads
+// (image decoding, decompression) report their own errors.
+#pragma once
+#include <stdarg.h>
+
+#define ERR_MSG_MAX 1024
+
+// Sets the message and returns -1, so callers can write `return err_set(...)`.
+int err_set(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+// Prepends context to the current message ("reading x.h5: " + old message).
+// Returns -1 like err_set.
+int err_prefix(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+// The last message set in this thread ("" if none).
+const char *err_msg(void);
+void err_clear(void);

@@ -1,0 +1,200 @@
+#include "forward.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "layers.h"
+
+int base_workspace_alloc(BaseWorkspace *ws, const Model *m) {
+    memset(ws, 0, sizeof *ws);
+    size_t act = (size_t)model_max_activation(m, 0, m->n_base);
+    size_t scratch = 0;
+    for (int i = 1; i < m->n_base; i++) {
+        const Layer *l = &m->layers[i];
+        if (l->kind != LAYER_CONV) continue;
+        size_t s = conv3x3_scratch_floats(l->in_h, l->in_w, l->in_c);
+        if (s > scratch) scratch = s;
+    }
+    ws->a = malloc(act * sizeof(float));
+    ws->b = malloc(act * sizeof(float));
+    ws->scratch = malloc((scratch ? scratch : 1) * sizeof(float));
+    if (!ws->a || !ws->b || !ws->scratch) {
+        base_workspace_free(ws);
+        return err_set("out of memory for the conv base workspace (%zu MB)", (2 * act + scratch) * 4 >> 20);
+    }
+    return 0;
+}
+
+void base_workspace_free(BaseWorkspace *ws) {
+    free(ws->a);
+    free(ws->b);
+    free(ws->scratch);
+    memset(ws, 0, sizeof *ws);
+}
+
+void base_forward_cpu(const Model *m, const float *in, int N, float *out, BaseWorkspace *ws) {
+    const size_t in_size = (size_t)m->cfg.input_h * m->cfg.input_w * 3;
+    const size_t feat = (size_t)model_feature_size(m);
+    // One image at a time: activations of a 224x224 VGG are 12 MB per layer,
+    // and sgemm is already efficient at one image's M = H*W rows.
+    for (int n = 0; n < N; n++) {
+        const float *x = in + n * in_size;
+        float *y = ws->a;
+        for (int i = 1; i < m->n_base; i++) {
+            const Layer *l = &m->layers[i];
+            float *dst = i == m->n_base - 1 ? out + n * feat : y;
+            if (l->kind == LAYER_CONV) {
+                conv3x3_forward(x, 1, l->in_h, l->in_w, l->in_c, l->kernel, l->bias, l->out_c, dst, ws->scratch);
+                relu_forward(dst, (size_t)l->out_h * l->out_w * l->out_c);
+            } else {
+                maxpool2x2_forward(x, 1, l->in_h, l->in_w, l->in_c, dst, NULL);
+            }
+            x = dst;
+            y = (dst == ws->a) ? ws->b : ws->a;
+        }
+    }
+}
+
+int head_buffers_alloc(HeadBuffers *hb, const Model *m, int cap) {
+    memset(hb, 0, sizeof *hb);
+    hb->cap = cap;
+    size_t hidden = m->cfg.hidden > 0 ? (size_t)m->cfg.hidden : 1;
+    size_t outs = (size_t)m->n_outputs;
+    hb->hidden = malloc(cap * hidden * sizeof(float));
+    hb->d_hidden = malloc(cap * hidden * sizeof(float));
+    hb->mask = malloc(cap * hidden);
+    hb->logits = malloc(cap * outs * sizeof(float));
+    hb->probs = malloc(cap * outs * sizeof(float));
+    hb->d_logits = malloc(cap * outs * sizeof(float));
+    hb->targets = malloc(cap * sizeof(float));
+    if (!hb->hidden || !hb->d_hidden || !hb->mask || !hb->logits || !hb->probs || !hb->d_logits || !hb->targets) {
+        head_buffers_free(hb);
+        return err_set("out of memory for head buffers (batch %d)", cap);
+    }
+    return 0;
+}
+
+void head_buffers_free(HeadBuffers *hb) {
+    free(hb->hidden);
+    free(hb->d_hidden);
+    free(hb->mask);
+    free(hb->logits);
+    free(hb->probs);
+    free(hb->d_logits);
+    free(hb->targets);
+    memset(hb, 0, sizeof *hb);
+}
+
+int grads_alloc(Grads *g, const Model *m, int from, int to) {
+    g->n_layers = m->n_layers;
+    g->dkernel = calloc(m->n_layers, sizeof(float *));
+    g->dbias = calloc(m->n_layers, sizeof(float *));
+    if (!g->dkernel || !g->dbias) return err_set("out of memory");
+    for (int i = from; i < to; i++) {
+        const Layer *l = &m->layers[i];
+        if (!l->n_kernel || !l->trainable) continue;
+        g->dkernel[i] = calloc((size_t)l->n_kernel, sizeof(float));
+        g->dbias[i] = calloc((size_t)l->n_bias, sizeof(float));
+        if (!g->dkernel[i] || !g->dbias[i]) return err_set("out of memory for gradients of layer %s", l->name);
+    }
+    return 0;
+}
+
+void grads_zero(Grads *g, const Model *m) {
+    for (int i = 0; i < g->n_layers; i++) {
+        if (g->dkernel[i]) memset(g->dkernel[i], 0, (size_t)m->layers[i].n_kernel * sizeof(float));
+        if (g->dbias[i]) memset(g->dbias[i], 0, (size_t)m->layers[i].n_bias * sizeof(float));
+    }
+}
+
+void grads_free(Grads *g) {
+    for (int i = 0; i < g->n_layers; i++) {
+        if (g->dkernel) free(g->dkernel[i]);
+        if (g->dbias) free(g->dbias[i]);
+    }
+    free(g->dkernel);
+    free(g->dbias);
+    memset(g, 0, sizeof *g);
+}
+
+// Head layout after model_build: flatten, [dense (relu), [dropout]], output dense.
+typedef struct {
+    const Layer *hidden, *dropout, *output;
+    int i_hidden, i_output;
+} HeadLayers;
+
+static HeadLayers head_layers(const Model *m) {
+    HeadLayers h = {0};
+    for (int i = m->n_base; i < m->n_layers; i++) {
+        const Layer *l = &m->layers[i];
+        if (l->kind == LAYER_DENSE && i < m->n_layers - 1) h.hidden = l, h.i_hidden = i;
+        else if (l->kind == LAYER_DROPOUT) h.dropout = l;
+        else if (l->kind == LAYER_DENSE) h.output = l, h.i_output = i;
+    }
+    return h;
+}
+
+void head_forward(const Model *m, const float *features, int N, int training, uint64_t seed, uint64_t stream,
+                  HeadBuffers *hb) {
+    HeadLayers h = head_layers(m);
+    const int D = (int)model_feature_size(m);
+    const float *x = features;
+    int dim = D;
+    if (h.hidden) {
+        dense_forward(features, N, D, h.hidden->kernel, h.hidden->bias, h.hidden->units, hb->hidden);
+        size_t n = (size_t)N * h.hidden->units;
+        relu_forward(hb->hidden, n);
+        hb->dropout_applied = h.dropout && training;
+        if (hb->dropout_applied) dropout_forward(hb->hidden, n, h.dropout->rate, seed, stream, hb->mask);
+        x = hb->hidden;
+        dim = h.hidden->units;
+    }
+    dense_forward(x, N, dim, h.output->kernel, h.output->bias, h.output->units, hb->logits);
+    if (h.output->act == ACT_SIGMOID) sigmoid_forward(hb->logits, hb->probs, (size_t)N);
+    else softmax_forward(hb->logits, hb->probs, N, h.output->units);
+}
+
+float head_backward(const Model *m, const float *features, const int32_t *labels, const float *sample_weights, int N,
+                    HeadBuffers *hb, Grads *g, float *d_features) {
+    HeadLayers h = head_layers(m);
+    const int D = (int)model_feature_size(m);
+    float loss;
+    float *dl = (g || d_features) ? hb->d_logits : NULL;
+    if (h.output->act == ACT_SIGMOID) {
+        for (int i = 0; i < N; i++) hb->targets[i] = (float)labels[i];
+        loss = loss_sigmoid_bce(hb->logits, hb->targets, sample_weights, N, dl, NULL);
+    } else {
+        loss = loss_softmax_cce(hb->logits, labels, sample_weights, N, h.output->units, dl, NULL);
+    }
+    if (!dl) return loss;
+    const float *x = h.hidden ? hb->hidden : features;
+    int dim = h.hidden ? h.hidden->units : D;
+    float *dx = h.hidden ? hb->d_hidden : d_features;
+    dense_backward(x, N, dim, h.output->kernel, h.output->units, dl, dx, g ? g->dkernel[h.i_output] : NULL,
+                   g ? g->dbias[h.i_output] : NULL);
+    if (h.hidden) {
+        size_t n = (size_t)N * h.hidden->units;
+        if (hb->dropout_applied) dropout_backward(hb->d_hidden, n, h.dropout->rate, hb->mask);
+        // relu'(pre) equals relu'(post-dropout) only where dropout kept the
+        // unit; dropped units already have zero gradient from the mask.
+        relu_backward(hb->hidden, hb->d_hidden, n);
+        dense_backward(features, N, D, h.hidden->kernel, h.hidden->units, hb->d_hidden, d_features,
+                       g ? g->dkernel[h.i_hidden] : NULL, g ? g->dbias[h.i_hidden] : NULL);
+    }
+    return loss;
+}
+
+void head_predict_classes(const Model *m, const HeadBuffers *hb, int N, int32_t *classes) {
+    int K = m->n_outputs;
+    for (int i = 0; i < N; i++) {
+        if (K == 1) {
+            classes[i] = hb->probs[i] >= 0.5f;
+            continue;
+        }
+        int best = 0;
+        for (int k = 1; k < K; k++)
+            if (hb->probs[i * K + k] > hb->probs[i * K + best]) best = k;
+        classes[i] = best;
+    }
+}

@@ -1,0 +1,149 @@
+// Uncompressed BMP, read the way PIL's BmpImagePlugin reads it (the header
+// fields it trusts, its pixel-data offset rule, its 16-bit scaling).
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "image_codec.h"
+
+static uint32_t u16le(const uint8_t *p) { return p[0] | (uint32_t)p[1] << 8; }
+static uint32_t u32le(const uint8_t *p) {
+    return p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+// One colour channel described by a bit mask, scaled to 8 bits like PIL's
+// unpackers: 5 and 6-bit fields as v * 255 / max (integer division), 8-bit
+// fields as they are.
+typedef struct { uint32_t mask; int shift, bits; } Field;
+
+static Field field(uint32_t mask) {
+    Field f = {mask, 0, 0};
+    if (!mask) return f;
+    while (!((mask >> f.shift) & 1)) f.shift++;
+    for (uint32_t m = mask >> f.shift; m & 1; m >>= 1) f.bits++;
+    return f;
+}
+
+static uint8_t field_get(Field f, uint32_t px) {
+    if (!f.mask) return 0;
+    uint32_t v = (px & f.mask) >> f.shift;
+    if (f.bits == 8) return (uint8_t)v;
+    if (f.bits > 8) return (uint8_t)(v >> (f.bits - 8));
+    return (uint8_t)(v * 255 / ((1u << f.bits) - 1));
+}
+
+static const char *compression_name(uint32_t c) {
+    switch (c) {
+    case 1: return "RLE8";
+    case 2: return "RLE4";
+    case 4: return "embedded JPEG";
+    case 5: return "embedded PNG";
+    case 6: return "alpha bitfields";
+    default: return "unknown";
+    }
+}
+
+int bmp_decode(const uint8_t *d, size_t n, long max_pixels, Image *out, DecodeInfo *info) {
+    if (n < 18) return err_set("truncated BMP header");
+    uint32_t offset = u32le(d + 10);
+    uint32_t hsize = u32le(d + 14);
+    const uint8_t *h = d + 14;
+    long w, ht;
+    int bits, topdown = 0, pal_entry;
+    uint32_t compression = 0, colors = 0;
+    uint32_t masks[3] = {0, 0, 0};
+    if (hsize == 12) {  // OS/2 1.x / BITMAPCOREHEADER
+        if (n < 14 + 12) return err_set("truncated BMP header");
+        w = u16le(h + 4);
+        ht = u16le(h + 6);
+        bits = (int)u16le(h + 10);
+        pal_entry = 3;
+    } else if (hsize == 40 || hsize == 52 || hsize == 56 || hsize == 64 || hsize == 108 ||
+               hsize == 124) {
+        if (n < 14 + (size_t)hsize) return err_set("truncated BMP header");
+        w = (int32_t)u32le(h + 4);
+        ht = (int32_t)u32le(h + 8);
+        if (ht < 0) {
+            ht = -ht;
+            topdown = 1;
+        }
+        bits = (int)u16le(h + 14);
+        compression = u32le(h + 16);
+        colors = u32le(h + 32);
+        pal_entry = 4;
+        if (compression == 3) {  // BI_BITFIELDS: masks in the header, or after a 40-byte one
+            if (n < 14 + 40 + 12) return err_set("truncated BMP header");
+            for (int i = 0; i < 3; i++) masks[i] = u32le(h + 40 + 4 * i);
+        }
+    } else {
+        return err_set("unsupported BMP header type (%u bytes)", hsize);
+    }
+    info->src_w = (int)w;
+    info->src_h = (int)ht;
+    if (compression != 0 && compression != 3)
+        return err_set("unsupported BMP compression (%s)", compression_name(compression));
+    if (bits != 1 && bits != 4 && bits != 8 && bits != 16 && bits != 24 && bits != 32)
+        return err_set("unsupported BMP pixel depth (%d bits)", bits);
+    if (compression == 3 && bits <= 8)
+        return err_set("unsupported BMP bitfields layout (%d bits)", bits);
+    if (image_check_budget(w, ht, max_pixels, "BMP") != 0) return -1;
+
+    // Palette: colors entries (all 1 << bits when the header says 0) right
+    // after the header. PIL reads pixels from the header's offset, except that
+    // an offset pointing at the palette itself is moved past it.
+    uint8_t pal[256][3];
+    if (bits <= 8) {
+        if (colors == 0 || colors > 256) colors = 1u << bits;
+        size_t pstart = 14 + hsize;
+        if (pstart + (size_t)colors * pal_entry > n) return err_set("truncated BMP palette");
+        // Entries past the palette: PIL's default palette is a gray ramp.
+        for (int i = 0; i < 256; i++) pal[i][0] = pal[i][1] = pal[i][2] = (uint8_t)i;
+        for (uint32_t i = 0; i < colors; i++) {
+            const uint8_t *e = d + pstart + (size_t)i * pal_entry;
+            pal[i][0] = e[2];
+            pal[i][1] = e[1];
+            pal[i][2] = e[0];
+        }
+        if (offset == 14 + hsize) offset += colors * pal_entry;
+    }
+
+    Field f[3];
+    if (compression != 3) {
+        if (bits == 16) masks[0] = 0x7C00, masks[1] = 0x3E0, masks[2] = 0x1F;
+        else masks[0] = 0xFF0000, masks[1] = 0xFF00, masks[2] = 0xFF;
+    } else if (bits == 32 && !masks[0] && !masks[1] && !masks[2]) {
+        masks[0] = 0xFF0000, masks[1] = 0xFF00, masks[2] = 0xFF;  // PIL: BGRA
+    }
+    for (int i = 0; i < 3; i++) f[i] = field(masks[i]);
+
+    size_t stride = (((size_t)w * bits + 31) >> 3) & ~(size_t)3;
+    if (offset > n || (n - offset) / stride < (size_t)ht)
+        return err_set("truncated BMP pixel data (%zu bytes, need %zu from offset %u)", n,
+                       stride * ht, offset);
+    uint8_t *rgb = malloc((size_t)w * ht * 3);
+    if (!rgb) return err_set("out of memory for a %ldx%ld BMP image", w, ht);
+    for (long y = 0; y < ht; y++) {
+        const uint8_t *row = d + offset + stride * (size_t)(topdown ? y : ht - 1 - y);
+        uint8_t *o = rgb + (size_t)y * w * 3;
+        for (long x = 0; x < w; x++, o += 3) {
+            if (bits <= 8) {
+                int idx;
+                if (bits == 8) idx = row[x];
+                else if (bits == 4) idx = (row[x >> 1] >> ((x & 1) ? 0 : 4)) & 15;
+                else idx = (row[x >> 3] >> (7 - (x & 7))) & 1;
+                memcpy(o, pal[idx], 3);
+                continue;
+            }
+            uint32_t px;
+            if (bits == 16) px = u16le(row + 2 * x);
+            else if (bits == 24) px = row[3 * x] | (uint32_t)row[3 * x + 1] << 8 |
+                                      (uint32_t)row[3 * x + 2] << 16;
+            else px = u32le(row + 4 * x);
+            for (int c = 0; c < 3; c++) o[c] = field_get(f[c], px);
+        }
+    }
+    out->w = (int)w;
+    out->h = (int)ht;
+    out->rgb = rgb;
+    return 0;
+}

@@ -1,0 +1,17 @@
+// Internal: one decoder per format, called by image_decode_memory once it has
+// sniffed the format. Each sets a message WITHOUT the file name (the caller
+// prefixes "NAME: ") and returns -1 on failure, leaving *out zeroed.
+// max_pixels is already resolved (> 0).
+#pragma once
+#include "image.h"
+
+int jpeg_decode(const uint8_t *data, size_t n, const DecodeOptions *opt, long max_pixels,
+                Image *out, DecodeInfo *info);
+int png_decode(const uint8_t *data, size_t n, long max_pixels, Image *out, DecodeInfo *info);
+int bmp_decode(const uint8_t *data, size_t n, long max_pixels, Image *out, DecodeInfo *info);
+int pnm_decode(const uint8_t *data, size_t n, long max_pixels, Image *out, DecodeInfo *info);
+
+// Checks a w x h image of format fmt against the budget before anything is
+// allocated: -1 with "WxH FMT image is over the pixel budget (...)" or
+// "invalid image size WxH".
+int image_check_budget(long w, long h, long max_pixels, const char *fmt);

@@ -1,0 +1,211 @@
+#include "model_io.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "weights_h5.h"
+
+// Describes layers [from, to) of m for the HDF5 module (data = m's buffers).
+static H5Layer *h5_spec(const Model *m, int from, int to) {
+    H5Layer *s = calloc((size_t)(to - from) + 1, sizeof(H5Layer));
+    if (!s) return NULL;
+    for (int i = from; i < to; i++) {
+        const Layer *l = &m->layers[i];
+        H5Layer *h = &s[i - from];
+        h->layer = l->name;
+        if (!l->n_kernel) continue;
+        h->n_tensors = 2;
+        if (l->kind == LAYER_CONV) {
+            h->ndim[0] = 4;
+            h->shape[0][0] = 3, h->shape[0][1] = 3, h->shape[0][2] = l->in_c, h->shape[0][3] = l->out_c;
+        } else {
+            h->ndim[0] = 2;
+            h->shape[0][0] = l->in_c, h->shape[0][1] = l->units;
+        }
+        h->ndim[1] = 1;
+        h->shape[1][0] = (int)l->n_bias;
+        h->data[0] = l->kernel;
+        h->data[1] = l->bias;
+    }
+    return s;
+}
+
+int model_load_base(Model *m, const char *path) {
+    if (model_alloc_weights(m, 1, m->n_base) < 0) return -1;
+    H5Layer *s = h5_spec(m, 1, m->n_base);
+    if (!s) return err_set("out of memory");
+    int rc = h5_read_layers(path, s, m->n_base - 1);
+    free(s);
+    return rc;
+}
+
+void model_meta_from_model(const Model *m, ModelMeta *meta) {
+    memset(meta, 0, sizeof *meta);
+    snprintf(meta->arch, sizeof meta->arch, "%s", arch_name(m->cfg.arch));
+    meta->input_h = m->cfg.input_h;
+    meta->input_w = m->cfg.input_w;
+    snprintf(meta->cut, sizeof meta->cut, "%s", m->cut_name);
+    snprintf(meta->preprocess, sizeof meta->preprocess, "caffe");
+    snprintf(meta->interpolation, sizeof meta->interpolation, "nearest");
+    meta->n_classes = m->cfg.n_classes;
+    meta->binary = m->cfg.binary;
+    meta->hidden = m->cfg.hidden;
+    meta->dropout = m->cfg.dropout;
+    snprintf(meta->unfreeze, sizeof meta->unfreeze, "%s", m->unfreeze_name);
+}
+
+void model_meta_to_config(const ModelMeta *meta, ModelConfig *cfg) {
+    model_config_defaults(cfg);
+    arch_from_name(meta->arch, &cfg->arch);
+    cfg->input_h = meta->input_h;
+    cfg->input_w = meta->input_w;
+    cfg->cut = meta->cut;
+    cfg->n_classes = meta->n_classes;
+    cfg->binary = meta->binary;
+    cfg->hidden = meta->hidden;
+    cfg->dropout = meta->dropout;
+    cfg->unfreeze = meta->unfreeze[0] ? meta->unfreeze : NULL;
+}
+
+void model_meta_free(ModelMeta *meta) {
+    if (meta->class_names)
+        for (int i = 0; i < meta->n_classes; i++) free(meta->class_names[i]);
+    free(meta->class_names);
+    meta->class_names = NULL;
+}
+
+int model_save(const Model *m, const char *path, int from, const ModelMeta *meta) {
+    // Class names are stored one per line: a folder name with a newline
+    // cannot be represented, so refuse it rather than corrupt the list.
+    size_t names_len = 1;
+    for (int i = 0; meta->class_names && i < meta->n_classes; i++) {
+        if (strchr(meta->class_names[i], '\n'))
+            return err_set("%s: class name '%s' contains a newline, which model files cannot store", path,
+                           meta->class_names[i]);
+        names_len += strlen(meta->class_names[i]) + 1;
+    }
+    char *names = calloc(1, names_len);
+    for (int i = 0; meta->class_names && i < meta->n_classes; i++) {
+        strcat(names, meta->class_names[i]);
+        if (i + 1 < meta->n_classes) strcat(names, "\n");
+    }
+    char size[32], classes[16], hidden[16], dropout[32];
+    snprintf(size, sizeof size, "%dx%d", meta->input_w, meta->input_h);
+    snprintf(classes, sizeof classes, "%d", meta->n_classes);
+    snprintf(hidden, sizeof hidden, "%d", meta->hidden);
+    snprintf(dropout, sizeof dropout, "%.9g", meta->dropout);
+    H5Attr attrs[] = {
+        {"vggft_format", "1"},
+        {"vggft_version", VGGFT_VERSION},
+        {"vggft_contents", from <= 1 ? "full" : "head"},
+        {"vggft_model", meta->arch},
+        {"vggft_input_size", size},
+        {"vggft_layer", meta->cut},
+        {"vggft_preprocess", meta->preprocess},
+        {"vggft_interpolation", meta->interpolation},
+        {"vggft_classes", classes},
+        {"vggft_class_mode", meta->binary ? "binary" : "categorical"},
+        {"vggft_class_names", names},
+        {"vggft_hidden", hidden},
+        {"vggft_dropout", dropout},
+        {"vggft_unfreeze", meta->unfreeze},
+    };
+    H5Layer *s = h5_spec(m, from, m->n_layers);
+    int rc = s ? h5_write_layers(path, s, m->n_layers - from, attrs, (int)(sizeof attrs / sizeof attrs[0]))
+               : err_set("out of memory");
+    free(s);
+    free(names);
+    return rc;
+}
+
+// Reads one attribute into a buffer; a missing one is an error naming it.
+static int read_attr(const char *path, const char *key, char *buf, size_t size) {
+    char *v = NULL;
+    int rc = h5_read_attr(path, key, &v);
+    if (rc < 0) return -1;
+    if (rc == 0) return err_set("%s: not a vggft model file (no attribute %s)", path, key);
+    snprintf(buf, size, "%s", v);
+    free(v);
+    return 0;
+}
+
+int model_meta_read(const char *path, ModelMeta *meta) {
+    memset(meta, 0, sizeof *meta);
+    char size[32], classes[16], mode[16], hidden[16], dropout[32];
+    if (read_attr(path, "vggft_model", meta->arch, sizeof meta->arch) < 0 ||
+        read_attr(path, "vggft_contents", meta->contents, sizeof meta->contents) < 0 ||
+        read_attr(path, "vggft_input_size", size, sizeof size) < 0 ||
+        read_attr(path, "vggft_layer", meta->cut, sizeof meta->cut) < 0 ||
+        read_attr(path, "vggft_preprocess", meta->preprocess, sizeof meta->preprocess) < 0 ||
+        read_attr(path, "vggft_interpolation", meta->interpolation, sizeof meta->interpolation) < 0 ||
+        read_attr(path, "vggft_classes", classes, sizeof classes) < 0 ||
+        read_attr(path, "vggft_class_mode", mode, sizeof mode) < 0 ||
+        read_attr(path, "vggft_hidden", hidden, sizeof hidden) < 0 ||
+        read_attr(path, "vggft_dropout", dropout, sizeof dropout) < 0 ||
+        read_attr(path, "vggft_unfreeze", meta->unfreeze, sizeof meta->unfreeze) < 0)
+        return -1;
+    if (sscanf(size, "%dx%d", &meta->input_w, &meta->input_h) != 2)
+        return err_set("%s: bad vggft_input_size '%s'", path, size);
+    meta->n_classes = atoi(classes);
+    meta->binary = !strcmp(mode, "binary");
+    meta->hidden = atoi(hidden);
+    meta->dropout = (float)atof(dropout);
+    if (meta->n_classes < 2 || meta->n_classes > 100000)
+        return err_set("%s: bad vggft_classes '%s'", path, classes);
+    char *names = NULL;
+    if (h5_read_attr(path, "vggft_class_names", &names) == 1 && names[0]) {
+        meta->class_names = calloc((size_t)meta->n_classes, sizeof(char *));
+        char *p = names;
+        for (int i = 0; i < meta->n_classes; i++) {
+            char *nl = strchr(p, '\n');
+            if (!nl && i + 1 < meta->n_classes) {
+                free(names);
+                model_meta_free(meta);
+                return err_set("%s: vggft_class_names lists fewer than %d classes", path, meta->n_classes);
+            }
+            if (nl) *nl = '\0';
+            meta->class_names[i] = strdup(p);
+            p = nl ? nl + 1 : p + strlen(p);
+        }
+    }
+    free(names);
+    return 0;
+}
+
+int model_load_head(Model *m, const char *path) {
+    ModelMeta meta;
+    if (model_meta_read(path, &meta) < 0) return -1;
+    char want[32], got[32];
+    snprintf(want, sizeof want, "%dx%d", m->cfg.input_w, m->cfg.input_h);
+    snprintf(got, sizeof got, "%dx%d", meta.input_w, meta.input_h);
+    const char *what = NULL, *have = NULL, *need = NULL;
+    char a[32], b[32];
+    if (strcmp(meta.arch, arch_name(m->cfg.arch))) what = "model", have = meta.arch, need = arch_name(m->cfg.arch);
+    else if (strcmp(got, want)) what = "input size", have = got, need = want;
+    else if (strcmp(meta.cut, m->cut_name)) what = "feature layer", have = meta.cut, need = m->cut_name;
+    else if (meta.n_classes != m->cfg.n_classes) {
+        snprintf(a, sizeof a, "%d", meta.n_classes);
+        snprintf(b, sizeof b, "%d", m->cfg.n_classes);
+        what = "number of classes", have = a, need = b;
+    } else if (meta.hidden != m->cfg.hidden) {
+        snprintf(a, sizeof a, "%d", meta.hidden);
+        snprintf(b, sizeof b, "%d", m->cfg.hidden);
+        what = "hidden units", have = a, need = b;
+    } else if (meta.binary != m->cfg.binary)
+        what = "class mode", have = meta.binary ? "binary" : "categorical", need = m->cfg.binary ? "binary" : "categorical";
+    if (what) {
+        err_set("%s: %s is %s, expected %s", path, what, have, need);
+        model_meta_free(&meta);
+        return -1;
+    }
+    model_meta_free(&meta);
+    int from = model_head_start(m);
+    if (model_alloc_weights(m, from, m->n_layers) < 0) return -1;
+    H5Layer *s = h5_spec(m, from, m->n_layers);
+    if (!s) return err_set("out of memory");
+    int rc = h5_read_layers(path, s, m->n_layers - from);
+    free(s);
+    return rc;
+}

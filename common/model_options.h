@@ -1,0 +1,32 @@
+// The model options every executable shares (--model, --input-size, --layer,
+// --classes, --class-mode, --hidden, --dropout, --unfreeze), defined once so
+// that the tools agree on names, defaults and help text.
+#pragma once
+#include "cli.h"
+#include "model.h"
+
+typedef struct {
+    const char *model;
+    int input_size;
+    const char *layer;
+    int classes;
+    const char *class_mode;
+    int hidden;
+    float dropout;
+    const char *unfreeze;
+} ModelOptions;
+
+enum {
+    MOPT_BASE = 1,      // --model --input-size --layer
+    MOPT_HEAD = 2,      // --classes --class-mode --hidden --dropout
+    MOPT_UNFREEZE = 4,  // --unfreeze
+};
+
+// Writes the selected options into opts (room for 8); returns how many.
+int model_options_add(CliOption *opts, ModelOptions *mo, unsigned which);
+// ModelConfig from the options (defaults for what was not selected).
+int model_options_config(const ModelOptions *mo, unsigned which, ModelConfig *cfg);
+
+// --summary: builds the model from the options alone (no data, no weights)
+// and prints its Keras-style table to stdout. Returns the exit code.
+int model_options_summary(const char *prog, const ModelOptions *mo, unsigned which, SummaryStyle style);

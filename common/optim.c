@@ -1,0 +1,102 @@
+// SGD, Adam and RMSprop with Keras 3's update rules (keras/src/optimizers/
+// {sgd,adam,rmsprop}.py), in float32 and in the same operation order, so a
+// trajectory matches Keras's to float32 rounding.
+#include "optim.h"
+
+#include <math.h>
+#include <string.h>
+#include <strings.h>
+
+#include "error.h"
+
+void optim_defaults(Optimizer *o, OptimKind kind) {
+    memset(o, 0, sizeof *o);
+    o->kind = kind;
+    o->beta1 = 0.9f;
+    o->beta2 = 0.999f;
+    o->rho = 0.9f;
+    o->epsilon = 1e-7f;
+    o->lr = kind == OPTIM_SGD ? 0.01f : 0.001f;
+}
+
+static const char *const names[] = {"sgd", "adam", "rmsprop"};
+
+int optim_kind_from_name(const char *name, OptimKind *kind) {
+    // Case-insensitive, like the strings Keras accepts ("sgd", "Adam", ...).
+    for (int k = 0; k < 3; k++) {
+        if (strcasecmp(name, names[k]) == 0) {
+            *kind = (OptimKind)k;
+            return 0;
+        }
+    }
+    return err_set("unknown optimizer '%s' (expected sgd, adam or rmsprop)", name);
+}
+
+const char *optim_kind_name(OptimKind kind) {
+    return (unsigned)kind < 3 ? names[kind] : "unknown";
+}
+
+int optim_slots(const Optimizer *o) {
+    switch (o->kind) {
+    case OPTIM_SGD: return o->momentum != 0.0f ? 1 : 0;
+    case OPTIM_ADAM: return 2;
+    case OPTIM_RMSPROP: return o->momentum > 0.0f ? 2 : 1;
+    }
+    return 0;
+}
+
+static void sgd_update(const Optimizer *o, float *w, const float *g, float *const *slots,
+                       size_t n) {
+    float lr = o->lr, mu = o->momentum;
+    if (mu == 0.0f) {
+        for (size_t i = 0; i < n; i++) w[i] -= g[i] * lr;
+        return;
+    }
+    float *m = slots[0];
+    for (size_t i = 0; i < n; i++) {
+        m[i] = m[i] * mu - g[i] * lr;
+        w[i] += o->nesterov ? m[i] * mu - g[i] * lr : m[i];
+    }
+}
+
+static void adam_update(const Optimizer *o, float *w, const float *g, float *const *slots,
+                        size_t n) {
+    // Bias correction folded into the step size, as Keras does:
+    // alpha = lr * sqrt(1 - b2^t) / (1 - b1^t), with t = step + 1.
+    float t = (float)(o->step + 1);
+    float b1p = powf(o->beta1, t), b2p = powf(o->beta2, t);
+    float alpha = o->lr * sqrtf(1.0f - b2p) / (1.0f - b1p);
+    float c1 = 1.0f - o->beta1, c2 = 1.0f - o->beta2, eps = o->epsilon;
+    float *m = slots[0], *v = slots[1];
+    for (size_t i = 0; i < n; i++) {
+        m[i] += (g[i] - m[i]) * c1;
+        v[i] += (g[i] * g[i] - v[i]) * c2;
+        w[i] -= (m[i] * alpha) / (sqrtf(v[i]) + eps);
+    }
+}
+
+static void rmsprop_update(const Optimizer *o, float *w, const float *g, float *const *slots,
+                           size_t n) {
+    // Keras adds epsilon inside the square root (unlike Adam).
+    float rho = o->rho, c = 1.0f - o->rho, lr = o->lr, eps = o->epsilon, mu = o->momentum;
+    float *v = slots[0];
+    float *mom = mu > 0.0f ? slots[1] : NULL;
+    for (size_t i = 0; i < n; i++) {
+        v[i] = rho * v[i] + c * (g[i] * g[i]);
+        float inc = (lr * g[i]) / sqrtf(v[i] + eps);
+        if (mom) {
+            mom[i] = mu * mom[i] + inc;
+            inc = mom[i];
+        }
+        w[i] -= inc;
+    }
+}
+
+void optim_update(const Optimizer *o, float *param, const float *grad,
+                  float *const *slots, size_t n) {
+    switch (o->kind) {
+    case OPTIM_SGD: sgd_update(o, param, grad, slots, n); break;
+    case OPTIM_ADAM: adam_update(o, param, grad, slots, n); break;
+    case OPTIM_RMSPROP: rmsprop_update(o, param, grad, slots, n); break;
+    }
+}

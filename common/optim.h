@@ -1,0 +1,43 @@
+// Optimizers with Keras 3's defaults and update rules.
+//
+//   SGD      lr 0.01, momentum 0, nesterov off
+//            v = momentum*v - lr*g;  w += nesterov ? momentum*v - lr*g : v
+//            (momentum 0: w -= lr*g)
+//   Adam     lr 0.001, beta1 0.9, beta2 0.999, epsilon 1e-7
+//            m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2
+//            w -= lr*sqrt(1-b2^t)/(1-b1^t) * m / (sqrt(v) + eps)
+//   RMSprop  lr 0.001, rho 0.9, epsilon 1e-7, momentum 0
+//            v = rho*v + (1-rho)*g^2;  w -= lr*g / sqrt(v + eps)
+// State lives in caller-owned "slots" of n floats per parameter tensor, so a
+// resume file can save and restore it.
+#pragma once
+#include <stddef.h>
+
+typedef enum { OPTIM_SGD, OPTIM_ADAM, OPTIM_RMSPROP } OptimKind;
+
+typedef struct {
+    OptimKind kind;
+    float lr;
+    float momentum;   // SGD (and RMSprop's momentum, 0 = off)
+    int nesterov;     // SGD
+    float beta1, beta2;
+    float rho;
+    float epsilon;
+    long step;        // updates done so far; Adam's t is step+1 during update
+} Optimizer;
+
+// Fills o with Keras's defaults for kind (step = 0).
+void optim_defaults(Optimizer *o, OptimKind kind);
+// "sgd", "adam", "rmsprop" (any case). Returns -1 (err_set) on an unknown name.
+int optim_kind_from_name(const char *name, OptimKind *kind);
+const char *optim_kind_name(OptimKind kind);
+// Number of n-float state slots each parameter tensor needs (0, 1 or 2):
+// SGD 1 with momentum (velocity); Adam 2 (m, v); RMSprop 1 (v), 2 with
+// momentum (v, momentum).
+int optim_slots(const Optimizer *o);
+// Applies one update to a parameter tensor. slots points to optim_slots(o)
+// arrays of n floats, zero-initialised before the first step.
+void optim_update(const Optimizer *o, float *param, const float *grad,
+                  float *const *slots, size_t n);
+// Call once per training step, after all tensors were updated.
+static inline void optim_step_done(Optimizer *o) { o->step++; }

@@ -1,0 +1,815 @@
+#include "weights_h5.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <hdf5.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "error.h"
+
+// HDF5's object header messages (where attributes live) are limited to
+// 64 KiB; Keras splits string lists above this many bytes, and so do we.
+#define ATTR_LIMIT 64000
+// Largest single string attribute we write (see the header).
+#define ATTR_VALUE_MAX 60000
+
+// HDF5 prints its whole error stack to stderr by default; we report our own
+// messages instead. The setting is global in the serial library, so setting
+// it on every entry is cheap and keeps callers from having to remember it.
+static void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+
+static void close_attr(hid_t *id) { if (*id >= 0) H5Aclose(*id); *id = -1; }
+static void close_type(hid_t *id) { if (*id >= 0) H5Tclose(*id); *id = -1; }
+static void close_space(hid_t *id) { if (*id >= 0) H5Sclose(*id); *id = -1; }
+static void close_group(hid_t *id) { if (*id >= 0) H5Gclose(*id); *id = -1; }
+static void close_dset(hid_t *id) { if (*id >= 0) H5Dclose(*id); *id = -1; }
+
+// "(3,3,3,64)", "(64,)" like numpy prints shapes.
+static void fmt_shape(char *buf, size_t cap, int ndim, const unsigned long long *dims) {
+    size_t k = (size_t)snprintf(buf, cap, "(");
+    for (int i = 0; i < ndim && k < cap; i++)
+        k += (size_t)snprintf(buf + k, cap - k, "%s%llu", i ? "," : "", dims[i]);
+    if (k < cap) snprintf(buf + k, cap - k, ndim == 1 ? ",)" : ")");
+}
+
+// --- string lists (attributes) ---------------------------------------------
+
+typedef struct {
+    char **s;
+    int n;
+} StrList;
+
+static void strlist_free(StrList *l) {
+    for (int i = 0; i < l->n; i++) free(l->s[i]);
+    free(l->s);
+    l->s = NULL;
+    l->n = 0;
+}
+
+static int strlist_push(StrList *l, const char *s, size_t len) {
+    char **ns = realloc(l->s, (size_t)(l->n + 1) * sizeof *ns);
+    if (!ns) return err_set("out of memory");
+    l->s = ns;
+    char *c = malloc(len + 1);
+    if (!c) return err_set("out of memory");
+    memcpy(c, s, len);
+    c[len] = '\0';
+    l->s[l->n++] = c;
+    return 0;
+}
+
+// Appends the strings of attribute `name` of obj to out. Keras files hold
+// fixed-length byte strings (numpy 'S', Keras 1/2) or variable-length ones
+// (h5py str, Keras 3), scalar or 1-D. An attribute with no elements, of any
+// type, is an empty list: Keras writes np.asarray([]) (float64) for the
+// weight_names of weightless layers.
+static int attr_append_strings(hid_t obj, const char *name, StrList *out) {
+    hid_t attr = -1, space = -1, type = -1, mem = -1;
+    int rc = 0;
+    char *fixed = NULL;
+    char **vl = NULL;
+    attr = H5Aopen(obj, name, H5P_DEFAULT);
+    if (attr < 0) return err_set("cannot open attribute %s", name);
+    space = H5Aget_space(attr);
+    type = H5Aget_type(attr);
+    if (space < 0 || type < 0) {
+        rc = err_set("cannot read attribute %s", name);
+        goto done;
+    }
+    hssize_t n = H5Sget_simple_extent_type(space) == H5S_NULL ? 0 : H5Sget_simple_extent_npoints(space);
+    if (n < 0) {
+        rc = err_set("cannot read the size of attribute %s", name);
+        goto done;
+    }
+    if (n == 0) goto done;
+    if (H5Tget_class(type) != H5T_STRING) {
+        rc = err_set("attribute %s is not a list of strings", name);
+        goto done;
+    }
+    if (H5Tis_variable_str(type) > 0) {
+        mem = H5Tcopy(H5T_C_S1);
+        H5Tset_size(mem, H5T_VARIABLE);
+        H5Tset_cset(mem, H5Tget_cset(type));
+        vl = calloc((size_t)n, sizeof *vl);
+        if (!vl) {
+            rc = err_set("out of memory");
+            goto done;
+        }
+        if (H5Aread(attr, mem, vl) < 0) {
+            free(vl);
+            vl = NULL;
+            rc = err_set("cannot read attribute %s", name);
+            goto done;
+        }
+        for (hssize_t i = 0; i < n && rc == 0; i++)
+            rc = strlist_push(out, vl[i] ? vl[i] : "", vl[i] ? strlen(vl[i]) : 0);
+        H5Dvlen_reclaim(mem, space, H5P_DEFAULT, vl);
+        free(vl);
+    } else {
+        size_t size = H5Tget_size(type);
+        mem = H5Tcopy(type);
+        fixed = malloc((size_t)n * size + 1);
+        if (!fixed || size == 0) {
+            rc = err_set("cannot read attribute %s", name);
+            goto done;
+        }
+        if (H5Aread(attr, mem, fixed) < 0) {
+            rc = err_set("cannot read attribute %s", name);
+            goto done;
+        }
+        int spacepad = H5Tget_strpad(type) == H5T_STR_SPACEPAD;
+        for (hssize_t i = 0; i < n && rc == 0; i++) {
+            const char *s = fixed + (size_t)i * size;
+            size_t len = strnlen(s, size);
+            while (spacepad && len > 0 && s[len - 1] == ' ') len--;
+            rc = strlist_push(out, s, len);
+        }
+    }
+done:
+    free(fixed);
+    close_type(&mem);
+    close_type(&type);
+    close_space(&space);
+    close_attr(&attr);
+    return rc;
+}
+
+// Reads string-list attribute `name`, or its split form name0, name1, ...
+// Returns 1 if found, 0 if absent (out untouched), -1 on error.
+static int read_str_list(hid_t obj, const char *name, StrList *out) {
+    htri_t e = H5Aexists(obj, name);
+    if (e < 0) return err_set("cannot query attribute %s", name);
+    if (e > 0) return attr_append_strings(obj, name, out) < 0 ? -1 : 1;
+    int found = 0;
+    for (int k = 0;; k++) {
+        char chunk[300];
+        snprintf(chunk, sizeof chunk, "%s%d", name, k);
+        e = H5Aexists(obj, chunk);
+        if (e < 0) return err_set("cannot query attribute %s", chunk);
+        if (e == 0) break;
+        if (attr_append_strings(obj, chunk, out) < 0) return -1;
+        found = 1;
+    }
+    return found;
+}
+
+// --- index of a file's layers ----------------------------------------------
+
+typedef struct {
+    char *name;
+    int n;          // weight tensors
+    char **paths;   // absolute dataset paths, in order [kernel, bias, ...]
+} Entry;
+
+typedef struct {
+    Entry *e;
+    int n;
+} Index;
+
+static void index_free(Index *ix) {
+    for (int i = 0; i < ix->n; i++) {
+        for (int t = 0; t < ix->e[i].n; t++) free(ix->e[i].paths[t]);
+        free(ix->e[i].paths);
+        free(ix->e[i].name);
+    }
+    free(ix->e);
+    ix->e = NULL;
+    ix->n = 0;
+}
+
+static char *join3(const char *a, const char *b, const char *c) {
+    size_t n = strlen(a) + strlen(b) + strlen(c) + 1;
+    char *s = malloc(n);
+    if (s) snprintf(s, n, "%s%s%s", a, b, c);
+    return s;
+}
+
+// Adds an entry; takes ownership of nothing (copies name and paths).
+static int index_add(Index *ix, const char *name, const char *prefix, const StrList *wn) {
+    Entry *ne = realloc(ix->e, (size_t)(ix->n + 1) * sizeof *ne);
+    if (!ne) return err_set("out of memory");
+    ix->e = ne;
+    Entry *e = &ix->e[ix->n];
+    memset(e, 0, sizeof *e);
+    e->name = strdup(name);
+    e->paths = calloc((size_t)wn->n + 1, sizeof *e->paths);
+    if (!e->name || !e->paths) {
+        free(e->name);
+        free(e->paths);
+        return err_set("out of memory");
+    }
+    ix->n++;
+    for (int t = 0; t < wn->n; t++) {
+        e->paths[t] = join3(prefix, "/", wn->s[t]);
+        if (!e->paths[t]) return err_set("out of memory");
+        e->n++;
+    }
+    return 0;
+}
+
+static int link_is_group(hid_t loc, const char *name) {
+    if (H5Lexists(loc, name, H5P_DEFAULT) <= 0) return 0;
+    H5O_info_t info;
+    if (H5Oget_info_by_name(loc, name, &info, H5P_DEFAULT) < 0) return 0;
+    return info.type == H5O_TYPE_GROUP;
+}
+
+static int has_list_attr(hid_t obj, const char *name) {
+    char chunk[300];
+    snprintf(chunk, sizeof chunk, "%s0", name);
+    return H5Aexists(obj, name) > 0 || H5Aexists(obj, chunk) > 0;
+}
+
+// Keras 1/2 (and Keras 3 legacy) layout under group `root` ("" or
+// "/model_weights").
+static int index_legacy(hid_t file, const char *root, Index *ix) {
+    hid_t rg = H5Gopen2(file, *root ? root : "/", H5P_DEFAULT);
+    if (rg < 0) return err_set("cannot open group %s", *root ? root : "/");
+    StrList names = {0};
+    int rc = read_str_list(rg, "layer_names", &names);
+    close_group(&rg);
+    if (rc < 0) return -1;
+    rc = 0;
+    for (int i = 0; i < names.n && rc == 0; i++) {
+        const char *name = names.s[i];
+        if (!*name || strchr(name, '/')) {
+            rc = err_set("layer_names lists an invalid layer name \"%s\"", name);
+            break;
+        }
+        char *gpath = join3(root, "/", name);
+        if (!gpath) {
+            rc = err_set("out of memory");
+            break;
+        }
+        if (!link_is_group(file, gpath)) {
+            rc = err_set("layer_names lists %s but the file has no group of that name", name);
+            free(gpath);
+            break;
+        }
+        hid_t g = H5Gopen2(file, gpath, H5P_DEFAULT);
+        StrList wn = {0};
+        if (g < 0)
+            rc = err_set("cannot open group %s", gpath);
+        else if (read_str_list(g, "weight_names", &wn) < 0)
+            rc = err_prefix("layer %s: ", name);
+        else
+            rc = index_add(ix, name, gpath, &wn);
+        close_group(&g);
+        strlist_free(&wn);
+        free(gpath);
+    }
+    strlist_free(&names);
+    return rc;
+}
+
+// Keras 3 ".weights.h5": layers/<auto name>/vars holds datasets "0", "1", ...
+// and the layer's real name in its "name" attribute; nested models nest
+// another layers/ group, so walk the whole tree.
+typedef struct {
+    Index *ix;
+    int rc;
+} Keras3Walk;
+
+static herr_t keras3_visit(hid_t g, const char *rel, const H5L_info_t *info, void *op) {
+    (void)info;
+    Keras3Walk *w = op;
+    const char *last = strrchr(rel, '/');
+    last = last ? last + 1 : rel;
+    if (strcmp(last, "vars") != 0 || !link_is_group(g, rel)) return 0;
+    hid_t vg = H5Gopen2(g, rel, H5P_DEFAULT);
+    if (vg < 0) return 0;
+    StrList nm = {0}, wn = {0};
+    int rc = 0;
+    if (H5Aexists(vg, "name") > 0 && attr_append_strings(vg, "name", &nm) == 0 && nm.n == 1) {
+        for (int k = 0;; k++) {
+            char key[32];
+            snprintf(key, sizeof key, "%d", k);
+            if (H5Lexists(vg, key, H5P_DEFAULT) <= 0) break;
+            if ((rc = strlist_push(&wn, key, strlen(key))) < 0) break;
+        }
+        if (rc == 0) {
+            char *prefix = join3("/layers/", rel, "");
+            rc = prefix ? index_add(w->ix, nm.s[0], prefix, &wn) : err_set("out of memory");
+            free(prefix);
+        }
+    }
+    strlist_free(&nm);
+    strlist_free(&wn);
+    close_group(&vg);
+    if (rc < 0) {
+        w->rc = -1;
+        return -1;  // stops the walk
+    }
+    return 0;
+}
+
+static int index_keras3(hid_t file, Index *ix) {
+    hid_t lg = H5Gopen2(file, "/layers", H5P_DEFAULT);
+    if (lg < 0) return err_set("cannot open group /layers");
+    Keras3Walk w = {ix, 0};
+    herr_t r = H5Lvisit(lg, H5_INDEX_NAME, H5_ITER_INC, keras3_visit, &w);
+    close_group(&lg);
+    if (w.rc < 0) return -1;
+    if (r < 0) return err_set("cannot walk group /layers");
+    return 0;
+}
+
+static int build_index(hid_t file, Index *ix) {
+    if (has_list_attr(file, "layer_names")) return index_legacy(file, "", ix);
+    // model.save("x.h5") puts the weights file one group down.
+    if (link_is_group(file, "/model_weights")) {
+        hid_t g = H5Gopen2(file, "/model_weights", H5P_DEFAULT);
+        int ok = g >= 0 && has_list_attr(g, "layer_names");
+        close_group(&g);
+        if (ok) return index_legacy(file, "/model_weights", ix);
+    }
+    if (link_is_group(file, "/layers")) return index_keras3(file, ix);
+    return err_set("not a Keras weights file (no layer_names attribute, "
+                   "no model_weights or layers group)");
+}
+
+static int index_count_weighted(const Index *ix) {
+    int k = 0;
+    for (int i = 0; i < ix->n; i++) k += ix->e[i].n > 0;
+    return k;
+}
+
+static const Entry *index_find(const Index *ix, const char *name) {
+    // Prefer an entry with weights when a name repeats (it should not).
+    const Entry *any = NULL;
+    for (int i = 0; i < ix->n; i++) {
+        if (strcmp(ix->e[i].name, name) != 0) continue;
+        if (ix->e[i].n > 0) return &ix->e[i];
+        if (!any) any = &ix->e[i];
+    }
+    return any;
+}
+
+// "the file has 12 layers with weights: a, b, ..." (bounded length).
+static void describe_layers(const Index *ix, char *buf, size_t cap) {
+    int nw = index_count_weighted(ix);
+    if (nw == 0) {
+        snprintf(buf, cap, "the file has no layers with weights");
+        return;
+    }
+    size_t k = (size_t)snprintf(buf, cap, "the file has %d layer%s with weights: ", nw, nw == 1 ? "" : "s");
+    int first = 1;
+    for (int i = 0; i < ix->n && k < cap; i++) {
+        if (ix->e[i].n == 0) continue;
+        if (k + strlen(ix->e[i].name) + 8 > 600 || k + strlen(ix->e[i].name) + 8 > cap) {
+            snprintf(buf + k, cap - k, ", ...");
+            return;
+        }
+        k += (size_t)snprintf(buf + k, cap - k, "%s%s", first ? "" : ", ", ix->e[i].name);
+        first = 0;
+    }
+}
+
+// --- opening ----------------------------------------------------------------
+
+static hid_t make_fapl(void) {
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl < 0) return -1;
+    // Closing the file closes everything opened in it, so an error path that
+    // forgets an id cannot keep the file open (or unflushed).
+    H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);
+#if H5_VERSION_GE(1, 10, 7)
+    // Lock, but do not fail on filesystems without flock (NFS, Lustre).
+    H5Pset_file_locking(fapl, 1, 1);
+#endif
+    return fapl;
+}
+
+// Opens path read-only with clear messages for the usual mistakes. The
+// caller prefixes nothing: messages already name the path.
+static hid_t open_read(const char *path) {
+    h5_quiet();
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        err_set("%s: %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    int isdir = fstat(fd, &st) == 0 && S_ISDIR(st.st_mode);
+    close(fd);
+    if (isdir) {
+        err_set("%s: is a directory, not a weights file", path);
+        return -1;
+    }
+    if (H5Fis_hdf5(path) <= 0) {
+        err_set("%s: not an HDF5 file (Keras weights files are HDF5 .h5 files)", path);
+        return -1;
+    }
+    hid_t fapl = make_fapl();
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    H5Pclose(fapl);
+    if (f < 0) err_set("%s: cannot open as HDF5 (damaged or truncated file?)", path);
+    return f;
+}
+
+// --- reading ------------------------------------------------------------------
+
+static const char *tensor_label(int t) { return t == 0 ? "kernel" : t == 1 ? "bias" : "tensor"; }
+
+static const char *class_name(H5T_class_t c) {
+    switch (c) {
+    case H5T_INTEGER: return "integer";
+    case H5T_FLOAT: return "float";
+    case H5T_STRING: return "string";
+    case H5T_COMPOUND: return "compound";
+    case H5T_ENUM: return "enum";
+    case H5T_ARRAY: return "array";
+    default: return "non-numeric";
+    }
+}
+
+static int read_tensor(hid_t file, const char *dpath, const char *label, int ndim,
+                       const int *shape, float *data) {
+    hid_t d = -1, space = -1, type = -1;
+    int rc = 0;
+    d = H5Dopen2(file, dpath, H5P_DEFAULT);
+    if (d < 0) return err_set("%s: cannot open dataset %s (listed in weight_names)", label, dpath);
+    type = H5Dget_type(d);
+    space = H5Dget_space(d);
+    H5T_class_t cls = type >= 0 ? H5Tget_class(type) : H5T_NO_CLASS;
+    if (cls != H5T_FLOAT) {
+        rc = err_set("%s: dataset %s holds %s data, expected float", label, dpath, class_name(cls));
+        goto done;
+    }
+    int rank = space >= 0 ? H5Sget_simple_extent_ndims(space) : -1;
+    hsize_t dims[H5S_MAX_RANK];
+    if (rank < 0 || H5Sget_simple_extent_dims(space, dims, NULL) < 0) {
+        rc = err_set("%s: cannot read the shape of dataset %s", label, dpath);
+        goto done;
+    }
+    int same = rank == ndim;
+    for (int i = 0; same && i < rank; i++) same = dims[i] == (hsize_t)shape[i];
+    if (!same) {
+        unsigned long long got[H5S_MAX_RANK], want[4];
+        for (int i = 0; i < rank; i++) got[i] = dims[i];
+        for (int i = 0; i < ndim && i < 4; i++) want[i] = (unsigned long long)(shape[i] < 0 ? 0 : shape[i]);
+        char gs[256], ws[128];
+        fmt_shape(gs, sizeof gs, rank, got);
+        fmt_shape(ws, sizeof ws, ndim < 4 ? ndim : 4, want);
+        rc = err_set("%s has shape %s, expected %s", label, gs, ws);
+        goto done;
+    }
+    if (!data) {
+        rc = err_set("%s: no destination buffer (data is NULL)", label);
+        goto done;
+    }
+    // HDF5 converts float64/float16 (any IEEE-like float) to native float32.
+    if (H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
+        rc = err_set("%s: cannot read dataset %s (damaged file?)", label, dpath);
+done:
+    close_type(&type);
+    close_space(&space);
+    close_dset(&d);
+    return rc;
+}
+
+int h5_read_layers(const char *path, H5Layer *layers, int n_layers) {
+    for (int i = 0; i < n_layers; i++) {
+        const H5Layer *L = &layers[i];
+        if (!L->layer) return err_set("%s: layer %d has no name", path, i);
+        if (L->n_tensors < 0 || L->n_tensors > 2)
+            return err_set("%s: layer %s: n_tensors %d (expected 0, 1 or 2)", path, L->layer, L->n_tensors);
+        for (int t = 0; t < L->n_tensors; t++)
+            if (L->ndim[t] < 1 || L->ndim[t] > 4)
+                return err_set("%s: layer %s: %s rank %d (expected 1..4)", path, L->layer,
+                               tensor_label(t), L->ndim[t]);
+    }
+    hid_t f = open_read(path);
+    if (f < 0) return -1;
+    Index ix = {0};
+    int rc = build_index(f, &ix);
+    if (rc < 0) err_prefix("%s: ", path);
+    for (int i = 0; i < n_layers && rc == 0; i++) {
+        H5Layer *L = &layers[i];
+        if (L->n_tensors == 0) continue;
+        const Entry *e = index_find(&ix, L->layer);
+        if (!e || e->n == 0) {
+            char have[700];
+            describe_layers(&ix, have, sizeof have);
+            if (!e)
+                rc = err_set("%s: no layer named %s (%s)", path, L->layer, have);
+            else
+                rc = err_set("%s: layer %s has no weights in the file, expected %d tensors (%s)", path,
+                             L->layer, L->n_tensors, have);
+            break;
+        }
+        if (e->n != L->n_tensors) {
+            rc = err_set("%s: layer %s: the file has %d weight tensors (%s%s%s), expected %d", path,
+                         L->layer, e->n, e->paths[0], e->n > 1 ? ", " : "", e->n > 1 ? e->paths[1] : "",
+                         L->n_tensors);
+            break;
+        }
+        for (int t = 0; t < L->n_tensors && rc == 0; t++) {
+            rc = read_tensor(f, e->paths[t], tensor_label(t), L->ndim[t], L->shape[t], L->data[t]);
+            if (rc < 0) err_prefix("%s: layer %s: ", path, L->layer);
+        }
+    }
+    index_free(&ix);
+    H5Fclose(f);
+    return rc;
+}
+
+int h5_list_layers(const char *path, H5LayerInfo **out) {
+    *out = NULL;
+    hid_t f = open_read(path);
+    if (f < 0) return -1;
+    Index ix = {0};
+    int rc = build_index(f, &ix);
+    if (rc < 0) err_prefix("%s: ", path);
+    int nw = rc == 0 ? index_count_weighted(&ix) : 0;
+    H5LayerInfo *info = NULL;
+    if (rc == 0 && nw > 0) {
+        info = calloc((size_t)nw, sizeof *info);
+        if (!info) rc = err_set("out of memory");
+    }
+    int k = 0;
+    for (int i = 0; i < ix.n && rc == 0; i++) {
+        const Entry *e = &ix.e[i];
+        if (e->n == 0) continue;
+        H5LayerInfo *li = &info[k++];
+        snprintf(li->name, sizeof li->name, "%s", e->name);
+        li->n_tensors = e->n;
+        for (int t = 0; t < e->n && t < H5_INFO_TENSORS && rc == 0; t++) {
+            hid_t d = H5Dopen2(f, e->paths[t], H5P_DEFAULT);
+            hid_t sp = d >= 0 ? H5Dget_space(d) : -1;
+            hsize_t dims[H5S_MAX_RANK];
+            int rank = sp >= 0 ? H5Sget_simple_extent_dims(sp, dims, NULL) : -1;
+            if (rank < 0)
+                rc = err_set("%s: layer %s: cannot open dataset %s (listed in weight_names)", path,
+                             e->name, e->paths[t]);
+            else {
+                li->ndim[t] = rank;
+                for (int j = 0; j < rank && j < H5_INFO_DIMS; j++) li->shape[t][j] = (long long)dims[j];
+            }
+            close_space(&sp);
+            close_dset(&d);
+        }
+    }
+    index_free(&ix);
+    H5Fclose(f);
+    if (rc < 0) {
+        free(info);
+        return -1;
+    }
+    *out = info;
+    return nw;
+}
+
+int h5_read_attr(const char *path, const char *key, char **value) {
+    *value = NULL;
+    hid_t f = open_read(path);
+    if (f < 0) return -1;
+    int rc;
+    htri_t e = H5Aexists(f, key);
+    if (e < 0) {
+        rc = err_set("%s: cannot query attribute %s", path, key);
+    } else if (e == 0) {
+        rc = 0;
+    } else {
+        StrList l = {0};
+        if (attr_append_strings(f, key, &l) < 0)
+            rc = err_prefix("%s: ", path);
+        else if (l.n != 1)
+            rc = err_set("%s: attribute %s holds %d strings, expected one", path, key, l.n);
+        else {
+            *value = l.s[0];
+            l.s[0] = NULL;  // now the caller's
+            rc = 1;
+        }
+        strlist_free(&l);
+    }
+    H5Fclose(f);
+    return rc;
+}
+
+// --- writing ------------------------------------------------------------------
+
+static int validate_write(const char *path, const H5Layer *layers, int n_layers, const H5Attr *attrs,
+                          int n_attrs) {
+    if (!path || !*path) return err_set("h5_write_layers: empty path");
+    if (n_layers < 0 || n_attrs < 0 || (n_layers > 0 && !layers) || (n_attrs > 0 && !attrs))
+        return err_set("%s: bad layer/attribute counts", path);
+    for (int i = 0; i < n_layers; i++) {
+        const H5Layer *L = &layers[i];
+        if (!L->layer || !*L->layer) return err_set("%s: layer %d has no name", path, i);
+        if (strchr(L->layer, '/') || !strcmp(L->layer, ".") || !strcmp(L->layer, ".."))
+            return err_set("%s: layer name \"%s\" cannot be an HDF5 group name", path, L->layer);
+        for (int j = 0; j < i; j++)
+            if (!strcmp(layers[j].layer, L->layer))
+                return err_set("%s: layer name %s appears twice", path, L->layer);
+        if (L->n_tensors < 0 || L->n_tensors > 2)
+            return err_set("%s: layer %s: n_tensors %d (expected 0, 1 or 2)", path, L->layer, L->n_tensors);
+        for (int t = 0; t < L->n_tensors; t++) {
+            if (L->ndim[t] < 1 || L->ndim[t] > 4)
+                return err_set("%s: layer %s: %s rank %d (expected 1..4)", path, L->layer,
+                               tensor_label(t), L->ndim[t]);
+            for (int k = 0; k < L->ndim[t]; k++)
+                if (L->shape[t][k] <= 0)
+                    return err_set("%s: layer %s: %s dimension %d is %d", path, L->layer, tensor_label(t),
+                                   k, L->shape[t][k]);
+            if (!L->data[t])
+                return err_set("%s: layer %s: %s data is NULL", path, L->layer, tensor_label(t));
+        }
+    }
+    static const char *reserved[] = {"layer_names", "backend", "keras_version"};
+    for (int i = 0; i < n_attrs; i++) {
+        if (!attrs[i].key || !*attrs[i].key || !attrs[i].value)
+            return err_set("%s: attribute %d has no key or value", path, i);
+        for (size_t r = 0; r < sizeof reserved / sizeof *reserved; r++)
+            if (!strcmp(attrs[i].key, reserved[r]))
+                return err_set("%s: attribute %s is reserved for the Keras layout", path, attrs[i].key);
+        for (int j = 0; j < i; j++)
+            if (!strcmp(attrs[j].key, attrs[i].key))
+                return err_set("%s: attribute %s given twice", path, attrs[i].key);
+        if (strlen(attrs[i].value) > ATTR_VALUE_MAX)
+            return err_set("%s: attribute %s is %zu bytes, more than the %d an HDF5 attribute holds",
+                           path, attrs[i].key, strlen(attrs[i].value), ATTR_VALUE_MAX);
+    }
+    return 0;
+}
+
+// Fixed-length, NUL-padded byte strings: what h5py stores for numpy 'S'
+// arrays, i.e. what Keras 2 wrote. scalar: one string, scalar dataspace.
+static int write_strings(hid_t obj, const char *name, const char *const *s, int n, int scalar) {
+    size_t maxlen = 1;
+    for (int i = 0; i < n; i++)
+        if (strlen(s[i]) > maxlen) maxlen = strlen(s[i]);
+    hid_t type = H5Tcopy(H5T_C_S1), space = -1, attr = -1;
+    int rc = 0;
+    char *buf = calloc((size_t)(n ? n : 1), maxlen);
+    if (!buf || type < 0 || H5Tset_size(type, maxlen) < 0 || H5Tset_strpad(type, H5T_STR_NULLPAD) < 0) {
+        rc = err_set("cannot make a string type for attribute %s", name);
+        goto done;
+    }
+    for (int i = 0; i < n; i++) memcpy(buf + (size_t)i * maxlen, s[i], strlen(s[i]));
+    hsize_t dims[1] = {(hsize_t)n};
+    space = scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, dims, NULL);
+    attr = space >= 0 ? H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT) : -1;
+    if (attr < 0 || H5Awrite(attr, type, buf) < 0) rc = err_set("cannot write attribute %s", name);
+done:
+    free(buf);
+    close_attr(&attr);
+    close_space(&space);
+    close_type(&type);
+    return rc;
+}
+
+// A string list, split into name0, name1, ... when it exceeds HDF5's
+// attribute header limit, the way Keras's save_attributes_to_hdf5_group does
+// (numpy array_split: the first n % c chunks get one more element).
+static int write_string_list(hid_t obj, const char *name, const char *const *s, int n) {
+    size_t maxlen = 1;
+    for (int i = 0; i < n; i++)
+        if (strlen(s[i]) > maxlen) maxlen = strlen(s[i]);
+    int chunks = 1;
+    while (chunks < n && ((size_t)(n + chunks - 1) / (size_t)chunks) * maxlen > ATTR_LIMIT) chunks++;
+    if (chunks == 1) return write_strings(obj, name, s, n, 0);
+    int at = 0;
+    for (int c = 0; c < chunks; c++) {
+        int len = n / chunks + (c < n % chunks);
+        char key[300];
+        snprintf(key, sizeof key, "%s%d", name, c);
+        if (write_strings(obj, key, s + at, len, 0) < 0) return -1;
+        at += len;
+    }
+    return 0;
+}
+
+// weight_names of a weightless layer: Keras writes np.asarray([]), an empty
+// float64 array; Keras (all versions) reads it as an empty list.
+static int write_empty_list(hid_t obj, const char *name) {
+    hsize_t dims[1] = {0};
+    hid_t space = H5Screate_simple(1, dims, NULL);
+    hid_t attr = space >= 0 ? H5Acreate2(obj, name, H5T_IEEE_F64LE, space, H5P_DEFAULT, H5P_DEFAULT) : -1;
+    int rc = attr < 0 ? err_set("cannot write attribute %s", name) : 0;
+    close_attr(&attr);
+    close_space(&space);
+    return rc;
+}
+
+static int write_layer(hid_t file, const H5Layer *L) {
+    hid_t g = -1, sub = -1, space = -1, d = -1;
+    int rc = 0;
+    g = H5Gcreate2(file, L->layer, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (g < 0) return err_set("cannot create group %s", L->layer);
+    if (L->n_tensors == 0) {
+        rc = write_empty_list(g, "weight_names");
+        goto done;
+    }
+    // Keras 2 names: "<layer>/kernel:0", stored one group deeper.
+    char names[2][300];
+    const char *np[2];
+    static const char *leaf[2] = {"kernel:0", "bias:0"};
+    for (int t = 0; t < L->n_tensors; t++) {
+        snprintf(names[t], sizeof names[t], "%s/%s", L->layer, leaf[t]);
+        np[t] = names[t];
+    }
+    if ((rc = write_strings(g, "weight_names", np, L->n_tensors, 0)) < 0) goto done;
+    sub = H5Gcreate2(g, L->layer, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (sub < 0) {
+        rc = err_set("cannot create group %s/%s", L->layer, L->layer);
+        goto done;
+    }
+    for (int t = 0; t < L->n_tensors && rc == 0; t++) {
+        hsize_t dims[4];
+        for (int k = 0; k < L->ndim[t]; k++) dims[k] = (hsize_t)L->shape[t][k];
+        space = H5Screate_simple(L->ndim[t], dims, NULL);
+        d = space >= 0 ? H5Dcreate2(sub, leaf[t], H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT,
+                                    H5P_DEFAULT)
+                       : -1;
+        if (d < 0 || H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, L->data[t]) < 0)
+            rc = err_set("cannot write dataset %s (disk full?)", names[t]);
+        close_dset(&d);
+        close_space(&space);
+    }
+done:
+    close_group(&sub);
+    close_group(&g);
+    if (rc < 0) err_prefix("layer %s: ", L->layer);
+    return rc;
+}
+
+static int write_contents(hid_t f, const H5Layer *layers, int n_layers, const H5Attr *attrs, int n_attrs) {
+    const char **names = malloc((size_t)(n_layers ? n_layers : 1) * sizeof *names);
+    if (!names) return err_set("out of memory");
+    for (int i = 0; i < n_layers; i++) names[i] = layers[i].layer;
+    int rc = write_string_list(f, "layer_names", names, n_layers);
+    free(names);
+    if (rc < 0) return -1;
+    const char *backend = "tensorflow", *version = "2.15.0";
+    if (write_strings(f, "backend", &backend, 1, 1) < 0) return -1;
+    if (write_strings(f, "keras_version", &version, 1, 1) < 0) return -1;
+    for (int i = 0; i < n_attrs; i++)
+        if (write_strings(f, attrs[i].key, &attrs[i].value, 1, 1) < 0) return -1;
+    for (int i = 0; i < n_layers; i++)
+        if (write_layer(f, &layers[i]) < 0) return -1;
+    return 0;
+}
+
+static int fsync_path(const char *p, int dir) {
+    int fd = open(p, dir ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+    if (fd < 0) return -1;
+    int r = fsync(fd);
+    close(fd);
+    return r;
+}
+
+int h5_write_layers(const char *path, const H5Layer *layers, int n_layers, const H5Attr *attrs,
+                    int n_attrs) {
+    h5_quiet();
+    if (validate_write(path, layers, n_layers, attrs, n_attrs) < 0) return -1;
+    size_t tn = strlen(path) + 32;
+    char *tmp = malloc(tn);
+    if (!tmp) return err_set("out of memory");
+    snprintf(tmp, tn, "%s.tmp.%ld", path, (long)getpid());
+
+    // Create it ourselves first: HDF5 does not say why a create failed, errno does.
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0666);
+    if (fd < 0) {
+        err_set("%s: cannot create %s: %s", path, tmp, strerror(errno));
+        free(tmp);
+        return -1;
+    }
+    close(fd);
+    hid_t fapl = make_fapl();
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
+    int rc = 0;
+    if (f < 0) {
+        rc = err_set("%s: HDF5 cannot create %s", path, tmp);
+    } else {
+        rc = write_contents(f, layers, n_layers, attrs, n_attrs);
+        if (rc < 0) err_prefix("%s: ", path);
+        // Closing flushes: a failure here (disk full) is a failed write.
+        if (H5Fclose(f) < 0 && rc == 0) rc = err_set("%s: cannot finish writing %s (disk full?)", path, tmp);
+    }
+    if (rc == 0 && fsync_path(tmp, 0) < 0) rc = err_set("%s: fsync %s: %s", path, tmp, strerror(errno));
+    if (rc == 0 && rename(tmp, path) < 0) rc = err_set("%s: cannot rename %s to it: %s", path, tmp, strerror(errno));
+    if (rc < 0) {
+        unlink(tmp);
+    } else {
+        // Make the rename itself durable (best effort: some filesystems refuse).
+        char *dir = strdup(path);
+        if (dir) {
+            char *slash = strrchr(dir, '/');
+            if (!slash) fsync_path(".", 1);
+            else {
+                if (slash == dir) slash[1] = '\0';
+                else *slash = '\0';
+                fsync_path(dir, 1);
+            }
+            free(dir);
+        }
+    }
+    free(tmp);
+    return rc;
+}

@@ -1,0 +1,16 @@
+// --weights FILE | imagenet | random, the same in every tool.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+
+// Loads the conv base weights (layers [1, n_base)) of m from spec:
+//   imagenet  Keras's ImageNet notop file for m's arch, found in Keras's cache
+//             or downloaded there (a Keras-like progress bar on stderr unless
+//             quiet; base URL from $VGGFT_WEIGHTS_URL when set)
+//   random    Keras's glorot_uniform with zero biases, from seed
+//   FILE      a Keras HDF5 weights file
+// id receives what identifies these weights in caches and model files:
+// "sha256:<hex of the file>" or "random:seed=<seed>".
+int load_base_weights(Model *m, const char *spec, uint64_t seed, int quiet, char *id, size_t id_size);

@@ -1,0 +1,512 @@
+// extract: images -> frozen conv base -> feature cache.
+//
+// Flow: scan the folder (flow_from_directory order) -> keep this shard's
+// items -> read what the cache already holds (resume) -> worker threads read,
+// hash, decode, resize and preprocess each image (skipping unchanged cached
+// ones) -> batches through the conv base (CPU or GPU) -> zstd records into
+// LMDB, committed every few hundred -> counts, summary and skipped list.
+#include "extract.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "blas_setup.h"
+#include "cache.h"
+#include "cli.h"
+#include "dataset.h"
+#include "device.h"
+#include "error.h"
+#include "forward.h"
+#include "gpu_base.h"
+#include "hash.h"
+#include "image.h"
+#include "loader.h"
+#include "model.h"
+#include "progress.h"
+#include "weights_source.h"
+
+// --- what the cache already holds ------------------------------------------------
+
+typedef struct {
+    char *path;
+    uint64_t key;
+    uint8_t sha256[32];
+    int seen;  // still in the folder
+} CachedEntry;
+
+typedef struct {
+    CachedEntry *e;
+    long n, cap;
+} CachedSet;
+
+static int collect_cached(void *ctx, uint64_t key, const void *val, size_t len) {
+    CachedSet *s = ctx;
+    const char *path;
+    int plen;
+    uint8_t sha[32];
+    // A damaged record counts as absent: its image is extracted again.
+    if (cache_record_decode(NULL, key, val, len, -1, NULL, &path, &plen, sha, NULL) < 0) return 0;
+    if (s->n == s->cap) {
+        s->cap = s->cap ? s->cap * 2 : 256;
+        s->e = realloc(s->e, (size_t)s->cap * sizeof *s->e);
+    }
+    CachedEntry *e = &s->e[s->n++];
+    e->path = strndup(path, (size_t)plen);
+    e->key = key;
+    memcpy(e->sha256, sha, 32);
+    e->seen = 0;
+    return 0;
+}
+
+static int cmp_entry(const void *a, const void *b) {
+    return strcmp(((const CachedEntry *)a)->path, ((const CachedEntry *)b)->path);
+}
+
+static CachedEntry *find_cached(CachedSet *s, const char *path) {
+    CachedEntry key = {.path = (char *)path};
+    return s->n ? bsearch(&key, s->e, (size_t)s->n, sizeof *s->e, cmp_entry) : NULL;
+}
+
+// --- per-image loading (worker threads) ------------------------------------------------
+
+typedef struct {
+    const Dataset *ds;
+    const long *items;       // dataset indices of this shard
+    CachedSet *cached;
+    LoadOptions load;
+    size_t image_floats;
+} LoadCtx;
+
+typedef struct {
+    uint8_t sha256[32];
+    int cached;       // unchanged in the cache: nothing to do
+    int replaced;     // in the cache with other bytes: extracted again
+    int reduced;      // decoded at a reduced scale (over the pixel budget)
+    int src_w, src_h;
+} ItemInfo;
+
+static int read_file(const char *path, uint8_t **data, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return err_set("%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return err_set("%s: not a regular file", path);
+    }
+    *n = (size_t)st.st_size;
+    *data = malloc(*n ? *n : 1);
+    if (!*data) {
+        fclose(f);
+        return err_set("%s: out of memory reading %zu bytes", path, *n);
+    }
+    if (*n && fread(*data, 1, *n, f) != *n) {
+        int e = ferror(f) ? errno : 0;
+        fclose(f);
+        free(*data);
+        return err_set("%s: read error: %s", path, e ? strerror(e) : "file shrank while reading");
+    }
+    fclose(f);
+    return 0;
+}
+
+static void hex_to_bytes(const char *hex, uint8_t *out, int n) {
+    for (int i = 0; i < n; i++) {
+        unsigned v;
+        sscanf(hex + 2 * i, "%2x", &v);
+        out[i] = (uint8_t)v;
+    }
+}
+
+static int load_item(void *vctx, long index, float *out, void *extra) {
+    LoadCtx *ctx = vctx;
+    ItemInfo *info = extra;
+    memset(info, 0, sizeof *info);
+    const DatasetItem *it = &ctx->ds->items[ctx->items[index]];
+    char full[4096];
+    snprintf(full, sizeof full, "%s/%s", ctx->ds->root, it->path);
+    uint8_t *data = NULL;
+    size_t n = 0;
+    if (read_file(full, &data, &n) < 0) return -1;
+    char hex[65];
+    hash_buf_hex(data, n, HASH_SHA256, hex);
+    hex_to_bytes(hex, info->sha256, 32);
+    CachedEntry *c = find_cached(ctx->cached, it->path);
+    if (c && !memcmp(c->sha256, info->sha256, 32)) {
+        info->cached = 1;
+        free(data);
+        return 0;
+    }
+    info->replaced = c != NULL;
+    DecodeOptions dopt = {ctx->load.w, ctx->load.h, ctx->load.reduced_decode, ctx->load.max_pixels};
+    Image img;
+    DecodeInfo dinfo;
+    int rc = image_decode_memory(data, n, full, &dopt, &img, &dinfo);
+    free(data);
+    if (rc < 0) return -1;
+    info->reduced = dinfo.over_budget;
+    info->src_w = dinfo.src_w, info->src_h = dinfo.src_h;
+    uint8_t *rgb = img.rgb;
+    uint8_t *resized = NULL;
+    if (img.w != ctx->load.w || img.h != ctx->load.h) {
+        resized = malloc((size_t)ctx->load.w * ctx->load.h * 3);
+        if (!resized || image_resize(img.rgb, img.w, img.h, resized, ctx->load.w, ctx->load.h, ctx->load.interp) < 0) {
+            free(resized);
+            image_free(&img);
+            return err_set("%s: resize failed", full);
+        }
+        rgb = resized;
+    }
+    image_preprocess(rgb, (size_t)ctx->load.w * ctx->load.h, ctx->load.prep, out);
+    free(resized);
+    image_free(&img);
+    return 0;
+}
+
+// --- skipped files ---------------------------------------------------------------
+
+typedef struct {
+    char **path, **reason;
+    int n, cap;
+} SkipList;
+
+static void skip_add(SkipList *s, const char *path, const char *reason) {
+    if (s->n == s->cap) {
+        s->cap = s->cap ? s->cap * 2 : 16;
+        s->path = realloc(s->path, (size_t)s->cap * sizeof(char *));
+        s->reason = realloc(s->reason, (size_t)s->cap * sizeof(char *));
+    }
+    s->path[s->n] = strdup(path);
+    s->reason[s->n] = strdup(reason);
+    s->n++;
+}
+
+// TSV with \t, \n and \\ escaped, so any file name survives.
+static void tsv_field(FILE *f, const char *s) {
+    for (; *s; s++) {
+        if (*s == '\t') fputs("\\t", f);
+        else if (*s == '\n') fputs("\\n", f);
+        else if (*s == '\\') fputs("\\\\", f);
+        else fputc(*s, f);
+    }
+}
+
+// Written atomically beside the records: PATH/skipped.tsv.
+static int write_skipped(const char *cache, const SkipList *s) {
+    char path[1100], tmp[1200];
+    snprintf(path, sizeof path, "%s/skipped.tsv", cache);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f) return err_set("%s: %s", tmp, strerror(errno));
+    fputs("path\treason\n", f);
+    for (int i = 0; i < s->n; i++) {
+        tsv_field(f, s->path[i]);
+        fputc('\t', f);
+        tsv_field(f, s->reason[i]);
+        fputc('\n', f);
+    }
+    if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
+        fclose(f);
+        unlink(tmp);
+        return err_set("%s: %s", tmp, strerror(errno));
+    }
+    fclose(f);
+    if (rename(tmp, path) < 0) {
+        unlink(tmp);
+        return err_set("%s: %s", path, strerror(errno));
+    }
+    return 0;
+}
+
+// --- the run -------------------------------------------------------------------
+
+static int parse_shard(const char *s, int *i, int *n) {
+    *i = 0, *n = 1;
+    if (!s) return 0;
+    char extra;
+    if (sscanf(s, "%d/%d%c", i, n, &extra) != 2 || *n < 1 || *i < 0 || *i >= *n)
+        return err_set("--shard '%s': expected I/N with 0 <= I < N, e.g. 0/4", s);
+    return 0;
+}
+
+typedef struct {
+    long records;
+    long long bytes;
+} SizeStats;
+
+static int sum_sizes(void *ctx, uint64_t key, const void *val, size_t len) {
+    SizeStats *s = ctx;
+    s->records++;
+    s->bytes += (long long)len;
+    return 0;
+}
+
+static long long file_size(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? (long long)st.st_size : -1;
+}
+
+// One batch of images waiting for the conv base.
+typedef struct {
+    int n, cap;
+    float *in, *out;       // cap images in, cap feature vectors out
+    uint64_t *keys;
+    int32_t *labels;
+    const char **paths;    // into the Dataset
+    uint8_t (*sha)[32];
+} Batch;
+
+static int batch_alloc(Batch *b, int cap, size_t image_floats, long feat) {
+    memset(b, 0, sizeof *b);
+    b->cap = cap;
+    b->in = malloc(sizeof(float) * image_floats * (size_t)cap);
+    b->out = malloc(sizeof(float) * (size_t)feat * (size_t)cap);
+    b->keys = malloc(sizeof(uint64_t) * (size_t)cap);
+    b->labels = malloc(sizeof(int32_t) * (size_t)cap);
+    b->paths = malloc(sizeof(char *) * (size_t)cap);
+    b->sha = malloc(32 * (size_t)cap);
+    if (!b->in || !b->out || !b->keys || !b->labels || !b->paths || !b->sha)
+        return err_set("out of memory for a batch of %d images", cap);
+    return 0;
+}
+
+static void batch_free(Batch *b) {
+    free(b->in), free(b->out), free(b->keys), free(b->labels), free(b->paths), free(b->sha);
+    memset(b, 0, sizeof *b);
+}
+
+// Runs the conv base on the batch and stores one record per image.
+static int flush_batch(Batch *b, const Model *m, GpuBase *gpu, BaseWorkspace *ws, Cache *cache, FeatDtype dtype) {
+    if (b->n == 0) return 0;
+    const long D = model_feature_size(m);
+    if (gpu) {
+        if (gpu_base_forward(gpu, b->in, b->n, b->out) < 0) return -1;
+    } else {
+        base_forward_cpu(m, b->in, b->n, b->out, ws);
+    }
+    for (int i = 0; i < b->n; i++) {
+        CacheRecord r = {.label = b->labels[i], .path = b->paths[i], .features = b->out + (size_t)i * D};
+        memcpy(r.sha256, b->sha[i], 32);
+        if (cache_put(cache, b->keys[i], &r, (int)D, dtype) < 0) return -1;
+    }
+    b->n = 0;
+    return 0;
+}
+
+static void print_summary(const char *cache_path, Cache *cache, const CacheMeta *meta, const SkipList *skipped,
+                          long written, long unchanged, long replaced, long removed, double seconds) {
+    SizeStats sizes = {0, 0};
+    cache_visit(cache, sum_sizes, &sizes);
+    char data[1100];
+    snprintf(data, sizeof data, "%s/data.mdb", cache_path);
+    long long disk = file_size(data);
+    printf("Extracted %ld image%s in %.1f s (%.1f img/s); %ld unchanged from an earlier run", written,
+           written == 1 ? "" : "s", seconds, seconds > 0 ? written / seconds : 0.0, unchanged);
+    if (replaced) printf("; %ld changed and re-extracted", replaced);
+    if (removed) printf("; %ld removed (no longer in the folder)", removed);
+    printf(".\nRecords per class:\n");
+    for (int k = 0; k < meta->n_classes; k++) printf("  %-24s %ld\n", meta->class_names[k], meta->class_counts ? meta->class_counts[k] : 0);
+    printf("Cache %s: %ld records, %.2f MB on disk, %.0f bytes per image (features %s, raw %ld bytes)\n", cache_path,
+           sizes.records, disk / 1e6, sizes.records ? (double)sizes.bytes / sizes.records : 0.0,
+           feat_dtype_name(meta->dtype),
+           (long)meta->feat_h * meta->feat_w * meta->feat_c * (meta->dtype == FEAT_F16 ? 2 : 4));
+    if (skipped->n) {
+        printf("Skipped %d file%s (listed in %s/skipped.tsv):\n", skipped->n, skipped->n == 1 ? "" : "s", cache_path);
+        for (int i = 0; i < skipped->n; i++) printf("  %s: %s\n", skipped->path[i], skipped->reason[i]);
+    }
+}
+
+int extract_run(const ExtractOptions *o) {
+    int status = -1;
+    DeviceKind dev;
+    char dev_note[300];
+    if (device_select(o->device, &dev, dev_note, sizeof dev_note) < 0) return -1;
+    int shard_i, shard_n;
+    if (parse_shard(o->shard, &shard_i, &shard_n) < 0) return -1;
+    if (o->batch < 1) return err_set("--batch must be >= 1, got %d", o->batch);
+
+    LoadOptions load = {.w = o->input_size, .h = o->input_size, .reduced_decode = o->reduced_decode,
+                        .max_pixels = o->max_pixels};
+    if (interp_parse(o->interpolation, &load.interp) < 0 || prep_parse(o->preprocess, &load.prep) < 0) return -1;
+
+    ModelConfig cfg;
+    model_config_defaults(&cfg);
+    if (arch_from_name(o->model, &cfg.arch) < 0) return -1;
+    cfg.input_h = cfg.input_w = o->input_size;
+    cfg.cut = o->layer;
+    Model m = {0};
+    Dataset ds = {0};
+    CachedSet cached = {0};
+    SkipList skipped = {0};
+    Cache cache = {0};
+    CacheMeta want = {0};
+    Loader *loader = NULL;
+    GpuBase *gpu = NULL;
+    BaseWorkspace ws = {0};
+    Batch batch = {0};
+    long *items = NULL;
+
+    if (model_build(&m, &cfg) < 0) return -1;
+
+    // The folder first: a wrong --data fails before any weights are read.
+    if (dataset_scan(o->data, NULL, 0, &ds) < 0) goto done;
+    char found[128];
+    dataset_found_line(&ds, found, sizeof found);
+    printf("%s\n", found);
+    fflush(stdout);
+    for (int k = 0; k < ds.n_classes; k++)
+        if (ds.class_counts[k] == 0) {
+            err_set("%s/%s: class folder has no images (looked for jpg, jpeg, png, bmp, ppm, tif, tiff)", ds.root,
+                    ds.class_names[k]);
+            goto done;
+        }
+    for (int k = 0; k < ds.n_skipped; k++) skip_add(&skipped, ds.skipped_paths[k], ds.skipped_reasons[k]);
+
+    long n_items = 0;
+    items = malloc(sizeof(long) * (size_t)(ds.n_items + 1));
+    for (long k = 0; k < ds.n_items; k++)
+        if (k % shard_n == shard_i) items[n_items++] = k;
+
+    char weights_id[96];
+    if (load_base_weights(&m, o->weights, (uint64_t)o->seed, o->quiet, weights_id, sizeof weights_id) < 0) goto done;
+
+    const Layer *cut = &m.layers[m.n_base - 1];
+    snprintf(want.model, sizeof want.model, "%s", arch_name(cfg.arch));
+    snprintf(want.weights, sizeof want.weights, "%s", weights_id);
+    want.input_h = want.input_w = o->input_size;
+    snprintf(want.interpolation, sizeof want.interpolation, "%s", interp_name(load.interp));
+    snprintf(want.preprocess, sizeof want.preprocess, "%s", prep_name(load.prep));
+    snprintf(want.layer, sizeof want.layer, "%s", m.cut_name);
+    want.feat_h = cut->out_h, want.feat_w = cut->out_w, want.feat_c = cut->out_c;
+    want.dtype = !strcmp(o->dtype, "f32") ? FEAT_F32 : FEAT_F16;
+    want.n_classes = ds.n_classes;
+    want.class_names = ds.class_names;
+    if (o->shard) snprintf(want.shard, sizeof want.shard, "%d/%d", shard_i, shard_n);
+    snprintf(want.version, sizeof want.version, "%s", VGGFT_VERSION);
+    snprintf(want.command, sizeof want.command, "%s", o->command_line ? o->command_line : "");
+    if (cache_open_write(&cache, o->cache, &want, o->overwrite) < 0) goto done;
+
+    if (cache_visit(&cache, collect_cached, &cached) < 0) goto done;
+    if (cached.n) qsort(cached.e, (size_t)cached.n, sizeof *cached.e, cmp_entry);
+
+    const size_t image_floats = (size_t)o->input_size * o->input_size * 3;
+    if (batch_alloc(&batch, o->batch, image_floats, model_feature_size(&m)) < 0) goto done;
+    if (dev == DEVICE_CUDA) {
+        gpu = gpu_base_create(&m, o->batch);
+        if (!gpu) goto done;
+    } else if (base_workspace_alloc(&ws, &m) < 0) {
+        goto done;
+    }
+    if (!o->quiet)
+        fprintf(stderr, "extract: %s; %s %dx%d -> %s (%dx%dx%d, %s); %ld image%s%s\n", dev_note, want.model,
+                o->input_size, o->input_size, want.layer, want.feat_h, want.feat_w, want.feat_c, o->dtype, n_items,
+                n_items == 1 ? "" : "s", cached.n ? ", resuming" : "");
+
+    int threads = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    LoadCtx lctx = {&ds, items, &cached, load, image_floats};
+    loader = loader_start(n_items, threads, 2 * o->batch + threads, image_floats, sizeof(ItemInfo), load_item, &lctx);
+    if (!loader) goto done;
+
+    Progress bar;
+    progress_start(&bar, stderr, n_items, "img");
+    if (o->quiet) bar.enabled = 0;
+    const char *wipe = bar.tty ? "\r\033[K" : "";
+    long done_items = 0, written = 0, unchanged = 0, replaced = 0, removed = 0;
+    const char *crash_env = getenv("VGGFT_TEST_CRASH_AFTER");
+    long crash_after = crash_env ? atol(crash_env) : 0;
+    LoaderItem *li;
+    while ((li = loader_next(loader))) {
+        const ItemInfo *info = li->extra;
+        const DatasetItem *it = &ds.items[items[li->index]];
+        CachedEntry *c = find_cached(&cached, it->path);
+        if (c) c->seen = 1;
+        if (!li->ok) {
+            // Reported and skipped. The message starts with the full path:
+            // keep the reason alone for the list.
+            const char *reason = li->msg;
+            size_t plen = strlen(ds.root) + 1 + strlen(it->path);
+            if (strlen(reason) > plen + 2 && reason[plen] == ':') reason += plen + 2;
+            skip_add(&skipped, it->path, reason);
+            if (!o->quiet) fprintf(stderr, "%swarning: skipped %s\n", wipe, li->msg);
+            // An old record no longer describes this file.
+            if (c && cache_del(&cache, c->key) < 0) goto done;
+        } else if (info->cached) {
+            unchanged++;
+        } else {
+            if (info->reduced && !o->quiet)
+                fprintf(stderr,
+                        "%swarning: %s/%s is %dx%d, over the pixel budget of %ld: decoded at a reduced scale "
+                        "(its pixels differ from Keras's full decode)\n",
+                        wipe, ds.root, it->path, info->src_w, info->src_h, o->max_pixels);
+            int b = batch.n++;
+            memcpy(batch.in + b * image_floats, li->data, image_floats * sizeof(float));
+            // A changed file keeps its key; a new one takes its folder index.
+            batch.keys[b] = c ? c->key : (uint64_t)items[li->index];
+            batch.labels[b] = it->label;
+            batch.paths[b] = it->path;
+            memcpy(batch.sha[b], info->sha256, 32);
+            replaced += info->replaced;
+        }
+        loader_release(loader, li);
+        done_items++;
+        if (batch.n == batch.cap) {
+            written += batch.n;
+            if (flush_batch(&batch, &m, gpu, &ws, &cache, want.dtype) < 0) goto done;
+            // Test hook: die like kill -9 after N new records, committed or not.
+            if (crash_after > 0 && written >= crash_after) _exit(137);
+        }
+        char metrics[128];
+        snprintf(metrics, sizeof metrics, "new: %ld - cached: %ld - skipped: %d", written, unchanged, skipped.n);
+        progress_update(&bar, done_items, metrics);
+    }
+    written += batch.n;
+    if (flush_batch(&batch, &m, gpu, &ws, &cache, want.dtype) < 0) goto done;
+    // Records of files that left the folder (this shard's share only).
+    for (long k = 0; k < cached.n; k++) {
+        if (cached.e[k].seen) continue;
+        if (shard_n > 1 && (long)(cached.e[k].key % (uint64_t)shard_n) != shard_i) continue;
+        if (cache_del(&cache, cached.e[k].key) < 0) goto done;
+        removed++;
+    }
+    if (cache_commit(&cache) < 0 || cache_store_counts(&cache, &want) < 0) goto done;
+    char metrics[128];
+    snprintf(metrics, sizeof metrics, "new: %ld - cached: %ld - skipped: %d", written, unchanged, skipped.n);
+    progress_finish(&bar, metrics);
+    if (write_skipped(o->cache, &skipped) < 0) goto done;
+    print_summary(o->cache, &cache, &want, &skipped, written, unchanged, replaced, removed,
+                  progress_now() - bar.t_start);
+    if (o->strict && skipped.n) {
+        err_set("--strict: %d file%s skipped (see %s/skipped.tsv)", skipped.n, skipped.n == 1 ? " was" : "s were",
+                o->cache);
+        goto done;
+    }
+    status = 0;
+done:
+    loader_stop(loader);
+    gpu_base_free(gpu);
+    base_workspace_free(&ws);
+    batch_free(&batch);
+    free(items);
+    free(want.class_counts);  // (class_names belong to the Dataset)
+    for (long k = 0; k < cached.n; k++) free(cached.e[k].path);
+    free(cached.e);
+    for (int k = 0; k < skipped.n; k++) free(skipped.path[k]), free(skipped.reason[k]);
+    free(skipped.path), free(skipped.reason);
+    if (cache.env) {
+        // On an error keep every record finished so far: a rerun resumes from
+        // there. (If the commit itself fails, LMDB keeps the last good state.)
+        if (status < 0 && cache.txn) {
+            char keep[ERR_MSG_MAX];
+            snprintf(keep, sizeof keep, "%s", err_msg());
+            cache_commit(&cache);
+            err_set("%s", keep);
+        }
+        cache_close(&cache);
+    }
+    dataset_free(&ds);
+    model_free(&m);
+    return status;
+}

@@ -1,0 +1,104 @@
+// extract: images -> frozen VGG conv base -> feature cache.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blas_setup.h"
+#include "cli.h"
+#include "error.h"
+#include "extract.h"
+#include "model_options.h"
+
+static const char *EPILOG =
+    "Runs the frozen convolutional base once over an image folder laid out as\n"
+    "Keras's flow_from_directory expects (one subfolder per class, files found\n"
+    "recursively) and caches the features of --layer for `train`:\n"
+    "  build/extract --data data/train --cache cache/train --weights imagenet\n"
+    "  build/extract --data data/validation --cache cache/val --weights imagenet\n"
+    "\n"
+    "The cache is an LMDB folder (mdb_stat works on it) with one zstd-compressed\n"
+    "record per image and the settings it was made with. Running the same\n"
+    "command again resumes: committed records are kept, only missing or changed\n"
+    "images are extracted. A cache made with other settings is refused unless\n"
+    "--overwrite. Unreadable, corrupt or unsupported files are reported, listed\n"
+    "in CACHE/skipped.tsv and skipped (--strict: exit 1 when any is).\n"
+    "\n"
+    "Other commands:\n"
+    "  build/extract --info CACHE                print settings and statistics\n"
+    "  build/extract --merge OUT IN1 IN2 ...     join the caches of --shard runs\n"
+    "  build/extract --summary --input-size 150  print the conv base's layers\n"
+    "Sharding over 4 jobs: --shard 0/4 ... --shard 3/4, then --merge.\n"
+    "--weights imagenet looks for Keras's file in $KERAS_HOME/models or\n"
+    "~/.keras/models and downloads it there (MD5-checked) when missing.";
+
+int main(int argc, char **argv) {
+    blas_setup(argv, 0);
+    ExtractOptions o = {0};
+    const char *info = NULL, *merge = NULL;
+    int summary = 0;
+    ModelOptions mo;
+    CliOption opts[40] = {
+        {"data", OPT_STRING, &o.data, NULL, "DIR", "image folder, one subfolder per class"},
+        {"cache", OPT_STRING, &o.cache, NULL, "PATH", "feature cache to write (an LMDB folder)"},
+        {"weights", OPT_STRING, &o.weights, "imagenet", "FILE|imagenet|random",
+         "Keras HDF5 weights file of the base, Keras's ImageNet file,\nor Glorot-uniform random weights (--seed)"},
+        {"preprocess", OPT_CHOICE, &o.preprocess, "caffe", NULL,
+         "caffe: BGR minus ImageNet means (what the ImageNet weights\nexpect); rescale: x/255 (the seeds); torch: "
+         "torchvision's",
+         "caffe|rescale|torch"},
+        {"interpolation", OPT_CHOICE, &o.interpolation, "nearest", NULL, "resize filter (Keras's default: nearest)",
+         "nearest|bilinear"},
+        {"dtype", OPT_CHOICE, &o.dtype, "f16", NULL, "precision of the stored features", "f16|f32"},
+        {"batch", OPT_INT, &o.batch, "32", "N", "images per batch through the conv base"},
+        {"device", OPT_CHOICE, &o.device, "auto", NULL, "where to run the conv base", "auto|cpu|cuda"},
+        {"threads", OPT_INT, &o.threads, "0", "N", "CPU threads for decoding and BLAS (0: all cores)"},
+        {"shard", OPT_STRING, &o.shard, NULL, "I/N", "process only shard I of N (0-based): files k with k % N == I"},
+        {"strict", OPT_FLAG, &o.strict, NULL, NULL, "exit 1 if any file is skipped"},
+        {"overwrite", OPT_FLAG, &o.overwrite, NULL, NULL, "replace a cache made with other settings"},
+        {"reduced-decode", OPT_FLAG, &o.reduced_decode, NULL, NULL,
+         "decode JPEGs at 1/2, 1/4 or 1/8 scale when still >= the input size\n(faster; pixels differ from Keras's)"},
+        {"max-pixels", OPT_LONG, &o.max_pixels, "50000000", "N",
+         "pixel budget: larger JPEGs are decoded at a reduced scale (with a\nwarning), other larger images skipped"},
+        {"seed", OPT_LONG, &o.seed, "1", "S", "seed of --weights random"},
+        {"quiet", OPT_FLAG, &o.quiet, NULL, NULL, "no progress bar or warnings (errors still print)"},
+        {"info", OPT_STRING, &info, NULL, "CACHE", "print a cache's settings and statistics and exit"},
+        {"merge", OPT_STRING, &merge, NULL, "OUT", "merge the shard caches given as arguments into OUT and exit"},
+        {"summary", OPT_FLAG, &summary, NULL, NULL, "print the conv base's layers and parameter counts and exit"},
+    };
+    int n = 19;
+    n += model_options_add(opts + n, &mo, MOPT_BASE);
+    CliSpec spec = {"extract", "Run the frozen VGG conv base over an image folder and cache the features.",
+                    "--data DIR --cache PATH [options]", EPILOG, opts, n};
+    int n_rest = 0;
+    char **rest = NULL;
+    int rc = cli_parse(&spec, argc, argv, &n_rest, &rest);
+    if (rc == CLI_EXIT_OK) return 0;
+    if (rc == CLI_USAGE) return 2;
+    blas_set_threads(o.threads);
+    if (summary) return model_options_summary("extract", &mo, MOPT_BASE, SUMMARY_BASE);
+    if (info) {
+        if (extract_info(info) < 0) return cli_error("extract", NULL), 1;
+        return 0;
+    }
+    if (merge) {
+        if (extract_merge(merge, rest, n_rest, o.overwrite) < 0) return cli_error("extract", NULL), 1;
+        return 0;
+    }
+    if (n_rest) {
+        cli_error("extract", "unexpected argument '%s' (see --help)", rest[0]);
+        return 2;
+    }
+    if (!o.data || !o.cache) {
+        cli_error("extract", "--data and --cache are required (see --help)");
+        return 2;
+    }
+    o.model = mo.model;
+    o.layer = mo.layer;
+    o.input_size = mo.input_size;
+    o.command_line = cli_command_line(argc, argv);
+    if (extract_run(&o) < 0) {
+        cli_error("extract", NULL);
+        return 1;
+    }
+    return 0;
+}

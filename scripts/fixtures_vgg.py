@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Fixtures for the whole VGG16 base + head forward pass, computed by Keras.
+
+Weights are not stored: they follow a formula that the C test evaluates the
+same way (integer arithmetic, then one float64 -> float32 cast), so the
+fixture stays a few KB while the network is the real 13-conv VGG16.
+
+    w[i] = float32(((i * 7919 + L * 104729) % 2003 / 2003 - 0.5) * 2 * limit)
+    limit = sqrt(6 / fan_in)     (He-uniform scale: activations keep their size
+                                  through 13 ReLU layers, so the features are not
+                                  just the biases)
+    b[j] = float32(0.001 * ((j * 31 + L) % 7 - 3))
+    x[i] = float32((i * 37 + n * 11) % 256 - 128)   for image n, H,W,C order
+
+L counts the layers with weights from 1 (block1_conv1) upward, the head's
+Dense layers included. Writes vgg_<H>x<W>_features.npy and _probs.npy into the output folder.
+Run: KERAS_BACKEND=jax python3 scripts/fixtures_vgg.py tests/fixtures/vgg
+"""
+import os
+import sys
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+import numpy as np  # noqa: E402
+import keras  # noqa: E402
+
+
+def formula_kernel(shape, L, fan_in, fan_out):
+    n = int(np.prod(shape))
+    i = np.arange(n, dtype=np.int64)
+    limit = np.sqrt(6.0 / fan_in)
+    v = ((i * 7919 + L * 104729) % 2003).astype(np.float64) / 2003.0 - 0.5
+    return (v * 2.0 * limit).astype(np.float32).reshape(shape)
+
+
+def formula_bias(n, L):
+    j = np.arange(n, dtype=np.int64)
+    return (0.001 * ((j * 31 + L) % 7 - 3).astype(np.float64)).astype(np.float32)
+
+
+def formula_input(N, H, W):
+    out = np.empty((N, H, W, 3), np.float32)
+    i = np.arange(H * W * 3, dtype=np.int64)
+    for n in range(N):
+        out[n] = ((i * 37 + n * 11) % 256 - 128).astype(np.float32).reshape(H, W, 3)
+    return out
+
+
+def main(outdir):
+    os.makedirs(outdir, exist_ok=True)
+    for (H, W, hidden, classes) in [(32, 32, 8, 2), (64, 48, 8, 3)]:
+        base = keras.applications.VGG16(include_top=False, weights=None, input_shape=(H, W, 3))
+        L = 0
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.Conv2D):
+                L += 1
+                k, b = layer.get_weights()
+                fan_in, fan_out = 9 * k.shape[2], 9 * k.shape[3]
+                layer.set_weights([formula_kernel(k.shape, L, fan_in, fan_out), formula_bias(b.shape[0], L)])
+        binary = classes == 2
+        head = keras.Sequential([
+            keras.Input(base.output_shape[1:]),
+            keras.layers.Flatten(),
+            keras.layers.Dense(hidden, activation="relu"),
+            keras.layers.Dropout(0.5),
+            keras.layers.Dense(1 if binary else classes, activation="sigmoid" if binary else "softmax"),
+        ])
+        for layer in head.layers:
+            if isinstance(layer, keras.layers.Dense):
+                L += 1
+                k, b = layer.get_weights()
+                layer.set_weights([formula_kernel(k.shape, L, k.shape[0], k.shape[1]), formula_bias(b.shape[0], L)])
+        x = formula_input(2, H, W)
+        feats = base.predict(x, verbose=0)
+        probs = head.predict(feats, verbose=0)
+        tag = f"vgg_{H}x{W}"
+        np.save(os.path.join(outdir, tag + "_features.npy"), feats.astype(np.float32))
+        np.save(os.path.join(outdir, tag + "_probs.npy"), probs.astype(np.float32))
+        print(tag, "features", feats.shape, "mean |f|", float(np.abs(feats).mean()), "probs", probs.ravel())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/vgg")

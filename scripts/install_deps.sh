@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the build and tests need, skipping those
+# already present. Needs root (apt-get). Safe to run again.
+#   scripts/install_deps.sh          build + test dependencies
+#   scripts/install_deps.sh --python also the Python packages that regenerate
+#                                    the test fixtures (Keras, Pillow, h5py)
+set -euo pipefail
+
+pkgs=(build-essential pkg-config
+      liblmdb-dev lmdb-utils libzstd-dev libopenblas-dev libturbojpeg0-dev
+      libpng-dev libhdf5-dev libcurl4-openssl-dev libssl-dev libcriterion-dev)
+
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}"
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "error: these Debian packages are missing and installing them needs root: ${missing[*]}" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if [ "${1:-}" = "--python" ]; then
+    python3 -m pip install -q numpy h5py pillow "keras>=3" jax jaxlib
+fi

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The README's test command: installs what is missing, builds, runs every
+# test, then the same tests under ASan + UBSan.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install_deps.sh
+jobs=$(nproc)
+make -j"$jobs"
+make -j"$jobs" test
+make -j"$jobs" SANITIZE=1 test

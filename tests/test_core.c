@@ -1,0 +1,163 @@
+// Command line, progress bar, BLAS kernel choice and device selection.
+#include <criterion/criterion.h>
+#include <criterion/redirect.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blas_setup.h"
+#include "cli.h"
+#include "device.h"
+#include "error.h"
+#include "gpu.h"
+#include "progress.h"
+
+typedef struct {
+    const char *name, *mode;
+    int n, flag;
+    float lr;
+} Opts;
+
+static CliSpec make_spec(Opts *o, CliOption *opts) {
+    CliOption t[] = {
+        {"name", OPT_STRING, &o->name, NULL, "NAME", "a name"},
+        {"mode", OPT_CHOICE, &o->mode, "caffe", NULL, "a mode", "caffe|rescale|torch"},
+        {"n", OPT_INT, &o->n, "32", "N", "a count"},
+        {"flag", OPT_FLAG, &o->flag, NULL, NULL, "a flag"},
+        {"lr", OPT_FLOAT, &o->lr, "0.001", "LR", "a rate"},
+    };
+    memcpy(opts, t, sizeof t);
+    return (CliSpec){"tool", "Does things.", "[options]", NULL, opts, 5};
+}
+
+Test(cli, defaults_and_values) {
+    Opts o;
+    CliOption opts[5];
+    CliSpec s = make_spec(&o, opts);
+    char *argv1[] = {"tool", NULL};
+    cr_assert_eq(cli_parse(&s, 1, argv1, NULL, NULL), CLI_OK);
+    cr_expect_str_eq(o.mode, "caffe");
+    cr_expect_eq(o.n, 32);
+    cr_expect_float_eq(o.lr, 0.001f, 1e-9);
+    cr_expect_null(o.name);
+    cr_expect_eq(o.flag, 0);
+
+    char *argv2[] = {"tool", "--name", "x y", "--mode=torch", "--n", "-4", "--flag", "--lr=1e-5", NULL};
+    cr_assert_eq(cli_parse(&s, 8, argv2, NULL, NULL), CLI_OK);
+    cr_expect_str_eq(o.name, "x y");
+    cr_expect_str_eq(o.mode, "torch");
+    cr_expect_eq(o.n, -4);
+    cr_expect_eq(o.flag, 1);
+    cr_expect_float_eq(o.lr, 1e-5f, 1e-12);
+    cr_expect_eq(cli_find(&s, "name")->seen, 1);
+    cr_expect_eq(cli_find(&s, "n")->seen, 1);
+}
+
+Test(cli, usage_errors, .init = cr_redirect_stderr) {
+    Opts o;
+    CliOption opts[5];
+    CliSpec s = make_spec(&o, opts);
+    char *bad_choice[] = {"tool", "--mode", "tf", NULL};
+    cr_expect_eq(cli_parse(&s, 3, bad_choice, NULL, NULL), CLI_USAGE);
+    char *bad_int[] = {"tool", "--n", "12x", NULL};
+    cr_expect_eq(cli_parse(&s, 3, bad_int, NULL, NULL), CLI_USAGE);
+    char *unknown[] = {"tool", "--nope", NULL};
+    cr_expect_eq(cli_parse(&s, 2, unknown, NULL, NULL), CLI_USAGE);
+    char *missing[] = {"tool", "--n", NULL};
+    cr_expect_eq(cli_parse(&s, 2, missing, NULL, NULL), CLI_USAGE);
+    char *positional[] = {"tool", "stray", NULL};
+    cr_expect_eq(cli_parse(&s, 2, positional, NULL, NULL), CLI_USAGE);
+    fflush(stderr);
+    cr_expect_stderr_eq_str(
+        "tool: error: --mode: 'tf' is not one of caffe|rescale|torch\n"
+        "tool: error: --n: '12x' is not an integer\n"
+        "tool: error: unknown option '--nope' (see --help)\n"
+        "tool: error: option '--n' needs a value (N)\n"
+        "tool: error: unexpected argument 'stray' (see --help)\n");
+}
+
+Test(cli, help_lists_options_with_defaults) {
+    Opts o;
+    CliOption opts[5];
+    CliSpec s = make_spec(&o, opts);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    cli_print_help(&s, f);
+    fclose(f);
+    cr_expect(strstr(text, "usage: tool [options]") != NULL, "%s", text);
+    cr_expect(strstr(text, "--mode {caffe|rescale|torch}") != NULL, "%s", text);
+    cr_expect(strstr(text, "a count (default: 32)") != NULL, "%s", text);
+    cr_expect(strstr(text, "--version") != NULL, "%s", text);
+    free(text);
+}
+
+Test(cli, command_line_is_shell_quoted) {
+    char *argv[] = {"extract", "--data", "my photos", "--x", "it's", NULL};
+    char *s = cli_command_line(5, argv);
+    cr_expect_str_eq(s, "extract --data 'my photos' --x 'it'\\''s'");
+    free(s);
+}
+
+Test(progress, keras_bar_format) {
+    Progress p;
+    FILE *devnull = fopen("/dev/null", "w");
+    progress_start(&p, devnull, 100, "img");
+    char line[256];
+    progress_format(&p, 63, 6.3, 0, "loss: 0.4100 - acc: 0.8300", line, sizeof line);
+    // 63% of a 30-wide bar: 18 '=' then '>' then 11 '.'; 10 img/s -> ETA 4s.
+    cr_expect_str_eq(line, " 63/100 [=================>............] - ETA: 4s - 10.0 img/s - loss: 0.4100 - acc: 0.8300");
+    progress_format(&p, 100, 125, 1, NULL, line, sizeof line);
+    cr_expect_str_eq(line, "100/100 [==============================] - 2:05 - 1.25 s/img");
+    progress_format(&p, 0, 0, 0, NULL, line, sizeof line);
+    cr_expect_str_eq(line, "  0/100 [..............................]");
+    fclose(devnull);
+}
+
+Test(progress, log_mode_prints_lines_at_intervals) {
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    setenv("VGGFT_PROGRESS_INTERVAL", "10", 1);
+    Progress p;
+    progress_start(&p, f, 50, "img");
+    cr_assert_eq(p.tty, 0);
+    double t0 = p.t_start;
+    progress_update_at(&p, 1, NULL, t0 + 1);   // first update prints
+    progress_update_at(&p, 5, NULL, t0 + 5);   // within 10 s: silent
+    progress_update_at(&p, 20, NULL, t0 + 12); // prints
+    progress_update_at(&p, 30, NULL, t0 + 13); // silent
+    fflush(f);
+    int lines = 0;
+    for (char *c = text; *c; c++) lines += *c == '\n';
+    cr_expect_eq(lines, 2, "%s", text);
+    cr_expect(strstr(text, "\r") == NULL, "log mode must not use carriage returns");
+    cr_expect(strstr(text, "20/50 [") != NULL, "%s", text);
+    fclose(f);
+    free(text);
+    unsetenv("VGGFT_PROGRESS_INTERVAL");
+}
+
+Test(blas, better_kernel_choice) {
+    cr_expect_str_eq(blas_better_coretype("Prescott", 1, 1), "SkylakeX");
+    cr_expect_str_eq(blas_better_coretype("Haswell", 1, 1), "SkylakeX");
+    cr_expect_null(blas_better_coretype("SkylakeX", 1, 1));
+    cr_expect_null(blas_better_coretype("cooperlake", 1, 1));
+    cr_expect_str_eq(blas_better_coretype("Prescott", 0, 1), "Haswell");
+    cr_expect_null(blas_better_coretype("Zen", 0, 1));
+    cr_expect_null(blas_better_coretype("Prescott", 0, 0));  // an old CPU: nothing better
+}
+
+Test(device, auto_falls_back_and_cuda_explains) {
+    char why[256];
+    if (gpu_count(why, sizeof why) > 0) cr_skip_test("a GPU is present: the fallback path is not reachable here");
+    DeviceKind d = DEVICE_CUDA;
+    char note[256];
+    cr_assert_eq(device_select("auto", &d, note, sizeof note), 0);
+    cr_expect_eq(d, DEVICE_CPU);
+    cr_expect(strstr(note, "CPU") && strstr(note, why), "%s", note);
+    cr_expect_eq(device_select("cuda", &d, NULL, 0), -1);
+    cr_expect(strstr(err_msg(), "--device cuda") && strstr(err_msg(), why), "%s", err_msg());
+    cr_expect_eq(device_select("tpu", &d, NULL, 0), -1);
+    cr_expect_eq(device_select("cpu", &d, NULL, 0), 0);
+    cr_expect_eq(d, DEVICE_CPU);
+}

@@ -1,0 +1,335 @@
+// extract end to end on generated JPEGs with random weights: features equal
+// a direct forward pass of the shared core, labels and classes are right, a
+// crash then a rerun completes without duplicates, shards merge into the
+// single run, other settings are refused, bad files are reported and skipped.
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache.h"
+#include "error.h"
+#include "forward.h"
+#include "image.h"
+#include "model.h"
+#include "testutil.h"
+
+#define SIZE 32
+
+// DIR/data/circles/*.jpg, DIR/data/squares/*.jpg (+ a nested folder), and
+// bad files; caches go to DIR/<name>, outside the image folder.
+static char *make_folder(int with_bad) {
+    char *top = make_temp_dir("extract");
+    char *dir = malloc(strlen(top) + 8);
+    sprintf(dir, "%s/data", top);
+    free(top);
+    char path[1024];
+    const char *classes[] = {"circles", "squares"};
+    for (int k = 0; k < 2; k++) {
+        for (int i = 0; i < 5; i++) {
+            int w = 40 + 9 * i, h = 36 + 5 * i;
+            uint8_t *rgb = malloc((size_t)w * h * 3);
+            draw_shape(rgb, w, h, k, (unsigned)(k * 10 + i));
+            snprintf(path, sizeof path, "%s/%s%s", dir, classes[k], i == 4 ? "/nested" : "");
+            make_dirs(path);
+            snprintf(path, sizeof path, "%s/%s%s/img %d.jpg", dir, classes[k], i == 4 ? "/nested" : "", i);
+            write_jpeg(path, rgb, w, h, 90);
+            free(rgb);
+        }
+    }
+    if (with_bad) {
+        // Truncated JPEG, zero bytes, text named .jpg, a GIF (not an image type for Keras).
+        snprintf(path, sizeof path, "%s/circles/img 0.jpg", dir);
+        FILE *f = fopen(path, "rb");
+        char buf[400];
+        size_t n = fread(buf, 1, sizeof buf, f);
+        fclose(f);
+        snprintf(path, sizeof path, "%s/circles/truncated.jpg", dir);
+        write_file(path, buf, n);
+        snprintf(path, sizeof path, "%s/circles/empty.jpg", dir);
+        write_file(path, "", 0);
+        snprintf(path, sizeof path, "%s/squares/notes.jpg", dir);
+        write_file(path, "not an image\n", 13);
+        snprintf(path, sizeof path, "%s/squares/anim.gif", dir);
+        write_file(path, "GIF89a\x01\x00\x01\x00\x00\x00\x00;", 14);
+    }
+    return dir;
+}
+
+static void remove_data_folder(char *dir) {
+    char *slash = strrchr(dir, '/');
+    *slash = '\0';
+    remove_tree(dir);
+    free(dir);
+}
+
+typedef struct {
+    int n;
+    uint64_t keys[64];
+    int32_t labels[64];
+    char paths[64][128];
+    float *feat[64];
+    void *dctx;
+    int D;
+    size_t lens[64];
+    uint8_t *raw[64];
+} Records;
+
+static int collect(void *ctx, uint64_t key, const void *val, size_t len) {
+    Records *r = ctx;
+    cr_assert_lt(r->n, 64);
+    int i = r->n++;
+    const char *p;
+    int plen;
+    r->feat[i] = malloc(sizeof(float) * (size_t)r->D);
+    cr_assert_eq(cache_record_decode(r->dctx, key, val, len, r->D, &r->labels[i], &p, &plen, NULL, r->feat[i]), 0,
+                 "%s", err_msg());
+    r->keys[i] = key;
+    snprintf(r->paths[i], sizeof r->paths[i], "%.*s", plen, p);
+    r->raw[i] = malloc(len);
+    memcpy(r->raw[i], val, len);
+    r->lens[i] = len;
+    return 0;
+}
+
+static Records read_all(const char *cache, CacheMeta *meta) {
+    Records r = {0};
+    Cache c;
+    cr_assert_eq(cache_open_read(&c, cache, meta), 0, "%s", err_msg());
+    r.D = meta->feat_h * meta->feat_w * meta->feat_c;
+    r.dctx = c.dctx;
+    cr_assert_eq(cache_visit(&c, collect, &r), 0, "%s", err_msg());
+    cache_close(&c);
+    return r;
+}
+
+static void free_records(Records *r) {
+    for (int i = 0; i < r->n; i++) free(r->feat[i]), free(r->raw[i]);
+}
+
+static void extract_ok(const char *args) {
+    char *out;
+    int rc = run_tool("extract", args, &out);
+    cr_assert_eq(rc, 0, "extract %s:\n%s", args, out);
+    free(out);
+}
+
+Test(extract, features_equal_direct_forward_pass) {
+    char *dir = make_folder(0);
+    char cache[1100], args[3000];
+    snprintf(cache, sizeof cache, "%s/../cache", dir);
+    snprintf(args, sizeof args, "--data '%s' --cache '%s' --weights random --seed 5 --input-size %d --dtype f32 "
+                                "--batch 3 --threads 2 --quiet",
+             dir, cache, SIZE);
+    extract_ok(args);
+
+    CacheMeta meta;
+    Records r = read_all(cache, &meta);
+    cr_assert_eq(r.n, 10);
+    cr_expect_eq(meta.n_classes, 2);
+    cr_expect_str_eq(meta.class_names[0], "circles");
+    cr_expect_str_eq(meta.class_names[1], "squares");
+    cr_expect_eq(meta.class_counts[0], 5);
+    cr_expect_eq(meta.class_counts[1], 5);
+    cr_expect_str_eq(meta.weights, "random:seed=5");
+
+    ModelConfig cfg;
+    model_config_defaults(&cfg);
+    cfg.input_h = cfg.input_w = SIZE;
+    Model m;
+    cr_assert_eq(model_build(&m, &cfg), 0);
+    cr_assert_eq(model_alloc_weights(&m, 1, m.n_base), 0);
+    model_init_random(&m, 1, m.n_base, 5);
+    BaseWorkspace ws;
+    cr_assert_eq(base_workspace_alloc(&ws, &m), 0);
+    float *x = malloc(sizeof(float) * SIZE * SIZE * 3), *f = malloc(sizeof(float) * r.D);
+    LoadOptions lo = {.w = SIZE, .h = SIZE, .interp = INTERP_NEAREST, .prep = PREP_CAFFE};
+    for (int i = 0; i < r.n; i++) {
+        // Keys are the folder order: circles first, files sorted, nested last.
+        cr_expect_eq(r.keys[i], (uint64_t)i);
+        cr_expect_eq(r.labels[i], i < 5 ? 0 : 1, "%s", r.paths[i]);
+        cr_expect_eq(strncmp(r.paths[i], i < 5 ? "circles/" : "squares/", 8), 0, "%s", r.paths[i]);
+        char full[2048];
+        snprintf(full, sizeof full, "%s/%s", dir, r.paths[i]);
+        cr_assert_eq(image_load(full, &lo, x, NULL), 0, "%s", err_msg());
+        base_forward_cpu(&m, x, 1, f, &ws);
+        // Same code, same order: identical floats.
+        cr_expect_arr_eq(f, r.feat[i], sizeof(float) * (size_t)r.D, "%s", r.paths[i]);
+    }
+    cr_expect_str_eq(r.paths[4], "circles/nested/img 4.jpg");
+    free(x), free(f);
+    base_workspace_free(&ws);
+    model_free(&m);
+    free_records(&r);
+    cache_meta_free(&meta);
+    remove_data_folder(dir);
+}
+
+Test(extract, bad_files_reported_and_skipped) {
+    char *dir = make_folder(1);
+    char cache[1100], args[3000];
+    snprintf(cache, sizeof cache, "%s/../cache", dir);
+    snprintf(args, sizeof args, "--data '%s' --cache '%s' --weights random --input-size %d", dir, cache, SIZE);
+    char *out;
+    int rc = run_tool("extract", args, &out);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_expect(strstr(out, "Found 13 images belonging to 2 classes.") != NULL, "%s", out);
+    cr_expect(strstr(out, "warning: skipped") && strstr(out, "truncated.jpg"), "%s", out);
+    free(out);
+    CacheMeta meta;
+    Records r = read_all(cache, &meta);
+    cr_expect_eq(r.n, 10, "every good image is cached");
+    free_records(&r);
+    cache_meta_free(&meta);
+
+    char tsv[1200];
+    snprintf(tsv, sizeof tsv, "%s/skipped.tsv", cache);
+    FILE *f = fopen(tsv, "r");
+    cr_assert_not_null(f, "no %s", tsv);
+    char text[4096] = "";
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    cr_expect(strstr(text, "path\treason\n") == text, "%s", text);
+    cr_expect(strstr(text, "circles/truncated.jpg\t") != NULL, "%s", text);
+    cr_expect(strstr(text, "circles/empty.jpg\t") != NULL, "%s", text);
+    cr_expect(strstr(text, "squares/notes.jpg\t") != NULL, "%s", text);
+    cr_expect(strstr(text, "squares/anim.gif\tunsupported file type") != NULL, "%s", text);
+
+    // --strict turns any skipped file into a failure.
+    snprintf(args, sizeof args, "--data '%s' --cache '%s' --weights random --input-size %d --strict --quiet", dir,
+             cache, SIZE);
+    rc = run_tool("extract", args, &out);
+    cr_expect_eq(rc, 1, "%s", out);
+    cr_expect(strstr(out, "--strict: 4 files were skipped") != NULL, "%s", out);
+    free(out);
+    remove_data_folder(dir);
+}
+
+Test(extract, crash_then_rerun_completes_without_duplicates) {
+    char *dir = make_folder(0);
+    char cache[1100], args[3000], ref[1100];
+    snprintf(cache, sizeof cache, "%s/../cache", dir);
+    snprintf(ref, sizeof ref, "%s/../ref", dir);
+    snprintf(args, sizeof args, "--data '%s' --cache '%s' --weights random --input-size %d --batch 2 --quiet", dir,
+             ref, SIZE);
+    extract_ok(args);
+    // Commit every 3 records and die after 6 new ones: some committed, some lost.
+    snprintf(args, sizeof args,
+             "--data '%s' --cache '%s' --weights random --input-size %d --batch 2 --quiet; exit $?", dir, cache,
+             SIZE);
+    setenv("VGGFT_CACHE_COMMIT_EVERY", "3", 1);
+    setenv("VGGFT_TEST_CRASH_AFTER", "6", 1);
+    char *out;
+    int rc = run_tool("extract", args, &out);
+    unsetenv("VGGFT_TEST_CRASH_AFTER");
+    unsetenv("VGGFT_CACHE_COMMIT_EVERY");
+    cr_assert_eq(rc, 137, "the crash hook did not fire: %s", out);
+    free(out);
+    CacheMeta meta;
+    Records partial = read_all(cache, &meta);
+    cr_expect(partial.n >= 3 && partial.n < 10, "after the crash: %d records", partial.n);
+    free_records(&partial);
+    cache_meta_free(&meta);
+
+    rc = run_tool("extract", args, &out);
+    cr_assert_eq(rc, 0, "%s", out);
+    free(out);
+    Records r = read_all(cache, &meta), want = read_all(ref, &meta);
+    cr_assert_eq(r.n, 10);
+    for (int i = 0; i < 10; i++) {
+        cr_expect_eq(r.keys[i], want.keys[i]);
+        cr_expect_eq(r.lens[i], want.lens[i]);
+        cr_expect_eq(memcmp(r.raw[i], want.raw[i], r.lens[i]), 0, "record %d differs from an uninterrupted run", i);
+    }
+    free_records(&r);
+    free_records(&want);
+    cache_meta_free(&meta);
+
+    // A changed file is extracted again, and only that one.
+    char img[2048];
+    snprintf(img, sizeof img, "%s/squares/img 1.jpg", dir);
+    uint8_t *rgb = malloc(50 * 40 * 3);
+    draw_shape(rgb, 50, 40, 0, 99);
+    write_jpeg(img, rgb, 50, 40, 85);
+    free(rgb);
+    snprintf(args, sizeof args, "--data '%s' --cache '%s' --weights random --input-size %d", dir, cache, SIZE);
+    rc = run_tool("extract", args, &out);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_expect(strstr(out, "Extracted 1 image ") && strstr(out, "9 unchanged") && strstr(out, "1 changed"), "%s", out);
+    free(out);
+    r = read_all(cache, &meta);
+    cr_expect_eq(r.n, 10);
+    free_records(&r);
+    cache_meta_free(&meta);
+    remove_data_folder(dir);
+}
+
+Test(extract, shards_merge_into_the_single_run) {
+    char *dir = make_folder(0);
+    char args[6000], one[1100], merged[1100], shard[3][1100];
+    snprintf(one, sizeof one, "%s/../one", dir);
+    snprintf(merged, sizeof merged, "%s/../merged", dir);
+    snprintf(args, sizeof args, "--data '%s' --cache '%s' --weights random --input-size %d --quiet", dir, one, SIZE);
+    extract_ok(args);
+    for (int i = 0; i < 3; i++) {
+        snprintf(shard[i], sizeof shard[i], "%s/../shard%d", dir, i);
+        snprintf(args, sizeof args, "--data '%s' --cache '%s' --shard %d/3 --weights random --input-size %d --quiet",
+                 dir, shard[i], i, SIZE);
+        extract_ok(args);
+    }
+    snprintf(args, sizeof args, "--merge '%s' '%s' '%s' '%s'", merged, shard[2], shard[0], shard[1]);
+    extract_ok(args);
+    CacheMeta m1, m2;
+    Records a = read_all(one, &m1), b = read_all(merged, &m2);
+    cr_assert_eq(a.n, b.n);
+    for (int i = 0; i < a.n; i++) {
+        cr_expect_eq(a.keys[i], b.keys[i]);
+        cr_expect(a.lens[i] == b.lens[i] && !memcmp(a.raw[i], b.raw[i], a.lens[i]), "record %d", i);
+    }
+    cr_expect_eq(m2.class_counts[0], 5);
+    cr_expect_str_eq(m2.shard, "");
+    free_records(&a);
+    free_records(&b);
+    cache_meta_free(&m1);
+    cache_meta_free(&m2);
+
+    // Overlapping inputs are refused.
+    snprintf(args, sizeof args, "--merge '%s/../bad' '%s' '%s'", dir, shard[0], shard[0]);
+    char *out;
+    cr_expect_eq(run_tool("extract", args, &out), 1);
+    cr_expect(strstr(out, "not disjoint") != NULL, "%s", out);
+    free(out);
+    remove_data_folder(dir);
+}
+
+Test(extract, other_settings_refused_and_bad_folders) {
+    char *dir = make_folder(0);
+    char cache[1100], args[3000];
+    snprintf(cache, sizeof cache, "%s/../cache", dir);
+    snprintf(args, sizeof args, "--data '%s' --cache '%s' --weights random --input-size %d --quiet", dir, cache, SIZE);
+    extract_ok(args);
+    char *out;
+    snprintf(args, sizeof args, "--data '%s' --cache '%s' --weights random --input-size 48 --quiet", dir, cache);
+    cr_expect_eq(run_tool("extract", args, &out), 1);
+    cr_expect(strstr(out, "input size: the cache has 32x32, this run 48x48") && strstr(out, "--overwrite"), "%s", out);
+    free(out);
+    snprintf(args, sizeof args, "--data '%s' --cache '%s' --weights random --input-size %d --preprocess rescale --quiet",
+             dir, cache, SIZE);
+    cr_expect_eq(run_tool("extract", args, &out), 1);
+    cr_expect(strstr(out, "preprocessing: the cache has caffe, this run rescale"), "%s", out);
+    free(out);
+    snprintf(args, sizeof args, "--data '%s/nope' --cache '%s/../c2' --weights random --quiet", dir, dir);
+    cr_expect_eq(run_tool("extract", args, &out), 1);
+    cr_expect(strstr(out, "extract: error:") && strstr(out, "/nope"), "%s", out);
+    free(out);
+    // A class folder without images.
+    char empty[1100];
+    snprintf(empty, sizeof empty, "%s/zebras", dir);
+    make_dirs(empty);
+    snprintf(args, sizeof args, "--data '%s' --cache '%s/../c3' --weights random --input-size %d --quiet", dir, dir, SIZE);
+    cr_expect_eq(run_tool("extract", args, &out), 1);
+    cr_expect(strstr(out, "zebras: class folder has no images"), "%s", out);
+    free(out);
+    remove_data_folder(dir);
+}

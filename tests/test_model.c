@@ -1,0 +1,289 @@
+// The model: layer shapes and parameter counts against the figures the seeds
+// print, the full VGG16 forward pass and head against Keras (fixtures from
+// scripts/fixtures_vgg.py), and a finite-difference check of the head.
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "forward.h"
+#include "model.h"
+#include "testutil.h"
+
+static Model build(int size, const char *unfreeze, Arch arch, const char *cut) {
+    ModelConfig cfg;
+    model_config_defaults(&cfg);
+    cfg.arch = arch;
+    cfg.input_h = cfg.input_w = size;
+    cfg.unfreeze = unfreeze;
+    if (cut) cfg.cut = cut;
+    Model m;
+    cr_assert_eq(model_build(&m, &cfg), 0, "model_build: %s", err_msg());
+    return m;
+}
+
+Test(model, seeds_parameter_counts) {
+    // The figures printed in the seeds (REFERENCE.md §1).
+    Model m = build(150, NULL, ARCH_VGG16, NULL);
+    ParamCounts p = model_param_counts(&m);
+    cr_expect_eq(p.total, 16812353);
+    cr_expect_eq(p.trainable, 2097665);
+    cr_expect_eq(p.non_trainable, 14714688);
+    cr_expect_eq(model_feature_size(&m), 4 * 4 * 512);
+    model_free(&m);
+
+    m = build(150, "block5_conv1", ARCH_VGG16, NULL);
+    p = model_param_counts(&m);
+    cr_expect_eq(p.total, 16812353);
+    cr_expect_eq(p.trainable, 9177089);
+    cr_expect_eq(p.non_trainable, 7635264);
+    model_free(&m);
+}
+
+Test(model, vgg16_shapes_and_vgg19_count) {
+    Model m = build(150, NULL, ARCH_VGG16, NULL);
+    // REFERENCE.md §1 table at 150x150.
+    const char *names[] = {"block1_pool", "block2_pool", "block3_pool", "block4_pool", "block5_pool"};
+    const int sizes[] = {75, 37, 18, 9, 4};
+    for (int i = 0; i < 5; i++) {
+        int at = model_find_layer(&m, names[i]);
+        cr_assert_geq(at, 0);
+        cr_expect_eq(m.layers[at].out_h, sizes[i], "%s", names[i]);
+    }
+    long base = 0, block5 = 0;
+    for (int i = 0; i < m.n_base; i++) {
+        base += m.layers[i].n_kernel + m.layers[i].n_bias;
+        if (!strncmp(m.layers[i].name, "block5", 6)) block5 += m.layers[i].n_kernel + m.layers[i].n_bias;
+    }
+    cr_expect_eq(base, 14714688);
+    cr_expect_eq(block5, 7079424);
+    model_free(&m);
+
+    m = build(224, NULL, ARCH_VGG19, NULL);
+    base = 0;
+    for (int i = 0; i < m.n_base; i++) base += m.layers[i].n_kernel + m.layers[i].n_bias;
+    cr_expect_eq(base, 20024384);
+    cr_expect_eq(model_feature_size(&m), 7 * 7 * 512);
+    model_free(&m);
+
+    m = build(150, NULL, ARCH_VGG16, "block4_pool");
+    cr_expect_eq(model_feature_size(&m), 9 * 9 * 512);
+    cr_expect_str_eq(m.layers[m.n_base - 1].name, "block4_pool");
+    model_free(&m);
+}
+
+Test(model, config_errors_name_the_value) {
+    ModelConfig cfg;
+    Model m;
+    model_config_defaults(&cfg);
+    cfg.input_h = cfg.input_w = 31;
+    cr_expect_eq(model_build(&m, &cfg), -1);
+    cr_expect(strstr(err_msg(), "31x31") && strstr(err_msg(), "32x32"), "%s", err_msg());
+
+    model_config_defaults(&cfg);
+    cfg.cut = "block5_conv3";
+    cr_expect_eq(model_build(&m, &cfg), -1);
+    cr_expect(strstr(err_msg(), "block5_conv3") && strstr(err_msg(), "not a pooling layer") &&
+                  strstr(err_msg(), "block4_pool"),
+              "%s", err_msg());
+
+    model_config_defaults(&cfg);
+    cfg.unfreeze = "block6_conv1";
+    cr_expect_eq(model_build(&m, &cfg), -1);
+    cr_expect(strstr(err_msg(), "block6_conv1") && strstr(err_msg(), "block5_conv1"), "%s", err_msg());
+
+    model_config_defaults(&cfg);
+    cfg.cut = "block4_pool";
+    cfg.unfreeze = "block5_conv1";  // above the cut: not part of this base
+    cr_expect_eq(model_build(&m, &cfg), -1);
+
+    model_config_defaults(&cfg);
+    cfg.n_classes = 3;  // binary needs 2
+    cr_expect_eq(model_build(&m, &cfg), -1);
+    cr_expect(strstr(err_msg(), "3"), "%s", err_msg());
+}
+
+Test(model, summary_table) {
+    Model m = build(150, "block5_conv1", ARCH_VGG16, NULL);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    model_print_summary(&m, SUMMARY_FLAT, f);
+    fclose(f);
+    cr_expect(strstr(text, "block5_conv1 (Conv2D)") != NULL, "%s", text);
+    cr_expect(strstr(text, "(None, 9, 9, 512)         2359808   Y") != NULL, "%s", text);
+    cr_expect(strstr(text, "(None, 18, 18, 512)       2359808   N") != NULL, "%s", text);
+    cr_expect(strstr(text, "flatten (Flatten)           (None, 8192)") != NULL, "%s", text);
+    cr_expect(strstr(text, "Total params: 16,812,353\n") != NULL, "%s", text);
+    cr_expect(strstr(text, "Trainable params: 9,177,089\n") != NULL, "%s", text);
+    cr_expect(strstr(text, "Non-trainable params: 7,635,264\n") != NULL, "%s", text);
+    free(text);
+    model_free(&m);
+}
+
+// The weight formula of scripts/fixtures_vgg.py, evaluated the same way.
+static void formula_kernel(float *w, long n, int L, int fan_in) {
+    double limit = sqrt(6.0 / fan_in);
+    for (long i = 0; i < n; i++) {
+        double v = (double)((i * 7919 + (long)L * 104729) % 2003) / 2003.0 - 0.5;
+        w[i] = (float)(v * 2.0 * limit);
+    }
+}
+static void formula_bias(float *b, long n, int L) {
+    for (long j = 0; j < n; j++) b[j] = (float)(0.001 * (double)((j * 31 + L) % 7 - 3));
+}
+
+static void check_against_keras(int H, int W, int classes) {
+    ModelConfig cfg;
+    model_config_defaults(&cfg);
+    cfg.input_h = H, cfg.input_w = W;
+    cfg.hidden = 8;
+    cfg.n_classes = classes;
+    cfg.binary = classes == 2;
+    Model m;
+    cr_assert_eq(model_build(&m, &cfg), 0, "%s", err_msg());
+    cr_assert_eq(model_alloc_weights(&m, 0, m.n_layers), 0);
+    int L = 0;
+    for (int i = 0; i < m.n_layers; i++) {
+        Layer *l = &m.layers[i];
+        if (!l->n_kernel) continue;
+        L++;
+        formula_kernel(l->kernel, l->n_kernel, L, l->kind == LAYER_CONV ? 9 * l->in_c : l->in_c);
+        formula_bias(l->bias, l->n_bias, L);
+    }
+    const int N = 2;
+    float *x = malloc(sizeof(float) * N * H * W * 3);
+    for (int n = 0; n < N; n++)
+        for (long i = 0; i < (long)H * W * 3; i++) x[(long)n * H * W * 3 + i] = (float)((i * 37 + n * 11) % 256 - 128);
+
+    char name[64];
+    snprintf(name, sizeof name, "vgg/vgg_%dx%d_features.npy", H, W);
+    char *path = fixture_path(name);
+    Npy want = npy_load(path);
+    free(path);
+    long D = model_feature_size(&m);
+    cr_assert_eq((long)want.count, N * D);
+
+    BaseWorkspace ws;
+    cr_assert_eq(base_workspace_alloc(&ws, &m), 0);
+    float *feat = malloc(sizeof(float) * N * D);
+    base_forward_cpu(&m, x, N, feat, &ws);
+    // Float32 sums over up to 4608 terms in another order than XLA's: compare
+    // relative to the largest feature.
+    float scale = 0;
+    for (long i = 0; i < N * D; i++) scale = fmaxf(scale, fabsf(((float *)want.data)[i]));
+    float err = max_abs_diff(feat, want.data, N * D);
+    cr_expect_lt(err, 1e-4f * scale + 1e-7f, "features %dx%d: max |diff| %g (largest feature %g)", H, W, err, scale);
+
+    snprintf(name, sizeof name, "vgg/vgg_%dx%d_probs.npy", H, W);
+    path = fixture_path(name);
+    Npy probs = npy_load(path);
+    free(path);
+    HeadBuffers hb;
+    cr_assert_eq(head_buffers_alloc(&hb, &m, N), 0);
+    head_forward(&m, feat, N, 0, 0, 0, &hb);
+    cr_assert_eq((long)probs.count, (long)N * m.n_outputs);
+    float perr = max_abs_diff(hb.probs, probs.data, probs.count);
+    cr_expect_lt(perr, 1e-5f, "probs %dx%d: max |diff| %g", H, W, perr);
+
+    head_buffers_free(&hb);
+    base_workspace_free(&ws);
+    npy_free(&want);
+    npy_free(&probs);
+    free(feat);
+    free(x);
+    model_free(&m);
+}
+
+Test(model, vgg16_forward_matches_keras_32x32_binary) { check_against_keras(32, 32, 2); }
+// Non-square input and a 2x1 final map pin down the H,W,C flatten order.
+Test(model, vgg16_forward_matches_keras_64x48_softmax) { check_against_keras(64, 48, 3); }
+
+// Finite differences of the head's mean loss with respect to every dense
+// parameter and the input features, with dropout on (fixed mask).
+static void head_gradcheck(int binary, int classes, int hidden) {
+    ModelConfig cfg;
+    model_config_defaults(&cfg);
+    cfg.input_h = cfg.input_w = 32;  // features 1x1x512
+    cfg.hidden = hidden;
+    cfg.dropout = 0.3f;
+    cfg.n_classes = classes;
+    cfg.binary = binary;
+    Model m;
+    cr_assert_eq(model_build(&m, &cfg), 0, "%s", err_msg());
+    cr_assert_eq(model_alloc_weights(&m, m.n_base, m.n_layers), 0);
+    model_init_random(&m, m.n_base, m.n_layers, 7);
+    for (int i = m.n_base; i < m.n_layers; i++)
+        if (m.layers[i].bias)
+            for (long j = 0; j < m.layers[i].n_bias; j++) m.layers[i].bias[j] = 0.05f * (float)((j % 5) - 2);
+    const int N = 5;
+    const int D = (int)model_feature_size(&m);
+    float *feat = malloc(sizeof(float) * N * D), *dfeat = malloc(sizeof(float) * N * D);
+    for (int i = 0; i < N * D; i++) feat[i] = (float)((i * 29 % 97) / 97.0 - 0.3);
+    int32_t labels[5] = {0, 1, 1, 0, 1};
+    if (!binary)
+        for (int i = 0; i < N; i++) labels[i] = i % classes;
+    float weights[5] = {1.0f, 2.0f, 0.5f, 1.5f, 1.0f};
+    HeadBuffers hb;
+    Grads g;
+    cr_assert_eq(head_buffers_alloc(&hb, &m, N), 0);
+    cr_assert_eq(grads_alloc(&g, &m, m.n_base, m.n_layers), 0);
+    grads_zero(&g, &m);
+    head_forward(&m, feat, N, 1, 42, 3, &hb);
+    head_backward(&m, feat, labels, weights, N, &hb, &g, dfeat);
+
+    // loss(theta) with the same dropout mask (same seed and stream).
+#define LOSS() (head_forward(&m, feat, N, 1, 42, 3, &hb), head_backward(&m, feat, labels, weights, N, &hb, NULL, NULL))
+    int checked = 0;
+    double worst = 0;
+    for (int i = m.n_base; i < m.n_layers; i++) {
+        Layer *l = &m.layers[i];
+        if (!l->n_kernel) continue;
+        for (int which = 0; which < 2; which++) {
+            float *p = which ? l->bias : l->kernel;
+            float *dp = which ? g.dbias[i] : g.dkernel[i];
+            long n = which ? l->n_bias : l->n_kernel;
+            for (long k = 0; k < n; k += 1 + n / 23) {
+                float keep = p[k];
+                const float h = 2e-3f;
+                p[k] = keep + h;
+                double lp = LOSS();
+                p[k] = keep - h;
+                double lm = LOSS();
+                p[k] = keep;
+                double num = (lp - lm) / (2 * h);
+                double e = fabs(num - dp[k]) / (fabs(num) + fabs(dp[k]) + 1e-3);
+                if (e > worst) worst = e;
+                checked++;
+            }
+        }
+    }
+    for (long k = 0; k < (long)N * D; k += 97) {
+        float keep = feat[k];
+        const float h = 2e-3f;
+        feat[k] = keep + h;
+        double lp = LOSS();
+        feat[k] = keep - h;
+        double lm = LOSS();
+        feat[k] = keep;
+        double num = (lp - lm) / (2 * h);
+        double e = fabs(num - dfeat[k]) / (fabs(num) + fabs(dfeat[k]) + 1e-3);
+        if (e > worst) worst = e;
+        checked++;
+    }
+#undef LOSS
+    // Float32 losses, h = 2e-3: central differences agree to ~1e-2 where the
+    // ReLU does not switch; a kink crossing would show as O(1) error.
+    cr_expect_lt(worst, 2e-2, "worst relative gradient error %g over %d checks", worst, checked);
+    cr_expect_gt(checked, 40);
+    grads_free(&g);
+    head_buffers_free(&hb);
+    free(feat);
+    free(dfeat);
+    model_free(&m);
+}
+
+Test(head, gradients_binary) { head_gradcheck(1, 2, 16); }
+Test(head, gradients_softmax) { head_gradcheck(0, 4, 16); }
+Test(head, gradients_no_hidden_layer) { head_gradcheck(0, 3, 0); }

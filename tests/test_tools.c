@@ -1,0 +1,73 @@
+// The executables as a user runs them: --summary figures, --help, --version,
+// exit codes for usage errors and for --device cuda without a GPU.
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gpu.h"
+#include "testutil.h"
+
+Test(tools, train_summary_matches_seeds) {
+    char *out;
+    int rc = run_tool("train", "--summary --input-size 150 --classes 2", &out);
+    cr_expect_eq(rc, 0, "%s", out);
+    cr_expect(strstr(out, "vgg16 (Functional)          (None, 4, 4, 512)         14714688") != NULL, "%s", out);
+    cr_expect(strstr(out, "dense (Dense)               (None, 256)               2097408") != NULL, "%s", out);
+    cr_expect(strstr(out, "Total params: 16,812,353") != NULL, "%s", out);
+    cr_expect(strstr(out, "Trainable params: 2,097,665") != NULL, "%s", out);
+    cr_expect(strstr(out, "Non-trainable params: 14,714,688") != NULL, "%s", out);
+    free(out);
+}
+
+Test(tools, finetune_summary_matches_seeds) {
+    char *out;
+    int rc = run_tool("finetune", "--summary --input-size 150 --classes 2 --unfreeze block5_conv1", &out);
+    cr_expect_eq(rc, 0, "%s", out);
+    cr_expect(strstr(out, "Trainable params: 9,177,089") != NULL, "%s", out);
+    cr_expect(strstr(out, "Non-trainable params: 7,635,264") != NULL, "%s", out);
+    free(out);
+    rc = run_tool("finetune", "--summary --unfreeze block9_conv1", &out);
+    cr_expect_eq(rc, 2, "%s", out);
+    cr_expect(strstr(out, "finetune: error: --unfreeze block9_conv1") != NULL, "%s", out);
+    free(out);
+}
+
+Test(tools, extract_summary_base_only) {
+    char *out;
+    int rc = run_tool("extract", "--summary --model vgg19 --input-size 224", &out);
+    cr_expect_eq(rc, 0, "%s", out);
+    cr_expect(strstr(out, "block5_conv4 (Conv2D)") != NULL, "%s", out);
+    cr_expect(strstr(out, "(None, 7, 7, 512)") != NULL, "%s", out);
+    cr_expect(strstr(out, "Total params: 20,024,384") != NULL, "%s", out);
+    cr_expect(strstr(out, "flatten") == NULL, "the base summary has no head: %s", out);
+    free(out);
+}
+
+Test(tools, help_version_and_usage_errors) {
+    const char *tools[] = {"extract", "train", "finetune"};
+    for (int i = 0; i < 3; i++) {
+        char *out;
+        cr_expect_eq(run_tool(tools[i], "--help", &out), 0);
+        cr_expect(strstr(out, "usage: ") && strstr(out, "(default: "), "%s", out);
+        free(out);
+        cr_expect_eq(run_tool(tools[i], "--version", &out), 0);
+        cr_expect(strstr(out, "BLAS: OpenBLAS") && strstr(out, "kernel"), "%s", out);
+        free(out);
+        cr_expect_eq(run_tool(tools[i], "--no-such-option", &out), 2);
+        cr_expect(strstr(out, ": error: unknown option '--no-such-option'"), "%s", out);
+        free(out);
+        cr_expect_eq(run_tool(tools[i], "--input-size 16 --summary", &out), 2);
+        cr_expect(strstr(out, "16x16") && strstr(out, "32x32"), "%s", out);
+        free(out);
+    }
+}
+
+Test(tools, device_cuda_without_gpu_is_a_clear_error) {
+    char why[256];
+    if (gpu_count(why, sizeof why) > 0) cr_skip_test("a GPU is present");
+    char *out;
+    int rc = run_tool("extract", "--device cuda --data x --cache y", &out);
+    cr_expect_eq(rc, 1, "%s", out);
+    cr_expect(strstr(out, "extract: error: --device cuda: no usable GPU") != NULL, "%s", out);
+    free(out);
+}

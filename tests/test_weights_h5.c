@@ -1,0 +1,665 @@
+// Keras HDF5 weights files. The files read here are written with the raw HDF5
+// C API in each layout Keras has used (not with our writer), so the reader is
+// checked against the layouts themselves; our writer is then checked by
+// reading its files back, raw and through the reader.
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <hdf5.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "testutil.h"
+#include "weights_h5.h"
+
+// --- a small VGG-like model ---------------------------------------------------
+// The layers a caller asks for (conv base), plus "top" layers that files hold
+// and the reader must ignore.
+
+typedef struct {
+    const char *name;
+    int n;  // tensors
+    int ndim[2];
+    int shape[2][4];
+} Spec;
+
+static const Spec BASE[] = {
+    {"block1_conv1", 2, {4, 1}, {{3, 3, 3, 4}, {4}}},
+    {"block1_conv2", 2, {4, 1}, {{3, 3, 4, 4}, {4}}},
+    {"block1_pool", 0, {0, 0}, {{0}, {0}}},
+    {"block2_conv1", 2, {4, 1}, {{3, 3, 4, 8}, {8}}},
+};
+static const Spec TOP[] = {
+    {"flatten", 0, {0, 0}, {{0}, {0}}},
+    {"fc1", 2, {2, 1}, {{32, 6}, {6}}},
+    {"predictions", 2, {2, 1}, {{6, 2}, {2}}},
+};
+#define NBASE 4
+#define NTOP 3
+
+static size_t count_of(const int *shape, int ndim) {
+    size_t c = 1;
+    for (int i = 0; i < ndim; i++) c *= (size_t)shape[i];
+    return c;
+}
+
+// Deterministic "random" weights per layer and tensor, so that every file
+// variant holds the same values and a mix-up of tensors shows.
+static float *make_values(int layer, int t, size_t n) {
+    float *v = malloc(n * sizeof *v);
+    unsigned s = 2654435761u * (unsigned)(layer * 7 + t + 1);
+    for (size_t i = 0; i < n; i++) {
+        s = s * 1664525u + 1013904223u;
+        v[i] = (float)((int)(s >> 8) % 20001 - 10000) / 4096.0f;  // exact in float32 and float64
+    }
+    return v;
+}
+
+// --- raw HDF5 writing helpers ------------------------------------------------
+
+static void attr_fixed(hid_t obj, const char *name, const char *const *s, int n, int scalar) {
+    size_t maxlen = 1;
+    for (int i = 0; i < n; i++)
+        if (strlen(s[i]) > maxlen) maxlen = strlen(s[i]);
+    char *buf = calloc((size_t)n, maxlen);
+    for (int i = 0; i < n; i++) memcpy(buf + (size_t)i * maxlen, s[i], strlen(s[i]));
+    hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, maxlen);
+    H5Tset_strpad(type, H5T_STR_NULLPAD);
+    hsize_t dims[1] = {(hsize_t)n};
+    hid_t space = scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, dims, NULL);
+    hid_t a = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert(a >= 0 && H5Awrite(a, type, buf) >= 0, "raw write of attribute %s", name);
+    H5Aclose(a);
+    H5Sclose(space);
+    H5Tclose(type);
+    free(buf);
+}
+
+static void attr_vlen(hid_t obj, const char *name, const char *const *s, int n) {
+    hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, H5T_VARIABLE);
+    H5Tset_cset(type, H5T_CSET_UTF8);
+    hsize_t dims[1] = {(hsize_t)n};
+    hid_t space = H5Screate_simple(1, dims, NULL);
+    hid_t a = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert(a >= 0 && H5Awrite(a, type, s) >= 0, "raw write of attribute %s", name);
+    H5Aclose(a);
+    H5Sclose(space);
+    H5Tclose(type);
+}
+
+// np.asarray([]) as h5py stores it: an empty float64 array.
+static void attr_empty(hid_t obj, const char *name) {
+    hsize_t dims[1] = {0};
+    hid_t space = H5Screate_simple(1, dims, NULL);
+    hid_t a = H5Acreate2(obj, name, H5T_IEEE_F64LE, space, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert(a >= 0, "raw write of empty attribute %s", name);
+    H5Aclose(a);
+    H5Sclose(space);
+}
+
+// A float dataset at path (relative to loc; intermediate groups created),
+// stored as file_type (float32 or float64), values given as float.
+static void dataset(hid_t loc, const char *path, int ndim, const int *shape, const float *v, hid_t file_type) {
+    hsize_t dims[4];
+    for (int i = 0; i < ndim; i++) dims[i] = (hsize_t)shape[i];
+    hid_t space = H5Screate_simple(ndim, dims, NULL);
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    hid_t d = H5Dcreate2(loc, path, file_type, space, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert(d >= 0, "raw create of dataset %s", path);
+    cr_assert(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0);
+    H5Dclose(d);
+    H5Pclose(lcpl);
+    H5Sclose(space);
+}
+
+static const Spec *spec_at(int i) { return i < NBASE ? &BASE[i] : &TOP[i - NBASE]; }
+
+typedef enum {
+    LAYOUT_KERAS1,      // ImageNet files: X_W_1:0 / X_b_1:0 in the layer group, fixed strings
+    LAYOUT_KERAS2,      // kernel:0 one group deeper, split layer_names, version attrs, vlen strings, f64 biases
+    LAYOUT_FULL_MODEL,  // Keras 2 layout under /model_weights (model.save("x.h5"))
+    LAYOUT_KERAS3,      // .weights.h5: layers/<auto>/vars/{0,1} with a name attribute
+} Layout;
+
+static void write_raw(const char *path, Layout layout) {
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert(f >= 0, "raw create %s", path);
+    const int n = NBASE + NTOP + 1;  // + input layer
+    const char *names[NBASE + NTOP + 1];
+    names[0] = "input_1";
+    for (int i = 0; i < NBASE + NTOP; i++) names[i + 1] = spec_at(i)->name;
+
+    if (layout == LAYOUT_KERAS3) {
+        for (int i = 0; i < NBASE + NTOP; i++) {
+            const Spec *s = spec_at(i);
+            char gp[128];
+            // Keras 3 names groups after the class ("conv2d", "conv2d_1", ...).
+            snprintf(gp, sizeof gp, "layers/auto_%d/vars", i);
+            hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+            H5Pset_create_intermediate_group(lcpl, 1);
+            hid_t g = H5Gcreate2(f, gp, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+            H5Pclose(lcpl);
+            attr_vlen(g, "name", &s->name, 1);
+            for (int t = 0; t < s->n; t++) {
+                float *v = make_values(i, t, count_of(s->shape[t], s->ndim[t]));
+                dataset(g, t == 0 ? "0" : "1", s->ndim[t], s->shape[t], v, H5T_IEEE_F32LE);
+                free(v);
+            }
+            H5Gclose(g);
+        }
+        hid_t g = H5Gcreate2(f, "vars", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        H5Gclose(g);
+        H5Fclose(f);
+        return;
+    }
+
+    hid_t root = f;
+    if (layout == LAYOUT_FULL_MODEL) {
+        const char *cfg = "{\"class_name\": \"Functional\"}";
+        attr_fixed(f, "model_config", &cfg, 1, 1);
+        root = H5Gcreate2(f, "model_weights", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    }
+    if (layout == LAYOUT_KERAS1) {
+        attr_fixed(root, "layer_names", names, n, 0);
+    } else {
+        // Split the way Keras does when the list is too big for one attribute.
+        attr_fixed(root, "layer_names0", names, 5, 0);
+        attr_fixed(root, "layer_names1", names + 5, n - 5, 0);
+        const char *kv = "2.2.4", *be = "tensorflow";
+        attr_fixed(root, "keras_version", &kv, 1, 1);
+        attr_fixed(root, "backend", &be, 1, 1);
+    }
+    // The input layer: a group with empty weight_names.
+    hid_t g = H5Gcreate2(root, "input_1", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    attr_empty(g, "weight_names");
+    H5Gclose(g);
+    for (int i = 0; i < NBASE + NTOP; i++) {
+        const Spec *s = spec_at(i);
+        g = H5Gcreate2(root, s->name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        if (s->n == 0) {
+            attr_empty(g, "weight_names");
+            H5Gclose(g);
+            continue;
+        }
+        char wn[2][128];
+        const char *wp[2] = {wn[0], wn[1]};
+        if (layout == LAYOUT_KERAS1) {
+            snprintf(wn[0], sizeof wn[0], "%s_W_1:0", s->name);
+            snprintf(wn[1], sizeof wn[1], "%s_b_1:0", s->name);
+            attr_fixed(g, "weight_names", wp, 2, 0);
+        } else {
+            snprintf(wn[0], sizeof wn[0], "%s/kernel:0", s->name);
+            snprintf(wn[1], sizeof wn[1], "%s/bias:0", s->name);
+            attr_vlen(g, "weight_names", wp, 2);
+        }
+        for (int t = 0; t < 2; t++) {
+            float *v = make_values(i, t, count_of(s->shape[t], s->ndim[t]));
+            // float64 biases in the Keras 2 variants: the reader converts.
+            hid_t ft = (layout != LAYOUT_KERAS1 && t == 1) ? H5T_IEEE_F64LE : H5T_IEEE_F32LE;
+            dataset(g, wn[t], s->ndim[t], s->shape[t], v, ft);
+            free(v);
+        }
+        H5Gclose(g);
+    }
+    if (root != f) H5Gclose(root);
+    H5Fclose(f);
+}
+
+// H5Layer requests for the conv base, with freshly allocated buffers
+// (filled with a poison value so that a tensor left unread shows).
+static void base_request(H5Layer *L) {
+    memset(L, 0, NBASE * sizeof *L);
+    for (int i = 0; i < NBASE; i++) {
+        L[i].layer = BASE[i].name;
+        L[i].n_tensors = BASE[i].n;
+        for (int t = 0; t < BASE[i].n; t++) {
+            L[i].ndim[t] = BASE[i].ndim[t];
+            memcpy(L[i].shape[t], BASE[i].shape[t], sizeof L[i].shape[t]);
+            size_t c = count_of(BASE[i].shape[t], BASE[i].ndim[t]);
+            L[i].data[t] = malloc(c * sizeof(float));
+            for (size_t k = 0; k < c; k++) L[i].data[t][k] = -999.0f;
+        }
+    }
+}
+
+static void free_request(H5Layer *L, int n) {
+    for (int i = 0; i < n; i++)
+        for (int t = 0; t < L[i].n_tensors; t++) free(L[i].data[t]);
+}
+
+static void check_values(const H5Layer *L) {
+    for (int i = 0; i < NBASE; i++)
+        for (int t = 0; t < BASE[i].n; t++) {
+            size_t c = count_of(BASE[i].shape[t], BASE[i].ndim[t]);
+            float *want = make_values(i, t, c);
+            cr_assert(memcmp(L[i].data[t], want, c * sizeof(float)) == 0, "layer %s tensor %d differs",
+                      BASE[i].name, t);
+            free(want);
+        }
+}
+
+static char *dir;
+static void setup(void) { dir = make_temp_dir("h5"); }
+static void teardown(void) { remove_tree(dir); free(dir); }
+
+static char *path_in(const char *name) {
+    char *p = malloc(strlen(dir) + strlen(name) + 2);
+    sprintf(p, "%s/%s", dir, name);
+    return p;
+}
+
+TestSuite(weights_h5, .init = setup, .fini = teardown);
+
+static void read_layout(Layout layout) {
+    char *p = path_in("w.h5");
+    write_raw(p, layout);
+    H5Layer L[NBASE];
+    base_request(L);
+    int rc = h5_read_layers(p, L, NBASE);
+    cr_assert_eq(rc, 0, "read failed: %s", err_msg());
+    check_values(L);
+    free_request(L, NBASE);
+    free(p);
+}
+
+Test(weights_h5, reads_keras1_imagenet_layout) { read_layout(LAYOUT_KERAS1); }
+Test(weights_h5, reads_keras2_layout_split_names_and_float64) { read_layout(LAYOUT_KERAS2); }
+Test(weights_h5, reads_full_model_file) { read_layout(LAYOUT_FULL_MODEL); }
+Test(weights_h5, reads_keras3_weights_h5) { read_layout(LAYOUT_KERAS3); }
+
+Test(weights_h5, reads_top_layers_by_name_in_any_order) {
+    char *p = path_in("w.h5");
+    write_raw(p, LAYOUT_KERAS1);
+    // predictions before fc1, and one base layer: order and subset are free.
+    H5Layer L[2] = {0};
+    const int idx[2] = {NBASE + 2, NBASE + 1};
+    for (int k = 0; k < 2; k++) {
+        const Spec *s = spec_at(idx[k]);
+        L[k].layer = s->name;
+        L[k].n_tensors = 2;
+        for (int t = 0; t < 2; t++) {
+            L[k].ndim[t] = s->ndim[t];
+            memcpy(L[k].shape[t], s->shape[t], sizeof L[k].shape[t]);
+            L[k].data[t] = malloc(count_of(s->shape[t], s->ndim[t]) * sizeof(float));
+        }
+    }
+    cr_assert_eq(h5_read_layers(p, L, 2), 0, "%s", err_msg());
+    for (int k = 0; k < 2; k++)
+        for (int t = 0; t < 2; t++) {
+            const Spec *s = spec_at(idx[k]);
+            size_t c = count_of(s->shape[t], s->ndim[t]);
+            float *want = make_values(idx[k], t, c);
+            cr_assert(memcmp(L[k].data[t], want, c * sizeof(float)) == 0, "%s differs", s->name);
+            free(want);
+        }
+    free_request(L, 2);
+    free(p);
+}
+
+Test(weights_h5, wrong_shape_names_layer_and_both_shapes) {
+    char *p = path_in("weights.h5");
+    write_raw(p, LAYOUT_KERAS1);
+    H5Layer L[NBASE];
+    base_request(L);
+    L[0].shape[0][3] = 64;  // file has (3,3,3,4)
+    cr_assert_eq(h5_read_layers(p, L, NBASE), -1);
+    const char *m = err_msg();
+    cr_assert(strstr(m, "weights.h5: layer block1_conv1: kernel has shape (3,3,3,4), expected (3,3,3,64)"),
+              "message: %s", m);
+    L[0].shape[0][3] = 4;
+    L[3].shape[1][0] = 7;  // bias of block2_conv1 is (8,)
+    cr_assert_eq(h5_read_layers(p, L, NBASE), -1);
+    m = err_msg();
+    cr_assert(strstr(m, "layer block2_conv1: bias has shape (8,), expected (7,)"), "message: %s", m);
+    L[3].shape[1][0] = 8;
+    L[1].ndim[0] = 2;  // rank differs
+    L[1].shape[0][0] = 36;
+    L[1].shape[0][1] = 4;
+    cr_assert_eq(h5_read_layers(p, L, NBASE), -1);
+    cr_assert(strstr(err_msg(), "kernel has shape (3,3,4,4), expected (36,4)"), "message: %s", err_msg());
+    free_request(L, NBASE);
+    free(p);
+}
+
+Test(weights_h5, missing_layer_lists_what_the_file_has) {
+    char *p = path_in("weights.h5");
+    write_raw(p, LAYOUT_KERAS2);
+    float k[3 * 3 * 8 * 8], b[8];
+    H5Layer L = {.layer = "block5_conv3", .n_tensors = 2, .ndim = {4, 1},
+                 .shape = {{3, 3, 8, 8}, {8}}, .data = {k, b}};
+    cr_assert_eq(h5_read_layers(p, &L, 1), -1);
+    const char *m = err_msg();
+    cr_assert(strstr(m, "weights.h5: no layer named block5_conv3"), "message: %s", m);
+    cr_assert(strstr(m, "the file has 5 layers with weights: block1_conv1, block1_conv2, block2_conv1, fc1, "
+                        "predictions"),
+              "message: %s", m);
+    free(p);
+}
+
+Test(weights_h5, tensor_count_and_weightless_layer) {
+    char *p = path_in("w.h5");
+    write_raw(p, LAYOUT_KERAS1);
+    float k[3 * 3 * 3 * 4], b[4];
+    H5Layer L = {.layer = "block1_conv1", .n_tensors = 1, .ndim = {4}, .shape = {{3, 3, 3, 4}}, .data = {k}};
+    cr_assert_eq(h5_read_layers(p, &L, 1), -1);
+    cr_assert(strstr(err_msg(), "layer block1_conv1: the file has 2 weight tensors"), "message: %s", err_msg());
+    cr_assert(strstr(err_msg(), "expected 1"), "message: %s", err_msg());
+    H5Layer P = {.layer = "block1_pool", .n_tensors = 2, .ndim = {4, 1}, .shape = {{3, 3, 3, 4}, {4}},
+                 .data = {k, b}};
+    cr_assert_eq(h5_read_layers(p, &P, 1), -1);
+    cr_assert(strstr(err_msg(), "layer block1_pool has no weights in the file"), "message: %s", err_msg());
+    // A weightless request for a weightless layer reads nothing and succeeds.
+    H5Layer Q = {.layer = "block1_pool", .n_tensors = 0};
+    cr_assert_eq(h5_read_layers(p, &Q, 1), 0, "%s", err_msg());
+    free(p);
+}
+
+Test(weights_h5, integer_dataset_is_rejected) {
+    char *p = path_in("int.h5");
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t f = H5Fcreate(p, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    const char *names[1] = {"dense"};
+    attr_fixed(f, "layer_names", names, 1, 0);
+    hid_t g = H5Gcreate2(f, "dense", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    const char *wn[2] = {"dense/kernel:0", "dense/bias:0"};
+    attr_fixed(g, "weight_names", wn, 2, 0);
+    float kv[6] = {1, 2, 3, 4, 5, 6}, bv[2] = {0, 1};
+    int ks[2] = {3, 2}, bs[1] = {2};
+    dataset(g, wn[0], 2, ks, kv, H5T_STD_I32LE);
+    dataset(g, wn[1], 1, bs, bv, H5T_IEEE_F32LE);
+    H5Gclose(g);
+    H5Fclose(f);
+    float k[6], b[2];
+    H5Layer L = {.layer = "dense", .n_tensors = 2, .ndim = {2, 1}, .shape = {{3, 2}, {2}}, .data = {k, b}};
+    cr_assert_eq(h5_read_layers(p, &L, 1), -1);
+    cr_assert(strstr(err_msg(), "layer dense: kernel"), "message: %s", err_msg());
+    cr_assert(strstr(err_msg(), "integer data, expected float"), "message: %s", err_msg());
+    free(p);
+}
+
+Test(weights_h5, not_hdf5_missing_file_and_not_keras) {
+    char *p = path_in("fake.h5");
+    write_file(p, "this is not HDF5\n", 17);
+    H5Layer L[NBASE];
+    base_request(L);
+    cr_assert_eq(h5_read_layers(p, L, NBASE), -1);
+    cr_assert(strstr(err_msg(), "fake.h5: not an HDF5 file"), "message: %s", err_msg());
+    char *v = NULL;
+    cr_assert_eq(h5_read_attr(p, "backend", &v), -1);
+    cr_assert(strstr(err_msg(), "not an HDF5 file"), "message: %s", err_msg());
+
+    char *q = path_in("nope.h5");
+    cr_assert_eq(h5_read_layers(q, L, NBASE), -1);
+    cr_assert(strstr(err_msg(), "nope.h5: No such file or directory"), "message: %s", err_msg());
+
+    // HDF5, but not a Keras weights file.
+    char *r = path_in("other.h5");
+    hid_t f = H5Fcreate(r, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    H5Fclose(f);
+    cr_assert_eq(h5_read_layers(r, L, NBASE), -1);
+    cr_assert(strstr(err_msg(), "other.h5: not a Keras weights file"), "message: %s", err_msg());
+
+    cr_assert_eq(h5_read_layers(dir, L, NBASE), -1);
+    cr_assert(strstr(err_msg(), "is a directory"), "message: %s", err_msg());
+    free_request(L, NBASE);
+    free(p);
+    free(q);
+    free(r);
+}
+
+// --- writing ---------------------------------------------------------------------
+
+// The full model: input-less list as the lead passes it (base + head).
+static void full_model(H5Layer *L) {
+    memset(L, 0, (NBASE + NTOP) * sizeof *L);
+    for (int i = 0; i < NBASE + NTOP; i++) {
+        const Spec *s = spec_at(i);
+        L[i].layer = s->name;
+        L[i].n_tensors = s->n;
+        for (int t = 0; t < s->n; t++) {
+            L[i].ndim[t] = s->ndim[t];
+            memcpy(L[i].shape[t], s->shape[t], sizeof L[i].shape[t]);
+            L[i].data[t] = make_values(i, t, count_of(s->shape[t], s->ndim[t]));
+        }
+    }
+}
+
+static int count_tmp_files(void) {
+    DIR *d = opendir(dir);
+    cr_assert(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (strstr(e->d_name, ".tmp.")) n++;
+    closedir(d);
+    return n;
+}
+
+// Raw read of a string-list attribute (fixed-length, as our writer stores).
+static int raw_strings(hid_t obj, const char *name, char out[][64], int max) {
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    cr_assert(a >= 0, "no attribute %s", name);
+    hid_t type = H5Aget_type(a), space = H5Aget_space(a);
+    int n = (int)H5Sget_simple_extent_npoints(space);
+    if (n > 0) {
+        cr_assert_eq(H5Tget_class(type), H5T_STRING, "%s is not a string attribute", name);
+        cr_assert(H5Tis_variable_str(type) == 0, "%s should be fixed-length like Keras 2 writes", name);
+        size_t size = H5Tget_size(type);
+        char *buf = calloc((size_t)n, size);
+        H5Aread(a, type, buf);
+        for (int i = 0; i < n && i < max; i++) snprintf(out[i], 64, "%.*s", (int)strnlen(buf + i * size, size), buf + i * size);
+        free(buf);
+    }
+    H5Tclose(type);
+    H5Sclose(space);
+    H5Aclose(a);
+    return n;
+}
+
+Test(weights_h5, write_then_read_back) {
+    char *p = path_in("model.h5");
+    H5Layer W[NBASE + NTOP];
+    full_model(W);
+    H5Attr attrs[2] = {{"vggft_preprocess", "caffe"}, {"vggft_classes", "[\"cats\", \"dogs\"]"}};
+    cr_assert_eq(h5_write_layers(p, W, NBASE + NTOP, attrs, 2), 0, "%s", err_msg());
+    cr_assert_eq(count_tmp_files(), 0);
+
+    // Through our reader: the whole model, values bit-identical.
+    H5Layer R[NBASE + NTOP];
+    full_model(R);
+    for (int i = 0; i < NBASE + NTOP; i++)
+        for (int t = 0; t < R[i].n_tensors; t++)
+            memset(R[i].data[t], 0, count_of(R[i].shape[t], R[i].ndim[t]) * sizeof(float));
+    cr_assert_eq(h5_read_layers(p, R, NBASE + NTOP), 0, "%s", err_msg());
+    for (int i = 0; i < NBASE + NTOP; i++)
+        for (int t = 0; t < R[i].n_tensors; t++)
+            cr_assert(memcmp(R[i].data[t], W[i].data[t], count_of(R[i].shape[t], R[i].ndim[t]) * 4) == 0,
+                      "%s tensor %d", R[i].layer, t);
+
+    // Raw: the Keras 2 layout.
+    hid_t f = H5Fopen(p, H5F_ACC_RDONLY, H5P_DEFAULT);
+    cr_assert(f >= 0);
+    char s[16][64];
+    cr_assert_eq(raw_strings(f, "layer_names", s, 16), NBASE + NTOP);
+    for (int i = 0; i < NBASE + NTOP; i++) cr_assert_str_eq(s[i], spec_at(i)->name);
+    hid_t g = H5Gopen2(f, "block1_pool", H5P_DEFAULT);
+    cr_assert_eq(raw_strings(g, "weight_names", s, 16), 0, "a pool has an empty weight_names");
+    H5Gclose(g);
+    g = H5Gopen2(f, "fc1", H5P_DEFAULT);
+    cr_assert_eq(raw_strings(g, "weight_names", s, 16), 2);
+    cr_assert_str_eq(s[0], "fc1/kernel:0");
+    cr_assert_str_eq(s[1], "fc1/bias:0");
+    hid_t d = H5Dopen2(g, "fc1/kernel:0", H5P_DEFAULT);
+    cr_assert(d >= 0);
+    hid_t type = H5Dget_type(d);
+    cr_assert(H5Tequal(type, H5T_IEEE_F32LE) > 0, "datasets are float32");
+    H5Tclose(type);
+    H5Dclose(d);
+    H5Gclose(g);
+    H5Fclose(f);
+
+    char *v = NULL;
+    cr_assert_eq(h5_read_attr(p, "backend", &v), 1, "%s", err_msg());
+    cr_assert_str_eq(v, "tensorflow");
+    free(v);
+    cr_assert_eq(h5_read_attr(p, "keras_version", &v), 1);
+    cr_assert_str_eq(v, "2.15.0");
+    free(v);
+    cr_assert_eq(h5_read_attr(p, "vggft_classes", &v), 1);
+    cr_assert_str_eq(v, "[\"cats\", \"dogs\"]");
+    free(v);
+    cr_assert_eq(h5_read_attr(p, "no_such_attr", &v), 0);
+    cr_assert_null(v);
+
+    H5LayerInfo *info = NULL;
+    int n = h5_list_layers(p, &info);
+    cr_assert_eq(n, 5, "%s", err_msg());
+    cr_assert_str_eq(info[0].name, "block1_conv1");
+    cr_assert_str_eq(info[3].name, "fc1");
+    cr_assert_eq(info[3].n_tensors, 2);
+    cr_assert_eq(info[3].ndim[0], 2);
+    cr_assert_eq(info[3].shape[0][0], 32);
+    cr_assert_eq(info[3].shape[0][1], 6);
+    cr_assert_eq(info[3].ndim[1], 1);
+    cr_assert_eq(info[3].shape[1][0], 6);
+    free(info);
+
+    // Overwriting an existing file replaces it.
+    W[5].data[0][0] += 1.0f;
+    cr_assert_eq(h5_write_layers(p, W, NBASE + NTOP, NULL, 0), 0, "%s", err_msg());
+    cr_assert_eq(h5_read_layers(p, R, NBASE + NTOP), 0, "%s", err_msg());
+    cr_assert_eq(R[5].data[0][0], W[5].data[0][0]);
+    cr_assert_eq(h5_read_attr(p, "vggft_preprocess", &v), 0, "the old file's attributes are gone");
+
+    free_request(W, NBASE + NTOP);
+    free_request(R, NBASE + NTOP);
+    free(p);
+}
+
+Test(weights_h5, reads_vlen_string_attr) {
+    char *p = path_in("a.h5");
+    hid_t f = H5Fcreate(p, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    const char *v1 = "jax";
+    attr_vlen(f, "backend", &v1, 1);  // a one-element vlen array, as h5py may store
+    const char *two[2] = {"a", "b"};
+    attr_fixed(f, "pair", two, 2, 0);
+    H5Fclose(f);
+    char *v = NULL;
+    cr_assert_eq(h5_read_attr(p, "backend", &v), 1, "%s", err_msg());
+    cr_assert_str_eq(v, "jax");
+    free(v);
+    cr_assert_eq(h5_read_attr(p, "pair", &v), -1);
+    cr_assert(strstr(err_msg(), "attribute pair holds 2 strings"), "message: %s", err_msg());
+    free(p);
+}
+
+// File content, or NULL.
+static char *slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    *n = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc(*n + 1);
+    cr_assert_eq(fread(b, 1, *n, f), *n);
+    fclose(f);
+    return b;
+}
+
+Test(weights_h5, failed_write_leaves_destination_untouched) {
+    char *p = path_in("model.h5");
+    write_file(p, "OLD CONTENT", 11);
+    H5Layer W[NBASE + NTOP];
+    full_model(W);
+
+    // A NULL tensor: rejected before anything is created.
+    float *saved = W[5].data[1];
+    W[5].data[1] = NULL;
+    cr_assert_eq(h5_write_layers(p, W, NBASE + NTOP, NULL, 0), -1);
+    cr_assert(strstr(err_msg(), "layer fc1: bias data is NULL"), "message: %s", err_msg());
+    W[5].data[1] = saved;
+
+    // Bad names and attributes are rejected too.
+    W[1].layer = "block1_conv1";
+    cr_assert_eq(h5_write_layers(p, W, NBASE + NTOP, NULL, 0), -1);
+    cr_assert(strstr(err_msg(), "appears twice"), "message: %s", err_msg());
+    W[1].layer = "block1_conv2";
+    H5Attr bad = {"layer_names", "x"};
+    cr_assert_eq(h5_write_layers(p, W, NBASE + NTOP, &bad, 1), -1);
+    cr_assert(strstr(err_msg(), "reserved"), "message: %s", err_msg());
+
+    size_t n = 0;
+    char *c = slurp(p, &n);
+    cr_assert(c && n == 11 && memcmp(c, "OLD CONTENT", 11) == 0, "destination was modified");
+    free(c);
+    cr_assert_eq(count_tmp_files(), 0);
+
+    // A directory that does not exist: error names the path.
+    char *q = path_in("no/such/dir/model.h5");
+    cr_assert_eq(h5_write_layers(q, W, NBASE + NTOP, NULL, 0), -1);
+    cr_assert(strstr(err_msg(), "no/such/dir/model.h5") && strstr(err_msg(), "No such file or directory"),
+              "message: %s", err_msg());
+
+    // The whole file is written, then the final rename fails (the destination
+    // is a non-empty directory): the temporary file must not stay behind.
+    char *r = path_in("adir");
+    mkdir(r, 0777);
+    char *r2 = path_in("adir/keep");
+    write_file(r2, "x", 1);
+    cr_assert_eq(h5_write_layers(r, W, NBASE + NTOP, NULL, 0), -1);
+    cr_assert(strstr(err_msg(), "cannot rename"), "message: %s", err_msg());
+    cr_assert_eq(count_tmp_files(), 0, "temporary file left behind");
+    struct stat st;
+    cr_assert(stat(r2, &st) == 0, "destination directory was touched");
+
+    // An unwritable directory (only meaningful when not root).
+    if (geteuid() != 0) {
+        char *ro = path_in("ro");
+        mkdir(ro, 0555);
+        char *rp = path_in("ro/model.h5");
+        cr_assert_eq(h5_write_layers(rp, W, NBASE + NTOP, NULL, 0), -1);
+        cr_assert(strstr(err_msg(), "Permission denied"), "message: %s", err_msg());
+        chmod(ro, 0755);
+        free(ro);
+        free(rp);
+    }
+    free_request(W, NBASE + NTOP);
+    free(p);
+    free(q);
+    free(r);
+    free(r2);
+}
+
+Test(weights_h5, long_layer_list_is_split_and_read_back) {
+    // Enough layers that layer_names exceeds HDF5's 64 KiB attribute limit.
+    enum { N = 1800 };
+    static char names[N][48];
+    static H5Layer L[N];
+    float k[6], b[2];
+    for (int i = 0; i < N; i++) {
+        snprintf(names[i], sizeof names[i], "a_rather_long_dropout_layer_name_number_%05d", i);
+        L[i] = (H5Layer){.layer = names[i], .n_tensors = 0};
+    }
+    for (int i = 0; i < 6; i++) k[i] = (float)i;
+    b[0] = -1;
+    b[1] = 2;
+    L[N - 1] = (H5Layer){.layer = "dense", .n_tensors = 2, .ndim = {2, 1}, .shape = {{3, 2}, {2}}, .data = {k, b}};
+    char *p = path_in("big.h5");
+    cr_assert_eq(h5_write_layers(p, L, N, NULL, 0), 0, "%s", err_msg());
+    hid_t f = H5Fopen(p, H5F_ACC_RDONLY, H5P_DEFAULT);
+    cr_assert(H5Aexists(f, "layer_names") == 0 && H5Aexists(f, "layer_names0") > 0 && H5Aexists(f, "layer_names1") > 0,
+              "layer_names should be split");
+    H5Fclose(f);
+    float k2[6] = {0}, b2[2] = {0};
+    H5Layer R = {.layer = "dense", .n_tensors = 2, .ndim = {2, 1}, .shape = {{3, 2}, {2}}, .data = {k2, b2}};
+    cr_assert_eq(h5_read_layers(p, &R, 1), 0, "%s", err_msg());
+    cr_assert(memcmp(k, k2, sizeof k) == 0 && memcmp(b, b2, sizeof b) == 0);
+    free(p);
+}

@@ -1,0 +1,45 @@
+// Helpers shared by the Criterion tests: fixtures, temporary folders, and
+// running the built executables.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+// Path of a committed fixture: tests/fixtures/NAME (static buffer per call
+// site is not needed: the result is malloc'd; free it).
+char *fixture_path(const char *name);
+
+// A .npy array (little-endian float32 '<f4', uint8 '|u1' or int32 '<i4',
+// C order). data is malloc'd; nbytes = count * itemsize.
+typedef struct {
+    char dtype[8];   // "f4", "u1", "i4"
+    int ndim;
+    int shape[8];
+    size_t count;
+    void *data;
+} Npy;
+// Loads a .npy file; aborts the test with a message when it cannot.
+Npy npy_load(const char *path);
+void npy_free(Npy *a);
+
+// A fresh empty directory under $TMPDIR (or /tmp); malloc'd path.
+char *make_temp_dir(const char *tag);
+// rm -rf of a directory made by make_temp_dir.
+void remove_tree(const char *path);
+// Writes bytes to a file (creates parents: no). Aborts the test on failure.
+void write_file(const char *path, const void *data, size_t n);
+
+// Runs a built executable (NAME is "extract", "train", ...) with a shell
+// argument string; captures stdout+stderr into *output (malloc'd, may be
+// NULL). Returns the exit status (or -1 if it did not exit normally).
+int run_tool(const char *name, const char *args, char **output);
+
+// Max |a-b| and max |a-b| / (|b| + 1) over n floats.
+float max_abs_diff(const float *a, const float *b, size_t n);
+
+// Draws a test picture: a noisy background with a filled disc (kind 0) or
+// square (kind 1) whose place and colours depend on seed. rgb: h*w*3.
+void draw_shape(uint8_t *rgb, int w, int h, int kind, unsigned seed);
+// Saves RGB8 as a baseline JPEG (libjpeg-turbo, 4:2:0).
+void write_jpeg(const char *path, const uint8_t *rgb, int w, int h, int quality);
+// mkdir -p.
+void make_dirs(const char *path);
