@@ -9,6 +9,7 @@
 #include <zstd.h>
 
 #include "error.h"
+#include "fileutil.h"
 #include "half.h"
 
 #define RECORD_MAGIC 0x31464756u  // "VGF1" little-endian
@@ -238,19 +239,6 @@ static int open_env(Cache *c, const char *path, unsigned flags) {
     return 0;
 }
 
-static int mkdir_p(const char *path) {
-    char tmp[1024];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(tmp, 0775) < 0 && errno != EEXIST) return err_set("cannot create folder %s: %s", tmp, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(tmp, 0775) < 0 && errno != EEXIST) return err_set("cannot create folder %s: %s", tmp, strerror(errno));
-    return 0;
-}
-
 int cache_open_write(Cache *c, const char *path, const CacheMeta *want, int overwrite) {
     struct stat st;
     char data[1100];
@@ -258,7 +246,7 @@ int cache_open_write(Cache *c, const char *path, const CacheMeta *want, int over
     int exists = stat(data, &st) == 0;
     if (!exists && stat(path, &st) == 0 && !S_ISDIR(st.st_mode))
         return err_set("%s: exists and is not a folder (a cache is an LMDB folder)", path);
-    if (mkdir_p(path) < 0) return -1;
+    if (make_dirs(path) < 0) return -1;
     if (open_env(c, path, 0) < 0) return -1;
     if (exists) {
         CacheMeta have;

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "fileutil.h"
 #include "hash.h"
 
 #ifndef VGGFT_VERSION
@@ -31,28 +32,6 @@ static const ImagenetWeights IMAGENET[] = {
 
 // --- directories ----------------------------------------------------------------
 
-// mkdir -p. Returns 0 or -1 with errno set.
-static int mkdir_p(const char *path) {
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0777) < 0 && errno != EEXIST) return -1;
-        *p = '/';
-    }
-    if (mkdir(buf, 0777) < 0 && errno != EEXIST) return -1;
-    struct stat st;
-    if (stat(buf, &st) < 0) return -1;
-    if (!S_ISDIR(st.st_mode)) {
-        errno = ENOTDIR;
-        return -1;
-    }
-    return 0;
-}
 
 static int writable_dir(const char *p) {
     struct stat st;
@@ -77,11 +56,11 @@ int keras_cache_dir(const char *subdir, char *out, size_t out_size) {
         else
             snprintf(base, sizeof base, "/tmp/.keras");
     }
-    mkdir_p(base);  // Keras creates it on import; a failure shows below
+    make_dirs(base);  // Keras creates it on import; a failure shows below
     if (!writable_dir(base)) snprintf(base, sizeof base, "/tmp/.keras");
     int n = snprintf(out, out_size, "%s/%s", base, subdir && *subdir ? subdir : "");
     if (n < 0 || (size_t)n >= out_size) return err_set("cache directory path too long: %s/%s", base, subdir);
-    if (mkdir_p(out) < 0) return err_set("cannot create cache directory %s: %s", out, strerror(errno));
+    if (make_dirs(out) < 0) return err_prefix("Keras cache: ");
     return 0;
 }
 

@@ -189,7 +189,7 @@ void head_predict_classes(const Model *m, const HeadBuffers *hb, int N, int32_t 
     int K = m->n_outputs;
     for (int i = 0; i < N; i++) {
         if (K == 1) {
-            classes[i] = hb->probs[i] >= 0.5f;
+            classes[i] = hb->probs[i] > 0.5f;  // Keras binary_accuracy: strictly greater
             continue;
         }
         int best = 0;

@@ -54,5 +54,5 @@ void head_forward(const Model *m, const float *features, int N, int training, ui
 // d_features if not NULL: N x feature_size, for fine-tuning the base).
 float head_backward(const Model *m, const float *features, const int32_t *labels, const float *sample_weights, int N,
                     HeadBuffers *hb, Grads *g, float *d_features);
-// Predicted class of each row of hb->probs (binary: p >= 0.5).
+// Predicted class of each row of hb->probs (binary: p > 0.5, as Keras).
 void head_predict_classes(const Model *m, const HeadBuffers *hb, int N, int32_t *classes);

@@ -111,6 +111,8 @@ int model_save(const Model *m, const char *path, int from, const ModelMeta *meta
         {"vggft_hidden", hidden},
         {"vggft_dropout", dropout},
         {"vggft_unfreeze", meta->unfreeze},
+        {"vggft_weights", meta->weights},
+        {"vggft_training", meta->training ? meta->training : ""},
     };
     H5Layer *s = h5_spec(m, from, m->n_layers);
     int rc = s ? h5_write_layers(path, s, m->n_layers - from, attrs, (int)(sizeof attrs / sizeof attrs[0]))
@@ -154,6 +156,9 @@ int model_meta_read(const char *path, ModelMeta *meta) {
     meta->dropout = (float)atof(dropout);
     if (meta->n_classes < 2 || meta->n_classes > 100000)
         return err_set("%s: bad vggft_classes '%s'", path, classes);
+    char *w = NULL;
+    if (h5_read_attr(path, "vggft_weights", &w) == 1) snprintf(meta->weights, sizeof meta->weights, "%s", w);
+    free(w);
     char *names = NULL;
     if (h5_read_attr(path, "vggft_class_names", &names) == 1 && names[0]) {
         meta->class_names = calloc((size_t)meta->n_classes, sizeof(char *));

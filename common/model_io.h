@@ -19,6 +19,8 @@ typedef struct {
     char **class_names;       // n_classes names (may be NULL when unknown)
     char contents[16];        // "head" or "full"
     char unfreeze[LAYER_NAME_MAX];  // first trainable base layer when fine-tuned
+    char weights[96];         // base weights the features came from ("sha256:..."), "" if unknown
+    const char *training;     // training settings, "key=value" lines (written only; may be NULL)
 } ModelMeta;
 
 // Fills the description of m (arch, sizes, cut, head) into meta; the caller

@@ -20,6 +20,7 @@
 #include "dataset.h"
 #include "device.h"
 #include "error.h"
+#include "fileutil.h"
 #include "forward.h"
 #include "gpu_base.h"
 #include "hash.h"
@@ -196,11 +197,11 @@ static void tsv_field(FILE *f, const char *s) {
 
 // Written atomically beside the records: PATH/skipped.tsv.
 static int write_skipped(const char *cache, const SkipList *s) {
-    char path[1100], tmp[1200];
+    char path[1100];
     snprintf(path, sizeof path, "%s/skipped.tsv", cache);
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f) return err_set("%s: %s", tmp, strerror(errno));
+    AtomicFile af;
+    FILE *f = atomic_open(&af, path);
+    if (!f) return -1;
     fputs("path\treason\n", f);
     for (int i = 0; i < s->n; i++) {
         tsv_field(f, s->path[i]);
@@ -208,17 +209,7 @@ static int write_skipped(const char *cache, const SkipList *s) {
         tsv_field(f, s->reason[i]);
         fputc('\n', f);
     }
-    if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
-        fclose(f);
-        unlink(tmp);
-        return err_set("%s: %s", tmp, strerror(errno));
-    }
-    fclose(f);
-    if (rename(tmp, path) < 0) {
-        unlink(tmp);
-        return err_set("%s: %s", path, strerror(errno));
-    }
-    return 0;
+    return atomic_commit(&af);
 }
 
 // --- the run -------------------------------------------------------------------

@@ -9,6 +9,7 @@
 
 #include "cache.h"
 #include "error.h"
+#include "fileutil.h"
 #include "forward.h"
 #include "image.h"
 #include "model.h"

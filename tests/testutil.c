@@ -112,7 +112,6 @@ float max_abs_diff(const float *a, const float *b, size_t n) {
     return m;
 }
 
-#include <sys/stat.h>
 #include <turbojpeg.h>
 
 void draw_shape(uint8_t *rgb, int w, int h, int kind, unsigned seed) {
@@ -140,16 +139,4 @@ void write_jpeg(const char *path, const uint8_t *rgb, int w, int h, int quality)
     write_file(path, buf, size);
     tjFree(buf);
     tjDestroy(tj);
-}
-
-void make_dirs(const char *path) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++)
-        if (*p == '/') {
-            *p = '\0';
-            mkdir(tmp, 0755);
-            *p = '/';
-        }
-    mkdir(tmp, 0755);
 }

@@ -5,24 +5,28 @@
 #include "blas_setup.h"
 #include "cli.h"
 #include "model_options.h"
+#include "train.h"
 
 static const char *EPILOG =
     "Trains Flatten -> Dense(hidden, relu) -> Dropout -> Dense(sigmoid|softmax) on\n"
-    "features cached by `extract`, on the CPU. Example (the seeds' stage 1):\n"
+    "features cached by `extract`, on the CPU, with Keras's fit() semantics.\n"
+    "The seeds' stage 1:\n"
     "  build/train --cache cache/train --val-cache cache/val --out head.h5 \\\n"
     "      --optimizer sgd --lr 1e-3 --epochs 30 --batch 20\n"
+    "Writes HEAD.h5 (Keras HDF5 weights, with the cache's settings), and beside it\n"
+    "HEAD.history.csv and HEAD.history.svg (loss and accuracy per epoch),\n"
+    "HEAD.confusion.svg, and HEAD.ckpt after every epoch: rerun with --resume to\n"
+    "continue a killed run (or to add epochs) exactly where it stopped.\n"
+    "Learning rate and momentum default to Keras's for the optimizer (SGD 0.01,\n"
+    "Adam and RMSprop 0.001). The same --seed gives bit-identical results on\n"
+    "any --threads.\n"
     "  build/train --summary --input-size 150 --classes 2";
 
 int main(int argc, char **argv) {
     blas_setup(argv, 0);
-    struct {
-        const char *cache, *val_cache, *out, *optimizer, *class_weight, *resume;
-        double validation_split;
-        float lr, momentum;
-        int nesterov, epochs, batch, early_stopping, threads, summary;
-        long seed;
-        ModelOptions mo;
-    } o;
+    TrainOptions o = {0};
+    int summary = 0;
+    ModelOptions mo;
     CliOption opts[40] = {
         {"cache", OPT_STRING, &o.cache, NULL, "TRAIN", "training feature cache written by extract"},
         {"val-cache", OPT_STRING, &o.val_cache, NULL, "VAL", "validation feature cache"},
@@ -30,10 +34,10 @@ int main(int argc, char **argv) {
          "use the first fraction F of each class of --cache as validation\n(Keras's validation_split)"},
         {"out", OPT_STRING, &o.out, NULL, "HEAD.h5", "where to write the trained head (Keras HDF5)"},
         {"optimizer", OPT_CHOICE, &o.optimizer, "sgd", NULL, "optimizer, with Keras's defaults", "sgd|adam|rmsprop"},
-        {"lr", OPT_FLOAT, &o.lr, "0.001", "LR", "learning rate (the seeds' SGD: 1e-3)"},
-        {"momentum", OPT_FLOAT, &o.momentum, "0", "M", "SGD momentum"},
+        {"lr", OPT_FLOAT, &o.lr, NULL, "LR", "learning rate (default: Keras's for the optimizer; seeds: 1e-3)"},
+        {"momentum", OPT_FLOAT, &o.momentum, NULL, "M", "momentum (SGD, RMSprop; default 0)"},
         {"nesterov", OPT_FLAG, &o.nesterov, NULL, NULL, "Nesterov momentum (SGD)"},
-        {"epochs", OPT_INT, &o.epochs, "30", "N", "training epochs"},
+        {"epochs", OPT_INT, &o.epochs, "30", "N", "training epochs (in all, when resuming)"},
         {"batch", OPT_INT, &o.batch, "20", "N", "batch size"},
         {"class-weight", OPT_CHOICE, &o.class_weight, "none", NULL,
          "balanced: weight_c = N / (K * N_c), like scikit-learn", "none|balanced"},
@@ -41,11 +45,14 @@ int main(int argc, char **argv) {
          "stop after PATIENCE epochs without val_loss improvement (0: off)"},
         {"seed", OPT_LONG, &o.seed, "1", "S", "seed of initialisation, shuffling and dropout"},
         {"threads", OPT_INT, &o.threads, "0", "N", "CPU threads (0: all cores); results do not depend on it"},
-        {"resume", OPT_STRING, &o.resume, NULL, "FILE", "continue from a checkpoint written by an earlier run"},
-        {"summary", OPT_FLAG, &o.summary, NULL, NULL, "print the model (frozen base + head) and exit"},
+        {"memory-budget", OPT_LONG, &o.memory_budget_mb, "4096", "MB",
+         "keep features in memory up to this size, else stream them from the cache"},
+        {"resume", OPT_FLAG, &o.resume, NULL, NULL, "continue from HEAD.ckpt (settings must match)"},
+        {"quiet", OPT_FLAG, &o.quiet, NULL, NULL, "no progress bars: one line per epoch"},
+        {"summary", OPT_FLAG, &summary, NULL, NULL, "print the model (frozen base + head) and exit"},
     };
-    int n = 16;
-    n += model_options_add(opts + n, &o.mo, MOPT_BASE | MOPT_HEAD);
+    int n = 18;
+    n += model_options_add(opts + n, &mo, MOPT_BASE | MOPT_HEAD);
     CliSpec spec = {"train", "Train the dense head on cached VGG features (CPU).",
                     "--cache TRAIN [--val-cache VAL | --validation-split F] --out HEAD.h5 [options]", EPILOG, opts,
                     n};
@@ -53,11 +60,48 @@ int main(int argc, char **argv) {
     if (rc == CLI_EXIT_OK) return 0;
     if (rc == CLI_USAGE) return 2;
     blas_set_threads(o.threads);
-    if (o.summary) return model_options_summary("train", &o.mo, MOPT_BASE | MOPT_HEAD, SUMMARY_NESTED);
+    if (summary) return model_options_summary("train", &mo, MOPT_BASE | MOPT_HEAD, SUMMARY_NESTED);
     if (!o.cache || !o.out) {
         cli_error("train", "--cache and --out are required (see --help)");
         return 2;
     }
-    cli_error("train", "training from a cache is not built yet (the train issue); --summary, --help and --version work");
-    return 1;
+    // Out-of-range values are usage errors, named.
+    const char *bad = NULL;
+    char why[160];
+    o.lr_given = cli_find(&spec, "lr")->seen;
+    o.momentum_given = cli_find(&spec, "momentum")->seen;
+    if (o.epochs < 1) snprintf(why, sizeof why, "--epochs must be >= 1, got %d", o.epochs), bad = why;
+    else if (o.batch < 1) snprintf(why, sizeof why, "--batch must be >= 1, got %d", o.batch), bad = why;
+    else if (o.lr_given && !(o.lr > 0)) snprintf(why, sizeof why, "--lr must be > 0, got %g", o.lr), bad = why;
+    else if (o.momentum_given && !(o.momentum >= 0 && o.momentum < 1))
+        snprintf(why, sizeof why, "--momentum must be in [0, 1), got %g", o.momentum), bad = why;
+    else if (!(o.validation_split >= 0 && o.validation_split < 1))
+        snprintf(why, sizeof why, "--validation-split must be in [0, 1), got %g", o.validation_split), bad = why;
+    else if (o.validation_split > 0 && o.val_cache)
+        snprintf(why, sizeof why, "give either --val-cache or --validation-split, not both"), bad = why;
+    else if (mo.hidden < 0) snprintf(why, sizeof why, "--hidden must be >= 0, got %d", mo.hidden), bad = why;
+    else if (!(mo.dropout >= 0 && mo.dropout < 1))
+        snprintf(why, sizeof why, "--dropout must be in [0, 1), got %g", mo.dropout), bad = why;
+    else if (o.early_stopping < 0)
+        snprintf(why, sizeof why, "--early-stopping must be >= 0, got %d", o.early_stopping), bad = why;
+    else if (o.early_stopping > 0 && !o.val_cache && o.validation_split <= 0)
+        snprintf(why, sizeof why, "--early-stopping watches val_loss: give --val-cache or --validation-split"),
+            bad = why;
+    else if (o.nesterov && strcmp(o.optimizer, "sgd"))
+        snprintf(why, sizeof why, "--nesterov applies to --optimizer sgd only"), bad = why;
+    else if (o.memory_budget_mb < 0)
+        snprintf(why, sizeof why, "--memory-budget must be >= 0, got %ld", o.memory_budget_mb), bad = why;
+    if (bad) {
+        cli_error("train", "%s", bad);
+        return 2;
+    }
+    o.hidden = mo.hidden;
+    o.dropout = mo.dropout;
+    o.class_mode = mo.class_mode;
+    o.command_line = cli_command_line(argc, argv);
+    if (train_run(&o) < 0) {
+        cli_error("train", NULL);
+        return 1;
+    }
+    return 0;
 }

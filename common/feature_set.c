@@ -1,0 +1,217 @@
+#include "feature_set.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zstd.h>
+
+#include "error.h"
+#include "half.h"
+
+typedef struct {
+    FeatureSet *fs;
+    const void **vals;
+    size_t *lens;
+    int keep;        // store the features (in memory) or only check them
+    int next;        // next record to decode (shared)
+    int failed;
+    char msg[ERR_MSG_MAX];
+    pthread_mutex_t mu;
+} DecodeJob;
+
+// Worker: decodes records into fs->data (or a scratch buffer when only checking).
+static void *decode_worker(void *arg) {
+    DecodeJob *job = arg;
+    FeatureSet *fs = job->fs;
+    void *dctx = ZSTD_createDCtx();
+    float *tmp = malloc(sizeof(float) * (size_t)fs->D);
+    for (;;) {
+        pthread_mutex_lock(&job->mu);
+        int i = job->failed ? fs->n : job->next++;
+        pthread_mutex_unlock(&job->mu);
+        if (i >= fs->n) break;
+        const char *p;
+        int plen;
+        if (cache_record_decode(dctx, fs->keys[i], job->vals[i], job->lens[i], fs->D, &fs->labels[i], &p, &plen,
+                                NULL, tmp) < 0) {
+            pthread_mutex_lock(&job->mu);
+            if (!job->failed) snprintf(job->msg, sizeof job->msg, "%s", err_msg());
+            job->failed = 1;
+            pthread_mutex_unlock(&job->mu);
+            break;
+        }
+        fs->paths[i] = strndup(p, (size_t)plen);
+        if (!job->keep) continue;
+        if (fs->dtype == FEAT_F16) {
+            uint16_t *h = (uint16_t *)fs->data + (size_t)i * fs->D;
+            for (int k = 0; k < fs->D; k++) h[k] = f32_to_f16(tmp[k]);  // exact: values came from halves
+        } else {
+            memcpy((float *)fs->data + (size_t)i * fs->D, tmp, sizeof(float) * (size_t)fs->D);
+        }
+    }
+    free(tmp);
+    ZSTD_freeDCtx(dctx);
+    return NULL;
+}
+
+typedef struct {
+    FeatureSet *fs;
+    const void **vals;
+    size_t *lens;
+    int cap;
+} Collect;
+
+static int collect(void *ctx, uint64_t key, const void *val, size_t len) {
+    Collect *c = ctx;
+    FeatureSet *fs = c->fs;
+    if (fs->n == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 1024;
+        fs->keys = realloc(fs->keys, sizeof(uint64_t) * (size_t)c->cap);
+        c->vals = realloc(c->vals, sizeof(void *) * (size_t)c->cap);
+        c->lens = realloc(c->lens, sizeof(size_t) * (size_t)c->cap);
+        if (!fs->keys || !c->vals || !c->lens) return err_set("out of memory listing records");
+    }
+    fs->keys[fs->n] = key;
+    c->vals[fs->n] = val;  // valid while the read transaction... see below
+    c->lens[fs->n] = len;
+    fs->n++;
+    return 0;
+}
+
+int features_load(FeatureSet *fs, const char *path, size_t budget_bytes, int threads, CacheMeta *meta) {
+    memset(fs, 0, sizeof *fs);
+    if (threads < 1) threads = 1;
+    fs->threads = threads;
+    if (cache_open_read(&fs->cache, path, meta) < 0) return -1;
+    fs->D = meta->feat_h * meta->feat_w * meta->feat_c;
+    fs->dtype = meta->dtype;
+    // A read transaction keeps the mmap'd values valid while we decode them.
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(fs->cache.env, NULL, MDB_RDONLY, &txn);
+    if (rc) {
+        cache_close(&fs->cache);
+        return err_set("%s: %s", path, mdb_strerror(rc));
+    }
+    fs->cache.txn = txn;
+    Collect col = {fs, NULL, NULL, 0};
+    rc = cache_visit(&fs->cache, collect, &col);
+    if (rc == 0 && fs->n == 0) rc = err_set("%s: the cache holds no records", path);
+    size_t item = fs->dtype == FEAT_F16 ? 2 : 4;
+    size_t bytes = (size_t)fs->n * fs->D * item;
+    int keep = bytes <= budget_bytes;
+    if (rc == 0) {
+        fs->labels = calloc((size_t)fs->n, sizeof(int32_t));
+        fs->paths = calloc((size_t)fs->n, sizeof(char *));
+        if (keep) fs->data = malloc(bytes ? bytes : 1);
+        if (!fs->labels || !fs->paths || (keep && !fs->data))
+            rc = err_set("out of memory for %d records of %d features", fs->n, fs->D);
+    }
+    if (rc == 0) {
+        // Decompress in parallel; when streaming this pass still checks every
+        // record once, so damage is found before training starts.
+        DecodeJob job = {fs, col.vals, col.lens, keep, 0, 0, "", PTHREAD_MUTEX_INITIALIZER};
+        pthread_t *t = calloc((size_t)threads, sizeof(pthread_t));
+        int started = 0;
+        for (; started < threads; started++)
+            if (pthread_create(&t[started], NULL, decode_worker, &job)) break;
+        if (started == 0) decode_worker(&job);
+        for (int i = 0; i < started; i++) pthread_join(t[i], NULL);
+        free(t);
+        if (job.failed) rc = err_set("%s: %s", path, job.msg);
+    }
+    mdb_txn_abort(txn);
+    fs->cache.txn = NULL;
+    free(col.vals);
+    free(col.lens);
+    if (rc == 0) {
+        for (int i = 0; i < fs->n; i++)
+            if (fs->labels[i] < 0 || fs->labels[i] >= meta->n_classes) {
+                rc = err_set("%s: record %010llu (%s) has label %d, but the cache has %d classes", path,
+                             (unsigned long long)fs->keys[i], fs->paths[i], fs->labels[i], meta->n_classes);
+                break;
+            }
+    }
+    if (rc == 0 && !keep) {
+        fs->dctx = calloc((size_t)threads, sizeof(void *));
+        for (int i = 0; i < threads; i++) fs->dctx[i] = ZSTD_createDCtx();
+    }
+    if (rc < 0 || keep) cache_close(&fs->cache);
+    if (rc < 0) {
+        features_free(fs);
+        cache_meta_free(meta);
+        return -1;
+    }
+    return 0;
+}
+
+void features_free(FeatureSet *fs) {
+    if (fs->paths)
+        for (int i = 0; i < fs->n; i++) free(fs->paths[i]);
+    free(fs->paths);
+    free(fs->labels);
+    free(fs->keys);
+    free(fs->data);
+    if (fs->dctx)
+        for (int i = 0; i < fs->threads; i++) ZSTD_freeDCtx(fs->dctx[i]);
+    free(fs->dctx);
+    if (fs->cache.env) cache_close(&fs->cache);
+    memset(fs, 0, sizeof *fs);
+}
+
+static int gather_streamed(FeatureSet *fs, const int *rows, int n, float *out) {
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(fs->cache.env, NULL, MDB_RDONLY, &txn);
+    if (rc) return err_set("%s: %s", fs->cache.path, mdb_strerror(rc));
+    for (int i = 0; i < n && rc == 0; i++) {
+        char k[24];
+        snprintf(k, sizeof k, "%010llu", (unsigned long long)fs->keys[rows[i]]);
+        MDB_val key = {10, k}, val;
+        rc = mdb_get(txn, fs->cache.dbi_features, &key, &val);
+        if (rc) {
+            rc = err_set("%s: record %s (%s) disappeared: %s", fs->cache.path, k, fs->paths[rows[i]],
+                         mdb_strerror(rc));
+            break;
+        }
+        rc = cache_record_decode(fs->dctx[0], fs->keys[rows[i]], val.mv_data, val.mv_size, fs->D, NULL, NULL, NULL,
+                                 NULL, out + (size_t)i * fs->D);
+    }
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+int features_gather(FeatureSet *fs, const int *rows, int n, float *out) {
+    if (!fs->data) return gather_streamed(fs, rows, n, out);
+    for (int i = 0; i < n; i++) {
+        float *dst = out + (size_t)i * fs->D;
+        if (fs->dtype == FEAT_F16) {
+            const uint16_t *h = (const uint16_t *)fs->data + (size_t)rows[i] * fs->D;
+            for (int k = 0; k < fs->D; k++) dst[k] = f16_to_f32(h[k]);
+        } else {
+            memcpy(dst, (const float *)fs->data + (size_t)rows[i] * fs->D, sizeof(float) * (size_t)fs->D);
+        }
+    }
+    return 0;
+}
+
+int features_subset(const FeatureSet *fs, const int *rows, int n, FeatureSet *out) {
+    if (!fs->data) return err_set("validation_split needs the cache in memory (raise --memory-budget)");
+    memset(out, 0, sizeof *out);
+    out->n = n, out->D = fs->D, out->dtype = fs->dtype, out->threads = fs->threads;
+    size_t item = fs->dtype == FEAT_F16 ? 2 : 4, row = item * (size_t)fs->D;
+    out->labels = malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
+    out->paths = calloc((size_t)(n ? n : 1), sizeof(char *));
+    out->keys = malloc(sizeof(uint64_t) * (size_t)(n ? n : 1));
+    out->data = malloc(row * (size_t)(n ? n : 1));
+    if (!out->labels || !out->paths || !out->keys || !out->data) {
+        features_free(out);
+        return err_set("out of memory");
+    }
+    for (int i = 0; i < n; i++) {
+        out->labels[i] = fs->labels[rows[i]];
+        out->paths[i] = strdup(fs->paths[rows[i]]);
+        out->keys[i] = fs->keys[rows[i]];
+        memcpy((char *)out->data + row * i, (const char *)fs->data + row * rows[i], row);
+    }
+    return 0;
+}

@@ -1,0 +1,32 @@
+// Cached features for training: every record of a cache, decompressed in
+// parallel and kept in memory in the cache's dtype (f16 halves the memory),
+// or, when that would exceed a memory budget, read from LMDB batch by batch
+// (the file is memory-mapped, so the OS caches what fits).
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cache.h"
+
+typedef struct {
+    int n;                 // records
+    int D;                 // floats per record
+    int32_t *labels;       // n
+    char **paths;          // n, relative to the image folder
+    uint64_t *keys;        // n, cache keys
+    FeatDtype dtype;
+    void *data;            // n*D halves or floats when in memory; NULL when streaming
+    Cache cache;           // open while streaming
+    void **dctx;           // one zstd context per thread (streaming)
+    int threads;
+} FeatureSet;
+
+// Reads every record of the cache at path (settings into meta). Keeps them in
+// memory when n*D*itemsize <= budget_bytes, else streams. Damaged records are
+// an error naming key and path.
+int features_load(FeatureSet *fs, const char *path, size_t budget_bytes, int threads, CacheMeta *meta);
+void features_free(FeatureSet *fs);
+// rows[i] -> out[i*D .. ] as float32.
+int features_gather(FeatureSet *fs, const int *rows, int n, float *out);
+// A new set holding the given rows of fs (in memory only); for validation_split.
+int features_subset(const FeatureSet *fs, const int *rows, int n, FeatureSet *out);

@@ -1,0 +1,13 @@
+// train: the dense head on cached features (CPU).
+#pragma once
+
+typedef struct {
+    const char *cache, *val_cache, *out, *optimizer, *class_weight, *class_mode, *command_line;
+    double validation_split;
+    float lr, momentum, dropout;
+    int nesterov, epochs, batch, early_stopping, threads, hidden, quiet, resume;
+    long seed, memory_budget_mb;
+    int lr_given, momentum_given;
+} TrainOptions;
+
+int train_run(const TrainOptions *o);
