@@ -12,16 +12,19 @@
 #include <cblas.h>
 #include <string.h>
 
-// Band height. Two costs pull in opposite directions (measured with
-// scripts/bench_conv.c, OpenBLAS 0.3.21 SkylakeX kernel):
-//  - each band repacks the whole (9C x K) kernel, so M = band rows * W must be
-//    large when the kernel is large (block3-5: M ~2000-4000 is the plateau;
-//    M = 81 halves the throughput);
-//  - each patch float feeds only K multiply-adds, so when K is small the patch
-//    band must stay in L2 or sgemm waits on memory (block1_conv2, K = 64:
-//    M = 600 is ~1.5x faster than M = 5000).
-// M ~ 8*K meets both on VGG's layers. The cap keeps one band's scratch at or
-// under 32 MiB (it binds on block4 at 18x18 and larger maps with C = 512).
+// Band height. Two costs pull in opposite directions (scripts/bench_conv.c,
+// OpenBLAS 0.3.21 SkylakeX kernel, one thread, as % of a 1536^3 sgemm):
+//  - every band repacks the whole (9C x K) kernel, so M = band rows * W must
+//    be large when the kernel is large: block5_conv1 (9C x K = 4608 x 512)
+//    runs at ~45% with M = 81, ~80% at 576, ~90% from ~1500;
+//  - each patch float feeds only K multiply-adds, so when K is small the
+//    band should stay in L2: block1_conv2 (K = 64) runs at ~65-75% with
+//    M = 150-600 and drops to ~45% at M = 5000.
+// M ~ 8*K serves both (600 rows for block1, ~2000 for block3, the scratch
+// cap for blocks 4-5). The band depends on the shape only, so results are
+// the same on every run with the same thread count. (Across thread counts
+// OpenBLAS itself reorders some sums: dkernel differs in the last bits
+// between 1 and 2 threads even at a fixed band.)
 #define CONV_M_PER_K 8
 #define CONV_M_MIN 256
 #define CONV_M_MAX 4096

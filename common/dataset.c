@@ -406,14 +406,24 @@ int dataset_found_line(const Dataset *ds, char *buf, size_t size) {
                     ds->n_classes);
 }
 
-int dataset_class_weights_balanced(const Dataset *ds, float *w) {
-    for (int c = 0; c < ds->n_classes; c++)
-        if (ds->class_counts[c] == 0)
-            return err_set("class '%s' has no images: balanced class weights are undefined",
-                           ds->class_names[c]);
-    for (int c = 0; c < ds->n_classes; c++)
-        w[c] = (float)((double)ds->n_items / ((double)ds->n_classes * ds->class_counts[c]));
+int class_weights_balanced(const long *counts, int K, char *const *names, float *w) {
+    long n = 0;
+    for (int c = 0; c < K; c++) {
+        if (counts[c] == 0)
+            return err_set("class '%s' has no images: balanced class weights are undefined", names[c]);
+        n += counts[c];
+    }
+    for (int c = 0; c < K; c++) w[c] = (float)((double)n / ((double)K * counts[c]));
     return 0;
+}
+
+int dataset_class_weights_balanced(const Dataset *ds, float *w) {
+    long *counts = malloc(sizeof(long) * (size_t)ds->n_classes);
+    if (!counts) return err_set("out of memory");
+    for (int c = 0; c < ds->n_classes; c++) counts[c] = ds->class_counts[c];
+    int rc = class_weights_balanced(counts, ds->n_classes, ds->class_names, w);
+    free(counts);
+    return rc;
 }
 
 char *dataset_item_path(const Dataset *ds, int i) {

@@ -59,6 +59,8 @@ int dataset_found_line(const Dataset *ds, char *buf, size_t size);
 // computed in double. -1 (naming the class) if a class has no images, where
 // scikit-learn raises too.
 int dataset_class_weights_balanced(const Dataset *ds, float *w);
+// The same from per-class counts (names for the error message).
+int class_weights_balanced(const long *counts, int K, char *const *names, float *w);
 
 // root + "/" + items[i].path, malloc'd (NULL if out of memory).
 char *dataset_item_path(const Dataset *ds, int i);

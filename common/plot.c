@@ -72,13 +72,15 @@ static void panel(FILE *f, double x0, double y0, double w, double h, const char 
                     PY(train[i]));
 #undef PX
 #undef PY
-    // Legend.
-    fprintf(f, "<circle cx='%.1f' cy='%.1f' r='3.5' fill='#1f4fbf' fill-opacity='0.55'/>", R - 120, T + 14);
-    fprintf(f, "<text x='%.1f' y='%.1f' font-size='11'>training</text>\n", R - 110, T + 18);
+    // Legend where the curves usually are not: top right for the loss
+    // (it falls), bottom right for the accuracy (it rises).
+    double ly = unit_range ? B - 44 : T;
+    fprintf(f, "<circle cx='%.1f' cy='%.1f' r='3.5' fill='#1f4fbf' fill-opacity='0.55'/>", R - 120, ly + 14);
+    fprintf(f, "<text x='%.1f' y='%.1f' font-size='11'>training</text>\n", R - 110, ly + 18);
     if (val) {
         fprintf(f, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#1f4fbf' stroke-width='2'/>", R - 128,
-                T + 30, R - 112, T + 30);
-        fprintf(f, "<text x='%.1f' y='%.1f' font-size='11'>validation</text>\n", R - 110, T + 34);
+                ly + 30, R - 112, ly + 30);
+        fprintf(f, "<text x='%.1f' y='%.1f' font-size='11'>validation</text>\n", R - 110, ly + 34);
     }
 }
 

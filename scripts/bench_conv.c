@@ -1,15 +1,20 @@
-// Throughput of conv3x3_forward/backward on VGG16 layer shapes, next to a
-// plain 1536^3 sgemm on the same run (the machine's practical peak).
+// Throughput of conv3x3_forward/backward on VGG16 layer shapes, measured
+// against a plain 1536^3 sgemm (the machine's practical peak) on the same run.
 //
-//   gcc -std=gnu11 -O2 -Wall -Wextra -I. -Icommon $(pkg-config --cflags openblas) \
-//       scripts/bench_conv.c common/conv.c common/error.c -o /tmp/bench_conv \
-//       $(pkg-config --libs openblas) -lm
-//   OPENBLAS_CORETYPE=SkylakeX /tmp/bench_conv [threads] [--vgg16|--bands]
+//   gcc -std=gnu11 -O2 -I. -Icommon $(pkg-config --cflags openblas) \
+//       scripts/bench_conv.c common/conv.c -o bench_conv $(pkg-config --libs openblas) -lm
+//   OPENBLAS_CORETYPE=SkylakeX ./bench_conv [threads] [--vgg16|--bands]
 //
 // OPENBLAS_CORETYPE must be in the environment before the program starts
 // (OpenBLAS picks its kernel when it is loaded). --vgg16 times all 13 convs
-// of VGG16 at 150x150; --bands sweeps the band height (where M stops
-// mattering).
+// of VGG16 at 150x150 (1 and 8 images per call); --bands sweeps the band
+// height (where sgemm's M stops mattering).
+//
+// The development machines are shared VMs whose speed drifts by tens of
+// percent from one second to the next. So every figure alternates short
+// trials of the conv and of the reference sgemm and reports, besides the best
+// GFLOPS of each, the median of the per-trial ratios conv/sgemm: drift that
+// slows both cancels out of the ratio.
 #include "layers.h"
 
 #include <cblas.h>
@@ -17,6 +22,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#define TRIALS 7
+#define TRIAL_SECONDS 0.12
+#define REF_N 1536
 
 static double now(void) {
     struct timespec t;
@@ -30,57 +39,88 @@ static float *randbuf(size_t n) {
     return p;
 }
 
-// The machine is a shared VM whose speed drifts by tens of percent from one
-// second to the next, so each figure is the best of 5 trials of >= 0.2 s
-// (after one warm-up call): the best is the least disturbed estimate.
-#define TIME_IT(secs, stmt)                                          \
-    do {                                                             \
-        stmt;                                                        \
-        secs = 1e30;                                                 \
-        for (int trial_ = 0; trial_ < 5; trial_++) {                 \
-            int reps_ = 0;                                           \
-            double t0_ = now(), t_;                                  \
-            do { stmt; reps_++; } while ((t_ = now() - t0_) < 0.2);  \
-            if (t_ / reps_ < secs) secs = t_ / reps_;                \
-        }                                                            \
-    } while (0)
+typedef struct {
+    int N, H, W, C, K, rows, backward;
+    float *in, *ker, *bias, *out, *scratch, *din, *dk, *db;
+} Conv;
 
-static void bench_sgemm(int n) {
-    float *a = randbuf((size_t)n * n), *b = randbuf((size_t)n * n), *c = randbuf((size_t)n * n);
-    double s;
-    TIME_IT(s, cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n,
-                           b, n, 0.0f, c, n));
-    printf("%-14s %-24s     %6.1f GFLOPS\n", "sgemm", "1536^3", 2.0 * n * n * n / s * 1e-9);
-    free(a); free(b); free(c);
+static float *ref_a, *ref_b, *ref_c;
+
+static void run_ref(void *unused) {
+    (void)unused;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, REF_N, REF_N, REF_N, 1.0f, ref_a,
+                REF_N, ref_b, REF_N, 0.0f, ref_c, REF_N);
 }
 
-// Returns forward seconds per call.
-static double bench_conv(const char *name, int N, int H, int W, int C, int K, int band,
-                         int backward, int quiet) {
-    float *in = randbuf((size_t)N * H * W * C), *ker = randbuf((size_t)9 * C * K);
-    float *bias = randbuf(K), *out = randbuf((size_t)N * H * W * K);
-    int rows = band > 0 ? band : conv3x3_band_rows(H, W, C, K);
-    float *scratch = malloc((size_t)rows * W * 9 * C * sizeof(float));
-    double flops = 2.0 * N * H * W * 9.0 * C * K, s, fwd;
-    TIME_IT(s, conv3x3_forward_banded(in, N, H, W, C, ker, bias, K, out, scratch, rows));
-    fwd = s;
-    char shape[64];
-    snprintf(shape, sizeof shape, "N=%d %dx%dx%d->%d", N, H, W, C, K);
-    long m = (long)rows * W < (long)N * H * W ? (long)rows * W : (long)N * H * W;
-    if (!quiet)
-        printf("%-14s %-24s fwd %6.1f GFLOPS  (band %d rows, M=%ld)\n", name, shape,
-               flops / s * 1e-9, rows, m);
-    if (backward) {
-        float *din = malloc((size_t)N * H * W * C * sizeof(float));
-        float *dk = calloc((size_t)9 * C * K, sizeof(float)), *db = calloc(K, sizeof(float));
-        TIME_IT(s, conv3x3_backward_banded(in, N, H, W, C, ker, K, out, din, dk, db, scratch,
-                                           rows));
-        printf("%-14s %-24s bwd %6.1f GFLOPS  (dkernel + din: 2x forward's flops)\n", name,
-               shape, 2 * flops / s * 1e-9);
-        free(din); free(dk); free(db);
+static void run_conv(void *p) {
+    Conv *c = p;
+    if (c->backward)
+        conv3x3_backward_banded(c->in, c->N, c->H, c->W, c->C, c->ker, c->K, c->out, c->din,
+                                c->dk, c->db, c->scratch, c->rows);
+    else
+        conv3x3_forward_banded(c->in, c->N, c->H, c->W, c->C, c->ker, c->bias, c->K, c->out,
+                               c->scratch, c->rows);
+}
+
+// Seconds per call of fn over one trial of >= TRIAL_SECONDS.
+static double trial(void (*fn)(void *), void *arg) {
+    int reps = 0;
+    double t0 = now(), t;
+    do {
+        fn(arg);
+        reps++;
+    } while ((t = now() - t0) < TRIAL_SECONDS);
+    return t / reps;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+typedef struct { double best, ref_best, ratio; } Rate;
+
+// GFLOPS of fn (flops per call) and of the reference, interleaved.
+static Rate measure(void (*fn)(void *), void *arg, double flops) {
+    double ref_flops = 2.0 * REF_N * REF_N * REF_N, ratios[TRIALS];
+    Rate r = {0, 0, 0};
+    fn(arg);  // warm-up: page faults, OpenBLAS buffers
+    for (int t = 0; t < TRIALS; t++) {
+        double g_ref = ref_flops / trial(run_ref, NULL) * 1e-9;
+        double g = flops / trial(fn, arg) * 1e-9;
+        ratios[t] = g / g_ref;
+        if (g > r.best) r.best = g;
+        if (g_ref > r.ref_best) r.ref_best = g_ref;
     }
-    free(in); free(ker); free(bias); free(out); free(scratch);
-    return fwd;
+    qsort(ratios, TRIALS, sizeof *ratios, cmp_double);
+    r.ratio = ratios[TRIALS / 2];
+    return r;
+}
+
+static Rate bench_conv(const char *name, int N, int H, int W, int C, int K, int band,
+                       int backward, int quiet) {
+    Conv c = {N, H, W, C, K, band > 0 ? band : conv3x3_band_rows(H, W, C, K), backward};
+    c.in = randbuf((size_t)N * H * W * C);
+    c.ker = randbuf((size_t)9 * C * K);
+    c.bias = randbuf(K);
+    c.out = randbuf((size_t)N * H * W * K);
+    c.scratch = malloc((size_t)c.rows * W * 9 * C * sizeof(float));
+    c.din = malloc((size_t)N * H * W * C * sizeof(float));
+    c.dk = calloc((size_t)9 * C * K, sizeof(float));
+    c.db = calloc(K, sizeof(float));
+    double flops = 2.0 * N * H * W * 9.0 * C * K * (backward ? 2 : 1);
+    Rate r = measure(run_conv, &c, flops);
+    if (!quiet) {
+        char shape[64];
+        snprintf(shape, sizeof shape, "N=%d %dx%dx%d->%d", N, H, W, C, K);
+        long m = (long)c.rows * W < (long)N * H * W ? (long)c.rows * W : (long)N * H * W;
+        printf("%-13s %-23s %s %6.1f GFLOPS  %3.0f%% of sgemm (%5.1f)  band %d rows, M=%ld\n",
+               name, shape, backward ? "bwd" : "fwd", r.best, 100 * r.ratio, r.ref_best, c.rows,
+               m);
+    }
+    free(c.in); free(c.ker); free(c.bias); free(c.out); free(c.scratch);
+    free(c.din); free(c.dk); free(c.db);
+    return r;
 }
 
 // The 13 convs of VGG16 at 150x150 (what extract runs per image).
@@ -94,47 +134,51 @@ static void bench_vgg16(int N) {
         {"block5_conv1", 9, 512, 512},   {"block5_conv2", 9, 512, 512},
         {"block5_conv3", 9, 512, 512},
     };
-    double total_s = 0, total_f = 0;
+    double total_s = 0, total_f = 0, ratio_s = 0;
+    printf("VGG16 at 150x150, %d image(s) per call:\n", N);
     for (size_t i = 0; i < sizeof L / sizeof *L; i++) {
-        double s = bench_conv(L[i].name, N, L[i].hw, L[i].hw, L[i].c, L[i].k, 0, 0, 1);
+        Rate r = bench_conv(L[i].name, N, L[i].hw, L[i].hw, L[i].c, L[i].k, 0, 0, 1);
         double f = 2.0 * N * L[i].hw * L[i].hw * 9.0 * L[i].c * L[i].k;
-        printf("  %-14s %3dx%-3d %3d->%-3d %6.1f GFLOPS %7.2f ms/image\n", L[i].name, L[i].hw,
-               L[i].hw, L[i].c, L[i].k, f / s * 1e-9, 1e3 * s / N);
-        total_s += s;
+        printf("  %-13s %3dx%-3d %3d->%-3d %6.1f GFLOPS  %3.0f%% of sgemm  %6.2f ms/image\n",
+               L[i].name, L[i].hw, L[i].hw, L[i].c, L[i].k, r.best, 100 * r.ratio,
+               1e3 * f / (r.best * 1e9) / N);
+        total_s += f / (r.best * 1e9);
+        ratio_s += f / r.ratio;  // time in units of the sgemm's: weights each layer's ratio
         total_f += f;
     }
-    printf("VGG16 convs at 150x150, N=%d: %.1f GFLOPS overall, %.1f ms/image (%.2f images/s)\n",
-           N, total_f / total_s * 1e-9, 1e3 * total_s / N, N / total_s);
+    printf("  all 13 convs: %.1f GFLOPS, %.0f%% of sgemm, %.1f ms/image, %.2f images/s\n",
+           total_f / total_s * 1e-9, 100 * total_f / ratio_s, 1e3 * total_s / N, N / total_s);
 }
 
 int main(int argc, char **argv) {
     int threads = argc > 1 ? atoi(argv[1]) : 1;
     const char *mode = argc > 2 ? argv[2] : "";
     openblas_set_num_threads(threads);
-    printf("OpenBLAS core %s, %d thread(s)\n", openblas_get_corename(), threads);
-    bench_sgemm(1536);
+    ref_a = randbuf((size_t)REF_N * REF_N);
+    ref_b = randbuf((size_t)REF_N * REF_N);
+    ref_c = randbuf((size_t)REF_N * REF_N);
+    printf("OpenBLAS core %s, %d thread(s); best of %d trials, median ratio to the "
+           "1536^3 sgemm (best sgemm in parentheses)\n",
+           openblas_get_corename(), threads, TRIALS);
     bench_conv("block1_conv2", 1, 150, 150, 64, 64, 0, 0, 0);
     bench_conv("block3_conv2", 1, 37, 37, 256, 256, 0, 0, 0);
-    bench_conv("block5_conv1", 1, 9, 9, 512, 512, 0, 1, 0);
-    bench_conv("block3_conv2", 20, 37, 37, 256, 256, 0, 0, 0);
+    bench_conv("block5_conv1", 1, 9, 9, 512, 512, 0, 0, 0);
+    bench_conv("block5_conv1", 20, 9, 9, 512, 512, 0, 0, 0);
     bench_conv("block5_conv1", 20, 9, 9, 512, 512, 0, 1, 0);
-    bench_sgemm(1536);
     if (strcmp(mode, "--vgg16") == 0) {
         bench_vgg16(1);
         bench_vgg16(8);
-        bench_sgemm(1536);
     }
     if (strcmp(mode, "--bands") == 0) {
-        int rows[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+        int rows[] = {1, 2, 4, 8, 16, 32, 64, 128};
         for (size_t i = 0; i < sizeof rows / sizeof *rows; i++)
             bench_conv("sweep b1c2", 2, 150, 150, 64, 64, rows[i], 0, 0);
         for (size_t i = 0; i < sizeof rows / sizeof *rows; i++)
             bench_conv("sweep b2c2", 4, 75, 75, 128, 128, rows[i], 0, 0);
         for (size_t i = 0; i < sizeof rows / sizeof *rows; i++)
-            bench_conv("sweep b3c2", 8, 37, 37, 256, 256, rows[i], 0, 0);
+            bench_conv("sweep b3c2", 8, 37, 37, 256, 256, rows[i] * 2, 0, 0);
         for (size_t i = 0; i < sizeof rows / sizeof *rows; i++)
             bench_conv("sweep b5c1", 64, 9, 9, 512, 512, rows[i] * 4, 0, 0);
-        bench_sgemm(1536);
     }
     return 0;
 }

@@ -16,6 +16,7 @@
 
 #include "blas_setup.h"
 #include "checkpoint.h"
+#include "dataset.h"
 #include "error.h"
 #include "feature_set.h"
 #include "fileutil.h"
@@ -209,8 +210,7 @@ int train_run(const TrainOptions *o) {
             }
         if (!strcmp(o->class_weight, "balanced")) {
             class_w = malloc(sizeof(float) * (size_t)K);
-            // scikit-learn's compute_class_weight('balanced'), in double.
-            for (int k = 0; k < K; k++) class_w[k] = (float)((double)train.n / ((double)K * count[k]));
+            class_weights_balanced(count, K, meta.class_names, class_w);  // counts checked above
         }
         free(count);
     }

@@ -1,0 +1,315 @@
+// train end to end on caches the tests write directly (synthetic features,
+// no images): a separable problem learned to 100%, balanced class weights,
+// bit-identical results across thread counts, resume equal to an
+// uninterrupted run, refusal of mismatched caches, damaged records named.
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache.h"
+#include "dataset.h"
+#include "error.h"
+#include "model_io.h"
+#include "testutil.h"
+
+#define D 512  // vgg16 block5_pool at 32x32: 1x1x512
+
+// Class c's features: a bump on feature c (separable), noise elsewhere.
+static void make_cache(const char *path, int K, const int *per_class, int input_size, unsigned seed) {
+    char *names[4] = {"ants", "bees", "wasps", "flies"};
+    CacheMeta m = {0};
+    snprintf(m.model, sizeof m.model, "vgg16");
+    snprintf(m.weights, sizeof m.weights, "random:seed=1");
+    m.input_h = m.input_w = input_size;
+    snprintf(m.interpolation, sizeof m.interpolation, "nearest");
+    snprintf(m.preprocess, sizeof m.preprocess, "caffe");
+    snprintf(m.layer, sizeof m.layer, "block5_pool");
+    m.feat_h = m.feat_w = input_size / 32, m.feat_c = 512;
+    m.dtype = FEAT_F16;
+    m.n_classes = K;
+    m.class_names = names;
+    Cache c;
+    cr_assert_eq(cache_open_write(&c, path, &m, 0), 0, "%s", err_msg());
+    int n_feat = m.feat_h * m.feat_w * m.feat_c;
+    float *f = malloc(sizeof(float) * (size_t)n_feat);
+    uint64_t key = 0;
+    unsigned s = seed;
+    for (int k = 0; k < K; k++)
+        for (int i = 0; i < per_class[k]; i++) {
+            for (int j = 0; j < n_feat; j++) {
+                s = s * 1103515245u + 12345u;
+                f[j] = (float)((s >> 16) % 1000) / 1000.0f;  // ReLU-like, non-negative
+            }
+            for (int j = 0; j < 8; j++) f[k * 8 + j] += 3.0f;
+            char p[64];
+            snprintf(p, sizeof p, "%s/img%03d.jpg", names[k], i);
+            CacheRecord r = {.label = k, .path = p, .features = f};
+            cr_assert_eq(cache_put(&c, key++, &r, n_feat, FEAT_F16), 0, "%s", err_msg());
+        }
+    free(f);
+    cr_assert_eq(cache_store_counts(&c, &m), 0, "%s", err_msg());
+    free(m.class_counts);
+    cache_close(&c);
+}
+
+static char *run_ok(const char *args) {
+    char *out;
+    int rc = run_tool("train", args, &out);
+    cr_assert_eq(rc, 0, "train %s:\n%s", args, out);
+    return out;
+}
+
+// All head weights of a model file, concatenated (for bitwise comparison).
+static float *head_weights(const char *path, int K, long *n) {
+    ModelConfig cfg;
+    model_config_defaults(&cfg);
+    cfg.input_h = cfg.input_w = 32;
+    cfg.n_classes = K;
+    cfg.binary = K == 2;
+    cfg.hidden = 16;
+    Model m;
+    cr_assert_eq(model_build(&m, &cfg), 0);
+    cr_assert_eq(model_load_head(&m, path), 0, "%s", err_msg());
+    *n = 0;
+    for (int i = m.n_base; i < m.n_layers; i++) *n += m.layers[i].n_kernel + m.layers[i].n_bias;
+    float *w = malloc(sizeof(float) * (size_t)*n), *p = w;
+    for (int i = m.n_base; i < m.n_layers; i++) {
+        memcpy(p, m.layers[i].kernel, sizeof(float) * (size_t)m.layers[i].n_kernel), p += m.layers[i].n_kernel;
+        memcpy(p, m.layers[i].bias, sizeof(float) * (size_t)m.layers[i].n_bias), p += m.layers[i].n_bias;
+    }
+    model_free(&m);
+    return w;
+}
+
+Test(train, separable_problem_learned_to_100_percent) {
+    char *dir = make_temp_dir("train");
+    char tr[600], va[600], out[600], args[3000];
+    snprintf(tr, sizeof tr, "%s/train", dir);
+    snprintf(va, sizeof va, "%s/val", dir);
+    snprintf(out, sizeof out, "%s/head.h5", dir);
+    int n_tr[3] = {30, 20, 25}, n_va[3] = {10, 10, 10};
+    make_cache(tr, 3, n_tr, 32, 1);
+    make_cache(va, 3, n_va, 32, 2);
+    snprintf(args, sizeof args,
+             "--cache %s --val-cache %s --out %s --hidden 16 --optimizer adam --lr 0.01 --epochs 8 --batch 8 --quiet",
+             tr, va, out);
+    char *o = run_ok(args);
+    cr_expect(strstr(o, "Validation: loss") && strstr(o, "accuracy 1.0000 (30/30)"), "%s", o);
+    cr_expect(strstr(o, "categorical, softmax"), "%s", o);
+    free(o);
+    // The outputs beside the head.
+    const char *sfx[] = {"head.history.csv", "head.history.svg", "head.confusion.svg", "head.ckpt"};
+    for (int i = 0; i < 4; i++) {
+        char p[700];
+        snprintf(p, sizeof p, "%s/%s", dir, sfx[i]);
+        FILE *f = fopen(p, "r");
+        cr_expect_not_null(f, "missing %s", p);
+        if (f) fclose(f);
+    }
+    char p[700];
+    snprintf(p, sizeof p, "%s/head.history.csv", dir);
+    FILE *f = fopen(p, "r");
+    char line[256];
+    cr_assert(fgets(line, sizeof line, f));
+    cr_expect_str_eq(line, "epoch,accuracy,loss,val_accuracy,val_loss,seconds\n");
+    int rows = 0;
+    while (fgets(line, sizeof line, f)) rows++;
+    fclose(f);
+    cr_expect_eq(rows, 8);
+    // The head records the cache's settings for finetune to check.
+    ModelMeta meta;
+    cr_assert_eq(model_meta_read(out, &meta), 0, "%s", err_msg());
+    cr_expect_str_eq(meta.weights, "random:seed=1");
+    cr_expect_str_eq(meta.class_names[2], "wasps");
+    model_meta_free(&meta);
+    remove_tree(dir);
+    free(dir);
+}
+
+Test(train, balanced_weights_by_hand) {
+    // scikit-learn: w_c = N / (K * N_c); counts 30, 10, 20 -> 60/90, 60/30, 60/60.
+    long counts[3] = {30, 10, 20};
+    char *names[3] = {"a", "b", "c"};
+    float w[3];
+    cr_assert_eq(class_weights_balanced(counts, 3, names, w), 0);
+    cr_expect_float_eq(w[0], 2.0f / 3.0f, 1e-7);
+    cr_expect_float_eq(w[1], 2.0f, 1e-7);
+    cr_expect_float_eq(w[2], 1.0f, 1e-7);
+    long empty[2] = {5, 0};
+    cr_expect_eq(class_weights_balanced(empty, 2, names, w), -1);
+    cr_expect(strstr(err_msg(), "'b' has no images"), "%s", err_msg());
+}
+
+Test(train, balanced_weights_change_the_training_loss) {
+    // A 3:1 skewed set: with balanced weights the first epoch's loss is
+    // sum(w_c * l_i) / N, not the plain mean, so the two runs differ while
+    // the unweighted validation loss after 1 epoch at a tiny lr is the same.
+    char *dir = make_temp_dir("train");
+    char tr[600], out[600], args[3000];
+    snprintf(tr, sizeof tr, "%s/train", dir);
+    snprintf(out, sizeof out, "%s/head.h5", dir);
+    int n[2] = {30, 10};
+    make_cache(tr, 2, n, 32, 3);
+    float loss[2], vloss[2];
+    for (int b = 0; b < 2; b++) {
+        snprintf(args, sizeof args,
+                 "--cache %s --validation-split 0.5 --out %s --hidden 16 --lr 1e-12 --epochs 1 --batch 40 "
+                 "--dropout 0 --quiet --class-weight %s",
+                 tr, out, b ? "balanced" : "none");
+        char *o = run_ok(args);
+        char *e = strstr(o, "Epoch 1/1 - ");
+        cr_assert_not_null(e, "%s", o);
+        cr_assert(sscanf(strstr(e, "loss: "), "loss: %f", &loss[b]) == 1, "%s", o);
+        cr_assert(sscanf(strstr(e, "val_loss: "), "val_loss: %f", &vloss[b]) == 1, "%s", o);
+        free(o);
+    }
+    cr_expect_float_eq(vloss[0], vloss[1], 1e-6, "validation is never class-weighted");
+    cr_expect(fabsf(loss[0] - loss[1]) > 1e-4, "balanced weights did not change the loss: %g vs %g", loss[0], loss[1]);
+    remove_tree(dir);
+    free(dir);
+}
+
+Test(train, same_seed_same_result_on_any_thread_count) {
+    char *dir = make_temp_dir("train");
+    char tr[600], out1[600], out2[600], args[3000];
+    snprintf(tr, sizeof tr, "%s/train", dir);
+    snprintf(out1, sizeof out1, "%s/h1.h5", dir);
+    snprintf(out2, sizeof out2, "%s/h2.h5", dir);
+    int n[2] = {40, 24};
+    make_cache(tr, 2, n, 32, 4);
+    snprintf(args, sizeof args, "--cache %s --out %s --hidden 16 --epochs 3 --batch 7 --seed 9 --threads 1 --quiet", tr,
+             out1);
+    free(run_ok(args));
+    snprintf(args, sizeof args, "--cache %s --out %s --hidden 16 --epochs 3 --batch 7 --seed 9 --threads 2 --quiet", tr,
+             out2);
+    free(run_ok(args));
+    long n1, n2;
+    float *w1 = head_weights(out1, 2, &n1), *w2 = head_weights(out2, 2, &n2);
+    cr_assert_eq(n1, n2);
+    cr_expect_arr_eq(w1, w2, sizeof(float) * (size_t)n1, "weights differ between --threads 1 and 2");
+    free(w1), free(w2);
+    // And another seed gives other weights (the comparison can fail).
+    snprintf(args, sizeof args, "--cache %s --out %s --hidden 16 --epochs 3 --batch 7 --seed 10 --quiet", tr, out2);
+    free(run_ok(args));
+    w1 = head_weights(out1, 2, &n1), w2 = head_weights(out2, 2, &n2);
+    cr_expect(memcmp(w1, w2, sizeof(float) * (size_t)n1) != 0);
+    free(w1), free(w2);
+    remove_tree(dir);
+    free(dir);
+}
+
+Test(train, resume_equals_uninterrupted_run) {
+    char *dir = make_temp_dir("train");
+    char tr[600], va[600], a[600], b[600], args[3000];
+    snprintf(tr, sizeof tr, "%s/train", dir);
+    snprintf(va, sizeof va, "%s/val", dir);
+    snprintf(a, sizeof a, "%s/a.h5", dir);
+    snprintf(b, sizeof b, "%s/b.h5", dir);
+    int n[2] = {30, 30}, nv[2] = {8, 8};
+    make_cache(tr, 2, n, 32, 5);
+    make_cache(va, 2, nv, 32, 6);
+    const char *common = "--hidden 16 --optimizer adam --lr 0.003 --epochs 5 --batch 8 --quiet";
+    snprintf(args, sizeof args, "--cache %s --val-cache %s --out %s %s", tr, va, a, common);
+    free(run_ok(args));
+    // Killed after epoch 2 (like kill -9), then resumed.
+    snprintf(args, sizeof args, "--cache %s --val-cache %s --out %s %s", tr, va, b, common);
+    setenv("VGGFT_TEST_CRASH_AFTER_EPOCH", "2", 1);
+    char *o;
+    int rc = run_tool("train", args, &o);
+    unsetenv("VGGFT_TEST_CRASH_AFTER_EPOCH");
+    cr_assert_eq(rc, 137, "%s", o);
+    free(o);
+    snprintf(args, sizeof args, "--cache %s --val-cache %s --out %s %s --resume", tr, va, b, common);
+    o = run_ok(args);
+    cr_expect(strstr(o, "Epoch 3/5") && !strstr(o, "Epoch 2/5"), "resumed at epoch 3: %s", o);
+    free(o);
+    long n1, n2;
+    float *w1 = head_weights(a, 2, &n1), *w2 = head_weights(b, 2, &n2);
+    cr_expect_arr_eq(w1, w2, sizeof(float) * (size_t)n1, "resumed run differs from the uninterrupted one");
+    free(w1), free(w2);
+    // The history has all 5 epochs, equal to the uninterrupted run's but for timings.
+    char p1[700], p2[700];
+    snprintf(p1, sizeof p1, "%s/a.history.csv", dir);
+    snprintf(p2, sizeof p2, "%s/b.history.csv", dir);
+    FILE *f1 = fopen(p1, "r"), *f2 = fopen(p2, "r");
+    char l1[256], l2[256];
+    int rows = 0;
+    while (fgets(l1, sizeof l1, f1) && fgets(l2, sizeof l2, f2)) {
+        *strrchr(l1, ',') = '\0', *strrchr(l2, ',') = '\0';  // drop seconds
+        cr_expect_str_eq(l1, l2);
+        rows++;
+    }
+    cr_expect_eq(rows, 6);
+    fclose(f1), fclose(f2);
+    // Resuming with other settings is refused, naming the setting.
+    snprintf(args, sizeof args, "--cache %s --val-cache %s --out %s %s --resume --batch 9", tr, va, b, common);
+    rc = run_tool("train", args, &o);
+    cr_expect_eq(rc, 1, "%s", o);
+    cr_expect(strstr(o, "batch is 8 in the checkpoint, 9 in this run"), "%s", o);
+    free(o);
+    remove_tree(dir);
+    free(dir);
+}
+
+Test(train, mismatched_and_bad_caches) {
+    char *dir = make_temp_dir("train");
+    char tr[600], va[600], one[600], out[600], args[3000];
+    snprintf(tr, sizeof tr, "%s/train", dir);
+    snprintf(va, sizeof va, "%s/val64", dir);
+    snprintf(one, sizeof one, "%s/one", dir);
+    snprintf(out, sizeof out, "%s/head.h5", dir);
+    int n[2] = {6, 6};
+    make_cache(tr, 2, n, 32, 7);
+    make_cache(va, 2, n, 64, 8);
+    char *o;
+    snprintf(args, sizeof args, "--cache %s --val-cache %s --out %s --quiet", tr, va, out);
+    cr_expect_eq(run_tool("train", args, &o), 1);
+    cr_expect(strstr(o, "input size: the cache has 32x32, this run 64x64"), "%s", o);
+    free(o);
+    int single[1] = {5};
+    make_cache(one, 1, single, 32, 9);
+    snprintf(args, sizeof args, "--cache %s --out %s --quiet", one, out);
+    cr_expect_eq(run_tool("train", args, &o), 1);
+    cr_expect(strstr(o, "single class"), "%s", o);
+    free(o);
+    snprintf(args, sizeof args, "--cache %s/none --out %s --quiet", dir, out);
+    cr_expect_eq(run_tool("train", args, &o), 1);
+    cr_expect(strstr(o, "no such cache"), "%s", o);
+    free(o);
+    // Usage errors: exit 2 with the value named.
+    snprintf(args, sizeof args, "--cache %s --out %s --lr -1", tr, out);
+    cr_expect_eq(run_tool("train", args, &o), 2);
+    cr_expect(strstr(o, "--lr must be > 0, got -1"), "%s", o);
+    free(o);
+    snprintf(args, sizeof args, "--cache %s --out %s --validation-split 1.5", tr, out);
+    cr_expect_eq(run_tool("train", args, &o), 2);
+    free(o);
+
+    // One damaged record: reported by key and path.
+    Cache c;
+    CacheMeta m;
+    cr_assert_eq(cache_open_read(&c, tr, &m), 0);
+    cache_close(&c);
+    cr_assert_eq(cache_open_write(&c, tr, &m, 0), 0, "%s", err_msg());
+    MDB_txn *txn;
+    cr_assert_eq(mdb_txn_begin(c.env, NULL, 0, &txn), 0);
+    MDB_val k = {10, "0000000003"}, v;
+    cr_assert_eq(mdb_get(txn, c.dbi_features, &k, &v), 0);
+    uint8_t *copy = malloc(v.mv_size);
+    memcpy(copy, v.mv_data, v.mv_size);
+    copy[v.mv_size - 10] ^= 0xff;  // inside the zstd frame
+    MDB_val nv = {v.mv_size, copy};
+    cr_assert_eq(mdb_put(txn, c.dbi_features, &k, &nv, 0), 0);
+    cr_assert_eq(mdb_txn_commit(txn), 0);
+    free(copy);
+    cache_close(&c);
+    cache_meta_free(&m);
+    snprintf(args, sizeof args, "--cache %s --out %s --quiet", tr, out);
+    cr_expect_eq(run_tool("train", args, &o), 1);
+    cr_expect(strstr(o, "record 0000000003 (ants/img003.jpg)") && strstr(o, "damaged"), "%s", o);
+    free(o);
+    remove_tree(dir);
+    free(dir);
+}
