@@ -427,8 +427,7 @@ long cache_record_encode(Cache *c, const CacheRecord *r, int n_features, FeatDty
     if (ensure_buf(c, raw + header + bound + 4) < 0) return -1;
     uint8_t *stage = c->buf, *rec = c->buf + raw;
     if (dtype == FEAT_F16) {
-        uint16_t *h = (uint16_t *)stage;
-        for (int i = 0; i < n_features; i++) h[i] = f32_to_f16(r->features[i]);
+        f32_to_f16_array(r->features, (uint16_t *)stage, (size_t)n_features);
     } else {
         memcpy(stage, r->features, raw);
     }
@@ -493,14 +492,18 @@ int cache_record_decode(void *zstd_dctx, uint64_t key, const void *val, size_t l
                            ZSTD_isError(got) ? ZSTD_getErrorName(got) : "wrong size");
         return 0;
     }
-    // f16: decompress into the second half of the float buffer, then widen
-    // front to back (the halves never overtake the floats being written).
-    uint16_t *h = (uint16_t *)(features + n) - n;
+    // f16: decompress beside, then widen. Up to 64K values on the stack
+    // (block5_pool is 8K at 150x150, 25K at 224x224), larger on the heap.
+    uint16_t stack_buf[65536];
+    uint16_t *h = n <= 65536 ? stack_buf : malloc(raw);
+    if (!h) return err_set("record %s: out of memory", k);
     size_t got = ZSTD_decompressDCtx(zstd_dctx, h, raw, p + zoff, zlen);
-    if (ZSTD_isError(got) || got != raw)
+    int bad = ZSTD_isError(got) || got != raw;
+    if (!bad) f16_to_f32_array(h, features, n);
+    if (h != stack_buf) free(h);
+    if (bad)
         return err_set("record %s (%.*s): bad zstd frame: %s", k, plen, rpath,
                        ZSTD_isError(got) ? ZSTD_getErrorName(got) : "wrong size");
-    for (uint32_t i = 0; i < n; i++) features[i] = f16_to_f32(h[i]);
     return 0;
 }
 

@@ -44,8 +44,8 @@ static void *decode_worker(void *arg) {
         fs->paths[i] = strndup(p, (size_t)plen);
         if (!job->keep) continue;
         if (fs->dtype == FEAT_F16) {
-            uint16_t *h = (uint16_t *)fs->data + (size_t)i * fs->D;
-            for (int k = 0; k < fs->D; k++) h[k] = f32_to_f16(tmp[k]);  // exact: values came from halves
+            // Exact: the values came from halves.
+            f32_to_f16_array(tmp, (uint16_t *)fs->data + (size_t)i * fs->D, (size_t)fs->D);
         } else {
             memcpy((float *)fs->data + (size_t)i * fs->D, tmp, sizeof(float) * (size_t)fs->D);
         }
@@ -185,8 +185,7 @@ int features_gather(FeatureSet *fs, const int *rows, int n, float *out) {
     for (int i = 0; i < n; i++) {
         float *dst = out + (size_t)i * fs->D;
         if (fs->dtype == FEAT_F16) {
-            const uint16_t *h = (const uint16_t *)fs->data + (size_t)rows[i] * fs->D;
-            for (int k = 0; k < fs->D; k++) dst[k] = f16_to_f32(h[k]);
+            f16_to_f32_array((const uint16_t *)fs->data + (size_t)rows[i] * fs->D, dst, (size_t)fs->D);
         } else {
             memcpy(dst, (const float *)fs->data + (size_t)rows[i] * fs->D, sizeof(float) * (size_t)fs->D);
         }

@@ -2,6 +2,7 @@
 // cache format does not depend on the CPU having F16C.
 #pragma once
 #include <stdint.h>
+#include <stddef.h>
 #include <string.h>
 
 static inline uint16_t f32_to_f16(float f) {
@@ -45,3 +46,8 @@ static inline float f16_to_f32(uint16_t h) {
     memcpy(&f, &x, 4);
     return f;
 }
+
+// Bulk conversions: F16C instructions where the CPU has them (8 values per
+// instruction, exact), the portable functions above elsewhere.
+void f16_to_f32_array(const uint16_t *h, float *f, size_t n);
+void f32_to_f16_array(const float *f, uint16_t *h, size_t n);

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Benchmarks (make bench). Prints, from one run on this machine:
+#   - the OpenBLAS kernel the executables use and its sgemm rate (1536^3),
+#     and the conv layers' rates against it (scripts/bench_conv.c);
+#   - extract on the CPU at 150x150: images/s, bytes per image, and the conv
+#     base's GFLOPS as a fraction of the sgemm rate (on ../shared/data/flowers5
+#     when present, else on generated images); the GPU path too when a GPU is
+#     usable;
+#   - train: seconds per epoch on 3,000 cached 4x4x512 features and the dense
+#     layers' GFLOPS as a fraction of the sgemm rate.
+# Environment: BENCH_IMAGES (images per class for extract, default 40),
+# BENCH_THREADS (default: all cores).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+make -j"$(nproc)" >/dev/null
+threads=${BENCH_THREADS:-$(nproc)}
+per_class=${BENCH_IMAGES:-40}
+work=$(mktemp -d /tmp/vggft-bench-XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+kernel=$(build/train --version | sed -n 's/.*kernel \([A-Za-z0-9]*\).*/\1/p')
+echo "== $(build/train --version | sed -n 's/^BLAS: //p')"
+echo "== $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), $(nproc) cores"
+
+# Reference sgemm and per-layer conv rates, with the executables' kernel.
+cc -std=gnu11 -O2 -I. -Icommon $(pkg-config --cflags openblas) scripts/bench_conv.c common/conv.c \
+    -o "$work/bench_conv" $(pkg-config --libs openblas) -lm
+OPENBLAS_CORETYPE=$kernel "$work/bench_conv" "$threads" | tee "$work/conv.txt"
+sgemm=$(sed -n 's/.*(\([0-9.]*\)).*/\1/p' "$work/conv.txt" | sort -g | tail -1)
+echo "sgemm 1536^3: $sgemm GFLOPS (best of the runs above)"
+
+# --- extract ------------------------------------------------------------------
+src=../shared/data/flowers5/train
+data=$work/images
+if [ -d "$src" ]; then
+    for d in "$src"/*/; do
+        c=$(basename "$d")
+        mkdir -p "$data/$c"
+        find "$d" -maxdepth 1 -type f | sort | sed -n "1,${per_class}p" | while read -r f; do ln -s "$(realpath "$f")" "$data/$c/"; done
+    done
+    what="flowers5 ($per_class per class, 224x224 JPEGs)"
+else
+    cc -O2 scripts/demo_images.c -o "$work/demo_images" $(pkg-config --cflags --libs libturbojpeg)
+    "$work/demo_images" "$work/gen" "$per_class" 1 >/dev/null
+    data=$work/gen/train
+    what="generated images ($per_class per class)"
+fi
+# Multiply-adds of VGG16's 13 convs at 150x150 (REFERENCE.md: 6.62 G).
+macs=$(awk 'BEGIN { h = 150; c = 3; split("64 64 P 128 128 P 256 256 256 P 512 512 512 P 512 512 512 P", L, " ");
+    for (i = 1; i <= 18; i++) { if (L[i] == "P") { h = int(h / 2); continue } m += 9 * c * L[i] * h * h; c = L[i] }
+    printf "%.0f", m }')
+for dev in cpu cuda; do
+    if [ $dev = cuda ] && ! build/extract --device cuda --summary >/dev/null 2>&1; then continue; fi
+    if [ $dev = cuda ] && build/extract --version | grep -q "GPU: none"; then echo "(no usable GPU: GPU path not measured)"; continue; fi
+    out=$(build/extract --data "$data" --cache "$work/cache_$dev" --weights random --input-size 150 \
+          --device $dev --threads "$threads" --batch 16 --quiet --overwrite)
+    rate=$(echo "$out" | sed -n 's/.*(\([0-9.]*\) img\/s).*/\1/p')
+    bpi=$(echo "$out" | sed -n 's/.*MB on disk, \([0-9]*\) bytes per image.*/\1/p')
+    echo "extract --device $dev, $what: $rate img/s, $bpi bytes per image (f16 + zstd; raw 16384)"
+    if [ $dev = cpu ]; then
+        awk -v r="$rate" -v m="$macs" -v s="$sgemm" 'BEGIN { g = r * 2 * m / 1e9;
+            printf "  conv base: %.1f GFLOPS = %.0f%% of sgemm (target >= 50%%; includes decoding, caching)\n", g, 100 * g / s }'
+    fi
+done
+
+# --- train --------------------------------------------------------------------
+cc -std=gnu11 -O2 -I. -Icommon scripts/bench_train_cache.c build/cpu/libvggft.a -o "$work/bench_train_cache" \
+    $(pkg-config --libs lmdb libzstd zlib) -lm 2>/dev/null ||
+cc -std=gnu11 -O2 -I. -Icommon scripts/bench_train_cache.c build/libvggft.a -o "$work/bench_train_cache" \
+    $(pkg-config --libs lmdb libzstd zlib) -lm -L/usr/local/cuda/lib64 -lcudart -lcudnn -lstdc++
+"$work/bench_train_cache" "$work/train_cache" 3000
+out=$(build/train --cache "$work/train_cache" --out "$work/head.h5" --epochs 5 --batch 20 --threads "$threads" --quiet)
+secs=$(echo "$out" | sed -n 's/^Epoch [0-9]*\/5 - \([0-9.]*\)s.*/\1/p' | sort -g | head -1)
+awk -v t="$secs" -v s="$sgemm" 'BEGIN { f = 4 * 3000 * 8192 * 256 / 1e9;
+    printf "train, 3000 x 4x4x512, batch 20: %.2f s per epoch (best of 5); dense layers %.1f GFLOPS = %.0f%% of sgemm (target >= 70%%)\n", t, f / t, 100 * f / t / s }'
