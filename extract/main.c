@@ -72,33 +72,29 @@ int main(int argc, char **argv) {
     int n_rest = 0;
     char **rest = NULL;
     int rc = cli_parse(&spec, argc, argv, &n_rest, &rest);
-    if (rc == CLI_EXIT_OK) return 0;
-    if (rc == CLI_USAGE) return 2;
+    int status = rc == CLI_EXIT_OK ? 0 : 2;
+    if (rc != CLI_OK) goto out;
     blas_set_threads(o.threads);
-    if (summary) return model_options_summary("extract", &mo, MOPT_BASE, SUMMARY_BASE);
-    if (info) {
-        if (extract_info(info) < 0) return cli_error("extract", NULL), 1;
-        return 0;
-    }
-    if (merge) {
-        if (extract_merge(merge, rest, n_rest, o.overwrite) < 0) return cli_error("extract", NULL), 1;
-        return 0;
-    }
-    if (n_rest) {
+    if (summary) {
+        status = model_options_summary("extract", &mo, MOPT_BASE, SUMMARY_BASE);
+    } else if (info) {
+        status = extract_info(info) < 0 ? (cli_error("extract", NULL), 1) : 0;
+    } else if (merge) {
+        status = extract_merge(merge, rest, n_rest, o.overwrite) < 0 ? (cli_error("extract", NULL), 1) : 0;
+    } else if (n_rest) {
         cli_error("extract", "unexpected argument '%s' (see --help)", rest[0]);
-        return 2;
-    }
-    if (!o.data || !o.cache) {
+    } else if (!o.data || !o.cache) {
         cli_error("extract", "--data and --cache are required (see --help)");
-        return 2;
+    } else {
+        o.model = mo.model;
+        o.layer = mo.layer;
+        o.input_size = mo.input_size;
+        char *command = cli_command_line(argc, argv);
+        o.command_line = command;
+        status = extract_run(&o) < 0 ? (cli_error("extract", NULL), 1) : 0;
+        free(command);
     }
-    o.model = mo.model;
-    o.layer = mo.layer;
-    o.input_size = mo.input_size;
-    o.command_line = cli_command_line(argc, argv);
-    if (extract_run(&o) < 0) {
-        cli_error("extract", NULL);
-        return 1;
-    }
-    return 0;
+out:
+    free(rest);
+    return status;
 }

@@ -236,7 +236,9 @@ Test(extract, crash_then_rerun_completes_without_duplicates) {
     rc = run_tool("extract", args, &out);
     cr_assert_eq(rc, 0, "%s", out);
     free(out);
-    Records r = read_all(cache, &meta), want = read_all(ref, &meta);
+    CacheMeta ref_meta;
+    Records r = read_all(cache, &meta), want = read_all(ref, &ref_meta);
+    cache_meta_free(&ref_meta);
     cr_assert_eq(r.n, 10);
     for (int i = 0; i < 10; i++) {
         cr_expect_eq(r.keys[i], want.keys[i]);

@@ -76,6 +76,7 @@ static float *head_weights(const char *path, int K, long *n) {
     for (int i = m.n_base; i < m.n_layers; i++) *n += m.layers[i].n_kernel + m.layers[i].n_bias;
     float *w = malloc(sizeof(float) * (size_t)*n), *p = w;
     for (int i = m.n_base; i < m.n_layers; i++) {
+        if (!m.layers[i].n_kernel) continue;
         memcpy(p, m.layers[i].kernel, sizeof(float) * (size_t)m.layers[i].n_kernel), p += m.layers[i].n_kernel;
         memcpy(p, m.layers[i].bias, sizeof(float) * (size_t)m.layers[i].n_bias), p += m.layers[i].n_bias;
     }

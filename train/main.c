@@ -1,5 +1,6 @@
 // train: the dense head on the CPU from cached features.
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "blas_setup.h"
@@ -98,10 +99,9 @@ int main(int argc, char **argv) {
     o.hidden = mo.hidden;
     o.dropout = mo.dropout;
     o.class_mode = mo.class_mode;
-    o.command_line = cli_command_line(argc, argv);
-    if (train_run(&o) < 0) {
-        cli_error("train", NULL);
-        return 1;
-    }
-    return 0;
+    char *command = cli_command_line(argc, argv);
+    o.command_line = command;
+    int status = train_run(&o) < 0 ? (cli_error("train", NULL), 1) : 0;
+    free(command);
+    return status;
 }
