@@ -336,3 +336,62 @@ Test(extract, other_settings_refused_and_bad_folders) {
     free(out);
     remove_data_folder(dir);
 }
+
+Test(extract, huge_image_odd_names_and_lmdb_tools) {
+    char *dir = make_folder(0);
+    // A non-UTF-8 name (Latin-1 'e acute') and an image far over a small
+    // pixel budget: decoded at a reduced scale, with a warning, and cached.
+    char path[2048];
+    snprintf(path, sizeof path, "%s/squares/caf\xe9.jpg", dir);
+    uint8_t *rgb = malloc(64 * 48 * 3);
+    draw_shape(rgb, 64, 48, 1, 77);
+    write_jpeg(path, rgb, 64, 48, 90);
+    free(rgb);
+    int W = 1600, H = 1200;
+    rgb = malloc((size_t)W * H * 3);
+    draw_shape(rgb, W, H, 0, 78);
+    snprintf(path, sizeof path, "%s/circles/huge.jpg", dir);
+    write_jpeg(path, rgb, W, H, 80);
+    free(rgb);
+    char cache[1100], args[3000];
+    snprintf(cache, sizeof cache, "%s/../cache", dir);
+    snprintf(args, sizeof args, "--data '%s' --cache '%s' --weights random --input-size %d --max-pixels 500000", dir,
+             cache, SIZE);
+    char *out;
+    int rc = run_tool("extract", args, &out);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_expect(strstr(out, "huge.jpg is 1600x1200, over the pixel budget of 500000") != NULL, "%s", out);
+    free(out);
+    CacheMeta meta;
+    Records r = read_all(cache, &meta);
+    cr_expect_eq(r.n, 12);
+    int found_latin1 = 0, found_huge = 0;
+    for (int i = 0; i < r.n; i++) {
+        found_latin1 |= !strcmp(r.paths[i], "squares/caf\xe9.jpg");
+        found_huge |= !strcmp(r.paths[i], "circles/huge.jpg");
+    }
+    cr_expect(found_latin1 && found_huge);
+    free_records(&r);
+    cache_meta_free(&meta);
+    // Standard LMDB tools read the cache.
+    snprintf(args, sizeof args, "mdb_stat -s features '%s' 2>&1", cache);
+    FILE *p = popen(args, "r");
+    char text[2048] = "";
+    size_t n = fread(text, 1, sizeof text - 1, p);
+    text[n] = '\0';
+    cr_expect_eq(pclose(p), 0, "mdb_stat failed: %s", text);
+    cr_expect(strstr(text, "Entries: 12") != NULL, "%s", text);
+    // --info agrees.
+    snprintf(args, sizeof args, "--info '%s'", cache);
+    rc = run_tool("extract", args, &out);
+    cr_expect_eq(rc, 0, "%s", out);
+    cr_expect(strstr(out, "records:        12") && strstr(out, "weights:        random:seed=1"), "%s", out);
+    free(out);
+    // A cache path that cannot be created: a clear error naming it.
+    snprintf(args, sizeof args, "--data '%s' --cache '%s/circles/img 0.jpg/cache' --weights random --quiet", dir, dir);
+    rc = run_tool("extract", args, &out);
+    cr_expect_eq(rc, 1, "%s", out);
+    cr_expect(strstr(out, "extract: error:") && strstr(out, "img 0.jpg"), "%s", out);
+    free(out);
+    remove_data_folder(dir);
+}

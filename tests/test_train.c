@@ -314,3 +314,24 @@ Test(train, mismatched_and_bad_caches) {
     remove_tree(dir);
     free(dir);
 }
+
+Test(train, streaming_from_the_cache_equals_in_memory) {
+    char *dir = make_temp_dir("train");
+    char tr[600], a[600], b[600], args[3000];
+    snprintf(tr, sizeof tr, "%s/train", dir);
+    snprintf(a, sizeof a, "%s/mem.h5", dir);
+    snprintf(b, sizeof b, "%s/stream.h5", dir);
+    int n[2] = {25, 15};
+    make_cache(tr, 2, n, 32, 11);
+    snprintf(args, sizeof args, "--cache %s --out %s --hidden 16 --epochs 2 --batch 6 --quiet", tr, a);
+    free(run_ok(args));
+    // A budget of 0 MB: nothing fits, every batch is read from LMDB.
+    snprintf(args, sizeof args, "--cache %s --out %s --hidden 16 --epochs 2 --batch 6 --quiet --memory-budget 0", tr, b);
+    free(run_ok(args));
+    long n1, n2;
+    float *w1 = head_weights(a, 2, &n1), *w2 = head_weights(b, 2, &n2);
+    cr_expect_arr_eq(w1, w2, sizeof(float) * (size_t)n1);
+    free(w1), free(w2);
+    remove_tree(dir);
+    free(dir);
+}
