@@ -87,6 +87,7 @@ void head_buffers_free(HeadBuffers *hb) {
 }
 
 int grads_alloc(Grads *g, const Model *m, int from, int to) {
+    memset(g, 0, sizeof *g);
     g->n_layers = m->n_layers;
     g->dkernel = calloc(m->n_layers, sizeof(float *));
     g->dbias = calloc(m->n_layers, sizeof(float *));
@@ -171,16 +172,24 @@ float head_backward(const Model *m, const float *features, const int32_t *labels
     const float *x = h.hidden ? hb->hidden : features;
     int dim = h.hidden ? h.hidden->units : D;
     float *dx = h.hidden ? hb->d_hidden : d_features;
-    dense_backward(x, N, dim, h.output->kernel, h.output->units, dl, dx, g ? g->dkernel[h.i_output] : NULL,
-                   g ? g->dbias[h.i_output] : NULL);
+    const int fused = g && g->sgd_lr > 0;
+    if (fused)
+        dense_backward_sgd(x, N, dim, h.output->kernel, h.output->bias, h.output->units, dl, dx, g->sgd_lr);
+    else
+        dense_backward(x, N, dim, h.output->kernel, h.output->units, dl, dx, g ? g->dkernel[h.i_output] : NULL,
+                       g ? g->dbias[h.i_output] : NULL);
     if (h.hidden) {
         size_t n = (size_t)N * h.hidden->units;
         if (hb->dropout_applied) dropout_backward(hb->d_hidden, n, h.dropout->rate, hb->mask);
         // relu'(pre) equals relu'(post-dropout) only where dropout kept the
         // unit; dropped units already have zero gradient from the mask.
         relu_backward(hb->hidden, hb->d_hidden, n);
-        dense_backward(features, N, D, h.hidden->kernel, h.hidden->units, hb->d_hidden, d_features,
-                       g ? g->dkernel[h.i_hidden] : NULL, g ? g->dbias[h.i_hidden] : NULL);
+        if (fused)
+            dense_backward_sgd(features, N, D, h.hidden->kernel, h.hidden->bias, h.hidden->units, hb->d_hidden,
+                               d_features, g->sgd_lr);
+        else
+            dense_backward(features, N, D, h.hidden->kernel, h.hidden->units, hb->d_hidden, d_features,
+                           g ? g->dkernel[h.i_hidden] : NULL, g ? g->dbias[h.i_hidden] : NULL);
     }
     return loss;
 }

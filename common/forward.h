@@ -37,6 +37,9 @@ typedef struct {
 typedef struct {
     int n_layers;
     float **dkernel, **dbias;
+    // > 0: plain SGD with this learning rate is applied to the weights during
+    // head_backward (dense_backward_sgd) instead of accumulating gradients.
+    float sgd_lr;
 } Grads;
 
 int head_buffers_alloc(HeadBuffers *hb, const Model *m, int cap);

@@ -66,6 +66,14 @@ void dense_forward(const float *in, int N, int D, const float *W,
 void dense_backward(const float *in, int N, int D, const float *W, int U,
                     const float *dout, float *din, float *dW, float *db);
 
+// Plain SGD (no momentum) folded into the backward pass: din (may be NULL)
+// from W before the update, then W -= lr * in^T @ dout and b -= lr * sum(dout).
+// One sgemm with beta 1 instead of writing dW and reading it back: a third of
+// the memory traffic of a small-batch step. Equal to dense_backward followed
+// by optim_update(SGD) up to float rounding of the last bit.
+void dense_backward_sgd(const float *in, int N, int D, float *W, float *b, int U,
+                        const float *dout, float *din, float lr);
+
 // --- Inverted dropout (training only) --------------------------------------
 // Keeps each element with probability 1-rate and divides kept ones by
 // (1-rate), like Keras. Element i is kept when

@@ -2,6 +2,7 @@
 // {sgd,adam,rmsprop}.py), in float32 and in the same operation order, so a
 // trajectory matches Keras's to float32 rounding.
 #include "optim.h"
+#include "parallel.h"
 
 #include <math.h>
 #include <string.h>
@@ -45,21 +46,21 @@ int optim_slots(const Optimizer *o) {
     return 0;
 }
 
-static void sgd_update(const Optimizer *o, float *w, const float *g, float *const *slots,
+static void sgd_update(const Optimizer *o, float *restrict w, const float *restrict g, float *const *slots,
                        size_t n) {
     float lr = o->lr, mu = o->momentum;
     if (mu == 0.0f) {
         for (size_t i = 0; i < n; i++) w[i] -= g[i] * lr;
         return;
     }
-    float *m = slots[0];
+    float *restrict m = slots[0];
     for (size_t i = 0; i < n; i++) {
         m[i] = m[i] * mu - g[i] * lr;
         w[i] += o->nesterov ? m[i] * mu - g[i] * lr : m[i];
     }
 }
 
-static void adam_update(const Optimizer *o, float *w, const float *g, float *const *slots,
+static void adam_update(const Optimizer *o, float *restrict w, const float *restrict g, float *const *slots,
                         size_t n) {
     // Bias correction folded into the step size, as Keras does:
     // alpha = lr * sqrt(1 - b2^t) / (1 - b1^t), with t = step + 1.
@@ -67,7 +68,7 @@ static void adam_update(const Optimizer *o, float *w, const float *g, float *con
     float b1p = powf(o->beta1, t), b2p = powf(o->beta2, t);
     float alpha = o->lr * sqrtf(1.0f - b2p) / (1.0f - b1p);
     float c1 = 1.0f - o->beta1, c2 = 1.0f - o->beta2, eps = o->epsilon;
-    float *m = slots[0], *v = slots[1];
+    float *restrict m = slots[0], *restrict v = slots[1];
     for (size_t i = 0; i < n; i++) {
         m[i] += (g[i] - m[i]) * c1;
         v[i] += (g[i] * g[i] - v[i]) * c2;
@@ -75,12 +76,12 @@ static void adam_update(const Optimizer *o, float *w, const float *g, float *con
     }
 }
 
-static void rmsprop_update(const Optimizer *o, float *w, const float *g, float *const *slots,
+static void rmsprop_update(const Optimizer *o, float *restrict w, const float *restrict g, float *const *slots,
                            size_t n) {
     // Keras adds epsilon inside the square root (unlike Adam).
     float rho = o->rho, c = 1.0f - o->rho, lr = o->lr, eps = o->epsilon, mu = o->momentum;
-    float *v = slots[0];
-    float *mom = mu > 0.0f ? slots[1] : NULL;
+    float *restrict v = slots[0];
+    float *restrict mom = mu > 0.0f ? slots[1] : NULL;
     for (size_t i = 0; i < n; i++) {
         v[i] = rho * v[i] + c * (g[i] * g[i]);
         float inc = (lr * g[i]) / sqrtf(v[i] + eps);
@@ -92,11 +93,31 @@ static void rmsprop_update(const Optimizer *o, float *w, const float *g, float *
     }
 }
 
+// Elementwise, so any split gives the same bits: fixed chunks on the pool.
+enum { CHUNK = 1 << 15 };
+
+typedef struct {
+    const Optimizer *o;
+    float *param;
+    const float *grad;
+    float *const *slots;
+    size_t n;
+} UpdateJob;
+
+static void update_chunk(void *ctx, int t) {
+    const UpdateJob *j = ctx;
+    size_t at = (size_t)t * CHUNK, len = j->n - at < CHUNK ? j->n - at : CHUNK;
+    int ns = optim_slots(j->o);  // the caller's array holds exactly this many
+    float *sl[2] = {ns > 0 ? j->slots[0] + at : NULL, ns > 1 ? j->slots[1] + at : NULL};
+    switch (j->o->kind) {
+    case OPTIM_SGD: sgd_update(j->o, j->param + at, j->grad + at, sl, len); break;
+    case OPTIM_ADAM: adam_update(j->o, j->param + at, j->grad + at, sl, len); break;
+    case OPTIM_RMSPROP: rmsprop_update(j->o, j->param + at, j->grad + at, sl, len); break;
+    }
+}
+
 void optim_update(const Optimizer *o, float *param, const float *grad,
                   float *const *slots, size_t n) {
-    switch (o->kind) {
-    case OPTIM_SGD: sgd_update(o, param, grad, slots, n); break;
-    case OPTIM_ADAM: adam_update(o, param, grad, slots, n); break;
-    case OPTIM_RMSPROP: rmsprop_update(o, param, grad, slots, n); break;
-    }
+    UpdateJob j = {o, param, grad, slots, n};
+    parallel_for((int)((n + CHUNK - 1) / CHUNK), update_chunk, &j);
 }

@@ -1,8 +1,8 @@
 // Throughput of conv3x3_forward/backward on VGG16 layer shapes, measured
 // against a plain 1536^3 sgemm (the machine's practical peak) on the same run.
 //
-//   gcc -std=gnu11 -O2 -I. -Icommon $(pkg-config --cflags openblas) \
-//       scripts/bench_conv.c common/conv.c -o bench_conv $(pkg-config --libs openblas) -lm
+//   gcc -std=gnu11 -O2 -I. -Icommon $(pkg-config --cflags openblas) scripts/bench_conv.c
+//       common/conv.c -o bench_conv $(pkg-config --libs openblas) -lm      (one line)
 //   OPENBLAS_CORETYPE=SkylakeX ./bench_conv [threads] [--vgg16|--bands]
 //
 // OPENBLAS_CORETYPE must be in the environment before the program starts
@@ -99,7 +99,8 @@ static Rate measure(void (*fn)(void *), void *arg, double flops) {
 
 static Rate bench_conv(const char *name, int N, int H, int W, int C, int K, int band,
                        int backward, int quiet) {
-    Conv c = {N, H, W, C, K, band > 0 ? band : conv3x3_band_rows(H, W, C, K), backward};
+    Conv c = {.N = N, .H = H, .W = W, .C = C, .K = K, .backward = backward,
+              .rows = band > 0 ? band : conv3x3_band_rows(H, W, C, K)};
     c.in = randbuf((size_t)N * H * W * C);
     c.ker = randbuf((size_t)9 * C * K);
     c.bias = randbuf(K);

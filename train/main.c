@@ -60,7 +60,6 @@ int main(int argc, char **argv) {
     int rc = cli_parse(&spec, argc, argv, NULL, NULL);
     if (rc == CLI_EXIT_OK) return 0;
     if (rc == CLI_USAGE) return 2;
-    blas_set_threads(o.threads);
     if (summary) return model_options_summary("train", &mo, MOPT_BASE | MOPT_HEAD, SUMMARY_NESTED);
     if (!o.cache || !o.out) {
         cli_error("train", "--cache and --out are required (see --help)");

@@ -24,6 +24,7 @@
 #include "model.h"
 #include "model_io.h"
 #include "optim.h"
+#include "parallel.h"
 #include "plot.h"
 #include "progress.h"
 #include "rng.h"
@@ -144,6 +145,10 @@ static int write_history_csv(const char *path, int n, const float *loss, const f
 int train_run(const TrainOptions *o) {
     int status = -1;
     const int threads = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    // The head's products run as fixed blocks on our pool, BLAS inside each
+    // single-threaded: the same bits on any --threads (see layers.c).
+    blas_set_threads(1);
+    parallel_set_threads(threads);
     const size_t budget = (size_t)o->memory_budget_mb << 20;
     FeatureSet all = {0}, train = {0}, val = {0};
     CacheMeta meta = {0}, vmeta = {0};
@@ -372,14 +377,16 @@ int train_run(const TrainOptions *o) {
                 weights[i] = class_w ? class_w[labels[i]] : 1.0f;
             }
             if (features_gather(&train, rows, n, x) < 0) goto done;
-            grads_zero(&g, &m);
+            // Plain SGD is applied inside the backward pass (no gradient buffers).
+            g.sgd_lr = kind == OPTIM_SGD && opt.momentum == 0.0f ? opt.lr : 0.0f;
+            if (!g.sgd_lr) grads_zero(&g, &m);
             head_forward(&m, x, n, 1, (uint64_t)o->seed, (uint64_t)opt.step, &hb);
             float loss = head_backward(&m, x, labels, class_w ? weights : NULL, n, &hb, &g, NULL);
             if (!isfinite(loss)) {
                 err_set("epoch %d step %d: the loss is %g (diverged: lower --lr)", epoch + 1, s + 1, loss);
                 goto done;
             }
-            for (int i = h0; i < m.n_layers; i++) {
+            for (int i = h0; i < m.n_layers && !g.sgd_lr; i++) {
                 Layer *l = &m.layers[i];
                 if (!l->n_kernel) continue;
                 optim_update(&opt, l->kernel, g.dkernel[i], &slots[(i * 2) * 2], (size_t)l->n_kernel);
