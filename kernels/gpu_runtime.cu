@@ -14,7 +14,14 @@ extern "C" int gpu_count(char *why, size_t why_size) {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess) {
-        if (why) snprintf(why, why_size, "%s", cudaGetErrorString(e));
+        // The usual cases on CPU nodes, in words a user can act on.
+        if (why && e == cudaErrorInsufficientDriver)
+            snprintf(why, why_size, "no NVIDIA driver, or one older than this build's CUDA %d.%d needs",
+                     CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10);
+        else if (why && e == cudaErrorNoDevice)
+            snprintf(why, why_size, "no CUDA-capable device is detected");
+        else if (why)
+            snprintf(why, why_size, "%s", cudaGetErrorString(e));
         cudaGetLastError();  // clear the sticky error for later calls
         return 0;
     }
