@@ -13,7 +13,8 @@ fixture stays a few KB while the network is the real 13-conv VGG16.
     x[i] = float32((i * 37 + n * 11) % 256 - 128)   for image n, H,W,C order
 
 L counts the layers with weights from 1 (block1_conv1) upward, the head's
-Dense layers included. Writes vgg_<H>x<W>_features.npy and _probs.npy into the output folder.
+Dense layers included. Writes vgg_<H>x<W>_features.npy and _probs.npy, and
+headtrain_*.npy: three train_on_batch steps of the head (see below). into the output folder.
 Run: KERAS_BACKEND=jax python3 scripts/fixtures_vgg.py tests/fixtures/vgg
 """
 import os
@@ -78,5 +79,46 @@ def main(outdir):
         print(tag, "features", feats.shape, "mean |f|", float(np.abs(feats).mean()), "probs", probs.ravel())
 
 
+def head_training_fixtures(outdir):
+    """Three training steps of the seeds' head in Keras (train_on_batch with
+    class weights, dropout 0 so no randomness), from formula weights: the
+    loss Keras reports at each step and the weights after the last one."""
+    D, H = 512, 8
+    rng = np.random.default_rng(3)
+    feats = rng.uniform(0, 2, size=(12, D)).astype(np.float32) * (rng.uniform(size=(12, D)) < 0.4)
+    labels = np.array([0, 1, 1, 0, 1, 0, 0, 1, 1, 1, 0, 1], dtype=np.int32)
+    np.save(os.path.join(outdir, "headtrain_features.npy"), feats.astype(np.float32))
+    np.save(os.path.join(outdir, "headtrain_labels.npy"), labels)
+    for name, opt in [("sgd", lambda: keras.optimizers.SGD(learning_rate=0.05, momentum=0.9, nesterov=True)),
+                      ("adam", lambda: keras.optimizers.Adam(learning_rate=0.01))]:
+        model = keras.Sequential([
+            keras.Input((D,)),
+            keras.layers.Dense(H, activation="relu"),
+            keras.layers.Dropout(0.0),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ])
+        L = 0
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.Dense):
+                L += 1
+                k, b = layer.get_weights()
+                layer.set_weights([formula_kernel(k.shape, L, k.shape[0], k.shape[1]),
+                                   (formula_bias(b.shape[0], L) * 50).astype(np.float32)])
+        # from_logits would not be what users run: the seeds compile with
+        # loss='binary_crossentropy' on a sigmoid output, as here.
+        model.compile(optimizer=opt(), loss="binary_crossentropy")
+        losses = []
+        for step in range(3):
+            sl = slice(4 * step, 4 * step + 4)
+            losses.append(model.train_on_batch(feats[sl], labels[sl].astype(np.float32).reshape(-1, 1),
+                                               class_weight={0: 0.75, 1: 1.5}))
+        np.save(os.path.join(outdir, f"headtrain_{name}_losses.npy"), np.array(losses, dtype=np.float32))
+        w = np.concatenate([v.ravel() for v in model.get_weights()]).astype(np.float32)
+        np.save(os.path.join(outdir, f"headtrain_{name}_weights.npy"), w)
+        print(name, "losses", losses)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/vgg")
+    out = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/vgg"
+    main(out)
+    head_training_fixtures(out)

@@ -9,6 +9,7 @@
 #include "error.h"
 #include "forward.h"
 #include "model.h"
+#include "optim.h"
 #include "testutil.h"
 
 static Model build(int size, const char *unfreeze, Arch arch, const char *cut) {
@@ -287,3 +288,102 @@ static void head_gradcheck(int binary, int classes, int hidden) {
 Test(head, gradients_binary) { head_gradcheck(1, 2, 16); }
 Test(head, gradients_softmax) { head_gradcheck(0, 4, 16); }
 Test(head, gradients_no_hidden_layer) { head_gradcheck(0, 3, 0); }
+
+// Three training steps of the head against Keras's train_on_batch on the
+// same weights and batches (class weights on, dropout 0 so nothing random):
+// the loss of each step and the weights after the last. Covers the whole
+// step: forward, weighted loss, backward, optimizer, in Keras's order.
+static void train_steps_like_keras(const char *opt_name) {
+    ModelConfig cfg;
+    model_config_defaults(&cfg);
+    cfg.input_h = cfg.input_w = 32;  // features 1x1x512
+    cfg.hidden = 8;
+    cfg.dropout = 0;
+    Model m;
+    cr_assert_eq(model_build(&m, &cfg), 0, "%s", err_msg());
+    cr_assert_eq(model_alloc_weights(&m, m.n_base, m.n_layers), 0);
+    int L = 0;
+    for (int i = m.n_base; i < m.n_layers; i++) {
+        Layer *l = &m.layers[i];
+        if (!l->n_kernel) continue;
+        L++;
+        formula_kernel(l->kernel, l->n_kernel, L, l->in_c);
+        formula_bias(l->bias, l->n_bias, L);
+        for (long j = 0; j < l->n_bias; j++) l->bias[j] *= 50.0f;
+    }
+    char *p = fixture_path("vgg/headtrain_features.npy");
+    Npy feats = npy_load(p);
+    free(p);
+    p = fixture_path("vgg/headtrain_labels.npy");
+    Npy labels = npy_load(p);
+    free(p);
+    char name[96];
+    snprintf(name, sizeof name, "vgg/headtrain_%s_losses.npy", opt_name);
+    p = fixture_path(name);
+    Npy want_loss = npy_load(p);
+    free(p);
+    snprintf(name, sizeof name, "vgg/headtrain_%s_weights.npy", opt_name);
+    p = fixture_path(name);
+    Npy want_w = npy_load(p);
+    free(p);
+
+    Optimizer o;
+    if (!strcmp(opt_name, "sgd")) {
+        optim_defaults(&o, OPTIM_SGD);
+        o.lr = 0.05f, o.momentum = 0.9f, o.nesterov = 1;
+    } else {
+        optim_defaults(&o, OPTIM_ADAM);
+        o.lr = 0.01f;
+    }
+    HeadBuffers hb;
+    Grads g;
+    cr_assert_eq(head_buffers_alloc(&hb, &m, 4), 0);
+    cr_assert_eq(grads_alloc(&g, &m, m.n_base, m.n_layers), 0);
+    float *slots[16][2] = {{0}};
+    for (int step = 0; step < 3; step++) {
+        const float *x = (const float *)feats.data + (size_t)step * 4 * 512;
+        const int32_t *y = (const int32_t *)labels.data + step * 4;
+        float w[4];
+        for (int i = 0; i < 4; i++) w[i] = y[i] ? 1.5f : 0.75f;
+        grads_zero(&g, &m);
+        head_forward(&m, x, 4, 1, 0, 0, &hb);
+        float loss = head_backward(&m, x, y, w, 4, &hb, &g, NULL);
+        float want = ((float *)want_loss.data)[step];
+        cr_expect_float_eq(loss, want, 2e-6f * fabsf(want), "%s step %d: loss %.8g, Keras %.8g", opt_name, step, loss,
+                           want);
+        int k = 0;
+        for (int i = m.n_base; i < m.n_layers; i++) {
+            Layer *l = &m.layers[i];
+            if (!l->n_kernel) continue;
+            for (int t = 0; t < 2; t++, k++) {
+                size_t n = (size_t)(t ? l->n_bias : l->n_kernel);
+                for (int s = 0; s < optim_slots(&o); s++)
+                    if (!slots[k][s]) slots[k][s] = calloc(n, sizeof(float));
+                optim_update(&o, t ? l->bias : l->kernel, t ? g.dbias[i] : g.dkernel[i], slots[k], n);
+            }
+        }
+        optim_step_done(&o);
+    }
+    // Weights in Keras's get_weights() order: kernel, bias per Dense layer.
+    const float *want = want_w.data;
+    size_t at = 0;
+    float worst = 0;
+    for (int i = m.n_base; i < m.n_layers; i++) {
+        Layer *l = &m.layers[i];
+        if (!l->n_kernel) continue;
+        for (long j = 0; j < l->n_kernel; j++) worst = fmaxf(worst, fabsf(l->kernel[j] - want[at++]));
+        for (long j = 0; j < l->n_bias; j++) worst = fmaxf(worst, fabsf(l->bias[j] - want[at++]));
+    }
+    cr_assert_eq(at, want_w.count);
+    // Weights are O(0.1): float32 rounding of reordered sums, carried
+    // through three updates.
+    cr_expect_lt(worst, 1e-6f, "%s: weights differ from Keras's by %g", opt_name, worst);
+    for (int k = 0; k < 16; k++) free(slots[k][0]), free(slots[k][1]);
+    grads_free(&g);
+    head_buffers_free(&hb);
+    npy_free(&feats), npy_free(&labels), npy_free(&want_loss), npy_free(&want_w);
+    model_free(&m);
+}
+
+Test(head, training_steps_match_keras_sgd_nesterov) { train_steps_like_keras("sgd"); }
+Test(head, training_steps_match_keras_adam) { train_steps_like_keras("adam"); }
