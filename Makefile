@@ -86,6 +86,7 @@ $(LIB): $(COMMON_OBJ) $(KERNEL_OBJ)
 # Each tool is the .c files of its folder on top of the shared library.
 define TOOL_RULE
 $(BUILD)/$(1): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard $(1)/*.c)) $(LIB)
+	@rm -f $$@  # may be a link to the CPU-only build: never write through it
 	$$(CC) $$^ -o $$@ $$(LDFLAGS) $$(LDLIBS)
 endef
 $(foreach t,extract train finetune,$(eval $(call TOOL_RULE,$(t))))
