@@ -282,6 +282,21 @@ Test(train, mismatched_and_bad_caches) {
     cr_expect_eq(run_tool("train", args, &o), 1);
     cr_expect(strstr(o, "single class"), "%s", o);
     free(o);
+    // No records at all, and a class with none.
+    char empty[600], absent[600];
+    snprintf(empty, sizeof empty, "%s/empty", dir);
+    snprintf(absent, sizeof absent, "%s/absent", dir);
+    int none[2] = {0, 0}, only_ants[2] = {5, 0};
+    make_cache(empty, 2, none, 32, 12);
+    make_cache(absent, 2, only_ants, 32, 13);
+    snprintf(args, sizeof args, "--cache %s --out %s --quiet", empty, out);
+    cr_expect_eq(run_tool("train", args, &o), 1);
+    cr_expect(strstr(o, "holds no records"), "%s", o);
+    free(o);
+    snprintf(args, sizeof args, "--cache %s --out %s --quiet", absent, out);
+    cr_expect_eq(run_tool("train", args, &o), 1);
+    cr_expect(strstr(o, "class 'bees' has no training records"), "%s", o);
+    free(o);
     snprintf(args, sizeof args, "--cache %s/none --out %s --quiet", dir, out);
     cr_expect_eq(run_tool("train", args, &o), 1);
     cr_expect(strstr(o, "no such cache"), "%s", o);
