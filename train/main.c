@@ -23,6 +23,32 @@ static const char *EPILOG =
     "any --threads.\n"
     "  build/train --summary --input-size 150 --classes 2";
 
+// Out-of-range or contradictory values: the usage error naming them, or NULL.
+static const char *check_options(CliSpec *spec, const TrainOptions *o, const ModelOptions *mo, char *why, size_t n) {
+    const char *from_cache[] = {"model", "input-size", "layer", "classes"};
+    for (int i = 0; i < 4; i++)
+        if (cli_find(spec, from_cache[i])->seen)
+            return snprintf(why, n, "--%s is for --summary only: training takes it from the cache", from_cache[i]), why;
+#define BAD(...) return snprintf(why, n, __VA_ARGS__), why
+    if (o->epochs < 1) BAD("--epochs must be >= 1, got %d", o->epochs);
+    if (o->batch < 1) BAD("--batch must be >= 1, got %d", o->batch);
+    if (o->lr_given && !(o->lr > 0)) BAD("--lr must be > 0, got %g", o->lr);
+    if (o->momentum_given && !(o->momentum >= 0 && o->momentum < 1))
+        BAD("--momentum must be in [0, 1), got %g", o->momentum);
+    if (!(o->validation_split >= 0 && o->validation_split < 1))
+        BAD("--validation-split must be in [0, 1), got %g", o->validation_split);
+    if (o->validation_split > 0 && o->val_cache) BAD("give either --val-cache or --validation-split, not both");
+    if (mo->hidden < 0) BAD("--hidden must be >= 0, got %d", mo->hidden);
+    if (!(mo->dropout >= 0 && mo->dropout < 1)) BAD("--dropout must be in [0, 1), got %g", mo->dropout);
+    if (o->early_stopping < 0) BAD("--early-stopping must be >= 0, got %d", o->early_stopping);
+    if (o->early_stopping > 0 && !o->val_cache && o->validation_split <= 0)
+        BAD("--early-stopping watches val_loss: give --val-cache or --validation-split");
+    if (o->nesterov && strcmp(o->optimizer, "sgd")) BAD("--nesterov applies to --optimizer sgd only");
+    if (o->memory_budget_mb < 0) BAD("--memory-budget must be >= 0, got %ld", o->memory_budget_mb);
+#undef BAD
+    return NULL;
+}
+
 int main(int argc, char **argv) {
     blas_setup(argv, 0);
     TrainOptions o = {0};
@@ -65,32 +91,10 @@ int main(int argc, char **argv) {
         cli_error("train", "--cache and --out are required (see --help)");
         return 2;
     }
-    // Out-of-range values are usage errors, named.
-    const char *bad = NULL;
-    char why[160];
     o.lr_given = cli_find(&spec, "lr")->seen;
     o.momentum_given = cli_find(&spec, "momentum")->seen;
-    if (o.epochs < 1) snprintf(why, sizeof why, "--epochs must be >= 1, got %d", o.epochs), bad = why;
-    else if (o.batch < 1) snprintf(why, sizeof why, "--batch must be >= 1, got %d", o.batch), bad = why;
-    else if (o.lr_given && !(o.lr > 0)) snprintf(why, sizeof why, "--lr must be > 0, got %g", o.lr), bad = why;
-    else if (o.momentum_given && !(o.momentum >= 0 && o.momentum < 1))
-        snprintf(why, sizeof why, "--momentum must be in [0, 1), got %g", o.momentum), bad = why;
-    else if (!(o.validation_split >= 0 && o.validation_split < 1))
-        snprintf(why, sizeof why, "--validation-split must be in [0, 1), got %g", o.validation_split), bad = why;
-    else if (o.validation_split > 0 && o.val_cache)
-        snprintf(why, sizeof why, "give either --val-cache or --validation-split, not both"), bad = why;
-    else if (mo.hidden < 0) snprintf(why, sizeof why, "--hidden must be >= 0, got %d", mo.hidden), bad = why;
-    else if (!(mo.dropout >= 0 && mo.dropout < 1))
-        snprintf(why, sizeof why, "--dropout must be in [0, 1), got %g", mo.dropout), bad = why;
-    else if (o.early_stopping < 0)
-        snprintf(why, sizeof why, "--early-stopping must be >= 0, got %d", o.early_stopping), bad = why;
-    else if (o.early_stopping > 0 && !o.val_cache && o.validation_split <= 0)
-        snprintf(why, sizeof why, "--early-stopping watches val_loss: give --val-cache or --validation-split"),
-            bad = why;
-    else if (o.nesterov && strcmp(o.optimizer, "sgd"))
-        snprintf(why, sizeof why, "--nesterov applies to --optimizer sgd only"), bad = why;
-    else if (o.memory_budget_mb < 0)
-        snprintf(why, sizeof why, "--memory-budget must be >= 0, got %ld", o.memory_budget_mb), bad = why;
+    char why[160];
+    const char *bad = check_options(&spec, &o, &mo, why, sizeof why);
     if (bad) {
         cli_error("train", "%s", bad);
         return 2;
