@@ -79,7 +79,6 @@ typedef struct {
     const long *items;       // dataset indices of this shard
     CachedSet *cached;
     LoadOptions load;
-    size_t image_floats;
 } LoadCtx;
 
 typedef struct {
@@ -397,7 +396,7 @@ int extract_run(const ExtractOptions *o) {
                 n_items == 1 ? "" : "s", cached.n ? ", resuming" : "");
 
     int threads = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    LoadCtx lctx = {&ds, items, &cached, load, image_floats};
+    LoadCtx lctx = {&ds, items, &cached, load};
     loader = loader_start(n_items, threads, 2 * o->batch + threads, image_floats, sizeof(ItemInfo), load_item, &lctx);
     if (!loader) goto done;
 
