@@ -25,14 +25,7 @@
 
 // --- helpers ------------------------------------------------------------------
 
-static Npy load(const char *name) {
-    char rel[256];
-    snprintf(rel, sizeof rel, "layers/%s.npy", name);
-    char *p = fixture_path(rel);
-    Npy a = npy_load(p);
-    free(p);
-    return a;
-}
+static Npy load(const char *name) { return fixture_npy("layers/%s.npy", name); }
 
 #define F(a) ((float *)(a).data)
 

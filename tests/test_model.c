@@ -158,11 +158,7 @@ static void check_against_keras(int H, int W, int classes) {
     for (int n = 0; n < N; n++)
         for (long i = 0; i < (long)H * W * 3; i++) x[(long)n * H * W * 3 + i] = (float)((i * 37 + n * 11) % 256 - 128);
 
-    char name[64];
-    snprintf(name, sizeof name, "vgg/vgg_%dx%d_features.npy", H, W);
-    char *path = fixture_path(name);
-    Npy want = npy_load(path);
-    free(path);
+    Npy want = fixture_npy("vgg/vgg_%dx%d_features.npy", H, W);
     long D = model_feature_size(&m);
     cr_assert_eq((long)want.count, N * D);
 
@@ -177,10 +173,7 @@ static void check_against_keras(int H, int W, int classes) {
     float err = max_abs_diff(feat, want.data, N * D);
     cr_expect_lt(err, 1e-4f * scale + 1e-7f, "features %dx%d: max |diff| %g (largest feature %g)", H, W, err, scale);
 
-    snprintf(name, sizeof name, "vgg/vgg_%dx%d_probs.npy", H, W);
-    path = fixture_path(name);
-    Npy probs = npy_load(path);
-    free(path);
+    Npy probs = fixture_npy("vgg/vgg_%dx%d_probs.npy", H, W);
     HeadBuffers hb;
     cr_assert_eq(head_buffers_alloc(&hb, &m, N), 0);
     head_forward(&m, feat, N, 0, 0, 0, &hb);
@@ -311,21 +304,10 @@ static void train_steps_like_keras(const char *opt_name) {
         formula_bias(l->bias, l->n_bias, L);
         for (long j = 0; j < l->n_bias; j++) l->bias[j] *= 50.0f;
     }
-    char *p = fixture_path("vgg/headtrain_features.npy");
-    Npy feats = npy_load(p);
-    free(p);
-    p = fixture_path("vgg/headtrain_labels.npy");
-    Npy labels = npy_load(p);
-    free(p);
-    char name[96];
-    snprintf(name, sizeof name, "vgg/headtrain_%s_losses.npy", opt_name);
-    p = fixture_path(name);
-    Npy want_loss = npy_load(p);
-    free(p);
-    snprintf(name, sizeof name, "vgg/headtrain_%s_weights.npy", opt_name);
-    p = fixture_path(name);
-    Npy want_w = npy_load(p);
-    free(p);
+    Npy feats = fixture_npy("vgg/headtrain_features.npy");
+    Npy labels = fixture_npy("vgg/headtrain_labels.npy");
+    Npy want_loss = fixture_npy("vgg/headtrain_%s_losses.npy", opt_name);
+    Npy want_w = fixture_npy("vgg/headtrain_%s_weights.npy", opt_name);
 
     Optimizer o;
     if (!strcmp(opt_name, "sgd")) {

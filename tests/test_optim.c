@@ -11,14 +11,7 @@
 #include "optim.h"
 #include "testutil.h"
 
-static Npy load(const char *name) {
-    char rel[256];
-    snprintf(rel, sizeof rel, "layers/%s.npy", name);
-    char *p = fixture_path(rel);
-    Npy a = npy_load(p);
-    free(p);
-    return a;
-}
+static Npy load(const char *name) { return fixture_npy("layers/%s.npy", name); }
 
 // The settings of each Keras optimizer in OPTIMIZERS of fixtures_layers.py.
 static Optimizer make(const char *name) {

@@ -140,3 +140,17 @@ void write_jpeg(const char *path, const uint8_t *rgb, int w, int h, int quality)
     tjFree(buf);
     tjDestroy(tj);
 }
+
+#include <stdarg.h>
+
+Npy fixture_npy(const char *fmt, ...) {
+    char rel[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rel, sizeof rel, fmt, ap);
+    va_end(ap);
+    char *p = fixture_path(rel);
+    Npy a = npy_load(p);
+    free(p);
+    return a;
+}

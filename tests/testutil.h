@@ -41,3 +41,6 @@ float max_abs_diff(const float *a, const float *b, size_t n);
 void draw_shape(uint8_t *rgb, int w, int h, int kind, unsigned seed);
 // Saves RGB8 as a baseline JPEG (libjpeg-turbo, 4:2:0).
 void write_jpeg(const char *path, const uint8_t *rgb, int w, int h, int quality);
+
+// Loads the .npy fixture tests/fixtures/<printf(fmt, ...)>.
+Npy fixture_npy(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
