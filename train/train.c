@@ -102,12 +102,15 @@ static void print_report(const Model *m, const CacheMeta *meta, const char *what
     int w = 10;
     for (int k = 0; k < K; k++) w = (int)strlen(meta->class_names[k]) > w ? (int)strlen(meta->class_names[k]) : w;
     if (w > 24) w = 24;
+    int cw = 8;  // column width: the longest name, within 8..16
+    for (int k = 0; k < K; k++) cw = (int)strlen(meta->class_names[k]) > cw ? (int)strlen(meta->class_names[k]) : cw;
+    if (cw > 16) cw = 16;
     printf("Confusion matrix (rows: true class, columns: predicted):\n%*s", w + 2, "");
-    for (int k = 0; k < K; k++) printf(" %8.8s", meta->class_names[k]);
+    for (int k = 0; k < K; k++) printf(" %*.*s", cw, cw, meta->class_names[k]);
     printf("\n");
     for (int t = 0; t < K; t++) {
         printf("  %-*.*s", w, w, meta->class_names[t]);
-        for (int p = 0; p < K; p++) printf(" %8ld", conf[t * K + p]);
+        for (int p = 0; p < K; p++) printf(" %*ld", cw, conf[t * K + p]);
         printf("\n");
     }
     printf("%-*s precision   recall  support\n", w + 2, "");
