@@ -15,11 +15,20 @@
 #define RECORD_MAGIC 0x31464756u  // "VGF1" little-endian
 #define INITIAL_MAP (64ul << 20)
 
+// Every write of a transaction is logged, so that after LMDB reports a full
+// map the transaction can be replayed on a bigger one: records, deletions,
+// settings and drops alike.
+typedef enum { OP_PUT, OP_DEL, OP_DROP } OpKind;
 struct PendingPut {
-    uint64_t key;
-    void *val;      // NULL: a delete
+    OpKind op;
+    MDB_dbi dbi;
+    char key[32];
+    size_t klen;
+    void *val;
     size_t len;
 };
+
+static int queue_op(Cache *c, OpKind op, MDB_dbi dbi, const char *key, size_t klen, const void *val, size_t len);
 
 const char *feat_dtype_name(FeatDtype d) { return d == FEAT_F32 ? "f32" : "f16"; }
 
@@ -68,14 +77,13 @@ int cache_meta_diff(const CacheMeta *have, const CacheMeta *want, char *buf, siz
         }
     }
     DIFF_STR("shard", have->shard, want->shard);
+    DIFF_STR("decoding", have->decode, want->decode);
 #undef DIFF_STR
     return 0;
 }
 
 static int meta_put(Cache *c, const char *key, const char *value) {
-    MDB_val k = {strlen(key), (void *)key}, v = {strlen(value), (void *)value};
-    int rc = mdb_put(c->txn, c->dbi_meta, &k, &v, 0);
-    return rc ? err_set("%s: writing setting %s: %s", c->path, key, mdb_strerror(rc)) : 0;
+    return queue_op(c, OP_PUT, c->dbi_meta, key, strlen(key), value, strlen(value));
 }
 
 static int begin(Cache *c);
@@ -113,6 +121,9 @@ int cache_write_meta(Cache *c, const CacheMeta *m) {
     rc |= meta_put(c, "classes", names);
     rc |= meta_put(c, "class_counts", counts);
     rc |= meta_put(c, "shard", m->shard);
+    rc |= meta_put(c, "decode", m->decode);
+    rc |= meta_put(c, "folder", m->folder);
+    rc |= meta_put(c, "complete", m->complete ? "1" : "0");
     rc |= meta_put(c, "version", m->version);
     rc |= meta_put(c, "command", m->command);
     free(names);
@@ -142,8 +153,9 @@ int cache_read_meta(Cache *c, CacheMeta *m) {
         if (rc) return err_set("%s: %s", c->path, mdb_strerror(rc));
         own = 1;
     }
-    const char *keys[] = {"format", "model", "weights", "input_size", "interpolation", "preprocess", "layer",
-                          "feature_shape", "dtype", "classes", "class_counts", "shard", "version", "command"};
+    const char *keys[] = {"format",  "model", "weights",      "input_size", "interpolation", "preprocess",
+                          "layer",   "feature_shape", "dtype", "classes",    "class_counts",  "shard",
+                          "version", "command", "decode", "folder", "complete"};
     enum { NKEYS = sizeof keys / sizeof keys[0] };
     char *v[NKEYS] = {0};
     int rc = 0;
@@ -169,6 +181,9 @@ int cache_read_meta(Cache *c, CacheMeta *m) {
         if (v[11]) snprintf(m->shard, sizeof m->shard, "%s", v[11]);
         if (v[12]) snprintf(m->version, sizeof m->version, "%s", v[12]);
         if (v[13]) snprintf(m->command, sizeof m->command, "%s", v[13]);
+        if (v[14]) snprintf(m->decode, sizeof m->decode, "%s", v[14]);
+        if (v[15]) snprintf(m->folder, sizeof m->folder, "%s", v[15]);
+        m->complete = v[16] && !strcmp(v[16], "1");
         int n = 1;
         for (char *p = v[9]; *p; p++) n += *p == '\n';
         m->n_classes = n;
@@ -194,7 +209,9 @@ int cache_read_meta(Cache *c, CacheMeta *m) {
 
 // --- opening -----------------------------------------------------------------
 
-static int open_env(Cache *c, const char *path, unsigned flags) {
+// Opens the environment and its two databases. create: make them (a new
+// cache); otherwise an LMDB without them is someone else's and is left alone.
+static int open_env(Cache *c, const char *path, unsigned flags, int create) {
     memset(c, 0, sizeof *c);
     snprintf(c->path, sizeof c->path, "%s", path);
     c->batch = 256;
@@ -207,8 +224,7 @@ static int open_env(Cache *c, const char *path, unsigned flags) {
     if (e && atoi(e) > 0) c->batch = atoi(e);
     int rc = mdb_env_create(&c->env);
     if (!rc) rc = mdb_env_set_maxdbs(c->env, 4);
-    c->map_size = initial;
-    if (!rc) rc = mdb_env_set_mapsize(c->env, c->map_size);
+    if (!rc) rc = mdb_env_set_mapsize(c->env, initial);
     if (!rc) rc = mdb_env_open(c->env, path, flags | MDB_NOTLS, 0664);
     if (rc == EACCES && (flags & MDB_RDONLY))  // a read-only folder: no lock file possible
         rc = mdb_env_open(c->env, path, flags | MDB_NOTLS | MDB_NOLOCK, 0664);
@@ -218,18 +234,30 @@ static int open_env(Cache *c, const char *path, unsigned flags) {
         c->env = NULL;
         return -1;
     }
+    // An existing file may be far larger than the first map: give writes
+    // room to grow from the start (a map below the used size makes the first
+    // transaction fail).
     MDB_envinfo info;
+    MDB_stat st;
     mdb_env_info(c->env, &info);
-    c->map_size = info.me_mapsize;  // an existing cache may be larger
-    MDB_txn *txn;
-    rc = mdb_txn_begin(c->env, NULL, flags & MDB_RDONLY, &txn);
-    unsigned dflags = (flags & MDB_RDONLY) ? 0 : MDB_CREATE;
+    mdb_env_stat(c->env, &st);
+    size_t used = (size_t)(info.me_last_pgno + 1) * st.ms_psize;
+    c->map_size = info.me_mapsize;
+    if (!(flags & MDB_RDONLY) && c->map_size < 2 * used + initial) {
+        c->map_size = 2 * used + initial;
+        mdb_env_set_mapsize(c->env, c->map_size);
+    }
+    MDB_txn *txn = NULL;
+    rc = mdb_txn_begin(c->env, NULL, (flags & MDB_RDONLY) || !create ? MDB_RDONLY : 0, &txn);
+    unsigned dflags = create ? MDB_CREATE : 0;
     if (!rc) rc = mdb_dbi_open(txn, "meta", dflags, &c->dbi_meta);
     if (!rc) rc = mdb_dbi_open(txn, "features", dflags, &c->dbi_features);
-    if (!rc) rc = mdb_txn_commit(txn);
-    else mdb_txn_abort(txn);
+    if (!rc) rc = mdb_txn_commit(txn);  // keeps the handles (read-only too)
+    else if (txn) mdb_txn_abort(txn);
     if (rc) {
-        err_set("%s: %s", path, rc == MDB_NOTFOUND ? "not a feature cache made by extract" : mdb_strerror(rc));
+        err_set("%s: %s", path,
+                rc == MDB_NOTFOUND ? "an LMDB database but not a feature cache made by extract (left untouched)"
+                                   : mdb_strerror(rc));
         mdb_env_close(c->env);
         c->env = NULL;
         return -1;
@@ -247,7 +275,7 @@ int cache_open_write(Cache *c, const char *path, const CacheMeta *want, int over
     if (!exists && stat(path, &st) == 0 && !S_ISDIR(st.st_mode))
         return err_set("%s: exists and is not a folder (a cache is an LMDB folder)", path);
     if (make_dirs(path) < 0) return -1;
-    if (open_env(c, path, 0) < 0) return -1;
+    if (open_env(c, path, 0, !exists) < 0) return -1;
     if (exists) {
         CacheMeta have;
         int rc = cache_read_meta(c, &have);
@@ -263,14 +291,10 @@ int cache_open_write(Cache *c, const char *path, const CacheMeta *want, int over
             cache_close(c);
             return -1;
         }
-        if (overwrite) {
-            if (begin(c) < 0) return -1;
-            int drc = mdb_drop(c->txn, c->dbi_features, 0);
-            if (!drc) drc = mdb_drop(c->txn, c->dbi_meta, 0);
-            if (drc) {
-                cache_close(c);
-                return err_set("%s: emptying the cache: %s", path, mdb_strerror(drc));
-            }
+        if (overwrite && (queue_op(c, OP_DROP, c->dbi_features, "", 0, NULL, 0) < 0 ||
+                          queue_op(c, OP_DROP, c->dbi_meta, "", 0, NULL, 0) < 0)) {
+            cache_close(c);
+            return err_prefix("emptying the cache: ");
         }
     }
     if (cache_write_meta(c, want) < 0 || cache_commit(c) < 0) {
@@ -287,7 +311,7 @@ int cache_open_read(Cache *c, const char *path, CacheMeta *meta) {
     if (stat(path, &st) < 0) return err_set("%s: no such cache (%s)", path, strerror(errno));
     if (!S_ISDIR(st.st_mode) || stat(data, &st) < 0)
         return err_set("%s: not a feature cache (expected an LMDB folder with data.mdb, as extract writes)", path);
-    if (open_env(c, path, MDB_RDONLY) < 0) return -1;
+    if (open_env(c, path, MDB_RDONLY, 0) < 0) return -1;
     if (meta && cache_read_meta(c, meta) < 0) {
         cache_close(c);
         return -1;
@@ -325,19 +349,18 @@ static int begin(Cache *c) {
 }
 
 static int apply(Cache *c, const struct PendingPut *p) {
-    char k[24];
-    key_text(p->key, k);
-    MDB_val key = {10, k};
-    if (!p->val) {
-        int rc = mdb_del(c->txn, c->dbi_features, &key, NULL);
+    MDB_val key = {p->klen, (void *)p->key};
+    if (p->op == OP_DROP) return mdb_drop(c->txn, p->dbi, 0);
+    if (p->op == OP_DEL) {
+        int rc = mdb_del(c->txn, p->dbi, &key, NULL);
         return rc == MDB_NOTFOUND ? 0 : rc;
     }
     MDB_val val = {p->len, p->val};
-    return mdb_put(c->txn, c->dbi_features, &key, &val, 0);
+    return mdb_put(c->txn, p->dbi, &key, &val, 0);
 }
 
 // LMDB's map is a fixed-size reservation: when it is full, abort, double it
-// and replay this transaction's puts (kept in memory until commit).
+// and replay this transaction's writes (kept in memory until commit).
 static int grow_and_replay(Cache *c) {
     mdb_txn_abort(c->txn);
     c->txn = NULL;
@@ -358,7 +381,8 @@ static int grow_and_replay(Cache *c) {
     }
 }
 
-static int put_pending(Cache *c, uint64_t key, const void *val, size_t len) {
+static int queue_op(Cache *c, OpKind op, MDB_dbi dbi, const char *key, size_t klen, const void *val, size_t len) {
+    if (klen >= sizeof c->pending[0].key) return err_set("%s: key too long", c->path);
     if (begin(c) < 0) return -1;
     if (c->n_pending == c->cap_pending) {
         int cap = c->cap_pending ? c->cap_pending * 2 : 64;
@@ -367,21 +391,19 @@ static int put_pending(Cache *c, uint64_t key, const void *val, size_t len) {
         c->pending = p;
         c->cap_pending = cap;
     }
-    struct PendingPut *p = &c->pending[c->n_pending++];
-    p->key = key;
-    p->len = len;
-    p->val = NULL;
-    if (val) {
-        p->val = malloc(len);
-        if (!p->val) return err_set("out of memory");
-        memcpy(p->val, val, len);
+    struct PendingPut p = {op, dbi, "", klen, NULL, len};
+    memcpy(p.key, key, klen);
+    if (op == OP_PUT) {
+        p.val = malloc(len ? len : 1);
+        if (!p.val) return err_set("out of memory");
+        memcpy(p.val, val, len);
     }
-    int rc = apply(c, p);
-    if (rc == MDB_MAP_FULL) return grow_and_replay(c) < 0 ? -1 : (c->n_pending >= c->batch ? cache_commit(c) : 0);
-    if (rc) {
-        char k[24];
-        key_text(key, k);
-        return err_set("%s: writing record %s: %s", c->path, k, mdb_strerror(rc));
+    c->pending[c->n_pending++] = p;
+    int rc = apply(c, &c->pending[c->n_pending - 1]);
+    if (rc == MDB_MAP_FULL) {
+        if (grow_and_replay(c) < 0) return -1;
+    } else if (rc) {
+        return err_set("%s: writing %.*s: %s", c->path, (int)klen, key, mdb_strerror(rc));
     }
     return c->n_pending >= c->batch ? cache_commit(c) : 0;
 }
@@ -453,10 +475,42 @@ int cache_put(Cache *c, uint64_t key, const CacheRecord *r, int n_features, Feat
     long len = cache_record_encode(c, r, n_features, dtype);
     if (len < 0) return -1;
     size_t raw = (size_t)n_features * (dtype == FEAT_F16 ? 2 : 4);
-    return put_pending(c, key, c->buf + raw, (size_t)len);
+    return cache_put_raw(c, key, c->buf + raw, (size_t)len);
 }
 
-int cache_del(Cache *c, uint64_t key) { return put_pending(c, key, NULL, 0); }
+int cache_put_raw(Cache *c, uint64_t key, const void *val, size_t len) {
+    char k[24];
+    key_text(key, k);
+    return queue_op(c, OP_PUT, c->dbi_features, k, 10, val, len);
+}
+
+int cache_del(Cache *c, uint64_t key) {
+    char k[24];
+    key_text(key, k);
+    return queue_op(c, OP_DEL, c->dbi_features, k, 10, NULL, 0);
+}
+
+// Moves go through "t" + the target key: a record being moved exists under
+// its old key, its temporary key or its new one, never nowhere, whatever
+// commit a crash interrupts.
+static void temp_key_text(uint64_t key, char out[24]) { snprintf(out, 24, "t%010llu", (unsigned long long)key); }
+
+int cache_move(Cache *c, const CacheKey *from, uint64_t to, int to_temp) {
+    char target[24];
+    if (to_temp) temp_key_text(to, target);
+    else key_text(to, target);
+    if (begin(c) < 0) return -1;
+    MDB_val k = {from->klen, (void *)from->key}, v;
+    int rc = mdb_get(c->txn, c->dbi_features, &k, &v);
+    if (rc) return err_set("%s: moving record %.*s: %s", c->path, (int)from->klen, from->key, mdb_strerror(rc));
+    // queue_op copies the value before any write invalidates v.
+    if (queue_op(c, OP_PUT, c->dbi_features, target, strlen(target), v.mv_data, v.mv_size) < 0) return -1;
+    return queue_op(c, OP_DEL, c->dbi_features, from->key, from->klen, NULL, 0);
+}
+
+int cache_del_key(Cache *c, const CacheKey *key) {
+    return queue_op(c, OP_DEL, c->dbi_features, key->key, key->klen, NULL, 0);
+}
 
 // --- reading ---------------------------------------------------------------
 
@@ -507,7 +561,26 @@ int cache_record_decode(void *zstd_dctx, uint64_t key, const void *val, size_t l
     return 0;
 }
 
-int cache_visit(Cache *c, CacheVisitFn fn, void *ctx) {
+// Parses a stored key: 10 digits (a record in place) or "t" + 10 digits (a
+// record moving there). 0 for anything else.
+static int parse_key(const MDB_val *k, CacheKey *out) {
+    const char *p = k->mv_data;
+    size_t n = k->mv_size, off = n == 11 && p[0] == 't';
+    if (n != 10 + off) return 0;
+    uint64_t v = 0;
+    for (size_t i = off; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') return 0;
+        v = v * 10 + (uint64_t)(p[i] - '0');
+    }
+    memcpy(out->key, p, n);
+    out->key[n] = '\0';
+    out->klen = n;
+    out->index = v;
+    out->moving = (int)off;
+    return 1;
+}
+
+static int visit(Cache *c, int include_moving, CacheVisitFn fn, CacheKeyVisitFn kfn, void *ctx) {
     MDB_txn *txn = c->txn;
     int own = 0, rc;
     if (!txn) {
@@ -524,11 +597,9 @@ int cache_visit(Cache *c, CacheVisitFn fn, void *ctx) {
     MDB_val k, v;
     int ret = 0;
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        char kt[24];
-        size_t kl = k.mv_size < 23 ? k.mv_size : 23;
-        memcpy(kt, k.mv_data, kl);
-        kt[kl] = '\0';
-        ret = fn(ctx, strtoull(kt, NULL, 10), v.mv_data, v.mv_size);
+        CacheKey key;
+        if (!parse_key(&k, &key) || (key.moving && !include_moving)) continue;
+        ret = fn ? fn(ctx, key.index, v.mv_data, v.mv_size) : kfn(ctx, &key, v.mv_data, v.mv_size);
         if (ret) break;
     }
     mdb_cursor_close(cur);
@@ -536,6 +607,10 @@ int cache_visit(Cache *c, CacheVisitFn fn, void *ctx) {
     if (!ret && rc != MDB_NOTFOUND && rc != 0) return err_set("%s: %s", c->path, mdb_strerror(rc));
     return ret;
 }
+
+int cache_visit(Cache *c, CacheVisitFn fn, void *ctx) { return visit(c, 0, fn, NULL, ctx); }
+
+int cache_visit_keys(Cache *c, CacheKeyVisitFn fn, void *ctx) { return visit(c, 1, NULL, fn, ctx); }
 
 long cache_count(Cache *c) {
     MDB_txn *txn = c->txn;
@@ -573,6 +648,7 @@ int cache_store_counts(Cache *c, CacheMeta *meta) {
     }
     free(meta->class_counts);
     meta->class_counts = counts.per_class;
+    meta->complete = 1;
     if (cache_write_meta(c, meta) < 0) return -1;
     return cache_commit(c);
 }

@@ -31,7 +31,10 @@ typedef struct {
     int n_classes;
     char **class_names;
     char shard[32];          // "" for a whole folder, "I/N" for a shard
-    // Informational (not compared):
+    char decode[64];         // "full" or "reduced", and the pixel budget: both change pixels
+    // Not compared when adding to a cache (the folder may have changed since):
+    char folder[96];         // the listing the run saw: "<files> files, sha256:<of the sorted list>"
+    int complete;            // 1 once a run finished (set with the counts); 0 while one runs
     long *class_counts;      // records per class (n_classes), written at the end of a run
     char version[32];
     char command[2048];
@@ -96,12 +99,34 @@ int cache_record_decode(void *zstd_dctx, uint64_t key, const void *val, size_t l
                         int32_t *label, const char **path, int *path_len, uint8_t sha256[32], float *features);
 
 // Iterates over all records in key order: calls fn for each raw value (no
-// decoding). Stops and returns fn's value when it is non-zero.
+// decoding). Stops and returns fn's value when it is non-zero. Records left
+// half-moved by an interrupted resume (see cache_move) are not visited.
 typedef int (*CacheVisitFn)(void *ctx, uint64_t key, const void *val, size_t len);
 int cache_visit(Cache *c, CacheVisitFn fn, void *ctx);
+
+// --- re-keying (resume after the folder changed) -----------------------------
+// A stored key: "%010llu" for a record in place, "t%010llu" for one on its way
+// to that index (moving = 1).
+typedef struct {
+    char key[24];
+    size_t klen;
+    uint64_t index;
+    int moving;
+} CacheKey;
+typedef int (*CacheKeyVisitFn)(void *ctx, const CacheKey *key, const void *val, size_t len);
+// Like cache_visit, moving records included.
+int cache_visit_keys(Cache *c, CacheKeyVisitFn fn, void *ctx);
+// Moves a record to index `to`, in place (to_temp 0) or to its temporary key
+// (to_temp 1). Moving first to temporary keys, then in place, never
+// overwrites a record still to be moved; a crash at any commit leaves each
+// record under its old, temporary or new key.
+int cache_move(Cache *c, const CacheKey *from, uint64_t to, int to_temp);
+int cache_del_key(Cache *c, const CacheKey *key);
+// Stores an already encoded record (merge).
+int cache_put_raw(Cache *c, uint64_t key, const void *val, size_t len);
 // Number of records.
 long cache_count(Cache *c);
 // Counts the records of each class, stores the counts with the settings
-// (meta->class_counts is replaced by a malloc'd array the caller frees) and
-// commits.
+// (meta->class_counts is replaced by a malloc'd array the caller frees),
+// marks the cache complete and commits.
 int cache_store_counts(Cache *c, CacheMeta *meta);

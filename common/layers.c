@@ -146,10 +146,13 @@ void dropout_forward(float *x, size_t n, float rate, uint64_t seed,
         if (mask) memset(mask, 0, n);
         return;
     }
-    float keep = 1.0f - rate;
-    uint64_t base = stream * (uint64_t)n;
+    // Keras forms 1 - rate in double from the Python float.
+    float keep = (float)(1.0 - (double)rate);
+    // Each stream (training step) draws from its own derived seed: steps of
+    // different sizes (the last, partial batch) never share draws.
+    uint64_t step_seed = rng_hash(seed ^ 0xD50D0D5EEDull, stream);
     for (size_t i = 0; i < n; i++) {
-        int k = rng_uniform(seed, base + i) >= rate;
+        int k = rng_uniform(step_seed, i) >= rate;
         x[i] = k ? x[i] / keep : 0.0f;
         if (mask) mask[i] = (uint8_t)k;
     }

@@ -77,8 +77,9 @@ void dense_backward_sgd(const float *in, int N, int D, float *W, float *b, int U
 // --- Inverted dropout (training only) --------------------------------------
 // Keeps each element with probability 1-rate and divides kept ones by
 // (1-rate), like Keras. Element i is kept when
-// rng_uniform(seed, stream*n + i) >= rate: the same (seed, stream) gives the
-// same mask on any thread count. mask (may be NULL in forward) gets 1 where
+// rng_uniform(rng_hash(seed ^ K, stream), i) >= rate: each stream (training
+// step) has its own draws whatever its size, and the same (seed, stream)
+// gives the same mask on any thread count. mask (may be NULL in forward) gets 1 where
 // kept. rate == 0 leaves x unchanged, mask all 1; rate >= 1 zeroes x.
 void dropout_forward(float *x, size_t n, float rate, uint64_t seed,
                      uint64_t stream, uint8_t *mask);

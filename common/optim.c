@@ -13,9 +13,9 @@
 void optim_defaults(Optimizer *o, OptimKind kind) {
     memset(o, 0, sizeof *o);
     o->kind = kind;
-    o->beta1 = 0.9f;
-    o->beta2 = 0.999f;
-    o->rho = 0.9f;
+    o->beta1 = 0.9;
+    o->beta2 = 0.999;
+    o->rho = 0.9;
     o->epsilon = 1e-7f;
     o->lr = kind == OPTIM_SGD ? 0.01f : 0.001f;
 }
@@ -65,9 +65,9 @@ static void adam_update(const Optimizer *o, float *restrict w, const float *rest
     // Bias correction folded into the step size, as Keras does:
     // alpha = lr * sqrt(1 - b2^t) / (1 - b1^t), with t = step + 1.
     float t = (float)(o->step + 1);
-    float b1p = powf(o->beta1, t), b2p = powf(o->beta2, t);
+    float b1p = powf((float)o->beta1, t), b2p = powf((float)o->beta2, t);
     float alpha = o->lr * sqrtf(1.0f - b2p) / (1.0f - b1p);
-    float c1 = 1.0f - o->beta1, c2 = 1.0f - o->beta2, eps = o->epsilon;
+    float c1 = (float)(1.0 - o->beta1), c2 = (float)(1.0 - o->beta2), eps = o->epsilon;
     float *restrict m = slots[0], *restrict v = slots[1];
     for (size_t i = 0; i < n; i++) {
         m[i] += (g[i] - m[i]) * c1;
@@ -79,7 +79,7 @@ static void adam_update(const Optimizer *o, float *restrict w, const float *rest
 static void rmsprop_update(const Optimizer *o, float *restrict w, const float *restrict g, float *const *slots,
                            size_t n) {
     // Keras adds epsilon inside the square root (unlike Adam).
-    float rho = o->rho, c = 1.0f - o->rho, lr = o->lr, eps = o->epsilon, mu = o->momentum;
+    float rho = (float)o->rho, c = (float)(1.0 - o->rho), lr = o->lr, eps = o->epsilon, mu = o->momentum;
     float *restrict v = slots[0];
     float *restrict mom = mu > 0.0f ? slots[1] : NULL;
     for (size_t i = 0; i < n; i++) {

@@ -20,8 +20,10 @@ typedef struct {
     float lr;
     float momentum;   // SGD (and RMSprop's momentum, 0 = off)
     int nesterov;     // SGD
-    float beta1, beta2;
-    float rho;
+    // Kept in double: Keras forms 1 - beta from the Python float, then casts
+    // to float32 (0.1f, 0.001f), while beta^t uses float32(beta).
+    double beta1, beta2;
+    double rho;
     float epsilon;
     long step;        // updates done so far; Adam's t is step+1 during update
 } Optimizer;

@@ -28,49 +28,8 @@
 #include "loader.h"
 #include "model.h"
 #include "progress.h"
+#include "resume.h"
 #include "weights_source.h"
-
-// --- what the cache already holds ------------------------------------------------
-
-typedef struct {
-    char *path;
-    uint64_t key;
-    uint8_t sha256[32];
-    int seen;  // still in the folder
-} CachedEntry;
-
-typedef struct {
-    CachedEntry *e;
-    long n, cap;
-} CachedSet;
-
-static int collect_cached(void *ctx, uint64_t key, const void *val, size_t len) {
-    CachedSet *s = ctx;
-    const char *path;
-    int plen;
-    uint8_t sha[32];
-    // A damaged record counts as absent: its image is extracted again.
-    if (cache_record_decode(NULL, key, val, len, -1, NULL, &path, &plen, sha, NULL) < 0) return 0;
-    if (s->n == s->cap) {
-        s->cap = s->cap ? s->cap * 2 : 256;
-        s->e = realloc(s->e, (size_t)s->cap * sizeof *s->e);
-    }
-    CachedEntry *e = &s->e[s->n++];
-    e->path = strndup(path, (size_t)plen);
-    e->key = key;
-    memcpy(e->sha256, sha, 32);
-    e->seen = 0;
-    return 0;
-}
-
-static int cmp_entry(const void *a, const void *b) {
-    return strcmp(((const CachedEntry *)a)->path, ((const CachedEntry *)b)->path);
-}
-
-static CachedEntry *find_cached(CachedSet *s, const char *path) {
-    CachedEntry key = {.path = (char *)path};
-    return s->n ? bsearch(&key, s->e, (size_t)s->n, sizeof *s->e, cmp_entry) : NULL;
-}
 
 // --- per-image loading (worker threads) ------------------------------------------------
 
@@ -212,6 +171,23 @@ static int write_skipped(const char *cache, const SkipList *s) {
 }
 
 // --- the run -------------------------------------------------------------------
+
+// "<n> files, sha256:<hex>" of the whole folder's listing (labels and paths
+// in order): shards merge only when they saw the same folder.
+static int folder_fingerprint(const Dataset *ds, char *out, size_t size) {
+    HashCtx *h = hash_begin(HASH_SHA256);
+    if (!h) return -1;
+    for (int i = 0; i < ds->n_items; i++) {
+        char label[16];
+        int n = snprintf(label, sizeof label, "%d\t", ds->items[i].label);
+        hash_update(h, label, (size_t)n);
+        hash_update(h, ds->items[i].path, strlen(ds->items[i].path) + 1);  // with its NUL: unambiguous
+    }
+    char hex[65];
+    if (hash_end(h, hex) < 0) return -1;
+    snprintf(out, size, "%d files, sha256:%s", ds->n_items, hex);
+    return 0;
+}
 
 static int parse_shard(const char *s, int *i, int *n) {
     *i = 0, *n = 1;
@@ -375,12 +351,21 @@ int extract_run(const ExtractOptions *o) {
     want.n_classes = ds.n_classes;
     want.class_names = ds.class_names;
     if (o->shard) snprintf(want.shard, sizeof want.shard, "%d/%d", shard_i, shard_n);
+    // Settings that change pixels, so a resumed run must use the same.
+    snprintf(want.decode, sizeof want.decode, "%s, pixel budget %ld", o->reduced_decode ? "reduced" : "full",
+             o->max_pixels);
+    if (folder_fingerprint(&ds, want.folder, sizeof want.folder) < 0) goto done;
     snprintf(want.version, sizeof want.version, "%s", VGGFT_VERSION);
     snprintf(want.command, sizeof want.command, "%s", o->command_line ? o->command_line : "");
     if (cache_open_write(&cache, o->cache, &want, o->overwrite) < 0) goto done;
+    // A list from an earlier run would describe files this run may not skip.
+    char old_skipped[1100];
+    snprintf(old_skipped, sizeof old_skipped, "%s/skipped.tsv", o->cache);
+    unlink(old_skipped);
 
-    if (cache_visit(&cache, collect_cached, &cached) < 0) goto done;
-    if (cached.n) qsort(cached.e, (size_t)cached.n, sizeof *cached.e, cmp_entry);
+    // Records of earlier runs move to their files' current indices (the
+    // folder may have changed); records of files gone are deleted.
+    if (resume_plan(&cache, &ds, items, n_items, &cached) < 0) goto done;
 
     const size_t image_floats = (size_t)o->input_size * o->input_size * 3;
     if (batch_alloc(&batch, o->batch, image_floats, model_feature_size(&m)) < 0) goto done;
@@ -404,7 +389,7 @@ int extract_run(const ExtractOptions *o) {
     progress_start(&bar, stderr, n_items, "img");
     if (o->quiet) bar.enabled = 0;
     const char *wipe = bar.tty ? "\r\033[K" : "";
-    long done_items = 0, written = 0, unchanged = 0, replaced = 0, removed = 0;
+    long done_items = 0, written = 0, unchanged = 0, replaced = 0, removed = cached.removed;
     const char *crash_env = getenv("VGGFT_TEST_CRASH_AFTER");
     long crash_after = crash_env ? atol(crash_env) : 0;
     LoaderItem *li;
@@ -412,7 +397,6 @@ int extract_run(const ExtractOptions *o) {
         const ItemInfo *info = li->extra;
         const DatasetItem *it = &ds.items[items[li->index]];
         CachedEntry *c = find_cached(&cached, it->path);
-        if (c) c->seen = 1;
         if (!li->ok) {
             // Reported and skipped. The message starts with the full path:
             // keep the reason alone for the list.
@@ -454,13 +438,6 @@ int extract_run(const ExtractOptions *o) {
     }
     written += batch.n;
     if (flush_batch(&batch, &m, gpu, &ws, &cache, want.dtype) < 0) goto done;
-    // Records of files that left the folder (this shard's share only).
-    for (long k = 0; k < cached.n; k++) {
-        if (cached.e[k].seen) continue;
-        if (shard_n > 1 && (long)(cached.e[k].key % (uint64_t)shard_n) != shard_i) continue;
-        if (cache_del(&cache, cached.e[k].key) < 0) goto done;
-        removed++;
-    }
     if (cache_commit(&cache) < 0 || cache_store_counts(&cache, &want) < 0) goto done;
     char metrics[128];
     snprintf(metrics, sizeof metrics, "new: %ld - cached: %ld - skipped: %d", written, unchanged, skipped.n);
@@ -481,8 +458,7 @@ done:
     batch_free(&batch);
     free(items);
     free(want.class_counts);  // (class_names belong to the Dataset)
-    for (long k = 0; k < cached.n; k++) free(cached.e[k].path);
-    free(cached.e);
+    cached_set_free(&cached);
     for (int k = 0; k < skipped.n; k++) free(skipped.path[k]), free(skipped.reason[k]);
     free(skipped.path), free(skipped.reason);
     if (cache.env) {

@@ -3,10 +3,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
+#include <errno.h>
 
 #include "cache.h"
 #include "error.h"
 #include "extract.h"
+#include "fileutil.h"
 
 typedef struct {
     int n_classes;
@@ -84,118 +87,200 @@ int extract_info(const char *path) {
 typedef struct {
     Cache *out;
     const char *in_path;
-    long copied, clashes;
-    int n_classes;
-    void *dctx;
+    long copied;
+    char **paths;  // every record's path, to refuse duplicates
+    long n_paths, cap_paths;
 } MergeCtx;
 
 static int merge_visit(void *vctx, uint64_t key, const void *val, size_t len) {
     MergeCtx *mc = vctx;
     int32_t label;
+    const char *path;
+    int plen;
     // Verify each record before copying it: a damaged shard must not taint the merge.
-    if (cache_record_decode(mc->dctx, key, val, len, -1, &label, NULL, NULL, NULL, NULL) < 0)
+    if (cache_record_decode(NULL, key, val, len, -1, &label, &path, &plen, NULL, NULL) < 0)
         return err_prefix("%s: ", mc->in_path);
     MDB_val k, v;
     char kt[24];
     snprintf(kt, sizeof kt, "%010llu", (unsigned long long)key);
     k.mv_size = 10, k.mv_data = kt;
-    if (mdb_get(mc->out->txn, mc->out->dbi_features, &k, &v) == 0) {
-        mc->clashes++;
+    if (cache_commit(mc->out) < 0) return -1;  // so that the lookup below sees everything copied
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(mc->out->env, NULL, MDB_RDONLY, &txn);
+    if (rc) return err_set("%s: %s", mc->out->path, mdb_strerror(rc));
+    rc = mdb_get(txn, mc->out->dbi_features, &k, &v);
+    mdb_txn_abort(txn);
+    if (rc == 0)
         return err_set("%s: record %s is also in another input: these caches are not disjoint shards of one folder",
                        mc->in_path, kt);
+    if (mc->n_paths == mc->cap_paths) {
+        mc->cap_paths = mc->cap_paths ? mc->cap_paths * 2 : 1024;
+        char **p = realloc(mc->paths, sizeof(char *) * (size_t)mc->cap_paths);
+        if (!p) return err_set("out of memory");
+        mc->paths = p;
     }
-    v.mv_size = len, v.mv_data = (void *)val;
-    int rc = mdb_put(mc->out->txn, mc->out->dbi_features, &k, &v, 0);
-    if (rc) return err_set("%s: writing record %s: %s", mc->out->path, kt, mdb_strerror(rc));
+    mc->paths[mc->n_paths++] = strndup(path, (size_t)plen);
+    if (cache_put_raw(mc->out, key, val, len) < 0) return -1;
     mc->copied++;
     return 0;
 }
 
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+// Removes a cache folder we made (its known files, then the folder).
+static void remove_cache_dir(const char *dir) {
+    const char *files[] = {"data.mdb", "lock.mdb", "skipped.tsv"};
+    char p[4200];
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, files[i]);
+        unlink(p);
+    }
+    rmdir(dir);
+}
+
+// The union of the inputs' skipped lists, each line once.
+static int merge_skipped(const char *out_dir, char **inputs, int n) {
+    char **lines = NULL;
+    long nl = 0, cap = 0;
+    char p[4200], buf[8192];
+    for (int i = 0; i < n; i++) {
+        snprintf(p, sizeof p, "%s/skipped.tsv", inputs[i]);
+        FILE *f = fopen(p, "r");
+        if (!f) continue;
+        int first = 1;
+        while (fgets(buf, sizeof buf, f)) {
+            if (first && !strcmp(buf, "path\treason\n")) {
+                first = 0;
+                continue;
+            }
+            first = 0;
+            if (nl == cap) lines = realloc(lines, sizeof(char *) * (size_t)(cap = cap ? cap * 2 : 64));
+            lines[nl++] = strdup(buf);
+        }
+        fclose(f);
+    }
+    qsort(lines, (size_t)nl, sizeof(char *), cmp_str);
+    snprintf(p, sizeof p, "%s/skipped.tsv", out_dir);
+    AtomicFile af;
+    FILE *f = atomic_open(&af, p);
+    int rc = f ? 0 : -1;
+    if (f) {
+        fputs("path\treason\n", f);
+        for (long i = 0; i < nl; i++)
+            if (i == 0 || strcmp(lines[i], lines[i - 1])) fputs(lines[i], f);
+        rc = atomic_commit(&af);
+    }
+    for (long i = 0; i < nl; i++) free(lines[i]);
+    free(lines);
+    return rc;
+}
+
 int extract_merge(const char *out, char **inputs, int n_inputs, int overwrite) {
     if (n_inputs < 1) return err_set("--merge OUT IN...: no input caches given");
+    struct stat st;
+    char data[4200];
+    snprintf(data, sizeof data, "%s/data.mdb", out);
+    if (stat(data, &st) == 0 && !overwrite) return err_set("%s: already exists; merge into a new folder or use --overwrite", out);
     CacheMeta first = {0}, meta;
-    int total_shards = 0;
-    // All inputs must be shards of the same run settings.
+    int shards = 0, *seen_shard = NULL;
+    // All inputs: finished shards of one run's settings on one folder.
     for (int i = 0; i < n_inputs; i++) {
         Cache c;
-        if (cache_open_read(&c, inputs[i], &meta) < 0) return -1;
+        if (cache_open_read(&c, inputs[i], &meta) < 0) goto fail;
         cache_close(&c);
         int si = 0, sn = 1;
         if (meta.shard[0]) sscanf(meta.shard, "%d/%d", &si, &sn);
-        if (i == 0) {
-            first = meta;
-            total_shards = sn;
-            continue;
-        }
+        const char *why = NULL;
         char diff[600];
-        snprintf(meta.shard, sizeof meta.shard, "%s", first.shard);  // shards differ by design
-        if (cache_meta_diff(&first, &meta, diff, sizeof diff)) {
-            cache_meta_free(&meta);
-            cache_meta_free(&first);
-            return err_set("%s and %s were made with other settings (%s)", inputs[0], inputs[i], diff);
+        if (!meta.complete) why = "its extract run did not finish (rerun the same command to complete it)";
+        else if (i == 0) {
+            first = meta;
+            shards = sn;
+            seen_shard = calloc((size_t)sn, sizeof(int));
+            seen_shard[si] = 1;
+            continue;
+        } else if (sn != shards) {
+            snprintf(diff, sizeof diff, "it is a shard of %d, %s of %d", sn, inputs[0], shards);
+            why = diff;
+        } else if (seen_shard[si]) {
+            snprintf(diff, sizeof diff, "shard %d/%d is given twice", si, sn);
+            why = diff;
+        } else if (strcmp(meta.folder, first.folder)) {
+            snprintf(diff, sizeof diff, "it was made from another state of the folder (%s) than %s (%s): rerun the shards",
+                     meta.folder, inputs[0], first.folder);
+            why = diff;
+        } else {
+            snprintf(meta.shard, sizeof meta.shard, "%s", first.shard);  // shards differ by design
+            if (cache_meta_diff(&first, &meta, diff, sizeof diff)) why = diff;
         }
-        if (sn != total_shards) {
+        if (why) {
+            err_set("--merge: %s: %s", inputs[i], why);
             cache_meta_free(&meta);
-            cache_meta_free(&first);
-            return err_set("%s is a shard of %d, %s of %d", inputs[0], total_shards, inputs[i], sn);
+            goto fail;
         }
+        seen_shard[si] = 1;
         cache_meta_free(&meta);
     }
+    if (n_inputs != shards)
+        fprintf(stderr, "warning: merging %d caches of %d shards: the result does not cover the whole folder\n",
+                n_inputs, shards);
+
+    // Built in a temporary folder and renamed into place at the end: OUT is
+    // never a half-merged cache.
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", out, (int)getpid());
     CacheMeta want = first;
     want.shard[0] = '\0';
-    if (n_inputs != total_shards)
-        fprintf(stderr, "warning: merging %d caches of %d shards: the result does not cover the whole folder\n",
-                n_inputs, total_shards);
+    want.class_counts = NULL;
+    want.complete = 0;
     Cache dst;
-    if (cache_open_write(&dst, out, &want, overwrite) < 0) {
-        cache_meta_free(&first);
-        return -1;
-    }
-    if (cache_count(&dst) > 0 && !overwrite) {
-        cache_close(&dst);
-        cache_meta_free(&first);
-        return err_set("%s: already holds records; merge into a new cache or use --overwrite", out);
-    }
+    if (cache_open_write(&dst, tmp, &want, 1) < 0) goto fail;
+    MergeCtx mc = {&dst, NULL, 0, NULL, 0, 0};
     int rc = 0;
-    long total = 0;
     for (int i = 0; i < n_inputs && rc == 0; i++) {
         Cache src;
         if (cache_open_read(&src, inputs[i], NULL) < 0) {
             rc = -1;
             break;
         }
-        // One write transaction per input: the map is grown first to hold it.
-        MDB_envinfo info;
-        mdb_env_info(src.env, &info);
-        MDB_envinfo dinfo;
-        mdb_env_info(dst.env, &dinfo);
-        size_t need = dinfo.me_mapsize + info.me_mapsize;
-        mdb_env_set_mapsize(dst.env, need);
-        dst.map_size = need;
-        int trc = mdb_txn_begin(dst.env, NULL, 0, &dst.txn);
-        if (trc) {
-            rc = err_set("%s: %s", out, mdb_strerror(trc));
-            cache_close(&src);
-            break;
-        }
-        MergeCtx mc = {&dst, inputs[i], 0, 0, first.n_classes, src.dctx};
+        mc.in_path = inputs[i];
+        long before = mc.copied;
         rc = cache_visit(&src, merge_visit, &mc);
-        if (rc == 0) rc = cache_commit(&dst);
-        else {
-            mdb_txn_abort(dst.txn);
-            dst.txn = NULL;
-        }
-        total += mc.copied;
         cache_close(&src);
-        if (rc == 0) printf("%s: %ld records\n", inputs[i], mc.copied);
+        if (rc == 0) printf("%s: %ld records\n", inputs[i], mc.copied - before);
     }
     if (rc == 0) {
-        want.class_counts = NULL;
-        rc = cache_store_counts(&dst, &want);
-        free(want.class_counts);
-        printf("Merged %ld records from %d caches into %s\n", total, n_inputs, out);
+        qsort(mc.paths, (size_t)mc.n_paths, sizeof(char *), cmp_str);
+        for (long i = 1; i < mc.n_paths && rc == 0; i++)
+            if (!strcmp(mc.paths[i], mc.paths[i - 1]))
+                rc = err_set("--merge: %s is in two inputs: these caches are not disjoint shards of one folder",
+                             mc.paths[i]);
     }
+    for (long i = 0; i < mc.n_paths; i++) free(mc.paths[i]);
+    free(mc.paths);
+    if (rc == 0) rc = cache_store_counts(&dst, &want);
+    free(want.class_counts);
     cache_close(&dst);
+    if (rc == 0) rc = merge_skipped(tmp, inputs, n_inputs);
+    if (rc == 0) {
+        char old[4200];
+        snprintf(old, sizeof old, "%s.old.%d", out, (int)getpid());
+        int had_old = stat(out, &st) == 0;
+        if ((had_old && rename(out, old) < 0) || rename(tmp, out) < 0)
+            rc = err_set("%s: cannot move the merged cache into place: %s", out, strerror(errno));
+        else if (had_old)
+            remove_cache_dir(old);
+    }
+    if (rc < 0) {
+        remove_cache_dir(tmp);
+        goto fail;
+    }
+    printf("Merged %ld records from %d caches into %s\n", mc.copied, n_inputs, out);
+    free(seen_shard);
     cache_meta_free(&first);
-    return rc;
+    return 0;
+fail:
+    free(seen_shard);
+    cache_meta_free(&first);
+    return -1;
 }

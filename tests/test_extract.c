@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cache.h"
 #include "error.h"
@@ -301,7 +302,26 @@ Test(extract, shards_merge_into_the_single_run) {
     snprintf(args, sizeof args, "--merge '%s/../bad' '%s' '%s'", dir, shard[0], shard[0]);
     char *out;
     cr_expect_eq(run_tool("extract", args, &out), 1);
-    cr_expect(strstr(out, "not disjoint") != NULL, "%s", out);
+    cr_expect(strstr(out, "shard 0/3 is given twice") != NULL, "%s", out);
+    free(out);
+    // A failed merge leaves nothing at OUT.
+    char bad[1200];
+    snprintf(bad, sizeof bad, "%s/../bad/data.mdb", dir);
+    cr_expect(access(bad, F_OK) != 0, "a failed merge left %s", bad);
+
+    // Shards of another state of the folder: refused.
+    char path[2048];
+    snprintf(path, sizeof path, "%s/circles/img 9.jpg", dir);
+    uint8_t *rgb = malloc(40 * 40 * 3);
+    draw_shape(rgb, 40, 40, 0, 123);
+    write_jpeg(path, rgb, 40, 40, 90);
+    free(rgb);
+    snprintf(args, sizeof args, "--data '%s' --cache '%s' --shard 1/3 --weights random --input-size %d --quiet --overwrite",
+             dir, shard[1], SIZE);
+    extract_ok(args);
+    snprintf(args, sizeof args, "--merge '%s/../m2' '%s' '%s' '%s'", dir, shard[0], shard[1], shard[2]);
+    cr_expect_eq(run_tool("extract", args, &out), 1);
+    cr_expect(strstr(out, "another state of the folder") != NULL, "%s", out);
     free(out);
     remove_data_folder(dir);
 }
@@ -392,6 +412,99 @@ Test(extract, huge_image_odd_names_and_lmdb_tools) {
     rc = run_tool("extract", args, &out);
     cr_expect_eq(rc, 1, "%s", out);
     cr_expect(strstr(out, "extract: error:") && strstr(out, "img 0.jpg"), "%s", out);
+    free(out);
+    remove_data_folder(dir);
+}
+
+// The folder changes between runs: files added (shifting the indices of
+// those after them), renamed, removed. The rerun must end with exactly one
+// record per image, in folder order, identical to a fresh run.
+Test(extract, rerun_after_the_folder_changed_equals_a_fresh_run) {
+    char *dir = make_folder(0);
+    char cache[1100], fresh[1100], args[3000], a[2048], b[2048];
+    snprintf(cache, sizeof cache, "%s/../cache", dir);
+    snprintf(fresh, sizeof fresh, "%s/../fresh", dir);
+    snprintf(args, sizeof args, "--data '%s' --cache '%s' --weights random --input-size %d --quiet", dir, cache, SIZE);
+    extract_ok(args);
+    // Add one that sorts first, rename one, remove one.
+    uint8_t *rgb = malloc(44 * 44 * 3);
+    draw_shape(rgb, 44, 44, 0, 321);
+    snprintf(a, sizeof a, "%s/circles/a first.jpg", dir);
+    write_jpeg(a, rgb, 44, 44, 90);
+    free(rgb);
+    snprintf(a, sizeof a, "%s/squares/img 2.jpg", dir);
+    snprintf(b, sizeof b, "%s/squares/renamed.jpg", dir);
+    cr_assert_eq(rename(a, b), 0);
+    snprintf(a, sizeof a, "%s/circles/img 3.jpg", dir);
+    cr_assert_eq(unlink(a), 0);
+    char *out;
+    int rc = run_tool("extract", args, &out);
+    cr_assert_eq(rc, 0, "%s", out);
+    free(out);
+    snprintf(args, sizeof args, "--data '%s' --cache '%s' --weights random --input-size %d --quiet", dir, fresh, SIZE);
+    extract_ok(args);
+    CacheMeta m1, m2;
+    Records r = read_all(cache, &m1), f = read_all(fresh, &m2);
+    cr_assert_eq(r.n, f.n, "%d records for %d images", r.n, f.n);
+    for (int i = 0; i < r.n; i++) {
+        cr_expect_eq(r.keys[i], f.keys[i]);
+        cr_expect_str_eq(r.paths[i], f.paths[i]);
+        cr_expect(r.lens[i] == f.lens[i] && !memcmp(r.raw[i], f.raw[i], r.lens[i]), "record %d (%s)", i, r.paths[i]);
+    }
+    cr_expect(m1.complete && m1.class_counts[0] == 5 && m1.class_counts[1] == 5);
+    free_records(&r), free_records(&f);
+    cache_meta_free(&m1), cache_meta_free(&m2);
+    remove_data_folder(dir);
+}
+
+// --overwrite of a cache far larger than LMDB's first map: the replacement
+// must really happen (it once committed an empty transaction instead).
+Test(extract, overwrite_of_a_cache_larger_than_the_first_map) {
+    char *dir = make_folder(0);
+    char cache[1100], args[3000];
+    snprintf(cache, sizeof cache, "%s/../cache", dir);
+    setenv("VGGFT_CACHE_MAP_MB", "1", 1);
+    // block1_pool features at 64x64: 32x32x64 f32 = 256 KB each, 2.5 MB in all.
+    snprintf(args, sizeof args, "--data '%s' --cache '%s' --weights random --input-size 64 --layer block1_pool "
+                                "--dtype f32 --quiet", dir, cache);
+    extract_ok(args);
+    snprintf(args, sizeof args, "--data '%s' --cache '%s' --weights random --seed 9 --input-size 64 "
+                                "--layer block1_pool --dtype f32 --overwrite", dir, cache);
+    char *out;
+    int rc = run_tool("extract", args, &out);
+    unsetenv("VGGFT_CACHE_MAP_MB");
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_expect(strstr(out, "Extracted 10 images") != NULL, "%s", out);
+    free(out);
+    CacheMeta m;
+    Records r = read_all(cache, &m);
+    cr_expect_eq(r.n, 10);
+    cr_expect_str_eq(m.weights, "random:seed=9");
+    free_records(&r);
+    cache_meta_free(&m);
+    remove_data_folder(dir);
+}
+
+Test(extract, unfinished_shard_is_not_merged) {
+    char *dir = make_folder(0);
+    char s0[1100], s1[1100], args[3000];
+    snprintf(s0, sizeof s0, "%s/../s0", dir);
+    snprintf(s1, sizeof s1, "%s/../s1", dir);
+    snprintf(args, sizeof args, "--data '%s' --cache '%s' --shard 0/2 --weights random --input-size %d --quiet", dir,
+             s0, SIZE);
+    extract_ok(args);
+    snprintf(args, sizeof args, "--data '%s' --cache '%s' --shard 1/2 --weights random --input-size %d --batch 1 "
+                                "--quiet; exit $?", dir, s1, SIZE);
+    setenv("VGGFT_CACHE_COMMIT_EVERY", "1", 1);
+    setenv("VGGFT_TEST_CRASH_AFTER", "2", 1);
+    char *out;
+    cr_expect_eq(run_tool("extract", args, &out), 137);
+    unsetenv("VGGFT_TEST_CRASH_AFTER");
+    unsetenv("VGGFT_CACHE_COMMIT_EVERY");
+    free(out);
+    snprintf(args, sizeof args, "--merge '%s/../m' '%s' '%s'", dir, s0, s1);
+    cr_expect_eq(run_tool("extract", args, &out), 1);
+    cr_expect(strstr(out, "did not finish") != NULL, "%s", out);
     free(out);
     remove_data_folder(dir);
 }
