@@ -177,6 +177,7 @@ int cache_read_meta(Cache *c, CacheMeta *m) {
         snprintf(m->layer, sizeof m->layer, "%s", v[6]);
         if (sscanf(v[7], "%d,%d,%d", &m->feat_h, &m->feat_w, &m->feat_c) != 3)
             rc = err_set("%s: bad feature_shape '%s'", c->path, v[7]);
+        if (strcmp(v[8], "f32") && strcmp(v[8], "f16")) rc = err_set("%s: unknown dtype '%s'", c->path, v[8]);
         m->dtype = !strcmp(v[8], "f32") ? FEAT_F32 : FEAT_F16;
         if (v[11]) snprintf(m->shard, sizeof m->shard, "%s", v[11]);
         if (v[12]) snprintf(m->version, sizeof m->version, "%s", v[12]);

@@ -36,7 +36,8 @@ void atomic_abort(AtomicFile *af) {
 
 int make_dirs(const char *path) {
     char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s", path);
+    if (!path[0]) return err_set("empty path");
+    if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp) return err_set("%.64s...: path too long", path);
     for (char *p = tmp + 1;; p++) {
         if (*p != '/' && *p != '\0') continue;
         char c = *p;

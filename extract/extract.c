@@ -56,6 +56,11 @@ static int read_file(const char *path, uint8_t **data, size_t *n) {
         fclose(f);
         return err_set("%s: not a regular file", path);
     }
+    // Each worker holds one file: cap it (no image we decode is near this).
+    if (st.st_size > (1L << 30)) {
+        fclose(f);
+        return err_set("%s: %.1f GB is too large for an image file (limit 1 GB)", path, st.st_size / 1e9);
+    }
     *n = (size_t)st.st_size;
     *data = malloc(*n ? *n : 1);
     if (!*data) {
@@ -323,6 +328,11 @@ int extract_run(const ExtractOptions *o) {
     dataset_found_line(&ds, found, sizeof found);
     printf("%s\n", found);
     fflush(stdout);
+    for (int k = 0; k < ds.n_classes; k++)
+        if (strchr(ds.class_names[k], '\n')) {  // caches store class names one per line
+            err_set("%s: class folder name contains a newline; rename it", ds.root);
+            goto done;
+        }
     for (int k = 0; k < ds.n_classes; k++)
         if (ds.class_counts[k] == 0) {
             err_set("%s/%s: class folder has no images (looked for jpg, jpeg, png, bmp, ppm, tif, tiff)", ds.root,

@@ -83,8 +83,8 @@ int main(int argc, char **argv) {
         status = extract_merge(merge, rest, n_rest, o.overwrite) < 0 ? (cli_error("extract", NULL), 1) : 0;
     } else if (n_rest) {
         cli_error("extract", "unexpected argument '%s' (see --help)", rest[0]);
-    } else if (!o.data || !o.cache) {
-        cli_error("extract", "--data and --cache are required (see --help)");
+    } else if (!o.data || !o.cache || !o.data[0] || !o.cache[0]) {
+        cli_error("extract", "--data and --cache are required and must not be empty (see --help)");
     } else {
         o.model = mo.model;
         o.layer = mo.layer;

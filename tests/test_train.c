@@ -357,3 +357,47 @@ Test(train, streaming_from_the_cache_equals_in_memory) {
     remove_tree(dir);
     free(dir);
 }
+
+// Killed right after early stopping fired (while writing the outputs): the
+// resumed run must not train on, and must equal the uninterrupted one.
+Test(train, resume_after_early_stopping_trains_no_further) {
+    char *dir = make_temp_dir("train");
+    char tr[600], va[600], a[600], b[600], args[3000];
+    snprintf(tr, sizeof tr, "%s/train", dir);
+    snprintf(va, sizeof va, "%s/val", dir);
+    snprintf(a, sizeof a, "%s/a.h5", dir);
+    snprintf(b, sizeof b, "%s/b.h5", dir);
+    int n[2] = {20, 20}, nv[2] = {6, 6};
+    make_cache(tr, 2, n, 32, 21);
+    make_cache(va, 2, nv, 32, 22);
+    // A large step: val_loss soon stops improving.
+    const char *common = "--hidden 16 --optimizer sgd --lr 0.5 --epochs 40 --batch 8 --early-stopping 2 --quiet";
+    snprintf(args, sizeof args, "--cache %s --val-cache %s --out %s %s", tr, va, a, common);
+    char *o = run_ok(args);
+    int stop_epoch = 0;
+    char *e = strstr(o, "early stopping");
+    cr_assert_not_null(e, "early stopping never fired: %s", o);
+    while (e > o && e[-1] != '\n') e--;
+    cr_assert(sscanf(e, "Epoch %d:", &stop_epoch) == 1, "%s", e);
+    free(o);
+    char env[16];
+    snprintf(env, sizeof env, "%d", stop_epoch);
+    setenv("VGGFT_TEST_CRASH_AFTER_EPOCH", env, 1);
+    snprintf(args, sizeof args, "--cache %s --val-cache %s --out %s %s", tr, va, b, common);
+    int rc = run_tool("train", args, &o);
+    unsetenv("VGGFT_TEST_CRASH_AFTER_EPOCH");
+    cr_assert_eq(rc, 137, "%s", o);
+    free(o);
+    snprintf(args, sizeof args, "--cache %s --val-cache %s --out %s %s --resume", tr, va, b, common);
+    o = run_ok(args);
+    char next[32];
+    snprintf(next, sizeof next, "Epoch %d/40", stop_epoch + 1);
+    cr_expect(strstr(o, next) == NULL, "trained on after early stopping: %s", o);
+    free(o);
+    long n1, n2;
+    float *w1 = head_weights(a, 2, &n1, 16, 32), *w2 = head_weights(b, 2, &n2, 16, 32);
+    cr_expect_arr_eq(w1, w2, sizeof(float) * (size_t)n1);
+    free(w1), free(w2);
+    remove_tree(dir);
+    free(dir);
+}

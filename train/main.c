@@ -44,6 +44,7 @@ static const char *check_options(CliSpec *spec, const TrainOptions *o, const Mod
     if (o->early_stopping > 0 && !o->val_cache && o->validation_split <= 0)
         BAD("--early-stopping watches val_loss: give --val-cache or --validation-split");
     if (o->nesterov && strcmp(o->optimizer, "sgd")) BAD("--nesterov applies to --optimizer sgd only");
+    if (o->momentum_given && !strcmp(o->optimizer, "adam")) BAD("--momentum applies to sgd and rmsprop, not adam");
     if (o->memory_budget_mb < 0) BAD("--memory-budget must be >= 0, got %ld", o->memory_budget_mb);
 #undef BAD
     return NULL;

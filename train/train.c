@@ -65,7 +65,8 @@ static int same_features(const CacheMeta *a, const char *pa, const CacheMeta *b,
     snprintf(x.shard, sizeof x.shard, "%s", b->shard);
     char diff[600];
     if (cache_meta_diff(&x, b, diff, sizeof diff))
-        return err_set("%s and %s hold features made with other settings (%s)", pa, pb, diff);
+        return err_set("--val-cache %s was made with other settings than --cache %s (%s; \"the cache\" is the "
+                       "training one)", pb, pa, diff);
     return 0;
 }
 
@@ -196,10 +197,29 @@ int train_run(const TrainOptions *o) {
         features_free(&all);
         if (rc < 0) goto done;
         has_val = val.n > 0;
+        if (!has_val) {
+            if (o->early_stopping > 0) {
+                err_set("--validation-split %g leaves no validation records (int(F * n) is 0 for every class), so "
+                        "--early-stopping has nothing to watch",
+                        o->validation_split);
+                goto done;
+            }
+            fprintf(stderr, "warning: --validation-split %g leaves no validation records (int(F * n) is 0 for every "
+                            "class): training without validation\n",
+                    o->validation_split);
+        }
     } else {
         train = all;
         memset(&all, 0, sizeof all);
     }
+    if (!meta.complete)
+        fprintf(stderr, "warning: %s is incomplete: its extract run did not finish (rerun the same extract command)\n",
+                o->cache);
+    if (meta.shard[0])
+        fprintf(stderr, "warning: %s is shard %s of its folder only (extract --merge joins the shards)\n", o->cache,
+                meta.shard);
+    if (o->val_cache && !vmeta.complete)
+        fprintf(stderr, "warning: %s is incomplete: its extract run did not finish\n", o->val_cache);
     const int K = meta.n_classes;
     if (K < 2) {
         err_set("%s: the cache has a single class (%s); a classifier needs at least 2", o->cache,
@@ -270,23 +290,25 @@ int train_run(const TrainOptions *o) {
                          "train_cache_weights=%s\nmodel=%s\ninput_size=%dx%d\nlayer=%s\npreprocess=%s\n"
                          "interpolation=%s\nclasses=%d\nclass_mode=%s\nhidden=%d\ndropout=%.9g\noptimizer=%s\n"
                          "lr=%.9g\nmomentum=%.9g\nnesterov=%d\nbatch=%d\nseed=%ld\nclass_weight=%s\n"
-                         "validation=%s\nvalidation_split=%.9g\ntrain_records=%d\n",
+                         "validation=%s\nvalidation_split=%.9g\ntrain_records=%d\nearly_stopping=%d\n",
                          meta.weights, meta.model, meta.input_w, meta.input_h, meta.layer, meta.preprocess,
                          meta.interpolation, K, cfg.binary ? "binary" : "categorical", cfg.hidden, cfg.dropout,
                          optim_kind_name(kind), opt.lr, opt.momentum, opt.nesterov, o->batch, o->seed, o->class_weight,
-                         o->val_cache ? o->val_cache : "", o->validation_split, train.n);
+                         o->val_cache ? o->val_cache : "", o->validation_split, train.n, o->early_stopping);
         for (int k = 0; k < K && n < (int)cap - 300; k++) n += snprintf(settings + n, cap - n, "class%d=%s\n", k, meta.class_names[k]);
     }
 
     h_loss = malloc(sizeof(float) * (size_t)o->epochs), h_acc = malloc(sizeof(float) * (size_t)o->epochs);
     h_vloss = malloc(sizeof(float) * (size_t)o->epochs), h_vacc = malloc(sizeof(float) * (size_t)o->epochs);
     h_secs = malloc(sizeof(float) * (size_t)o->epochs);
-    int start_epoch = 0, wait = 0;
+    int start_epoch = 0, wait = 0, stopped = 0;
     float best_val = INFINITY;
     char ckpt_path[4200];
     sibling(o->out, ".ckpt", ckpt_path, sizeof ckpt_path);
 
     // --- resume -----------------------------------------------------------------
+    if (o->resume && access(ckpt_path, F_OK) != 0)
+        fprintf(stderr, "note: --resume: no checkpoint at %s yet, starting from the beginning\n", ckpt_path);
     if (o->resume && access(ckpt_path, F_OK) == 0) {
         if (checkpoint_read(&ck, ckpt_path) < 0) goto done;
         // Compare line by line; name the first setting that differs.
@@ -313,6 +335,9 @@ int train_run(const TrainOptions *o) {
         free(v);
         v = checkpoint_setting(&ck, "wait");
         wait = v ? atoi(v) : 0;
+        free(v);
+        v = checkpoint_setting(&ck, "stopped");
+        stopped = v && !strcmp(v, "1");  // early stopping had ended training: only the outputs are left
         free(v);
         float hist[5];
         if (start_epoch > o->epochs) {
@@ -358,14 +383,17 @@ int train_run(const TrainOptions *o) {
         err_set("out of memory for batches of %d", B);
         goto done;
     }
-    printf("Train on %d samples, %d classes (%s); head %d -> %d -> %d; %s lr %g%s\n", train.n, K,
-           cfg.binary ? "binary, sigmoid" : "categorical, softmax", train.D, cfg.hidden, m.n_outputs,
-           optim_kind_name(kind), opt.lr, class_w ? "; balanced class weights" : "");
+    char shape[64];
+    if (cfg.hidden > 0) snprintf(shape, sizeof shape, "%d -> %d -> %d", train.D, cfg.hidden, m.n_outputs);
+    else snprintf(shape, sizeof shape, "%d -> %d", train.D, m.n_outputs);
+    printf("Train on %d samples, %d classes (%s); head %s; %s lr %g%s\n", train.n, K,
+           cfg.binary ? "binary, sigmoid" : "categorical, softmax", shape, optim_kind_name(kind), opt.lr,
+           class_w ? "; balanced class weights" : "");
     if (has_val) printf("Validate on %d samples\n", val.n);
     fflush(stdout);
     const int steps = (train.n + B - 1) / B;
     int epoch = start_epoch;
-    for (; epoch < o->epochs; epoch++) {
+    for (; epoch < o->epochs && !stopped; epoch++) {
         if (!o->quiet) fprintf(stderr, "Epoch %d/%d\n", epoch + 1, o->epochs);
         Progress bar;
         progress_start(&bar, stderr, steps, "step");
@@ -428,7 +456,8 @@ int train_run(const TrainOptions *o) {
         Checkpoint c = {0};
         size_t tl = strlen(settings) + 128;
         c.text = malloc(tl);
-        snprintf(c.text, tl, "%sepochs_done=%d\nstep=%ld\nwait=%d\n", settings, epoch + 1, opt.step, wait);
+        snprintf(c.text, tl, "%sepochs_done=%d\nstep=%ld\nwait=%d\nstopped=%d\n", settings, epoch + 1, opt.step, wait,
+                 stop);
         int rc = checkpoint_add(&c, "best_val_loss", &best_val, 1);
         for (int e = 0; e <= epoch && rc == 0; e++) {
             char name[32];
