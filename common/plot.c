@@ -9,17 +9,28 @@
 #include "error.h"
 #include "fileutil.h"
 
-// XML-escapes text (class names are arbitrary bytes).
-static void text_escaped(FILE *f, const char *s) {
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '<') fputs("&lt;", f);
-        else if (c == '>') fputs("&gt;", f);
-        else if (c == '&') fputs("&amp;", f);
-        else if (c == '"') fputs("&quot;", f);
-        else if (c < 0x20) fputc('?', f);
-        else if (c >= 0x80) fprintf(f, "&#%u;", c);  // show bytes, never emit invalid UTF-8
-        else fputc(c, f);
+// Length of the valid UTF-8 sequence at s (1-4), or 0 if it is not one.
+static int utf8_len(const unsigned char *s) {
+    int n = s[0] < 0x80 ? 1 : (s[0] >> 5) == 6 ? 2 : (s[0] >> 4) == 14 ? 3 : (s[0] >> 3) == 30 ? 4 : 0;
+    for (int i = 1; i < n; i++)
+        if ((s[i] >> 6) != 2) return 0;
+    return n;
+}
+
+// XML-escapes text. Class names are folder names, i.e. arbitrary bytes:
+// valid UTF-8 passes through, other bytes are shown as Latin-1 characters.
+static void text_escaped(FILE *f, const char *text) {
+    for (const unsigned char *s = (const unsigned char *)text; *s;) {
+        int n = utf8_len(s);
+        if (*s == '<') fputs("&lt;", f);
+        else if (*s == '>') fputs("&gt;", f);
+        else if (*s == '&') fputs("&amp;", f);
+        else if (*s == '"') fputs("&quot;", f);
+        else if (*s < 0x20) fputc('?', f);
+        else if (n > 1) fwrite(s, 1, (size_t)n, f);
+        else if (n == 0) fprintf(f, "&#%u;", *s);  // not UTF-8: never emit invalid bytes
+        else fputc(*s, f);
+        s += n > 1 ? n : 1;
     }
 }
 

@@ -696,10 +696,19 @@ static int write_empty_list(hid_t obj, const char *name) {
     return rc;
 }
 
+// Creation properties without modification times, so that the same weights
+// always give the same file bytes (HDF5 stamps objects by default).
+static hid_t timeless(hid_t cls) {
+    hid_t p = H5Pcreate(cls);
+    if (p >= 0) H5Pset_obj_track_times(p, 0);
+    return p;
+}
+
 static int write_layer(hid_t file, const H5Layer *L) {
     hid_t g = -1, sub = -1, space = -1, d = -1;
+    hid_t gcpl = timeless(H5P_GROUP_CREATE), dcpl = timeless(H5P_DATASET_CREATE);
     int rc = 0;
-    g = H5Gcreate2(file, L->layer, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    g = H5Gcreate2(file, L->layer, H5P_DEFAULT, gcpl, H5P_DEFAULT);
     if (g < 0) return err_set("cannot create group %s", L->layer);
     if (L->n_tensors == 0) {
         rc = write_empty_list(g, "weight_names");
@@ -714,7 +723,7 @@ static int write_layer(hid_t file, const H5Layer *L) {
         np[t] = names[t];
     }
     if ((rc = write_strings(g, "weight_names", np, L->n_tensors, 0)) < 0) goto done;
-    sub = H5Gcreate2(g, L->layer, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    sub = H5Gcreate2(g, L->layer, H5P_DEFAULT, gcpl, H5P_DEFAULT);
     if (sub < 0) {
         rc = err_set("cannot create group %s/%s", L->layer, L->layer);
         goto done;
@@ -723,8 +732,7 @@ static int write_layer(hid_t file, const H5Layer *L) {
         hsize_t dims[4];
         for (int k = 0; k < L->ndim[t]; k++) dims[k] = (hsize_t)L->shape[t][k];
         space = H5Screate_simple(L->ndim[t], dims, NULL);
-        d = space >= 0 ? H5Dcreate2(sub, leaf[t], H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT,
-                                    H5P_DEFAULT)
+        d = space >= 0 ? H5Dcreate2(sub, leaf[t], H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT)
                        : -1;
         if (d < 0 || H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, L->data[t]) < 0)
             rc = err_set("cannot write dataset %s (disk full?)", names[t]);
@@ -732,6 +740,8 @@ static int write_layer(hid_t file, const H5Layer *L) {
         close_space(&space);
     }
 done:
+    H5Pclose(gcpl);
+    H5Pclose(dcpl);
     close_group(&sub);
     close_group(&g);
     if (rc < 0) err_prefix("layer %s: ", L->layer);

@@ -83,30 +83,46 @@ int checkpoint_read(Checkpoint *c, const char *path) {
         free(buf);
         return err_set("%s: the checkpoint is damaged (checksum mismatch)", path);
     }
+    // Every length is checked against what is left before it is used.
+    const size_t end = (size_t)size - 4;
     size_t at = 8;
     uint32_t tl, na;
+#define NEED(k) if ((k) > end - at) goto damaged
+    NEED(4);
     memcpy(&tl, buf + at, 4), at += 4;
+    NEED(tl);
     c->text = strndup((const char *)buf + at, tl), at += tl;
+    NEED(4);
     memcpy(&na, buf + at, 4), at += 4;
     for (uint32_t i = 0; i < na; i++) {
         uint32_t nl;
         uint64_t n;
+        NEED(4);
         memcpy(&nl, buf + at, 4), at += 4;
+        NEED((size_t)nl + 8);
         char *name = strndup((const char *)buf + at, nl);
         at += nl;
         memcpy(&n, buf + at, 8), at += 8;
-        if (at + n * 4 > (size_t)size - 4) {
+        if (n > (end - at) / 4) {
             free(name);
+            goto damaged;
+        }
+        int rc = checkpoint_add(c, name, (const float *)(buf + at), n);
+        free(name);
+        if (rc < 0) {
             free(buf);
             checkpoint_free(c);
-            return err_set("%s: the checkpoint is damaged (array overruns the file)", path);
+            return -1;
         }
-        checkpoint_add(c, name, (const float *)(buf + at), n);
-        free(name);
         at += n * 4;
     }
+#undef NEED
     free(buf);
     return 0;
+damaged:
+    free(buf);
+    checkpoint_free(c);
+    return err_set("%s: the checkpoint is damaged (a length overruns the file)", path);
 }
 
 int checkpoint_get(const Checkpoint *c, const char *path, const char *name, float *dst, size_t n) {
