@@ -139,6 +139,7 @@ static int meta_get(Cache *c, MDB_txn *txn, const char *key, char **out) {
     if (rc == MDB_NOTFOUND) return 0;
     if (rc) return err_set("%s: reading setting %s: %s", c->path, key, mdb_strerror(rc));
     *out = malloc(v.mv_size + 1);
+    if (!*out) return err_set("out of memory reading setting %s", key);
     memcpy(*out, v.mv_data, v.mv_size);
     (*out)[v.mv_size] = '\0';
     return 1;
@@ -190,6 +191,7 @@ int cache_read_meta(Cache *c, CacheMeta *m) {
         m->n_classes = n;
         m->class_names = calloc((size_t)n, sizeof(char *));
         m->class_counts = calloc((size_t)n, sizeof(long));
+        if (!m->class_names || !m->class_counts) n = 0, rc = err_set("out of memory");
         char *p = v[9];
         for (int i = 0; i < n; i++) {
             char *nl = strchr(p, '\n');

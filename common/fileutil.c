@@ -1,6 +1,7 @@
 #include "fileutil.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -24,6 +25,16 @@ int atomic_commit(AtomicFile *af) {
     if (bad) {
         unlink(af->tmp);
         return err_set("%s: cannot write: %s", af->path, strerror(e ? e : EIO));
+    }
+    // The rename itself reaches the disk with the folder's entry.
+    char dir[4096];
+    const char *slash = strrchr(af->path, '/');
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - af->path) + (slash == af->path) : 1,
+             slash ? af->path : ".");
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
     }
     return 0;
 }
