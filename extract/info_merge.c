@@ -159,7 +159,7 @@ static int merge_skipped(const char *out_dir, char **inputs, int n) {
         }
         fclose(f);
     }
-    qsort(lines, (size_t)nl, sizeof(char *), cmp_str);
+    if (nl) qsort(lines, (size_t)nl, sizeof(char *), cmp_str);
     snprintf(p, sizeof p, "%s/skipped.tsv", out_dir);
     AtomicFile af;
     FILE *f = atomic_open(&af, p);
@@ -250,7 +250,7 @@ int extract_merge(const char *out, char **inputs, int n_inputs, int overwrite) {
         if (rc == 0) printf("%s: %ld records\n", inputs[i], mc.copied - before);
     }
     if (rc == 0) {
-        qsort(mc.paths, (size_t)mc.n_paths, sizeof(char *), cmp_str);
+        if (mc.n_paths) qsort(mc.paths, (size_t)mc.n_paths, sizeof(char *), cmp_str);
         for (long i = 1; i < mc.n_paths && rc == 0; i++)
             if (!strcmp(mc.paths[i], mc.paths[i - 1]))
                 rc = err_set("--merge: %s is in two inputs: these caches are not disjoint shards of one folder",

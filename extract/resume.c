@@ -83,14 +83,14 @@ int resume_plan(Cache *c, const Dataset *ds, const long *items, long n_items, Ca
     int rc = pi ? cache_visit_keys(c, collect, &l) : err_set("out of memory");
     if (rc == 0) {
         for (long i = 0; i < n_items; i++) pi[i] = (PathIndex){ds->items[items[i]].path, items[i]};
-        qsort(pi, (size_t)n_items, sizeof *pi, cmp_path_index);
+        if (n_items) qsort(pi, (size_t)n_items, sizeof *pi, cmp_path_index);
         for (long i = 0; i < l.n; i++) {
             if (!l.s[i].path) continue;
             PathIndex key = {l.s[i].path, 0};
             PathIndex *hit = n_items ? bsearch(&key, pi, (size_t)n_items, sizeof *pi, cmp_path_index) : NULL;
             l.s[i].target = hit ? hit->index : -1;
         }
-        qsort(l.s, (size_t)l.n, sizeof *l.s, cmp_stored);
+        if (l.n) qsort(l.s, (size_t)l.n, sizeof *l.s, cmp_stored);
         out->e = malloc(sizeof *out->e * (size_t)(l.n ? l.n : 1));
         if (!out->e) rc = err_set("out of memory");
     }
@@ -133,6 +133,6 @@ int resume_plan(Cache *c, const Dataset *ds, const long *items, long n_items, Ca
         cached_set_free(out);
         return -1;
     }
-    qsort(out->e, (size_t)out->n, sizeof *out->e, cmp_entry);
+    if (out->n) qsort(out->e, (size_t)out->n, sizeof *out->e, cmp_entry);
     return 0;
 }
