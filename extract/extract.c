@@ -381,10 +381,15 @@ int extract_run(const ExtractOptions *o) {
     if (batch_alloc(&batch, o->batch, image_floats, model_feature_size(&m)) < 0) goto done;
     if (dev == DEVICE_CUDA) {
         gpu = gpu_base_create(&m, o->batch);
-        if (!gpu) goto done;
-    } else if (base_workspace_alloc(&ws, &m) < 0) {
-        goto done;
+        // --device auto: a GPU that cannot run the base is no reason to fail the job.
+        if (!gpu && strcmp(o->device, "auto")) goto done;
+        if (!gpu) {
+            fprintf(stderr, "warning: GPU unusable (%s); running on the CPU\n", err_msg());
+            dev = DEVICE_CPU;
+            snprintf(dev_note, sizeof dev_note, "CPU (GPU unusable)");
+        }
     }
+    if (dev == DEVICE_CPU && base_workspace_alloc(&ws, &m) < 0) goto done;
     if (!o->quiet)
         fprintf(stderr, "extract: %s; %s %dx%d -> %s (%dx%dx%d, %s); %ld image%s%s\n", dev_note, want.model,
                 o->input_size, o->input_size, want.layer, want.feat_h, want.feat_w, want.feat_c, o->dtype, n_items,
