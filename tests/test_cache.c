@@ -131,27 +131,40 @@ Test(cache, settings_mismatch_refused_and_overwrite) {
     free(dir);
 }
 
+// A new cache of 4096-float f32 records in a temporary folder (returned),
+// with a 1 MB first map and a commit every `commit_every` writes.
+static char *open_small_map(Cache *c, CacheMeta *want, const char *commit_every, char *path, size_t size) {
+    setenv("VGGFT_CACHE_MAP_MB", "1", 1);
+    setenv("VGGFT_CACHE_COMMIT_EVERY", commit_every, 1);
+    char *dir = make_temp_dir("cache");
+    snprintf(path, size, "%s/c", dir);
+    want->feat_h = want->feat_w = 1, want->feat_c = 4096;
+    want->dtype = FEAT_F32;
+    cr_assert_eq(cache_open_write(c, path, want, 0), 0, "%s", err_msg());
+    return dir;
+}
+
+// n records of 16 KB that zstd cannot shrink much, keys 0..n-1.
+static void put_noise_records(Cache *c, int n) {
+    float *f = malloc(sizeof(float) * 4096);
+    for (int k = 0; k < n; k++) {
+        for (int i = 0; i < 4096; i++) f[i] = (float)((k * 7919 + i * 104729) % 10007) * 1.2345e-3f;
+        CacheRecord r = {.label = k % 2, .path = "x.jpg", .features = f};
+        cr_assert_eq(cache_put(c, (uint64_t)k, &r, 4096, FEAT_F32), 0, "record %d: %s", k, err_msg());
+    }
+    free(f);
+}
+
 Test(cache, map_grows_when_full) {
     // A 1 MB first map and ~6 MB of incompressible records: LMDB reports
     // MDB_MAP_FULL several times and every record must still be there.
-    setenv("VGGFT_CACHE_MAP_MB", "1", 1);
-    setenv("VGGFT_CACHE_COMMIT_EVERY", "50", 1);
-    char *dir = make_temp_dir("cache");
     char path[600];
-    snprintf(path, sizeof path, "%s/c", dir);
     char *names[] = {"cats", "dogs"};
     CacheMeta want = meta_for_test(names);
-    want.feat_h = want.feat_w = 1, want.feat_c = 4096;
-    want.dtype = FEAT_F32;
     Cache c;
-    cr_assert_eq(cache_open_write(&c, path, &want, 0), 0, "%s", err_msg());
-    const int D = 4096, N = 400;
-    float *f = malloc(sizeof(float) * D);
-    for (int k = 0; k < N; k++) {
-        for (int i = 0; i < D; i++) f[i] = (float)((k * 7919 + i * 104729) % 10007) * 1.2345e-3f;
-        CacheRecord r = {.label = k % 2, .path = "x.jpg", .features = f};
-        cr_assert_eq(cache_put(&c, (uint64_t)k, &r, D, FEAT_F32), 0, "record %d: %s", k, err_msg());
-    }
+    char *dir = open_small_map(&c, &want, "50", path, sizeof path);
+    const int N = 400;
+    put_noise_records(&c, N);
     cr_assert_eq(cache_commit(&c), 0, "%s", err_msg());
     cr_expect_gt(c.map_size, (size_t)4 << 20);
     cr_expect_eq(cache_count(&c), N);
@@ -162,7 +175,6 @@ Test(cache, map_grows_when_full) {
     cache_close(&c);
     unsetenv("VGGFT_CACHE_MAP_MB");
     unsetenv("VGGFT_CACHE_COMMIT_EVERY");
-    free(f);
     remove_tree(dir);
     free(dir);
 }
@@ -177,6 +189,34 @@ Test(cache, not_a_cache) {
     snprintf(missing, sizeof missing, "%s/none", dir);
     cr_expect_eq(cache_open_read(&c, missing, &m), -1);
     cr_expect(strstr(err_msg(), "no such cache"), "%s", err_msg());
+    remove_tree(dir);
+    free(dir);
+}
+
+// A transaction that outgrows the map is replayed on a bigger one: every
+// write in it, settings included, not only the records.
+Test(cache, map_growth_replays_settings_too) {
+    char path[600];
+    char *names[] = {"cats", "dogs"};
+    CacheMeta want = meta_for_test(names);
+    Cache c;
+    char *dir = open_small_map(&c, &want, "100000", path, sizeof path);  // one transaction for everything
+    size_t first_map = c.map_size;
+    CacheMeta changed = want;
+    snprintf(changed.weights, sizeof changed.weights, "sha256:changed");
+    cr_assert_eq(cache_write_meta(&c, &changed), 0, "%s", err_msg());  // same transaction as the records
+    put_noise_records(&c, 300);
+    cr_assert_eq(cache_commit(&c), 0, "%s", err_msg());
+    cr_expect_gt(c.map_size, first_map, "the map never grew: the test did not exercise the replay");
+    cache_close(&c);
+    unsetenv("VGGFT_CACHE_MAP_MB");
+    unsetenv("VGGFT_CACHE_COMMIT_EVERY");
+    CacheMeta back;
+    cr_assert_eq(cache_open_read(&c, path, &back), 0, "%s", err_msg());
+    cr_expect_str_eq(back.weights, "sha256:changed");
+    cr_expect_eq(cache_count(&c), 300);
+    cache_meta_free(&back);
+    cache_close(&c);
     remove_tree(dir);
     free(dir);
 }

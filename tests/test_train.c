@@ -208,39 +208,71 @@ Test(train, same_seed_same_result_on_any_thread_count) {
     free(dir);
 }
 
-Test(train, resume_equals_uninterrupted_run) {
-    char *dir = make_temp_dir("train");
-    char tr[600], va[600], a[600], b[600], args[3000];
-    snprintf(tr, sizeof tr, "%s/train", dir);
-    snprintf(va, sizeof va, "%s/val", dir);
-    snprintf(a, sizeof a, "%s/a.h5", dir);
-    snprintf(b, sizeof b, "%s/b.h5", dir);
-    int n[2] = {30, 30}, nv[2] = {8, 8};
-    make_cache(tr, 2, n, 32, 5);
-    make_cache(va, 2, nv, 32, 6);
-    const char *common = "--hidden 16 --optimizer adam --lr 0.003 --epochs 5 --batch 8 --quiet";
-    snprintf(args, sizeof args, "--cache %s --val-cache %s --out %s %s", tr, va, a, common);
-    free(run_ok(args));
-    // Killed after epoch 2 (like kill -9), then resumed.
-    snprintf(args, sizeof args, "--cache %s --val-cache %s --out %s %s", tr, va, b, common);
-    setenv("VGGFT_TEST_CRASH_AFTER_EPOCH", "2", 1);
+// Two runs of the same training into a.h5 and b.h5: the second killed (like
+// kill -9, exit 137) after `epoch`, then rerun with --resume. Returns the
+// resumed run's output.
+typedef struct {
+    char *dir;
+    char tr[600], va[600], a[600], b[600];
+} ResumeCase;
+
+static ResumeCase resume_case(int n_train, int n_val, unsigned seed) {
+    ResumeCase r = {make_temp_dir("train")};
+    snprintf(r.tr, sizeof r.tr, "%s/train", r.dir);
+    snprintf(r.va, sizeof r.va, "%s/val", r.dir);
+    snprintf(r.a, sizeof r.a, "%s/a.h5", r.dir);
+    snprintf(r.b, sizeof r.b, "%s/b.h5", r.dir);
+    int n[2] = {n_train, n_train}, nv[2] = {n_val, n_val};
+    make_cache(r.tr, 2, n, 32, seed);
+    make_cache(r.va, 2, nv, 32, seed + 1);
+    return r;
+}
+
+static char *uninterrupted(const ResumeCase *r, const char *common) {
+    char args[3000];
+    snprintf(args, sizeof args, "--cache %s --val-cache %s --out %s %s", r->tr, r->va, r->a, common);
+    return run_ok(args);
+}
+
+static char *crash_then_resume(const ResumeCase *r, const char *common, int epoch) {
+    char args[3000], env[16];
+    snprintf(args, sizeof args, "--cache %s --val-cache %s --out %s %s", r->tr, r->va, r->b, common);
+    snprintf(env, sizeof env, "%d", epoch);
+    setenv("VGGFT_TEST_CRASH_AFTER_EPOCH", env, 1);
     char *o;
     int rc = run_tool("train", args, &o);
     unsetenv("VGGFT_TEST_CRASH_AFTER_EPOCH");
-    cr_assert_eq(rc, 137, "%s", o);
+    cr_assert_eq(rc, 137, "the crash hook did not fire: %s", o);
     free(o);
-    snprintf(args, sizeof args, "--cache %s --val-cache %s --out %s %s --resume", tr, va, b, common);
-    o = run_ok(args);
+    strcat(args, " --resume");
+    return run_ok(args);
+}
+
+static void expect_same_heads(const ResumeCase *r) {
+    long n1, n2;
+    float *w1 = head_weights(r->a, 2, &n1, 16, 32), *w2 = head_weights(r->b, 2, &n2, 16, 32);
+    cr_assert_eq(n1, n2);
+    cr_expect_arr_eq(w1, w2, sizeof(float) * (size_t)n1, "the resumed run differs from the uninterrupted one");
+    free(w1), free(w2);
+}
+
+static void resume_case_free(ResumeCase *r) {
+    remove_tree(r->dir);
+    free(r->dir);
+}
+
+Test(train, resume_equals_uninterrupted_run) {
+    ResumeCase r = resume_case(30, 8, 5);
+    const char *common = "--hidden 16 --optimizer adam --lr 0.003 --epochs 5 --batch 8 --quiet";
+    free(uninterrupted(&r, common));
+    char *o = crash_then_resume(&r, common, 2);
     cr_expect(strstr(o, "Epoch 3/5") && !strstr(o, "Epoch 2/5"), "resumed at epoch 3: %s", o);
     free(o);
-    long n1, n2;
-    float *w1 = head_weights(a, 2, &n1, 16, 32), *w2 = head_weights(b, 2, &n2, 16, 32);
-    cr_expect_arr_eq(w1, w2, sizeof(float) * (size_t)n1, "resumed run differs from the uninterrupted one");
-    free(w1), free(w2);
+    expect_same_heads(&r);
     // The history has all 5 epochs, equal to the uninterrupted run's but for timings.
     char p1[700], p2[700];
-    snprintf(p1, sizeof p1, "%s/a.history.csv", dir);
-    snprintf(p2, sizeof p2, "%s/b.history.csv", dir);
+    snprintf(p1, sizeof p1, "%s/a.history.csv", r.dir);
+    snprintf(p2, sizeof p2, "%s/b.history.csv", r.dir);
     FILE *f1 = fopen(p1, "r"), *f2 = fopen(p2, "r");
     char l1[256], l2[256];
     int rows = 0;
@@ -252,13 +284,13 @@ Test(train, resume_equals_uninterrupted_run) {
     cr_expect_eq(rows, 6);
     fclose(f1), fclose(f2);
     // Resuming with other settings is refused, naming the setting.
-    snprintf(args, sizeof args, "--cache %s --val-cache %s --out %s %s --resume --batch 9", tr, va, b, common);
-    rc = run_tool("train", args, &o);
+    char args[3000];
+    snprintf(args, sizeof args, "--cache %s --val-cache %s --out %s %s --resume --batch 9", r.tr, r.va, r.b, common);
+    int rc = run_tool("train", args, &o);
     cr_expect_eq(rc, 1, "%s", o);
     cr_expect(strstr(o, "batch is 8 in the checkpoint, 9 in this run"), "%s", o);
     free(o);
-    remove_tree(dir);
-    free(dir);
+    resume_case_free(&r);
 }
 
 Test(train, mismatched_and_bad_caches) {
@@ -361,43 +393,21 @@ Test(train, streaming_from_the_cache_equals_in_memory) {
 // Killed right after early stopping fired (while writing the outputs): the
 // resumed run must not train on, and must equal the uninterrupted one.
 Test(train, resume_after_early_stopping_trains_no_further) {
-    char *dir = make_temp_dir("train");
-    char tr[600], va[600], a[600], b[600], args[3000];
-    snprintf(tr, sizeof tr, "%s/train", dir);
-    snprintf(va, sizeof va, "%s/val", dir);
-    snprintf(a, sizeof a, "%s/a.h5", dir);
-    snprintf(b, sizeof b, "%s/b.h5", dir);
-    int n[2] = {20, 20}, nv[2] = {6, 6};
-    make_cache(tr, 2, n, 32, 21);
-    make_cache(va, 2, nv, 32, 22);
+    ResumeCase r = resume_case(20, 6, 21);
     // A large step: val_loss soon stops improving.
     const char *common = "--hidden 16 --optimizer sgd --lr 0.5 --epochs 40 --batch 8 --early-stopping 2 --quiet";
-    snprintf(args, sizeof args, "--cache %s --val-cache %s --out %s %s", tr, va, a, common);
-    char *o = run_ok(args);
+    char *o = uninterrupted(&r, common);
     int stop_epoch = 0;
     char *e = strstr(o, "early stopping");
     cr_assert_not_null(e, "early stopping never fired: %s", o);
     while (e > o && e[-1] != '\n') e--;
     cr_assert(sscanf(e, "Epoch %d:", &stop_epoch) == 1, "%s", e);
     free(o);
-    char env[16];
-    snprintf(env, sizeof env, "%d", stop_epoch);
-    setenv("VGGFT_TEST_CRASH_AFTER_EPOCH", env, 1);
-    snprintf(args, sizeof args, "--cache %s --val-cache %s --out %s %s", tr, va, b, common);
-    int rc = run_tool("train", args, &o);
-    unsetenv("VGGFT_TEST_CRASH_AFTER_EPOCH");
-    cr_assert_eq(rc, 137, "%s", o);
-    free(o);
-    snprintf(args, sizeof args, "--cache %s --val-cache %s --out %s %s --resume", tr, va, b, common);
-    o = run_ok(args);
+    o = crash_then_resume(&r, common, stop_epoch);
     char next[32];
     snprintf(next, sizeof next, "Epoch %d/40", stop_epoch + 1);
     cr_expect(strstr(o, next) == NULL, "trained on after early stopping: %s", o);
     free(o);
-    long n1, n2;
-    float *w1 = head_weights(a, 2, &n1, 16, 32), *w2 = head_weights(b, 2, &n2, 16, 32);
-    cr_expect_arr_eq(w1, w2, sizeof(float) * (size_t)n1);
-    free(w1), free(w2);
-    remove_tree(dir);
-    free(dir);
+    expect_same_heads(&r);
+    resume_case_free(&r);
 }
