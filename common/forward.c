@@ -136,62 +136,111 @@ static HeadLayers head_layers(const Model *m) {
     return h;
 }
 
-void head_forward(const Model *m, const float *features, int N, int training, uint64_t seed, uint64_t stream,
-                  HeadBuffers *hb) {
+// The layer that reads the features (the hidden layer, or the output layer
+// when there is none), and where its output goes.
+static Layer *first_dense(const HeadLayers *h, HeadBuffers *hb, float **out) {
+    *out = h->hidden ? hb->hidden : hb->logits;
+    return (Layer *)(h->hidden ? h->hidden : h->output);
+}
+
+int head_forward_first(const Model *m, const float *features, int N, HeadBuffers *hb) {
     HeadLayers h = head_layers(m);
-    const int D = (int)model_feature_size(m);
-    const float *x = features;
-    int dim = D;
+    float *out;
+    const Layer *l = first_dense(&h, hb, &out);
+    return dense_forward(features, N, (int)model_feature_size(m), l->kernel, l->bias, l->units, out);
+}
+
+int head_forward_rest(const Model *m, int N, int training, uint64_t seed, uint64_t stream, HeadBuffers *hb) {
+    HeadLayers h = head_layers(m);
     if (h.hidden) {
-        dense_forward(features, N, D, h.hidden->kernel, h.hidden->bias, h.hidden->units, hb->hidden);
         size_t n = (size_t)N * h.hidden->units;
         relu_forward(hb->hidden, n);
         hb->dropout_applied = h.dropout && training;
         if (hb->dropout_applied) dropout_forward(hb->hidden, n, h.dropout->rate, seed, stream, hb->mask);
-        x = hb->hidden;
-        dim = h.hidden->units;
+        if (dense_forward(hb->hidden, N, h.hidden->units, h.output->kernel, h.output->bias, h.output->units,
+                          hb->logits) < 0)
+            return -1;
     }
-    dense_forward(x, N, dim, h.output->kernel, h.output->bias, h.output->units, hb->logits);
     if (h.output->act == ACT_SIGMOID) sigmoid_forward(hb->logits, hb->probs, (size_t)N);
     else softmax_forward(hb->logits, hb->probs, N, h.output->units);
+    return 0;
+}
+
+int head_forward(const Model *m, const float *features, int N, int training, uint64_t seed, uint64_t stream,
+                 HeadBuffers *hb) {
+    if (head_forward_first(m, features, N, hb) < 0) return -1;
+    return head_forward_rest(m, N, training, seed, stream, hb);
+}
+
+// The loss of the batch in hb->logits and, if dl, its gradient.
+static float head_loss(const Model *m, const HeadLayers *h, const int32_t *labels, const float *sample_weights, int N,
+                       HeadBuffers *hb, float *dl) {
+    if (h->output->act == ACT_SIGMOID) {
+        for (int i = 0; i < N; i++) hb->targets[i] = (float)labels[i];
+        return loss_sigmoid_bce(hb->logits, hb->targets, sample_weights, N, dl, NULL);
+    }
+    return loss_softmax_cce(hb->logits, labels, sample_weights, N, h->output->units, dl, NULL);
+}
+
+// From the output layer's gradient dl to the hidden layer's, in hb->d_hidden.
+static void hidden_backward(const HeadLayers *h, int N, HeadBuffers *hb) {
+    size_t n = (size_t)N * h->hidden->units;
+    if (hb->dropout_applied) dropout_backward(hb->d_hidden, n, h->dropout->rate, hb->mask);
+    // relu'(pre) equals relu'(post-dropout) only where dropout kept the
+    // unit; dropped units already have zero gradient from the mask.
+    relu_backward(hb->hidden, hb->d_hidden, n);
 }
 
 float head_backward(const Model *m, const float *features, const int32_t *labels, const float *sample_weights, int N,
                     HeadBuffers *hb, Grads *g, float *d_features) {
     HeadLayers h = head_layers(m);
     const int D = (int)model_feature_size(m);
-    float loss;
     float *dl = (g || d_features) ? hb->d_logits : NULL;
-    if (h.output->act == ACT_SIGMOID) {
-        for (int i = 0; i < N; i++) hb->targets[i] = (float)labels[i];
-        loss = loss_sigmoid_bce(hb->logits, hb->targets, sample_weights, N, dl, NULL);
-    } else {
-        loss = loss_softmax_cce(hb->logits, labels, sample_weights, N, h.output->units, dl, NULL);
-    }
+    float loss = head_loss(m, &h, labels, sample_weights, N, hb, dl);
     if (!dl) return loss;
     const float *x = h.hidden ? hb->hidden : features;
     int dim = h.hidden ? h.hidden->units : D;
     float *dx = h.hidden ? hb->d_hidden : d_features;
-    const int fused = g && g->sgd_lr > 0;
-    if (fused)
-        dense_backward_sgd(x, N, dim, h.output->kernel, h.output->bias, h.output->units, dl, dx, g->sgd_lr);
-    else
-        dense_backward(x, N, dim, h.output->kernel, h.output->units, dl, dx, g ? g->dkernel[h.i_output] : NULL,
-                       g ? g->dbias[h.i_output] : NULL);
+    dense_backward(x, N, dim, h.output->kernel, h.output->units, dl, dx, g ? g->dkernel[h.i_output] : NULL,
+                   g ? g->dbias[h.i_output] : NULL);
     if (h.hidden) {
-        size_t n = (size_t)N * h.hidden->units;
-        if (hb->dropout_applied) dropout_backward(hb->d_hidden, n, h.dropout->rate, hb->mask);
-        // relu'(pre) equals relu'(post-dropout) only where dropout kept the
-        // unit; dropped units already have zero gradient from the mask.
-        relu_backward(hb->hidden, hb->d_hidden, n);
-        if (fused)
-            dense_backward_sgd(features, N, D, h.hidden->kernel, h.hidden->bias, h.hidden->units, hb->d_hidden,
-                               d_features, g->sgd_lr);
-        else
-            dense_backward(features, N, D, h.hidden->kernel, h.hidden->units, hb->d_hidden, d_features,
-                           g ? g->dkernel[h.i_hidden] : NULL, g ? g->dbias[h.i_hidden] : NULL);
+        hidden_backward(&h, N, hb);
+        dense_backward(features, N, D, h.hidden->kernel, h.hidden->units, hb->d_hidden, d_features,
+                       g ? g->dkernel[h.i_hidden] : NULL, g ? g->dbias[h.i_hidden] : NULL);
     }
     return loss;
+}
+
+int head_train_step(const Model *m, const Optimizer *o, float *const *slots, const float *features,
+                    const int32_t *labels, const float *sample_weights, int N, uint64_t seed,
+                    const float *next_features, int next_N, HeadBuffers *hb, Grads *g, float *loss) {
+    HeadLayers h = head_layers(m);
+    if (head_forward_rest(m, N, 1, seed, (uint64_t)o->step, hb) < 0) return -1;
+    *loss = head_loss(m, &h, labels, sample_weights, N, hb, hb->d_logits);
+    OptimRule rule = optim_rule(o);
+    const float *d_first = hb->d_logits;
+    int i_first = h.i_output;
+    if (h.hidden) {
+        // The small output layer the plain way: its gradient, and din from
+        // the weights before the update, then the update.
+        const Layer *l = h.output;
+        int i = h.i_output;
+        memset(g->dkernel[i], 0, sizeof(float) * (size_t)l->n_kernel);
+        memset(g->dbias[i], 0, sizeof(float) * (size_t)l->n_bias);
+        dense_backward(hb->hidden, N, h.hidden->units, l->kernel, l->units, hb->d_logits, hb->d_hidden, g->dkernel[i],
+                       g->dbias[i]);
+        optim_apply(&rule, l->kernel, g->dkernel[i], HEAD_SLOTS(slots, i, 0), (size_t)l->n_kernel);
+        optim_apply(&rule, l->bias, g->dbias[i], HEAD_SLOTS(slots, i, 1), (size_t)l->n_bias);
+        hidden_backward(&h, N, hb);
+        d_first = hb->d_hidden, i_first = h.i_hidden;
+    }
+    // The big layer in one pass, which also runs the next batch into it: its
+    // output buffer is free again now that the backward pass is done.
+    float *next_out;
+    Layer *first = first_dense(&h, hb, &next_out);
+    return dense_update_forward(features, N, (int)model_feature_size(m), first->kernel, first->bias, first->units,
+                                d_first, &rule, HEAD_SLOTS(slots, i_first, 0), HEAD_SLOTS(slots, i_first, 1),
+                                next_features, next_N, next_out);
 }
 
 void head_predict_classes(const Model *m, const HeadBuffers *hb, int N, int32_t *classes) {

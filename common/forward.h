@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "model.h"
+#include "optim.h"
 
 // --- conv base, inference only ---------------------------------------------
 // Two ping-pong activation buffers sized for the largest layer of one image
@@ -41,9 +42,6 @@ typedef struct {
 typedef struct {
     int n_layers;
     float **dkernel, **dbias;
-    // > 0: plain SGD with this learning rate is applied to the weights during
-    // head_backward (dense_backward_sgd) instead of accumulating gradients.
-    float sgd_lr;
 } Grads;
 
 int head_buffers_alloc(HeadBuffers *hb, const Model *m, int cap);
@@ -54,12 +52,39 @@ void grads_free(Grads *g);
 
 // features: N x model_feature_size(m). training: apply dropout with the
 // mask rng_hash(seed, stream*...) (see dropout_forward). Fills hb->probs.
-void head_forward(const Model *m, const float *features, int N, int training, uint64_t seed, uint64_t stream,
-                  HeadBuffers *hb);
+// Returns -1 (err_set) only when out of memory (see dense_forward).
+int head_forward(const Model *m, const float *features, int N, int training, uint64_t seed, uint64_t stream,
+                 HeadBuffers *hb);
+// head_forward in two parts: the dense layer that reads the features (the
+// hidden layer, or the output layer when there is none), into hb->hidden
+// (or hb->logits), then the rest from there.
+int head_forward_first(const Model *m, const float *features, int N, HeadBuffers *hb);
+int head_forward_rest(const Model *m, int N, int training, uint64_t seed, uint64_t stream, HeadBuffers *hb);
+
 // After head_forward: the mean (weighted) loss of labels (class indices)
 // and, if g is not NULL, the gradients accumulated into g (and into
 // d_features if not NULL: N x feature_size, for fine-tuning the base).
 float head_backward(const Model *m, const float *features, const int32_t *labels, const float *sample_weights, int N,
                     HeadBuffers *hb, Grads *g, float *d_features);
+// Optimizer state of the head: slots[(layer * 2 + tensor) * 2 + s] is slot s
+// of the layer's kernel (tensor 0) or bias (tensor 1); HEAD_SLOTS gives the
+// two slots of one tensor, as optim_update takes them.
+#define HEAD_SLOTS(slots, layer, tensor) (&(slots)[((layer) * 2 + (tensor)) * 2])
+
+// One training step of the head on a batch whose first dense layer already
+// ran (head_forward_first, or the previous step): the rest of the forward
+// pass with dropout (stream o->step), the loss (into *loss), the backward
+// pass, and the update of every head layer by o (call optim_step_done
+// after). The layer that reads the features (8192 x 256 in the seeds) is
+// updated by dense_update_forward, which also runs next_features (next_N
+// rows; NULL for none) through it, so that the next step can start at once.
+// g holds the gradients of the layers after it (grads_alloc from there).
+// Equals head_forward, head_backward, optim_update of each layer, then
+// head_forward_first on the next batch, bit for bit. Returns -1 as
+// head_forward.
+int head_train_step(const Model *m, const Optimizer *o, float *const *slots, const float *features,
+                    const int32_t *labels, const float *sample_weights, int N, uint64_t seed,
+                    const float *next_features, int next_N, HeadBuffers *hb, Grads *g, float *loss);
+
 // Predicted class of each row of hb->probs (binary: p > 0.5, as Keras).
 void head_predict_classes(const Model *m, const HeadBuffers *hb, int N, int32_t *classes);

@@ -1,9 +1,7 @@
-// ReLU, 2x2 max pool, dense, dropout and glorot_uniform (the conv is in
+// ReLU, 2x2 max pool, dropout and glorot_uniform (the conv is in
 // conv.c, activations and losses in loss.c).
 #include "layers.h"
-#include "parallel.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -56,78 +54,6 @@ void maxpool2x2_backward(const float *dout, int N, int H, int W, int C,
     size_t nout = (size_t)N * (H / 2) * (W / 2) * C;
     memset(din, 0, (size_t)N * H * W * C * sizeof(float));
     for (size_t i = 0; i < nout; i++) din[argmax[i]] += dout[i];
-}
-
-// --- Dense ------------------------------------------------------------------
-
-// The products run as fixed blocks (64 output columns, or 256 rows of dW and
-// din) on the parallel pool: each output element is summed by one sgemm call
-// whose shape does not depend on the thread count, so the results do not
-// either. Call BLAS single-threaded meanwhile (blas_set_threads(1)) to keep
-// that guarantee; train does.
-enum { DENSE_COLS = 64, DENSE_ROWS = 256 };
-
-typedef struct {
-    const float *in, *W, *dout;
-    float *out, *dW, *din;
-    int N, D, U;
-    float *W_sgd;  // dense_backward_sgd: the kernel to update in place
-    float lr;
-} DenseJob;
-
-static void dense_forward_block(void *ctx, int t) {
-    const DenseJob *j = ctx;
-    int c0 = t * DENSE_COLS, nc = j->U - c0 < DENSE_COLS ? j->U - c0 : DENSE_COLS;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, j->N, nc, j->D, 1.0f, j->in, j->D, j->W + c0, j->U,
-                1.0f, j->out + c0, j->U);
-}
-
-void dense_forward(const float *in, int N, int D, const float *W,
-                   const float *b, int U, float *out) {
-    for (int i = 0; i < N; i++) {
-        if (b) memcpy(out + (size_t)i * U, b, U * sizeof(float));
-        else memset(out + (size_t)i * U, 0, U * sizeof(float));
-    }
-    DenseJob j = {.in = in, .W = W, .out = out, .N = N, .D = D, .U = U};
-    parallel_for((U + DENSE_COLS - 1) / DENSE_COLS, dense_forward_block, &j);
-}
-
-// dW[rows] += in[:, rows]^T @ dout, and din[:, rows] = dout @ W[rows]^T.
-static void dense_backward_block(void *ctx, int t) {
-    const DenseJob *j = ctx;
-    int r0 = t * DENSE_ROWS, nr = j->D - r0 < DENSE_ROWS ? j->D - r0 : DENSE_ROWS;
-    if (j->dW)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nr, j->U, j->N, 1.0f, j->in + r0, j->D, j->dout, j->U,
-                    1.0f, j->dW + (size_t)r0 * j->U, j->U);
-    if (j->din)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->N, nr, j->U, 1.0f, j->dout, j->U,
-                    j->W + (size_t)r0 * j->U, j->U, 0.0f, j->din + r0, j->D);
-    // After din: these rows of W are only read above, by this block.
-    if (j->W_sgd)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nr, j->U, j->N, -j->lr, j->in + r0, j->D, j->dout, j->U,
-                    1.0f, j->W_sgd + (size_t)r0 * j->U, j->U);
-}
-
-void dense_backward(const float *in, int N, int D, const float *W, int U,
-                    const float *dout, float *din, float *dW, float *db) {
-    if (db) {
-        for (int i = 0; i < N; i++)
-            for (int u = 0; u < U; u++) db[u] += dout[(size_t)i * U + u];
-    }
-    if (!dW && !din) return;
-    DenseJob j = {.in = in, .W = W, .dout = dout, .dW = dW, .din = din, .N = N, .D = D, .U = U};
-    parallel_for((D + DENSE_ROWS - 1) / DENSE_ROWS, dense_backward_block, &j);
-}
-
-void dense_backward_sgd(const float *in, int N, int D, float *W, float *b, int U,
-                        const float *dout, float *din, float lr) {
-    for (int u = 0; b && u < U; u++) {
-        float g = 0;
-        for (int i = 0; i < N; i++) g += dout[(size_t)i * U + u];
-        b[u] -= g * lr;  // as optim_update's SGD: w -= g * lr
-    }
-    DenseJob j = {.in = in, .W = W, .dout = dout, .din = din, .N = N, .D = D, .U = U, .W_sgd = W, .lr = lr};
-    parallel_for((D + DENSE_ROWS - 1) / DENSE_ROWS, dense_backward_block, &j);
 }
 
 // --- Dropout ----------------------------------------------------------------

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dense.h"
+
 // --- 3x3 convolution, 'same' padding (pad 1, stride 1), with bias ----------
 // Cross-correlation like Keras (no kernel flip). Runs through OpenBLAS sgemm
 // on im2col patches, a band of output rows at a time so that the scratch
@@ -59,21 +61,7 @@ void maxpool2x2_forward(const float *in, int N, int H, int W, int C,
 void maxpool2x2_backward(const float *dout, int N, int H, int W, int C,
                          const int32_t *argmax, float *din);
 
-// --- Dense -----------------------------------------------------------------
-void dense_forward(const float *in, int N, int D, const float *W,
-                   const float *b, int U, float *out);
-// din, dW and db may each be NULL when not wanted.
-void dense_backward(const float *in, int N, int D, const float *W, int U,
-                    const float *dout, float *din, float *dW, float *db);
-
-// Plain SGD (no momentum) folded into the backward pass: din (may be NULL)
-// from W before the update, then W -= lr * in^T @ dout and b -= lr * sum(dout).
-// One sgemm with beta 1 instead of writing dW and reading it back: a third of
-// the memory traffic of a small-batch step. Equal to dense_backward followed
-// by optim_update(SGD) up to float rounding of the last bit.
-void dense_backward_sgd(const float *in, int N, int D, float *W, float *b, int U,
-                        const float *dout, float *din, float lr);
-
+// --- Dense: see dense.h -----------------------------------------------------
 // --- Inverted dropout (training only) --------------------------------------
 // Keeps each element with probability 1-rate and divides kept ones by
 // (1-rate), like Keras. Element i is kept when

@@ -160,12 +160,19 @@ void model_free(Model *m) {
     m->n_layers = 0;
 }
 
+float *model_floats_alloc(size_t n) {
+    size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
+    float *p = aligned_alloc(64, bytes ? bytes : 64);
+    if (p) memset(p, 0, bytes);
+    return p;
+}
+
 int model_alloc_weights(Model *m, int from, int to) {
     for (int i = from; i < to; i++) {
         Layer *l = &m->layers[i];
         if (!l->n_kernel || l->kernel) continue;
-        l->kernel = calloc((size_t)l->n_kernel, sizeof(float));
-        l->bias = calloc((size_t)l->n_bias, sizeof(float));
+        l->kernel = model_floats_alloc((size_t)l->n_kernel);
+        l->bias = model_floats_alloc((size_t)l->n_bias);
         if (!l->kernel || !l->bias) return err_set("out of memory allocating weights of layer %s", l->name);
     }
     return 0;

@@ -64,6 +64,10 @@ const char *arch_name(Arch arch);
 int model_build(Model *m, const ModelConfig *cfg);
 void model_free(Model *m);
 // Allocates (zeroed) weights for layers [from, to).
+// n zeroed floats on a 64-byte boundary, for weights and optimizer state
+// (free() them): the dense layer's row blocks then start on cache lines,
+// and its vector loads never straddle two. NULL when out of memory.
+float *model_floats_alloc(size_t n);
 int model_alloc_weights(Model *m, int from, int to);
 // Keras's default initialisation (glorot_uniform kernels, zero biases),
 // seeded, for layers [from, to) that have weights.

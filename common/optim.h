@@ -41,5 +41,23 @@ int optim_slots(const Optimizer *o);
 // arrays of n floats, zero-initialised before the first step.
 void optim_update(const Optimizer *o, float *param, const float *grad,
                   float *const *slots, size_t n);
+
+// One step's elementwise rule with its per-step constants worked out once
+// (Adam's bias-corrected step size), so that it can be applied piece by
+// piece, e.g. to a tile of a kernel as soon as that tile's gradient is known
+// (dense_update_forward). Valid until optim_step_done.
+typedef struct {
+    OptimKind kind;
+    int n_slots;        // optim_slots
+    int nesterov;
+    float lr, momentum;
+    float alpha;        // Adam: lr * sqrt(1 - b2^t) / (1 - b1^t)
+    float c1, c2;       // Adam: 1 - beta1, 1 - beta2; RMSprop: c1 = 1 - rho
+    float rho, epsilon;
+} OptimRule;
+OptimRule optim_rule(const Optimizer *o);
+// The rule on n elements, on the calling thread. slots as for optim_update,
+// each pointing at the same offset as param and grad.
+void optim_apply(const OptimRule *r, float *param, const float *grad, float *const *slots, size_t n);
 // Call once per training step, after all tensors were updated.
 static inline void optim_step_done(Optimizer *o) { o->step++; }

@@ -668,33 +668,3 @@ Test(init, glorot_uniform_distribution) {
     cr_expect_arr_neq(w, w3, n * sizeof(float), "another seed, other weights");
     free(w); free(w2); free(w3);
 }
-
-// Plain SGD folded into the dense backward pass equals the two-step update:
-// dense_backward, then optim_update. din must come from the old weights.
-Test(dense, fused_sgd_equals_gradient_then_update) {
-    const int N = 5, D = 600, U = 70;  // several row and column blocks, ragged ends
-    float *x = malloc(sizeof(float) * N * D), *dy = malloc(sizeof(float) * N * U);
-    float *W1 = malloc(sizeof(float) * D * U), *W2 = malloc(sizeof(float) * D * U), *dW = calloc((size_t)D * U, 4);
-    float b1[70], b2[70], db[70] = {0};
-    float *din1 = malloc(sizeof(float) * N * D), *din2 = malloc(sizeof(float) * N * D);
-    for (int i = 0; i < N * D; i++) x[i] = (float)((i * 7) % 13) / 13.0f - 0.4f;
-    for (int i = 0; i < N * U; i++) dy[i] = (float)((i * 5) % 11) / 11.0f - 0.5f;
-    for (int i = 0; i < D * U; i++) W1[i] = W2[i] = (float)((i * 3) % 17) / 17.0f - 0.5f;
-    for (int u = 0; u < U; u++) b1[u] = b2[u] = 0.01f * u;
-    Optimizer o;
-    optim_defaults(&o, OPTIM_SGD);
-    o.lr = 0.05f;
-    dense_backward(x, N, D, W1, U, dy, din1, dW, db);
-    optim_update(&o, W1, dW, NULL, (size_t)D * U);
-    optim_update(&o, b1, db, NULL, (size_t)U);
-    dense_backward_sgd(x, N, D, W2, b2, U, dy, din2, o.lr);
-    cr_expect_arr_eq(din1, din2, sizeof(float) * N * D, "din must use the weights before the update");
-    // w - lr*g rounded twice vs once (sgemm's alpha*sum + beta*C): 1 ulp.
-    float worst = 0;
-    for (int i = 0; i < D * U; i++) worst = fmaxf(worst, fabsf(W1[i] - W2[i]) / (fabsf(W1[i]) + 1e-3f));
-    cr_expect_lt(worst, 1e-6f, "W differs by %g relative", worst);
-    for (int u = 0; u < U; u++) cr_expect_float_eq(b1[u], b2[u], 0, "bias %d", u);
-    // The update really happened (so the comparison above can fail).
-    cr_expect_gt(fabsf(W2[1] - ((float)3 / 17.0f - 0.5f)), 1e-4f);
-    free(x), free(dy), free(W1), free(W2), free(dW), free(din1), free(din2);
-}

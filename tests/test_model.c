@@ -194,6 +194,15 @@ Test(model, vgg16_forward_matches_keras_32x32_binary) { check_against_keras(32, 
 // Non-square input and a 2x1 final map pin down the H,W,C flatten order.
 Test(model, vgg16_forward_matches_keras_64x48_softmax) { check_against_keras(64, 48, 3); }
 
+// The finite-difference error of a gradient as a fraction of what float32
+// allows: 2% of the gradients' size (central differences, h = 2e-3), plus
+// the resolution of the difference of two float32 losses (a few ulps of the
+// loss over 2h), which dominates for gradients near zero.
+static double grad_error(double num, double ana, float loss, float h) {
+    double ulp = nextafterf(loss, INFINITY) - loss;
+    return fabs(num - ana) / (2e-2 * (fabs(num) + fabs(ana)) + 4 * ulp / (2 * h));
+}
+
 // Finite differences of the head's mean loss with respect to every dense
 // parameter and the input features, with dropout on (fixed mask).
 static void head_gradcheck(int binary, int classes, int hidden) {
@@ -247,7 +256,7 @@ static void head_gradcheck(int binary, int classes, int hidden) {
                 double lm = LOSS();
                 p[k] = keep;
                 double num = (lp - lm) / (2 * h);
-                double e = fabs(num - dp[k]) / (fabs(num) + fabs(dp[k]) + 1e-3);
+                double e = grad_error(num, dp[k], lp, h);
                 if (e > worst) worst = e;
                 checked++;
             }
@@ -262,14 +271,14 @@ static void head_gradcheck(int binary, int classes, int hidden) {
         double lm = LOSS();
         feat[k] = keep;
         double num = (lp - lm) / (2 * h);
-        double e = fabs(num - dfeat[k]) / (fabs(num) + fabs(dfeat[k]) + 1e-3);
+        double e = grad_error(num, dfeat[k], lp, h);
         if (e > worst) worst = e;
         checked++;
     }
 #undef LOSS
-    // Float32 losses, h = 2e-3: central differences agree to ~1e-2 where the
-    // ReLU does not switch; a kink crossing would show as O(1) error.
-    cr_expect_lt(worst, 2e-2, "worst relative gradient error %g over %d checks", worst, checked);
+    // A wrong gradient, or a ReLU kink crossed, shows as an error many times
+    // the allowance.
+    cr_expect_lt(worst, 1.0, "worst gradient error %g of the allowance over %d checks", worst, checked);
     cr_expect_gt(checked, 40);
     grads_free(&g);
     head_buffers_free(&hb);

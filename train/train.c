@@ -70,6 +70,34 @@ static int same_features(const CacheMeta *a, const char *pa, const CacheMeta *b,
     return 0;
 }
 
+// A training batch: rows of the shuffled order, with labels and class weights.
+typedef struct {
+    float *x, *weights;
+    int32_t *labels;
+    int n;
+} Batch;
+
+static int batch_alloc(Batch *b, int B, int D) {
+    b->x = malloc(sizeof(float) * (size_t)B * D);
+    b->weights = malloc(sizeof(float) * (size_t)B);
+    b->labels = malloc(sizeof(int32_t) * (size_t)B);
+    return b->x && b->weights && b->labels ? 0 : -1;
+}
+
+static void batch_free(Batch *b) { free(b->x), free(b->weights), free(b->labels); }
+
+// Batch number s of the epoch's order perm (rows: B ints of scratch).
+static int batch_load(FeatureSet *fs, const int *perm, int s, int B, const float *class_w, int *rows, Batch *b) {
+    int at = s * B;
+    b->n = fs->n - at < B ? fs->n - at : B;
+    for (int i = 0; i < b->n; i++) {
+        rows[i] = perm[at + i];
+        b->labels[i] = fs->labels[rows[i]];
+        b->weights[i] = class_w ? class_w[b->labels[i]] : 1.0f;
+    }
+    return features_gather(fs, rows, b->n, b->x);
+}
+
 // Evaluates the head (no dropout) on every record: mean unweighted loss,
 // accuracy, and the confusion matrix when conf is not NULL.
 static int evaluate(const Model *m, FeatureSet *fs, int batch, HeadBuffers *hb, float *x, int32_t *pred,
@@ -85,7 +113,10 @@ static int evaluate(const Model *m, FeatureSet *fs, int batch, HeadBuffers *hb, 
             free(rows);
             return -1;
         }
-        head_forward(m, x, n, 0, 0, 0, hb);
+        if (head_forward(m, x, n, 0, 0, 0, hb) < 0) {
+            free(rows);
+            return -1;
+        }
         float loss = head_backward(m, x, fs->labels + at, NULL, n, hb, NULL, NULL);
         head_predict_classes(m, hb, n, pred);
         running_add(r, loss, n, pred, fs->labels + at);
@@ -149,8 +180,8 @@ static int write_history_csv(const char *path, int n, const float *loss, const f
 int train_run(const TrainOptions *o) {
     int status = -1;
     const int threads = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    // The head's products run as fixed blocks on our pool, BLAS inside each
-    // single-threaded: the same bits on any --threads (see layers.c).
+    // The head's products run on our pool, and give the same bits on any
+    // --threads (see dense.h); BLAS single-threaded for the rest.
     blas_set_threads(1);
     parallel_set_threads(threads);
     const size_t budget = (size_t)o->memory_budget_mb << 20;
@@ -161,9 +192,10 @@ int train_run(const TrainOptions *o) {
     Grads g = {0};
     Checkpoint ck = {0};
     float **slots = NULL;
-    float *x = NULL, *weights = NULL, *class_w = NULL;
+    Batch batch[2] = {0};  // this step's and the next one's
+    float *class_w = NULL;
     float *h_loss = NULL, *h_acc = NULL, *h_vloss = NULL, *h_vacc = NULL, *h_secs = NULL;
-    int32_t *pred = NULL, *labels = NULL;
+    int32_t *pred = NULL;
     int *perm = NULL, *rows = NULL;
     long *conf = NULL;
     char *settings = NULL;
@@ -279,7 +311,7 @@ int train_run(const TrainOptions *o) {
         if (!l->n_kernel) continue;
         for (int t = 0; t < 2; t++)
             for (int s = 0; s < n_slots; s++)
-                slots[(i * 2 + t) * 2 + s] = calloc((size_t)(t ? l->n_bias : l->n_kernel), sizeof(float));
+                slots[(i * 2 + t) * 2 + s] = model_floats_alloc((size_t)(t ? l->n_bias : l->n_kernel));
     }
 
     // Settings that a resumed run must share with the checkpoint.
@@ -371,15 +403,15 @@ int train_run(const TrainOptions *o) {
 
     // --- training ---------------------------------------------------------------
     const int B = o->batch;
-    if (head_buffers_alloc(&hb, &m, B) < 0 || grads_alloc(&g, &m, h0, m.n_layers) < 0) goto done;
-    x = malloc(sizeof(float) * (size_t)B * train.D);
-    weights = malloc(sizeof(float) * (size_t)B);
-    labels = malloc(sizeof(int32_t) * (size_t)B);
+    // Gradients only for the layers after flatten and the first dense layer,
+    // whose gradient head_train_step folds into its update.
+    if (head_buffers_alloc(&hb, &m, B) < 0 || grads_alloc(&g, &m, h0 + 2, m.n_layers) < 0) goto done;
+    int batches_ok = batch_alloc(&batch[0], B, train.D) == 0 && batch_alloc(&batch[1], B, train.D) == 0;
     pred = malloc(sizeof(int32_t) * (size_t)B);
     perm = malloc(sizeof(int) * (size_t)train.n);
     rows = malloc(sizeof(int) * (size_t)B);
     conf = malloc(sizeof(long) * (size_t)K * K);
-    if (!x || !weights || !labels || !pred || !perm || !rows || !conf) {
+    if (!batches_ok || !pred || !perm || !rows || !conf) {
         err_set("out of memory for batches of %d", B);
         goto done;
     }
@@ -400,32 +432,28 @@ int train_run(const TrainOptions *o) {
         if (o->quiet) bar.enabled = 0;
         shuffle(perm, train.n, (uint64_t)o->seed, epoch);
         Running run = {0};
+        // Each step also runs the next batch through the first dense layer
+        // (head_train_step), so the next batch is loaded before the step.
+        Batch *cur = &batch[0], *next = &batch[1];
+        if (batch_load(&train, perm, 0, B, class_w, rows, cur) < 0) goto done;
+        if (head_forward_first(&m, cur->x, cur->n, &hb) < 0) goto done;
         for (int s = 0; s < steps; s++) {
-            int at = s * B, n = train.n - at < B ? train.n - at : B;
-            for (int i = 0; i < n; i++) {
-                rows[i] = perm[at + i];
-                labels[i] = train.labels[rows[i]];
-                weights[i] = class_w ? class_w[labels[i]] : 1.0f;
-            }
-            if (features_gather(&train, rows, n, x) < 0) goto done;
-            // Plain SGD is applied inside the backward pass (no gradient buffers).
-            g.sgd_lr = kind == OPTIM_SGD && opt.momentum == 0.0f ? opt.lr : 0.0f;
-            if (!g.sgd_lr) grads_zero(&g, &m);
-            head_forward(&m, x, n, 1, (uint64_t)o->seed, (uint64_t)opt.step, &hb);
-            float loss = head_backward(&m, x, labels, class_w ? weights : NULL, n, &hb, &g, NULL);
+            int has_next = s + 1 < steps;
+            if (has_next && batch_load(&train, perm, s + 1, B, class_w, rows, next) < 0) goto done;
+            float loss;
+            if (head_train_step(&m, &opt, slots, cur->x, cur->labels, class_w ? cur->weights : NULL, cur->n,
+                                (uint64_t)o->seed, has_next ? next->x : NULL, has_next ? next->n : 0, &hb, &g,
+                                &loss) < 0)
+                goto done;
             if (!isfinite(loss)) {
                 err_set("epoch %d step %d: the loss is %g (diverged: lower --lr)", epoch + 1, s + 1, loss);
                 goto done;
             }
-            for (int i = h0; i < m.n_layers && !g.sgd_lr; i++) {
-                Layer *l = &m.layers[i];
-                if (!l->n_kernel) continue;
-                optim_update(&opt, l->kernel, g.dkernel[i], &slots[(i * 2) * 2], (size_t)l->n_kernel);
-                optim_update(&opt, l->bias, g.dbias[i], &slots[(i * 2 + 1) * 2], (size_t)l->n_bias);
-            }
             optim_step_done(&opt);
-            head_predict_classes(&m, &hb, n, pred);
-            running_add(&run, loss, n, pred, labels);
+            head_predict_classes(&m, &hb, cur->n, pred);
+            running_add(&run, loss, cur->n, pred, cur->labels);
+            Batch *t = cur;
+            cur = next, next = t;
             char metrics[96];
             snprintf(metrics, sizeof metrics, "loss: %.4f - accuracy: %.4f", running_loss(&run), running_acc(&run));
             progress_update(&bar, s + 1, metrics);
@@ -436,7 +464,7 @@ int train_run(const TrainOptions *o) {
         int len = snprintf(metrics, sizeof metrics, "loss: %.4f - accuracy: %.4f", h_loss[epoch], h_acc[epoch]);
         if (has_val) {
             Running vr;
-            if (evaluate(&m, &val, B, &hb, x, pred, &vr, NULL) < 0) goto done;
+            if (evaluate(&m, &val, B, &hb, batch[0].x, pred, &vr, NULL) < 0) goto done;
             h_vloss[epoch] = running_loss(&vr), h_vacc[epoch] = running_acc(&vr);
             snprintf(metrics + len, sizeof metrics - len, " - val_loss: %.4f - val_accuracy: %.4f", h_vloss[epoch],
                      h_vacc[epoch]);
@@ -516,7 +544,7 @@ int train_run(const TrainOptions *o) {
 
     Running r;
     FeatureSet *eval_set = has_val ? &val : &train;
-    if (evaluate(&m, eval_set, B, &hb, x, pred, &r, conf) < 0) goto done;
+    if (evaluate(&m, eval_set, B, &hb, batch[0].x, pred, &r, conf) < 0) goto done;
     print_report(&m, &meta, has_val ? "Validation" : "Training set (no validation data)", &r, conf);
     sibling(o->out, ".confusion.svg", path, sizeof path);
     snprintf(title, sizeof title, "%s: accuracy %.4f on %s", o->out, running_acc(&r), has_val ? "validation" : "training");
@@ -529,7 +557,8 @@ done:
     if (slots)
         for (int i = 0; i < m.n_layers * 4; i++) free(slots[i]);
     free(slots);
-    free(x), free(weights), free(labels), free(pred), free(perm), free(rows), free(conf), free(class_w);
+    batch_free(&batch[0]), batch_free(&batch[1]);
+    free(pred), free(perm), free(rows), free(conf), free(class_w);
     free(h_loss), free(h_acc), free(h_vloss), free(h_vacc), free(h_secs), free(settings);
     checkpoint_free(&ck);
     head_buffers_free(&hb);
