@@ -173,10 +173,10 @@ Test(train, balanced_weights_change_the_training_loss) {
 }
 
 Test(train, same_seed_same_result_on_any_thread_count) {
-    // The default head (256 units) on the seeds' 4x4x512 features: sizes at
-    // which OpenBLAS's own threading changes the sums (it did before the
-    // head's products ran as fixed blocks). Plain SGD and Adam take
-    // different code paths (fused update / gradient buffers): check both.
+    // The default head (256 units) on the seeds' 4x4x512 features: 16 blocks
+    // of rows of the hidden kernel, shared out differently on 1 and 2
+    // threads (see common/dense.c). Plain SGD and Adam: an update rule
+    // without and with optimizer state.
     char *dir = make_temp_dir("train");
     char tr[600], out1[600], out2[600], args[3000];
     snprintf(tr, sizeof tr, "%s/train", dir);
