@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "blas_setup.h"
-#include "dense.h"
+#include "simd.h"
 #include "device.h"
 #include "error.h"
 
@@ -164,14 +164,14 @@ void cli_print_help(const CliSpec *spec, FILE *out) {
         fputc('\n', out);
     }
     fprintf(out, "%-34s%s\n", "  --help", "show this help and exit");
-    fprintf(out, "%-34s%s\n", "  --version", "show version, BLAS kernel, dense kernels and GPU support, and exit");
+    fprintf(out, "%-34s%s\n", "  --version", "show version, BLAS kernel, vector instructions in use and GPU support, and exit");
     if (spec->epilog) fprintf(out, "\n%s\n", spec->epilog);
 }
 
 void cli_print_version(const char *prog, FILE *out) {
     fprintf(out, "%s (vggft) %s\n", prog, VGGFT_VERSION);
     fprintf(out, "BLAS: %s\n", blas_describe());
-    fprintf(out, "Dense layers: %s\n", dense_simd() ? "AVX2+FMA kernels" : "portable C (no AVX2+FMA on this CPU)");
+    fprintf(out, "Dense layers and optimizers: %s\n", simd_level_name(simd_level()));
     char gpu[512];
     device_describe_gpus(gpu, sizeof gpu);
     fprintf(out, "GPU: %s\n", gpu);

@@ -1,6 +1,6 @@
 // Dense layer: forward, backward and the optimizer step, as loops over
-// panels of rows of W, on one product primitive (an AVX2 kernel next to its
-// portable reference).
+// panels of rows of W, on one product primitive (AVX-512 and AVX2 kernels
+// next to their portable reference).
 //
 // Work is split by blocks of BLOCK_ROWS rows of W. A forward pass sums each
 // block's share of the output separately (a partial sum, from zero, rows in
@@ -18,12 +18,13 @@
 
 #include "error.h"
 #include "parallel.h"
+#include "simd.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
-#define HAVE_AVX2_KERNELS 1
+#define HAVE_X86_KERNELS 1
 #else
-#define HAVE_AVX2_KERNELS 0
+#define HAVE_X86_KERNELS 0
 #endif
 
 enum {
@@ -35,46 +36,48 @@ enum {
     PANEL_ROWS = 32,
     CHUNK_COLS = 128,
     PACK_FLOATS = 4096,  // at most 16 KB of `in` per panel copy (stack)
-    // Columns per AVX2 block (two vectors), and rows: 6 x 2 accumulators
-    // cover the FMA latency and leave registers for w and a broadcast.
-    KERNEL_COLS = 16,
-    KERNEL_ROWS = 6,
+    // Columns per kernel block (two vectors), and rows: AVX2's 6 x 2
+    // accumulators cover the FMA latency and leave registers for w and a
+    // broadcast; AVX-512 has 32 registers, room for 12 x 2.
+    AVX2_COLS = 16,
+    AVX2_ROWS = 6,
+    AVX512_COLS = 32,
+    AVX512_ROWS = 12,
     // Row blocks of din (sgemm calls whose shape is fixed, see dense_backward).
     DIN_ROWS = 256,
 };
 
-static int simd_state = -1;  // -1: not decided yet
-
-static int cpu_has_avx2_fma(void) {
-#if HAVE_AVX2_KERNELS
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return 0;
-#endif
-}
-
-int dense_simd(void) {
-    if (simd_state < 0) simd_state = cpu_has_avx2_fma();
-    return simd_state;
-}
-
-void dense_set_simd(int on) { simd_state = on && cpu_has_avx2_fma(); }
-
 static inline int min_int(int a, int b) { return a < b ? a : b; }
 
 // --- the product ----------------------------------------------------------------
-// Both passes are one product: out[i][c] += sum over s < S of x(s, i) * w[s][c]
+// Both passes are one product: p[i][c] = sum over s < S of x(s, i) * w[s][c]
 // for i < M and c in [c0, c1), where x(s, i) = x[s * xs + i * xi], s
-// ascending, one fused multiply-add at a time.
-//   forward:  s = row of W, i = sample:     out = the partial sum, w = W
-//   gradient: s = sample,   i = row of W:   out = dW's rows (from 0), w = dout
+// ascending, one fused multiply-add at a time, and what is done with it:
+//   ACC_ADD  out += p, each term added to out in turn (the forward pass:
+//            out = the block's partial sum, w = W, s = row of W, i = sample)
+//   ACC_SET  out = p, from zero (the gradient: out = rows of dW, w = dout,
+//            s = sample, i = row of W)
+//   ACC_SGD  out -= p * lr, the product from zero, then multiplied and
+//            subtracted as optim_apply's plain SGD does (out = rows of W):
+//            Keras's default optimizer, applied while the gradient is in
+//            registers instead of stored and read back.
+typedef enum { ACC_ADD, ACC_SET, ACC_SGD } Acc;
 
 // The reference: fmaf, s outermost, so that each element sees exactly the
-// operations of the AVX2 kernel, in the same order. Its inner loop runs
+// operations of the SIMD kernels, in the same order. Its inner loop runs
 // along columns, so compilers vectorise it where FMA is part of the base ISA
 // (AArch64).
 static void product_ref(const float *x, int xs, int xi, int S, int M, const float *w, int ldw, int c0, int c1,
-                        float *out, int ldo) {
+                        float *out, int ldo, Acc acc, float lr) {
+    if (acc == ACC_SGD) {  // the product into a tile (M <= PANEL_ROWS, c1 - c0 <= CHUNK_COLS), then the step
+        float p[PANEL_ROWS * CHUNK_COLS];
+        int n = c1 - c0;
+        product_ref(x, xs, xi, S, M, w + c0, ldw, 0, n, p, n, ACC_SET, 0);
+        for (int i = 0; i < M; i++)
+            for (int c = 0; c < n; c++) out[(size_t)i * ldo + c0 + c] -= p[i * n + c] * lr;
+        return;
+    }
+    for (int i = 0; acc == ACC_SET && i < M; i++) memset(out + (size_t)i * ldo + c0, 0, sizeof(float) * (c1 - c0));
     for (int s = 0; s < S; s++) {
         const float *ws = w + (size_t)s * ldw;
         for (int i = 0; i < M; i++) {
@@ -85,14 +88,19 @@ static void product_ref(const float *x, int xs, int xi, int S, int M, const floa
     }
 }
 
-#if HAVE_AVX2_KERNELS
-// NN rows by 16 columns of out in registers while the rows of w stream past.
-// NN is a constant at every call.
+#if HAVE_X86_KERNELS
+// The kernels: NN rows by two vectors of out in registers while the rows of
+// w stream past. NN is a constant at every call (always_inline into a switch).
+// The multiply and the subtraction of ACC_SGD stay two roundings: the empty
+// asm keeps the compiler from contracting them into one FMA.
 __attribute__((target("avx2,fma"), always_inline)) static inline void product_block_avx2(
-    const float *x, int xs, int xi, int S, const float *w, int ldw, float *out, int ldo, const int NN) {
-    __m256 a0[KERNEL_ROWS], a1[KERNEL_ROWS];
+    const float *x, int xs, int xi, int S, const float *w, int ldw, float *out, int ldo, Acc acc, float lr,
+    const int NN) {
+    __m256 a0[AVX2_ROWS], a1[AVX2_ROWS];
 #pragma GCC unroll 6
-    for (int i = 0; i < NN; i++) a0[i] = _mm256_loadu_ps(out + i * ldo), a1[i] = _mm256_loadu_ps(out + i * ldo + 8);
+    for (int i = 0; i < NN; i++)
+        a0[i] = acc != ACC_ADD ? _mm256_setzero_ps() : _mm256_loadu_ps(out + i * ldo),
+        a1[i] = acc != ACC_ADD ? _mm256_setzero_ps() : _mm256_loadu_ps(out + i * ldo + 8);
     for (int s = 0; s < S; s++, x += xs, w += ldw) {
         const __m256 w0 = _mm256_loadu_ps(w), w1 = _mm256_loadu_ps(w + 8);
 #pragma GCC unroll 6
@@ -101,48 +109,109 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void product_bl
             a0[i] = _mm256_fmadd_ps(xb, w0, a0[i]), a1[i] = _mm256_fmadd_ps(xb, w1, a1[i]);
         }
     }
+    if (acc == ACC_SGD) {
+        const __m256 r = _mm256_set1_ps(lr);
+#pragma GCC unroll 6
+        for (int i = 0; i < NN; i++) {
+            __m256 d0 = _mm256_mul_ps(a0[i], r), d1 = _mm256_mul_ps(a1[i], r);
+            __asm__("" : "+x"(d0), "+x"(d1));
+            a0[i] = _mm256_sub_ps(_mm256_loadu_ps(out + i * ldo), d0);
+            a1[i] = _mm256_sub_ps(_mm256_loadu_ps(out + i * ldo + 8), d1);
+        }
+    }
 #pragma GCC unroll 6
     for (int i = 0; i < NN; i++) _mm256_storeu_ps(out + i * ldo, a0[i]), _mm256_storeu_ps(out + i * ldo + 8, a1[i]);
 }
 
-// All M rows of a 16-column block, in groups of at most 6 rows as even as
-// possible (20 = 5+5+5+5: a group of 2 would leave the FMA units idle).
-__attribute__((target("avx2,fma"))) static void product_cols_avx2(const float *x, int xs, int xi, int S, int M,
-                                                                  const float *w, int ldw, float *out, int ldo) {
-    int groups = (M + KERNEL_ROWS - 1) / KERNEL_ROWS;
-    for (int g = 0, i = 0; g < groups; g++) {
-        int nn = (M - i) / (groups - g);  // the rest, shared evenly by the groups left
-        const float *xg = x + (size_t)i * xi;
-        float *og = out + (size_t)i * ldo;
-        switch (nn) {
-        case 6: product_block_avx2(xg, xs, xi, S, w, ldw, og, ldo, 6); break;
-        case 5: product_block_avx2(xg, xs, xi, S, w, ldw, og, ldo, 5); break;
-        case 4: product_block_avx2(xg, xs, xi, S, w, ldw, og, ldo, 4); break;
-        case 3: product_block_avx2(xg, xs, xi, S, w, ldw, og, ldo, 3); break;
-        case 2: product_block_avx2(xg, xs, xi, S, w, ldw, og, ldo, 2); break;
-        default: product_block_avx2(xg, xs, xi, S, w, ldw, og, ldo, 1); break;
+__attribute__((target("avx512f"), always_inline)) static inline void product_block_avx512(
+    const float *x, int xs, int xi, int S, const float *w, int ldw, float *out, int ldo, Acc acc, float lr,
+    const int NN) {
+    __m512 a0[AVX512_ROWS], a1[AVX512_ROWS];
+#pragma GCC unroll 12
+    for (int i = 0; i < NN; i++)
+        a0[i] = acc != ACC_ADD ? _mm512_setzero_ps() : _mm512_loadu_ps(out + i * ldo),
+        a1[i] = acc != ACC_ADD ? _mm512_setzero_ps() : _mm512_loadu_ps(out + i * ldo + 16);
+    for (int s = 0; s < S; s++, x += xs, w += ldw) {
+        const __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16);
+#pragma GCC unroll 12
+        for (int i = 0; i < NN; i++) {
+            const __m512 xb = _mm512_set1_ps(x[i * xi]);
+            a0[i] = _mm512_fmadd_ps(xb, w0, a0[i]), a1[i] = _mm512_fmadd_ps(xb, w1, a1[i]);
         }
-        i += nn;
     }
+    if (acc == ACC_SGD) {
+        const __m512 r = _mm512_set1_ps(lr);
+#pragma GCC unroll 12
+        for (int i = 0; i < NN; i++) {
+            __m512 d0 = _mm512_mul_ps(a0[i], r), d1 = _mm512_mul_ps(a1[i], r);
+            __asm__("" : "+v"(d0), "+v"(d1));
+            a0[i] = _mm512_sub_ps(_mm512_loadu_ps(out + i * ldo), d0);
+            a1[i] = _mm512_sub_ps(_mm512_loadu_ps(out + i * ldo + 16), d1);
+        }
+    }
+#pragma GCC unroll 12
+    for (int i = 0; i < NN; i++) _mm512_storeu_ps(out + i * ldo, a0[i]), _mm512_storeu_ps(out + i * ldo + 16, a1[i]);
+}
+
+// All M rows of a block of columns, in groups of at most ROWS rows as even
+// as possible (20 = 5+5+5+5 for AVX2: a group of 2 would leave the FMA units
+// idle).
+#define GROUP_ROWS(x, xi, M, out, ldo, ROWS, CALL)                                                                    \
+    for (int g = 0, i = 0, groups = ((M) + (ROWS)-1) / (ROWS); g < groups; g++) {                                      \
+        int nn = ((M)-i) / (groups - g); /* the rest, shared evenly by the groups left */                              \
+        const float *xg = (x) + (size_t)i * (xi);                                                                      \
+        float *og = (out) + (size_t)i * (ldo);                                                                         \
+        CALL;                                                                                                          \
+        i += nn;                                                                                                       \
+    }
+
+__attribute__((target("avx2,fma"))) static void product_cols_avx2(const float *x, int xs, int xi, int S, int M,
+                                                                  const float *w, int ldw, float *out, int ldo, Acc acc,
+                                                                  float lr) {
+    GROUP_ROWS(x, xi, M, out, ldo, AVX2_ROWS, switch (nn) {
+        case 6: product_block_avx2(xg, xs, xi, S, w, ldw, og, ldo, acc, lr, 6); break;
+        case 5: product_block_avx2(xg, xs, xi, S, w, ldw, og, ldo, acc, lr, 5); break;
+        case 4: product_block_avx2(xg, xs, xi, S, w, ldw, og, ldo, acc, lr, 4); break;
+        case 3: product_block_avx2(xg, xs, xi, S, w, ldw, og, ldo, acc, lr, 3); break;
+        case 2: product_block_avx2(xg, xs, xi, S, w, ldw, og, ldo, acc, lr, 2); break;
+        default: product_block_avx2(xg, xs, xi, S, w, ldw, og, ldo, acc, lr, 1); break;
+    })
+}
+
+__attribute__((target("avx512f"))) static void product_cols_avx512(const float *x, int xs, int xi, int S, int M,
+                                                                   const float *w, int ldw, float *out, int ldo,
+                                                                   Acc acc, float lr) {
+#define B512(n) case n: product_block_avx512(xg, xs, xi, S, w, ldw, og, ldo, acc, lr, n); break
+    GROUP_ROWS(x, xi, M, out, ldo, AVX512_ROWS, switch (nn) {
+        B512(12); B512(11); B512(10); B512(9); B512(8); B512(7); B512(6); B512(5); B512(4); B512(3); B512(2);
+        default: product_block_avx512(xg, xs, xi, S, w, ldw, og, ldo, acc, lr, 1); break;
+    })
+#undef B512
 }
 #endif
 
-// The AVX2 kernel on whole 16-column blocks, the reference for the rest.
+// The widest kernel on whole blocks of its columns, the narrower ones on
+// what is left, the reference for the last few columns.
 static void product(const float *x, int xs, int xi, int S, int M, const float *w, int ldw, int c0, int c1,
-                    float *out, int ldo) {
+                    float *out, int ldo, Acc acc, float lr) {
     int c = c0;
-#if HAVE_AVX2_KERNELS
-    if (simd_state == 1)
-        for (; c + KERNEL_COLS <= c1; c += KERNEL_COLS) product_cols_avx2(x, xs, xi, S, M, w + c, ldw, out + c, ldo);
+#if HAVE_X86_KERNELS
+    int simd = simd_level();
+    if (simd >= SIMD_AVX512)
+        for (; c + AVX512_COLS <= c1; c += AVX512_COLS) product_cols_avx512(x, xs, xi, S, M, w + c, ldw, out + c, ldo, acc, lr);
+    if (simd >= SIMD_AVX2)
+        for (; c + AVX2_COLS <= c1; c += AVX2_COLS) product_cols_avx2(x, xs, xi, S, M, w + c, ldw, out + c, ldo, acc, lr);
 #endif
-    if (c < c1) product_ref(x, xs, xi, S, M, w, ldw, c, c1, out, ldo);
+    if (c < c1) product_ref(x, xs, xi, S, M, w, ldw, c, c1, out, ldo, acc, lr);
 }
 
 // A panel's share of `in` (its N rows, columns r0..r1) copied to contiguous
 // memory, buf[n][r - r0]: the kernel then reads a few KB instead of N rows D
 // floats apart, which VGG's power-of-two D puts all in the same L1 set.
 static void pack_panel(const float *in, int ldi, int N, int r0, int r1, float *buf) {
-    for (int n = 0; n < N; n++) memcpy(buf + (size_t)n * (r1 - r0), in + (size_t)n * ldi + r0, sizeof(float) * (r1 - r0));
+    int w = r1 - r0;
+    for (int n = 0; n < N; n++)  // a loop, not memcpy: rows of 32 floats, where a call costs more than the copy
+        for (int r = 0; r < w; r++) buf[(size_t)n * w + r] = in[(size_t)n * ldi + r0 + r];
 }
 
 // --- tasks: blocks of rows of W -------------------------------------------------
@@ -157,6 +226,7 @@ struct DenseJob {
     float *W;            // D x U
     const float *dout;   // N x U: for the gradient, when use_grad
     UseGrad use_grad;
+    int sgd_in_kernel;   // plain SGD: the kernel updates W (ACC_SGD), use_grad unused
     float *dW;           // add_grad's target
     const OptimRule *rule;
     float *const *slots; // apply_grad's
@@ -189,12 +259,14 @@ static void block_task(void *ctx, int t) {
         if (packed && P) pack_panel(j->fwd_in, j->D, j->fwd_N, p0, p1, xf), xn = xf, ldn = pr;
         for (int c0 = 0; c0 < j->U; c0 += CHUNK_COLS) {
             int c1 = min_int(c0 + CHUNK_COLS, j->U), nc = c1 - c0;
-            if (j->use_grad) {
-                memset(g, 0, sizeof(float) * (size_t)pr * nc);
-                product(x, ld, 1, j->N, pr, j->dout + c0, j->U, 0, nc, g, nc);
+            if (j->sgd_in_kernel) {
+                product(x, ld, 1, j->N, pr, j->dout + c0, j->U, 0, nc, j->W + (size_t)p0 * j->U + c0, j->U, ACC_SGD,
+                        j->rule->lr);
+            } else if (j->use_grad) {
+                product(x, ld, 1, j->N, pr, j->dout + c0, j->U, 0, nc, g, nc, ACC_SET, 0);
                 j->use_grad(j, p0, pr, c0, nc, g, nc);
             }
-            if (P) product(xn, 1, ldn, pr, j->fwd_N, j->W + (size_t)p0 * j->U, j->U, c0, c1, P, j->U);
+            if (P) product(xn, 1, ldn, pr, j->fwd_N, j->W + (size_t)p0 * j->U, j->U, c0, c1, P, j->U, ACC_ADD, 0);
         }
     }
 }
@@ -238,7 +310,6 @@ static int run_blocks(DenseJob *j, const float *b, float *out) {
         }
         j->partials = partials;
     }
-    dense_simd();
     parallel_for(blocks, block_task, j);
     if (!j->fwd_in) return 0;
     for (int n = 0; n < j->fwd_N; n++) {
@@ -296,7 +367,8 @@ int dense_update_forward(const float *in, int N, int D, float *W, float *b, int 
         float *slots[2] = {rule->n_slots > 0 ? bias_slots[0] + c0 : NULL, rule->n_slots > 1 ? bias_slots[1] + c0 : NULL};
         optim_apply(rule, b + c0, db, slots, (size_t)nc);
     }
-    DenseJob j = {.N = N, .D = D, .U = U, .in = in, .W = W, .dout = dout, .use_grad = apply_grad, .rule = rule,
+    DenseJob j = {.N = N, .D = D, .U = U, .in = in, .W = W, .dout = dout, .use_grad = apply_grad,
+                  .sgd_in_kernel = rule->kind == OPTIM_SGD && rule->n_slots == 0, .rule = rule,
                   .slots = kernel_slots, .fwd_in = next_in, .fwd_N = next_N};
     return run_blocks(&j, b, next_out);
 }

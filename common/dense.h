@@ -8,7 +8,7 @@
 // sequential sum of fused multiply-adds; each element of the kernel's
 // gradient is a sequential sum over the batch. No thread count, kernel or
 // tiling changes that order, so results are the same on any number of
-// threads, the AVX2 kernels equal the portable reference bit for bit, and
+// threads, the SIMD kernels (simd.h) equal the portable reference bit for bit, and
 // the fused step equals the separate passes bit for bit.
 //
 // Not reentrant (like parallel_for): call from one thread at a time.
@@ -41,9 +41,3 @@ void dense_backward(const float *in, int N, int D, const float *W, int U, const 
 int dense_update_forward(const float *in, int N, int D, float *W, float *b, int U, const float *dout,
                          const OptimRule *rule, float *const *kernel_slots, float *const *bias_slots,
                          const float *next_in, int next_N, float *next_out);
-
-// 1 when the AVX2+FMA kernels are in use (the CPU has them, and they were not
-// turned off). dense_set_simd(0) forces the portable reference code, for tests
-// and benchmarks; dense_set_simd(1) turns the kernels back on where the CPU has them.
-int dense_simd(void);
-void dense_set_simd(int on);

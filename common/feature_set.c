@@ -8,6 +8,7 @@
 
 #include "error.h"
 #include "half.h"
+#include "parallel.h"
 
 typedef struct {
     FeatureSet *fs;
@@ -180,16 +181,28 @@ static int gather_streamed(FeatureSet *fs, const int *rows, int n, float *out) {
     return rc;
 }
 
+typedef struct {
+    const FeatureSet *fs;
+    const int *rows;
+    float *out;
+} GatherJob;
+
+static void gather_row(void *ctx, int i) {
+    const GatherJob *j = ctx;
+    const FeatureSet *fs = j->fs;
+    float *dst = j->out + (size_t)i * fs->D;
+    if (fs->dtype == FEAT_F16)
+        f16_to_f32_array((const uint16_t *)fs->data + (size_t)j->rows[i] * fs->D, dst, (size_t)fs->D);
+    else
+        memcpy(dst, (const float *)fs->data + (size_t)j->rows[i] * fs->D, sizeof(float) * (size_t)fs->D);
+}
+
 int features_gather(FeatureSet *fs, const int *rows, int n, float *out) {
     if (!fs->data) return gather_streamed(fs, rows, n, out);
-    for (int i = 0; i < n; i++) {
-        float *dst = out + (size_t)i * fs->D;
-        if (fs->dtype == FEAT_F16) {
-            f16_to_f32_array((const uint16_t *)fs->data + (size_t)rows[i] * fs->D, dst, (size_t)fs->D);
-        } else {
-            memcpy(dst, (const float *)fs->data + (size_t)rows[i] * fs->D, sizeof(float) * (size_t)fs->D);
-        }
-    }
+    // A row per task on the pool: the rows are scattered over memory, and
+    // the time goes into fetching them (a copy: any split, the same bits).
+    GatherJob j = {fs, rows, out};
+    parallel_for(n, gather_row, &j);
     return 0;
 }
 

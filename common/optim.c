@@ -3,6 +3,7 @@
 // trajectory matches Keras's to float32 rounding.
 #include "optim.h"
 #include "parallel.h"
+#include "simd.h"
 
 #include <math.h>
 #include <string.h>
@@ -62,7 +63,7 @@ OptimRule optim_rule(const Optimizer *o) {
     return r;
 }
 
-static void sgd_apply(const OptimRule *r, float *restrict w, const float *restrict g, float *const *slots, size_t n) {
+static inline __attribute__((always_inline)) void sgd_apply(const OptimRule *r, float *restrict w, const float *restrict g, float *const *slots, size_t n) {
     float lr = r->lr, mu = r->momentum;
     if (mu == 0.0f) {
         for (size_t i = 0; i < n; i++) w[i] -= g[i] * lr;
@@ -75,7 +76,7 @@ static void sgd_apply(const OptimRule *r, float *restrict w, const float *restri
     }
 }
 
-static void adam_apply(const OptimRule *r, float *restrict w, const float *restrict g, float *const *slots,
+static inline __attribute__((always_inline)) void adam_apply(const OptimRule *r, float *restrict w, const float *restrict g, float *const *slots,
                        size_t n) {
     float alpha = r->alpha, c1 = r->c1, c2 = r->c2, eps = r->epsilon;
     float *restrict m = slots[0], *restrict v = slots[1];
@@ -86,7 +87,7 @@ static void adam_apply(const OptimRule *r, float *restrict w, const float *restr
     }
 }
 
-static void rmsprop_apply(const OptimRule *r, float *restrict w, const float *restrict g, float *const *slots,
+static inline __attribute__((always_inline)) void rmsprop_apply(const OptimRule *r, float *restrict w, const float *restrict g, float *const *slots,
                           size_t n) {
     // Keras adds epsilon inside the square root (unlike Adam).
     float rho = r->rho, c = r->c1, lr = r->lr, eps = r->epsilon, mu = r->momentum;
@@ -103,16 +104,38 @@ static void rmsprop_apply(const OptimRule *r, float *restrict w, const float *re
     }
 }
 
-// Twice as wide with AVX2 where the CPU has it (dense_update_forward applies
-// the rule to a few rows at a time, between its products). The same bits
-// either way: AVX2 alone brings no FMA contraction, and sqrt and division are
-// exact in both.
-__attribute__((target_clones("avx2", "default"))) void optim_apply(const OptimRule *r, float *param, const float *grad, float *const *slots, size_t n) {
-    switch (r->kind) {
-    case OPTIM_SGD: sgd_apply(r, param, grad, slots, n); break;
-    case OPTIM_ADAM: adam_apply(r, param, grad, slots, n); break;
-    case OPTIM_RMSPROP: rmsprop_apply(r, param, grad, slots, n); break;
+// The rules built three times, inlined into each (always_inline): AVX-512,
+// AVX2 and the base ISA, chosen by simd_level(). dense_update_forward
+// applies the rule a few rows at a time, between its products, and RMSprop
+// and Adam are bound by square roots and divisions, as many per instruction
+// as the vectors are wide. The same bits on all three: -ffp-contract=off
+// (Makefile) keeps multiplies and adds apart, and sqrt and division are exact.
+#define RULES(r, param, grad, slots, n)                                    \
+    switch ((r)->kind) {                                                  \
+    case OPTIM_SGD: sgd_apply(r, param, grad, slots, n); break;           \
+    case OPTIM_ADAM: adam_apply(r, param, grad, slots, n); break;         \
+    case OPTIM_RMSPROP: rmsprop_apply(r, param, grad, slots, n); break;   \
     }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx512f"))) static void apply_avx512(const OptimRule *r, float *param, const float *grad,
+                                                            float *const *slots, size_t n) {
+    RULES(r, param, grad, slots, n)
+}
+
+__attribute__((target("avx2"))) static void apply_avx2(const OptimRule *r, float *param, const float *grad,
+                                                       float *const *slots, size_t n) {
+    RULES(r, param, grad, slots, n)
+}
+#endif
+
+void optim_apply(const OptimRule *r, float *param, const float *grad, float *const *slots, size_t n) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    int simd = simd_level();
+    if (simd >= SIMD_AVX512) return apply_avx512(r, param, grad, slots, n);
+    if (simd >= SIMD_AVX2) return apply_avx2(r, param, grad, slots, n);
+#endif
+    RULES(r, param, grad, slots, n)
 }
 
 // Elementwise, so any split gives the same bits: fixed chunks on the pool.

@@ -1,5 +1,5 @@
-// The dense layer's kernels (common/dense.c): the AVX2 code against the
-// portable reference, the fused training step against the separate passes,
+// The dense layer's kernels (common/dense.c): the AVX-512 and AVX2 code
+// (each level this CPU has) against the portable reference, the fused training step against the separate passes,
 // and thread-count independence, all bit for bit. Its agreement with Keras
 // is in test_layers.c (dense fixtures) and test_model.c (training steps).
 #include <criterion/criterion.h>
@@ -12,6 +12,7 @@
 #include "model.h"
 #include "optim.h"
 #include "parallel.h"
+#include "simd.h"
 
 static float *filled(size_t n, unsigned seed, float scale) {
     float *p = malloc(n * sizeof(float));
@@ -29,35 +30,37 @@ static float *copy(const float *a, size_t n) {
 }
 
 // Shapes with every ragged edge: D over two blocks of 512 rows and not a
-// multiple of the 32-row panels; U not a multiple of the 16-column kernel
-// blocks nor of the 128-column chunks; N not a multiple of the kernel's
-// 6-row groups. N = 700 makes panels narrower, N = 5000 too large to copy.
+// multiple of the 32-row panels; U not a multiple of the 32- and 16-column
+// kernel blocks nor of the 128-column chunks; N not a multiple of the
+// kernels' groups of up to 12 and 6 rows. N = 700 makes panels narrower, N = 5000 too large to copy.
 static const int shapes[][3] = {{7, 1100, 150}, {20, 1024, 256}, {1, 37, 5}, {33, 520, 17}, {700, 96, 40}, {5000, 9, 20}};
 
 static void teardown(void) {
-    dense_set_simd(1);
+    simd_set_level(SIMD_AVX512);  // the default: the widest the CPU has
     parallel_set_threads(1);
 }
 
 Test(dense, simd_equals_reference, .fini = teardown) {
-    dense_set_simd(1);
-    if (!dense_simd()) cr_skip_test("no AVX2+FMA on this CPU: only the reference runs");
+    int widest = simd_cpu_level();
+    if (widest == SIMD_PORTABLE) cr_skip_test("no AVX2+FMA on this CPU: only the reference runs");
+    for (int level = SIMD_AVX2; level <= widest; level++)
     for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
         int N = shapes[k][0], D = shapes[k][1], U = shapes[k][2];
         float *x = filled((size_t)N * D, 1 + k, 1.0f), *W = filled((size_t)D * U, 2 + k, 0.1f);
         float *b = filled(U, 3 + k, 0.5f), *dy = filled((size_t)N * U, 4 + k, 0.01f);
         float *out[2], *dW[2], *db[2];
         for (int simd = 0; simd < 2; simd++) {
-            dense_set_simd(simd);
+            simd_set_level(simd ? level : SIMD_PORTABLE);
             out[simd] = malloc(sizeof(float) * N * U);
             dW[simd] = calloc((size_t)D * U, sizeof(float));
             db[simd] = calloc(U, sizeof(float));
             cr_assert_eq(dense_forward(x, N, D, W, b, U, out[simd]), 0);
             dense_backward(x, N, D, W, U, dy, NULL, dW[simd], db[simd]);
         }
-        cr_expect_arr_eq(out[0], out[1], sizeof(float) * N * U, "forward, %dx%dx%d", N, D, U);
-        cr_expect_arr_eq(dW[0], dW[1], sizeof(float) * D * U, "dW, %dx%dx%d", N, D, U);
-        cr_expect_arr_eq(db[0], db[1], sizeof(float) * U, "db, %dx%dx%d", N, D, U);
+        const char *name = simd_level_name(level);
+        cr_expect_arr_eq(out[0], out[1], sizeof(float) * N * U, "%s: forward, %dx%dx%d", name, N, D, U);
+        cr_expect_arr_eq(dW[0], dW[1], sizeof(float) * D * U, "%s: dW, %dx%dx%d", name, N, D, U);
+        cr_expect_arr_eq(db[0], db[1], sizeof(float) * U, "%s: db, %dx%dx%d", name, N, D, U);
         // And both are the product: against a double-precision sum.
         double worst = 0;
         for (int n = 0; n < N; n += 3)
@@ -113,12 +116,12 @@ static void fused_vs_separate(const OptCase *c, int N, int D, int U, int next_N)
         OptimRule r = optim_rule(&o);
         cr_assert_eq(dense_update_forward(x, N, D, W[1], b[1], U, dy, &r, ks[1], bs[1], nx, next_N, out[1]), 0);
         optim_step_done(&o);
-        cr_expect_arr_eq(W[0], W[1], sizeof(float) * D * U, "%s step %d: kernel", c->name, step);
-        cr_expect_arr_eq(b[0], b[1], sizeof(float) * U, "%s step %d: bias", c->name, step);
-        cr_expect_arr_eq(out[0], out[1], sizeof(float) * next_N * U, "%s step %d: next forward", c->name, step);
+        cr_expect_arr_eq(W[0], W[1], sizeof(float) * D * U, "%s (%s) step %d: kernel", c->name, simd_level_name(simd_level()), step);
+        cr_expect_arr_eq(b[0], b[1], sizeof(float) * U, "%s (%s) step %d: bias", c->name, simd_level_name(simd_level()), step);
+        cr_expect_arr_eq(out[0], out[1], sizeof(float) * next_N * U, "%s (%s) step %d: next forward", c->name, simd_level_name(simd_level()), step);
         for (int s = 0; s < ns; s++) {
-            cr_expect_arr_eq(ks[0][s], ks[1][s], sizeof(float) * D * U, "%s step %d: kernel slot %d", c->name, step, s);
-            cr_expect_arr_eq(bs[0][s], bs[1][s], sizeof(float) * U, "%s step %d: bias slot %d", c->name, step, s);
+            cr_expect_arr_eq(ks[0][s], ks[1][s], sizeof(float) * D * U, "%s (%s) step %d: kernel slot %d", c->name, simd_level_name(simd_level()), step, s);
+            cr_expect_arr_eq(bs[0][s], bs[1][s], sizeof(float) * U, "%s (%s) step %d: bias slot %d", c->name, simd_level_name(simd_level()), step, s);
         }
         free(x), free(dy), free(nx);
     }
@@ -133,13 +136,18 @@ static void fused_vs_separate(const OptCase *c, int N, int D, int U, int next_N)
     free(W0), free(b0), free(dW), free(db);
 }
 
+// On every level of kernels: plain SGD is applied inside the kernels
+// (ACC_SGD), the other rules on the gradient's rows afterwards. With
+// simd_equals_reference, this makes each level's fused step equal the
+// reference's separate passes.
 Test(dense, fused_step_equals_separate_passes, .fini = teardown) {
-    for (size_t c = 0; c < sizeof opt_cases / sizeof *opt_cases; c++) {
-        fused_vs_separate(&opt_cases[c], 7, 1100, 150, 9);
-        fused_vs_separate(&opt_cases[c], 20, 1024, 37, 20);
+    for (int level = simd_cpu_level(); level >= SIMD_PORTABLE; level--) {
+        simd_set_level(level);
+        for (size_t c = 0; c < sizeof opt_cases / sizeof *opt_cases; c++) {
+            fused_vs_separate(&opt_cases[c], 7, 1100, 150, 9);
+            if (level > SIMD_PORTABLE) fused_vs_separate(&opt_cases[c], 20, 1024, 37, 20);
+        }
     }
-    dense_set_simd(0);  // the reference path too
-    fused_vs_separate(&opt_cases[2], 5, 600, 40, 3);
 }
 
 // The update without a next batch leaves next_out alone and updates the same.
