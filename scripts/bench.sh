@@ -10,7 +10,8 @@
 #     layers' GFLOPS as a fraction of the sgemm rate. Where the CPU has
 #     AVX-512 but the executables' BLAS kernel is narrower (OPENBLAS_CORETYPE
 #     set in the environment), also against the AVX-512 sgemm, as the dense
-#     layers use AVX-512 there.
+#     layers use AVX-512 there. Then the fused step of the big layer alone,
+#     with the AVX-512 and the AVX2 kernels (scripts/bench_dense.c).
 # Environment: BENCH_IMAGES (images per class for extract, default 40),
 # BENCH_THREADS (default: all cores), BENCH_EXTRACT=0 to leave extract out.
 set -euo pipefail
@@ -76,10 +77,15 @@ done
 fi
 
 # --- train --------------------------------------------------------------------
-cc -std=gnu11 -O2 -I. -Icommon scripts/bench_train_cache.c build/cpu/libvggft.a -o "$work/bench_train_cache" \
-    $(pkg-config --libs lmdb libzstd zlib) -lm 2>/dev/null ||
-cc -std=gnu11 -O2 -I. -Icommon scripts/bench_train_cache.c build/libvggft.a -o "$work/bench_train_cache" \
-    $(pkg-config --libs lmdb libzstd zlib) -lm -L/usr/local/cuda/lib64 -lcudart -lcudnn -lstdc++
+# The small C helpers link the CPU-only library when there is one, else the CUDA build's.
+link_tool() {  # link_tool NAME: scripts/NAME.c -> $work/NAME
+    cc -std=gnu11 -O2 -pthread -I. -Icommon "scripts/$1.c" build/cpu/libvggft.a -o "$work/$1" \
+        $(pkg-config --libs lmdb libzstd zlib openblas) -lm 2>/dev/null ||
+    cc -std=gnu11 -O2 -pthread -I. -Icommon "scripts/$1.c" build/libvggft.a -o "$work/$1" \
+        $(pkg-config --libs lmdb libzstd zlib openblas) -lm -L/usr/local/cuda/lib64 -lcudart -lcudnn -lstdc++
+}
+link_tool bench_train_cache
+link_tool bench_dense
 "$work/bench_train_cache" "$work/train_cache" 3000
 # SGD (the target's case) and RMSprop (the seeds' optimizer, with one state
 # slot per weight to read and write as well). The load on these machines
@@ -99,3 +105,5 @@ for opt in sgd rmsprop; do
         if (s512 != "") printf ", %.0f%% of the AVX-512 sgemm %.1f", 100 * f / t / s512, s512
         printf "\n" }'
 done
+# The fused step of the 8192 x 256 layer alone, on each SIMD level the CPU has.
+"$work/bench_dense" "$threads"
