@@ -90,68 +90,43 @@ static void product_ref(const float *x, int xs, int xi, int S, int M, const floa
 
 #if HAVE_X86_KERNELS
 // The kernels: NN rows by two vectors of out in registers while the rows of
-// w stream past. NN is a constant at every call (always_inline into a switch).
-// The multiply and the subtraction of ACC_SGD stay two roundings: the empty
-// asm keeps the compiler from contracting them into one FMA.
-__attribute__((target("avx2,fma"), always_inline)) static inline void product_block_avx2(
-    const float *x, int xs, int xi, int S, const float *w, int ldw, float *out, int ldo, Acc acc, float lr,
-    const int NN) {
-    __m256 a0[AVX2_ROWS], a1[AVX2_ROWS];
-#pragma GCC unroll 6
-    for (int i = 0; i < NN; i++)
-        a0[i] = acc != ACC_ADD ? _mm256_setzero_ps() : _mm256_loadu_ps(out + i * ldo),
-        a1[i] = acc != ACC_ADD ? _mm256_setzero_ps() : _mm256_loadu_ps(out + i * ldo + 8);
-    for (int s = 0; s < S; s++, x += xs, w += ldw) {
-        const __m256 w0 = _mm256_loadu_ps(w), w1 = _mm256_loadu_ps(w + 8);
-#pragma GCC unroll 6
-        for (int i = 0; i < NN; i++) {
-            const __m256 xb = _mm256_broadcast_ss(x + i * xi);
-            a0[i] = _mm256_fmadd_ps(xb, w0, a0[i]), a1[i] = _mm256_fmadd_ps(xb, w1, a1[i]);
-        }
+// w stream past; NN is a constant at every call (always_inline into a
+// switch). One definition for both widths: SFX is the intrinsics' 256 or
+// 512, WIDTH the floats per vector. AVX2's 16 registers hold 6 x 2
+// accumulators besides w and a broadcast; AVX-512's 32 hold 12 x 2.
+// The multiply and the subtraction of ACC_SGD stay two roundings, as in
+// optim_apply: the empty asm keeps the compiler from fusing them (the build's
+// -ffp-contract=off does too; this does not depend on it).
+#define DEFINE_PRODUCT_BLOCK(NAME, TARGET, VEC, SFX, WIDTH, ROWS)                                                  \
+    __attribute__((target(TARGET), always_inline)) static inline void NAME(                                        \
+        const float *x, int xs, int xi, int S, const float *w, int ldw, float *out, int ldo, Acc acc, float lr,    \
+        const int NN) {                                                                                            \
+        VEC a0[ROWS], a1[ROWS];                                                                                    \
+        _Pragma("GCC unroll 12") for (int i = 0; i < NN; i++)                                                      \
+            a0[i] = acc != ACC_ADD ? _mm##SFX##_setzero_ps() : _mm##SFX##_loadu_ps(out + i * ldo),                  \
+            a1[i] = acc != ACC_ADD ? _mm##SFX##_setzero_ps() : _mm##SFX##_loadu_ps(out + i * ldo + WIDTH);          \
+        for (int s = 0; s < S; s++, x += xs, w += ldw) {                                                           \
+            const VEC w0 = _mm##SFX##_loadu_ps(w), w1 = _mm##SFX##_loadu_ps(w + WIDTH);                             \
+            _Pragma("GCC unroll 12") for (int i = 0; i < NN; i++) {                                                \
+                const VEC xb = _mm##SFX##_set1_ps(x[i * xi]);                                                      \
+                a0[i] = _mm##SFX##_fmadd_ps(xb, w0, a0[i]), a1[i] = _mm##SFX##_fmadd_ps(xb, w1, a1[i]);            \
+            }                                                                                                      \
+        }                                                                                                          \
+        if (acc == ACC_SGD) {                                                                                      \
+            const VEC r = _mm##SFX##_set1_ps(lr);                                                                  \
+            _Pragma("GCC unroll 12") for (int i = 0; i < NN; i++) {                                                \
+                VEC d0 = _mm##SFX##_mul_ps(a0[i], r), d1 = _mm##SFX##_mul_ps(a1[i], r);                            \
+                __asm__("" : "+v"(d0), "+v"(d1));                                                                  \
+                a0[i] = _mm##SFX##_sub_ps(_mm##SFX##_loadu_ps(out + i * ldo), d0);                                  \
+                a1[i] = _mm##SFX##_sub_ps(_mm##SFX##_loadu_ps(out + i * ldo + WIDTH), d1);                          \
+            }                                                                                                      \
+        }                                                                                                          \
+        _Pragma("GCC unroll 12") for (int i = 0; i < NN; i++)                                                      \
+            _mm##SFX##_storeu_ps(out + i * ldo, a0[i]), _mm##SFX##_storeu_ps(out + i * ldo + WIDTH, a1[i]);         \
     }
-    if (acc == ACC_SGD) {
-        const __m256 r = _mm256_set1_ps(lr);
-#pragma GCC unroll 6
-        for (int i = 0; i < NN; i++) {
-            __m256 d0 = _mm256_mul_ps(a0[i], r), d1 = _mm256_mul_ps(a1[i], r);
-            __asm__("" : "+x"(d0), "+x"(d1));
-            a0[i] = _mm256_sub_ps(_mm256_loadu_ps(out + i * ldo), d0);
-            a1[i] = _mm256_sub_ps(_mm256_loadu_ps(out + i * ldo + 8), d1);
-        }
-    }
-#pragma GCC unroll 6
-    for (int i = 0; i < NN; i++) _mm256_storeu_ps(out + i * ldo, a0[i]), _mm256_storeu_ps(out + i * ldo + 8, a1[i]);
-}
 
-__attribute__((target("avx512f"), always_inline)) static inline void product_block_avx512(
-    const float *x, int xs, int xi, int S, const float *w, int ldw, float *out, int ldo, Acc acc, float lr,
-    const int NN) {
-    __m512 a0[AVX512_ROWS], a1[AVX512_ROWS];
-#pragma GCC unroll 12
-    for (int i = 0; i < NN; i++)
-        a0[i] = acc != ACC_ADD ? _mm512_setzero_ps() : _mm512_loadu_ps(out + i * ldo),
-        a1[i] = acc != ACC_ADD ? _mm512_setzero_ps() : _mm512_loadu_ps(out + i * ldo + 16);
-    for (int s = 0; s < S; s++, x += xs, w += ldw) {
-        const __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16);
-#pragma GCC unroll 12
-        for (int i = 0; i < NN; i++) {
-            const __m512 xb = _mm512_set1_ps(x[i * xi]);
-            a0[i] = _mm512_fmadd_ps(xb, w0, a0[i]), a1[i] = _mm512_fmadd_ps(xb, w1, a1[i]);
-        }
-    }
-    if (acc == ACC_SGD) {
-        const __m512 r = _mm512_set1_ps(lr);
-#pragma GCC unroll 12
-        for (int i = 0; i < NN; i++) {
-            __m512 d0 = _mm512_mul_ps(a0[i], r), d1 = _mm512_mul_ps(a1[i], r);
-            __asm__("" : "+v"(d0), "+v"(d1));
-            a0[i] = _mm512_sub_ps(_mm512_loadu_ps(out + i * ldo), d0);
-            a1[i] = _mm512_sub_ps(_mm512_loadu_ps(out + i * ldo + 16), d1);
-        }
-    }
-#pragma GCC unroll 12
-    for (int i = 0; i < NN; i++) _mm512_storeu_ps(out + i * ldo, a0[i]), _mm512_storeu_ps(out + i * ldo + 16, a1[i]);
-}
+DEFINE_PRODUCT_BLOCK(product_block_avx2, "avx2,fma", __m256, 256, 8, AVX2_ROWS)
+DEFINE_PRODUCT_BLOCK(product_block_avx512, "avx512f", __m512, 512, 16, AVX512_ROWS)
 
 // All M rows of a block of columns, in groups of at most ROWS rows as even
 // as possible (20 = 5+5+5+5 for AVX2: a group of 2 would leave the FMA units
