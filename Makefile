@@ -29,7 +29,7 @@ ifeq ($(CUDA),0)
 endif
 
 VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
-PKGS    := hdf5 libturbojpeg lmdb libzstd openblas libcurl libpng libcrypto zlib
+PKGS    := hdf5 libjpeg libturbojpeg lmdb libzstd openblas libcurl libpng libcrypto zlib
 
 # -O3 vectorises the elementwise loops (optimizer updates, conversions); it
 # never reorders float sums (that needs -ffast-math), so results are unchanged.

@@ -1,16 +1,21 @@
 #include "cache.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 #include <zlib.h>
 #include <zstd.h>
 
 #include "error.h"
 #include "fileutil.h"
 #include "half.h"
+#include "hash.h"
+#include "lmdb_check.h"
 
 #define RECORD_MAGIC 0x31464756u  // "VGF1" little-endian
 #define INITIAL_MAP (64ul << 20)
@@ -82,15 +87,42 @@ int cache_meta_diff(const CacheMeta *have, const CacheMeta *want, char *buf, siz
     return 0;
 }
 
-static int meta_put(Cache *c, const char *key, const char *value) {
-    return queue_op(c, OP_PUT, c->dbi_meta, key, strlen(key), value, strlen(value));
+// The settings, in the order their checksum covers them. Format 2 writes
+// them all with "checksum"; format 1 (before checksums) had no data_dir,
+// content or checksum.
+static const char *const META_KEYS[] = {"format",  "model",        "weights",  "input_size", "interpolation",
+                                        "preprocess", "layer",     "feature_shape", "layout", "dtype",
+                                        "classes", "class_counts", "shard",    "decode",     "folder",
+                                        "data_dir", "complete",    "content",  "version",    "command"};
+enum {
+    MK_FORMAT, MK_MODEL, MK_WEIGHTS, MK_INPUT, MK_INTERP, MK_PREP, MK_LAYER, MK_SHAPE, MK_LAYOUT, MK_DTYPE,
+    MK_CLASSES, MK_COUNTS, MK_SHARD, MK_DECODE, MK_FOLDER, MK_DATADIR, MK_COMPLETE, MK_CONTENT, MK_VERSION,
+    MK_COMMAND, N_META
+};
+#define META_FORMAT "2"
+
+// sha256 over every setting (name, length and bytes; absent ones marked), so
+// one changed byte in a name, a value or a length is seen. vals[i] NULL: absent.
+static int meta_checksum(char *const vals[N_META], const size_t lens[N_META], char out[80]) {
+    HashCtx *h = hash_begin(HASH_SHA256);
+    if (!h) return -1;
+    for (int i = 0; i < N_META; i++) {
+        char head[64];
+        int n = vals[i] ? snprintf(head, sizeof head, "%s %zu\n", META_KEYS[i], lens[i])
+                        : snprintf(head, sizeof head, "%s -\n", META_KEYS[i]);
+        hash_update(h, head, (size_t)n);
+        if (vals[i]) hash_update(h, vals[i], lens[i]);
+    }
+    char hex[65];
+    if (hash_end(h, hex) < 0) return -1;
+    snprintf(out, 80, "sha256:%s", hex);
+    return 0;
 }
 
 static int begin(Cache *c);
 
 int cache_write_meta(Cache *c, const CacheMeta *m) {
     if (begin(c) < 0) return -1;
-    char buf[256];
     // Class names one per line, counts comma-separated.
     size_t len = 1;
     for (int i = 0; i < m->n_classes; i++) len += strlen(m->class_names[i]) + 1;
@@ -105,43 +137,110 @@ int cache_write_meta(Cache *c, const CacheMeta *m) {
         if (i + 1 < m->n_classes) strcat(names, "\n");
         if (m->class_counts) sprintf(counts + strlen(counts), "%s%ld", i ? "," : "", m->class_counts[i]);
     }
-    int rc = 0;
-    rc |= meta_put(c, "format", "1");
-    rc |= meta_put(c, "model", m->model);
-    rc |= meta_put(c, "weights", m->weights);
-    snprintf(buf, sizeof buf, "%dx%d", m->input_w, m->input_h);
-    rc |= meta_put(c, "input_size", buf);
-    rc |= meta_put(c, "interpolation", m->interpolation);
-    rc |= meta_put(c, "preprocess", m->preprocess);
-    rc |= meta_put(c, "layer", m->layer);
-    snprintf(buf, sizeof buf, "%d,%d,%d", m->feat_h, m->feat_w, m->feat_c);
-    rc |= meta_put(c, "feature_shape", buf);
-    rc |= meta_put(c, "layout", "HWC");
-    rc |= meta_put(c, "dtype", feat_dtype_name(m->dtype));
-    rc |= meta_put(c, "classes", names);
-    rc |= meta_put(c, "class_counts", counts);
-    rc |= meta_put(c, "shard", m->shard);
-    rc |= meta_put(c, "decode", m->decode);
-    rc |= meta_put(c, "folder", m->folder);
-    rc |= meta_put(c, "complete", m->complete ? "1" : "0");
-    rc |= meta_put(c, "version", m->version);
-    rc |= meta_put(c, "command", m->command);
+    char input[32], shape[48];
+    snprintf(input, sizeof input, "%dx%d", m->input_w, m->input_h);
+    snprintf(shape, sizeof shape, "%d,%d,%d", m->feat_h, m->feat_w, m->feat_c);
+    char *v[N_META] = {
+        [MK_FORMAT] = META_FORMAT, [MK_MODEL] = (char *)m->model, [MK_WEIGHTS] = (char *)m->weights,
+        [MK_INPUT] = input, [MK_INTERP] = (char *)m->interpolation, [MK_PREP] = (char *)m->preprocess,
+        [MK_LAYER] = (char *)m->layer, [MK_SHAPE] = shape, [MK_LAYOUT] = "HWC",
+        [MK_DTYPE] = (char *)feat_dtype_name(m->dtype), [MK_CLASSES] = names, [MK_COUNTS] = counts,
+        [MK_SHARD] = (char *)m->shard, [MK_DECODE] = (char *)m->decode, [MK_FOLDER] = (char *)m->folder,
+        [MK_DATADIR] = (char *)m->data_dir, [MK_COMPLETE] = m->complete ? "1" : "0",
+        [MK_CONTENT] = (char *)m->content, [MK_VERSION] = (char *)m->version, [MK_COMMAND] = (char *)m->command};
+    size_t lens[N_META];
+    for (int i = 0; i < N_META; i++) lens[i] = strlen(v[i]);
+    char sum[80];
+    int rc = meta_checksum(v, lens, sum);
+    for (int i = 0; i < N_META && rc == 0; i++)
+        rc = queue_op(c, OP_PUT, c->dbi_meta, META_KEYS[i], strlen(META_KEYS[i]), v[i], lens[i]);
+    if (rc == 0) rc = queue_op(c, OP_PUT, c->dbi_meta, "checksum", 8, sum, strlen(sum));
     free(names);
     free(counts);
     return rc ? -1 : 0;
 }
 
-// Reads a setting; *out malloc'd, NULL when absent.
-static int meta_get(Cache *c, MDB_txn *txn, const char *key, char **out) {
+// Parses the settings read (vals[N_META] = the checksum; NULL: absent) into m.
+static int meta_parse(const char *path, char *vals[N_META + 1], const size_t lens[N_META + 1], CacheMeta *m) {
+    memset(m, 0, sizeof *m);
+    char **v = vals;
+    if (!v[MK_FORMAT])
+        return err_set("%s: not a feature cache made by extract, or its settings are damaged (no setting 'format'); "
+                       "re-extract it",
+                       path);
+    if (!strcmp(v[MK_FORMAT], META_FORMAT)) {
+        char sum[80];
+        if (meta_checksum(v, lens, sum) < 0) return -1;
+        if (!v[N_META] || lens[N_META] != strlen(sum) || memcmp(v[N_META], sum, lens[N_META]))
+            return err_set("%s: the cache's settings are damaged (%s): re-extract it (extract --overwrite replaces it)",
+                           path,
+                           v[N_META] ? "their checksum does not match" : "their checksum is missing");
+        m->checksummed = 1;
+    } else if (strcmp(v[MK_FORMAT], "1")) {
+        return err_set("%s: unknown cache format '%.20s' (damaged, or made by a newer vggft)", path, v[MK_FORMAT]);
+    }
+    for (int i = 0; i <= MK_CLASSES; i++)  // the settings up to the class list are required
+        if (!v[i] && i != MK_LAYOUT)
+            return err_set("%s: not a feature cache made by extract (no setting '%s')", path, META_KEYS[i]);
+    snprintf(m->model, sizeof m->model, "%s", v[MK_MODEL]);
+    snprintf(m->weights, sizeof m->weights, "%s", v[MK_WEIGHTS]);
+    if (sscanf(v[MK_INPUT], "%dx%d", &m->input_w, &m->input_h) != 2)
+        return err_set("%s: bad input_size '%.40s'", path, v[MK_INPUT]);
+    snprintf(m->interpolation, sizeof m->interpolation, "%s", v[MK_INTERP]);
+    snprintf(m->preprocess, sizeof m->preprocess, "%s", v[MK_PREP]);
+    snprintf(m->layer, sizeof m->layer, "%s", v[MK_LAYER]);
+    if (sscanf(v[MK_SHAPE], "%d,%d,%d", &m->feat_h, &m->feat_w, &m->feat_c) != 3 || m->feat_h < 1 || m->feat_w < 1 ||
+        m->feat_c < 1 || (long long)m->feat_h * m->feat_w * m->feat_c > (1 << 28))
+        return err_set("%s: bad feature_shape '%.40s'", path, v[MK_SHAPE]);
+    if (strcmp(v[MK_DTYPE], "f32") && strcmp(v[MK_DTYPE], "f16"))
+        return err_set("%s: unknown dtype '%.20s'", path, v[MK_DTYPE]);
+    m->dtype = !strcmp(v[MK_DTYPE], "f32") ? FEAT_F32 : FEAT_F16;
+    if (v[MK_SHARD]) snprintf(m->shard, sizeof m->shard, "%s", v[MK_SHARD]);
+    if (v[MK_VERSION]) snprintf(m->version, sizeof m->version, "%s", v[MK_VERSION]);
+    if (v[MK_COMMAND]) snprintf(m->command, sizeof m->command, "%s", v[MK_COMMAND]);
+    if (v[MK_DECODE]) snprintf(m->decode, sizeof m->decode, "%s", v[MK_DECODE]);
+    if (v[MK_FOLDER]) snprintf(m->folder, sizeof m->folder, "%s", v[MK_FOLDER]);
+    if (v[MK_DATADIR]) snprintf(m->data_dir, sizeof m->data_dir, "%s", v[MK_DATADIR]);
+    if (v[MK_CONTENT]) snprintf(m->content, sizeof m->content, "%s", v[MK_CONTENT]);
+    m->complete = v[MK_COMPLETE] && !strcmp(v[MK_COMPLETE], "1");
+    int n = 1;
+    for (char *p = v[MK_CLASSES]; *p; p++) n += *p == '\n';
+    m->n_classes = n;
+    m->class_names = calloc((size_t)n, sizeof(char *));
+    m->class_counts = calloc((size_t)n, sizeof(long));
+    if (!m->class_names || !m->class_counts) {
+        cache_meta_free(m);
+        return err_set("out of memory");
+    }
+    char *p = v[MK_CLASSES];
+    for (int i = 0; i < n; i++) {
+        char *nl = strchr(p, '\n');
+        if (nl) *nl = '\0';
+        m->class_names[i] = strdup(p);
+        p = nl ? nl + 1 : p + strlen(p);
+    }
+    char *q = v[MK_COUNTS] ? v[MK_COUNTS] : "";
+    for (int i = 0; i < n && *q; i++) {
+        m->class_counts[i] = strtol(q, &q, 10);
+        if (*q == ',') q++;
+    }
+    return 0;
+}
+
+// Reads a setting; *out malloc'd and NUL-terminated (*len its stored
+// length), NULL when absent.
+static int meta_get(Cache *c, MDB_txn *txn, const char *key, char **out, size_t *len) {
     MDB_val k = {strlen(key), (void *)key}, v;
     int rc = mdb_get(txn, c->dbi_meta, &k, &v);
     *out = NULL;
+    *len = 0;
     if (rc == MDB_NOTFOUND) return 0;
     if (rc) return err_set("%s: reading setting %s: %s", c->path, key, mdb_strerror(rc));
     *out = malloc(v.mv_size + 1);
     if (!*out) return err_set("out of memory reading setting %s", key);
     memcpy(*out, v.mv_data, v.mv_size);
     (*out)[v.mv_size] = '\0';
+    *len = v.mv_size;
     return 1;
 }
 
@@ -154,70 +253,70 @@ int cache_read_meta(Cache *c, CacheMeta *m) {
         if (rc) return err_set("%s: %s", c->path, mdb_strerror(rc));
         own = 1;
     }
-    const char *keys[] = {"format",  "model", "weights",      "input_size", "interpolation", "preprocess",
-                          "layer",   "feature_shape", "dtype", "classes",    "class_counts",  "shard",
-                          "version", "command", "decode", "folder", "complete"};
-    enum { NKEYS = sizeof keys / sizeof keys[0] };
-    char *v[NKEYS] = {0};
+    char *v[N_META + 1] = {0};
+    size_t lens[N_META + 1] = {0};
     int rc = 0;
-    for (int i = 0; i < NKEYS && rc >= 0; i++) rc = meta_get(c, txn, keys[i], &v[i]);
+    for (int i = 0; i <= N_META && rc >= 0; i++) rc = meta_get(c, txn, i < N_META ? META_KEYS[i] : "checksum", &v[i], &lens[i]);
     if (own) mdb_txn_abort(txn);
-    if (rc >= 0) {
-        for (int i = 0; i < 10; i++)  // the settings up to the class list are required
-            if (!v[i]) {
-                rc = err_set("%s: not a feature cache made by extract (no setting '%s')", c->path, keys[i]);
-                break;
-            }
-    }
-    if (rc >= 0) {
-        snprintf(m->model, sizeof m->model, "%s", v[1]);
-        snprintf(m->weights, sizeof m->weights, "%s", v[2]);
-        if (sscanf(v[3], "%dx%d", &m->input_w, &m->input_h) != 2) rc = err_set("%s: bad input_size '%s'", c->path, v[3]);
-        snprintf(m->interpolation, sizeof m->interpolation, "%s", v[4]);
-        snprintf(m->preprocess, sizeof m->preprocess, "%s", v[5]);
-        snprintf(m->layer, sizeof m->layer, "%s", v[6]);
-        if (sscanf(v[7], "%d,%d,%d", &m->feat_h, &m->feat_w, &m->feat_c) != 3)
-            rc = err_set("%s: bad feature_shape '%s'", c->path, v[7]);
-        if (strcmp(v[8], "f32") && strcmp(v[8], "f16")) rc = err_set("%s: unknown dtype '%s'", c->path, v[8]);
-        m->dtype = !strcmp(v[8], "f32") ? FEAT_F32 : FEAT_F16;
-        if (v[11]) snprintf(m->shard, sizeof m->shard, "%s", v[11]);
-        if (v[12]) snprintf(m->version, sizeof m->version, "%s", v[12]);
-        if (v[13]) snprintf(m->command, sizeof m->command, "%s", v[13]);
-        if (v[14]) snprintf(m->decode, sizeof m->decode, "%s", v[14]);
-        if (v[15]) snprintf(m->folder, sizeof m->folder, "%s", v[15]);
-        m->complete = v[16] && !strcmp(v[16], "1");
-        int n = 1;
-        for (char *p = v[9]; *p; p++) n += *p == '\n';
-        m->n_classes = n;
-        m->class_names = calloc((size_t)n, sizeof(char *));
-        m->class_counts = calloc((size_t)n, sizeof(long));
-        if (!m->class_names || !m->class_counts) n = 0, rc = err_set("out of memory");
-        char *p = v[9];
-        for (int i = 0; i < n; i++) {
-            char *nl = strchr(p, '\n');
-            if (nl) *nl = '\0';
-            m->class_names[i] = strdup(p);
-            p = nl ? nl + 1 : p + strlen(p);
-        }
-        char *q = v[10] ? v[10] : "";
-        for (int i = 0; i < n && *q; i++) {
-            m->class_counts[i] = strtol(q, &q, 10);
-            if (*q == ',') q++;
-        }
-    }
-    for (int i = 0; i < NKEYS; i++) free(v[i]);
-    if (rc < 0) cache_meta_free(m);
+    if (rc >= 0) rc = meta_parse(c->path, v, lens, m);
+    for (int i = 0; i <= N_META; i++) free(v[i]);
     return rc < 0 ? -1 : 0;
 }
 
 // --- opening -----------------------------------------------------------------
 
+static double now_seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+// The message for a cache the page check found damaged.
+static int damaged(const char *path, const char *what) {
+    return err_set("%s: the cache is damaged: %s. It cannot be read safely: re-extract it (extract with --overwrite "
+                   "replaces it); `extract --verify %s` lists all the damage",
+                   path, what, path);
+}
+
+// Checks data.mdb's pages for the snapshot `txn` reads (see lmdb_check.h)
+// before LMDB walks them. Returns 0, -2 when damaged (message set), -1 on
+// other errors.
+static int check_pages(const char *path, MDB_txn **txn) {
+    char data[1100];
+    snprintf(data, sizeof data, "%s/data.mdb", path);
+    for (int attempt = 0;; attempt++) {
+        LmdbCheck opt = {.txnid = mdb_txn_id(*txn)};
+        long bad = lmdb_check(data, &opt);
+        if (bad == 0) return 0;
+        if (bad > 0) {
+            char what[ERR_MSG_MAX];
+            snprintf(what, sizeof what, "%s", err_msg());
+            damaged(path, what);
+            return -2;
+        }
+        // A writer committed twice since our snapshot began (its meta page
+        // was reused): check a newer one.
+        if (bad != -2 || attempt == 5) return -1;
+        MDB_env *env = mdb_txn_env(*txn);
+        mdb_txn_abort(*txn);
+        *txn = NULL;
+        int rc = mdb_txn_begin(env, NULL, MDB_RDONLY, txn);
+        if (rc) {
+            *txn = NULL;
+            return err_set("%s: %s", path, mdb_strerror(rc));
+        }
+    }
+}
+
 // Opens the environment and its two databases. create: make them (a new
-// cache); otherwise an LMDB without them is someone else's and is left alone.
+// cache); otherwise an LMDB without them is someone else's and is left alone,
+// and its pages are checked first. Returns 0, -2 when the cache is damaged,
+// -1 on other errors (err_set either way).
 static int open_env(Cache *c, const char *path, unsigned flags, int create) {
     memset(c, 0, sizeof *c);
     snprintf(c->path, sizeof c->path, "%s", path);
     c->batch = 256;
+    c->commit_seconds = 2.0;
     c->level = 3;
     // Test hooks: a tiny first map exercises growth, a short commit interval
     // exercises resume after a crash between commits.
@@ -225,6 +324,23 @@ static int open_env(Cache *c, const char *path, unsigned flags, int create) {
     size_t initial = e && atol(e) > 0 ? (size_t)atol(e) << 20 : INITIAL_MAP;
     e = getenv("VGGFT_CACHE_COMMIT_EVERY");
     if (e && atoi(e) > 0) c->batch = atoi(e);
+    e = getenv("VGGFT_CACHE_COMMIT_SECONDS");
+    if (e && atof(e) >= 0) c->commit_seconds = atof(e);
+    if (!create) {
+        // The meta pages before mdb_env_open reads them (a page size of 0 is
+        // a division by zero inside it); the trees once a snapshot is pinned.
+        char data[1100];
+        snprintf(data, sizeof data, "%s/data.mdb", path);
+        LmdbCheck metas = {.metas_only = 1};
+        long bad = lmdb_check(data, &metas);
+        if (bad < 0) return -1;
+        if (bad > 0) {
+            char what[ERR_MSG_MAX];
+            snprintf(what, sizeof what, "%s", err_msg());
+            damaged(path, what);
+            return -2;
+        }
+    }
     int rc = mdb_env_create(&c->env);
     if (!rc) rc = mdb_env_set_maxdbs(c->env, 4);
     if (!rc) rc = mdb_env_set_mapsize(c->env, initial);
@@ -252,6 +368,16 @@ static int open_env(Cache *c, const char *path, unsigned flags, int create) {
     }
     MDB_txn *txn = NULL;
     rc = mdb_txn_begin(c->env, NULL, (flags & MDB_RDONLY) || !create ? MDB_RDONLY : 0, &txn);
+    if (rc) txn = NULL;
+    if (!rc && !create) {
+        int bad = check_pages(path, &txn);
+        if (bad < 0) {
+            if (txn) mdb_txn_abort(txn);
+            mdb_env_close(c->env);
+            c->env = NULL;
+            return bad;
+        }
+    }
     unsigned dflags = create ? MDB_CREATE : 0;
     if (!rc) rc = mdb_dbi_open(txn, "meta", dflags, &c->dbi_meta);
     if (!rc) rc = mdb_dbi_open(txn, "features", dflags, &c->dbi_features);
@@ -259,7 +385,8 @@ static int open_env(Cache *c, const char *path, unsigned flags, int create) {
     else if (txn) mdb_txn_abort(txn);
     if (rc) {
         err_set("%s: %s", path,
-                rc == MDB_NOTFOUND ? "an LMDB database but not a feature cache made by extract (left untouched)"
+                rc == MDB_NOTFOUND ? "an LMDB database without the 'meta' and 'features' databases of a feature "
+                                     "cache: not made by extract, or damaged (left untouched)"
                                    : mdb_strerror(rc));
         mdb_env_close(c->env);
         c->env = NULL;
@@ -270,7 +397,20 @@ static int open_env(Cache *c, const char *path, unsigned flags, int create) {
     return 0;
 }
 
-int cache_open_write(Cache *c, const char *path, const CacheMeta *want, int overwrite) {
+// Deletes a damaged cache's LMDB files (--overwrite): dropping its databases
+// through LMDB would walk the damaged pages.
+static int remove_damaged(const char *path) {
+    const char *files[] = {"data.mdb", "lock.mdb"};
+    for (int i = 0; i < 2; i++) {
+        char p[1100];
+        snprintf(p, sizeof p, "%s/%s", path, files[i]);
+        if (unlink(p) < 0 && errno != ENOENT) return err_set("%s: cannot remove the damaged cache: %s", p, strerror(errno));
+    }
+    return 0;
+}
+
+int cache_open_write_from(Cache *c, const char *path, const CacheMeta *want, int overwrite, CacheMovedFn moved,
+                          void *ctx) {
     struct stat st;
     char data[1100];
     snprintf(data, sizeof data, "%s/data.mdb", path);
@@ -278,11 +418,33 @@ int cache_open_write(Cache *c, const char *path, const CacheMeta *want, int over
     if (!exists && stat(path, &st) == 0 && !S_ISDIR(st.st_mode))
         return err_set("%s: exists and is not a folder (a cache is an LMDB folder)", path);
     if (make_dirs(path) < 0) return -1;
-    if (open_env(c, path, 0, !exists) < 0) return -1;
+    int rc = open_env(c, path, 0, !exists);
+    if (rc == -2 && overwrite) {
+        fprintf(stderr, "warning: %s\n--overwrite: replacing the damaged cache\n", err_msg());
+        if (remove_damaged(path) < 0) return -1;
+        exists = 0;
+        rc = open_env(c, path, 0, 1);
+    }
+    if (rc < 0) return -1;
     if (exists) {
         CacheMeta have;
-        int rc = cache_read_meta(c, &have);
+        rc = cache_read_meta(c, &have);
         char diff[600];
+        // Whose cache is it? Another folder's first: its settings may well
+        // differ too, and --overwrite is not what a typo in --cache needs.
+        if (rc == 0 && !overwrite && have.data_dir[0] && want->data_dir[0] && strcmp(have.data_dir, want->data_dir)) {
+            int ok = 0;
+            if (moved) ok = moved(ctx, c, &have, want);
+            else
+                err_set("%s: this cache was made from %s, and this run reads %s: a cache belongs to its folder "
+                        "(check --cache; --overwrite replaces it)",
+                        path, have.data_dir, want->data_dir);
+            if (ok != 1) {
+                cache_meta_free(&have);
+                cache_close(c);
+                return -1;
+            }
+        }
         if (rc == 0 && !overwrite && cache_meta_diff(&have, want, diff, sizeof diff)) {
             cache_meta_free(&have);
             cache_close(c);
@@ -305,6 +467,10 @@ int cache_open_write(Cache *c, const char *path, const CacheMeta *want, int over
         return -1;
     }
     return 0;
+}
+
+int cache_open_write(Cache *c, const char *path, const CacheMeta *want, int overwrite) {
+    return cache_open_write_from(c, path, want, overwrite, NULL, NULL);
 }
 
 int cache_open_read(Cache *c, const char *path, CacheMeta *meta) {
@@ -341,13 +507,25 @@ void cache_close(Cache *c) {
 
 // --- writing -------------------------------------------------------------------
 
+// An LMDB error while writing, named by what was being done. A full disk
+// (or quota) says so in the system's words, names the cache and says what
+// is kept.
+static int write_error(Cache *c, int rc, const char *doing) {
+    if (rc == ENOSPC || rc == EDQUOT || rc == EFBIG)
+        return err_set("%s: %s while %s: the records committed before are kept; free some space and rerun the same "
+                       "command to resume",
+                       c->path, strerror(rc), doing);
+    return err_set("%s: %s: %s", c->path, doing, mdb_strerror(rc));
+}
+
 static int begin(Cache *c) {
     if (c->txn) return 0;
     int rc = mdb_txn_begin(c->env, NULL, 0, &c->txn);
     if (rc) {
         c->txn = NULL;
-        return err_set("%s: %s", c->path, mdb_strerror(rc));
+        return write_error(c, rc, "starting a write");
     }
+    c->txn_start = now_seconds();
     return 0;
 }
 
@@ -379,7 +557,7 @@ static int grow_and_replay(Cache *c) {
             c->txn = NULL;
             continue;
         }
-        if (rc) return err_set("%s: %s", c->path, mdb_strerror(rc));
+        if (rc) return write_error(c, rc, "writing");
         return 0;
     }
 }
@@ -406,9 +584,18 @@ static int queue_op(Cache *c, OpKind op, MDB_dbi dbi, const char *key, size_t kl
     if (rc == MDB_MAP_FULL) {
         if (grow_and_replay(c) < 0) return -1;
     } else if (rc) {
-        return err_set("%s: writing %.*s: %s", c->path, (int)klen, key, mdb_strerror(rc));
+        char doing[64];
+        snprintf(doing, sizeof doing, "writing %.*s", (int)klen, key);
+        return write_error(c, rc, doing);
     }
     return c->n_pending >= c->batch ? cache_commit(c) : 0;
+}
+
+// Records commit by count (queue_op) and by time: an interrupted run loses
+// at most commit_seconds of work (plus the batch in flight).
+static int commit_if_due(Cache *c) {
+    if (c->txn && c->commit_seconds >= 0 && now_seconds() - c->txn_start >= c->commit_seconds) return cache_commit(c);
+    return 0;
 }
 
 int cache_commit(Cache *c) {
@@ -421,7 +608,7 @@ int cache_commit(Cache *c) {
     }
     for (int i = 0; i < c->n_pending; i++) free(c->pending[i].val);
     c->n_pending = 0;
-    if (rc) return err_set("%s: committing: %s", c->path, mdb_strerror(rc));
+    if (rc) return write_error(c, rc, "committing");
     return 0;
 }
 
@@ -484,13 +671,15 @@ int cache_put(Cache *c, uint64_t key, const CacheRecord *r, int n_features, Feat
 int cache_put_raw(Cache *c, uint64_t key, const void *val, size_t len) {
     char k[24];
     key_text(key, k);
-    return queue_op(c, OP_PUT, c->dbi_features, k, 10, val, len);
+    if (queue_op(c, OP_PUT, c->dbi_features, k, 10, val, len) < 0) return -1;
+    return commit_if_due(c);
 }
 
 int cache_del(Cache *c, uint64_t key) {
     char k[24];
     key_text(key, k);
-    return queue_op(c, OP_DEL, c->dbi_features, k, 10, NULL, 0);
+    if (queue_op(c, OP_DEL, c->dbi_features, k, 10, NULL, 0) < 0) return -1;
+    return commit_if_due(c);
 }
 
 // Moves go through "t" + the target key: a record being moved exists under
@@ -522,25 +711,32 @@ int cache_record_decode(void *zstd_dctx, uint64_t key, const void *val, size_t l
     const uint8_t *p = val;
     char k[24];
     key_text(key, k);
-    if (len < 58 || get_u32(p) != RECORD_MAGIC) return err_set("record %s: not a feature record (damaged?)", k);
+    // Every length is checked against len before it is used: first the
+    // fixed header, then the path, then (after the crc32 vouches for all
+    // the bytes) the compressed frame.
+    if (len < 58 || get_u32(p) != RECORD_MAGIC) return err_set("record %s: not a feature record (damaged)", k);
+    if (len > UINT32_MAX) return err_set("record %s: %zu bytes, too large for a record (damaged)", k, len);
     int plen = p[48] | p[49] << 8;
-    if ((size_t)plen + 58 > len) return err_set("record %s: truncated", k);
+    if ((size_t)plen + 58 > len) return err_set("record %s: its path runs past its end (damaged)", k);
     const char *rpath = (const char *)p + 50;
     uint32_t crc = (uint32_t)crc32(crc32(0L, Z_NULL, 0), p, (uInt)(len - 4));
     if (crc != get_u32(p + len - 4))
         return err_set("record %s (%.*s): checksum mismatch: the record is damaged", k, plen, rpath);
     uint32_t n = get_u32(p + 12);
-    if (n_features >= 0 && (int)n != n_features)
+    if (n_features >= 0 && (int64_t)n != n_features)
         return err_set("record %s (%.*s): %u features, the cache's shape says %d", k, plen, rpath, n, n_features);
+    if (p[8] != FEAT_F16 && p[8] != FEAT_F32)
+        return err_set("record %s (%.*s): unknown feature type %d", k, plen, rpath, p[8]);
+    size_t zoff = 50 + (size_t)plen + 4;
+    uint32_t zlen = get_u32(p + zoff - 4);
+    if (zoff + (size_t)zlen + 4 != len) return err_set("record %s (%.*s): bad compressed length", k, plen, rpath);
     if (label) *label = (int32_t)get_u32(p + 4);
     if (path) *path = rpath;
     if (path_len) *path_len = plen;
     if (sha256) memcpy(sha256, p + 16, 32);
     if (!features) return 0;
+    if (n_features < 0) return err_set("record %s: decoding features needs their count", k);
     FeatDtype dtype = p[8] == FEAT_F32 ? FEAT_F32 : FEAT_F16;
-    size_t zoff = 50 + (size_t)plen + 4;
-    uint32_t zlen = get_u32(p + zoff - 4);
-    if (zoff + zlen + 4 != len) return err_set("record %s (%.*s): bad compressed length", k, plen, rpath);
     size_t raw = (size_t)n * (dtype == FEAT_F16 ? 2 : 4);
     if (dtype == FEAT_F32) {
         size_t got = ZSTD_decompressDCtx(zstd_dctx, features, raw, p + zoff, zlen);
@@ -566,21 +762,34 @@ int cache_record_decode(void *zstd_dctx, uint64_t key, const void *val, size_t l
 
 // Parses a stored key: 10 digits (a record in place) or "t" + 10 digits (a
 // record moving there). 0 for anything else.
-static int parse_key(const MDB_val *k, CacheKey *out) {
-    const char *p = k->mv_data;
-    size_t n = k->mv_size, off = n == 11 && p[0] == 't';
+static int parse_key(const void *data, size_t n, CacheKey *out) {
+    const char *p = data;
+    size_t off = n == 11 && p[0] == 't';
     if (n != 10 + off) return 0;
     uint64_t v = 0;
     for (size_t i = off; i < n; i++) {
         if (p[i] < '0' || p[i] > '9') return 0;
         v = v * 10 + (uint64_t)(p[i] - '0');
     }
+    memset(out, 0, sizeof *out);
     memcpy(out->key, p, n);
     out->key[n] = '\0';
     out->klen = n;
     out->index = v;
     out->moving = (int)off;
     return 1;
+}
+
+// A key for messages: printable bytes as they are, others as \xNN.
+static const char *printable(const void *data, size_t n, char *out, size_t size) {
+    const uint8_t *k = data;
+    size_t o = 0;
+    for (size_t i = 0; i < n && o + 5 < size; i++) {
+        if (k[i] >= 0x20 && k[i] < 0x7f) out[o++] = (char)k[i];
+        else o += (size_t)snprintf(out + o, size - o, "\\x%02x", k[i]);
+    }
+    out[o] = '\0';
+    return out;
 }
 
 static int visit(Cache *c, int include_moving, CacheVisitFn fn, CacheKeyVisitFn kfn, void *ctx) {
@@ -601,7 +810,23 @@ static int visit(Cache *c, int include_moving, CacheVisitFn fn, CacheKeyVisitFn 
     int ret = 0;
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         CacheKey key;
-        if (!parse_key(&k, &key) || (key.moving && !include_moving)) continue;
+        if (!parse_key(k.mv_data, k.mv_size, &key)) {
+            // Not a key we write: a damaged one. Resuming deletes it (and
+            // extracts its image again); anything else must not skip it.
+            if (include_moving && k.mv_size < sizeof key.key) {
+                memset(&key, 0, sizeof key);
+                memcpy(key.key, k.mv_data, k.mv_size);
+                key.klen = k.mv_size;
+                key.damaged = 1;
+            } else {
+                char kt[100];
+                ret = err_set("%s: record key '%s' is damaged (not a record key): re-extract the cache (extract "
+                              "--overwrite replaces it)",
+                              c->path, printable(k.mv_data, k.mv_size, kt, sizeof kt));
+                break;
+            }
+        }
+        if (key.moving && !include_moving) continue;
         ret = fn ? fn(ctx, key.index, v.mv_data, v.mv_size) : kfn(ctx, &key, v.mv_data, v.mv_size);
         if (ret) break;
     }
@@ -628,9 +853,151 @@ long cache_count(Cache *c) {
     return rc ? -1 : (long)st.ms_entries;
 }
 
+// --- what a finished run wrote -------------------------------------------------------
+
+int cache_content_begin(CacheContent *cc) {
+    memset(cc, 0, sizeof *cc);
+    cc->hash = hash_begin(HASH_SHA256);
+    return cc->hash ? 0 : err_set("out of memory");
+}
+
+// Appends a run of keys: "a", "a-b" (every key) or "a-b/s" (every s-th).
+static void emit_run(CacheContent *cc, uint64_t first, uint64_t step, long len) {
+    if (cc->keys_full || len == 0) return;
+    char r[80];
+    unsigned long long a = first, b = first + step * (uint64_t)(len - 1);
+    if (len == 2 && step != 1) {  // two keys far apart are no run
+        emit_run(cc, first, 1, 1);
+        emit_run(cc, first + step, 1, 1);
+        return;
+    }
+    if (len == 1) snprintf(r, sizeof r, "%llu", a);
+    else if (step == 1) snprintf(r, sizeof r, "%llu-%llu", a, b);
+    else snprintf(r, sizeof r, "%llu-%llu/%llu", a, b, (unsigned long long)step);
+    size_t have = strlen(cc->keys);
+    if (have + strlen(r) + 2 > sizeof cc->keys) {
+        cc->keys_full = 1;
+        return;
+    }
+    snprintf(cc->keys + have, sizeof cc->keys - have, "%s%s", have ? "," : "", r);
+}
+
+void cache_content_add(CacheContent *cc, uint64_t key, const void *val, size_t len) {
+    // The record's own crc32 stands for its bytes (it covers all of them).
+    uint8_t item[12];
+    for (int i = 0; i < 8; i++) item[i] = (uint8_t)(key >> (8 * i));
+    memset(item + 8, 0, 4);
+    if (len >= 4) memcpy(item + 8, (const uint8_t *)val + len - 4, 4);
+    hash_update(cc->hash, item, sizeof item);
+    cc->n++;
+    // Keys arrive in increasing order: extend the current run or start one.
+    if (cc->run_len == 0) {
+        cc->run_first = cc->run_last = key, cc->run_len = 1;
+    } else if (cc->run_len == 1 && key > cc->run_last) {
+        cc->run_step = key - cc->run_first, cc->run_last = key, cc->run_len = 2;
+    } else if (key > cc->run_last && key - cc->run_last == cc->run_step) {
+        cc->run_last = key, cc->run_len++;
+    } else if (cc->run_len == 2 && cc->run_step != 1) {  // two keys far apart: the second may start a run
+        emit_run(cc, cc->run_first, 1, 1);
+        cc->run_first = cc->run_last;
+        cc->run_step = key - cc->run_first, cc->run_last = key;
+    } else {
+        emit_run(cc, cc->run_first, cc->run_step, cc->run_len);
+        cc->run_first = cc->run_last = key, cc->run_len = 1;
+    }
+}
+
+int cache_content_end(CacheContent *cc, char *out, size_t size) {
+    emit_run(cc, cc->run_first, cc->run_step, cc->run_len);
+    char hex[65];
+    int rc = hash_end(cc->hash, hex);
+    cc->hash = NULL;
+    if (rc < 0) return -1;
+    if (cc->keys_full) snprintf(out, size, "%ld records, sha256:%s", cc->n, hex);
+    else snprintf(out, size, "%ld records, keys %s, sha256:%s", cc->n, cc->n ? cc->keys : "-", hex);
+    return 0;
+}
+
+int cache_class_of_path(const CacheMeta *meta, int label, const char *path) {
+    if (label < 0 || label >= meta->n_classes) return -1;
+    size_t n = strlen(meta->class_names[label]);
+    return !strncmp(path, meta->class_names[label], n) && path[n] == '/' ? 0 : -1;
+}
+
+long cache_content_count(const CacheMeta *meta) {
+    long n;
+    if (!meta->content[0] || sscanf(meta->content, "%ld records", &n) != 1) return -1;
+    return n;
+}
+
+// Walks the keys listed in "a,b-c,d-e/s" form, in order. 0 at the end.
+typedef struct {
+    const char *p;
+    uint64_t next, last, step;
+    int in_run;
+} KeyList;
+
+static int keylist_next(KeyList *kl, uint64_t *key) {
+    if (!kl->in_run) {
+        if (!kl->p || *kl->p < '0' || *kl->p > '9') return 0;  // the end: ", sha256:..." (or "-": none)
+        char *e;
+        unsigned long long a = strtoull(kl->p, &e, 10), b = a, s = 1;
+        if (*e == '-') b = strtoull(e + 1, &e, 10);
+        if (*e == '/') s = strtoull(e + 1, &e, 10);
+        if (s == 0 || b < a) return 0;
+        kl->p = *e == ',' && e[1] >= '0' && e[1] <= '9' ? e + 1 : NULL;
+        kl->next = a, kl->last = b, kl->step = s, kl->in_run = 1;
+    }
+    *key = kl->next;
+    if (kl->next >= kl->last || kl->last - kl->next < kl->step) kl->in_run = 0;
+    else kl->next += kl->step;
+    return 1;
+}
+
+int cache_content_check(const char *path, const CacheMeta *meta, const char *have, const uint64_t *keys, long n) {
+    if (!meta->content[0] || !strcmp(meta->content, have)) return 0;
+    long want_n = cache_content_count(meta);
+    char msg[ERR_MSG_MAX];
+    int o = snprintf(msg, sizeof msg, "%s: the cache holds %ld records where its extract run wrote %ld", path, n,
+                     want_n);
+    const char *list = strstr(meta->content, ", keys ");
+    if (list) {
+        // Name the keys missing and those the run did not write.
+        KeyList kl = {list + 7, 0, 0, 0, 0};
+        uint64_t want;
+        int more = keylist_next(&kl, &want);
+        long i = 0, missing = 0, extra = 0;
+        char ms[160] = "", ex[160] = "";
+        while (more || i < n) {
+            int miss = more && (i >= n || want < keys[i]);
+            int add = i < n && (!more || keys[i] < want);
+            char k[24];
+            if (miss) {
+                key_text(want, k);
+                if (missing++ < 5) snprintf(ms + strlen(ms), sizeof ms - strlen(ms), "%s%s", missing > 1 ? ", " : "", k);
+                more = keylist_next(&kl, &want);
+            } else if (add) {
+                key_text(keys[i], k);
+                if (extra++ < 5) snprintf(ex + strlen(ex), sizeof ex - strlen(ex), "%s%s", extra > 1 ? ", " : "", k);
+                i++;
+            } else {
+                more = keylist_next(&kl, &want);
+                i++;
+            }
+        }
+        if (missing) o += snprintf(msg + o, sizeof msg - (size_t)o, "; missing: %s%s", ms, missing > 5 ? ", ..." : "");
+        if (extra)
+            o += snprintf(msg + o, sizeof msg - (size_t)o, "; not written by the run: %s%s", ex, extra > 5 ? ", ..." : "");
+        if (!missing && !extra)
+            o += snprintf(msg + o, sizeof msg - (size_t)o, "; the same keys, but some records differ from those written");
+    }
+    return err_set("%s: the cache is damaged; re-extract it (extract --overwrite replaces it)", msg);
+}
+
 typedef struct {
     long *per_class;
     int n;
+    CacheContent cc;
 } LabelCounts;
 
 static int count_label(void *ctx, uint64_t key, const void *val, size_t len) {
@@ -639,13 +1006,16 @@ static int count_label(void *ctx, uint64_t key, const void *val, size_t len) {
     if (cache_record_decode(NULL, key, val, len, -1, &label, NULL, NULL, NULL, NULL) == 0 && label >= 0 &&
         label < c->n)
         c->per_class[label]++;
+    cache_content_add(&c->cc, key, val, len);
     return 0;
 }
 
 int cache_store_counts(Cache *c, CacheMeta *meta) {
     LabelCounts counts = {calloc((size_t)meta->n_classes, sizeof(long)), meta->n_classes};
     if (!counts.per_class) return err_set("out of memory");
-    if (cache_visit(c, count_label, &counts) < 0) {
+    if (cache_content_begin(&counts.cc) < 0 || cache_visit(c, count_label, &counts) < 0 ||
+        cache_content_end(&counts.cc, meta->content, sizeof meta->content) < 0) {
+        hash_abort(counts.cc.hash);
         free(counts.per_class);
         return -1;
     }
@@ -654,4 +1024,168 @@ int cache_store_counts(Cache *c, CacheMeta *meta) {
     meta->complete = 1;
     if (cache_write_meta(c, meta) < 0) return -1;
     return cache_commit(c);
+}
+
+// --- checking a whole cache ------------------------------------------------------
+
+typedef struct {
+    const char *path;
+    CacheReportFn report;
+    void *ctx;
+    long problems, records;
+    char *mv[N_META + 1];    // the settings as found
+    size_t ml[N_META + 1];
+    int meta_state;          // 0 not parsed yet, 1 parsed, -1 unreadable
+    int has_meta, has_features;
+    CacheMeta meta;
+    int D;
+    float *buf;
+    void *dctx;
+    CacheContent cc;
+    uint64_t *keys;
+    long n_keys, cap_keys;
+    long *per_class;
+} Verify;
+
+static void vreport(Verify *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void vreport(Verify *v, const char *fmt, ...) {
+    char msg[ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    v->problems++;
+    if (v->report) v->report(v->ctx, msg);
+}
+
+static void verify_problem(void *ctx, const char *msg) { vreport(ctx, "%s", msg); }
+
+static void verify_named(void *ctx, const char *db) {
+    Verify *v = ctx;
+    v->has_meta |= !strcmp(db, "meta");
+    v->has_features |= !strcmp(db, "features");
+}
+
+static void verify_parse_meta(Verify *v) {
+    if (v->meta_state) return;
+    if (meta_parse(v->path, v->mv, v->ml, &v->meta) < 0) {
+        vreport(v, "%s", err_msg());
+        v->meta_state = -1;
+        return;
+    }
+    v->meta_state = 1;
+    v->D = v->meta.feat_h * v->meta.feat_w * v->meta.feat_c;
+    v->buf = malloc(sizeof(float) * (size_t)v->D);
+    v->per_class = calloc((size_t)v->meta.n_classes, sizeof(long));
+    if (!v->buf || !v->per_class) {
+        vreport(v, "out of memory for a record of %d features", v->D);
+        cache_meta_free(&v->meta);
+        v->meta_state = -1;
+    }
+}
+
+static int verify_entry(void *ctx, const char *db, const void *key, size_t klen, const void *val, size_t vlen) {
+    Verify *v = ctx;
+    if (!strcmp(db, "meta")) {
+        for (int i = 0; i <= N_META; i++) {
+            const char *name = i < N_META ? META_KEYS[i] : "checksum";
+            if (klen != strlen(name) || memcmp(key, name, klen) || v->mv[i]) continue;
+            v->mv[i] = malloc(vlen + 1);
+            if (!v->mv[i]) return err_set("out of memory");
+            memcpy(v->mv[i], val, vlen);
+            v->mv[i][vlen] = '\0';
+            v->ml[i] = vlen;
+        }
+        return 0;
+    }
+    if (strcmp(db, "features")) return 0;
+    verify_parse_meta(v);
+    CacheKey k;
+    char kt[100];
+    if (!parse_key(key, klen, &k)) {
+        vreport(v, "record key '%s' is damaged (not a record key)", printable(key, klen, kt, sizeof kt));
+        return 0;
+    }
+    if (k.moving) return 0;  // left by an interrupted resume: the next run puts it in place
+    v->records++;
+    int32_t label;
+    const char *p;
+    int plen;
+    int ok = v->meta_state == 1
+                 ? cache_record_decode(v->dctx, k.index, val, vlen, v->D, &label, &p, &plen, NULL, v->buf)
+                 : cache_record_decode(NULL, k.index, val, vlen, -1, &label, &p, &plen, NULL, NULL);
+    if (ok < 0) vreport(v, "%s", err_msg());
+    else if (v->meta_state == 1 && (label < 0 || label >= v->meta.n_classes))
+        vreport(v, "record %s (%.*s): label %d, but the cache has %d classes", k.key, plen, p, label,
+                v->meta.n_classes);
+    else if (v->meta_state == 1) {
+        char rp[4200];
+        snprintf(rp, sizeof rp, "%.*s", plen, p);
+        if (cache_class_of_path(&v->meta, label, rp) < 0)
+            vreport(v, "record %s (%s): label %d, but class %d is '%s' in the cache's settings", k.key, rp, label,
+                    label, v->meta.class_names[label]);
+        v->per_class[label]++;
+    }
+    if (v->n_keys == v->cap_keys) {
+        v->cap_keys = v->cap_keys ? 2 * v->cap_keys : 1024;
+        uint64_t *nk = realloc(v->keys, sizeof(uint64_t) * (size_t)v->cap_keys);
+        if (!nk) return err_set("out of memory");
+        v->keys = nk;
+    }
+    v->keys[v->n_keys++] = k.index;
+    cache_content_add(&v->cc, k.index, val, vlen);
+    return 0;
+}
+
+long cache_verify(const char *path, CacheReportFn report, void *ctx, long *records) {
+    struct stat st;
+    char data[1100];
+    snprintf(data, sizeof data, "%s/data.mdb", path);
+    if (records) *records = 0;
+    if (stat(path, &st) < 0) return err_set("%s: no such cache (%s)", path, strerror(errno));
+    if (!S_ISDIR(st.st_mode) || stat(data, &st) < 0)
+        return err_set("%s: not a feature cache (expected an LMDB folder with data.mdb, as extract writes)", path);
+    Verify v;
+    memset(&v, 0, sizeof v);
+    v.path = path, v.report = report, v.ctx = ctx;
+    v.dctx = ZSTD_createDCtx();
+    if (!v.dctx || cache_content_begin(&v.cc) < 0) {
+        ZSTD_freeDCtx(v.dctx);
+        return err_set("out of memory");
+    }
+    // Everything is read through the checker (pread), never through LMDB, so
+    // that no damage can crash it; the settings come first.
+    LmdbCheck opt = {.all = 1,
+                     .problem = verify_problem,
+                     .entry = verify_entry,
+                     .first_db = "meta",
+                     .named = verify_named,
+                     .ctx = &v};
+    long pages_bad = lmdb_check(data, &opt);
+    long ret = -1;
+    if (pages_bad == 0 && (!v.has_meta || !v.has_features))
+        vreport(&v, "no '%s' database: not a feature cache made by extract, or a damaged one",
+                v.has_meta ? "features" : "meta");
+    if (pages_bad >= 0) {
+        verify_parse_meta(&v);
+        char have[512];
+        if (cache_content_end(&v.cc, have, sizeof have) == 0 && v.meta_state == 1 && !pages_bad) {
+            if (cache_content_check(path, &v.meta, have, v.keys, v.n_keys) < 0) vreport(&v, "%s", err_msg());
+            else if (v.meta.complete && !v.meta.content[0])  // made before contents were recorded
+                for (int k = 0; k < v.meta.n_classes; k++)
+                    if (v.meta.class_counts[k] != v.per_class[k])
+                        vreport(&v, "class '%s' has %ld records where its extract run wrote %ld: the cache is damaged",
+                                v.meta.class_names[k], v.per_class[k], v.meta.class_counts[k]);
+        }
+        ret = v.problems;
+        if (records) *records = v.records;
+    }
+    hash_abort(v.cc.hash);
+    for (int i = 0; i <= N_META; i++) free(v.mv[i]);
+    if (v.meta_state == 1) cache_meta_free(&v.meta);
+    free(v.buf);
+    free(v.per_class);
+    free(v.keys);
+    ZSTD_freeDCtx(v.dctx);
+    return ret;
 }

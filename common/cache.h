@@ -1,7 +1,8 @@
 // The feature cache: one LMDB environment (a folder holding data.mdb and
 // lock.mdb, readable by mdb_stat and friends) per extract run.
 //
-//   database "meta"      setting name -> text (model, weights, sizes, classes...)
+//   database "meta"      setting name -> text (model, weights, sizes, classes...),
+//                        with "checksum": sha256 of all the others (format 2)
 //   database "features"  %010d key -> one record per image:
 //       magic "VGF1" | label i32 | dtype u8 + 3 pad | n_features u32
 //       | sha256 of the image file [32] | path_len u16 | path (relative to DIR)
@@ -10,6 +11,12 @@
 // Little-endian throughout. Keys are the image's index in the folder's
 // flow_from_directory order, so shards of one folder merge into exactly the
 // records a single run writes.
+//
+// Damage (a flipped bit on disk, a truncated copy) is found before it is
+// used, never as a crash or a silent change: every open checks data.mdb's
+// pages before LMDB walks them (lmdb_check.h); each record carries a crc32;
+// the settings carry a checksum; a finished run records its records' count,
+// keys and a digest, which readers compare with what they find.
 #pragma once
 #include <lmdb.h>
 #include <stddef.h>
@@ -34,10 +41,16 @@ typedef struct {
     char decode[64];         // "full" or "reduced", and the pixel budget: both change pixels
     // Not compared when adding to a cache (the folder may have changed since):
     char folder[96];         // the listing the run saw: "<files> files, sha256:<of the sorted list>"
+    char data_dir[1024];     // absolute path of the image folder ("" when unknown: older caches)
     int complete;            // 1 once a run finished (set with the counts); 0 while one runs
     long *class_counts;      // records per class (n_classes), written at the end of a run
+    // What a finished run wrote (cache_store_counts; "" while one runs):
+    // "<n> records, keys <ranges>, sha256:<hex>" (see cache_content_end).
+    char content[512];
     char version[32];
     char command[2048];
+    int checksummed;         // read: the settings carried a checksum and it matched (0: a cache
+                             // made before checksums, whose settings cannot be verified)
 } CacheMeta;
 
 void cache_meta_free(CacheMeta *m);
@@ -63,6 +76,8 @@ typedef struct {
     struct PendingPut *pending;
     int n_pending, cap_pending;
     int batch;               // puts per transaction
+    double commit_seconds;   // ... and at most this long between commits
+    double txn_start;        // when the open transaction began (monotonic seconds)
     void *zctx, *dctx;       // zstd contexts
     uint8_t *buf;            // encode/decode scratch
     size_t buf_cap;
@@ -72,17 +87,31 @@ typedef struct {
 // Opens PATH for writing. A new cache gets `want`'s settings. An existing
 // one must have the same settings (else an error naming the first
 // difference and suggesting --overwrite), unless overwrite is set, which
-// empties it first.
+// empties it first (a damaged one is deleted and made anew).
+// It must also come from the same folder (want->data_dir, when both know
+// theirs): a cache belongs to its folder, so that `--cache` given another
+// folder's cache does not re-key and delete its records. A run on another
+// folder is refused naming both, unless overwrite, or unless `moved` (may be
+// NULL: refused) says the folder moved: 1 accept, 0 refuse (err_set naming
+// both folders), -1 error. The cache is open for reading while it decides.
+typedef int (*CacheMovedFn)(void *ctx, Cache *c, const CacheMeta *have, const CacheMeta *want);
+int cache_open_write_from(Cache *c, const char *path, const CacheMeta *want, int overwrite, CacheMovedFn moved,
+                          void *ctx);
 int cache_open_write(Cache *c, const char *path, const CacheMeta *want, int overwrite);
-// Opens an existing cache read-only and reads its settings.
+// Opens an existing cache read-only and reads its settings (checked against
+// their checksum). Damage found by the page check is an error naming the page
+// and telling to re-extract.
 int cache_open_read(Cache *c, const char *path, CacheMeta *meta);
 void cache_close(Cache *c);
 int cache_read_meta(Cache *c, CacheMeta *meta);
 int cache_write_meta(Cache *c, const CacheMeta *meta);
 
 // Encodes and stores a record under key (replacing one there). Commits every
-// c->batch puts; grows the map (doubling, as Caffe does) when LMDB says it
-// is full.
+// c->batch puts or c->commit_seconds (2 s; VGGFT_CACHE_COMMIT_SECONDS),
+// whichever comes first, so an interrupted run loses seconds of work at
+// most; grows the map (doubling, as Caffe does) when LMDB says it is full.
+// A full disk is an error that says "No space left on device" and names the
+// cache; what was committed before stays (rerun to resume).
 int cache_put(Cache *c, uint64_t key, const CacheRecord *r, int n_features, FeatDtype dtype);
 int cache_del(Cache *c, uint64_t key);
 // Commits the open transaction (no-op when none).
@@ -93,14 +122,16 @@ int cache_commit(Cache *c);
 long cache_record_encode(Cache *c, const CacheRecord *r, int n_features, FeatDtype dtype);
 // Decodes a stored value. features: n_features floats (may be NULL, with
 // n_features -1, to read only the header); path is returned pointing into val (not terminated: use
-// *path_len). Checks magic, sizes, the crc32 and zstd's checksum; errors name
-// the key and (when readable) the path.
+// *path_len). Checks every length against len before using it, then the
+// crc32 of the whole record, then zstd's checksum; errors name the key and
+// (when readable) the path, and say the record is damaged.
 int cache_record_decode(void *zstd_dctx, uint64_t key, const void *val, size_t len, int n_features,
                         int32_t *label, const char **path, int *path_len, uint8_t sha256[32], float *features);
 
 // Iterates over all records in key order: calls fn for each raw value (no
 // decoding). Stops and returns fn's value when it is non-zero. Records left
-// half-moved by an interrupted resume (see cache_move) are not visited.
+// half-moved by an interrupted resume (see cache_move) are not visited; a key
+// that is neither is damage (an error naming it).
 typedef int (*CacheVisitFn)(void *ctx, uint64_t key, const void *val, size_t len);
 int cache_visit(Cache *c, CacheVisitFn fn, void *ctx);
 
@@ -112,9 +143,10 @@ typedef struct {
     size_t klen;
     uint64_t index;
     int moving;
+    int damaged;             // not a record key (damaged): only to be deleted
 } CacheKey;
 typedef int (*CacheKeyVisitFn)(void *ctx, const CacheKey *key, const void *val, size_t len);
-// Like cache_visit, moving records included.
+// Like cache_visit, moving records and damaged keys (up to 23 bytes) included.
 int cache_visit_keys(Cache *c, CacheKeyVisitFn fn, void *ctx);
 // Moves a record to index `to`, in place (to_temp 0) or to its temporary key
 // (to_temp 1). Moving first to temporary keys, then in place, never
@@ -127,6 +159,46 @@ int cache_put_raw(Cache *c, uint64_t key, const void *val, size_t len);
 // Number of records.
 long cache_count(Cache *c);
 // Counts the records of each class, stores the counts with the settings
-// (meta->class_counts is replaced by a malloc'd array the caller frees),
-// marks the cache complete and commits.
+// (meta->class_counts is replaced by a malloc'd array the caller frees)
+// together with the records' content (meta->content), marks the cache
+// complete and commits.
 int cache_store_counts(Cache *c, CacheMeta *meta);
+
+// --- what a finished run wrote ---------------------------------------------------
+// The content of a cache: its records' count, keys and a sha256 over each
+// record's key and crc32 (so any record lost, added, re-keyed or swapped
+// changes it), built from the records in key order.
+typedef struct {
+    void *hash;
+    long n;
+    char keys[400];          // "0-11,13-23", "0-297/3" (every 3rd): "" when too many runs to list
+    int keys_full;
+    uint64_t run_first, run_last, run_step;
+    long run_len;
+} CacheContent;
+int cache_content_begin(CacheContent *cc);
+void cache_content_add(CacheContent *cc, uint64_t key, const void *val, size_t len);
+// "<n> records, keys <ranges>, sha256:<hex>" (keys left out when too long).
+int cache_content_end(CacheContent *cc, char *out, size_t size);
+// Compares the content found (`have`, from cache_content_end over the records
+// whose keys are keys[0..n-1], ascending) with what the run recorded in
+// meta->content. 0 when equal or nothing was recorded (a run that did not
+// finish); else -1 with err_set naming the keys missing or unexpected (when
+// the run listed its keys) and telling to re-extract.
+int cache_content_check(const char *path, const CacheMeta *meta, const char *have, const uint64_t *keys, long n);
+// The records the run recorded, or -1 when it did not.
+long cache_content_count(const CacheMeta *meta);
+// 0 when path (relative to the image folder, "CLASS/...") lies in the folder
+// of class `label`, as every record's does; -1 otherwise.
+int cache_class_of_path(const CacheMeta *meta, int label, const char *path);
+
+// --- checking a whole cache ------------------------------------------------------
+// extract --verify: checks every page (lmdb_check.h), the settings' checksum,
+// every record (lengths, crc32, zstd frame and checksum, label, feature
+// count) and the content against what the run recorded, without letting
+// LMDB read anything before its pages were checked. Calls report for each
+// problem (a sentence naming the page, record key and path, or setting).
+// Returns the number of problems (0: sound), or -1 when the cache cannot
+// be read at all (err_set); *records receives the records found.
+typedef void (*CacheReportFn)(void *ctx, const char *msg);
+long cache_verify(const char *path, CacheReportFn report, void *ctx, long *records);

@@ -68,7 +68,7 @@ typedef struct {
     const char *root;
     DirFiles *dirs;
     int n_dirs, cap_dirs;
-    StrList items, skipped, reasons;
+    StrList items, skipped, reasons, ignored, ignored_reasons;
     int *labels;
     int cap_labels;
 } Scan;
@@ -76,6 +76,12 @@ typedef struct {
 static int skip(Scan *s, char *rel, const char *reason) {
     if (strlist_push(&s->skipped, rel) != 0) return -1;
     return strlist_push(&s->reasons, dup(reason));
+}
+
+// Something Keras does not list: reported, but not a skipped image.
+static int ignore(Scan *s, char *rel, const char *reason) {
+    if (strlist_push(&s->ignored, rel) != 0) return -1;
+    return strlist_push(&s->ignored_reasons, dup(reason));
 }
 
 // Keras keeps a file when fname.lower().endswith(white_list_formats).
@@ -151,7 +157,7 @@ static int walk(Scan *s, const char *rel) {
         classify(child, e->d_type, &is_dir, &is_link);
         free(child);
         if (is_dir && is_link)
-            rc = skip(s, join(rel, e->d_name), "symbolic link to a folder (not followed, as in Keras)");
+            rc = ignore(s, join(rel, e->d_name), "symbolic link to a folder (not followed, as in Keras)");
         else if (is_dir)
             rc = strlist_push(&subdirs, join(rel, e->d_name));
         else
@@ -176,6 +182,8 @@ static void free_dirs(Scan *s) {
     s->n_dirs = 0;
 }
 
+#define NOT_LISTED "not an image file (ignored, as Keras does)"
+
 // Walks one class folder and appends its images in Keras's order.
 static int scan_class(Scan *s, const char *cls, int label) {
     s->n_dirs = 0;
@@ -191,9 +199,11 @@ static int scan_class(Scan *s, const char *cls, int label) {
             if (!is_image_name(name)) {
                 char reason[300];
                 const char *dot = strrchr(name, '.');
-                if (dot && dot[1]) snprintf(reason, sizeof reason, "unsupported file type (%.200s)", dot);
-                else snprintf(reason, sizeof reason, "unsupported file type (no extension)");
-                rc = skip(s, rel, reason);
+                if (dot && dot[1])
+                    snprintf(reason, sizeof reason, "unsupported file type (%.200s): " NOT_LISTED, dot);
+                else
+                    snprintf(reason, sizeof reason, "unsupported file type (no extension): " NOT_LISTED);
+                rc = ignore(s, rel, reason);
                 continue;
             }
             if (s->items.n == s->cap_labels) {
@@ -233,7 +243,7 @@ static int discover_classes(Scan *s, StrList *classes) {
         classify(child, e->d_type, &is_dir, &is_link);
         free(child);
         if (is_dir) rc = strlist_push(classes, dup(e->d_name));
-        else rc = skip(s, dup(e->d_name), "not in a class folder");
+        else rc = ignore(s, dup(e->d_name), "not in a class folder (ignored, as Keras does)");
     }
     closedir(d);
     if (rc == 0 && classes->n > 1) qsort(classes->v, classes->n, sizeof(char *), cmp_str);
@@ -300,6 +310,8 @@ int dataset_scan(const char *dir, const char *const *classes, int n_classes, Dat
         strlist_free(&s.items);
         strlist_free(&s.skipped);
         strlist_free(&s.reasons);
+        strlist_free(&s.ignored);
+        strlist_free(&s.ignored_reasons);
         free(s.labels);
         return -1;
     }
@@ -315,6 +327,9 @@ int dataset_scan(const char *dir, const char *const *classes, int n_classes, Dat
     ds->n_skipped = s.skipped.n;
     ds->skipped_paths = s.skipped.v;
     ds->skipped_reasons = s.reasons.v;
+    ds->n_ignored = s.ignored.n;
+    ds->ignored_paths = s.ignored.v;
+    ds->ignored_reasons = s.ignored_reasons.v;
     return 0;
 }
 
@@ -332,6 +347,12 @@ void dataset_free(Dataset *ds) {
     }
     free(ds->skipped_paths);
     free(ds->skipped_reasons);
+    for (int i = 0; i < ds->n_ignored; i++) {
+        free(ds->ignored_paths[i]);
+        free(ds->ignored_reasons[i]);
+    }
+    free(ds->ignored_paths);
+    free(ds->ignored_reasons);
     memset(ds, 0, sizeof *ds);
 }
 
@@ -390,8 +411,7 @@ int dataset_split(const Dataset *all, double f, Dataset *train, Dataset *val) {
     // Keras: split (0, F) / (F, 1) of each class's files, start/stop = int(x * n).
     for (int i = 0; rc == 0 && i < all->n_items; i++) {
         int l = all->items[i].label;
-        int n_val = (int)(f * total[l]);
-        rc = add_item(seen[l]++ < n_val ? val : train, &all->items[i]);
+        rc = add_item(seen[l]++ < dataset_split_val_count(f, total[l]) ? val : train, &all->items[i]);
     }
     free(seen), free(total);
     if (rc != 0) {
@@ -399,6 +419,12 @@ int dataset_split(const Dataset *all, double f, Dataset *train, Dataset *val) {
         dataset_free(val);
     }
     return rc;
+}
+
+long dataset_split_val_count(double f, long n) {
+    // DirectoryIterator: start, stop = int(split[0] * n), int(split[1] * n)
+    // with split = (0, F) for "validation", (F, 1) for "training".
+    return (long)(f * (double)n);
 }
 
 int dataset_found_line(const Dataset *ds, char *buf, size_t size) {

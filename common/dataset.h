@@ -11,9 +11,14 @@
 //   (os.walk's followlinks=False). Sorting is by bytes, which is Python's
 //   order for UTF-8 names.
 // - a file is an image if its lower-cased name ends with png, jpg, jpeg, bmp,
-//   ppm, tif or tiff (Keras's test: str.endswith, no dot required). Other
-//   files are listed in `skipped` with a reason, as are files directly in DIR,
-//   unreadable folders, and symlinked folders that were not entered.
+//   ppm, tif or tiff (Keras's test: str.endswith, no dot required). Anything
+//   in a class folder that is not a folder counts, FIFOs and sockets too
+//   (os.walk lists them as files): the reader must refuse those.
+// - what Keras does not list is `ignored`, with a reason: other files
+//   (.DS_Store, notes.txt), files directly in DIR, symlinked folders that
+//   were not entered. These are not skipped images.
+// - `skipped` holds what Keras would silently miss although it may hold
+//   images: folders that cannot be read (os.walk drops them without a word).
 // - items are grouped by class, in class order; paths are relative to DIR
 //   ("CLASS_A/sub/y.png", Keras's `filenames`).
 // Names are byte strings: spaces and non-UTF-8 bytes are fine.
@@ -34,7 +39,10 @@ typedef struct {
     DatasetItem *items;
     int n_skipped;
     char **skipped_paths;    // relative to root
-    char **skipped_reasons;  // "unsupported file type (.gif)", ...
+    char **skipped_reasons;  // "cannot read folder: Permission denied"
+    int n_ignored;
+    char **ignored_paths;    // relative to root
+    char **ignored_reasons;  // "unsupported file type (.gif): not an image file (ignored, as Keras does)", ...
 } Dataset;
 
 // Scans dir. classes == NULL (n_classes 0): discover them; otherwise use the
@@ -45,9 +53,21 @@ int dataset_scan(const char *dir, const char *const *classes, int n_classes, Dat
 
 // Keras's validation_split (0 < F < 1): for each class with n_c images, the
 // first int(F * n_c) (in scan order) go to val, the rest to train. Both get
-// copies of root, class names and their own counts; skipped lists stay with
-// the full scan (n_skipped 0).
+// copies of root, class names and their own counts; skipped and ignored
+// lists stay with the full scan (n_skipped, n_ignored 0).
+// The split is of the file LIST, as Keras's DirectoryIterator makes it
+// before any file is opened: a file found unreadable or corrupt later still
+// holds its place (n_c counts it), so the other files land where Keras
+// puts them. Splitting only the images that decoded would move the boundary.
 int dataset_split(const Dataset *all, double validation_split, Dataset *train, Dataset *val);
+
+// The number of validation files of a class of n listed files: int(F * n),
+// computed in double as Python does (0.29 * 100 -> 28). A file at position
+// p (0-based, scan order) within its class is validation iff p < this.
+// For splitting data that was read already (e.g. cache records): n must be
+// the class's listed count, skipped files included, and p the file's
+// position in that list.
+long dataset_split_val_count(double validation_split, long n);
 
 void dataset_free(Dataset *ds);
 

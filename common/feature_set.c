@@ -61,6 +61,8 @@ typedef struct {
     const void **vals;
     size_t *lens;
     int cap;
+    CacheContent cc;
+    char content[512];
 } Collect;
 
 static int collect(void *ctx, uint64_t key, const void *val, size_t len) {
@@ -80,6 +82,24 @@ static int collect(void *ctx, uint64_t key, const void *val, size_t len) {
     return 0;
 }
 
+// The content found against what the run recorded (cache.h); for caches
+// made before contents were recorded, the records per class.
+static int check_content_of(const FeatureSet *fs, const char *path, const CacheMeta *meta, const char *content) {
+    if (cache_content_check(path, meta, content, fs->keys, fs->n) < 0) return -1;
+    if (meta->content[0] || !meta->complete) return 0;
+    long *per = calloc((size_t)meta->n_classes, sizeof(long));
+    if (!per) return err_set("out of memory");
+    for (int i = 0; i < fs->n; i++) per[fs->labels[i]]++;
+    int rc = 0;
+    for (int k = 0; k < meta->n_classes && rc == 0; k++)
+        if (per[k] != meta->class_counts[k])
+            rc = err_set("%s: class '%s' has %ld records where its extract run wrote %ld: the cache is damaged; "
+                         "re-extract it (extract --overwrite replaces it)",
+                         path, meta->class_names[k], per[k], meta->class_counts[k]);
+    free(per);
+    return rc;
+}
+
 int features_load(FeatureSet *fs, const char *path, size_t budget_bytes, int threads, CacheMeta *meta) {
     memset(fs, 0, sizeof *fs);
     if (threads < 1) threads = 1;
@@ -97,6 +117,12 @@ int features_load(FeatureSet *fs, const char *path, size_t budget_bytes, int thr
     fs->cache.txn = txn;
     Collect col = {fs, NULL, NULL, 0};
     rc = cache_visit(&fs->cache, collect, &col);
+    // The digest reads each record's stored crc32 while the values are mapped.
+    if (rc == 0) rc = cache_content_begin(&col.cc);
+    if (rc == 0) {
+        for (int i = 0; i < fs->n; i++) cache_content_add(&col.cc, fs->keys[i], col.vals[i], col.lens[i]);
+        rc = cache_content_end(&col.cc, col.content, sizeof col.content);
+    }
     if (rc == 0 && fs->n == 0) rc = err_set("%s: the cache holds no records", path);
     size_t item = fs->dtype == FEAT_F16 ? 2 : 4;
     size_t bytes = (size_t)fs->n * fs->D * item;
@@ -126,13 +152,24 @@ int features_load(FeatureSet *fs, const char *path, size_t budget_bytes, int thr
     free(col.vals);
     free(col.lens);
     if (rc == 0) {
-        for (int i = 0; i < fs->n; i++)
-            if (fs->labels[i] < 0 || fs->labels[i] >= meta->n_classes) {
-                rc = err_set("%s: record %010llu (%s) has label %d, but the cache has %d classes", path,
-                             (unsigned long long)fs->keys[i], fs->paths[i], fs->labels[i], meta->n_classes);
-                break;
-            }
+        for (int i = 0; i < fs->n && rc == 0; i++) {
+            int32_t l = fs->labels[i];
+            if (l < 0 || l >= meta->n_classes)
+                rc = err_set("%s: record %010llu (%s) has label %d, but the cache has %d classes: the cache is "
+                             "damaged; re-extract it",
+                             path, (unsigned long long)fs->keys[i], fs->paths[i], l, meta->n_classes);
+            // Paths start with their class folder: a class name that differs
+            // (a damaged setting, in a cache too old to have their checksum)
+            // would be written into the head.
+            else if (cache_class_of_path(meta, l, fs->paths[i]) < 0)
+                rc = err_set("%s: record %010llu (%s) has label %d, but class %d is '%s' in the cache's settings: "
+                             "the cache is damaged; re-extract it",
+                             path, (unsigned long long)fs->keys[i], fs->paths[i], l, l, meta->class_names[l]);
+        }
     }
+    // The records found are those the run wrote: none lost (a record a
+    // damaged key hid), none added, none swapped.
+    if (rc == 0) rc = check_content_of(fs, path, meta, col.content);
     if (rc == 0 && !keep) {
         fs->dctx = calloc((size_t)threads, sizeof(void *));
         for (int i = 0; i < threads; i++) fs->dctx[i] = ZSTD_createDCtx();
@@ -143,6 +180,12 @@ int features_load(FeatureSet *fs, const char *path, size_t budget_bytes, int thr
         cache_meta_free(meta);
         return -1;
     }
+    if (!meta->checksummed)
+        fprintf(stderr,
+                "warning: %s was made by an older extract, without a checksum of its settings or a record of its "
+                "contents: damage to them cannot be detected; rerun its extract command to add them (its records "
+                "are kept)\n",
+                path);
     return 0;
 }
 

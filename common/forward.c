@@ -6,25 +6,28 @@
 #include "error.h"
 #include "layers.h"
 
-int base_workspace_alloc(BaseWorkspace *ws, const Model *m) {
+int base_workspace_alloc_layers(BaseWorkspace *ws, const Model *m, int from, int to) {
     memset(ws, 0, sizeof *ws);
-    size_t act = (size_t)model_max_activation(m, 0, m->n_base);
+    size_t act = (size_t)model_max_activation(m, from, to);
     size_t scratch = 0;
-    for (int i = 1; i < m->n_base; i++) {
+    for (int i = from; i < to; i++) {
         const Layer *l = &m->layers[i];
         if (l->kind != LAYER_CONV) continue;
         size_t s = conv3x3_scratch_floats(l->in_h, l->in_w, l->in_c);
         if (s > scratch) scratch = s;
     }
-    ws->a = malloc(act * sizeof(float));
-    ws->b = malloc(act * sizeof(float));
+    ws->a = malloc((act ? act : 1) * sizeof(float));
+    ws->b = malloc((act ? act : 1) * sizeof(float));
     ws->scratch = malloc((scratch ? scratch : 1) * sizeof(float));
+    ws->floats = 2 * act + scratch;
     if (!ws->a || !ws->b || !ws->scratch) {
         base_workspace_free(ws);
         return err_set("out of memory for the conv base workspace (%zu MB)", (2 * act + scratch) * 4 >> 20);
     }
     return 0;
 }
+
+int base_workspace_alloc(BaseWorkspace *ws, const Model *m) { return base_workspace_alloc_layers(ws, m, 1, m->n_base); }
 
 void base_workspace_free(BaseWorkspace *ws) {
     free(ws->a);
@@ -33,17 +36,18 @@ void base_workspace_free(BaseWorkspace *ws) {
     memset(ws, 0, sizeof *ws);
 }
 
-void base_forward_cpu(const Model *m, const float *in, int N, float *out, BaseWorkspace *ws) {
-    const size_t in_size = (size_t)m->cfg.input_h * m->cfg.input_w * 3;
-    const size_t feat = (size_t)model_feature_size(m);
+void base_forward_layers(const Model *m, int from, int to, const float *in, int N, float *out, BaseWorkspace *ws) {
+    const Layer *first = &m->layers[from - 1], *last = &m->layers[to - 1];
+    const size_t in_size = (size_t)first->out_h * first->out_w * first->out_c;
+    const size_t out_size = (size_t)last->out_h * last->out_w * last->out_c;
     // One image at a time: activations of a 224x224 VGG are 12 MB per layer,
     // and sgemm is already efficient at one image's M = H*W rows.
     for (int n = 0; n < N; n++) {
         const float *x = in + n * in_size;
         float *y = ws->a;
-        for (int i = 1; i < m->n_base; i++) {
+        for (int i = from; i < to; i++) {
             const Layer *l = &m->layers[i];
-            float *dst = i == m->n_base - 1 ? out + n * feat : y;
+            float *dst = i == to - 1 ? out + n * out_size : y;
             if (l->kind == LAYER_CONV) {
                 conv3x3_forward(x, 1, l->in_h, l->in_w, l->in_c, l->kernel, l->bias, l->out_c, dst, ws->scratch);
                 relu_forward(dst, (size_t)l->out_h * l->out_w * l->out_c);
@@ -54,6 +58,10 @@ void base_forward_cpu(const Model *m, const float *in, int N, float *out, BaseWo
             y = (dst == ws->a) ? ws->b : ws->a;
         }
     }
+}
+
+void base_forward_cpu(const Model *m, const float *in, int N, float *out, BaseWorkspace *ws) {
+    base_forward_layers(m, 1, m->n_base, in, N, out, ws);
 }
 
 int head_buffers_alloc(HeadBuffers *hb, const Model *m, int cap) {

@@ -16,13 +16,25 @@
 // 18x18 and 9x9 blocks would be ~10% faster but would lose that.
 typedef struct {
     float *a, *b, *scratch;
+    size_t floats;  // what the three hold together
 } BaseWorkspace;
+// For base_forward_cpu: the whole base [1, n_base).
 int base_workspace_alloc(BaseWorkspace *ws, const Model *m);
+// For base_forward_layers over layers [from, to) only: two buffers of the
+// largest activation there plus the largest conv scratch there
+// (conv3x3_scratch_floats, at most 32 MiB).
+int base_workspace_alloc_layers(BaseWorkspace *ws, const Model *m, int from, int to);
 void base_workspace_free(BaseWorkspace *ws);
 // in: N preprocessed images, each input_h x input_w x 3 (H,W,C).
 // out: N feature vectors of model_feature_size(m) floats, H,W,C order (the
 // order Keras's Flatten uses). Weights of layers [1, n_base) must be loaded.
+// = base_forward_layers(m, 1, m->n_base, ...).
 void base_forward_cpu(const Model *m, const float *in, int N, float *out, BaseWorkspace *ws);
+// The one per-image forward pass of the base, which base_forward_cpu and the
+// frozen part of a BaseWalk (walk.h) both run: layers [from, to) (1 <= from
+// < to <= n_base), conv + ReLU or max pool, one image at a time. in: N items
+// of layer from-1's output size; out: N items of layer to-1's output size.
+void base_forward_layers(const Model *m, int from, int to, const float *in, int N, float *out, BaseWorkspace *ws);
 
 // --- dense head -------------------------------------------------------------
 typedef struct {

@@ -88,14 +88,51 @@ int image_load_rgb8(const char *path, const LoadOptions *opt, uint8_t *out_rgb,
     return 0;
 }
 
-int image_load(const char *path, const LoadOptions *opt, float *out, DecodeInfo *info) {
+int image_chain(const uint8_t *data, size_t n, const char *name, const LoadOptions *opt,
+                const AugmentParams *aug, float *out, DecodeInfo *info) {
+    if (!name) name = "(memory)";
     if (opt->w <= 0 || opt->h <= 0)
-        return err_set("%s: invalid target size %dx%d", path, opt->w, opt->h);
-    size_t n = (size_t)opt->w * opt->h;
-    uint8_t *rgb = malloc(n * 3);
-    if (!rgb) return err_set("%s: out of memory", path);
-    int rc = image_load_rgb8(path, opt, rgb, info);
-    if (rc == 0) image_preprocess(rgb, n, opt->prep, out);
-    free(rgb);
+        return err_set("%s: invalid target size %dx%d", name, opt->w, opt->h);
+    DecodeOptions dopt = {opt->w, opt->h, opt->reduced_decode, opt->max_pixels};
+    Image img;
+    if (image_decode_memory(data, n, name, &dopt, &img, info) != 0) return -1;
+    const size_t np = (size_t)opt->w * opt->h;
+    uint8_t *rgb = img.rgb, *resized = NULL;
+    float *f = NULL;
+    int rc = 0;
+    if (img.w != opt->w || img.h != opt->h) {
+        resized = malloc(np * 3);
+        if (!resized) rc = err_set("%s: out of memory resizing to %dx%d", name, opt->w, opt->h);
+        else if (image_resize(img.rgb, img.w, img.h, resized, opt->w, opt->h, opt->interp) != 0)
+            rc = err_prefix("%s: ", name);
+        rgb = resized;
+    }
+    if (rc == 0 && !aug) {
+        image_preprocess(rgb, np, opt->prep, out);
+    } else if (rc == 0) {
+        // img_to_array: float32 RGB in 0..255; then apply_transform, then
+        // standardize (the preprocessing), in place.
+        f = malloc(np * 3 * sizeof(float));
+        if (!f) {
+            rc = err_set("%s: out of memory augmenting a %dx%d image", name, opt->w, opt->h);
+        } else {
+            for (size_t i = 0; i < np * 3; i++) f[i] = rgb[i];
+            augment_apply(aug, f, opt->h, opt->w, 3, out);
+            image_preprocess_f32(out, np, opt->prep, out);
+        }
+    }
+    free(f);
+    free(resized);
+    image_free(&img);
+    return rc;
+}
+
+int image_load(const char *path, const LoadOptions *opt, const AugmentParams *aug, float *out,
+               DecodeInfo *info) {
+    uint8_t *data;
+    size_t n;
+    if (image_read_file(path, &data, &n) != 0) return -1;
+    int rc = image_chain(data, n, path, opt, aug, out, info);
+    free(data);
     return rc;
 }

@@ -5,28 +5,36 @@
 // preprocessed images are float32 H,W,3.
 //
 // Formats, detected from the file's first bytes (never its extension):
-//   JPEG  libjpeg-turbo (TurboJPEG API), accurate integer IDCT and fancy
+//   JPEG  libjpeg-turbo (libjpeg API), accurate integer IDCT and fancy
 //         upsampling, the same decode PIL does. Grayscale is replicated;
 //         CMYK/YCCK are read as Adobe-inverted CMYK (PIL always assumes that)
-//         and converted with PIL's cmyk2rgb integer formula.
+//         and converted with PIL's cmyk2rgb integer formula. Damaged files
+//         are refused exactly when PIL refuses them (image_jpeg.c: PIL's
+//         marker walk, then libjpeg with PIL's suspending source).
 //   PNG   libpng. Palette expanded, gray replicated, alpha dropped (no
 //         compositing, like PIL); 16-bit RGB/RGBA/LA keep the high byte; 16-bit
 //         gray is clipped to 255 (PIL opens it as I;16 and convert('RGB')
 //         clips, so it comes out mostly white: that is what Keras trains on).
+//         A file that ends where its IEND chunk should be loads, as in PIL.
 //   BMP   uncompressed 1/4/8-bit palette, 16-bit (5-5-5, 5-6-5 bitfields),
 //         24-bit, 32-bit (BI_RGB, BI_BITFIELDS); bottom-up and top-down;
-//         Windows 3.x-5 and OS/2 1.x headers. RLE-compressed BMPs: error.
+//         Windows 3.x-5 and OS/2 1.x headers; RLE8 and RLE4 (PIL's decoder
+//         rules, including its refusal of a stream that sets too few pixels).
 //   PNM   P1-P6 (PBM/PGM/PPM, plain and binary), any maxval < 65536,
 //         rescaled like PIL (gray with maxval > 255 clips like 16-bit PNG).
 // Other formats (GIF, TIFF, WebP, ...) give "PATH: unsupported image type
 // (GIF)". Every error message starts with the path (or name) and says why:
 // empty file, not an image, truncated or corrupt data, over the pixel budget.
-// A truncated JPEG is an error (PIL raises "image file is truncated"), while
-// other libjpeg warnings (e.g. extraneous bytes before a marker) are ignored,
-// as PIL ignores them.
+// A truncated JPEG is an error (PIL raises "image file is truncated"), and so
+// is one libjpeg cannot decode ("broken data stream"), while libjpeg's
+// warnings (e.g. extraneous bytes before a marker, corrupt data it steps
+// over) are ignored, as PIL ignores them. No decode returns pixels the
+// decoder did not write.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
+
+#include "augment.h"
 
 typedef struct {
     int w, h;
@@ -115,9 +123,32 @@ typedef struct {
     long max_pixels;     // see DecodeOptions (0: default)
 } LoadOptions;
 
+// The largest file image_read_file reads: each worker holds one whole file,
+// and no image we decode comes near it.
+#define IMAGE_FILE_MAX_BYTES (1L << 30)
+
+// Reads a whole image file safely: refuses anything but a regular file without blocking
+// (open with O_NONBLOCK|O_NOCTTY then fstat: a FIFO named y.jpg must never block),
+// caps the size (1 GiB), error "PATH: not a regular file (FIFO)" etc. *data malloc'd.
+// (A stat before the open keeps devices and sockets from being opened at all;
+// the fstat after it catches a file swapped in between.) On error *data is
+// NULL, *n 0, and the message starts with "PATH: ".
+int image_read_file(const char *path, uint8_t **data, size_t *n);
+
+// decode (memory) -> resize to opt->w x opt->h (skipped when equal, like Keras) -> augment (aug may be NULL: none)
+// -> preprocess into out (h*w*3 floats). name prefixes errors. info may be NULL.
+// Without aug the floats come straight from the RGB8 pixels (image_preprocess);
+// with aug the RGB8 pixels become floats in 0..255, go through augment_apply
+// (Keras's apply_transform on img_to_array's output) and then
+// image_preprocess_f32: Keras's order in ImageDataGenerator (random_transform,
+// then standardize).
+int image_chain(const uint8_t *data, size_t n, const char *name, const LoadOptions *opt,
+                const AugmentParams *aug, float *out, DecodeInfo *info);
+
 // decode -> resize to h x w (skipped when equal, like Keras) into out_rgb
 // (h*w*3 bytes). info may be NULL.
 int image_load_rgb8(const char *path, const LoadOptions *opt, uint8_t *out_rgb,
                     DecodeInfo *info);
-// decode -> resize -> preprocess into out (h*w*3 floats).
-int image_load(const char *path, const LoadOptions *opt, float *out, DecodeInfo *info);
+// image_read_file + image_chain: one image file into out (h*w*3 floats).
+int image_load(const char *path, const LoadOptions *opt, const AugmentParams *aug, float *out,
+               DecodeInfo *info);

@@ -1,5 +1,6 @@
-// Uncompressed BMP, read the way PIL's BmpImagePlugin reads it (the header
-// fields it trusts, its pixel-data offset rule, its 16-bit scaling).
+// BMP, read the way PIL's BmpImagePlugin reads it (the header fields it
+// trusts, its pixel-data offset rule, its 16-bit scaling): uncompressed,
+// BI_BITFIELDS, and RLE8 / RLE4 (PIL's BmpRleDecoder, rule for rule).
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,6 +44,64 @@ static const char *compression_name(uint32_t c) {
     }
 }
 
+// PIL's BmpRleDecoder.decode: palette indices into idx (w*h, zeroed, in
+// file row order), from d[pos] on; d is the whole file, since the 16-bit
+// alignment after an absolute run is on the file position. Returns how many
+// pixels the stream set (PIL refuses the image when that is short of w*h:
+// "not enough image data"). Its rules, kept here exactly:
+// - an encoded run (count, value) is cut at the end of the row (count is
+//   then max(0, w - x)); RLE4 alternates the value's high and low nibbles;
+// - escape 0 (end of line) pads the row with index 0; 1 ends the bitmap;
+//   2 (delta dx, dy) adds dx + dy * w pixels of index 0;
+// - an absolute run of c pixels is NOT cut at the row end (it wraps), and
+//   adds c to x, so a wrapped row takes no encoded pixels until the next
+//   end of line; the run's bytes are followed by padding to an even file
+//   offset; data that ends inside a run or a delta ends the stream.
+static size_t rle_decode(const uint8_t *d, size_t n, size_t pos, long w, long h, int rle4, uint8_t *idx) {
+    const size_t dest = (size_t)w * (size_t)h;
+    size_t len = 0;
+    long x = 0;
+    while (len < dest) {
+        if (pos >= n || pos + 1 >= n) break;  // pixels or byte missing
+        unsigned count = d[pos], byte = d[pos + 1];
+        pos += 2;
+        if (count) {  // encoded run
+            long np = (long)count;
+            if (x + np > w) np = w - x > 0 ? w - x : 0;
+            for (long i = 0; i < np; i++) idx[len++] = (uint8_t)(!rle4 ? byte : (i % 2 == 0 ? byte >> 4 : byte & 15));
+            x += np;
+        } else if (byte == 0) {  // end of line
+            while (len % (size_t)w) len++;
+            x = 0;
+        } else if (byte == 1) {  // end of bitmap
+            break;
+        } else if (byte == 2) {  // delta
+            if (pos + 2 > n) break;
+            size_t add = (size_t)d[pos] + (size_t)d[pos + 1] * (size_t)w;
+            pos += 2;
+            len += add < dest - len ? add : dest - len;
+            x = (long)(len % (size_t)w);
+        } else {  // absolute run of `byte` pixels
+            size_t c = byte < dest - len ? byte : dest - len;
+            size_t want = rle4 ? (c + 1) / 2 : c;
+            size_t got = want < n - pos ? want : n - pos;
+            for (size_t i = 0; i < got; i++) {
+                if (!rle4) {
+                    idx[len++] = d[pos + i];
+                } else {
+                    idx[len++] = d[pos + i] >> 4;
+                    if (i * 2 + 1 < c) idx[len++] = d[pos + i] & 15;
+                }
+            }
+            pos += got;
+            if (got < want || len == dest) break;
+            x += (long)byte;
+            if (pos % 2) pos++;
+        }
+    }
+    return len;
+}
+
 int bmp_decode(const uint8_t *d, size_t n, long max_pixels, Image *out, DecodeInfo *info) {
     if (n < 18) return err_set("truncated BMP header");
     uint32_t offset = u32le(d + 10);
@@ -80,8 +139,12 @@ int bmp_decode(const uint8_t *d, size_t n, long max_pixels, Image *out, DecodeIn
     }
     info->src_w = (int)w;
     info->src_h = (int)ht;
-    if (compression != 0 && compression != 3)
+    const int rle = compression == 1 || compression == 2;
+    if (compression != 0 && compression != 3 && !rle)
         return err_set("unsupported BMP compression (%s)", compression_name(compression));
+    // PIL reads RLE data as palette indices (its "P" raw mode).
+    if (rle && bits > 8)
+        return err_set("unsupported BMP compression (%s with %d-bit pixels)", compression_name(compression), bits);
     if (bits != 1 && bits != 4 && bits != 8 && bits != 16 && bits != 24 && bits != 32)
         return err_set("unsupported BMP pixel depth (%d bits)", bits);
     if (compression == 3 && bits <= 8)
@@ -106,6 +169,9 @@ int bmp_decode(const uint8_t *d, size_t n, long max_pixels, Image *out, DecodeIn
         }
         if (offset == 14 + hsize) offset += colors * pal_entry;
     }
+    // PIL: an offset of 0 means "where the header (and palette) reading stopped".
+    if (offset == 0)
+        offset = 14 + hsize + (compression == 3 && hsize == 40 ? 12 : 0) + (bits <= 8 ? colors * pal_entry : 0);
 
     Field f[3];
     if (compression != 3) {
@@ -115,6 +181,35 @@ int bmp_decode(const uint8_t *d, size_t n, long max_pixels, Image *out, DecodeIn
         masks[0] = 0xFF0000, masks[1] = 0xFF00, masks[2] = 0xFF;  // PIL: BGRA
     }
     for (int i = 0; i < 3; i++) f[i] = field(masks[i]);
+
+    if (rle) {
+        uint8_t *idx = calloc((size_t)w * ht, 1);
+        uint8_t *rgb = malloc((size_t)w * ht * 3);
+        if (!idx || !rgb) {
+            free(idx), free(rgb);
+            return err_set("out of memory for a %ldx%ld BMP image", w, ht);
+        }
+        size_t got = offset <= n ? rle_decode(d, n, offset, w, ht, compression == 2, idx) : 0;
+        if (got < (size_t)w * ht) {
+            free(idx), free(rgb);
+            return err_set("truncated or incomplete %s BMP data (%zu of %ld pixels)", compression_name(compression), got,
+                           w * ht);
+        }
+        // A black and white 2-colour palette makes PIL open the image as mode
+        // "1", into which it unpacks the RLE indices as "L" bytes: any index
+        // but 0 is white.
+        int bilevel = colors == 2 && !memcmp(pal[0], "\0\0\0", 3) && !memcmp(pal[1], "\xff\xff\xff", 3);
+        for (long y = 0; y < ht; y++) {
+            const uint8_t *row = idx + (size_t)w * (size_t)(topdown ? y : ht - 1 - y);
+            for (long x = 0; x < w; x++)
+                memcpy(rgb + ((size_t)y * w + x) * 3, pal[bilevel && row[x] ? 1 : row[x]], 3);
+        }
+        free(idx);
+        out->w = (int)w;
+        out->h = (int)ht;
+        out->rgb = rgb;
+        return 0;
+    }
 
     size_t stride = (((size_t)w * bits + 31) >> 3) & ~(size_t)3;
     if (offset > n || (n - offset) / stride < (size_t)ht)

@@ -3,10 +3,12 @@
 #include "image.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "error.h"
 #include "image_codec.h"
@@ -95,36 +97,61 @@ int image_decode_memory(const uint8_t *data, size_t n, const char *name,
     return 0;
 }
 
-// Reads a whole file: images are decoded from memory anyway, and one read
-// is the cheapest way to get the bytes.
-static int read_all(const char *path, uint8_t **data, size_t *n) {
+// Why a path is not a regular file, for the message.
+static const char *file_kind(mode_t m) {
+    if (S_ISFIFO(m)) return "FIFO";
+    if (S_ISSOCK(m)) return "socket";
+    if (S_ISCHR(m)) return "character device";
+    if (S_ISBLK(m)) return "block device";
+    if (S_ISDIR(m)) return "directory";
+    return "unknown file type";
+}
+
+int image_read_file(const char *path, uint8_t **data, size_t *n) {
     *data = NULL;
     *n = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return err_set("%s: cannot open: %s", path, strerror(errno));
+    // stat first: a FIFO, socket or device is refused without being opened
+    // (opening a device can have side effects; a socket cannot be opened).
     struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return err_set("%s: not a regular file", path);
+    if (stat(path, &st) != 0) return err_set("%s: cannot open: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode)) return err_set("%s: not a regular file (%s)", path, file_kind(st.st_mode));
+    // O_NONBLOCK: should a FIFO have replaced the file since the stat, open
+    // returns at once instead of waiting for a writer; fstat then refuses it.
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) return err_set("%s: cannot open: %s", path, strerror(errno));
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return err_set("%s: cannot stat: %s", path, strerror(e));
     }
-    if ((unsigned long long)st.st_size > (1ULL << 32)) {
-        fclose(f);
-        return err_set("%s: file too large for an image (%lld bytes)", path,
-                       (long long)st.st_size);
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return err_set("%s: not a regular file (%s)", path, file_kind(st.st_mode));
+    }
+    if (st.st_size > IMAGE_FILE_MAX_BYTES) {
+        close(fd);
+        return err_set("%s: %.2f GiB is too large for an image file (limit 1 GiB)", path,
+                       st.st_size / 1073741824.0);
     }
     size_t size = (size_t)st.st_size;
     uint8_t *buf = malloc(size ? size : 1);
     if (!buf) {
-        fclose(f);
+        close(fd);
         return err_set("%s: out of memory reading %zu bytes", path, size);
     }
-    size_t got = fread(buf, 1, size, f);
-    int bad = ferror(f);
-    fclose(f);
-    if (bad || got != size) {
-        free(buf);
-        return err_set("%s: read error", path);
+    size_t got = 0;
+    while (got < size) {
+        ssize_t r = read(fd, buf + got, size - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            int e = r < 0 ? errno : 0;
+            close(fd);
+            free(buf);
+            return err_set("%s: read error: %s", path, e ? strerror(e) : "file shrank while reading");
+        }
+        got += (size_t)r;
     }
+    close(fd);
     *data = buf;
     *n = size;
     return 0;
@@ -135,7 +162,7 @@ int image_decode_file(const char *path, const DecodeOptions *opt, Image *out,
     memset(out, 0, sizeof *out);
     uint8_t *data;
     size_t n;
-    if (read_all(path, &data, &n) != 0) return -1;
+    if (image_read_file(path, &data, &n) != 0) return -1;
     int rc = image_decode_memory(data, n, path, opt, out, info);
     free(data);
     return rc;

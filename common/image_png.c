@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #include "error.h"
 #include "image_codec.h"
@@ -95,9 +96,69 @@ static int decode(PngCtx *c, png_structp png, png_infop pi, long max_pixels, Ima
     return 0;
 }
 
+static uint32_t be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+// Pillow reads the chunks after the image data until IEND and stops quietly
+// where the file ends in or before a chunk header (PngImageFile.load_end
+// catches the struct.error / SyntaxError of a short header), so a PNG that
+// lacks only its IEND chunk (or ends inside that chunk's 8-byte header)
+// loads. libpng's png_read_end insists on IEND. When the chunk walk from the
+// signature reaches the end of the file at (or inside) a chunk header, after
+// an IDAT and without meeting IEND, returns the bytes up to that point plus
+// an IEND chunk (malloc'd into *fixed); otherwise *fixed is NULL. The same
+// when the file ends inside the CRC of its last chunk: Pillow never checks
+// the CRC of IDAT and later chunks (it reads and drops those 4 bytes), so
+// the chunk gets its CRC back. A chunk whose body runs past the end is left
+// alone: that is a truncated file for Pillow too.
+static int add_missing_iend(const uint8_t *d, size_t n, uint8_t **fixed, size_t *fixed_n) {
+    static const uint8_t iend[12] = {0, 0, 0, 0, 'I', 'E', 'N', 'D', 0xAE, 0x42, 0x60, 0x82};
+    *fixed = NULL;
+    size_t pos = 8, keep;
+    int idat = 0, crc_cut = 0;
+    for (;;) {
+        if (n - pos < 8) {  // the file ends at or inside a chunk header
+            keep = pos;
+            break;
+        }
+        uint32_t len = be32(d + pos);
+        if (!memcmp(d + pos + 4, "IEND", 4)) return 0;
+        if (!memcmp(d + pos + 4, "IDAT", 4)) idat = 1;
+        if (len > n - pos - 8) return 0;  // body cut
+        if (n - pos - 8 - len < 4) {      // CRC cut
+            keep = pos + 8 + len;
+            crc_cut = 1;
+            break;
+        }
+        pos += 12 + (size_t)len;
+    }
+    if (!idat) return 0;
+    size_t total = keep + (crc_cut ? 4 : 0) + sizeof iend;
+    uint8_t *f = malloc(total);
+    if (!f) return err_set("out of memory");
+    memcpy(f, d, keep);
+    if (crc_cut) {
+        uLong crc = crc32(0L, d + pos + 4, (uInt)(keep - pos - 4));
+        for (int i = 0; i < 4; i++) f[keep + i] = (uint8_t)(crc >> (24 - 8 * i));
+        keep += 4;
+    }
+    memcpy(f + keep, iend, sizeof iend);
+    *fixed = f;
+    *fixed_n = total;
+    return 0;
+}
+
 int png_decode(const uint8_t *data, size_t n, long max_pixels, Image *out, DecodeInfo *info) {
+    uint8_t *fixed = NULL;
+    size_t fixed_n = 0;
+    if (n >= 8 && add_missing_iend(data, n, &fixed, &fixed_n) != 0) return -1;
+    if (fixed) data = fixed, n = fixed_n;
     PngCtx *c = calloc(1, sizeof *c);
-    if (!c) return err_set("out of memory");
+    if (!c) {
+        free(fixed);
+        return err_set("out of memory");
+    }
     c->data = data;
     c->n = n;
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, c, on_error, on_warning);
@@ -110,5 +171,6 @@ int png_decode(const uint8_t *data, size_t n, long max_pixels, Image *out, Decod
     free(c->pix);
     free(c->rows);
     free(c);
+    free(fixed);
     return rc;
 }

@@ -8,13 +8,15 @@
 #include "weights_h5.h"
 
 // Describes layers [from, to) of m for the HDF5 module (data = m's buffers).
-static H5Layer *h5_spec(const Model *m, int from, int to) {
+// base_group: NULL, or the nested group to write the base layers into.
+static H5Layer *h5_spec(const Model *m, int from, int to, const char *base_group) {
     H5Layer *s = calloc((size_t)(to - from) + 1, sizeof(H5Layer));
     if (!s) return NULL;
     for (int i = from; i < to; i++) {
         const Layer *l = &m->layers[i];
         H5Layer *h = &s[i - from];
         h->layer = l->name;
+        if (i < m->n_base) h->group = base_group;
         if (!l->n_kernel) continue;
         h->n_tensors = 2;
         if (l->kind == LAYER_CONV) {
@@ -32,9 +34,67 @@ static H5Layer *h5_spec(const Model *m, int from, int to) {
     return s;
 }
 
+// blockB_convC: 1 with B and C; any other name: 0.
+static int conv_name(const char *s, int *b, int *c) {
+    int end = 0;
+    return sscanf(s, "block%d_conv%d%n", b, c, &end) == 2 && end > 0 && s[end] == '\0';
+}
+
+int model_check_conv_layers(const Model *m, const char *path, const char *const *names, int n) {
+    // Blocks 3 to 5 tell the two apart: VGG19 has a conv4 there, VGG16 stops
+    // at conv3. A file without any of them (e.g. cut at block2_pool) holds
+    // layers both share and fits either.
+    int has[6][6] = {{0}}, n_conv = 0, b, c;
+    for (int i = 0; i < n; i++)
+        if (conv_name(names[i], &b, &c) && b >= 1 && b <= 5 && c >= 1 && c <= 5) {
+            has[b][c] = 1;
+            n_conv++;
+        }
+    char with[128] = "", without[128] = "";
+    for (b = 3; b <= 5; b++) {
+        char *list = has[b][4] ? with : has[b][3] ? without : NULL;
+        if (list)
+            snprintf(list + strlen(list), sizeof with - strlen(list), "%sblock%d_conv4", *list ? ", " : "", b);
+    }
+    int need = 0;
+    for (int i = 1; i < m->n_base; i++) need += m->layers[i].kind == LAYER_CONV;
+    char upto[LAYER_NAME_MAX + 8] = "";
+    if (strcmp(m->cut_name, "block5_pool")) snprintf(upto, sizeof upto, " up to %s", m->cut_name);
+    if (m->cfg.arch == ARCH_VGG16 && *with) {
+        if (!*without)
+            return err_set("%s holds a VGG19 conv base (%d conv layers, with %s); --model vgg16 needs VGG16's %d%s "
+                           "(use --model vgg19)", path, n_conv, with, need, upto);
+        return err_set("%s holds conv layers that VGG16 does not have (%s); --model vgg16 needs VGG16's %d%s", path,
+                       with, need, upto);
+    }
+    if (m->cfg.arch == ARCH_VGG19 && *without) {
+        if (!*with)
+            return err_set("%s holds a VGG16 conv base (%d conv layers, without %s); --model vgg19 needs VGG19's %d%s "
+                           "(use --model vgg16)", path, n_conv, without, need, upto);
+        return err_set("%s lacks conv layers of VGG19 (%s); --model vgg19 needs VGG19's %d%s", path, without, need,
+                       upto);
+    }
+    return 0;
+}
+
+// model_check_conv_layers on the layers a file holds.
+static int check_conv_file(const Model *m, const char *path) {
+    H5LayerInfo *info = NULL;
+    int n = h5_list_layers(path, &info);
+    if (n < 0) return -1;
+    const char **names = malloc((size_t)(n ? n : 1) * sizeof *names);
+    int rc = names ? 0 : err_set("out of memory");
+    for (int i = 0; i < n && rc == 0; i++) names[i] = info[i].name;
+    if (rc == 0) rc = model_check_conv_layers(m, path, names, n);
+    free(names);
+    free(info);
+    return rc;
+}
+
 int model_load_base(Model *m, const char *path) {
+    if (check_conv_file(m, path) < 0) return -1;
     if (model_alloc_weights(m, 1, m->n_base) < 0) return -1;
-    H5Layer *s = h5_spec(m, 1, m->n_base);
+    H5Layer *s = h5_spec(m, 1, m->n_base, NULL);
     if (!s) return err_set("out of memory");
     int rc = h5_read_layers(path, s, m->n_base - 1);
     free(s);
@@ -114,7 +174,10 @@ int model_save(const Model *m, const char *path, int from, const ModelMeta *meta
         {"vggft_weights", meta->weights},
         {"vggft_training", meta->training ? meta->training : ""},
     };
-    H5Layer *s = h5_spec(m, from, m->n_layers);
+    // A full file nests the base in a group named after the arch (see the
+    // header): the layout of the seeds' Sequential([VGG16(...), ...]).
+    if (from < 1) from = 1;
+    H5Layer *s = h5_spec(m, from, m->n_layers, from == 1 ? arch_name(m->cfg.arch) : NULL);
     int rc = s ? h5_write_layers(path, s, m->n_layers - from, attrs, (int)(sizeof attrs / sizeof attrs[0]))
                : err_set("out of memory");
     free(s);
@@ -179,38 +242,51 @@ int model_meta_read(const char *path, ModelMeta *meta) {
     return 0;
 }
 
-int model_load_head(Model *m, const char *path) {
-    ModelMeta meta;
-    if (model_meta_read(path, &meta) < 0) return -1;
+// Refuses a file (meta read from it) made for another model than m, naming
+// the first difference.
+static int check_meta(const Model *m, const char *path, const ModelMeta *meta) {
     char want[32], got[32];
     snprintf(want, sizeof want, "%dx%d", m->cfg.input_w, m->cfg.input_h);
-    snprintf(got, sizeof got, "%dx%d", meta.input_w, meta.input_h);
+    snprintf(got, sizeof got, "%dx%d", meta->input_w, meta->input_h);
     const char *what = NULL, *have = NULL, *need = NULL;
     char a[32], b[32];
-    if (strcmp(meta.arch, arch_name(m->cfg.arch))) what = "model", have = meta.arch, need = arch_name(m->cfg.arch);
+    if (strcmp(meta->arch, arch_name(m->cfg.arch))) what = "model", have = meta->arch, need = arch_name(m->cfg.arch);
     else if (strcmp(got, want)) what = "input size", have = got, need = want;
-    else if (strcmp(meta.cut, m->cut_name)) what = "feature layer", have = meta.cut, need = m->cut_name;
-    else if (meta.n_classes != m->cfg.n_classes) {
-        snprintf(a, sizeof a, "%d", meta.n_classes);
+    else if (strcmp(meta->cut, m->cut_name)) what = "feature layer", have = meta->cut, need = m->cut_name;
+    else if (meta->n_classes != m->cfg.n_classes) {
+        snprintf(a, sizeof a, "%d", meta->n_classes);
         snprintf(b, sizeof b, "%d", m->cfg.n_classes);
         what = "number of classes", have = a, need = b;
-    } else if (meta.hidden != m->cfg.hidden) {
-        snprintf(a, sizeof a, "%d", meta.hidden);
+    } else if (meta->hidden != m->cfg.hidden) {
+        snprintf(a, sizeof a, "%d", meta->hidden);
         snprintf(b, sizeof b, "%d", m->cfg.hidden);
         what = "hidden units", have = a, need = b;
-    } else if (meta.binary != m->cfg.binary)
-        what = "class mode", have = meta.binary ? "binary" : "categorical", need = m->cfg.binary ? "binary" : "categorical";
-    if (what) {
-        err_set("%s: %s is %s, expected %s", path, what, have, need);
-        model_meta_free(&meta);
-        return -1;
-    }
+    } else if (meta->binary != m->cfg.binary)
+        what = "class mode", have = meta->binary ? "binary" : "categorical", need = m->cfg.binary ? "binary" : "categorical";
+    if (what) return err_set("%s: %s is %s, expected %s", path, what, have, need);
+    return 0;
+}
+
+// Reads layers [from, n_layers) of m from path after checking its metadata;
+// full: the file must hold the base too.
+static int load_layers(Model *m, const char *path, int from, int full) {
+    ModelMeta meta;
+    if (model_meta_read(path, &meta) < 0) return -1;
+    int rc = 0;
+    if (full && strcmp(meta.contents, "full"))
+        rc = err_set("%s holds only the %s (vggft_contents=%s), not the base: a full model file is needed", path,
+                     !strcmp(meta.contents, "head") ? "dense head" : "part of a model", meta.contents);
+    if (rc == 0) rc = check_meta(m, path, &meta);
     model_meta_free(&meta);
-    int from = model_head_start(m);
+    if (rc < 0) return -1;
     if (model_alloc_weights(m, from, m->n_layers) < 0) return -1;
-    H5Layer *s = h5_spec(m, from, m->n_layers);
+    H5Layer *s = h5_spec(m, from, m->n_layers, NULL);
     if (!s) return err_set("out of memory");
-    int rc = h5_read_layers(path, s, m->n_layers - from);
+    rc = h5_read_layers(path, s, m->n_layers - from);
     free(s);
     return rc;
 }
+
+int model_load_head(Model *m, const char *path) { return load_layers(m, path, model_head_start(m), 0); }
+
+int model_load_full(Model *m, const char *path) { return load_layers(m, path, 1, 1); }

@@ -31,10 +31,47 @@ void model_meta_to_config(const ModelMeta *meta, ModelConfig *cfg);
 void model_meta_free(ModelMeta *meta);
 
 // Loads the conv weights of layers [1, n_base) from a Keras weights file
-// (either Keras layout, with or without top). Allocates them if needed.
+// (any layout weights_h5.h reads: ImageNet files with or without top, Keras
+// 2/3 files, our head+base model files, the base nested in a Sequential),
+// matched by layer name. Allocates them if needed. A file holding the other
+// VGG's conv base is refused before anything is read (model_check_conv_layers).
 int model_load_base(Model *m, const char *path);
+
+// Refuses a weights file whose conv layers are the other VGG's, judged from
+// the names of its blockN_convM layers alone (other layers, e.g. a with-top
+// file's fc1/fc2/predictions or a model file's head, do not matter): VGG19
+// has a fourth conv in blocks 3-5, VGG16 does not. Loading by name would
+// otherwise take VGG16's 13 layers out of a VGG19 file and ignore the rest, a
+// silently mixed network; Keras's load_weights refuses it (layer count
+// mismatch), and so does this, naming the model the file holds:
+//   "w.h5 holds a VGG19 conv base (16 conv layers, with block3_conv4,
+//    block4_conv4, block5_conv4); --model vgg16 needs VGG16's 13 (use --model vgg19)"
+//   "w.h5 holds a VGG16 conv base (13 conv layers, without block3_conv4, ...);
+//    --model vgg19 needs VGG19's 16 (use --model vgg16)"
+// names: the file's layers with weights (h5_list_layers), n of them.
+// Returns 0 when the file can be m's base, or -1 with that message.
+int model_check_conv_layers(const Model *m, const char *path, const char *const *names, int n);
+
 // Writes layers [from, n_layers) (from = model_head_start(m) for a head file,
-// 1 for base + head) and meta, atomically.
+// 1 for base + head, "full") and meta, atomically, byte-reproducibly.
+// A full file has the layout Keras 2's save_weights gives the seeds' model
+//   Sequential([VGG16(include_top=False, input_shape=...), Flatten(),
+//               Dense(hidden, relu), Dropout(rate), Dense(outputs)])
+// so that Keras's model.load_weights(path) (which matches top-level layers by
+// position) reads it into that model: layer_names = ["vgg16", "flatten",
+// "dense", "dropout", "dense_1"], the base one nested group named after the
+// arch ("vgg16"/"vgg19") with weight_names "block1_conv1/kernel:0",
+// "block1_conv1/bias:0", ... (26 or 32 names), datasets at
+// vgg16/block1_conv1/kernel:0. The order is the base's layer order, i.e. what
+// Keras expects of a model whose base is entirely trainable or entirely
+// frozen; Keras 2 lists a partly trainable base's trainable weights first, so
+// load such a file before setting per-layer trainable flags.
+// With a cut other than block5_pool the base holds only the conv layers up to
+// the cut; its group is still named after the arch (the file records the cut
+// in vggft_layer), and the Keras model to load it into has, in place of
+// VGG16(...), keras.Model(vgg.input, vgg.get_layer(CUT).output, name="vgg16").
+// Keras ignores the name (it matches by position); our readers find layers by
+// their inner names wherever they are.
 int model_save(const Model *m, const char *path, int from, const ModelMeta *meta);
 // Reads the metadata of a model file written by model_save.
 int model_meta_read(const char *path, ModelMeta *meta);
@@ -42,3 +79,8 @@ int model_meta_read(const char *path, ModelMeta *meta);
 // after checking that the file was made for the same base, cut, input size
 // and head shape; a difference is an error that names it.
 int model_load_head(Model *m, const char *path);
+// Loads the whole model, layers [1, n_layers) (base and head), from a full
+// model file (model_save with from <= 1), after the same checks as
+// model_load_head; a head-only file is refused ("holds only the head").
+// Allocates the weights if needed.
+int model_load_full(Model *m, const char *path);

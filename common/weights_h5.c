@@ -161,6 +161,7 @@ static int read_str_list(hid_t obj, const char *name, StrList *out) {
 
 typedef struct {
     char *name;
+    char *group;    // the nested model's group name holding it, NULL at the top level
     int n;          // weight tensors
     char **paths;   // absolute dataset paths, in order [kernel, bias, ...]
 } Entry;
@@ -175,6 +176,7 @@ static void index_free(Index *ix) {
         for (int t = 0; t < ix->e[i].n; t++) free(ix->e[i].paths[t]);
         free(ix->e[i].paths);
         free(ix->e[i].name);
+        free(ix->e[i].group);
     }
     free(ix->e);
     ix->e = NULL;
@@ -188,17 +190,19 @@ static char *join3(const char *a, const char *b, const char *c) {
     return s;
 }
 
-// Adds an entry; takes ownership of nothing (copies name and paths).
-static int index_add(Index *ix, const char *name, const char *prefix, const StrList *wn) {
+// Adds an entry; takes ownership of nothing (copies name, group and paths).
+static int index_add(Index *ix, const char *name, const char *group, const char *prefix, const StrList *wn) {
     Entry *ne = realloc(ix->e, (size_t)(ix->n + 1) * sizeof *ne);
     if (!ne) return err_set("out of memory");
     ix->e = ne;
     Entry *e = &ix->e[ix->n];
     memset(e, 0, sizeof *e);
     e->name = strdup(name);
+    e->group = group ? strdup(group) : NULL;
     e->paths = calloc((size_t)wn->n + 1, sizeof *e->paths);
-    if (!e->name || !e->paths) {
+    if (!e->name || !e->paths || (group && !e->group)) {
         free(e->name);
+        free(e->group);
         free(e->paths);
         return err_set("out of memory");
     }
@@ -222,6 +226,60 @@ static int has_list_attr(hid_t obj, const char *name) {
     char chunk[300];
     snprintf(chunk, sizeof chunk, "%s0", name);
     return H5Aexists(obj, name) > 0 || H5Aexists(obj, chunk) > 0;
+}
+
+// The layer that owns weight `w`: the path component before the weight's own
+// name ("block1_conv1" in "block1_conv1/kernel:0" and in Keras 3's
+// "vgg16/block1_conv1/kernel"); none (0) for Keras 1's flat
+// "block1_conv1_W_1:0". Returns 1 with the component at *start, *len bytes.
+static int weight_owner(const char *w, const char **start, size_t *len) {
+    const char *last = strrchr(w, '/');
+    if (!last || last == w) return 0;
+    const char *b = last;
+    while (b > w && b[-1] != '/') b--;
+    *start = b;
+    *len = (size_t)(last - b);
+    return *len > 0;
+}
+
+static int same_name(const char *s, const char *o, size_t len) { return strlen(s) == len && !strncmp(s, o, len); }
+
+// Indexes the layer group `name` at gpath with weight names wn. A group whose
+// weights belong to two or more inner layers, none of them named like the
+// group, is a nested model (Keras 2 writes the seeds' VGG16 base inside the
+// Sequential this way): one entry per inner layer, in first-seen order. Any
+// other group is one layer, whatever its weights' paths say.
+static int index_group(Index *ix, const char *name, const char *gpath, const StrList *wn) {
+    StrList owners = {0};
+    int rc = 0, nested = 1;
+    for (int t = 0; t < wn->n && rc == 0 && nested; t++) {
+        const char *o;
+        size_t len;
+        if (!weight_owner(wn->s[t], &o, &len) || same_name(name, o, len)) {
+            nested = 0;
+            break;
+        }
+        int seen = 0;
+        for (int k = 0; k < owners.n && !seen; k++) seen = same_name(owners.s[k], o, len);
+        if (!seen) rc = strlist_push(&owners, o, len);
+    }
+    if (rc == 0 && (!nested || owners.n < 2)) {
+        strlist_free(&owners);
+        return index_add(ix, name, NULL, gpath, wn);
+    }
+    for (int k = 0; k < owners.n && rc == 0; k++) {
+        StrList mine = {0};
+        for (int t = 0; t < wn->n && rc == 0; t++) {
+            const char *o;
+            size_t len;
+            if (weight_owner(wn->s[t], &o, &len) && same_name(owners.s[k], o, len))
+                rc = strlist_push(&mine, wn->s[t], strlen(wn->s[t]));
+        }
+        if (rc == 0) rc = index_add(ix, owners.s[k], name, gpath, &mine);
+        strlist_free(&mine);
+    }
+    strlist_free(&owners);
+    return rc;
 }
 
 // Keras 1/2 (and Keras 3 legacy) layout under group `root` ("" or
@@ -257,7 +315,7 @@ static int index_legacy(hid_t file, const char *root, Index *ix) {
         else if (read_str_list(g, "weight_names", &wn) < 0)
             rc = err_prefix("layer %s: ", name);
         else
-            rc = index_add(ix, name, gpath, &wn);
+            rc = index_group(ix, name, gpath, &wn);
         close_group(&g);
         strlist_free(&wn);
         free(gpath);
@@ -293,7 +351,7 @@ static herr_t keras3_visit(hid_t g, const char *rel, const H5L_info_t *info, voi
         }
         if (rc == 0) {
             char *prefix = join3("/layers/", rel, "");
-            rc = prefix ? index_add(w->ix, nm.s[0], prefix, &wn) : err_set("out of memory");
+            rc = prefix ? index_add(w->ix, nm.s[0], NULL, prefix, &wn) : err_set("out of memory");
             free(prefix);
         }
     }
@@ -537,6 +595,7 @@ int h5_list_layers(const char *path, H5LayerInfo **out) {
         if (e->n == 0) continue;
         H5LayerInfo *li = &info[k++];
         snprintf(li->name, sizeof li->name, "%s", e->name);
+        snprintf(li->group, sizeof li->group, "%s", e->group ? e->group : "");
         li->n_tensors = e->n;
         for (int t = 0; t < e->n && t < H5_INFO_TENSORS && rc == 0; t++) {
             hid_t d = H5Dopen2(f, e->paths[t], H5P_DEFAULT);
@@ -618,6 +677,20 @@ static int validate_write(const char *path, const H5Layer *layers, int n_layers,
                                    k, L->shape[t][k]);
             if (!L->data[t])
                 return err_set("%s: layer %s: %s data is NULL", path, L->layer, tensor_label(t));
+        }
+        // A nested model's group: a valid name, its layers consecutive, and
+        // no top-level layer of the same name (they would share one group).
+        const char *g = L->group;
+        if (!g) continue;
+        if (!*g || strchr(g, '/') || !strcmp(g, ".") || !strcmp(g, ".."))
+            return err_set("%s: layer %s: group name \"%s\" cannot be an HDF5 group name", path, L->layer, g);
+        if (i > 0 && layers[i - 1].group && !strcmp(layers[i - 1].group, g)) continue;
+        for (int j = 0; j < n_layers; j++) {
+            if (j < i && layers[j].group && !strcmp(layers[j].group, g))
+                return err_set("%s: the layers of group %s are not consecutive (%s comes after others)", path, g,
+                               L->layer);
+            if (!layers[j].group && layers[j].layer && !strcmp(layers[j].layer, g))
+                return err_set("%s: group %s has the name of a top-level layer", path, g);
         }
     }
     static const char *reserved[] = {"layer_names", "backend", "keras_version"};
@@ -704,55 +777,76 @@ static hid_t timeless(hid_t cls) {
     return p;
 }
 
-static int write_layer(hid_t file, const H5Layer *L) {
-    hid_t g = -1, sub = -1, space = -1, d = -1;
-    hid_t gcpl = timeless(H5P_GROUP_CREATE), dcpl = timeless(H5P_DATASET_CREATE);
+// Keras 2's variable names end in ":0"; each lives under its layer's name.
+static const char *const LEAF[2] = {"kernel:0", "bias:0"};
+
+// The datasets of L at <parent>/<layer>/kernel:0 and .../bias:0: Keras 2
+// stores each weight at its name relative to the entry's group, and the name
+// starts with the layer's own name scope.
+static int write_tensors(hid_t parent, const H5Layer *L, hid_t gcpl, hid_t dcpl) {
+    hid_t sub = H5Gcreate2(parent, L->layer, H5P_DEFAULT, gcpl, H5P_DEFAULT);
+    if (sub < 0) return err_set("cannot create group %s", L->layer);
     int rc = 0;
-    g = H5Gcreate2(file, L->layer, H5P_DEFAULT, gcpl, H5P_DEFAULT);
-    if (g < 0) return err_set("cannot create group %s", L->layer);
-    if (L->n_tensors == 0) {
-        rc = write_empty_list(g, "weight_names");
-        goto done;
-    }
-    // Keras 2 names: "<layer>/kernel:0", stored one group deeper.
-    char names[2][300];
-    const char *np[2];
-    static const char *leaf[2] = {"kernel:0", "bias:0"};
-    for (int t = 0; t < L->n_tensors; t++) {
-        snprintf(names[t], sizeof names[t], "%s/%s", L->layer, leaf[t]);
-        np[t] = names[t];
-    }
-    if ((rc = write_strings(g, "weight_names", np, L->n_tensors, 0)) < 0) goto done;
-    sub = H5Gcreate2(g, L->layer, H5P_DEFAULT, gcpl, H5P_DEFAULT);
-    if (sub < 0) {
-        rc = err_set("cannot create group %s/%s", L->layer, L->layer);
-        goto done;
-    }
     for (int t = 0; t < L->n_tensors && rc == 0; t++) {
         hsize_t dims[4];
         for (int k = 0; k < L->ndim[t]; k++) dims[k] = (hsize_t)L->shape[t][k];
-        space = H5Screate_simple(L->ndim[t], dims, NULL);
-        d = space >= 0 ? H5Dcreate2(sub, leaf[t], H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT)
-                       : -1;
+        hid_t space = H5Screate_simple(L->ndim[t], dims, NULL);
+        hid_t d = space >= 0 ? H5Dcreate2(sub, LEAF[t], H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT)
+                             : -1;
         if (d < 0 || H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, L->data[t]) < 0)
-            rc = err_set("cannot write dataset %s (disk full?)", names[t]);
+            rc = err_set("cannot write dataset %s/%s (disk full?)", L->layer, LEAF[t]);
         close_dset(&d);
         close_space(&space);
     }
-done:
+    close_group(&sub);
+    return rc;
+}
+
+// One entry of layer_names: group `name` holding the weights of layers
+// [0, n): a top-level layer (n = 1, name = its own), or a nested model's
+// layers. weight_names lists "<layer>/kernel:0", "<layer>/bias:0" of each
+// layer with weights, in order; an entry without any gets an empty list.
+static int write_entry(hid_t file, const char *name, const H5Layer *layers, int n) {
+    hid_t gcpl = timeless(H5P_GROUP_CREATE), dcpl = timeless(H5P_DATASET_CREATE);
+    int nw = 0, rc = 0;
+    for (int i = 0; i < n; i++) nw += layers[i].n_tensors;
+    char **wn = calloc((size_t)nw + 1, sizeof *wn);
+    hid_t g = H5Gcreate2(file, name, H5P_DEFAULT, gcpl, H5P_DEFAULT);
+    if (!wn) rc = err_set("out of memory");
+    else if (g < 0) rc = err_set("cannot create group %s", name);
+    for (int i = 0, k = 0; i < n && rc == 0; i++)
+        for (int t = 0; t < layers[i].n_tensors && rc == 0; t++)
+            if (!(wn[k++] = join3(layers[i].layer, "/", LEAF[t]))) rc = err_set("out of memory");
+    if (rc == 0)
+        rc = nw == 0 ? write_empty_list(g, "weight_names")
+                     : write_string_list(g, "weight_names", (const char *const *)wn, nw);
+    for (int i = 0; i < n && rc == 0; i++)
+        if (layers[i].n_tensors > 0) rc = write_tensors(g, &layers[i], gcpl, dcpl);
+    for (int k = 0; wn && k < nw; k++) free(wn[k]);
+    free(wn);
+    close_group(&g);
     H5Pclose(gcpl);
     H5Pclose(dcpl);
-    close_group(&sub);
-    close_group(&g);
-    if (rc < 0) err_prefix("layer %s: ", L->layer);
+    if (rc < 0) err_prefix("layer %s: ", name);
     return rc;
+}
+
+// Length of the run of layers from i that form one entry: a top-level layer
+// alone, or the consecutive layers of one nested group.
+static int entry_run(const H5Layer *layers, int n_layers, int i) {
+    int j = i + 1;
+    if (layers[i].group)
+        while (j < n_layers && layers[j].group && !strcmp(layers[j].group, layers[i].group)) j++;
+    return j - i;
 }
 
 static int write_contents(hid_t f, const H5Layer *layers, int n_layers, const H5Attr *attrs, int n_attrs) {
     const char **names = malloc((size_t)(n_layers ? n_layers : 1) * sizeof *names);
     if (!names) return err_set("out of memory");
-    for (int i = 0; i < n_layers; i++) names[i] = layers[i].layer;
-    int rc = write_string_list(f, "layer_names", names, n_layers);
+    int n_entries = 0;
+    for (int i = 0; i < n_layers; i += entry_run(layers, n_layers, i))
+        names[n_entries++] = layers[i].group ? layers[i].group : layers[i].layer;
+    int rc = write_string_list(f, "layer_names", names, n_entries);
     free(names);
     if (rc < 0) return -1;
     const char *backend = "tensorflow", *version = "2.15.0";
@@ -760,8 +854,10 @@ static int write_contents(hid_t f, const H5Layer *layers, int n_layers, const H5
     if (write_strings(f, "keras_version", &version, 1, 1) < 0) return -1;
     for (int i = 0; i < n_attrs; i++)
         if (write_strings(f, attrs[i].key, &attrs[i].value, 1, 1) < 0) return -1;
-    for (int i = 0; i < n_layers; i++)
-        if (write_layer(f, &layers[i]) < 0) return -1;
+    for (int i = 0, run; i < n_layers; i += run) {
+        run = entry_run(layers, n_layers, i);
+        if (write_entry(f, layers[i].group ? layers[i].group : layers[i].layer, &layers[i], run) < 0) return -1;
+    }
     return 0;
 }
 

@@ -12,6 +12,16 @@
 //     "block1_conv1/kernel:0" (Keras 2), "block1_conv1/kernel" (Keras 3's
 //     legacy writer). Names may be fixed-length or variable-length strings.
 //   - full-model .h5 files (model.save("x.h5")): the same under /model_weights.
+//   - a model nested in a model (the seeds' Sequential([VGG16(...), Flatten(),
+//     Dense, Dropout, Dense]) saved by Keras 2's save_weights or model.save,
+//     or by Keras 3's legacy writer): the nested model is ONE entry of
+//     layer_names ("vgg16"), its group's weight_names lists the tensors of
+//     all its inner layers, "block1_conv1/kernel:0", "block1_conv1/bias:0",
+//     ..., and the datasets lie at vgg16/block1_conv1/kernel:0. The reader
+//     splits such a group into its inner layers (named by the component
+//     before each weight's own name), so they are found by name like the
+//     others, in any order (Keras 2 lists a partly trainable nested model's
+//     trainable weights first).
 //   - Keras 3 ".weights.h5" files: layers/<auto name>/vars/{0,1}, the layer's
 //     real name in the vars group's "name" attribute.
 // Layers are matched by NAME, so a file may hold more layers than asked for
@@ -29,6 +39,9 @@ typedef struct {
     int ndim[2];             // per tensor
     int shape[2][4];         // per tensor, Keras layout e.g. {3,3,3,64} and {64}
     float *data[2];          // read: destination buffers (caller-allocated); write: source
+    const char *group;       // write only: NULL = a layer at the top level; else the name of
+                             // the nested model holding it ("vgg16"); see h5_write_layers.
+                             // Reading ignores it (layers are found wherever they are).
 } H5Layer;
 
 typedef struct {
@@ -54,6 +67,14 @@ int h5_read_layers(const char *path, H5Layer *layers, int n_layers);
 // 60000 bytes each because of HDF5's 64 KiB attribute header limit); one group
 // per layer with weight_names = ["<layer>/kernel:0", "<layer>/bias:0"] (an
 // empty list for weightless layers) and float32 datasets at those paths.
+// Layers with a group (consecutive ones sharing the same name) are written as
+// Keras 2 writes a model nested in a model: one entry, the group's name, in
+// layer_names at the place of its first layer; one group whose weight_names
+// lists "<layer>/kernel:0", "<layer>/bias:0" of its layers with weights, in
+// order (its weightless layers, e.g. pools, leave no trace, as in Keras);
+// datasets at "<group>/<layer>/kernel:0". The group name must differ from
+// every top-level layer's name.
+// No timestamps are stored, so the same input always gives the same bytes.
 // Atomic: written to "<path>.tmp.<pid>", fsync'ed, then renamed over path, so
 // path is either the old file or the complete new one. Inputs are validated
 // (names, shapes, non-NULL data) before anything is created. Returns 0 or -1.
@@ -72,13 +93,15 @@ int h5_read_attr(const char *path, const char *key, char **value);
 
 typedef struct {
     char name[256];
+    char group[256];                               // nested model holding it ("vgg16"), "" at the top
     int n_tensors;                                 // as stored (> 0)
     int ndim[H5_INFO_TENSORS];                     // true rank of each tensor
     long long shape[H5_INFO_TENSORS][H5_INFO_DIMS];  // first H5_INFO_DIMS dims
 } H5LayerInfo;
 
 // Describes the layers that have weights, in the file's order (layer_names
-// order; for Keras 3 .weights.h5 files, HDF5's name order). *out is a malloc'd
+// order, a nested model's layers in its weight_names order at its place; for
+// Keras 3 .weights.h5 files, HDF5's name order). *out is a malloc'd
 // array (free() it; NULL when there are none). Returns the count or -1.
 // Lets a caller tell VGG16 from VGG19 files or read a head's sizes.
 int h5_list_layers(const char *path, H5LayerInfo **out);

@@ -10,7 +10,12 @@
 //             or downloaded there (a Keras-like progress bar on stderr unless
 //             quiet; base URL from $VGGFT_WEIGHTS_URL when set)
 //   random    Keras's glorot_uniform with zero biases, from seed
-//   FILE      a Keras HDF5 weights file
+//   FILE      a Keras HDF5 weights file: ImageNet files with or without top,
+//             Keras 2/3 files (the base possibly nested in a Sequential, as
+//             save_weights writes the seeds' model), our model files (head +
+//             base, e.g. a fine-tuned model); layers matched by name. A file
+//             holding the other VGG's conv layers is refused, naming it
+//             (model_check_conv_layers).
 // id receives what identifies these weights in caches and model files:
 // "sha256:<hex of the file>" or "random:seed=<seed>".
 int load_base_weights(Model *m, const char *spec, uint64_t seed, int quiet, char *id, size_t id_size);

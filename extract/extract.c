@@ -8,6 +8,8 @@
 #include "extract.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +31,7 @@
 #include "model.h"
 #include "progress.h"
 #include "resume.h"
+#include "stop.h"
 #include "weights_source.h"
 
 // --- per-image loading (worker threads) ------------------------------------------------
@@ -48,35 +51,6 @@ typedef struct {
     int src_w, src_h;
 } ItemInfo;
 
-static int read_file(const char *path, uint8_t **data, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return err_set("%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return err_set("%s: not a regular file", path);
-    }
-    // Each worker holds one file: cap it (no image we decode is near this).
-    if (st.st_size > (1L << 30)) {
-        fclose(f);
-        return err_set("%s: %.1f GB is too large for an image file (limit 1 GB)", path, st.st_size / 1e9);
-    }
-    *n = (size_t)st.st_size;
-    *data = malloc(*n ? *n : 1);
-    if (!*data) {
-        fclose(f);
-        return err_set("%s: out of memory reading %zu bytes", path, *n);
-    }
-    if (*n && fread(*data, 1, *n, f) != *n) {
-        int e = ferror(f) ? errno : 0;
-        fclose(f);
-        free(*data);
-        return err_set("%s: read error: %s", path, e ? strerror(e) : "file shrank while reading");
-    }
-    fclose(f);
-    return 0;
-}
-
 static void hex_to_bytes(const char *hex, uint8_t *out, int n) {
     for (int i = 0; i < n; i++) {
         unsigned v;
@@ -94,7 +68,7 @@ static int load_item(void *vctx, long index, float *out, void *extra) {
     snprintf(full, sizeof full, "%s/%s", ctx->ds->root, it->path);
     uint8_t *data = NULL;
     size_t n = 0;
-    if (read_file(full, &data, &n) < 0) return -1;
+    if (image_read_file(full, &data, &n) < 0) return -1;
     char hex[65];
     hash_buf_hex(data, n, HASH_SHA256, hex);
     hex_to_bytes(hex, info->sha256, 32);
@@ -105,28 +79,12 @@ static int load_item(void *vctx, long index, float *out, void *extra) {
         return 0;
     }
     info->replaced = c != NULL;
-    DecodeOptions dopt = {ctx->load.w, ctx->load.h, ctx->load.reduced_decode, ctx->load.max_pixels};
-    Image img;
     DecodeInfo dinfo;
-    int rc = image_decode_memory(data, n, full, &dopt, &img, &dinfo);
+    int rc = image_chain(data, n, full, &ctx->load, NULL, out, &dinfo);
     free(data);
     if (rc < 0) return -1;
     info->reduced = dinfo.over_budget;
     info->src_w = dinfo.src_w, info->src_h = dinfo.src_h;
-    uint8_t *rgb = img.rgb;
-    uint8_t *resized = NULL;
-    if (img.w != ctx->load.w || img.h != ctx->load.h) {
-        resized = malloc((size_t)ctx->load.w * ctx->load.h * 3);
-        if (!resized || image_resize(img.rgb, img.w, img.h, resized, ctx->load.w, ctx->load.h, ctx->load.interp) < 0) {
-            free(resized);
-            image_free(&img);
-            return err_set("%s: resize failed", full);
-        }
-        rgb = resized;
-    }
-    image_preprocess(rgb, (size_t)ctx->load.w * ctx->load.h, ctx->load.prep, out);
-    free(resized);
-    image_free(&img);
     return 0;
 }
 
@@ -158,21 +116,46 @@ static void tsv_field(FILE *f, const char *s) {
     }
 }
 
-// Written atomically beside the records: PATH/skipped.tsv.
-static int write_skipped(const char *cache, const SkipList *s) {
+// Written atomically beside the records: PATH/skipped.tsv, the skipped
+// images first, then what Keras does not list (reasons "... (ignored, as
+// Keras does)").
+static int write_skipped(const char *cache, const SkipList *s, const SkipList *ignored) {
     char path[1100];
     snprintf(path, sizeof path, "%s/skipped.tsv", cache);
     AtomicFile af;
     FILE *f = atomic_open(&af, path);
     if (!f) return -1;
     fputs("path\treason\n", f);
-    for (int i = 0; i < s->n; i++) {
-        tsv_field(f, s->path[i]);
-        fputc('\t', f);
-        tsv_field(f, s->reason[i]);
-        fputc('\n', f);
+    for (int pass = 0; pass < 2; pass++) {
+        const SkipList *l = pass ? ignored : s;
+        for (int i = 0; i < l->n; i++) {
+            tsv_field(f, l->path[i]);
+            fputc('\t', f);
+            tsv_field(f, l->reason[i]);
+            fputc('\n', f);
+        }
     }
     return atomic_commit(&af);
+}
+
+static void skip_free(SkipList *s) {
+    for (int k = 0; k < s->n; k++) free(s->path[k]), free(s->reason[k]);
+    free(s->path), free(s->reason);
+    memset(s, 0, sizeof *s);
+}
+
+// Classes of this run that end with no record although the folder lists
+// images of theirs here (every one was skipped): out[k] = how many it
+// listed, 0 otherwise. Returns the number of such classes.
+static int classes_all_skipped(const Dataset *ds, const long *items, long n_items, const CacheMeta *meta, int *out) {
+    for (int k = 0; k < ds->n_classes; k++) out[k] = 0;
+    for (long i = 0; i < n_items; i++) out[ds->items[items[i]].label]++;
+    int n = 0;
+    for (int k = 0; k < ds->n_classes; k++) {
+        if (meta->class_counts && meta->class_counts[k] > 0) out[k] = 0;
+        n += out[k] > 0;
+    }
+    return n;
 }
 
 // --- the run -------------------------------------------------------------------
@@ -268,7 +251,8 @@ static int flush_batch(Batch *b, const Model *m, GpuBase *gpu, BaseWorkspace *ws
 }
 
 static void print_summary(const char *cache_path, Cache *cache, const CacheMeta *meta, const SkipList *skipped,
-                          long written, long unchanged, long replaced, long removed, double seconds) {
+                          const SkipList *ignored, const int *all_skipped, long written, long unchanged,
+                          long replaced, long removed, double seconds) {
     SizeStats sizes = {0, 0};
     cache_visit(cache, sum_sizes, &sizes);
     char data[1100];
@@ -288,10 +272,25 @@ static void print_summary(const char *cache_path, Cache *cache, const CacheMeta 
         printf("Skipped %d file%s (listed in %s/skipped.tsv):\n", skipped->n, skipped->n == 1 ? "" : "s", cache_path);
         for (int i = 0; i < skipped->n; i++) printf("  %s: %s\n", skipped->path[i], skipped->reason[i]);
     }
+    // Not skipped images: Keras does not list these either (and --strict
+    // does not count them).
+    if (ignored->n) {
+        printf("Ignored %d file%s that Keras does not list either (also in %s/skipped.tsv):\n", ignored->n,
+               ignored->n == 1 ? "" : "s", cache_path);
+        for (int i = 0; i < ignored->n && i < 10; i++) printf("  %s: %s\n", ignored->path[i], ignored->reason[i]);
+        if (ignored->n > 10) printf("  ... and %d more\n", ignored->n - 10);
+    }
+    for (int k = 0; k < meta->n_classes; k++)
+        if (all_skipped[k])
+            printf("WARNING: class '%s' has no records: all %d of its image%s here %s skipped. A head trained on "
+                   "this cache never sees the class.\n",
+                   meta->class_names[k], all_skipped[k], all_skipped[k] == 1 ? "" : "s",
+                   all_skipped[k] == 1 ? "was" : "were");
 }
 
 int extract_run(const ExtractOptions *o) {
     int status = -1;
+    stop_install();  // SIGTERM / SIGINT: finish the batch in flight, commit, exit EXIT_STOPPED
     DeviceKind dev;
     char dev_note[300];
     if (device_select(o->device, &dev, dev_note, sizeof dev_note) < 0) return -1;
@@ -311,7 +310,7 @@ int extract_run(const ExtractOptions *o) {
     Model m = {0};
     Dataset ds = {0};
     CachedSet cached = {0};
-    SkipList skipped = {0};
+    SkipList skipped = {0}, ignored = {0};
     Cache cache = {0};
     CacheMeta want = {0};
     Loader *loader = NULL;
@@ -319,6 +318,7 @@ int extract_run(const ExtractOptions *o) {
     BaseWorkspace ws = {0};
     Batch batch = {0};
     long *items = NULL;
+    int *all_skipped = NULL;  // per class: images listed here, when all were skipped
 
     if (model_build(&m, &cfg) < 0) return -1;
 
@@ -340,6 +340,7 @@ int extract_run(const ExtractOptions *o) {
             goto done;
         }
     for (int k = 0; k < ds.n_skipped; k++) skip_add(&skipped, ds.skipped_paths[k], ds.skipped_reasons[k]);
+    for (int k = 0; k < ds.n_ignored; k++) skip_add(&ignored, ds.ignored_paths[k], ds.ignored_reasons[k]);
 
     long n_items = 0;
     items = malloc(sizeof(long) * (size_t)(ds.n_items + 1));
@@ -367,7 +368,16 @@ int extract_run(const ExtractOptions *o) {
     if (folder_fingerprint(&ds, want.folder, sizeof want.folder) < 0) goto done;
     snprintf(want.version, sizeof want.version, "%s", VGGFT_VERSION);
     snprintf(want.command, sizeof want.command, "%s", o->command_line ? o->command_line : "");
-    if (cache_open_write(&cache, o->cache, &want, o->overwrite) < 0) goto done;
+    // The cache belongs to this folder: a run on another one is refused
+    // (a typo in --cache must not re-key another folder's cache), unless
+    // the folder moved (resume_folder_moved decides).
+    char real[PATH_MAX];
+    if (!realpath(ds.root, real)) {
+        err_set("%s: %s", ds.root, strerror(errno));
+        goto done;
+    }
+    snprintf(want.data_dir, sizeof want.data_dir, "%s", real);
+    if (cache_open_write_from(&cache, o->cache, &want, o->overwrite, resume_folder_moved, &ds) < 0) goto done;
     // A list from an earlier run would describe files this run may not skip.
     char old_skipped[1100];
     snprintf(old_skipped, sizeof old_skipped, "%s/skipped.tsv", o->cache);
@@ -376,6 +386,9 @@ int extract_run(const ExtractOptions *o) {
     // Records of earlier runs move to their files' current indices (the
     // folder may have changed); records of files gone are deleted.
     if (resume_plan(&cache, &ds, items, n_items, &cached) < 0) goto done;
+    if (cached.damaged)
+        fprintf(stderr, "warning: %s: %ld damaged record%s deleted; their images are extracted again\n", o->cache,
+                cached.damaged, cached.damaged == 1 ? "" : "s");
 
     const size_t image_floats = (size_t)o->input_size * o->input_size * 3;
     if (batch_alloc(&batch, o->batch, image_floats, model_feature_size(&m)) < 0) goto done;
@@ -407,6 +420,11 @@ int extract_run(const ExtractOptions *o) {
     long done_items = 0, written = 0, unchanged = 0, replaced = 0, removed = cached.removed;
     const char *crash_env = getenv("VGGFT_TEST_CRASH_AFTER");
     long crash_after = crash_env ? atol(crash_env) : 0;
+    // Test hook: a real SIGTERM (or VGGFT_TEST_SIGNAL=INT: SIGINT) to
+    // ourselves after N images were taken from the loader.
+    const char *signal_env = getenv("VGGFT_TEST_SIGNAL_AFTER"), *signal_kind = getenv("VGGFT_TEST_SIGNAL");
+    long signal_after = signal_env ? atol(signal_env) : 0;
+    int test_signal = signal_kind && !strcmp(signal_kind, "INT") ? SIGINT : SIGTERM;
     LoaderItem *li;
     while ((li = loader_next(loader))) {
         const ItemInfo *info = li->extra;
@@ -447,22 +465,47 @@ int extract_run(const ExtractOptions *o) {
             // Test hook: die like kill -9 after N new records, committed or not.
             if (crash_after > 0 && written >= crash_after) _exit(137);
         }
+        if (signal_after > 0 && done_items == signal_after) kill(getpid(), test_signal);
         char metrics[128];
         snprintf(metrics, sizeof metrics, "new: %ld - cached: %ld - skipped: %d", written, unchanged, skipped.n);
         progress_update(&bar, done_items, metrics);
+        // SIGTERM / SIGINT (Slurm's time limit, Ctrl-C): take no more images.
+        if (stop_requested()) break;
     }
+    // The batch in flight (every image taken so far) is stored either way.
     written += batch.n;
     if (flush_batch(&batch, &m, gpu, &ws, &cache, want.dtype) < 0) goto done;
-    if (cache_commit(&cache) < 0 || cache_store_counts(&cache, &want) < 0) goto done;
     char metrics[128];
     snprintf(metrics, sizeof metrics, "new: %ld - cached: %ld - skipped: %d", written, unchanged, skipped.n);
+    if (stop_requested() && done_items < n_items) {
+        // Commit and leave the cache marked incomplete (as opened): the rerun
+        // keeps all of it and does the rest. (A signal after the last image
+        // lets the run finish: that takes less than Slurm's grace period.)
+        if (cache_commit(&cache) < 0) goto done;
+        progress_finish(&bar, metrics);
+        fprintf(stderr,
+                "extract: stopped by %s after %ld of %ld images: %ld new record%s committed, %ld in %s (marked "
+                "incomplete). Rerun the same command to continue.\n",
+                stop_signal_name(stop_requested()), done_items, n_items, written, written == 1 ? "" : "s",
+                cache_count(&cache), o->cache);
+        status = EXIT_STOPPED;
+        goto done;
+    }
+    if (cache_commit(&cache) < 0 || cache_store_counts(&cache, &want) < 0) goto done;
     progress_finish(&bar, metrics);
-    if (write_skipped(o->cache, &skipped) < 0) goto done;
-    print_summary(o->cache, &cache, &want, &skipped, written, unchanged, replaced, removed,
+    if (write_skipped(o->cache, &skipped, &ignored) < 0) goto done;
+    all_skipped = calloc((size_t)ds.n_classes, sizeof(int));
+    if (!all_skipped) {
+        err_set("out of memory");
+        goto done;
+    }
+    int n_empty = classes_all_skipped(&ds, items, n_items, &want, all_skipped);
+    print_summary(o->cache, &cache, &want, &skipped, &ignored, all_skipped, written, unchanged, replaced, removed,
                   progress_now() - bar.t_start);
+    // Skipped images only: files Keras does not list are no failure.
     if (o->strict && skipped.n) {
-        err_set("--strict: %d file%s skipped (see %s/skipped.tsv)", skipped.n, skipped.n == 1 ? " was" : "s were",
-                o->cache);
+        err_set("--strict: %d file%s skipped (see %s/skipped.tsv)%s", skipped.n, skipped.n == 1 ? " was" : "s were",
+                o->cache, n_empty ? "; a class has no records at all" : "");
         goto done;
     }
     status = 0;
@@ -474,8 +517,9 @@ done:
     free(items);
     free(want.class_counts);  // (class_names belong to the Dataset)
     cached_set_free(&cached);
-    for (int k = 0; k < skipped.n; k++) free(skipped.path[k]), free(skipped.reason[k]);
-    free(skipped.path), free(skipped.reason);
+    skip_free(&skipped);
+    skip_free(&ignored);
+    free(all_skipped);
     if (cache.env) {
         // On an error keep every record finished so far: a rerun resumes from
         // there. (If the commit itself fails, LMDB keeps the last good state.)

@@ -8,6 +8,11 @@ typedef struct {
     long seed, max_pixels;
 } ExtractOptions;
 
+// 0 done, -1 error (err_msg), EXIT_STOPPED (stop.h) when SIGTERM / SIGINT
+// stopped it after committing what it had done.
 int extract_run(const ExtractOptions *o);
 int extract_info(const char *path);
+// extract --verify: prints every problem of the cache at path (cache_verify)
+// and a verdict. 0 sound, 1 damaged, -1 unreadable (message printed).
+int extract_verify(const char *path);
 int extract_merge(const char *out, char **inputs, int n_inputs, int overwrite);

@@ -51,6 +51,11 @@ int extract_info(const char *path) {
     printf("layer:          %s\n", m.layer);
     printf("features:       %dx%dx%d (H,W,C), %s\n", m.feat_h, m.feat_w, m.feat_c, feat_dtype_name(m.dtype));
     if (m.shard[0]) printf("shard:          %s\n", m.shard);
+    if (m.data_dir[0]) printf("image folder:   %s (%s)\n", m.data_dir, m.folder);
+    printf("state:          %s\n", m.complete ? "complete" : "incomplete (its extract run did not finish: rerun it)");
+    if (m.content[0]) printf("recorded:       %s\n", m.content);
+    printf("checksums:      %s\n", m.checksummed ? "settings verified; pages checked"
+                                                   : "none (made by an older extract: rerun it to add them)");
     printf("made by:        vggft %s: %s\n", m.version, m.command);
     InfoStats s = {0};
     s.n_classes = m.n_classes;
@@ -80,6 +85,43 @@ int extract_info(const char *path) {
     cache_meta_free(&m);
     cache_close(&c);
     return rc < 0 ? -1 : (s.damaged ? err_set("%s: %ld damaged record%s", path, s.damaged, s.damaged == 1 ? "" : "s") : 0);
+}
+
+// --- verify --------------------------------------------------------------------
+
+static void verify_line(void *ctx, const char *msg) {
+    long *n = ctx;
+    if (++*n <= 1000) printf("damaged: %s\n", msg);
+    else if (*n == 1001) printf("damaged: ... (further problems not listed)\n");
+}
+
+int extract_verify(const char *path) {
+    long shown = 0, records = 0;
+    long problems = cache_verify(path, verify_line, &shown, &records);
+    if (problems < 0) {
+        fprintf(stderr, "extract: error: %s\n", err_msg());
+        return -1;
+    }
+    if (problems == 0) {
+        // Sound pages: LMDB may read it now.
+        Cache c;
+        CacheMeta m;
+        int legacy = 0;
+        if (cache_open_read(&c, path, &m) == 0) {
+            legacy = !m.checksummed;
+            cache_meta_free(&m);
+            cache_close(&c);
+        }
+        printf("%s: sound: %ld records; every page and record verified%s\n", path, records,
+               legacy ? " (made by an older extract: its settings carry no checksum and could not be verified; rerun "
+                        "its extract command to add one)"
+                      : ", and the settings' checksum");
+        return 0;
+    }
+    printf("%s: %ld problem%s found (%ld records read): the cache is damaged; re-extract it (extract --overwrite "
+           "replaces it)\n",
+           path, problems, problems == 1 ? "" : "s", records);
+    return 1;
 }
 
 // --- merge ---------------------------------------------------------------------
@@ -233,6 +275,7 @@ int extract_merge(const char *out, char **inputs, int n_inputs, int overwrite) {
     want.shard[0] = '\0';
     want.class_counts = NULL;
     want.complete = 0;
+    want.content[0] = '\0';  // recorded again once the records are in
     Cache dst;
     if (cache_open_write(&dst, tmp, &want, 1) < 0) goto fail;
     MergeCtx mc = {&dst, NULL, 0, NULL, 0, 0};

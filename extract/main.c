@@ -8,6 +8,7 @@
 #include "error.h"
 #include "extract.h"
 #include "model_options.h"
+#include "stop.h"
 
 static const char *EPILOG =
     "Runs the frozen convolutional base once over an image folder laid out as\n"
@@ -23,8 +24,27 @@ static const char *EPILOG =
     "--overwrite. Unreadable, corrupt or unsupported files are reported, listed\n"
     "in CACHE/skipped.tsv and skipped (--strict: exit 1 when any is).\n"
     "\n"
+    "A cache belongs to the folder it was made from: a run on another folder\n"
+    "is refused naming both (a typo in --cache must not re-key another\n"
+    "folder's cache), unless --overwrite, or unless the folder moved: same\n"
+    "classes, and most of a sample of the cached files are found at the same\n"
+    "relative paths with the same bytes (then the cache is reused).\n"
+    "\n"
+    "Interrupted runs lose nothing: records are committed every 2 s, and on\n"
+    "SIGTERM or SIGINT (Slurm's time limit, Ctrl-C) the images already read are\n"
+    "stored and committed, the cache stays marked incomplete, and extract exits\n"
+    "with code 75 (EX_TEMPFAIL): rerun the same command to continue. A second\n"
+    "signal stops at once (what was committed stays).\n"
+    "\n"
+    "Every cache is checked before use: its pages, the checksum of its\n"
+    "settings, each record's crc32, and the records' count, keys and digest\n"
+    "recorded when the run finished. Damage is an error naming the page or\n"
+    "record, never a crash.\n"
+    "\n"
     "Other commands:\n"
     "  build/extract --info CACHE                print settings and statistics\n"
+    "  build/extract --verify CACHE              check every page and record; list\n"
+    "                                            all damage (exit 0 sound, 1 not)\n"
     "  build/extract --merge OUT IN1 IN2 ...     join the caches of --shard runs\n"
     "  build/extract --summary --input-size 150  print the conv base's layers\n"
     "Sharding over 4 jobs: --shard 0/4 ... --shard 3/4, then --merge.\n"
@@ -34,7 +54,7 @@ static const char *EPILOG =
 int main(int argc, char **argv) {
     blas_setup(argv, 0);
     ExtractOptions o = {0};
-    const char *info = NULL, *merge = NULL;
+    const char *info = NULL, *merge = NULL, *verify = NULL;
     int summary = 0;
     ModelOptions mo;
     CliOption opts[40] = {
@@ -63,9 +83,11 @@ int main(int argc, char **argv) {
         {"quiet", OPT_FLAG, &o.quiet, NULL, NULL, "no progress bar or warnings (errors still print)"},
         {"info", OPT_STRING, &info, NULL, "CACHE", "print a cache's settings and statistics and exit"},
         {"merge", OPT_STRING, &merge, NULL, "OUT", "merge the shard caches given as arguments into OUT and exit"},
+        {"verify", OPT_STRING, &verify, NULL, "CACHE",
+         "check every page, setting and record of a cache and report all\ndamage; exit 0 when sound, 1 otherwise"},
         {"summary", OPT_FLAG, &summary, NULL, NULL, "print the conv base's layers and parameter counts and exit"},
     };
-    int n = 19;
+    int n = 20;
     n += model_options_add(opts + n, &mo, MOPT_BASE);
     CliSpec spec = {"extract", "Run the frozen VGG conv base over an image folder and cache the features.",
                     "--data DIR --cache PATH [options]", EPILOG, opts, n};
@@ -79,6 +101,8 @@ int main(int argc, char **argv) {
         status = model_options_summary("extract", &mo, MOPT_BASE, SUMMARY_BASE);
     } else if (info) {
         status = extract_info(info) < 0 ? (cli_error("extract", NULL), 1) : 0;
+    } else if (verify) {
+        status = extract_verify(verify) == 0 ? 0 : 1;
     } else if (merge) {
         status = extract_merge(merge, rest, n_rest, o.overwrite) < 0 ? (cli_error("extract", NULL), 1) : 0;
     } else if (n_rest) {
@@ -91,7 +115,8 @@ int main(int argc, char **argv) {
         o.input_size = mo.input_size;
         char *command = cli_command_line(argc, argv);
         o.command_line = command;
-        status = extract_run(&o) < 0 ? (cli_error("extract", NULL), 1) : 0;
+        int run = extract_run(&o);
+        status = run < 0 ? (cli_error("extract", NULL), 1) : run == EXIT_STOPPED ? EXIT_STOPPED : 0;
         free(command);
     }
 out:

@@ -3,8 +3,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "error.h"
+#include "hash.h"
 
 // One stored record as found: where it is and what it says it is.
 typedef struct {
@@ -33,7 +35,8 @@ static int collect(void *ctx, const CacheKey *key, const void *val, size_t len) 
     s->target = -1;
     const char *path;
     int plen;
-    if (cache_record_decode(NULL, key->index, val, len, -1, NULL, &path, &plen, s->sha256, NULL) == 0) {
+    if (!key->damaged &&
+        cache_record_decode(NULL, key->index, val, len, -1, NULL, &path, &plen, s->sha256, NULL) == 0) {
         s->path = strndup(path, (size_t)plen);
         if (!s->path) return err_set("out of memory listing the cache");
     }
@@ -103,7 +106,8 @@ int resume_plan(Cache *c, const Dataset *ds, const long *items, long n_items, Ca
         int keeper = s->path && s->target >= 0 && (i == 0 || !l.s[i - 1].path || strcmp(l.s[i - 1].path, s->path));
         if (!keeper) {
             rc = cache_del_key(c, &s->key);
-            out->removed++;
+            if (s->path) out->removed++;
+            else out->damaged++;
             continue;
         }
         CachedEntry *e = &out->e[out->n++];
@@ -134,5 +138,56 @@ int resume_plan(Cache *c, const Dataset *ds, const long *items, long n_items, Ca
         return -1;
     }
     if (out->n) qsort(out->e, (size_t)out->n, sizeof *out->e, cmp_entry);
+    return 0;
+}
+
+// --- a cache made from another folder ---------------------------------------------
+
+typedef struct {
+    const Dataset *ds;
+    long step, seen;
+    int sampled, matched;
+} MovedSample;
+
+static int sample_record(void *ctx, uint64_t key, const void *val, size_t len) {
+    MovedSample *m = ctx;
+    if (m->seen++ % m->step) return 0;
+    if (m->sampled == 64) return 1;  // enough
+    const char *p;
+    int plen;
+    uint8_t sha[32];
+    if (cache_record_decode(NULL, key, val, len, -1, NULL, &p, &plen, sha, NULL) < 0) return 0;  // damaged: no sample
+    m->sampled++;
+    char full[4200], hex[65], want[65];
+    snprintf(full, sizeof full, "%s/%.*s", m->ds->root, plen, p);
+    struct stat st;
+    if (stat(full, &st) < 0 || !S_ISREG(st.st_mode) || hash_file_hex(full, HASH_SHA256, hex) < 0) return 0;
+    for (int i = 0; i < 32; i++) snprintf(want + 2 * i, 3, "%02x", sha[i]);
+    m->matched += !strcmp(hex, want);
+    return 0;
+}
+
+int resume_folder_moved(void *ctx, Cache *c, const CacheMeta *have, const CacheMeta *want) {
+    const Dataset *ds = ctx;
+    int same_classes = have->n_classes == want->n_classes;
+    for (int k = 0; same_classes && k < have->n_classes; k++)
+        same_classes = !strcmp(have->class_names[k], want->class_names[k]);
+    long n = cache_count(c);
+    MovedSample m = {ds, n > 64 ? n / 64 : 1, 0, 0, 0};
+    if (same_classes && n > 0 && cache_visit(c, sample_record, &m) < 0) return -1;
+    // An empty cache has nothing to lose; otherwise most sampled files must be there, unchanged.
+    if (same_classes && (n == 0 || 2 * m.matched > m.sampled)) {
+        fprintf(stderr, "note: %s was made from %s; %s has the same classes and files (%d of %d sampled): taking it "
+                        "as the same folder, moved\n",
+                c->path, have->data_dir, want->data_dir, m.matched, m.sampled);
+        return 1;
+    }
+    char why[160];
+    if (!same_classes) snprintf(why, sizeof why, "other classes");
+    else snprintf(why, sizeof why, "only %d of %d sampled files with the same bytes", m.matched, m.sampled);
+    err_set("%s: this cache was made from %s, and this run reads %s (%s): a cache belongs to its folder, so it is left "
+            "untouched. Check --cache, or use --overwrite to replace it with this folder's features (a folder that "
+            "moved is recognised by its files)",
+            c->path, have->data_dir, want->data_dir, why);
     return 0;
 }

@@ -15,7 +15,8 @@ typedef struct {
 typedef struct {
     CachedEntry *e;      // sorted by path
     long n;
-    long removed;        // records deleted: files gone, damaged or duplicate records
+    long removed;        // records deleted: files gone or duplicate records
+    long damaged;        // records deleted because damaged (their images are extracted again)
     long moved;          // records moved to their file's new index
 } CachedSet;
 
@@ -29,3 +30,12 @@ typedef struct {
 int resume_plan(Cache *c, const Dataset *ds, const long *items, long n_items, CachedSet *out);
 CachedEntry *find_cached(const CachedSet *s, const char *path);
 void cached_set_free(CachedSet *s);
+
+// cache_open_write_from's CacheMovedFn for extract (ctx: the Dataset of this
+// run): is this run's folder the one the cache was made from, moved or
+// mounted elsewhere? Yes when it has the same classes and most of a sample
+// of the cache's records (up to 64, spread over the cache) have a file at
+// the same relative path with the same bytes (sha256) in this folder: then
+// the cache is reused (a note says so). Otherwise refused, naming both
+// folders, how many sampled files matched, and --overwrite.
+int resume_folder_moved(void *ctx, Cache *c, const CacheMeta *have, const CacheMeta *want);

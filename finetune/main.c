@@ -1,68 +1,154 @@
 // finetune: unfreeze the top of the conv base and train it with the head,
 // with on-the-fly augmentation.
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "augment.h"
 #include "blas_setup.h"
 #include "cli.h"
-#include "device.h"
+#include "error.h"
+#include "finetune.h"
 #include "model_options.h"
+#include "stop.h"
 
 static const char *EPILOG =
-    "Stage 2 of the seeds: start from the base weights and the head trained by\n"
-    "`train`, unfreeze the base from --unfreeze up, and train with augmentation.\n"
+    "Stage 2 of the seeds: the head trained by `train` (HEAD.h5 fixes the model,\n"
+    "input size, preprocessing and classes) on top of the base weights it was\n"
+    "trained with; the base is unfrozen from --unfreeze up and trained with the\n"
+    "head, with ImageDataGenerator-style augmentation of the training images:\n"
     "  build/finetune --data data/train --val-data data/validation \\\n"
-    "      --weights imagenet --head head.h5 --out model.h5 --lr 1e-4\n"
+    "      --weights imagenet --head head.h5 --out model.h5 --lr 1e-4 --epochs 10\n"
+    "\n"
+    "From a cache, without images (no augmentation; the frozen layers never run\n"
+    "again, about ten times cheaper per epoch): the cache holds the output of the\n"
+    "layer just below --unfreeze, e.g. for block5_conv1:\n"
+    "  build/extract --data data/train --cache cache/train4 --layer block4_pool\n"
+    "  build/finetune --cache cache/train4 --val-cache cache/val4 --head head.h5 ...\n"
+    "\n"
+    "--augment takes e.g. rotation=30,shift=0.2,shear=0.2,zoom=0.2,flip (the\n"
+    "default, the seeds' generator; shear in degrees); keys: rotation, shift,\n"
+    "width_shift, height_shift, shear, zoom, flip. Validation images are never\n"
+    "augmented.\n"
+    "\n"
+    "Writes MODEL.h5 (the whole model as Keras HDF5: Keras's load_weights reads it\n"
+    "into Sequential([VGG16(include_top=False), Flatten(), Dense, Dropout, Dense])),\n"
+    "MODEL.history.csv, MODEL.history.svg, MODEL.confusion.svg, and MODEL.ckpt\n"
+    "after every epoch, every --checkpoint-every steps and at once on SIGTERM or\n"
+    "SIGINT (what Slurm sends at the time limit or before preemption); the run\n"
+    "then exits with code 75. Rerun the same command with --resume to continue:\n"
+    "on the same --threads it ends with exactly the weights of an uninterrupted\n"
+    "run.\n"
     "  build/finetune --summary --input-size 150 --classes 2 --unfreeze block5_conv1";
+
+// Out-of-range or contradictory values: the usage error naming them, or NULL.
+static const char *check_options(CliSpec *spec, const FinetuneOptions *o, char *why, size_t n) {
+    const char *shape_only[] = {"model", "input-size", "layer", "classes", "class-mode", "hidden", "dropout"};
+    for (int i = 0; i < 7; i++)
+        if (cli_find(spec, shape_only[i])->seen)
+            return snprintf(why, n, "--%s is for --summary only: fine-tuning takes it from --head", shape_only[i]), why;
+#define BAD(...) return snprintf(why, n, __VA_ARGS__), why
+    if (!o->head || !o->out) BAD("--head and --out are required (see --help)");
+    if (!o->data == !o->cache) BAD("give the training data as --data DIR (images) or --cache CACHE (features)");
+    if (o->data && o->val_cache) BAD("--val-cache goes with --cache; with --data give --val-data");
+    if (o->cache && o->val_data) BAD("--val-data goes with --data; with --cache give --val-cache");
+    if (o->cache && (o->augment_given || o->save_augmented))
+        BAD("--cache trains on cached features: there is no augmentation in this mode (use --data)");
+    if (o->augment_given && o->no_augment) BAD("give either --augment or --no-augment");
+    AugmentSpec aug;
+    if (o->augment_given && augment_spec_parse(o->augment, &aug) < 0) BAD("%s", err_msg());
+    if (o->epochs < 1) BAD("--epochs must be >= 1, got %d", o->epochs);
+    if (o->batch < 1) BAD("--batch must be >= 1, got %d", o->batch);
+    if (!(o->lr > 0)) BAD("--lr must be > 0, got %g", o->lr);
+    if (o->momentum_given && !(o->momentum >= 0 && o->momentum < 1))
+        BAD("--momentum must be in [0, 1), got %g", o->momentum);
+    if (!(o->validation_split >= 0 && o->validation_split < 1))
+        BAD("--validation-split must be in [0, 1), got %g", o->validation_split);
+    if (o->validation_split > 0 && (o->val_data || o->val_cache))
+        BAD("give either --val-data/--val-cache or --validation-split, not both");
+    if (o->early_stopping < 0) BAD("--early-stopping must be >= 0, got %d", o->early_stopping);
+    if (o->early_stopping > 0 && !o->val_data && !o->val_cache && o->validation_split <= 0)
+        BAD("--early-stopping watches val_loss: give --val-data, --val-cache or --validation-split");
+    if (o->nesterov && strcmp(o->optimizer, "sgd")) BAD("--nesterov applies to --optimizer sgd only");
+    if (o->momentum_given && !strcmp(o->optimizer, "adam")) BAD("--momentum applies to sgd and rmsprop, not adam");
+    if (o->checkpoint_every < 0) BAD("--checkpoint-every must be >= 0, got %ld", o->checkpoint_every);
+    if (o->save_augmented_n < 1) BAD("--save-augmented-count must be >= 1, got %d", o->save_augmented_n);
+    if (o->memory_budget_mb < 0) BAD("--memory-budget must be >= 0, got %ld", o->memory_budget_mb);
+#undef BAD
+    return NULL;
+}
 
 int main(int argc, char **argv) {
     blas_setup(argv, 0);
-    struct {
-        const char *data, *val_data, *weights, *head, *out, *optimizer, *device;
-        float lr, rotation, shift, shear, zoom;
-        int flip, epochs, batch, threads, summary;
-        long seed;
-        ModelOptions mo;
-    } o;
-    CliOption opts[40] = {
+    FinetuneOptions o = {0};
+    int summary = 0;
+    ModelOptions mo;
+    CliOption opts[] = {
         {"data", OPT_STRING, &o.data, NULL, "DIR", "training images, one subfolder per class"},
-        {"val-data", OPT_STRING, &o.val_data, NULL, "DIR", "validation images"},
-        {"weights", OPT_STRING, &o.weights, "imagenet", "FILE|imagenet", "weights of the conv base"},
+        {"val-data", OPT_STRING, &o.val_data, NULL, "DIR", "validation images (never augmented)"},
+        {"validation-split", OPT_DOUBLE, &o.validation_split, "0", "F",
+         "use the first fraction F of each class as validation (Keras's\nvalidation_split)"},
+        {"cache", OPT_STRING, &o.cache, NULL, "CACHE",
+         "train from cached features of the layer just below --unfreeze\n(extract --layer block4_pool for "
+         "block5_conv1) instead of images"},
+        {"val-cache", OPT_STRING, &o.val_cache, NULL, "VAL", "validation features, with --cache"},
+        {"weights", OPT_STRING, &o.weights, "imagenet", "FILE|imagenet|random",
+         "weights of the conv base: the ones the head was trained on"},
         {"head", OPT_STRING, &o.head, NULL, "HEAD.h5", "head trained by `train` (required: train the head first)"},
-        {"out", OPT_STRING, &o.out, NULL, "MODEL.h5", "where to write the fine-tuned model"},
-        {"optimizer", OPT_CHOICE, &o.optimizer, "sgd", NULL, "optimizer, with Keras's defaults", "sgd|adam|rmsprop"},
-        {"lr", OPT_FLOAT, &o.lr, "0.0001", "LR", "learning rate (keep it low: the base is pretrained)"},
-        {"epochs", OPT_INT, &o.epochs, "10", "N", "training epochs"},
+        {"out", OPT_STRING, &o.out, NULL, "MODEL.h5", "where to write the fine-tuned model (Keras HDF5)"},
+        {"optimizer", OPT_CHOICE, &o.optimizer, "sgd", NULL, "optimizer, Keras's update rules", "sgd|adam|rmsprop"},
+        {"lr", OPT_FLOAT, &o.lr, "0.0001", "LR", "learning rate (keep it low: the base is pretrained; seeds: 1e-4)"},
+        {"momentum", OPT_FLOAT, &o.momentum, NULL, "M", "momentum (SGD, RMSprop; default 0)"},
+        {"nesterov", OPT_FLAG, &o.nesterov, NULL, NULL, "Nesterov momentum (SGD)"},
+        {"epochs", OPT_INT, &o.epochs, "10", "N", "training epochs (in all, when resuming)"},
         {"batch", OPT_INT, &o.batch, "20", "N", "batch size"},
-        {"rotation", OPT_FLOAT, &o.rotation, "30", "DEG", "random rotation range (degrees)"},
-        {"shift", OPT_FLOAT, &o.shift, "0.2", "F", "random width/height shift (fraction of the size)"},
-        {"shear", OPT_FLOAT, &o.shear, "0.2", "DEG", "random shear range (degrees, as Keras >= 2.1.3)"},
-        {"zoom", OPT_FLOAT, &o.zoom, "0.2", "F", "random zoom range [1-F, 1+F]"},
-        {"flip", OPT_FLAG, &o.flip, NULL, NULL, "random horizontal flips"},
-        {"device", OPT_CHOICE, &o.device, "auto", NULL, "where to train", "auto|cpu|cuda"},
+        {"augment", OPT_STRING, &o.augment, NULL, "SPEC",
+         "augmentation of the training images (default: the seeds'\nrotation=30,shift=0.2,shear=0.2,zoom=0.2,flip)"},
+        {"no-augment", OPT_FLAG, &o.no_augment, NULL, NULL, "no augmentation"},
+        {"save-augmented", OPT_STRING, &o.save_augmented, NULL, "DIR",
+         "first write augmented training images to DIR as PNG (the seeds'\nsave_to_dir), then train"},
+        {"save-augmented-count", OPT_INT, &o.save_augmented_n, "16", "N", "how many --save-augmented writes"},
+        {"class-weight", OPT_CHOICE, &o.class_weight, "none", NULL,
+         "balanced: weight_c = N / (K * N_c), like scikit-learn", "none|balanced"},
+        {"early-stopping", OPT_INT, &o.early_stopping, "0", "PATIENCE",
+         "stop after PATIENCE epochs without val_loss improvement (0: off)"},
+        {"checkpoint-every", OPT_LONG, &o.checkpoint_every, "100", "STEPS",
+         "also write MODEL.ckpt every STEPS steps (0: only after epochs\nand on signals)"},
+        {"resume", OPT_FLAG, &o.resume, NULL, NULL, "continue from MODEL.ckpt (settings must match)"},
+        {"device", OPT_CHOICE, &o.device, "auto", NULL, "where to train (the GPU path is not built yet)",
+         "auto|cpu|cuda"},
         {"threads", OPT_INT, &o.threads, "0", "N", "CPU threads (0: all cores)"},
         {"seed", OPT_LONG, &o.seed, "1", "S", "seed of augmentation, shuffling and dropout"},
-        {"summary", OPT_FLAG, &o.summary, NULL, NULL, "print every layer with its trainable flag and exit"},
+        {"memory-budget", OPT_LONG, &o.memory_budget_mb, "4096", "MB",
+         "--cache: keep features in memory up to this size, else stream them"},
+        {"quiet", OPT_FLAG, &o.quiet, NULL, NULL, "no progress bars: one line per epoch"},
+        {"summary", OPT_FLAG, &summary, NULL, NULL, "print every layer with its trainable flag and exit"},
+        {0}, {0}, {0}, {0}, {0}, {0}, {0}, {0},  // room for the model options
     };
-    int n = 18;
-    n += model_options_add(opts + n, &o.mo, MOPT_BASE | MOPT_HEAD | MOPT_UNFREEZE);
-    CliSpec spec = {"finetune", "Fine-tune the top of the VGG base together with the trained head (GPU).",
-                    "--data DIR --head HEAD.h5 --out MODEL.h5 [options]", EPILOG, opts, n};
+    int n = 0;
+    while (opts[n].name) n++;
+    n += model_options_add(opts + n, &mo, MOPT_BASE | MOPT_HEAD | MOPT_UNFREEZE);
+    CliSpec spec = {"finetune", "Fine-tune the top of the VGG base together with the trained head.",
+                    "(--data DIR | --cache CACHE) --head HEAD.h5 --out MODEL.h5 [options]", EPILOG, opts, n};
     int rc = cli_parse(&spec, argc, argv, NULL, NULL);
     if (rc == CLI_EXIT_OK) return 0;
     if (rc == CLI_USAGE) return 2;
-    blas_set_threads(o.threads);
-    if (o.summary)
-        return model_options_summary("finetune", &o.mo, MOPT_BASE | MOPT_HEAD | MOPT_UNFREEZE, SUMMARY_FLAT);
-    DeviceKind dev;
-    if (device_select(o.device, &dev, NULL, 0) < 0) {
-        cli_error("finetune", NULL);
-        return 1;
-    }
-    if (!o.data || !o.head || !o.out) {
-        cli_error("finetune", "--data, --head and --out are required (see --help)");
+    if (summary)
+        return model_options_summary("finetune", &mo, MOPT_BASE | MOPT_HEAD | MOPT_UNFREEZE, SUMMARY_FLAT);
+    o.unfreeze = mo.unfreeze;
+    o.lr_given = cli_find(&spec, "lr")->seen;
+    o.momentum_given = cli_find(&spec, "momentum")->seen;
+    o.augment_given = cli_find(&spec, "augment")->seen;
+    char why[300];
+    const char *bad = check_options(&spec, &o, why, sizeof why);
+    if (bad) {
+        cli_error("finetune", "%s", bad);
         return 2;
     }
-    cli_error("finetune", "fine-tuning is not built yet (the finetune issue); --summary, --help and --version work");
-    return 1;
+    char *command = cli_command_line(argc, argv);
+    o.command_line = command;
+    int status = finetune_run(&o);
+    if (status < 0) cli_error("finetune", NULL), status = 1;
+    free(command);
+    return status;
 }

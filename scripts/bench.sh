@@ -6,6 +6,10 @@
 #     base's GFLOPS as a fraction of the sgemm rate (on ../shared/data/flowers5
 #     when present, else on generated images); the GPU path too when a GPU is
 #     usable;
+#   - finetune on the CPU at 150x150 (the same images as extract, random
+#     weights, block5 + head trainable): images/s from images with the
+#     seeds' augmentation and from a block4_pool cache, and where the time
+#     goes (finetune's own "Time:" line);
 #   - train: seconds per epoch on 3,000 cached 4x4x512 features and the dense
 #     layers' GFLOPS as a fraction of the sgemm rate. Where the CPU has
 #     AVX-512 but the executables' BLAS kernel is narrower (OPENBLAS_CORETYPE
@@ -72,6 +76,24 @@ for dev in cpu cuda; do
         awk -v r="$rate" -v m="$macs" -v s="$sgemm" 'BEGIN { g = r * 2 * m / 1e9;
             printf "  conv base: %.1f GFLOPS = %.0f%% of sgemm (target >= 50%%; includes decoding, caching)\n", g, 100 * g / s }'
     fi
+done
+
+# --- finetune -------------------------------------------------------------------
+# A head on block5_pool features, then one epoch of fine-tuning block5 with
+# it: from images with the seeds' augmentation, and from a block4_pool cache.
+ft=$work/ft
+build/extract --data "$data" --cache "$ft/c5" --weights random --input-size 150 --threads "$threads" --quiet >/dev/null
+build/extract --data "$data" --cache "$ft/c4" --weights random --input-size 150 --threads "$threads" --quiet \
+    --layer block4_pool >/dev/null
+build/train --cache "$ft/c5" --out "$ft/head.h5" --epochs 1 --quiet --threads "$threads" >/dev/null
+n_img=$(find -L "$data" -type f | wc -l)
+for mode in images cache; do
+    if [ $mode = images ]; then src="--data $data"; else src="--cache $ft/c4"; fi
+    out=$(build/finetune $src --head "$ft/head.h5" --weights random --out "$ft/m_$mode.h5" --epochs 1 --batch 20 \
+          --threads "$threads" --quiet --checkpoint-every 0)
+    secs=$(cut -d, -f6 "$ft/m_$mode.history.csv" | tail -n +2 | head -1)
+    awk -v n="$n_img" -v t="$secs" -v m="$mode" 'BEGIN { printf "finetune --device cpu from %s at 150x150, block5 + head trainable%s: %.2f img/s (%d images, one epoch %.1f s)\n", m, m == "images" ? ", seeds'"'"' augmentation" : " (block4_pool cache)", n / t, n, t }'
+    echo "$out" | grep '^Time:' | sed 's/^/  /'
 done
 
 fi

@@ -220,3 +220,349 @@ Test(cache, map_growth_replays_settings_too) {
     remove_tree(dir);
     free(dir);
 }
+
+// --- damage, settings checksums, contents -------------------------------------------
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "feature_set.h"
+#include "lmdb_check.h"
+
+// A finished cache of n small records (keys 0..n-1, both classes) in a new
+// temporary folder (returned; the cache is DIR/c).
+static char *make_finished_cache(int n, char *path, size_t size) {
+    char *dir = make_temp_dir("cache");
+    snprintf(path, size, "%s/c", dir);
+    static char *names[] = {"cats", "dogs"};
+    CacheMeta want = meta_for_test(names);
+    want.feat_h = want.feat_w = 1, want.feat_c = 64;
+    Cache c;
+    cr_assert_eq(cache_open_write(&c, path, &want, 0), 0, "%s", err_msg());
+    float f[64];
+    for (int k = 0; k < n; k++) {
+        for (int i = 0; i < 64; i++) f[i] = (float)((k * 31 + i * 7) % 13);
+        char p[32];
+        snprintf(p, sizeof p, "%s/%03d.jpg", names[k % 2], k);
+        CacheRecord r = {.label = k % 2, .path = p, .features = f};
+        cr_assert_eq(cache_put(&c, (uint64_t)k, &r, 64, FEAT_F16), 0, "%s", err_msg());
+    }
+    cr_assert_eq(cache_store_counts(&c, &want), 0, "%s", err_msg());
+    free(want.class_counts);
+    cache_close(&c);
+    return dir;
+}
+
+// Runs fn on the cache's LMDB inside one write transaction (raw damage that
+// the cache API would never write).
+static void raw_edit(const char *path, void (*fn)(MDB_txn *, Cache *)) {
+    Cache c;
+    CacheMeta m;
+    cr_assert_eq(cache_open_read(&c, path, &m), 0, "%s", err_msg());
+    cache_close(&c);
+    cr_assert_eq(cache_open_write(&c, path, &m, 0), 0, "%s", err_msg());
+    MDB_txn *txn;
+    cr_assert_eq(mdb_txn_begin(c.env, NULL, 0, &txn), 0);
+    fn(txn, &c);
+    cr_assert_eq(mdb_txn_commit(txn), 0);
+    cache_close(&c);
+    cache_meta_free(&m);
+}
+
+// The same, through LMDB alone (the cache's settings are not rewritten).
+static void raw_edit_lmdb(const char *path, void (*fn)(MDB_txn *, Cache *)) {
+    Cache c = {0};
+    cr_assert_eq(mdb_env_create(&c.env), 0);
+    cr_assert_eq(mdb_env_set_maxdbs(c.env, 4), 0);
+    cr_assert_eq(mdb_env_open(c.env, path, 0, 0664), 0);
+    MDB_txn *txn;
+    cr_assert_eq(mdb_txn_begin(c.env, NULL, 0, &txn), 0);
+    cr_assert_eq(mdb_dbi_open(txn, "meta", 0, &c.dbi_meta), 0);
+    cr_assert_eq(mdb_dbi_open(txn, "features", 0, &c.dbi_features), 0);
+    fn(txn, &c);
+    cr_assert_eq(mdb_txn_commit(txn), 0);
+    mdb_env_close(c.env);
+}
+
+// Makes a cache as extract did before checksums (format 1).
+static void make_format_1(MDB_txn *txn, Cache *c) {
+    const char *gone[] = {"checksum", "content", "data_dir"};
+    for (int i = 0; i < 3; i++) {
+        MDB_val k = {strlen(gone[i]), (void *)gone[i]};
+        cr_assert_eq(mdb_del(txn, c->dbi_meta, &k, NULL), 0);
+    }
+    MDB_val k = {6, "format"}, v = {1, "1"};
+    cr_assert_eq(mdb_put(txn, c->dbi_meta, &k, &v, 0), 0);
+}
+
+static void rename_class(MDB_txn *txn, Cache *c) {
+    MDB_val k = {7, "classes"}, v = {9, "cats\ndogz"};
+    cr_assert_eq(mdb_put(txn, c->dbi_meta, &k, &v, 0), 0);
+}
+
+static void rename_class_back(MDB_txn *txn, Cache *c) {
+    MDB_val k = {7, "classes"}, v = {9, "cats\ndogs"};
+    cr_assert_eq(mdb_put(txn, c->dbi_meta, &k, &v, 0), 0);
+}
+
+static void drop_record_3(MDB_txn *txn, Cache *c) {
+    MDB_val k = {10, "0000000003"};
+    cr_assert_eq(mdb_del(txn, c->dbi_features, &k, NULL), 0);
+}
+
+static void add_record_9(MDB_txn *txn, Cache *c) {
+    // A copy of record 2 under a key the run never wrote.
+    MDB_val k = {10, "0000000002"}, v, k9 = {10, "0000000009"};
+    cr_assert_eq(mdb_get(txn, c->dbi_features, &k, &v), 0);
+    uint8_t *copy = malloc(v.mv_size);
+    memcpy(copy, v.mv_data, v.mv_size);
+    MDB_val nv = {v.mv_size, copy};
+    cr_assert_eq(mdb_put(txn, c->dbi_features, &k9, &nv, 0), 0);
+    free(copy);
+}
+
+static void damage_key(MDB_txn *txn, Cache *c) {
+    // Record 4 moved to a key that is not one (what a flipped digit makes).
+    MDB_val k = {10, "0000000004"}, v, bad = {10, "00000000\xcf" "4"};
+    cr_assert_eq(mdb_get(txn, c->dbi_features, &k, &v), 0);
+    uint8_t *copy = malloc(v.mv_size);
+    memcpy(copy, v.mv_data, v.mv_size);
+    MDB_val nv = {v.mv_size, copy};
+    cr_assert_eq(mdb_del(txn, c->dbi_features, &k, NULL), 0);
+    cr_assert_eq(mdb_put(txn, c->dbi_features, &bad, &nv, 0), 0);
+    free(copy);
+}
+
+Test(cache, changed_settings_fail_their_checksum) {
+    char path[600];
+    char *dir = make_finished_cache(6, path, sizeof path);
+    Cache c;
+    CacheMeta m;
+    cr_assert_eq(cache_open_read(&c, path, &m), 0, "%s", err_msg());
+    cr_expect(m.checksummed && m.complete);
+    cr_expect(!strncmp(m.content, "6 records, keys 0-5, sha256:", 28), "%s", m.content);
+    cache_meta_free(&m);
+    cache_close(&c);
+    raw_edit(path, rename_class);  // a class name changed behind the cache's back
+    cr_expect_eq(cache_open_read(&c, path, &m), -1, "a changed class name was read without an error");
+    cr_expect(strstr(err_msg(), "settings are damaged") && strstr(err_msg(), "re-extract") && strstr(err_msg(), path),
+              "%s", err_msg());
+    remove_tree(dir);
+    free(dir);
+}
+
+Test(cache, lost_added_and_rekeyed_records_are_named) {
+    char path[600];
+    void (*edits[])(MDB_txn *, Cache *) = {drop_record_3, add_record_9, damage_key};
+    const char *want[] = {"holds 5 records where its extract run wrote 6; missing: 0000000003",
+                          "holds 7 records where its extract run wrote 6; not written by the run: 0000000009",
+                          "record key '00000000\\xcf4' is damaged"};
+    for (int e = 0; e < 3; e++) {
+        char *dir = make_finished_cache(6, path, sizeof path);
+        raw_edit(path, edits[e]);
+        FeatureSet fs;
+        CacheMeta m;
+        cr_expect_eq(features_load(&fs, path, 1 << 20, 2, &m), -1, "edit %d was not noticed", e);
+        cr_expect(strstr(err_msg(), want[e]) && strstr(err_msg(), "damaged"), "edit %d: %s", e, err_msg());
+        long problems = cache_verify(path, NULL, NULL, NULL);
+        cr_expect_gt(problems, 0, "edit %d: --verify found nothing", e);
+        remove_tree(dir);
+        free(dir);
+    }
+}
+
+Test(cache, content_lists_key_runs) {
+    CacheContent cc;
+    cr_assert_eq(cache_content_begin(&cc), 0);
+    uint64_t keys[] = {0, 1, 2, 3, 7, 10, 13, 16, 20, 21, 40};
+    for (int i = 0; i < 11; i++) cache_content_add(&cc, keys[i], "abcd", 4);
+    char out[512];
+    cr_assert_eq(cache_content_end(&cc, out, sizeof out), 0);
+    cr_expect(!strncmp(out, "11 records, keys 0-3,7-16/3,20-21,40, sha256:", 45), "%s", out);
+    // The check names what differs, read back from that list.
+    CacheMeta m = {0};
+    snprintf(m.content, sizeof m.content, "%s", out);
+    uint64_t got[] = {0, 1, 2, 3, 7, 10, 16, 20, 21, 40, 41};
+    cr_expect_eq(cache_content_check("c", &m, "11 records, other", got, 11), -1);
+    cr_expect(strstr(err_msg(), "missing: 0000000013") && strstr(err_msg(), "not written by the run: 0000000041"), "%s",
+              err_msg());
+    cr_expect_eq(cache_content_check("c", &m, out, keys, 11), 0);
+}
+
+Test(cache, decoder_checks_every_length_first) {
+    char *dir = make_temp_dir("cache");
+    char path[600];
+    snprintf(path, sizeof path, "%s/c", dir);
+    char *names[] = {"cats", "dogs"};
+    CacheMeta want = meta_for_test(names);
+    Cache c;
+    cr_assert_eq(cache_open_write(&c, path, &want, 0), 0, "%s", err_msg());
+    float f[256] = {0.5f}, back[256];
+    CacheRecord r = {.label = 1, .path = "dogs/x.jpg", .features = f};
+    long len = cache_record_encode(&c, &r, 256, FEAT_F16);
+    uint8_t *val = malloc((size_t)len);
+    memcpy(val, c.buf + 512, (size_t)len);
+    // Every prefix is refused (never read past its end: ASan would see it).
+    for (long n = 0; n < len; n++) {
+        uint8_t *cut = malloc((size_t)(n ? n : 1));
+        memcpy(cut, val, (size_t)n);
+        cr_assert_eq(cache_record_decode(c.dctx, 1, cut, (size_t)n, 256, NULL, NULL, NULL, NULL, back), -1, "%ld", n);
+        free(cut);
+    }
+    // A path length past the end, before the crc is even computed.
+    val[48] = 0xff, val[49] = 0xff;
+    cr_expect_eq(cache_record_decode(c.dctx, 1, val, (size_t)len, 256, NULL, NULL, NULL, NULL, back), -1);
+    cr_expect(strstr(err_msg(), "damaged"), "%s", err_msg());
+    // Features need their count.
+    memcpy(val, c.buf + 512, (size_t)len);
+    cr_expect_eq(cache_record_decode(c.dctx, 1, val, (size_t)len, -1, NULL, NULL, NULL, NULL, back), -1);
+    free(val);
+    cache_close(&c);
+    remove_tree(dir);
+    free(dir);
+}
+
+// The four kinds of one-byte damage found in the field (../shared/cases/
+// damaged-cache, made again here): a node's data size (SIGBUS in our decoder),
+// a leaf page's mp_lower (SIGSEGV inside liblmdb), a key digit (a record
+// silently skipped): each refused before LMDB walks the page, naming it.
+Test(cache, damaged_pages_are_found_before_lmdb_reads_them) {
+    char path[600], data[700];
+    char *dir = make_finished_cache(24, path, sizeof path);
+    snprintf(data, sizeof data, "%s/data.mdb", path);
+    int fd = open(data, O_RDONLY);
+    off_t size = lseek(fd, 0, SEEK_END);
+    uint8_t *file = malloc((size_t)size);
+    cr_assert_eq(pread(fd, file, (size_t)size, 0), size);
+    close(fd);
+    // The leaf page holding key 0000000000 (written once: no stale copies).
+    long page = -1, node = -1;
+    for (long p = 2; p * 4096 < size && page < 0; p++)
+        for (long j = 16; j + 18 <= 4096 && file[p * 4096 + 10] == 2; j++)
+            if (!memcmp(file + p * 4096 + j, "0000000000", 10) && file[p * 4096 + j - 2] == 10) {
+                page = p, node = j - 8;  // the node header precedes its key
+                break;
+            }
+    cr_assert_geq(page, 0);
+    struct {
+        long off;
+        uint8_t x;
+        const char *want;
+    } kinds[] = {
+        {page * 4096 + node + 1, 0xff, "runs past the end of the page"},         // data size, high byte of mn_lo
+        {page * 4096 + 12, 0xff, "impossible"},                                // mp_lower
+        {page * 4096 + node + 8 + 9, 0xff, "key"},                             // last digit of the key
+    };
+    for (int i = 0; i < 3; i++) {
+        fd = open(data, O_WRONLY);
+        uint8_t b = file[kinds[i].off] ^ kinds[i].x;
+        cr_assert_eq(pwrite(fd, &b, 1, kinds[i].off), 1);
+        close(fd);
+        LmdbCheck opt = {0};
+        cr_expect_eq(lmdb_check(data, &opt), 1, "damage %d not found", i);
+        char want_page[32];
+        snprintf(want_page, sizeof want_page, "page %ld", page);
+        cr_expect(strstr(err_msg(), want_page) && strstr(err_msg(), kinds[i].want), "damage %d: %s", i, err_msg());
+        FeatureSet fs;
+        CacheMeta m;
+        cr_expect_eq(features_load(&fs, path, 1 << 20, 1, &m), -1);
+        cr_expect(strstr(err_msg(), "the cache is damaged") && strstr(err_msg(), want_page), "%s", err_msg());
+        fd = open(data, O_WRONLY);
+        cr_assert_eq(pwrite(fd, file + kinds[i].off, 1, kinds[i].off), 1);
+        close(fd);
+    }
+    LmdbCheck opt = {0};
+    cr_expect_eq(lmdb_check(data, &opt), 0, "%s", err_msg());
+    free(file);
+    remove_tree(dir);
+    free(dir);
+}
+
+// Caches made before checksums (format 1) are still read, flagged as such;
+// a record they lost shows in the per-class counts they did record.
+Test(cache, older_caches_without_checksums) {
+    char path[600];
+    char *dir = make_finished_cache(6, path, sizeof path);
+    raw_edit_lmdb(path, make_format_1);
+    CacheMeta m;
+    FeatureSet fs;
+    cr_assert_eq(features_load(&fs, path, 1 << 20, 1, &m), 0, "%s", err_msg());
+    cr_expect(!m.checksummed);
+    features_free(&fs);
+    cache_meta_free(&m);
+    // Their class names are checked against the records' paths.
+    raw_edit_lmdb(path, rename_class);
+    cr_expect_eq(features_load(&fs, path, 1 << 20, 1, &m), -1);
+    cr_expect(strstr(err_msg(), "class 1 is 'dogz'") && strstr(err_msg(), "damaged"), "%s", err_msg());
+    raw_edit_lmdb(path, rename_class_back);
+    raw_edit_lmdb(path, drop_record_3);
+    cr_expect_eq(features_load(&fs, path, 1 << 20, 1, &m), -1);
+    cr_expect(strstr(err_msg(), "has 2 records where its extract run wrote 3") && strstr(err_msg(), "damaged"), "%s",
+              err_msg());
+    remove_tree(dir);
+    free(dir);
+}
+
+// No false alarms: random LMDB workloads (small values in the leaves, large
+// ones on overflow pages, values rewritten smaller in place, deletions,
+// aborted transactions, a tree three levels deep, a free list in use) leave
+// states the page check must find sound, after every commit.
+Test(cache, page_check_accepts_whatever_lmdb_writes) {
+    char *dir = make_temp_dir("cache");
+    char data[600];
+    snprintf(data, sizeof data, "%s/data.mdb", dir);
+    MDB_env *env;
+    cr_assert_eq(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 4);
+    mdb_env_set_mapsize(env, (size_t)1 << 30);
+    cr_assert_eq(mdb_env_open(env, dir, MDB_NOTLS | MDB_NOSYNC, 0664), 0);
+    char *buf = malloc(16384);
+    unsigned s = 12345;
+#define NEXT() (s = s * 1103515245u + 12345u, (s >> 8))
+    for (int t = 0; t < 150; t++) {
+        MDB_txn *txn;
+        MDB_dbi f, m;
+        cr_assert_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+        cr_assert_eq(mdb_dbi_open(txn, "features", MDB_CREATE, &f), 0);
+        cr_assert_eq(mdb_dbi_open(txn, "meta", MDB_CREATE, &m), 0);
+        for (int o = 0, ops = 1 + NEXT() % 40; o < ops; o++) {
+            char k[16];
+            snprintf(k, sizeof k, "%010u", NEXT() % 1500);
+            MDB_val key = {10, k};
+            if (NEXT() % 4 == 0) {
+                mdb_del(txn, f, &key, NULL);
+                continue;
+            }
+            size_t len = NEXT() % 3 == 0 ? 100 + NEXT() % 12000 : 50 + NEXT() % 1500;
+            for (size_t i = 0; i < len; i++) buf[i] = (char)NEXT();
+            MDB_val v = {len, buf};
+            cr_assert_eq(mdb_put(txn, f, &key, &v, 0), 0);
+        }
+        char mk[8];
+        snprintf(mk, sizeof mk, "k%u", NEXT() % 30);
+        MDB_val key = {strlen(mk), mk}, v = {5 + NEXT() % 3000, buf};
+        cr_assert_eq(mdb_put(txn, m, &key, &v, 0), 0);
+        if (NEXT() % 10 == 0) mdb_txn_abort(txn);
+        else cr_assert_eq(mdb_txn_commit(txn), 0);
+        MDB_txn *r;
+        cr_assert_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &r), 0);
+        LmdbCheck opt = {.txnid = mdb_txn_id(r)};
+        long bad = lmdb_check(data, &opt);
+        mdb_txn_abort(r);
+        cr_assert_eq(bad, 0, "after transaction %d: %s", t, err_msg());
+    }
+#undef NEXT
+    MDB_txn *r;
+    MDB_dbi f;
+    MDB_stat st;
+    cr_assert_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &r), 0);
+    cr_assert_eq(mdb_dbi_open(r, "features", 0, &f), 0);
+    cr_assert_eq(mdb_stat(r, f, &st), 0);
+    mdb_txn_abort(r);
+    cr_expect(st.ms_depth >= 3 && st.ms_overflow_pages > 100, "depth %u, %zu overflow pages: too small a workload",
+              st.ms_depth, st.ms_overflow_pages);
+    free(buf);
+    mdb_env_close(env);
+    remove_tree(dir);
+    free(dir);
+}

@@ -101,10 +101,10 @@ static const char *const apple_order[] = {
     "apple/sub/x.bmp", "apple/sub/y.tif", "apple/sub 2/q.tiff", "apple/sub-1/z.ppm",
     "apple/sub/deeper/d.png"};
 
-static int find_skipped(const Dataset *ds, const char *path, const char *reason) {
-    for (int i = 0; i < ds->n_skipped; i++)
-        if (!strcmp(ds->skipped_paths[i], path))
-            return strstr(ds->skipped_reasons[i], reason) != NULL;
+static int find_ignored(const Dataset *ds, const char *path, const char *reason) {
+    for (int i = 0; i < ds->n_ignored; i++)
+        if (!strcmp(ds->ignored_paths[i], path))
+            return strstr(ds->ignored_reasons[i], reason) != NULL;
     return 0;
 }
 
@@ -144,14 +144,16 @@ Test(dataset, scan_classes_order_labels_skipped) {
         cr_expect_eq(ds.items[22 + i].label, 5);
     }
 
-    cr_expect_eq(ds.n_skipped, 7);
-    cr_expect(find_skipped(&ds, "labels.csv", "not in a class folder"));
-    cr_expect(find_skipped(&ds, "Banana/Thumbs.db", "unsupported file type (.db)"));
-    cr_expect(find_skipped(&ds, "apple/anim.gif", "unsupported file type (.gif)"));
-    cr_expect(find_skipped(&ds, "apple/notes.txt", "unsupported file type (.txt)"));
-    cr_expect(find_skipped(&ds, "apple/noext", "unsupported file type (no extension)"));
-    cr_expect(find_skipped(&ds, "apple/link", "symbolic link"));
-    cr_expect(find_skipped(&ds, "empty/readme.md", "unsupported file type (.md)"));
+    // What Keras does not list is ignored, not skipped: nothing was skipped.
+    cr_expect_eq(ds.n_skipped, 0);
+    cr_expect_eq(ds.n_ignored, 7);
+    cr_expect(find_ignored(&ds, "labels.csv", "not in a class folder (ignored, as Keras does)"));
+    cr_expect(find_ignored(&ds, "Banana/Thumbs.db", "unsupported file type (.db)"));
+    cr_expect(find_ignored(&ds, "apple/anim.gif", "unsupported file type (.gif): not an image file (ignored, as Keras does)"));
+    cr_expect(find_ignored(&ds, "apple/notes.txt", "unsupported file type (.txt)"));
+    cr_expect(find_ignored(&ds, "apple/noext", "unsupported file type (no extension)"));
+    cr_expect(find_ignored(&ds, "apple/link", "symbolic link"));
+    cr_expect(find_ignored(&ds, "empty/readme.md", "unsupported file type (.md)"));
 
     char line[128];
     dataset_found_line(&ds, line, sizeof line);
@@ -192,9 +194,10 @@ Test(dataset, trailing_slash_and_explicit_classes) {
     cr_expect_eq(ds.items[0].label, 0);
     cr_expect_str_eq(ds.items[100].path, "apple/.hidden.jpg");
     cr_expect_eq(ds.items[100].label, 1);
-    // Only the listed classes are looked at: no top-level or Banana skips.
-    cr_expect_eq(ds.n_skipped, 4);
-    cr_expect(!find_skipped(&ds, "labels.csv", ""));
+    // Only the listed classes are looked at: no top-level or Banana entries.
+    cr_expect_eq(ds.n_ignored, 4);
+    cr_expect_eq(ds.n_skipped, 0);
+    cr_expect(!find_ignored(&ds, "labels.csv", ""));
 
     // w_c = N / (K * N_c) = 112 / (2 * 100), 112 / (2 * 12).
     float w[2];
@@ -232,7 +235,7 @@ static void expect_split(const Dataset *all, double f, const int *want_val) {
     }
     cr_assert_eq(va.n_items, n_val);
     cr_assert_eq(tr.n_items, n_tr);
-    cr_expect_eq(tr.n_skipped + va.n_skipped, 0);
+    cr_expect_eq(tr.n_skipped + va.n_skipped + tr.n_ignored + va.n_ignored, 0);
     cr_expect_eq(va.n_classes, all->n_classes);
     cr_expect_str_eq(va.class_names[1], all->class_names[1]);
     // Validation = the first int(F*n_c) of each class, training = the rest,
@@ -278,6 +281,49 @@ Test(dataset, validation_split) {
     cr_expect_eq(dataset_split(&ds, 1.0, &tr, &va), -1);
     cr_expect_eq(dataset_split(&ds, NAN, &tr, &va), -1);
     dataset_free(&ds);
+}
+
+// Keras splits the file list before opening any file: a FIFO, an empty
+// file or a corrupt "image" keeps its place in its class, so the split
+// point (int(F * n_c), n_c counting them) and every other file's side are
+// what Keras computes. Here each class lists 5 files of which 2 are junk.
+Test(dataset, validation_split_is_of_the_listing) {
+    char *top = make_temp_dir("split");
+    char p[1024];
+    const char *cls[] = {"a", "b"};
+    for (int c = 0; c < 2; c++) {
+        snprintf(p, sizeof p, "%s/%s", top, cls[c]);
+        cr_assert_eq(mkdir(p, 0755), 0);
+        for (int i = 0; i < 5; i++) {
+            snprintf(p, sizeof p, "%s/%s/%d.jpg", top, cls[c], i);
+            if (c == 0 && i == 0) cr_assert_eq(mkfifo(p, 0600), 0);  // first file: a FIFO
+            else if (i == 3) write_file(p, "", 0);                     // an empty file
+            else write_file(p, "not decoded here", 16);
+        }
+        snprintf(p, sizeof p, "%s/%s/.DS_Store", top, cls[c]);
+        write_file(p, "x", 1);
+    }
+    Dataset ds, tr, va;
+    cr_assert_eq(dataset_scan(top, NULL, 0, &ds), 0, "%s", err_msg());
+    cr_expect_eq(ds.n_items, 10, "the FIFO and the empty file are listed, as by Keras");
+    cr_expect_eq(ds.n_ignored, 2);
+    cr_assert_eq(dataset_split(&ds, 0.5, &tr, &va), 0, "%s", err_msg());
+    // int(0.5 * 5) = 2 per class: files 0 and 1, the FIFO included.
+    cr_assert_eq(va.n_items, 4);
+    cr_expect_str_eq(va.items[0].path, "a/0.jpg");
+    cr_expect_str_eq(va.items[1].path, "a/1.jpg");
+    cr_expect_str_eq(va.items[2].path, "b/0.jpg");
+    cr_expect_str_eq(tr.items[0].path, "a/2.jpg");
+    cr_expect_eq(tr.n_items, 6);
+    dataset_free(&tr), dataset_free(&va), dataset_free(&ds);
+    // The rule for data read already (cache records): position in the
+    // class's full listing against int(F * listed count).
+    cr_expect_eq(dataset_split_val_count(0.5, 5), 2);
+    cr_expect_eq(dataset_split_val_count(0.29, 100), 28);  // 28.999999999999996
+    cr_expect_eq(dataset_split_val_count(0.2, 3), 0);
+    cr_expect_eq(dataset_split_val_count(0.7, 10), 7);
+    remove_tree(top);
+    free(top);
 }
 
 Test(dataset, errors) {

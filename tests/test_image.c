@@ -332,18 +332,19 @@ Test(image, bad_files_are_errors_with_path_and_reason) {
     expect_decode_error(p, "PNG");
     free(png);
 
-    // RLE BMP: recognised, reported as unsupported.
+    // A BMP holding a JPEG (BI_JPEG, printers only; Pillow refuses it too):
+    // recognised, reported as unsupported. (RLE8 / RLE4: tests/test_decoders.c.)
     uint8_t bmp[60] = {'B', 'M'};
     bmp[10] = 54;
     bmp[14] = 40;
     bmp[18] = 4;      // width 4
     bmp[22] = 2;      // height 2
     bmp[26] = 1;      // planes
-    bmp[28] = 8;      // bits
-    bmp[30] = 1;      // BI_RLE8
-    sprintf(p, "%s/rle.bmp", dir);
+    bmp[28] = 24;     // bits
+    bmp[30] = 4;      // BI_JPEG
+    sprintf(p, "%s/jpeg_in.bmp", dir);
     write_file(p, bmp, sizeof bmp);
-    expect_decode_error(p, "unsupported BMP compression (RLE8)");
+    expect_decode_error(p, "unsupported BMP compression (embedded JPEG)");
 
     sprintf(p, "%s/missing.png", dir);
     expect_decode_error(p, "cannot open");
@@ -377,8 +378,8 @@ Test(image, jpeg_with_trailing_bytes_decodes) {
 
 Test(image, jpeg_warning_does_not_hide_truncation) {
     // Two junk bytes before SOS: libjpeg warns "extraneous bytes" and PIL
-    // decodes normally; TurboJPEG reports only that first warning, so a
-    // truncated copy must be caught by other means.
+    // decodes normally; a warning must not hide that a copy is truncated.
+    // (The whole sweep against Pillow: tests/test_jpeg_damage.c.)
     char *src = img_path("jpeg420.jpg");
     size_t n;
     uint8_t *jpg = read_whole(src, &n);
@@ -527,7 +528,7 @@ Test(image, load_decodes_resizes_preprocesses) {
     LoadOptions opt = {.w = 23, .h = 17, .interp = INTERP_BILINEAR, .prep = PREP_CAFFE};
     float *out = malloc(23 * 17 * 3 * sizeof(float));
     DecodeInfo info;
-    cr_assert_eq(image_load(p, &opt, out, &info), 0, "%s", err_msg());
+    cr_assert_eq(image_load(p, &opt, NULL, out, &info), 0, "%s", err_msg());
     cr_expect(info.src_w == 64 && info.src_h == 48 && info.format == IMG_PNG);
     const uint8_t *e = rs.data;
     float maxd = 0;
@@ -546,7 +547,7 @@ Test(image, load_decodes_resizes_preprocesses) {
 
     // Errors carry the path.
     opt.w = 0;
-    cr_expect_eq(image_load(p, &opt, out, NULL), -1);
+    cr_expect_eq(image_load(p, &opt, NULL, out, NULL), -1);
     cr_expect(strstr(err_msg(), p));
     free(rgb), free(out), free(p);
     npy_free(&rs), npy_free(&base);

@@ -1,13 +1,17 @@
 // Model files: a head and a full model written, read back and checked; a
 // file made for another model refused with the difference named; base
-// weights loaded from a Keras-layout file.
+// weights loaded from a Keras-layout file; the other VGG's weights refused.
 #include <criterion/criterion.h>
+#include <hdf5.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "error.h"
 #include "model_io.h"
 #include "testutil.h"
+#include "weights_h5.h"
+#include "weights_source.h"
 
 static Model make(int size, int classes, int hidden, const char *cut) {
     ModelConfig cfg;
@@ -122,6 +126,268 @@ Test(model_io, not_a_model_file) {
     ModelMeta meta;
     cr_expect_eq(model_meta_read(path, &meta), -1);
     cr_expect(strstr(err_msg(), path), "%s", err_msg());
+    remove_tree(dir);
+    free(dir);
+}
+
+// A string-list attribute of obj (fixed-length strings, as Keras 2 and our
+// writer store them), as one comma-separated string.
+static void raw_list(hid_t obj, const char *name, char *out, size_t cap) {
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    cr_assert(a >= 0, "no attribute %s", name);
+    hid_t type = H5Aget_type(a), space = H5Aget_space(a);
+    cr_assert_eq(H5Tget_class(type), H5T_STRING);
+    cr_assert_eq(H5Tis_variable_str(type), 0, "Keras 2 writes fixed-length strings");
+    size_t size = H5Tget_size(type);
+    int n = (int)H5Sget_simple_extent_npoints(space);
+    char *buf = calloc((size_t)n, size);
+    cr_assert(H5Aread(a, type, buf) >= 0);
+    out[0] = '\0';
+    for (int i = 0; i < n; i++)
+        snprintf(out + strlen(out), cap - strlen(out), "%s%.*s", i ? "," : "", (int)strnlen(buf + i * size, size),
+                 buf + i * size);
+    free(buf);
+    H5Tclose(type);
+    H5Sclose(space);
+    H5Aclose(a);
+}
+
+static void expect_same_weights(const Model *a, const Model *b, int from, int to) {
+    for (int i = from; i < to; i++) {
+        if (!a->layers[i].n_kernel) continue;
+        cr_assert(b->layers[i].kernel && b->layers[i].bias, "%s was not loaded", a->layers[i].name);
+        cr_assert_arr_eq(a->layers[i].kernel, b->layers[i].kernel, a->layers[i].n_kernel * sizeof(float), "%s kernel",
+                         a->layers[i].name);
+        cr_assert_arr_eq(a->layers[i].bias, b->layers[i].bias, a->layers[i].n_bias * sizeof(float), "%s bias",
+                         a->layers[i].name);
+    }
+}
+
+Test(model_io, full_model_nested_like_the_seeds_sequential) {
+    char *dir = make_temp_dir("mio");
+    char path[512], again[512], head[512];
+    snprintf(path, sizeof path, "%s/full.h5", dir);
+    snprintf(again, sizeof again, "%s/again.h5", dir);
+    snprintf(head, sizeof head, "%s/head.h5", dir);
+    Model m = make(32, 2, 8, NULL);
+    cr_assert_eq(model_alloc_weights(&m, 0, m.n_layers), 0);
+    model_init_random(&m, 0, m.n_layers, 21);
+    for (int i = 1; i < m.n_layers; i++)
+        for (long j = 0; j < m.layers[i].n_bias; j++) m.layers[i].bias[j] = 0.001f * (float)(i * 1000 + j);
+    ModelMeta meta;
+    model_meta_from_model(&m, &meta);
+    snprintf(meta.unfreeze, sizeof meta.unfreeze, "block5_conv1");
+    cr_assert_eq(model_save(&m, path, 1, &meta), 0, "%s", err_msg());
+
+    // The layout Keras 2's save_weights gives Sequential([VGG16(...), Flatten(),
+    // Dense(8), Dropout(0.5), Dense(1)]).
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    cr_assert(f >= 0);
+    static char got[4096];
+    raw_list(f, "layer_names", got, sizeof got);
+    cr_expect_str_eq(got, "vgg16,flatten,dense,dropout,dense_1");
+    hid_t g = H5Gopen2(f, "vgg16", H5P_DEFAULT);
+    cr_assert(g >= 0, "group vgg16");
+    raw_list(g, "weight_names", got, sizeof got);
+    static char want[4096];
+    want[0] = '\0';
+    const int convs[5] = {2, 2, 3, 3, 3};
+    for (int b = 1; b <= 5; b++)
+        for (int c = 1; c <= convs[b - 1]; c++)
+            snprintf(want + strlen(want), sizeof want - strlen(want), "%sblock%d_conv%d/kernel:0,block%d_conv%d/bias:0",
+                     want[0] ? "," : "", b, c, b, c);
+    cr_expect_str_eq(got, want);
+    H5Gclose(g);
+    g = H5Gopen2(f, "dense_1", H5P_DEFAULT);
+    raw_list(g, "weight_names", got, sizeof got);
+    cr_expect_str_eq(got, "dense_1/kernel:0,dense_1/bias:0");
+    H5Gclose(g);
+    cr_expect(H5Lexists(f, "vgg16/block5_conv3/kernel:0", H5P_DEFAULT) > 0);
+    H5Fclose(f);
+    H5LayerInfo *info = NULL;
+    cr_assert_eq(h5_list_layers(path, &info), 15, "%s", err_msg());
+    cr_expect_str_eq(info[0].name, "block1_conv1");
+    cr_expect_str_eq(info[12].name, "block5_conv3");
+    cr_expect_str_eq(info[12].group, "vgg16");
+    cr_expect_str_eq(info[13].name, "dense");
+    cr_expect_str_eq(info[13].group, "");
+    free(info);
+
+    // Loaded whole: every tensor bit-exact, metadata kept.
+    Model r = make(32, 2, 8, NULL);
+    cr_assert_eq(model_load_full(&r, path), 0, "%s", err_msg());
+    expect_same_weights(&m, &r, 1, m.n_layers);
+    model_free(&r);
+    ModelMeta back;
+    cr_assert_eq(model_meta_read(path, &back), 0, "%s", err_msg());
+    cr_expect_str_eq(back.contents, "full");
+    cr_expect_str_eq(back.unfreeze, "block5_conv1");
+    model_meta_free(&back);
+
+    // The same model gives the same bytes.
+    cr_assert_eq(model_save(&m, again, 1, &meta), 0, "%s", err_msg());
+    FILE *a = fopen(path, "rb"), *b = fopen(again, "rb");
+    cr_assert(a && b);
+    int same = 1, ca, cb;
+    do {
+        ca = getc(a);
+        cb = getc(b);
+        same = ca == cb;
+    } while (same && ca != EOF);
+    fclose(a);
+    fclose(b);
+    cr_expect(same, "two saves of the same model differ");
+
+    // A head file is not a full model; a full file of another head is refused.
+    cr_assert_eq(model_save(&m, head, model_head_start(&m), &meta), 0, "%s", err_msg());
+    r = make(32, 2, 8, NULL);
+    cr_expect_eq(model_load_full(&r, head), -1);
+    cr_expect(strstr(err_msg(), "head.h5 holds only the dense head (vggft_contents=head)"), "%s", err_msg());
+    model_free(&r);
+    r = make(32, 2, 16, NULL);
+    cr_expect_eq(model_load_full(&r, path), -1);
+    cr_expect(strstr(err_msg(), "hidden units is 8, expected 16"), "%s", err_msg());
+    model_free(&r);
+    // The head of a full file loads alone too.
+    r = make(32, 2, 8, NULL);
+    cr_assert_eq(model_load_head(&r, path), 0, "%s", err_msg());
+    expect_same_weights(&m, &r, m.n_base, m.n_layers);
+    model_free(&r);
+    model_free(&m);
+    remove_tree(dir);
+    free(dir);
+}
+
+Test(model_io, full_model_cut_at_block4_nests_the_conv_layers_up_to_the_cut) {
+    char *dir = make_temp_dir("mio");
+    char path[512];
+    snprintf(path, sizeof path, "%s/full.h5", dir);
+    ModelConfig cfg;
+    model_config_defaults(&cfg);
+    cfg.arch = ARCH_VGG19;
+    cfg.input_h = cfg.input_w = 32;
+    cfg.cut = "block4_pool";
+    cfg.hidden = 4;
+    cfg.n_classes = 3;
+    cfg.binary = 0;
+    Model m;
+    cr_assert_eq(model_build(&m, &cfg), 0, "%s", err_msg());
+    cr_assert_eq(model_alloc_weights(&m, 0, m.n_layers), 0);
+    model_init_random(&m, 0, m.n_layers, 3);
+    ModelMeta meta;
+    model_meta_from_model(&m, &meta);
+    cr_assert_eq(model_save(&m, path, 1, &meta), 0, "%s", err_msg());
+    H5LayerInfo *info = NULL;
+    cr_assert_eq(h5_list_layers(path, &info), 14, "%s", err_msg());  // 12 convs + 2 dense
+    cr_expect_str_eq(info[11].name, "block4_conv4");
+    cr_expect_str_eq(info[11].group, "vgg19");
+    free(info);
+    Model r;
+    cr_assert_eq(model_build(&r, &cfg), 0);
+    cr_assert_eq(model_load_full(&r, path), 0, "%s", err_msg());
+    expect_same_weights(&m, &r, 1, m.n_layers);
+    model_free(&r);
+    model_free(&m);
+    remove_tree(dir);
+    free(dir);
+}
+
+// The names of a VGG's conv layers through block `last`, then extra names.
+static int vgg_names(char names[][LAYER_NAME_MAX], int vgg19, int last, const char *const *extra, int n_extra) {
+    const int c16[5] = {2, 2, 3, 3, 3}, c19[5] = {2, 2, 4, 4, 4};
+    int n = 0;
+    const int *convs = vgg19 ? c19 : c16;
+    for (int b = 0; b < last && b < 5; b++)
+        for (int c = 0; c < convs[b]; c++) snprintf(names[n++], LAYER_NAME_MAX, "block%d_conv%d", b + 1, c + 1);
+    for (int i = 0; i < n_extra; i++) snprintf(names[n++], LAYER_NAME_MAX, "%s", extra[i]);
+    return n;
+}
+
+static int check_names(const Model *m, char names[][LAYER_NAME_MAX], int n) {
+    const char *p[32];
+    for (int i = 0; i < n; i++) p[i] = names[i];
+    return model_check_conv_layers(m, "w.h5", p, n);
+}
+
+static Model make_arch(Arch arch, const char *cut) {
+    ModelConfig cfg;
+    model_config_defaults(&cfg);
+    cfg.arch = arch;
+    cfg.input_h = cfg.input_w = 32;
+    if (cut) cfg.cut = cut;
+    Model m;
+    cr_assert_eq(model_build(&m, &cfg), 0, "%s", err_msg());
+    return m;
+}
+
+Test(model_io, the_other_vggs_conv_layers_are_refused_naming_the_model) {
+    Model m16 = make_arch(ARCH_VGG16, NULL), m19 = make_arch(ARCH_VGG19, NULL);
+    Model m16b4 = make_arch(ARCH_VGG16, "block4_pool");
+    char names[32][LAYER_NAME_MAX];
+    const char *top[3] = {"fc1", "fc2", "predictions"}, *head[2] = {"dense", "dense_1"};
+
+    // The file's own VGG: accepted, with or without top, with a head.
+    cr_expect_eq(check_names(&m16, names, vgg_names(names, 0, 5, NULL, 0)), 0, "%s", err_msg());
+    cr_expect_eq(check_names(&m16, names, vgg_names(names, 0, 5, top, 3)), 0, "%s", err_msg());
+    cr_expect_eq(check_names(&m19, names, vgg_names(names, 1, 5, head, 2)), 0, "%s", err_msg());
+    cr_expect_eq(check_names(&m16b4, names, vgg_names(names, 0, 4, head, 2)), 0, "%s", err_msg());
+    // Blocks 1-2 are the same in both: nothing tells them apart.
+    cr_expect_eq(check_names(&m16, names, vgg_names(names, 1, 2, NULL, 0)), 0, "%s", err_msg());
+    cr_expect_eq(check_names(&m19, names, vgg_names(names, 0, 2, NULL, 0)), 0, "%s", err_msg());
+
+    // VGG19 weights for VGG16, and the reverse.
+    cr_expect_eq(check_names(&m16, names, vgg_names(names, 1, 5, top, 3)), -1);
+    cr_expect_str_eq(err_msg(), "w.h5 holds a VGG19 conv base (16 conv layers, with block3_conv4, block4_conv4, "
+                                "block5_conv4); --model vgg16 needs VGG16's 13 (use --model vgg19)");
+    cr_expect_eq(check_names(&m19, names, vgg_names(names, 0, 5, head, 2)), -1);
+    cr_expect_str_eq(err_msg(), "w.h5 holds a VGG16 conv base (13 conv layers, without block3_conv4, block4_conv4, "
+                                "block5_conv4); --model vgg19 needs VGG19's 16 (use --model vgg16)");
+    // A VGG19 file cut at block4 for a VGG16 cut there.
+    cr_expect_eq(check_names(&m16b4, names, vgg_names(names, 1, 4, NULL, 0)), -1);
+    cr_expect_str_eq(err_msg(), "w.h5 holds a VGG19 conv base (12 conv layers, with block3_conv4, block4_conv4); "
+                                "--model vgg16 needs VGG16's 10 up to block4_pool (use --model vgg19)");
+    model_free(&m16);
+    model_free(&m19);
+    model_free(&m16b4);
+}
+
+// A file with the conv layer names of one VGG and tiny tensors: the refusal
+// comes from the names, before any shape is compared.
+static void write_named(const char *path, int vgg19) {
+    char names[32][LAYER_NAME_MAX];
+    int n = vgg_names(names, vgg19, 5, NULL, 0);
+    H5Layer L[32];
+    float k[1] = {1}, b[1] = {0};
+    memset(L, 0, sizeof L);
+    for (int i = 0; i < n; i++)
+        L[i] = (H5Layer){.layer = names[i], .n_tensors = 2, .ndim = {4, 1}, .shape = {{1, 1, 1, 1}, {1}}, .data = {k, b}};
+    cr_assert_eq(h5_write_layers(path, L, n, NULL, 0), 0, "%s", err_msg());
+}
+
+Test(model_io, weights_of_the_other_vgg_are_refused_end_to_end) {
+    char *dir = make_temp_dir("mio");
+    char p16[512], p19[512];
+    snprintf(p16, sizeof p16, "%s/vgg16.h5", dir);
+    snprintf(p19, sizeof p19, "%s/vgg19.h5", dir);
+    write_named(p16, 0);
+    write_named(p19, 1);
+    char id[128];
+    Model m = make_arch(ARCH_VGG16, NULL);
+    cr_expect_eq(load_base_weights(&m, p19, 1, 1, id, sizeof id), -1);
+    cr_expect(strstr(err_msg(), "vgg19.h5 holds a VGG19 conv base (16 conv layers") &&
+                  strstr(err_msg(), "--model vgg16 needs VGG16's 13 (use --model vgg19)"),
+              "%s", err_msg());
+    // Its own names pass the check; then the tiny shapes are wrong.
+    cr_expect_eq(model_load_base(&m, p16), -1);
+    cr_expect(strstr(err_msg(), "layer block1_conv1: kernel has shape (1,1,1,1), expected (3,3,3,64)"), "%s",
+              err_msg());
+    model_free(&m);
+    m = make_arch(ARCH_VGG19, NULL);
+    cr_expect_eq(model_load_base(&m, p16), -1);
+    cr_expect(strstr(err_msg(), "vgg16.h5 holds a VGG16 conv base (13 conv layers") &&
+                  strstr(err_msg(), "--model vgg19 needs VGG19's 16 (use --model vgg16)"),
+              "%s", err_msg());
+    model_free(&m);
     remove_tree(dir);
     free(dir);
 }

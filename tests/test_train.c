@@ -293,6 +293,34 @@ Test(train, resume_equals_uninterrupted_run) {
     resume_case_free(&r);
 }
 
+// SIGTERM inside an epoch (what Slurm sends at the time limit): the run saves
+// its state between two steps, exits 75, leaves no temporary file, and the
+// resumed run ends with the weights of an uninterrupted one.
+Test(train, sigterm_mid_epoch_then_resume_equals_uninterrupted_run) {
+    ResumeCase r = resume_case(30, 8, 9);
+    const char *common = "--hidden 16 --optimizer rmsprop --lr 0.003 --epochs 3 --batch 8 --quiet";
+    free(uninterrupted(&r, common));
+    char args[3000], *o;
+    snprintf(args, sizeof args, "--cache %s --val-cache %s --out %s %s", r.tr, r.va, r.b, common);
+    setenv("VGGFT_TEST_SIGTERM_AFTER_STEP", "10", 1);  // epoch 2 (8 steps an epoch), step 2
+    int rc = run_tool("train", args, &o);
+    unsetenv("VGGFT_TEST_SIGTERM_AFTER_STEP");
+    cr_assert_eq(rc, 75, "exit 75 (stopped, resumable): %d\n%s", rc, o);
+    cr_expect(strstr(o, "SIGTERM: stopped at epoch 2 step 2/8"), "%s", o);
+    free(o);
+    char cmd[800];
+    snprintf(cmd, sizeof cmd, "ls %s | grep -c tmp", r.dir);
+    FILE *p = popen(cmd, "r");
+    int tmp = -1;
+    cr_assert_eq(fscanf(p, "%d", &tmp), 1);
+    pclose(p);
+    cr_expect_eq(tmp, 0, "a temporary file was left in %s", r.dir);
+    strcat(args, " --resume");
+    free(run_ok(args));
+    expect_same_heads(&r);
+    resume_case_free(&r);
+}
+
 Test(train, mismatched_and_bad_caches) {
     char *dir = make_temp_dir("train");
     char tr[600], va[600], one[600], out[600], args[3000];

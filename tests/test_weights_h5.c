@@ -269,6 +269,127 @@ static void read_layout(Layout layout) {
     free(p);
 }
 
+// --- a model nested in a model ---------------------------------------------------
+// The seeds' Sequential([VGG16(...), Flatten(), Dense, ...]) as Keras saves it:
+// the base is ONE entry of layer_names, a group whose weight_names lists the
+// tensors of all its conv layers.
+typedef enum {
+    NESTED_KERAS2,      // save_weights: fixed strings, "block1_conv1/kernel:0", the
+                        // trainable block2 first (a partly fine-tuned base), f64 biases
+    NESTED_MODEL_SAVE,  // the same under /model_weights (model.save("x.h5"))
+    NESTED_KERAS3,      // Keras 3's legacy writer: vlen strings, "block1_conv1/kernel",
+                        // top layers "sequential/fc1/kernel", top_level_model_weights
+} Nested;
+
+static void write_raw_nested(const char *path, Nested kind) {
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert(f >= 0, "raw create %s", path);
+    hid_t root = f;
+    if (kind == NESTED_MODEL_SAVE) {
+        const char *cfg = "{\"class_name\": \"Sequential\"}";
+        attr_fixed(f, "model_config", &cfg, 1, 1);
+        root = H5Gcreate2(f, "model_weights", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    }
+    const char *top[4] = {"vgg16", "flatten", "fc1", "predictions"};
+    const char *kv = kind == NESTED_KERAS3 ? "3.3.3" : "2.15.0", *be = kind == NESTED_KERAS3 ? "jax" : "tensorflow";
+    if (kind == NESTED_KERAS3) attr_vlen(root, "layer_names", top, 4);
+    else attr_fixed(root, "layer_names", top, 4, 0);
+    attr_fixed(root, "keras_version", &kv, 1, 1);
+    attr_fixed(root, "backend", &be, 1, 1);
+
+    // The base: weighted layers in the order Keras lists them.
+    const int order[3] = {3, 0, 1};  // block2_conv1 (trainable) first, then block1
+    const char *suffix = kind == NESTED_KERAS3 ? "" : ":0";
+    char wn[6][128];
+    const char *wp[6];
+    for (int k = 0; k < 3; k++)
+        for (int t = 0; t < 2; t++) {
+            snprintf(wn[2 * k + t], sizeof wn[0], "%s/%s%s", BASE[order[k]].name, t ? "bias" : "kernel", suffix);
+            wp[2 * k + t] = wn[2 * k + t];
+        }
+    hid_t g = H5Gcreate2(root, "vgg16", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (kind == NESTED_KERAS3) attr_vlen(g, "weight_names", wp, 6);
+    else attr_fixed(g, "weight_names", wp, 6, 0);
+    for (int k = 0; k < 3; k++)
+        for (int t = 0; t < 2; t++) {
+            const Spec *sp = &BASE[order[k]];
+            float *v = make_values(order[k], t, count_of(sp->shape[t], sp->ndim[t]));
+            dataset(g, wn[2 * k + t], sp->ndim[t], sp->shape[t], v, t && kind != NESTED_KERAS3 ? H5T_IEEE_F64LE : H5T_IEEE_F32LE);
+            free(v);
+        }
+    H5Gclose(g);
+    // The head at the top level.
+    for (int i = NBASE; i < NBASE + NTOP; i++) {
+        const Spec *sp = spec_at(i);
+        g = H5Gcreate2(root, sp->name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        if (sp->n == 0) {
+            attr_empty(g, "weight_names");
+            H5Gclose(g);
+            continue;
+        }
+        char hn[2][128];
+        const char *hp[2] = {hn[0], hn[1]};
+        for (int t = 0; t < 2; t++)
+            snprintf(hn[t], sizeof hn[t], "%s%s/%s%s", kind == NESTED_KERAS3 ? "sequential/" : "", sp->name,
+                     t ? "bias" : "kernel", suffix);
+        if (kind == NESTED_KERAS3) attr_vlen(g, "weight_names", hp, 2);
+        else attr_fixed(g, "weight_names", hp, 2, 0);
+        for (int t = 0; t < 2; t++) {
+            float *v = make_values(i, t, count_of(sp->shape[t], sp->ndim[t]));
+            dataset(g, hn[t], sp->ndim[t], sp->shape[t], v, H5T_IEEE_F32LE);
+            free(v);
+        }
+        H5Gclose(g);
+    }
+    if (kind == NESTED_KERAS3) {
+        g = H5Gcreate2(root, "top_level_model_weights", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        attr_empty(g, "weight_names");
+        H5Gclose(g);
+    }
+    if (root != f) H5Gclose(root);
+    H5Fclose(f);
+}
+
+// The base's layers by name, the head's too, and the listing in the file's
+// order with the nested group named.
+static void read_nested(Nested kind) {
+    char *p = path_in("nested.h5");
+    write_raw_nested(p, kind);
+    H5Layer L[NBASE];
+    base_request(L);
+    cr_assert_eq(h5_read_layers(p, L, NBASE), 0, "read failed: %s", err_msg());
+    check_values(L);
+    free_request(L, NBASE);
+
+    const Spec *fc1 = spec_at(NBASE + 1);
+    float *k = malloc(count_of(fc1->shape[0], 2) * sizeof(float)), *b = malloc(fc1->shape[1][0] * sizeof(float));
+    H5Layer F = {.layer = "fc1", .n_tensors = 2, .ndim = {2, 1}, .shape = {{32, 6}, {6}}, .data = {k, b}};
+    cr_assert_eq(h5_read_layers(p, &F, 1), 0, "%s", err_msg());
+    float *want = make_values(NBASE + 1, 0, 32 * 6);
+    cr_assert(memcmp(k, want, 32 * 6 * sizeof(float)) == 0, "fc1 kernel differs");
+    free(want);
+    free(k);
+    free(b);
+
+    H5LayerInfo *info = NULL;
+    int n = h5_list_layers(p, &info);
+    cr_assert_eq(n, 5, "%s", err_msg());
+    const char *names[5] = {"block2_conv1", "block1_conv1", "block1_conv2", "fc1", "predictions"};
+    for (int i = 0; i < 5; i++) {
+        cr_assert_str_eq(info[i].name, names[i]);
+        cr_assert_str_eq(info[i].group, i < 3 ? "vgg16" : "");
+        cr_assert_eq(info[i].n_tensors, 2);
+    }
+    cr_assert_eq(info[0].shape[0][3], 8, "block2_conv1's kernel is (3,3,4,8)");
+    free(info);
+    free(p);
+}
+
+Test(weights_h5, reads_keras2_nested_base) { read_nested(NESTED_KERAS2); }
+Test(weights_h5, reads_keras2_nested_base_in_model_save_file) { read_nested(NESTED_MODEL_SAVE); }
+Test(weights_h5, reads_keras3_legacy_nested_base) { read_nested(NESTED_KERAS3); }
+
 Test(weights_h5, reads_keras1_imagenet_layout) { read_layout(LAYOUT_KERAS1); }
 Test(weights_h5, reads_keras2_layout_split_names_and_float64) { read_layout(LAYOUT_KERAS2); }
 Test(weights_h5, reads_full_model_file) { read_layout(LAYOUT_FULL_MODEL); }
@@ -543,6 +664,102 @@ Test(weights_h5, write_then_read_back) {
     free(p);
 }
 
+// File content, or NULL.
+static char *slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    *n = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc(*n + 1);
+    cr_assert_eq(fread(b, 1, *n, f), *n);
+    fclose(f);
+    return b;
+}
+
+Test(weights_h5, writes_a_nested_base_as_keras2_does) {
+    // The base layers in group "vgg16" (pool included: it leaves no trace),
+    // the top layers at the top level.
+    H5Layer W[NBASE + NTOP];
+    full_model(W);
+    for (int i = 0; i < NBASE; i++) W[i].group = "vgg16";
+    char *p = path_in("full.h5"), *q = path_in("again.h5");
+    H5Attr attr = {"vggft_contents", "full"};
+    cr_assert_eq(h5_write_layers(p, W, NBASE + NTOP, &attr, 1), 0, "%s", err_msg());
+
+    hid_t f = H5Fopen(p, H5F_ACC_RDONLY, H5P_DEFAULT);
+    cr_assert(f >= 0);
+    char s[16][64];
+    cr_assert_eq(raw_strings(f, "layer_names", s, 16), 4);
+    const char *top[4] = {"vgg16", "flatten", "fc1", "predictions"};
+    for (int i = 0; i < 4; i++) cr_assert_str_eq(s[i], top[i]);
+    hid_t g = H5Gopen2(f, "vgg16", H5P_DEFAULT);
+    cr_assert(g >= 0);
+    cr_assert_eq(raw_strings(g, "weight_names", s, 16), 6);
+    const char *wn[6] = {"block1_conv1/kernel:0", "block1_conv1/bias:0", "block1_conv2/kernel:0",
+                         "block1_conv2/bias:0",   "block2_conv1/kernel:0", "block2_conv1/bias:0"};
+    for (int i = 0; i < 6; i++) cr_assert_str_eq(s[i], wn[i]);
+    cr_assert_eq(H5Lexists(g, "block1_pool", H5P_DEFAULT), 0, "a weightless inner layer leaves no group");
+    H5Gclose(g);
+    cr_assert_eq(H5Lexists(f, "block1_conv1", H5P_DEFAULT), 0, "no top-level group for an inner layer");
+    hid_t d = H5Dopen2(f, "vgg16/block2_conv1/kernel:0", H5P_DEFAULT);
+    cr_assert(d >= 0, "dataset at vgg16/block2_conv1/kernel:0");
+    hid_t type = H5Dget_type(d), space = H5Dget_space(d);
+    hsize_t dims[4];
+    cr_assert_eq(H5Sget_simple_extent_dims(space, dims, NULL), 4);
+    cr_assert(dims[0] == 3 && dims[1] == 3 && dims[2] == 4 && dims[3] == 8);
+    cr_assert(H5Tequal(type, H5T_IEEE_F32LE) > 0);
+    H5Tclose(type);
+    H5Sclose(space);
+    H5Dclose(d);
+    // No modification times (two writes a second apart would differ).
+    const char *objs[3] = {"vgg16", "vgg16/block1_conv1", "vgg16/block1_conv1/kernel:0"};
+    for (int i = 0; i < 3; i++) {
+        H5O_info_t oi;
+        cr_assert(H5Oget_info_by_name(f, objs[i], &oi, H5P_DEFAULT) >= 0);
+        cr_assert(oi.mtime == 0 && oi.ctime == 0, "%s carries a timestamp", objs[i]);
+    }
+    H5Fclose(f);
+
+    // Read back by name, bit-exact, and listed with the group.
+    H5Layer R[NBASE];
+    base_request(R);
+    cr_assert_eq(h5_read_layers(p, R, NBASE), 0, "%s", err_msg());
+    check_values(R);
+    free_request(R, NBASE);
+    H5LayerInfo *info = NULL;
+    cr_assert_eq(h5_list_layers(p, &info), 5, "%s", err_msg());
+    cr_assert_str_eq(info[0].name, "block1_conv1");
+    cr_assert_str_eq(info[0].group, "vgg16");
+    cr_assert_str_eq(info[2].name, "block2_conv1");
+    cr_assert_str_eq(info[3].name, "fc1");
+    cr_assert_str_eq(info[3].group, "");
+    free(info);
+
+    // Byte-reproducible: no timestamps.
+    cr_assert_eq(h5_write_layers(q, W, NBASE + NTOP, &attr, 1), 0, "%s", err_msg());
+    size_t n1 = 0, n2 = 0;
+    char *a = slurp(p, &n1), *b = slurp(q, &n2);
+    cr_assert(a && b && n1 == n2 && memcmp(a, b, n1) == 0, "two writes of the same model differ");
+    free(a);
+    free(b);
+
+    // A group split in two, or named like a top-level layer: refused.
+    W[NBASE + 2].group = "vgg16";
+    cr_assert_eq(h5_write_layers(q, W, NBASE + NTOP, NULL, 0), -1);
+    cr_assert(strstr(err_msg(), "the layers of group vgg16 are not consecutive"), "message: %s", err_msg());
+    W[NBASE + 2].group = NULL;
+    for (int i = 0; i < NBASE; i++) W[i].group = "fc1";
+    cr_assert_eq(h5_write_layers(q, W, NBASE + NTOP, NULL, 0), -1);
+    cr_assert(strstr(err_msg(), "group fc1 has the name of a top-level layer"), "message: %s", err_msg());
+    W[0].group = "a/b";
+    cr_assert_eq(h5_write_layers(q, W, NBASE + NTOP, NULL, 0), -1);
+    cr_assert(strstr(err_msg(), "cannot be an HDF5 group name"), "message: %s", err_msg());
+    free_request(W, NBASE + NTOP);
+    free(p);
+    free(q);
+}
+
 Test(weights_h5, reads_vlen_string_attr) {
     char *p = path_in("a.h5");
     hid_t f = H5Fcreate(p, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
@@ -560,18 +777,6 @@ Test(weights_h5, reads_vlen_string_attr) {
     free(p);
 }
 
-// File content, or NULL.
-static char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    *n = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc(*n + 1);
-    cr_assert_eq(fread(b, 1, *n, f), *n);
-    fclose(f);
-    return b;
-}
 
 Test(weights_h5, failed_write_leaves_destination_untouched) {
     char *p = path_in("model.h5");

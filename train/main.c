@@ -105,7 +105,8 @@ int main(int argc, char **argv) {
     o.class_mode = mo.class_mode;
     char *command = cli_command_line(argc, argv);
     o.command_line = command;
-    int status = train_run(&o) < 0 ? (cli_error("train", NULL), 1) : 0;
+    int status = train_run(&o);
+    if (status < 0) cli_error("train", NULL), status = 1;
     free(command);
     return status;
 }

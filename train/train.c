@@ -9,16 +9,17 @@
 #include "train.h"
 
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "blas_setup.h"
-#include "checkpoint.h"
 #include "dataset.h"
 #include "error.h"
 #include "feature_set.h"
+#include "fit.h"
 #include "fileutil.h"
 #include "forward.h"
 #include "model.h"
@@ -27,35 +28,7 @@
 #include "parallel.h"
 #include "plot.h"
 #include "progress.h"
-#include "rng.h"
-
-// Keras's class-weighted mean loss and accuracy over a set of batches.
-typedef struct {
-    double loss_sum, n;
-    long correct;
-} Running;
-
-static void running_add(Running *r, float batch_loss, int batch_n, const int32_t *pred, const int32_t *labels) {
-    r->loss_sum += (double)batch_loss * batch_n;
-    r->n += batch_n;
-    for (int i = 0; i < batch_n; i++) r->correct += pred[i] == labels[i];
-}
-
-static float running_loss(const Running *r) { return r->n ? (float)(r->loss_sum / r->n) : NAN; }
-static float running_acc(const Running *r) { return r->n ? (float)(r->correct / r->n) : NAN; }
-
-// Fisher-Yates with the counter-based RNG: the order of epoch e depends only
-// on (seed, e).
-static void shuffle(int *perm, int n, uint64_t seed, int epoch) {
-    for (int i = 0; i < n; i++) perm[i] = i;
-    uint64_t s = rng_hash(seed, 0x5eed0000ull + (uint64_t)epoch);
-    for (int i = n - 1; i > 0; i--) {
-        int j = (int)(rng_hash(s, (uint64_t)i) % (uint64_t)(i + 1));
-        int t = perm[i];
-        perm[i] = perm[j];
-        perm[j] = t;
-    }
-}
+#include "stop.h"
 
 // The settings of the features' cache that a head depends on.
 static int same_features(const CacheMeta *a, const char *pa, const CacheMeta *b, const char *pb) {
@@ -120,61 +93,10 @@ static int evaluate(const Model *m, FeatureSet *fs, int batch, HeadBuffers *hb, 
         float loss = head_backward(m, x, fs->labels + at, NULL, n, hb, NULL, NULL);
         head_predict_classes(m, hb, n, pred);
         running_add(r, loss, n, pred, fs->labels + at);
-        if (conf)
-            for (int i = 0; i < n; i++) conf[fs->labels[at + i] * K + pred[i]]++;
+            if (conf) confusion_add(conf, K, fs->labels + at, pred, n);
     }
     free(rows);
     return 0;
-}
-
-static void print_report(const Model *m, const CacheMeta *meta, const char *what, const Running *r,
-                         const long *conf) {
-    int K = m->cfg.n_classes;
-    printf("\n%s: loss %.4f - accuracy %.4f (%ld/%.0f)\n", what, running_loss(r), running_acc(r), r->correct, r->n);
-    int w = 10;
-    for (int k = 0; k < K; k++) w = (int)strlen(meta->class_names[k]) > w ? (int)strlen(meta->class_names[k]) : w;
-    if (w > 24) w = 24;
-    int cw = 8;  // column width: the longest name, within 8..16
-    for (int k = 0; k < K; k++) cw = (int)strlen(meta->class_names[k]) > cw ? (int)strlen(meta->class_names[k]) : cw;
-    if (cw > 16) cw = 16;
-    printf("Confusion matrix (rows: true class, columns: predicted):\n%*s", w + 2, "");
-    for (int k = 0; k < K; k++) printf(" %*.*s", cw, cw, meta->class_names[k]);
-    printf("\n");
-    for (int t = 0; t < K; t++) {
-        printf("  %-*.*s", w, w, meta->class_names[t]);
-        for (int p = 0; p < K; p++) printf(" %*ld", cw, conf[t * K + p]);
-        printf("\n");
-    }
-    printf("%-*s precision   recall  support\n", w + 2, "");
-    for (int k = 0; k < K; k++) {
-        long tp = conf[k * K + k], col = 0, row = 0;
-        for (int j = 0; j < K; j++) col += conf[j * K + k], row += conf[k * K + j];
-        printf("  %-*.*s %9.4f %8.4f %8ld\n", w, w, meta->class_names[k], col ? (double)tp / col : 0.0,
-               row ? (double)tp / row : 0.0, row);
-    }
-}
-
-// out.h5 -> out + suffix (".history.csv"...): the stem without .h5.
-static void sibling(const char *out, const char *suffix, char *buf, size_t size) {
-    size_t n = strlen(out);
-    if (n > 3 && !strcmp(out + n - 3, ".h5")) n -= 3;
-    snprintf(buf, size, "%.*s%s", (int)n, out, suffix);
-}
-
-static int write_history_csv(const char *path, int n, const float *loss, const float *acc, const float *vloss,
-                             const float *vacc, const float *secs) {
-    AtomicFile af;
-    FILE *f = atomic_open(&af, path);
-    if (!f) return -1;
-    // Keras's CSVLogger columns: epoch, then the metrics in sorted order.
-    fprintf(f, "epoch,accuracy,loss,val_accuracy,val_loss,seconds\n");
-    for (int e = 0; e < n; e++) {
-        fprintf(f, "%d,%.6f,%.6f,", e, acc[e], loss[e]);
-        if (isnan(vacc[e])) fprintf(f, ",,");
-        else fprintf(f, "%.6f,%.6f,", vacc[e], vloss[e]);
-        fprintf(f, "%.3f\n", secs[e]);
-    }
-    return atomic_commit(&af);
 }
 
 int train_run(const TrainOptions *o) {
@@ -184,17 +106,16 @@ int train_run(const TrainOptions *o) {
     // --threads (see dense.h); BLAS single-threaded for the rest.
     blas_set_threads(1);
     parallel_set_threads(threads);
+    stop_install();
     const size_t budget = (size_t)o->memory_budget_mb << 20;
     FeatureSet all = {0}, train = {0}, val = {0};
     CacheMeta meta = {0}, vmeta = {0};
     Model m = {0};
     HeadBuffers hb = {0};
     Grads g = {0};
-    Checkpoint ck = {0};
-    float **slots = NULL;
+    FitState fs = {0};
     Batch batch[2] = {0};  // this step's and the next one's
     float *class_w = NULL;
-    float *h_loss = NULL, *h_acc = NULL, *h_vloss = NULL, *h_vacc = NULL, *h_secs = NULL;
     int32_t *pred = NULL;
     int *perm = NULL, *rows = NULL;
     long *conf = NULL;
@@ -302,17 +223,7 @@ int train_run(const TrainOptions *o) {
     if (o->lr_given) opt.lr = o->lr;
     if (o->momentum_given) opt.momentum = o->momentum;
     opt.nesterov = o->nesterov;
-
-    // Optimizer slots per weight tensor of the head.
-    int n_slots = optim_slots(&opt);
-    slots = calloc((size_t)m.n_layers * 2 * 2, sizeof(float *));
-    for (int i = h0; i < m.n_layers; i++) {
-        const Layer *l = &m.layers[i];
-        if (!l->n_kernel) continue;
-        for (int t = 0; t < 2; t++)
-            for (int s = 0; s < n_slots; s++)
-                slots[(i * 2 + t) * 2 + s] = model_floats_alloc((size_t)(t ? l->n_bias : l->n_kernel));
-    }
+    if (fit_init(&fs, &m, h0, &opt, o->epochs) < 0) goto done;
 
     // Settings that a resumed run must share with the checkpoint.
     {
@@ -329,76 +240,20 @@ int train_run(const TrainOptions *o) {
                          o->val_cache ? o->val_cache : "", o->validation_split, train.n, o->early_stopping);
         for (int k = 0; k < K && n < (int)cap - 300; k++) n += snprintf(settings + n, cap - n, "class%d=%s\n", k, meta.class_names[k]);
     }
-
-    h_loss = malloc(sizeof(float) * (size_t)o->epochs), h_acc = malloc(sizeof(float) * (size_t)o->epochs);
-    h_vloss = malloc(sizeof(float) * (size_t)o->epochs), h_vacc = malloc(sizeof(float) * (size_t)o->epochs);
-    h_secs = malloc(sizeof(float) * (size_t)o->epochs);
-    int start_epoch = 0, wait = 0, stopped = 0;
-    float best_val = INFINITY;
     char ckpt_path[4200];
-    sibling(o->out, ".ckpt", ckpt_path, sizeof ckpt_path);
+    fit_sibling(o->out, ".ckpt", ckpt_path, sizeof ckpt_path);
 
     // --- resume -----------------------------------------------------------------
     if (o->resume && access(ckpt_path, F_OK) != 0)
         fprintf(stderr, "note: --resume: no checkpoint at %s yet, starting from the beginning\n", ckpt_path);
     if (o->resume && access(ckpt_path, F_OK) == 0) {
-        if (checkpoint_read(&ck, ckpt_path) < 0) goto done;
-        // Compare line by line; name the first setting that differs.
-        for (const char *p = settings; *p;) {
-            const char *nl = strchr(p, '\n'), *eq = strchr(p, '=');
-            char key[64];
-            snprintf(key, sizeof key, "%.*s", (int)(eq - p), p);
-            char *have = checkpoint_setting(&ck, key);
-            int differs = !have || strncmp(have, eq + 1, (size_t)(nl - eq - 1)) || strlen(have) != (size_t)(nl - eq - 1);
-            if (differs) {
-                err_set("--resume %s: %s is %s in the checkpoint, %.*s in this run", ckpt_path, key,
-                        have ? have : "(absent)", (int)(nl - eq - 1), eq + 1);
-                free(have);
-                goto done;
-            }
-            free(have);
-            p = nl + 1;
+        if (fit_load(&fs, settings, ckpt_path) < 0) goto done;
+        if (!o->quiet) {
+            if (fs.steps_in_epoch)
+                fprintf(stderr, "Resuming from %s at epoch %d, step %ld\n", ckpt_path, fs.epochs_done + 1,
+                        fs.steps_in_epoch);
+            else fprintf(stderr, "Resuming from %s after epoch %d\n", ckpt_path, fs.epochs_done);
         }
-        char *v = checkpoint_setting(&ck, "epochs_done");
-        start_epoch = v ? atoi(v) : 0;
-        free(v);
-        v = checkpoint_setting(&ck, "step");
-        opt.step = v ? atol(v) : 0;
-        free(v);
-        v = checkpoint_setting(&ck, "wait");
-        wait = v ? atoi(v) : 0;
-        free(v);
-        v = checkpoint_setting(&ck, "stopped");
-        stopped = v && !strcmp(v, "1");  // early stopping had ended training: only the outputs are left
-        free(v);
-        float hist[5];
-        if (start_epoch > o->epochs) {
-            err_set("--resume: %s has %d epochs done, more than --epochs %d", ckpt_path, start_epoch, o->epochs);
-            goto done;
-        }
-        if (checkpoint_get(&ck, ckpt_path, "best_val_loss", &best_val, 1) < 0) goto done;
-        for (int e = 0; e < start_epoch; e++) {
-            char name[32];
-            snprintf(name, sizeof name, "history%d", e);
-            if (checkpoint_get(&ck, ckpt_path, name, hist, 5) < 0) goto done;
-            h_loss[e] = hist[0], h_acc[e] = hist[1], h_vloss[e] = hist[2], h_vacc[e] = hist[3], h_secs[e] = hist[4];
-        }
-        for (int i = h0; i < m.n_layers; i++) {
-            Layer *l = &m.layers[i];
-            if (!l->n_kernel) continue;
-            char name[96];
-            for (int t = 0; t < 2; t++) {
-                size_t n = (size_t)(t ? l->n_bias : l->n_kernel);
-                snprintf(name, sizeof name, "%s/%s", l->name, t ? "bias" : "kernel");
-                if (checkpoint_get(&ck, ckpt_path, name, t ? l->bias : l->kernel, n) < 0) goto done;
-                for (int s = 0; s < n_slots; s++) {
-                    snprintf(name, sizeof name, "%s/%s/slot%d", l->name, t ? "bias" : "kernel", s);
-                    if (checkpoint_get(&ck, ckpt_path, name, slots[(i * 2 + t) * 2 + s], n) < 0) goto done;
-                }
-            }
-        }
-        checkpoint_free(&ck);
-        if (!o->quiet) fprintf(stderr, "Resuming from %s after epoch %d\n", ckpt_path, start_epoch);
     }
 
     // --- training ---------------------------------------------------------------
@@ -424,24 +279,28 @@ int train_run(const TrainOptions *o) {
     if (has_val) printf("Validate on %d samples\n", val.n);
     fflush(stdout);
     const int steps = (train.n + B - 1) / B;
-    int epoch = start_epoch;
-    for (; epoch < o->epochs && !stopped; epoch++) {
+    int stopped_by = 0;
+    const char *term = getenv("VGGFT_TEST_SIGTERM_AFTER_STEP");  // test hook: a SIGTERM after this step
+    long term_step = term ? atol(term) : 0;
+    while (fs.epochs_done < o->epochs && !fs.stopped) {
+        const int epoch = fs.epochs_done;
         if (!o->quiet) fprintf(stderr, "Epoch %d/%d\n", epoch + 1, o->epochs);
         Progress bar;
         progress_start(&bar, stderr, steps, "step");
         if (o->quiet) bar.enabled = 0;
-        shuffle(perm, train.n, (uint64_t)o->seed, epoch);
-        Running run = {0};
+        bar.t_start -= fs.epoch_secs;  // a resumed epoch counts the time it had
+        fit_shuffle(perm, train.n, (uint64_t)o->seed, epoch);
         // Each step also runs the next batch through the first dense layer
         // (head_train_step), so the next batch is loaded before the step.
         Batch *cur = &batch[0], *next = &batch[1];
-        if (batch_load(&train, perm, 0, B, class_w, rows, cur) < 0) goto done;
+        int s = (int)fs.steps_in_epoch;
+        if (batch_load(&train, perm, s, B, class_w, rows, cur) < 0) goto done;
         if (head_forward_first(&m, cur->x, cur->n, &hb) < 0) goto done;
-        for (int s = 0; s < steps; s++) {
+        for (; s < steps; s++) {
             int has_next = s + 1 < steps;
             if (has_next && batch_load(&train, perm, s + 1, B, class_w, rows, next) < 0) goto done;
             float loss;
-            if (head_train_step(&m, &opt, slots, cur->x, cur->labels, class_w ? cur->weights : NULL, cur->n,
+            if (head_train_step(&m, &fs.opt, fs.slots, cur->x, cur->labels, class_w ? cur->weights : NULL, cur->n,
                                 (uint64_t)o->seed, has_next ? next->x : NULL, has_next ? next->n : 0, &hb, &g,
                                 &loss) < 0)
                 goto done;
@@ -449,78 +308,57 @@ int train_run(const TrainOptions *o) {
                 err_set("epoch %d step %d: the loss is %g (diverged: lower --lr)", epoch + 1, s + 1, loss);
                 goto done;
             }
-            optim_step_done(&opt);
+            optim_step_done(&fs.opt);
+            if (term_step > 0 && fs.opt.step == term_step) raise(SIGTERM);
             head_predict_classes(&m, &hb, cur->n, pred);
-            running_add(&run, loss, cur->n, pred, cur->labels);
+            running_add(&fs.run, loss, cur->n, pred, cur->labels);
             Batch *t = cur;
             cur = next, next = t;
             char metrics[96];
-            snprintf(metrics, sizeof metrics, "loss: %.4f - accuracy: %.4f", running_loss(&run), running_acc(&run));
+            snprintf(metrics, sizeof metrics, "loss: %.4f - accuracy: %.4f", running_loss(&fs.run),
+                     running_acc(&fs.run));
             progress_update(&bar, s + 1, metrics);
+            if ((stopped_by = stop_requested()) && s + 1 < steps) {
+                // Between steps: the state is whole. Save it and stop.
+                fs.steps_in_epoch = s + 1;
+                fs.epoch_secs = progress_now() - bar.t_start;
+                if (fit_save(&fs, settings, ckpt_path) < 0) goto done;
+                fprintf(stderr, "\n%s: stopped at epoch %d step %d/%d; state saved in %s: rerun with --resume\n",
+                        stop_signal_name(stopped_by), epoch + 1, s + 1, steps, ckpt_path);
+                status = EXIT_STOPPED;
+                goto done;
+            }
         }
-        h_loss[epoch] = running_loss(&run), h_acc[epoch] = running_acc(&run);
-        h_vloss[epoch] = h_vacc[epoch] = NAN;
+        float tl = running_loss(&fs.run), ta = running_acc(&fs.run), vl = NAN, va = NAN;
         char metrics[160];
-        int len = snprintf(metrics, sizeof metrics, "loss: %.4f - accuracy: %.4f", h_loss[epoch], h_acc[epoch]);
+        int len = snprintf(metrics, sizeof metrics, "loss: %.4f - accuracy: %.4f", tl, ta);
         if (has_val) {
             Running vr;
             if (evaluate(&m, &val, B, &hb, batch[0].x, pred, &vr, NULL) < 0) goto done;
-            h_vloss[epoch] = running_loss(&vr), h_vacc[epoch] = running_acc(&vr);
-            snprintf(metrics + len, sizeof metrics - len, " - val_loss: %.4f - val_accuracy: %.4f", h_vloss[epoch],
-                     h_vacc[epoch]);
+            vl = running_loss(&vr), va = running_acc(&vr);
+            snprintf(metrics + len, sizeof metrics - len, " - val_loss: %.4f - val_accuracy: %.4f", vl, va);
         }
-        h_secs[epoch] = (float)(progress_now() - bar.t_start);
+        float secs = (float)(progress_now() - bar.t_start);
         progress_finish(&bar, metrics);
-        if (o->quiet) printf("Epoch %d/%d - %.1fs - %s\n", epoch + 1, o->epochs, h_secs[epoch], metrics);
-
-        // Early stopping on val_loss (Keras's EarlyStopping, min_delta 0).
-        int stop = 0;
-        if (has_val && o->early_stopping > 0) {
-            if (h_vloss[epoch] < best_val) best_val = h_vloss[epoch], wait = 0;
-            else if (++wait >= o->early_stopping) stop = 1;
-        }
+        if (o->quiet) printf("Epoch %d/%d - %.1fs - %s\n", epoch + 1, o->epochs, secs, metrics);
+        fit_end_epoch(&fs, tl, ta, vl, va, secs);
+        int stop = has_val && fit_early_stop(&fs, o->early_stopping);
 
         // Checkpoint after every epoch: a killed run resumes from here.
-        Checkpoint c = {0};
-        size_t tl = strlen(settings) + 128;
-        c.text = malloc(tl);
-        snprintf(c.text, tl, "%sepochs_done=%d\nstep=%ld\nwait=%d\nstopped=%d\n", settings, epoch + 1, opt.step, wait,
-                 stop);
-        int rc = checkpoint_add(&c, "best_val_loss", &best_val, 1);
-        for (int e = 0; e <= epoch && rc == 0; e++) {
-            char name[32];
-            float hist[5] = {h_loss[e], h_acc[e], h_vloss[e], h_vacc[e], h_secs[e]};
-            snprintf(name, sizeof name, "history%d", e);
-            rc = checkpoint_add(&c, name, hist, 5);
-        }
-        for (int i = h0; i < m.n_layers && rc == 0; i++) {
-            const Layer *l = &m.layers[i];
-            if (!l->n_kernel) continue;
-            char name[96];
-            for (int t = 0; t < 2 && rc == 0; t++) {
-                size_t n = (size_t)(t ? l->n_bias : l->n_kernel);
-                snprintf(name, sizeof name, "%s/%s", l->name, t ? "bias" : "kernel");
-                rc = checkpoint_add(&c, name, t ? l->bias : l->kernel, n);
-                for (int s = 0; s < n_slots && rc == 0; s++) {
-                    snprintf(name, sizeof name, "%s/%s/slot%d", l->name, t ? "bias" : "kernel", s);
-                    rc = checkpoint_add(&c, name, slots[(i * 2 + t) * 2 + s], n);
-                }
-            }
-        }
-        if (rc == 0) rc = checkpoint_write(&c, ckpt_path);
-        checkpoint_free(&c);
-        if (rc < 0) goto done;
+        if (fit_save(&fs, settings, ckpt_path) < 0) goto done;
         // Test hook: die like kill -9 after this many epochs.
         const char *crash = getenv("VGGFT_TEST_CRASH_AFTER_EPOCH");
         if (crash && atoi(crash) == epoch + 1) _exit(137);
-        if (stop) {
+        if (stop)
             printf("Epoch %d: early stopping (val_loss has not improved for %d epochs)\n", epoch + 1,
                    o->early_stopping);
-            epoch++;
-            break;
+        if ((stopped_by = stop_requested()) && fs.epochs_done < o->epochs && !stop) {
+            fprintf(stderr, "%s: stopped after epoch %d; state saved in %s: rerun with --resume\n",
+                    stop_signal_name(stopped_by), epoch + 1, ckpt_path);
+            status = EXIT_STOPPED;
+            goto done;
         }
     }
-    const int n_epochs = epoch;
 
     // --- outputs -------------------------------------------------------------------
     ModelMeta mm;
@@ -532,35 +370,31 @@ int train_run(const TrainOptions *o) {
     mm.training = settings;
     if (model_save(&m, o->out, h0, &mm) < 0) goto done;
     char path[4200];
-    sibling(o->out, ".history.csv", path, sizeof path);
-    if (write_history_csv(path, n_epochs, h_loss, h_acc, h_vloss, h_vacc, h_secs) < 0) goto done;
-    sibling(o->out, ".history.svg", path, sizeof path);
+    fit_sibling(o->out, ".history.csv", path, sizeof path);
+    if (fit_write_history(&fs, path) < 0) goto done;
+    fit_sibling(o->out, ".history.svg", path, sizeof path);
     char title[512];
     snprintf(title, sizeof title, "train %s: %s, %s lr %g, batch %d", o->cache, meta.layer, optim_kind_name(kind),
              opt.lr, B);
-    if (n_epochs > 0 && plot_history_svg(path, title, n_epochs, h_loss, h_acc, has_val ? h_vloss : NULL,
-                                         has_val ? h_vacc : NULL) < 0)
-        goto done;
+    if (fit_plot_history(&fs, path, title) < 0) goto done;
 
     Running r;
     FeatureSet *eval_set = has_val ? &val : &train;
     if (evaluate(&m, eval_set, B, &hb, batch[0].x, pred, &r, conf) < 0) goto done;
-    print_report(&m, &meta, has_val ? "Validation" : "Training set (no validation data)", &r, conf);
-    sibling(o->out, ".confusion.svg", path, sizeof path);
+    fit_print_report(stdout, has_val ? "Validation" : "Training set (no validation data)", &r, K, meta.class_names,
+                     conf);
+    fit_sibling(o->out, ".confusion.svg", path, sizeof path);
     snprintf(title, sizeof title, "%s: accuracy %.4f on %s", o->out, running_acc(&r), has_val ? "validation" : "training");
     if (plot_confusion_svg(path, title, K, meta.class_names, conf) < 0) goto done;
-    sibling(o->out, "", path, sizeof path);
+    fit_sibling(o->out, "", path, sizeof path);
     printf("\nWrote %s (head weights, Keras HDF5), %s.history.csv, %s.history.svg, %s.confusion.svg\n", o->out, path,
            path, path);
     status = 0;
 done:
-    if (slots)
-        for (int i = 0; i < m.n_layers * 4; i++) free(slots[i]);
-    free(slots);
     batch_free(&batch[0]), batch_free(&batch[1]);
     free(pred), free(perm), free(rows), free(conf), free(class_w);
-    free(h_loss), free(h_acc), free(h_vloss), free(h_vacc), free(h_secs), free(settings);
-    checkpoint_free(&ck);
+    free(settings);
+    fit_free(&fs);
     head_buffers_free(&hb);
     if (g.dkernel) grads_free(&g);
     model_free(&m);

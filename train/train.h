@@ -10,4 +10,6 @@ typedef struct {
     int lr_given, momentum_given;
 } TrainOptions;
 
+// 0 when done, -1 (err_set) on failure, EXIT_STOPPED (stop.h) when a signal
+// stopped it after saving HEAD.ckpt (rerun with --resume to continue).
 int train_run(const TrainOptions *o);

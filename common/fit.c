@@ -1,0 +1,285 @@
+#include "fit.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "checkpoint.h"
+#include "error.h"
+#include "fileutil.h"
+#include "forward.h"
+#include "plot.h"
+#include "rng.h"
+
+void running_add(Running *r, float batch_loss, int batch_n, const int32_t *pred, const int32_t *labels) {
+    r->loss_sum += (double)batch_loss * batch_n;
+    r->n += batch_n;
+    for (int i = 0; i < batch_n; i++) r->correct += pred[i] == labels[i];
+}
+
+float running_loss(const Running *r) { return r->n ? (float)(r->loss_sum / r->n) : NAN; }
+float running_acc(const Running *r) { return r->n ? (float)(r->correct / r->n) : NAN; }
+
+// The layers whose weights (and slots) the state covers.
+static int covered(const FitState *s, int i) {
+    const Layer *l = &s->m->layers[i];
+    return l->n_kernel > 0 && l->trainable;
+}
+
+int fit_init(FitState *s, const Model *m, int from, const Optimizer *opt, int max_epochs) {
+    memset(s, 0, sizeof *s);
+    s->m = m, s->from = from, s->opt = *opt, s->max_epochs = max_epochs;
+    s->best_val = INFINITY;
+    s->before_val_loss = s->before_val_acc = NAN;
+    size_t E = (size_t)(max_epochs > 0 ? max_epochs : 1);
+    s->loss = malloc(sizeof(float) * E), s->acc = malloc(sizeof(float) * E);
+    s->val_loss = malloc(sizeof(float) * E), s->val_acc = malloc(sizeof(float) * E);
+    s->secs = malloc(sizeof(float) * E);
+    s->slots = calloc((size_t)m->n_layers * 4, sizeof(float *));
+    if (!s->loss || !s->acc || !s->val_loss || !s->val_acc || !s->secs || !s->slots) goto oom;
+    int n_slots = optim_slots(opt);
+    for (int i = from; i < m->n_layers; i++) {
+        if (!covered(s, i)) continue;
+        const Layer *l = &m->layers[i];
+        for (int t = 0; t < 2; t++)
+            for (int k = 0; k < n_slots; k++) {
+                float *p = model_floats_alloc((size_t)(t ? l->n_bias : l->n_kernel));
+                if (!p) goto oom;
+                HEAD_SLOTS(s->slots, i, t)[k] = p;
+            }
+    }
+    return 0;
+oom:
+    fit_free(s);
+    return err_set("out of memory for the optimizer state");
+}
+
+void fit_free(FitState *s) {
+    if (s->slots && s->m)
+        for (int i = 0; i < s->m->n_layers * 4; i++) free(s->slots[i]);
+    free(s->slots);
+    free(s->loss), free(s->acc), free(s->val_loss), free(s->val_acc), free(s->secs);
+    memset(s, 0, sizeof *s);
+}
+
+void fit_end_epoch(FitState *s, float loss, float acc, float val_loss, float val_acc, float secs) {
+    int e = s->epochs_done++;
+    s->loss[e] = loss, s->acc[e] = acc, s->val_loss[e] = val_loss, s->val_acc[e] = val_acc, s->secs[e] = secs;
+    s->steps_in_epoch = 0;
+    memset(&s->run, 0, sizeof s->run);
+    s->epoch_secs = 0;
+}
+
+int fit_early_stop(FitState *s, int patience) {
+    if (patience <= 0 || s->epochs_done == 0) return 0;
+    float v = s->val_loss[s->epochs_done - 1];
+    if (v < s->best_val) s->best_val = v, s->wait = 0;
+    else if (++s->wait >= patience) s->stopped = 1;
+    return s->stopped;
+}
+
+void fit_shuffle(int *perm, int n, uint64_t seed, int epoch) {
+    for (int i = 0; i < n; i++) perm[i] = i;
+    uint64_t s = rng_hash(seed, 0x5eed0000ull + (uint64_t)epoch);
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)(rng_hash(s, (uint64_t)i) % (uint64_t)(i + 1));
+        int t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+}
+
+// --- checkpoints --------------------------------------------------------------
+
+// Calls fn on every array of the state (name, buffer, floats): the one list
+// that saving and loading both walk, so they cannot disagree.
+typedef int (*ArrayFn)(void *ctx, const char *name, float *data, size_t n);
+static int each_array(const FitState *s, ArrayFn fn, void *ctx) {
+    char name[96];
+    int n_slots = optim_slots(&s->opt);
+    if (fn(ctx, "best_val_loss", (float *)&s->best_val, 1) < 0) return -1;
+    for (int e = 0; e < s->epochs_done; e++) {
+        // Five separate arrays keep the layout of earlier checkpoints' history%d.
+        snprintf(name, sizeof name, "history%d", e);
+        float h[5] = {s->loss[e], s->acc[e], s->val_loss[e], s->val_acc[e], s->secs[e]};
+        if (fn(ctx, name, h, 5) < 0) return -1;
+        s->loss[e] = h[0], s->acc[e] = h[1], s->val_loss[e] = h[2], s->val_acc[e] = h[3], s->secs[e] = h[4];
+    }
+    for (int i = s->from; i < s->m->n_layers; i++) {
+        if (!covered(s, i)) continue;
+        Layer *l = &s->m->layers[i];
+        for (int t = 0; t < 2; t++) {
+            size_t n = (size_t)(t ? l->n_bias : l->n_kernel);
+            const char *tn = t ? "bias" : "kernel";
+            snprintf(name, sizeof name, "%s/%s", l->name, tn);
+            if (fn(ctx, name, t ? l->bias : l->kernel, n) < 0) return -1;
+            for (int k = 0; k < n_slots; k++) {
+                snprintf(name, sizeof name, "%s/%s/slot%d", l->name, tn, k);
+                if (fn(ctx, name, HEAD_SLOTS(s->slots, i, t)[k], n) < 0) return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+static int add_array(void *ctx, const char *name, float *data, size_t n) {
+    return checkpoint_add(ctx, name, data, n);
+}
+
+int fit_save(const FitState *s, const char *settings, const char *path) {
+    Checkpoint c = {0};
+    size_t tl = strlen(settings) + 512;
+    c.text = malloc(tl);
+    if (!c.text) return err_set("out of memory");
+    // Sums in %.17g: a resumed epoch's running figures continue bit for bit.
+    snprintf(c.text, tl,
+             "%sepochs_done=%d\nstep=%ld\nsteps_in_epoch=%ld\nrun_loss_sum=%.17g\nrun_n=%.17g\nrun_correct=%ld\n"
+             "epoch_secs=%.3f\nwait=%d\nstopped=%d\n",
+             settings, s->epochs_done, s->opt.step, s->steps_in_epoch, s->run.loss_sum, s->run.n, s->run.correct,
+             s->epoch_secs, s->wait, s->stopped);
+    FitState *mut = (FitState *)s;  // each_array only reads when saving (the history round-trips unchanged)
+    int rc = each_array(mut, add_array, &c);
+    float before[2] = {s->before_val_loss, s->before_val_acc};
+    if (rc == 0) rc = checkpoint_add(&c, "before_val", before, 2);
+    if (rc == 0) rc = checkpoint_write(&c, path);
+    checkpoint_free(&c);
+    return rc;
+}
+
+typedef struct {
+    const Checkpoint *c;
+    const char *path;
+} GetCtx;
+
+static int get_array(void *vctx, const char *name, float *data, size_t n) {
+    GetCtx *g = vctx;
+    return checkpoint_get(g->c, g->path, name, data, n);
+}
+
+// The value of key in the checkpoint as a number; -1 naming it when absent.
+static int setting_num(const Checkpoint *c, const char *path, const char *key, double *v) {
+    char *t = checkpoint_setting(c, key);
+    if (!t) return err_set("%s: the checkpoint has no %s", path, key);
+    char *end;
+    *v = strtod(t, &end);
+    int bad = end == t || *end;
+    free(t);
+    return bad ? err_set("%s: bad %s in the checkpoint", path, key) : 0;
+}
+
+int fit_load(FitState *s, const char *settings, const char *path) {
+    Checkpoint c;
+    if (checkpoint_read(&c, path) < 0) return -1;
+    int rc = -1;
+    // Line by line; name the first setting that differs.
+    for (const char *p = settings; *p;) {
+        const char *nl = strchr(p, '\n'), *eq = strchr(p, '=');
+        if (!nl || !eq || eq > nl) break;
+        char key[64];
+        snprintf(key, sizeof key, "%.*s", (int)(eq - p), p);
+        char *have = checkpoint_setting(&c, key);
+        size_t vl = (size_t)(nl - eq - 1);
+        if (!have || strlen(have) != vl || strncmp(have, eq + 1, vl)) {
+            err_set("--resume %s: %s is %s in the checkpoint, %.*s in this run", path, key, have ? have : "(absent)",
+                    (int)vl, eq + 1);
+            free(have);
+            goto done;
+        }
+        free(have);
+        p = nl + 1;
+    }
+    double v[9];
+    const char *keys[9] = {"epochs_done", "step", "steps_in_epoch", "run_loss_sum", "run_n",
+                           "run_correct", "epoch_secs", "wait", "stopped"};
+    for (int k = 0; k < 9; k++) {
+        // Checkpoints of train before mid-epoch resume lack the in-epoch keys: 0.
+        if (k >= 2 && k <= 6) {
+            char *t = checkpoint_setting(&c, keys[k]);
+            if (!t) {
+                v[k] = 0;
+                continue;
+            }
+            free(t);
+        }
+        if (setting_num(&c, path, keys[k], &v[k]) < 0) goto done;
+    }
+    if (v[0] < 0 || v[0] > s->max_epochs) {
+        err_set("--resume: %s has %.0f epochs done, more than --epochs %d", path, v[0], s->max_epochs);
+        goto done;
+    }
+    s->epochs_done = (int)v[0];
+    s->opt.step = (long)v[1];
+    s->steps_in_epoch = (long)v[2];
+    s->run.loss_sum = v[3], s->run.n = v[4], s->run.correct = (long)v[5];
+    s->epoch_secs = v[6];
+    s->wait = (int)v[7];
+    s->stopped = v[8] != 0;
+    GetCtx g = {&c, path};
+    rc = each_array(s, get_array, &g);
+    float before[2];
+    if (rc == 0 && checkpoint_get(&c, path, "before_val", before, 2) == 0)  // absent in older checkpoints
+        s->before_val_loss = before[0], s->before_val_acc = before[1];
+done:
+    checkpoint_free(&c);
+    return rc;
+}
+
+// --- outputs ---------------------------------------------------------------------
+
+void fit_sibling(const char *out, const char *suffix, char *buf, size_t size) {
+    size_t n = strlen(out);
+    if (n > 3 && !strcmp(out + n - 3, ".h5")) n -= 3;
+    snprintf(buf, size, "%.*s%s", (int)n, out, suffix);
+}
+
+int fit_write_history(const FitState *s, const char *path) {
+    AtomicFile af;
+    FILE *f = atomic_open(&af, path);
+    if (!f) return -1;
+    // Keras's CSVLogger columns: epoch, then the metrics in sorted order.
+    fprintf(f, "epoch,accuracy,loss,val_accuracy,val_loss,seconds\n");
+    for (int e = 0; e < s->epochs_done; e++) {
+        fprintf(f, "%d,%.6f,%.6f,", e, s->acc[e], s->loss[e]);
+        if (isnan(s->val_acc[e])) fprintf(f, ",,");
+        else fprintf(f, "%.6f,%.6f,", s->val_acc[e], s->val_loss[e]);
+        fprintf(f, "%.3f\n", s->secs[e]);
+    }
+    return atomic_commit(&af);
+}
+
+int fit_plot_history(const FitState *s, const char *path, const char *title) {
+    if (s->epochs_done == 0) return 0;
+    int has_val = !isnan(s->val_loss[0]);
+    return plot_history_svg(path, title, s->epochs_done, s->loss, s->acc, has_val ? s->val_loss : NULL,
+                            has_val ? s->val_acc : NULL);
+}
+
+void confusion_add(long *conf, int K, const int32_t *labels, const int32_t *pred, int n) {
+    for (int i = 0; i < n; i++) conf[labels[i] * K + pred[i]]++;
+}
+
+void fit_print_report(FILE *out, const char *what, const Running *r, int K, char *const *names, const long *conf) {
+    fprintf(out, "\n%s: loss %.4f - accuracy %.4f (%ld/%.0f)\n", what, running_loss(r), running_acc(r), r->correct,
+            r->n);
+    int w = 10;  // row label width: the longest name, within 10..24
+    for (int k = 0; k < K; k++) w = (int)strlen(names[k]) > w ? (int)strlen(names[k]) : w;
+    if (w > 24) w = 24;
+    int cw = 8;  // column width: the longest name, within 8..16
+    for (int k = 0; k < K; k++) cw = (int)strlen(names[k]) > cw ? (int)strlen(names[k]) : cw;
+    if (cw > 16) cw = 16;
+    fprintf(out, "Confusion matrix (rows: true class, columns: predicted):\n%*s", w + 2, "");
+    for (int k = 0; k < K; k++) fprintf(out, " %*.*s", cw, cw, names[k]);
+    fprintf(out, "\n");
+    for (int t = 0; t < K; t++) {
+        fprintf(out, "  %-*.*s", w, w, names[t]);
+        for (int p = 0; p < K; p++) fprintf(out, " %*ld", cw, conf[t * K + p]);
+        fprintf(out, "\n");
+    }
+    fprintf(out, "%-*s precision   recall  support\n", w + 2, "");
+    for (int k = 0; k < K; k++) {
+        long tp = conf[k * K + k], col = 0, row = 0;
+        for (int j = 0; j < K; j++) col += conf[j * K + k], row += conf[k * K + j];
+        fprintf(out, "  %-*.*s %9.4f %8.4f %8ld\n", w, w, names[k], col ? (double)tp / col : 0.0,
+                row ? (double)tp / row : 0.0, row);
+    }
+}

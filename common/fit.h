@@ -1,0 +1,90 @@
+// What Keras's fit() keeps between steps, shared by `train` (the head on
+// cached features) and `finetune` (the top of the base with the head): the
+// optimizer and its slots for a range of layers, the running loss and
+// accuracy of the epoch, the history (CSV and plot), early stopping, the
+// checkpoint that a killed or stopped run resumes from, and the final
+// report (confusion matrix, per-class precision and recall).
+//
+// The tools own their data and their step; this module owns everything that
+// a resumed run must find again exactly as an uninterrupted run had it.
+#pragma once
+#include <stdint.h>
+#include <stdio.h>
+
+#include "model.h"
+#include "optim.h"
+
+// Keras's class-weighted mean loss and accuracy over a set of batches.
+typedef struct {
+    double loss_sum, n;
+    long correct;
+} Running;
+void running_add(Running *r, float batch_loss, int batch_n, const int32_t *pred, const int32_t *labels);
+float running_loss(const Running *r);  // NaN when empty
+float running_acc(const Running *r);
+
+// The optimizer state and history of a training run over the trainable
+// layers with weights in [from, n_layers) of a model.
+typedef struct {
+    const Model *m;
+    int from;
+    Optimizer opt;         // opt.step: updates done so far
+    float **slots;         // HEAD_SLOTS layout (forward.h) over m's layer indices
+    int max_epochs;
+    // History of finished epochs (max_epochs entries; val_* NaN without validation).
+    float *loss, *acc, *val_loss, *val_acc, *secs;
+    int epochs_done;       // finished epochs
+    // Inside an epoch (a checkpoint taken between steps, on a signal or
+    // every N steps): steps done in epoch `epochs_done`, its running figures
+    // and the seconds it has taken so far. All 0 at an epoch boundary.
+    long steps_in_epoch;
+    Running run;
+    double epoch_secs;
+    // Early stopping (Keras's EarlyStopping on val_loss, min_delta 0).
+    float best_val;
+    int wait;
+    int stopped;           // 1 once early stopping ended training
+    // Validation loss and accuracy before the first step (finetune reports
+    // them beside the final ones); NaN when not measured.
+    float before_val_loss, before_val_acc;
+} FitState;
+
+// Zeroed slots for every trainable layer with weights in [from, n_layers)
+// of m (its weights must be allocated), for opt's rule. -1 when out of memory.
+int fit_init(FitState *s, const Model *m, int from, const Optimizer *opt, int max_epochs);
+void fit_free(FitState *s);
+// Records a finished epoch (and resets the in-epoch fields).
+void fit_end_epoch(FitState *s, float loss, float acc, float val_loss, float val_acc, float secs);
+// Early stopping after the epoch just recorded: 1 when training should stop
+// (val_loss has not improved for `patience` epochs; patience 0: never).
+int fit_early_stop(FitState *s, int patience);
+
+// Epoch `epoch`'s order of n samples: Fisher-Yates on the counter-based RNG,
+// a function of (seed, epoch) only, so a resumed run shuffles alike.
+void fit_shuffle(int *perm, int n, uint64_t seed, int epoch);
+
+// --- checkpoints ----------------------------------------------------------
+// PATH holds the settings text ("key=value\n" lines that a resumed run must
+// share), the state above, and the weights and slots of the trainable
+// layers, written atomically and CRC-protected (checkpoint.h).
+int fit_save(const FitState *s, const char *settings, const char *path);
+// Restores a state saved by fit_save into s (fit_init'ed for the same model
+// and optimizer) and the trainable layers' weights. A setting that differs
+// from `settings` is an error naming it and both values; so is a
+// checkpoint with more epochs than s->max_epochs.
+int fit_load(FitState *s, const char *settings, const char *path);
+
+// --- outputs ----------------------------------------------------------------
+// out.h5 -> out + suffix (".history.csv", ".ckpt"...): the stem without .h5.
+void fit_sibling(const char *out, const char *suffix, char *buf, size_t size);
+// Keras's CSVLogger columns (epoch, accuracy, loss, val_accuracy, val_loss)
+// plus seconds, for the finished epochs; written atomically.
+int fit_write_history(const FitState *s, const char *path);
+// The two-panel loss/accuracy plot of the finished epochs (plot.h).
+int fit_plot_history(const FitState *s, const char *path, const char *title);
+// conf[t * K + p] += 1 for each sample (true t, predicted p).
+void confusion_add(long *conf, int K, const int32_t *labels, const int32_t *pred, int n);
+// "WHAT: loss L - accuracy A (c/n)", the confusion matrix with class names,
+// and per-class precision, recall and support, to out.
+void fit_print_report(FILE *out, const char *what, const Running *r, int K, char *const *class_names,
+                      const long *conf);

@@ -1,0 +1,20 @@
+// Stopping on SIGTERM / SIGINT without losing work: what Slurm sends at the
+// time limit or before preemption (then SIGKILL after KillWait, 30 s by
+// default). The handler only sets a flag; long loops check it at a point
+// where their state is consistent, save it, and exit with EXIT_STOPPED.
+// A second signal while stopping takes the default action (dies at once).
+#pragma once
+
+// Exit code of a run stopped by a signal after saving what it had done:
+// rerun the same command (with --resume where the tool has it) to continue.
+// 75 is EX_TEMPFAIL of sysexits.h ("try again later").
+#define EXIT_STOPPED 75
+
+// Installs the handlers (idempotent).
+void stop_install(void);
+// The signal that asked to stop (SIGTERM, SIGINT), or 0.
+int stop_requested(void);
+// "SIGTERM" / "SIGINT" / "signal N".
+const char *stop_signal_name(int sig);
+// Test hook: behave as if sig had arrived.
+void stop_request(int sig);

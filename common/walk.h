@@ -1,0 +1,111 @@
+// The conv base as a trainable walk, for fine-tuning (and inference).
+//
+// The walk runs base layers [from, n_base) of a Model (from = 1 when the
+// input is preprocessed images; from = k+1 when it is the cached output of
+// pooling layer k, e.g. block4_pool for --unfreeze block5_conv1):
+//   - frozen layers [from, first_trainable) run forward only, one image at a
+//     time (base_forward_layers: the very code of base_forward_cpu, so an
+//     image's values equal extract's records bit for bit on the same thread
+//     count, whatever else is in its batch) and keep nothing;
+//   - trainable layers [first_trainable, n_base) (first_trainable =
+//     max(from, m->first_trainable_base)) run on the whole batch and keep
+//     what backward needs: their input, each conv's post-ReLU output and each
+//     pool's argmax.
+// The backward pass goes from the gradient of the cut's output down to the
+// first trainable layer (whose input gradient is never computed).
+//
+// Batch composition: the trainable convs see the batch as one stack of N*H
+// rows cut into bands that span images (sgemm's M stays large on 9x9 maps),
+// so their values come from sgemm calls whose sizes depend on N. OpenBLAS
+// may block or split a product differently by size, so an image's trainable
+// activations MAY differ in the last bits with the batch it is in (measured
+// equal for 1 vs 5 images with OpenBLAS 0.3.21, but not promised); the
+// gradients are sums over the batch. From a cache of the frozen part's output
+// (from = first trainable layer) the walk computes exactly what it computes
+// from the images.
+//
+// Memory (BaseWalk.bytes): at 150x150 with block5 unfrozen and batch 20,
+// 63.8 MiB from images, 53.1 MiB from a block4_pool cache. Of it, 32 MiB is
+// the conv scratch (conv3x3_scratch_floats: the whole batch's patches for a
+// block5 conv, 180 rows x 9 x 4608 floats = 28.5 MiB, fit in one band),
+// 11 MiB the frozen per-image ping-pong (150x150x64 twice; only from
+// images), and 21 MiB scales with the batch: block5's input, its three conv
+// outputs, the gradient ping-pong (3.2 MiB each), features, their gradient
+// and the pool argmax (0.6 MiB each). Not counted: the trainable weights,
+// their Grads and optimizer slots (block5 + a 256-unit head: 9.2M
+// parameters, 35 MiB per copy).
+//
+// Layouts are the model's (N,H,W,C activations, Keras kernels). The walk is
+// one description shared by the CPU arithmetic here (the reference layers
+// of layers.h) and the GPU's (kernels/), which runs the same op list.
+#pragma once
+#include <stdint.h>
+
+#include "forward.h"
+#include "model.h"
+#include "optim.h"
+
+// Where a step's time goes (seconds, summed over calls; zero them at will).
+typedef struct {
+    double frozen;        // frozen layers, forward (per image)
+    double trainable;     // trainable base layers, forward and backward
+    double head;          // the head, forward and backward
+    double update;        // optimizer updates of every trainable layer
+} WalkTimes;
+
+typedef struct {
+    const Model *m;
+    int from;              // first layer the input enters
+    int first_trainable;   // first layer that keeps activations (n_base if none)
+    int cap;               // batch capacity
+    long in_size;          // floats per input item (the output of layer from-1)
+    // Saved for backward, indexed like m->layers (NULL for frozen layers):
+    // act[i] = output of layer i for the batch (cap x out size of i).
+    float **act;
+    int32_t **argmax;      // pools in the trainable range
+    float *t_in;           // input of first_trainable for the batch
+    float *d_a, *d_b;      // gradient ping-pong buffers (largest trainable activation)
+    BaseWorkspace ws;      // frozen per-image forward (ping-pong + conv scratch)
+    float *scratch;        // conv scratch for every conv of the walk (= ws.scratch)
+    float *features;       // cap x model_feature_size: the cut's output of the last forward
+                           // (= act[n_base-1] when the cut is trainable)
+    float *d_features;     // cap x model_feature_size: its gradient
+    size_t bytes;          // what walk_alloc took, all buffers together
+    WalkTimes times;       // seconds spent so far, accumulated by the calls below
+} BaseWalk;
+
+// Allocates everything for batches of up to cap items (the weights need not
+// be allocated yet; m must outlive w). from must be 1 (the input is images)
+// or follow a pooling layer (the input is its cached output), and less than
+// n_base. -1 (err_set, naming the layer) when it is not, when cap < 1, or
+// when out of memory.
+int walk_alloc(BaseWalk *w, const Model *m, int from, int cap);
+void walk_free(BaseWalk *w);
+// in: N <= cap items of w->in_size floats (copied: in may change after the
+// call). Fills w->features (N x feature size) and, for the trainable layers,
+// what backward needs. Weights of layers [from, n_base) must be loaded.
+void walk_forward(BaseWalk *w, const float *in, int N);
+// After walk_forward on the same batch: from dfeat (N x feature size, the
+// gradient of the loss w.r.t. the cut's output; read only) ACCUMULATES the
+// kernel and bias gradients of every trainable base layer into g (a layer
+// whose g->dkernel is NULL gets none; the caller zeroes g once per step).
+// Uses conv3x3_backward, maxpool2x2_backward and relu_backward on the saved
+// post-ReLU outputs.
+void walk_backward(BaseWalk *w, const float *dfeat, int N, Grads *g);
+
+// One training step of the unfrozen base layers and the head, Keras's
+// train_on_batch: forward (dropout stream o->step), the mean (weighted) loss
+// into *loss, backward, and one update by o of every trainable layer with
+// weights (slots: HEAD_SLOTS layout over the model's layer indices, for
+// every trainable layer; may be NULL when optim_slots(o) is 0). The caller
+// calls optim_step_done(o) after. g: grads_alloc(g, m, w->first_trainable,
+// m->n_layers); finetune_step zeroes it, and a layer without gradients in g
+// is not updated. Leaves the step's features in w->features and their
+// gradient in w->d_features. Returns -1 only when out of memory (see
+// dense_forward).
+int finetune_step(BaseWalk *w, HeadBuffers *hb, Grads *g, const Optimizer *o, float *const *slots,
+                  const float *in, const int32_t *labels, const float *sample_weights, int N, uint64_t seed,
+                  float *loss);
+// Inference (no dropout): walk_forward then head_forward; probabilities in
+// hb->probs. Returns -1 as head_forward.
+int walk_predict(BaseWalk *w, HeadBuffers *hb, const float *in, int N);

@@ -1,0 +1,699 @@
+// finetune: images (or cached features of the layer below --unfreeze) ->
+// frozen base -> trainable base layers -> head, trained together, Keras's
+// fit() semantics, on the CPU.
+//
+// Flow: the head file fixes the model (arch, input size, cut, classes,
+// preprocessing) -> base weights (checked against the head's) -> the data:
+// image folders read by loader threads that decode, resize, augment
+// (seed, epoch, image) and preprocess, or a feature cache -> for each batch
+// finetune_step (common/walk.h) -> per epoch validation, history,
+// checkpoint -> the whole model as Keras HDF5, the report and the plots.
+// Every random draw is a function of the seed and the epoch, step or image,
+// so a resumed run ends with the weights of an uninterrupted one.
+#include "finetune.h"
+
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "augment.h"
+#include "blas_setup.h"
+#include "cache.h"
+#include "dataset.h"
+#include "device.h"
+#include "error.h"
+#include "feature_set.h"
+#include "fileutil.h"
+#include "fit.h"
+#include "hash.h"
+#include "image.h"
+#include "image_write.h"
+#include "loader.h"
+#include "model_io.h"
+#include "parallel.h"
+#include "plot.h"
+#include "progress.h"
+#include "stop.h"
+#include "walk.h"
+#include "weights_source.h"
+
+// --- data -----------------------------------------------------------------------
+
+// One split (training or validation): an image folder's items, or a cache.
+typedef struct {
+    int from_cache;
+    Dataset ds;          // images
+    FeatureSet fs;       // cached features
+    CacheMeta meta;
+    int n;               // items
+    int32_t *labels;     // n (points into ds or fs)
+    uint8_t *reported;   // images: 1 once a failure to load was reported
+    long skipped;        // images that failed to load (reported, not trained on)
+} Split;
+
+static void split_free(Split *s) {
+    if (s->from_cache) {
+        features_free(&s->fs);
+        cache_meta_free(&s->meta);
+    } else {
+        free(s->labels);
+        dataset_free(&s->ds);
+    }
+    free(s->reported);
+    memset(s, 0, sizeof *s);
+}
+
+static int split_from_dataset(Split *s) {
+    s->n = s->ds.n_items;
+    s->labels = malloc(sizeof(int32_t) * (size_t)(s->n ? s->n : 1));
+    s->reported = calloc((size_t)(s->n ? s->n : 1), 1);
+    if (!s->labels || !s->reported) return err_set("out of memory");
+    for (int i = 0; i < s->n; i++) s->labels[i] = s->ds.items[i].label;
+    return 0;
+}
+
+// The head's class list must be the folder's (same names, same order).
+static int same_classes(const char *what, char *const *have, int n_have, char *const *want, int n_want) {
+    int same = n_have == n_want;
+    for (int k = 0; same && k < n_have; k++) same = !strcmp(have[k], want[k]);
+    if (same) return 0;
+    char a[600] = "", b[600] = "";
+    for (int k = 0; k < n_have; k++) snprintf(a + strlen(a), sizeof a - strlen(a), "%s%s", k ? ", " : "", have[k]);
+    for (int k = 0; k < n_want; k++) snprintf(b + strlen(b), sizeof b - strlen(b), "%s%s", k ? ", " : "", want[k]);
+    return err_set("%s has classes [%s]; the head was trained on [%s]", what, a, b);
+}
+
+// Loader context: item i of a run is the split's item order[start + i].
+typedef struct {
+    const Split *s;
+    const int *order;
+    long start;
+    LoadOptions load;
+    const AugmentSpec *aug;  // NULL: none
+    uint64_t seed;
+    int epoch;
+} LoadCtx;
+
+static int load_item(void *vctx, long index, float *out, void *extra) {
+    LoadCtx *c = vctx;
+    int item = c->order[c->start + index];
+    *(int *)extra = item;
+    char *path = dataset_item_path(&c->s->ds, item);
+    if (!path) return err_set("out of memory");
+    uint8_t *data = NULL;
+    size_t n = 0;
+    int rc = image_read_file(path, &data, &n);
+    if (rc == 0) {
+        AugmentParams p;
+        if (c->aug) augment_draw(c->aug, c->seed, c->epoch, item, c->load.h, c->load.w, &p);
+        rc = image_chain(data, n, path, &c->load, c->aug ? &p : NULL, out, NULL);
+    }
+    free(data);
+    free(path);
+    return rc;
+}
+
+// Reads one pass over a split in a given order, batch by batch.
+typedef struct {
+    Split *s;
+    const int *order;
+    long pos, end;       // positions in order still to read: [pos, end)
+    Loader *loader;      // images
+    LoadCtx ctx;
+    int *rows;           // cache: scratch for one batch
+    int quiet;
+} Reader;
+
+static int reader_start(Reader *r, Split *s, const int *order, long start, const LoadOptions *load,
+                        const AugmentSpec *aug, uint64_t seed, int epoch, int cap, int threads, int quiet) {
+    memset(r, 0, sizeof *r);
+    r->s = s, r->order = order, r->pos = start, r->end = s->n, r->quiet = quiet;
+    r->rows = malloc(sizeof(int) * (size_t)cap);
+    if (!r->rows) return err_set("out of memory");
+    if (s->from_cache) return 0;
+    r->ctx = (LoadCtx){s, order, start, *load, aug, seed, epoch};
+    size_t floats = (size_t)load->w * load->h * 3;
+    r->loader = loader_start(s->n - start, threads, 2 * cap + threads, floats, sizeof(int), load_item, &r->ctx);
+    return r->loader ? 0 : -1;
+}
+
+static void reader_stop(Reader *r) {
+    loader_stop(r->loader);
+    free(r->rows);
+    memset(r, 0, sizeof *r);
+}
+
+// The next `count` positions of the order (fewer at the end) into x and
+// labels; images that fail to load are reported once and left out, so *n
+// may be less than count. Returns -1 only on a cache read error.
+static int reader_fill(Reader *r, int count, long item_floats, float *x, int32_t *labels, int *n) {
+    *n = 0;
+    long stop = r->pos + count < r->end ? r->pos + count : r->end;
+    if (r->s->from_cache) {
+        for (long p = r->pos; p < stop; p++) r->rows[*n] = r->order[p], labels[*n] = r->s->labels[r->order[p]], (*n)++;
+        r->pos = stop;
+        return features_gather(&r->s->fs, r->rows, *n, x);
+    }
+    for (; r->pos < stop; r->pos++) {
+        LoaderItem *li = loader_next(r->loader);
+        int item = *(int *)li->extra;
+        if (li->ok) {
+            memcpy(x + (size_t)*n * item_floats, li->data, sizeof(float) * (size_t)item_floats);
+            labels[(*n)++] = r->s->labels[item];
+        } else if (!r->s->reported[item]) {
+            r->s->reported[item] = 1;
+            r->s->skipped++;
+            if (!r->quiet) fprintf(stderr, "\nwarning: skipped %s\n", li->msg);
+        }
+        loader_release(r->loader, li);
+    }
+    return 0;
+}
+
+// --- evaluation -------------------------------------------------------------------
+
+typedef struct {
+    BaseWalk *walk;
+    HeadBuffers *hb;
+    const LoadOptions *load;
+    int batch, threads, quiet;
+    long item_floats;
+    float *x;
+    int32_t *labels, *pred;
+    const int *identity;
+} Eval;
+
+// Loss (unweighted), accuracy and (when conf) the confusion matrix of the
+// model on a split, without dropout or augmentation.
+static int evaluate(Eval *e, Split *s, Running *r, long *conf) {
+    memset(r, 0, sizeof *r);
+    const Model *m = e->walk->m;
+    int K = m->cfg.n_classes;
+    if (conf) memset(conf, 0, sizeof(long) * (size_t)K * K);
+    Reader rd;
+    if (reader_start(&rd, s, e->identity, 0, e->load, NULL, 0, 0, e->batch, e->threads, e->quiet) < 0) return -1;
+    int rc = 0;
+    WalkTimes keep = e->walk->times;  // the training steps' breakdown leaves validation out
+    while (rd.pos < rd.end) {
+        int n;
+        if ((rc = reader_fill(&rd, e->batch, e->item_floats, e->x, e->labels, &n)) < 0) break;
+        if (n == 0) continue;
+        if ((rc = walk_predict(e->walk, e->hb, e->x, n)) < 0) break;
+        float loss = head_backward(m, e->walk->features, e->labels, NULL, n, e->hb, NULL, NULL);
+        head_predict_classes(m, e->hb, n, e->pred);
+        running_add(r, loss, n, e->pred, e->labels);
+        if (conf) confusion_add(conf, K, e->labels, e->pred, n);
+    }
+    e->walk->times = keep;
+    reader_stop(&rd);
+    return rc;
+}
+
+// --- checks -------------------------------------------------------------------------
+
+// The pooling layer whose output the trainable part starts from, for
+// --cache: the layer just below the first trainable one.
+static int cache_layer_for(const Model *m, char *why, size_t size) {
+    int below = m->first_trainable_base - 1;
+    if (below >= 1 && m->layers[below].kind == LAYER_POOL) return below;
+    snprintf(why, size,
+             "--cache needs the cached output of the layer just below --unfreeze %s, which is %s, not a pooling "
+             "layer (extract caches pooling layers only): unfreeze from a block's first conv (blockN_conv1) or "
+             "fine-tune from images (--data)",
+             m->unfreeze_name, m->layers[below].name);
+    return -1;
+}
+
+// A feature cache fit for this model: same base, weights, input settings
+// and classes as the head, features of layer `need`.
+static int check_cache(const CacheMeta *c, const char *path, const Model *m, const ModelMeta *hm, const char *weights_id,
+                       int need) {
+    char got[32], want[32];
+    snprintf(got, sizeof got, "%dx%d", c->input_w, c->input_h);
+    snprintf(want, sizeof want, "%dx%d", hm->input_w, hm->input_h);
+    const char *what = NULL, *have = NULL, *wants = NULL;
+    if (strcmp(c->model, hm->arch)) what = "model", have = c->model, wants = hm->arch;
+    else if (strcmp(got, want)) what = "input size", have = got, wants = want;
+    else if (strcmp(c->preprocess, hm->preprocess)) what = "preprocessing", have = c->preprocess, wants = hm->preprocess;
+    else if (strcmp(c->interpolation, hm->interpolation))
+        what = "interpolation", have = c->interpolation, wants = hm->interpolation;
+    else if (strcmp(c->weights, weights_id)) what = "base weights", have = c->weights, wants = weights_id;
+    if (what) return err_set("%s: the cache's %s is %s; the head and --weights need %s", path, what, have, wants);
+    if (strcmp(c->layer, m->layers[need].name))
+        return err_set("%s holds %s features; --unfreeze %s needs %s (extract --layer %s)", path, c->layer,
+                       m->unfreeze_name, m->layers[need].name, m->layers[need].name);
+    if (hm->class_names && same_classes(path, c->class_names, c->n_classes, hm->class_names, hm->n_classes) < 0)
+        return -1;
+    return 0;
+}
+
+// --save-augmented DIR N: the first N training images of epoch 1 as the
+// generator gives them (the seeds' save_to_dir), as PNG files.
+static int save_augmented(const Split *s, const int *order, const LoadOptions *load, const AugmentSpec *aug,
+                          uint64_t seed, const char *dir, int count) {
+    if (make_dirs(dir) < 0) return -1;
+    size_t px = (size_t)load->w * load->h;
+    uint8_t *rgb = malloc(px * 3), *out8 = malloc(px * 3);
+    float *f = malloc(sizeof(float) * px * 3), *g = malloc(sizeof(float) * px * 3);
+    int rc = rgb && out8 && f && g ? 0 : err_set("out of memory");
+    int written = 0;
+    for (int i = 0; rc == 0 && i < s->n && written < count; i++) {
+        int item = order[i];
+        char *path = dataset_item_path(&s->ds, item);
+        if (image_load_rgb8(path, load, rgb, NULL) < 0) {
+            free(path);
+            continue;  // reported when training reaches it
+        }
+        free(path);
+        for (size_t k = 0; k < px * 3; k++) f[k] = rgb[k];
+        AugmentParams p;
+        augment_draw(aug, seed, 0, item, load->h, load->w, &p);
+        augment_apply(&p, f, load->h, load->w, 3, g);
+        image_f32_to_rgb8_keras(g, px * 3, out8);
+        char name[4200];
+        snprintf(name, sizeof name, "%s/aug_%05d_%s.png", dir, written, s->ds.class_names[s->labels[item]]);
+        rc = image_write_png(name, out8, load->w, load->h);
+        written++;
+    }
+    if (rc == 0) printf("Wrote %d augmented training images to %s\n", written, dir);
+    free(rgb), free(out8), free(f), free(g);
+    return rc;
+}
+
+// --- the run -----------------------------------------------------------------------------
+
+int finetune_run(const FinetuneOptions *o) {
+    int status = -1;
+    const int threads = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    blas_set_threads(threads);
+    parallel_set_threads(threads);
+    stop_install();
+    DeviceKind dev;
+    char dev_note[300];
+    if (device_select(o->device, &dev, dev_note, sizeof dev_note) < 0) return -1;
+    if (dev == DEVICE_CUDA) {
+        if (!strcmp(o->device, "cuda"))
+            return err_set("--device cuda: fine-tuning on the GPU is not available yet (the GPU issue); use "
+                           "--device cpu");
+        dev = DEVICE_CPU;
+        snprintf(dev_note, sizeof dev_note, "CPU (fine-tuning on the GPU is not available yet)");
+    }
+
+    ModelMeta hm = {0};
+    Model m = {0};
+    Split train = {0}, val = {0};
+    BaseWalk walk = {0};
+    HeadBuffers hb = {0};
+    Grads g = {0};
+    FitState fs = {0};
+    float *x = NULL, *class_w = NULL, *sw = NULL;
+    int32_t *labels = NULL, *pred = NULL;
+    int *perm = NULL, *identity = NULL;
+    long *conf = NULL;
+    char *settings = NULL;
+    int has_val = 0;
+    AugmentSpec aug;
+    augment_spec_seeds(&aug);
+
+    if (make_parent_dirs(o->out) < 0) return -1;
+    // --- the model, from the head file ---------------------------------------------
+    if (model_meta_read(o->head, &hm) < 0) return err_prefix("--head: ");
+    if (strcmp(hm.contents, "head")) {
+        err_set("--head %s holds a %s model, not a head trained by `train`", o->head, hm.contents);
+        goto done;
+    }
+    if (!hm.class_names) {
+        err_set("--head %s has no class names", o->head);
+        goto done;
+    }
+    ModelConfig cfg;
+    model_meta_to_config(&hm, &cfg);
+    cfg.unfreeze = o->unfreeze;
+    if (model_build(&m, &cfg) < 0) goto done;
+    if (m.first_trainable_base >= m.n_base) {
+        err_set("--unfreeze %s: nothing of the base below the cut (%s) would train", o->unfreeze, m.cut_name);
+        goto done;
+    }
+    LoadOptions load = {.w = hm.input_w, .h = hm.input_h, .max_pixels = 0};
+    if (interp_parse(hm.interpolation, &load.interp) < 0 || prep_parse(hm.preprocess, &load.prep) < 0) goto done;
+
+    // --- data -------------------------------------------------------------------------
+    const int from_cache = o->cache != NULL;
+    int walk_from = 1;
+    if (from_cache) {
+        char why[400];
+        int need = cache_layer_for(&m, why, sizeof why);
+        if (need < 0) {
+            err_set("%s", why);
+            goto done;
+        }
+        walk_from = need + 1;
+    } else {
+        if (o->augment_given && augment_spec_parse(o->augment, &aug) < 0) goto done;
+        if (o->no_augment) augment_spec_none(&aug);
+    }
+
+    // Base weights (the frozen part and the starting point of the trainable
+    // one): the ones the head's features came from.
+    char weights_id[96];
+    if (load_base_weights(&m, o->weights, (uint64_t)o->seed, o->quiet, weights_id, sizeof weights_id) < 0) goto done;
+    if (hm.weights[0] && strcmp(hm.weights, weights_id)) {
+        err_set("--weights %s (%s) are not the base weights the head was trained on (%s: %s)", o->weights, weights_id,
+                o->head, hm.weights);
+        goto done;
+    }
+    if (model_load_head(&m, o->head) < 0) goto done;
+
+    const size_t budget = (size_t)o->memory_budget_mb << 20;
+    if (from_cache) {
+        train.from_cache = 1;
+        if (features_load(&train.fs, o->cache, budget, threads, &train.meta) < 0) goto done;
+        if (check_cache(&train.meta, o->cache, &m, &hm, weights_id, walk_from - 1) < 0) goto done;
+        train.n = train.fs.n, train.labels = train.fs.labels;
+        if (o->val_cache) {
+            val.from_cache = 1;
+            if (features_load(&val.fs, o->val_cache, budget, threads, &val.meta) < 0) goto done;
+            if (check_cache(&val.meta, o->val_cache, &m, &hm, weights_id, walk_from - 1) < 0) goto done;
+            val.n = val.fs.n, val.labels = val.fs.labels;
+        } else if (o->validation_split > 0) {
+            // The first int(F * n_c) records of each class, as train does.
+            Split all = train;
+            memset(&train, 0, sizeof train);
+            int K = hm.n_classes, nt = 0, nv = 0;
+            int *n_c = calloc((size_t)K, sizeof(int)), *seen = calloc((size_t)K, sizeof(int));
+            int *tr = malloc(sizeof(int) * (size_t)all.n), *va = malloc(sizeof(int) * (size_t)all.n);
+            for (int i = 0; i < all.n; i++) n_c[all.labels[i]]++;
+            for (int i = 0; i < all.n; i++) {
+                int c = all.labels[i];
+                if (seen[c]++ < (int)(o->validation_split * n_c[c])) va[nv++] = i;
+                else tr[nt++] = i;
+            }
+            train.from_cache = val.from_cache = 1;
+            int rc = features_subset(&all.fs, tr, nt, &train.fs);
+            if (rc == 0) rc = features_subset(&all.fs, va, nv, &val.fs);
+            train.n = nt, train.labels = train.fs.labels, val.n = nv, val.labels = val.fs.labels;
+            free(n_c), free(seen), free(tr), free(va);
+            split_free(&all);
+            if (rc < 0) goto done;
+        }
+        printf("From the cache %s: %d records of %s features; the frozen layers below do not run again. "
+               "No augmentation in this mode.\n",
+               o->cache, train.n, m.layers[walk_from - 1].name);
+    } else {
+        Dataset all = {0};
+        if (dataset_scan(o->data, NULL, 0, &all) < 0) goto done;
+        if (same_classes(o->data, all.class_names, all.n_classes, hm.class_names, hm.n_classes) < 0) {
+            dataset_free(&all);
+            goto done;
+        }
+        if (o->validation_split > 0) {
+            int rc = dataset_split(&all, o->validation_split, &train.ds, &val.ds);
+            dataset_free(&all);
+            if (rc < 0) goto done;
+            if (split_from_dataset(&val) < 0) goto done;
+        } else {
+            train.ds = all;
+        }
+        if (split_from_dataset(&train) < 0) goto done;
+        char found[128];
+        dataset_found_line(&train.ds, found, sizeof found);
+        printf("%s\n", found);
+        if (o->val_data) {
+            if (dataset_scan(o->val_data, NULL, 0, &val.ds) < 0) goto done;
+            if (same_classes(o->val_data, val.ds.class_names, val.ds.n_classes, hm.class_names, hm.n_classes) < 0)
+                goto done;
+            if (split_from_dataset(&val) < 0) goto done;
+            dataset_found_line(&val.ds, found, sizeof found);
+            printf("%s\n", found);
+        } else if (o->validation_split > 0) {
+            dataset_found_line(&val.ds, found, sizeof found);
+            printf("%s (validation split)\n", found);
+        }
+    }
+    has_val = val.n > 0;
+    if (train.n == 0) {
+        err_set("%s: no training images", from_cache ? o->cache : o->data);
+        goto done;
+    }
+    const int K = hm.n_classes;
+    {
+        long *count = calloc((size_t)K, sizeof(long));
+        for (int i = 0; i < train.n; i++) count[train.labels[i]]++;
+        int rc = 0;
+        for (int k = 0; k < K && rc == 0; k++)
+            if (count[k] == 0) rc = err_set("class '%s' has no training images", hm.class_names[k]);
+        if (rc == 0 && !strcmp(o->class_weight, "balanced")) {
+            class_w = malloc(sizeof(float) * (size_t)K);
+            rc = class_weights_balanced(count, K, hm.class_names, class_w);
+        }
+        free(count);
+        if (rc < 0) goto done;
+    }
+
+    // --- training state ----------------------------------------------------------------
+    Optimizer opt;
+    OptimKind kind;
+    if (optim_kind_from_name(o->optimizer, &kind) < 0) goto done;
+    optim_defaults(&opt, kind);
+    opt.lr = o->lr;
+    if (o->momentum_given) opt.momentum = o->momentum;
+    opt.nesterov = o->nesterov;
+    if (fit_init(&fs, &m, m.first_trainable_base, &opt, o->epochs) < 0) goto done;
+    char head_sha[65];
+    if (hash_file_hex(o->head, HASH_SHA256, head_sha) < 0) goto done;
+    char aug_text[200];
+    augment_spec_format(from_cache ? &(AugmentSpec){0, 0, 0, 0, 1, 1, 0} : &aug, aug_text, sizeof aug_text);
+    {
+        size_t cap = 12000;
+        settings = malloc(cap);
+        snprintf(settings, cap,
+                 "data=%s\nval=%s\nvalidation_split=%.9g\nweights=%s\nhead=sha256:%s\nunfreeze=%s\noptimizer=%s\n"
+                 "lr=%.9g\nmomentum=%.9g\nnesterov=%d\nbatch=%d\nseed=%ld\naugment=%s\nclass_weight=%s\n"
+                 "train_items=%d\nearly_stopping=%d\n",
+                 from_cache ? o->cache : o->data, o->val_cache ? o->val_cache : o->val_data ? o->val_data : "",
+                 o->validation_split, weights_id, head_sha, m.unfreeze_name, optim_kind_name(kind), opt.lr,
+                 opt.momentum, opt.nesterov, o->batch, o->seed, aug_text, o->class_weight, train.n,
+                 o->early_stopping);
+    }
+    char ckpt_path[4200];
+    fit_sibling(o->out, ".ckpt", ckpt_path, sizeof ckpt_path);
+    if (o->resume && access(ckpt_path, F_OK) != 0)
+        fprintf(stderr, "note: --resume: no checkpoint at %s yet, starting from the beginning\n", ckpt_path);
+    if (o->resume && access(ckpt_path, F_OK) == 0) {
+        if (fit_load(&fs, settings, ckpt_path) < 0) goto done;
+        if (!o->quiet) {
+            if (fs.steps_in_epoch)
+                fprintf(stderr, "Resuming from %s at epoch %d, step %ld\n", ckpt_path, fs.epochs_done + 1,
+                        fs.steps_in_epoch);
+            else fprintf(stderr, "Resuming from %s after epoch %d\n", ckpt_path, fs.epochs_done);
+        }
+    }
+
+    // --- buffers ---------------------------------------------------------------------------
+    const int B = o->batch;
+    if (walk_alloc(&walk, &m, walk_from, B) < 0 || head_buffers_alloc(&hb, &m, B) < 0 ||
+        grads_alloc(&g, &m, walk.first_trainable, m.n_layers) < 0)
+        goto done;
+    const long item_floats = walk.in_size;
+    x = malloc(sizeof(float) * (size_t)item_floats * B);
+    sw = malloc(sizeof(float) * (size_t)B);
+    labels = malloc(sizeof(int32_t) * (size_t)B);
+    pred = malloc(sizeof(int32_t) * (size_t)B);
+    perm = malloc(sizeof(int) * (size_t)train.n);
+    int n_id = train.n > val.n ? train.n : val.n;
+    identity = malloc(sizeof(int) * (size_t)n_id);
+    conf = malloc(sizeof(long) * (size_t)K * K);
+    if (!x || !sw || !labels || !pred || !perm || !identity || !conf) {
+        err_set("out of memory for batches of %d", B);
+        goto done;
+    }
+    for (int i = 0; i < n_id; i++) identity[i] = i;
+    Eval ev = {&walk, &hb, &load, B, threads, o->quiet, item_floats, x, labels, pred, identity};
+
+    if (o->save_augmented && !from_cache) {
+        fit_shuffle(perm, train.n, (uint64_t)o->seed, 0);
+        if (save_augmented(&train, perm, &load, &aug, (uint64_t)o->seed, o->save_augmented, o->save_augmented_n) < 0)
+            goto done;
+    }
+
+    ParamCounts pc = model_param_counts(&m);
+    char t1[32], t2[32];
+    printf("Fine-tune %s from %s (%s trainable, %s frozen parameters) on %d %s, %d classes; %s lr %g; %s\n",
+           arch_name(m.cfg.arch), m.unfreeze_name, format_thousands(pc.trainable, t1, sizeof t1),
+           format_thousands(pc.non_trainable, t2, sizeof t2), train.n, from_cache ? "cached records" : "images", K,
+           optim_kind_name(kind), opt.lr, dev_note);
+    if (!from_cache) printf("Augmentation: %s\n", aug_text);
+    if (has_val) printf("Validate on %d %s\n", val.n, from_cache ? "records" : "images");
+    fflush(stdout);
+
+    // Where the head left off: the validation figures before any step.
+    if (has_val && fs.epochs_done == 0 && fs.steps_in_epoch == 0) {
+        Running r0;
+        if (evaluate(&ev, &val, &r0, NULL) < 0) goto done;
+        fs.before_val_loss = running_loss(&r0), fs.before_val_acc = running_acc(&r0);
+        printf("Before fine-tuning: val_loss: %.4f - val_accuracy: %.4f\n", fs.before_val_loss, fs.before_val_acc);
+        fflush(stdout);
+    }
+
+    // --- training -----------------------------------------------------------------------------
+    const int steps = (train.n + B - 1) / B;
+    // Where the time goes (this run's steps; validation apart).
+    double t_wait = 0, t_val = 0, t_run = progress_now();
+    memset(&walk.times, 0, sizeof walk.times);
+    // Test hooks: after this many steps, die like kill -9 / send ourselves SIGTERM.
+    const char *crash = getenv("VGGFT_TEST_CRASH_AFTER_STEP"), *term = getenv("VGGFT_TEST_SIGTERM_AFTER_STEP");
+    long crash_step = crash ? atol(crash) : 0, term_step = term ? atol(term) : 0;
+    while (fs.epochs_done < o->epochs && !fs.stopped) {
+        const int epoch = fs.epochs_done;
+        if (!o->quiet) fprintf(stderr, "Epoch %d/%d\n", epoch + 1, o->epochs);
+        Progress bar;
+        progress_start(&bar, stderr, steps, "step");
+        if (o->quiet) bar.enabled = 0;
+        bar.t_start -= fs.epoch_secs;  // a resumed epoch counts the time it had
+        fit_shuffle(perm, train.n, (uint64_t)o->seed, epoch);
+        Reader rd;
+        if (reader_start(&rd, &train, perm, fs.steps_in_epoch * B, &load, augment_spec_is_none(&aug) ? NULL : &aug,
+                         (uint64_t)o->seed, epoch, B, threads, o->quiet) < 0)
+            goto done;
+        for (long s = fs.steps_in_epoch; s < steps; s++) {
+            int n;
+            double tw = progress_now();
+            if (reader_fill(&rd, B, item_floats, x, labels, &n) < 0) {
+                reader_stop(&rd);
+                goto done;
+            }
+            t_wait += progress_now() - tw;
+            if (n > 0) {
+                for (int i = 0; i < n; i++) sw[i] = class_w ? class_w[labels[i]] : 1.0f;
+                float loss;
+                if (finetune_step(&walk, &hb, &g, &fs.opt, fs.slots, x, labels, class_w ? sw : NULL, n,
+                                  (uint64_t)o->seed, &loss) < 0) {
+                    reader_stop(&rd);
+                    goto done;
+                }
+                if (!isfinite(loss)) {
+                    reader_stop(&rd);
+                    err_set("epoch %d step %ld: the loss is %g (diverged: lower --lr)", epoch + 1, s + 1, loss);
+                    goto done;
+                }
+                optim_step_done(&fs.opt);
+                head_predict_classes(&m, &hb, n, pred);
+                running_add(&fs.run, loss, n, pred, labels);
+            }
+            fs.steps_in_epoch = s + 1;
+            char metrics[96];
+            snprintf(metrics, sizeof metrics, "loss: %.4f - accuracy: %.4f", running_loss(&fs.run),
+                     running_acc(&fs.run));
+            progress_update(&bar, s + 1, metrics);
+            if (term_step > 0 && fs.opt.step == term_step) raise(SIGTERM);
+            int sig = stop_requested();
+            int every = o->checkpoint_every > 0 && fs.opt.step % o->checkpoint_every == 0;
+            if (s + 1 < steps && (sig || every)) {
+                // Between steps the state is whole: weights, slots, step, and
+                // the epoch's running figures.
+                fs.epoch_secs = progress_now() - bar.t_start;
+                if (fit_save(&fs, settings, ckpt_path) < 0) {
+                    reader_stop(&rd);
+                    goto done;
+                }
+                if (sig) {
+                    reader_stop(&rd);
+                    fprintf(stderr, "\n%s: stopped at epoch %d step %ld/%d; state saved in %s: rerun with --resume\n",
+                            stop_signal_name(sig), epoch + 1, s + 1, steps, ckpt_path);
+                    status = EXIT_STOPPED;
+                    goto done;
+                }
+            }
+            if (crash_step > 0 && fs.opt.step == crash_step) _exit(137);
+        }
+        reader_stop(&rd);
+        float tl = running_loss(&fs.run), ta = running_acc(&fs.run), vl = NAN, va = NAN;
+        char metrics[160];
+        int len = snprintf(metrics, sizeof metrics, "loss: %.4f - accuracy: %.4f", tl, ta);
+        if (has_val) {
+            Running vr;
+            double tv = progress_now();
+            if (evaluate(&ev, &val, &vr, NULL) < 0) goto done;
+            t_val += progress_now() - tv;
+            vl = running_loss(&vr), va = running_acc(&vr);
+            snprintf(metrics + len, sizeof metrics - len, " - val_loss: %.4f - val_accuracy: %.4f", vl, va);
+        }
+        float secs = (float)(progress_now() - bar.t_start);
+        progress_finish(&bar, metrics);
+        if (o->quiet) printf("Epoch %d/%d - %.1fs - %s\n", epoch + 1, o->epochs, secs, metrics);
+        fit_end_epoch(&fs, tl, ta, vl, va, secs);
+        int stop = has_val && fit_early_stop(&fs, o->early_stopping);
+        if (fit_save(&fs, settings, ckpt_path) < 0) goto done;
+        if (stop)
+            printf("Epoch %d: early stopping (val_loss has not improved for %d epochs)\n", epoch + 1,
+                   o->early_stopping);
+        int sig = stop_requested();
+        if (sig && fs.epochs_done < o->epochs && !stop) {
+            fprintf(stderr, "%s: stopped after epoch %d; state saved in %s: rerun with --resume\n",
+                    stop_signal_name(sig), epoch + 1, ckpt_path);
+            status = EXIT_STOPPED;
+            goto done;
+        }
+    }
+
+    {
+        const WalkTimes *wt = &walk.times;
+        double total = progress_now() - t_run;
+        printf("Time: %.1f s in all (training and validation): waiting for %s %.1f s, frozen layers %.1f s, trainable base layers "
+               "(forward, backward) %.1f s, head %.1f s, optimizer %.1f s, validation %.1f s\n",
+               total, from_cache ? "the cache" : "images (decode, augment)", t_wait, wt->frozen, wt->trainable,
+               wt->head, wt->update, t_val);
+    }
+
+    // --- outputs ---------------------------------------------------------------------------------
+    {
+        ModelMeta mm;
+        model_meta_from_model(&m, &mm);
+        snprintf(mm.preprocess, sizeof mm.preprocess, "%s", hm.preprocess);
+        snprintf(mm.interpolation, sizeof mm.interpolation, "%s", hm.interpolation);
+        snprintf(mm.weights, sizeof mm.weights, "%s", weights_id);
+        mm.class_names = hm.class_names;
+        mm.training = settings;
+        if (model_save(&m, o->out, 1, &mm) < 0) goto done;
+    }
+    char path[4200], title[512];
+    fit_sibling(o->out, ".history.csv", path, sizeof path);
+    if (fit_write_history(&fs, path) < 0) goto done;
+    fit_sibling(o->out, ".history.svg", path, sizeof path);
+    snprintf(title, sizeof title, "finetune from %s: %s lr %g, batch %d", m.unfreeze_name, optim_kind_name(kind),
+             opt.lr, B);
+    if (fit_plot_history(&fs, path, title) < 0) goto done;
+    Running r;
+    Split *eval_set = has_val ? &val : &train;
+    if (evaluate(&ev, eval_set, &r, conf) < 0) goto done;
+    fit_print_report(stdout, has_val ? "Validation" : "Training set (no validation data)", &r, K, hm.class_names,
+                     conf);
+    if (has_val && !isnan(fs.before_val_acc))
+        printf("Validation accuracy: %.4f with the head alone (before fine-tuning), %.4f after\n", fs.before_val_acc,
+               running_acc(&r));
+    long skipped = train.skipped + val.skipped;
+    if (skipped) printf("%ld image%s could not be read and were skipped (see the warnings above)\n", skipped,
+                        skipped == 1 ? "" : "s");
+    fit_sibling(o->out, ".confusion.svg", path, sizeof path);
+    snprintf(title, sizeof title, "%s: accuracy %.4f on %s", o->out, running_acc(&r), has_val ? "validation" : "training");
+    if (plot_confusion_svg(path, title, K, hm.class_names, conf) < 0) goto done;
+    fit_sibling(o->out, "", path, sizeof path);
+    printf("\nWrote %s (the whole model, Keras HDF5), %s.history.csv, %s.history.svg, %s.confusion.svg\n", o->out,
+           path, path, path);
+    status = 0;
+done:
+    free(x), free(sw), free(labels), free(pred), free(perm), free(identity), free(conf), free(class_w);
+    free(settings);
+    fit_free(&fs);
+    if (g.dkernel) grads_free(&g);
+    head_buffers_free(&hb);
+    walk_free(&walk);
+    split_free(&train);
+    split_free(&val);
+    model_free(&m);
+    model_meta_free(&hm);
+    return status;
+}

@@ -1,0 +1,518 @@
+// Caches that are damaged, another folder's, or on a full disk: never a
+// crash, never a silent change, never another folder's records deleted.
+//
+// The damage sweep flips one bit of data.mdb at many offsets of small caches
+// (records inside the leaf pages, and records on overflow pages) and reads
+// each copy the way train does (features_load), checks it the way extract
+// --verify does (cache_verify), and runs the train and extract executables on
+// some of them: each read either fails with a message that says the cache is
+// damaged, or returns exactly the records and settings of the undamaged cache.
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cache.h"
+#include "error.h"
+#include "feature_set.h"
+#include "fileutil.h"
+#include "testutil.h"
+
+// Slower under the sanitizers: visit fewer offsets there.
+#if defined(__SANITIZE_ADDRESS__)
+#define SWEEP_SCALE 3
+#else
+#define SWEEP_SCALE 1
+#endif
+
+// DIR/data/{circles,squares}/img NN.jpg (n per class); returns DIR.
+static char *make_images(const char *tag, int n) {
+    char *top = make_temp_dir(tag);
+    char path[1024];
+    const char *classes[] = {"circles", "squares"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(path, sizeof path, "%s/data/%s", top, classes[k]);
+        make_dirs(path);
+        for (int i = 0; i < n; i++) {
+            int w = 36 + 3 * i, h = 34 + 2 * i;
+            uint8_t *rgb = malloc((size_t)w * h * 3);
+            draw_shape(rgb, w, h, k, (unsigned)(50 * k + i));
+            snprintf(path, sizeof path, "%s/data/%s/img %02d.jpg", top, classes[k], i);
+            write_jpeg(path, rgb, w, h, 90);
+            free(rgb);
+        }
+    }
+    return top;
+}
+
+static void extract_ok(const char *args) {
+    char *out;
+    int rc = run_tool("extract", args, &out);
+    cr_assert_eq(rc, 0, "extract %s:\n%s", args, out);
+    free(out);
+}
+
+// --- a cache belongs to its folder ------------------------------------------------
+
+typedef struct {
+    long n;
+    size_t bytes;
+    uint32_t sum;
+} Fingerprint;
+
+static int fp_visit(void *ctx, uint64_t key, const void *val, size_t len) {
+    Fingerprint *f = ctx;
+    f->n++;
+    f->bytes += len;
+    for (size_t i = 0; i < len; i++) f->sum = f->sum * 31 + ((const uint8_t *)val)[i] + (uint32_t)key;
+    return 0;
+}
+
+static Fingerprint fingerprint(const char *cache, CacheMeta *m) {
+    Fingerprint f = {0};
+    Cache c;
+    cr_assert_eq(cache_open_read(&c, cache, m), 0, "%s", err_msg());
+    cr_assert_eq(cache_visit(&c, fp_visit, &f), 0, "%s", err_msg());
+    cache_close(&c);
+    return f;
+}
+
+Test(cache_folder, another_folder_is_refused_a_moved_one_accepted) {
+    char *top = make_images("folder", 6);
+    char args[4000], train[1100], val[1100], cache[1100], moved[1100];
+    snprintf(train, sizeof train, "%s/data", top);
+    snprintf(cache, sizeof cache, "%s/cache_train", top);
+    // A second folder with the same classes and file names but other images
+    // (train/ and val/ of one data set).
+    snprintf(val, sizeof val, "%s/val", top);
+    for (int k = 0; k < 2; k++) {
+        char p[1200];
+        snprintf(p, sizeof p, "%s/%s", val, k ? "squares" : "circles");
+        make_dirs(p);
+        for (int i = 0; i < 6; i++) {
+            uint8_t rgb[40 * 40 * 3];
+            draw_shape(rgb, 40, 40, k, (unsigned)(900 + 10 * k + i));
+            snprintf(p, sizeof p, "%s/%s/img %02d.jpg", val, k ? "squares" : "circles", i);
+            write_jpeg(p, rgb, 40, 40, 90);
+        }
+    }
+    const char *common = "--weights random --input-size 32 --quiet";
+    snprintf(args, sizeof args, "--data '%s' --cache '%s' %s", train, cache, common);
+    extract_ok(args);
+    CacheMeta m0;
+    Fingerprint f0 = fingerprint(cache, &m0);
+    cr_expect_eq(f0.n, 12);
+    cr_expect_str_eq(m0.data_dir, train);
+
+    // The typo: val's folder into train's cache. Refused, naming both, untouched.
+    char *out;
+    snprintf(args, sizeof args, "--data '%s' --cache '%s' %s", val, cache, common);
+    cr_expect_eq(run_tool("extract", args, &out), 1, "%s", out);
+    cr_expect(strstr(out, train) && strstr(out, val) && strstr(out, "belongs to its folder") &&
+                  strstr(out, "--overwrite"),
+              "%s", out);
+    free(out);
+    CacheMeta m1;
+    Fingerprint f1 = fingerprint(cache, &m1);
+    cr_expect(f1.n == f0.n && f1.bytes == f0.bytes && f1.sum == f0.sum, "the refused run changed the cache");
+    cr_expect_str_eq(m1.data_dir, train);
+    cr_expect(m1.complete);
+    cache_meta_free(&m1);
+
+    // The folder moved (renamed): recognised by its files, the cache reused
+    // as it is (nothing extracted again), now belonging to the new path.
+    snprintf(moved, sizeof moved, "%s/moved", top);
+    cr_assert_eq(rename(train, moved), 0);
+    snprintf(args, sizeof args, "--data '%s' --cache '%s' --weights random --input-size 32", moved, cache);
+    cr_expect_eq(run_tool("extract", args, &out), 0, "%s", out);
+    cr_expect(strstr(out, "taking it as the same folder") && strstr(out, "Extracted 0 images") &&
+                  strstr(out, "12 unchanged"),
+              "%s", out);
+    free(out);
+    f1 = fingerprint(cache, &m1);
+    cr_expect(f1.n == f0.n && f1.sum == f0.sum);
+    cr_expect_str_eq(m1.data_dir, moved);
+    cache_meta_free(&m1);
+
+    // The same folder with files added and removed: re-keyed as before, no question asked.
+    char p[1200];
+    snprintf(p, sizeof p, "%s/circles/img 00.jpg", moved);
+    cr_assert_eq(unlink(p), 0);
+    snprintf(args, sizeof args, "--data '%s' --cache '%s' %s", moved, cache, common);
+    extract_ok(args);
+    f1 = fingerprint(cache, &m1);
+    cr_expect_eq(f1.n, 11);
+    cache_meta_free(&m1);
+
+    // --overwrite: the other folder replaces it on purpose.
+    snprintf(args, sizeof args, "--data '%s' --cache '%s' %s --overwrite", val, cache, common);
+    extract_ok(args);
+    f1 = fingerprint(cache, &m1);
+    cr_expect_eq(f1.n, 12);
+    cr_expect_str_eq(m1.data_dir, val);
+    cache_meta_free(&m1);
+    cache_meta_free(&m0);
+    remove_tree(top);
+    free(top);
+}
+
+// --- damage --------------------------------------------------------------------------
+
+// What train reads from a cache, for comparison.
+typedef struct {
+    FeatureSet fs;
+    CacheMeta meta;
+} Loaded;
+
+static void expect_same(const Loaded *a, const Loaded *b, long off, int bit) {
+    const FeatureSet *x = &a->fs, *y = &b->fs;
+    const CacheMeta *m = &a->meta, *n = &b->meta;
+    int same = x->n == y->n && x->D == y->D && x->dtype == y->dtype;
+    size_t item = x->dtype == FEAT_F16 ? 2 : 4;
+    for (int i = 0; same && i < x->n; i++)
+        same = x->keys[i] == y->keys[i] && x->labels[i] == y->labels[i] && !strcmp(x->paths[i], y->paths[i]) &&
+               !memcmp((char *)x->data + item * x->D * i, (char *)y->data + item * y->D * i, item * x->D);
+    same = same && !strcmp(m->model, n->model) && !strcmp(m->weights, n->weights) && m->input_h == n->input_h &&
+           m->input_w == n->input_w && !strcmp(m->interpolation, n->interpolation) &&
+           !strcmp(m->preprocess, n->preprocess) && !strcmp(m->layer, n->layer) && m->feat_h == n->feat_h &&
+           m->feat_w == n->feat_w && m->feat_c == n->feat_c && m->dtype == n->dtype && m->n_classes == n->n_classes &&
+           !strcmp(m->shard, n->shard) && !strcmp(m->decode, n->decode) && !strcmp(m->folder, n->folder) &&
+           !strcmp(m->data_dir, n->data_dir) && m->complete == n->complete && !strcmp(m->content, n->content);
+    for (int k = 0; same && k < m->n_classes; k++)
+        same = !strcmp(m->class_names[k], n->class_names[k]) && m->class_counts[k] == n->class_counts[k];
+    cr_assert(same, "byte %ld bit %d flipped: the cache was read without an error, but not as it was written", off,
+              bit);
+}
+
+static void flip(const char *file, long off, int bit) {
+    int fd = open(file, O_RDWR);
+    cr_assert_geq(fd, 0);
+    uint8_t b;
+    cr_assert_eq(pread(fd, &b, 1, off), 1);
+    b ^= (uint8_t)(1u << bit);
+    cr_assert_eq(pwrite(fd, &b, 1, off), 1);
+    close(fd);
+}
+
+static long file_size(const char *path) {
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0, "%s", path);
+    return (long)st.st_size;
+}
+
+// Flips bit (off % 8) of every byte of the first `head` bytes of each page
+// (page headers, node pointers, the meta pages) and of every step-th byte
+// elsewhere in cache's data.mdb, and reads each copy in-process; returns how
+// many flips were caught.
+static long sweep(const char *cache, long head, long step, long *flips) {
+    char data[1200];
+    snprintf(data, sizeof data, "%s/data.mdb", cache);
+    Loaded ref;
+    cr_assert_eq(features_load(&ref.fs, cache, (size_t)1 << 30, 2, &ref.meta), 0, "%s", err_msg());
+    long n = file_size(data), caught = 0;
+    *flips = 0;
+    for (long off = 0; off < n; off++) {
+        if (off % 4096 >= (off < 8192 ? 160 : head) && off % step) continue;  // all of the meta pages' fields
+        int bit = (int)(off % 8);
+        flip(data, off, bit);
+        (*flips)++;
+        Loaded got;
+        int rc = features_load(&got.fs, cache, (size_t)1 << 30, 2, &got.meta);
+        char msg[ERR_MSG_MAX];
+        snprintf(msg, sizeof msg, "%s", err_msg());
+        long records = 0;
+        long problems = cache_verify(cache, NULL, NULL, &records);
+        flip(data, off, bit);  // restore before any assertion can end the test
+        if (rc == 0) {
+            expect_same(&got, &ref, off, bit);
+            features_free(&got.fs);
+            cache_meta_free(&got.meta);
+            cr_assert_eq(problems, 0, "byte %ld bit %d: read as undamaged, but --verify found %ld problems", off, bit,
+                         problems);
+        } else {
+            caught++;
+            cr_assert(strstr(msg, "damaged") && strstr(msg, cache),
+                      "byte %ld bit %d flipped: the error does not say the cache is damaged: %s", off, bit, msg);
+            cr_assert_gt(problems, 0, "byte %ld bit %d: '%s', but --verify found nothing", off, bit, msg);
+        }
+    }
+    features_free(&ref.fs);
+    cache_meta_free(&ref.meta);
+    return caught;
+}
+
+// Two caches of 24 records: block5_pool at 32x32 (1 KB records inside the
+// leaf pages) and block4_pool (4 KB records on overflow pages).
+static void make_caches(char **top, char *inl, char *ovf, size_t size) {
+    *top = make_images("damage", 12);
+    setenv("VGGFT_CACHE_COMMIT_SECONDS", "1000", 1);  // one transaction of records: no stale page copies
+    char args[4000];
+    snprintf(inl, size, "%s/inline", *top);
+    snprintf(ovf, size, "%s/overflow", *top);
+    snprintf(args, sizeof args, "--data '%s/data' --cache '%s' --weights random --input-size 32 --quiet", *top, inl);
+    extract_ok(args);
+    snprintf(args, sizeof args,
+             "--data '%s/data' --cache '%s' --weights random --input-size 32 --layer block4_pool --quiet", *top, ovf);
+    extract_ok(args);
+    unsetenv("VGGFT_CACHE_COMMIT_SECONDS");
+}
+
+// Rewrites record `key` through LMDB with bit `bit` of byte `at` flipped.
+static void damage_record(const char *cache, const char *key, size_t at, int bit) {
+    Cache c;
+    CacheMeta m;
+    cr_assert_eq(cache_open_read(&c, cache, &m), 0, "%s", err_msg());
+    cache_close(&c);
+    cr_assert_eq(cache_open_write(&c, cache, &m, 0), 0, "%s", err_msg());
+    MDB_txn *txn;
+    cr_assert_eq(mdb_txn_begin(c.env, NULL, 0, &txn), 0);
+    MDB_val k = {strlen(key), (void *)key}, v;
+    cr_assert_eq(mdb_get(txn, c.dbi_features, &k, &v), 0);
+    uint8_t *copy = malloc(v.mv_size);
+    memcpy(copy, v.mv_data, v.mv_size);
+    cr_assert_lt(at, v.mv_size);
+    copy[at] ^= (uint8_t)(1u << bit);
+    MDB_val nv = {v.mv_size, copy};
+    cr_assert_eq(mdb_put(txn, c.dbi_features, &k, &nv, 0), 0);
+    cr_assert_eq(mdb_txn_commit(txn), 0);
+    free(copy);
+    cache_close(&c);
+    cache_meta_free(&m);
+}
+
+Test(cache_damage, bit_flips_anywhere_are_caught_or_harmless, .timeout = 300) {
+    char *top, inl[1100], ovf[1100];
+    make_caches(&top, inl, ovf, sizeof inl);
+    long flips_a, flips_b;
+    // Every byte of the page headers, and prime strides elsewhere: the flips
+    // fall on the fields of nodes, keys, records and settings.
+    long caught_a = sweep(inl, 64 / SWEEP_SCALE, 37 * SWEEP_SCALE, &flips_a);
+    long caught_b = sweep(ovf, 64 / SWEEP_SCALE, 67 * SWEEP_SCALE, &flips_b);
+    // Much of a small cache is live bytes (the rest: free pages, the free
+    // space inside pages): many flips must have been caught, not found
+    // harmless (about 1/3 and 2/3 of them).
+    cr_expect_gt(caught_a, flips_a / 5, "%ld of %ld flips caught", caught_a, flips_a);
+    cr_expect_gt(caught_b, flips_b / 2, "%ld of %ld flips caught", caught_b, flips_b);
+    fprintf(stderr, "damage sweep: %ld of %ld flips caught (inline records), %ld of %ld (overflow records)\n",
+            caught_a, flips_a, caught_b, flips_b);
+    remove_tree(top);
+    free(top);
+}
+
+// train's history (Keras CSVLogger columns) without its last column, the
+// seconds each epoch took.
+static void read_history(const char *path, char *out, size_t size) {
+    FILE *f = fopen(path, "r");
+    cr_assert(f, "%s was not written", path);
+    char line[512];
+    size_t o = 0;
+    out[0] = '\0';
+    while (fgets(line, sizeof line, f)) {
+        char *last = strrchr(line, ',');
+        if (last) *last = '\0';
+        o += (size_t)snprintf(out + o, size - o, "%s\n", line);
+    }
+    fclose(f);
+}
+
+// The executables on damaged copies: train and extract --verify never die of
+// a signal; either they say the cache is damaged, or train's results are
+// those of the undamaged cache.
+Test(cache_damage, tools_never_crash_on_damaged_caches, .timeout = 300) {
+    char *top, inl[1100], ovf[1100];
+    make_caches(&top, inl, ovf, sizeof inl);
+    const char *caches[] = {inl, ovf};
+    for (int c = 0; c < 2; c++) {
+        char data[1200], args[4000], head[1200], hist[1300];
+        snprintf(data, sizeof data, "%s/data.mdb", caches[c]);
+        snprintf(head, sizeof head, "%s/head%d.h5", top, c);
+        snprintf(hist, sizeof hist, "%s/head%d.history.csv", top, c);
+        snprintf(args, sizeof args, "--cache '%s' --out '%s' --epochs 2 --threads 1 --quiet", caches[c], head);
+        char *out;
+        cr_assert_eq(run_tool("train", args, &out), 0, "%s", out);
+        free(out);
+        char ref[4096];
+        read_history(hist, ref, sizeof ref);
+        // A byte of every other page's header, and a byte every 4099 (a
+        // different place in each page): ~80 copies, two processes each.
+        long n = file_size(data);
+        for (long off = 0; off < n; off++) {
+            long page = off / 4096, in = off % 4096;
+            if (!(page % (2 * SWEEP_SCALE) == 0 && in == (page * 7 + c) % 48) && off % (4099 * SWEEP_SCALE) != 17)
+                continue;
+            int bit = (int)((off / 3) % 8);
+            flip(data, off, bit);
+            unlink(hist);
+            int rc = run_tool("train", args, &out);
+            char verify[1200];
+            snprintf(verify, sizeof verify, "--verify '%s'", caches[c]);
+            char *vout;
+            int vrc = run_tool("extract", verify, &vout);
+            flip(data, off, bit);
+            cr_assert(rc == 0 || rc == 1, "byte %ld bit %d: train ended with status %d (a signal?):\n%s", off, bit, rc,
+                      out);
+            cr_assert(vrc == 0 || vrc == 1, "byte %ld bit %d: extract --verify ended with %d:\n%s", off, bit, vrc,
+                      vout);
+            if (rc == 1) {
+                cr_assert(strstr(out, "damaged"), "byte %ld bit %d: train failed without saying why:\n%s", off, bit, out);
+                cr_assert_eq(vrc, 1, "byte %ld bit %d: train found damage, --verify did not:\n%s", off, bit, vout);
+            } else {
+                char got[4096];
+                read_history(hist, got, sizeof got);
+                cr_assert_str_eq(got, ref, "byte %ld bit %d: train ran on a changed cache", off, bit);
+                cr_assert_eq(vrc, 0, "byte %ld bit %d: train read it as sound, --verify did not:\n%s", off, bit, vout);
+            }
+            free(out);
+            free(vout);
+        }
+    }
+    remove_tree(top);
+    free(top);
+}
+
+// --verify lists every damaged record, by key and path, and exits 1; the
+// same cache with its bytes restored verifies clean.
+Test(cache_damage, verify_lists_every_damaged_record) {
+    char *top, inl[1100], ovf[1100];
+    make_caches(&top, inl, ovf, sizeof inl);
+    char data[1200], args[1200];
+    snprintf(data, sizeof data, "%s/data.mdb", inl);
+    snprintf(args, sizeof args, "--verify '%s'", inl);
+    char *out;
+    cr_expect_eq(run_tool("extract", args, &out), 0, "%s", out);
+    cr_expect(strstr(out, "sound: 24 records"), "%s", out);
+    free(out);
+    // Damage the feature bytes of three records (keys = folder order).
+    const char *names[] = {"circles/img 02.jpg", "circles/img 07.jpg", "squares/img 11.jpg"};
+    const char *keys[] = {"0000000002", "0000000007", "0000000023"};
+    for (int i = 0; i < 3; i++) damage_record(inl, keys[i], 50 + strlen(names[i]) + 40, 2);  // inside the zstd frame
+    cr_expect_eq(run_tool("extract", args, &out), 1, "%s", out);
+    for (int i = 0; i < 3; i++) cr_expect(strstr(out, names[i]) != NULL, "%s not listed:\n%s", names[i], out);
+    cr_expect(strstr(out, "3 problems found") && strstr(out, "re-extract"), "%s", out);
+    free(out);
+    // train names the first, and refuses.
+    snprintf(args, sizeof args, "--cache '%s' --out '%s/h.h5' --epochs 1 --quiet", inl, top);
+    cr_expect_eq(run_tool("train", args, &out), 1, "%s", out);
+    cr_expect((strstr(out, names[0]) || strstr(out, names[1]) || strstr(out, names[2])) && strstr(out, "damaged"),
+              "%s", out);
+    free(out);
+    // extract on it again: the damaged records are deleted and extracted again.
+    snprintf(args, sizeof args, "--data '%s/data' --cache '%s' --weights random --input-size 32", top, inl);
+    cr_expect_eq(run_tool("extract", args, &out), 0, "%s", out);
+    cr_expect(strstr(out, "3 damaged records deleted") && strstr(out, "Extracted 3 images"), "%s", out);
+    free(out);
+    snprintf(args, sizeof args, "--verify '%s'", inl);
+    cr_expect_eq(run_tool("extract", args, &out), 0, "%s", out);
+    free(out);
+    remove_tree(top);
+    free(top);
+}
+
+// A damaged page: every reader refuses with the page named; --overwrite
+// replaces the cache (LMDB is never asked to drop the damaged trees).
+Test(cache_damage, damaged_pages_are_refused_and_overwrite_replaces_them) {
+    char *top, inl[1100], ovf[1100];
+    make_caches(&top, inl, ovf, sizeof inl);
+    char data[1200], args[1200];
+    snprintf(data, sizeof data, "%s/data.mdb", ovf);
+    // Page 2 onwards: find a leaf page of the features tree (24 records keyed
+    // "0000000000"...) and break its free-space bound (mp_lower), the damage
+    // that made liblmdb read outside the page.
+    long n = file_size(data), page = -1;
+    uint8_t *bytes = malloc((size_t)n);
+    FILE *f = fopen(data, "rb");
+    cr_assert_eq(fread(bytes, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    for (long p = 2; p * 4096 < n && page < 0; p++) {
+        const uint8_t *pg = bytes + p * 4096;
+        for (int j = 16; pg[10] == 0x02 && j + 10 <= 4096 && page < 0; j++)
+            if (!memcmp(pg + j, "0000000005", 10)) page = p;
+    }
+    free(bytes);
+    cr_assert_geq(page, 0, "no leaf page with record 0000000005");
+    flip(data, page * 4096 + 13, 6);  // mp_lower += 16384
+    char *out;
+    snprintf(args, sizeof args, "--cache '%s' --out '%s/h.h5' --epochs 1 --quiet", ovf, top);
+    cr_expect_eq(run_tool("train", args, &out), 1, "%s", out);
+    char want[64];
+    snprintf(want, sizeof want, "page %ld", page);
+    cr_expect(strstr(out, "damaged") && strstr(out, want) && strstr(out, "--verify"), "%s", out);
+    free(out);
+    snprintf(args, sizeof args, "--info '%s'", ovf);
+    cr_expect_eq(run_tool("extract", args, &out), 1, "%s", out);
+    free(out);
+    const char *common = "--weights random --input-size 32 --layer block4_pool --quiet";
+    snprintf(args, sizeof args, "--data '%s/data' --cache '%s' %s", top, ovf, common);
+    cr_expect_eq(run_tool("extract", args, &out), 1, "%s", out);
+    cr_expect(strstr(out, want) && strstr(out, "--overwrite"), "%s", out);
+    free(out);
+    snprintf(args, sizeof args, "--data '%s/data' --cache '%s' %s --overwrite", top, ovf, common);
+    cr_expect_eq(run_tool("extract", args, &out), 0, "%s", out);
+    free(out);
+    snprintf(args, sizeof args, "--verify '%s'", ovf);
+    cr_expect_eq(run_tool("extract", args, &out), 0, "%s", out);
+    free(out);
+    remove_tree(top);
+    free(top);
+}
+
+// --- a full disk -------------------------------------------------------------------------
+
+static char mounted[1200];
+
+static void unmount_tmpfs(void) {
+    if (mounted[0]) umount2(mounted, MNT_DETACH);
+    mounted[0] = '\0';
+}
+
+Test(cache_disk, full_disk_names_the_cache_and_resumes, .fini = unmount_tmpfs) {
+    char *top = make_images("disk", 18);
+    char ref[1100], mnt[1100], cache[1200], args[4000];
+    snprintf(ref, sizeof ref, "%s/ref", top);
+    snprintf(mnt, sizeof mnt, "%s/mnt", top);
+    snprintf(cache, sizeof cache, "%s/cache", mnt);
+    const char *common = "--weights random --input-size 32 --batch 4 --quiet";
+    snprintf(args, sizeof args, "--data '%s/data' --cache '%s' %s", top, ref, common);
+    extract_ok(args);
+    make_dirs(mnt);
+    // A 48 KB file system: the cache fills it part way.
+    if (mount("tmpfs", mnt, "tmpfs", 0, "size=48k") < 0) {
+        int e = errno;
+        remove_tree(top);
+        free(top);
+        cr_skip_test("cannot mount a small tmpfs to fill (%s): needs root (or CAP_SYS_ADMIN)", strerror(e));
+    }
+    snprintf(mounted, sizeof mounted, "%s", mnt);
+    setenv("VGGFT_CACHE_COMMIT_EVERY", "4", 1);
+    snprintf(args, sizeof args, "--data '%s/data' --cache '%s' %s", top, cache, common);
+    char *out;
+    int rc = run_tool("extract", args, &out);
+    unsetenv("VGGFT_CACHE_COMMIT_EVERY");
+    cr_expect_eq(rc, 1, "%s", out);
+    cr_expect(strstr(out, "No space left on device") && strstr(out, cache) && strstr(out, "rerun"), "%s", out);
+    free(out);
+    // What was committed is a sound, resumable cache.
+    char verify[1300];
+    snprintf(verify, sizeof verify, "--verify '%s'", cache);
+    cr_expect_eq(run_tool("extract", verify, &out), 0, "%s", out);
+    free(out);
+    // Room again: the rerun completes it, as an uninterrupted run would have.
+    cr_assert_eq(mount("tmpfs", mnt, "tmpfs", MS_REMOUNT, "size=8m"), 0, "%s", strerror(errno));
+    cr_expect_eq(run_tool("extract", args, &out), 0, "%s", out);
+    free(out);
+    CacheMeta m1, m2;
+    Fingerprint a = fingerprint(cache, &m1), b = fingerprint(ref, &m2);
+    cr_expect(a.n == b.n && a.bytes == b.bytes && a.sum == b.sum, "%ld records after the rerun, %ld in one run", a.n,
+              b.n);
+    cr_expect_str_eq(m1.content, m2.content);
+    cr_expect(m1.complete);
+    cache_meta_free(&m1), cache_meta_free(&m2);
+    unmount_tmpfs();
+    remove_tree(top);
+    free(top);
+}

@@ -1,0 +1,269 @@
+// finetune end to end on generated images (32x32, random base weights):
+// extract -> train -> finetune; resumed runs (SIGTERM from inside and from
+// outside, kill -9) end with the bytes of an uninterrupted run; a cache of
+// block4_pool gives the weights that images give; frozen layers stay as
+// they were; wrong inputs are refused with the reason.
+#include <criterion/criterion.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "fileutil.h"
+#include "model.h"
+#include "model_io.h"
+#include "testutil.h"
+
+typedef struct {
+    char *dir;
+    char data[512], val[512], c5[512], vc5[512], head[512];
+} Setup;
+
+static void make_images(const char *root, int per_class, unsigned seed) {
+    const char *cls[2] = {"discs", "squares"};
+    uint8_t rgb[40 * 40 * 3];
+    char p[700];
+    for (int k = 0; k < 2; k++) {
+        snprintf(p, sizeof p, "%s/%s", root, cls[k]);
+        cr_assert_eq(make_dirs(p), 0);
+        for (int i = 0; i < per_class; i++) {
+            draw_shape(rgb, 40, 40, k, seed + (unsigned)(k * 100 + i));
+            snprintf(p, sizeof p, "%s/%s/%02d.jpg", root, cls[k], i);
+            write_jpeg(p, rgb, 40, 40, 90);
+        }
+    }
+}
+
+static char *run_ok(const char *tool, const char *args) {
+    char *out;
+    int rc = run_tool(tool, args, &out);
+    cr_assert_eq(rc, 0, "%s %s exited %d:\n%s", tool, args, rc, out);
+    return out;
+}
+
+// Images, the head's caches and a head trained on them (2 epochs).
+static Setup setup(void) {
+    Setup s;
+    s.dir = make_temp_dir("finetune");
+    snprintf(s.data, sizeof s.data, "%s/train", s.dir);
+    snprintf(s.val, sizeof s.val, "%s/val", s.dir);
+    snprintf(s.c5, sizeof s.c5, "%s/c5", s.dir);
+    snprintf(s.vc5, sizeof s.vc5, "%s/vc5", s.dir);
+    snprintf(s.head, sizeof s.head, "%s/head.h5", s.dir);
+    make_images(s.data, 10, 1);
+    make_images(s.val, 4, 500);
+    char args[2600];
+    const char *common = "--weights random --input-size 32 --threads 1 --quiet";
+    snprintf(args, sizeof args, "--data %s --cache %s %s", s.data, s.c5, common);
+    free(run_ok("extract", args));
+    snprintf(args, sizeof args, "--data %s --cache %s %s", s.val, s.vc5, common);
+    free(run_ok("extract", args));
+    snprintf(args, sizeof args, "--cache %s --val-cache %s --out %s --epochs 2 --batch 8 --hidden 16 --threads 1 --quiet",
+             s.c5, s.vc5, s.head);
+    free(run_ok("train", args));
+    return s;
+}
+
+static char *slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    cr_assert(f, "cannot open %s", path);
+    fseek(f, 0, SEEK_END);
+    *n = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc(*n + 1);
+    cr_assert_eq(fread(b, 1, *n, f), *n);
+    fclose(f);
+    return b;
+}
+
+static void expect_same_file(const char *a, const char *b) {
+    size_t na, nb;
+    char *x = slurp(a, &na), *y = slurp(b, &nb);
+    cr_expect(na == nb && !memcmp(x, y, na), "%s and %s differ", a, b);
+    free(x), free(y);
+}
+
+// The finetune arguments shared by a case's runs (out appended).
+static void ft_args(const Setup *s, const char *extra, const char *out, char *buf, size_t n) {
+    snprintf(buf, n,
+             "--data %s --val-data %s --head %s --weights random --out %s --epochs 2 --batch 8 --lr 0.01 "
+             "--momentum 0.9 --threads 1 --quiet --checkpoint-every 1 %s",
+             s->data, s->val, s->head, out, extra);
+}
+
+Test(finetune, resume_after_sigterm_or_kill_equals_uninterrupted_run) {
+    Setup s = setup();
+    char a[600], b[600], c[600], args[3000];
+    snprintf(a, sizeof a, "%s/a.h5", s.dir);
+    snprintf(b, sizeof b, "%s/b.h5", s.dir);
+    snprintf(c, sizeof c, "%s/c.h5", s.dir);
+    ft_args(&s, "", a, args, sizeof args);
+    char *out = run_ok("finetune", args);
+    cr_expect(strstr(out, "Before fine-tuning: val_loss"), "the head's figures are reported: %s", out);
+    cr_expect(strstr(out, "with the head alone (before fine-tuning)"), "%s", out);
+    free(out);
+
+    // SIGTERM inside epoch 1 (the handler's path): exit 75, then resume.
+    ft_args(&s, "", b, args, sizeof args);
+    char env_args[3200];
+    snprintf(env_args, sizeof env_args, "%s", args);
+    setenv("VGGFT_TEST_SIGTERM_AFTER_STEP", "2", 1);
+    int rc = run_tool("finetune", env_args, &out);
+    unsetenv("VGGFT_TEST_SIGTERM_AFTER_STEP");
+    cr_assert_eq(rc, 75, "SIGTERM gives exit 75 (resumable): %d\n%s", rc, out);
+    cr_expect(strstr(out, "SIGTERM: stopped at epoch 1 step 2"), "%s", out);
+    struct stat st;
+    cr_expect(stat(b, &st) != 0, "no model is written by a stopped run");
+    free(out);
+    strcat(env_args, " --resume");
+    free(run_ok("finetune", env_args));
+    expect_same_file(a, b);
+
+    // kill -9 after step 4 (epoch 2, step 1; its checkpoint was written).
+    ft_args(&s, "", c, args, sizeof args);
+    setenv("VGGFT_TEST_CRASH_AFTER_STEP", "4", 1);
+    rc = run_tool("finetune", args, NULL);
+    unsetenv("VGGFT_TEST_CRASH_AFTER_STEP");
+    cr_assert_eq(rc, 137, "the crash hook exits like kill -9: %d", rc);
+    strcat(args, " --resume");
+    free(run_ok("finetune", args));
+    expect_same_file(a, c);
+    char hist_a[700], hist_c[700];
+    snprintf(hist_a, sizeof hist_a, "%s/a.history.csv", s.dir);
+    snprintf(hist_c, sizeof hist_c, "%s/c.history.csv", s.dir);
+    size_t na, nc;
+    char *ha = slurp(hist_a, &na), *hc = slurp(hist_c, &nc);
+    // Same epochs and figures; only the seconds column may differ.
+    cr_expect(strncmp(ha, hc, 60) == 0, "history:\n%s\nvs\n%s", ha, hc);
+    free(ha), free(hc);
+    remove_tree(s.dir);
+    free(s.dir);
+}
+
+// A real SIGTERM from outside at an arbitrary moment: the run stops with 75
+// (or has finished: 0), and the resumed run ends with the same bytes.
+Test(finetune, external_sigterm_then_resume) {
+    Setup s = setup();
+    char a[600], b[600], args[3000];
+    snprintf(a, sizeof a, "%s/a.h5", s.dir);
+    snprintf(b, sizeof b, "%s/b.h5", s.dir);
+    ft_args(&s, "--checkpoint-every 0", a, args, sizeof args);
+    free(run_ok("finetune", args));
+    ft_args(&s, "--checkpoint-every 0", b, args, sizeof args);
+    const char *bin = getenv("VGGFT_BIN") ? getenv("VGGFT_BIN") : TEST_BUILD;
+    char cmd[4000];
+    snprintf(cmd, sizeof cmd, "%s/finetune %s > %s/log 2>&1 & p=$!; sleep 0.7; kill -TERM $p; wait $p; exit $?", bin,
+             args, s.dir);
+    int st = system(cmd);
+    int rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    cr_assert(rc == 75 || rc == 0, "exit %d after SIGTERM", rc);
+    if (rc == 75) {
+        strcat(args, " --resume");
+        free(run_ok("finetune", args));
+    }
+    expect_same_file(a, b);
+    remove_tree(s.dir);
+    free(s.dir);
+}
+
+// Reads a whole fine-tuned model back (vgg16 at 32x32, the head's shape).
+static void load_model(const char *path, Model *m) {
+    ModelMeta meta;
+    cr_assert_eq(model_meta_read(path, &meta), 0, "%s", err_msg());
+    ModelConfig cfg;
+    model_meta_to_config(&meta, &cfg);
+    cr_assert_eq(model_build(m, &cfg), 0, "%s", err_msg());
+    model_meta_free(&meta);
+    cr_assert_eq(model_load_full(m, path), 0, "%s", err_msg());
+}
+
+Test(finetune, cache_of_block4_pool_equals_images_and_frozen_layers_stay) {
+    Setup s = setup();
+    char c4[600], vc4[600], a[600], b[600], args[3000];
+    snprintf(c4, sizeof c4, "%s/c4", s.dir);
+    snprintf(vc4, sizeof vc4, "%s/vc4", s.dir);
+    snprintf(a, sizeof a, "%s/img.h5", s.dir);
+    snprintf(b, sizeof b, "%s/cache.h5", s.dir);
+    const char *common = "--weights random --input-size 32 --threads 1 --quiet --layer block4_pool --dtype f32";
+    snprintf(args, sizeof args, "--data %s --cache %s %s", s.data, c4, common);
+    free(run_ok("extract", args));
+    snprintf(args, sizeof args, "--data %s --cache %s %s", s.val, vc4, common);
+    free(run_ok("extract", args));
+
+    ft_args(&s, "--no-augment", a, args, sizeof args);
+    free(run_ok("finetune", args));
+    snprintf(args, sizeof args,
+             "--cache %s --val-cache %s --head %s --weights random --out %s --epochs 2 --batch 8 --lr 0.01 "
+             "--momentum 0.9 --threads 1 --quiet",
+             c4, vc4, s.head, b);
+    char *out = run_ok("finetune", args);
+    cr_expect(strstr(out, "No augmentation in this mode"), "%s", out);
+    free(out);
+
+    Model mi, mc, base, head;
+    load_model(a, &mi);
+    load_model(b, &mc);
+    // The starting point: the random base and the trained head.
+    ModelConfig cfg = mi.cfg;
+    cfg.unfreeze = NULL;
+    cr_assert_eq(model_build(&base, &cfg), 0);
+    cr_assert_eq(model_alloc_weights(&base, 1, base.n_base), 0);
+    model_init_random(&base, 1, base.n_base, 1);
+    cr_assert_eq(model_build(&head, &cfg), 0);
+    cr_assert_eq(model_load_head(&head, s.head), 0, "%s", err_msg());
+    int b5 = model_find_layer(&mi, "block5_conv1");
+    for (int i = 1; i < mi.n_layers; i++) {
+        Layer *l = &mi.layers[i], *lc = &mc.layers[i];
+        if (!l->n_kernel) continue;
+        size_t nk = (size_t)l->n_kernel * sizeof(float);
+        cr_expect(!memcmp(l->kernel, lc->kernel, nk), "%s: images and cache give other weights", l->name);
+        const float *start = i < mi.n_base ? base.layers[i].kernel : head.layers[i].kernel;
+        int same = !memcmp(l->kernel, start, nk);
+        if (i < b5) cr_expect(same, "frozen %s changed", l->name);
+        else cr_expect(!same, "trainable %s did not change", l->name);
+    }
+    model_free(&mi), model_free(&mc), model_free(&base), model_free(&head);
+    remove_tree(s.dir);
+    free(s.dir);
+}
+
+Test(finetune, refuses_mismatched_inputs_with_the_reason) {
+    Setup s = setup();
+    char args[3000], *out;
+    // A cache of the wrong layer names the one that is needed.
+    snprintf(args, sizeof args, "--cache %s --head %s --weights random --out %s/x.h5 --threads 1", s.c5, s.head,
+             s.dir);
+    cr_expect_eq(run_tool("finetune", args, &out), 1);
+    cr_expect(strstr(out, "block4_pool"), "names the layer needed: %s", out);
+    free(out);
+    // Other base weights than the head's.
+    snprintf(args, sizeof args, "--data %s --head %s --weights random --seed 7 --out %s/x.h5 --threads 1", s.data,
+             s.head, s.dir);
+    cr_expect_eq(run_tool("finetune", args, &out), 1);
+    cr_expect(strstr(out, "not the base weights the head was trained on"), "%s", out);
+    free(out);
+    // Augmentation with a cache is a usage error.
+    snprintf(args, sizeof args, "--cache %s --head %s --out %s/x.h5 --augment flip", s.c5, s.head, s.dir);
+    cr_expect_eq(run_tool("finetune", args, &out), 2);
+    cr_expect(strstr(out, "no augmentation in this mode"), "%s", out);
+    free(out);
+    // --device cuda says the GPU path is not there yet (or that there is no GPU).
+    snprintf(args, sizeof args, "--data %s --head %s --weights random --out %s/x.h5 --device cuda", s.data, s.head,
+             s.dir);
+    cr_expect_eq(run_tool("finetune", args, &out), 1);
+    cr_expect(strstr(out, "GPU") || strstr(out, "CUDA"), "%s", out);
+    free(out);
+    // A bad augmentation spec names the key.
+    snprintf(args, sizeof args, "--data %s --head %s --weights random --out %s/x.h5 --augment rotate=3", s.data,
+             s.head, s.dir);
+    cr_expect_eq(run_tool("finetune", args, &out), 2);
+    cr_expect(strstr(out, "rotate"), "%s", out);
+    free(out);
+    remove_tree(s.dir);
+    free(s.dir);
+}
