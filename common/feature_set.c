@@ -270,3 +270,20 @@ int features_subset(const FeatureSet *fs, const int *rows, int n, FeatureSet *ou
     }
     return 0;
 }
+
+int features_split(const FeatureSet *fs, int K, double f, FeatureSet *train, FeatureSet *val) {
+    int *n_c = calloc((size_t)K, sizeof(int)), *seen = calloc((size_t)K, sizeof(int));
+    int *tr = malloc(sizeof(int) * (size_t)(fs->n + 1)), *va = malloc(sizeof(int) * (size_t)(fs->n + 1));
+    int rc = n_c && seen && tr && va ? 0 : err_set("out of memory");
+    int nt = 0, nv = 0;
+    for (int i = 0; rc == 0 && i < fs->n; i++) n_c[fs->labels[i]]++;
+    for (int i = 0; rc == 0 && i < fs->n; i++) {
+        int c = fs->labels[i];
+        if (seen[c]++ < (int)(f * n_c[c])) va[nv++] = i;
+        else tr[nt++] = i;
+    }
+    if (rc == 0) rc = features_subset(fs, tr, nt, train);
+    if (rc == 0 && (rc = features_subset(fs, va, nv, val)) < 0) features_free(train);
+    free(n_c), free(seen), free(tr), free(va);
+    return rc;
+}

@@ -30,3 +30,7 @@ void features_free(FeatureSet *fs);
 int features_gather(FeatureSet *fs, const int *rows, int n, float *out);
 // A new set holding the given rows of fs (in memory only); for validation_split.
 int features_subset(const FeatureSet *fs, const int *rows, int n, FeatureSet *out);
+// Keras's validation_split on the records of a cache: the first int(F * n_c)
+// records of each class c (in folder order) go to val, the rest to train.
+// K: number of classes. fs must be in memory; it is left as it was.
+int features_split(const FeatureSet *fs, int K, double validation_split, FeatureSet *train, FeatureSet *val);

@@ -1,6 +1,7 @@
 #include "fit.h"
 
 #include <math.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -222,6 +223,20 @@ int fit_load(FitState *s, const char *settings, const char *path) {
 done:
     checkpoint_free(&c);
     return rc;
+}
+
+int fit_resume(FitState *s, const char *settings, const char *path, int resume, int quiet) {
+    if (!resume) return 0;
+    if (access(path, F_OK) != 0) {
+        fprintf(stderr, "note: --resume: no checkpoint at %s yet, starting from the beginning\n", path);
+        return 0;
+    }
+    if (fit_load(s, settings, path) < 0) return -1;
+    if (quiet) return 0;
+    if (s->steps_in_epoch)
+        fprintf(stderr, "Resuming from %s at epoch %d, step %ld\n", path, s->epochs_done + 1, s->steps_in_epoch);
+    else fprintf(stderr, "Resuming from %s after epoch %d\n", path, s->epochs_done);
+    return 0;
 }
 
 // --- outputs ---------------------------------------------------------------------

@@ -74,6 +74,11 @@ int fit_save(const FitState *s, const char *settings, const char *path);
 // checkpoint with more epochs than s->max_epochs.
 int fit_load(FitState *s, const char *settings, const char *path);
 
+// --resume: restores the state from path when the file exists (fit_load),
+// else notes that the run starts from the beginning; says where it resumes
+// unless quiet. Without resume, does nothing. -1 as fit_load.
+int fit_resume(FitState *s, const char *settings, const char *path, int resume, int quiet);
+
 // --- outputs ----------------------------------------------------------------
 // out.h5 -> out + suffix (".history.csv", ".ckpt"...): the stem without .h5.
 void fit_sibling(const char *out, const char *suffix, char *buf, size_t size);

@@ -382,20 +382,9 @@ int finetune_run(const FinetuneOptions *o) {
             // The first int(F * n_c) records of each class, as train does.
             Split all = train;
             memset(&train, 0, sizeof train);
-            int K = hm.n_classes, nt = 0, nv = 0;
-            int *n_c = calloc((size_t)K, sizeof(int)), *seen = calloc((size_t)K, sizeof(int));
-            int *tr = malloc(sizeof(int) * (size_t)all.n), *va = malloc(sizeof(int) * (size_t)all.n);
-            for (int i = 0; i < all.n; i++) n_c[all.labels[i]]++;
-            for (int i = 0; i < all.n; i++) {
-                int c = all.labels[i];
-                if (seen[c]++ < (int)(o->validation_split * n_c[c])) va[nv++] = i;
-                else tr[nt++] = i;
-            }
             train.from_cache = val.from_cache = 1;
-            int rc = features_subset(&all.fs, tr, nt, &train.fs);
-            if (rc == 0) rc = features_subset(&all.fs, va, nv, &val.fs);
-            train.n = nt, train.labels = train.fs.labels, val.n = nv, val.labels = val.fs.labels;
-            free(n_c), free(seen), free(tr), free(va);
+            int rc = features_split(&all.fs, hm.n_classes, o->validation_split, &train.fs, &val.fs);
+            train.n = train.fs.n, train.labels = train.fs.labels, val.n = val.fs.n, val.labels = val.fs.labels;
             split_free(&all);
             if (rc < 0) goto done;
         }
@@ -480,17 +469,7 @@ int finetune_run(const FinetuneOptions *o) {
     }
     char ckpt_path[4200];
     fit_sibling(o->out, ".ckpt", ckpt_path, sizeof ckpt_path);
-    if (o->resume && access(ckpt_path, F_OK) != 0)
-        fprintf(stderr, "note: --resume: no checkpoint at %s yet, starting from the beginning\n", ckpt_path);
-    if (o->resume && access(ckpt_path, F_OK) == 0) {
-        if (fit_load(&fs, settings, ckpt_path) < 0) goto done;
-        if (!o->quiet) {
-            if (fs.steps_in_epoch)
-                fprintf(stderr, "Resuming from %s at epoch %d, step %ld\n", ckpt_path, fs.epochs_done + 1,
-                        fs.steps_in_epoch);
-            else fprintf(stderr, "Resuming from %s after epoch %d\n", ckpt_path, fs.epochs_done);
-        }
-    }
+    if (fit_resume(&fs, settings, ckpt_path, o->resume, o->quiet) < 0) goto done;
 
     // --- buffers ---------------------------------------------------------------------------
     const int B = o->batch;

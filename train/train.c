@@ -134,19 +134,7 @@ int train_run(const TrainOptions *o) {
         has_val = 1;
     } else if (o->validation_split > 0) {
         // Keras: the first int(F * n_c) records of each class (folder order).
-        int K = meta.n_classes;
-        int *n_c = calloc((size_t)K, sizeof(int)), *seen = calloc((size_t)K, sizeof(int));
-        int *tr = malloc(sizeof(int) * (size_t)all.n), *va = malloc(sizeof(int) * (size_t)all.n);
-        int nt = 0, nv = 0;
-        for (int i = 0; i < all.n; i++) n_c[all.labels[i]]++;
-        for (int i = 0; i < all.n; i++) {
-            int c = all.labels[i];
-            if (seen[c]++ < (int)(o->validation_split * n_c[c])) va[nv++] = i;
-            else tr[nt++] = i;
-        }
-        int rc = features_subset(&all, tr, nt, &train);
-        if (rc == 0) rc = features_subset(&all, va, nv, &val);
-        free(n_c), free(seen), free(tr), free(va);
+        int rc = features_split(&all, meta.n_classes, o->validation_split, &train, &val);
         features_free(&all);
         if (rc < 0) goto done;
         has_val = val.n > 0;
@@ -244,17 +232,7 @@ int train_run(const TrainOptions *o) {
     fit_sibling(o->out, ".ckpt", ckpt_path, sizeof ckpt_path);
 
     // --- resume -----------------------------------------------------------------
-    if (o->resume && access(ckpt_path, F_OK) != 0)
-        fprintf(stderr, "note: --resume: no checkpoint at %s yet, starting from the beginning\n", ckpt_path);
-    if (o->resume && access(ckpt_path, F_OK) == 0) {
-        if (fit_load(&fs, settings, ckpt_path) < 0) goto done;
-        if (!o->quiet) {
-            if (fs.steps_in_epoch)
-                fprintf(stderr, "Resuming from %s at epoch %d, step %ld\n", ckpt_path, fs.epochs_done + 1,
-                        fs.steps_in_epoch);
-            else fprintf(stderr, "Resuming from %s after epoch %d\n", ckpt_path, fs.epochs_done);
-        }
-    }
+    if (fit_resume(&fs, settings, ckpt_path, o->resume, o->quiet) < 0) goto done;
 
     // --- training ---------------------------------------------------------------
     const int B = o->batch;
