@@ -42,8 +42,10 @@ void cache_meta_free(CacheMeta *m) {
         for (int i = 0; i < m->n_classes; i++) free(m->class_names[i]);
     free(m->class_names);
     free(m->class_counts);
+    free(m->class_files);
     m->class_names = NULL;
     m->class_counts = NULL;
+    m->class_files = NULL;
 }
 
 static void key_text(uint64_t key, char out[24]) { snprintf(out, 24, "%010llu", (unsigned long long)key); }
@@ -92,11 +94,11 @@ int cache_meta_diff(const CacheMeta *have, const CacheMeta *want, char *buf, siz
 // content or checksum.
 static const char *const META_KEYS[] = {"format",  "model",        "weights",  "input_size", "interpolation",
                                         "preprocess", "layer",     "feature_shape", "layout", "dtype",
-                                        "classes", "class_counts", "shard",    "decode",     "folder",
+                                        "classes", "class_counts", "class_files", "shard", "decode", "folder",
                                         "data_dir", "complete",    "content",  "version",    "command"};
 enum {
     MK_FORMAT, MK_MODEL, MK_WEIGHTS, MK_INPUT, MK_INTERP, MK_PREP, MK_LAYER, MK_SHAPE, MK_LAYOUT, MK_DTYPE,
-    MK_CLASSES, MK_COUNTS, MK_SHARD, MK_DECODE, MK_FOLDER, MK_DATADIR, MK_COMPLETE, MK_CONTENT, MK_VERSION,
+    MK_CLASSES, MK_COUNTS, MK_FILES, MK_SHARD, MK_DECODE, MK_FOLDER, MK_DATADIR, MK_COMPLETE, MK_CONTENT, MK_VERSION,
     MK_COMMAND, N_META
 };
 #define META_FORMAT "2"
@@ -127,15 +129,18 @@ int cache_write_meta(Cache *c, const CacheMeta *m) {
     size_t len = 1;
     for (int i = 0; i < m->n_classes; i++) len += strlen(m->class_names[i]) + 1;
     char *names = calloc(1, len), *counts = calloc(1, (size_t)m->n_classes * 21 + 1);
-    if (!names || !counts) {
+    char *files = calloc(1, (size_t)m->n_classes * 21 + 1);
+    if (!names || !counts || !files) {
         free(names);
         free(counts);
+        free(files);
         return err_set("out of memory");
     }
     for (int i = 0; i < m->n_classes; i++) {
         strcat(names, m->class_names[i]);
         if (i + 1 < m->n_classes) strcat(names, "\n");
         if (m->class_counts) sprintf(counts + strlen(counts), "%s%ld", i ? "," : "", m->class_counts[i]);
+        if (m->class_files) sprintf(files + strlen(files), "%s%ld", i ? "," : "", m->class_files[i]);
     }
     char input[32], shape[48];
     snprintf(input, sizeof input, "%dx%d", m->input_w, m->input_h);
@@ -144,7 +149,7 @@ int cache_write_meta(Cache *c, const CacheMeta *m) {
         [MK_FORMAT] = META_FORMAT, [MK_MODEL] = (char *)m->model, [MK_WEIGHTS] = (char *)m->weights,
         [MK_INPUT] = input, [MK_INTERP] = (char *)m->interpolation, [MK_PREP] = (char *)m->preprocess,
         [MK_LAYER] = (char *)m->layer, [MK_SHAPE] = shape, [MK_LAYOUT] = "HWC",
-        [MK_DTYPE] = (char *)feat_dtype_name(m->dtype), [MK_CLASSES] = names, [MK_COUNTS] = counts,
+        [MK_DTYPE] = (char *)feat_dtype_name(m->dtype), [MK_CLASSES] = names, [MK_COUNTS] = counts, [MK_FILES] = files,
         [MK_SHARD] = (char *)m->shard, [MK_DECODE] = (char *)m->decode, [MK_FOLDER] = (char *)m->folder,
         [MK_DATADIR] = (char *)m->data_dir, [MK_COMPLETE] = m->complete ? "1" : "0",
         [MK_CONTENT] = (char *)m->content, [MK_VERSION] = (char *)m->version, [MK_COMMAND] = (char *)m->command};
@@ -157,6 +162,7 @@ int cache_write_meta(Cache *c, const CacheMeta *m) {
     if (rc == 0) rc = queue_op(c, OP_PUT, c->dbi_meta, "checksum", 8, sum, strlen(sum));
     free(names);
     free(counts);
+    free(files);
     return rc ? -1 : 0;
 }
 
@@ -223,6 +229,23 @@ static int meta_parse(const char *path, char *vals[N_META + 1], const size_t len
     for (int i = 0; i < n && *q; i++) {
         m->class_counts[i] = strtol(q, &q, 10);
         if (*q == ',') q++;
+    }
+    if (v[MK_FILES] && v[MK_FILES][0]) {
+        m->class_files = calloc((size_t)n, sizeof(long));
+        if (!m->class_files) {
+            cache_meta_free(m);
+            return err_set("out of memory");
+        }
+        q = v[MK_FILES];
+        for (int i = 0; i < n; i++) {
+            char *end;
+            m->class_files[i] = strtol(q, &end, 10);
+            if (end == q || m->class_files[i] < 0 || (i + 1 < n ? *end != ',' : *end != '\0')) {
+                cache_meta_free(m);
+                return err_set("%s: bad class_files '%.60s': re-extract it", path, v[MK_FILES]);
+            }
+            q = end + 1;
+        }
     }
     return 0;
 }

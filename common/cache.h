@@ -44,6 +44,9 @@ typedef struct {
     char data_dir[1024];     // absolute path of the image folder ("" when unknown: older caches)
     int complete;            // 1 once a run finished (set with the counts); 0 while one runs
     long *class_counts;      // records per class (n_classes), written at the end of a run
+    long *class_files;       // files Keras lists per class in the whole folder (n_classes), skipped
+                             // ones included: where each class's keys start, for validation_split
+                             // (NULL when unknown: caches made before it was recorded)
     // What a finished run wrote (cache_store_counts; "" while one runs):
     // "<n> records, keys <ranges>, sha256:<hex>" (see cache_content_end).
     char content[512];

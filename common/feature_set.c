@@ -271,19 +271,34 @@ int features_subset(const FeatureSet *fs, const int *rows, int n, FeatureSet *ou
     return 0;
 }
 
-int features_split(const FeatureSet *fs, int K, double f, FeatureSet *train, FeatureSet *val) {
-    int *n_c = calloc((size_t)K, sizeof(int)), *seen = calloc((size_t)K, sizeof(int));
+int features_split(const FeatureSet *fs, int K, const long *class_files, double f, FeatureSet *train,
+                   FeatureSet *val) {
+    long *n_c = calloc((size_t)K, sizeof(long)), *start = calloc((size_t)K, sizeof(long));
+    int *seen = calloc((size_t)K, sizeof(int));
     int *tr = malloc(sizeof(int) * (size_t)(fs->n + 1)), *va = malloc(sizeof(int) * (size_t)(fs->n + 1));
-    int rc = n_c && seen && tr && va ? 0 : err_set("out of memory");
+    int rc = n_c && start && seen && tr && va ? 0 : err_set("out of memory");
     int nt = 0, nv = 0;
     for (int i = 0; rc == 0 && i < fs->n; i++) n_c[fs->labels[i]]++;
+    if (class_files) {
+        for (int k = 1; k < K; k++) start[k] = start[k - 1] + class_files[k - 1];
+        for (int k = 0; k < K; k++) n_c[k] = class_files[k];
+    }
     for (int i = 0; rc == 0 && i < fs->n; i++) {
         int c = fs->labels[i];
-        if (seen[c]++ < (int)(f * n_c[c])) va[nv++] = i;
+        // Python's int(F * n): the product in double, truncated.
+        long n_val = (long)(f * (double)n_c[c]);
+        long pos = class_files ? (long)fs->keys[i] - start[c] : seen[c]++;
+        if (pos < 0 || pos >= n_c[c]) {
+            rc = err_set("record %llu (%s) is not among the %ld files of its class in the folder listing the cache "
+                         "recorded: the cache is inconsistent; re-extract it",
+                         (unsigned long long)fs->keys[i], fs->paths[i], n_c[c]);
+            break;
+        }
+        if (pos < n_val) va[nv++] = i;
         else tr[nt++] = i;
     }
     if (rc == 0) rc = features_subset(fs, tr, nt, train);
     if (rc == 0 && (rc = features_subset(fs, va, nv, val)) < 0) features_free(train);
-    free(n_c), free(seen), free(tr), free(va);
+    free(n_c), free(start), free(seen), free(tr), free(va);
     return rc;
 }

@@ -30,7 +30,14 @@ void features_free(FeatureSet *fs);
 int features_gather(FeatureSet *fs, const int *rows, int n, float *out);
 // A new set holding the given rows of fs (in memory only); for validation_split.
 int features_subset(const FeatureSet *fs, const int *rows, int n, FeatureSet *out);
-// Keras's validation_split on the records of a cache: the first int(F * n_c)
-// records of each class c (in folder order) go to val, the rest to train.
+// Keras's validation_split on the records of a cache. Keras splits the file
+// list before reading any file: the first int(F * n_c) of the n_c files that
+// class c lists go to val, whether or not they turn out to be readable. With
+// class_files (CacheMeta's: the files each class lists, skipped ones
+// included) a record goes to val when its file's position in its class
+// (its key, a folder index, minus the files of the classes before) is below
+// int(F * class_files[c]): the same files as Keras's split. Without it
+// (older caches) the first int(F * n_c) of the class's n_c records.
 // K: number of classes. fs must be in memory; it is left as it was.
-int features_split(const FeatureSet *fs, int K, double validation_split, FeatureSet *train, FeatureSet *val);
+int features_split(const FeatureSet *fs, int K, const long *class_files, double validation_split, FeatureSet *train,
+                   FeatureSet *val);

@@ -79,6 +79,14 @@ int fit_early_stop(FitState *s, int patience) {
     return s->stopped;
 }
 
+const char *fit_float_text(float v, char *buf) {
+    for (int p = 6; p <= 9; p++) {
+        snprintf(buf, 32, "%.*g", p, (double)v);
+        if (strtof(buf, NULL) == v) break;
+    }
+    return buf;
+}
+
 void fit_shuffle(int *perm, int n, uint64_t seed, int epoch) {
     for (int i = 0; i < n; i++) perm[i] = i;
     uint64_t s = rng_hash(seed, 0x5eed0000ull + (uint64_t)epoch);
@@ -226,15 +234,26 @@ done:
 }
 
 int fit_resume(FitState *s, const char *settings, const char *path, int resume, int quiet) {
-    if (!resume) return 0;
-    if (access(path, F_OK) != 0) {
+    int exists = access(path, F_OK) == 0;
+    // These lines are not progress: they show even with --quiet (a job log
+    // should say where a run started).
+    (void)quiet;
+    if (!resume) {
+        if (exists)
+            fprintf(stderr, "note: %s is from an earlier run: starting over and replacing it (--resume continues it)\n",
+                    path);
+        return 0;
+    }
+    if (!exists) {
         fprintf(stderr, "note: --resume: no checkpoint at %s yet, starting from the beginning\n", path);
         return 0;
     }
     if (fit_load(s, settings, path) < 0) return -1;
-    if (quiet) return 0;
     if (s->steps_in_epoch)
-        fprintf(stderr, "Resuming from %s at epoch %d, step %ld\n", path, s->epochs_done + 1, s->steps_in_epoch);
+        fprintf(stderr, "Resuming from %s at epoch %d, after step %ld\n", path, s->epochs_done + 1, s->steps_in_epoch);
+    else if (s->epochs_done >= s->max_epochs || s->stopped)
+        fprintf(stderr, "Resuming from %s: training had ended (%d epochs%s); writing the outputs again\n", path,
+                s->epochs_done, s->stopped ? ", early stopping" : "");
     else fprintf(stderr, "Resuming from %s after epoch %d\n", path, s->epochs_done);
     return 0;
 }

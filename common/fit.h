@@ -59,6 +59,11 @@ void fit_end_epoch(FitState *s, float loss, float acc, float val_loss, float val
 // (val_loss has not improved for `patience` epochs; patience 0: never).
 int fit_early_stop(FitState *s, int patience);
 
+// The shortest decimal text of a float that reads back as the same float
+// ("0.0001", not "9.99999975e-05"), for settings that people read and that
+// a resumed run compares. buf: at least 32 bytes; returns buf.
+const char *fit_float_text(float v, char *buf);
+
 // Epoch `epoch`'s order of n samples: Fisher-Yates on the counter-based RNG,
 // a function of (seed, epoch) only, so a resumed run shuffles alike.
 void fit_shuffle(int *perm, int n, uint64_t seed, int epoch);
@@ -75,8 +80,9 @@ int fit_save(const FitState *s, const char *settings, const char *path);
 int fit_load(FitState *s, const char *settings, const char *path);
 
 // --resume: restores the state from path when the file exists (fit_load),
-// else notes that the run starts from the beginning; says where it resumes
-// unless quiet. Without resume, does nothing. -1 as fit_load.
+// else notes that the run starts from the beginning; says on stderr where it
+// resumes (even when quiet: a job log should say). Without resume, notes
+// that an existing checkpoint will be replaced. -1 as fit_load.
 int fit_resume(FitState *s, const char *settings, const char *path, int resume, int quiet);
 
 // --- outputs ----------------------------------------------------------------

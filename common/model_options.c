@@ -1,5 +1,6 @@
 #include "model_options.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "error.h"
@@ -29,6 +30,19 @@ int model_options_add(CliOption *opts, ModelOptions *mo, unsigned which) {
         opts[n++] = (CliOption){"unfreeze", OPT_STRING, &mo->unfreeze, "block5_conv1", "LAYER",
                                 "first trainable base layer; the layers below stay frozen"};
     return n;
+}
+
+void model_options_summary_only(CliOption *opts, int n, const char *const *names, const char *source) {
+    // Static texts: they live as long as the option table (the whole run).
+    static char texts[8][320];
+    int used = 0;
+    for (int i = 0; i < n; i++)
+        for (const char *const *p = names; *p && used < 8; p++) {
+            if (strcmp(opts[i].name, *p)) continue;
+            snprintf(texts[used], sizeof texts[used], "with --summary only (otherwise from %s): %s", source,
+                     opts[i].help);
+            opts[i].help = texts[used++];
+        }
 }
 
 int model_options_config(const ModelOptions *mo, unsigned which, ModelConfig *cfg) {

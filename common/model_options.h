@@ -24,6 +24,10 @@ enum {
 
 // Writes the selected options into opts (room for 8); returns how many.
 int model_options_add(CliOption *opts, ModelOptions *mo, unsigned which);
+// Marks the named options among opts[0..n) as shaping --summary only (the
+// tool takes those values from `source`, e.g. "--head" or "the cache"):
+// their --help text says so. names: NULL-terminated.
+void model_options_summary_only(CliOption *opts, int n, const char *const *names, const char *source);
 // ModelConfig from the options (defaults for what was not selected).
 int model_options_config(const ModelOptions *mo, unsigned which, ModelConfig *cfg);
 

@@ -361,6 +361,12 @@ int extract_run(const ExtractOptions *o) {
     want.dtype = !strcmp(o->dtype, "f32") ? FEAT_F32 : FEAT_F16;
     want.n_classes = ds.n_classes;
     want.class_names = ds.class_names;
+    want.class_files = malloc(sizeof(long) * (size_t)ds.n_classes);
+    if (!want.class_files) {
+        err_set("out of memory");
+        goto done;
+    }
+    for (int k = 0; k < ds.n_classes; k++) want.class_files[k] = ds.class_counts[k];
     if (o->shard) snprintf(want.shard, sizeof want.shard, "%d/%d", shard_i, shard_n);
     // Settings that change pixels, so a resumed run must use the same.
     snprintf(want.decode, sizeof want.decode, "%s, pixel budget %ld", o->reduced_decode ? "reduced" : "full",
@@ -516,6 +522,7 @@ done:
     batch_free(&batch);
     free(items);
     free(want.class_counts);  // (class_names belong to the Dataset)
+    free(want.class_files);
     cached_set_free(&cached);
     skip_free(&skipped);
     skip_free(&ignored);

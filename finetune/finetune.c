@@ -359,7 +359,15 @@ int finetune_run(const FinetuneOptions *o) {
     // Base weights (the frozen part and the starting point of the trainable
     // one): the ones the head's features came from.
     char weights_id[96];
-    if (load_base_weights(&m, o->weights, (uint64_t)o->seed, o->quiet, weights_id, sizeof weights_id) < 0) goto done;
+    if (load_base_weights(&m, o->weights, (uint64_t)o->seed, o->quiet, weights_id, sizeof weights_id) < 0) {
+        if (hm.weights[0]) {
+            char keep[ERR_MSG_MAX];
+            snprintf(keep, sizeof keep, "%s", err_msg());
+            err_set("%s (the head was trained on the base weights %s: give that file with --weights FILE)", keep,
+                    hm.weights);
+        }
+        goto done;
+    }
     if (hm.weights[0] && strcmp(hm.weights, weights_id)) {
         err_set("--weights %s (%s) are not the base weights the head was trained on (%s: %s)", o->weights, weights_id,
                 o->head, hm.weights);
@@ -383,7 +391,8 @@ int finetune_run(const FinetuneOptions *o) {
             Split all = train;
             memset(&train, 0, sizeof train);
             train.from_cache = val.from_cache = 1;
-            int rc = features_split(&all.fs, hm.n_classes, o->validation_split, &train.fs, &val.fs);
+            int rc = features_split(&all.fs, hm.n_classes, all.meta.class_files, o->validation_split, &train.fs,
+                                    &val.fs);
             train.n = train.fs.n, train.labels = train.fs.labels, val.n = val.fs.n, val.labels = val.fs.labels;
             split_free(&all);
             if (rc < 0) goto done;
@@ -457,14 +466,15 @@ int finetune_run(const FinetuneOptions *o) {
     augment_spec_format(from_cache ? &(AugmentSpec){0, 0, 0, 0, 1, 1, 0} : &aug, aug_text, sizeof aug_text);
     {
         size_t cap = 12000;
+        char f1[32], f2[32];
         settings = malloc(cap);
         snprintf(settings, cap,
                  "data=%s\nval=%s\nvalidation_split=%.9g\nweights=%s\nhead=sha256:%s\nunfreeze=%s\noptimizer=%s\n"
-                 "lr=%.9g\nmomentum=%.9g\nnesterov=%d\nbatch=%d\nseed=%ld\naugment=%s\nclass_weight=%s\n"
+                 "lr=%s\nmomentum=%s\nnesterov=%d\nbatch=%d\nseed=%ld\naugment=%s\nclass_weight=%s\n"
                  "train_items=%d\nearly_stopping=%d\n",
                  from_cache ? o->cache : o->data, o->val_cache ? o->val_cache : o->val_data ? o->val_data : "",
-                 o->validation_split, weights_id, head_sha, m.unfreeze_name, optim_kind_name(kind), opt.lr,
-                 opt.momentum, opt.nesterov, o->batch, o->seed, aug_text, o->class_weight, train.n,
+                 o->validation_split, weights_id, head_sha, m.unfreeze_name, optim_kind_name(kind),
+                 fit_float_text(opt.lr, f1), fit_float_text(opt.momentum, f2), opt.nesterov, o->batch, o->seed, aug_text, o->class_weight, train.n,
                  o->early_stopping);
     }
     char ckpt_path[4200];
@@ -580,8 +590,8 @@ int finetune_run(const FinetuneOptions *o) {
                 }
                 if (sig) {
                     reader_stop(&rd);
-                    fprintf(stderr, "\n%s: stopped at epoch %d step %ld/%d; state saved in %s: rerun with --resume\n",
-                            stop_signal_name(sig), epoch + 1, s + 1, steps, ckpt_path);
+                    fprintf(stderr, "\n%s: stopped after step %ld/%d of epoch %d; state saved in %s: rerun with --resume\n",
+                            stop_signal_name(sig), s + 1, steps, epoch + 1, ckpt_path);
                     status = EXIT_STOPPED;
                     goto done;
                 }
@@ -604,6 +614,11 @@ int finetune_run(const FinetuneOptions *o) {
         progress_finish(&bar, metrics);
         if (o->quiet) printf("Epoch %d/%d - %.1fs - %s\n", epoch + 1, o->epochs, secs, metrics);
         fit_end_epoch(&fs, tl, ta, vl, va, secs);
+        if (epoch == 0 && tl < 1e-6f && ta == 1.0f)
+            fprintf(stderr, "warning: the training loss is %.2g and every training %s is right: the head already fits "
+                            "these %s exactly, so their gradients vanish and fine-tuning cannot change much (train "
+                            "the head with fewer epochs or a lower --lr, or fine-tune on other data)\n",
+                    tl, from_cache ? "record" : "image", from_cache ? "records" : "images");
         int stop = has_val && fit_early_stop(&fs, o->early_stopping);
         if (fit_save(&fs, settings, ckpt_path) < 0) goto done;
         if (stop)

@@ -48,7 +48,8 @@ static const char *check_options(CliSpec *spec, const FinetuneOptions *o, char *
         if (cli_find(spec, shape_only[i])->seen)
             return snprintf(why, n, "--%s is for --summary only: fine-tuning takes it from --head", shape_only[i]), why;
 #define BAD(...) return snprintf(why, n, __VA_ARGS__), why
-    if (!o->head || !o->out) BAD("--head and --out are required (see --help)");
+    if (!o->head) BAD("--head HEAD.h5 is required: the head trained by `train` (see --help)");
+    if (!o->out) BAD("--out MODEL.h5 is required: where to write the fine-tuned model (see --help)");
     if (!o->data == !o->cache) BAD("give the training data as --data DIR (images) or --cache CACHE (features)");
     if (o->data && o->val_cache) BAD("--val-cache goes with --cache; with --data give --val-data");
     if (o->cache && o->val_data) BAD("--val-data goes with --data; with --cache give --val-cache");
@@ -127,7 +128,11 @@ int main(int argc, char **argv) {
     };
     int n = 0;
     while (opts[n].name) n++;
+    int first_model_opt = n;
     n += model_options_add(opts + n, &mo, MOPT_BASE | MOPT_HEAD | MOPT_UNFREEZE);
+    static const char *const shape_only[] = {"model", "input-size", "layer", "classes", "class-mode", "hidden",
+                                             "dropout", NULL};
+    model_options_summary_only(opts + first_model_opt, n - first_model_opt, shape_only, "--head");
     CliSpec spec = {"finetune", "Fine-tune the top of the VGG base together with the trained head.",
                     "(--data DIR | --cache CACHE) --head HEAD.h5 --out MODEL.h5 [options]", EPILOG, opts, n};
     int rc = cli_parse(&spec, argc, argv, NULL, NULL);

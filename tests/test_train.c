@@ -306,7 +306,7 @@ Test(train, sigterm_mid_epoch_then_resume_equals_uninterrupted_run) {
     int rc = run_tool("train", args, &o);
     unsetenv("VGGFT_TEST_SIGTERM_AFTER_STEP");
     cr_assert_eq(rc, 75, "exit 75 (stopped, resumable): %d\n%s", rc, o);
-    cr_expect(strstr(o, "SIGTERM: stopped at epoch 2 step 2/8"), "%s", o);
+    cr_expect(strstr(o, "SIGTERM: stopped after step 2/8 of epoch 2"), "%s", o);
     free(o);
     char cmd[800];
     snprintf(cmd, sizeof cmd, "ls %s | grep -c tmp", r.dir);
@@ -319,6 +319,53 @@ Test(train, sigterm_mid_epoch_then_resume_equals_uninterrupted_run) {
     free(run_ok(args));
     expect_same_heads(&r);
     resume_case_free(&r);
+}
+
+// --validation-split takes the files Keras's split takes: Keras splits each
+// class's file list before reading any file, so files that extract skipped
+// still count. Class "ants" lists 10 files of which the first 2 were
+// unreadable (no records: keys 2..9), "bees" 10 readable ones (keys 10..19).
+// F = 0.2: Keras's validation files are ants 0, 1 (none readable) and bees
+// 10, 11, so 2 validation records, where splitting the records would take 3.
+Test(train, validation_split_takes_the_files_keras_takes) {
+    char *dir = make_temp_dir("train");
+    char path[600], out[600], args[1400], *o;
+    snprintf(path, sizeof path, "%s/c", dir);
+    snprintf(out, sizeof out, "%s/h.h5", dir);
+    char *names[2] = {"ants", "bees"};
+    long files[2] = {10, 10};
+    CacheMeta m = {0};
+    snprintf(m.model, sizeof m.model, "vgg16");
+    snprintf(m.weights, sizeof m.weights, "random:seed=1");
+    m.input_h = m.input_w = 32;
+    snprintf(m.interpolation, sizeof m.interpolation, "nearest");
+    snprintf(m.preprocess, sizeof m.preprocess, "caffe");
+    snprintf(m.layer, sizeof m.layer, "block5_pool");
+    m.feat_h = m.feat_w = 1, m.feat_c = 512;
+    m.dtype = FEAT_F16;
+    m.n_classes = 2;
+    m.class_names = names;
+    m.class_files = files;
+    Cache c;
+    cr_assert_eq(cache_open_write(&c, path, &m, 0), 0, "%s", err_msg());
+    float f[D];
+    for (uint64_t key = 2; key < 20; key++) {
+        int k = key >= 10;
+        for (int j = 0; j < D; j++) f[j] = (float)((key * 31 + (uint64_t)j * 7) % 13) / 13.0f + (j == k) * 3.0f;
+        char p[64];
+        snprintf(p, sizeof p, "%s/img%02d.jpg", names[k], (int)key);
+        CacheRecord r = {.label = k, .path = p, .features = f};
+        cr_assert_eq(cache_put(&c, key, &r, D, FEAT_F16), 0, "%s", err_msg());
+    }
+    cr_assert_eq(cache_store_counts(&c, &m), 0, "%s", err_msg());
+    free(m.class_counts);
+    cache_close(&c);
+    snprintf(args, sizeof args, "--cache %s --out %s --validation-split 0.2 --epochs 1 --quiet", path, out);
+    cr_assert_eq(run_tool("train", args, &o), 0, "%s", o);
+    cr_expect(strstr(o, "Train on 16 samples") && strstr(o, "Validate on 2 samples"), "%s", o);
+    free(o);
+    remove_tree(dir);
+    free(dir);
 }
 
 Test(train, mismatched_and_bad_caches) {

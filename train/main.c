@@ -80,7 +80,10 @@ int main(int argc, char **argv) {
         {"summary", OPT_FLAG, &summary, NULL, NULL, "print the model (frozen base + head) and exit"},
     };
     int n = 18;
+    int first_model_opt = n;
     n += model_options_add(opts + n, &mo, MOPT_BASE | MOPT_HEAD);
+    static const char *const shape_only[] = {"model", "input-size", "layer", "classes", NULL};
+    model_options_summary_only(opts + first_model_opt, n - first_model_opt, shape_only, "the cache");
     CliSpec spec = {"train", "Train the dense head on cached VGG features (CPU).",
                     "--cache TRAIN [--val-cache VAL | --validation-split F] --out HEAD.h5 [options]", EPILOG, opts,
                     n};

@@ -133,8 +133,8 @@ int train_run(const TrainOptions *o) {
         memset(&all, 0, sizeof all);
         has_val = 1;
     } else if (o->validation_split > 0) {
-        // Keras: the first int(F * n_c) records of each class (folder order).
-        int rc = features_split(&all, meta.n_classes, o->validation_split, &train, &val);
+        // Keras: the first int(F * n_c) files each class lists.
+        int rc = features_split(&all, meta.n_classes, meta.class_files, o->validation_split, &train, &val);
         features_free(&all);
         if (rc < 0) goto done;
         has_val = val.n > 0;
@@ -216,15 +216,16 @@ int train_run(const TrainOptions *o) {
     // Settings that a resumed run must share with the checkpoint.
     {
         size_t cap = 8192;
+        char f1[32], f2[32], f3[32];
         settings = malloc(cap);
         int n = snprintf(settings, cap,
                          "train_cache_weights=%s\nmodel=%s\ninput_size=%dx%d\nlayer=%s\npreprocess=%s\n"
-                         "interpolation=%s\nclasses=%d\nclass_mode=%s\nhidden=%d\ndropout=%.9g\noptimizer=%s\n"
-                         "lr=%.9g\nmomentum=%.9g\nnesterov=%d\nbatch=%d\nseed=%ld\nclass_weight=%s\n"
+                         "interpolation=%s\nclasses=%d\nclass_mode=%s\nhidden=%d\ndropout=%s\noptimizer=%s\n"
+                         "lr=%s\nmomentum=%s\nnesterov=%d\nbatch=%d\nseed=%ld\nclass_weight=%s\n"
                          "validation=%s\nvalidation_split=%.9g\ntrain_records=%d\nearly_stopping=%d\n",
                          meta.weights, meta.model, meta.input_w, meta.input_h, meta.layer, meta.preprocess,
-                         meta.interpolation, K, cfg.binary ? "binary" : "categorical", cfg.hidden, cfg.dropout,
-                         optim_kind_name(kind), opt.lr, opt.momentum, opt.nesterov, o->batch, o->seed, o->class_weight,
+                         meta.interpolation, K, cfg.binary ? "binary" : "categorical", cfg.hidden, fit_float_text(cfg.dropout, f1),
+                         optim_kind_name(kind), fit_float_text(opt.lr, f2), fit_float_text(opt.momentum, f3), opt.nesterov, o->batch, o->seed, o->class_weight,
                          o->val_cache ? o->val_cache : "", o->validation_split, train.n, o->early_stopping);
         for (int k = 0; k < K && n < (int)cap - 300; k++) n += snprintf(settings + n, cap - n, "class%d=%s\n", k, meta.class_names[k]);
     }
@@ -301,8 +302,8 @@ int train_run(const TrainOptions *o) {
                 fs.steps_in_epoch = s + 1;
                 fs.epoch_secs = progress_now() - bar.t_start;
                 if (fit_save(&fs, settings, ckpt_path) < 0) goto done;
-                fprintf(stderr, "\n%s: stopped at epoch %d step %d/%d; state saved in %s: rerun with --resume\n",
-                        stop_signal_name(stopped_by), epoch + 1, s + 1, steps, ckpt_path);
+                fprintf(stderr, "\n%s: stopped after step %d/%d of epoch %d; state saved in %s: rerun with --resume\n",
+                        stop_signal_name(stopped_by), s + 1, steps, epoch + 1, ckpt_path);
                 status = EXIT_STOPPED;
                 goto done;
             }
