@@ -48,6 +48,15 @@ void cache_meta_free(CacheMeta *m) {
     m->class_files = NULL;
 }
 
+void cache_meta_warn_partial(const CacheMeta *m, const char *path) {
+    if (!m->complete)
+        fprintf(stderr, "warning: %s is incomplete: its extract run did not finish (rerun the same extract command)\n",
+                path);
+    if (m->shard[0])
+        fprintf(stderr, "warning: %s is shard %s of its folder only (extract --merge joins the shards)\n", path,
+                m->shard);
+}
+
 static void key_text(uint64_t key, char out[24]) { snprintf(out, 24, "%010llu", (unsigned long long)key); }
 
 // --- settings -------------------------------------------------------------
@@ -368,8 +377,16 @@ static int open_env(Cache *c, const char *path, unsigned flags, int create) {
     if (!rc) rc = mdb_env_set_maxdbs(c->env, 4);
     if (!rc) rc = mdb_env_set_mapsize(c->env, initial);
     if (!rc) rc = mdb_env_open(c->env, path, flags | MDB_NOTLS, 0664);
-    if (rc == EACCES && (flags & MDB_RDONLY))  // a read-only folder: no lock file possible
-        rc = mdb_env_open(c->env, path, flags | MDB_NOTLS | MDB_NOLOCK, 0664);
+    if (rc == EACCES && (flags & MDB_RDONLY)) {
+        // A folder we may not write: no lock file possible. LMDB does not
+        // allow a second open on a handle whose open failed: a new one.
+        mdb_env_close(c->env);
+        c->env = NULL;
+        rc = mdb_env_create(&c->env);
+        if (!rc) rc = mdb_env_set_maxdbs(c->env, 4);
+        if (!rc) rc = mdb_env_set_mapsize(c->env, initial);
+        if (!rc) rc = mdb_env_open(c->env, path, flags | MDB_NOTLS | MDB_NOLOCK, 0664);
+    }
     if (rc) {
         err_set("%s: cannot open the cache: %s", path, mdb_strerror(rc));
         if (c->env) mdb_env_close(c->env);

@@ -57,6 +57,9 @@ typedef struct {
 } CacheMeta;
 
 void cache_meta_free(CacheMeta *m);
+// Warns on stderr when the cache at path is incomplete (its extract run did
+// not finish) or one shard of its folder: training on it uses part of the data.
+void cache_meta_warn_partial(const CacheMeta *m, const char *path);
 const char *feat_dtype_name(FeatDtype d);
 // First setting where a and b differ ("input size: cache has 150x150, this run
 // 224x224"), written to buf; returns 0 if they agree.

@@ -1,7 +1,11 @@
 #include "fileutil.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -69,4 +73,51 @@ int make_parent_dirs(const char *path) {
     char dir[4096];
     snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
     return make_dirs(dir);
+}
+
+int check_output_path(const char *opt, const char *path, const char *const *inputs, const char *const *names, int n) {
+    size_t len = path ? strlen(path) : 0;
+    if (!len) return err_set("%s: an empty path", opt);
+    if (path[len - 1] == '/') return err_set("%s %s: names a folder; give a file name", opt, path);
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        if (S_ISDIR(st.st_mode)) return err_set("%s %s: is a folder; give a file name", opt, path);
+        if (!S_ISREG(st.st_mode))
+            return err_set("%s %s: exists and is not a regular file (a device, FIFO or socket): refusing to replace it",
+                           opt, path);
+        for (int i = 0; i < n; i++) {
+            struct stat si;
+            if (inputs[i] && stat(inputs[i], &si) == 0 && si.st_dev == st.st_dev && si.st_ino == st.st_ino)
+                return err_set("%s %s: is this run's %s: writing it would destroy an input", opt, path, names[i]);
+        }
+    }
+    if (make_parent_dirs(path) < 0) return err_prefix("%s: ", opt);
+    char copy[4096];
+    snprintf(copy, sizeof copy, "%s", path);
+    const char *dir = dirname(copy);
+    if (access(dir, W_OK) != 0) return err_set("%s %s: cannot write in %s: %s", opt, path, dir, strerror(errno));
+    return 0;
+}
+
+void atomic_remove_stale(const char *path) {
+    char copy[4096], copy2[4096];
+    snprintf(copy, sizeof copy, "%s", path);
+    snprintf(copy2, sizeof copy2, "%s", path);
+    const char *dir = dirname(copy), *base = basename(copy2);
+    char prefix[4200];
+    int pl = snprintf(prefix, sizeof prefix, "%s.tmp.", base);
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, prefix, (size_t)pl)) continue;
+        char *end;
+        long pid = strtol(e->d_name + pl, &end, 10);
+        if (end == e->d_name + pl || *end || pid <= 0) continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;  // its writer may still run
+        char full[8400];
+        snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
+        unlink(full);
+    }
+    closedir(d);
 }

@@ -23,3 +23,14 @@ void atomic_abort(AtomicFile *af);
 int make_dirs(const char *path);
 // mkdir -p of the folder holding the file PATH (nothing for a bare name).
 int make_parent_dirs(const char *path);
+
+// An output path a tool may write (and replace atomically): not empty, not a
+// folder, not a device or FIFO (a run as root must never turn /dev/null into
+// a file), not one of the run's inputs (same file by device and inode), and
+// in a folder that exists or can be made and that this user may write.
+// inputs: n paths (NULL entries and missing files are skipped), names: the
+// options they came from, for the message. -1 with err_set naming the option.
+int check_output_path(const char *opt, const char *path, const char *const *inputs, const char *const *names, int n);
+// Removes PATH.tmp.PID files left by killed runs (PID no longer running),
+// as atomic_open makes them. Quiet: a file it cannot remove stays.
+void atomic_remove_stale(const char *path);

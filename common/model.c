@@ -1,5 +1,6 @@
 #include "model.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -114,6 +115,11 @@ int model_build(Model *m, const ModelConfig *cfg) {
             return err_set("--unfreeze %s: no such layer in the %s base cut at %s (choose one of: %s)", cfg->unfreeze,
                            arch_name(cfg->arch), cut, names);
         }
+        if (m->layers[u].kind != LAYER_CONV) {
+            list_names(m, 1, m->n_base, LAYER_CONV, names, sizeof names);
+            model_free(m);
+            return err_set("--unfreeze %s: not a conv layer (choose one of: %s)", cfg->unfreeze, names);
+        }
         m->first_trainable_base = u;
         snprintf(m->unfreeze_name, sizeof m->unfreeze_name, "%s", cfg->unfreeze);
     }
@@ -188,6 +194,21 @@ void model_init_random(Model *m, int from, int to, uint64_t seed) {
         glorot_uniform(l->kernel, (size_t)l->n_kernel, fan_in, fan_out, rng_hash(seed, (uint64_t)i));
         memset(l->bias, 0, (size_t)l->n_bias * sizeof(float));
     }
+}
+
+int model_check_finite(const Model *m, int from, int to) {
+    for (int i = from; i < to; i++) {
+        const Layer *l = &m->layers[i];
+        for (int t = 0; t < 2 && l->n_kernel; t++) {
+            const float *w = t ? l->bias : l->kernel;
+            long n = t ? l->n_bias : l->n_kernel;
+            for (long k = 0; w && k < n; k++)
+                if (!isfinite(w[k]))
+                    return err_set("layer %s: its %s holds a non-finite value (%g at index %ld)", l->name,
+                                   t ? "bias" : "kernel", w[k], k);
+        }
+    }
+    return 0;
 }
 
 int model_find_layer(const Model *m, const char *name) {

@@ -74,6 +74,10 @@ int model_alloc_weights(Model *m, int from, int to);
 void model_init_random(Model *m, int from, int to, uint64_t seed);
 
 int model_find_layer(const Model *m, const char *name);
+// -1 (err_set naming the layer) when a weight of layers [from, to) is NaN or
+// infinite: such a file would train to NaN weights without a finite loss
+// ever showing it.
+int model_check_finite(const Model *m, int from, int to);
 // Index of the first head layer (flatten) = n_base.
 static inline int model_head_start(const Model *m) { return m->n_base; }
 // Per-image float count at the cut (the feature vector the cache stores).

@@ -130,6 +130,7 @@ typedef struct {
 static int reader_start(Reader *r, Split *s, const int *order, long start, const LoadOptions *load,
                         const AugmentSpec *aug, uint64_t seed, int epoch, int cap, int threads, int quiet) {
     memset(r, 0, sizeof *r);
+    if (start > s->n) start = s->n;  // resumed after an epoch's last step
     r->s = s, r->order = order, r->pos = start, r->end = s->n, r->quiet = quiet;
     r->rows = malloc(sizeof(int) * (size_t)cap);
     if (!r->rows) return err_set("out of memory");
@@ -166,7 +167,7 @@ static int reader_fill(Reader *r, int count, long item_floats, float *x, int32_t
         } else if (!r->s->reported[item]) {
             r->s->reported[item] = 1;
             r->s->skipped++;
-            if (!r->quiet) fprintf(stderr, "\nwarning: skipped %s\n", li->msg);
+            fprintf(stderr, "\nwarning: skipped %s\n", li->msg);  // a warning: even with --quiet
         }
         loader_release(r->loader, li);
     }
@@ -187,8 +188,9 @@ typedef struct {
 } Eval;
 
 // Loss (unweighted), accuracy and (when conf) the confusion matrix of the
-// model on a split, without dropout or augmentation.
-static int evaluate(Eval *e, Split *s, Running *r, long *conf) {
+// model on a split, without dropout or augmentation. With interruptible, a
+// SIGTERM/SIGINT ends it early and it returns 1 (the figures are partial).
+static int evaluate(Eval *e, Split *s, Running *r, long *conf, int interruptible) {
     memset(r, 0, sizeof *r);
     const Model *m = e->walk->m;
     int K = m->cfg.n_classes;
@@ -198,6 +200,10 @@ static int evaluate(Eval *e, Split *s, Running *r, long *conf) {
     int rc = 0;
     WalkTimes keep = e->walk->times;  // the training steps' breakdown leaves validation out
     while (rd.pos < rd.end) {
+        if (interruptible && stop_requested()) {
+            rc = 1;
+            break;
+        }
         int n;
         if ((rc = reader_fill(&rd, e->batch, e->item_floats, e->x, e->labels, &n)) < 0) break;
         if (n == 0) continue;
@@ -318,7 +324,9 @@ int finetune_run(const FinetuneOptions *o) {
     AugmentSpec aug;
     augment_spec_seeds(&aug);
 
-    if (make_parent_dirs(o->out) < 0) return -1;
+    // Refused now, not after training: an --out that is an input, a folder or a device.
+    const char *inputs[2] = {o->head, o->weights}, *names[2] = {"--head", "--weights"};
+    if (check_output_path("--out", o->out, inputs, names, 2) < 0) return -1;
     // --- the model, from the head file ---------------------------------------------
     if (model_meta_read(o->head, &hm) < 0) return err_prefix("--head: ");
     if (strcmp(hm.contents, "head")) {
@@ -373,18 +381,28 @@ int finetune_run(const FinetuneOptions *o) {
                 o->head, hm.weights);
         goto done;
     }
+    if (model_check_finite(&m, 1, m.n_base) < 0) {
+        err_prefix("--weights %s: ", o->weights);
+        goto done;
+    }
     if (model_load_head(&m, o->head) < 0) goto done;
+    if (model_check_finite(&m, m.n_base, m.n_layers) < 0) {
+        err_prefix("--head %s: ", o->head);
+        goto done;
+    }
 
     const size_t budget = (size_t)o->memory_budget_mb << 20;
     if (from_cache) {
         train.from_cache = 1;
         if (features_load(&train.fs, o->cache, budget, threads, &train.meta) < 0) goto done;
         if (check_cache(&train.meta, o->cache, &m, &hm, weights_id, walk_from - 1) < 0) goto done;
+        cache_meta_warn_partial(&train.meta, o->cache);
         train.n = train.fs.n, train.labels = train.fs.labels;
         if (o->val_cache) {
             val.from_cache = 1;
             if (features_load(&val.fs, o->val_cache, budget, threads, &val.meta) < 0) goto done;
             if (check_cache(&val.meta, o->val_cache, &m, &hm, weights_id, walk_from - 1) < 0) goto done;
+            cache_meta_warn_partial(&val.meta, o->val_cache);
             val.n = val.fs.n, val.labels = val.fs.labels;
         } else if (o->validation_split > 0) {
             // The first int(F * n_c) records of each class, as train does.
@@ -432,6 +450,16 @@ int finetune_run(const FinetuneOptions *o) {
         }
     }
     has_val = val.n > 0;
+    if (!has_val && (o->val_data || o->val_cache || o->validation_split > 0)) {
+        const char *why = o->validation_split > 0 ? "--validation-split leaves no validation images (int(F * n) is 0 "
+                                                    "for every class)"
+                                                  : "the validation data holds no images";
+        if (o->early_stopping > 0) {
+            err_set("%s, so --early-stopping has nothing to watch", why);
+            goto done;
+        }
+        fprintf(stderr, "warning: %s: training without validation\n", why);
+    }
     if (train.n == 0) {
         err_set("%s: no training images", from_cache ? o->cache : o->data);
         goto done;
@@ -479,6 +507,8 @@ int finetune_run(const FinetuneOptions *o) {
     }
     char ckpt_path[4200];
     fit_sibling(o->out, ".ckpt", ckpt_path, sizeof ckpt_path);
+    atomic_remove_stale(ckpt_path);  // left by a run killed while writing one
+    atomic_remove_stale(o->out);
     if (fit_resume(&fs, settings, ckpt_path, o->resume, o->quiet) < 0) goto done;
 
     // --- buffers ---------------------------------------------------------------------------
@@ -521,7 +551,14 @@ int finetune_run(const FinetuneOptions *o) {
     // Where the head left off: the validation figures before any step.
     if (has_val && fs.epochs_done == 0 && fs.steps_in_epoch == 0) {
         Running r0;
-        if (evaluate(&ev, &val, &r0, NULL) < 0) goto done;
+        int rc = evaluate(&ev, &val, &r0, NULL, 1);
+        if (rc < 0) goto done;
+        if (rc == 1) {
+            fprintf(stderr, "%s: stopped before the first step (nothing to save yet): rerun the same command\n",
+                    stop_signal_name(stop_requested()));
+            status = EXIT_STOPPED;
+            goto done;
+        }
         fs.before_val_loss = running_loss(&r0), fs.before_val_acc = running_acc(&r0);
         printf("Before fine-tuning: val_loss: %.4f - val_accuracy: %.4f\n", fs.before_val_loss, fs.before_val_acc);
         fflush(stdout);
@@ -599,14 +636,34 @@ int finetune_run(const FinetuneOptions *o) {
             if (crash_step > 0 && fs.opt.step == crash_step) _exit(137);
         }
         reader_stop(&rd);
+        if (fs.run.n == 0) {
+            err_set("no training image of %s could be read (see the warnings above)", o->data);
+            goto done;
+        }
         float tl = running_loss(&fs.run), ta = running_acc(&fs.run), vl = NAN, va = NAN;
         char metrics[160];
         int len = snprintf(metrics, sizeof metrics, "loss: %.4f - accuracy: %.4f", tl, ta);
         if (has_val) {
             Running vr;
             double tv = progress_now();
-            if (evaluate(&ev, &val, &vr, NULL) < 0) goto done;
+            int rc = evaluate(&ev, &val, &vr, NULL, 1);
+            if (rc < 0) goto done;
             t_val += progress_now() - tv;
+            if (rc == 1) {
+                // The epoch's steps are done: save them; a resumed run
+                // validates and ends the epoch.
+                fs.epoch_secs = progress_now() - bar.t_start;
+                if (fit_save(&fs, settings, ckpt_path) < 0) goto done;
+                fprintf(stderr, "\n%s: stopped while validating epoch %d (its training steps are saved in %s): "
+                                "rerun with --resume\n",
+                        stop_signal_name(stop_requested()), epoch + 1, ckpt_path);
+                status = EXIT_STOPPED;
+                goto done;
+            }
+            if (vr.n == 0) {
+                err_set("none of the %d validation images could be read (see the warnings above)", val.n);
+                goto done;
+            }
             vl = running_loss(&vr), va = running_acc(&vr);
             snprintf(metrics + len, sizeof metrics - len, " - val_loss: %.4f - val_accuracy: %.4f", vl, va);
         }
@@ -662,7 +719,7 @@ int finetune_run(const FinetuneOptions *o) {
     if (fit_plot_history(&fs, path, title) < 0) goto done;
     Running r;
     Split *eval_set = has_val ? &val : &train;
-    if (evaluate(&ev, eval_set, &r, conf) < 0) goto done;
+    if (evaluate(&ev, eval_set, &r, conf, 0) < 0) goto done;
     fit_print_report(stdout, has_val ? "Validation" : "Training set (no validation data)", &r, K, hm.class_names,
                      conf);
     if (has_val && !isnan(fs.before_val_acc))

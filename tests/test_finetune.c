@@ -124,6 +124,21 @@ Test(finetune, resume_after_sigterm_or_kill_equals_uninterrupted_run) {
     free(run_ok("finetune", env_args));
     expect_same_file(a, b);
 
+    // SIGTERM after the last step of epoch 1, so during its validation: the
+    // steps are saved, and the resumed run validates and goes on.
+    char d[600];
+    snprintf(d, sizeof d, "%s/d.h5", s.dir);
+    ft_args(&s, "", d, args, sizeof args);
+    setenv("VGGFT_TEST_SIGTERM_AFTER_STEP", "3", 1);
+    rc = run_tool("finetune", args, &out);
+    unsetenv("VGGFT_TEST_SIGTERM_AFTER_STEP");
+    cr_assert_eq(rc, 75, "%d\n%s", rc, out);
+    cr_expect(strstr(out, "stopped while validating epoch 1"), "%s", out);
+    free(out);
+    strcat(args, " --resume");
+    free(run_ok("finetune", args));
+    expect_same_file(a, d);
+
     // kill -9 after step 4 (epoch 2, step 1; its checkpoint was written).
     ft_args(&s, "", c, args, sizeof args);
     setenv("VGGFT_TEST_CRASH_AFTER_STEP", "4", 1);
@@ -258,6 +273,34 @@ Test(finetune, refuses_mismatched_inputs_with_the_reason) {
     cr_expect_eq(run_tool("finetune", args, &out), 1);
     cr_expect(strstr(out, "GPU") || strstr(out, "CUDA"), "%s", out);
     free(out);
+    // Outputs that would destroy something are refused before any work.
+    const char *bad_out[3] = {"/dev/null", s.head, s.dir};
+    const char *why[3] = {"not a regular file", "is this run's --head", "is a folder"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(args, sizeof args, "--data %s --head %s --weights random --out %s", s.data, s.head, bad_out[i]);
+        cr_expect_eq(run_tool("finetune", args, &out), 1, "--out %s", bad_out[i]);
+        cr_expect(strstr(out, why[i]), "--out %s: %s", bad_out[i], out);
+        free(out);
+    }
+    struct stat st;
+    cr_expect(stat("/dev/null", &st) == 0 && S_ISCHR(st.st_mode), "/dev/null is still a device");
+    // --unfreeze must name a conv layer (block5_pool would train the head alone).
+    snprintf(args, sizeof args, "--data %s --head %s --weights random --out %s/x.h5 --unfreeze block5_pool", s.data,
+             s.head, s.dir);
+    cr_expect_eq(run_tool("finetune", args, &out), 1);
+    cr_expect(strstr(out, "not a conv layer"), "%s", out);
+    free(out);
+    // A temporary checkpoint left by a killed run is removed; a live one is not.
+    char stale[700], live[700];
+    snprintf(stale, sizeof stale, "%s/y.ckpt.tmp.999999999", s.dir);
+    snprintf(live, sizeof live, "%s/y.ckpt.tmp.%d", s.dir, (int)getpid());
+    write_file(stale, "x", 1);
+    write_file(live, "x", 1);
+    snprintf(args, sizeof args, "--data %s --val-data %s --head %s --weights random --out %s/y.h5 --epochs 1 --quiet",
+             s.data, s.val, s.head, s.dir);
+    free(run_ok("finetune", args));
+    cr_expect(stat(stale, &st) != 0, "the stale temporary checkpoint was removed");
+    cr_expect(stat(live, &st) == 0, "a running process's temporary file is kept");
     // A bad augmentation spec names the key.
     snprintf(args, sizeof args, "--data %s --head %s --weights random --out %s/x.h5 --augment rotate=3", s.data,
              s.head, s.dir);

@@ -123,7 +123,7 @@ int train_run(const TrainOptions *o) {
     int has_val = 0;
 
     // Fail now, not after the first epoch, if the outputs cannot be written.
-    if (make_parent_dirs(o->out) < 0) return -1;
+    if (check_output_path("--out", o->out, NULL, NULL, 0) < 0) return -1;
     // --- data ---------------------------------------------------------------
     if (features_load(&all, o->cache, budget, threads, &meta) < 0) return -1;
     if (o->val_cache) {
@@ -153,14 +153,8 @@ int train_run(const TrainOptions *o) {
         train = all;
         memset(&all, 0, sizeof all);
     }
-    if (!meta.complete)
-        fprintf(stderr, "warning: %s is incomplete: its extract run did not finish (rerun the same extract command)\n",
-                o->cache);
-    if (meta.shard[0])
-        fprintf(stderr, "warning: %s is shard %s of its folder only (extract --merge joins the shards)\n", o->cache,
-                meta.shard);
-    if (o->val_cache && !vmeta.complete)
-        fprintf(stderr, "warning: %s is incomplete: its extract run did not finish\n", o->val_cache);
+    cache_meta_warn_partial(&meta, o->cache);
+    if (o->val_cache) cache_meta_warn_partial(&vmeta, o->val_cache);
     const int K = meta.n_classes;
     if (K < 2) {
         err_set("%s: the cache has a single class (%s); a classifier needs at least 2", o->cache,
@@ -231,6 +225,8 @@ int train_run(const TrainOptions *o) {
     }
     char ckpt_path[4200];
     fit_sibling(o->out, ".ckpt", ckpt_path, sizeof ckpt_path);
+    atomic_remove_stale(ckpt_path);  // left by a run killed while writing one
+    atomic_remove_stale(o->out);
 
     // --- resume -----------------------------------------------------------------
     if (fit_resume(&fs, settings, ckpt_path, o->resume, o->quiet) < 0) goto done;
