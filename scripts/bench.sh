@@ -99,12 +99,16 @@ done
 fi
 
 # --- train --------------------------------------------------------------------
-# The small C helpers link the CPU-only library when there is one, else the CUDA build's.
+# The small C helpers link the library `make` built above: the CUDA build's
+# when CUDA is there (build/), else the CPU-only one (build/cpu/).
 link_tool() {  # link_tool NAME: scripts/NAME.c -> $work/NAME
-    cc -std=gnu11 -O2 -pthread -I. -Icommon "scripts/$1.c" build/cpu/libvggft.a -o "$work/$1" \
-        $(pkg-config --libs lmdb libzstd zlib openblas) -lm 2>/dev/null ||
-    cc -std=gnu11 -O2 -pthread -I. -Icommon "scripts/$1.c" build/libvggft.a -o "$work/$1" \
-        $(pkg-config --libs lmdb libzstd zlib openblas) -lm -L/usr/local/cuda/lib64 -lcudart -lcudnn -lstdc++
+    local libs="$(pkg-config --libs lmdb libzstd zlib openblas libcrypto) -lm"
+    if [ -f build/obj/kernels/gpu_base.o ]; then
+        cc -std=gnu11 -O2 -pthread -I. -Icommon "scripts/$1.c" build/libvggft.a -o "$work/$1" $libs \
+            -L/usr/local/cuda/lib64 -Wl,-rpath,/usr/local/cuda/lib64 -lcudart -lcudnn -lstdc++
+    else
+        cc -std=gnu11 -O2 -pthread -I. -Icommon "scripts/$1.c" build/cpu/libvggft.a -o "$work/$1" $libs
+    fi
 }
 link_tool bench_train_cache
 link_tool bench_dense

@@ -8,7 +8,7 @@ set -euo pipefail
 
 pkgs=(build-essential pkg-config
       liblmdb-dev lmdb-utils libzstd-dev libopenblas-dev libturbojpeg0-dev libjpeg62-turbo-dev
-      libpng-dev libhdf5-dev libcurl4-openssl-dev libssl-dev libcriterion-dev)
+      libpng-dev libhdf5-dev libcurl4-openssl-dev libssl-dev libcriterion-dev valgrind)
 
 missing=()
 for p in "${pkgs[@]}"; do

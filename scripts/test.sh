@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is missing, builds, runs every
-# test, then the same tests under ASan + UBSan.
+# test, then the same tests under ASan + UBSan, then the image decoders'
+# tests under valgrind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install_deps.sh
@@ -8,3 +9,4 @@ jobs=$(nproc)
 make -j"$jobs"
 make -j"$jobs" test
 make -j"$jobs" SANITIZE=1 test
+make -j"$jobs" test-valgrind
