@@ -233,11 +233,14 @@ done:
     return rc;
 }
 
-int fit_resume(FitState *s, const char *settings, const char *path, int resume, int quiet) {
+int fit_begin(FitState *s, const char *settings, const char *out, int resume, char *ckpt, size_t size) {
+    fit_sibling(out, ".ckpt", ckpt, size);
+    atomic_remove_stale(ckpt);  // left by a run killed while writing one
+    atomic_remove_stale(out);
+    const char *path = ckpt;
     int exists = access(path, F_OK) == 0;
     // These lines are not progress: they show even with --quiet (a job log
     // should say where a run started).
-    (void)quiet;
     if (!resume) {
         if (exists)
             fprintf(stderr, "note: %s is from an earlier run: starting over and replacing it (--resume continues it)\n",

@@ -79,11 +79,13 @@ int fit_save(const FitState *s, const char *settings, const char *path);
 // checkpoint with more epochs than s->max_epochs.
 int fit_load(FitState *s, const char *settings, const char *path);
 
-// --resume: restores the state from path when the file exists (fit_load),
-// else notes that the run starts from the beginning; says on stderr where it
-// resumes (even when quiet: a job log should say). Without resume, notes
-// that an existing checkpoint will be replaced. -1 as fit_load.
-int fit_resume(FitState *s, const char *settings, const char *path, int resume, int quiet);
+// The start of a run that writes OUT: its checkpoint path (OUT's ".ckpt"
+// sibling, into ckpt), temporary files left there by killed runs removed,
+// and with resume the state restored from the checkpoint when it exists
+// (fit_load; else a note that the run starts from the beginning). Says on
+// stderr where it resumes, even when quiet: a job log should say. Without
+// resume, notes that an existing checkpoint will be replaced. -1 as fit_load.
+int fit_begin(FitState *s, const char *settings, const char *out, int resume, char *ckpt, size_t size);
 
 // --- outputs ----------------------------------------------------------------
 // out.h5 -> out + suffix (".history.csv", ".ckpt"...): the stem without .h5.

@@ -506,10 +506,7 @@ int finetune_run(const FinetuneOptions *o) {
                  o->early_stopping);
     }
     char ckpt_path[4200];
-    fit_sibling(o->out, ".ckpt", ckpt_path, sizeof ckpt_path);
-    atomic_remove_stale(ckpt_path);  // left by a run killed while writing one
-    atomic_remove_stale(o->out);
-    if (fit_resume(&fs, settings, ckpt_path, o->resume, o->quiet) < 0) goto done;
+    if (fit_begin(&fs, settings, o->out, o->resume, ckpt_path, sizeof ckpt_path) < 0) goto done;
 
     // --- buffers ---------------------------------------------------------------------------
     const int B = o->batch;

@@ -17,29 +17,9 @@
 #include "fileutil.h"
 #include "testutil.h"
 
-// Like run_tool, under `timeout -s KILL 120`: a run that blocks comes back
-// as 137 instead of hanging the suite.
-static int run_extract(const char *args, char **output) {
-    const char *bin = getenv("VGGFT_BIN");
-    if (!bin) bin = TEST_BUILD;
-    size_t cap = strlen(bin) + strlen(args) + 64;
-    char *cmd = malloc(cap);
-    snprintf(cmd, cap, "timeout -s KILL 120 %s/extract %s 2>&1", bin, args);
-    FILE *p = popen(cmd, "r");
-    free(cmd);
-    cr_assert_not_null(p);
-    size_t len = 0, size = 4096;
-    char *buf = malloc(size);
-    size_t got;
-    while ((got = fread(buf + len, 1, size - len - 1, p)) > 0) {
-        len += got;
-        if (size - len < 2) buf = realloc(buf, size *= 2);
-    }
-    buf[len] = '\0';
-    int st = pclose(p);
-    *output = buf;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+// Under `timeout -s KILL 120`: a run that blocks comes back as 137 instead
+// of hanging the suite.
+static int run_extract(const char *args, char **output) { return run_tool_timeout("extract", args, 120, output); }
 
 static void jpegs(const char *dir, const char *cls, int n, int kind) {
     char p[1024];

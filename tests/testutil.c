@@ -81,12 +81,16 @@ void write_file(const char *path, const void *data, size_t n) {
     fclose(f);
 }
 
-int run_tool(const char *name, const char *args, char **output) {
+int run_tool(const char *name, const char *args, char **output) { return run_tool_timeout(name, args, 0, output); }
+
+int run_tool_timeout(const char *name, const char *args, int seconds, char **output) {
     const char *bin = getenv("VGGFT_BIN");
     if (!bin) bin = TEST_BUILD;
-    size_t cap = strlen(bin) + strlen(name) + strlen(args) + 64;
+    size_t cap = strlen(bin) + strlen(name) + strlen(args) + 96;
     char *cmd = malloc(cap);
-    snprintf(cmd, cap, "%s/%s %s 2>&1", bin, name, args);
+    char limit[48] = "";
+    if (seconds > 0) snprintf(limit, sizeof limit, "timeout -s KILL %d ", seconds);
+    snprintf(cmd, cap, "%s%s/%s %s 2>&1", limit, bin, name, args);
     FILE *p = popen(cmd, "r");
     free(cmd);
     if (!p) return -1;

@@ -32,6 +32,9 @@ void write_file(const char *path, const void *data, size_t n);
 // argument string; captures stdout+stderr into *output (malloc'd, may be
 // NULL). Returns the exit status (or -1 if it did not exit normally).
 int run_tool(const char *name, const char *args, char **output);
+// The same under `timeout -s KILL SECONDS` (0: none): a run that blocks
+// comes back as 137 instead of hanging the suite.
+int run_tool_timeout(const char *name, const char *args, int seconds, char **output);
 
 // Max |a-b| and max |a-b| / (|b| + 1) over n floats.
 float max_abs_diff(const float *a, const float *b, size_t n);

@@ -224,12 +224,7 @@ int train_run(const TrainOptions *o) {
         for (int k = 0; k < K && n < (int)cap - 300; k++) n += snprintf(settings + n, cap - n, "class%d=%s\n", k, meta.class_names[k]);
     }
     char ckpt_path[4200];
-    fit_sibling(o->out, ".ckpt", ckpt_path, sizeof ckpt_path);
-    atomic_remove_stale(ckpt_path);  // left by a run killed while writing one
-    atomic_remove_stale(o->out);
-
-    // --- resume -----------------------------------------------------------------
-    if (fit_resume(&fs, settings, ckpt_path, o->resume, o->quiet) < 0) goto done;
+    if (fit_begin(&fs, settings, o->out, o->resume, ckpt_path, sizeof ckpt_path) < 0) goto done;
 
     // --- training ---------------------------------------------------------------
     const int B = o->batch;
