@@ -143,9 +143,9 @@ int fit_save(const FitState *s, const char *settings, const char *path) {
     // Sums in %.17g: a resumed epoch's running figures continue bit for bit.
     snprintf(c.text, tl,
              "%sepochs_done=%d\nstep=%ld\nsteps_in_epoch=%ld\nrun_loss_sum=%.17g\nrun_n=%.17g\nrun_correct=%ld\n"
-             "epoch_secs=%.3f\nwait=%d\nstopped=%d\n",
+             "epoch_secs=%.3f\nwait=%d\nstopped=%d\nthreads=%d\n",
              settings, s->epochs_done, s->opt.step, s->steps_in_epoch, s->run.loss_sum, s->run.n, s->run.correct,
-             s->epoch_secs, s->wait, s->stopped);
+             s->epoch_secs, s->wait, s->stopped, s->threads);
     FitState *mut = (FitState *)s;  // each_array only reads when saving (the history round-trips unchanged)
     int rc = each_array(mut, add_array, &c);
     float before[2] = {s->before_val_loss, s->before_val_acc};
@@ -223,6 +223,13 @@ int fit_load(FitState *s, const char *settings, const char *path) {
     s->epoch_secs = v[6];
     s->wait = (int)v[7];
     s->stopped = v[8] != 0;
+    char *t = checkpoint_setting(&c, "threads");
+    int was = t ? atoi(t) : 0;
+    free(t);
+    if (was > 0 && s->threads > 0 && was != s->threads)
+        fprintf(stderr, "note: %s was written by a run on %d threads, this one has %d: training continues "
+                        "correctly, but not bit for bit as the same thread count would\n",
+                path, was, s->threads);
     GetCtx g = {&c, path};
     rc = each_array(s, get_array, &g);
     float before[2];

@@ -47,6 +47,10 @@ typedef struct {
     // Validation loss and accuracy before the first step (finetune reports
     // them beside the final ones); NaN when not measured.
     float before_val_loss, before_val_acc;
+    // CPU threads of this run (0: not recorded). A resumed run on another
+    // count continues correctly but not bit for bit (OpenBLAS's sums follow
+    // the thread count): fit_load warns.
+    int threads;
 } FitState;
 
 // Zeroed slots for every trainable layer with weights in [from, n_layers)

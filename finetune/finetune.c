@@ -488,6 +488,7 @@ int finetune_run(const FinetuneOptions *o) {
     if (o->momentum_given) opt.momentum = o->momentum;
     opt.nesterov = o->nesterov;
     if (fit_init(&fs, &m, m.first_trainable_base, &opt, o->epochs) < 0) goto done;
+    fs.threads = threads;
     char head_sha[65];
     if (hash_file_hex(o->head, HASH_SHA256, head_sha) < 0) goto done;
     char aug_text[200];

@@ -148,6 +148,12 @@ Test(finetune, resume_after_sigterm_or_kill_equals_uninterrupted_run) {
     strcat(args, " --resume");
     free(run_ok("finetune", args));
     expect_same_file(a, c);
+    // A resume on another thread count says it will not be bit for bit.
+    strcat(args, " --threads 2");
+    out = run_ok("finetune", args);
+    cr_expect(strstr(out, "written by a run on 1 threads, this one has 2"), "%s", out);
+    cr_expect(strstr(out, "training had ended"), "%s", out);
+    free(out);
     char hist_a[700], hist_c[700];
     snprintf(hist_a, sizeof hist_a, "%s/a.history.csv", s.dir);
     snprintf(hist_c, sizeof hist_c, "%s/c.history.csv", s.dir);

@@ -205,7 +205,7 @@ int train_run(const TrainOptions *o) {
     if (o->lr_given) opt.lr = o->lr;
     if (o->momentum_given) opt.momentum = o->momentum;
     opt.nesterov = o->nesterov;
-    if (fit_init(&fs, &m, h0, &opt, o->epochs) < 0) goto done;
+    if (fit_init(&fs, &m, h0, &opt, o->epochs) < 0) goto done;  // (threads not recorded: any count gives the same bits)
 
     // Settings that a resumed run must share with the checkpoint.
     {
