@@ -98,6 +98,14 @@ void fit_shuffle(int *perm, int n, uint64_t seed, int epoch) {
     }
 }
 
+void fit_epoch_start(const FitState *s, Progress *bar, int steps, int quiet, int *perm, int n, uint64_t seed) {
+    if (!quiet) fprintf(stderr, "Epoch %d/%d\n", s->epochs_done + 1, s->max_epochs);
+    progress_start(bar, stderr, steps, "step");
+    if (quiet) bar->enabled = 0;
+    bar->t_start -= s->epoch_secs;  // a resumed epoch counts the time it had
+    fit_shuffle(perm, n, seed, s->epochs_done);
+}
+
 // --- checkpoints --------------------------------------------------------------
 
 // Calls fn on every array of the state (name, buffer, floats): the one list

@@ -13,6 +13,7 @@
 
 #include "model.h"
 #include "optim.h"
+#include "progress.h"
 
 // Keras's class-weighted mean loss and accuracy over a set of batches.
 typedef struct {
@@ -71,6 +72,11 @@ const char *fit_float_text(float v, char *buf);
 // Epoch `epoch`'s order of n samples: Fisher-Yates on the counter-based RNG,
 // a function of (seed, epoch) only, so a resumed run shuffles alike.
 void fit_shuffle(int *perm, int n, uint64_t seed, int epoch);
+
+// The start of epoch s->epochs_done of a run of `steps` steps an epoch:
+// prints "Epoch e/E" (unless quiet), starts the progress bar (counting the
+// time a resumed epoch already had) and shuffles the n samples into perm.
+void fit_epoch_start(const FitState *s, Progress *bar, int steps, int quiet, int *perm, int n, uint64_t seed);
 
 // --- checkpoints ----------------------------------------------------------
 // PATH holds the settings text ("key=value\n" lines that a resumed run must

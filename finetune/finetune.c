@@ -572,12 +572,8 @@ int finetune_run(const FinetuneOptions *o) {
     long crash_step = crash ? atol(crash) : 0, term_step = term ? atol(term) : 0;
     while (fs.epochs_done < o->epochs && !fs.stopped) {
         const int epoch = fs.epochs_done;
-        if (!o->quiet) fprintf(stderr, "Epoch %d/%d\n", epoch + 1, o->epochs);
         Progress bar;
-        progress_start(&bar, stderr, steps, "step");
-        if (o->quiet) bar.enabled = 0;
-        bar.t_start -= fs.epoch_secs;  // a resumed epoch counts the time it had
-        fit_shuffle(perm, train.n, (uint64_t)o->seed, epoch);
+        fit_epoch_start(&fs, &bar, steps, o->quiet, perm, train.n, (uint64_t)o->seed);
         Reader rd;
         if (reader_start(&rd, &train, perm, fs.steps_in_epoch * B, &load, augment_spec_is_none(&aug) ? NULL : &aug,
                          (uint64_t)o->seed, epoch, B, threads, o->quiet) < 0)

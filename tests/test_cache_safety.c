@@ -31,24 +31,7 @@
 #endif
 
 // DIR/data/{circles,squares}/img NN.jpg (n per class); returns DIR.
-static char *make_images(const char *tag, int n) {
-    char *top = make_temp_dir(tag);
-    char path[1024];
-    const char *classes[] = {"circles", "squares"};
-    for (int k = 0; k < 2; k++) {
-        snprintf(path, sizeof path, "%s/data/%s", top, classes[k]);
-        make_dirs(path);
-        for (int i = 0; i < n; i++) {
-            int w = 36 + 3 * i, h = 34 + 2 * i;
-            uint8_t *rgb = malloc((size_t)w * h * 3);
-            draw_shape(rgb, w, h, k, (unsigned)(50 * k + i));
-            snprintf(path, sizeof path, "%s/data/%s/img %02d.jpg", top, classes[k], i);
-            write_jpeg(path, rgb, w, h, 90);
-            free(rgb);
-        }
-    }
-    return top;
-}
+static char *make_images(const char *tag, int n) { return make_shape_folder(tag, n, 50); }
 
 static void extract_ok(const char *args) {
     char *out;

@@ -21,24 +21,7 @@
 #define N_PER_CLASS 18  // 36 images: a few dozen, as small as the signals need
 
 // DIR/data/{circles,squares}/img NN.jpg; returns DIR (the caches go beside data).
-static char *make_images(void) {
-    char *top = make_temp_dir("interrupt");
-    char path[1024];
-    const char *classes[] = {"circles", "squares"};
-    for (int k = 0; k < 2; k++) {
-        snprintf(path, sizeof path, "%s/data/%s", top, classes[k]);
-        make_dirs(path);
-        for (int i = 0; i < N_PER_CLASS; i++) {
-            int w = 36 + 3 * i, h = 34 + 2 * i;
-            uint8_t *rgb = malloc((size_t)w * h * 3);
-            draw_shape(rgb, w, h, k, (unsigned)(100 * k + i));
-            snprintf(path, sizeof path, "%s/data/%s/img %02d.jpg", top, classes[k], i);
-            write_jpeg(path, rgb, w, h, 90);
-            free(rgb);
-        }
-    }
-    return top;
-}
+static char *make_images(void) { return make_shape_folder("interrupt", N_PER_CLASS, 100); }
 
 typedef struct {
     long n;

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "fileutil.h"
+
 char *fixture_path(const char *name) {
     char *p = malloc(strlen(TEST_FIXTURES) + strlen(name) + 2);
     sprintf(p, "%s/%s", TEST_FIXTURES, name);
@@ -157,4 +159,23 @@ Npy fixture_npy(const char *fmt, ...) {
     Npy a = npy_load(p);
     free(p);
     return a;
+}
+
+char *make_shape_folder(const char *tag, int n, unsigned seed_step) {
+    char *top = make_temp_dir(tag);
+    char path[1024];
+    const char *classes[] = {"circles", "squares"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(path, sizeof path, "%s/data/%s", top, classes[k]);
+        cr_assert_eq(make_dirs(path), 0, "cannot make %s", path);
+        for (int i = 0; i < n; i++) {
+            int w = 36 + 3 * i, h = 34 + 2 * i;
+            uint8_t *rgb = malloc((size_t)w * h * 3);
+            draw_shape(rgb, w, h, k, seed_step * (unsigned)k + (unsigned)i);
+            snprintf(path, sizeof path, "%s/data/%s/img %02d.jpg", top, classes[k], i);
+            write_jpeg(path, rgb, w, h, 90);
+            free(rgb);
+        }
+    }
+    return top;
 }

@@ -42,6 +42,11 @@ float max_abs_diff(const float *a, const float *b, size_t n);
 // Draws a test picture: a noisy background with a filled disc (kind 0) or
 // square (kind 1) whose place and colours depend on seed. rgb: h*w*3.
 void draw_shape(uint8_t *rgb, int w, int h, int kind, unsigned seed);
+// A fresh temporary folder TOP (make_temp_dir(tag)) holding an image folder
+// TOP/data/{circles,squares}/"img NN.jpg", n per class: image i of class k
+// is (36 + 3i) x (34 + 2i), draw_shape(kind k, seed seed_step * k + i).
+// Returns TOP (malloc'd).
+char *make_shape_folder(const char *tag, int n, unsigned seed_step);
 // Saves RGB8 as a baseline JPEG (libjpeg-turbo, 4:2:0).
 void write_jpeg(const char *path, const uint8_t *rgb, int w, int h, int quality);
 

@@ -254,12 +254,8 @@ int train_run(const TrainOptions *o) {
     long term_step = term ? atol(term) : 0;
     while (fs.epochs_done < o->epochs && !fs.stopped) {
         const int epoch = fs.epochs_done;
-        if (!o->quiet) fprintf(stderr, "Epoch %d/%d\n", epoch + 1, o->epochs);
         Progress bar;
-        progress_start(&bar, stderr, steps, "step");
-        if (o->quiet) bar.enabled = 0;
-        bar.t_start -= fs.epoch_secs;  // a resumed epoch counts the time it had
-        fit_shuffle(perm, train.n, (uint64_t)o->seed, epoch);
+        fit_epoch_start(&fs, &bar, steps, o->quiet, perm, train.n, (uint64_t)o->seed);
         // Each step also runs the next batch through the first dense layer
         // (head_train_step), so the next batch is loaded before the step.
         Batch *cur = &batch[0], *next = &batch[1];
