@@ -8,6 +8,10 @@
 #   make STATIC=1        link the Debian libraries statically (for GPU hosts
 #                        that lack them; see scripts/device_build.sh)
 #   make bench           benchmarks (scripts/bench.sh)
+#   make fixtures        regenerate tests/fixtures/* (scripts/fixtures_*.py)
+#   make CUDA_ARCHS="80 90"  GPU machine code to build (PTX of the last too)
+#   make pipeline DATA=... VAL=... WEIGHTS=... OUT=...   the stages as make targets
+#   make test-slurm      the Slurm job scripts on a one-node cluster (root)
 
 CC      ?= gcc
 NVCC    ?= nvcc
@@ -43,12 +47,20 @@ CFLAGS  ?= -O3 -g
 # snprintf truncation of messages is intended, hence the two -Wno- flags.
 CFLAGS  += -fno-math-errno -ffp-contract=off -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-format-truncation -pthread $(SANFLAGS) \
            -I. -Icommon -Ikernels $(shell pkg-config --cflags $(PKGS)) \
-           -DVGGFT_VERSION='"$(VERSION)"' -DVGGFT_CUDA=$(CUDA)
+           -DVGGFT_VERSION='"$(VERSION)"'
+# Each object lists the headers it includes in its .d file (included below),
+# so touching a header rebuilds exactly the objects that include it.
+DEPFLAGS := -MMD -MP
 LDFLAGS += -pthread $(SANFLAGS)
 
 ifeq ($(STATIC),1)
-  # Debian's static archives; glibc, libstdc++ and the CUDA runtime stay dynamic.
-  LDLIBS  += -Wl,-Bstatic $(shell pkg-config --static --libs $(PKGS)) -Wl,-Bdynamic -lgfortran -ldl
+  # Debian's static archives (hdf5's szip filter needs libsz and libaec);
+  # glibc's libm/libdl/libpthread, libgfortran and libstdc++ stay dynamic, and
+  # so does libcurl: its static closure needs Kerberos and LDAP archives that
+  # Debian does not ship. (The CUDA runtime is always static and cuDNN is
+  # loaded at run time: see below.)
+  STATIC_LIBS := $(filter-out -lm -lpthread -ldl -lgfortran -pthread,$(shell pkg-config --static --libs $(filter-out libcurl,$(PKGS))))
+  LDLIBS  += -Wl,-Bstatic $(STATIC_LIBS) -lsz -laec -Wl,-Bdynamic $(shell pkg-config --libs libcurl) -lgfortran -ldl
 else
   LDLIBS  += $(shell pkg-config --libs $(PKGS))
 endif
@@ -58,30 +70,51 @@ COMMON_SRC := $(wildcard common/*.c)
 COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o)
 
 ifeq ($(CUDA),1)
-  NVFLAGS ?= -O2 -std=c++17 -arch=sm_90 -gencode arch=compute_90,code=compute_90
-  NVFLAGS += -Icommon -Ikernels -Xcompiler -Wall,-fPIC
+  # Machine code for each of CUDA_ARCHS (80: A100, 90: H100/H200) and PTX of
+  # the newest, which the driver compiles when the program starts on a newer
+  # GPU: one binary for all of them.
+  CUDA_ARCHS ?= 80 90
+  NVFLAGS ?= -O2 -std=c++17
+  NVFLAGS += $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
+             -gencode arch=compute_$(lastword $(CUDA_ARCHS)),code=compute_$(lastword $(CUDA_ARCHS)) \
+             -DVGGFT_CUDA_ARCHS='"$(CUDA_ARCHS)"' -Icommon -Ikernels -Xcompiler -Wall,-fPIC
   KERNEL_OBJ := $(patsubst %.cu,$(BUILD)/obj/%.o,$(wildcard kernels/*.cu))
-  LDLIBS  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudnn -lcudart -lstdc++
+  # No CUDA library is needed to start (CPU nodes have none): the runtime is
+  # linked in statically and finds the driver (libcuda.so.1) itself at run
+  # time; cuDNN is dlopen'ed by kernels/cudnn_api.cu.
+  LDLIBS  += $(CUDA_HOME)/lib64/libcudart_static.a -ldl -lrt -lstdc++
 else
   KERNEL_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard kernels/*_none.c))
 endif
 
 LIB  := $(BUILD)/libvggft.a
-BINS := $(BUILD)/extract $(BUILD)/train $(BUILD)/finetune
+BINS := $(BUILD)/extract $(BUILD)/train $(BUILD)/finetune $(BUILD)/predict
+BINS += $(BUILD)/fashion_mnist  # the demo's data converter (scripts/fashion_mnist.c)
 
-.PHONY: all test test-valgrind clean bench fixtures
+.PHONY: all test test-valgrind clean bench fixtures print-link
 all: $(BINS)
 ifneq ($(BUILD),build)
 	@mkdir -p build && for b in $(BINS); do ln -sf $$(realpath $$b) build/$$(basename $$b); done
 endif
 
-$(BUILD)/obj/%.o: %.c $(wildcard common/*.h kernels/*.h */*.h) Makefile
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+# Objects depend on the headers they include (.d files) and on the flags they
+# were compiled with: $(BUILD)/flags is rewritten only when those change, so
+# an edit elsewhere in this Makefile rebuilds nothing.
+FLAGS_FILE := $(BUILD)/flags
+FLAGS_NOW  := $(CC) $(CFLAGS) | $(NVCC) $(NVFLAGS)
+ifneq ($(file <$(FLAGS_FILE)),$(FLAGS_NOW))
+  $(shell mkdir -p $(BUILD))
+  $(file >$(FLAGS_FILE),$(FLAGS_NOW))
+endif
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
-$(BUILD)/obj/%.o: %.cu $(wildcard common/*.h kernels/*.h) Makefile
+$(BUILD)/obj/%.o: %.c $(FLAGS_FILE)
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) $(DEPFLAGS) -c $< -o $@
+
+$(BUILD)/obj/%.o: %.cu $(FLAGS_FILE)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) $(DEPFLAGS) -c $< -o $@
 
 $(LIB): $(COMMON_OBJ) $(KERNEL_OBJ)
 	@rm -f $@
@@ -93,7 +126,13 @@ $(BUILD)/$(1): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard $(1)/*.c)) $(LIB)
 	@rm -f $$@  # may be a link to the CPU-only build: never write through it
 	$$(CC) $$^ -o $$@ $$(LDFLAGS) $$(LDLIBS)
 endef
-$(foreach t,extract train finetune,$(eval $(call TOOL_RULE,$(t))))
+$(foreach t,extract train finetune predict,$(eval $(call TOOL_RULE,$(t))))
+
+# Fashion-MNIST's IDX files -> class folders of PNGs (scripts/demo.sh,
+# scripts/pipeline.mk); one file of scripts/ on top of the library.
+$(BUILD)/fashion_mnist: $(BUILD)/obj/scripts/fashion_mnist.o $(LIB)
+	@rm -f $@  # may be a link to the CPU-only build: never write through it
+	$(CC) $^ -o $@ $(LDFLAGS) $(LDLIBS)
 
 # --- tests ------------------------------------------------------------------
 # One Criterion binary with every tests/test_*.c (one summary line), and one
@@ -102,9 +141,9 @@ TEST_SRC  := $(wildcard tests/test_*.c)
 TEST_UTIL := $(BUILD)/obj/tests/testutil.o
 TEST_CFLAGS := -DTEST_FIXTURES='"$(CURDIR)/tests/fixtures"' -DTEST_BUILD='"$(CURDIR)/$(BUILD)"'
 
-$(BUILD)/obj/tests/%.o: tests/%.c tests/testutil.h $(wildcard common/*.h kernels/*.h) Makefile
+$(BUILD)/obj/tests/%.o: tests/%.c $(FLAGS_FILE)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(TEST_CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) $(TEST_CFLAGS) $(DEPFLAGS) -c $< -o $@
 
 $(BUILD)/tests/test_%: $(BUILD)/obj/tests/test_%.o $(TEST_UTIL) $(LIB)
 	@mkdir -p $(dir $@)
@@ -125,11 +164,34 @@ test-valgrind: $(BUILD)/tests/test_jpeg_damage $(BUILD)/tests/test_decoders
 	$(VALGRIND) $(BUILD)/tests/test_jpeg_damage -j1 --short-filename
 	$(VALGRIND) $(BUILD)/tests/test_decoders -j1 --short-filename
 
+# The link line of the tools (for scripts that link the library: bench.sh).
+print-link:
+	@echo $(LIB) $(LDFLAGS) $(LDLIBS)
+
 bench: all
 	bash scripts/bench.sh
 
-fixtures:
-	python3 scripts/make_fixtures.py tests/fixtures
+# make pipeline DATA=DIR [VAL=DIR] [WEIGHTS=FILE|imagenet|random] [OUT=DIR]
+# [EXTRACT_ARGS=...] [TRAIN_ARGS=...] [FINETUNE_ARGS=...]: extract -> train ->
+# finetune (-> predict --eval) as file targets that redo only what changed
+# (scripts/pipeline.mk).
+.PHONY: pipeline test-slurm
+pipeline: all
+	$(MAKE) -f scripts/pipeline.mk BIN=$(BUILD)
+
+# The Slurm job chain (scripts/slurm/) on a one-node cluster started for it
+# (as root; installs slurm-wlm and munge when missing): scripts/test_slurm.sh.
+test-slurm: all
+	bash scripts/test_slurm.sh $(BUILD)
+
+# Regenerates the committed fixtures from Keras/Pillow/numpy: every
+# scripts/fixtures_TOPIC.py writes tests/fixtures/TOPIC (make fixtures-TOPIC
+# for one; FIXTURES_DIR=/tmp/x to write elsewhere and compare).
+FIXTURES_DIR ?= tests/fixtures
+FIXTURE_TOPICS := $(patsubst scripts/fixtures_%.py,%,$(wildcard scripts/fixtures_*.py))
+fixtures: $(FIXTURE_TOPICS:%=fixtures-%)
+fixtures-%: scripts/fixtures_%.py
+	KERAS_BACKEND=jax python3 $< $(FIXTURES_DIR)/$*
 
 clean:
 	rm -rf build

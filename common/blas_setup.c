@@ -6,6 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "parallel.h"
+
 // Provided by OpenBLAS but not declared in every cblas.h.
 extern char *openblas_get_corename(void);
 extern char *openblas_get_config(void);
@@ -56,7 +58,9 @@ void blas_setup(char **argv, int threads) {
 }
 
 void blas_set_threads(int threads) {
-    if (threads > 0) openblas_set_num_threads(threads);
+    // OpenBLAS starts one thread per core it counts; under a CPU allotment
+    // (taskset, Slurm) that oversubscribes the CPUs the job was given.
+    openblas_set_num_threads(threads > 0 ? threads : parallel_cpus());
 }
 
 const char *blas_describe(void) {

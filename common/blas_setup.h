@@ -8,10 +8,11 @@
 // is never overridden.
 #pragma once
 
-// Call first thing in main(). May not return (re-exec). threads <= 0 keeps
-// OpenBLAS's default (all cores).
+// Call first thing in main(). May not return (re-exec). threads <= 0: the
+// CPUs this process may run on (parallel_cpus(): the affinity mask that
+// taskset or Slurm set, not the node's cores).
 void blas_setup(char **argv, int threads);
-// Sets the number of BLAS threads (<= 0: leave as is).
+// Sets the number of BLAS threads (<= 0: parallel_cpus()).
 void blas_set_threads(int threads);
 // "OpenBLAS 0.3.21, kernel SkylakeX (set by vggft: library chose Prescott), 2 threads"
 const char *blas_describe(void);

@@ -12,6 +12,7 @@
 #include <zstd.h>
 
 #include "error.h"
+#include "progress.h"
 #include "fileutil.h"
 #include "half.h"
 #include "hash.h"
@@ -50,11 +51,11 @@ void cache_meta_free(CacheMeta *m) {
 
 void cache_meta_warn_partial(const CacheMeta *m, const char *path) {
     if (!m->complete)
-        fprintf(stderr, "warning: %s is incomplete: its extract run did not finish (rerun the same extract command)\n",
-                path);
+        log_printf(stderr, "warning: %s is incomplete: its extract run did not finish (rerun the same extract command)\n",
+                   path);
     if (m->shard[0])
-        fprintf(stderr, "warning: %s is shard %s of its folder only (extract --merge joins the shards)\n", path,
-                m->shard);
+        log_printf(stderr, "warning: %s is shard %s of its folder only (extract --merge joins the shards)\n", path,
+                   m->shard);
 }
 
 static void key_text(uint64_t key, char out[24]) { snprintf(out, 24, "%010llu", (unsigned long long)key); }
@@ -460,7 +461,8 @@ int cache_open_write_from(Cache *c, const char *path, const CacheMeta *want, int
     if (make_dirs(path) < 0) return -1;
     int rc = open_env(c, path, 0, !exists);
     if (rc == -2 && overwrite) {
-        fprintf(stderr, "warning: %s\n--overwrite: replacing the damaged cache\n", err_msg());
+        log_printf(stderr, "warning: %s\n", err_msg());
+        log_printf(stderr, "--overwrite: replacing the damaged cache\n");
         if (remove_damaged(path) < 0) return -1;
         exists = 0;
         rc = open_env(c, path, 0, 1);

@@ -12,7 +12,14 @@
 #include "device.h"
 #include "error.h"
 
+int cli_count(const CliOption *opts) {
+    int n = 0;
+    while (opts[n].name) n++;
+    return n;
+}
+
 CliOption *cli_find(CliSpec *spec, const char *name) {
+    if (spec->n_opts == 0) spec->n_opts = cli_count(spec->opts);
     for (int i = 0; i < spec->n_opts; i++)
         if (strcmp(spec->opts[i].name, name) == 0) return &spec->opts[i];
     return NULL;
@@ -29,6 +36,27 @@ static int choice_ok(const char *choices, const char *v) {
     return 0;
 }
 
+// v against o->range (">=A", ">A", or an interval "[A,B]", "[A,B)", "(A,B]",
+// "(A,B)"); -1 with err_set naming the option, the rule and the value.
+static int check_range(const CliOption *o, double v, const char *text) {
+    const char *r = o->range;
+    if (!r) return 0;
+    char *end;
+    int ok;
+    if (r[0] == '>') {
+        int incl = r[1] == '=';
+        double lo = strtod(r + 1 + incl, &end);
+        ok = incl ? v >= lo : v > lo;
+        if (!ok) return err_set("--%s must be %s %s, got %s", o->name, incl ? ">=" : ">", r + 1 + incl, text);
+        return 0;
+    }
+    double lo = strtod(r + 1, &end);
+    double hi = *end == ',' ? strtod(end + 1, &end) : lo;
+    ok = (r[0] == '[' ? v >= lo : v > lo) && (*end == ']' ? v <= hi : v < hi);
+    if (!ok) return err_set("--%s must be in %s, got %s", o->name, r, text);
+    return 0;
+}
+
 // Stores text into the option's destination; -1 with err_set on bad text.
 static int set_value(CliOption *o, const char *text) {
     char *end = NULL;
@@ -41,12 +69,14 @@ static int set_value(CliOption *o, const char *text) {
         long v = strtol(text, &end, 10);
         if (errno || end == text || *end || v < INT_MIN || v > INT_MAX)
             return err_set("--%s: '%s' is not an integer", o->name, text);
+        if (check_range(o, (double)v, text) < 0) return -1;
         *(int *)o->dest = (int)v;
         return 0;
     }
     case OPT_LONG: {
         long v = strtol(text, &end, 10);
         if (errno || end == text || *end) return err_set("--%s: '%s' is not an integer", o->name, text);
+        if (check_range(o, (double)v, text) < 0) return -1;
         *(long *)o->dest = v;
         return 0;
     }
@@ -55,6 +85,7 @@ static int set_value(CliOption *o, const char *text) {
         double v = strtod(text, &end);
         if (errno || end == text || *end || !isfinite(v))
             return err_set("--%s: '%s' is not a number", o->name, text);
+        if (check_range(o, v, text) < 0) return -1;
         if (o->type == OPT_FLOAT) *(float *)o->dest = (float)v;
         else *(double *)o->dest = v;
         return 0;
@@ -84,6 +115,9 @@ void cli_error(const char *prog, const char *fmt, ...) {
 }
 
 int cli_parse(CliSpec *spec, int argc, char **argv, int *n_rest, char ***rest) {
+    // A table that ends with {0} counts itself: an option added to it can
+    // never fall outside a hand-kept count.
+    if (spec->n_opts == 0) spec->n_opts = cli_count(spec->opts);
     for (int i = 0; i < spec->n_opts; i++) {
         CliOption *o = &spec->opts[i];
         o->seen = 0;
@@ -147,7 +181,8 @@ int cli_parse(CliSpec *spec, int argc, char **argv, int *n_rest, char ***rest) {
 
 void cli_print_help(const CliSpec *spec, FILE *out) {
     fprintf(out, "usage: %s %s\n\n%s\n\noptions:\n", spec->prog, spec->usage, spec->summary);
-    for (int i = 0; i < spec->n_opts; i++) {
+    int n = spec->n_opts ? spec->n_opts : cli_count(spec->opts);
+    for (int i = 0; i < n; i++) {
         const CliOption *o = &spec->opts[i];
         char left[96];
         if (o->type == OPT_FLAG) snprintf(left, sizeof left, "  --%s", o->name);
@@ -172,9 +207,11 @@ void cli_print_version(const char *prog, FILE *out) {
     fprintf(out, "%s (vggft) %s\n", prog, VGGFT_VERSION);
     fprintf(out, "BLAS: %s\n", blas_describe());
     fprintf(out, "Dense layers and optimizers: %s\n", simd_level_name(simd_level()));
-    char gpu[512];
+    char gpu[1600];
     device_describe_gpus(gpu, sizeof gpu);
     fprintf(out, "GPU: %s\n", gpu);
+    device_describe_libraries(gpu, sizeof gpu);
+    fprintf(out, "%s\n", gpu);
 }
 
 char *cli_command_line(int argc, char **argv) {

@@ -24,6 +24,11 @@ typedef struct {
     const char *help;
     const char *choices;  // OPT_CHOICE only: "nearest|bilinear"
     int seen;             // set by cli_parse when given on the command line
+    // Numeric options: the values allowed, checked when parsed (a value out
+    // of range is a usage error, exit 2), e.g. ">=1", ">0", "[0,1)",
+    // "[1,65536]". NULL: any. Write it as `.range = ">=1"` after the
+    // positional fields.
+    const char *range;
 } CliOption;
 
 typedef struct {
@@ -32,13 +37,27 @@ typedef struct {
     const char *usage;        // "--data DIR --cache PATH [options]"
     const char *epilog;       // examples, notes (may be NULL)
     CliOption *opts;
-    int n_opts;
+    int n_opts;               // 0: the table ends with a {0} entry (counted by cli_parse)
 } CliSpec;
 
 enum { CLI_OK = 0, CLI_EXIT_OK = 1, CLI_USAGE = 2 };
 
-// Applies defaults, then parses argv. Handles --help and --version itself
-// (prints to stdout and returns CLI_EXIT_OK). On a bad option or value prints
+// Exit codes, one convention for every tool (README "Exit codes"):
+//   EXIT_DONE 0     done
+//   EXIT_FAILED 1   failed (the message names the file, layer or value)
+//   EXIT_USAGE 2    usage error: unknown option, missing or out-of-range value
+//   EXIT_PARTIAL 3  done, but some inputs were skipped (listed in the output)
+//   75              stopped by SIGTERM/SIGINT with its state saved: rerun
+//                   (EXIT_STOPPED, stop.h)
+enum { EXIT_DONE = 0, EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_PARTIAL = 3 };
+
+// Counts the options of a table that ends with a {0} entry.
+int cli_count(const CliOption *opts);
+
+// Applies defaults, then parses argv (spec->n_opts 0: counts the table
+// first, which must then end with {0}). Handles --help and --version itself
+// (prints to stdout and returns CLI_EXIT_OK). On a bad option or value
+// (including one outside its .range) prints
 // "PROG: error: ..." plus a hint to stderr and returns CLI_USAGE (the caller
 // exits 2). Positional arguments are collected in *rest (may be NULL to
 // refuse them).
@@ -47,6 +66,7 @@ void cli_print_help(const CliSpec *spec, FILE *out);
 // Finds an option by name (NULL if absent), e.g. to ask whether it was given.
 CliOption *cli_find(CliSpec *spec, const char *name);
 // Prints "PROG: error: MESSAGE" (with err_msg() when msg is NULL) to stderr.
+// No timestamp: the tools' last line keeps this exact form for scripts.
 void cli_error(const char *prog, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 // Prints the version block: tool, version, BLAS kernel, CUDA build/devices.
 void cli_print_version(const char *prog, FILE *out);

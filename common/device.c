@@ -9,7 +9,7 @@
 const char *device_name(DeviceKind d) { return d == DEVICE_CUDA ? "cuda" : "cpu"; }
 
 void device_describe_gpus(char *buf, size_t size) {
-    char why[256] = "";
+    char why[1024] = "";
     int n = gpu_count(why, sizeof why);
     if (n == 0) {
         snprintf(buf, size, "none (%s)", why);
@@ -21,15 +21,12 @@ void device_describe_gpus(char *buf, size_t size) {
         gpu_name(i, name, sizeof name);
         used += (size_t)snprintf(buf + used, size - used, "%s%d: %s", i ? "; " : "", i, name);
     }
-    if (used < size) {
-        char v[128];
-        gpu_cudnn_version(v, sizeof v);
-        snprintf(buf + used, size - used, "; %s", v);
-    }
 }
 
+void device_describe_libraries(char *buf, size_t size) { gpu_libraries(buf, size); }
+
 int device_select(const char *want, DeviceKind *out, char *note, size_t note_size) {
-    char why[256] = "";
+    char why[1024] = "";
     if (!want || !strcmp(want, "cpu")) {
         *out = DEVICE_CPU;
         if (note) snprintf(note, note_size, "CPU (--device cpu)");
@@ -48,6 +45,6 @@ int device_select(const char *want, DeviceKind *out, char *note, size_t note_siz
     if (!strcmp(want, "cuda"))
         return err_set("--device cuda: no usable GPU (%s); use --device auto or cpu to run on the CPU", why);
     *out = DEVICE_CPU;
-    if (note) snprintf(note, note_size, "CPU (no GPU: %s)", why);
+    if (note) snprintf(note, note_size, "CPU (no usable GPU: %s)", why);
     return 0;
 }

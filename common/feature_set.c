@@ -7,6 +7,7 @@
 #include <zstd.h>
 
 #include "error.h"
+#include "progress.h"
 #include "half.h"
 #include "parallel.h"
 
@@ -181,11 +182,11 @@ int features_load(FeatureSet *fs, const char *path, size_t budget_bytes, int thr
         return -1;
     }
     if (!meta->checksummed)
-        fprintf(stderr,
-                "warning: %s was made by an older extract, without a checksum of its settings or a record of its "
-                "contents: damage to them cannot be detected; rerun its extract command to add them (its records "
-                "are kept)\n",
-                path);
+        log_printf(stderr,
+                   "warning: %s was made by an older extract, without a checksum of its settings or a record of its "
+                   "contents: damage to them cannot be detected; rerun its extract command to add them (its records "
+                   "are kept)\n",
+                   path);
     return 0;
 }
 

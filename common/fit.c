@@ -60,6 +60,7 @@ void fit_free(FitState *s) {
         for (int i = 0; i < s->m->n_layers * 4; i++) free(s->slots[i]);
     free(s->slots);
     free(s->loss), free(s->acc), free(s->val_loss), free(s->val_acc), free(s->secs);
+    free(s->history_path);
     memset(s, 0, sizeof *s);
 }
 
@@ -99,10 +100,14 @@ void fit_shuffle(int *perm, int n, uint64_t seed, int epoch) {
 }
 
 void fit_epoch_start(const FitState *s, Progress *bar, int steps, int quiet, int *perm, int n, uint64_t seed) {
-    if (!quiet) fprintf(stderr, "Epoch %d/%d\n", s->epochs_done + 1, s->max_epochs);
+    if (!quiet) log_printf(stderr, "Epoch %d/%d\n", s->epochs_done + 1, s->max_epochs);
     progress_start(bar, stderr, steps, "step");
     if (quiet) bar->enabled = 0;
-    bar->t_start -= s->epoch_secs;  // a resumed epoch counts the time it had
+    // A resumed epoch shows the time and steps it had, but its rate and ETA
+    // come from this run's steps only.
+    bar->t_start -= s->epoch_secs;
+    bar->t_before = s->epoch_secs;
+    bar->free_items = s->steps_in_epoch;
     fit_shuffle(perm, n, seed, s->epochs_done);
 }
 
@@ -160,6 +165,7 @@ int fit_save(const FitState *s, const char *settings, const char *path) {
     if (rc == 0) rc = checkpoint_add(&c, "before_val", before, 2);
     if (rc == 0) rc = checkpoint_write(&c, path);
     checkpoint_free(&c);
+    if (rc == 0 && s->history_path) rc = fit_write_history(s, s->history_path);
     return rc;
 }
 
@@ -235,9 +241,9 @@ int fit_load(FitState *s, const char *settings, const char *path) {
     int was = t ? atoi(t) : 0;
     free(t);
     if (was > 0 && s->threads > 0 && was != s->threads)
-        fprintf(stderr, "note: %s was written by a run on %d threads, this one has %d: training continues "
-                        "correctly, but not bit for bit as the same thread count would\n",
-                path, was, s->threads);
+        log_printf(stderr, "note: %s was written by a run on %d threads, this one has %d: training continues "
+                           "correctly, but not bit for bit as the same thread count would\n",
+                   path, was, s->threads);
     GetCtx g = {&c, path};
     rc = each_array(s, get_array, &g);
     float before[2];
@@ -252,27 +258,37 @@ int fit_begin(FitState *s, const char *settings, const char *out, int resume, ch
     fit_sibling(out, ".ckpt", ckpt, size);
     atomic_remove_stale(ckpt);  // left by a run killed while writing one
     atomic_remove_stale(out);
+    char csv[4200];
+    fit_sibling(out, ".history.csv", csv, sizeof csv);
+    free(s->history_path);
+    if (!(s->history_path = strdup(csv))) return err_set("out of memory");
+    atomic_remove_stale(csv);
     const char *path = ckpt;
     int exists = access(path, F_OK) == 0;
     // These lines are not progress: they show even with --quiet (a job log
     // should say where a run started).
     if (!resume) {
+        // As CSVLogger (append=False) at the start of fit(): an earlier run's
+        // rows must not pass for this run's.
+        if (access(csv, F_OK) == 0 && fit_write_history(s, csv) < 0) return -1;
         if (exists)
-            fprintf(stderr, "note: %s is from an earlier run: starting over and replacing it (--resume continues it)\n",
-                    path);
+            log_printf(stderr,
+                       "note: %s is from an earlier run: starting over and replacing it (--resume continues it)\n",
+                       path);
         return 0;
     }
     if (!exists) {
-        fprintf(stderr, "note: --resume: no checkpoint at %s yet, starting from the beginning\n", path);
+        log_printf(stderr, "note: --resume: no checkpoint at %s yet, starting from the beginning\n", path);
         return 0;
     }
     if (fit_load(s, settings, path) < 0) return -1;
     if (s->steps_in_epoch)
-        fprintf(stderr, "Resuming from %s at epoch %d, after step %ld\n", path, s->epochs_done + 1, s->steps_in_epoch);
+        log_printf(stderr, "Resuming from %s at epoch %d, after step %ld\n", path, s->epochs_done + 1,
+                   s->steps_in_epoch);
     else if (s->epochs_done >= s->max_epochs || s->stopped)
-        fprintf(stderr, "Resuming from %s: training had ended (%d epochs%s); writing the outputs again\n", path,
-                s->epochs_done, s->stopped ? ", early stopping" : "");
-    else fprintf(stderr, "Resuming from %s after epoch %d\n", path, s->epochs_done);
+        log_printf(stderr, "Resuming from %s: training had ended (%d epochs%s); writing the outputs again\n", path,
+                   s->epochs_done, s->stopped ? ", early stopping" : "");
+    else log_printf(stderr, "Resuming from %s after epoch %d\n", path, s->epochs_done);
     return 0;
 }
 
@@ -288,12 +304,15 @@ int fit_write_history(const FitState *s, const char *path) {
     AtomicFile af;
     FILE *f = atomic_open(&af, path);
     if (!f) return -1;
-    // Keras's CSVLogger columns: epoch, then the metrics in sorted order.
+    // Keras's CSVLogger columns: epoch, then the metrics in sorted order,
+    // each value in full (%.9g: the float32 exactly, as CSVLogger writes
+    // Python floats, so a val_loss of 1e-10 is not 0.000000); then ours,
+    // seconds, after Keras's columns.
     fprintf(f, "epoch,accuracy,loss,val_accuracy,val_loss,seconds\n");
     for (int e = 0; e < s->epochs_done; e++) {
-        fprintf(f, "%d,%.6f,%.6f,", e, s->acc[e], s->loss[e]);
+        fprintf(f, "%d,%.9g,%.9g,", e, s->acc[e], s->loss[e]);
         if (isnan(s->val_acc[e])) fprintf(f, ",,");
-        else fprintf(f, "%.6f,%.6f,", s->val_acc[e], s->val_loss[e]);
+        else fprintf(f, "%.9g,%.9g,", s->val_acc[e], s->val_loss[e]);
         fprintf(f, "%.3f\n", s->secs[e]);
     }
     return atomic_commit(&af);

@@ -52,6 +52,9 @@ typedef struct {
     // count continues correctly but not bit for bit (OpenBLAS's sums follow
     // the thread count): fit_load warns.
     int threads;
+    // OUT.history.csv, set by fit_begin (malloc'd; NULL before): fit_save
+    // rewrites it, so the finished epochs are on disk after every epoch.
+    char *history_path;
 } FitState;
 
 // Zeroed slots for every trainable layer with weights in [from, n_layers)
@@ -75,13 +78,17 @@ void fit_shuffle(int *perm, int n, uint64_t seed, int epoch);
 
 // The start of epoch s->epochs_done of a run of `steps` steps an epoch:
 // prints "Epoch e/E" (unless quiet), starts the progress bar (counting the
-// time a resumed epoch already had) and shuffles the n samples into perm.
+// time and steps a resumed epoch already had, but not in its rate and ETA)
+// and shuffles the n samples into perm.
 void fit_epoch_start(const FitState *s, Progress *bar, int steps, int quiet, int *perm, int n, uint64_t seed);
 
 // --- checkpoints ----------------------------------------------------------
 // PATH holds the settings text ("key=value\n" lines that a resumed run must
 // share), the state above, and the weights and slots of the trainable
-// layers, written atomically and CRC-protected (checkpoint.h).
+// layers, written atomically and CRC-protected (checkpoint.h). Once
+// fit_begin has run it also rewrites the history CSV (fit_write_history),
+// as Keras's CSVLogger writes a row after every epoch: a killed job leaves
+// its curve so far beside the checkpoint it resumes from.
 int fit_save(const FitState *s, const char *settings, const char *path);
 // Restores a state saved by fit_save into s (fit_init'ed for the same model
 // and optimizer) and the trainable layers' weights. A setting that differs
@@ -94,14 +101,16 @@ int fit_load(FitState *s, const char *settings, const char *path);
 // and with resume the state restored from the checkpoint when it exists
 // (fit_load; else a note that the run starts from the beginning). Says on
 // stderr where it resumes, even when quiet: a job log should say. Without
-// resume, notes that an existing checkpoint will be replaced. -1 as fit_load.
+// resume, notes that an existing checkpoint will be replaced. Sets
+// s->history_path (OUT's ".history.csv" sibling). -1 as fit_load.
 int fit_begin(FitState *s, const char *settings, const char *out, int resume, char *ckpt, size_t size);
 
 // --- outputs ----------------------------------------------------------------
 // out.h5 -> out + suffix (".history.csv", ".ckpt"...): the stem without .h5.
 void fit_sibling(const char *out, const char *suffix, char *buf, size_t size);
-// Keras's CSVLogger columns (epoch, accuracy, loss, val_accuracy, val_loss)
-// plus seconds, for the finished epochs; written atomically.
+// Keras's CSVLogger columns (epoch, accuracy, loss, val_accuracy, val_loss;
+// values as %.9g, the float32 in full) plus ours, seconds (%.3f), after
+// them, for the finished epochs; written atomically.
 int fit_write_history(const FitState *s, const char *path);
 // The two-panel loss/accuracy plot of the finished epochs (plot.h).
 int fit_plot_history(const FitState *s, const char *path, const char *title);

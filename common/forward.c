@@ -5,21 +5,57 @@
 
 #include "error.h"
 #include "layers.h"
+#include "winograd.h"
+
+// The layers worth Winograd (see forward.h), unless VGGFT_WINOGRAD=0.
+// Frozen layers only: a trainable layer's weights change in place between
+// steps, which the kept transformed kernel would not see.
+static int use_winograd(const Layer *l) {
+    static int enabled = -1;
+    if (enabled < 0) {
+        const char *e = getenv("VGGFT_WINOGRAD");
+        enabled = !(e && strcmp(e, "0") == 0);
+    }
+    return enabled && l->kind == LAYER_CONV && !l->trainable && l->in_c >= 128 && l->out_c >= 256;
+}
+
+// The transformed kernel of layer i, made on first use (NULL: out of memory,
+// the direct convolution then runs).
+static const float *winograd_kernel(BaseWorkspace *ws, const Layer *l, int i) {
+    if (ws->wino[i] && ws->wino_of[i] == l->kernel) return ws->wino[i];
+    free(ws->wino[i]);
+    ws->wino[i] = malloc(winograd_kernel_floats(l->in_c, l->out_c) * sizeof(float));
+    ws->wino_of[i] = l->kernel;
+    if (ws->wino[i]) winograd_kernel_transform(l->kernel, l->in_c, l->out_c, ws->wino[i]);
+    return ws->wino[i];
+}
 
 int base_workspace_alloc_layers(BaseWorkspace *ws, const Model *m, int from, int to) {
     memset(ws, 0, sizeof *ws);
     size_t act = (size_t)model_max_activation(m, from, to);
-    size_t scratch = 0;
+    size_t scratch = 0, wino = 0;
+    ws->n_layers = m->n_layers;
+    ws->wino = calloc((size_t)m->n_layers, sizeof *ws->wino);
+    ws->wino_of = calloc((size_t)m->n_layers, sizeof *ws->wino_of);
+    if (!ws->wino || !ws->wino_of) {
+        base_workspace_free(ws);
+        return err_set("out of memory for the conv base workspace");
+    }
     for (int i = from; i < to; i++) {
         const Layer *l = &m->layers[i];
         if (l->kind != LAYER_CONV) continue;
         size_t s = conv3x3_scratch_floats(l->in_h, l->in_w, l->in_c);
+        if (use_winograd(l)) {
+            size_t sw = winograd_scratch_floats(l->in_h, l->in_w, l->in_c, l->out_c);
+            if (sw > s) s = sw;
+            wino += winograd_kernel_floats(l->in_c, l->out_c);
+        }
         if (s > scratch) scratch = s;
     }
     ws->a = malloc((act ? act : 1) * sizeof(float));
     ws->b = malloc((act ? act : 1) * sizeof(float));
     ws->scratch = malloc((scratch ? scratch : 1) * sizeof(float));
-    ws->floats = 2 * act + scratch;
+    ws->floats = 2 * act + scratch + wino;
     if (!ws->a || !ws->b || !ws->scratch) {
         base_workspace_free(ws);
         return err_set("out of memory for the conv base workspace (%zu MB)", (2 * act + scratch) * 4 >> 20);
@@ -30,6 +66,9 @@ int base_workspace_alloc_layers(BaseWorkspace *ws, const Model *m, int from, int
 int base_workspace_alloc(BaseWorkspace *ws, const Model *m) { return base_workspace_alloc_layers(ws, m, 1, m->n_base); }
 
 void base_workspace_free(BaseWorkspace *ws) {
+    for (int i = 0; ws->wino && i < ws->n_layers; i++) free(ws->wino[i]);
+    free(ws->wino);
+    free(ws->wino_of);
     free(ws->a);
     free(ws->b);
     free(ws->scratch);
@@ -48,7 +87,11 @@ void base_forward_layers(const Model *m, int from, int to, const float *in, int 
         for (int i = from; i < to; i++) {
             const Layer *l = &m->layers[i];
             float *dst = i == to - 1 ? out + n * out_size : y;
-            if (l->kind == LAYER_CONV) {
+            const float *U = l->kind == LAYER_CONV && use_winograd(l) ? winograd_kernel(ws, l, i) : NULL;
+            if (U) {
+                winograd_forward(x, 1, l->in_h, l->in_w, l->in_c, U, l->bias, l->out_c, dst, ws->scratch);
+                relu_forward(dst, (size_t)l->out_h * l->out_w * l->out_c);
+            } else if (l->kind == LAYER_CONV) {
                 conv3x3_forward(x, 1, l->in_h, l->in_w, l->in_c, l->kernel, l->bias, l->out_c, dst, ws->scratch);
                 relu_forward(dst, (size_t)l->out_h * l->out_w * l->out_c);
             } else {

@@ -14,9 +14,22 @@
 // images share its batch (OpenBLAS picks kernels by matrix size), so resumed
 // runs and merged shards equal a single run bit for bit. Batching the late
 // 18x18 and 9x9 blocks would be ~10% faster but would lose that.
+//
+// Frozen layers with C >= 128 inputs and K >= 256 outputs (block3_conv1 and up, 86%
+// of VGG16's multiply-adds at 150x150) run as Winograd F(2x2,3x3)
+// (winograd.h): 1.7-1.8x faster than the direct convolution on blocks 3-4,
+// 1.2x on block5's 9x9 maps, within ~1e-6 of it; the early layers' few
+// channels make the transforms cost more than they save
+// (`scripts/bench_conv.c --winograd`). VGGFT_WINOGRAD=0 in the environment
+// turns it off (comparisons). The workspace keeps each such layer's
+// transformed kernel from its first use: these are frozen layers, so it
+// stays valid; allocate a new workspace after loading other weights.
 typedef struct {
     float *a, *b, *scratch;
-    size_t floats;  // what the three hold together
+    float **wino;        // per model layer: transformed kernel, or NULL (direct / not yet made)
+    const float **wino_of;  // the kernel each was made from
+    int n_layers;
+    size_t floats;  // what the buffers hold together (transformed kernels included)
 } BaseWorkspace;
 // For base_forward_cpu: the whole base [1, n_base).
 int base_workspace_alloc(BaseWorkspace *ws, const Model *m);

@@ -26,3 +26,8 @@ int image_write_png(const char *path, const uint8_t *rgb, int w, int h);
 // where Keras would save BGR channels with the mean subtracted.
 // Non-finite values give 0. n is the count of floats (h * w * 3).
 void image_f32_to_rgb8_keras(const float *x, size_t n, uint8_t *out);
+
+// The same PNG encoding into memory (for embedding, e.g. base64 data: URIs
+// in SVG): *out is malloc'd (free it), *n_out its length in bytes.
+// -1 with err_set on bad sizes or out of memory.
+int image_encode_png(const uint8_t *rgb, int w, int h, uint8_t **out, size_t *n_out);

@@ -1,7 +1,41 @@
+#define _GNU_SOURCE  // sched_getaffinity, CPU_COUNT_S
 #include "parallel.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
+#include <unistd.h>
+
+// The CPUs in this process's affinity mask (sysconf when it cannot be read).
+static int affinity_cpus(void) {
+    // Masks of more than 1024 CPUs need a larger set: grow until it fits.
+    for (int n = 1024; n <= (1 << 16); n *= 2) {
+        cpu_set_t *set = CPU_ALLOC(n);
+        if (!set) break;
+        size_t size = CPU_ALLOC_SIZE(n);
+        CPU_ZERO_S(size, set);
+        if (sched_getaffinity(0, size, set) == 0) {
+            int count = CPU_COUNT_S(size, set);
+            CPU_FREE(set);
+            return count > 0 ? count : 1;
+        }
+        CPU_FREE(set);
+    }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+int parallel_cpus(void) {
+    int cpus = affinity_cpus();
+    // A Slurm cluster that does not bind tasks to CPUs (no task/affinity or
+    // task/cgroup plugin) leaves the mask at the whole node while the job
+    // was given --cpus-per-task: the allotment is then SLURM_CPUS_PER_TASK.
+    const char *e = getenv("SLURM_CPUS_PER_TASK");
+    char *end;
+    long slurm = e ? strtol(e, &end, 10) : 0;
+    if (e && *e && *end == '\0' && slurm > 0 && slurm < cpus) cpus = (int)slurm;
+    return cpus;
+}
 
 // One pool per process: created on first use, resized by parallel_set_threads.
 static struct {

@@ -6,6 +6,14 @@
 // splits sums differently for different thread counts).
 #pragma once
 
+// The CPUs this process may run on: its affinity mask (sched_getaffinity,
+// CPU_COUNT), which is what taskset, Slurm's --cpus-per-task and cgroup
+// cpusets restrict, not the node's cores (sysconf only when the mask cannot
+// be read); SLURM_CPUS_PER_TASK when it is set and smaller (a Slurm that
+// does not bind CPUs leaves the mask at the whole node). >= 1. The default
+// of every tool's --threads.
+int parallel_cpus(void);
+
 // Threads used by parallel_for (>= 1; default 1). Safe to call between loops.
 void parallel_set_threads(int n);
 int parallel_threads(void);

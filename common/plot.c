@@ -1,13 +1,22 @@
+// SVG plots (see plot.h). Layout is computed, not fixed: every text's width
+// is estimated from DejaVu Sans's advance widths (the font fontconfig gives
+// for sans-serif on Debian; other common sans fonts are narrower), margins
+// are sized from the widest label, and labels too long for their room are
+// shortened with an ellipsis (the full text stays in a <title> tooltip). So
+// titles and labels stay inside the picture for any class count and name.
 #include "plot.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "error.h"
 #include "fileutil.h"
+#include "image.h"
+#include "image_write.h"
+
+// ---- text --------------------------------------------------------------------
 
 // Length of the valid UTF-8 sequence at s (1-4), or 0 if it is not one.
 static int utf8_len(const unsigned char *s) {
@@ -17,22 +26,154 @@ static int utf8_len(const unsigned char *s) {
     return n;
 }
 
+// Bytes of the character at s (an invalid byte counts as one character).
+static int char_bytes(const unsigned char *s) {
+    int n = utf8_len(s);
+    return n > 1 ? n : 1;
+}
+
 // XML-escapes text. Class names are folder names, i.e. arbitrary bytes:
 // valid UTF-8 passes through, other bytes are shown as Latin-1 characters.
-static void text_escaped(FILE *f, const char *text) {
-    for (const unsigned char *s = (const unsigned char *)text; *s;) {
+// At most max_bytes bytes of text are written (whole characters).
+static void text_escaped_n(FILE *f, const char *text, size_t max_bytes) {
+    const unsigned char *s = (const unsigned char *)text, *end = s + max_bytes;
+    while (*s && s < end) {
         int n = utf8_len(s);
         if (*s == '<') fputs("&lt;", f);
         else if (*s == '>') fputs("&gt;", f);
         else if (*s == '&') fputs("&amp;", f);
         else if (*s == '"') fputs("&quot;", f);
-        else if (*s < 0x20) fputc('?', f);
+        else if (*s == '\'') fputs("&apos;", f);
+        else if (*s < 0x20 || *s == 0x7f) fputc('?', f);
         else if (n > 1) fwrite(s, 1, (size_t)n, f);
         else if (n == 0) fprintf(f, "&#%u;", *s);  // not UTF-8: never emit invalid bytes
         else fputc(*s, f);
         s += n > 1 ? n : 1;
     }
 }
+
+static void text_escaped(FILE *f, const char *text) { text_escaped_n(f, text, strlen(text)); }
+
+// Advance width of one character in em (DejaVu Sans Book, /1000). Other
+// characters count as 1 em: wider than any Latin letter, as wide as CJK.
+static double char_em(const unsigned char *s) {
+    static const short ascii[95] = {
+        318, 401, 460, 838, 636, 950, 780, 275, 390, 390, 500, 838, 318, 361, 318, 337,  //  !"#$%&'()*+,-./
+        636, 636, 636, 636, 636, 636, 636, 636, 636, 636, 337, 337, 838, 838, 838, 531,  // 0-9:;<=>?
+        1000, 684, 686, 698, 770, 632, 575, 775, 752, 295, 295, 656, 557, 863, 748, 787,  // @A-O
+        603, 787, 695, 635, 611, 732, 684, 989, 685, 611, 685, 390, 337, 390, 838, 500,   // P-Z[\]^_
+        500, 613, 635, 550, 635, 615, 352, 635, 634, 278, 278, 579, 278, 974, 634, 612,   // `a-o
+        635, 635, 411, 521, 392, 634, 592, 818, 592, 592, 525, 636, 337, 636, 838};       // p-z{|}~
+    if (*s >= 0x20 && *s < 0x7f) return ascii[*s - 0x20] / 1000.0;
+    if (*s < 0x20 || *s == 0x7f) return 0.531;  // drawn as '?'
+    return 1.0;
+}
+
+// Estimated width in px of text at font size fs.
+static double text_width(const char *text, double fs) {
+    double w = 0;
+    for (const unsigned char *s = (const unsigned char *)text; *s; s += char_bytes(s)) w += char_em(s);
+    return w * fs;
+}
+
+#define ELLIPSIS "\xe2\x80\xa6"  // U+2026, 1 em in DejaVu Sans
+
+// Shortening in the middle: the first *head bytes of text, an ellipsis, and
+// the bytes from *tail on fit in max_w px at font size fs; the end gets up
+// to half the room. So names that share a long prefix stay distinct
+// ("dog_breed_gol…variant_07", "…variant_08") and a caption keeps its
+// closing number ("pred: Ü_umlaut_na…_class 0.97"). Returns 1 when it had
+// to shorten, 0 when the whole text fits (*head = *tail = its length).
+static int text_fit_middle(const char *text, double fs, double max_w, size_t *head, size_t *tail) {
+    const size_t len = strlen(text);
+    *head = *tail = len;
+    if (text_width(text, fs) <= max_w) return 0;
+    const unsigned char *s = (const unsigned char *)text;
+    size_t n = 0, *at = malloc(sizeof(size_t) * (len + 1));  // each character's first byte
+    if (!at) {
+        *head = 0;  // (out of memory: the ellipsis alone)
+        return 1;
+    }
+    for (size_t i = 0; i < len; i += (size_t)char_bytes(s + i)) at[n++] = i;
+    at[n] = len;
+    const double room = max_w - fs * 1.0;  // less the ellipsis (1 em)
+    size_t t = n, h = 0;                    // the tail starts at character t, the head ends before h
+    double tw = 0, hw = 0;
+    while (t > 0 && tw + char_em(s + at[t - 1]) * fs <= room / 2) tw += char_em(s + at[--t]) * fs;
+    while (h < t && hw + tw + char_em(s + at[h]) * fs <= room) hw += char_em(s + at[h++]) * fs;
+    *head = at[h];
+    *tail = at[t];
+    free(at);
+    return 1;
+}
+
+// Writes <text ATTRS>TEXT</text>, shortened in the middle to max_w px
+// (text_fit_middle; the whole text as a tooltip) when it is wider.
+// attrs: x, y, anchor, ...
+static void svg_text(FILE *f, const char *attrs, double fs, double max_w, const char *text) {
+    size_t head, tail;
+    int cut = text_fit_middle(text, fs, max_w, &head, &tail);
+    fprintf(f, "<text %s font-size='%.1f'>", attrs, fs);
+    if (cut) {
+        fputs("<title>", f);
+        text_escaped(f, text);
+        fputs("</title>", f);
+    }
+    text_escaped_n(f, text, head);
+    if (cut) {
+        fputs(ELLIPSIS, f);
+        text_escaped(f, text + tail);
+    }
+    fputs("</text>\n", f);
+}
+
+// A title in one line, or in two when it is wider than max_w px: broken at
+// the space that best balances the lines (a line still too wide, such as a
+// long path, is shortened in the middle when drawn). line[0], line[1]:
+// malloc'd (line[1] NULL for one line; both NULL when out of memory).
+// Returns the drawn width of the widest line (at most max_w).
+static double title_lines(const char *title, double fs, double max_w, char *line[2]) {
+    const double total = text_width(title, fs);
+    line[1] = NULL;
+    if (total <= max_w) return (line[0] = strdup(title)) ? total : 0;
+    const unsigned char *s = (const unsigned char *)title;
+    double acc = 0, best = total, w1 = total, w2 = 0;
+    size_t split = 0;
+    for (size_t i = 0; s[i]; i += (size_t)char_bytes(s + i)) {
+        double cw = char_em(s + i) * fs;
+        if (s[i] == ' ' && i > 0 && fmax(acc, total - acc - cw) < best)
+            best = fmax(acc, total - acc - cw), split = i, w1 = acc, w2 = total - acc - cw;
+        acc += cw;
+    }
+    if (!split) return (line[0] = strdup(title)) ? max_w : 0;  // no space: shortened in the middle
+    line[0] = strndup(title, split);
+    line[1] = strdup(title + split + 1);
+    if (!line[0] || !line[1]) free(line[0]), free(line[1]), line[0] = line[1] = NULL;
+    return fmin(fmax(w1, w2), max_w);
+}
+
+// Draws title_lines' lines centred on x, the first line's baseline at y.
+static void title_draw(FILE *f, double x, double y, double fs, double max_w, char *line[2]) {
+    char attrs[160];
+    for (int k = 0; k < 2 && line[k]; k++) {
+        snprintf(attrs, sizeof attrs, "x='%.1f' y='%.1f' text-anchor='middle'", x, y + k * fs * 1.25);
+        svg_text(f, attrs, fs, max_w, line[k]);
+    }
+    free(line[0]), free(line[1]);
+}
+
+static FILE *svg_begin(AtomicFile *af, const char *path, double w, double h, const char *background) {
+    FILE *f = atomic_open(af, path);
+    if (!f) return NULL;
+    fprintf(f,
+            "<?xml version='1.0' encoding='UTF-8'?>\n"
+            "<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' viewBox='0 0 %.0f %.0f' "
+            "font-family='DejaVu Sans, sans-serif'>\n<rect width='100%%' height='100%%' fill='%s'/>\n",
+            w, h, w, h, background);
+    return f;
+}
+
+// ---- axes --------------------------------------------------------------------
 
 // A "nice" tick step for a range (1, 2 or 5 times a power of ten).
 static double tick_step(double range, int want) {
@@ -41,116 +182,326 @@ static double tick_step(double range, int want) {
     return (m < 1.5 ? 1 : m < 3.5 ? 2 : m < 7.5 ? 5 : 10) * p;
 }
 
-static void panel(FILE *f, double x0, double y0, double w, double h, const char *ylabel, int n, const float *train,
-                  const float *val, int unit_range) {
+// A value axis: ticks and the mapping of values to 0..1.
+typedef struct {
+    int log;          // log10 scale
+    double lo, hi;    // axis ends (log10 of them when log)
+    int n;            // ticks
+    double tick[64];  // tick values (not logged)
+    char label[64][24];
+} Axis;
+
+static double axis_pos(const Axis *a, double v) {
+    double x = a->log ? log10(v) : v;
+    return (x - a->lo) / (a->hi - a->lo);
+}
+
+// Linear axis over [lo, hi] with ends snapped to ticks k * step; a label
+// shows as many decimals as the step needs, and the tick at k = 0 is exactly
+// "0" (no "-0" from a rounding).
+static void axis_linear(Axis *a, double lo, double hi, double clamp_lo, double clamp_hi) {
+    if (hi - lo < 1e-9 * fmax(1, fabs(hi))) {  // flat: a range around the value
+        double d = fmax(fabs(hi) * 0.1, 0.01);
+        lo -= d, hi += d;
+    }
+    double pad = (hi - lo) * 0.04;
+    lo = fmax(lo - pad, clamp_lo), hi = fmin(hi + pad, clamp_hi);
+    double step = tick_step(hi - lo, 5);
+    long k0 = (long)floor(lo / step + 1e-9), k1 = (long)ceil(hi / step - 1e-9);
+    if (k1 <= k0) k1 = k0 + 1;
+    int decimals = (int)fmax(0, -floor(log10(step) + 1e-9));
+    a->log = 0, a->lo = k0 * step, a->hi = k1 * step, a->n = 0;
+    for (long k = k0; k <= k1 && a->n < 64; k++) {
+        double v = k == 0 ? 0.0 : (double)k * step;
+        a->tick[a->n] = v;
+        snprintf(a->label[a->n++], 24, "%.*f", decimals, v);
+    }
+}
+
+// Log axis over [lo, hi] (both > 0). Ticks 1-2-3-5-7, 1-2-5 or 1 times the
+// powers of ten depending on the decades spanned, every k-th decade beyond
+// seven, so there are about 3 to 10 of them.
+static void axis_log(Axis *a, double lo, double hi) {
+    double llo = log10(lo), lhi = log10(hi), pad = (lhi - llo) * 0.04;
+    llo -= pad, lhi += pad;
+    double span = lhi - llo;
+    static const double m5[] = {1, 2, 3, 5, 7}, m3[] = {1, 2, 5}, m1[] = {1};
+    const double *m = span <= 1.3 ? m5 : span <= 3 ? m3 : m1;
+    int nm = span <= 1.3 ? 5 : span <= 3 ? 3 : 1, every = span <= 7 ? 1 : (int)ceil(span / 7);
+    a->log = 1, a->lo = llo, a->hi = lhi, a->n = 0;
+    for (int d = (int)floor(llo); d <= (int)ceil(lhi); d++) {
+        if (((d % every) + every) % every) continue;
+        for (int i = 0; i < nm && a->n < 64; i++) {
+            double v = m[i] * pow(10, d), lv = log10(v);
+            if (lv < llo - 1e-9 || lv > lhi + 1e-9) continue;
+            a->tick[a->n] = v;
+            snprintf(a->label[a->n++], 24, "%g", v);
+        }
+    }
+}
+
+// ---- history -------------------------------------------------------------------
+
+#define BLUE "#1f4fbf"
+#define ORANGE "#e07b00"
+
+// One panel: frame, grid, ticks, header, the training dots and the
+// validation line. Values that are not finite (a diverged epoch) are left out.
+static void panel(FILE *f, double x0, double y0, double w, double h, const char *what, int n, const float *train,
+                  const float *val, int is_accuracy) {
     double lo = INFINITY, hi = -INFINITY;
     for (int i = 0; i < n; i++) {
         if (isfinite(train[i])) lo = fmin(lo, train[i]), hi = fmax(hi, train[i]);
         if (val && isfinite(val[i])) lo = fmin(lo, val[i]), hi = fmax(hi, val[i]);
     }
-    if (!isfinite(lo)) lo = 0, hi = 1;
-    if (unit_range) lo = fmin(lo, 0.5), hi = fmax(hi, 1.0), lo = lo < 0 ? 0 : lo;
-    if (hi - lo < 1e-6) hi = lo + 1;
-    double pad = (hi - lo) * 0.05;
-    lo -= pad, hi += pad;
-    if (unit_range && lo < 0) lo = 0;
-    const double L = x0 + 55, R = x0 + w - 10, T = y0 + 30, B = y0 + h - 40;
+    Axis ax;
+    char header[64];
+    snprintf(header, sizeof header, "%s", what);
+    if (!isfinite(lo)) axis_linear(&ax, 0, 1, 0, 1);
+    else if (is_accuracy) axis_linear(&ax, lo, hi, 0, 1);
+    // A loss whose largest value is over 5 times its smallest gets a log
+    // axis: equal ratios are equal heights there, so a first-epoch spike
+    // (say 8.0 before 0.7 -> 0.1) takes only its share of the height and the
+    // fall that matters stays readable, as does a loss that falls by decades.
+    // Below a ratio of 5 a log axis has too few ticks to read and looks much
+    // like the linear one, the usual view.
+    else if (lo > 0 && hi / lo > 5) {
+        axis_log(&ax, lo, hi);
+        snprintf(header, sizeof header, "%s (log scale)", what);
+    } else axis_linear(&ax, lo, hi, -INFINITY, INFINITY);
+
+    double label_w = 0;
+    for (int i = 0; i < ax.n; i++) label_w = fmax(label_w, text_width(ax.label[i], 11));
+    const double L = x0 + 12 + label_w + 6, R = x0 + w - 22, T = y0 + 26, B = y0 + h - 40;
     fprintf(f, "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='white' stroke='#888'/>\n", L, T, R - L, B - T);
-    double step = tick_step(hi - lo, 5);
-    for (double v = ceil(lo / step) * step; v <= hi + 1e-12; v += step) {
-        double y = B - (v - lo) / (hi - lo) * (B - T);
+    for (int i = 0; i < ax.n; i++) {
+        double y = B - axis_pos(&ax, ax.tick[i]) * (B - T);
         fprintf(f, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#ddd'/>\n", L, y, R, y);
-        fprintf(f, "<text x='%.1f' y='%.1f' font-size='11' text-anchor='end'>%.3g</text>\n", L - 4, y + 4, v);
+        fprintf(f, "<text x='%.1f' y='%.1f' font-size='11' text-anchor='end'>%s</text>\n", L - 5, y + 4, ax.label[i]);
     }
-    int xstep = n <= 10 ? 1 : (int)tick_step(n, 8);
-    for (int e = 1; e <= n; e += xstep) {
-        double x = n == 1 ? (L + R) / 2 : L + (double)(e - 1) / (n - 1) * (R - L);
-        fprintf(f, "<text x='%.1f' y='%.1f' font-size='11' text-anchor='middle'>%d</text>\n", x, B + 15, e);
+    // Epochs: 1..n over the width, 2% in from the frame so the first and
+    // last dots show whole (one epoch sits in the middle); ticks at 1 and at
+    // multiples of a nice step.
+    double e_pad = n == 1 ? 1 : (n - 1) * 0.02, e_lo = 1 - e_pad, e_hi = n + e_pad;
+#define PX(e) (L + ((e) - e_lo) / (e_hi - e_lo) * (R - L))
+    int xstep = n <= 10 ? 1 : (int)fmax(1, round(tick_step(n - 1, 8)));
+    for (int e = 1; e <= n; e = e == 1 && xstep > 1 ? xstep : e + xstep) {
+        fprintf(f, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#888'/>", PX(e), B, PX(e), B + 4);
+        fprintf(f, "<text x='%.1f' y='%.1f' font-size='11' text-anchor='middle'>%d</text>\n", PX(e), B + 16, e);
     }
-    fprintf(f, "<text x='%.1f' y='%.1f' font-size='12' text-anchor='middle'>epoch</text>\n", (L + R) / 2, B + 32);
-    fprintf(f, "<text x='%.1f' y='%.1f' font-size='14' text-anchor='middle'>%s</text>\n", (L + R) / 2, T - 10, ylabel);
-#define PX(i) (n == 1 ? (L + R) / 2 : L + (double)(i) / (n - 1) * (R - L))
-#define PY(v) (B - ((v) - lo) / (hi - lo) * (B - T))
+    fprintf(f, "<text x='%.1f' y='%.1f' font-size='12' text-anchor='middle'>epoch</text>\n", (L + R) / 2, B + 33);
+    fprintf(f, "<text x='%.1f' y='%.1f' font-size='13' text-anchor='middle'>%s</text>\n", (L + R) / 2, T - 8, header);
+#define PY(v) (B - axis_pos(&ax, (v)) * (B - T))
     if (val) {
-        fprintf(f, "<polyline fill='none' stroke='#1f4fbf' stroke-width='2' points='");
+        if (n == 1 && isfinite(val[0]))  // a line needs two points: a dash
+            fprintf(f, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='" ORANGE "' stroke-width='2'/>\n",
+                    PX(1) - 10, PY(val[0]), PX(1) + 10, PY(val[0]));
+        fprintf(f, "<polyline fill='none' stroke='" ORANGE "' stroke-width='2' points='");
         for (int i = 0; i < n; i++)
-            if (isfinite(val[i])) fprintf(f, "%.1f,%.1f ", PX(i), PY(val[i]));
+            if (isfinite(val[i])) fprintf(f, "%.1f,%.1f ", PX(i + 1), PY(val[i]));
         fprintf(f, "'/>\n");
     }
+    // Dots shrink with many epochs so 500 of them still show a curve.
+    double r = fmin(3.5, fmax(1.2, (R - L) / n * 0.45));
     for (int i = 0; i < n; i++)
         if (isfinite(train[i]))
-            fprintf(f, "<circle cx='%.1f' cy='%.1f' r='3.5' fill='#1f4fbf' fill-opacity='0.55'/>\n", PX(i),
-                    PY(train[i]));
+            fprintf(f, "<circle cx='%.1f' cy='%.1f' r='%.1f' fill='" BLUE "' fill-opacity='0.6'/>\n", PX(i + 1),
+                    PY(train[i]), r);
 #undef PX
 #undef PY
-    // Legend where the curves usually are not: top right for the loss
-    // (it falls), bottom right for the accuracy (it rises).
-    double ly = unit_range ? B - 44 : T;
-    fprintf(f, "<circle cx='%.1f' cy='%.1f' r='3.5' fill='#1f4fbf' fill-opacity='0.55'/>", R - 120, ly + 14);
-    fprintf(f, "<text x='%.1f' y='%.1f' font-size='11'>training</text>\n", R - 110, ly + 18);
-    if (val) {
-        fprintf(f, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#1f4fbf' stroke-width='2'/>", R - 128,
-                ly + 30, R - 112, ly + 30);
-        fprintf(f, "<text x='%.1f' y='%.1f' font-size='11'>validation</text>\n", R - 110, ly + 34);
-    }
 }
 
 int plot_history_svg(const char *path, const char *title, int n, const float *loss, const float *acc,
                      const float *val_loss, const float *val_acc) {
+    if (n < 1) return err_set("%s: no epochs to plot", path);
+    const double W = 900, H = 400;
     AtomicFile af;
-    FILE *f = atomic_open(&af, path);
+    FILE *f = svg_begin(&af, path, W, H, "#fafafa");
     if (!f) return -1;
-    const int W = 900, H = 380;
-    fprintf(f, "<?xml version='1.0' encoding='UTF-8'?>\n<svg xmlns='http://www.w3.org/2000/svg' width='%d' height='%d' "
-               "font-family='sans-serif'>\n<rect width='100%%' height='100%%' fill='#fafafa'/>\n",
-            W, H);
-    fprintf(f, "<text x='%d' y='22' font-size='15' text-anchor='middle'>", W / 2);
-    text_escaped(f, title);
-    fprintf(f, "</text>\n");
-    panel(f, 0, 20, W / 2.0, H - 20, "loss", n, loss, val_loss, 0);
-    panel(f, W / 2.0, 20, W / 2.0, H - 20, "accuracy", n, acc, val_acc, 1);
+    svg_text(f, "x='450' y='22' text-anchor='middle'", 15, W - 20, title ? title : "");
+    // The legend sits under the title, outside both panels, so it never
+    // hides a curve.
+    double lw = 16 + text_width("training", 11) + (val_loss ? 30 + 22 + text_width("validation", 11) : 0);
+    double lx = (W - lw) / 2;
+    fprintf(f, "<circle cx='%.1f' cy='40' r='3.5' fill='" BLUE "' fill-opacity='0.6'/>", lx + 4);
+    fprintf(f, "<text x='%.1f' y='44' font-size='11'>training</text>\n", lx + 14);
+    if (val_loss) {
+        double vx = lx + 16 + text_width("training", 11) + 30;
+        fprintf(f, "<line x1='%.1f' y1='40' x2='%.1f' y2='40' stroke='" ORANGE "' stroke-width='2'/>", vx, vx + 16);
+        fprintf(f, "<text x='%.1f' y='44' font-size='11'>validation</text>\n", vx + 22);
+    }
+    panel(f, 0, 50, W / 2, H - 50, "loss", n, loss, val_loss, 0);
+    panel(f, W / 2, 50, W / 2, H - 50, "accuracy", n, acc, val_acc, 1);
     fprintf(f, "</svg>\n");
     return atomic_commit(&af);
 }
 
+// ---- confusion matrix --------------------------------------------------------
+
 int plot_confusion_svg(const char *path, const char *title, int K, char *const *names, const long *counts) {
+    if (K < 1) return err_set("%s: no classes to plot", path);
+    // Cells from 80 px (2 classes) down to 16 px (30 classes and more, still
+    // room for a label line each); names up to 220 px, longer ones shortened.
+    const double cell = fmax(16, fmin(80, floor(480.0 / K)));
+    const double fs = cell >= 20 ? 12 : 11, name_max = 220, m = 12;
+    double name_w = 0;
+    for (int k = 0; k < K; k++) name_w = fmax(name_w, fmin(name_max, text_width(names[k], fs)));
+    // Column names stand upright when they all fit in a cell, else they run
+    // vertically (bottom to top) in a band as tall as the longest one.
+    int upright = 1;
+    for (int k = 0; k < K; k++)
+        if (text_width(names[k], fs) > cell - 6) upright = 0;
+    const double col_band = upright ? fs + 4 : name_w + 6;
+    // Counts: one font size for all, as large as the widest count allows;
+    // none when even 6 px would not fit (the shading still shows).
+    long widest = 0;
+    for (long i = 0; i < (long)K * K; i++) widest = counts[i] > widest ? counts[i] : widest;
+    char buf[32];
+    snprintf(buf, sizeof buf, "%ld", widest);
+    double count_fs = fmin(fmin(14, cell * 0.45), (cell - 4) / (text_width(buf, 1) + 1e-9));
+    int show_counts = count_fs >= 6;
+
+    const double side = K * cell, left = m + 22 + name_w + 8;  // matrix left edge at least: "true", the names, a gap
+    // The title, in two lines when wider than the picture would be (at least
+    // 640 px), is centred on the matrix; the matrix moves right as far as a
+    // wide title needs, so both stay centred in the picture.
+    const double title_fs = 15, title_max = fmax(640, left + side + m);
+    char *tl[2];
+    const double title_w = title_lines(title ? title : "", title_fs, title_max, tl);
+    const double cx = fmax(left + side / 2, m + title_w / 2), mx = cx - side / 2;
+    const double x_true = mx - 8 - name_w - 10;  // the rotated "true" label's baseline, next to the names
+    const double W = fmax(mx + side, cx + title_w / 2) + m + 6;
+    const double y_title = m + title_fs, y_pred = y_title + (tl[1] ? title_fs * 1.25 : 0) + 22,
+                 my = y_pred + 8 + col_band;
+    const double H = my + side + 30;
+
     AtomicFile af;
-    FILE *f = atomic_open(&af, path);
-    if (!f) return -1;
-    const int cell = K <= 10 ? 56 : K <= 30 ? 28 : 14, left = 150, top = 150;
-    const int W = left + K * cell + 40, H = top + K * cell + 40;
-    fprintf(f, "<?xml version='1.0' encoding='UTF-8'?>\n<svg xmlns='http://www.w3.org/2000/svg' width='%d' height='%d' "
-               "font-family='sans-serif'>\n<rect width='100%%' height='100%%' fill='white'/>\n",
-            W, H);
-    fprintf(f, "<text x='%d' y='22' font-size='15' text-anchor='middle'>", W / 2);
-    text_escaped(f, title);
-    fprintf(f, "</text>\n<text x='%d' y='44' font-size='12' text-anchor='middle'>predicted</text>\n",
-            left + K * cell / 2);
-    fprintf(f, "<text x='16' y='%d' font-size='12' transform='rotate(-90 16 %d)' text-anchor='middle'>true</text>\n",
-            top + K * cell / 2, top + K * cell / 2);
+    FILE *f = svg_begin(&af, path, W, H, "white");
+    if (!f) return free(tl[0]), free(tl[1]), -1;
+    char attrs[160];
+    title_draw(f, cx, y_title, title_fs, title_max, tl);
+    fprintf(f, "<text x='%.1f' y='%.1f' font-size='12' text-anchor='middle'>predicted</text>\n", mx + side / 2,
+            y_pred);
+    fprintf(f, "<text x='%.1f' y='%.1f' font-size='12' text-anchor='middle' transform='rotate(-90 %.1f %.1f)'>"
+               "true</text>\n",
+            x_true, my + side / 2, x_true, my + side / 2);
     for (int r = 0; r < K; r++) {
         long row = 0;
         for (int c = 0; c < K; c++) row += counts[r * K + c];
-        fprintf(f, "<text x='%d' y='%d' font-size='11' text-anchor='end'>", left - 6, top + r * cell + cell / 2 + 4);
-        text_escaped(f, names[r]);
-        fprintf(f, "</text>\n");
+        snprintf(attrs, sizeof attrs, "x='%.1f' y='%.1f' text-anchor='end'", mx - 6, my + r * cell + cell / 2 + fs * 0.36);
+        svg_text(f, attrs, fs, name_max, names[r]);
         for (int c = 0; c < K; c++) {
             double frac = row ? (double)counts[r * K + c] / row : 0;
             int shade = (int)(255 - frac * 200);
-            const char *ink = frac > 0.5 ? "white" : "black";
-            fprintf(f, "<rect x='%d' y='%d' width='%d' height='%d' fill='rgb(%d,%d,255)' stroke='#ccc'/>", left + c * cell,
-                    top + r * cell, cell, cell, shade, shade);
-            if (cell >= 28)
-                fprintf(f, "<text x='%d' y='%d' font-size='11' text-anchor='middle' fill='%s'>%ld</text>",
-                        left + c * cell + cell / 2, top + r * cell + cell / 2 + 4, ink, counts[r * K + c]);
+            fprintf(f, "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='rgb(%d,%d,255)' stroke='#ccc'/>",
+                    mx + c * cell, my + r * cell, cell, cell, shade, shade);
+            if (show_counts)
+                fprintf(f, "<text x='%.1f' y='%.1f' font-size='%.1f' text-anchor='middle' fill='%s'>%ld</text>",
+                        mx + c * cell + cell / 2, my + r * cell + cell / 2 + count_fs * 0.36, count_fs,
+                        frac > 0.5 ? "white" : "black", counts[r * K + c]);
             fputc('\n', f);
         }
     }
     for (int c = 0; c < K; c++) {
-        int x = left + c * cell + cell / 2, y = top - 6;
-        fprintf(f, "<text x='%d' y='%d' font-size='11' transform='rotate(-60 %d %d)'>", x, y, x, y);
-        text_escaped(f, names[c]);
-        fprintf(f, "</text>\n");
+        double x = mx + c * cell + cell / 2, y = my - 6;
+        if (upright) snprintf(attrs, sizeof attrs, "x='%.1f' y='%.1f' text-anchor='middle'", x, y);
+        else
+            snprintf(attrs, sizeof attrs, "x='%.1f' y='%.1f' transform='rotate(-90 %.1f %.1f)'", x + fs * 0.36, y,
+                     x + fs * 0.36, y);
+        svg_text(f, attrs, fs, name_max, names[c]);
+    }
+    // What the shading means, under the matrix (centred, within the picture).
+    snprintf(attrs, sizeof attrs, "x='%.1f' y='%.1f' fill='#555' text-anchor='middle'", mx + side / 2,
+             my + side + 18);
+    svg_text(f, attrs, 10, 2 * fmin(mx + side / 2 - m, W - m - (mx + side / 2)), "shade: share of the row");
+    fprintf(f, "</svg>\n");
+    return atomic_commit(&af);
+}
+
+// ---- contact sheet -------------------------------------------------------------
+
+// RFC 4648 base64 of n bytes, written to f.
+static void base64_write(FILE *f, const uint8_t *p, size_t n) {
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) | (i + 2 < n ? p[i + 2] : 0);
+        char q[4] = {abc[v >> 18 & 63], abc[v >> 12 & 63], i + 1 < n ? abc[v >> 6 & 63] : '=',
+                     i + 2 < n ? abc[v & 63] : '='};
+        fwrite(q, 1, 4, f);
+    }
+}
+
+// Cells: a 160 px box for the picture, two caption lines under it.
+#define SHEET_BOX 160
+#define SHEET_CAPTION_FS 12
+
+// Writes thumbnail t scaled to fit the box at (x, y), as an embedded PNG.
+static int sheet_thumb(FILE *f, const PlotThumb *t, int i, double x, double y) {
+    if (!t->rgb || t->w <= 0 || t->h <= 0)
+        return err_set("contact sheet: thumbnail %d has no pixels (%dx%d)", i, t->w, t->h);
+    // Fit, keeping the aspect; PIL's bilinear filter averages when shrinking.
+    int tw = SHEET_BOX, th = SHEET_BOX;
+    if (t->w >= t->h) th = (int)fmax(1, round((double)SHEET_BOX * t->h / t->w));
+    else tw = (int)fmax(1, round((double)SHEET_BOX * t->w / t->h));
+    uint8_t *small = malloc((size_t)tw * th * 3), *png = NULL;
+    size_t n_png = 0;
+    if (!small) return err_set("contact sheet: out of memory for thumbnail %d", i);
+    int rc = image_resize(t->rgb, t->w, t->h, small, tw, th, INTERP_BILINEAR);
+    if (rc == 0) rc = image_encode_png(small, tw, th, &png, &n_png);
+    free(small);
+    if (rc) return err_prefix("contact sheet: thumbnail %d", i);
+    // Centred across, standing on the caption (a wide picture's caption
+    // stays right under it).
+    double ix = x + (SHEET_BOX - tw) / 2.0, iy = y + SHEET_BOX - th;
+    fprintf(f, "<image x='%.1f' y='%.1f' width='%d' height='%d' href='data:image/png;base64,", ix, iy, tw, th);
+    base64_write(f, png, n_png);
+    fprintf(f, "'/>\n<rect x='%.1f' y='%.1f' width='%d' height='%d' fill='none' stroke='#bbb'/>\n", ix - 0.5,
+            iy - 0.5, tw + 1, th + 1);
+    free(png);
+    return 0;
+}
+
+int plot_contact_sheet_svg(const char *path, const char *title, int n, const PlotThumb *thumbs, int columns) {
+    if (n < 0 || (n > 0 && !thumbs)) return err_set("%s: no thumbnails given", path);
+    if (columns < 0) return err_set("%s: %d columns", path, columns);
+    // Automatic: a near-square grid, 8 columns at most (1440 px).
+    int cols = columns ? columns : n <= 4 ? n : (int)fmin(8, ceil(sqrt((double)n)));
+    if (cols > n) cols = n;
+    if (cols < 1) cols = 1;
+    int rows = n ? (n + cols - 1) / cols : 0;
+    const double m = 12, pad = 10, cw = SHEET_BOX + 2 * pad, ch = SHEET_BOX + 8 + 2 * (SHEET_CAPTION_FS + 4) + pad;
+    // The title: in two lines when wider than the grid (at least 640 px).
+    const double title_fs = 16, grid_w = cols * cw, title_max = fmax(grid_w, 640);
+    char *tl[2];
+    const double title_w = title_lines(title ? title : "", title_fs, title_max, tl);
+    const double top = m + title_fs + (tl[1] ? title_fs * 1.25 : 0) + 14;
+    const double W = fmax(grid_w, title_w) + 2 * m, H = top + (n ? rows * ch : 40) + m;
+    const double gx = (W - grid_w) / 2;  // the grid, centred
+
+    AtomicFile af;
+    FILE *f = svg_begin(&af, path, W, H, "white");
+    if (!f) return free(tl[0]), free(tl[1]), -1;
+    char attrs[160];
+    title_draw(f, W / 2, m + title_fs, title_fs, title_max, tl);
+    if (n == 0) {
+        snprintf(attrs, sizeof attrs, "x='%.1f' y='%.1f' text-anchor='middle' fill='#555'", W / 2, top + 20);
+        svg_text(f, attrs, 12, W - 2 * m, "nothing to show");
+    }
+    for (int i = 0; i < n; i++) {
+        double x = gx + (i % cols) * cw + pad, y = top + (i / cols) * ch;
+        if (sheet_thumb(f, &thumbs[i], i, x, y)) {
+            err_prefix("%s", path);
+            atomic_abort(&af);
+            return -1;
+        }
+        const char *lines[2] = {thumbs[i].line1, thumbs[i].line2};
+        double ly = y + SHEET_BOX + 8 + SHEET_CAPTION_FS;
+        for (int k = 0; k < 2; k++) {
+            if (!lines[k]) continue;
+            snprintf(attrs, sizeof attrs, "x='%.1f' y='%.1f' text-anchor='middle'%s", x + SHEET_BOX / 2.0,
+                     ly + k * (SHEET_CAPTION_FS + 4), k ? " fill='#a00'" : "");
+            svg_text(f, attrs, SHEET_CAPTION_FS, cw - 6, lines[k]);
+        }
     }
     fprintf(f, "</svg>\n");
     return atomic_commit(&af);

@@ -1,14 +1,36 @@
 #include "progress.h"
 
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+// Seconds between log lines when not on a terminal (VGGFT_PROGRESS_INTERVAL).
+#define PROGRESS_LOG_INTERVAL 15.0
+
 double progress_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+// VGGFT_PROGRESS_INTERVAL: seconds between log lines, a positive number;
+// anything else ("abc", 0, -1, "5s") is ignored with one warning, keeping
+// the default, rather than writing a line per step into a job's log.
+static double progress_env_interval(void) {
+    static int warned;
+    const char *e = getenv("VGGFT_PROGRESS_INTERVAL");
+    if (!e) return PROGRESS_LOG_INTERVAL;
+    char *end;
+    double v = strtod(e, &end);
+    if (end != e && !*end && v > 0 && v < 1e9) return v;
+    if (!warned) {
+        warned = 1;
+        log_printf(stderr, "warning: VGGFT_PROGRESS_INTERVAL=%s is not a positive number of seconds: using %g\n", e,
+                   PROGRESS_LOG_INTERVAL);
+    }
+    return PROGRESS_LOG_INTERVAL;
 }
 
 void progress_start(Progress *p, FILE *out, long total, const char *unit) {
@@ -19,8 +41,7 @@ void progress_start(Progress *p, FILE *out, long total, const char *unit) {
     p->tty = isatty(fileno(out));
     const char *e = getenv("VGGFT_PROGRESS");
     p->enabled = !(e && !strcmp(e, "0"));
-    e = getenv("VGGFT_PROGRESS_INTERVAL");
-    p->log_interval = e ? atof(e) : 15.0;
+    p->log_interval = progress_env_interval();
     p->t_start = progress_now();
     p->t_last = -1e9;
 }
@@ -52,18 +73,23 @@ void progress_format(const Progress *p, long done, double elapsed, int final, co
         ADD("%ld %s", done, p->unit);
     }
     char t[32];
-    double rate = elapsed > 0 ? done / elapsed : 0;
+    // The rate of this run's work only: free items (cached, done by an
+    // earlier run) and an earlier run's seconds would inflate it.
+    long work = done - p->free_items;
+    double work_secs = elapsed - p->t_before;
+    int rate_ok = work > 0 && work_secs > 0 && (final || work_secs >= PROGRESS_MIN_SECONDS);
+    double rate = rate_ok ? work / work_secs : 0;
     if (final) {
         format_seconds(elapsed, t, sizeof t);
         ADD(" - %s", t);
-    } else if (p->total > 0 && done > 0) {
+    } else if (p->total > 0 && rate_ok && done <= p->total) {
         format_seconds((p->total - done) / rate, t, sizeof t);
         ADD(" - ETA: %s", t);
     }
-    if (done > 0 && elapsed > 0) {
+    if (rate_ok) {
         if (rate >= 100) ADD(" - %.0f %s/s", rate, p->unit);
         else if (rate >= 1) ADD(" - %.1f %s/s", rate, p->unit);
-        else ADD(" - %.2f s/%s", elapsed / done, p->unit);
+        else ADD(" - %.2f s/%s", work_secs / work, p->unit);
     }
     if (metrics && *metrics) ADD(" - %s", metrics);
 #undef ADD
@@ -79,6 +105,7 @@ static void draw(Progress *p, long done, double now, int final, const char *metr
         p->last_len = len;
         if (final) fputc('\n', p->out);
     } else {
+        log_stamp(p->out);
         fprintf(p->out, "%s\n", line);
     }
     fflush(p->out);
@@ -88,8 +115,14 @@ static void draw(Progress *p, long done, double now, int final, const char *metr
 void progress_update_at(Progress *p, long done, const char *metrics, double now) {
     p->done = done;
     if (!p->enabled) return;
-    double gap = p->tty ? 0.1 : p->log_interval;
-    if (now - p->t_last >= gap) draw(p, done, now, 0, metrics);
+    if (p->tty) {
+        if (now - p->t_last >= 0.1) draw(p, done, now, 0, metrics);
+        return;
+    }
+    // A log gets no line before there is something to report: without this
+    // every epoch of a fast run wrote its "1/15 [>....]" line.
+    if (now - p->t_last >= p->log_interval && now - p->t_start - p->t_before >= PROGRESS_MIN_SECONDS)
+        draw(p, done, now, 0, metrics);
 }
 
 void progress_update(Progress *p, long done, const char *metrics) {
@@ -99,4 +132,33 @@ void progress_update(Progress *p, long done, const char *metrics) {
 void progress_finish(Progress *p, const char *metrics) {
     if (!p->enabled) return;
     draw(p, p->done, progress_now(), 1, metrics);
+}
+
+void log_stamp_format(long t, char *buf, size_t size) {
+    time_t tt = (time_t)t;
+    struct tm tm;
+    localtime_r(&tt, &tm);
+    strftime(buf, size, "%Y-%m-%dT%H:%M:%S", &tm);
+}
+
+void log_stamp(FILE *out) {
+    if (isatty(fileno(out))) return;
+    char buf[40];
+    log_stamp_format((long)time(NULL), buf, sizeof buf);
+    fprintf(out, "%s ", buf);
+}
+
+void log_printf(FILE *out, const char *fmt, ...) {
+    char text[8192];  // messages name paths (PATH_MAX 4096) and more
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    const char *t = text;
+    if (!isatty(fileno(out))) {
+        while (*t == '\n') t++;
+        log_stamp(out);
+    }
+    fputs(t, out);
+    fflush(out);
 }

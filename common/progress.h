@@ -2,9 +2,20 @@
 //   63/100 [==================>...........] - ETA: 4s - 41.2 img/s - loss: 0.4100 - acc: 0.8300
 // On a terminal it is redrawn in place (at most 10 times a second). When the
 // stream is not a terminal (batch jobs, log files) it prints a plain line at
-// most every `log_interval` seconds and at the end, so logs stay readable.
+// most every `log_interval` seconds and at the end, each starting with a
+// timestamp (log_stamp), so logs stay readable and show when a job slowed.
+//
+// Rates and ETAs come from work this run did: items the caller marks as
+// free (records found in the cache, steps of a resumed epoch) count towards
+// done but not towards the rate, and nothing is estimated before
+// PROGRESS_MIN_SECONDS of work (a handful of fast items says nothing about
+// the rest). The ETA is what is left (total - done) at that rate.
 #pragma once
 #include <stdio.h>
+
+// Seconds of this run's work before a rate or an ETA is shown, and before
+// the first line of a log (a job's first seconds are start-up, not speed).
+#define PROGRESS_MIN_SECONDS 1.0
 
 typedef struct {
     FILE *out;
@@ -16,6 +27,11 @@ typedef struct {
     double t_start, t_last;
     long done;
     int last_len;         // length of the last in-place line (to blank leftovers)
+    // Set by the caller: how many of `done` cost no work now (cached
+    // records, the steps a resumed epoch had done), and how many seconds of
+    // the elapsed time an earlier run spent (t_start was moved back by them).
+    long free_items;
+    double t_before;
 } Progress;
 
 // tty detection from `out`; VGGFT_PROGRESS_INTERVAL overrides the log
@@ -34,3 +50,15 @@ void progress_format(const Progress *p, long done, double elapsed, int final, co
 double progress_now(void);
 // Test hook: update as if the clock read `now`.
 void progress_update_at(Progress *p, long done, const char *metrics, double now);
+
+// --- log lines ----------------------------------------------------------------
+// Writes "2026-11-29T22:17:07 " (ISO 8601, local time, seconds) when out is
+// not a terminal: every line a tool writes to a job's log starts with one.
+// Nothing on a terminal (its redrawn bar and messages stay as Keras's).
+void log_stamp(FILE *out);
+// A log line (warning, note, "Epoch 3/10", a stop message): the stamp, then
+// the text. Leading newlines, which end a terminal's redrawn bar, are
+// written only on a terminal. Flushes out.
+void log_printf(FILE *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+// The stamp text for the given time (buf: at least 21 bytes); for tests.
+void log_stamp_format(long t, char *buf, size_t size);

@@ -1,7 +1,9 @@
 #include "weights_source.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "download.h"
 #include "error.h"
@@ -29,19 +31,35 @@ int load_base_weights(Model *m, const char *spec, uint64_t seed, int quiet, char
         WeightsLookup look;
         if (weights_imagenet_lookup(arch, 0, NULL, &look) < 0) return -1;
         if (look.state != CACHE_OK) {
-            if (look.state == CACHE_STALE && !quiet)
-                fprintf(stderr, "warning: %s does not have the expected MD5 %s; downloading it again\n", look.path,
-                        look.md5);
-            if (!quiet) fprintf(stderr, "Downloading data from %s\n", look.url);
+            // A warning: shown even when quiet.
+            if (look.state == CACHE_STALE)
+                log_printf(stderr, "warning: %s does not have the expected MD5 %s; downloading it again\n", look.path,
+                           look.md5);
+            if (!quiet) log_printf(stderr, "Downloading data from %s\n", look.url);
         }
         Progress p;
         progress_start(&p, stderr, 0, "KiB");
         if (quiet) p.enabled = 0;
         int rc = weights_imagenet_path(arch, 0, NULL, download_progress, &p, path, sizeof path);
-        if (rc < 0) return err_prefix("--weights imagenet: ");
+        if (rc < 0) {
+            // Compute nodes often have no network: say how to do without.
+            char keep[ERR_MSG_MAX];
+            snprintf(keep, sizeof keep, "%s", err_msg());
+            return err_set("--weights imagenet: %s. Without network access, copy Keras's file to %s (it is checked "
+                           "by MD5) or give it as --weights FILE",
+                           keep, look.path);
+        }
         if (rc > 0) progress_finish(&p, NULL);
     } else {
         snprintf(path, sizeof path, "%s", spec);
+        struct stat st;
+        if (stat(path, &st) < 0)
+            return err_set("--weights %s: %s (give a Keras HDF5 weights file, imagenet or random)", path,
+                           errno == ENOENT ? "no such file" : strerror(errno));
+        if (S_ISDIR(st.st_mode))
+            return err_set("--weights %s: is a folder, not a weights file (give a Keras HDF5 file, imagenet or "
+                           "random)",
+                           path);
     }
     char hex[65];
     if (hash_file_hex(path, HASH_SHA256, hex) < 0) return -1;

@@ -18,4 +18,9 @@
 //             (model_check_conv_layers).
 // id receives what identifies these weights in caches and model files:
 // "sha256:<hex of the file>" or "random:seed=<seed>".
+// Errors say what to do: a FILE that is not there is "--weights FILE: no
+// such file"; an imagenet download that fails (no network on the node)
+// names the path to copy Keras's file to, or --weights FILE. Warnings (a
+// stale cached file) print even when quiet; quiet hides the progress and
+// the "Downloading data from" note.
 int load_base_weights(Model *m, const char *spec, uint64_t seed, int quiet, char *id, size_t id_size);

@@ -29,6 +29,7 @@
 #include "image.h"
 #include "loader.h"
 #include "model.h"
+#include "parallel.h"
 #include "progress.h"
 #include "resume.h"
 #include "stop.h"
@@ -177,7 +178,7 @@ static int folder_fingerprint(const Dataset *ds, char *out, size_t size) {
     return 0;
 }
 
-static int parse_shard(const char *s, int *i, int *n) {
+int extract_parse_shard(const char *s, int *i, int *n) {
     *i = 0, *n = 1;
     if (!s) return 0;
     char extra;
@@ -280,12 +281,50 @@ static void print_summary(const char *cache_path, Cache *cache, const CacheMeta 
         for (int i = 0; i < ignored->n && i < 10; i++) printf("  %s: %s\n", ignored->path[i], ignored->reason[i]);
         if (ignored->n > 10) printf("  ... and %d more\n", ignored->n - 10);
     }
+    fflush(stdout);  // the summary before the warnings that follow it
     for (int k = 0; k < meta->n_classes; k++)
         if (all_skipped[k])
-            printf("WARNING: class '%s' has no records: all %d of its image%s here %s skipped. A head trained on "
-                   "this cache never sees the class.\n",
-                   meta->class_names[k], all_skipped[k], all_skipped[k] == 1 ? "" : "s",
-                   all_skipped[k] == 1 ? "was" : "were");
+            log_printf(stderr,
+                       "WARNING: class '%s' has no records: all %d of its image%s here %s skipped. A head trained on "
+                       "this cache never sees the class.\n",
+                       meta->class_names[k], all_skipped[k], all_skipped[k] == 1 ? "" : "s",
+                       all_skipped[k] == 1 ? "was" : "were");
+}
+
+// resume_folder_moved already said yes (overwrite_needed asked it).
+static int moved_accepted(void *ctx, Cache *c, const CacheMeta *have, const CacheMeta *want) {
+    (void)ctx, (void)c, (void)have, (void)want;
+    return 1;
+}
+
+// --overwrite: does the cache at path need replacing? 0 when it holds
+// records this run can keep: the same settings (cache_meta_diff) and the
+// same folder, or this folder moved (resume_folder_moved; *moved is then set
+// so that it is not asked twice). 1 when it differs, is damaged or
+// unreadable (cache_open_write_from replaces it), or does not exist. Never
+// -1 for a cache it cannot read: replacing it is what --overwrite is for.
+static int overwrite_needed(const char *path, const CacheMeta *want, const Dataset *ds, CacheMovedFn *moved) {
+    char data[1100];
+    struct stat st;
+    snprintf(data, sizeof data, "%s/data.mdb", path);
+    if (stat(data, &st) < 0) return 1;
+    Cache c = {0};
+    CacheMeta have;
+    if (cache_open_read(&c, path, &have) < 0) return 1;  // damaged: replaced
+    char diff[600];
+    int replace = cache_meta_diff(&have, want, diff, sizeof diff) != 0;
+    if (replace) {
+        log_printf(stderr, "note: --overwrite: %s was made with other settings (%s): starting it over\n", path, diff);
+    } else if (have.data_dir[0] && strcmp(have.data_dir, want->data_dir)) {
+        int ok = resume_folder_moved((void *)ds, &c, &have, want);  // prints its note when it says yes
+        if (ok == 1) *moved = moved_accepted;
+        else log_printf(stderr, "note: --overwrite: %s was made from %s, not %s: starting it over\n", path,
+                        have.data_dir, want->data_dir);
+        replace = ok != 1;
+    }
+    cache_meta_free(&have);
+    cache_close(&c);
+    return replace;
 }
 
 int extract_run(const ExtractOptions *o) {
@@ -295,7 +334,7 @@ int extract_run(const ExtractOptions *o) {
     char dev_note[300];
     if (device_select(o->device, &dev, dev_note, sizeof dev_note) < 0) return -1;
     int shard_i, shard_n;
-    if (parse_shard(o->shard, &shard_i, &shard_n) < 0) return -1;
+    if (extract_parse_shard(o->shard, &shard_i, &shard_n) < 0) return -1;
     if (o->batch < 1) return err_set("--batch must be >= 1, got %d", o->batch);
 
     LoadOptions load = {.w = o->input_size, .h = o->input_size, .reduced_decode = o->reduced_decode,
@@ -383,7 +422,12 @@ int extract_run(const ExtractOptions *o) {
         goto done;
     }
     snprintf(want.data_dir, sizeof want.data_dir, "%s", real);
-    if (cache_open_write_from(&cache, o->cache, &want, o->overwrite, resume_folder_moved, &ds) < 0) goto done;
+    // --overwrite replaces only what differs: a cache of these very settings
+    // (and this folder, or this folder moved) is resumed as a plain rerun.
+    CacheMovedFn moved_fn = resume_folder_moved;
+    int overwrite = o->overwrite ? overwrite_needed(o->cache, &want, &ds, &moved_fn) : 0;
+    if (overwrite < 0) goto done;
+    if (cache_open_write_from(&cache, o->cache, &want, overwrite, moved_fn, &ds) < 0) goto done;
     // A list from an earlier run would describe files this run may not skip.
     char old_skipped[1100];
     snprintf(old_skipped, sizeof old_skipped, "%s/skipped.tsv", o->cache);
@@ -393,7 +437,7 @@ int extract_run(const ExtractOptions *o) {
     // folder may have changed); records of files gone are deleted.
     if (resume_plan(&cache, &ds, items, n_items, &cached) < 0) goto done;
     if (cached.damaged)
-        fprintf(stderr, "warning: %s: %ld damaged record%s deleted; their images are extracted again\n", o->cache,
+        log_printf(stderr, "warning: %s: %ld damaged record%s deleted; their images are extracted again\n", o->cache,
                 cached.damaged, cached.damaged == 1 ? "" : "s");
 
     const size_t image_floats = (size_t)o->input_size * o->input_size * 3;
@@ -403,18 +447,21 @@ int extract_run(const ExtractOptions *o) {
         // --device auto: a GPU that cannot run the base is no reason to fail the job.
         if (!gpu && strcmp(o->device, "auto")) goto done;
         if (!gpu) {
-            fprintf(stderr, "warning: GPU unusable (%s); running on the CPU\n", err_msg());
+            log_printf(stderr, "warning: GPU unusable (%s); running on the CPU\n", err_msg());
             dev = DEVICE_CPU;
             snprintf(dev_note, sizeof dev_note, "CPU (GPU unusable)");
         }
     }
     if (dev == DEVICE_CPU && base_workspace_alloc(&ws, &m) < 0) goto done;
+    // Default: the CPUs this process may run on (taskset, Slurm's allotment).
+    int threads = o->threads > 0 ? o->threads : parallel_cpus();
+    parallel_set_threads(threads);  // the Winograd transforms' pool (forward.h)
     if (!o->quiet)
-        fprintf(stderr, "extract: %s; %s %dx%d -> %s (%dx%dx%d, %s); %ld image%s%s\n", dev_note, want.model,
-                o->input_size, o->input_size, want.layer, want.feat_h, want.feat_w, want.feat_c, o->dtype, n_items,
-                n_items == 1 ? "" : "s", cached.n ? ", resuming" : "");
+        log_printf(stderr, "extract: %s; %s %dx%d -> %s (%dx%dx%d, %s); %ld image%s%s; %d thread%s\n", dev_note,
+                   want.model, o->input_size, o->input_size, want.layer, want.feat_h, want.feat_w, want.feat_c,
+                   o->dtype, n_items, n_items == 1 ? "" : "s", cached.n ? ", resuming" : "", threads,
+                   threads == 1 ? "" : "s");
 
-    int threads = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     LoadCtx lctx = {&ds, items, &cached, load};
     loader = loader_start(n_items, threads, 2 * o->batch + threads, image_floats, sizeof(ItemInfo), load_item, &lctx);
     if (!loader) goto done;
@@ -422,7 +469,8 @@ int extract_run(const ExtractOptions *o) {
     Progress bar;
     progress_start(&bar, stderr, n_items, "img");
     if (o->quiet) bar.enabled = 0;
-    const char *wipe = bar.tty ? "\r\033[K" : "";
+    // Warnings print even with --quiet; on a terminal they first wipe the bar.
+    const char *wipe = bar.tty && bar.enabled ? "\r\033[K" : "";
     long done_items = 0, written = 0, unchanged = 0, replaced = 0, removed = cached.removed;
     const char *crash_env = getenv("VGGFT_TEST_CRASH_AFTER");
     long crash_after = crash_env ? atol(crash_env) : 0;
@@ -443,17 +491,20 @@ int extract_run(const ExtractOptions *o) {
             size_t plen = strlen(ds.root) + 1 + strlen(it->path);
             if (strlen(reason) > plen + 2 && reason[plen] == ':') reason += plen + 2;
             skip_add(&skipped, it->path, reason);
-            if (!o->quiet) fprintf(stderr, "%swarning: skipped %s\n", wipe, li->msg);
+            fputs(wipe, stderr);
+            log_printf(stderr, "warning: skipped %s\n", li->msg);
             // An old record no longer describes this file.
             if (c && cache_del(&cache, c->key) < 0) goto done;
         } else if (info->cached) {
             unchanged++;
         } else {
-            if (info->reduced && !o->quiet)
-                fprintf(stderr,
-                        "%swarning: %s/%s is %dx%d, over the pixel budget of %ld: decoded at a reduced scale "
-                        "(its pixels differ from Keras's full decode)\n",
-                        wipe, ds.root, it->path, info->src_w, info->src_h, o->max_pixels);
+            if (info->reduced) {
+                fputs(wipe, stderr);
+                log_printf(stderr,
+                           "warning: %s/%s is %dx%d, over the pixel budget of %ld: decoded at a reduced scale "
+                           "(its pixels differ from Keras's full decode)\n",
+                           ds.root, it->path, info->src_w, info->src_h, o->max_pixels);
+            }
             int b = batch.n++;
             memcpy(batch.in + b * image_floats, li->data, image_floats * sizeof(float));
             // A changed file keeps its key; a new one takes its folder index.
@@ -474,6 +525,7 @@ int extract_run(const ExtractOptions *o) {
         if (signal_after > 0 && done_items == signal_after) kill(getpid(), test_signal);
         char metrics[128];
         snprintf(metrics, sizeof metrics, "new: %ld - cached: %ld - skipped: %d", written, unchanged, skipped.n);
+        bar.free_items = unchanged;  // found in the cache: no rate from them
         progress_update(&bar, done_items, metrics);
         // SIGTERM / SIGINT (Slurm's time limit, Ctrl-C): take no more images.
         if (stop_requested()) break;
@@ -489,7 +541,7 @@ int extract_run(const ExtractOptions *o) {
         // lets the run finish: that takes less than Slurm's grace period.)
         if (cache_commit(&cache) < 0) goto done;
         progress_finish(&bar, metrics);
-        fprintf(stderr,
+        log_printf(stderr,
                 "extract: stopped by %s after %ld of %ld images: %ld new record%s committed, %ld in %s (marked "
                 "incomplete). Rerun the same command to continue.\n",
                 stop_signal_name(stop_requested()), done_items, n_items, written, written == 1 ? "" : "s",
@@ -508,6 +560,13 @@ int extract_run(const ExtractOptions *o) {
     int n_empty = classes_all_skipped(&ds, items, n_items, &want, all_skipped);
     print_summary(o->cache, &cache, &want, &skipped, &ignored, all_skipped, written, unchanged, replaced, removed,
                   progress_now() - bar.t_start);
+    // Nothing at all could be read (as predict): a cache without records
+    // is no result, whatever --strict says.
+    if (n_items > 0 && cache_count(&cache) == 0) {
+        err_set("%s: no image could be read (%d skipped, listed in %s/skipped.tsv): the cache holds no records",
+                o->data, skipped.n, o->cache);
+        goto done;
+    }
     // Skipped images only: files Keras does not list are no failure.
     if (o->strict && skipped.n) {
         err_set("--strict: %d file%s skipped (see %s/skipped.tsv)%s", skipped.n, skipped.n == 1 ? " was" : "s were",

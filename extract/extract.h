@@ -16,3 +16,5 @@ int extract_info(const char *path);
 // and a verdict. 0 sound, 1 damaged, -1 unreadable (message printed).
 int extract_verify(const char *path);
 int extract_merge(const char *out, char **inputs, int n_inputs, int overwrite);
+// --shard "I/N" (NULL: 0/1) into *i, *n; -1 with err_set when malformed.
+int extract_parse_shard(const char *s, int *i, int *n);

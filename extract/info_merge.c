@@ -10,6 +10,7 @@
 #include "error.h"
 #include "extract.h"
 #include "fileutil.h"
+#include "progress.h"
 
 typedef struct {
     int n_classes;
@@ -28,7 +29,7 @@ static int info_visit(void *vctx, uint64_t key, const void *val, size_t len) {
     s->records++;
     s->bytes += (long long)len;
     if (cache_record_decode(s->dctx, key, val, len, s->n_features, &label, NULL, NULL, NULL, s->buf) < 0) {
-        fprintf(stderr, "warning: %s\n", err_msg());
+        log_printf(stderr, "warning: %s\n", err_msg());
         s->damaged++;
         return 0;
     }
@@ -233,7 +234,7 @@ int extract_merge(const char *out, char **inputs, int n_inputs, int overwrite) {
         int si = 0, sn = 1;
         if (meta.shard[0]) sscanf(meta.shard, "%d/%d", &si, &sn);
         const char *why = NULL;
-        char diff[600];
+        char diff[2600];
         if (!meta.complete) why = "its extract run did not finish (rerun the same command to complete it)";
         else if (i == 0) {
             first = meta;
@@ -241,6 +242,24 @@ int extract_merge(const char *out, char **inputs, int n_inputs, int overwrite) {
             seen_shard = calloc((size_t)sn, sizeof(int));
             seen_shard[si] = 1;
             continue;
+        } else if (sn == 1 && shards == 1) {
+            // Checked before the shard numbers: two unrelated caches are not
+            // "shard 0/1 given twice".
+            int other = meta.data_dir[0] && first.data_dir[0] && strcmp(meta.data_dir, first.data_dir);
+            char where[2200] = "";
+            if (other) snprintf(where, sizeof where, ", from different folders (%s and %s)", first.data_dir, meta.data_dir);
+            snprintf(diff, sizeof diff,
+                     "neither it nor %s is a shard (both were made without --shard%s): --merge joins the caches of "
+                     "the --shard I/N runs of one folder",
+                     inputs[0], where);
+            why = diff;
+        } else if (meta.data_dir[0] && first.data_dir[0] && strcmp(meta.data_dir, first.data_dir) &&
+                   strcmp(meta.folder, first.folder)) {
+            snprintf(diff, sizeof diff,
+                     "it was made from another folder (%s) than %s (%s): --merge joins the caches of the --shard "
+                     "I/N runs of one folder",
+                     meta.data_dir, inputs[0], first.data_dir);
+            why = diff;
         } else if (sn != shards) {
             snprintf(diff, sizeof diff, "it is a shard of %d, %s of %d", sn, inputs[0], shards);
             why = diff;
@@ -263,9 +282,26 @@ int extract_merge(const char *out, char **inputs, int n_inputs, int overwrite) {
         seen_shard[si] = 1;
         cache_meta_free(&meta);
     }
-    if (n_inputs != shards)
-        fprintf(stderr, "warning: merging %d caches of %d shards: the result does not cover the whole folder\n",
-                n_inputs, shards);
+    // The merged cache is marked complete (train, finetune and --info trust
+    // that): every shard of the run must be there.
+    if (n_inputs != shards) {
+        char missing[1200] = "";
+        size_t used = 0;
+        int n_missing = 0;
+        for (int k = 0; k < shards; k++)
+            if (!seen_shard[k]) {
+                if (n_missing < 20 && used < sizeof missing - 40)
+                    used += (size_t)snprintf(missing + used, sizeof missing - used, "%s%d/%d", n_missing ? ", " : "",
+                                             k, shards);
+                else if (n_missing == 20)
+                    used += (size_t)snprintf(missing + used, sizeof missing - used, ", ...");
+                n_missing++;
+            }
+        err_set("--merge: %d of the %d shards given; missing shard%s %s: give every shard's cache (a merged cache "
+                "covers the whole folder)",
+                n_inputs, shards, n_missing == 1 ? "" : "s", missing);
+        goto fail;
+    }
 
     // Built in a temporary folder and renamed into place at the end: OUT is
     // never a half-merged cache.

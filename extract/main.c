@@ -8,6 +8,7 @@
 #include "error.h"
 #include "extract.h"
 #include "model_options.h"
+#include "parallel.h"
 #include "stop.h"
 
 static const char *EPILOG =
@@ -21,8 +22,15 @@ static const char *EPILOG =
     "record per image and the settings it was made with. Running the same\n"
     "command again resumes: committed records are kept, only missing or changed\n"
     "images are extracted. A cache made with other settings is refused unless\n"
-    "--overwrite. Unreadable, corrupt or unsupported files are reported, listed\n"
-    "in CACHE/skipped.tsv and skipped (--strict: exit 1 when any is).\n"
+    "--overwrite, which starts it over; on a cache of the same settings and\n"
+    "folder (or that folder moved) --overwrite is a plain rerun that keeps its\n"
+    "records, so scripts may always pass it. Unreadable, corrupt or\n"
+    "unsupported files are reported, listed in CACHE/skipped.tsv and skipped\n"
+    "(--strict: exit 1 when any is; exit 1 too when no image could be read).\n"
+    "\n"
+    "Exit codes: 0 done; 1 failed (or --strict and a file was skipped); 2 usage\n"
+    "error (unknown option, value out of range, a layer the model lacks);\n"
+    "75 stopped by SIGTERM/SIGINT with its records committed: rerun.\n"
     "\n"
     "A cache belongs to the folder it was made from: a run on another folder\n"
     "is refused naming both (a typo in --cache must not re-key another\n"
@@ -51,13 +59,26 @@ static const char *EPILOG =
     "--weights imagenet looks for Keras's file in $KERAS_HOME/models or\n"
     "~/.keras/models and downloads it there (MD5-checked) when missing.";
 
+// Values that parse but name nothing (a layer the model lacks, a malformed
+// --shard, an input size VGG cannot take): usage errors, found before any
+// work. -1 with err_set.
+static int check_options(const ExtractOptions *o, const ModelOptions *mo) {
+    int shard_i, shard_n;
+    if (extract_parse_shard(o->shard, &shard_i, &shard_n) < 0) return -1;
+    ModelConfig cfg;
+    Model m = {0};
+    if (model_options_config(mo, MOPT_BASE, &cfg) < 0 || model_build(&m, &cfg) < 0) return -1;
+    model_free(&m);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     blas_setup(argv, 0);
     ExtractOptions o = {0};
     const char *info = NULL, *merge = NULL, *verify = NULL;
     int summary = 0;
     ModelOptions mo;
-    CliOption opts[40] = {
+    CliOption opts[] = {
         {"data", OPT_STRING, &o.data, NULL, "DIR", "image folder, one subfolder per class"},
         {"cache", OPT_STRING, &o.cache, NULL, "PATH", "feature cache to write (an LMDB folder)"},
         {"weights", OPT_STRING, &o.weights, "imagenet", "FILE|imagenet|random",
@@ -69,33 +90,37 @@ int main(int argc, char **argv) {
         {"interpolation", OPT_CHOICE, &o.interpolation, "nearest", NULL, "resize filter (Keras's default: nearest)",
          "nearest|bilinear"},
         {"dtype", OPT_CHOICE, &o.dtype, "f16", NULL, "precision of the stored features", "f16|f32"},
-        {"batch", OPT_INT, &o.batch, "32", "N", "images per batch through the conv base"},
+        {"batch", OPT_INT, &o.batch, "32", "N", "images per batch through the conv base", .range = ">=1"},
         {"device", OPT_CHOICE, &o.device, "auto", NULL, "where to run the conv base", "auto|cpu|cuda"},
-        {"threads", OPT_INT, &o.threads, "0", "N", "CPU threads for decoding and BLAS (0: all cores)"},
+        {"threads", OPT_INT, &o.threads, "0", "N",
+         "CPU threads for decoding and BLAS (0: the CPUs this job may use,\nits affinity mask: taskset, Slurm)",
+         .range = ">=0"},
         {"shard", OPT_STRING, &o.shard, NULL, "I/N", "process only shard I of N (0-based): files k with k % N == I"},
         {"strict", OPT_FLAG, &o.strict, NULL, NULL, "exit 1 if any file is skipped"},
-        {"overwrite", OPT_FLAG, &o.overwrite, NULL, NULL, "replace a cache made with other settings"},
+        {"overwrite", OPT_FLAG, &o.overwrite, NULL, NULL, "start over a cache made with other settings or another folder\n(same settings: resume it, keeping its records)"},
         {"reduced-decode", OPT_FLAG, &o.reduced_decode, NULL, NULL,
          "decode JPEGs at 1/2, 1/4 or 1/8 scale when still >= the input size\n(faster; pixels differ from Keras's)"},
         {"max-pixels", OPT_LONG, &o.max_pixels, "50000000", "N",
-         "pixel budget: larger JPEGs are decoded at a reduced scale (with a\nwarning), other larger images skipped"},
+         "pixel budget: larger JPEGs are decoded at a reduced scale (with a\nwarning), other larger images skipped",
+         .range = ">=1"},
         {"seed", OPT_LONG, &o.seed, "1", "S", "seed of --weights random"},
-        {"quiet", OPT_FLAG, &o.quiet, NULL, NULL, "no progress bar or warnings (errors still print)"},
+        {"quiet", OPT_FLAG, &o.quiet, NULL, NULL, "no progress bar (warnings and errors still print)"},
         {"info", OPT_STRING, &info, NULL, "CACHE", "print a cache's settings and statistics and exit"},
         {"merge", OPT_STRING, &merge, NULL, "OUT", "merge the shard caches given as arguments into OUT and exit"},
         {"verify", OPT_STRING, &verify, NULL, "CACHE",
          "check every page, setting and record of a cache and report all\ndamage; exit 0 when sound, 1 otherwise"},
         {"summary", OPT_FLAG, &summary, NULL, NULL, "print the conv base's layers and parameter counts and exit"},
+        {0}, {0}, {0}, {0}, {0}, {0}, {0}, {0}, {0},  // room for the model options (8 at most) and the end
     };
-    int n = 20;
-    n += model_options_add(opts + n, &mo, MOPT_BASE);
+    model_options_add(opts + cli_count(opts), &mo, MOPT_BASE);
     CliSpec spec = {"extract", "Run the frozen VGG conv base over an image folder and cache the features.",
-                    "--data DIR --cache PATH [options]", EPILOG, opts, n};
+                    "--data DIR --cache PATH [options]", EPILOG, opts, 0};
     int n_rest = 0;
     char **rest = NULL;
     int rc = cli_parse(&spec, argc, argv, &n_rest, &rest);
-    int status = rc == CLI_EXIT_OK ? 0 : 2;
+    int status = rc == CLI_EXIT_OK ? EXIT_DONE : EXIT_USAGE;
     if (rc != CLI_OK) goto out;
+    if (o.threads == 0) o.threads = parallel_cpus();
     blas_set_threads(o.threads);
     if (summary) {
         status = model_options_summary("extract", &mo, MOPT_BASE, SUMMARY_BASE);
@@ -109,6 +134,8 @@ int main(int argc, char **argv) {
         cli_error("extract", "unexpected argument '%s' (see --help)", rest[0]);
     } else if (!o.data || !o.cache || !o.data[0] || !o.cache[0]) {
         cli_error("extract", "--data and --cache are required and must not be empty (see --help)");
+    } else if (check_options(&o, &mo) < 0) {
+        cli_error("extract", NULL);
     } else {
         o.model = mo.model;
         o.layer = mo.layer;
@@ -116,7 +143,7 @@ int main(int argc, char **argv) {
         char *command = cli_command_line(argc, argv);
         o.command_line = command;
         int run = extract_run(&o);
-        status = run < 0 ? (cli_error("extract", NULL), 1) : run == EXIT_STOPPED ? EXIT_STOPPED : 0;
+        status = run < 0 ? (cli_error("extract", NULL), EXIT_FAILED) : run == EXIT_STOPPED ? EXIT_STOPPED : EXIT_DONE;
         free(command);
     }
 out:

@@ -22,6 +22,7 @@
 #include "augment.h"
 #include "blas_setup.h"
 #include "cache.h"
+#include "cli.h"
 #include "dataset.h"
 #include "device.h"
 #include "error.h"
@@ -167,7 +168,7 @@ static int reader_fill(Reader *r, int count, long item_floats, float *x, int32_t
         } else if (!r->s->reported[item]) {
             r->s->reported[item] = 1;
             r->s->skipped++;
-            fprintf(stderr, "\nwarning: skipped %s\n", li->msg);  // a warning: even with --quiet
+            log_printf(stderr, "\nwarning: skipped %s\n", li->msg);  // a warning: even with --quiet
         }
         loader_release(r->loader, li);
     }
@@ -291,6 +292,15 @@ static int save_augmented(const Split *s, const int *order, const LoadOptions *l
 
 // --- the run -----------------------------------------------------------------------------
 
+int finetune_default_unfreeze(const char *cut, char *buf, size_t size) {
+    int block = 0, used = 0;
+    if (!cut || sscanf(cut, "block%d_pool%n", &block, &used) != 1 || cut[used] || block < 1)
+        return err_set("the head's base is cut at %s, not at a block's pooling layer: give --unfreeze LAYER",
+                       cut ? cut : "(none)");
+    snprintf(buf, size, "block%d_conv1", block);
+    return 0;
+}
+
 int finetune_run(const FinetuneOptions *o) {
     int status = -1;
     const int threads = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
@@ -339,10 +349,28 @@ int finetune_run(const FinetuneOptions *o) {
     }
     ModelConfig cfg;
     model_meta_to_config(&hm, &cfg);
+    char default_unfreeze[LAYER_NAME_MAX];
     cfg.unfreeze = o->unfreeze;
-    if (model_build(&m, &cfg) < 0) goto done;
+    if (!cfg.unfreeze) {
+        if (finetune_default_unfreeze(cfg.cut, default_unfreeze, sizeof default_unfreeze) < 0) goto done;
+        cfg.unfreeze = default_unfreeze;
+    }
+    if (model_build(&m, &cfg) < 0) {
+        // A base that builds without --unfreeze: the layer is what is wrong,
+        // a usage error (exit 2) like one main() could catch before the head.
+        char keep[ERR_MSG_MAX];
+        snprintf(keep, sizeof keep, "%s", err_msg());
+        ModelConfig frozen = cfg;
+        frozen.unfreeze = NULL;
+        Model probe = {0};
+        if (model_build(&probe, &frozen) == 0) status = EXIT_USAGE;
+        model_free(&probe);
+        err_set("%s", keep);
+        goto done;
+    }
     if (m.first_trainable_base >= m.n_base) {
-        err_set("--unfreeze %s: nothing of the base below the cut (%s) would train", o->unfreeze, m.cut_name);
+        err_set("--unfreeze %s: nothing of the base below the cut (%s) would train", cfg.unfreeze, m.cut_name);
+        status = EXIT_USAGE;
         goto done;
     }
     LoadOptions load = {.w = hm.input_w, .h = hm.input_h, .max_pixels = 0};
@@ -458,7 +486,7 @@ int finetune_run(const FinetuneOptions *o) {
             err_set("%s, so --early-stopping has nothing to watch", why);
             goto done;
         }
-        fprintf(stderr, "warning: %s: training without validation\n", why);
+        log_printf(stderr, "warning: %s: training without validation\n", why);
     }
     if (train.n == 0) {
         err_set("%s: no training images", from_cache ? o->cache : o->data);
@@ -552,7 +580,7 @@ int finetune_run(const FinetuneOptions *o) {
         int rc = evaluate(&ev, &val, &r0, NULL, 1);
         if (rc < 0) goto done;
         if (rc == 1) {
-            fprintf(stderr, "%s: stopped before the first step (nothing to save yet): rerun the same command\n",
+            log_printf(stderr, "%s: stopped before the first step (nothing to save yet): rerun the same command\n",
                     stop_signal_name(stop_requested()));
             status = EXIT_STOPPED;
             goto done;
@@ -621,7 +649,7 @@ int finetune_run(const FinetuneOptions *o) {
                 }
                 if (sig) {
                     reader_stop(&rd);
-                    fprintf(stderr, "\n%s: stopped after step %ld/%d of epoch %d; state saved in %s: rerun with --resume\n",
+                    log_printf(stderr, "\n%s: stopped after step %ld/%d of epoch %d; state saved in %s: rerun with --resume\n",
                             stop_signal_name(sig), s + 1, steps, epoch + 1, ckpt_path);
                     status = EXIT_STOPPED;
                     goto done;
@@ -648,7 +676,7 @@ int finetune_run(const FinetuneOptions *o) {
                 // validates and ends the epoch.
                 fs.epoch_secs = progress_now() - bar.t_start;
                 if (fit_save(&fs, settings, ckpt_path) < 0) goto done;
-                fprintf(stderr, "\n%s: stopped while validating epoch %d (its training steps are saved in %s): "
+                log_printf(stderr, "\n%s: stopped while validating epoch %d (its training steps are saved in %s): "
                                 "rerun with --resume\n",
                         stop_signal_name(stop_requested()), epoch + 1, ckpt_path);
                 status = EXIT_STOPPED;
@@ -663,10 +691,10 @@ int finetune_run(const FinetuneOptions *o) {
         }
         float secs = (float)(progress_now() - bar.t_start);
         progress_finish(&bar, metrics);
-        if (o->quiet) printf("Epoch %d/%d - %.1fs - %s\n", epoch + 1, o->epochs, secs, metrics);
+        if (o->quiet) log_printf(stdout, "Epoch %d/%d - %.1fs - %s\n", epoch + 1, o->epochs, secs, metrics);
         fit_end_epoch(&fs, tl, ta, vl, va, secs);
         if (epoch == 0 && tl < 1e-6f && ta == 1.0f)
-            fprintf(stderr, "warning: the training loss is %.2g and every training %s is right: the head already fits "
+            log_printf(stderr, "warning: the training loss is %.2g and every training %s is right: the head already fits "
                             "these %s exactly, so their gradients vanish and fine-tuning cannot change much (train "
                             "the head with fewer epochs or a lower --lr, or fine-tune on other data)\n",
                     tl, from_cache ? "record" : "image", from_cache ? "records" : "images");
@@ -677,7 +705,7 @@ int finetune_run(const FinetuneOptions *o) {
                    o->early_stopping);
         int sig = stop_requested();
         if (sig && fs.epochs_done < o->epochs && !stop) {
-            fprintf(stderr, "%s: stopped after epoch %d; state saved in %s: rerun with --resume\n",
+            log_printf(stderr, "%s: stopped after epoch %d; state saved in %s: rerun with --resume\n",
                     stop_signal_name(sig), epoch + 1, ckpt_path);
             status = EXIT_STOPPED;
             goto done;

@@ -10,6 +10,7 @@
 #include "error.h"
 #include "finetune.h"
 #include "model_options.h"
+#include "parallel.h"
 #include "stop.h"
 
 static const char *EPILOG =
@@ -39,6 +40,13 @@ static const char *EPILOG =
     "then exits with code 75. Rerun the same command with --resume to continue:\n"
     "on the same --threads it ends with exactly the weights of an uninterrupted\n"
     "run.\n"
+    "--unfreeze defaults to the first conv of the last block the head's base has\n"
+    "(block5_conv1 for a head on block5_pool, block2_conv1 for block2_pool).\n"
+    "\n"
+    "Exit codes: 0 done; 1 failed; 2 usage error (unknown option, value out of\n"
+    "range, --unfreeze naming no conv layer or a layer the head's base does not\n"
+    "have, also when that is known only after reading HEAD.h5); 75 stopped by\n"
+    "SIGTERM/SIGINT with MODEL.ckpt saved: rerun with --resume.\n"
     "  build/finetune --summary --input-size 150 --classes 2 --unfreeze block5_conv1";
 
 // Out-of-range or contradictory values: the usage error naming them, or NULL.
@@ -58,23 +66,26 @@ static const char *check_options(CliSpec *spec, const FinetuneOptions *o, char *
     if (o->augment_given && o->no_augment) BAD("give either --augment or --no-augment");
     AugmentSpec aug;
     if (o->augment_given && augment_spec_parse(o->augment, &aug) < 0) BAD("%s", err_msg());
-    if (o->epochs < 1) BAD("--epochs must be >= 1, got %d", o->epochs);
-    if (o->batch < 1) BAD("--batch must be >= 1, got %d", o->batch);
-    if (!(o->lr > 0)) BAD("--lr must be > 0, got %g", o->lr);
-    if (o->momentum_given && !(o->momentum >= 0 && o->momentum < 1))
-        BAD("--momentum must be in [0, 1), got %g", o->momentum);
-    if (!(o->validation_split >= 0 && o->validation_split < 1))
-        BAD("--validation-split must be in [0, 1), got %g", o->validation_split);
+    // (Single values out of range were refused by cli_parse: see .range.)
     if (o->validation_split > 0 && (o->val_data || o->val_cache))
         BAD("give either --val-data/--val-cache or --validation-split, not both");
-    if (o->early_stopping < 0) BAD("--early-stopping must be >= 0, got %d", o->early_stopping);
     if (o->early_stopping > 0 && !o->val_data && !o->val_cache && o->validation_split <= 0)
         BAD("--early-stopping watches val_loss: give --val-data, --val-cache or --validation-split");
     if (o->nesterov && strcmp(o->optimizer, "sgd")) BAD("--nesterov applies to --optimizer sgd only");
     if (o->momentum_given && !strcmp(o->optimizer, "adam")) BAD("--momentum applies to sgd and rmsprop, not adam");
-    if (o->checkpoint_every < 0) BAD("--checkpoint-every must be >= 0, got %ld", o->checkpoint_every);
-    if (o->save_augmented_n < 1) BAD("--save-augmented-count must be >= 1, got %d", o->save_augmented_n);
-    if (o->memory_budget_mb < 0) BAD("--memory-budget must be >= 0, got %ld", o->memory_budget_mb);
+    // --unfreeze must name a conv layer: checked against VGG19's base, whose
+    // names include VGG16's (the head decides which; a VGG16 head with
+    // block5_conv4 is refused when the head is read).
+    ModelConfig cfg;
+    model_config_defaults(&cfg);
+    cfg.arch = ARCH_VGG19;
+    cfg.unfreeze = o->unfreeze;
+    Model m = {0};
+    if (model_build(&m, &cfg) < 0)
+        BAD("--unfreeze %s: not a conv layer of the VGG base (block1_conv1 ... block5_conv3; VGG19 also has "
+            "block3_conv4, block4_conv4, block5_conv4)",
+            o->unfreeze);
+    model_free(&m);
 #undef BAD
     return NULL;
 }
@@ -88,7 +99,7 @@ int main(int argc, char **argv) {
         {"data", OPT_STRING, &o.data, NULL, "DIR", "training images, one subfolder per class"},
         {"val-data", OPT_STRING, &o.val_data, NULL, "DIR", "validation images (never augmented)"},
         {"validation-split", OPT_DOUBLE, &o.validation_split, "0", "F",
-         "use the first fraction F of each class as validation (Keras's\nvalidation_split)"},
+         "use the first fraction F of each class as validation (Keras's\nvalidation_split)", .range = "[0,1)"},
         {"cache", OPT_STRING, &o.cache, NULL, "CACHE",
          "train from cached features of the layer just below --unfreeze\n(extract --layer block4_pool for "
          "block5_conv1) instead of images"},
@@ -98,48 +109,68 @@ int main(int argc, char **argv) {
         {"head", OPT_STRING, &o.head, NULL, "HEAD.h5", "head trained by `train` (required: train the head first)"},
         {"out", OPT_STRING, &o.out, NULL, "MODEL.h5", "where to write the fine-tuned model (Keras HDF5)"},
         {"optimizer", OPT_CHOICE, &o.optimizer, "sgd", NULL, "optimizer, Keras's update rules", "sgd|adam|rmsprop"},
-        {"lr", OPT_FLOAT, &o.lr, "0.0001", "LR", "learning rate (keep it low: the base is pretrained; seeds: 1e-4)"},
-        {"momentum", OPT_FLOAT, &o.momentum, NULL, "M", "momentum (SGD, RMSprop; default 0)"},
+        {"lr", OPT_FLOAT, &o.lr, "0.0001", "LR", "learning rate (keep it low: the base is pretrained; seeds: 1e-4)",
+         .range = ">0"},
+        {"momentum", OPT_FLOAT, &o.momentum, NULL, "M", "momentum (SGD, RMSprop; default 0)", .range = "[0,1)"},
         {"nesterov", OPT_FLAG, &o.nesterov, NULL, NULL, "Nesterov momentum (SGD)"},
-        {"epochs", OPT_INT, &o.epochs, "10", "N", "training epochs (in all, when resuming)"},
-        {"batch", OPT_INT, &o.batch, "20", "N", "batch size"},
+        {"epochs", OPT_INT, &o.epochs, "10", "N", "training epochs (in all, when resuming)", .range = ">=1"},
+        {"batch", OPT_INT, &o.batch, "20", "N", "batch size", .range = ">=1"},
         {"augment", OPT_STRING, &o.augment, NULL, "SPEC",
          "augmentation of the training images (default: the seeds'\nrotation=30,shift=0.2,shear=0.2,zoom=0.2,flip)"},
         {"no-augment", OPT_FLAG, &o.no_augment, NULL, NULL, "no augmentation"},
         {"save-augmented", OPT_STRING, &o.save_augmented, NULL, "DIR",
          "first write augmented training images to DIR as PNG (the seeds'\nsave_to_dir), then train"},
-        {"save-augmented-count", OPT_INT, &o.save_augmented_n, "16", "N", "how many --save-augmented writes"},
+        {"save-augmented-count", OPT_INT, &o.save_augmented_n, "16", "N", "how many --save-augmented writes",
+         .range = ">=1"},
         {"class-weight", OPT_CHOICE, &o.class_weight, "none", NULL,
          "balanced: weight_c = N / (K * N_c), like scikit-learn", "none|balanced"},
         {"early-stopping", OPT_INT, &o.early_stopping, "0", "PATIENCE",
-         "stop after PATIENCE epochs without val_loss improvement (0: off)"},
+         "stop after PATIENCE epochs without val_loss improvement (0: off)", .range = ">=0"},
         {"checkpoint-every", OPT_LONG, &o.checkpoint_every, "100", "STEPS",
-         "also write MODEL.ckpt every STEPS steps (0: only after epochs\nand on signals)"},
+         "also write MODEL.ckpt every STEPS steps (0: only after epochs\nand on signals)", .range = ">=0"},
         {"resume", OPT_FLAG, &o.resume, NULL, NULL, "continue from MODEL.ckpt (settings must match)"},
         {"device", OPT_CHOICE, &o.device, "auto", NULL, "where to train (the GPU path is not built yet)",
          "auto|cpu|cuda"},
-        {"threads", OPT_INT, &o.threads, "0", "N", "CPU threads (0: all cores)"},
+        {"threads", OPT_INT, &o.threads, "0", "N",
+         "CPU threads (0: the CPUs this job may use, its affinity mask:\ntaskset, Slurm)", .range = ">=0"},
         {"seed", OPT_LONG, &o.seed, "1", "S", "seed of augmentation, shuffling and dropout"},
         {"memory-budget", OPT_LONG, &o.memory_budget_mb, "4096", "MB",
-         "--cache: keep features in memory up to this size, else stream them"},
-        {"quiet", OPT_FLAG, &o.quiet, NULL, NULL, "no progress bars: one line per epoch"},
+         "--cache: keep features in memory up to this size, else stream them", .range = ">=0"},
+        {"quiet", OPT_FLAG, &o.quiet, NULL, NULL, "no progress bars: one line per epoch (warnings still print)"},
         {"summary", OPT_FLAG, &summary, NULL, NULL, "print every layer with its trainable flag and exit"},
-        {0}, {0}, {0}, {0}, {0}, {0}, {0}, {0},  // room for the model options
+        {0}, {0}, {0}, {0}, {0}, {0}, {0}, {0}, {0},  // room for the model options (8 at most) and the end
     };
-    int n = 0;
-    while (opts[n].name) n++;
-    int first_model_opt = n;
-    n += model_options_add(opts + n, &mo, MOPT_BASE | MOPT_HEAD | MOPT_UNFREEZE);
+    int first_model_opt = cli_count(opts);
+    int n = first_model_opt + model_options_add(opts + first_model_opt, &mo, MOPT_BASE | MOPT_HEAD | MOPT_UNFREEZE);
     static const char *const shape_only[] = {"model", "input-size", "layer", "classes", "class-mode", "hidden",
                                              "dropout", NULL};
     model_options_summary_only(opts + first_model_opt, n - first_model_opt, shape_only, "--head");
+    // --unfreeze's default follows the head's cut (finetune_default_unfreeze):
+    // no fixed default in the table, NULL until the head (or --layer, under
+    // --summary) says where the base ends.
+    for (int i = first_model_opt; i < n; i++)
+        if (!strcmp(opts[i].name, "unfreeze")) {
+            opts[i].def = NULL;
+            opts[i].help = "first trainable base layer; the layers below stay frozen\n(default: the first conv of "
+                           "the last block the head's base has:\nblock5_conv1 for a head cut at block5_pool, "
+                           "block2_conv1 for\nblock2_pool)";
+        }
     CliSpec spec = {"finetune", "Fine-tune the top of the VGG base together with the trained head.",
-                    "(--data DIR | --cache CACHE) --head HEAD.h5 --out MODEL.h5 [options]", EPILOG, opts, n};
+                    "(--data DIR | --cache CACHE) --head HEAD.h5 --out MODEL.h5 [options]", EPILOG, opts, 0};
     int rc = cli_parse(&spec, argc, argv, NULL, NULL);
-    if (rc == CLI_EXIT_OK) return 0;
-    if (rc == CLI_USAGE) return 2;
-    if (summary)
+    if (rc == CLI_EXIT_OK) return EXIT_DONE;
+    if (rc == CLI_USAGE) return EXIT_USAGE;
+    if (summary) {
+        char def_unfreeze[64];
+        if (!mo.unfreeze) {
+            if (finetune_default_unfreeze(mo.layer, def_unfreeze, sizeof def_unfreeze) < 0) {
+                cli_error("finetune", "--layer: %s", err_msg());
+                return EXIT_USAGE;
+            }
+            mo.unfreeze = def_unfreeze;
+        }
         return model_options_summary("finetune", &mo, MOPT_BASE | MOPT_HEAD | MOPT_UNFREEZE, SUMMARY_FLAT);
+    }
     o.unfreeze = mo.unfreeze;
     // "data/" and "data" name one folder: the settings a resumed run compares agree.
     const char **dirs[4] = {&o.data, &o.val_data, &o.cache, &o.val_cache};
@@ -155,12 +186,14 @@ int main(int argc, char **argv) {
     const char *bad = check_options(&spec, &o, why, sizeof why);
     if (bad) {
         cli_error("finetune", "%s", bad);
-        return 2;
+        return EXIT_USAGE;
     }
     char *command = cli_command_line(argc, argv);
     o.command_line = command;
+    if (o.threads == 0) o.threads = parallel_cpus();  // the CPUs this job may use
     int status = finetune_run(&o);
-    if (status < 0) cli_error("finetune", NULL), status = 1;
+    if (status < 0) cli_error("finetune", NULL), status = EXIT_FAILED;
+    else if (status == EXIT_USAGE) cli_error("finetune", NULL);
     free(command);
     return status;
 }

@@ -2,10 +2,11 @@
 // CPU reference: conv3x3_forward's bias + relu_forward) -> 2x2 max pool
 // (cuDNN). Activations stay NHWC on the device, as on the CPU.
 #include <cuda_runtime.h>
-#include <cudnn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "cudnn_api.h"  // every cudnn* call goes through dnn (loaded at run time)
 
 extern "C" {
 #include "error.h"
@@ -44,7 +45,7 @@ struct GpuBase {
 #define CUDNN_OK(call, what)                                                                   \
     do {                                                                                       \
         cudnnStatus_t s_ = (call);                                                             \
-        if (s_ != CUDNN_STATUS_SUCCESS) return err_set("cuDNN: %s: %s", what, cudnnGetErrorString(s_)); \
+        if (s_ != CUDNN_STATUS_SUCCESS) return err_set("cuDNN: %s: %s", what, dnn.cudnnGetErrorString(s_)); \
     } while (0)
 
 // y[i] = max(y[i] + bias[i % C], 0) on NHWC data.
@@ -64,16 +65,16 @@ static int plan_batch(GpuBase *g, int N) {
         const Layer *l = &m->layers[i];
         if (l->kind == LAYER_CONV) {
             ConvPlan *p = &g->plans[i];
-            CUDNN_OK(cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, N, l->in_c, l->in_h, l->in_w),
+            CUDNN_OK(dnn.cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, N, l->in_c, l->in_h, l->in_w),
                      l->name);
-            CUDNN_OK(cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, N, l->out_c, l->out_h,
+            CUDNN_OK(dnn.cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, N, l->out_c, l->out_h,
                                                 l->out_w),
                      l->name);
         } else {
-            CUDNN_OK(cudnnSetTensor4dDescriptor(g->pool_x[i], CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, N, l->in_c, l->in_h,
+            CUDNN_OK(dnn.cudnnSetTensor4dDescriptor(g->pool_x[i], CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, N, l->in_c, l->in_h,
                                                 l->in_w),
                      l->name);
-            CUDNN_OK(cudnnSetTensor4dDescriptor(g->pool_y[i], CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, N, l->out_c,
+            CUDNN_OK(dnn.cudnnSetTensor4dDescriptor(g->pool_y[i], CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, N, l->out_c,
                                                 l->out_h, l->out_w),
                      l->name);
         }
@@ -85,16 +86,18 @@ static int plan_batch(GpuBase *g, int N) {
 static int create(GpuBase *g, const Model *m, int max_batch) {
     g->m = m;
     g->max_batch = max_batch;
+    char why[600];
+    if (cudnn_api_load(why, sizeof why) < 0) return err_set("GPU: %s", why);
     CUDA_OK(cudaSetDevice(0), "selecting device 0");
     CUDA_OK(cudaStreamCreate(&g->stream), "creating a stream");
-    CUDNN_OK(cudnnCreate(&g->cudnn), "creating the handle");
-    CUDNN_OK(cudnnSetStream(g->cudnn, g->stream), "setting the stream");
+    CUDNN_OK(dnn.cudnnCreate(&g->cudnn), "creating the handle");
+    CUDNN_OK(dnn.cudnnSetStream(g->cudnn, g->stream), "setting the stream");
     g->plans = (ConvPlan *)calloc((size_t)m->n_layers, sizeof(ConvPlan));
     g->pool_x = (cudnnTensorDescriptor_t *)calloc((size_t)m->n_layers, sizeof(cudnnTensorDescriptor_t));
     g->pool_y = (cudnnTensorDescriptor_t *)calloc((size_t)m->n_layers, sizeof(cudnnTensorDescriptor_t));
     if (!g->plans || !g->pool_x || !g->pool_y) return err_set("out of memory");
-    CUDNN_OK(cudnnCreatePoolingDescriptor(&g->pool), "pooling descriptor");
-    CUDNN_OK(cudnnSetPooling2dDescriptor(g->pool, CUDNN_POOLING_MAX, CUDNN_NOT_PROPAGATE_NAN, 2, 2, 0, 0, 2, 2),
+    CUDNN_OK(dnn.cudnnCreatePoolingDescriptor(&g->pool), "pooling descriptor");
+    CUDNN_OK(dnn.cudnnSetPooling2dDescriptor(g->pool, CUDNN_POOLING_MAX, CUDNN_NOT_PROPAGATE_NAN, 2, 2, 0, 0, 2, 2),
              "pooling descriptor");
 
     size_t act = (size_t)model_max_activation(m, 0, m->n_base) * (size_t)max_batch;
@@ -106,21 +109,21 @@ static int create(GpuBase *g, const Model *m, int max_batch) {
     for (int i = 1; i < m->n_base; i++) {
         const Layer *l = &m->layers[i];
         if (l->kind == LAYER_POOL) {
-            CUDNN_OK(cudnnCreateTensorDescriptor(&g->pool_x[i]), l->name);
-            CUDNN_OK(cudnnCreateTensorDescriptor(&g->pool_y[i]), l->name);
+            CUDNN_OK(dnn.cudnnCreateTensorDescriptor(&g->pool_x[i]), l->name);
+            CUDNN_OK(dnn.cudnnCreateTensorDescriptor(&g->pool_y[i]), l->name);
             continue;
         }
         ConvPlan *p = &g->plans[i];
-        CUDNN_OK(cudnnCreateTensorDescriptor(&p->x), l->name);
-        CUDNN_OK(cudnnCreateTensorDescriptor(&p->y), l->name);
-        CUDNN_OK(cudnnCreateFilterDescriptor(&p->w), l->name);
-        CUDNN_OK(cudnnCreateConvolutionDescriptor(&p->conv), l->name);
+        CUDNN_OK(dnn.cudnnCreateTensorDescriptor(&p->x), l->name);
+        CUDNN_OK(dnn.cudnnCreateTensorDescriptor(&p->y), l->name);
+        CUDNN_OK(dnn.cudnnCreateFilterDescriptor(&p->w), l->name);
+        CUDNN_OK(dnn.cudnnCreateConvolutionDescriptor(&p->conv), l->name);
         // Filters in NHWC format are K,R,S,C: Keras's R,S,C,K transposed.
-        CUDNN_OK(cudnnSetFilter4dDescriptor(p->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, l->out_c, l->in_c, 3, 3),
+        CUDNN_OK(dnn.cudnnSetFilter4dDescriptor(p->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, l->out_c, l->in_c, 3, 3),
                  l->name);
-        CUDNN_OK(cudnnSetConvolution2dDescriptor(p->conv, 1, 1, 1, 1, 1, 1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
+        CUDNN_OK(dnn.cudnnSetConvolution2dDescriptor(p->conv, 1, 1, 1, 1, 1, 1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
                  l->name);
-        CUDNN_OK(cudnnSetConvolutionMathType(p->conv, CUDNN_FMA_MATH), l->name);
+        CUDNN_OK(dnn.cudnnSetConvolutionMathType(p->conv, CUDNN_FMA_MATH), l->name);
         size_t nk = (size_t)l->n_kernel;
         float *krsc = (float *)malloc(nk * sizeof(float));
         if (!krsc) return err_set("out of memory");
@@ -144,7 +147,7 @@ static int create(GpuBase *g, const Model *m, int max_batch) {
         ConvPlan *p = &g->plans[i];
         cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
         int found = 0;
-        CUDNN_OK(cudnnFindConvolutionForwardAlgorithm(g->cudnn, p->x, p->w, p->conv, p->y,
+        CUDNN_OK(dnn.cudnnFindConvolutionForwardAlgorithm(g->cudnn, p->x, p->w, p->conv, p->y,
                                                       CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &found, perf),
                  l->name);
         int pick = -1;
@@ -187,7 +190,7 @@ extern "C" int gpu_base_forward(GpuBase *g, const float *in, int N, float *out) 
         const Layer *l = &m->layers[i];
         if (l->kind == LAYER_CONV) {
             ConvPlan *p = &g->plans[i];
-            CUDNN_OK(cudnnConvolutionForward(g->cudnn, &one, p->x, x, p->w, p->d_kernel, p->conv, p->algo,
+            CUDNN_OK(dnn.cudnnConvolutionForward(g->cudnn, &one, p->x, x, p->w, p->d_kernel, p->conv, p->algo,
                                              g->d_workspace, g->workspace_size, &zero, p->y, y),
                      l->name);
             long n = (long)N * l->out_h * l->out_w * l->out_c;
@@ -195,7 +198,7 @@ extern "C" int gpu_base_forward(GpuBase *g, const float *in, int N, float *out) 
             bias_relu_nhwc<<<blocks, 256, 0, g->stream>>>(y, p->d_bias, n, l->out_c);
             CUDA_OK(cudaGetLastError(), l->name);
         } else {
-            CUDNN_OK(cudnnPoolingForward(g->cudnn, g->pool, &one, g->pool_x[i], x, &zero, g->pool_y[i], y), l->name);
+            CUDNN_OK(dnn.cudnnPoolingForward(g->cudnn, g->pool, &one, g->pool_x[i], x, &zero, g->pool_y[i], y), l->name);
         }
         x = y;
         y = (y == g->d_a) ? g->d_b : g->d_a;
@@ -211,22 +214,22 @@ extern "C" void gpu_base_free(GpuBase *g) {
     if (g->plans) {
         for (int i = 0; i < g->m->n_layers; i++) {
             ConvPlan *p = &g->plans[i];
-            if (p->x) cudnnDestroyTensorDescriptor(p->x);
-            if (p->y) cudnnDestroyTensorDescriptor(p->y);
-            if (p->w) cudnnDestroyFilterDescriptor(p->w);
-            if (p->conv) cudnnDestroyConvolutionDescriptor(p->conv);
+            if (p->x) dnn.cudnnDestroyTensorDescriptor(p->x);
+            if (p->y) dnn.cudnnDestroyTensorDescriptor(p->y);
+            if (p->w) dnn.cudnnDestroyFilterDescriptor(p->w);
+            if (p->conv) dnn.cudnnDestroyConvolutionDescriptor(p->conv);
             cudaFree(p->d_kernel);
             cudaFree(p->d_bias);
-            if (g->pool_x && g->pool_x[i]) cudnnDestroyTensorDescriptor(g->pool_x[i]);
-            if (g->pool_y && g->pool_y[i]) cudnnDestroyTensorDescriptor(g->pool_y[i]);
+            if (g->pool_x && g->pool_x[i]) dnn.cudnnDestroyTensorDescriptor(g->pool_x[i]);
+            if (g->pool_y && g->pool_y[i]) dnn.cudnnDestroyTensorDescriptor(g->pool_y[i]);
         }
     }
-    if (g->pool) cudnnDestroyPoolingDescriptor(g->pool);
+    if (g->pool) dnn.cudnnDestroyPoolingDescriptor(g->pool);
     cudaFree(g->d_a);
     cudaFree(g->d_b);
     cudaFree(g->d_in);
     cudaFree(g->d_workspace);
-    if (g->cudnn) cudnnDestroy(g->cudnn);
+    if (g->cudnn) dnn.cudnnDestroy(g->cudnn);
     if (g->stream) cudaStreamDestroy(g->stream);
     free(g->plans);
     free(g->pool_x);

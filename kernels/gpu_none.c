@@ -12,9 +12,7 @@ int gpu_count(char *why, size_t why_size) {
 
 int gpu_name(int device, char *buf, size_t size) { return -1; }
 
-void gpu_cudnn_version(char *buf, size_t size) {
-    if (size) buf[0] = '\0';
-}
+void gpu_libraries(char *buf, size_t size) { snprintf(buf, size, "CUDA: not built in (built with CUDA=0)"); }
 
 #include "error.h"
 #include "gpu_base.h"

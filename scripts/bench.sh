@@ -30,9 +30,16 @@ kernel=$(build/train --version | sed -n 's/.*kernel \([A-Za-z0-9]*\).*/\1/p')
 echo "== $(build/train --version | sed -n 's/^BLAS: //p')"
 echo "== $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), $(nproc) cores"
 
+# The small C helpers link the library `make` built above: the CUDA build's
+# when CUDA is there (build/), else the CPU-only one (build/cpu/).
+link_tool() {  # link_tool NAME: scripts/NAME.c -> $work/NAME, linked as make links the tools
+    # shellcheck disable=SC2046  # the link line is words
+    cc -std=gnu11 -O2 -pthread -I. -Icommon -Ikernels $(pkg-config --cflags openblas hdf5) "scripts/$1.c" \
+        -o "$work/$1" $(make -s print-link)
+}
 # Reference sgemm and per-layer conv rates, with the executables' kernel.
-cc -std=gnu11 -O2 -I. -Icommon $(pkg-config --cflags openblas) scripts/bench_conv.c common/conv.c \
-    -o "$work/bench_conv" $(pkg-config --libs openblas) -lm
+cc -std=gnu11 -O3 -fno-math-errno -ffp-contract=off -I. -Icommon $(pkg-config --cflags openblas) \
+    scripts/bench_conv.c common/conv.c common/winograd.c -o "$work/bench_conv" $(pkg-config --libs openblas) -lm
 OPENBLAS_CORETYPE=$kernel "$work/bench_conv" "$threads" | tee "$work/conv.txt"
 sgemm=$(sed -n 's/.*(\([0-9.]*\)).*/\1/p' "$work/conv.txt" | sort -g | tail -1)
 echo "sgemm 1536^3: $sgemm GFLOPS (best of the runs above)"
@@ -42,6 +49,53 @@ if [ "$simd" = AVX-512 ] && ! echo "$kernel" | grep -qiE 'skylakex|cooperlake|sa
     sgemm512=$(OPENBLAS_CORETYPE=SkylakeX "$work/bench_conv" "$threads" --sgemm | awk '{print $3}')
     echo "sgemm 1536^3 with OpenBLAS's AVX-512 kernel (SkylakeX): $sgemm512 GFLOPS"
 fi
+
+# Direct against Winograd, layer by layer, one image per call (forward.h
+# runs Winograd on block3_conv1 and up).
+OPENBLAS_CORETYPE=$kernel "$work/bench_conv" "$threads" --winograd 150
+
+# --- conv base against Keras ------------------------------------------------------
+# The frozen base on a batch of 20, ours (scripts/bench_base.c: Winograd as
+# the tools run it, and the direct convolution alone) beside Keras 3 on
+# TensorFlow CPU (scripts/bench_keras.py, in a virtual environment made
+# here once: BENCH_KERAS=0 skips it), interleaved round by round so that the
+# machine's drift hits all alike; ours also with OPENBLAS_CORETYPE unset
+# when the environment sets it.
+bench_base_and_keras() {
+    local kvenv=${XDG_CACHE_HOME:-$HOME/.cache}/vggft/keras-venv
+    if [ "${BENCH_KERAS:-1}" != 0 ] && [ ! -x "$kvenv/bin/python" ]; then
+        echo "(installing tensorflow-cpu into $kvenv for the comparison: once, a few minutes)"
+        { python3 -m venv "$kvenv" && "$kvenv/bin/pip" install -q tensorflow-cpu pillow h5py; } >/dev/null 2>&1 ||
+            echo "(could not install tensorflow-cpu: Keras not measured)"
+    fi
+    link_tool bench_base
+    local rounds=${BENCH_ROUNDS:-3} log=$work/base_keras.txt
+    : >"$log"
+    for r in $(seq "$rounds"); do
+        for size in 150 224; do
+            "$work/bench_base" $size 20 3 "$threads" >>"$log"
+            VGGFT_WINOGRAD=0 "$work/bench_base" $size 20 3 "$threads" >>"$log"
+            if [ -n "${OPENBLAS_CORETYPE:-}" ]; then
+                env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$work/bench_base" $size 20 3 "$threads" |
+                    sed 's/(winograd)/(winograd, OPENBLAS_CORETYPE unset)/' >>"$log"
+            fi
+            if [ -x "$kvenv/bin/python" ] && [ "${BENCH_KERAS:-1}" != 0 ]; then
+                "$kvenv/bin/python" scripts/bench_keras.py conv $size 20 3 >>"$log" 2>/dev/null || true
+            fi
+        done
+    done
+    # Median and best over the rounds' medians, per line kind; ratio to Keras.
+    awk '{ key = $0; sub(/:.*/, "", key); v = $(NF - 4); med[key] = med[key] " " v; if (!(key in best) || $(NF - 3) < best[key]) best[key] = $(NF - 3); order[key] = ++n }
+         END { for (k in med) { m = split(med[k], a, " ")  # insertion sort: mawk has no asort
+                   for (i = 2; i <= m; i++) { x = a[i] + 0; for (j = i - 1; j >= 1 && a[j] + 0 > x; j--) a[j + 1] = a[j]; a[j + 1] = x }
+                   mid[k] = a[int((m + 1) / 2)] }
+               for (k in med) { kk = k; sub(/ \(.*/, "", kk); sub(/^(ours|keras) conv /, "", kk)
+                   printf "  %-55s median %.3f s, best %.3f s per batch of 20 (%.1f img/s)", k, mid[k], best[k], 20 / mid[k]
+                   kr = "keras conv " kk; if ((kr in mid) && k != kr) printf "; Keras / ours = %.2f", mid[kr] / mid[k]
+                   printf "\n" } }' "$log" | sort
+}
+echo "conv base to block5_pool, batch of 20, $threads thread(s), ${BENCH_ROUNDS:-3} interleaved rounds:"
+bench_base_and_keras
 
 # --- extract ------------------------------------------------------------------
 if [ "${BENCH_EXTRACT:-1}" != 0 ]; then
@@ -99,17 +153,6 @@ done
 fi
 
 # --- train --------------------------------------------------------------------
-# The small C helpers link the library `make` built above: the CUDA build's
-# when CUDA is there (build/), else the CPU-only one (build/cpu/).
-link_tool() {  # link_tool NAME: scripts/NAME.c -> $work/NAME
-    local libs="$(pkg-config --libs lmdb libzstd zlib openblas libcrypto) -lm"
-    if [ -f build/obj/kernels/gpu_base.o ]; then
-        cc -std=gnu11 -O2 -pthread -I. -Icommon "scripts/$1.c" build/libvggft.a -o "$work/$1" $libs \
-            -L/usr/local/cuda/lib64 -Wl,-rpath,/usr/local/cuda/lib64 -lcudart -lcudnn -lstdc++
-    else
-        cc -std=gnu11 -O2 -pthread -I. -Icommon "scripts/$1.c" build/cpu/libvggft.a -o "$work/$1" $libs
-    fi
-}
 link_tool bench_train_cache
 link_tool bench_dense
 "$work/bench_train_cache" "$work/train_cache" 3000

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Builds here (CUDA on) what a GPU machine lent through the `device` tool
 # needs, and packs it into build/device.tar.xz (small enough to carry):
-# the executables, the test binary, and every shared library they use except
-# glibc, CUDA's runtime and cuDNN (the GPU machine has those; see
-# scripts/device_run.sh, which points LD_LIBRARY_PATH at them).
+# the executables and the test binary, with our Debian libraries linked
+# statically (STATIC=1) and every shared library still needed beside them,
+# except glibc's. The CUDA runtime is linked in; the driver and cuDNN are
+# loaded at run time from the GPU machine's own (scripts/device_run.sh
+# points LD_LIBRARY_PATH at its cuDNN); `extract --version` there says what
+# was found.
 #
 #   scripts/device_build.sh
 #   then, with the device tool: run(command="bash scripts/device_run.sh",
@@ -11,9 +14,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install_deps.sh
-make -j"$(nproc)" CUDA=1 all build/tests/all
+make -j"$(nproc)" CUDA=1 STATIC=1 BUILD=build/gpu all build/gpu/tests/all
 rm -rf build/device && mkdir -p build/device/lib build/device/bin
-cp build/extract build/train build/finetune build/tests/all build/device/bin/
+for t in extract train finetune predict; do
+    if [ -x build/gpu/$t ]; then cp build/gpu/$t build/device/bin/; fi
+done
+cp build/gpu/tests/all build/device/bin/
 for b in build/device/bin/*; do
     ldd "$b" | awk '/=> \// {print $3}'
 done | sort -u | while read -r lib; do

@@ -6,7 +6,8 @@
 set -uo pipefail
 mkdir -p /tmp/vggft && tar -xJf build/device.tar.xz -C /tmp/vggft
 dev=/tmp/vggft/device
-# cuDNN and the CUDA runtime from the Python packages the machine has.
+# cuDNN from the Python packages the machine has: the tools dlopen
+# libcudnn.so.9 (kernels/cudnn_api.cu); the CUDA runtime is linked in.
 py_lib() { python3 -c "import importlib, os; m = importlib.import_module('$1'); print(os.path.join(list(m.__path__)[0], 'lib'))" 2>/dev/null; }
 export LD_LIBRARY_PATH="$dev/lib:$(py_lib nvidia.cudnn):$(py_lib nvidia.cuda_runtime):$(py_lib nvidia.cu13 || true):${LD_LIBRARY_PATH:-}"
 export VGGFT_BIN=$dev/bin

@@ -290,10 +290,11 @@ Test(finetune, refuses_mismatched_inputs_with_the_reason) {
     }
     struct stat st;
     cr_expect(stat("/dev/null", &st) == 0 && S_ISCHR(st.st_mode), "/dev/null is still a device");
-    // --unfreeze must name a conv layer (block5_pool would train the head alone).
+    // --unfreeze must name a conv layer (block5_pool would train the head
+    // alone): a usage error, exit 2.
     snprintf(args, sizeof args, "--data %s --head %s --weights random --out %s/x.h5 --unfreeze block5_pool", s.data,
              s.head, s.dir);
-    cr_expect_eq(run_tool("finetune", args, &out), 1);
+    cr_expect_eq(run_tool("finetune", args, &out), 2);
     cr_expect(strstr(out, "not a conv layer"), "%s", out);
     free(out);
     // A temporary checkpoint left by a killed run is removed; a live one is not.
@@ -315,4 +316,39 @@ Test(finetune, refuses_mismatched_inputs_with_the_reason) {
     free(out);
     remove_tree(s.dir);
     free(s.dir);
+}
+
+// The default --unfreeze follows the head's cut (block2_pool -> block2_conv1),
+// and a layer the head's base lacks is a usage error (exit 2) though it is
+// known only once HEAD.h5 is read.
+Test(finetune, default_unfreeze_follows_the_heads_cut) {
+    char *dir = make_temp_dir("finetune_cut");
+    char data[600], cache[600], head[600], args[3000], *out;
+    snprintf(data, sizeof data, "%s/train", dir);
+    snprintf(cache, sizeof cache, "%s/c2", dir);
+    snprintf(head, sizeof head, "%s/h2.h5", dir);
+    make_images(data, 4, 3);
+    snprintf(args, sizeof args, "--data %s --cache %s --weights random --input-size 32 --layer block2_pool --threads 1 "
+             "--quiet", data, cache);
+    free(run_ok("extract", args));
+    snprintf(args, sizeof args, "--cache %s --out %s --epochs 1 --batch 4 --hidden 8 --threads 1 --quiet", cache, head);
+    free(run_ok("train", args));
+    snprintf(args, sizeof args, "--data %s --head %s --weights random --out %s/m.h5 --epochs 1 --batch 4 --threads 1",
+             data, head, dir);
+    out = run_ok("finetune", args);
+    cr_expect(strstr(out, "from block2_conv1"), "the default unfreezes block2_conv1: %s", out);
+    free(out);
+    snprintf(args, sizeof args, "--data %s --head %s --weights random --out %s/m.h5 --epochs 1 --unfreeze block5_conv1",
+             data, head, dir);
+    cr_expect_eq(run_tool("finetune", args, &out), 2, "%s", out);
+    cr_expect(strstr(out, "block5_conv1") && strstr(out, "no such layer"), "%s", out);
+    free(out);
+    // --summary: the default follows --layer.
+    cr_expect_eq(run_tool("finetune", "--summary --input-size 32 --layer block2_pool --classes 2", &out), 0, "%s", out);
+    free(out);
+    out = run_ok("finetune", "--help");
+    cr_expect(strstr(out, "block2_conv1 for"), "--help states the default: %s", out);
+    free(out);
+    remove_tree(dir);
+    free(dir);
 }

@@ -171,6 +171,7 @@ static void check_against_keras(int H, int W, int classes) {
     float scale = 0;
     for (long i = 0; i < N * D; i++) scale = fmaxf(scale, fabsf(((float *)want.data)[i]));
     float err = max_abs_diff(feat, want.data, N * D);
+    cr_log_info("features %dx%d vs Keras: max |diff| %g = %.2g of the largest feature", H, W, err, err / scale);
     cr_expect_lt(err, 1e-4f * scale + 1e-7f, "features %dx%d: max |diff| %g (largest feature %g)", H, W, err, scale);
 
     Npy probs = fixture_npy("vgg/vgg_%dx%d_probs.npy", H, W);

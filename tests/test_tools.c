@@ -71,3 +71,20 @@ Test(tools, device_cuda_without_gpu_is_a_clear_error) {
     cr_expect(strstr(out, "extract: error: --device cuda: no usable GPU") != NULL, "%s", out);
     free(out);
 }
+
+// The option tables end with {0} and count themselves: the options added
+// last (the shared model options) are in --help and are parsed.
+Test(tools, option_tables_reach_their_last_entries) {
+    const char *tools[] = {"extract", "train", "finetune"};
+    const char *last[] = {"--layer NAME", "--dropout RATE", "--unfreeze LAYER"};
+    for (int i = 0; i < 3; i++) {
+        char *out;
+        cr_expect_eq(run_tool(tools[i], "--help", &out), 0);
+        cr_expect(strstr(out, last[i]) != NULL, "%s --help lacks %s: %s", tools[i], last[i], out);
+        free(out);
+    }
+    char *out;
+    cr_expect_eq(run_tool("extract", "--summary --layer block4_pool --input-size 64", &out), 0);
+    cr_expect(strstr(out, "block4_pool") && !strstr(out, "block5_conv1"), "%s", out);
+    free(out);
+}

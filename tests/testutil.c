@@ -179,3 +179,133 @@ char *make_shape_folder(const char *tag, int n, unsigned seed_step) {
     }
     return top;
 }
+
+// --- rendered pictures ------------------------------------------------------------
+
+#include "image.h"
+
+// The number in attribute NAME='...' or NAME="..." of the tag at tag, or -1.
+static double svg_attr_num(const char *tag, const char *tag_end, const char *name) {
+    size_t n = strlen(name);
+    for (const char *p = tag; p && p + n + 2 < tag_end; p++) {
+        if (strncmp(p, name, n) == 0 && p[-1] == ' ' && p[n] == '=' && (p[n + 1] == '\'' || p[n + 1] == '"'))
+            return atof(p + n + 2);
+    }
+    return -1;
+}
+
+static char *read_whole(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = malloc((size_t)len + 1);
+    if (s && fread(s, 1, (size_t)len, f) != (size_t)len) free(s), s = NULL;
+    fclose(f);
+    if (s) s[len] = 0, *n = (size_t)len;
+    return s;
+}
+
+int svg_render_check(const char *svg_path, const char *png_out, SvgCheck *out) {
+    memset(out, 0, sizeof *out);
+    if (system("command -v rsvg-convert >/dev/null 2>&1") != 0) {
+        snprintf(out->why, sizeof out->why, "rsvg-convert is not installed (Debian: librsvg2-bin)");
+        return 1;
+    }
+    const int M = 40;
+    size_t n;
+    char *svg = read_whole(svg_path, &n);
+    if (!svg) return snprintf(out->why, sizeof out->why, "cannot read %s", svg_path), -1;
+    char *root = strstr(svg, "<svg"), *root_end = root ? strchr(root, '>') : NULL;
+    if (!root_end) {
+        free(svg);
+        return snprintf(out->why, sizeof out->why, "%s: no <svg> tag", svg_path), -1;
+    }
+    double w = svg_attr_num(root, root_end, "width"), h = svg_attr_num(root, root_end, "height");
+    if (w < 1 || h < 1 || w > 20000 || h > 20000) {
+        free(svg);
+        return snprintf(out->why, sizeof out->why, "%s: no usable width and height (%g x %g)", svg_path, w, h), -1;
+    }
+    out->w = (int)ceil(w), out->h = (int)ceil(h);
+    char wrap_path[4200];
+    snprintf(wrap_path, sizeof wrap_path, "%s.wrap.svg", png_out);
+    FILE *f = fopen(wrap_path, "wb");
+    if (!f) {
+        free(svg);
+        return snprintf(out->why, sizeof out->why, "cannot write %s", wrap_path), -1;
+    }
+    fprintf(f,
+            "<?xml version='1.0' encoding='UTF-8'?>\n<svg xmlns='http://www.w3.org/2000/svg' "
+            "xmlns:xlink='http://www.w3.org/1999/xlink' width='%d' height='%d'>\n"
+            "<rect width='100%%' height='100%%' fill='white'/>\n<svg x='%d' y='%d' overflow='visible'",
+            out->w + 2 * M, out->h + 2 * M, M, M);
+    fwrite(root + 4, 1, n - (size_t)(root + 4 - svg), f);  // the picture, from its root's attributes on
+    fputs("\n</svg>\n", f);
+    free(svg);
+    fclose(f);
+    char cmd[9000];
+    snprintf(cmd, sizeof cmd, "rsvg-convert --background-color=white -o '%s' '%s' 2>&1", png_out, wrap_path);
+    FILE *p = popen(cmd, "r");
+    char msg[256] = "";
+    size_t got = p ? fread(msg, 1, sizeof msg - 1, p) : 0;
+    msg[got] = 0;
+    int rc = p ? pclose(p) : -1;
+    if (rc != 0) return snprintf(out->why, sizeof out->why, "rsvg-convert failed (%d): %s", rc, msg), -1;
+    remove(wrap_path);
+    Image img;
+    if (image_decode_file(png_out, NULL, &img, NULL) != 0)
+        return snprintf(out->why, sizeof out->why, "cannot read the rendering %s", png_out), -1;
+    if (img.w != out->w + 2 * M || img.h != out->h + 2 * M) {
+        snprintf(out->why, sizeof out->why, "rendered %dx%d, expected %dx%d", img.w, img.h, out->w + 2 * M,
+                 out->h + 2 * M);
+        image_free(&img);
+        return -1;
+    }
+    for (int y = 0; y < img.h; y++)
+        for (int x = 0; x < img.w; x++) {
+            const uint8_t *q = img.rgb + ((size_t)y * img.w + x) * 3;
+            int lo = q[0] < q[1] ? q[0] : q[1];
+            lo = lo < q[2] ? lo : q[2];
+            int inside = x >= M && x < M + out->w && y >= M && y < M + out->h;
+            int edge = x >= M - 1 && x <= M + out->w && y >= M - 1 && y <= M + out->h;  // the box's 1 px ring
+            if (!inside && !edge && lo < 240) out->ink_outside++;
+            if (inside && lo < 160) out->ink_inside++;
+        }
+    image_free(&img);
+    return 0;
+}
+
+// text with & < > " ' as plot.c writes them.
+static void xml_escape(const char *s, char *out, size_t cap) {
+    size_t k = 0;
+    for (; *s && k + 7 < cap; s++) {
+        const char *e = *s == '&' ? "&amp;" : *s == '<' ? "&lt;" : *s == '>' ? "&gt;" : *s == '"' ? "&quot;"
+                      : *s == '\'' ? "&apos;" : NULL;
+        if (e) k += (size_t)sprintf(out + k, "%s", e);
+        else out[k++] = *s;
+    }
+    out[k] = 0;
+}
+
+void assert_svg_readable(const char *svg_path, const char *const *texts, int n) {
+    size_t len;
+    char *svg = read_whole(svg_path, &len);
+    cr_assert(svg, "cannot read %s", svg_path);
+    for (int i = 0; i < n; i++) {
+        char esc[2048];
+        xml_escape(texts[i], esc, sizeof esc);
+        cr_assert(strstr(svg, esc), "%s: the text \"%s\" is missing", svg_path, texts[i]);
+    }
+    free(svg);
+    char png[4200];
+    snprintf(png, sizeof png, "%s.png", svg_path);
+    SvgCheck c;
+    int rc = svg_render_check(svg_path, png, &c);
+    if (rc == 1) cr_skip_test("%s", c.why);
+    cr_assert_eq(rc, 0, "%s: %s", svg_path, c.why);
+    cr_assert_eq(c.ink_outside, 0, "%s: %ld pixels drawn outside its %dx%d box (see %s)", svg_path, c.ink_outside,
+                 c.w, c.h, png);
+    cr_assert_gt(c.ink_inside, 200, "%s renders (nearly) blank: %ld dark pixels (see %s)", svg_path, c.ink_inside,
+                 png);
+}

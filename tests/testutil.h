@@ -52,3 +52,27 @@ void write_jpeg(const char *path, const uint8_t *rgb, int w, int h, int quality)
 
 // Loads the .npy fixture tests/fixtures/<printf(fmt, ...)>.
 Npy fixture_npy(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+// --- rendered pictures (SVG plots) -------------------------------------------
+// What svg_render_check found.
+typedef struct {
+    int w, h;          // the SVG's width and height (px, from its root tag)
+    long ink_outside;  // pixels drawn outside the picture's box
+    long ink_inside;   // dark pixels (a channel < 160) inside it
+    char why[512];     // the failure, when it returns -1
+} SvgCheck;
+// Embeds the SVG file at svg_path, translated by a 40 px margin, in a larger
+// white canvas (as a nested <svg overflow='visible'>, so whatever the picture
+// draws beyond its own box shows instead of being clipped), renders that to
+// png_out with rsvg-convert (librsvg2-bin) and counts ink outside the
+// picture's box (text cut off at an edge draws there; anti-aliasing of the
+// box's own edge is not counted) and dark pixels inside it.
+// Returns 0 when rendered, 1 when rsvg-convert is not installed (the caller
+// skips), -1 on any other failure (why says).
+int svg_render_check(const char *svg_path, const char *png_out, SvgCheck *out);
+// The Criterion form: asserts that the SVG renders, with no ink outside its
+// box and some ink inside (not blank), and that each of texts[0..n) occurs in
+// the file (XML-escaped, as text or tooltip); skips the test (cr_skip_test)
+// when rsvg-convert is missing. The rendering is kept as svg_path + ".png"
+// (where a failing test leaves it to look at).
+void assert_svg_readable(const char *svg_path, const char *const *texts, int n);

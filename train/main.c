@@ -21,7 +21,9 @@ static const char *EPILOG =
     "Learning rate and momentum default to Keras's for the optimizer (SGD 0.01,\n"
     "Adam and RMSprop 0.001). The same --seed gives bit-identical results on\n"
     "any --threads.\n"
-    "  build/train --summary --input-size 150 --classes 2";
+    "  build/train --summary --input-size 150 --classes 2\n"
+    "Exit codes: 0 done; 1 failed; 2 usage error (unknown option, value out of\n"
+    "range); 75 stopped by SIGTERM/SIGINT with HEAD.ckpt saved: rerun with --resume.";
 
 // Out-of-range or contradictory values: the usage error naming them, or NULL.
 static const char *check_options(CliSpec *spec, const TrainOptions *o, const ModelOptions *mo, char *why, size_t n) {
@@ -30,22 +32,19 @@ static const char *check_options(CliSpec *spec, const TrainOptions *o, const Mod
         if (cli_find(spec, from_cache[i])->seen)
             return snprintf(why, n, "--%s is for --summary only: training takes it from the cache", from_cache[i]), why;
 #define BAD(...) return snprintf(why, n, __VA_ARGS__), why
-    if (o->epochs < 1) BAD("--epochs must be >= 1, got %d", o->epochs);
-    if (o->batch < 1) BAD("--batch must be >= 1, got %d", o->batch);
-    if (o->lr_given && !(o->lr > 0)) BAD("--lr must be > 0, got %g", o->lr);
-    if (o->momentum_given && !(o->momentum >= 0 && o->momentum < 1))
-        BAD("--momentum must be in [0, 1), got %g", o->momentum);
-    if (!(o->validation_split >= 0 && o->validation_split < 1))
-        BAD("--validation-split must be in [0, 1), got %g", o->validation_split);
+    // (Single values out of range were refused by cli_parse: see .range.)
+    // An empty path (an unset shell variable) names no file: say which option.
+    const char *paths[] = {"cache", "val-cache", "out"};
+    const char *values[] = {o->cache, o->val_cache, o->out};
+    for (int i = 0; i < 3; i++)
+        if (values[i] && !values[i][0]) BAD("--%s: the path is empty", paths[i]);
     if (o->validation_split > 0 && o->val_cache) BAD("give either --val-cache or --validation-split, not both");
     if (mo->hidden < 0) BAD("--hidden must be >= 0, got %d", mo->hidden);
     if (!(mo->dropout >= 0 && mo->dropout < 1)) BAD("--dropout must be in [0, 1), got %g", mo->dropout);
-    if (o->early_stopping < 0) BAD("--early-stopping must be >= 0, got %d", o->early_stopping);
     if (o->early_stopping > 0 && !o->val_cache && o->validation_split <= 0)
         BAD("--early-stopping watches val_loss: give --val-cache or --validation-split");
     if (o->nesterov && strcmp(o->optimizer, "sgd")) BAD("--nesterov applies to --optimizer sgd only");
     if (o->momentum_given && !strcmp(o->optimizer, "adam")) BAD("--momentum applies to sgd and rmsprop, not adam");
-    if (o->memory_budget_mb < 0) BAD("--memory-budget must be >= 0, got %ld", o->memory_budget_mb);
 #undef BAD
     return NULL;
 }
@@ -55,45 +54,49 @@ int main(int argc, char **argv) {
     TrainOptions o = {0};
     int summary = 0;
     ModelOptions mo;
-    CliOption opts[40] = {
+    CliOption opts[] = {
         {"cache", OPT_STRING, &o.cache, NULL, "TRAIN", "training feature cache written by extract"},
         {"val-cache", OPT_STRING, &o.val_cache, NULL, "VAL", "validation feature cache"},
         {"validation-split", OPT_DOUBLE, &o.validation_split, "0", "F",
-         "use the first fraction F of each class of --cache as validation\n(Keras's validation_split)"},
+         "use the first fraction F of each class of --cache as validation\n(Keras's validation_split)",
+         .range = "[0,1)"},
         {"out", OPT_STRING, &o.out, NULL, "HEAD.h5", "where to write the trained head (Keras HDF5)"},
         {"optimizer", OPT_CHOICE, &o.optimizer, "sgd", NULL, "optimizer, with Keras's defaults", "sgd|adam|rmsprop"},
-        {"lr", OPT_FLOAT, &o.lr, NULL, "LR", "learning rate (default: Keras's for the optimizer; seeds: 1e-3)"},
-        {"momentum", OPT_FLOAT, &o.momentum, NULL, "M", "momentum (SGD, RMSprop; default 0)"},
+        {"lr", OPT_FLOAT, &o.lr, NULL, "LR", "learning rate (default: Keras's for the optimizer; seeds: 1e-3)",
+         .range = ">0"},
+        {"momentum", OPT_FLOAT, &o.momentum, NULL, "M", "momentum (SGD, RMSprop; default 0)", .range = "[0,1)"},
         {"nesterov", OPT_FLAG, &o.nesterov, NULL, NULL, "Nesterov momentum (SGD)"},
-        {"epochs", OPT_INT, &o.epochs, "30", "N", "training epochs (in all, when resuming)"},
-        {"batch", OPT_INT, &o.batch, "20", "N", "batch size"},
+        {"epochs", OPT_INT, &o.epochs, "30", "N", "training epochs (in all, when resuming)", .range = ">=1"},
+        {"batch", OPT_INT, &o.batch, "20", "N", "batch size", .range = ">=1"},
         {"class-weight", OPT_CHOICE, &o.class_weight, "none", NULL,
          "balanced: weight_c = N / (K * N_c), like scikit-learn", "none|balanced"},
         {"early-stopping", OPT_INT, &o.early_stopping, "0", "PATIENCE",
-         "stop after PATIENCE epochs without val_loss improvement (0: off)"},
+         "stop after PATIENCE epochs without val_loss improvement (0: off)", .range = ">=0"},
         {"seed", OPT_LONG, &o.seed, "1", "S", "seed of initialisation, shuffling and dropout"},
-        {"threads", OPT_INT, &o.threads, "0", "N", "CPU threads (0: all cores); results do not depend on it"},
+        {"threads", OPT_INT, &o.threads, "0", "N",
+         "CPU threads (0: the CPUs this job may use, its affinity mask:\ntaskset, Slurm); results do not depend on it",
+         .range = ">=0"},
         {"memory-budget", OPT_LONG, &o.memory_budget_mb, "4096", "MB",
-         "keep features in memory up to this size, else stream them from the cache"},
+         "keep features in memory up to this size, else stream them from the cache", .range = ">=0"},
         {"resume", OPT_FLAG, &o.resume, NULL, NULL, "continue from HEAD.ckpt (settings must match)"},
-        {"quiet", OPT_FLAG, &o.quiet, NULL, NULL, "no progress bars: one line per epoch"},
+        {"quiet", OPT_FLAG, &o.quiet, NULL, NULL, "no progress bars: one line per epoch (warnings still print)"},
         {"summary", OPT_FLAG, &summary, NULL, NULL, "print the model (frozen base + head) and exit"},
+        {0}, {0}, {0}, {0}, {0}, {0}, {0}, {0}, {0},  // room for the model options (8 at most) and the end
     };
-    int n = 18;
-    int first_model_opt = n;
-    n += model_options_add(opts + n, &mo, MOPT_BASE | MOPT_HEAD);
+    int first_model_opt = cli_count(opts);
+    int n = first_model_opt + model_options_add(opts + first_model_opt, &mo, MOPT_BASE | MOPT_HEAD);
     static const char *const shape_only[] = {"model", "input-size", "layer", "classes", NULL};
     model_options_summary_only(opts + first_model_opt, n - first_model_opt, shape_only, "the cache");
     CliSpec spec = {"train", "Train the dense head on cached VGG features (CPU).",
                     "--cache TRAIN [--val-cache VAL | --validation-split F] --out HEAD.h5 [options]", EPILOG, opts,
-                    n};
+                    0};
     int rc = cli_parse(&spec, argc, argv, NULL, NULL);
-    if (rc == CLI_EXIT_OK) return 0;
-    if (rc == CLI_USAGE) return 2;
+    if (rc == CLI_EXIT_OK) return EXIT_DONE;
+    if (rc == CLI_USAGE) return EXIT_USAGE;
     if (summary) return model_options_summary("train", &mo, MOPT_BASE | MOPT_HEAD, SUMMARY_NESTED);
     if (!o.cache || !o.out) {
         cli_error("train", "--cache and --out are required (see --help)");
-        return 2;
+        return EXIT_USAGE;
     }
     o.lr_given = cli_find(&spec, "lr")->seen;
     o.momentum_given = cli_find(&spec, "momentum")->seen;
@@ -101,7 +104,7 @@ int main(int argc, char **argv) {
     const char *bad = check_options(&spec, &o, &mo, why, sizeof why);
     if (bad) {
         cli_error("train", "%s", bad);
-        return 2;
+        return EXIT_USAGE;
     }
     o.hidden = mo.hidden;
     o.dropout = mo.dropout;
@@ -109,7 +112,7 @@ int main(int argc, char **argv) {
     char *command = cli_command_line(argc, argv);
     o.command_line = command;
     int status = train_run(&o);
-    if (status < 0) cli_error("train", NULL), status = 1;
+    if (status < 0) cli_error("train", NULL), status = EXIT_FAILED;
     free(command);
     return status;
 }

@@ -101,7 +101,8 @@ static int evaluate(const Model *m, FeatureSet *fs, int batch, HeadBuffers *hb, 
 
 int train_run(const TrainOptions *o) {
     int status = -1;
-    const int threads = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    // Default: the CPUs this process may run on (taskset, Slurm's allotment).
+    const int threads = o->threads > 0 ? o->threads : parallel_cpus();
     // The head's products run on our pool, and give the same bits on any
     // --threads (see dense.h); BLAS single-threaded for the rest.
     blas_set_threads(1);
@@ -145,9 +146,9 @@ int train_run(const TrainOptions *o) {
                         o->validation_split);
                 goto done;
             }
-            fprintf(stderr, "warning: --validation-split %g leaves no validation records (int(F * n) is 0 for every "
-                            "class): training without validation\n",
-                    o->validation_split);
+            log_printf(stderr, "warning: --validation-split %g leaves no validation records (int(F * n) is 0 for "
+                               "every class): training without validation\n",
+                       o->validation_split);
         }
     } else {
         train = all;
@@ -243,9 +244,9 @@ int train_run(const TrainOptions *o) {
     char shape[64];
     if (cfg.hidden > 0) snprintf(shape, sizeof shape, "%d -> %d -> %d", train.D, cfg.hidden, m.n_outputs);
     else snprintf(shape, sizeof shape, "%d -> %d", train.D, m.n_outputs);
-    printf("Train on %d samples, %d classes (%s); head %s; %s lr %g%s\n", train.n, K,
+    printf("Train on %d samples, %d classes (%s); head %s; %s lr %g%s; %d thread%s\n", train.n, K,
            cfg.binary ? "binary, sigmoid" : "categorical, softmax", shape, optim_kind_name(kind), opt.lr,
-           class_w ? "; balanced class weights" : "");
+           class_w ? "; balanced class weights" : "", threads, threads == 1 ? "" : "s");
     if (has_val) printf("Validate on %d samples\n", val.n);
     fflush(stdout);
     const int steps = (train.n + B - 1) / B;
@@ -289,8 +290,8 @@ int train_run(const TrainOptions *o) {
                 fs.steps_in_epoch = s + 1;
                 fs.epoch_secs = progress_now() - bar.t_start;
                 if (fit_save(&fs, settings, ckpt_path) < 0) goto done;
-                fprintf(stderr, "\n%s: stopped after step %d/%d of epoch %d; state saved in %s: rerun with --resume\n",
-                        stop_signal_name(stopped_by), s + 1, steps, epoch + 1, ckpt_path);
+                log_printf(stderr, "\n%s: stopped after step %d/%d of epoch %d; state saved in %s: rerun with --resume\n",
+                           stop_signal_name(stopped_by), s + 1, steps, epoch + 1, ckpt_path);
                 status = EXIT_STOPPED;
                 goto done;
             }
@@ -306,7 +307,7 @@ int train_run(const TrainOptions *o) {
         }
         float secs = (float)(progress_now() - bar.t_start);
         progress_finish(&bar, metrics);
-        if (o->quiet) printf("Epoch %d/%d - %.1fs - %s\n", epoch + 1, o->epochs, secs, metrics);
+        if (o->quiet) log_printf(stdout, "Epoch %d/%d - %.1fs - %s\n", epoch + 1, o->epochs, secs, metrics);
         fit_end_epoch(&fs, tl, ta, vl, va, secs);
         int stop = has_val && fit_early_stop(&fs, o->early_stopping);
 
@@ -319,8 +320,8 @@ int train_run(const TrainOptions *o) {
             printf("Epoch %d: early stopping (val_loss has not improved for %d epochs)\n", epoch + 1,
                    o->early_stopping);
         if ((stopped_by = stop_requested()) && fs.epochs_done < o->epochs && !stop) {
-            fprintf(stderr, "%s: stopped after epoch %d; state saved in %s: rerun with --resume\n",
-                    stop_signal_name(stopped_by), epoch + 1, ckpt_path);
+            log_printf(stderr, "%s: stopped after epoch %d; state saved in %s: rerun with --resume\n",
+                       stop_signal_name(stopped_by), epoch + 1, ckpt_path);
             status = EXIT_STOPPED;
             goto done;
         }

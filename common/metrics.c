@@ -1,0 +1,71 @@
+#include "metrics.h"
+
+#include <math.h>
+#include <string.h>
+
+void metrics_per_class(const long *conf, int K, ClassMetrics *out) {
+    for (int k = 0; k < K; k++) {
+        ClassMetrics *c = &out[k];
+        memset(c, 0, sizeof *c);
+        c->tp = conf[(long)k * K + k];
+        for (int j = 0; j < K; j++) c->predicted += conf[(long)j * K + k], c->support += conf[(long)k * K + j];
+        c->precision = c->predicted ? (double)c->tp / c->predicted : 0.0;
+        c->recall = c->support ? (double)c->tp / c->support : 0.0;
+        double s = c->precision + c->recall;
+        c->f1 = s > 0 ? 2.0 * c->precision * c->recall / s : 0.0;
+    }
+}
+
+static void average(const ClassMetrics *c, int K, int weighted, double *p, double *r, double *f) {
+    double sp = 0, sr = 0, sf = 0, w = 0;
+    for (int k = 0; k < K; k++) {
+        double wk = weighted ? (double)c[k].support : 1.0;
+        sp += wk * c[k].precision, sr += wk * c[k].recall, sf += wk * c[k].f1, w += wk;
+    }
+    if (p) *p = w > 0 ? sp / w : 0.0;
+    if (r) *r = w > 0 ? sr / w : 0.0;
+    if (f) *f = w > 0 ? sf / w : 0.0;
+}
+
+void metrics_macro(const ClassMetrics *c, int K, double *p, double *r, double *f) { average(c, K, 0, p, r, f); }
+void metrics_weighted(const ClassMetrics *c, int K, double *p, double *r, double *f) { average(c, K, 1, p, r, f); }
+
+void metrics_print(FILE *out, int K, char *const *names, const ClassMetrics *c) {
+    int w = 12;  // as fit_print_report: the longest name, within 12..24
+    for (int k = 0; k < K; k++) w = (int)strlen(names[k]) > w ? (int)strlen(names[k]) : w;
+    if (w > 24) w = 24;
+    long n = 0;
+    for (int k = 0; k < K; k++) n += c[k].support;
+    fprintf(out, "%-*s       f1\n", w + 2, "");
+    for (int k = 0; k < K; k++) fprintf(out, "  %-*.*s %8.4f\n", w, w, names[k], c[k].f1);
+    fprintf(out, "%-*s precision   recall       f1  support\n", w + 2, "");
+    double p, r, f;
+    metrics_macro(c, K, &p, &r, &f);
+    fprintf(out, "  %-*s %9.4f %8.4f %8.4f %8ld\n", w, "macro avg", p, r, f, n);
+    metrics_weighted(c, K, &p, &r, &f);
+    fprintf(out, "  %-*s %9.4f %8.4f %8.4f %8ld\n", w, "weighted avg", p, r, f, n);
+}
+
+// a ranks before b: larger, or equal with a lower index; NaN last.
+static int before(const float *probs, int a, int b) {
+    float x = probs[a], y = probs[b];
+    if (isnan(x) || isnan(y)) return isnan(y) && (!isnan(x) || a < b);
+    return x > y || (x == y && a < b);
+}
+
+int metrics_top_k(const float *probs, int n, int k, int *idx) {
+    if (k > n) k = n;
+    if (k < 0) k = 0;
+    // Insertion into a sorted list of k: O(n k), k is small (a few classes).
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        int at = m;
+        while (at > 0 && before(probs, i, idx[at - 1])) at--;
+        if (at >= k) continue;
+        int last = m < k ? m : k - 1;
+        for (int j = last; j > at; j--) idx[j] = idx[j - 1];
+        idx[at] = i;
+        if (m < k) m++;
+    }
+    return m;
+}

@@ -1,0 +1,39 @@
+// Classification figures from a confusion matrix, and the top k of a
+// probability vector: what `predict --eval` reports beside fit.h's
+// fit_print_report (loss, accuracy, the matrix, precision and recall).
+#pragma once
+#include <stdint.h>
+#include <stdio.h>
+
+// One class's figures from a K x K confusion matrix conf[t * K + p] (rows:
+// true class t, columns: predicted class p, as fit.h's confusion_add fills it).
+// scikit-learn's precision_recall_fscore_support(average=None, zero_division=0):
+//   precision = tp / (column sum), recall = tp / (row sum),
+//   f1 = 2 * precision * recall / (precision + recall),
+// each 0 where its denominator is 0 (scikit-learn's zero_division=0).
+typedef struct {
+    long tp;         // conf[k * K + k]
+    long predicted;  // column sum: samples predicted as k
+    long support;    // row sum: samples whose true class is k
+    double precision, recall, f1;
+} ClassMetrics;
+
+// out: K entries. Computed in double.
+void metrics_per_class(const long *conf, int K, ClassMetrics *out);
+
+// Averages over the K classes (scikit-learn's average='macro': every class
+// counts once; classes without support included, as scikit-learn includes
+// them) and weighted by support (average='weighted'). Any pointer may be NULL.
+void metrics_macro(const ClassMetrics *c, int K, double *precision, double *recall, double *f1);
+void metrics_weighted(const ClassMetrics *c, int K, double *precision, double *recall, double *f1);
+
+// What fit_print_report (fit.h) does not print: each class's F1, then the
+// macro and weighted averages of precision, recall and F1 (the last rows of
+// scikit-learn's classification_report), to out.
+void metrics_print(FILE *out, int K, char *const *class_names, const ClassMetrics *c);
+
+// Indices of the k largest of probs[0..n) in decreasing order; equal values
+// keep the lower index first (so top-1 is Keras's argmax, which takes the
+// first maximum). k is clamped to [0, n]; returns the count written to idx.
+// NaN sorts last.
+int metrics_top_k(const float *probs, int n, int k, int *idx);

@@ -1,0 +1,382 @@
+// predict's results: per-image lines, the running evaluation, the report.
+#include "results.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "fileutil.h"
+#include "image.h"
+#include "metrics.h"
+#include "plot.h"
+#include "progress.h"
+
+// Long side of the contact sheet's thumbnails, in pixels.
+#define THUMB_SIDE 128
+
+void skip_add(SkipList *s, const char *path, const char *reason) {
+    if (s->n == s->cap) {
+        int cap = s->cap ? 2 * s->cap : 16;
+        char **p = realloc(s->path, sizeof(char *) * (size_t)cap);
+        if (p) s->path = p;
+        char **r = realloc(s->reason, sizeof(char *) * (size_t)cap);
+        if (r) s->reason = r;
+        if (!p || !r) return;  // out of memory: the count in the summary still says it
+        s->cap = cap;
+    }
+    s->path[s->n] = strdup(path);
+    s->reason[s->n++] = strdup(reason);
+}
+
+void skip_free(SkipList *s) {
+    for (int i = 0; i < s->n; i++) free(s->path[i]), free(s->reason[i]);
+    free(s->path), free(s->reason);
+    memset(s, 0, sizeof *s);
+}
+
+// JSON string: quotes, backslashes and control bytes escaped; other bytes
+// as they are (file names are bytes; valid UTF-8 stays valid).
+static void json_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
+        else if (*p == '\n') fputs("\\n", f);
+        else if (*p == '\t') fputs("\\t", f);
+        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
+        else fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+// A JSON number; null for NaN and infinities, which JSON cannot write.
+static void json_num(FILE *f, double v) {
+    if (isfinite(v)) fprintf(f, "%.9g", v);
+    else fputs("null", f);
+}
+
+// CSV field (RFC 4180): quoted when it holds a comma, quote or line break.
+static void csv_field(FILE *f, const char *s) {
+    if (!strpbrk(s, ",\"\r\n")) {
+        fputs(s, f);
+        return;
+    }
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"') fputc('"', f);
+        fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+// The K class probabilities of one model output row: a sigmoid's p is the
+// probability of class 1 (Keras's binary class_mode), 1 - p class 0's.
+static void class_probs(const Model *m, const float *row, float *probs) {
+    if (m->n_outputs == 1) {
+        probs[0] = 1.0f - row[0];
+        probs[1] = row[0];
+    } else {
+        memcpy(probs, row, sizeof(float) * (size_t)m->n_outputs);
+    }
+}
+
+void results_header(const Results *r) {
+    if (r->fmt != FMT_CSV) return;
+    fputs("path", r->out);
+    if (r->eval) fputs(",true", r->out);
+    for (int j = 1; j <= r->top_k; j++) fprintf(r->out, ",class_%d,prob_%d", j, j);
+    fputc('\n', r->out);
+}
+
+// One image's line: its top k (probabilities as %.9g in csv and json: the
+// float32 value exactly; %.4f in text, for people).
+static void emit(Results *r, const char *path, int truth) {
+    int k = metrics_top_k(r->probs, r->K, r->top_k, r->idx);
+    FILE *f = r->out;
+    if (r->fmt == FMT_TEXT) {
+        fprintf(f, "%s:", path);
+        for (int j = 0; j < k; j++) fprintf(f, "%s %s %.4f", j ? "," : "", r->names[r->idx[j]], r->probs[r->idx[j]]);
+        if (truth >= 0) fprintf(f, " (true: %s)", r->names[truth]);
+        fputc('\n', f);
+    } else if (r->fmt == FMT_CSV) {
+        csv_field(f, path);
+        if (r->eval) fputc(',', f), csv_field(f, r->names[truth]);
+        for (int j = 0; j < k; j++) {
+            fputc(',', f);
+            csv_field(f, r->names[r->idx[j]]);
+            fprintf(f, ",%.9g", r->probs[r->idx[j]]);
+        }
+        fputc('\n', f);
+    } else {
+        fputs("{\"path\": ", f);
+        json_string(f, path);
+        fputs(", \"top_k\": [", f);
+        for (int j = 0; j < k; j++) {
+            fputs(j ? ", {\"class\": " : "{\"class\": ", f);
+            json_string(f, r->names[r->idx[j]]);
+            fputs(", \"prob\": ", f);
+            json_num(f, r->probs[r->idx[j]]);
+            fputc('}', f);
+        }
+        fputc(']', f);
+        if (truth >= 0) {
+            fputs(", \"true\": ", f);
+            json_string(f, r->names[truth]);
+        }
+        fputs("}\n", f);
+    }
+}
+
+// Keeps mistake x if it is among the max_worst most confident so far.
+static void keep_mistake(Results *r, const char *open_path, float prob, int truth, int pred) {
+    if (r->max_worst <= 0) return;
+    int at = r->n_worst;
+    if (r->n_worst == r->max_worst) {
+        at = 0;  // the least confident kept one (the latest of equals), replaced when x is more confident
+        for (int i = 1; i < r->n_worst; i++)
+            if (r->worst[i].prob < r->worst[at].prob ||
+                (r->worst[i].prob == r->worst[at].prob && r->worst[i].order > r->worst[at].order))
+                at = i;
+        if (!(prob > r->worst[at].prob)) return;
+    }
+    char *copy = strdup(open_path);
+    if (!copy) return;  // out of memory: this one is left off the sheet
+    if (at < r->n_worst) free(r->worst[at].path);
+    else r->n_worst++;
+    r->worst[at] = (Mistake){copy, prob, r->order, truth, pred};
+}
+
+int results_take_batch(Results *r, HeadBuffers *hb, const float *features, int n, char *const *paths,
+                       char *const *open_paths, const int32_t *labels, int32_t *pred) {
+    const Model *m = r->m;
+    if (r->eval) {
+        float loss = head_backward(m, features, labels, NULL, n, hb, NULL, NULL);
+        head_predict_classes(m, hb, n, pred);
+        running_add(&r->run, loss, n, pred, labels);
+        confusion_add(r->conf, r->K, labels, pred, n);
+    }
+    for (int i = 0; i < n; i++) {
+        class_probs(m, hb->probs + (size_t)i * m->n_outputs, r->probs);
+        emit(r, paths[i], r->eval ? labels[i] : -1);
+        if (r->eval && pred[i] != labels[i]) {
+            uint32_t len = (uint32_t)strlen(paths[i]);
+            int32_t rec[2] = {labels[i], pred[i]};
+            float p = r->probs[pred[i]];
+            if (fwrite(&len, sizeof len, 1, r->wrong) != 1 || fwrite(paths[i], 1, len, r->wrong) != len ||
+                fwrite(rec, sizeof rec, 1, r->wrong) != 1 || fwrite(&p, sizeof p, 1, r->wrong) != 1)
+                return err_set("writing the list of misclassified files to a temporary file: %s", strerror(errno));
+            r->n_wrong++;
+            keep_mistake(r, open_paths[i], p, labels[i], pred[i]);
+        }
+        r->order++;
+    }
+    if (ferror(r->out)) return err_set("writing the predictions: %s", strerror(errno));
+    return 0;
+}
+
+// Calls fn for each misclassified record in input order.
+typedef void (*WrongFn)(void *ctx, long i, const char *path, int truth, int pred, float prob);
+static int each_wrong(Results *r, WrongFn fn, void *ctx) {
+    rewind(r->wrong);
+    char *path = NULL;
+    int rc = 0;
+    for (long i = 0; i < r->n_wrong; i++) {
+        uint32_t len;
+        int32_t rec[2];
+        float p;
+        if (fread(&len, sizeof len, 1, r->wrong) != 1 || !(path = realloc(path, len + 1)) ||
+            fread(path, 1, len, r->wrong) != len || fread(rec, sizeof rec, 1, r->wrong) != 1 ||
+            fread(&p, sizeof p, 1, r->wrong) != 1) {
+            rc = err_set("reading back the list of misclassified files");
+            break;
+        }
+        path[len] = '\0';
+        fn(ctx, i, path, rec[0], rec[1], p);
+    }
+    free(path);
+    return rc;
+}
+
+// --- the report -------------------------------------------------------------------
+
+typedef struct {
+    FILE *f;
+    char *const *names;
+} WrongOut;
+
+static void wrong_text(void *ctx, long i, const char *path, int truth, int pred, float prob) {
+    WrongOut *w = ctx;
+    fprintf(w->f, "  %s: true %s, predicted %s (%.4f)\n", path, w->names[truth], w->names[pred], prob);
+}
+
+static void wrong_json(void *ctx, long i, const char *path, int truth, int pred, float prob) {
+    WrongOut *w = ctx;
+    fputs(i ? ",\n    {\"path\": " : "\n    {\"path\": ", w->f);
+    json_string(w->f, path);
+    fputs(", \"true\": ", w->f);
+    json_string(w->f, w->names[truth]);
+    fputs(", \"predicted\": ", w->f);
+    json_string(w->f, w->names[pred]);
+    fprintf(w->f, ", \"prob\": %.9g}", prob);
+}
+
+// The evaluation in words: fit_print_report's loss, accuracy, matrix,
+// precision and recall (what train prints), the F1 and averages, the
+// misclassified files and the skipped ones.
+static int report_text(FILE *f, Results *r, const char *what, const ClassMetrics *cm, const SkipList *skipped) {
+    fit_print_report(f, what, &r->run, r->K, r->names, r->conf);
+    metrics_print(f, r->K, r->names, cm);
+    fprintf(f, "Misclassified: %ld of %.0f\n", r->n_wrong, r->run.n);
+    WrongOut w = {f, r->names};
+    if (each_wrong(r, wrong_text, &w) < 0) return -1;
+    if (skipped->n) {
+        fprintf(f, "Skipped %d file%s (not counted above):\n", skipped->n, skipped->n == 1 ? "" : "s");
+        for (int i = 0; i < skipped->n; i++) fprintf(f, "  %s: %s\n", skipped->path[i], skipped->reason[i]);
+    }
+    return 0;
+}
+
+static int report_json(FILE *f, Results *r, const char *what, const char *data, const ClassMetrics *cm,
+                       const SkipList *skipped) {
+    fputs("{\n  \"what\": ", f);
+    json_string(f, what);
+    fputs(",\n  \"data\": ", f);
+    json_string(f, data);
+    fprintf(f, ",\n  \"n\": %.0f,\n  \"correct\": %ld,\n  \"loss\": ", r->run.n, r->run.correct);
+    json_num(f, running_loss(&r->run));
+    fputs(",\n  \"accuracy\": ", f);
+    json_num(f, running_acc(&r->run));
+    fputs(",\n  \"classes\": [", f);
+    for (int k = 0; k < r->K; k++) {
+        if (k) fputs(", ", f);
+        json_string(f, r->names[k]);
+    }
+    fputs("],\n  \"confusion\": [", f);
+    for (int t = 0; t < r->K; t++) {
+        fputs(t ? ", [" : "[", f);
+        for (int p = 0; p < r->K; p++) fprintf(f, "%s%ld", p ? ", " : "", r->conf[t * r->K + p]);
+        fputc(']', f);
+    }
+    fputs("],\n  \"per_class\": [", f);
+    for (int k = 0; k < r->K; k++) {
+        fputs(k ? ",\n    {\"class\": " : "\n    {\"class\": ", f);
+        json_string(f, r->names[k]);
+        fprintf(f, ", \"precision\": %.9g, \"recall\": %.9g, \"f1\": %.9g, \"support\": %ld}", cm[k].precision,
+                cm[k].recall, cm[k].f1, cm[k].support);
+    }
+    double p, rc, f1;
+    metrics_macro(cm, r->K, &p, &rc, &f1);
+    fprintf(f, "],\n  \"macro\": {\"precision\": %.9g, \"recall\": %.9g, \"f1\": %.9g}", p, rc, f1);
+    metrics_weighted(cm, r->K, &p, &rc, &f1);
+    fprintf(f, ",\n  \"weighted\": {\"precision\": %.9g, \"recall\": %.9g, \"f1\": %.9g}", p, rc, f1);
+    fputs(",\n  \"misclassified\": [", f);
+    WrongOut w = {f, r->names};
+    if (each_wrong(r, wrong_json, &w) < 0) return -1;
+    fputs("],\n  \"skipped\": [", f);
+    for (int i = 0; i < skipped->n; i++) {
+        fputs(i ? ",\n    {\"path\": " : "\n    {\"path\": ", f);
+        json_string(f, skipped->path[i]);
+        fputs(", \"reason\": ", f);
+        json_string(f, skipped->reason[i]);
+        fputc('}', f);
+    }
+    fputs("]\n}\n", f);
+    return 0;
+}
+
+static int cmp_mistake(const void *a, const void *b) {
+    const Mistake *x = a, *y = b;
+    if (x->prob != y->prob) return x->prob > y->prob ? -1 : 1;
+    return x->order < y->order ? -1 : x->order > y->order;
+}
+
+// PREFIX_errors.svg: the kept mistakes, most confident first, as thumbnails
+// of about THUMB_SIDE pixels on the long side, decoded again from their
+// files (RGB before preprocessing). A file that cannot be read any more is
+// left out with a warning.
+static int write_contact_sheet(const char *path, Results *r, const char *title) {
+    qsort(r->worst, (size_t)r->n_worst, sizeof(Mistake), cmp_mistake);
+    PlotThumb *thumbs = calloc((size_t)(r->n_worst ? r->n_worst : 1), sizeof(PlotThumb));
+    char (*lines)[2][160] = calloc((size_t)(r->n_worst ? r->n_worst : 1), sizeof *lines);
+    int n = 0, rc = thumbs && lines ? 0 : err_set("out of memory");
+    for (int i = 0; rc == 0 && i < r->n_worst; i++) {
+        const Mistake *x = &r->worst[i];
+        Image img;
+        if (image_decode_file(x->path, NULL, &img, NULL) < 0) {
+            log_printf(stderr, "warning: left out of %s: %s\n", path, err_msg());
+            continue;
+        }
+        int side = img.w > img.h ? img.w : img.h;
+        int w = img.w, h = img.h;
+        if (side > THUMB_SIDE) {
+            w = (int)lround((double)img.w * THUMB_SIDE / side), h = (int)lround((double)img.h * THUMB_SIDE / side);
+            w = w < 1 ? 1 : w, h = h < 1 ? 1 : h;
+        }
+        uint8_t *rgb = malloc((size_t)w * h * 3);
+        if (!rgb || image_resize(img.rgb, img.w, img.h, rgb, w, h, INTERP_BILINEAR) < 0) {
+            free(rgb);
+            image_free(&img);
+            rc = err_set("out of memory for a thumbnail of %s", x->path);
+            break;
+        }
+        image_free(&img);
+        snprintf(lines[n][0], sizeof lines[n][0], "true: %s", r->names[x->truth]);
+        snprintf(lines[n][1], sizeof lines[n][1], "pred: %s %.3f", r->names[x->pred], x->prob);
+        thumbs[n] = (PlotThumb){rgb, h, w, lines[n][0], lines[n][1]};
+        n++;
+    }
+    if (rc == 0) rc = plot_contact_sheet_svg(path, title, n, thumbs, 0);
+    for (int i = 0; i < n; i++) free((void *)thumbs[i].rgb);
+    free(thumbs), free(lines);
+    return rc;
+}
+
+int results_finish(Results *r, const char *report, const char *what, const char *data, const SkipList *skipped) {
+    ClassMetrics *cm = malloc(sizeof(ClassMetrics) * (size_t)r->K);
+    if (!cm) return err_set("out of memory");
+    metrics_per_class(r->conf, r->K, cm);
+    // stdout holds the csv or json lines: the report goes beside them.
+    FILE *screen = r->fmt == FMT_TEXT ? stdout : stderr;
+    fflush(stdout);
+    int rc = report_text(screen, r, what, cm, skipped);
+    fflush(screen);
+    if (rc == 0 && report) {
+        char path[PATH_MAX + 32], title[PATH_MAX + 200];
+        AtomicFile af;
+        snprintf(path, sizeof path, "%s_report.%s", report, r->fmt == FMT_JSON ? "json" : "txt");
+        FILE *f = atomic_open(&af, path);
+        if (!f) rc = -1;
+        if (rc == 0) {
+            if (r->fmt == FMT_JSON) rc = report_json(f, r, what, data, cm, skipped);
+            else fprintf(f, "%s on %s\n", what, data), rc = report_text(f, r, what, cm, skipped);
+            if (rc == 0) rc = atomic_commit(&af);
+            else atomic_abort(&af);
+        }
+        if (rc == 0) {
+            snprintf(path, sizeof path, "%s_confusion.svg", report);
+            snprintf(title, sizeof title, "%s: accuracy %.4f (%ld/%.0f)", data, running_acc(&r->run), r->run.correct,
+                     r->run.n);
+            rc = plot_confusion_svg(path, title, r->K, r->names, r->conf);
+        }
+        if (rc == 0) {
+            snprintf(path, sizeof path, "%s_errors.svg", report);
+            snprintf(title, sizeof title, "%s: %ld misclassified of %.0f%s", data, r->n_wrong, r->run.n,
+                     r->n_wrong > r->n_worst ? " (the most confident shown)" : "");
+            rc = write_contact_sheet(path, r, title);
+        }
+        if (rc == 0)
+            log_printf(stderr, "Wrote %s_report.%s, %s_confusion.svg, %s_errors.svg\n", report,
+                       r->fmt == FMT_JSON ? "json" : "txt", report, report);
+    }
+    free(cm);
+    return rc;
+}
+
+void results_free(Results *r) {
+    if (r->wrong) fclose(r->wrong);
+    for (int i = 0; i < r->n_worst; i++) free(r->worst[i].path);
+    free(r->worst), free(r->conf), free(r->probs), free(r->idx);
+    memset(r, 0, sizeof *r);
+}

@@ -1,0 +1,245 @@
+# The vggft pipeline as make targets: extract -> train -> finetune ->
+# predict --eval, each a real file that is remade only when what it was made
+# from changed.
+#
+#   make -f scripts/pipeline.mk DATA=data/train VAL=data/validation \
+#        WEIGHTS=imagenet OUT=run1 TRAIN_ARGS='--lr 1e-3 --epochs 30'
+#   make pipeline DATA=... VAL=... WEIGHTS=... OUT=...   (from the top Makefile)
+# Partial targets (caches, head, model, report) go after the -f form:
+#   make -f scripts/pipeline.mk BIN=build DATA=... OUT=... head
+#
+# What each target depends on:
+#   OUT/cache/train.done  the training images (a listing of the files Keras
+#                         lists in DATA: their paths, sizes and mtimes), the
+#                         weights (WEIGHTS: the file's size and mtime, when
+#                         it is one) and the extraction settings
+#                         (EXTRACT_ARGS, DATA, WEIGHTS)
+#   OUT/cache/val.done    the same for VAL
+#   OUT/head.h5           both caches and the head settings (TRAIN_ARGS)
+#   OUT/model.h5          the head, both caches (their content: the images'
+#                         bytes, labels and the weights' features) and the
+#                         fine-tuning settings (FINETUNE_ARGS)
+#   OUT/eval_report.txt   predict --eval on VAL: the model (the head with
+#                         FINETUNE=0), the validation cache (its images) and
+#                         PREDICT_ARGS (only when BIN/predict exists and VAL
+#                         is given)
+# so changing TRAIN_ARGS reruns train and what follows, never extract; a
+# second make with nothing changed does nothing.
+#
+# How make sees changes it cannot see in mtimes: every run of this file
+# writes OUT/.pipeline/NAME.listing (the image files, `find -L`, with sizes
+# and mtimes, sorted) and OUT/.pipeline/NAME.* settings (the variables a
+# stage reads), each only when its text differs from the file's, so their
+# mtimes move exactly when an image was added, removed or changed, or a
+# setting changed. That happens while make reads this file (before any rule
+# runs), also under make -n and make -q. Files Keras does not list (notes.txt,
+# a .csv) are not in the listing: they rerun nothing.
+#
+# Features, not files: a cache's stamp OUT/cache/NAME.done holds what
+# `extract --info` says of the cache's content (settings, records per class,
+# the records' count, keys and digest) and is rewritten only when that
+# changed. A touched or copied-back image (same bytes), a moved folder, or
+# a replaced weights file of the same values makes extract run (it keeps
+# every record whose file is unchanged: a quick rerun) but leaves the stamp,
+# and with it train, finetune and predict, alone; the listing's mtime is then
+# set back to the stamp's so that the next make does nothing (GNU make does
+# not remake a target whose prerequisite's recipe left it unchanged).
+#
+# Interrupted runs: a cache is a folder that extract fills as it goes; its
+# stamp is written only after extract exited 0 (and is out of date while a
+# later run did not finish); the tools write their .h5 outputs atomically
+# (temporary file, rename); the report is moved into place after its
+# pictures; .DELETE_ON_ERROR removes a target whose recipe failed. Rerunning
+# make continues an interrupted stage: extract always gets --overwrite (the
+# pipeline's cache belongs to its DATA), which keeps every record when the
+# cache has this run's settings and starts it over when they differ (renamed
+# class, other weights, other EXTRACT_ARGS); train or finetune resume from
+# their checkpoint (--resume) when that checkpoint is newer than every
+# prerequisite of its target, i.e. was written by a run of these very inputs
+# and settings (RESUME=0 or make -B: start over).
+#
+# Forcing a stage: `make -B ...` redoes every stage (extract keeps its
+# records: same features; train and finetune start over). One stage: remove
+# its outputs, checkpoint included (rm OUT/head.h5 OUT/head.ckpt); a cache
+# from scratch: rm -r OUT/cache/train OUT/cache/train.done.
+#
+# make -j is safe: each file is written by one rule only (the two caches run
+# in parallel, each with its own threads: add --threads N to EXTRACT_ARGS to
+# share the cores). Two makes on one OUT: each stage holds a lock
+# (OUT/.pipeline/STAGE.lock, flock(1) of util-linux) while it runs, and a
+# make that finds a stage's lock held stops with an error saying so.
+#
+# Refused before anything is written: paths (DATA, VAL, OUT, WEIGHTS, BIN)
+# with spaces or quotes (make's own limit); OUT inside DATA or VAL (the
+# listing would see the pipeline's own files). Not tracked: the tools'
+# binaries (a rebuilt tool does not rerun the pipeline: make -B) and what
+# WEIGHTS=imagenet resolves to.
+
+BIN      ?= build
+DATA     ?=
+VAL      ?=
+WEIGHTS  ?= imagenet
+OUT      ?= pipeline
+# Options of each stage, passed as they are (see each tool's --help).
+EXTRACT_ARGS  ?=
+TRAIN_ARGS    ?=
+FINETUNE_ARGS ?=
+PREDICT_ARGS  ?=
+# FINETUNE=0: stop after the head (the report then evaluates the head).
+FINETUNE ?= 1
+RESUME   ?= 1
+
+.DELETE_ON_ERROR:
+.SUFFIXES:
+.PHONY: all caches head model report
+
+# --- checks, before anything is created ---------------------------------------
+# A path make can pass to the shell: one word, no quotes.
+pipeline_bad_path = $(or $(filter-out 1,$(words $2)),$(findstring ',$2),$(findstring ",$2))
+$(foreach v,DATA VAL OUT WEIGHTS BIN,$(if $(call pipeline_bad_path,$v,$($v)),\
+  $(error $v='$($v)': paths with spaces or quotes are not supported (make splits them); use a link without them)))
+ifeq ($(strip $(DATA)),)
+  $(error DATA=DIR is required: the training images, one subfolder per class)
+endif
+ifeq ($(wildcard $(DATA)/.),)
+  $(error DATA=$(DATA): no such folder)
+endif
+ifneq ($(strip $(VAL)),)
+  ifeq ($(wildcard $(VAL)/.),)
+    $(error VAL=$(VAL): no such folder)
+  endif
+endif
+ifeq ($(strip $(OUT)),)
+  $(error OUT=DIR must not be empty)
+endif
+# OUT inside DATA or VAL (or equal): the listing would take the pipeline's
+# files for images. Compared as written (abspath) and with links resolved.
+pipeline_out_abs := $(abspath $(OUT)) $(realpath $(OUT))
+pipeline_inside = $(strip $(foreach d,$(abspath $2) $(realpath $2),$(filter $d $d/%,$(pipeline_out_abs))))
+$(foreach v,DATA VAL,$(if $(strip $($v)),$(if $(call pipeline_inside,$v,$($v)),\
+  $(error OUT=$(OUT) lies inside $v=$($v): its images' listing would include the pipeline's own files; put OUT elsewhere))))
+
+S := $(OUT)/.pipeline
+# The weights as a file, when WEIGHTS names one (not imagenet, random).
+WEIGHTS_FILE := $(filter-out imagenet random,$(WEIGHTS))
+ifneq ($(WEIGHTS_FILE),)
+  ifeq ($(wildcard $(WEIGHTS_FILE)),)
+    $(error WEIGHTS=$(WEIGHTS): no such file (or imagenet, random))
+  endif
+endif
+# -B (make -B, --always-make): train and finetune start over too.
+ifneq ($(findstring B,$(filter-out --%,$(firstword -$(MAKEFLAGS)))),)
+  RESUME := 0
+endif
+
+# $(call pipeline_keep,FILE,TEXT): FILE holds TEXT (plus a newline), rewritten
+# only when it differs, so its mtime says when TEXT last changed.
+pipeline_keep = $(file >$1.tmp,$2)$(shell cmp -s '$1.tmp' '$1' && rm -f '$1.tmp' || mv -f '$1.tmp' '$1')
+# $(call pipeline_listing,FILE,DIR): FILE holds DIR's images (path, size,
+# mtime), sorted; rewritten only when it differs. Images: the files of the
+# class folders whose names Keras lists (common/dataset.c: png, jpg, jpeg,
+# bmp, ppm, tif, tiff, any case). find -L also follows links to folders
+# inside a class, which Keras does not: at worst a needless extract run.
+PIPELINE_IMAGES := \( -iname '*.png' -o -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.bmp' -o -iname '*.ppm' \
+                      -o -iname '*.tif' -o -iname '*.tiff' \)
+pipeline_listing = $(shell find -L '$2' -mindepth 2 -type f $(PIPELINE_IMAGES) -printf '%P %s %T@\n' | \
+                     LC_ALL=C sort >'$1.tmp' && { cmp -s '$1.tmp' '$1' && rm -f '$1.tmp' || mv -f '$1.tmp' '$1'; })
+WEIGHTS_ID := $(if $(WEIGHTS_FILE),$(shell stat -L -c '%s %Y' '$(WEIGHTS_FILE)'))
+
+$(shell mkdir -p '$(S)' '$(OUT)/cache')
+$(call pipeline_listing,$(S)/train.listing,$(DATA))
+$(call pipeline_keep,$(S)/train.extract,data=$(abspath $(DATA)) weights=$(WEIGHTS) $(WEIGHTS_ID) $(EXTRACT_ARGS))
+$(call pipeline_keep,$(S)/head.settings,$(TRAIN_ARGS))
+$(call pipeline_keep,$(S)/model.settings,weights=$(WEIGHTS) $(FINETUNE_ARGS))
+ifneq ($(strip $(VAL)),)
+  $(call pipeline_listing,$(S)/val.listing,$(VAL))
+  $(call pipeline_keep,$(S)/val.extract,data=$(abspath $(VAL)) weights=$(WEIGHTS) $(WEIGHTS_ID) $(EXTRACT_ARGS))
+  $(call pipeline_keep,$(S)/report.settings,finetune=$(FINETUNE) weights=$(WEIGHTS) $(PREDICT_ARGS))
+endif
+
+CACHES := $(OUT)/cache/train.done $(if $(strip $(VAL)),$(OUT)/cache/val.done)
+VAL_CACHE := $(if $(strip $(VAL)),$(OUT)/cache/val.done)
+HEAD   := $(OUT)/head.h5
+MODEL  := $(OUT)/model.h5
+REPORT_EXT := $(if $(findstring json,$(PREDICT_ARGS)),json,txt)
+REPORT := $(OUT)/eval_report.$(REPORT_EXT)
+
+# The last stage there is: the report needs predict and a validation folder.
+ifneq ($(and $(wildcard $(BIN)/predict),$(strip $(VAL))),)
+  all: $(REPORT)
+else ifeq ($(FINETUNE),1)
+  all: $(MODEL)
+else
+  all: $(HEAD)
+endif
+caches: $(CACHES)
+head: $(HEAD)
+model: $(MODEL)
+report: $(REPORT)
+
+# $(call pipeline_resume,CKPT): sets r=--resume when CKPT is newer than every
+# prerequisite of the target (a run of these inputs and settings that did not
+# finish wrote it); r= otherwise (the tool then replaces the checkpoint).
+pipeline_resume = r=; $(if $(filter 1,$(RESUME)),if [ -f '$1' ]$(foreach p,$^, && [ '$1' -nt '$p' ]); then r=--resume; fi;)
+# $(call pipeline_lock,STAGE): holds OUT/.pipeline/STAGE.lock (fd 9, kept by
+# the tool the recipe starts) or stops, when another make holds it. Without
+# flock(1): no lock.
+FLOCK := $(shell command -v flock 2>/dev/null)
+pipeline_lock = $(if $(FLOCK),exec 9>'$(S)/$1.lock' && { flock -n 9 || { echo "pipeline.mk: another make is running \
+  stage '$1' on $(OUT) (it holds $(S)/$1.lock): wait for it to finish and rerun" >&2; exit 1; }; };)
+
+# --- extract: one cache per folder -------------------------------------------
+# extract always gets --overwrite: the same settings resume the cache (only new
+# or changed images are extracted, the rest kept), others start it over. The
+# stamp is the cache's content (extract --info, less the lines about where and
+# when), rewritten only when it changed; when it did not, the listing and
+# settings are set back to the stamp's mtime so that the stamp stays current.
+$(OUT)/cache/train.done: DIR := $(DATA)
+$(OUT)/cache/val.done:   DIR := $(VAL)
+$(OUT)/cache/%.done: $(S)/%.listing $(S)/%.extract
+	@$(call pipeline_lock,$*) \
+	echo "$(BIN)/extract --data $(DIR) --cache $(OUT)/cache/$* --weights $(WEIGHTS) $(EXTRACT_ARGS) --overwrite"; \
+	'$(BIN)/extract' --data '$(DIR)' --cache '$(OUT)/cache/$*' --weights '$(WEIGHTS)' $(EXTRACT_ARGS) --overwrite \
+	    || exit $$?; \
+	'$(BIN)/extract' --info '$(OUT)/cache/$*' >'$(S)/$*.info' || exit $$?; \
+	grep -v -e '^cache:' -e '^image folder:' -e '^made by:' -e '^on disk:' '$(S)/$*.info' >'$(S)/$*.content'; \
+	if [ -f '$@' ] && cmp -s '$(S)/$*.content' '$@'; then \
+	    rm -f '$(S)/$*.content'; touch -r '$@' '$(S)/$*.listing' '$(S)/$*.extract'; \
+	    echo "$(OUT)/cache/$*: the features did not change: what was made from them is kept"; \
+	else mv -f '$(S)/$*.content' '$@'; fi
+
+# --- train: the head, from the caches ----------------------------------------
+$(HEAD): $(CACHES) $(S)/head.settings
+	@$(call pipeline_lock,head) rm -f '$@'; \
+	$(call pipeline_resume,$(OUT)/head.ckpt) \
+	echo "$(BIN)/train --cache $(OUT)/cache/train $(if $(strip $(VAL)),--val-cache $(OUT)/cache/val) --out $@ $(TRAIN_ARGS) $$r"; \
+	'$(BIN)/train' --cache '$(OUT)/cache/train' $(if $(strip $(VAL)),--val-cache '$(OUT)/cache/val') --out '$@' \
+	    $(TRAIN_ARGS) $$r
+
+# --- finetune: the top of the base with the head, from the images ------------
+# The images of DATA and VAL through the caches' stamps: they change with the
+# images' bytes and labels (and the weights' features), not with mtimes.
+$(MODEL): $(HEAD) $(CACHES) $(S)/model.settings
+	@$(call pipeline_lock,model) rm -f '$@'; \
+	$(call pipeline_resume,$(OUT)/model.ckpt) \
+	echo "$(BIN)/finetune --data $(DATA) $(if $(strip $(VAL)),--val-data $(VAL)) --weights $(WEIGHTS) --head $(HEAD) --out $@ $(FINETUNE_ARGS) $$r"; \
+	'$(BIN)/finetune' --data '$(DATA)' $(if $(strip $(VAL)),--val-data '$(VAL)') --weights '$(WEIGHTS)' \
+	    --head '$(HEAD)' --out '$@' $(FINETUNE_ARGS) $$r
+
+# --- predict --eval: the report on the validation folder ---------------------
+# predict --report PREFIX writes PREFIX_report.txt (.json with --format json
+# in PREDICT_ARGS), PREFIX_confusion.svg and PREFIX_errors.svg, one after the
+# other; its per-image lines go to OUT/eval_predictions.txt. They are made in
+# OUT/.pipeline/eval/ and moved into OUT with the report last, so the target
+# exists only with all its pictures. Exit 3 (some images could not be read:
+# reported, skipped, the rest evaluated) counts as done, as extract's skips do.
+EVAL_FROM = $(if $(filter 1,$(FINETUNE)),--model '$(MODEL)',--head '$(HEAD)' --weights '$(WEIGHTS)')
+$(REPORT): $(if $(filter 1,$(FINETUNE)),$(MODEL),$(HEAD)) $(VAL_CACHE) $(S)/report.settings
+	@$(call pipeline_lock,report) rm -f '$@'; rm -rf '$(S)/eval'; mkdir -p '$(S)/eval'; \
+	echo "$(BIN)/predict $(EVAL_FROM) --eval $(VAL) --report $(OUT)/eval $(PREDICT_ARGS)"; \
+	'$(BIN)/predict' $(EVAL_FROM) --eval '$(VAL)' --report '$(S)/eval/eval' $(PREDICT_ARGS) \
+	    >'$(S)/eval/predictions.txt'; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 3 ] || exit $$rc; \
+	mv -f '$(S)/eval/predictions.txt' '$(OUT)/eval_predictions.txt' && \
+	mv -f '$(S)/eval/eval_confusion.svg' '$(S)/eval/eval_errors.svg' '$(OUT)/' && \
+	mv -f '$(S)/eval/eval_report.$(REPORT_EXT)' '$@' && rmdir '$(S)/eval' && \
+	echo "Wrote $@, $(OUT)/eval_confusion.svg, $(OUT)/eval_errors.svg, $(OUT)/eval_predictions.txt"

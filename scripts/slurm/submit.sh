@@ -1,0 +1,146 @@
+#!/bin/bash
+# Submits the whole vggft pipeline as a chain of Slurm jobs, each starting
+# when the ones it needs ended well (--dependency=afterok):
+#
+#   extract DATA   job array over --shard I/N  (GPU partition)  -+
+#   extract VAL    one job                     (GPU partition)   |
+#   merge          the shards into one cache   (CPU partition) <-+ (after the array)
+#   train          the head                    (CPU partition)  after merge + VAL
+#   finetune       the top of the base         (GPU partition)  after train; --requeue,
+#                                                               --signal: checkpoints, resumes
+#   predict --eval the report on VAL           (GPU partition)  after finetune
+#
+# Settings are environment variables or NAME=VALUE arguments:
+#   scripts/slurm/submit.sh DATA=data/train VAL=data/validation OUT=runs/r1 \
+#       WEIGHTS=weights/vgg16_notop.h5 GPU_PARTITION=gpu CPU_PARTITION=cpu
+# Prints the job IDs, also written to OUT/jobs.txt; logs go to OUT/logs/.
+# A job that fails cancels the jobs after it (--kill-on-invalid-dep=yes); an
+# sbatch that fails cancels the jobs this script had submitted (scancel) and
+# says so, so that no half chain is left queued. An unknown NAME (a typo) is
+# refused with the list of known ones.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+
+# The settings this script reads (below), for NAME=VALUE arguments.
+KNOWN="DATA VAL OUT WEIGHTS BIN SHARDS SHARDS_AT_ONCE CPU_PARTITION GPU_PARTITION GPU_GRES EXTRACT_CPUS MERGE_CPUS
+TRAIN_CPUS FINETUNE_CPUS PREDICT_CPUS EXTRACT_TIME MERGE_TIME TRAIN_TIME FINETUNE_TIME PREDICT_TIME SIGNAL_LEAD
+SBATCH_ARGS EXTRACT_ARGS TRAIN_ARGS FINETUNE_ARGS PREDICT_ARGS"
+for arg in "$@"; do
+    case $arg in
+    -h | --help)
+        sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+        echo "Settings: $(echo $KNOWN)"
+        exit 0
+        ;;
+    [A-Z]*=*)
+        name=${arg%%=*}
+        case " $(echo $KNOWN) " in
+        *" $name "*) export "$name=${arg#*=}" ;;
+        *) echo "submit.sh: unknown setting '$name' (a typo?); known: $(echo $KNOWN)" >&2; exit 2 ;;
+        esac
+        ;;
+    *) echo "submit.sh: expected NAME=VALUE, got '$arg' (--help)" >&2; exit 2 ;;
+    esac
+done
+
+: "${DATA:?DATA=DIR: the training images, one subfolder per class}"
+VAL=${VAL:-}                      # validation images (none: no val cache, no report)
+OUT=${OUT:-slurm-run}             # caches, models, reports, logs
+WEIGHTS=${WEIGHTS:-imagenet}      # FILE | imagenet | random
+BIN=${BIN:-$repo/build}           # the tools (a build every node can run)
+SHARDS=${SHARDS:-4}               # extraction array width (--shard I/N)
+SHARDS_AT_ONCE=${SHARDS_AT_ONCE:-}  # at most this many shards running at once (empty: no limit)
+CPU_PARTITION=${CPU_PARTITION:-cpu}
+GPU_PARTITION=${GPU_PARTITION:-gpu}
+GPU_GRES=${GPU_GRES---gres=gpu:1}  # the GPU request of GPU jobs (set empty for none)
+EXTRACT_CPUS=${EXTRACT_CPUS:-8} MERGE_CPUS=${MERGE_CPUS:-1} TRAIN_CPUS=${TRAIN_CPUS:-8}
+FINETUNE_CPUS=${FINETUNE_CPUS:-8} PREDICT_CPUS=${PREDICT_CPUS:-8}
+EXTRACT_TIME=${EXTRACT_TIME:-04:00:00} MERGE_TIME=${MERGE_TIME:-01:00:00} TRAIN_TIME=${TRAIN_TIME:-02:00:00}
+FINETUNE_TIME=${FINETUNE_TIME:-12:00:00} PREDICT_TIME=${PREDICT_TIME:-01:00:00}
+SIGNAL_LEAD=${SIGNAL_LEAD:-300}   # SIGTERM this many seconds before a time limit: the tools save and requeue
+SBATCH_ARGS=${SBATCH_ARGS:-}      # more sbatch options for every job (--account, --qos, --mem ...)
+EXTRACT_ARGS=${EXTRACT_ARGS:-} TRAIN_ARGS=${TRAIN_ARGS:-} FINETUNE_ARGS=${FINETUNE_ARGS:-} PREDICT_ARGS=${PREDICT_ARGS:-}
+
+[ -d "$DATA" ] || { echo "submit.sh: DATA=$DATA: no such folder" >&2; exit 2; }
+[ -z "$VAL" ] || [ -d "$VAL" ] || { echo "submit.sh: VAL=$VAL: no such folder" >&2; exit 2; }
+for tool in extract train finetune; do
+    [ -x "$BIN/$tool" ] || { echo "submit.sh: $BIN/$tool not found: build it (make) or set BIN" >&2; exit 2; }
+done
+[[ $SHARDS =~ ^[1-9][0-9]*$ ]] || { echo "submit.sh: SHARDS=$SHARDS: want a count >= 1" >&2; exit 2; }
+predict=1
+if [ -z "$VAL" ]; then predict=0; echo "note: no VAL: no validation cache and no report"
+elif [ ! -x "$BIN/predict" ]; then predict=0; echo "note: $BIN/predict not found: no report"; fi
+
+abs() { realpath -m -- "$1"; }
+DATA=$(abs "$DATA") OUT=$(abs "$OUT") BIN=$(abs "$BIN")
+if [ -n "$VAL" ]; then VAL=$(abs "$VAL"); fi
+case $WEIGHTS in imagenet | random) ;; *) WEIGHTS=$(abs "$WEIGHTS") ;; esac
+mkdir -p "$OUT/cache" "$OUT/logs"
+
+# What the job scripts read (sbatch passes the environment on: --export=ALL).
+export VGGFT_SLURM_DIR=$here VGGFT_BIN=$BIN VGGFT_WEIGHTS=$WEIGHTS VGGFT_EXTRACT_ARGS=$EXTRACT_ARGS \
+    VGGFT_TRAIN_ARGS=$TRAIN_ARGS VGGFT_FINETUNE_ARGS=$FINETUNE_ARGS VGGFT_PREDICT_ARGS=$PREDICT_ARGS
+
+# submit VAR sbatch-args...: submits a job and sets VAR to its ID. Every job:
+# logs in OUT/logs, a failed dependency cancels it, the extra SBATCH_ARGS.
+# When sbatch fails, the jobs submitted so far are cancelled (they would wait
+# for, or feed, jobs that do not exist) and the script stops.
+submitted=()
+submit() {
+    local var=$1 out
+    shift
+    # shellcheck disable=SC2086
+    if ! out=$(sbatch --parsable --export=ALL --kill-on-invalid-dep=yes --chdir="$OUT" $SBATCH_ARGS "$@"); then
+        if [ ${#submitted[@]} -gt 0 ]; then
+            echo "submit.sh: sbatch failed (its message is above): cancelling the ${#submitted[@]} job(s) already" \
+                "submitted: ${submitted[*]}" >&2
+            scancel "${submitted[@]}" || echo "submit.sh: scancel failed: cancel ${submitted[*]} by hand" >&2
+        else
+            echo "submit.sh: sbatch failed (its message is above): nothing was submitted" >&2
+        fi
+        exit 1
+    fi
+    out=${out%%;*}
+    submitted+=("$out")
+    printf -v "$var" '%s' "$out"
+}
+gpu() { echo "--partition=$GPU_PARTITION $GPU_GRES"; }
+cpu() { echo "--partition=$CPU_PARTITION"; }
+
+# shellcheck disable=SC2046
+{
+    array=0-$((SHARDS - 1))${SHARDS_AT_ONCE:+%$SHARDS_AT_ONCE}
+    submit ex $(gpu) --array="$array" --cpus-per-task="$EXTRACT_CPUS" --time="$EXTRACT_TIME" \
+        --signal=B:TERM@"$SIGNAL_LEAD" --output="$OUT/logs/extract-%A_%a.out" \
+        "$here/extract.sh" "$DATA" "$OUT/cache/train"
+    submit merge $(cpu) --dependency=afterok:"$ex" --cpus-per-task="$MERGE_CPUS" --time="$MERGE_TIME" \
+        --output="$OUT/logs/merge-%j.out" "$here/merge.sh" "$OUT/cache/train" "$SHARDS"
+    after=$merge val_cache="" exval=""
+    if [ -n "$VAL" ]; then
+        submit exval $(gpu) --cpus-per-task="$EXTRACT_CPUS" --time="$EXTRACT_TIME" --signal=B:TERM@"$SIGNAL_LEAD" \
+            --job-name=vggft-extract-val --output="$OUT/logs/extract-val-%j.out" \
+            "$here/extract.sh" "$VAL" "$OUT/cache/val"
+        after=$merge:$exval val_cache=$OUT/cache/val
+    fi
+    submit train $(cpu) --dependency=afterok:"$after" --cpus-per-task="$TRAIN_CPUS" --time="$TRAIN_TIME" \
+        --signal=B:TERM@"$SIGNAL_LEAD" --output="$OUT/logs/train-%j.out" \
+        "$here/train.sh" "$OUT/cache/train" "$val_cache" "$OUT/head.h5"
+    submit finetune $(gpu) --dependency=afterok:"$train" --cpus-per-task="$FINETUNE_CPUS" --time="$FINETUNE_TIME" \
+        --signal=B:TERM@"$SIGNAL_LEAD" --output="$OUT/logs/finetune-%j.out" \
+        "$here/finetune.sh" "$DATA" "$VAL" "$OUT/head.h5" "$OUT/model.h5"
+    pred=""
+    if [ "$predict" = 1 ]; then
+        submit pred $(gpu) --dependency=afterok:"$finetune" --cpus-per-task="$PREDICT_CPUS" --time="$PREDICT_TIME" \
+            --output="$OUT/logs/predict-%j.out" "$here/predict.sh" "$OUT/model.h5" "$VAL" "$OUT/eval"
+    fi
+}
+{
+    echo "extract=$ex"
+    [ -z "$exval" ] || echo "extract_val=$exval"
+    echo "merge=$merge"
+    echo "train=$train"
+    echo "finetune=$finetune"
+    [ -z "$pred" ] || echo "predict=$pred"
+} | tee "$OUT/jobs.txt"
+echo "logs: $OUT/logs/; results: $OUT/head.h5, $OUT/model.h5${pred:+, $OUT/eval_report.txt}"

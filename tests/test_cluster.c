@@ -1,0 +1,523 @@
+// At home on a cluster node (issue 15): the tools use the CPUs the job was
+// given (its affinity mask), write logs that read well in a job's output
+// file (timestamps, no rates from nothing, --quiet keeps warnings, the
+// history CSV after every epoch), share one exit-code convention, and say
+// what is wrong in words a user can act on.
+//
+// The runs use random weights at 32x32 cut at block1_pool: a second or two.
+#define _GNU_SOURCE  // sched_setaffinity, CPU_* macros
+#include <criterion/criterion.h>
+#include <regex.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "fit.h"
+#include "parallel.h"
+#include "progress.h"
+#include "testutil.h"
+
+#define EXTRACT_ARGS "--weights random --input-size 32 --layer block1_pool --batch 2"
+
+// extract of TOP/data into TOP/NAME (extra: more options); asserts success.
+static void make_cache(const char *top, const char *name, const char *extra) {
+    char args[4096], *out;
+    snprintf(args, sizeof args, "--data '%s/data' --cache '%s/%s' " EXTRACT_ARGS " %s", top, top, name, extra);
+    int rc = run_tool_timeout("extract", args, 120, &out);
+    cr_assert_eq(rc, 0, "extract %s: %s", args, out);
+    free(out);
+}
+
+// Runs TOOL with printf-style arguments; returns the exit code, output in *out.
+static int run(const char *tool, char **out, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int run(const char *tool, char **out, const char *fmt, ...) {
+    char args[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    return run_tool_timeout(tool, args, 300, out);
+}
+
+// Lines of text that contain needle.
+static int count_lines_with(const char *text, const char *needle) {
+    int n = 0;
+    for (const char *p = text; (p = strstr(p, needle)); p++) n++;
+    return n;
+}
+
+// Every line of text that contains one of the needles starts with an ISO
+// 8601 timestamp; returns the first line that does not (malloc'd) or NULL.
+static char *unstamped_line(const char *text, const char *const *needles) {
+    regex_t re;
+    cr_assert_eq(regcomp(&re, "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2} ", REG_EXTENDED | REG_NOSUB), 0);
+    char *bad = NULL;
+    for (const char *p = text; *p && !bad;) {
+        const char *e = strchr(p, '\n');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        char *line = strndup(p, len);
+        int wanted = 0;
+        for (const char *const *n = needles; *n; n++) wanted |= strstr(line, *n) != NULL;
+        if (wanted && regexec(&re, line, 0, NULL, 0) != 0) bad = line;
+        else free(line);
+        p += len + (e ? 1 : 0);
+    }
+    regfree(&re);
+    return bad;
+}
+
+static long file_lines(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    long n = 0;
+    int c;
+    while ((c = fgetc(f)) != EOF) n += c == '\n';
+    fclose(f);
+    return n;
+}
+
+// --- the CPUs the job was given -------------------------------------------------
+
+Test(cluster, default_threads_follow_the_affinity_mask) {
+    cpu_set_t all;
+    cr_assert_eq(sched_getaffinity(0, sizeof all, &all), 0);
+    int n_all = CPU_COUNT(&all);
+    cr_expect_eq(parallel_cpus(), n_all);
+    if (n_all < 2) cr_skip_test("this process may run on one CPU only: nothing to restrict");
+    char *top = make_shape_folder("cluster_cpus", 3, 5);
+    char *out;
+    // As `taskset -c K` or a Slurm allotment of one CPU: the children inherit it.
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &all)) {
+            CPU_SET(c, &one);
+            break;
+        }
+    cr_assert_eq(sched_setaffinity(0, sizeof one, &one), 0);
+    cr_expect_eq(parallel_cpus(), 1);
+    const char *tools[] = {"extract", "train", "finetune"};
+    for (int i = 0; i < 3; i++) {
+        cr_expect_eq(run(tools[i], &out, "--version"), 0);
+        cr_expect(strstr(out, ", 1 thread\n") != NULL, "%s --version under a one-CPU mask: %s", tools[i], out);
+        free(out);
+    }
+    // The tools' own thread pools: extract's loader and BLAS, train's pool.
+    int rc = run("extract", &out, "--data '%s/data' --cache '%s/c' " EXTRACT_ARGS, top, top);
+    cr_expect_eq(rc, 0, "%s", out);
+    cr_expect(strstr(out, "; 1 thread\n") != NULL, "extract under a one-CPU mask: %s", out);
+    free(out);
+    rc = run("train", &out, "--cache '%s/c' --out '%s/h.h5' --epochs 1 --hidden 4", top, top);
+    cr_expect_eq(rc, 0, "%s", out);
+    cr_expect(strstr(out, "; 1 thread\n") != NULL, "train under a one-CPU mask: %s", out);
+    free(out);
+    // --threads still wins over the mask.
+    rc = run("train", &out, "--cache '%s/c' --out '%s/h.h5' --epochs 1 --hidden 4 --threads 2", top, top);
+    cr_expect(rc == 0 && strstr(out, "; 2 threads\n") != NULL, "%s", out);
+    free(out);
+    // And without the mask, all of the CPUs this test may use.
+    cr_assert_eq(sched_setaffinity(0, sizeof all, &all), 0);
+    char want[64];
+    snprintf(want, sizeof want, ", %d threads\n", n_all);
+    cr_expect_eq(run("train", &out, "--version"), 0);
+    cr_expect(strstr(out, want) != NULL, "want '%s': %s", want, out);
+    free(out);
+    remove_tree(top);
+    free(top);
+}
+
+// --- logs ---------------------------------------------------------------------------
+
+Test(cluster, progress_rates_come_from_this_runs_work) {
+    FILE *devnull = fopen("/dev/null", "w");
+    Progress p;
+    progress_start(&p, devnull, 100, "img");
+    char line[256];
+    // A handful of items in a few milliseconds: no rate, no ETA.
+    progress_format(&p, 3, 0.004, 0, NULL, line, sizeof line);
+    cr_expect(!strstr(line, "ETA") && !strstr(line, "img/s") && !strstr(line, "s/img"), "%s", line);
+    // 90 of 95 were found in the cache: the rate is 5 images in 2 s, and the
+    // 5 left take 2 s more (not "47 img/s, ETA 0s").
+    p.free_items = 90;
+    progress_format(&p, 95, 2.0, 0, NULL, line, sizeof line);
+    cr_expect(strstr(line, "ETA: 2s - 2.5 img/s") != NULL, "%s", line);
+    // Nothing new at all: no rate even in the final line.
+    progress_format(&p, 90, 2.0, 1, NULL, line, sizeof line);
+    cr_expect(!strstr(line, "img/s") && !strstr(line, "s/img"), "%s", line);
+    // A resumed epoch: 50 of 100 steps and 10 s done by the earlier run; 10
+    // steps in the 2 s of this one: 5 step/s, 40 left -> ETA 8s.
+    progress_start(&p, devnull, 100, "step");
+    p.free_items = 50, p.t_before = 10;
+    progress_format(&p, 60, 12.0, 0, NULL, line, sizeof line);
+    cr_expect(strstr(line, "ETA: 8s - 5.0 step/s") != NULL, "%s", line);
+    fclose(devnull);
+}
+
+Test(cluster, log_lines_are_stamped_and_none_come_before_there_is_news) {
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    setenv("VGGFT_PROGRESS_INTERVAL", "0", 1);
+    Progress p;
+    progress_start(&p, f, 15, "step");
+    double t0 = p.t_start;
+    // The first steps of an epoch: within PROGRESS_MIN_SECONDS nothing to say
+    // (this was train's stray "1/15" line every epoch).
+    progress_update_at(&p, 1, NULL, t0 + 0.01);
+    progress_update_at(&p, 2, NULL, t0 + 0.02);
+    fflush(f);
+    cr_expect_eq(len, 0, "a line before there was anything to report: %s", text);
+    progress_update_at(&p, 9, NULL, t0 + PROGRESS_MIN_SECONDS + 0.5);
+    progress_finish(&p, "loss: 0.5000");
+    log_printf(f, "\nwarning: something\n");  // the newline ends a terminal's bar: not in a log
+    fclose(f);
+    cr_expect_eq(count_lines_with(text, "\n"), 3, "%s", text);
+    cr_expect(strstr(text, "\n\n") == NULL, "%s", text);
+    const char *all[] = {"", NULL};
+    char *bad = unstamped_line(text, all);
+    cr_expect(bad == NULL, "unstamped line '%s' in:\n%s", bad, text);
+    free(bad);
+    free(text);
+    char stamp[40];
+    log_stamp_format(0, stamp, sizeof stamp);
+    cr_expect_eq(strlen(stamp), 19, "%s", stamp);
+    cr_expect_eq(stamp[10], 'T', "%s", stamp);
+}
+
+Test(cluster, train_log_has_no_stray_lines_and_timestamps) {
+    char *top = make_shape_folder("cluster_log", 8, 3);
+    make_cache(top, "c", "--threads 1");
+    char *out;
+    // 16 records, batch 4: 4 steps an epoch, 3 epochs, in well under a second.
+    int rc = run("train", &out, "--cache '%s/c' --out '%s/h.h5' --epochs 3 --batch 4 --hidden 4 --threads 1", top, top);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_expect_eq(count_lines_with(out, "4/4 ["), 3, "one final line per epoch: %s", out);
+    cr_expect_eq(count_lines_with(out, "1/4 ["), 0, "a stray first-step line: %s", out);
+    const char *log_lines[] = {"4/4 [", "Epoch ", NULL};
+    char *bad = unstamped_line(out, log_lines);
+    cr_expect(bad == NULL, "unstamped log line '%s' in:\n%s", bad, out);
+    free(bad);
+    free(out);
+    // extract's own log lines too.
+    rc = run("extract", &out, "--data '%s/data' --cache '%s/c' " EXTRACT_ARGS " --threads 1", top, top);
+    cr_expect_eq(rc, 0, "%s", out);
+    const char *ext_lines[] = {"extract: CPU", "16/16 [", NULL};
+    cr_expect(strstr(out, "16/16 [") != NULL, "%s", out);
+    bad = unstamped_line(out, ext_lines);
+    cr_expect(bad == NULL, "unstamped log line '%s' in:\n%s", bad, out);
+    free(bad);
+    free(out);
+    remove_tree(top);
+    free(top);
+}
+
+Test(cluster, quiet_hides_progress_never_warnings) {
+    char *top = make_shape_folder("cluster_quiet", 4, 9);
+    char path[2048];
+    snprintf(path, sizeof path, "%s/data/circles/broken.jpg", top);
+    write_file(path, "\xff\xd8\xff\xe0 not a JPEG", 14);
+    char *out;
+    int rc = run("extract", &out, "--data '%s/data' --cache '%s/c' " EXTRACT_ARGS " --threads 1 --quiet", top, top);
+    cr_expect_eq(rc, 0, "%s", out);
+    cr_expect(strstr(out, "warning: skipped") && strstr(out, "broken.jpg"), "--quiet hid a warning: %s", out);
+    cr_expect(strstr(out, "8/8 [") == NULL && strstr(out, "9/9 [") == NULL, "--quiet showed progress: %s", out);
+    free(out);
+    // train: a split that leaves no validation records is a warning.
+    rc = run("train", &out, "--cache '%s/c' --out '%s/h.h5' --epochs 2 --batch 4 --hidden 4 --quiet --threads 1 "
+                            "--validation-split 0.01",
+             top, top);
+    cr_expect_eq(rc, 0, "%s", out);
+    cr_expect(strstr(out, "warning: --validation-split 0.01 leaves no validation records") != NULL, "%s", out);
+    cr_expect(strstr(out, "2/2 [") == NULL && strstr(out, "Epoch 2/2 - ") != NULL, "%s", out);
+    free(out);
+    remove_tree(top);
+    free(top);
+}
+
+Test(cluster, history_csv_is_written_after_every_epoch) {
+    char *top = make_shape_folder("cluster_csv", 8, 4);
+    make_cache(top, "c", "--threads 1");
+    char csv[2048], *out;
+    snprintf(csv, sizeof csv, "%s/h.history.csv", top);
+    // Killed (like kill -9) after the 2nd of 5 epochs: both rows are there.
+    setenv("VGGFT_TEST_CRASH_AFTER_EPOCH", "2", 1);
+    int rc = run("train", &out, "--cache '%s/c' --out '%s/h.h5' --epochs 5 --batch 4 --hidden 4 --quiet", top, top);
+    unsetenv("VGGFT_TEST_CRASH_AFTER_EPOCH");
+    cr_expect_eq(rc, 137, "%s", out);
+    free(out);
+    cr_expect_eq(file_lines(csv), 3, "header and 2 epochs in %s", csv);
+    // A new run (no --resume) does not pass the old rows off as its own.
+    setenv("VGGFT_TEST_CRASH_AFTER_EPOCH", "1", 1);
+    rc = run("train", &out, "--cache '%s/c' --out '%s/h.h5' --epochs 5 --batch 4 --hidden 4 --quiet", top, top);
+    unsetenv("VGGFT_TEST_CRASH_AFTER_EPOCH");
+    cr_expect_eq(rc, 137, "%s", out);
+    free(out);
+    cr_expect_eq(file_lines(csv), 2, "header and 1 epoch in %s", csv);
+
+    // finetune shares it (common/fit.c): killed in its 2nd epoch of 2 steps.
+    rc = run("train", &out, "--cache '%s/c' --out '%s/h.h5' --epochs 1 --batch 4 --hidden 4 --quiet", top, top);
+    cr_assert_eq(rc, 0, "%s", out);
+    free(out);
+    setenv("VGGFT_TEST_CRASH_AFTER_STEP", "3", 1);
+    rc = run("finetune", &out,
+             "--data '%s/data' --head '%s/h.h5' --weights random --out '%s/m.h5' --unfreeze block1_conv2 --no-augment "
+             "--epochs 3 --batch 8 --threads 1 --quiet",
+             top, top, top);
+    unsetenv("VGGFT_TEST_CRASH_AFTER_STEP");
+    cr_expect_eq(rc, 137, "%s", out);
+    free(out);
+    snprintf(csv, sizeof csv, "%s/m.history.csv", top);
+    cr_expect_eq(file_lines(csv), 2, "header and 1 epoch in %s", csv);
+    remove_tree(top);
+    free(top);
+}
+
+// --- exit codes -----------------------------------------------------------------------
+
+typedef struct {
+    const char *tool, *args;
+    int code;
+    const char *message;  // in the output
+} ExitCase;
+
+Test(cluster, one_exit_code_convention) {
+    cr_assert_eq(EXIT_USAGE, CLI_USAGE);
+    char *top = make_shape_folder("cluster_exit", 2, 6);
+    char data[1100], cache[1100];
+    snprintf(data, sizeof data, "--data '%s/data'", top);
+    snprintf(cache, sizeof cache, "--cache '%s/c'", top);
+    make_cache(top, "c", "--threads 1");
+    const ExitCase cases[] = {
+        // 2: usage errors, whatever the kind.
+        {"extract", "--no-such-option", 2, "unknown option '--no-such-option'"},
+        {"extract", "--batch", 2, "needs a value"},
+        {"extract", "--batch many --data d --cache c", 2, "'many' is not an integer"},
+        {"extract", "--batch 0 --data d --cache c", 2, "--batch must be >= 1, got 0"},
+        {"extract", "--threads -2 --data d --cache c", 2, "--threads must be >= 0"},
+        {"extract", "--max-pixels 0 --data d --cache c", 2, "--max-pixels must be >= 1"},
+        {"extract", "--dtype f8 --data d --cache c", 2, "'f8' is not one of f16|f32"},
+        {"extract", "--layer block5_conv3 --data d --cache c", 2, "--layer block5_conv3: not a pooling layer"},
+        {"extract", "--input-size 16 --data d --cache c", 2, "at least 32x32"},
+        {"extract", "--shard 4/4 --data d --cache c", 2, "--shard '4/4'"},
+        {"extract", "--data d", 2, "--data and --cache are required"},
+        {"train", "--batch 0 --cache c --out o.h5", 2, "--batch must be >= 1, got 0"},
+        {"train", "--lr -1 --cache c --out o.h5", 2, "--lr must be > 0, got -1"},
+        {"train", "--epochs 0 --cache c --out o.h5", 2, "--epochs must be >= 1"},
+        {"train", "--validation-split 1 --cache c --out o.h5", 2, "--validation-split must be in [0,1), got 1"},
+        {"train", "--momentum 1.5 --cache c --out o.h5", 2, "--momentum must be in [0,1)"},
+        {"train", "--optimizer adagrad --cache c --out o.h5", 2, "is not one of sgd|adam|rmsprop"},
+        {"train", "--layer block4_pool --cache c --out o.h5", 2, "--layer is for --summary only"},
+        {"train", "--cache c", 2, "--cache and --out are required"},
+        {"finetune", "--batch 0 --data d --head h.h5 --out o.h5", 2, "--batch must be >= 1, got 0"},
+        {"finetune", "--lr 0 --data d --head h.h5 --out o.h5", 2, "--lr must be > 0, got 0"},
+        {"finetune", "--unfreeze block5_conv9 --data d --head h.h5 --out o.h5", 2,
+         "--unfreeze block5_conv9: not a conv layer"},
+        {"finetune", "--unfreeze block5_pool --data d --head h.h5 --out o.h5", 2, "not a conv layer"},
+        {"finetune", "--checkpoint-every -1 --data d --head h.h5 --out o.h5", 2, "--checkpoint-every must be >= 0"},
+        {"finetune", "--data d --out o.h5", 2, "--head HEAD.h5 is required"},
+        // 0: --help and --version.
+        {"extract", "--help", 0, "usage: extract"},
+        {"train", "--version", 0, "train (vggft)"},
+        // 1: failed, naming what.
+        {"extract", "--data /nonexistent/vggft --cache /nonexistent/c", 1, "/nonexistent/vggft"},
+        {"train", "--cache /nonexistent/vggft --out o.h5", 1, "/nonexistent/vggft"},
+        {"finetune", "--data /nonexistent/vggft --head /nonexistent/h.h5 --out o.h5", 1, "/nonexistent/"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *out;
+        int rc = run(cases[i].tool, &out, "%s", cases[i].args);
+        cr_expect_eq(rc, cases[i].code, "%s %s: exit %d, want %d: %s", cases[i].tool, cases[i].args, rc,
+                     cases[i].code, out);
+        cr_expect(strstr(out, cases[i].message) != NULL, "%s %s: want '%s' in: %s", cases[i].tool, cases[i].args,
+                  cases[i].message, out);
+        free(out);
+    }
+    char *out;
+    // 75: stopped by a signal, state saved.
+    setenv("VGGFT_TEST_SIGTERM_AFTER_STEP", "1", 1);
+    int rc = run("train", &out, "%s --out '%s/h.h5' --epochs 3 --batch 1 --hidden 4 --quiet", cache, top);
+    unsetenv("VGGFT_TEST_SIGTERM_AFTER_STEP");
+    cr_expect_eq(rc, 75, "%s", out);
+    cr_expect(strstr(out, "rerun with --resume") != NULL, "%s", out);
+    free(out);
+    // --strict keeps its rule: a skipped image fails the run (exit 1).
+    char path[2048];
+    snprintf(path, sizeof path, "%s/data/squares/bad.png", top);
+    write_file(path, "not a PNG", 9);
+    rc = run("extract", &out, "%s --cache '%s/c2' " EXTRACT_ARGS " --threads 1 --strict --quiet", data, top);
+    cr_expect_eq(rc, 1, "%s", out);
+    cr_expect(strstr(out, "--strict: 1 file was skipped") != NULL, "%s", out);
+    free(out);
+    remove_tree(top);
+    free(top);
+}
+
+// --- messages ---------------------------------------------------------------------------
+
+Test(cluster, messages_say_what_is_wrong) {
+    char *a = make_shape_folder("cluster_msg_a", 2, 1), *b = make_shape_folder("cluster_msg_b", 2, 2);
+    char *out;
+    // A weights file that is not there.
+    int rc = run("extract", &out, "--data '%s/data' --cache '%s/c' --weights '%s/nope.h5' --input-size 32", a, a, a);
+    cr_expect_eq(rc, 1, "%s", out);
+    cr_expect(strstr(out, "nope.h5: no such file") != NULL, "%s", out);
+    cr_expect(strstr(out, "hashing") == NULL, "%s", out);
+    free(out);
+    // --weights imagenet without network: say how to do without.
+    char home[2048];
+    snprintf(home, sizeof home, "%s/keras", a);
+    setenv("KERAS_HOME", home, 1);
+    setenv("VGGFT_WEIGHTS_URL", "/nonexistent/vggft-mirror", 1);
+    rc = run("extract", &out, "--data '%s/data' --cache '%s/c' --weights imagenet --input-size 32 --quiet", a, a);
+    unsetenv("KERAS_HOME");
+    unsetenv("VGGFT_WEIGHTS_URL");
+    cr_expect_eq(rc, 1, "%s", out);
+    cr_expect(strstr(out, "--weights imagenet: ") && strstr(out, "--weights FILE"), "%s", out);
+    free(out);
+    // Two unrelated caches (two folders, no --shard) are not "shard 0/1 given twice".
+    make_cache(a, "c", "--threads 1");
+    make_cache(b, "c", "--threads 1");
+    rc = run("extract", &out, "--merge '%s/m' '%s/c' '%s/c'", a, a, b);
+    cr_expect_eq(rc, 1, "%s", out);
+    cr_expect(strstr(out, "is a shard (both were made without --shard, from different folders") != NULL, "%s", out);
+    cr_expect(strstr(out, "given twice") == NULL, "%s", out);
+    free(out);
+    // The same folder twice, neither a shard.
+    make_cache(a, "c2", "--threads 1");
+    rc = run("extract", &out, "--merge '%s/m' '%s/c' '%s/c2'", a, a, a);
+    cr_expect_eq(rc, 1, "%s", out);
+    cr_expect(strstr(out, "is a shard (both were made without --shard)") != NULL, "%s", out);
+    free(out);
+    // Shards of two different folders.
+    make_cache(a, "s0", "--threads 1 --shard 0/2");
+    make_cache(b, "s1", "--threads 1 --shard 1/2");
+    char sa[2048];
+    snprintf(sa, sizeof sa, "%s/data/circles/img 00.jpg", b);
+    unlink(sa);  // b's listing differs from a's
+    make_cache(b, "s1b", "--threads 1 --shard 1/2");
+    rc = run("extract", &out, "--merge '%s/m' '%s/s0' '%s/s1b'", a, a, b);
+    cr_expect_eq(rc, 1, "%s", out);
+    cr_expect(strstr(out, "made from another folder") != NULL, "%s", out);
+    free(out);
+    // train's shape options say that they shape --summary only.
+    rc = run("train", &out, "--help");
+    cr_expect_eq(rc, 0);
+    const char *opts[] = {"--model", "--input-size", "--layer"};
+    for (int i = 0; i < 3; i++) {
+        const char *l = strstr(out, opts[i]);
+        cr_assert(l, "%s", out);
+        const char *e = strstr(l, "(default");
+        cr_expect(e && strstr(l, "with --summary only") && strstr(l, "with --summary only") < e, "%s: %.200s",
+                  opts[i], l);
+    }
+    free(out);
+    remove_tree(a), remove_tree(b);
+    free(a), free(b);
+}
+
+// --- option tables ------------------------------------------------------------------------
+
+Test(cluster, option_tables_count_themselves) {
+    int x = 0, y = 0, z = 0;
+    CliOption opts[] = {
+        {"x", OPT_INT, &x, "1", "N", "x"},
+        {"y", OPT_INT, &y, "2", "N", "y", .range = "[0,10]"},
+        {"z", OPT_INT, &z, "3", "N", "z"},
+        {0},
+    };
+    cr_expect_eq(cli_count(opts), 3);
+    CliSpec spec = {"t", "test", "", NULL, opts, 0};
+    char *argv[] = {"t", "--z", "7", "--y", "10", NULL};
+    FILE *null = freopen("/dev/null", "w", stderr);
+    (void)null;
+    cr_expect_eq(cli_parse(&spec, 5, argv, NULL, NULL), CLI_OK);
+    cr_expect_eq(z, 7, "the last option of the table was parsed");
+    cr_expect_eq(x, 1, "the defaults of every option of the table applied");
+    cr_expect_eq(y, 10);
+    char *bad[] = {"t", "--y", "11", NULL};
+    cr_expect_eq(cli_parse(&spec, 3, bad, NULL, NULL), CLI_USAGE);
+    cr_expect_not_null(cli_find(&spec, "z"));
+}
+
+// --- merge of a partial shard set, and usage errors found late ---------------------
+
+Test(cluster, merge_refuses_a_partial_shard_set_and_empty_values_are_usage_errors) {
+    char *top = make_shape_folder("cluster_merge", 2, 6);
+    make_cache(top, "s0", "--threads 1 --quiet --shard 0/2");
+    char *out, path[1400];
+    // Only shard 0 of 2: a merged cache is marked complete, so it is refused,
+    // naming what is missing, and nothing is left at OUT.
+    int rc = run("extract", &out, "--merge '%s/m' '%s/s0'", top, top);
+    cr_expect_eq(rc, 1, "%s", out);
+    cr_expect(strstr(out, "missing shard 1/2") != NULL, "%s", out);
+    free(out);
+    snprintf(path, sizeof path, "%s/m/data.mdb", top);
+    cr_expect(access(path, F_OK) != 0, "the refused merge left %s", path);
+    // An empty path names no file: a usage error naming the option.
+    make_cache(top, "c", "--threads 1 --quiet");
+    rc = run("train", &out, "--cache '%s/c' --val-cache '' --out '%s/h.h5' --quiet", top, top);
+    cr_expect_eq(rc, 2, "%s", out);
+    cr_expect(strstr(out, "--val-cache: the path is empty") != NULL, "%s", out);
+    free(out);
+    // A VGGFT_PROGRESS_INTERVAL that is not a positive number: the default, one warning.
+    setenv("VGGFT_PROGRESS_INTERVAL", "abc", 1);
+    rc = run("train", &out, "--cache '%s/c' --out '%s/h.h5' --epochs 2 --batch 1 --hidden 4 --threads 1", top, top);
+    unsetenv("VGGFT_PROGRESS_INTERVAL");
+    cr_expect_eq(rc, 0, "%s", out);
+    cr_expect_eq(count_lines_with(out, "VGGFT_PROGRESS_INTERVAL=abc is not a positive number"), 1, "%s", out);
+    free(out);
+    remove_tree(top);
+    free(top);
+}
+
+// predict on SIGTERM: stops between batches with the lines it printed whole,
+// exit 75 like the other tools.
+Test(cluster, predict_stops_between_batches_on_sigterm) {
+    char *top = make_shape_folder("cluster_pstop", 3, 6);
+    make_cache(top, "c", "--threads 1 --quiet");
+    char *out;
+    int rc = run("train", &out, "--cache '%s/c' --out '%s/h.h5' --epochs 1 --hidden 4 --threads 1 --quiet", top, top);
+    cr_assert_eq(rc, 0, "%s", out);
+    free(out);
+    setenv("VGGFT_TEST_SIGTERM_AFTER_BATCH", "2", 1);
+    rc = run("predict", &out, "--head '%s/h.h5' --weights random --batch 2 --threads 1 --format csv '%s/data'", top, top);
+    unsetenv("VGGFT_TEST_SIGTERM_AFTER_BATCH");
+    cr_expect_eq(rc, 75, "%s", out);
+    cr_expect_eq(count_lines_with(out, ".jpg,"), 4, "two batches of 2 printed, no more: %s", out);
+    cr_expect(strstr(out, "stopped by SIGTERM after 4 images") != NULL, "%s", out);
+    free(out);
+    rc = run("predict", &out, "--help");
+    cr_expect(strstr(out, "75 stopped by SIGTERM/SIGINT") != NULL, "%s", out);
+    free(out);
+    remove_tree(top);
+    free(top);
+}
+
+// The history CSV keeps small values (CSVLogger writes Python floats in
+// full): a val_loss of 1e-10 is not 0.000000. seconds is ours, after Keras's
+// columns.
+Test(cluster, history_csv_keeps_small_values) {
+    char *dir = make_temp_dir("cluster_hist");
+    float loss[2] = {0.6931472f, 1e-10f}, acc[2] = {0.5f, 1.0f}, vloss[2] = {1e-10f, 2.5e-7f}, vacc[2] = {1.0f, 1.0f},
+          secs[2] = {1.25f, 2.5f};
+    FitState s = {0};
+    s.loss = loss, s.acc = acc, s.val_loss = vloss, s.val_acc = vacc, s.secs = secs;
+    s.epochs_done = 2;
+    char path[700];
+    snprintf(path, sizeof path, "%s/h.history.csv", dir);
+    cr_assert_eq(fit_write_history(&s, path), 0);
+    FILE *f = fopen(path, "r");
+    cr_assert(f);
+    char text[1000];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    cr_expect(strstr(text, "epoch,accuracy,loss,val_accuracy,val_loss,seconds\n") == text, "%s", text);
+    cr_expect(strstr(text, "0,0.5,0.693147182,1,1.00000001e-10,1.250\n") != NULL, "%s", text);
+    cr_expect(strstr(text, "1,1,1.00000001e-10,1,2.49999999e-07,2.500\n") != NULL, "%s", text);
+    remove_tree(dir);
+    free(dir);
+}
