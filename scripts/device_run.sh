@@ -26,6 +26,7 @@ for c in ("a", "b"):
         Image.fromarray(rng.integers(0, 255, (224, 224, 3), dtype=np.uint8)).save(f"/tmp/vggft/img/{c}/{i:04d}.jpg", quality=90)
 PY
 for d in cuda cpu; do
+    rm -rf /tmp/vggft/cache_$d  # a fresh extraction each time (--overwrite keeps a same-settings cache)
     "$dev/bin/extract" --data /tmp/vggft/img --cache /tmp/vggft/cache_$d --weights random --input-size 150 \
         --device $d --batch 64 --quiet --overwrite | grep -E "Extracted|Cache" || echo "extract --device $d FAILED"
 done

@@ -92,6 +92,8 @@ RESUME   ?= 1
 .DELETE_ON_ERROR:
 .SUFFIXES:
 .PHONY: all caches head model report
+# Rules made while parsing (pipeline_commit) would otherwise be the default goal.
+.DEFAULT_GOAL := all
 
 # --- checks, before anything is created ---------------------------------------
 # A path make can pass to the shell: one word, no quotes.
@@ -127,14 +129,21 @@ ifneq ($(WEIGHTS_FILE),)
     $(error WEIGHTS=$(WEIGHTS): no such file (or imagenet, random))
   endif
 endif
+# make's one-letter flags (the first word of MAKEFLAGS; not a NAME=VALUE).
+MAKE_FLAGS1 := $(filter-out --% %=%,$(firstword -$(MAKEFLAGS)))
 # -B (make -B, --always-make): train and finetune start over too.
-ifneq ($(findstring B,$(filter-out --%,$(firstword -$(MAKEFLAGS)))),)
+ifneq ($(findstring B,$(MAKE_FLAGS1)),)
   RESUME := 0
 endif
+# -n and -q only look: they must not record new settings or listings (a dry
+# run with other TRAIN_ARGS would otherwise make the next real make retrain).
+# There a file whose text would change is made out of date instead.
+PIPELINE_DRY := $(if $(findstring n,$(MAKE_FLAGS1))$(findstring q,$(MAKE_FLAGS1)),1)
 
 # $(call pipeline_keep,FILE,TEXT): FILE holds TEXT (plus a newline), rewritten
 # only when it differs, so its mtime says when TEXT last changed.
-pipeline_keep = $(file >$1.tmp,$2)$(shell cmp -s '$1.tmp' '$1' && rm -f '$1.tmp' || mv -f '$1.tmp' '$1')
+pipeline_commit = $(if $(PIPELINE_DRY),$(if $(shell cmp -s '$1.tmp' '$1' || echo changed),$(eval $1: pipeline-changed ; @:))$(shell rm -f '$1.tmp'),$(shell cmp -s '$1.tmp' '$1' && rm -f '$1.tmp' || mv -f '$1.tmp' '$1'))
+pipeline_keep = $(file >$1.tmp,$2)$(call pipeline_commit,$1)
 # $(call pipeline_listing,FILE,DIR): FILE holds DIR's images (path, size,
 # mtime), sorted; rewritten only when it differs. Images: the files of the
 # class folders whose names Keras lists (common/dataset.c: png, jpg, jpeg,
@@ -143,7 +152,7 @@ pipeline_keep = $(file >$1.tmp,$2)$(shell cmp -s '$1.tmp' '$1' && rm -f '$1.tmp'
 PIPELINE_IMAGES := \( -iname '*.png' -o -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.bmp' -o -iname '*.ppm' \
                       -o -iname '*.tif' -o -iname '*.tiff' \)
 pipeline_listing = $(shell find -L '$2' -mindepth 2 -type f $(PIPELINE_IMAGES) -printf '%P %s %T@\n' | \
-                     LC_ALL=C sort >'$1.tmp' && { cmp -s '$1.tmp' '$1' && rm -f '$1.tmp' || mv -f '$1.tmp' '$1'; })
+                     LC_ALL=C sort >'$1.tmp')$(call pipeline_commit,$1)
 WEIGHTS_ID := $(if $(WEIGHTS_FILE),$(shell stat -L -c '%s %Y' '$(WEIGHTS_FILE)'))
 
 $(shell mkdir -p '$(S)' '$(OUT)/cache')
@@ -243,3 +252,9 @@ $(REPORT): $(if $(filter 1,$(FINETUNE)),$(MODEL),$(HEAD)) $(VAL_CACHE) $(S)/repo
 	mv -f '$(S)/eval/eval_confusion.svg' '$(S)/eval/eval_errors.svg' '$(OUT)/' && \
 	mv -f '$(S)/eval/eval_report.$(REPORT_EXT)' '$@' && rmdir '$(S)/eval' && \
 	echo "Wrote $@, $(OUT)/eval_confusion.svg, $(OUT)/eval_errors.svg, $(OUT)/eval_predictions.txt"
+
+# What a file whose text -n or -q found changed depends on (pipeline_commit):
+# phony, so the file and what follows it count as out of date. Last in the
+# file, so that it never is the default goal.
+.PHONY: pipeline-changed
+pipeline-changed:

@@ -177,6 +177,20 @@ Test(pipeline, second_make_does_nothing) {
     cr_assert(!strstr(log, "/extract ") && !strstr(log, "/train ") && !strstr(log, "/finetune "),
               "the second make ran a tool:\n%s", log);
     free(log);
+    // make -n and -q with another head setting only look: they say the
+    // head is out of date, and record nothing, so the settings still in
+    // force are up to date afterwards (a dry run must not cost a retrain).
+    const char *other = "--epochs 3 --hidden 8 --threads 1";
+    rc = pipe_make(&p, "", "-q", other, &log);
+    cr_assert_eq(rc, 1, "make -q with another TRAIN_ARGS says up to date (%d):\n%s", rc, log);
+    free(log);
+    rc = pipe_make(&p, "", "-n", other, &log);
+    cr_assert_eq(rc, 0, "make -n failed (%d):\n%s", rc, log);
+    cr_assert(strstr(log, "/train "), "make -n with another TRAIN_ARGS would not run train:\n%s", log);
+    free(log);
+    rc = pipe_make(&p, "", "-q", HEAD_ARGS, &log);
+    cr_assert_eq(rc, 0, "after make -n, the settings in force are out of date (%d):\n%s", rc, log);
+    free(log);
     Snapshot *after = snapshot(p.out);
     cr_assert_eq(after->n, before->n, "files were added or removed: %d -> %d", before->n, after->n);
     for (int i = 0; i < before->n; i++)

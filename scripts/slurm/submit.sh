@@ -25,7 +25,7 @@ repo=$(cd "$here/../.." && pwd)
 # The settings this script reads (below), for NAME=VALUE arguments.
 KNOWN="DATA VAL OUT WEIGHTS BIN SHARDS SHARDS_AT_ONCE CPU_PARTITION GPU_PARTITION GPU_GRES EXTRACT_CPUS MERGE_CPUS
 TRAIN_CPUS FINETUNE_CPUS PREDICT_CPUS EXTRACT_TIME MERGE_TIME TRAIN_TIME FINETUNE_TIME PREDICT_TIME SIGNAL_LEAD
-SBATCH_ARGS EXTRACT_ARGS TRAIN_ARGS FINETUNE_ARGS PREDICT_ARGS"
+SBATCH_ARGS EXTRACT_ARGS TRAIN_ARGS FINETUNE_ARGS PREDICT_ARGS FINETUNE_ON"
 for arg in "$@"; do
     case $arg in
     -h | --help)
@@ -54,6 +54,10 @@ SHARDS_AT_ONCE=${SHARDS_AT_ONCE:-}  # at most this many shards running at once (
 CPU_PARTITION=${CPU_PARTITION:-cpu}
 GPU_PARTITION=${GPU_PARTITION:-gpu}
 GPU_GRES=${GPU_GRES---gres=gpu:1}  # the GPU request of GPU jobs (set empty for none)
+# finetune has no GPU path yet (it runs on the CPU wherever it is): by
+# default it goes to the CPU partition rather than hold a GPU it cannot use.
+FINETUNE_ON=${FINETUNE_ON:-cpu}   # cpu | gpu
+case $FINETUNE_ON in cpu | gpu) ;; *) echo "submit.sh: FINETUNE_ON must be cpu or gpu, got '$FINETUNE_ON'" >&2; exit 2 ;; esac
 EXTRACT_CPUS=${EXTRACT_CPUS:-8} MERGE_CPUS=${MERGE_CPUS:-1} TRAIN_CPUS=${TRAIN_CPUS:-8}
 FINETUNE_CPUS=${FINETUNE_CPUS:-8} PREDICT_CPUS=${PREDICT_CPUS:-8}
 EXTRACT_TIME=${EXTRACT_TIME:-04:00:00} MERGE_TIME=${MERGE_TIME:-01:00:00} TRAIN_TIME=${TRAIN_TIME:-02:00:00}
@@ -126,7 +130,7 @@ cpu() { echo "--partition=$CPU_PARTITION"; }
     submit train $(cpu) --dependency=afterok:"$after" --cpus-per-task="$TRAIN_CPUS" --time="$TRAIN_TIME" \
         --signal=B:TERM@"$SIGNAL_LEAD" --output="$OUT/logs/train-%j.out" \
         "$here/train.sh" "$OUT/cache/train" "$val_cache" "$OUT/head.h5"
-    submit finetune $(gpu) --dependency=afterok:"$train" --cpus-per-task="$FINETUNE_CPUS" --time="$FINETUNE_TIME" \
+    submit finetune $($FINETUNE_ON) --dependency=afterok:"$train" --cpus-per-task="$FINETUNE_CPUS" --time="$FINETUNE_TIME" \
         --signal=B:TERM@"$SIGNAL_LEAD" --output="$OUT/logs/finetune-%j.out" \
         "$here/finetune.sh" "$DATA" "$VAL" "$OUT/head.h5" "$OUT/model.h5"
     pred=""
