@@ -444,20 +444,33 @@ static hid_t make_fapl(void) {
 
 // Opens path read-only with clear messages for the usual mistakes. The
 // caller prefixes nothing: messages already name the path.
+// Anything but a regular file is refused by stat before any open: opening
+// a FIFO for reading blocks until a writer comes (forever, deaf to SIGTERM
+// since the stop flag is only polled between batches), and a device or
+// socket is no weights file either.
 static hid_t open_read(const char *path) {
     h5_quiet();
-    int fd = open(path, O_RDONLY);
+    struct stat st;
+    if (stat(path, &st) < 0) {
+        err_set("%s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        err_set("%s: is a directory, not a weights file", path);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        err_set("%s: not a regular file (%s)", path,
+                S_ISFIFO(st.st_mode) ? "FIFO" : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "device"
+                : S_ISSOCK(st.st_mode) ? "socket" : "special file");
+        return -1;
+    }
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
     if (fd < 0) {
         err_set("%s: %s", path, strerror(errno));
         return -1;
     }
-    struct stat st;
-    int isdir = fstat(fd, &st) == 0 && S_ISDIR(st.st_mode);
     close(fd);
-    if (isdir) {
-        err_set("%s: is a directory, not a weights file", path);
-        return -1;
-    }
     if (H5Fis_hdf5(path) <= 0) {
         err_set("%s: not an HDF5 file (Keras weights files are HDF5 .h5 files)", path);
         return -1;

@@ -7,6 +7,7 @@
 #include "blas_setup.h"
 #include "cli.h"
 #include "predict.h"
+#include "progress.h"
 
 static const char *EPILOG =
     "Classifies images with a whole model from `finetune` (--model), or with a\n"
@@ -82,6 +83,9 @@ int main(int argc, char **argv) {
         {"memory-budget", OPT_LONG, &o.memory_budget_mb, "4096", "MB",
          "with --cache: keep features in memory up to this size, else stream\nthem from the cache",
          .range = ">=0"},
+        {"max-pixels", OPT_LONG, &o.max_pixels, "50000000", "N",
+         "pixel budget, as extract's: larger JPEGs are decoded at a reduced\nscale (with a warning), other larger images skipped",
+         .range = ">=1"},
         {"quiet", OPT_FLAG, &o.quiet, NULL, NULL, "no progress bar (warnings, notes and errors still print)"},
         {0},
     };
@@ -89,7 +93,27 @@ int main(int argc, char **argv) {
                     "(--model MODEL.h5 | --head HEAD.h5 [--weights BASE])\n"
                     "               (IMAGE|DIR... | --eval DIR | --cache CACHE) [options]",
                     EPILOG, opts, 0};
-    int rc = cli_parse(&spec, argc, argv, &o.n_inputs, &o.inputs);
+    // "--" ends the options (POSIX): what follows are inputs, even "--x".
+    // (Not a "--" that is an option's value, as in --report --.)
+    int end = argc;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--")) continue;
+        const char *prev = argv[i - 1];
+        CliOption *po = i > 1 && !strncmp(prev, "--", 2) && !strchr(prev, '=') ? cli_find(&spec, prev + 2) : NULL;
+        if (po && po->type != OPT_FLAG) continue;
+        end = i;
+        break;
+    }
+    int rc = cli_parse(&spec, end, argv, &o.n_inputs, &o.inputs);
+    if (rc == CLI_OK && end < argc) {
+        char **all = realloc(o.inputs, sizeof(char *) * (size_t)(argc + 1));
+        if (!all) rc = CLI_USAGE, cli_error("predict", "out of memory");
+        else {
+            o.inputs = all;
+            for (int i = end + 1; i < argc; i++) o.inputs[o.n_inputs++] = argv[i];
+            o.inputs[o.n_inputs] = NULL;
+        }
+    }
     if (rc != CLI_OK) {
         free(o.inputs);
         return rc == CLI_EXIT_OK ? EXIT_DONE : EXIT_USAGE;
@@ -106,6 +130,7 @@ int main(int argc, char **argv) {
     else if ((o.cache || o.eval) && o.n_inputs) BAD("images to classify go without --eval or --cache");
     else if (!o.cache && !o.eval && !o.n_inputs) BAD("nothing to classify: give IMAGE or DIR arguments, --eval or --cache");
     else if (o.report && !o.cache && !o.eval) BAD("--report goes with --eval or --cache (it reports an evaluation)");
+    else if (o.report && !o.report[0]) BAD("--report needs a PREFIX (an empty one would write _report.txt here)");
     // (Single values out of range were refused by cli_parse: see .range.)
 #undef BAD
     if (bad) {
@@ -113,6 +138,13 @@ int main(int argc, char **argv) {
         free(o.inputs);
         return EXIT_USAGE;
     }
+    // Options given where they change nothing: say so (not an error).
+    if (cli_find(&spec, "max-errors")->seen && !o.report)
+        log_printf(stderr, "note: --max-errors only changes --report's PREFIX_errors.svg; no --report given\n");
+    if (cli_find(&spec, "seed")->seen && (o.model || o.cache || strcmp(o.weights, "random")))
+        log_printf(stderr, "note: --seed only goes with --head ... --weights random; ignored here\n");
+    if (cli_find(&spec, "memory-budget")->seen && !o.cache)
+        log_printf(stderr, "note: --memory-budget only goes with --cache; ignored here\n");
     int status = predict_run(&o);
     if (status < 0) cli_error("predict", NULL), status = EXIT_FAILED;
     free(o.inputs);

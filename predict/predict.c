@@ -17,6 +17,7 @@
 #include "predict.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
 #include <math.h>
@@ -55,6 +56,7 @@
 static int not_a_model(const char *opt, const char *path) {
     struct stat st;
     if (stat(path, &st) < 0 && errno == ENOENT) return err_set("%s %s: no such file", opt, path);
+    if (!S_ISREG(st.st_mode)) return err_prefix("%s ", opt);  // a folder, a FIFO: the reason says it
     char keep[ERR_MSG_MAX];
     snprintf(keep, sizeof keep, "%s", err_msg());
     return err_set("%s %s: %s. predict needs a whole model written by `finetune` (--model MODEL.h5) or a head "
@@ -86,6 +88,11 @@ static int load_model(const PredictOptions *o, Model *m, ModelMeta *meta, char *
         if (model_load_full(m, path) < 0) return -1;
         snprintf(weights_id, id_size, "%s", meta->weights);
     } else if (!o->cache) {
+        // A FIFO would block the hash that names the weights before any open.
+        struct stat st;
+        if (strcmp(o->weights, "imagenet") && strcmp(o->weights, "random") && stat(o->weights, &st) == 0 &&
+            !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
+            return err_set("--weights %s: not a regular file", o->weights);
         if (load_base_weights(m, o->weights, (uint64_t)o->seed, o->quiet, weights_id, id_size) < 0) {
             if (meta->weights[0]) {
                 char keep[ERR_MSG_MAX];
@@ -248,19 +255,77 @@ static int add_eval(Inputs *in, SkipList *skipped, const char *dir, const ModelM
 
 // --- the runs ---------------------------------------------------------------------
 
+// The list of misclassified files: an unnamed file in $TMPDIR (default
+// /tmp), created with mkstemp and unlinked at once. Its descriptor is kept
+// above 2, so with stdin, stdout or stderr closed it can never take their
+// place (and receive the predictions).
+static FILE *temp_file(void) {
+    const char *dir = getenv("TMPDIR");
+    if (!dir || !dir[0]) dir = "/tmp";
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/vggft-predict-XXXXXX", dir);
+    int fd = mkstemp(path);
+    if (fd < 0) {
+        err_set("cannot create a temporary file in %s (TMPDIR) for the list of misclassified files: %s", dir,
+                strerror(errno));
+        return NULL;
+    }
+    unlink(path);
+    if (fd <= 2) {
+        int high = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        close(fd);
+        fd = high;
+        if (fd < 0) return err_set("temporary file in %s: %s", dir, strerror(errno)), NULL;
+    }
+    FILE *f = fdopen(fd, "w+b");
+    if (!f) err_set("temporary file in %s: %s", dir, strerror(errno)), close(fd);
+    return f;
+}
+
+// How many files the cache's extract run skipped: the lines of
+// CACHE/skipped.tsv (after its header) other than those Keras does not list
+// either ("... (ignored, as Keras does)"). 0 when there is no such file.
+static long cache_skipped_count(const char *cache) {
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/skipped.tsv", cache);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    long n = 0, line = 0;
+    char buf[8192];
+    int at_start = 1;
+    while (fgets(buf, sizeof buf, f)) {
+        size_t len = strlen(buf);
+        int ends = len && buf[len - 1] == '\n';
+        if (at_start) {
+            if (line++ > 0) n++;
+            at_start = 0;
+        }
+        if (ends) {
+            buf[len - 1] = '\0';
+            if (line > 1 && strstr(buf, "(ignored, as Keras does)")) n--;
+            at_start = 1;
+        }
+    }
+    fclose(f);
+    return n;
+}
+
 typedef struct {
     const Inputs *in;
     LoadOptions load;
 } LoadCtx;
 
 // Loader worker: one input through the chain extract and finetune use.
+// extra: the file's DecodeInfo (over_budget: decoded at a reduced scale).
 static int load_item(void *vctx, long index, float *out, void *extra) {
     const LoadCtx *c = vctx;
     const char *path = c->in->path[index];
     uint8_t *data = NULL;
     size_t n = 0;
+    DecodeInfo *info = extra;
+    memset(info, 0, sizeof *info);
     if (image_read_file(path, &data, &n) < 0) return -1;
-    int rc = image_chain(data, n, path, &c->load, NULL, out, NULL);
+    int rc = image_chain(data, n, path, &c->load, NULL, out, info);
     free(data);
     return rc;
 }
@@ -279,10 +344,12 @@ static int run_images(const PredictOptions *o, const Model *m, const ModelMeta *
     DeviceKind dev;
     char dev_note[300];
     if (device_select(o->device, &dev, dev_note, sizeof dev_note) < 0) return -1;
-    LoadOptions load = {.w = meta->input_w, .h = meta->input_h};
+    // extract's pixel budget rule (--max-pixels, same default), so a
+    // prediction decodes a huge JPEG as training did.
+    LoadOptions load = {.w = meta->input_w, .h = meta->input_h, .max_pixels = o->max_pixels};
     if (interp_parse(meta->interpolation, &load.interp) < 0 || prep_parse(meta->preprocess, &load.prep) < 0)
         return err_prefix("%s: ", o->model ? o->model : o->head);
-    const int B = o->batch;
+    const int B = o->batch < in->n ? o->batch : in->n > 0 ? in->n : 1;  // no buffers beyond the inputs
     const size_t image_floats = (size_t)load.w * load.h * 3;
     const long D = model_feature_size(m);
     GpuBase *gpu = NULL;
@@ -311,7 +378,7 @@ static int run_images(const PredictOptions *o, const Model *m, const ModelMeta *
         log_printf(stderr, "predict: %s; %s %dx%d -> %s -> %d classes; %d image%s\n", dev_note, meta->arch,
                    load.w, load.h, m->cut_name, r->K, in->n, in->n == 1 ? "" : "s");
     LoadCtx lctx = {in, load};
-    loader = loader_start(in->n, threads, 2 * B + threads, image_floats, 0, load_item, &lctx);
+    loader = loader_start(in->n, threads, 2 * B + threads, image_floats, sizeof(DecodeInfo), load_item, &lctx);
     if (!loader) goto done;
     Progress bar;
     progress_start(&bar, stderr, in->n, "img");
@@ -342,6 +409,14 @@ static int run_images(const PredictOptions *o, const Model *m, const ModelMeta *
                 fputs(wipe, stderr);
                 log_printf(stderr, "warning: skipped %s\n", li->msg);
             } else {
+                const DecodeInfo *info = li->extra;
+                if (info->over_budget) {  // extract's warning, word for word
+                    fputs(wipe, stderr);
+                    log_printf(stderr,
+                               "warning: %s is %dx%d, over the pixel budget of %ld: decoded at a reduced scale "
+                               "(its pixels differ from Keras's full decode)\n",
+                               path, info->src_w, info->src_h, o->max_pixels);
+                }
                 memcpy(x + (size_t)nb * image_floats, li->data, image_floats * sizeof(float));
                 labels[nb] = in->label[li->index];
                 paths[nb++] = in->path[li->index];
@@ -382,7 +457,7 @@ done:
 
 // Cached features -> head.
 static int run_cache(const PredictOptions *o, const Model *m, FeatureSet *fs, const CacheMeta *cm, Results *r) {
-    const int B = o->batch;
+    const int B = o->batch < fs->n ? o->batch : fs->n > 0 ? fs->n : 1;
     const int D = fs->D;
     HeadBuffers hb = {0};
     float *x = malloc(sizeof(float) * (size_t)D * B);
@@ -436,8 +511,14 @@ int predict_run(const PredictOptions *o) {
     CacheMeta cmeta = {0};
     Results r = {0};
     char weights_id[96];
+    char cache_note[PATH_MAX + 400];
     int n_ignored = 0;
 
+    // With stdout closed the predictions would go nowhere (or into the next
+    // file opened, which takes descriptor 1).
+    if (fcntl(STDOUT_FILENO, F_GETFD) < 0)
+        return err_set("stdout is closed: predict writes its predictions there (redirect it to a file or "
+                       "/dev/null)");
     if (o->report) {
         // Fail now, not after the whole folder, when the report cannot be written.
         char path[PATH_MAX + 32];
@@ -456,6 +537,29 @@ int predict_run(const PredictOptions *o) {
         if (features_load(&fs, o->cache, (size_t)o->memory_budget_mb << 20, threads, &cmeta) < 0) goto done;
         if (check_cache(&cmeta, o->cache, &meta, o->head) < 0) goto done;
         cache_meta_warn_partial(&cmeta, o->cache);
+        {
+            // The report says what the cache lacks, not only one warning.
+            long files = 0, sk = cache_skipped_count(o->cache);
+            for (int k = 0; cmeta.class_files && k < cmeta.n_classes; k++) files += cmeta.class_files[k];
+            size_t at = 0;
+            cache_note[0] = '\0';
+            if (!cmeta.complete && files > 0)
+                at += snprintf(cache_note + at, sizeof cache_note - at,
+                               "the cache is incomplete: %d of %ld files (its extract run did not finish)\n", fs.n,
+                               files);
+            else if (!cmeta.complete)
+                at += snprintf(cache_note + at, sizeof cache_note - at,
+                               "the cache is incomplete: %d records (its extract run did not finish)\n", fs.n);
+            if (cmeta.shard[0] && at < sizeof cache_note)
+                at += snprintf(cache_note + at, sizeof cache_note - at,
+                               "the cache is shard %s of its folder only\n", cmeta.shard);
+            if (sk > 0 && at < sizeof cache_note)
+                snprintf(cache_note + at, sizeof cache_note - at,
+                         "extract skipped %ld file%s that could not be read (listed in %s/skipped.tsv; not "
+                         "counted here)\n",
+                         sk, sk == 1 ? "" : "s", o->cache);
+            r.note = cache_note;
+        }
         if (!fs.n) {
             err_set("--cache %s holds no records", o->cache);
             goto done;
@@ -505,14 +609,18 @@ int predict_run(const PredictOptions *o) {
     r.probs = malloc(sizeof(float) * (size_t)K);
     r.idx = malloc(sizeof(int) * (size_t)K);
     r.worst = calloc((size_t)(r.max_worst > 0 ? r.max_worst : 1), sizeof(Mistake));
-    r.wrong = r.eval ? tmpfile() : NULL;
-    if (!r.conf || !r.probs || !r.idx || !r.worst || (r.eval && !r.wrong)) {
-        err_set("out of memory (or no temporary file: %s)", strerror(errno));
+    if (r.eval && !(r.wrong = temp_file())) goto done;
+    if (!r.conf || !r.probs || !r.idx || !r.worst) {
+        err_set("out of memory");
         goto done;
     }
     results_header(&r);
     int rc = o->cache ? run_cache(o, &m, &fs, &cmeta, &r) : run_images(o, &m, &meta, &in, &r, &skipped, threads);
-    fflush(stdout);
+    if ((fflush(stdout) != 0 || ferror(stdout)) && rc >= 0) {
+        // (the lines are lost: a full disk, a closed pipe's reader)
+        err_set("writing the predictions to stdout: %s", strerror(errno ? errno : EIO));
+        goto done;
+    }
     if (rc < 0) goto done;
     if (rc == EXIT_STOPPED) {
         // Nothing to resume: the lines printed are complete, the report is
@@ -529,6 +637,10 @@ int predict_run(const PredictOptions *o) {
             goto done;
         }
         if (results_finish(&r, o->report, what, data, &skipped) < 0) goto done;
+    }
+    if (!r.eval && r.order == 0) {
+        err_set("no image could be read (%d skipped)", skipped.n);
+        goto done;
     }
     if (skipped.n) {
         // (files the folder scan could not reach are not among the inputs)

@@ -17,6 +17,7 @@ typedef struct {
     int batch, threads, quiet, max_errors;
     long seed;              // for --weights random
     long memory_budget_mb;  // --cache: features kept in memory up to this
+    long max_pixels;        // --max-pixels: extract's pixel budget (DecodeOptions)
     char **inputs;          // IMAGE|DIR arguments (not with --eval / --cache)
     int n_inputs;
 } PredictOptions;

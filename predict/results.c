@@ -37,16 +37,41 @@ void skip_free(SkipList *s) {
     memset(s, 0, sizeof *s);
 }
 
-// JSON string: quotes, backslashes and control bytes escaped; other bytes
-// as they are (file names are bytes; valid UTF-8 stays valid).
+// Length of the valid UTF-8 sequence at p (RFC 3629: no overlong forms,
+// no surrogates, nothing above U+10FFFF), 0 when it is not one.
+static int utf8_len(const unsigned char *p) {
+    unsigned c = p[0];
+    if (c < 0x80) return 1;
+    int n = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+    if (!n) return 0;
+    for (int i = 1; i < n; i++)
+        if ((p[i] & 0xC0) != 0x80) return 0;
+    if (c == 0xE0 && p[1] < 0xA0) return 0;   // overlong
+    if (c == 0xED && p[1] > 0x9F) return 0;   // surrogate
+    if (c == 0xF0 && p[1] < 0x90) return 0;   // overlong
+    if (c == 0xF4 && p[1] > 0x8F) return 0;   // above U+10FFFF
+    return n;
+}
+
+// JSON string (RFC 8259): quotes, backslashes and control characters
+// escaped; valid UTF-8 as it is. File names are bytes, not always UTF-8: a
+// byte that is not part of valid UTF-8 is written as \u00XX, the character
+// of its Latin-1 reading, so every line parses (a JSON reader then sees
+// U+0080..U+00FF where the name had the raw byte 0x80..0xFF).
 static void json_string(FILE *f, const char *s) {
     fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        int n = utf8_len(p);
         if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
         else if (*p == '\n') fputs("\\n", f);
         else if (*p == '\t') fputs("\\t", f);
-        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
-        else fputc(*p, f);
+        else if (*p < 0x20 || *p == 0x7f) fprintf(f, "\\u%04x", *p);
+        else {
+            fwrite(p, 1, (size_t)n, f);
+            p += n;
+            continue;
+        }
+        p++;
     }
     fputc('"', f);
 }
@@ -159,6 +184,16 @@ int results_take_batch(Results *r, HeadBuffers *hb, const float *features, int n
     }
     for (int i = 0; i < n; i++) {
         class_probs(m, hb->probs + (size_t)i * m->n_outputs, r->probs);
+        if (!r->nonfinite)
+            for (int k = 0; k < r->K; k++)
+                if (!isfinite(r->probs[k])) {
+                    // Once: the lines show nan (null in json), the loss too.
+                    log_printf(stderr, "warning: the model produced non-finite outputs (NaN or infinity), first for "
+                               "%s: its weights or this input are broken; such probabilities are printed as nan "
+                               "(null in JSON)\n", paths[i]);
+                    r->nonfinite = 1;
+                    break;
+                }
         emit(r, paths[i], r->eval ? labels[i] : -1);
         if (r->eval && pred[i] != labels[i]) {
             uint32_t len = (uint32_t)strlen(paths[i]);
@@ -172,7 +207,7 @@ int results_take_batch(Results *r, HeadBuffers *hb, const float *features, int n
         }
         r->order++;
     }
-    if (ferror(r->out)) return err_set("writing the predictions: %s", strerror(errno));
+    if (ferror(r->out)) return err_set("writing the predictions to stdout: %s", strerror(errno));
     return 0;
 }
 
@@ -219,13 +254,21 @@ static void wrong_json(void *ctx, long i, const char *path, int truth, int pred,
     json_string(w->f, w->names[truth]);
     fputs(", \"predicted\": ", w->f);
     json_string(w->f, w->names[pred]);
-    fprintf(w->f, ", \"prob\": %.9g}", prob);
+    fputs(", \"prob\": ", w->f);
+    json_num(w->f, prob);
+    fputc('}', w->f);
 }
 
 // The evaluation in words: fit_print_report's loss, accuracy, matrix,
 // precision and recall (what train prints), the F1 and averages, the
 // misclassified files and the skipped ones.
 static int report_text(FILE *f, Results *r, const char *what, const ClassMetrics *cm, const SkipList *skipped) {
+    for (const char *l = r->note; l && *l;) {  // one "Note: " per line
+        const char *e = strchr(l, '\n');
+        int len = e ? (int)(e - l) : (int)strlen(l);
+        fprintf(f, "Note: %.*s\n", len, l);
+        l += len + (e != NULL);
+    }
     fit_print_report(f, what, &r->run, r->K, r->names, r->conf);
     metrics_print(f, r->K, r->names, cm);
     fprintf(f, "Misclassified: %ld of %.0f\n", r->n_wrong, r->run.n);
@@ -244,6 +287,10 @@ static int report_json(FILE *f, Results *r, const char *what, const char *data, 
     json_string(f, what);
     fputs(",\n  \"data\": ", f);
     json_string(f, data);
+    if (r->note && r->note[0]) {
+        fputs(",\n  \"note\": ", f);
+        json_string(f, r->note);
+    }
     fprintf(f, ",\n  \"n\": %.0f,\n  \"correct\": %ld,\n  \"loss\": ", r->run.n, r->run.correct);
     json_num(f, running_loss(&r->run));
     fputs(",\n  \"accuracy\": ", f);
@@ -263,14 +310,21 @@ static int report_json(FILE *f, Results *r, const char *what, const char *data, 
     for (int k = 0; k < r->K; k++) {
         fputs(k ? ",\n    {\"class\": " : "\n    {\"class\": ", f);
         json_string(f, r->names[k]);
-        fprintf(f, ", \"precision\": %.9g, \"recall\": %.9g, \"f1\": %.9g, \"support\": %ld}", cm[k].precision,
-                cm[k].recall, cm[k].f1, cm[k].support);
+        fputs(", \"precision\": ", f), json_num(f, cm[k].precision);
+        fputs(", \"recall\": ", f), json_num(f, cm[k].recall);
+        fputs(", \"f1\": ", f), json_num(f, cm[k].f1);
+        fprintf(f, ", \"support\": %ld}", cm[k].support);
     }
     double p, rc, f1;
     metrics_macro(cm, r->K, &p, &rc, &f1);
-    fprintf(f, "],\n  \"macro\": {\"precision\": %.9g, \"recall\": %.9g, \"f1\": %.9g}", p, rc, f1);
+    fputs("],\n  \"macro\": {\"precision\": ", f), json_num(f, p);
+    fputs(", \"recall\": ", f), json_num(f, rc);
+    fputs(", \"f1\": ", f), json_num(f, f1);
     metrics_weighted(cm, r->K, &p, &rc, &f1);
-    fprintf(f, ",\n  \"weighted\": {\"precision\": %.9g, \"recall\": %.9g, \"f1\": %.9g}", p, rc, f1);
+    fputs("},\n  \"weighted\": {\"precision\": ", f), json_num(f, p);
+    fputs(", \"recall\": ", f), json_num(f, rc);
+    fputs(", \"f1\": ", f), json_num(f, f1);
+    fputc('}', f);
     fputs(",\n  \"misclassified\": [", f);
     WrongOut w = {f, r->names};
     if (each_wrong(r, wrong_json, &w) < 0) return -1;
@@ -341,7 +395,9 @@ int results_finish(Results *r, const char *report, const char *what, const char 
     FILE *screen = r->fmt == FMT_TEXT ? stdout : stderr;
     fflush(stdout);
     int rc = report_text(screen, r, what, cm, skipped);
-    fflush(screen);
+    if (rc == 0 && (fflush(screen) != 0 || ferror(screen)))
+        rc = err_set("writing the report to %s: %s", screen == stdout ? "stdout" : "stderr",
+                     strerror(errno ? errno : EIO));
     if (rc == 0 && report) {
         char path[PATH_MAX + 32], title[PATH_MAX + 200];
         AtomicFile af;

@@ -44,6 +44,8 @@ typedef struct {
     long order;          // images classified so far
     float *probs;        // K scratch
     int *idx;            // K scratch
+    const char *note;    // lines the report shows about its data (an incomplete cache...), or NULL
+    int nonfinite;       // 1 once a non-finite model output was warned about
 } Results;
 
 // The csv header line (nothing for the other formats).

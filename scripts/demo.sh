@@ -30,6 +30,8 @@
 #  3. Glorot-random weights, announced as such, with the features cut at
 #     block3_pool (random features lose the signal through 13 layers).
 #
+# A rerun reuses the image folders, the weights and the caches made with the
+# same settings (OUT/cache_*.settings), and trains and fine-tunes again.
 # Other settings: BIN=DIR uses the tools built there (no make), DEMO_TRAIN_ARGS
 # and DEMO_FINETUNE_ARGS are added to those commands (e.g. --epochs 1).
 set -euo pipefail

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "error.h"
 #include "fileutil.h"
@@ -736,6 +737,186 @@ Test(predict, quiet_hides_progress_never_warnings) {
         else cr_expect(strstr(out, "2/2 ["), "the progress bar's last line:\n%s", out);
         free(out);
     }
+    remove_tree(top);
+    free(top), free(fix);
+}
+
+// --- the breaker's findings (issue 11): output errors, odd names, odd files -------
+
+// A shell command line with the tools' folder as $B; captures what the
+// command line sends to the pipe (stdout and stderr, as the caller
+// redirects them). Returns the exit status.
+static int run_sh(const char *cmd, char **output) {
+    const char *bin = getenv("VGGFT_BIN");
+    if (!bin) bin = TEST_BUILD;
+    char full[4000];
+    snprintf(full, sizeof full, "B='%s'; %s", bin, cmd);
+    FILE *p = popen(full, "r");
+    cr_assert(p);
+    size_t len = 0, size = 4096;
+    char *buf = malloc(size);
+    size_t got;
+    while ((got = fread(buf + len, 1, size - len - 1, p)) > 0) {
+        len += got;
+        if (size - len < 2) buf = realloc(buf, size *= 2);
+    }
+    buf[len] = '\0';
+    int st = pclose(p);
+    *output = buf;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+// A folder with copies of the fixture's img0.png under the given names.
+static char *folder_of_copies(const char *tag, const char *const *names, int n) {
+    char *fix = fixture_path("predict"), *top = make_temp_dir(tag);
+    char p[800];
+    snprintf(p, sizeof p, "%s/img0.png", fix);
+    struct stat st;
+    cr_assert_eq(stat(p, &st), 0);
+    char *png = slurp(p);
+    for (int i = 0; i < n; i++) {
+        snprintf(p, sizeof p, "%s/%s", top, names[i]);
+        write_file(p, png, (size_t)st.st_size);
+    }
+    free(png), free(fix);
+    return top;
+}
+
+Test(predict_fix, failed_writes_to_stdout_exit_1) {
+    const char *names[] = {"a.png", "b.png"};
+    char *top = folder_of_copies("predict_full", names, 2), *fix = fixture_path("predict"), cmd[3000], *out;
+    // A full disk: every line lost, so exit 1 naming stdout.
+    snprintf(cmd, sizeof cmd, "$B/predict --quiet --threads 1 --model %s/model.h5 %s 2>&1 >/dev/full", fix, top);
+    int rc = run_sh(cmd, &out);
+    cr_expect_eq(rc, 1, "exit 1 when stdout cannot be written: %d\n%s", rc, out);
+    cr_expect(strstr(out, "writing the predictions to stdout: No space left on device"), "%s", out);
+    free(out);
+    // stdout closed: refused at once (the temporary file must not take fd 1).
+    snprintf(cmd, sizeof cmd, "$B/predict --quiet --threads 1 --model %s/model.h5 %s 2>&1 >&-", fix, top);
+    rc = run_sh(cmd, &out);
+    cr_expect_eq(rc, 1, "%d\n%s", rc, out);
+    cr_expect(strstr(out, "stdout is closed"), "%s", out);
+    free(out);
+    remove_tree(top);
+    free(top), free(fix);
+}
+
+Test(predict_fix, json_lines_escape_invalid_utf8_and_control_bytes) {
+    // 0xff is never UTF-8; 0x01 a control character; "é" valid UTF-8 stays.
+    const char *names[] = {"a\xff.png", "b\x01.png", "c\xc3\xa9.png"};
+    char *top = folder_of_copies("predict_utf8", names, 3), *fix = fixture_path("predict"), cmd[3000], *out;
+    snprintf(cmd, sizeof cmd, "$B/predict --quiet --threads 1 --format json --model %s/model.h5 %s 2>/dev/null", fix,
+             top);
+    int rc = run_sh(cmd, &out);
+    cr_expect_eq(rc, 0, "%d\n%s", rc, out);
+    cr_expect(strstr(out, "a\\u00ff.png"), "an invalid byte as \\u00XX (its Latin-1 reading):\n%s", out);
+    cr_expect(strstr(out, "b\\u0001.png"), "a control byte \\u-escaped:\n%s", out);
+    cr_expect(strstr(out, "c\xc3\xa9.png"), "valid UTF-8 as it is:\n%s", out);
+    cr_expect(!strchr(out, '\xff') && !strchr(out, '\x01'), "no raw invalid or control byte:\n%s", out);
+    int lines = 0;
+    for (const char *p = out; (p = strchr(p, '\n')); p++) lines++;
+    cr_expect_eq(lines, 3, "one line per image:\n%s", out);
+    free(out);
+    remove_tree(top);
+    free(top), free(fix);
+}
+
+Test(predict_fix, temporary_file_in_tmpdir_named_when_it_fails) {
+    // --eval keeps the misclassified files in a temporary file: in $TMPDIR.
+    char *top = make_temp_dir("predict_tmpdir"), p[800];
+    snprintf(p, sizeof p, "%s/ant", top), mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/bee", top), mkdir(p, 0755);
+    char *fix = fixture_path("predict"), cmd[3000], *out;
+    snprintf(cmd, sizeof cmd, "cp %s/img0.png %s/ant/a.png && cp %s/img1.png %s/bee/b.png", fix, top, fix, top);
+    cr_assert_eq(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "TMPDIR=%s/nowhere $B/predict --quiet --threads 1 --model %s/model.h5 --eval %s 2>&1",
+             top, fix, top);
+    int rc = run_sh(cmd, &out);
+    cr_expect_eq(rc, 1, "%d\n%s", rc, out);
+    cr_expect(strstr(out, "temporary file in ") && strstr(out, "/nowhere (TMPDIR)"), "names the folder:\n%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "TMPDIR=%s $B/predict --quiet --threads 1 --model %s/model.h5 --eval %s 2>&1", top, fix,
+             top);
+    rc = run_sh(cmd, &out);
+    cr_expect_eq(rc, 0, "%d\n%s", rc, out);
+    free(out);
+    remove_tree(top);
+    free(top), free(fix);
+}
+
+Test(predict_fix, fifo_model_head_weights_refused_not_blocking, .timeout = 120) {
+    char *top = make_temp_dir("predict_fifo"), *fix = fixture_path("predict"), p[800], args[3000], *out;
+    snprintf(p, sizeof p, "%s/fifo.h5", top);
+    cr_assert_eq(mkfifo(p, 0644), 0);
+    // The shared opener (weights_h5.c) refuses it before any open.
+    ModelMeta meta;
+    cr_expect(model_meta_read(p, &meta) < 0);
+    cr_expect(strstr(err_msg(), "not a regular file"), "%s", err_msg());
+    const char *how[] = {"--model %s %s/img0.png", "--head %s %s/img0.png"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(args, sizeof args, how[i], p, fix);
+        int rc = run_tool_timeout("predict", args, 30, &out);
+        cr_expect_eq(rc, 1, "%s: exit %d (137: it blocked)\n%s", args, rc, out);
+        cr_expect(strstr(out, "not a regular file"), "%s\n%s", args, out);
+        free(out);
+    }
+    remove_tree(top);
+    free(top), free(fix);
+}
+
+Test(predict_fix, pixel_budget_is_extracts) {
+    char *top = make_temp_dir("predict_pixels"), p[800], args[3000], *out;
+    uint8_t *rgb = calloc(200 * 200 * 3, 1);
+    draw_shape(rgb, 200, 200, 0, 1);
+    snprintf(p, sizeof p, "%s/big.jpg", top);
+    write_jpeg(p, rgb, 200, 200, 90);
+    free(rgb);
+    char *fix = fixture_path("predict");
+    snprintf(args, sizeof args, "--quiet --threads 1 --model %s/model.h5 --max-pixels 10000 %s", fix, p);
+    int rc = run_tool("predict", args, &out);
+    cr_expect_eq(rc, 0, "%d\n%s", rc, out);
+    cr_expect(strstr(out, "big.jpg is 200x200, over the pixel budget of 10000: decoded at a reduced scale"), "%s",
+              out);
+    free(out);
+    snprintf(args, sizeof args, "--quiet --threads 1 --model %s/model.h5 %s", fix, p);
+    rc = run_tool("predict", args, &out);
+    cr_expect(rc == 0 && !strstr(out, "pixel budget"), "within the default budget (50,000,000): %d\n%s", rc, out);
+    free(out);
+    snprintf(args, sizeof args, "--model %s/model.h5 --max-pixels 0 %s", fix, p);
+    cr_expect_eq(run_tool("predict", args, NULL), 2, "--max-pixels must be >= 1, as extract's");
+    remove_tree(top);
+    free(top), free(fix);
+}
+
+Test(predict_fix, all_inputs_unreadable_exit_1) {
+    char *fix = fixture_path("predict"), args[3000], *out;
+    snprintf(args, sizeof args, "--quiet --threads 1 --model %s/model.h5 /nonexistent/x.jpg", fix);
+    int rc = run_tool("predict", args, &out);
+    cr_expect_eq(rc, 1, "%d\n%s", rc, out);
+    cr_expect(strstr(out, "no image could be read"), "%s", out);
+    free(out), free(fix);
+}
+
+Test(predict_fix, double_dash_empty_report_and_notes) {
+    const char *names[] = {"--odd.png"};
+    char *top = folder_of_copies("predict_dash", names, 1), *fix = fixture_path("predict"), cmd[3000], *out;
+    snprintf(cmd, sizeof cmd, "cd %s && $B/predict --quiet --threads 1 --model %s/model.h5 -- --odd.png 2>&1", top,
+             fix);
+    int rc = run_sh(cmd, &out);
+    cr_expect_eq(rc, 0, "after --, --odd.png is a file: %d\n%s", rc, out);
+    cr_expect(strstr(out, "--odd.png: "), "%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "$B/predict --model %s/model.h5 --eval %s --report '' 2>&1", fix, top);
+    rc = run_sh(cmd, &out);
+    cr_expect_eq(rc, 2, "an empty --report is a usage error: %d\n%s", rc, out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "$B/predict --quiet --threads 1 --model %s/model.h5 --seed 3 --max-errors 2 %s 2>&1",
+             fix, top);
+    rc = run_sh(cmd, &out);
+    cr_expect_eq(rc, 0, "%d\n%s", rc, out);
+    cr_expect(strstr(out, "note: --seed only goes with") && strstr(out, "note: --max-errors only changes"), "%s",
+              out);
+    free(out);
     remove_tree(top);
     free(top), free(fix);
 }
