@@ -60,6 +60,10 @@ int load_base_weights(Model *m, const char *spec, uint64_t seed, int quiet, char
             return err_set("--weights %s: is a folder, not a weights file (give a Keras HDF5 file, imagenet or "
                            "random)",
                            path);
+        // A FIFO or device would block the hash (and Keras would not read
+        // it either): only regular files are weights files.
+        if (!S_ISREG(st.st_mode))
+            return err_set("--weights %s: not a regular file (give a Keras HDF5 file, imagenet or random)", path);
     }
     char hex[65];
     if (hash_file_hex(path, HASH_SHA256, hex) < 0) return -1;

@@ -65,7 +65,7 @@ static void json_string(FILE *f, const char *s) {
         if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
         else if (*p == '\n') fputs("\\n", f);
         else if (*p == '\t') fputs("\\t", f);
-        else if (*p < 0x20 || *p == 0x7f) fprintf(f, "\\u%04x", *p);
+        else if (*p < 0x20 || *p == 0x7f || n == 0) fprintf(f, "\\u%04x", *p);
         else {
             fwrite(p, 1, (size_t)n, f);
             p += n;
@@ -178,6 +178,12 @@ int results_take_batch(Results *r, HeadBuffers *hb, const float *features, int n
     const Model *m = r->m;
     if (r->eval) {
         float loss = head_backward(m, features, labels, NULL, n, hb, NULL, NULL);
+        if (!isfinite(loss) && !r->nonfinite) {  // once, not a silent "loss nan" at the end
+            log_printf(stderr, "warning: the model produced a non-finite loss (NaN or infinity), first in the batch "
+                       "from %s: its outputs saturate at 0 or 1 (overflowing weights) or are broken; the loss is "
+                       "printed as nan (null in JSON)\n", paths[0]);
+            r->nonfinite = 1;
+        }
         head_predict_classes(m, hb, n, pred);
         running_add(&r->run, loss, n, pred, labels);
         confusion_add(r->conf, r->K, labels, pred, n);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is missing, builds, runs every
 # test, then the same tests under ASan + UBSan, then the image decoders'
-# tests under valgrind.
+# tests under valgrind, then the Slurm job chain on a one-node Slurm cluster
+# it starts (about a minute; installs slurm-wlm and munge when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install_deps.sh
@@ -10,3 +11,4 @@ make -j"$jobs"
 make -j"$jobs" test
 make -j"$jobs" SANITIZE=1 test
 make -j"$jobs" test-valgrind
+make -j"$jobs" test-slurm

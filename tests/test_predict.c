@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <hdf5.h>
 
 #include "error.h"
 #include "fileutil.h"
@@ -919,4 +920,77 @@ Test(predict_fix, double_dash_empty_report_and_notes) {
     free(out);
     remove_tree(top);
     free(top), free(fix);
+}
+
+Test(predict_fix, cache_report_says_what_extract_skipped, .timeout = 600) {
+    Setup s = setup("");
+    char p[800], args[3000], *out;
+    snprintf(p, sizeof p, "%s/squares/broken.jpg", s.val);
+    write_file(p, "\xff\xd8\xff\xe0 not really a jpeg", 22);
+    char cache[700];
+    snprintf(cache, sizeof cache, "%s/vcb", s.top);
+    snprintf(args, sizeof args, "--data '%s' --cache %s %s", s.val, cache, COMMON);
+    int rc = run_tool("extract", args, &out);
+    cr_assert(rc == 0 || rc == 3, "extract: %d\n%s", rc, out);
+    free(out);
+    snprintf(args, sizeof args, "--head %s --cache %s --threads 1 --quiet --format json --report %s/rep", s.head,
+             cache, s.top);
+    rc = run_tool("predict", args, &out);
+    cr_expect_eq(rc, 0, "%d\n%s", rc, out);
+    cr_expect(strstr(out, "Note: extract skipped 1 file that could not be read (listed in ") &&
+                  strstr(out, "vcb/skipped.tsv"),
+              "the report on screen says it:\n%s", out);
+    free(out);
+    snprintf(p, sizeof p, "%s/rep_report.json", s.top);
+    char *rep = slurp(p);
+    cr_expect(strstr(rep, "\"note\": \"extract skipped 1 file"), "and the report file:\n%s", rep);
+    const char *q = rep;
+    cr_expect(jvalue(&q), "the report is JSON");
+    free(rep);
+    teardown(&s);
+}
+
+// Scales every float dataset of an HDF5 file by f (finite weights whose
+// products overflow: the model's outputs become NaN or infinite).
+static herr_t scale_one(hid_t loc, const char *name, const H5O_info_t *info, void *op) {
+    if (info->type != H5O_TYPE_DATASET) return 0;
+    hid_t d = H5Dopen2(loc, name, H5P_DEFAULT);
+    hid_t t = H5Dget_type(d), sp = H5Dget_space(d);
+    if (H5Tget_class(t) == H5T_FLOAT) {
+        hssize_t n = H5Sget_simple_extent_npoints(sp);
+        float *v = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+        H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v);
+        for (hssize_t i = 0; i < n; i++) v[i] *= *(float *)op;
+        H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v);
+        free(v);
+    }
+    H5Sclose(sp), H5Tclose(t), H5Dclose(d);
+    return 0;
+}
+
+Test(predict_fix, non_finite_outputs_warned_once_and_null_in_json, .timeout = 600) {
+    Setup s = setup("");
+    float f = 1e30f;
+    hid_t h = H5Fopen(s.head, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert(h >= 0);
+    H5Ovisit(h, H5_INDEX_NAME, H5_ITER_NATIVE, scale_one, &f);
+    H5Fclose(h);
+    char args[3000], *out;
+    snprintf(args, sizeof args, "--head %s --cache %s --threads 1 --quiet --format json --report %s/nan", s.head,
+             s.vc5, s.top);
+    int rc = run_tool("predict", args, &out);
+    cr_expect_eq(rc, 0, "%d\n%s", rc, out);
+    // (Here the outputs saturate at 0 and 1, so the loss is what is not finite.)
+    const char *w = strstr(out, "warning: the model produced a non-finite");
+    cr_expect(w, "a warning:\n%s", out);
+    if (w) cr_expect(!strstr(w + 1, "warning: the model produced"), "once:\n%s", out);
+    cr_expect(!strstr(out, "nan,") && !strstr(out, "nan}") && !strstr(out, ": -nan"), "no nan in JSON:\n%s", out);
+    free(out);
+    char p[800];
+    snprintf(p, sizeof p, "%s/nan_report.json", s.top);
+    char *rep = slurp(p);
+    const char *q = rep;
+    cr_expect(jvalue(&q) && !strstr(rep, "nan"), "the report is JSON:\n%s", rep);
+    free(rep);
+    teardown(&s);
 }

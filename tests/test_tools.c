@@ -1,8 +1,10 @@
 // The executables as a user runs them: --summary figures, --help, --version,
 // exit codes for usage errors and for --device cuda without a GPU.
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "gpu.h"
 #include "testutil.h"
@@ -87,4 +89,27 @@ Test(tools, option_tables_reach_their_last_entries) {
     cr_expect_eq(run_tool("extract", "--summary --layer block4_pool --input-size 64", &out), 0);
     cr_expect(strstr(out, "block4_pool") && !strstr(out, "block5_conv1"), "%s", out);
     free(out);
+}
+
+// A weights file that is a FIFO would block the SHA-256 (and HDF5's open)
+// forever: every tool refuses what is not a regular file, at once.
+Test(tools, weights_that_are_not_regular_files_are_refused) {
+    char *dir = make_temp_dir("fifo_weights");
+    char fifo[1024], args[4096];
+    snprintf(fifo, sizeof fifo, "%s/w.h5", dir);
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    char *top = make_shape_folder("fifo_weights_data", 2, 3);
+    char *out = NULL;
+    snprintf(args, sizeof args, "--data %s/data --cache %s/c --weights %s --input-size 32 --quiet", top, dir, fifo);
+    cr_expect_eq(run_tool_timeout("extract", args, 20, &out), 1, "%s", out);
+    cr_expect(strstr(out, "not a regular file"), "%s", out);
+    free(out);
+    snprintf(args, sizeof args, "--data %s/data --head %s --weights random --out %s/m.h5", top, fifo, dir);
+    cr_expect_eq(run_tool_timeout("finetune", args, 20, &out), 1, "%s", out);
+    cr_expect(strstr(out, "not a regular file"), "%s", out);
+    free(out);
+    remove_tree(top);
+    remove_tree(dir);
+    free(top);
+    free(dir);
 }
