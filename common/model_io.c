@@ -290,3 +290,31 @@ static int load_layers(Model *m, const char *path, int from, int full) {
 int model_load_head(Model *m, const char *path) { return load_layers(m, path, model_head_start(m), 0); }
 
 int model_load_full(Model *m, const char *path) { return load_layers(m, path, 1, 1); }
+
+int model_meta_check_classes(const ModelMeta *head, const char *what, char *const *names, int n) {
+    if (!head->class_names) return 0;  // an old head without names: nothing to compare
+    int same = n == head->n_classes;
+    for (int k = 0; same && k < n; k++) same = !strcmp(names[k], head->class_names[k]);
+    if (same) return 0;
+    char a[600] = "", b[600] = "";
+    for (int k = 0; k < n; k++) snprintf(a + strlen(a), sizeof a - strlen(a), "%s%s", k ? ", " : "", names[k]);
+    for (int k = 0; k < head->n_classes; k++)
+        snprintf(b + strlen(b), sizeof b - strlen(b), "%s%s", k ? ", " : "", head->class_names[k]);
+    return err_set("%s has classes [%s]; the head was trained on [%s]", what, a, b);
+}
+
+int model_meta_check_cache(const ModelMeta *head, const CacheMeta *c, const char *cache_path, const char *weights_id) {
+    char got[32], want[32];
+    snprintf(got, sizeof got, "%dx%d", c->input_w, c->input_h);
+    snprintf(want, sizeof want, "%dx%d", head->input_w, head->input_h);
+    const char *weights = weights_id ? weights_id : head->weights;
+    const char *what = NULL, *have = NULL, *need = NULL;
+    if (strcmp(c->model, head->arch)) what = "model", have = c->model, need = head->arch;
+    else if (strcmp(got, want)) what = "input size", have = got, need = want;
+    else if (strcmp(c->preprocess, head->preprocess)) what = "preprocessing", have = c->preprocess, need = head->preprocess;
+    else if (strcmp(c->interpolation, head->interpolation))
+        what = "interpolation", have = c->interpolation, need = head->interpolation;
+    else if (weights[0] && strcmp(c->weights, weights)) what = "base weights", have = c->weights, need = weights;
+    if (what) return err_set("%s: the cache's %s is %s; the head needs %s", cache_path, what, have, need);
+    return model_meta_check_classes(head, cache_path, c->class_names, c->n_classes);
+}

@@ -3,6 +3,7 @@
 // our metadata as root attributes, so that Keras's load_weights reads them
 // and our tools can check that what they load fits what they run.
 #pragma once
+#include "cache.h"
 #include "model.h"
 
 // What a model file records besides weights (root attributes vggft_*).
@@ -84,3 +85,16 @@ int model_load_head(Model *m, const char *path);
 // model_load_head; a head-only file is refused ("holds only the head").
 // Allocates the weights if needed.
 int model_load_full(Model *m, const char *path);
+
+// A class list must be the head's (same names, same order), e.g. a folder's
+// or a cache's: "WHAT has classes [a, b]; the head was trained on [b, a]".
+// Returns 0, or -1 with that message.
+int model_meta_check_classes(const ModelMeta *head, const char *what, char *const *names, int n);
+// A feature cache can feed this head (finetune --cache, predict --cache):
+// same model, input size, preprocessing, interpolation and base weights
+// (weights_id: the --weights in use, or NULL for the head's own record;
+// not checked when both are unknown), and the head's classes. The layer is
+// the caller's to check (finetune needs the one below --unfreeze, predict
+// the head's cut). Returns 0, or -1 naming the cache, the setting and both
+// values: "C: the cache's input size is 32x32; the head needs 48x48".
+int model_meta_check_cache(const ModelMeta *head, const CacheMeta *c, const char *cache_path, const char *weights_id);

@@ -76,17 +76,6 @@ static int split_from_dataset(Split *s) {
     return 0;
 }
 
-// The head's class list must be the folder's (same names, same order).
-static int same_classes(const char *what, char *const *have, int n_have, char *const *want, int n_want) {
-    int same = n_have == n_want;
-    for (int k = 0; same && k < n_have; k++) same = !strcmp(have[k], want[k]);
-    if (same) return 0;
-    char a[600] = "", b[600] = "";
-    for (int k = 0; k < n_have; k++) snprintf(a + strlen(a), sizeof a - strlen(a), "%s%s", k ? ", " : "", have[k]);
-    for (int k = 0; k < n_want; k++) snprintf(b + strlen(b), sizeof b - strlen(b), "%s%s", k ? ", " : "", want[k]);
-    return err_set("%s has classes [%s]; the head was trained on [%s]", what, a, b);
-}
-
 // Loader context: item i of a run is the split's item order[start + i].
 typedef struct {
     const Split *s;
@@ -234,26 +223,14 @@ static int cache_layer_for(const Model *m, char *why, size_t size) {
     return -1;
 }
 
-// A feature cache fit for this model: same base, weights, input settings
-// and classes as the head, features of layer `need`.
+// A feature cache fit for this model: the head's settings, weights and
+// classes (model_meta_check_cache), features of layer `need`.
 static int check_cache(const CacheMeta *c, const char *path, const Model *m, const ModelMeta *hm, const char *weights_id,
                        int need) {
-    char got[32], want[32];
-    snprintf(got, sizeof got, "%dx%d", c->input_w, c->input_h);
-    snprintf(want, sizeof want, "%dx%d", hm->input_w, hm->input_h);
-    const char *what = NULL, *have = NULL, *wants = NULL;
-    if (strcmp(c->model, hm->arch)) what = "model", have = c->model, wants = hm->arch;
-    else if (strcmp(got, want)) what = "input size", have = got, wants = want;
-    else if (strcmp(c->preprocess, hm->preprocess)) what = "preprocessing", have = c->preprocess, wants = hm->preprocess;
-    else if (strcmp(c->interpolation, hm->interpolation))
-        what = "interpolation", have = c->interpolation, wants = hm->interpolation;
-    else if (strcmp(c->weights, weights_id)) what = "base weights", have = c->weights, wants = weights_id;
-    if (what) return err_set("%s: the cache's %s is %s; the head and --weights need %s", path, what, have, wants);
+    if (model_meta_check_cache(hm, c, path, weights_id) < 0) return -1;
     if (strcmp(c->layer, m->layers[need].name))
         return err_set("%s holds %s features; --unfreeze %s needs %s (extract --layer %s)", path, c->layer,
                        m->unfreeze_name, m->layers[need].name, m->layers[need].name);
-    if (hm->class_names && same_classes(path, c->class_names, c->n_classes, hm->class_names, hm->n_classes) < 0)
-        return -1;
     return 0;
 }
 
@@ -449,7 +426,7 @@ int finetune_run(const FinetuneOptions *o) {
     } else {
         Dataset all = {0};
         if (dataset_scan(o->data, NULL, 0, &all) < 0) goto done;
-        if (same_classes(o->data, all.class_names, all.n_classes, hm.class_names, hm.n_classes) < 0) {
+        if (model_meta_check_classes(&hm, o->data, all.class_names, all.n_classes) < 0) {
             dataset_free(&all);
             goto done;
         }
@@ -467,7 +444,7 @@ int finetune_run(const FinetuneOptions *o) {
         printf("%s\n", found);
         if (o->val_data) {
             if (dataset_scan(o->val_data, NULL, 0, &val.ds) < 0) goto done;
-            if (same_classes(o->val_data, val.ds.class_names, val.ds.n_classes, hm.class_names, hm.n_classes) < 0)
+            if (model_meta_check_classes(&hm, o->val_data, val.ds.class_names, val.ds.n_classes) < 0)
                 goto done;
             if (split_from_dataset(&val) < 0) goto done;
             dataset_found_line(&val.ds, found, sizeof found);

@@ -114,34 +114,13 @@ static int load_model(const PredictOptions *o, Model *m, ModelMeta *meta, char *
     return 0;
 }
 
-// The cache's features must be what the head was trained on: same base,
-// weights, input settings, layer and classes. The message names both.
+// The cache's features must be what the head was trained on: its cut
+// layer, and the settings, weights and classes model_meta_check_cache
+// compares. The message names both.
 static int check_cache(const CacheMeta *c, const char *cache, const ModelMeta *hm, const char *head) {
-    char got[32], want[32];
-    snprintf(got, sizeof got, "%dx%d", c->input_w, c->input_h);
-    snprintf(want, sizeof want, "%dx%d", hm->input_w, hm->input_h);
-    const char *what = NULL, *have = NULL, *need = NULL;
-    if (strcmp(c->model, hm->arch)) what = "model", have = c->model, need = hm->arch;
-    else if (strcmp(got, want)) what = "input size", have = got, need = want;
-    else if (strcmp(c->layer, hm->cut)) what = "feature layer", have = c->layer, need = hm->cut;
-    else if (strcmp(c->preprocess, hm->preprocess)) what = "preprocessing", have = c->preprocess, need = hm->preprocess;
-    else if (strcmp(c->interpolation, hm->interpolation))
-        what = "interpolation", have = c->interpolation, need = hm->interpolation;
-    else if (hm->weights[0] && strcmp(c->weights, hm->weights))
-        what = "base weights", have = c->weights, need = hm->weights;
-    if (what)
-        return err_set("--cache %s has the %s %s; the head %s was trained on %s", cache, what, have, head, need);
-    int same = c->n_classes == hm->n_classes;
-    for (int k = 0; same && k < c->n_classes; k++) same = !strcmp(c->class_names[k], hm->class_names[k]);
-    if (!same) {
-        char a[600] = "", b[600] = "";
-        for (int k = 0; k < c->n_classes; k++)
-            snprintf(a + strlen(a), sizeof a - strlen(a), "%s%s", k ? ", " : "", c->class_names[k]);
-        for (int k = 0; k < hm->n_classes; k++)
-            snprintf(b + strlen(b), sizeof b - strlen(b), "%s%s", k ? ", " : "", hm->class_names[k]);
-        return err_set("--cache %s has the classes [%s]; the head %s was trained on [%s]", cache, a, head, b);
-    }
-    return 0;
+    if (strcmp(c->layer, hm->cut))
+        return err_set("--cache %s has %s features; the head %s was trained on %s", cache, c->layer, head, hm->cut);
+    return model_meta_check_cache(hm, c, cache, NULL);
 }
 
 // --- the inputs -------------------------------------------------------------------

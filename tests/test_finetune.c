@@ -4,6 +4,7 @@
 // block4_pool gives the weights that images give; frozen layers stay as
 // they were; wrong inputs are refused with the reason.
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -267,6 +268,25 @@ Test(finetune, refuses_mismatched_inputs_with_the_reason) {
              s.head, s.dir);
     cr_expect_eq(run_tool("finetune", args, &out), 1);
     cr_expect(strstr(out, "not the base weights the head was trained on"), "%s", out);
+    free(out);
+    // A training folder whose classes are not the head's: both lists named.
+    char renamed[1200], from[1200];
+    snprintf(renamed, sizeof renamed, "%s/renamed", s.dir);
+    snprintf(args, sizeof args, "cp -r '%s' '%s'", s.data, renamed);
+    cr_assert_eq(system(args), 0);
+    DIR *d = opendir(renamed);
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.') break;
+    cr_assert(e, "no class folder in %s", renamed);
+    snprintf(from, sizeof from, "%s/%s", renamed, e->d_name);
+    closedir(d);
+    snprintf(args, sizeof args, "%s/zebras", renamed);
+    cr_assert_eq(rename(from, args), 0);
+    snprintf(args, sizeof args, "--data %s --head %s --weights random --out %s/x.h5 --threads 1", renamed, s.head,
+             s.dir);
+    cr_expect_eq(run_tool("finetune", args, &out), 1);
+    cr_expect(strstr(out, "zebras") && strstr(out, "the head was trained on ["), "%s", out);
     free(out);
     // Augmentation with a cache is a usage error.
     snprintf(args, sizeof args, "--cache %s --head %s --out %s/x.h5 --augment flip", s.c5, s.head, s.dir);
