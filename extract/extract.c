@@ -333,6 +333,11 @@ int extract_run(const ExtractOptions *o) {
     DeviceKind dev;
     char dev_note[300];
     if (device_select(o->device, &dev, dev_note, sizeof dev_note) < 0) return -1;
+    GpuPrecision precision = GPU_FP32;
+    if (o->precision && gpu_precision_from_name(o->precision, &precision) < 0) return -1;
+    // TF32 changes the features, and the cache records it: no quiet CPU fallback.
+    if (precision == GPU_TF32 && dev != DEVICE_CUDA)
+        return err_set("--precision tf32 needs a GPU, and this run has none: %s", dev_note);
     int shard_i, shard_n;
     if (extract_parse_shard(o->shard, &shard_i, &shard_n) < 0) return -1;
     if (o->batch < 1) return err_set("--batch must be >= 1, got %d", o->batch);
@@ -408,8 +413,10 @@ int extract_run(const ExtractOptions *o) {
     for (int k = 0; k < ds.n_classes; k++) want.class_files[k] = ds.class_counts[k];
     if (o->shard) snprintf(want.shard, sizeof want.shard, "%d/%d", shard_i, shard_n);
     // Settings that change pixels, so a resumed run must use the same.
-    snprintf(want.decode, sizeof want.decode, "%s, pixel budget %ld", o->reduced_decode ? "reduced" : "full",
-             o->max_pixels);
+    // TF32 convolutions change the values too (fp32, CPU or GPU, adds nothing:
+    // its caches are one kind).
+    snprintf(want.decode, sizeof want.decode, "%s, pixel budget %ld%s", o->reduced_decode ? "reduced" : "full",
+             o->max_pixels, precision == GPU_TF32 ? ", tf32 convolutions" : "");
     if (folder_fingerprint(&ds, want.folder, sizeof want.folder) < 0) goto done;
     snprintf(want.version, sizeof want.version, "%s", VGGFT_VERSION);
     snprintf(want.command, sizeof want.command, "%s", o->command_line ? o->command_line : "");
@@ -443,9 +450,10 @@ int extract_run(const ExtractOptions *o) {
     const size_t image_floats = (size_t)o->input_size * o->input_size * 3;
     if (batch_alloc(&batch, o->batch, image_floats, model_feature_size(&m)) < 0) goto done;
     if (dev == DEVICE_CUDA) {
-        gpu = gpu_base_create(&m, o->batch);
-        // --device auto: a GPU that cannot run the base is no reason to fail the job.
-        if (!gpu && strcmp(o->device, "auto")) goto done;
+        gpu = gpu_base_create(&m, o->batch, precision);
+        // --device auto: a GPU that cannot run the base is no reason to fail the job
+        // (unless the cache is to hold TF32 features).
+        if (!gpu && (strcmp(o->device, "auto") || precision == GPU_TF32)) goto done;
         if (!gpu) {
             log_printf(stderr, "warning: GPU unusable (%s); running on the CPU\n", err_msg());
             dev = DEVICE_CPU;

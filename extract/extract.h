@@ -2,7 +2,7 @@
 #pragma once
 
 typedef struct {
-    const char *data, *cache, *weights, *preprocess, *interpolation, *dtype, *device, *shard;
+    const char *data, *cache, *weights, *preprocess, *interpolation, *dtype, *device, *precision, *shard;
     const char *model, *layer, *command_line;
     int input_size, batch, threads, strict, overwrite, reduced_decode, quiet;
     long seed, max_pixels;

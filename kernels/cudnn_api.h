@@ -30,7 +30,15 @@
     X(cudnnSetConvolution2dDescriptor)      \
     X(cudnnSetConvolutionMathType)          \
     X(cudnnFindConvolutionForwardAlgorithm) \
+    X(cudnnGetConvolutionForwardAlgorithm_v7) \
+    X(cudnnGetConvolutionForwardWorkspaceSize) \
     X(cudnnConvolutionForward)              \
+    X(cudnnGetConvolutionBackwardDataAlgorithm_v7) \
+    X(cudnnGetConvolutionBackwardDataWorkspaceSize) \
+    X(cudnnConvolutionBackwardData)         \
+    X(cudnnGetConvolutionBackwardFilterAlgorithm_v7) \
+    X(cudnnGetConvolutionBackwardFilterWorkspaceSize) \
+    X(cudnnConvolutionBackwardFilter)       \
     X(cudnnCreatePoolingDescriptor)         \
     X(cudnnDestroyPoolingDescriptor)        \
     X(cudnnSetPooling2dDescriptor)          \

@@ -28,3 +28,11 @@ int gpu_name(int device, char *buf, size_t size);
 //   GPU code: sm_80 sm_90 + PTX compute_90
 // Without CUDA: "CUDA: not built in (built with CUDA=0)".
 void gpu_libraries(char *buf, size_t size);
+
+// Arithmetic of the GPU convolutions (--precision). FP32: strict float32
+// (FMA kernels only), features equal the CPU path to float32 rounding.
+// TF32: tensor cores on sm_80+ with 10-bit mantissa products, float32 sums.
+typedef enum { GPU_FP32 = 0, GPU_TF32 = 1 } GpuPrecision;
+// "fp32" / "tf32"; -1 (err_set) for anything else.
+int gpu_precision_from_name(const char *name, GpuPrecision *p);
+const char *gpu_precision_name(GpuPrecision p);

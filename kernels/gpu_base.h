@@ -2,16 +2,19 @@
 // counterpart of base_forward_cpu in common/forward.c, same inputs and
 // outputs (N,H,W,C float32 on the host), so callers switch by device alone.
 #pragma once
+#include "gpu.h"
 #include "model.h"
 
 typedef struct GpuBase GpuBase;
 
-// Uploads the weights of layers [1, n_base) and lets cuDNN pick, by timing
-// its candidates (cudnnFind), the fastest algorithm for each conv at
-// max_batch within a bounded workspace. NULL with err_set on failure.
-// Arithmetic is strict float32 (no TF32), so features match the CPU path
-// to float32 rounding.
-GpuBase *gpu_base_create(const Model *m, int max_batch);
+// Uploads the weights of layers [1, n_base) and picks each conv's algorithm
+// for batches of max_batch by cuDNN's heuristics within a bounded workspace
+// (the same on every run: no timing). precision GPU_FP32: strict float32,
+// features match the CPU path to float32 rounding; GPU_TF32: tensor cores.
+// NULL with err_set on failure (no cuDNN, no GPU, out of device memory).
+GpuBase *gpu_base_create(const Model *m, int max_batch, GpuPrecision precision);
 // in: N <= max_batch preprocessed images; out: N feature vectors (H,W,C).
+// Runs max_batch images every time (zeros after the N given), so an image's
+// features do not depend on N or on its batch-mates.
 int gpu_base_forward(GpuBase *g, const float *in, int N, float *out);
 void gpu_base_free(GpuBase *g);

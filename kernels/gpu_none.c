@@ -17,7 +17,7 @@ void gpu_libraries(char *buf, size_t size) { snprintf(buf, size, "CUDA: not buil
 #include "error.h"
 #include "gpu_base.h"
 
-GpuBase *gpu_base_create(const Model *m, int max_batch) {
+GpuBase *gpu_base_create(const Model *m, int max_batch, GpuPrecision precision) {
     err_set("this build has no CUDA support (built with CUDA=0)");
     return NULL;
 }

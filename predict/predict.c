@@ -343,7 +343,7 @@ static int run_images(const PredictOptions *o, const Model *m, const ModelMeta *
         goto done;
     }
     if (dev == DEVICE_CUDA) {
-        gpu = gpu_base_create(m, B);
+        gpu = gpu_base_create(m, B, GPU_FP32);
         if (!gpu && strcmp(o->device, "auto")) goto done;
         if (!gpu) {
             log_printf(stderr, "warning: GPU unusable (%s); running on the CPU\n", err_msg());

@@ -14,7 +14,7 @@ export VGGFT_BIN=$dev/bin
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 "$dev/bin/extract" --version
 echo "== GPU tests"
-"$dev/bin/all" --filter 'gpu/*' --short-filename -j1 || echo "GPU tests FAILED"
+timeout 120 "$dev/bin/all" --filter 'gpu/*' --short-filename -j1 --verbose || echo "GPU tests FAILED"
 echo "== extract benchmark (generated images, random weights, 150x150)"
 python3 - <<'PY'
 import numpy as np, os
@@ -30,4 +30,14 @@ for d in cuda cpu; do
     "$dev/bin/extract" --data /tmp/vggft/img --cache /tmp/vggft/cache_$d --weights random --input-size 150 \
         --device $d --batch 64 --quiet --overwrite | grep -E "Extracted|Cache" || echo "extract --device $d FAILED"
 done
+echo "== extract at 224x224 on the GPU"
+rm -rf /tmp/vggft/cache_224
+timeout 120 "$dev/bin/extract" --data /tmp/vggft/img --cache /tmp/vggft/cache_224 --weights random --input-size 224 \
+    --device cuda --batch 64 --quiet | grep -E "Extracted|Cache" || echo "extract 224 FAILED"
+echo "== the whole test suite with a GPU present"
+timeout 240 "$dev/bin/all" --short-filename -j8 2>&1 | tail -30 || echo "test suite FAILED"
+if command -v compute-sanitizer >/dev/null; then
+    echo "== compute-sanitizer memcheck on the GPU tests"
+    timeout 120 compute-sanitizer --tool memcheck "$dev/bin/all" --filter 'gpu/base_matches_cpu_48' -j1 2>&1 | tail -20
+fi
 [ -n "${OUT:-}" ] && cp -r /tmp/vggft/cache_cuda "$OUT/" 2>/dev/null || true

@@ -28,7 +28,7 @@ static void compare(int size, const char *cut, int N) {
     BaseWorkspace ws;
     cr_assert_eq(base_workspace_alloc(&ws, &m), 0);
     base_forward_cpu(&m, x, N, cpu, &ws);
-    GpuBase *g = gpu_base_create(&m, N);
+    GpuBase *g = gpu_base_create(&m, N, GPU_FP32);
     cr_assert_not_null(g, "%s", err_msg());
     cr_assert_eq(gpu_base_forward(g, x, N, gpu), 0, "%s", err_msg());
     // Strict float32 on both sides, sums in another order: relative 1e-4 of

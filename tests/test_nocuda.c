@@ -202,7 +202,7 @@ Test(nocuda, gpu_base_says_cudnn_is_missing) {
     cfg.input_h = cfg.input_w = 32;
     Model m;
     cr_assert_eq(model_build(&m, &cfg), 0, "%s", err_msg());
-    cr_expect_null(gpu_base_create(&m, 2));
+    cr_expect_null(gpu_base_create(&m, 2, GPU_FP32));
     if (gpu_built()) cr_expect(strstr(err_msg(), "GPU: cuDNN not found: " HIDDEN_CUDNN), "%s", err_msg());
     else cr_expect(strstr(err_msg(), "CUDA=0"), "%s", err_msg());
     model_free(&m);

@@ -1,0 +1,115 @@
+// Shared CUDA plumbing of kernels/ (see gpu_util.cuh).
+#include <stdlib.h>
+#include <string.h>
+
+#include "gpu_util.cuh"
+
+void gpu_kernel_rsck_to_krsc(const float *rsck, float *krsc, int C, int K) {
+    for (int rs = 0; rs < 9; rs++)
+        for (int c = 0; c < C; c++)
+            for (int k = 0; k < K; k++) krsc[((size_t)k * 9 + rs) * C + c] = rsck[((size_t)rs * C + c) * K + k];
+}
+
+void gpu_kernel_krsc_to_rsck(const float *krsc, float *rsck, int C, int K) {
+    for (int rs = 0; rs < 9; rs++)
+        for (int c = 0; c < C; c++)
+            for (int k = 0; k < K; k++) rsck[((size_t)rs * C + c) * K + k] = krsc[((size_t)k * 9 + rs) * C + c];
+}
+
+int gpu_conv_set_batch(GpuConv *c, const Layer *l, int N) {
+    CUDNN_OK(dnn.cudnnSetTensor4dDescriptor(c->x, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, N, l->in_c, l->in_h, l->in_w),
+             l->name);
+    CUDNN_OK(dnn.cudnnSetTensor4dDescriptor(c->y, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, N, l->out_c, l->out_h, l->out_w),
+             l->name);
+    return 0;
+}
+
+int gpu_conv_upload(GpuConv *c, const Layer *l) {
+    size_t nk = (size_t)l->n_kernel;
+    float *krsc = (float *)malloc(nk * sizeof(float));
+    if (!krsc) return err_set("out of memory");
+    gpu_kernel_rsck_to_krsc(l->kernel, krsc, l->in_c, l->out_c);
+    cudaError_t e = cudaMemcpy(c->d_kernel, krsc, nk * sizeof(float), cudaMemcpyHostToDevice);
+    free(krsc);
+    CUDA_OK(e, "uploading weights");
+    CUDA_OK(cudaMemcpy(c->d_bias, l->bias, (size_t)l->n_bias * sizeof(float), cudaMemcpyHostToDevice),
+            "uploading biases");
+    return 0;
+}
+
+int gpu_conv_download(const GpuConv *c, Layer *l) {
+    size_t nk = (size_t)l->n_kernel;
+    float *krsc = (float *)malloc(nk * sizeof(float));
+    if (!krsc) return err_set("out of memory");
+    cudaError_t e = cudaMemcpy(krsc, c->d_kernel, nk * sizeof(float), cudaMemcpyDeviceToHost);
+    if (e == cudaSuccess) gpu_kernel_krsc_to_rsck(krsc, l->kernel, l->in_c, l->out_c);
+    free(krsc);
+    CUDA_OK(e, "downloading weights");
+    CUDA_OK(cudaMemcpy(l->bias, c->d_bias, (size_t)l->n_bias * sizeof(float), cudaMemcpyDeviceToHost),
+            "downloading biases");
+    return 0;
+}
+
+int gpu_conv_create(GpuConv *c, const Layer *l, int N, cudnnMathType_t math) {
+    memset(c, 0, sizeof *c);
+    c->math = math;
+    CUDNN_OK(dnn.cudnnCreateTensorDescriptor(&c->x), l->name);
+    CUDNN_OK(dnn.cudnnCreateTensorDescriptor(&c->y), l->name);
+    CUDNN_OK(dnn.cudnnCreateFilterDescriptor(&c->w), l->name);
+    CUDNN_OK(dnn.cudnnCreateConvolutionDescriptor(&c->conv), l->name);
+    CUDNN_OK(dnn.cudnnSetFilter4dDescriptor(c->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, l->out_c, l->in_c, 3, 3), l->name);
+    CUDNN_OK(dnn.cudnnSetConvolution2dDescriptor(c->conv, 1, 1, 1, 1, 1, 1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
+             l->name);
+    CUDNN_OK(dnn.cudnnSetConvolutionMathType(c->conv, math), l->name);
+    if (gpu_conv_set_batch(c, l, N) < 0) return -1;
+    CUDA_OK(cudaMalloc(&c->d_kernel, (size_t)l->n_kernel * sizeof(float)), "allocating weights");
+    CUDA_OK(cudaMalloc(&c->d_bias, (size_t)l->n_bias * sizeof(float)), "allocating biases");
+    return gpu_conv_upload(c, l);
+}
+
+void gpu_conv_free(GpuConv *c) {
+    if (c->x) dnn.cudnnDestroyTensorDescriptor(c->x);
+    if (c->y) dnn.cudnnDestroyTensorDescriptor(c->y);
+    if (c->w) dnn.cudnnDestroyFilterDescriptor(c->w);
+    if (c->conv) dnn.cudnnDestroyConvolutionDescriptor(c->conv);
+    cudaFree(c->d_kernel);
+    cudaFree(c->d_bias);
+    memset(c, 0, sizeof *c);
+}
+
+int gpu_conv_pick_forward(cudnnHandle_t h, const GpuConv *c, const Layer *l, cudnnConvolutionFwdAlgo_t *algo,
+                          size_t *ws) {
+    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    int found = 0;
+    CUDNN_OK(dnn.cudnnGetConvolutionForwardAlgorithm_v7(h, c->x, c->w, c->conv, c->y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+                                                        &found, perf),
+             l->name);
+    for (int k = 0; k < found; k++) {
+        if (perf[k].status != CUDNN_STATUS_SUCCESS) continue;
+        if (c->math == CUDNN_FMA_MATH && perf[k].mathType != CUDNN_FMA_MATH) continue;  // strict float32
+        // The heuristics' memory figure can be 0 for "unknown": ask.
+        size_t need = 0;
+        if (dnn.cudnnGetConvolutionForwardWorkspaceSize(h, c->x, c->w, c->conv, c->y, perf[k].algo, &need) !=
+            CUDNN_STATUS_SUCCESS)
+            continue;
+        if (need > GPU_WORKSPACE_LIMIT) continue;
+        *algo = perf[k].algo;
+        *ws = need;
+        return 0;
+    }
+    return err_set("cuDNN: no %s algorithm for %s within %lu MB of workspace",
+                   c->math == CUDNN_FMA_MATH ? "float32" : "TF32", l->name, GPU_WORKSPACE_LIMIT >> 20);
+}
+
+__global__ static void bias_relu_nhwc(float *y, const float *bias, long n, int C) {
+    long i = blockIdx.x * (long)blockDim.x + threadIdx.x;
+    long stride = (long)gridDim.x * blockDim.x;
+    for (; i < n; i += stride) {
+        float v = y[i] + bias[i % C];
+        y[i] = v > 0.f ? v : 0.f;
+    }
+}
+
+void gpu_bias_relu(float *y, const float *bias, long n, int C, cudaStream_t s) {
+    bias_relu_nhwc<<<gpu_blocks(n), 256, 0, s>>>(y, bias, n, C);
+}

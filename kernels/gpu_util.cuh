@@ -1,0 +1,80 @@
+// What every CUDA file of kernels/ shares: error macros, the grid size of an
+// elementwise kernel, the conv layer's cuDNN descriptors and its weights on
+// the device, the precision modes, and the elementwise kernels the frozen
+// base and the trainable walk both run. C++ (CUDA) translation units only.
+#pragma once
+#include <cuda_runtime.h>
+
+#include "cudnn_api.h"
+
+extern "C" {
+#include "error.h"
+#include "model.h"
+}
+
+// Return -1 with err_set("GPU: what: reason") / ("cuDNN: what: reason").
+#define CUDA_OK(call, what)                                                                   \
+    do {                                                                                      \
+        cudaError_t e_ = (call);                                                              \
+        if (e_ != cudaSuccess) return err_set("GPU: %s: %s", what, cudaGetErrorString(e_));   \
+    } while (0)
+#define CUDNN_OK(call, what)                                                                  \
+    do {                                                                                      \
+        cudnnStatus_t s_ = (call);                                                            \
+        if (s_ != CUDNN_STATUS_SUCCESS)                                                       \
+            return err_set("cuDNN: %s: %s", what, dnn.cudnnGetErrorString(s_));                \
+    } while (0)
+
+// Blocks of 256 threads for a grid-stride loop over n elements.
+static inline int gpu_blocks(long n) {
+    long b = (n + 255) / 256;
+    return (int)(b < 65535 ? b : 65535);
+}
+
+// cuDNN's math type for a GpuPrecision (gpu.h).
+static inline cudnnMathType_t gpu_math(int precision) {
+    return precision == 1 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
+}
+
+// Workspace bound for any one cuDNN algorithm (forward or backward).
+#define GPU_WORKSPACE_LIMIT (1ul << 30)
+
+// One 3x3 same-padding conv layer's descriptors for batches of up to cap
+// images, NHWC float32, and its weights on the device: the kernel in cuDNN's
+// NHWC filter order K,R,S,C (Keras's R,S,C,K transposed), the bias (K).
+// math: CUDNN_FMA_MATH (strict float32) or CUDNN_DEFAULT_MATH (TF32 tensor
+// cores allowed on sm_80 and later, cuDNN's documented meaning).
+typedef struct {
+    cudnnTensorDescriptor_t x, y;
+    cudnnFilterDescriptor_t w;
+    cudnnConvolutionDescriptor_t conv;
+    cudnnMathType_t math;
+    float *d_kernel, *d_bias;
+} GpuConv;
+
+// Creates the descriptors (tensors set for batch N) and uploads l's weights.
+// -1 with err_set naming the layer.
+int gpu_conv_create(GpuConv *c, const Layer *l, int N, cudnnMathType_t math);
+// Re-sets x and y for batch N.
+int gpu_conv_set_batch(GpuConv *c, const Layer *l, int N);
+void gpu_conv_free(GpuConv *c);
+// Keras R,S,C,K (host) <-> cuDNN K,R,S,C (device) for a 3x3 conv kernel, on
+// the host: n = 9*C*K floats.
+void gpu_kernel_rsck_to_krsc(const float *rsck, float *krsc, int C, int K);
+void gpu_kernel_krsc_to_rsck(const float *krsc, float *rsck, int C, int K);
+// Uploads l's host weights to c (after an update on the host) / downloads
+// the device weights into l->kernel and l->bias.
+int gpu_conv_upload(GpuConv *c, const Layer *l);
+int gpu_conv_download(const GpuConv *c, Layer *l);
+
+// The conv algorithm for c at its current batch size, chosen by cuDNN's
+// heuristics (cudnnGetConvolutionForwardAlgorithm_v7), not by timing:
+// the same shapes on the same GPU always get the same algorithm, so a rerun
+// (a resumed extraction) computes the same bits. The first candidate that
+// succeeds in c->math within GPU_WORKSPACE_LIMIT; its workspace in *ws.
+int gpu_conv_pick_forward(cudnnHandle_t h, const GpuConv *c, const Layer *l, cudnnConvolutionFwdAlgo_t *algo,
+                          size_t *ws);
+
+// y[i] = max(y[i] + bias[i % C], 0) on NHWC data of n floats, on stream s.
+// CPU reference: conv3x3_forward's bias then relu_forward (common/layers.h).
+void gpu_bias_relu(float *y, const float *bias, long n, int C, cudaStream_t s);
