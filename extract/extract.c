@@ -233,21 +233,61 @@ static void batch_free(Batch *b) {
     memset(b, 0, sizeof *b);
 }
 
-// Runs the conv base on the batch and stores one record per image.
-static int flush_batch(Batch *b, const Model *m, GpuBase *gpu, BaseWorkspace *ws, Cache *cache, FeatDtype dtype) {
-    if (b->n == 0) return 0;
-    const long D = model_feature_size(m);
-    if (gpu) {
-        if (gpu_base_forward(gpu, b->in, b->n, b->out) < 0) return -1;
-    } else {
-        base_forward_cpu(m, b->in, b->n, b->out, ws);
-    }
+// Where the run's time goes (seconds), for the summary's "Time:" line.
+typedef struct {
+    double wait, base, store;
+} ExtractTimes;
+
+// Stores one record per image of b (its features in b->out) and empties it.
+static int store_batch(Batch *b, long D, Cache *cache, FeatDtype dtype, ExtractTimes *t) {
+    double t0 = progress_now();
     for (int i = 0; i < b->n; i++) {
         CacheRecord r = {.label = b->labels[i], .path = b->paths[i], .features = b->out + (size_t)i * D};
         memcpy(r.sha256, b->sha[i], 32);
         if (cache_put(cache, b->keys[i], &r, (int)D, dtype) < 0) return -1;
     }
+    t->store += progress_now() - t0;
     b->n = 0;
+    return 0;
+}
+
+// The conv base over the batches. On the CPU one batch at a time. On the GPU
+// two are in flight: bt[*cur] fills with images while bt[*flying] (-1: none)
+// runs, and the host stores a batch's records while the GPU runs the next.
+typedef struct {
+    Batch bt[2];
+    int cur, flying;
+} Batches;
+
+// Waits for the batch on the GPU, if any, and stores it.
+static int drain_batches(Batches *q, GpuBase *gpu, long D, Cache *cache, FeatDtype dtype, ExtractTimes *t) {
+    if (q->flying < 0) return 0;
+    Batch *f = &q->bt[q->flying];
+    double t0 = progress_now();
+    if (gpu_base_collect(gpu, f->out) < 0) return -1;
+    t->base += progress_now() - t0;
+    q->flying = -1;
+    return store_batch(f, D, cache, dtype, t);
+}
+
+// Sends the filling batch through the conv base (stored now on the CPU; on
+// the GPU when the next one is sent, or drained).
+static int flush_batch(Batches *q, const Model *m, GpuBase *gpu, BaseWorkspace *ws, Cache *cache, FeatDtype dtype,
+                       ExtractTimes *t) {
+    Batch *b = &q->bt[q->cur];
+    if (b->n == 0) return 0;
+    const long D = model_feature_size(m);
+    double t0 = progress_now();
+    if (!gpu) {
+        base_forward_cpu(m, b->in, b->n, b->out, ws);
+        t->base += progress_now() - t0;
+        return store_batch(b, D, cache, dtype, t);
+    }
+    if (gpu_base_submit(gpu, b->in, b->n) < 0) return -1;
+    t->base += progress_now() - t0;
+    if (drain_batches(q, gpu, D, cache, dtype, t) < 0) return -1;  // the one before, while this one runs
+    q->flying = q->cur;
+    q->cur ^= 1;
     return 0;
 }
 
@@ -360,7 +400,7 @@ int extract_run(const ExtractOptions *o) {
     Loader *loader = NULL;
     GpuBase *gpu = NULL;
     BaseWorkspace ws = {0};
-    Batch batch = {0};
+    Batches q = {.flying = -1};
     long *items = NULL;
     int *all_skipped = NULL;  // per class: images listed here, when all were skipped
 
@@ -448,7 +488,8 @@ int extract_run(const ExtractOptions *o) {
                 cached.damaged, cached.damaged == 1 ? "" : "s");
 
     const size_t image_floats = (size_t)o->input_size * o->input_size * 3;
-    if (batch_alloc(&batch, o->batch, image_floats, model_feature_size(&m)) < 0) goto done;
+    for (int k = 0; k < 2; k++)
+        if (batch_alloc(&q.bt[k], o->batch, image_floats, model_feature_size(&m)) < 0) goto done;
     if (dev == DEVICE_CUDA) {
         gpu = gpu_base_create(&m, o->batch, precision);
         // --device auto: a GPU that cannot run the base is no reason to fail the job
@@ -487,8 +528,13 @@ int extract_run(const ExtractOptions *o) {
     const char *signal_env = getenv("VGGFT_TEST_SIGNAL_AFTER"), *signal_kind = getenv("VGGFT_TEST_SIGNAL");
     long signal_after = signal_env ? atol(signal_env) : 0;
     int test_signal = signal_kind && !strcmp(signal_kind, "INT") ? SIGINT : SIGTERM;
+    ExtractTimes times = {0, 0, 0};
     LoaderItem *li;
-    while ((li = loader_next(loader))) {
+    for (;;) {
+        double tw = progress_now();
+        li = loader_next(loader);
+        times.wait += progress_now() - tw;
+        if (!li) break;
         const ItemInfo *info = li->extra;
         const DatasetItem *it = &ds.items[items[li->index]];
         CachedEntry *c = find_cached(&cached, it->path);
@@ -513,20 +559,21 @@ int extract_run(const ExtractOptions *o) {
                            "(its pixels differ from Keras's full decode)\n",
                            ds.root, it->path, info->src_w, info->src_h, o->max_pixels);
             }
-            int b = batch.n++;
-            memcpy(batch.in + b * image_floats, li->data, image_floats * sizeof(float));
+            Batch *bt = &q.bt[q.cur];
+            int b = bt->n++;
+            memcpy(bt->in + b * image_floats, li->data, image_floats * sizeof(float));
             // A changed file keeps its key; a new one takes its folder index.
-            batch.keys[b] = c ? c->key : (uint64_t)items[li->index];
-            batch.labels[b] = it->label;
-            batch.paths[b] = it->path;
-            memcpy(batch.sha[b], info->sha256, 32);
+            bt->keys[b] = c ? c->key : (uint64_t)items[li->index];
+            bt->labels[b] = it->label;
+            bt->paths[b] = it->path;
+            memcpy(bt->sha[b], info->sha256, 32);
             replaced += info->replaced;
         }
         loader_release(loader, li);
         done_items++;
-        if (batch.n == batch.cap) {
-            written += batch.n;
-            if (flush_batch(&batch, &m, gpu, &ws, &cache, want.dtype) < 0) goto done;
+        if (q.bt[q.cur].n == q.bt[q.cur].cap) {
+            written += q.bt[q.cur].n;
+            if (flush_batch(&q, &m, gpu, &ws, &cache, want.dtype, &times) < 0) goto done;
             // Test hook: die like kill -9 after N new records, committed or not.
             if (crash_after > 0 && written >= crash_after) _exit(137);
         }
@@ -539,8 +586,10 @@ int extract_run(const ExtractOptions *o) {
         if (stop_requested()) break;
     }
     // The batch in flight (every image taken so far) is stored either way.
-    written += batch.n;
-    if (flush_batch(&batch, &m, gpu, &ws, &cache, want.dtype) < 0) goto done;
+    written += q.bt[q.cur].n;
+    if (flush_batch(&q, &m, gpu, &ws, &cache, want.dtype, &times) < 0 ||
+        drain_batches(&q, gpu, model_feature_size(&m), &cache, want.dtype, &times) < 0)
+        goto done;
     char metrics[128];
     snprintf(metrics, sizeof metrics, "new: %ld - cached: %ld - skipped: %d", written, unchanged, skipped.n);
     if (stop_requested() && done_items < n_items) {
@@ -568,6 +617,10 @@ int extract_run(const ExtractOptions *o) {
     int n_empty = classes_all_skipped(&ds, items, n_items, &want, all_skipped);
     print_summary(o->cache, &cache, &want, &skipped, &ignored, all_skipped, written, unchanged, replaced, removed,
                   progress_now() - bar.t_start);
+    // Where the time went: waiting for the decoding threads (raise --threads
+    // when it dominates), the conv base, compressing and storing records.
+    printf("Time: waiting for decoded images %.1f s, conv base (%s) %.1f s, storing %.1f s\n", times.wait,
+           gpu ? "GPU" : "CPU", times.base, times.store);
     // Nothing at all could be read (as predict): a cache without records
     // is no result, whatever --strict says.
     if (n_items > 0 && cache_count(&cache) == 0) {
@@ -586,7 +639,8 @@ done:
     loader_stop(loader);
     gpu_base_free(gpu);
     base_workspace_free(&ws);
-    batch_free(&batch);
+    batch_free(&q.bt[0]);
+    batch_free(&q.bt[1]);
     free(items);
     free(want.class_counts);  // (class_names belong to the Dataset)
     free(want.class_files);

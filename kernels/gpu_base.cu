@@ -27,7 +27,12 @@ struct GpuBase {
     cudnnTensorDescriptor_t *pool_x, *pool_y;
     cudnnPoolingDescriptor_t pool;
     float *d_a, *d_b, *d_in;
-    float *h_in, *h_out;                 // pinned staging buffers (max_batch images / features)
+    // Two pinned staging slots, so the host fills one batch (and stores the
+    // last one's features) while the GPU runs the other: submit/collect.
+    float *h_in[2], *h_out[2];           // max_batch images / feature vectors each
+    cudaEvent_t done[2];                 // recorded after a slot's download
+    int slot_n[2];                       // images in each slot's batch
+    int next, pending;                   // slot the next submit uses; batches submitted, not collected
     void *d_workspace;
     size_t workspace_size;
 };
@@ -58,8 +63,11 @@ static int create(GpuBase *g, const Model *m, int max_batch, GpuPrecision precis
     CUDA_OK(cudaMalloc(&g->d_b, act * sizeof(float)), "allocating activations");
     CUDA_OK(cudaMalloc(&g->d_in, in_n * sizeof(float)), "allocating the input");
     // Pinned host buffers: copies at full bus speed, asynchronous to the host.
-    CUDA_OK(cudaMallocHost(&g->h_in, in_n * sizeof(float)), "allocating pinned host memory");
-    CUDA_OK(cudaMallocHost(&g->h_out, out_n * sizeof(float)), "allocating pinned host memory");
+    for (int s = 0; s < 2; s++) {
+        CUDA_OK(cudaMallocHost(&g->h_in[s], in_n * sizeof(float)), "allocating pinned host memory");
+        CUDA_OK(cudaMallocHost(&g->h_out[s], out_n * sizeof(float)), "allocating pinned host memory");
+        CUDA_OK(cudaEventCreateWithFlags(&g->done[s], cudaEventDisableTiming), "creating an event");
+    }
 
     for (int i = 1; i < m->n_base; i++) {
         const Layer *l = &m->layers[i];
@@ -100,15 +108,17 @@ extern "C" GpuBase *gpu_base_create(const Model *m, int max_batch, GpuPrecision 
     return g;
 }
 
-extern "C" int gpu_base_forward(GpuBase *g, const float *in, int N, float *out) {
+extern "C" int gpu_base_submit(GpuBase *g, const float *in, int N) {
     const Model *m = g->m;
     if (N < 1 || N > g->max_batch) return err_set("GPU: batch of %d images (at most %d)", N, g->max_batch);
+    if (g->pending == 2) return err_set("GPU: two batches in flight: collect one first");
+    const int s = g->next;
     const size_t image = (size_t)m->cfg.input_h * m->cfg.input_w * 3;
     const size_t B = (size_t)g->max_batch;
-    memcpy(g->h_in, in, image * N * sizeof(float));
+    memcpy(g->h_in[s], in, image * N * sizeof(float));
     // The padding images are zeros (their features are dropped).
-    if ((size_t)N < B) memset(g->h_in + image * N, 0, image * (B - N) * sizeof(float));
-    CUDA_OK(cudaMemcpyAsync(g->d_in, g->h_in, image * B * sizeof(float), cudaMemcpyHostToDevice, g->stream),
+    if ((size_t)N < B) memset(g->h_in[s] + image * N, 0, image * (B - N) * sizeof(float));
+    CUDA_OK(cudaMemcpyAsync(g->d_in, g->h_in[s], image * B * sizeof(float), cudaMemcpyHostToDevice, g->stream),
             "uploading images");
     const float one = 1.f, zero = 0.f;
     const float *x = g->d_in;
@@ -130,11 +140,29 @@ extern "C" int gpu_base_forward(GpuBase *g, const float *in, int N, float *out) 
         y = (y == g->d_a) ? g->d_b : g->d_a;
     }
     size_t out_size = (size_t)model_feature_size(m) * N;
-    CUDA_OK(cudaMemcpyAsync(g->h_out, x, out_size * sizeof(float), cudaMemcpyDeviceToHost, g->stream),
+    CUDA_OK(cudaMemcpyAsync(g->h_out[s], x, out_size * sizeof(float), cudaMemcpyDeviceToHost, g->stream),
             "downloading features");
-    CUDA_OK(cudaStreamSynchronize(g->stream), "running the conv base");
-    memcpy(out, g->h_out, out_size * sizeof(float));
+    CUDA_OK(cudaEventRecord(g->done[s], g->stream), "recording an event");
+    g->slot_n[s] = N;
+    g->next = s ^ 1;
+    g->pending++;
     return 0;
+}
+
+extern "C" int gpu_base_collect(GpuBase *g, float *out) {
+    if (g->pending == 0) return err_set("GPU: no batch in flight");
+    const int s = g->pending == 2 ? g->next : g->next ^ 1;  // the older one
+    CUDA_OK(cudaEventSynchronize(g->done[s]), "running the conv base");
+    const int N = g->slot_n[s];
+    memcpy(out, g->h_out[s], (size_t)model_feature_size(g->m) * N * sizeof(float));
+    g->pending--;
+    return N;
+}
+
+extern "C" int gpu_base_forward(GpuBase *g, const float *in, int N, float *out) {
+    if (g->pending) return err_set("GPU: batches in flight: collect them first");
+    if (gpu_base_submit(g, in, N) < 0) return -1;
+    return gpu_base_collect(g, out) < 0 ? -1 : 0;
 }
 
 extern "C" void gpu_base_free(GpuBase *g) {
@@ -148,8 +176,11 @@ extern "C" void gpu_base_free(GpuBase *g) {
     cudaFree(g->d_a);
     cudaFree(g->d_b);
     cudaFree(g->d_in);
-    cudaFreeHost(g->h_in);
-    cudaFreeHost(g->h_out);
+    for (int s = 0; s < 2; s++) {
+        cudaFreeHost(g->h_in[s]);
+        cudaFreeHost(g->h_out[s]);
+        if (g->done[s]) cudaEventDestroy(g->done[s]);
+    }
     cudaFree(g->d_workspace);
     if (g->cudnn) dnn.cudnnDestroy(g->cudnn);
     if (g->stream) cudaStreamDestroy(g->stream);

@@ -17,4 +17,11 @@ GpuBase *gpu_base_create(const Model *m, int max_batch, GpuPrecision precision);
 // Runs max_batch images every time (zeros after the N given), so an image's
 // features do not depend on N or on its batch-mates.
 int gpu_base_forward(GpuBase *g, const float *in, int N, float *out);
+// The same in two halves, so the host works while the GPU runs: submit
+// copies the N images (into pinned memory) and queues the batch, returning
+// at once; collect waits for the oldest batch submitted, writes its feature
+// vectors to out and returns its N. At most two batches in flight (a third
+// submit is an error). gpu_base_forward = submit + collect, with none in flight.
+int gpu_base_submit(GpuBase *g, const float *in, int N);
+int gpu_base_collect(GpuBase *g, float *out);
 void gpu_base_free(GpuBase *g);

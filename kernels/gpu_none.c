@@ -26,4 +26,41 @@ int gpu_base_forward(GpuBase *g, const float *in, int N, float *out) {
     return err_set("this build has no CUDA support (built with CUDA=0)");
 }
 
+int gpu_base_submit(GpuBase *g, const float *in, int N) {
+    return err_set("this build has no CUDA support (built with CUDA=0)");
+}
+
+int gpu_base_collect(GpuBase *g, float *out) { return err_set("this build has no CUDA support (built with CUDA=0)"); }
+
 void gpu_base_free(GpuBase *g) {}
+
+#include "gpu_walk.h"
+
+GpuWalk *gpu_walk_create(const Model *m, int from, int cap) {
+    err_set("this build has no CUDA support (built with CUDA=0)");
+    return NULL;
+}
+
+void gpu_walk_free(GpuWalk *g) {}
+size_t gpu_walk_bytes(const GpuWalk *g) { return 0; }
+int gpu_walk_deterministic(const GpuWalk *g) { return 0; }
+
+int gpu_walk_forward(GpuWalk *g, const float *in, int N, float *features) {
+    return err_set("this build has no CUDA support (built with CUDA=0)");
+}
+
+int gpu_walk_backward_update(GpuWalk *g, const float *d_features, int N, const OptimRule *r) {
+    return err_set("this build has no CUDA support (built with CUDA=0)");
+}
+
+int gpu_walk_download(GpuWalk *g, Model *m, float *const *slots) {
+    return err_set("this build has no CUDA support (built with CUDA=0)");
+}
+
+int gpu_walk_upload(GpuWalk *g, const Model *m, float *const *slots) {
+    return err_set("this build has no CUDA support (built with CUDA=0)");
+}
+
+int gpu_optim_apply(const OptimRule *r, float *param, const float *grad, float *const *slots, size_t n) {
+    return err_set("this build has no CUDA support (built with CUDA=0)");
+}

@@ -1,43 +1,111 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine (device tool), from the repository root, after
 # scripts/device_build.sh made build/device.tar.xz here and it was carried:
-# the GPU tests (GPU vs CPU), then the extract benchmark on both devices.
-# Files for the caller go to $OUT (device tool) when set.
+#   1. the GPU tests (GPU vs CPU, in process and through extract; the
+#      trainable walk's step vs the CPU step), printing measured errors;
+#   2. benchmarks in one run on the same images: extract on the GPU (fp32,
+#      tf32) at 150 and 224 vs PyTorch (scripts/bench_torch.py: torchvision
+#      VGG16, bf16 autocast, DataLoader workers), extract on the CPU, and
+#      fine-tuning on the GPU vs PyTorch;
+#   3. the whole test suite with the GPU present, and compute-sanitizer.
+# Everything goes to stdout; the figures also to $OUT/summary.txt (device
+# tool) or build/device_summary.txt.
+#
+#   run(command="bash scripts/device_run.sh", carry=["build/device.tar.xz"], timeout_s=540)
+# Sections can be skipped: DEVICE_SKIP="suite sanitizer torch".
 set -uo pipefail
+T0=$(date +%s)
 mkdir -p /tmp/vggft && tar -xJf build/device.tar.xz -C /tmp/vggft
 dev=/tmp/vggft/device
+summary=${OUT:-build}/summary.txt
+[ -n "${OUT:-}" ] || summary=build/device_summary.txt
+: >"$summary"
+say() { echo "$*"; echo "$*" >>"$summary"; }
+skip() { [[ " ${DEVICE_SKIP:-} " == *" $1 "* ]]; }
+elapsed() { echo "$(($(date +%s) - T0)) s"; }
 # cuDNN from the Python packages the machine has: the tools dlopen
 # libcudnn.so.9 (kernels/cudnn_api.cu); the CUDA runtime is linked in.
 py_lib() { python3 -c "import importlib, os; m = importlib.import_module('$1'); print(os.path.join(list(m.__path__)[0], 'lib'))" 2>/dev/null; }
 export LD_LIBRARY_PATH="$dev/lib:$(py_lib nvidia.cudnn):$(py_lib nvidia.cuda_runtime):$(py_lib nvidia.cu13 || true):${LD_LIBRARY_PATH:-}"
 export VGGFT_BIN=$dev/bin
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-"$dev/bin/extract" --version
-echo "== GPU tests"
-timeout 120 "$dev/bin/all" --filter 'gpu/*' --short-filename -j1 --verbose || echo "GPU tests FAILED"
-echo "== extract benchmark (generated images, random weights, 150x150)"
+say "== $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null)"
+"$dev/bin/extract" --version | grep -E "cuDNN|GPU|driver|BLAS|vector" | while read -r l; do say "   $l"; done
+
+say "== GPU tests ($(elapsed))"
+for suite in gpu gpu_walk; do
+    timeout 240 "$dev/bin/all" --filter "$suite/*" --short-filename -j1 >/tmp/vggft/t_$suite.log 2>&1
+    grep -E "GPU vs CPU|GPU step|\[FAIL\]|Assertion|Synthesis" /tmp/vggft/t_$suite.log | head -60 | while read -r l; do say "   $l"; done
+done
+
+say "== images ($(elapsed))"
+# Photo-like JPEGs (smooth fields plus grain, 400x300, quality 90): 2 classes
+# x 1024 (the benchmark set) and a 128-image subset for the CPU.
 python3 - <<'PY'
 import numpy as np, os
+from multiprocessing import Pool
 from PIL import Image
-rng = np.random.default_rng(0)
-for c in ("a", "b"):
-    os.makedirs(f"/tmp/vggft/img/{c}", exist_ok=True)
-    for i in range(256):
-        Image.fromarray(rng.integers(0, 255, (224, 224, 3), dtype=np.uint8)).save(f"/tmp/vggft/img/{c}/{i:04d}.jpg", quality=90)
+def make(i):
+    rng = np.random.default_rng(i)
+    c = "cats" if i % 2 else "dogs"
+    small = Image.fromarray(rng.integers(0, 255, (9, 12, 3), dtype=np.uint8)).resize((400, 300), Image.BICUBIC)
+    a = np.asarray(small, dtype=np.float32) + rng.normal(0, 6, (300, 400, 3))
+    im = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+    for root, limit in (("/tmp/vggft/img", 2048), ("/tmp/vggft/img_small", 128)):
+        if i < limit:
+            os.makedirs(f"{root}/{c}", exist_ok=True)
+            im.save(f"{root}/{c}/{i:05d}.jpg", quality=90)
+with Pool(16) as p:
+    p.map(make, range(2048))
 PY
-for d in cuda cpu; do
-    rm -rf /tmp/vggft/cache_$d  # a fresh extraction each time (--overwrite keeps a same-settings cache)
-    "$dev/bin/extract" --data /tmp/vggft/img --cache /tmp/vggft/cache_$d --weights random --input-size 150 \
-        --device $d --batch 64 --quiet --overwrite | grep -E "Extracted|Cache" || echo "extract --device $d FAILED"
+say "   $(find /tmp/vggft/img -name '*.jpg' | wc -l) images, $(du -sh /tmp/vggft/img | cut -f1)"
+
+ours() {  # label, extract args...
+    local label=$1; shift
+    rm -rf /tmp/vggft/c
+    if timeout 120 "$dev/bin/extract" --cache /tmp/vggft/c --weights random "$@" >/tmp/vggft/x.log 2>&1; then
+        say "   ours $label: $(grep -E '^Extracted' /tmp/vggft/x.log | cut -d';' -f1) | $(grep -E '^Time:' /tmp/vggft/x.log)"
+        say "      $(grep -o 'extract: .*thread.*' /tmp/vggft/x.log | head -1)"
+    else
+        say "   ours $label: FAILED: $(tail -3 /tmp/vggft/x.log)"
+    fi
+}
+say "== extract benchmark, JPEG files -> cache ($(elapsed))"
+for size in 150 224; do
+    ours "cuda fp32 $size" --data /tmp/vggft/img --input-size $size --device cuda --batch 64
+    ours "cuda tf32 $size" --data /tmp/vggft/img --input-size $size --device cuda --batch 64 --precision tf32
+    if ! skip torch; then
+        timeout 150 python3 scripts/bench_torch.py extract --data /tmp/vggft/img --size $size --batch 64 --workers 16 \
+            >/tmp/vggft/t.log 2>&1 || say "   torch extract $size FAILED: $(tail -5 /tmp/vggft/t.log)"
+        grep -E "^torch|^json" /tmp/vggft/t.log | while read -r l; do say "   $l"; done
+    fi
 done
-echo "== extract at 224x224 on the GPU"
-rm -rf /tmp/vggft/cache_224
-timeout 120 "$dev/bin/extract" --data /tmp/vggft/img --cache /tmp/vggft/cache_224 --weights random --input-size 224 \
-    --device cuda --batch 64 --quiet | grep -E "Extracted|Cache" || echo "extract 224 FAILED"
-echo "== the whole test suite with a GPU present"
-timeout 240 "$dev/bin/all" --short-filename -j8 2>&1 | tail -30 || echo "test suite FAILED"
-if command -v compute-sanitizer >/dev/null; then
-    echo "== compute-sanitizer memcheck on the GPU tests"
-    timeout 120 compute-sanitizer --tool memcheck "$dev/bin/all" --filter 'gpu/base_matches_cpu_48' -j1 2>&1 | tail -20
+ours "cpu 150 (128 images)" --data /tmp/vggft/img_small --input-size 150 --device cpu --batch 32
+
+say "== fine-tuning benchmark ($(elapsed))"
+rm -rf /tmp/vggft/c && "$dev/bin/extract" --data /tmp/vggft/img_small --cache /tmp/vggft/c --weights random --quiet \
+    --input-size 150 --device cuda >/dev/null 2>&1
+"$dev/bin/train" --cache /tmp/vggft/c --out /tmp/vggft/head.h5 --epochs 1 --quiet >/dev/null 2>&1 || say "   train FAILED"
+timeout 150 "$dev/bin/finetune" --data /tmp/vggft/img --head /tmp/vggft/head.h5 --weights random --device cuda \
+    --out /tmp/vggft/ft.h5 --epochs 1 --batch 20 --optimizer rmsprop --lr 1e-5 --quiet >/tmp/vggft/f.log 2>&1 ||
+    say "   ours finetune cuda FAILED: $(tail -5 /tmp/vggft/f.log)"
+grep -E "^Fine-tune|^Epoch|^Time|img/s|images/s" /tmp/vggft/f.log | head -8 | while read -r l; do say "   ours: $l"; done
+if ! skip torch; then
+    timeout 150 python3 scripts/bench_torch.py finetune --data /tmp/vggft/img --size 150 --batch 20 --workers 16 \
+        --steps 60 >/tmp/vggft/t.log 2>&1 || say "   torch finetune FAILED: $(tail -5 /tmp/vggft/t.log)"
+    grep -E "^torch|^json" /tmp/vggft/t.log | while read -r l; do say "   $l"; done
 fi
-[ -n "${OUT:-}" ] && cp -r /tmp/vggft/cache_cuda "$OUT/" 2>/dev/null || true
+
+if ! skip suite; then
+    say "== the whole test suite with the GPU present ($(elapsed))"
+    timeout 240 "$dev/bin/all" --short-filename -j16 >/tmp/vggft/suite.log 2>&1
+    grep -E "^\[FAIL\]|Synthesis" /tmp/vggft/suite.log | while read -r l; do say "   $l"; done
+    grep -B2 -A6 "Assertion Failed" /tmp/vggft/suite.log | head -80
+fi
+if ! skip sanitizer && command -v compute-sanitizer >/dev/null; then
+    say "== compute-sanitizer memcheck ($(elapsed))"
+    for t in 'gpu/per_image_bits_do_not_depend_on_the_batch' 'gpu_walk/*'; do
+        timeout 120 compute-sanitizer --tool memcheck "$dev/bin/all" --filter "$t" -j1 >/tmp/vggft/san.log 2>&1
+        grep -E "ERROR SUMMARY|Synthesis|Invalid|out of bounds" /tmp/vggft/san.log | head -8 | while read -r l; do say "   $t: $l"; done
+    done
+fi
+say "== done ($(elapsed))"

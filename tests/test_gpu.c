@@ -1,52 +1,172 @@
-// The GPU conv base against the CPU reference. Skips without a usable GPU.
+// The GPU conv base against the CPU reference, in process and through
+// extract. Skips without a usable GPU. Each comparison prints its measured
+// error ("GPU vs CPU: ...") for the GPU run's summary.
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "cache.h"
 #include "error.h"
+#include "feature_set.h"
 #include "forward.h"
 #include "gpu.h"
 #include "gpu_base.h"
 #include "model.h"
+#include "stop.h"
 #include "testutil.h"
 
-static void compare(int size, const char *cut, int N) {
-    char why[256];
-    if (gpu_count(why, sizeof why) == 0) cr_skip_test("no GPU: %s", why);
+static void need_gpu(void) {
+    char why[512];
+    if (test_show_gpus(why, sizeof why) == 0) cr_skip_test("no GPU: %s", why);
+}
+
+static Model build(Arch arch, int size, const char *cut) {
     ModelConfig cfg;
     model_config_defaults(&cfg);
+    cfg.arch = arch;
     cfg.input_h = cfg.input_w = size;
     cfg.cut = cut;
     Model m;
     cr_assert_eq(model_build(&m, &cfg), 0, "%s", err_msg());
     cr_assert_eq(model_alloc_weights(&m, 1, m.n_base), 0);
     model_init_random(&m, 1, m.n_base, 3);
-    size_t in_n = (size_t)N * size * size * 3;
+    return m;
+}
+
+// Images with values in the range of caffe-preprocessed pixels.
+static float *images(int N, int size) {
+    size_t n = (size_t)N * size * size * 3;
+    float *x = malloc(sizeof(float) * n);
+    for (size_t i = 0; i < n; i++) x[i] = (float)((i * 37 + i / 7) % 256) - 120.0f;
+    return x;
+}
+
+// GPU vs base_forward_cpu on N images: max |diff| <= rel * the largest feature.
+static void compare(Arch arch, int size, const char *cut, int N, GpuPrecision prec, float rel) {
+    need_gpu();
+    Model m = build(arch, size, cut);
     long D = model_feature_size(&m);
-    float *x = malloc(sizeof(float) * in_n), *cpu = malloc(sizeof(float) * N * D), *gpu = malloc(sizeof(float) * N * D);
-    for (size_t i = 0; i < in_n; i++) x[i] = (float)((i * 37) % 256) - 120.0f;
+    float *x = images(N, size), *cpu = malloc(sizeof(float) * N * D), *gpu = malloc(sizeof(float) * N * D);
     BaseWorkspace ws;
     cr_assert_eq(base_workspace_alloc(&ws, &m), 0);
     base_forward_cpu(&m, x, N, cpu, &ws);
-    GpuBase *g = gpu_base_create(&m, N, GPU_FP32);
+    GpuBase *g = gpu_base_create(&m, N, prec);
     cr_assert_not_null(g, "%s", err_msg());
     cr_assert_eq(gpu_base_forward(g, x, N, gpu), 0, "%s", err_msg());
-    // Strict float32 on both sides, sums in another order: relative 1e-4 of
-    // the largest feature (the same bound as CPU vs Keras).
     float scale = 0;
     for (long i = 0; i < N * D; i++) scale = fmaxf(scale, fabsf(cpu[i]));
     float err = max_abs_diff(gpu, cpu, (size_t)(N * D));
+    fprintf(stderr, "GPU vs CPU: %s %dx%d %s batch %d %s: max |diff| %.3g = %.3g of the largest feature %.4g\n",
+            arch_name(arch), size, size, cut, N, gpu_precision_name(prec), err, scale > 0 ? err / scale : 0, scale);
     cr_expect_gt(scale, 0);
-    cr_expect_leq(err, 1e-4f * scale, "GPU vs CPU at %dx%d (%s): max |diff| %g, largest %g", size, size, cut, err, scale);
-    // A smaller batch than planned reuses the plan.
-    cr_assert_eq(gpu_base_forward(g, x, 1, gpu), 0, "%s", err_msg());
-    err = max_abs_diff(gpu, cpu, (size_t)D);
-    cr_expect_leq(err, 1e-4f * scale);
+    cr_expect_leq(err, rel * scale, "GPU vs CPU at %dx%d (%s, batch %d, %s): max |diff| %g, largest %g", size, size,
+                  cut, N, gpu_precision_name(prec), err, scale);
     gpu_base_free(g);
     base_workspace_free(&ws);
     free(x), free(cpu), free(gpu);
     model_free(&m);
 }
 
-Test(gpu, base_matches_cpu_48) { compare(48, "block5_pool", 3); }
-Test(gpu, base_matches_cpu_150_block4) { compare(150, "block4_pool", 2); }
+// Strict float32 on both sides, sums in another order: 1e-4 of the largest
+// feature (the bound used for CPU vs Keras). TF32 rounds products to 10-bit
+// mantissas: 2e-2 through 13 layers of random weights.
+Test(gpu, base_matches_cpu_48) { compare(ARCH_VGG16, 48, "block5_pool", 3, GPU_FP32, 1e-4f); }
+Test(gpu, base_matches_cpu_150_block4) { compare(ARCH_VGG16, 150, "block4_pool", 2, GPU_FP32, 1e-4f); }
+Test(gpu, vgg19_64) { compare(ARCH_VGG19, 64, "block5_pool", 3, GPU_FP32, 1e-4f); }
+Test(gpu, every_pooling_layer) {
+    const char *cuts[] = {"block1_pool", "block2_pool", "block3_pool"};
+    for (int i = 0; i < 3; i++) compare(ARCH_VGG16, 40, cuts[i], 2, GPU_FP32, 1e-4f);
+}
+Test(gpu, smallest_input_32) { compare(ARCH_VGG16, 32, "block5_pool", 1, GPU_FP32, 1e-4f); }
+Test(gpu, largest_input_512) { compare(ARCH_VGG16, 512, "block5_pool", 1, GPU_FP32, 1e-4f); }
+Test(gpu, batch_256) { compare(ARCH_VGG16, 32, "block5_pool", 256, GPU_FP32, 1e-4f); }
+Test(gpu, tf32_within_its_tolerance) { compare(ARCH_VGG16, 64, "block5_pool", 4, GPU_TF32, 2e-2f); }
+
+// An image's features are the same bits whatever else is in its batch and
+// however many images the batch holds (batches are padded to the planned
+// size): what makes a resumed extraction equal an uninterrupted one.
+Test(gpu, per_image_bits_do_not_depend_on_the_batch) {
+    need_gpu();
+    const int N = 5, size = 64;
+    Model m = build(ARCH_VGG16, size, "block5_pool");
+    long D = model_feature_size(&m);
+    size_t img = (size_t)size * size * 3;
+    float *x = images(N, size), *all = malloc(sizeof(float) * N * D), *one = malloc(sizeof(float) * D);
+    GpuBase *g = gpu_base_create(&m, 8, GPU_FP32);
+    cr_assert_not_null(g, "%s", err_msg());
+    cr_assert_eq(gpu_base_forward(g, x, N, all), 0, "%s", err_msg());
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(gpu_base_forward(g, x + i * img, 1, one), 0, "%s", err_msg());
+        cr_expect(!memcmp(one, all + i * D, sizeof(float) * D), "image %d alone differs from image %d of a batch of %d",
+                  i, i, N);
+    }
+    // A second GpuBase (a rerun) picks the same algorithms: the same bits.
+    GpuBase *g2 = gpu_base_create(&m, 8, GPU_FP32);
+    cr_assert_not_null(g2, "%s", err_msg());
+    float *again = malloc(sizeof(float) * N * D);
+    cr_assert_eq(gpu_base_forward(g2, x, N, again), 0, "%s", err_msg());
+    cr_expect(!memcmp(again, all, sizeof(float) * N * D), "a second plan computes other bits");
+    gpu_base_free(g2);
+    gpu_base_free(g);
+    free(x), free(all), free(one), free(again);
+    model_free(&m);
+}
+
+// --- through extract -------------------------------------------------------------
+
+static int extract(const char *top, const char *cache, const char *extra, char **out) {
+    char args[3000];
+    snprintf(args, sizeof args,
+             "--data '%s/data' --cache '%s' --weights random --input-size 64 --batch 4 --dtype f32 --quiet %s 2>&1; "
+             "exit $?",
+             top, cache, extra);
+    return run_tool_timeout("extract", args, 300, out);
+}
+
+static void load(const char *cache, FeatureSet *fs) {
+    CacheMeta meta;
+    cr_assert_eq(features_load(fs, cache, 1 << 26, 1, &meta), 0, "%s", err_msg());
+    cache_meta_free(&meta);
+}
+
+// extract --device cuda writes what --device cpu writes, within tolerance;
+// stopped by SIGTERM and rerun, the same bits as an uninterrupted GPU run.
+Test(gpu, extract_cuda_equals_cpu_and_resumes_bit_for_bit) {
+    need_gpu();
+    char *top = make_shape_folder("gpu_extract", 9, 100);
+    char cpu[1100], cuda[1100], resumed[1100];
+    snprintf(cpu, sizeof cpu, "%s/cpu", top);
+    snprintf(cuda, sizeof cuda, "%s/cuda", top);
+    snprintf(resumed, sizeof resumed, "%s/resumed", top);
+    char *out;
+    cr_assert_eq(extract(top, cpu, "--device cpu", &out), 0, "%s", out);
+    free(out);
+    cr_assert_eq(extract(top, cuda, "--device cuda", &out), 0, "%s", out);
+    free(out);
+    setenv("VGGFT_TEST_SIGNAL_AFTER", "7", 1);
+    int rc = extract(top, resumed, "--device cuda", &out);
+    unsetenv("VGGFT_TEST_SIGNAL_AFTER");
+    cr_assert_eq(rc, EXIT_STOPPED, "%s", out);
+    free(out);
+    cr_assert_eq(extract(top, resumed, "--device cuda", &out), 0, "%s", out);
+    free(out);
+
+    FeatureSet a, b, c;
+    load(cpu, &a), load(cuda, &b), load(resumed, &c);
+    cr_assert_eq(a.n, 18);
+    cr_assert(a.n == b.n && b.n == c.n && a.D == b.D && b.D == c.D);
+    size_t n = (size_t)a.n * a.D;
+    const float *fa = a.data, *fb = b.data, *fc = c.data;
+    float scale = 0;
+    for (size_t i = 0; i < n; i++) scale = fmaxf(scale, fabsf(fa[i]));
+    float err = max_abs_diff(fb, fa, n);
+    fprintf(stderr, "GPU vs CPU: extract 64x64 block5_pool: max |diff| %.3g = %.3g of the largest feature\n", err,
+            err / scale);
+    cr_expect_leq(err, 1e-4f * scale, "extract --device cuda vs cpu: max |diff| %g, largest %g", err, scale);
+    cr_expect(!memcmp(fb, fc, n * sizeof(float)), "a stopped and resumed GPU extraction differs from an uninterrupted one");
+    features_free(&a), features_free(&b), features_free(&c);
+    remove_tree(top);
+    free(top);
+}

@@ -309,3 +309,23 @@ void assert_svg_readable(const char *svg_path, const char *const *texts, int n) 
     cr_assert_gt(c.ink_inside, 200, "%s renders (nearly) blank: %ld dark pixels (see %s)", svg_path, c.ink_inside,
                  png);
 }
+
+// Saved before hiding: the runner's CUDA_VISIBLE_DEVICES, or "\x01unset".
+#define GPUS_SAVED "VGGFT_TEST_CUDA_VISIBLE_DEVICES"
+
+ReportHook(PRE_ALL)(struct criterion_test_set *set) {
+    (void)set;
+    const char *v = getenv("CUDA_VISIBLE_DEVICES");
+    if (getenv(GPUS_SAVED)) return;  // hidden already (a runner started by a test)
+    setenv(GPUS_SAVED, v ? v : "\x01unset", 1);
+    setenv("CUDA_VISIBLE_DEVICES", "", 1);
+}
+
+#include "gpu.h"
+
+int test_show_gpus(char *why, size_t why_size) {
+    const char *v = getenv(GPUS_SAVED);
+    if (v && !strcmp(v, "\x01unset")) unsetenv("CUDA_VISIBLE_DEVICES");
+    else if (v) setenv("CUDA_VISIBLE_DEVICES", v, 1);
+    return gpu_count(why, why_size);
+}

@@ -76,3 +76,12 @@ int svg_render_check(const char *svg_path, const char *png_out, SvgCheck *out);
 // when rsvg-convert is missing. The rendering is kept as svg_path + ".png"
 // (where a failing test leaves it to look at).
 void assert_svg_readable(const char *svg_path, const char *const *texts, int n);
+
+// The GPU is hidden from every test (CUDA_VISIBLE_DEVICES="" from the
+// runner on, so the executables the tests start see none either): results
+// that tests compare bit for bit, with fixtures or between runs, must not
+// depend on whether the test machine has a GPU. A GPU test calls
+// test_show_gpus() first, before any CUDA call, to see the devices the
+// runner was started with; it returns gpu_count() then (0: skip the test,
+// the reason in why).
+int test_show_gpus(char *why, size_t why_size);
