@@ -654,12 +654,12 @@ int cache_commit(Cache *c) {
     return 0;
 }
 
-static int ensure_buf(Cache *c, size_t n) {
-    if (c->buf_cap >= n) return 0;
-    uint8_t *b = realloc(c->buf, n);
+static int ensure_buf(uint8_t **buf, size_t *cap, size_t n) {
+    if (*cap >= n) return 0;
+    uint8_t *b = realloc(*buf, n);
     if (!b) return err_set("out of memory");
-    c->buf = b;
-    c->buf_cap = n;
+    *buf = b;
+    *cap = n;
     return 0;
 }
 
@@ -670,16 +670,18 @@ static uint32_t get_u32(const uint8_t *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-long cache_record_encode(Cache *c, const CacheRecord *r, int n_features, FeatDtype dtype) {
+// Encodes r with zstd context zctx at level into *buf (grown as needed):
+// [raw features staging | record]; the record starts at *buf + raw features' size.
+static long encode_record(void *zctx, uint8_t **buf, size_t *cap, int level, const CacheRecord *r, int n_features,
+                          FeatDtype dtype) {
     size_t path_len = strlen(r->path);
     if (path_len > 65535) return err_set("%s: path too long for the cache", r->path);
     size_t item = dtype == FEAT_F16 ? 2 : 4;
     size_t raw = (size_t)n_features * item;
     size_t bound = ZSTD_compressBound(raw);
     size_t header = 50 + path_len + 4;
-    // Layout: [raw features staging | record]
-    if (ensure_buf(c, raw + header + bound + 4) < 0) return -1;
-    uint8_t *stage = c->buf, *rec = c->buf + raw;
+    if (ensure_buf(buf, cap, raw + header + bound + 4) < 0) return -1;
+    uint8_t *stage = *buf, *rec = *buf + raw;
     if (dtype == FEAT_F16) {
         f32_to_f16_array(r->features, (uint16_t *)stage, (size_t)n_features);
     } else {
@@ -692,15 +694,38 @@ long cache_record_encode(Cache *c, const CacheRecord *r, int n_features, FeatDty
     memcpy(rec + 16, r->sha256, 32);
     rec[48] = (uint8_t)path_len, rec[49] = (uint8_t)(path_len >> 8);
     memcpy(rec + 50, r->path, path_len);
-    ZSTD_CCtx_reset(c->zctx, ZSTD_reset_session_only);
-    ZSTD_CCtx_setParameter(c->zctx, ZSTD_c_compressionLevel, c->level);
-    ZSTD_CCtx_setParameter(c->zctx, ZSTD_c_checksumFlag, 1);
-    size_t z = ZSTD_compress2(c->zctx, rec + header, bound, stage, raw);
+    ZSTD_CCtx_reset(zctx, ZSTD_reset_session_only);
+    ZSTD_CCtx_setParameter(zctx, ZSTD_c_compressionLevel, level);
+    ZSTD_CCtx_setParameter(zctx, ZSTD_c_checksumFlag, 1);
+    size_t z = ZSTD_compress2(zctx, rec + header, bound, stage, raw);
     if (ZSTD_isError(z)) return err_set("%s: zstd: %s", r->path, ZSTD_getErrorName(z));
     put_u32(rec + header - 4, (uint32_t)z);
     size_t total = header + z;
     put_u32(rec + total, (uint32_t)crc32(crc32(0L, Z_NULL, 0), rec, (uInt)total));
     return (long)(total + 4);
+}
+
+long cache_record_encode(Cache *c, const CacheRecord *r, int n_features, FeatDtype dtype) {
+    return encode_record(c->zctx, &c->buf, &c->buf_cap, c->level, r, n_features, dtype);
+}
+
+int record_encoder_init(RecordEncoder *e, const Cache *c) {
+    memset(e, 0, sizeof *e);
+    e->level = c->level;
+    e->zctx = ZSTD_createCCtx();
+    return e->zctx ? 0 : err_set("out of memory (zstd context)");
+}
+
+void record_encoder_free(RecordEncoder *e) {
+    ZSTD_freeCCtx(e->zctx);
+    free(e->buf);
+    memset(e, 0, sizeof *e);
+}
+
+long record_encode(RecordEncoder *e, const CacheRecord *r, int n_features, FeatDtype dtype, const uint8_t **out) {
+    long len = encode_record(e->zctx, &e->buf, &e->cap, e->level, r, n_features, dtype);
+    *out = e->buf + (size_t)n_features * (dtype == FEAT_F16 ? 2 : 4);
+    return len;
 }
 
 int cache_put(Cache *c, uint64_t key, const CacheRecord *r, int n_features, FeatDtype dtype) {

@@ -119,6 +119,20 @@ int cache_write_meta(Cache *c, const CacheMeta *meta);
 // A full disk is an error that says "No space left on device" and names the
 // cache; what was committed before stays (rerun to resume).
 int cache_put(Cache *c, uint64_t key, const CacheRecord *r, int n_features, FeatDtype dtype);
+// A record encoder of its own (zstd context and buffer, the cache's level),
+// so that records can be encoded on several threads and then stored in
+// order with cache_put_raw: the same bytes as cache_put. init: -1 (err_set)
+// when out of memory. record_encode returns the record's length and points
+// *out at it (valid until the next call), or -1 as cache_record_encode.
+typedef struct {
+    void *zctx;
+    uint8_t *buf;
+    size_t cap;
+    int level;
+} RecordEncoder;
+int record_encoder_init(RecordEncoder *e, const Cache *c);
+void record_encoder_free(RecordEncoder *e);
+long record_encode(RecordEncoder *e, const CacheRecord *r, int n_features, FeatDtype dtype, const uint8_t **out);
 int cache_del(Cache *c, uint64_t key);
 // Commits the open transaction (no-op when none).
 int cache_commit(Cache *c);

@@ -238,14 +238,74 @@ typedef struct {
     double wait, base, store;
 } ExtractTimes;
 
-// Stores one record per image of b (its features in b->out) and empties it.
-static int store_batch(Batch *b, long D, Cache *cache, FeatDtype dtype, ExtractTimes *t) {
-    double t0 = progress_now();
-    for (int i = 0; i < b->n; i++) {
-        CacheRecord r = {.label = b->labels[i], .path = b->paths[i], .features = b->out + (size_t)i * D};
+// Encoding records (f16 conversion, zstd, crc) is the host's biggest share
+// of a GPU run: it is spread over the thread pool (parallel.h), one encoder
+// per task, and the records are then stored in order, the same bytes as
+// one cache_put after the other.
+typedef struct {
+    int n_enc;
+    RecordEncoder *enc;   // one per task
+    uint8_t **rec;        // cap encoded records of the batch being stored
+    size_t *rec_cap, *rec_len;
+    // The batch being encoded (read by the tasks):
+    const Batch *b;
+    long D;
+    FeatDtype dtype;
+    int failed;
+    char msg[ERR_MSG_MAX];
+} Storer;
+
+static int storer_init(Storer *st, const Cache *cache, int cap, int threads) {
+    memset(st, 0, sizeof *st);
+    st->n_enc = threads < cap ? threads : cap;
+    st->enc = calloc((size_t)st->n_enc, sizeof *st->enc);
+    st->rec = calloc((size_t)cap, sizeof *st->rec);
+    st->rec_cap = calloc((size_t)cap, sizeof *st->rec_cap);
+    st->rec_len = calloc((size_t)cap, sizeof *st->rec_len);
+    if (!st->enc || !st->rec || !st->rec_cap || !st->rec_len) return err_set("out of memory");
+    for (int t = 0; t < st->n_enc; t++)
+        if (record_encoder_init(&st->enc[t], cache) < 0) return -1;
+    return 0;
+}
+
+static void storer_free(Storer *st, int cap) {
+    for (int t = 0; st->enc && t < st->n_enc; t++) record_encoder_free(&st->enc[t]);
+    for (int i = 0; st->rec && i < cap; i++) free(st->rec[i]);
+    free(st->enc), free(st->rec), free(st->rec_cap), free(st->rec_len);
+    memset(st, 0, sizeof *st);
+}
+
+// Task t encodes images t, t + n_enc, ... of the batch.
+static void encode_task(void *ctx, int t) {
+    Storer *st = ctx;
+    const Batch *b = st->b;
+    for (int i = t; i < b->n; i += st->n_enc) {
+        CacheRecord r = {.label = b->labels[i], .path = b->paths[i], .features = b->out + (size_t)i * st->D};
         memcpy(r.sha256, b->sha[i], 32);
-        if (cache_put(cache, b->keys[i], &r, (int)D, dtype) < 0) return -1;
+        const uint8_t *p;
+        long len = record_encode(&st->enc[t], &r, (int)st->D, st->dtype, &p);
+        if (len >= 0 && (size_t)len > st->rec_cap[i]) {
+            uint8_t *g = realloc(st->rec[i], (size_t)len);
+            if (g) st->rec[i] = g, st->rec_cap[i] = (size_t)len;
+            else len = err_set("out of memory");
+        }
+        if (len < 0) {
+            if (!__atomic_exchange_n(&st->failed, 1, __ATOMIC_SEQ_CST)) snprintf(st->msg, sizeof st->msg, "%s", err_msg());
+            return;
+        }
+        memcpy(st->rec[i], p, (size_t)len);
+        st->rec_len[i] = (size_t)len;
     }
+}
+
+// Stores one record per image of b (its features in b->out) and empties it.
+static int store_batch(Storer *st, Batch *b, long D, Cache *cache, FeatDtype dtype, ExtractTimes *t) {
+    double t0 = progress_now();
+    st->b = b, st->D = D, st->dtype = dtype, st->failed = 0;
+    parallel_for(st->n_enc < b->n ? st->n_enc : b->n, encode_task, st);
+    if (st->failed) return err_set("%s", st->msg);
+    for (int i = 0; i < b->n; i++)
+        if (cache_put_raw(cache, b->keys[i], st->rec[i], st->rec_len[i]) < 0) return -1;
     t->store += progress_now() - t0;
     b->n = 0;
     return 0;
@@ -257,6 +317,7 @@ static int store_batch(Batch *b, long D, Cache *cache, FeatDtype dtype, ExtractT
 typedef struct {
     Batch bt[2];
     int cur, flying;
+    Storer st;
 } Batches;
 
 // Waits for the batch on the GPU, if any, and stores it.
@@ -267,7 +328,7 @@ static int drain_batches(Batches *q, GpuBase *gpu, long D, Cache *cache, FeatDty
     if (gpu_base_collect(gpu, f->out) < 0) return -1;
     t->base += progress_now() - t0;
     q->flying = -1;
-    return store_batch(f, D, cache, dtype, t);
+    return store_batch(&q->st, f, D, cache, dtype, t);
 }
 
 // Sends the filling batch through the conv base (stored now on the CPU; on
@@ -281,7 +342,7 @@ static int flush_batch(Batches *q, const Model *m, GpuBase *gpu, BaseWorkspace *
     if (!gpu) {
         base_forward_cpu(m, b->in, b->n, b->out, ws);
         t->base += progress_now() - t0;
-        return store_batch(b, D, cache, dtype, t);
+        return store_batch(&q->st, b, D, cache, dtype, t);
     }
     if (gpu_base_submit(gpu, b->in, b->n) < 0) return -1;
     t->base += progress_now() - t0;
@@ -504,7 +565,8 @@ int extract_run(const ExtractOptions *o) {
     if (dev == DEVICE_CPU && base_workspace_alloc(&ws, &m) < 0) goto done;
     // Default: the CPUs this process may run on (taskset, Slurm's allotment).
     int threads = o->threads > 0 ? o->threads : parallel_cpus();
-    parallel_set_threads(threads);  // the Winograd transforms' pool (forward.h)
+    parallel_set_threads(threads);  // the Winograd transforms' pool (forward.h), record encoding
+    if (storer_init(&q.st, &cache, o->batch, threads) < 0) goto done;
     if (!o->quiet)
         log_printf(stderr, "extract: %s; %s %dx%d -> %s (%dx%dx%d, %s); %ld image%s%s; %d thread%s\n", dev_note,
                    want.model, o->input_size, o->input_size, want.layer, want.feat_h, want.feat_w, want.feat_c,
@@ -641,6 +703,7 @@ done:
     base_workspace_free(&ws);
     batch_free(&q.bt[0]);
     batch_free(&q.bt[1]);
+    storer_free(&q.st, o->batch);
     free(items);
     free(want.class_counts);  // (class_names belong to the Dataset)
     free(want.class_files);
