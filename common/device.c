@@ -52,8 +52,9 @@ int device_select(const char *want, DeviceKind *out, char *note, size_t note_siz
 int gpu_precision_from_name(const char *name, GpuPrecision *p) {
     if (name && !strcmp(name, "fp32")) *p = GPU_FP32;
     else if (name && !strcmp(name, "tf32")) *p = GPU_TF32;
-    else return err_set("--precision: '%s' is not one of fp32|tf32", name ? name : "");
+    else if (name && !strcmp(name, "bf16")) *p = GPU_BF16;
+    else return err_set("--precision: '%s' is not one of fp32|tf32|bf16", name ? name : "");
     return 0;
 }
 
-const char *gpu_precision_name(GpuPrecision p) { return p == GPU_TF32 ? "tf32" : "fp32"; }
+const char *gpu_precision_name(GpuPrecision p) { return p == GPU_TF32 ? "tf32" : p == GPU_BF16 ? "bf16" : "fp32"; }

@@ -436,9 +436,10 @@ int extract_run(const ExtractOptions *o) {
     if (device_select(o->device, &dev, dev_note, sizeof dev_note) < 0) return -1;
     GpuPrecision precision = GPU_FP32;
     if (o->precision && gpu_precision_from_name(o->precision, &precision) < 0) return -1;
-    // TF32 changes the features, and the cache records it: no quiet CPU fallback.
-    if (precision == GPU_TF32 && dev != DEVICE_CUDA)
-        return err_set("--precision tf32 needs a GPU, and this run has none: %s", dev_note);
+    // TF32 and BF16 change the features, and the cache records it: no quiet CPU fallback.
+    if (precision != GPU_FP32 && dev != DEVICE_CUDA)
+        return err_set("--precision %s needs a GPU, and this run has none: %s", gpu_precision_name(precision),
+                       dev_note);
     int shard_i, shard_n;
     if (extract_parse_shard(o->shard, &shard_i, &shard_n) < 0) return -1;
     if (o->batch < 1) return err_set("--batch must be >= 1, got %d", o->batch);
@@ -514,10 +515,12 @@ int extract_run(const ExtractOptions *o) {
     for (int k = 0; k < ds.n_classes; k++) want.class_files[k] = ds.class_counts[k];
     if (o->shard) snprintf(want.shard, sizeof want.shard, "%d/%d", shard_i, shard_n);
     // Settings that change pixels, so a resumed run must use the same.
-    // TF32 convolutions change the values too (fp32, CPU or GPU, adds nothing:
-    // its caches are one kind).
+    // TF32 and BF16 convolutions change the values too (fp32, CPU or GPU,
+    // adds nothing: its caches are one kind).
+    char arith[40] = "";
+    if (precision != GPU_FP32) snprintf(arith, sizeof arith, ", %s convolutions", gpu_precision_name(precision));
     snprintf(want.decode, sizeof want.decode, "%s, pixel budget %ld%s", o->reduced_decode ? "reduced" : "full",
-             o->max_pixels, precision == GPU_TF32 ? ", tf32 convolutions" : "");
+             o->max_pixels, arith);
     if (folder_fingerprint(&ds, want.folder, sizeof want.folder) < 0) goto done;
     snprintf(want.version, sizeof want.version, "%s", VGGFT_VERSION);
     snprintf(want.command, sizeof want.command, "%s", o->command_line ? o->command_line : "");
@@ -555,7 +558,7 @@ int extract_run(const ExtractOptions *o) {
         gpu = gpu_base_create(&m, o->batch, precision);
         // --device auto: a GPU that cannot run the base is no reason to fail the job
         // (unless the cache is to hold TF32 features).
-        if (!gpu && (strcmp(o->device, "auto") || precision == GPU_TF32)) goto done;
+        if (!gpu && (strcmp(o->device, "auto") || precision != GPU_FP32)) goto done;
         if (!gpu) {
             log_printf(stderr, "warning: GPU unusable (%s); running on the CPU\n", err_msg());
             dev = DEVICE_CPU;

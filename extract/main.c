@@ -93,9 +93,9 @@ int main(int argc, char **argv) {
         {"batch", OPT_INT, &o.batch, "32", "N", "images per batch through the conv base", .range = ">=1"},
         {"device", OPT_CHOICE, &o.device, "auto", NULL, "where to run the conv base", "auto|cpu|cuda"},
         {"precision", OPT_CHOICE, &o.precision, "fp32", NULL,
-         "GPU convolution arithmetic: fp32 (strict float32: features within\n1e-5 of the CPU's) or tf32 (tensor cores, "
-         "faster, about 1e-3;\nneeds a GPU; recorded in the cache)",
-         "fp32|tf32"},
+         "GPU convolution arithmetic: fp32 (strict float32: features within\n1e-5 of the CPU's), tf32 or bf16 (tensor "
+         "cores: faster, further\nfrom Keras; need a GPU; recorded in the cache; see the README)",
+         "fp32|tf32|bf16"},
         {"threads", OPT_INT, &o.threads, "0", "N",
          "CPU threads for decoding and BLAS (0: the CPUs this job may use,\nits affinity mask: taskset, Slurm)",
          .range = ">=0"},

@@ -32,7 +32,9 @@ void gpu_libraries(char *buf, size_t size);
 // Arithmetic of the GPU convolutions (--precision). FP32: strict float32
 // (FMA kernels only), features equal the CPU path to float32 rounding.
 // TF32: tensor cores on sm_80+ with 10-bit mantissa products, float32 sums.
-typedef enum { GPU_FP32 = 0, GPU_TF32 = 1 } GpuPrecision;
-// "fp32" / "tf32"; -1 (err_set) for anything else.
+// BF16: bfloat16 activations and kernels (8-bit mantissas), float32 sums and
+// biases, the first conv in TF32 (extract only; features to float at the end).
+typedef enum { GPU_FP32 = 0, GPU_TF32 = 1, GPU_BF16 = 2 } GpuPrecision;
+// "fp32" / "tf32" / "bf16"; -1 (err_set) for anything else.
 int gpu_precision_from_name(const char *name, GpuPrecision *p);
 const char *gpu_precision_name(GpuPrecision p);

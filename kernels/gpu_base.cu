@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gpu_bf16.cuh"
 #include "gpu_util.cuh"
 
 extern "C" {
@@ -24,6 +25,7 @@ struct GpuBase {
     cudaStream_t stream;
     GpuConv *convs;                      // indexed like m->layers (only convs used)
     cudnnConvolutionFwdAlgo_t *algos;
+    __nv_bfloat16 **k16;                 // --precision bf16: each conv's kernel (K,R,S,C) in bf16 (not the first)
     cudnnTensorDescriptor_t *pool_x, *pool_y;
     cudnnPoolingDescriptor_t pool;
     float *d_a, *d_b, *d_in;
@@ -36,6 +38,32 @@ struct GpuBase {
     void *d_workspace;
     size_t workspace_size;
 };
+
+// Turns c (made for float32) into a bfloat16 conv for batch N: bf16 tensors
+// and filter, float compute; the kernel converted into *k16 (device).
+static int bf16_conv(GpuConv *c, const Layer *l, int N, __nv_bfloat16 **k16) {
+    CUDNN_OK(dnn.cudnnSetTensor4dDescriptor(c->x, CUDNN_TENSOR_NHWC, CUDNN_DATA_BFLOAT16, N, l->in_c, l->in_h, l->in_w),
+             l->name);
+    CUDNN_OK(dnn.cudnnSetTensor4dDescriptor(c->y, CUDNN_TENSOR_NHWC, CUDNN_DATA_BFLOAT16, N, l->out_c, l->out_h,
+                                            l->out_w),
+             l->name);
+    CUDNN_OK(dnn.cudnnSetFilter4dDescriptor(c->w, CUDNN_DATA_BFLOAT16, CUDNN_TENSOR_NHWC, l->out_c, l->in_c, 3, 3),
+             l->name);
+    size_t nk = (size_t)l->n_kernel;
+    float *krsc = (float *)malloc(nk * sizeof(float));
+    __nv_bfloat16 *h = (__nv_bfloat16 *)malloc(nk * sizeof(__nv_bfloat16));
+    if (!krsc || !h) {
+        free(krsc), free(h);
+        return err_set("out of memory");
+    }
+    gpu_kernel_rsck_to_krsc(l->kernel, krsc, l->in_c, l->out_c);
+    gpu_float_to_bf16_host(krsc, h, nk);
+    cudaError_t e = cudaMalloc(k16, nk * sizeof(__nv_bfloat16));
+    if (e == cudaSuccess) e = cudaMemcpy(*k16, h, nk * sizeof(__nv_bfloat16), cudaMemcpyHostToDevice);
+    free(krsc), free(h);
+    CUDA_OK(e, "uploading bf16 weights");
+    return 0;
+}
 
 static int create(GpuBase *g, const Model *m, int max_batch, GpuPrecision precision) {
     g->m = m;
@@ -51,7 +79,8 @@ static int create(GpuBase *g, const Model *m, int max_batch, GpuPrecision precis
     g->algos = (cudnnConvolutionFwdAlgo_t *)calloc((size_t)m->n_layers, sizeof *g->algos);
     g->pool_x = (cudnnTensorDescriptor_t *)calloc((size_t)m->n_layers, sizeof(cudnnTensorDescriptor_t));
     g->pool_y = (cudnnTensorDescriptor_t *)calloc((size_t)m->n_layers, sizeof(cudnnTensorDescriptor_t));
-    if (!g->convs || !g->algos || !g->pool_x || !g->pool_y) return err_set("out of memory");
+    g->k16 = (__nv_bfloat16 **)calloc((size_t)m->n_layers, sizeof *g->k16);
+    if (!g->convs || !g->algos || !g->pool_x || !g->pool_y || !g->k16) return err_set("out of memory");
     CUDNN_OK(dnn.cudnnCreatePoolingDescriptor(&g->pool), "pooling descriptor");
     CUDNN_OK(dnn.cudnnSetPooling2dDescriptor(g->pool, CUDNN_POOLING_MAX, CUDNN_NOT_PROPAGATE_NAN, 2, 2, 0, 0, 2, 2),
              "pooling descriptor");
@@ -82,7 +111,10 @@ static int create(GpuBase *g, const Model *m, int max_batch, GpuPrecision precis
                      l->name);
             continue;
         }
-        if (gpu_conv_create(&g->convs[i], l, max_batch, gpu_math(precision)) < 0) return -1;
+        const int bf = precision == GPU_BF16 && i > 1;
+        cudnnMathType_t math = bf ? CUDNN_TENSOR_OP_MATH : precision == GPU_BF16 ? CUDNN_DEFAULT_MATH : gpu_math(precision);
+        if (gpu_conv_create(&g->convs[i], l, max_batch, math) < 0) return -1;
+        if (bf && bf16_conv(&g->convs[i], l, max_batch, &g->k16[i]) < 0) return -1;
         size_t ws = 0;
         if (gpu_conv_pick_forward(g->cudnn, &g->convs[i], l, &g->algos[i], &ws) < 0) return -1;
         if (ws > g->workspace_size) g->workspace_size = ws;
@@ -120,25 +152,48 @@ extern "C" int gpu_base_submit(GpuBase *g, const float *in, int N) {
     if ((size_t)N < B) memset(g->h_in[s] + image * N, 0, image * (B - N) * sizeof(float));
     CUDA_OK(cudaMemcpyAsync(g->d_in, g->h_in[s], image * B * sizeof(float), cudaMemcpyHostToDevice, g->stream),
             "uploading images");
+    // Activations ping-pong between d_a and d_b: float32, or bf16 after the
+    // first conv with --precision bf16 (then the features go back to float).
     const float one = 1.f, zero = 0.f;
-    const float *x = g->d_in;
+    const int bf = g->precision == GPU_BF16;
+    const void *x = g->d_in;
     float *y = g->d_a;
+#define OTHER(p) ((p) == g->d_a ? g->d_b : g->d_a)
     for (int i = 1; i < m->n_base; i++) {
         const Layer *l = &m->layers[i];
+        const long n = (long)B * l->out_h * l->out_w * l->out_c;
         if (l->kind == LAYER_CONV) {
             GpuConv *c = &g->convs[i];
-            CUDNN_OK(dnn.cudnnConvolutionForward(g->cudnn, &one, c->x, x, c->w, c->d_kernel, c->conv, g->algos[i],
+            const void *w = bf && i > 1 ? (const void *)g->k16[i] : (const void *)c->d_kernel;
+            CUDNN_OK(dnn.cudnnConvolutionForward(g->cudnn, &one, c->x, x, c->w, w, c->conv, g->algos[i],
                                                  g->d_workspace, g->workspace_size, &zero, c->y, y),
                      l->name);
-            gpu_bias_relu(y, c->d_bias, (long)B * l->out_h * l->out_w * l->out_c, l->out_c, g->stream);
+            if (!bf) {
+                gpu_bias_relu(y, c->d_bias, n, l->out_c, g->stream);
+            } else if (i == 1) {
+                gpu_bias_relu_to_bf16(y, (__nv_bfloat16 *)OTHER(y), c->d_bias, n, l->out_c, g->stream);
+                y = OTHER(y);
+            } else {
+                gpu_bias_relu_bf16((__nv_bfloat16 *)y, c->d_bias, n, l->out_c, g->stream);
+            }
             CUDA_OK(cudaGetLastError(), l->name);
-        } else {
+        } else if (!bf) {
             CUDNN_OK(dnn.cudnnPoolingForward(g->cudnn, g->pool, &one, g->pool_x[i], x, &zero, g->pool_y[i], y),
                      l->name);
+        } else {
+            gpu_maxpool2x2_bf16((const __nv_bfloat16 *)x, (__nv_bfloat16 *)y, (int)B, l->in_h, l->in_w, l->in_c,
+                                g->stream);
+            CUDA_OK(cudaGetLastError(), l->name);
         }
         x = y;
-        y = (y == g->d_a) ? g->d_b : g->d_a;
+        y = OTHER(y);
     }
+    if (bf) {
+        gpu_bf16_to_float((const __nv_bfloat16 *)x, y, (long)model_feature_size(m) * (long)B, g->stream);
+        CUDA_OK(cudaGetLastError(), "converting the features");
+        x = y;
+    }
+#undef OTHER
     size_t out_size = (size_t)model_feature_size(m) * N;
     CUDA_OK(cudaMemcpyAsync(g->h_out[s], x, out_size * sizeof(float), cudaMemcpyDeviceToHost, g->stream),
             "downloading features");
@@ -169,6 +224,7 @@ extern "C" void gpu_base_free(GpuBase *g) {
     if (!g) return;
     for (int i = 0; g->convs && i < g->m->n_layers; i++) {
         gpu_conv_free(&g->convs[i]);
+        if (g->k16) cudaFree(g->k16[i]);
         if (g->pool_x && g->pool_x[i]) dnn.cudnnDestroyTensorDescriptor(g->pool_x[i]);
         if (g->pool_y && g->pool_y[i]) dnn.cudnnDestroyTensorDescriptor(g->pool_y[i]);
     }
@@ -186,6 +242,7 @@ extern "C" void gpu_base_free(GpuBase *g) {
     if (g->stream) cudaStreamDestroy(g->stream);
     free(g->convs);
     free(g->algos);
+    free(g->k16);
     free(g->pool_x);
     free(g->pool_y);
     free(g);

@@ -73,6 +73,7 @@ say "== extract benchmark, JPEG files -> cache ($(elapsed))"
 for size in 150 224; do
     ours "cuda fp32 $size" --data /tmp/vggft/img --input-size $size --device cuda --batch 64
     ours "cuda tf32 $size" --data /tmp/vggft/img --input-size $size --device cuda --batch 64 --precision tf32
+    ours "cuda bf16 $size" --data /tmp/vggft/img --input-size $size --device cuda --batch 64 --precision bf16
     if ! skip torch; then
         timeout 150 python3 scripts/bench_torch.py extract --data /tmp/vggft/img --size $size --batch 64 --workers 16 \
             >/tmp/vggft/t.log 2>&1 || say "   torch extract $size FAILED: $(tail -5 /tmp/vggft/t.log)"
@@ -86,7 +87,7 @@ rm -rf /tmp/vggft/c && "$dev/bin/extract" --data /tmp/vggft/img_small --cache /t
     --input-size 150 --device cuda >/dev/null 2>&1
 "$dev/bin/train" --cache /tmp/vggft/c --out /tmp/vggft/head.h5 --epochs 1 --quiet >/dev/null 2>&1 || say "   train FAILED"
 timeout 150 "$dev/bin/finetune" --data /tmp/vggft/img --head /tmp/vggft/head.h5 --weights random --device cuda \
-    --out /tmp/vggft/ft.h5 --epochs 1 --batch 20 --optimizer rmsprop --lr 1e-5 --quiet >/tmp/vggft/f.log 2>&1 ||
+    --out /tmp/vggft/ft.h5 --epochs 1 --batch 20 --quiet >/tmp/vggft/f.log 2>&1 ||
     say "   ours finetune cuda FAILED: $(tail -5 /tmp/vggft/f.log)"
 grep -E "^Fine-tune|^Epoch|^Time|img/s|images/s" /tmp/vggft/f.log | head -8 | while read -r l; do say "   ours: $l"; done
 if ! skip torch; then

@@ -83,6 +83,12 @@ Test(gpu, smallest_input_32) { compare(ARCH_VGG16, 32, "block5_pool", 1, GPU_FP3
 Test(gpu, largest_input_512) { compare(ARCH_VGG16, 512, "block5_pool", 1, GPU_FP32, 1e-4f); }
 Test(gpu, batch_256) { compare(ARCH_VGG16, 32, "block5_pool", 256, GPU_FP32, 1e-4f); }
 Test(gpu, tf32_within_its_tolerance) { compare(ARCH_VGG16, 64, "block5_pool", 4, GPU_TF32, 2e-2f); }
+// BF16 rounds every activation and weight to an 8-bit mantissa: 1e-1.
+Test(gpu, bf16_within_its_tolerance) {
+    compare(ARCH_VGG16, 64, "block5_pool", 4, GPU_BF16, 1e-1f);
+    compare(ARCH_VGG16, 150, "block5_pool", 3, GPU_BF16, 1e-1f);
+    compare(ARCH_VGG16, 40, "block1_pool", 2, GPU_BF16, 1e-1f);
+}
 
 // An image's features are the same bits whatever else is in its batch and
 // however many images the batch holds (batches are padded to the planned
