@@ -90,6 +90,7 @@ endif
 LIB  := $(BUILD)/libvggft.a
 BINS := $(BUILD)/extract $(BUILD)/train $(BUILD)/finetune $(BUILD)/predict
 BINS += $(BUILD)/fashion_mnist  # the demo's data converter (scripts/fashion_mnist.c)
+BINS += $(BUILD)/bench_gpu      # the GPU conv base alone (scripts/bench_gpu.c, scripts/device_run.sh)
 
 .PHONY: all test test-valgrind clean bench fixtures print-link
 all: $(BINS)
@@ -130,7 +131,7 @@ $(foreach t,extract train finetune predict,$(eval $(call TOOL_RULE,$(t))))
 
 # Fashion-MNIST's IDX files -> class folders of PNGs (scripts/demo.sh,
 # scripts/pipeline.mk); one file of scripts/ on top of the library.
-$(BUILD)/fashion_mnist: $(BUILD)/obj/scripts/fashion_mnist.o $(LIB)
+$(BUILD)/fashion_mnist $(BUILD)/bench_gpu: $(BUILD)/%: $(BUILD)/obj/scripts/%.o $(LIB)
 	@rm -f $@  # may be a link to the CPU-only build: never write through it
 	$(CC) $^ -o $@ $(LDFLAGS) $(LDLIBS)
 

@@ -3,10 +3,12 @@
 // layers of layers.h, keeping what their backward pass needs.
 #include "walk.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "error.h"
+#include "gpu_walk.h"
 #include "layers.h"
 #include "progress.h"
 
@@ -19,7 +21,8 @@ static void *take(size_t n, size_t *bytes) {
     return malloc(n ? n : 1);
 }
 
-int walk_alloc(BaseWalk *w, const Model *m, int from, int cap) {
+// walk_alloc's checks of from and cap, and the fields they fix.
+static int walk_setup(BaseWalk *w, const Model *m, int from, int cap) {
     memset(w, 0, sizeof *w);
     const int nb = m->n_base;
     if (cap < 1) return err_set("walk: batch capacity must be at least 1, got %d", cap);
@@ -38,6 +41,40 @@ int walk_alloc(BaseWalk *w, const Model *m, int from, int cap) {
     w->first_trainable = m->first_trainable_base > from ? m->first_trainable_base : from;
     w->cap = cap;
     w->in_size = (long)out_floats(&m->layers[from - 1]);
+    return 0;
+}
+
+int walk_alloc_device(BaseWalk *w, const Model *m, int from, int cap, int gpu) {
+    if (!gpu) return walk_alloc(w, m, from, cap);
+    if (walk_setup(w, m, from, cap) < 0) return -1;
+    const size_t F = (size_t)cap * (size_t)model_feature_size(m) * sizeof(float);
+    w->features = take(F, &w->bytes);
+    w->d_features = take(F, &w->bytes);
+    if (!w->features || !w->d_features) {
+        walk_free(w);
+        return err_set("walk: out of memory for a batch of %d", cap);
+    }
+    w->gpu = gpu_walk_create(m, from, cap);
+    if (!w->gpu) {
+        char keep[ERR_MSG_MAX];
+        snprintf(keep, sizeof keep, "%s", err_msg());
+        walk_free(w);
+        return err_set("%s", keep);
+    }
+    return 0;
+}
+
+int walk_download(BaseWalk *w, Model *m, float *const *slots) {
+    return w->gpu ? gpu_walk_download(w->gpu, m, slots) : 0;
+}
+
+int walk_upload(BaseWalk *w, float *const *slots) {
+    return w->gpu ? gpu_walk_upload(w->gpu, w->m, slots) : 0;
+}
+
+int walk_alloc(BaseWalk *w, const Model *m, int from, int cap) {
+    if (walk_setup(w, m, from, cap) < 0) return -1;
+    const int nb = m->n_base;
     const int ft = w->first_trainable;
     const size_t C = (size_t)cap, F = (size_t)model_feature_size(m);
 
@@ -91,6 +128,7 @@ oom:;
 }
 
 void walk_free(BaseWalk *w) {
+    gpu_walk_free(w->gpu);
     if (w->act && w->m)
         for (int i = 0; i < w->m->n_layers; i++)
             if (w->act[i] != w->features) free(w->act[i]);
@@ -107,7 +145,14 @@ void walk_free(BaseWalk *w) {
     memset(w, 0, sizeof *w);
 }
 
-void walk_forward(BaseWalk *w, const float *in, int N) {
+int walk_forward(BaseWalk *w, const float *in, int N) {
+    if (w->gpu) {
+        // One batched pass on the device: frozen and trainable layers counted together.
+        double t0 = progress_now();
+        int rc = gpu_walk_forward(w->gpu, in, N, w->features);
+        w->times.trainable += progress_now() - t0;
+        return rc;
+    }
     const Model *m = w->m;
     const int nb = m->n_base, ft = w->first_trainable;
     // The frozen part writes where the trainable part reads (or the features
@@ -131,9 +176,11 @@ void walk_forward(BaseWalk *w, const float *in, int N) {
         }
     }
     w->times.trainable += progress_now() - t1;
+    return 0;
 }
 
 void walk_backward(BaseWalk *w, const float *dfeat, int N, Grads *g) {
+    if (w->gpu) return;  // its activations are on the device (walk.h: CPU walk only)
     const Model *m = w->m;
     const int nb = m->n_base, ft = w->first_trainable;
     // dout of the cut is dfeat, which only the cut (a pool) reads; below it
@@ -163,16 +210,23 @@ int finetune_step(BaseWalk *w, HeadBuffers *hb, Grads *g, const Optimizer *o, fl
                   float *loss) {
     const Model *m = w->m;
     grads_zero(g, m);
-    walk_forward(w, in, N);
+    if (walk_forward(w, in, N) < 0) return -1;
     double t0 = progress_now();
     if (head_forward(m, w->features, N, 1, seed, (uint64_t)o->step, hb) < 0) return -1;
     // head_backward overwrites d_features (dense_backward's din).
     *loss = head_backward(m, w->features, labels, sample_weights, N, hb, g, w->d_features);
     double t1 = progress_now();
-    walk_backward(w, w->d_features, N, g);
+    // The base's backward pass, and on the GPU also its update (the weights
+    // and slots live there; the rule's constants are worked out here once).
+    if (w->gpu) {
+        OptimRule rule = optim_rule(o);
+        if (gpu_walk_backward_update(w->gpu, w->d_features, N, &rule) < 0) return -1;
+    } else {
+        walk_backward(w, w->d_features, N, g);
+    }
     double t2 = progress_now();
     w->times.head += t1 - t0, w->times.trainable += t2 - t1;
-    for (int i = w->first_trainable; i < m->n_layers; i++) {
+    for (int i = w->gpu ? m->n_base : w->first_trainable; i < m->n_layers; i++) {
         Layer *l = &m->layers[i];
         if (!l->n_kernel || !l->trainable || !g->dkernel[i]) continue;
         optim_update(o, l->kernel, g->dkernel[i], slots ? HEAD_SLOTS(slots, i, 0) : NULL, (size_t)l->n_kernel);
@@ -183,6 +237,6 @@ int finetune_step(BaseWalk *w, HeadBuffers *hb, Grads *g, const Optimizer *o, fl
 }
 
 int walk_predict(BaseWalk *w, HeadBuffers *hb, const float *in, int N) {
-    walk_forward(w, in, N);
+    if (walk_forward(w, in, N) < 0) return -1;
     return head_forward(w->m, w->features, N, 0, 0, 0, hb);
 }

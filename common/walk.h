@@ -38,7 +38,13 @@
 //
 // Layouts are the model's (N,H,W,C activations, Keras kernels). The walk is
 // one description shared by the CPU arithmetic here (the reference layers
-// of layers.h) and the GPU's (kernels/), which runs the same op list.
+// of layers.h) and the GPU's (kernels/gpu_walk.h), which runs the same op
+// list: a walk made by walk_alloc_device(..., gpu = 1) keeps only features
+// and d_features on the host and runs walk_forward, finetune_step and
+// walk_predict on the GPU, with the trainable base layers' weights and
+// optimizer slots on the device between steps (walk_download / walk_upload
+// bring them to and from the host: checkpoints, the output model). The head
+// stays on the CPU on both devices.
 #pragma once
 #include <stdint.h>
 
@@ -48,8 +54,10 @@
 
 // Where a step's time goes (seconds, summed over calls; zero them at will).
 typedef struct {
-    double frozen;        // frozen layers, forward (per image)
-    double trainable;     // trainable base layers, forward and backward
+    double frozen;        // frozen layers, forward (per image; 0 on the GPU)
+    double trainable;     // trainable base layers, forward and backward (GPU
+                          // walk: the whole base, frozen layers and the
+                          // trainable layers' updates included)
     double head;          // the head, forward and backward
     double update;        // optimizer updates of every trainable layer
 } WalkTimes;
@@ -71,7 +79,8 @@ typedef struct {
     float *features;       // cap x model_feature_size: the cut's output of the last forward
                            // (= act[n_base-1] when the cut is trainable)
     float *d_features;     // cap x model_feature_size: its gradient
-    size_t bytes;          // what walk_alloc took, all buffers together
+    size_t bytes;          // what walk_alloc took, all buffers together (host)
+    struct GpuWalk *gpu;   // the arithmetic on the GPU (walk_alloc_device), or NULL: the CPU
     WalkTimes times;       // seconds spent so far, accumulated by the calls below
 } BaseWalk;
 
@@ -81,17 +90,35 @@ typedef struct {
 // n_base. -1 (err_set, naming the layer) when it is not, when cap < 1, or
 // when out of memory.
 int walk_alloc(BaseWalk *w, const Model *m, int from, int cap);
+// walk_alloc (gpu = 0) or the GPU walk (gpu = 1; kernels/gpu_walk.h): the
+// same checks, then the host keeps only features and d_features and the GPU
+// everything else (the weights of layers [from, n_base) are uploaded now:
+// load them first). -1 (err_set with the reason: no usable GPU, no cuDNN,
+// out of device memory, a CPU-only build) when the GPU cannot be set up.
+int walk_alloc_device(BaseWalk *w, const Model *m, int from, int cap, int gpu);
 void walk_free(BaseWalk *w);
+// GPU walk: the device's weights of the trainable base layers into m's
+// layers (Keras layout) and its optimizer slots into `slots` (HEAD_SLOTS
+// layout over m's layer indices, NULL entries skipped; slots may be NULL),
+// so the host copies are current (before a checkpoint or saving the model).
+// m must be w->m. CPU walk: nothing to do, 0. -1 (err_set) on a GPU error.
+int walk_download(BaseWalk *w, Model *m, float *const *slots);
+// GPU walk: the host weights of layers [from, n_base) and the trainable
+// ones' slots to the device (after a checkpoint was loaded on the host).
+// CPU walk: 0.
+int walk_upload(BaseWalk *w, float *const *slots);
 // in: N <= cap items of w->in_size floats (copied: in may change after the
 // call). Fills w->features (N x feature size) and, for the trainable layers,
 // what backward needs. Weights of layers [from, n_base) must be loaded.
-void walk_forward(BaseWalk *w, const float *in, int N);
+// Returns 0; -1 (err_set) only on a GPU error (GPU walk).
+int walk_forward(BaseWalk *w, const float *in, int N);
 // After walk_forward on the same batch: from dfeat (N x feature size, the
 // gradient of the loss w.r.t. the cut's output; read only) ACCUMULATES the
 // kernel and bias gradients of every trainable base layer into g (a layer
 // whose g->dkernel is NULL gets none; the caller zeroes g once per step).
 // Uses conv3x3_backward, maxpool2x2_backward and relu_backward on the saved
-// post-ReLU outputs.
+// post-ReLU outputs. CPU walk only (the GPU walk's gradients live on the
+// device: finetune_step runs its backward pass and update there).
 void walk_backward(BaseWalk *w, const float *dfeat, int N, Grads *g);
 
 // One training step of the unfrozen base layers and the head, Keras's
@@ -103,7 +130,11 @@ void walk_backward(BaseWalk *w, const float *dfeat, int N, Grads *g);
 // m->n_layers); finetune_step zeroes it, and a layer without gradients in g
 // is not updated. Leaves the step's features in w->features and their
 // gradient in w->d_features. Returns -1 only when out of memory (see
-// dense_forward).
+// dense_forward) or on a GPU error.
+// GPU walk: the base's forward, backward and update on the device, the head
+// on the CPU as here (features down, their gradient up); the trainable base
+// layers are updated by optim_rule(o) on the device whatever g holds for
+// them (g may then start at n_base).
 int finetune_step(BaseWalk *w, HeadBuffers *hb, Grads *g, const Optimizer *o, float *const *slots,
                   const float *in, const int32_t *labels, const float *sample_weights, int N, uint64_t seed,
                   float *loss);

@@ -1,6 +1,7 @@
 // finetune: images (or cached features of the layer below --unfreeze) ->
 // frozen base -> trainable base layers -> head, trained together, Keras's
-// fit() semantics, on the CPU.
+// fit() semantics, on the CPU or the GPU (--device; the walk's arithmetic
+// runs there, the head and the data stay on the CPU: walk.h).
 //
 // Flow: the head file fixes the model (arch, input size, cut, classes,
 // preprocessing) -> base weights (checked against the head's) -> the data:
@@ -29,6 +30,7 @@
 #include "feature_set.h"
 #include "fileutil.h"
 #include "fit.h"
+#include "gpu_walk.h"
 #include "hash.h"
 #include "image.h"
 #include "image_write.h"
@@ -269,6 +271,13 @@ static int save_augmented(const Split *s, const int *order, const LoadOptions *l
 
 // --- the run -----------------------------------------------------------------------------
 
+// fit_save of the host copies: on the GPU, the device's weights and slots
+// are brought back first, so a checkpoint is the same file on either device.
+static int save_state(FitState *fs, BaseWalk *walk, Model *m, const char *settings, const char *path) {
+    if (walk_download(walk, m, fs->slots) < 0) return -1;
+    return fit_save(fs, settings, path);
+}
+
 int finetune_default_unfreeze(const char *cut, char *buf, size_t size) {
     int block = 0, used = 0;
     if (!cut || sscanf(cut, "block%d_pool%n", &block, &used) != 1 || cut[used] || block < 1)
@@ -287,13 +296,6 @@ int finetune_run(const FinetuneOptions *o) {
     DeviceKind dev;
     char dev_note[300];
     if (device_select(o->device, &dev, dev_note, sizeof dev_note) < 0) return -1;
-    if (dev == DEVICE_CUDA) {
-        if (!strcmp(o->device, "cuda"))
-            return err_set("--device cuda: fine-tuning on the GPU is not available yet (the GPU issue); use "
-                           "--device cpu");
-        dev = DEVICE_CPU;
-        snprintf(dev_note, sizeof dev_note, "CPU (fine-tuning on the GPU is not available yet)");
-    }
 
     ModelMeta hm = {0};
     Model m = {0};
@@ -516,8 +518,24 @@ int finetune_run(const FinetuneOptions *o) {
 
     // --- buffers ---------------------------------------------------------------------------
     const int B = o->batch;
-    if (walk_alloc(&walk, &m, walk_from, B) < 0 || head_buffers_alloc(&hb, &m, B) < 0 ||
-        grads_alloc(&g, &m, walk.first_trainable, m.n_layers) < 0)
+    if (walk_alloc_device(&walk, &m, walk_from, B, dev == DEVICE_CUDA) < 0) {
+        // A GPU that device_select found usable may still fail here (cuDNN,
+        // device memory): --device cuda stops with the reason, auto says it
+        // and goes on on the CPU.
+        if (dev != DEVICE_CUDA || !strcmp(o->device, "cuda")) {
+            if (dev == DEVICE_CUDA) err_prefix("--device cuda: fine-tuning on the GPU: ");
+            goto done;
+        }
+        log_printf(stderr, "warning: fine-tuning on the GPU failed to start (%s): training on the CPU\n", err_msg());
+        dev = DEVICE_CPU;
+        snprintf(dev_note, sizeof dev_note, "CPU (the GPU walk failed to start)");
+        if (walk_alloc(&walk, &m, walk_from, B) < 0) goto done;
+    }
+    // The GPU walk took the weights as they are now (a resumed run's
+    // included); the optimizer slots too. The base's gradients live on the
+    // device then: the host's Grads start at the head.
+    if (walk_upload(&walk, fs.slots) < 0 || head_buffers_alloc(&hb, &m, B) < 0 ||
+        grads_alloc(&g, &m, walk.gpu ? m.n_base : walk.first_trainable, m.n_layers) < 0)
         goto done;
     const long item_floats = walk.in_size;
     x = malloc(sizeof(float) * (size_t)item_floats * B);
@@ -547,6 +565,11 @@ int finetune_run(const FinetuneOptions *o) {
            arch_name(m.cfg.arch), m.unfreeze_name, format_thousands(pc.trainable, t1, sizeof t1),
            format_thousands(pc.non_trainable, t2, sizeof t2), train.n, from_cache ? "cached records" : "images", K,
            optim_kind_name(kind), opt.lr, dev_note);
+    if (walk.gpu && !o->quiet) {
+        char plan[1500];
+        gpu_walk_describe(walk.gpu, plan, sizeof plan);
+        printf("GPU walk (cuDNN algorithms): %s\n", plan);
+    }
     if (!from_cache) printf("Augmentation: %s\n", aug_text);
     if (has_val) printf("Validate on %d %s\n", val.n, from_cache ? "records" : "images");
     fflush(stdout);
@@ -620,7 +643,7 @@ int finetune_run(const FinetuneOptions *o) {
                 // Between steps the state is whole: weights, slots, step, and
                 // the epoch's running figures.
                 fs.epoch_secs = progress_now() - bar.t_start;
-                if (fit_save(&fs, settings, ckpt_path) < 0) {
+                if (save_state(&fs, &walk, &m, settings, ckpt_path) < 0) {
                     reader_stop(&rd);
                     goto done;
                 }
@@ -652,7 +675,7 @@ int finetune_run(const FinetuneOptions *o) {
                 // The epoch's steps are done: save them; a resumed run
                 // validates and ends the epoch.
                 fs.epoch_secs = progress_now() - bar.t_start;
-                if (fit_save(&fs, settings, ckpt_path) < 0) goto done;
+                if (save_state(&fs, &walk, &m, settings, ckpt_path) < 0) goto done;
                 log_printf(stderr, "\n%s: stopped while validating epoch %d (its training steps are saved in %s): "
                                 "rerun with --resume\n",
                         stop_signal_name(stop_requested()), epoch + 1, ckpt_path);
@@ -676,7 +699,7 @@ int finetune_run(const FinetuneOptions *o) {
                             "the head with fewer epochs or a lower --lr, or fine-tune on other data)\n",
                     tl, from_cache ? "record" : "image", from_cache ? "records" : "images");
         int stop = has_val && fit_early_stop(&fs, o->early_stopping);
-        if (fit_save(&fs, settings, ckpt_path) < 0) goto done;
+        if (save_state(&fs, &walk, &m, settings, ckpt_path) < 0) goto done;
         if (stop)
             printf("Epoch %d: early stopping (val_loss has not improved for %d epochs)\n", epoch + 1,
                    o->early_stopping);
@@ -699,6 +722,7 @@ int finetune_run(const FinetuneOptions *o) {
     }
 
     // --- outputs ---------------------------------------------------------------------------------
+    if (walk_download(&walk, &m, NULL) < 0) goto done;  // the GPU's weights are the model's
     {
         ModelMeta mm;
         model_meta_from_model(&m, &mm);

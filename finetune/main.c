@@ -130,7 +130,9 @@ int main(int argc, char **argv) {
         {"checkpoint-every", OPT_LONG, &o.checkpoint_every, "100", "STEPS",
          "also write MODEL.ckpt every STEPS steps (0: only after epochs\nand on signals)", .range = ">=0"},
         {"resume", OPT_FLAG, &o.resume, NULL, NULL, "continue from MODEL.ckpt (settings must match)"},
-        {"device", OPT_CHOICE, &o.device, "auto", NULL, "where to train (the GPU path is not built yet)",
+        {"device", OPT_CHOICE, &o.device, "auto", NULL,
+         "where the conv base trains: auto (the GPU when usable, else\nthe CPU), cpu, cuda (fails with the reason "
+         "when there is\nno usable GPU); the head and the data stay on the CPU",
          "auto|cpu|cuda"},
         {"threads", OPT_INT, &o.threads, "0", "N",
          "CPU threads (0: the CPUs this job may use, its affinity mask:\ntaskset, Slurm)", .range = ">=0"},

@@ -43,6 +43,7 @@ GpuWalk *gpu_walk_create(const Model *m, int from, int cap) {
 
 void gpu_walk_free(GpuWalk *g) {}
 size_t gpu_walk_bytes(const GpuWalk *g) { return 0; }
+void gpu_walk_describe(const GpuWalk *g, char *buf, size_t size) { snprintf(buf, size, "no CUDA support"); }
 int gpu_walk_deterministic(const GpuWalk *g) { return 0; }
 
 int gpu_walk_forward(GpuWalk *g, const float *in, int N, float *features) {

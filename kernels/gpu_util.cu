@@ -86,7 +86,11 @@ int gpu_conv_pick_forward(cudnnHandle_t h, const GpuConv *c, const Layer *l, cud
              l->name);
     for (int k = 0; k < found; k++) {
         if (perf[k].status != CUDNN_STATUS_SUCCESS) continue;
-        if (c->math == CUDNN_FMA_MATH && perf[k].mathType != CUDNN_FMA_MATH) continue;  // strict float32
+        // Strict float32: skip what is labelled tensor-core math (the descriptor's
+        // math decides what runs; candidates may be labelled CUDNN_DEFAULT_MATH).
+        if (c->math == CUDNN_FMA_MATH &&
+            (perf[k].mathType == CUDNN_TENSOR_OP_MATH || perf[k].mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
+            continue;
         // The heuristics' memory figure can be 0 for "unknown": ask.
         size_t need = 0;
         if (dnn.cudnnGetConvolutionForwardWorkspaceSize(h, c->x, c->w, c->conv, c->y, perf[k].algo, &need) !=
@@ -98,6 +102,75 @@ int gpu_conv_pick_forward(cudnnHandle_t h, const GpuConv *c, const Layer *l, cud
         return 0;
     }
     return err_set("cuDNN: no %s algorithm for %s within %lu MB of workspace",
+                   c->math == CUDNN_FMA_MATH ? "float32" : "TF32", l->name, GPU_WORKSPACE_LIMIT >> 20);
+}
+
+// The two backward picks share this rule over the heuristics' list perf:
+// the first deterministic candidate that succeeds and fits; else `fallback`
+// (algorithm 1 of either, deterministic by cuDNN's documentation) when its
+// workspace query succeeds and fits; else the first candidate that fits,
+// *deterministic = 0. need_of(algo, &bytes) asks cuDNN for the workspace.
+// A candidate labelled with a tensor-core math type is skipped in float32;
+// one labelled CUDNN_DEFAULT_MATH is not: the math that runs is the conv
+// descriptor's (c->math, never changed here), and an algorithm without such
+// a kernel fails the workspace query. 0, or -1 when nothing fits (no err_set).
+template <typename Perf, typename Algo, typename NeedOf>
+static int pick_backward(const Perf *perf, int found, const GpuConv *c, Algo fallback, NeedOf need_of, Algo *algo,
+                         size_t *ws, int *deterministic) {
+    for (int pass = 0; pass < 3; pass++) {
+        if (pass == 1) {
+            size_t need = 0;
+            if (need_of(fallback, &need) == CUDNN_STATUS_SUCCESS && need <= GPU_WORKSPACE_LIMIT) {
+                *algo = fallback, *ws = need, *deterministic = 1;
+                return 0;
+            }
+            continue;
+        }
+        for (int k = 0; k < found; k++) {
+            if (perf[k].status != CUDNN_STATUS_SUCCESS) continue;
+            if (c->math == CUDNN_FMA_MATH &&
+                (perf[k].mathType == CUDNN_TENSOR_OP_MATH || perf[k].mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
+                continue;
+            int det = perf[k].determinism == CUDNN_DETERMINISTIC;
+            if (pass == 0 && !det) continue;
+            size_t need = 0;
+            if (need_of(perf[k].algo, &need) != CUDNN_STATUS_SUCCESS || need > GPU_WORKSPACE_LIMIT) continue;
+            *algo = perf[k].algo, *ws = need, *deterministic = det;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+int gpu_conv_pick_backward_data(cudnnHandle_t h, const GpuConv *c, const Layer *l,
+                                cudnnConvolutionBwdDataAlgo_t *algo, size_t *ws, int *deterministic) {
+    cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+    int found = 0;
+    CUDNN_OK(dnn.cudnnGetConvolutionBackwardDataAlgorithm_v7(h, c->w, c->y, c->conv, c->x,
+                                                             CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &found, perf),
+             l->name);
+    auto need_of = [&](cudnnConvolutionBwdDataAlgo_t a, size_t *need) {
+        return dnn.cudnnGetConvolutionBackwardDataWorkspaceSize(h, c->w, c->y, c->conv, c->x, a, need);
+    };
+    if (pick_backward(perf, found, c, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1, need_of, algo, ws, deterministic) == 0)
+        return 0;
+    return err_set("cuDNN: no %s backward-data algorithm for %s within %lu MB of workspace",
+                   c->math == CUDNN_FMA_MATH ? "float32" : "TF32", l->name, GPU_WORKSPACE_LIMIT >> 20);
+}
+
+int gpu_conv_pick_backward_filter(cudnnHandle_t h, const GpuConv *c, const Layer *l,
+                                  cudnnConvolutionBwdFilterAlgo_t *algo, size_t *ws, int *deterministic) {
+    cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+    int found = 0;
+    CUDNN_OK(dnn.cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, c->x, c->y, c->conv, c->w,
+                                                               CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &found, perf),
+             l->name);
+    auto need_of = [&](cudnnConvolutionBwdFilterAlgo_t a, size_t *need) {
+        return dnn.cudnnGetConvolutionBackwardFilterWorkspaceSize(h, c->x, c->y, c->conv, c->w, a, need);
+    };
+    if (pick_backward(perf, found, c, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, need_of, algo, ws, deterministic) == 0)
+        return 0;
+    return err_set("cuDNN: no %s backward-filter algorithm for %s within %lu MB of workspace",
                    c->math == CUDNN_FMA_MATH ? "float32" : "TF32", l->name, GPU_WORKSPACE_LIMIT >> 20);
 }
 

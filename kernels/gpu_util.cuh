@@ -75,6 +75,19 @@ int gpu_conv_download(const GpuConv *c, Layer *l);
 int gpu_conv_pick_forward(cudnnHandle_t h, const GpuConv *c, const Layer *l, cudnnConvolutionFwdAlgo_t *algo,
                           size_t *ws);
 
+// The backward-data / backward-filter algorithms for c at its current batch
+// size, from cuDNN's heuristics (..._v7, no timing), for training: the first
+// candidate that is CUDNN_DETERMINISTIC (the same inputs give the same bits
+// on every run; cuDNN's default backward-filter algorithm 0 sums with
+// atomics and is not), runs in c->math and fits GPU_WORKSPACE_LIMIT; else
+// algorithm 1 (deterministic by cuDNN's documentation) if it fits; else the
+// first candidate that fits, with *deterministic = 0 (the caller says so).
+// -1 (err_set naming the layer) when nothing fits.
+int gpu_conv_pick_backward_data(cudnnHandle_t h, const GpuConv *c, const Layer *l,
+                                cudnnConvolutionBwdDataAlgo_t *algo, size_t *ws, int *deterministic);
+int gpu_conv_pick_backward_filter(cudnnHandle_t h, const GpuConv *c, const Layer *l,
+                                  cudnnConvolutionBwdFilterAlgo_t *algo, size_t *ws, int *deterministic);
+
 // y[i] = max(y[i] + bias[i % C], 0) on NHWC data of n floats, on stream s.
 // CPU reference: conv3x3_forward's bias then relu_forward (common/layers.h).
 void gpu_bias_relu(float *y, const float *bias, long n, int C, cudaStream_t s);

@@ -1,0 +1,553 @@
+// The trainable walk on the GPU (see gpu_walk.h): cuDNN convolutions, our
+// kernels for bias + ReLU, ReLU backward, the bias gradient, max pooling and
+// the optimizer update. Everything runs on the legacy default stream, in
+// order, and every host copy is a synchronous cudaMemcpy: written for
+// correctness first (it has to be right the first time it meets a GPU).
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gpu_util.cuh"
+
+extern "C" {
+#include "forward.h"  // HEAD_SLOTS
+#include "gpu.h"
+#include "gpu_walk.h"
+}
+
+struct GpuWalk {
+    const Model *m;
+    int from, ft, nb, cap;  // ft: first trainable layer (nb when none)
+    long in_size, feat_size;
+    int deterministic;
+    cudnnHandle_t cudnn;
+    // Indexed like m->layers.
+    GpuConv *convs;                               // convs of [from, nb)
+    cudnnConvolutionFwdAlgo_t *fwd;               // convs of [from, nb)
+    cudnnConvolutionBwdDataAlgo_t *bwd_data;      // convs of (ft, nb)
+    cudnnConvolutionBwdFilterAlgo_t *bwd_filter;  // convs of [ft, nb)
+    float **act;         // [ft, nb): each layer's output for cap items (act[nb-1] = feat)
+    int32_t **argmax;    // pools of [ft, nb)
+    float **dkernel, **dbias;  // convs of [ft, nb), K,R,S,C like the kernel
+    float **slot;        // HEAD_SLOTS layout: two device slots per trainable tensor
+    float *d_in;         // cap x in_size
+    float *f_a, *f_b;    // frozen ping-pong (NULL when at most one frozen layer)
+    float *t_in;         // input of layer ft (= d_in when from == ft)
+    float *feat;         // cap x feat_size: the cut's output
+    float *d_feat;       // its gradient
+    float *d_a, *d_b;    // gradient ping-pong (largest output of [ft, nb-1))
+    void *work;
+    size_t work_size;
+    size_t bytes;
+};
+
+static size_t out_floats(const Layer *l) { return (size_t)l->out_h * l->out_w * l->out_c; }
+static size_t in_floats(const Layer *l) { return (size_t)l->in_h * l->in_w * l->in_c; }
+
+// cudaMalloc that counts what it took.
+static int dalloc(GpuWalk *g, void **p, size_t bytes, const char *what) {
+    CUDA_OK(cudaMalloc(p, bytes ? bytes : 4), what);
+    g->bytes += bytes;
+    return 0;
+}
+#define DALLOC(g, p, bytes, what) dalloc(g, (void **)&(p), bytes, what)
+
+// --- kernels (grid-stride loops; CPU references in common/layers.c) ----------
+
+// maxpool2x2_forward: out is N, H/2, W/2, C; argmax (may be NULL) the index
+// in the whole batch's input of each window's maximum, the four pixels tried
+// in row-major order with strict > (the first maximum wins ties).
+__global__ static void pool_forward_kernel(const float *in, int N, int H, int W, int C, float *out, int32_t *argmax) {
+    const int Ho = H / 2, Wo = W / 2;
+    const long n_out = (long)N * Ho * Wo * C;
+    for (long o = blockIdx.x * (long)blockDim.x + threadIdx.x; o < n_out; o += (long)gridDim.x * blockDim.x) {
+        long t = o / C;
+        const int c = (int)(o % C);
+        const int xo = (int)(t % Wo);
+        t /= Wo;
+        const int yo = (int)(t % Ho);
+        const long n = t / Ho;
+        const long p00 = ((n * H + 2 * yo) * W + 2 * xo) * C + c;
+        const long p[4] = {p00, p00 + C, p00 + (long)W * C, p00 + (long)W * C + C};
+        long best = p[0];
+        float v = in[best];
+        for (int j = 1; j < 4; j++)
+            if (in[p[j]] > v) v = in[p[j]], best = p[j];
+        out[o] = v;
+        if (argmax) argmax[o] = (int32_t)best;
+    }
+}
+
+// maxpool2x2_backward: din (N,H,W,C) = 0 except at each window's argmax,
+// which gets 0 + dout (the windows do not overlap, so each input element
+// has at most one output: a gather, no atomics). Rows and columns left over
+// by an odd H or W get 0.
+__global__ static void pool_backward_kernel(const float *dout, int N, int H, int W, int C, const int32_t *argmax,
+                                            float *din) {
+    const int Ho = H / 2, Wo = W / 2;
+    const long n_in = (long)N * H * W * C;
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n_in; i += (long)gridDim.x * blockDim.x) {
+        long t = i / C;
+        const int c = (int)(i % C);
+        const int x = (int)(t % W);
+        t /= W;
+        const int y = (int)(t % H);
+        const long n = t / H;
+        float v = 0.f;
+        if (y / 2 < Ho && x / 2 < Wo) {
+            const long o = ((n * Ho + y / 2) * Wo + x / 2) * C + c;
+            if ((long)argmax[o] == i) v = __fadd_rn(0.f, dout[o]);  // the CPU's 0 += dout
+        }
+        din[i] = v;
+    }
+}
+
+// relu_backward: dy[i] = 0 where the post-ReLU output y[i] is not > 0.
+__global__ static void relu_backward_kernel(const float *y, float *dy, long n) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+        if (!(y[i] > 0.f)) dy[i] = 0.f;
+}
+
+// The bias gradient of a conv (conv3x3_backward's dbias): db[c] = sum over
+// the rows (N*H*W pixels) of dy[row * C + c]. One block per channel, a fixed
+// assignment of rows to threads and a fixed tree: the same bits every run.
+// OVERWRITES db (the walk's gradients live one step).
+#define BIAS_THREADS 256
+__global__ static void bias_grad_kernel(const float *dy, long rows, int C, float *db) {
+    __shared__ float part[BIAS_THREADS];
+    const int c = blockIdx.x;
+    float s = 0.f;
+    for (long r = threadIdx.x; r < rows; r += BIAS_THREADS) s += dy[r * C + c];
+    part[threadIdx.x] = s;
+    __syncthreads();
+    for (int w = BIAS_THREADS / 2; w > 0; w >>= 1) {
+        if (threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) db[c] = part[0];
+}
+
+// optim_apply (common/optim.c) element by element, every operation rounded
+// as there: the CPU build keeps multiplies and adds apart
+// (-ffp-contract=off), so here each one is an explicit _rn intrinsic (nvcc
+// would otherwise fuse them into FMAs); sqrt and division are exact on both.
+// s0, s1: the tensor's two slots (as many as the rule uses are read).
+__global__ static void optim_kernel(OptimRule r, float *w, const float *g, float *s0, float *s1, long n) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
+        const float gi = g[i];
+        switch (r.kind) {
+        case OPTIM_SGD:
+            if (r.momentum == 0.0f) {
+                w[i] = __fsub_rn(w[i], __fmul_rn(gi, r.lr));
+            } else {
+                // m = m*mu - g*lr; w += nesterov ? m*mu - g*lr : m
+                float m = __fsub_rn(__fmul_rn(s0[i], r.momentum), __fmul_rn(gi, r.lr));
+                s0[i] = m;
+                float step = r.nesterov ? __fsub_rn(__fmul_rn(m, r.momentum), __fmul_rn(gi, r.lr)) : m;
+                w[i] = __fadd_rn(w[i], step);
+            }
+            break;
+        case OPTIM_ADAM: {
+            // m += (g - m)*c1; v += (g*g - v)*c2; w -= (m*alpha) / (sqrt(v) + eps)
+            float m = __fadd_rn(s0[i], __fmul_rn(__fsub_rn(gi, s0[i]), r.c1));
+            float v = __fadd_rn(s1[i], __fmul_rn(__fsub_rn(__fmul_rn(gi, gi), s1[i]), r.c2));
+            s0[i] = m, s1[i] = v;
+            w[i] = __fsub_rn(w[i], __fdiv_rn(__fmul_rn(m, r.alpha), __fadd_rn(__fsqrt_rn(v), r.epsilon)));
+            break;
+        }
+        case OPTIM_RMSPROP: {
+            // v = rho*v + c*(g*g); inc = (lr*g) / sqrt(v + eps); with momentum
+            // mom = mu*mom + inc, inc = mom; w -= inc
+            float v = __fadd_rn(__fmul_rn(r.rho, s0[i]), __fmul_rn(r.c1, __fmul_rn(gi, gi)));
+            s0[i] = v;
+            float inc = __fdiv_rn(__fmul_rn(r.lr, gi), __fsqrt_rn(__fadd_rn(v, r.epsilon)));
+            if (r.momentum > 0.0f) {
+                float mom = __fadd_rn(__fmul_rn(r.momentum, s1[i]), inc);
+                s1[i] = mom;
+                inc = mom;
+            }
+            w[i] = __fsub_rn(w[i], inc);
+            break;
+        }
+        }
+    }
+}
+
+static int pool_forward(const Layer *l, const float *x, int N, float *y, int32_t *argmax) {
+    long n = (long)N * out_floats(l);
+    pool_forward_kernel<<<gpu_blocks(n), 256>>>(x, N, l->in_h, l->in_w, l->in_c, y, argmax);
+    CUDA_OK(cudaGetLastError(), l->name);
+    return 0;
+}
+
+// --- creation ------------------------------------------------------------------
+
+static int create(GpuWalk *g, const Model *m, int from, int cap) {
+    const int nb = m->n_base;
+    g->m = m, g->from = from, g->nb = nb, g->cap = cap, g->deterministic = 1;
+    g->ft = m->first_trainable_base > from ? m->first_trainable_base : from;
+    const int ft = g->ft;
+    if (cap < 1) return err_set("GPU walk: batch capacity must be at least 1, got %d", cap);
+    if (from < 1 || from >= nb || (from > 1 && m->layers[from - 1].kind != LAYER_POOL))
+        return err_set("GPU walk: layer %d does not start the base or follow a pooling layer", from);
+    if (m->layers[nb - 1].kind != LAYER_POOL)
+        return err_set("GPU walk: the base ends at %s, not at a pooling layer", m->layers[nb - 1].name);
+    g->in_size = (long)out_floats(&m->layers[from - 1]);
+    g->feat_size = model_feature_size(m);
+    const size_t C = (size_t)cap, F = (size_t)g->feat_size;
+
+    char why[1000];
+    if (gpu_count(why, sizeof why) == 0) return err_set("GPU: none usable: %s", why);
+    if (cudnn_api_load(why, sizeof why) < 0) return err_set("GPU: %s", why);
+    CUDA_OK(cudaSetDevice(0), "selecting device 0");
+    CUDNN_OK(dnn.cudnnCreate(&g->cudnn), "creating the handle");
+
+    const size_t L = (size_t)m->n_layers;
+    g->convs = (GpuConv *)calloc(L, sizeof(GpuConv));
+    g->fwd = (cudnnConvolutionFwdAlgo_t *)calloc(L, sizeof *g->fwd);
+    g->bwd_data = (cudnnConvolutionBwdDataAlgo_t *)calloc(L, sizeof *g->bwd_data);
+    g->bwd_filter = (cudnnConvolutionBwdFilterAlgo_t *)calloc(L, sizeof *g->bwd_filter);
+    g->act = (float **)calloc(L, sizeof(float *));
+    g->argmax = (int32_t **)calloc(L, sizeof(int32_t *));
+    g->dkernel = (float **)calloc(L, sizeof(float *));
+    g->dbias = (float **)calloc(L, sizeof(float *));
+    g->slot = (float **)calloc(L * 4, sizeof(float *));
+    if (!g->convs || !g->fwd || !g->bwd_data || !g->bwd_filter || !g->act || !g->argmax || !g->dkernel ||
+        !g->dbias || !g->slot)
+        return err_set("GPU walk: out of memory");
+
+    // Activations.
+    if (DALLOC(g, g->d_in, C * g->in_size * sizeof(float), "allocating the input") < 0) return -1;
+    if (DALLOC(g, g->feat, C * F * sizeof(float), "allocating the features") < 0) return -1;
+    if (DALLOC(g, g->d_feat, C * F * sizeof(float), "allocating the feature gradient") < 0) return -1;
+    size_t fmax = 0;  // frozen intermediate outputs: [from, ft-1)
+    for (int i = from; i < ft - 1; i++)
+        if (out_floats(&m->layers[i]) > fmax) fmax = out_floats(&m->layers[i]);
+    if (fmax) {
+        if (DALLOC(g, g->f_a, C * fmax * sizeof(float), "allocating activations") < 0) return -1;
+        if (DALLOC(g, g->f_b, C * fmax * sizeof(float), "allocating activations") < 0) return -1;
+    }
+    if (ft < nb) {
+        if (from == ft) g->t_in = g->d_in;
+        else if (DALLOC(g, g->t_in, C * in_floats(&m->layers[ft]) * sizeof(float), "allocating activations") < 0)
+            return -1;
+    }
+    size_t dmax = 0;
+    for (int i = ft; i < nb; i++) {
+        const Layer *l = &m->layers[i];
+        if (i == nb - 1) g->act[i] = g->feat;
+        else if (DALLOC(g, g->act[i], C * out_floats(l) * sizeof(float), "allocating activations") < 0) return -1;
+        if (i < nb - 1 && out_floats(l) > dmax) dmax = out_floats(l);
+        if (l->kind == LAYER_POOL) {
+            if (C * in_floats(l) > INT32_MAX)
+                return err_set("GPU walk: a batch of %d is too large for %s (at most %zu)", cap, l->name,
+                               (size_t)INT32_MAX / in_floats(l));
+            if (DALLOC(g, g->argmax[i], C * out_floats(l) * sizeof(int32_t), "allocating pool indices") < 0)
+                return -1;
+        }
+    }
+    if (dmax) {
+        if (DALLOC(g, g->d_a, C * dmax * sizeof(float), "allocating gradients") < 0) return -1;
+        if (DALLOC(g, g->d_b, C * dmax * sizeof(float), "allocating gradients") < 0) return -1;
+    }
+
+    // Convs: descriptors, weights, algorithms; gradients and slots of the trainable ones.
+    for (int i = from; i < nb; i++) {
+        const Layer *l = &m->layers[i];
+        if (l->kind != LAYER_CONV) continue;
+        if (!l->kernel || !l->bias) return err_set("GPU walk: %s has no weights loaded", l->name);
+        GpuConv *c = &g->convs[i];
+        if (gpu_conv_create(c, l, cap, CUDNN_FMA_MATH) < 0) return -1;
+        g->bytes += (size_t)(l->n_kernel + l->n_bias) * sizeof(float);
+        size_t ws = 0;
+        if (gpu_conv_pick_forward(g->cudnn, c, l, &g->fwd[i], &ws) < 0) return -1;
+        if (ws > g->work_size) g->work_size = ws;
+        if (i < ft) continue;
+        int det = 1;
+        if (gpu_conv_pick_backward_filter(g->cudnn, c, l, &g->bwd_filter[i], &ws, &det) < 0) return -1;
+        if (ws > g->work_size) g->work_size = ws;
+        if (!det) {
+            fprintf(stderr, "warning: %s: cuDNN offers no deterministic backward-filter algorithm; using algorithm %d "
+                            "(reruns may differ in the last bits)\n", l->name, (int)g->bwd_filter[i]);
+            g->deterministic = 0;
+        }
+        if (i > ft) {
+            if (gpu_conv_pick_backward_data(g->cudnn, c, l, &g->bwd_data[i], &ws, &det) < 0) return -1;
+            if (ws > g->work_size) g->work_size = ws;
+            if (!det) {
+                fprintf(stderr, "warning: %s: cuDNN offers no deterministic backward-data algorithm; using algorithm "
+                                "%d (reruns may differ in the last bits)\n", l->name, (int)g->bwd_data[i]);
+                g->deterministic = 0;
+            }
+        }
+        const size_t nk = (size_t)l->n_kernel * sizeof(float), nbias = (size_t)l->n_bias * sizeof(float);
+        if (DALLOC(g, g->dkernel[i], nk, "allocating gradients") < 0) return -1;
+        if (DALLOC(g, g->dbias[i], nbias, "allocating gradients") < 0) return -1;
+        for (int s = 0; s < 2; s++) {
+            float **sk = &HEAD_SLOTS(g->slot, i, 0)[s], **sb = &HEAD_SLOTS(g->slot, i, 1)[s];
+            if (DALLOC(g, *sk, nk, "allocating optimizer slots") < 0) return -1;
+            if (DALLOC(g, *sb, nbias, "allocating optimizer slots") < 0) return -1;
+            CUDA_OK(cudaMemset(*sk, 0, nk), "zeroing optimizer slots");
+            CUDA_OK(cudaMemset(*sb, 0, nbias), "zeroing optimizer slots");
+        }
+    }
+    if (g->work_size && DALLOC(g, g->work, g->work_size, "allocating the cuDNN workspace") < 0) return -1;
+    CUDA_OK(cudaDeviceSynchronize(), "setting up the walk");
+    return 0;
+}
+
+extern "C" GpuWalk *gpu_walk_create(const Model *m, int from, int cap) {
+    GpuWalk *g = (GpuWalk *)calloc(1, sizeof(GpuWalk));
+    if (!g) return err_set("GPU walk: out of memory"), (GpuWalk *)NULL;
+    if (create(g, m, from, cap) < 0) {
+        char keep[ERR_MSG_MAX];
+        snprintf(keep, sizeof keep, "%s", err_msg());
+        gpu_walk_free(g);
+        err_set("%s", keep);
+        return NULL;
+    }
+    return g;
+}
+
+extern "C" void gpu_walk_free(GpuWalk *g) {
+    if (!g) return;
+    const int L = g->m->n_layers;
+    for (int i = 0; i < L; i++) {
+        if (g->convs) gpu_conv_free(&g->convs[i]);
+        if (g->act && g->act[i] != g->feat) cudaFree(g->act[i]);
+        if (g->argmax) cudaFree(g->argmax[i]);
+        if (g->dkernel) cudaFree(g->dkernel[i]);
+        if (g->dbias) cudaFree(g->dbias[i]);
+    }
+    if (g->slot)
+        for (int i = 0; i < L * 4; i++) cudaFree(g->slot[i]);
+    if (g->t_in != g->d_in) cudaFree(g->t_in);
+    cudaFree(g->d_in);
+    cudaFree(g->f_a);
+    cudaFree(g->f_b);
+    cudaFree(g->feat);
+    cudaFree(g->d_feat);
+    cudaFree(g->d_a);
+    cudaFree(g->d_b);
+    cudaFree(g->work);
+    if (g->cudnn) dnn.cudnnDestroy(g->cudnn);
+    free(g->convs), free(g->fwd), free(g->bwd_data), free(g->bwd_filter);
+    free(g->act), free(g->argmax), free(g->dkernel), free(g->dbias), free(g->slot);
+    free(g);
+}
+
+extern "C" size_t gpu_walk_bytes(const GpuWalk *g) { return g->bytes; }
+
+extern "C" void gpu_walk_describe(const GpuWalk *g, char *buf, size_t size) {
+    size_t at = 0;
+    buf[0] = '\0';
+    for (int i = g->from; i < g->nb && at < size; i++) {
+        const Layer *l = &g->m->layers[i];
+        if (l->kind != LAYER_CONV) continue;
+        int n = i < g->ft ? snprintf(buf + at, size - at, "%s%s fwd %d", at ? ", " : "", l->name, (int)g->fwd[i])
+                          : snprintf(buf + at, size - at, "%s%s fwd %d bwd-filter %d bwd-data %d", at ? ", " : "",
+                                     l->name, (int)g->fwd[i], (int)g->bwd_filter[i],
+                                     i > g->ft ? (int)g->bwd_data[i] : -1);
+        if (n < 0) break;
+        at += (size_t)n;
+    }
+    if (at < size) snprintf(buf + at, size - at, "; workspace %zu MB, %zu MB in all%s", g->work_size >> 20,
+                            g->bytes >> 20, g->deterministic ? "" : "; NOT deterministic");
+}
+extern "C" int gpu_walk_deterministic(const GpuWalk *g) { return g->deterministic; }
+
+// --- forward -------------------------------------------------------------------
+
+// Conv layer i forward on cap items, x -> y, then bias + ReLU.
+static int conv_forward(GpuWalk *g, int i, const float *x, float *y) {
+    const Layer *l = &g->m->layers[i];
+    GpuConv *c = &g->convs[i];
+    const float one = 1.f, zero = 0.f;
+    CUDNN_OK(dnn.cudnnConvolutionForward(g->cudnn, &one, c->x, x, c->w, c->d_kernel, c->conv, g->fwd[i], g->work,
+                                         g->work_size, &zero, c->y, y),
+             l->name);
+    gpu_bias_relu(y, c->d_bias, (long)g->cap * (long)out_floats(l), l->out_c, 0);
+    CUDA_OK(cudaGetLastError(), l->name);
+    return 0;
+}
+
+extern "C" int gpu_walk_forward(GpuWalk *g, const float *in, int N, float *features) {
+    if (N < 1 || N > g->cap) return err_set("GPU walk: batch of %d items (at most %d)", N, g->cap);
+    const Model *m = g->m;
+    const int nb = g->nb, ft = g->ft;
+    const size_t item = (size_t)g->in_size;
+    CUDA_OK(cudaMemcpy(g->d_in, in, (size_t)N * item * sizeof(float), cudaMemcpyHostToDevice), "uploading the batch");
+    // The padding items are zeros (their features are dropped).
+    if (N < g->cap)
+        CUDA_OK(cudaMemset(g->d_in + (size_t)N * item, 0, (size_t)(g->cap - N) * item * sizeof(float)),
+                "padding the batch");
+    // Frozen part: ping-pong, the last layer writing where the trainable part reads.
+    float *frozen_out = ft < nb ? g->t_in : g->feat;
+    const float *x = g->d_in;
+    for (int i = g->from; i < ft; i++) {
+        float *y = i == ft - 1 ? frozen_out : (x == g->f_a ? g->f_b : g->f_a);
+        int rc = m->layers[i].kind == LAYER_CONV ? conv_forward(g, i, x, y)
+                                                 : pool_forward(&m->layers[i], x, g->cap, y, NULL);
+        if (rc < 0) return -1;
+        x = y;
+    }
+    // Trainable part, keeping every output (and each pool's argmax).
+    for (int i = ft; i < nb; i++) {
+        const float *xi = i == ft ? g->t_in : g->act[i - 1];
+        int rc = m->layers[i].kind == LAYER_CONV ? conv_forward(g, i, xi, g->act[i])
+                                                 : pool_forward(&m->layers[i], xi, g->cap, g->act[i], g->argmax[i]);
+        if (rc < 0) return -1;
+    }
+    CUDA_OK(cudaMemcpy(features, g->feat, (size_t)N * g->feat_size * sizeof(float), cudaMemcpyDeviceToHost),
+            "running the conv base");
+    return 0;
+}
+
+// --- backward and update ----------------------------------------------------------
+
+extern "C" int gpu_walk_backward_update(GpuWalk *g, const float *d_features, int N, const OptimRule *r) {
+    if (N < 1 || N > g->cap) return err_set("GPU walk: batch of %d items (at most %d)", N, g->cap);
+    const Model *m = g->m;
+    const int nb = g->nb, ft = g->ft;
+    if (ft >= nb) return 0;  // nothing trainable in the base
+    const size_t F = (size_t)g->feat_size;
+    CUDA_OK(cudaMemcpy(g->d_feat, d_features, (size_t)N * F * sizeof(float), cudaMemcpyHostToDevice),
+            "uploading the feature gradient");
+    // The padding items' gradients are zeros: they add nothing to the weights' gradients.
+    if (N < g->cap)
+        CUDA_OK(cudaMemset(g->d_feat + (size_t)N * F, 0, (size_t)(g->cap - N) * F * sizeof(float)),
+                "padding the feature gradient");
+    const float one = 1.f, zero = 0.f;
+    const long B = g->cap;
+    // As walk_backward: from the cut down to ft; below the cut the gradients
+    // ping-pong between d_a and d_b, each conv's ReLU backward in place on
+    // its output gradient; the input gradient of ft is never computed.
+    const float *dout = g->d_feat;
+    float *cur = NULL, *spare = g->d_a;
+    for (int i = nb - 1; i >= ft; i--) {
+        const Layer *l = &m->layers[i];
+        const float *x = i == ft ? g->t_in : g->act[i - 1];
+        float *din = i > ft ? spare : NULL;
+        if (l->kind == LAYER_CONV) {
+            GpuConv *c = &g->convs[i];
+            const long n_out = B * (long)out_floats(l);
+            relu_backward_kernel<<<gpu_blocks(n_out), 256>>>(g->act[i], cur, n_out);
+            CUDA_OK(cudaGetLastError(), l->name);
+            CUDNN_OK(dnn.cudnnConvolutionBackwardFilter(g->cudnn, &one, c->x, x, c->y, cur, c->conv,
+                                                        g->bwd_filter[i], g->work, g->work_size, &zero, c->w,
+                                                        g->dkernel[i]),
+                     l->name);
+            bias_grad_kernel<<<l->out_c, BIAS_THREADS>>>(cur, B * l->out_h * l->out_w, l->out_c, g->dbias[i]);
+            CUDA_OK(cudaGetLastError(), l->name);
+            if (din)
+                CUDNN_OK(dnn.cudnnConvolutionBackwardData(g->cudnn, &one, c->w, c->d_kernel, c->y, cur, c->conv,
+                                                          g->bwd_data[i], g->work, g->work_size, &zero, c->x, din),
+                         l->name);
+        } else if (din) {
+            const long n_in = B * (long)in_floats(l);
+            pool_backward_kernel<<<gpu_blocks(n_in), 256>>>(dout, (int)B, l->in_h, l->in_w, l->in_c, g->argmax[i],
+                                                            din);
+            CUDA_OK(cudaGetLastError(), l->name);
+        }
+        if (!din) break;
+        spare = din == g->d_a ? g->d_b : g->d_a;
+        dout = cur = din;
+    }
+    // Every trainable conv's kernel and bias, after the whole backward pass
+    // (which read the old kernels), as finetune_step does on the CPU.
+    for (int i = ft; i < nb; i++) {
+        const Layer *l = &m->layers[i];
+        if (l->kind != LAYER_CONV) continue;
+        GpuConv *c = &g->convs[i];
+        float **sk = HEAD_SLOTS(g->slot, i, 0), **sb = HEAD_SLOTS(g->slot, i, 1);
+        optim_kernel<<<gpu_blocks(l->n_kernel), 256>>>(*r, c->d_kernel, g->dkernel[i], sk[0], sk[1], l->n_kernel);
+        CUDA_OK(cudaGetLastError(), l->name);
+        optim_kernel<<<gpu_blocks(l->n_bias), 256>>>(*r, c->d_bias, g->dbias[i], sb[0], sb[1], l->n_bias);
+        CUDA_OK(cudaGetLastError(), l->name);
+    }
+    CUDA_OK(cudaDeviceSynchronize(), "the backward pass and update");
+    return 0;
+}
+
+// --- host copies -----------------------------------------------------------------
+
+// One slot tensor of conv layer l (tensor 0: kernel, 1: bias) between host
+// (Keras order) and device (K,R,S,C for the kernel).
+static int slot_copy(const Layer *l, int tensor, float *host, float *dev, int to_device) {
+    if (tensor == 1) {
+        size_t bytes = (size_t)l->n_bias * sizeof(float);
+        CUDA_OK(cudaMemcpy(to_device ? dev : host, to_device ? host : dev, bytes,
+                           to_device ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost),
+                "copying optimizer slots");
+        return 0;
+    }
+    size_t n = (size_t)l->n_kernel;
+    float *tmp = (float *)malloc(n * sizeof(float));
+    if (!tmp) return err_set("GPU walk: out of memory");
+    cudaError_t e;
+    if (to_device) {
+        gpu_kernel_rsck_to_krsc(host, tmp, l->in_c, l->out_c);
+        e = cudaMemcpy(dev, tmp, n * sizeof(float), cudaMemcpyHostToDevice);
+    } else {
+        e = cudaMemcpy(tmp, dev, n * sizeof(float), cudaMemcpyDeviceToHost);
+        if (e == cudaSuccess) gpu_kernel_krsc_to_rsck(tmp, host, l->in_c, l->out_c);
+    }
+    free(tmp);
+    CUDA_OK(e, "copying optimizer slots");
+    return 0;
+}
+
+static int slots_copy(GpuWalk *g, int i, float *const *slots, int to_device) {
+    if (!slots) return 0;
+    const Layer *l = &g->m->layers[i];
+    for (int t = 0; t < 2; t++)
+        for (int s = 0; s < 2; s++) {
+            float *host = HEAD_SLOTS(slots, i, t)[s];
+            if (host && slot_copy(l, t, host, HEAD_SLOTS(g->slot, i, t)[s], to_device) < 0) return -1;
+        }
+    return 0;
+}
+
+extern "C" int gpu_walk_download(GpuWalk *g, Model *m, float *const *slots) {
+    if (m != g->m) return err_set("GPU walk: download into another model than the walk's");
+    for (int i = g->ft; i < g->nb; i++) {
+        if (m->layers[i].kind != LAYER_CONV) continue;
+        if (gpu_conv_download(&g->convs[i], &m->layers[i]) < 0) return err_prefix("%s: ", m->layers[i].name);
+        if (slots_copy(g, i, slots, 0) < 0) return err_prefix("%s: ", m->layers[i].name);
+    }
+    return 0;
+}
+
+extern "C" int gpu_walk_upload(GpuWalk *g, const Model *m, float *const *slots) {
+    if (m != g->m) return err_set("GPU walk: upload from another model than the walk's");
+    for (int i = g->from; i < g->nb; i++) {
+        if (m->layers[i].kind != LAYER_CONV) continue;
+        if (gpu_conv_upload(&g->convs[i], &m->layers[i]) < 0) return err_prefix("%s: ", m->layers[i].name);
+        if (i >= g->ft && slots_copy(g, i, slots, 1) < 0) return err_prefix("%s: ", m->layers[i].name);
+    }
+    return 0;
+}
+
+extern "C" int gpu_optim_apply(const OptimRule *r, float *param, const float *grad, float *const *slots, size_t n) {
+    char why[1000];
+    if (gpu_count(why, sizeof why) == 0) return err_set("GPU: none usable: %s", why);
+    float *d[4] = {NULL, NULL, NULL, NULL};  // param, grad, slot 0, slot 1
+    const size_t bytes = n * sizeof(float);
+    int rc = -1;
+    cudaError_t e = cudaSuccess;
+    for (int k = 0; k < 4 && e == cudaSuccess; k++) e = cudaMalloc((void **)&d[k], bytes ? bytes : 4);
+    if (e == cudaSuccess) e = cudaMemcpy(d[0], param, bytes, cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) e = cudaMemcpy(d[1], grad, bytes, cudaMemcpyHostToDevice);
+    for (int s = 0; s < r->n_slots && e == cudaSuccess; s++) e = cudaMemcpy(d[2 + s], slots[s], bytes, cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) {
+        optim_kernel<<<gpu_blocks((long)n), 256>>>(*r, d[0], d[1], d[2], d[3], (long)n);
+        e = cudaGetLastError();
+    }
+    if (e == cudaSuccess) e = cudaMemcpy(param, d[0], bytes, cudaMemcpyDeviceToHost);
+    for (int s = 0; s < r->n_slots && e == cudaSuccess; s++) e = cudaMemcpy(slots[s], d[2 + s], bytes, cudaMemcpyDeviceToHost);
+    if (e == cudaSuccess) rc = 0;
+    else err_set("GPU: the optimizer kernel: %s", cudaGetErrorString(e));
+    for (int k = 0; k < 4; k++) cudaFree(d[k]);
+    return rc;
+}

@@ -1,0 +1,97 @@
+// The trainable walk of common/walk.h on the GPU (cuDNN + our kernels): the
+// same op list over base layers [from, n_base) of a Model, the same inputs
+// and outputs on the host, so common/walk.c switches by device alone.
+//
+//   frozen layers [from, first_trainable): forward only, the whole batch at
+//     once (cuDNN conv, bias + ReLU, 2x2 max pool), nothing kept;
+//   trainable layers [first_trainable, n_base): forward keeping their input,
+//     each conv's post-ReLU output and each pool's argmax, then backward and
+//     the optimizer update, with the weights, their gradients and the
+//     optimizer slots living on the device between steps.
+//
+// Each op and its CPU reference (common/layers.h, common/optim.c):
+//   conv forward          cudnnConvolutionForward + bias/ReLU kernel   conv3x3_forward + relu_forward
+//   ReLU backward         kernel: dy = 0 where y <= 0                  relu_backward
+//   conv backward data    cudnnConvolutionBackwardData                 conv3x3_backward (din)
+//   conv backward filter  cudnnConvolutionBackwardFilter               conv3x3_backward (dkernel)
+//   bias gradient         kernel: per-channel sum over N*H*W           conv3x3_backward (dbias)
+//   2x2 max pool fwd/bwd  kernels, same argmax rule (first max wins)   maxpool2x2_forward/backward
+//   optimizer update      kernel, the OptimRule's constants            optim_apply
+// Strict float32 (CUDNN_FMA_MATH) and deterministic cuDNN algorithms picked
+// by heuristics (no timing; gpu_util.cuh): a rerun gives the same bits. The
+// update kernel rounds every operation as optim_apply does (-ffp-contract=off
+// on the CPU; explicit _rn intrinsics here), so from the same gradient it
+// gives the CPU's bits.
+//
+// The head (flatten, dense, dropout, loss) stays on the CPU (head_forward /
+// head_backward and the CPU optimizer, common/forward.h): its compute is tiny
+// (20 x 8192 x 256 at 150x150 with the seeds' head) and one implementation of
+// dropout, loss and class weights serves both devices. Per step the features
+// go device -> host and their gradient host -> device (N x feature size
+// floats each: 0.6 MB for 20 images at 150x150).
+//
+// Every batch runs at the capacity `cap`: a smaller one is padded with zero
+// inputs whose feature gradients are zero, so they add exact zeros to the
+// weight gradients and the algorithms, chosen once for cap, never change.
+//
+// Layouts: activations N,H,W,C as on the CPU; conv kernels on the device in
+// cuDNN's K,R,S,C order (Keras's R,S,C,K transposed), and so are their
+// gradients and optimizer slots. gpu_walk_upload / gpu_walk_download move
+// weights and slots between the two, so checkpoints (which hold only the
+// host copies) are the same files on either device.
+//
+// Errors: -1 / NULL with err_set("GPU: ..." or "cuDNN: ...", naming the
+// layer where there is one). The CPU-only build's stubs (gpu_none.c) fail
+// with "this build has no CUDA support (built with CUDA=0)".
+#pragma once
+#include <stddef.h>
+
+#include "model.h"
+#include "optim.h"
+
+typedef struct GpuWalk GpuWalk;
+
+// For batches of up to cap items entering at layer `from` (1: images; or the
+// layer after a pooling layer: its cached output), first trainable layer
+// max(from, m->first_trainable_base). Uploads the weights of every conv in
+// [from, n_base) (they must be loaded), zeroes the device slots (two per
+// trainable tensor, whatever the optimizer) and picks every algorithm.
+// from and cap are checked by the caller (walk_alloc's rules). NULL with
+// err_set when there is no usable GPU, no cuDNN, no algorithm, or not enough
+// device memory.
+GpuWalk *gpu_walk_create(const Model *m, int from, int cap);
+void gpu_walk_free(GpuWalk *g);
+// Device bytes taken (activations, weights, gradients, slots, workspace).
+size_t gpu_walk_bytes(const GpuWalk *g);
+// The algorithms picked, e.g. "block5_conv1 fwd 1 bwd-filter 1 bwd-data -1,
+// ...; workspace 12 MB, 140 MB in all" (bwd-data -1: not computed, the first
+// trainable layer), for logs and tests.
+void gpu_walk_describe(const GpuWalk *g, char *buf, size_t size);
+// 1 when every backward algorithm is deterministic (0: cuDNN offered none
+// for some layer and a non-deterministic one was taken; create warned).
+int gpu_walk_deterministic(const GpuWalk *g);
+
+// in: N <= cap items on the host (N x the output size of layer from-1).
+// features: N x model_feature_size floats on the host, the cut's output.
+// Keeps what backward needs for the trainable layers.
+int gpu_walk_forward(GpuWalk *g, const float *in, int N, float *features);
+// After gpu_walk_forward on the same batch: d_features (N x feature size on
+// the host, the gradient of the loss w.r.t. the cut's output) back through
+// the trainable layers, then one update of every trainable conv's kernel and
+// bias by rule r (optim_rule of the step's Optimizer).
+int gpu_walk_backward_update(GpuWalk *g, const float *d_features, int N, const OptimRule *r);
+
+// Host <-> device copies of the trainable convs' weights and optimizer
+// slots. slots: the HEAD_SLOTS layout over m's layer indices (fit.h's
+// FitState.slots), may be NULL; a slot pointer that is NULL (the optimizer
+// has fewer slots) is skipped. download writes m's kernels (Keras R,S,C,K)
+// and biases of layers [first_trainable, n_base) and the slots; upload reads
+// them (and also re-uploads the frozen convs' weights). m is the model the
+// walk was created for.
+int gpu_walk_download(GpuWalk *g, Model *m, float *const *slots);
+int gpu_walk_upload(GpuWalk *g, const Model *m, float *const *slots);
+
+// For tests: the update kernel alone, on host arrays (copied to the device
+// and back): param and slots (r->n_slots arrays of n floats) updated from
+// grad. Its CPU reference, optim_apply, must give the same bits.
+int gpu_optim_apply(const OptimRule *r, float *param, const float *grad, float *const *slots, size_t n);

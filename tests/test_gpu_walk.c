@@ -1,0 +1,664 @@
+// The trainable walk on the GPU (kernels/gpu_walk.h) against the CPU walk
+// (common/walk.h): the optimizer kernel bit for bit against optim_apply,
+// fine-tuning steps (sgd with momentum, adam, rmsprop; from images with
+// block5 or block4 unfrozen, from a block4_pool cache) within the tolerance
+// below, reruns giving the same bits, a short run that learns, the host
+// copies (download / upload), a checkpoint taken on one device resumed on
+// the other end to end with the tools, and the step's throughput at the
+// seeds' shape (printed). Every GPU test skips without a usable GPU;
+// fails_cleanly_without_a_gpu runs only without one.
+//
+// Tolerance. Both devices compute in strict float32 (no TF32) but sum in
+// other orders (cuDNN's algorithms vs OpenBLAS's sgemm bands), so values
+// agree to a few float32 roundings of the sums' terms, relative to the
+// largest value of the tensor, not elementwise (a value that cancels to
+// near zero keeps the absolute error of its terms). So:
+//   features       max |gpu - cpu| <= 1e-4 x max |cpu|   (test_gpu.c's bound)
+//   loss           |gpu - cpu|     <= 1e-4 x max(1, |cpu|)
+//   gradients, seen through SGD's update (w - w0 = -lr g, velocity) and
+//   Adam's / RMSprop's slots (m = (1-b1) g, v ~ g^2):
+//                  max |gpu - cpu| <= 1e-3 x max |cpu|
+//   Adam / RMSprop weight updates: relative L2 norm <= 1e-2 (their first
+//   update is about lr x sign(g), so an element whose gradient is within
+//   rounding of zero may step either way on the two devices: a max-norm
+//   bound would not hold, a norm bound does).
+// Each comparison prints its measured figure on stderr ("gpu_walk: ...").
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "error.h"
+#include "fileutil.h"
+#include "forward.h"
+#include "gpu.h"
+#include "gpu_walk.h"
+#include "model.h"
+#include "model_io.h"
+#include "optim.h"
+#include "rng.h"
+#include "testutil.h"
+#include "walk.h"
+#include "weights_source.h"
+
+#define TOL_FEATURES 1e-4f
+#define TOL_LOSS 1e-4f
+#define TOL_GRAD 1e-3f
+#define TOL_ADAPTIVE_NORM 1e-2f
+
+static void need_gpu(void) {
+    char why[1000];
+    if (test_show_gpus(why, sizeof why) == 0) cr_skip_test("no GPU: %s", why);
+}
+
+static Model build(int size, const char *unfreeze, uint64_t seed) {
+    ModelConfig cfg;
+    model_config_defaults(&cfg);
+    cfg.input_h = cfg.input_w = size;
+    cfg.unfreeze = unfreeze;
+    cfg.hidden = 16;
+    cfg.dropout = 0.5f;
+    Model m;
+    cr_assert_eq(model_build(&m, &cfg), 0, "model_build: %s", err_msg());
+    cr_assert_eq(model_alloc_weights(&m, 0, m.n_layers), 0, "%s", err_msg());
+    model_init_random(&m, 1, m.n_layers, seed);
+    return m;
+}
+
+// n floats U(lo, hi).
+static float *urand(size_t n, float lo, float hi, uint64_t seed) {
+    float *x = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * rng_uniform(seed, i);
+    return x;
+}
+
+// Optimizer slots in the HEAD_SLOTS layout for every trainable layer with
+// weights in [from, n_layers) (as fit_init makes them).
+static float **slots_alloc(const Model *m, const Optimizer *o, int from) {
+    float **s = calloc((size_t)m->n_layers * 4, sizeof(float *));
+    for (int i = from; i < m->n_layers; i++) {
+        const Layer *l = &m->layers[i];
+        if (!l->n_kernel || !l->trainable) continue;
+        for (int k = 0; k < optim_slots(o); k++) {
+            HEAD_SLOTS(s, i, 0)[k] = calloc((size_t)l->n_kernel, sizeof(float));
+            HEAD_SLOTS(s, i, 1)[k] = calloc((size_t)l->n_bias, sizeof(float));
+        }
+    }
+    return s;
+}
+
+static void slots_free(const Model *m, float **s) {
+    for (int i = 0; i < m->n_layers * 4; i++) free(s[i]);
+    free(s);
+}
+
+static float max_abs(const float *a, size_t n) {
+    float s = 0;
+    for (size_t i = 0; i < n; i++) s = fmaxf(s, fabsf(a[i]));
+    return s;
+}
+
+// max |a - b| <= tol * max |b| (and b not all zero), printing the figure.
+static void expect_close_max(const char *what, const float *a, const float *b, size_t n, float tol) {
+    float scale = max_abs(b, n), err = max_abs_diff(a, b, n);
+    fprintf(stderr, "gpu_walk: %s: max |gpu - cpu| = %.3g x max |cpu| (%.3g)\n", what, scale > 0 ? err / scale : err,
+            scale);
+    cr_expect_gt(scale, 0.0f, "%s: all zero on the CPU", what);
+    cr_expect_leq(err, tol * scale, "%s: max |gpu - cpu| %g > %g x max |cpu| %g", what, err, tol, scale);
+}
+
+// ||(a - a0) - (b - b0)|| <= tol * ||b - b0||: the updates' relative L2 error.
+static void expect_close_update(const char *what, const float *a, const float *b, const float *w0, size_t n, float tol,
+                                int max_norm) {
+    if (max_norm) {
+        // SGD: the update is linear in the gradient: a max-norm bound.
+        float *da = malloc(n * sizeof(float)), *db = malloc(n * sizeof(float));
+        for (size_t i = 0; i < n; i++) da[i] = a[i] - w0[i], db[i] = b[i] - w0[i];
+        expect_close_max(what, da, db, n, tol);
+        free(da), free(db);
+        return;
+    }
+    double e = 0, s = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = ((double)a[i] - w0[i]) - ((double)b[i] - w0[i]), u = (double)b[i] - w0[i];
+        e += d * d, s += u * u;
+    }
+    e = sqrt(e), s = sqrt(s);
+    fprintf(stderr, "gpu_walk: %s: ||update gpu - cpu|| = %.3g x ||update cpu|| (%.3g)\n", what, s > 0 ? e / s : e, s);
+    cr_expect_gt(s, 0.0, "%s: no update on the CPU", what);
+    cr_expect_leq(e, tol * s, "%s: relative L2 error of the update %g > %g", what, s > 0 ? e / s : e, tol);
+}
+
+// --- without a GPU ---------------------------------------------------------------
+
+Test(gpu_walk, fails_cleanly_without_a_gpu) {
+    char why[1000];
+    if (test_show_gpus(why, sizeof why) > 0) cr_skip_test("a GPU is usable here: nothing to check");
+    Model m = build(32, "block5_conv1", 7);
+    BaseWalk w;
+    cr_expect_eq(walk_alloc_device(&w, &m, 1, 2, 1), -1);
+    cr_expect(strstr(err_msg(), "GPU") || strstr(err_msg(), "CUDA"), "the reason is given: %s", err_msg());
+    cr_expect_null(w.gpu);
+    walk_free(&w);  // safe after the failure
+    cr_expect_null(gpu_walk_create(&m, 1, 2));
+    cr_expect(strlen(err_msg()) > 0);
+    // walk_download / walk_upload of a CPU walk have nothing to do.
+    cr_assert_eq(walk_alloc_device(&w, &m, 1, 2, 0), 0, "%s", err_msg());
+    cr_expect_eq(walk_download(&w, &m, NULL), 0);
+    cr_expect_eq(walk_upload(&w, NULL), 0);
+    walk_free(&w);
+    float p = 1, g = 1;
+    Optimizer o;
+    optim_defaults(&o, OPTIM_SGD);
+    OptimRule r = optim_rule(&o);
+    cr_expect_eq(gpu_optim_apply(&r, &p, &g, NULL, 1), -1);
+    model_free(&m);
+}
+
+// --- the optimizer kernel ------------------------------------------------------------
+
+// optim_apply and the GPU's kernel on the same tensor for 3 steps: the same bits.
+static void optim_same_bits(OptimKind kind, float momentum, int nesterov, long start_step) {
+    const size_t n = 100003;
+    Optimizer o;
+    optim_defaults(&o, kind);
+    o.momentum = momentum, o.nesterov = nesterov, o.step = start_step;
+    if (kind == OPTIM_SGD) o.lr = 0.01f;
+    float *wc = urand(n, -0.5f, 0.5f, 1), *wg = urand(n, -0.5f, 0.5f, 1);
+    float *sc[2] = {urand(n, -0.01f, 0.01f, 3), urand(n, 0, 1e-4f, 4)};
+    float *sg[2] = {urand(n, -0.01f, 0.01f, 3), urand(n, 0, 1e-4f, 4)};
+    for (int step = 0; step < 3; step++) {
+        float *g = urand(n, -0.1f, 0.1f, 10 + step);
+        g[0] = 0, g[1] = 1e-30f, g[2] = -3e-8f;  // tiny gradients, where eps matters
+        OptimRule r = optim_rule(&o);
+        optim_apply(&r, wc, g, sc, n);
+        cr_assert_eq(gpu_optim_apply(&r, wg, g, sg, n), 0, "%s", err_msg());
+        optim_step_done(&o);
+        free(g);
+    }
+    cr_expect(!memcmp(wc, wg, n * sizeof(float)), "%s momentum %g nesterov %d: weights differ (max %g)",
+              optim_kind_name(kind), momentum, nesterov, max_abs_diff(wc, wg, n));
+    for (int s = 0; s < optim_slots(&o); s++)
+        cr_expect(!memcmp(sc[s], sg[s], n * sizeof(float)), "%s: slot %d differs", optim_kind_name(kind), s);
+    free(wc), free(wg);
+    for (int s = 0; s < 2; s++) free(sc[s]), free(sg[s]);
+}
+
+Test(gpu_walk, optimizer_kernel_equals_optim_apply_bit_for_bit) {
+    need_gpu();
+    optim_same_bits(OPTIM_SGD, 0, 0, 0);
+    optim_same_bits(OPTIM_SGD, 0.9f, 0, 0);
+    optim_same_bits(OPTIM_SGD, 0.9f, 1, 0);
+    optim_same_bits(OPTIM_ADAM, 0, 0, 0);
+    optim_same_bits(OPTIM_ADAM, 0, 0, 1000);
+    optim_same_bits(OPTIM_RMSPROP, 0, 0, 0);
+    optim_same_bits(OPTIM_RMSPROP, 0.9f, 0, 0);
+}
+
+// --- one step on each device ----------------------------------------------------------
+
+// A CPU walk and a GPU walk on two copies of one model, with their
+// optimizers and slots.
+typedef struct {
+    Model m;
+    BaseWalk w;
+    HeadBuffers hb;
+    Grads g;
+    Optimizer o;
+    float **slots;
+} Side;
+
+static void side_init(Side *s, int size, const char *unfreeze, int from_cache, const Optimizer *o, int cap, int gpu) {
+    memset(s, 0, sizeof *s);
+    s->m = build(size, unfreeze, 7);
+    int from = from_cache ? s->m.first_trainable_base : 1;
+    cr_assert(!from_cache || s->m.layers[from - 1].kind == LAYER_POOL);
+    cr_assert_eq(walk_alloc_device(&s->w, &s->m, from, cap, gpu), 0, "%s", err_msg());
+    cr_assert_eq(head_buffers_alloc(&s->hb, &s->m, cap), 0);
+    cr_assert_eq(grads_alloc(&s->g, &s->m, s->w.first_trainable, s->m.n_layers), 0);
+    s->o = *o;
+    s->slots = slots_alloc(&s->m, o, s->w.first_trainable);
+}
+
+static void side_free(Side *s) {
+    slots_free(&s->m, s->slots);
+    grads_free(&s->g);
+    head_buffers_free(&s->hb);
+    walk_free(&s->w);
+    model_free(&s->m);
+}
+
+static float side_step(Side *s, const float *x, const int32_t *labels, int N) {
+    float loss = NAN;
+    cr_assert_eq(finetune_step(&s->w, &s->hb, &s->g, &s->o, s->slots, x, labels, NULL, N, 5, &loss), 0, "%s",
+                 err_msg());
+    optim_step_done(&s->o);
+    return loss;
+}
+
+// The CPU's and the GPU's weights and slots of every trainable layer after
+// the same steps (w0: the starting weights of each layer, kernel then bias).
+static void compare_state(const char *tag, Side *c, Side *g, float **w0) {
+    cr_assert_eq(walk_download(&g->w, &g->m, g->slots), 0, "%s", err_msg());
+    const int adaptive = c->o.kind != OPTIM_SGD;
+    for (int i = c->w.first_trainable; i < c->m.n_layers; i++) {
+        const Layer *lc = &c->m.layers[i], *lg = &g->m.layers[i];
+        if (!lc->n_kernel) continue;
+        char what[200];
+        snprintf(what, sizeof what, "%s: %s kernel", tag, lc->name);
+        expect_close_update(what, lg->kernel, lc->kernel, w0[i], (size_t)lc->n_kernel,
+                            adaptive ? TOL_ADAPTIVE_NORM : TOL_GRAD, !adaptive);
+        snprintf(what, sizeof what, "%s: %s bias", tag, lc->name);
+        expect_close_update(what, lg->bias, lc->bias, w0[i] + lc->n_kernel, (size_t)lc->n_bias,
+                            adaptive ? TOL_ADAPTIVE_NORM : TOL_GRAD, !adaptive);
+        for (int t = 0; t < 2; t++)
+            for (int k = 0; k < optim_slots(&c->o); k++) {
+                snprintf(what, sizeof what, "%s: %s %s slot %d", tag, lc->name, t ? "bias" : "kernel", k);
+                expect_close_max(what, HEAD_SLOTS(g->slots, i, t)[k], HEAD_SLOTS(c->slots, i, t)[k],
+                                 (size_t)(t ? lc->n_bias : lc->n_kernel), TOL_GRAD);
+            }
+    }
+    // Frozen layers: untouched on the GPU (download does not write them; the
+    // device's copies are never updated: a forward pass below checks them).
+}
+
+// Two steps (a full batch of 4, then 3 items: the padded case) on both
+// devices from the same weights and inputs; then the state compared.
+static void step_matches(int size, const char *unfreeze, int from_cache, OptimKind kind) {
+    need_gpu();
+    Optimizer o;
+    optim_defaults(&o, kind);
+    if (kind == OPTIM_SGD) o.lr = 0.01f, o.momentum = 0.9f;
+    if (kind == OPTIM_RMSPROP) o.lr = 1e-4f;
+    const int cap = 4;
+    Side c, g;
+    side_init(&c, size, unfreeze, from_cache, &o, cap, 0);
+    side_init(&g, size, unfreeze, from_cache, &o, cap, 1);
+    cr_assert_not_null(g.w.gpu);
+    char tag[200], plan[2000];
+    snprintf(tag, sizeof tag, "%dx%d %s from %s, %s", size, size, unfreeze, from_cache ? "a cache" : "images",
+             optim_kind_name(kind));
+    gpu_walk_describe(g.w.gpu, plan, sizeof plan);
+    fprintf(stderr, "gpu_walk: %s: %s\n", tag, plan);
+    cr_expect(gpu_walk_deterministic(g.w.gpu), "a backward algorithm is not deterministic: %s", plan);
+    // Starting weights of the trainable layers.
+    float **w0 = calloc((size_t)c.m.n_layers, sizeof(float *));
+    for (int i = c.w.first_trainable; i < c.m.n_layers; i++) {
+        const Layer *l = &c.m.layers[i];
+        if (!l->n_kernel) continue;
+        w0[i] = malloc((size_t)(l->n_kernel + l->n_bias) * sizeof(float));
+        memcpy(w0[i], l->kernel, (size_t)l->n_kernel * sizeof(float));
+        memcpy(w0[i] + l->n_kernel, l->bias, (size_t)l->n_bias * sizeof(float));
+    }
+    // Images as preprocessed (caffe: about -124..152), or a pool's output (>= 0).
+    const long item = c.w.in_size;
+    float *x = from_cache ? urand((size_t)cap * item, 0, 2, 11) : urand((size_t)cap * item, -120, 130, 11);
+    float *x2 = from_cache ? urand((size_t)cap * item, 0, 2, 12) : urand((size_t)cap * item, -120, 130, 12);
+    int32_t labels[4] = {0, 1, 1, 0};
+
+    // The forward pass alone (no update), full and padded batch.
+    const long F = model_feature_size(&c.m);
+    char what[300];
+    for (int N = cap; N >= cap - 1; N--) {
+        cr_assert_eq(walk_forward(&c.w, x, N), 0);
+        cr_assert_eq(walk_forward(&g.w, x, N), 0, "%s", err_msg());
+        snprintf(what, sizeof what, "%s: features of %d items", tag, N);
+        expect_close_max(what, g.w.features, c.w.features, (size_t)(N * F), TOL_FEATURES);
+    }
+    float lc1 = side_step(&c, x, labels, cap), lg1 = side_step(&g, x, labels, cap);
+    float lc2 = side_step(&c, x2, labels, cap - 1), lg2 = side_step(&g, x2, labels, cap - 1);
+    fprintf(stderr, "gpu_walk: %s: losses cpu %.7g %.7g, gpu %.7g %.7g\n", tag, lc1, lc2, lg1, lg2);
+    cr_expect(isfinite(lc1) && isfinite(lc2));
+    cr_expect_leq(fabsf(lg1 - lc1), TOL_LOSS * fmaxf(1, fabsf(lc1)), "%s: step 1 loss gpu %g cpu %g", tag, lg1, lc1);
+    cr_expect_leq(fabsf(lg2 - lc2), TOL_LOSS * fmaxf(1, fabsf(lc2)), "%s: step 2 loss gpu %g cpu %g", tag, lg2, lc2);
+    compare_state(tag, &c, &g, w0);
+    // The updated weights are the ones the GPU runs with: the features of
+    // a new batch still agree (and the frozen layers were left alone).
+    cr_assert_eq(walk_forward(&c.w, x2, cap), 0);
+    cr_assert_eq(walk_forward(&g.w, x2, cap), 0, "%s", err_msg());
+    snprintf(what, sizeof what, "%s: features after the steps", tag);
+    expect_close_max(what, g.w.features, c.w.features, (size_t)(cap * F), TOL_FEATURES);
+    for (int i = 0; i < c.m.n_layers; i++) free(w0[i]);
+    free(w0), free(x), free(x2);
+    side_free(&c);
+    side_free(&g);
+}
+
+Test(gpu_walk, step_sgd_images_block5) { step_matches(48, "block5_conv1", 0, OPTIM_SGD); }
+Test(gpu_walk, step_adam_images_block5) { step_matches(48, "block5_conv1", 0, OPTIM_ADAM); }
+Test(gpu_walk, step_rmsprop_images_block5) { step_matches(48, "block5_conv1", 0, OPTIM_RMSPROP); }
+Test(gpu_walk, step_sgd_images_block4) { step_matches(64, "block4_conv1", 0, OPTIM_SGD); }
+Test(gpu_walk, step_adam_images_block4) { step_matches(64, "block4_conv1", 0, OPTIM_ADAM); }
+Test(gpu_walk, step_sgd_cache_block5) { step_matches(64, "block5_conv1", 1, OPTIM_SGD); }
+Test(gpu_walk, step_adam_cache_block5) { step_matches(64, "block5_conv1", 1, OPTIM_ADAM); }
+Test(gpu_walk, step_rmsprop_cache_block5) { step_matches(64, "block5_conv1", 1, OPTIM_RMSPROP); }
+
+// The same steps from the same state on two GPU walks give the same bits:
+// the algorithms are deterministic and chosen without timing, and our
+// kernels sum in a fixed order.
+Test(gpu_walk, rerun_gives_the_same_bits) {
+    need_gpu();
+    Optimizer o;
+    optim_defaults(&o, OPTIM_SGD);
+    o.lr = 0.01f, o.momentum = 0.9f;
+    const int cap = 4;
+    Side a, b;
+    side_init(&a, 64, "block4_conv1", 0, &o, cap, 1);
+    side_init(&b, 64, "block4_conv1", 0, &o, cap, 1);
+    const long item = a.w.in_size;
+    float *x = urand((size_t)cap * item, -120, 130, 41);
+    int32_t labels[4] = {1, 0, 0, 1};
+    for (int s = 0; s < 2; s++) {
+        float la = side_step(&a, x, labels, cap - s), lb = side_step(&b, x, labels, cap - s);
+        cr_expect_eq(la, lb, "step %d: loss %.9g vs %.9g", s + 1, la, lb);
+    }
+    cr_assert_eq(walk_download(&a.w, &a.m, a.slots), 0, "%s", err_msg());
+    cr_assert_eq(walk_download(&b.w, &b.m, b.slots), 0, "%s", err_msg());
+    for (int i = a.w.first_trainable; i < a.m.n_layers; i++) {
+        const Layer *la = &a.m.layers[i], *lb = &b.m.layers[i];
+        if (!la->n_kernel) continue;
+        cr_expect(!memcmp(la->kernel, lb->kernel, (size_t)la->n_kernel * sizeof(float)), "%s kernel differs",
+                  la->name);
+        cr_expect(!memcmp(la->bias, lb->bias, (size_t)la->n_bias * sizeof(float)), "%s bias differs", la->name);
+        cr_expect(!memcmp(HEAD_SLOTS(a.slots, i, 0)[0], HEAD_SLOTS(b.slots, i, 0)[0],
+                          (size_t)la->n_kernel * sizeof(float)),
+                  "%s velocity differs", la->name);
+    }
+    free(x);
+    side_free(&a);
+    side_free(&b);
+}
+
+// The seeds' fine-tuning shape (150x150 images, block5 and the head
+// trainable, batch 20): images/s of finetune_step on the GPU, data loading
+// left out. Prints the figure; fails only far below any working GPU (a
+// kernel launched with one block, a sync per element...).
+Test(gpu_walk, throughput_150_block5_batch_20) {
+    need_gpu();
+    Optimizer o;
+    optim_defaults(&o, OPTIM_SGD);
+    o.lr = 1e-4f, o.momentum = 0.9f;
+    const int cap = 20, steps = 20;
+    Side g;
+    side_init(&g, 150, "block5_conv1", 0, &o, cap, 1);
+    const long item = g.w.in_size;
+    float *x = urand((size_t)cap * item, -120, 130, 51);
+    int32_t labels[20];
+    for (int i = 0; i < cap; i++) labels[i] = i % 2;
+    side_step(&g, x, labels, cap);  // warm-up: lazy loading of cuDNN's kernels
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int s = 0; s < steps; s++) cr_assert(isfinite(side_step(&g, x, labels, cap)));
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    double ips = steps * cap / secs;
+    char plan[2000];
+    gpu_walk_describe(g.w.gpu, plan, sizeof plan);
+    fprintf(stderr, "gpu_walk: finetune_step at 150x150, block5 + head, batch 20: %.0f images/s (%.2f ms a step; "
+                    "base %.2f s, head %.2f s, head update %.2f s in all)\n  %s\n",
+            ips, 1e3 * secs / steps, g.w.times.trainable, g.w.times.head, g.w.times.update, plan);
+    cr_expect_gt(ips, 100.0, "%.0f images/s", ips);
+    free(x);
+    side_free(&g);
+}
+
+// --- host copies ----------------------------------------------------------------------
+
+// After steps on the GPU: download, upload, download gives the same bits;
+// and the CPU's state uploaded into a GPU walk (a CPU checkpoint resumed on
+// the GPU) steps on like the CPU.
+Test(gpu_walk, download_upload_round_trip_and_cross_device_resume) {
+    need_gpu();
+    Optimizer o;
+    optim_defaults(&o, OPTIM_ADAM);
+    const int cap = 3;
+    Side c, g;
+    side_init(&c, 64, "block5_conv1", 1, &o, cap, 0);
+    side_init(&g, 64, "block5_conv1", 1, &o, cap, 1);
+    const long item = c.w.in_size;
+    float *x = urand((size_t)cap * item, 0, 2, 21), *x2 = urand((size_t)cap * item, 0, 2, 22);
+    int32_t labels[3] = {1, 0, 1};
+    side_step(&g, x, labels, cap);
+    side_step(&g, x2, labels, cap);
+    // Round trip: the same bits.
+    const int ft = g.w.first_trainable, nb = g.m.n_base;
+    cr_assert_eq(walk_download(&g.w, &g.m, g.slots), 0, "%s", err_msg());
+    size_t total = 0;
+    for (int i = ft; i < nb; i++) total += (size_t)(g.m.layers[i].n_kernel + g.m.layers[i].n_bias) * 3;
+    float *a = malloc(total * sizeof(float)), *b = malloc(total * sizeof(float));
+    float *dst[2] = {a, b};
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) {
+            // Scribble over the host copies, upload what pass 0 read, read back.
+            float *p = a;
+            for (int i = ft; i < nb; i++) {
+                Layer *l = &g.m.layers[i];
+                if (!l->n_kernel) continue;
+                memcpy(l->kernel, p, (size_t)l->n_kernel * sizeof(float)), p += l->n_kernel;
+                memcpy(l->bias, p, (size_t)l->n_bias * sizeof(float)), p += l->n_bias;
+                for (int t = 0; t < 2; t++)
+                    for (int k = 0; k < 2; k++) {
+                        size_t n = (size_t)(t ? l->n_bias : l->n_kernel);
+                        memcpy(HEAD_SLOTS(g.slots, i, t)[k], p, n * sizeof(float)), p += n;
+                    }
+            }
+            cr_assert_eq(walk_upload(&g.w, g.slots), 0, "%s", err_msg());
+            for (int i = ft; i < nb; i++) {
+                Layer *l = &g.m.layers[i];
+                if (!l->n_kernel) continue;
+                memset(l->kernel, 0xff, (size_t)l->n_kernel * sizeof(float));
+                for (int t = 0; t < 2; t++)
+                    for (int k = 0; k < 2; k++)
+                        memset(HEAD_SLOTS(g.slots, i, t)[k], 0xff, (size_t)(t ? l->n_bias : l->n_kernel) * sizeof(float));
+            }
+            cr_assert_eq(walk_download(&g.w, &g.m, g.slots), 0, "%s", err_msg());
+        }
+        float *p = dst[pass];
+        for (int i = ft; i < nb; i++) {
+            const Layer *l = &g.m.layers[i];
+            if (!l->n_kernel) continue;
+            memcpy(p, l->kernel, (size_t)l->n_kernel * sizeof(float)), p += l->n_kernel;
+            memcpy(p, l->bias, (size_t)l->n_bias * sizeof(float)), p += l->n_bias;
+            for (int t = 0; t < 2; t++)
+                for (int k = 0; k < 2; k++) {
+                    size_t n = (size_t)(t ? l->n_bias : l->n_kernel);
+                    memcpy(p, HEAD_SLOTS(g.slots, i, t)[k], n * sizeof(float)), p += n;
+                }
+        }
+    }
+    cr_expect(!memcmp(a, b, total * sizeof(float)), "download -> upload -> download changed the bits");
+
+    // The CPU's state after the same two steps, uploaded to the GPU (as a
+    // resumed run does after reading a CPU checkpoint), steps on like the CPU.
+    side_step(&c, x, labels, cap);
+    side_step(&c, x2, labels, cap);
+    for (int i = ft; i < c.m.n_layers; i++) {
+        Layer *lc = &c.m.layers[i], *lg = &g.m.layers[i];
+        if (!lc->n_kernel) continue;
+        memcpy(lg->kernel, lc->kernel, (size_t)lc->n_kernel * sizeof(float));
+        memcpy(lg->bias, lc->bias, (size_t)lc->n_bias * sizeof(float));
+        for (int t = 0; t < 2; t++)
+            for (int k = 0; k < 2; k++)
+                memcpy(HEAD_SLOTS(g.slots, i, t)[k], HEAD_SLOTS(c.slots, i, t)[k],
+                       (size_t)(t ? lc->n_bias : lc->n_kernel) * sizeof(float));
+    }
+    cr_assert_eq(walk_upload(&g.w, g.slots), 0, "%s", err_msg());
+    float **w0 = calloc((size_t)c.m.n_layers, sizeof(float *));
+    for (int i = ft; i < c.m.n_layers; i++) {
+        const Layer *l = &c.m.layers[i];
+        if (!l->n_kernel) continue;
+        w0[i] = malloc((size_t)(l->n_kernel + l->n_bias) * sizeof(float));
+        memcpy(w0[i], l->kernel, (size_t)l->n_kernel * sizeof(float));
+        memcpy(w0[i] + l->n_kernel, l->bias, (size_t)l->n_bias * sizeof(float));
+    }
+    float lc = side_step(&c, x, labels, cap), lg = side_step(&g, x, labels, cap);
+    fprintf(stderr, "gpu_walk: resumed step: loss cpu %.7g gpu %.7g\n", lc, lg);
+    cr_expect_leq(fabsf(lg - lc), TOL_LOSS * fmaxf(1, fabsf(lc)), "loss gpu %g cpu %g", lg, lc);
+    compare_state("CPU state resumed on the GPU", &c, &g, w0);
+    for (int i = 0; i < c.m.n_layers; i++) free(w0[i]);
+    free(w0), free(a), free(b), free(x), free(x2);
+    side_free(&c);
+    side_free(&g);
+}
+
+// --- learning --------------------------------------------------------------------------
+
+// Two classes of block4_pool-like inputs (each a fixed pattern plus noise):
+// 12 steps on the GPU lower the loss over the set.
+Test(gpu_walk, short_run_learns) {
+    need_gpu();
+    Optimizer o;
+    optim_defaults(&o, OPTIM_SGD);
+    o.lr = 0.01f, o.momentum = 0.9f;
+    const int n = 16, cap = 8;
+    Side g;
+    side_init(&g, 64, "block5_conv1", 1, &o, cap, 1);
+    const long item = g.w.in_size;
+    float *pat[2] = {urand((size_t)item, 0, 2, 31), urand((size_t)item, 0, 2, 32)};
+    float *x = malloc((size_t)n * item * sizeof(float));
+    int32_t labels[16];
+    for (int i = 0; i < n; i++) {
+        labels[i] = i % 2;
+        float *noise = urand((size_t)item, -0.5f, 0.5f, 100 + i);
+        for (long k = 0; k < item; k++) x[i * item + k] = fmaxf(0, pat[i % 2][k] + noise[k]);
+        free(noise);
+    }
+    double before = 0, after = 0;
+    for (int b = 0; b < n; b += cap) {
+        cr_assert_eq(walk_predict(&g.w, &g.hb, x + b * item, cap), 0, "%s", err_msg());
+        before += head_backward(&g.m, g.w.features, labels + b, NULL, cap, &g.hb, NULL, NULL);
+    }
+    for (int s = 0; s < 12; s++) {
+        int b = (s % 2) * cap;
+        float loss = side_step(&g, x + b * item, labels + b, cap);
+        cr_assert(isfinite(loss));
+    }
+    for (int b = 0; b < n; b += cap) {
+        cr_assert_eq(walk_predict(&g.w, &g.hb, x + b * item, cap), 0, "%s", err_msg());
+        after += head_backward(&g.m, g.w.features, labels + b, NULL, cap, &g.hb, NULL, NULL);
+    }
+    fprintf(stderr, "gpu_walk: short run: loss %.4f before, %.4f after 12 steps\n", before / 2, after / 2);
+    cr_expect_lt(after, 0.7 * before, "loss %g before, %g after", before / 2, after / 2);
+    free(pat[0]), free(pat[1]), free(x);
+    side_free(&g);
+}
+
+// --- end to end: finetune --device cuda, checkpoints across devices -------------------------
+
+static char *run_ok(const char *tool, const char *args) {
+    char *out;
+    int rc = run_tool_timeout(tool, args, 600, &out);
+    cr_assert_eq(rc, 0, "%s %s exited %d:\n%s", tool, args, rc, out);
+    return out;
+}
+
+static void make_images(const char *root, int per_class, unsigned seed) {
+    const char *cls[2] = {"discs", "squares"};
+    uint8_t rgb[40 * 40 * 3];
+    char p[700];
+    for (int k = 0; k < 2; k++) {
+        snprintf(p, sizeof p, "%s/%s", root, cls[k]);
+        cr_assert_eq(make_dirs(p), 0);
+        for (int i = 0; i < per_class; i++) {
+            draw_shape(rgb, 40, 40, k, seed + (unsigned)(k * 100 + i));
+            snprintf(p, sizeof p, "%s/%s/%02d.jpg", root, cls[k], i);
+            write_jpeg(p, rgb, 40, 40, 90);
+        }
+    }
+}
+
+static void load_model(const char *path, Model *m) {
+    ModelMeta meta;
+    cr_assert_eq(model_meta_read(path, &meta), 0, "%s", err_msg());
+    ModelConfig cfg;
+    model_meta_to_config(&meta, &cfg);
+    cr_assert_eq(model_build(m, &cfg), 0, "%s", err_msg());
+    model_meta_free(&meta);
+    cr_assert_eq(model_load_full(m, path), 0, "%s", err_msg());
+}
+
+// The trainable layers of two model files agree: relative L2 error of the
+// change from `start` (the same for both) within tol.
+static void expect_models_close(const char *what, const char *a, const char *b, const Model *start) {
+    Model ma, mb;
+    load_model(a, &ma);
+    load_model(b, &mb);
+    for (int i = 1; i < ma.n_layers; i++) {
+        const Layer *la = &ma.layers[i], *lb = &mb.layers[i], *l0 = &start->layers[i];
+        if (!la->n_kernel) continue;
+        char w[300];
+        snprintf(w, sizeof w, "%s: %s", what, la->name);
+        if (!la->trainable) {
+            cr_expect(!memcmp(la->kernel, lb->kernel, (size_t)la->n_kernel * sizeof(float)), "%s changed", w);
+            continue;
+        }
+        expect_close_update(w, la->kernel, lb->kernel, l0->kernel, (size_t)la->n_kernel, TOL_ADAPTIVE_NORM, 0);
+    }
+    model_free(&ma);
+    model_free(&mb);
+}
+
+Test(gpu_walk, finetune_tool_on_the_gpu_and_checkpoints_across_devices, .timeout = 900) {
+    need_gpu();
+    char *dir = make_temp_dir("gpu_walk");
+    char data[600], val[600], c5[600], vc5[600], head[600], args[4000], base[3000];
+    snprintf(data, sizeof data, "%s/train", dir);
+    snprintf(val, sizeof val, "%s/val", dir);
+    snprintf(c5, sizeof c5, "%s/c5", dir);
+    snprintf(vc5, sizeof vc5, "%s/vc5", dir);
+    snprintf(head, sizeof head, "%s/head.h5", dir);
+    make_images(data, 10, 1);
+    make_images(val, 4, 500);
+    const char *common = "--weights random --input-size 32 --threads 2 --quiet --device cpu";
+    snprintf(args, sizeof args, "--data %s --cache %s %s", data, c5, common);
+    free(run_ok("extract", args));
+    snprintf(args, sizeof args, "--data %s --cache %s %s", val, vc5, common);
+    free(run_ok("extract", args));
+    snprintf(args, sizeof args, "--cache %s --val-cache %s --out %s --epochs 2 --batch 8 --hidden 16 --threads 2 --quiet",
+             c5, vc5, head);
+    free(run_ok("train", args));
+    snprintf(base, sizeof base,
+             "--data %s --val-data %s --head %s --weights random --epochs 2 --batch 8 --lr 0.01 --momentum 0.9 "
+             "--threads 2 --quiet --checkpoint-every 1",
+             data, val, head);
+    char cpu[700], gpu[700], g2c[700], c2g[700];
+    snprintf(cpu, sizeof cpu, "%s/cpu.h5", dir);
+    snprintf(gpu, sizeof gpu, "%s/gpu.h5", dir);
+    snprintf(g2c, sizeof g2c, "%s/g2c.h5", dir);
+    snprintf(c2g, sizeof c2g, "%s/c2g.h5", dir);
+    snprintf(args, sizeof args, "%s --out %s --device cpu", base, cpu);
+    free(run_ok("finetune", args));
+    snprintf(args, sizeof args, "%s --out %s --device cuda", base, gpu);
+    char *out = run_ok("finetune", args);
+    cr_expect(strstr(out, "GPU 0"), "the run says it is on the GPU: %s", out);
+    free(out);
+    // Stopped by SIGTERM after step 2 on one device, resumed on the other.
+    const char *dev[2][2] = {{"cuda", "cpu"}, {"cpu", "cuda"}};
+    const char *outs[2] = {g2c, c2g};
+    for (int k = 0; k < 2; k++) {
+        snprintf(args, sizeof args, "%s --out %s --device %s", base, outs[k], dev[k][0]);
+        setenv("VGGFT_TEST_SIGTERM_AFTER_STEP", "2", 1);
+        int rc = run_tool_timeout("finetune", args, 600, &out);
+        unsetenv("VGGFT_TEST_SIGTERM_AFTER_STEP");
+        cr_assert_eq(rc, 75, "--device %s, SIGTERM: exit %d\n%s", dev[k][0], rc, out);
+        free(out);
+        snprintf(args, sizeof args, "%s --out %s --device %s --resume", base, outs[k], dev[k][1]);
+        free(run_ok("finetune", args));
+    }
+    // The starting point: the random base finetune made (--weights random,
+    // --seed 1) and the head.
+    Model start;
+    load_model(cpu, &start);  // the shapes; the weights replaced:
+    char id[96];
+    cr_assert_eq(load_base_weights(&start, "random", 1, 1, id, sizeof id), 0, "%s", err_msg());
+    cr_assert_eq(model_load_head(&start, head), 0, "%s", err_msg());
+    expect_models_close("GPU run vs CPU run", gpu, cpu, &start);
+    expect_models_close("GPU checkpoint resumed on the CPU vs CPU run", g2c, cpu, &start);
+    expect_models_close("CPU checkpoint resumed on the GPU vs CPU run", c2g, cpu, &start);
+    model_free(&start);
+    remove_tree(dir);
+    free(dir);
+}
