@@ -80,6 +80,13 @@ for size in 150 224; do
         grep -E "^torch|^json" /tmp/vggft/t.log | while read -r l; do say "   $l"; done
     fi
 done
+say "== conv base alone, ours (bench_gpu: batch 64, host copies included) ($(elapsed))"
+for size in 150 224; do
+    for p in fp32 tf32 bf16; do
+        r=$(timeout 60 "$dev/bin/bench_gpu" $size 64 40 $p 2>&1 | tail -1)
+        say "   $r"
+    done
+done
 ours "cpu 150 (128 images)" --data /tmp/vggft/img_small --input-size 150 --device cpu --batch 32
 
 say "== fine-tuning benchmark ($(elapsed))"
