@@ -41,7 +41,7 @@ typedef struct {
 } ModelConfig;
 
 typedef struct {
-    ModelConfig cfg;
+    ModelConfig cfg;   // as given to model_build: its strings are the caller's (use cut_name, unfreeze_name)
     char cut_name[LAYER_NAME_MAX];
     char unfreeze_name[LAYER_NAME_MAX];
     int n_layers;

@@ -11,12 +11,14 @@
 #   scripts/device_build.sh
 #   then, with the device tool: run(command="bash scripts/device_run.sh",
 #                                   carry=["build/device.tar.xz"])
+# Build in the checkout that the device tool sends (not a copy elsewhere):
+# the test binary has the fixtures' path (tests/fixtures) compiled in.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install_deps.sh
 make -j"$(nproc)" CUDA=1 STATIC=1 BUILD=build/gpu all build/gpu/tests/all
 rm -rf build/device && mkdir -p build/device/lib build/device/bin
-for t in extract train finetune predict bench_gpu; do
+for t in extract train finetune predict bench_gpu fashion_mnist; do
     if [ -x build/gpu/$t ]; then cp build/gpu/$t build/device/bin/; fi
 done
 cp build/gpu/tests/all build/device/bin/

@@ -8,12 +8,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "blas_setup.h"
 #include "cache.h"
 #include "error.h"
 #include "fileutil.h"
 #include "forward.h"
 #include "image.h"
 #include "model.h"
+#include "parallel.h"
 #include "testutil.h"
 
 #define SIZE 32
@@ -144,6 +146,10 @@ Test(extract, features_equal_direct_forward_pass) {
     model_init_random(&m, 1, m.n_base, 5);
     BaseWorkspace ws;
     cr_assert_eq(base_workspace_alloc(&ws, &m), 0);
+    // The tool ran with --threads 2: the same here, whatever the machine has
+    // (OpenBLAS splits its products by thread count).
+    blas_set_threads(2);
+    parallel_set_threads(2);
     float *x = malloc(sizeof(float) * SIZE * SIZE * 3), *f = malloc(sizeof(float) * r.D);
     LoadOptions lo = {.w = SIZE, .h = SIZE, .interp = INTERP_NEAREST, .prep = PREP_CAFFE};
     for (int i = 0; i < r.n; i++) {
@@ -394,14 +400,20 @@ Test(extract, huge_image_odd_names_and_lmdb_tools) {
     cr_expect(found_latin1 && found_huge);
     free_records(&r);
     cache_meta_free(&meta);
-    // Standard LMDB tools read the cache.
-    snprintf(args, sizeof args, "mdb_stat -s features '%s' 2>&1", cache);
-    FILE *p = popen(args, "r");
-    char text[2048] = "";
-    size_t n = fread(text, 1, sizeof text - 1, p);
-    text[n] = '\0';
-    cr_expect_eq(pclose(p), 0, "mdb_stat failed: %s", text);
-    cr_expect(strstr(text, "Entries: 12") != NULL, "%s", text);
+    // Standard LMDB tools read the cache (lmdb-utils: scripts/install_deps.sh
+    // installs them; a machine without them, e.g. a GPU machine that runs
+    // the packed test binary, skips this part and says so).
+    if (system("command -v mdb_stat >/dev/null 2>&1") == 0) {
+        snprintf(args, sizeof args, "mdb_stat -s features '%s' 2>&1", cache);
+        FILE *p = popen(args, "r");
+        char text[2048] = "";
+        size_t n = fread(text, 1, sizeof text - 1, p);
+        text[n] = '\0';
+        cr_expect_eq(pclose(p), 0, "mdb_stat failed: %s", text);
+        cr_expect(strstr(text, "Entries: 12") != NULL, "%s", text);
+    } else {
+        fprintf(stderr, "note: mdb_stat (lmdb-utils) not installed: the LMDB tools check is skipped\n");
+    }
     // --info agrees.
     snprintf(args, sizeof args, "--info '%s'", cache);
     rc = run_tool("extract", args, &out);

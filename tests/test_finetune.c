@@ -231,7 +231,9 @@ Test(finetune, cache_of_block4_pool_equals_images_and_frozen_layers_stay) {
     load_model(a, &mi);
     load_model(b, &mc);
     // The starting point: the random base and the trained head.
+    // mi.cfg's strings were load_model's (freed): the model's own copies.
     ModelConfig cfg = mi.cfg;
+    cfg.cut = mi.cut_name;
     cfg.unfreeze = NULL;
     cr_assert_eq(model_build(&base, &cfg), 0);
     cr_assert_eq(model_alloc_weights(&base, 1, base.n_base), 0);

@@ -110,6 +110,23 @@ static void expect_close_max(const char *what, const float *a, const float *b, s
     cr_expect_leq(err, tol * scale, "%s: max |gpu - cpu| %g > %g x max |cpu| %g", what, err, tol, scale);
 }
 
+// ||a - b|| <= tol * ||b||, printing the figure: for optimizer slots. A ReLU
+// whose input lies within rounding of zero on one device and not on the
+// other passes a gradient on one device only: a local difference, which a
+// max-norm bound would blame on the whole tensor (measured on an H200: 4.6e-3
+// of the largest Adam m of block4_conv2 in a 64x64 block4 run, 1.2e-3 in L2).
+static void expect_close_l2(const char *what, const float *a, const float *b, size_t n, float tol) {
+    double e = 0, s = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - b[i];
+        e += d * d, s += (double)b[i] * b[i];
+    }
+    e = sqrt(e), s = sqrt(s);
+    fprintf(stderr, "gpu_walk: %s: ||gpu - cpu|| = %.3g x ||cpu|| (%.3g)\n", what, s > 0 ? e / s : e, s);
+    cr_expect_gt(s, 0.0, "%s: all zero on the CPU", what);
+    cr_expect_leq(e, tol * s, "%s: relative L2 error %g > %g", what, s > 0 ? e / s : e, tol);
+}
+
 // ||(a - a0) - (b - b0)|| <= tol * ||b - b0||: the updates' relative L2 error.
 static void expect_close_update(const char *what, const float *a, const float *b, const float *w0, size_t n, float tol,
                                 int max_norm) {
@@ -168,8 +185,14 @@ static void optim_same_bits(OptimKind kind, float momentum, int nesterov, long s
     o.momentum = momentum, o.nesterov = nesterov, o.step = start_step;
     if (kind == OPTIM_SGD) o.lr = 0.01f;
     float *wc = urand(n, -0.5f, 0.5f, 1), *wg = urand(n, -0.5f, 0.5f, 1);
-    float *sc[2] = {urand(n, -0.01f, 0.01f, 3), urand(n, 0, 1e-4f, 4)};
-    float *sg[2] = {urand(n, -0.01f, 0.01f, 3), urand(n, 0, 1e-4f, 4)};
+    // Slot values each rule can meet: Adam's m any sign, v >= 0; RMSprop's v
+    // >= 0 (a negative one would give NaN, whose bits differ between the
+    // CPU's and the GPU's square roots), its momentum any sign.
+    const int v_first = kind == OPTIM_RMSPROP;
+    float *sc[2] = {v_first ? urand(n, 0, 1e-4f, 4) : urand(n, -0.01f, 0.01f, 3),
+                    v_first ? urand(n, -0.01f, 0.01f, 3) : urand(n, 0, 1e-4f, 4)};
+    float *sg[2] = {v_first ? urand(n, 0, 1e-4f, 4) : urand(n, -0.01f, 0.01f, 3),
+                    v_first ? urand(n, -0.01f, 0.01f, 3) : urand(n, 0, 1e-4f, 4)};
     for (int step = 0; step < 3; step++) {
         float *g = urand(n, -0.1f, 0.1f, 10 + step);
         g[0] = 0, g[1] = 1e-30f, g[2] = -3e-8f;  // tiny gradients, where eps matters
@@ -257,8 +280,8 @@ static void compare_state(const char *tag, Side *c, Side *g, float **w0) {
         for (int t = 0; t < 2; t++)
             for (int k = 0; k < optim_slots(&c->o); k++) {
                 snprintf(what, sizeof what, "%s: %s %s slot %d", tag, lc->name, t ? "bias" : "kernel", k);
-                expect_close_max(what, HEAD_SLOTS(g->slots, i, t)[k], HEAD_SLOTS(c->slots, i, t)[k],
-                                 (size_t)(t ? lc->n_bias : lc->n_kernel), TOL_GRAD);
+                expect_close_l2(what, HEAD_SLOTS(g->slots, i, t)[k], HEAD_SLOTS(c->slots, i, t)[k],
+                                (size_t)(t ? lc->n_bias : lc->n_kernel), TOL_ADAPTIVE_NORM);
             }
     }
     // Frozen layers: untouched on the GPU (download does not write them; the

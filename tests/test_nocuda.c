@@ -179,6 +179,16 @@ Test(nocuda, starts_with_cudnn_folder_hidden) {
     text[n] = '\0';
     int st = pclose(p);
     cr_expect_eq(st, 0, "%s:\n%s", cmd, text);
+    // A second cuDNN elsewhere on the search path (a GPU machine with one in
+    // the system and one in PyTorch's packages) is found instead: fine, and
+    // nothing left to check.
+    char *other = strstr(text, "\ncuDNN: ");
+    if (other && strncmp(other, "\ncuDNN: not found", 18)) {
+        char *end = strchr(other + 1, '\n');
+        if (end) *end = '\0';
+        free(out);
+        cr_skip_test("with %s hidden another cuDNN is found:%s", dir, other);
+    }
     cr_expect(strstr(text, "\ncuDNN: not found: libcudnn.so.9: cannot open shared object file"), "%s:\n%s", cmd,
               text);
     cr_expect(strstr(text, "\nGPU: none ("), "%s", text);
