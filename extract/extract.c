@@ -208,6 +208,7 @@ static long long file_size(const char *path) {
 typedef struct {
     int n, cap;
     float *in, *out;       // cap images in, cap feature vectors out
+    int in_owned;          // 0: in is the GPU's pinned staging buffer (filled in place)
     uint64_t *keys;
     int32_t *labels;
     const char **paths;    // into the Dataset
@@ -218,6 +219,7 @@ static int batch_alloc(Batch *b, int cap, size_t image_floats, long feat) {
     memset(b, 0, sizeof *b);
     b->cap = cap;
     b->in = malloc(sizeof(float) * image_floats * (size_t)cap);
+    b->in_owned = 1;
     b->out = malloc(sizeof(float) * (size_t)feat * (size_t)cap);
     b->keys = malloc(sizeof(uint64_t) * (size_t)cap);
     b->labels = malloc(sizeof(int32_t) * (size_t)cap);
@@ -229,7 +231,8 @@ static int batch_alloc(Batch *b, int cap, size_t image_floats, long feat) {
 }
 
 static void batch_free(Batch *b) {
-    free(b->in), free(b->out), free(b->keys), free(b->labels), free(b->paths), free(b->sha);
+    if (b->in_owned) free(b->in);
+    free(b->out), free(b->keys), free(b->labels), free(b->paths), free(b->sha);
     memset(b, 0, sizeof *b);
 }
 
@@ -563,6 +566,15 @@ int extract_run(const ExtractOptions *o) {
             log_printf(stderr, "warning: GPU unusable (%s); running on the CPU\n", err_msg());
             dev = DEVICE_CPU;
             snprintf(dev_note, sizeof dev_note, "CPU (GPU unusable)");
+        }
+    }
+    if (gpu) {
+        // The images go straight into the GPU's pinned buffers: batch k fills
+        // the buffer the k-th submit reads (both alternate 0, 1, 0, ...).
+        for (int k = 0; k < 2; k++) {
+            free(q.bt[k].in);
+            q.bt[k].in = gpu_base_staging(gpu, k);
+            q.bt[k].in_owned = 0;
         }
     }
     if (dev == DEVICE_CPU && base_workspace_alloc(&ws, &m) < 0) goto done;

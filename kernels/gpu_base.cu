@@ -147,7 +147,7 @@ extern "C" int gpu_base_submit(GpuBase *g, const float *in, int N) {
     const int s = g->next;
     const size_t image = (size_t)m->cfg.input_h * m->cfg.input_w * 3;
     const size_t B = (size_t)g->max_batch;
-    memcpy(g->h_in[s], in, image * N * sizeof(float));
+    if (in != g->h_in[s]) memcpy(g->h_in[s], in, image * N * sizeof(float));  // else filled in place
     // The padding images are zeros (their features are dropped).
     if ((size_t)N < B) memset(g->h_in[s] + image * N, 0, image * (B - N) * sizeof(float));
     CUDA_OK(cudaMemcpyAsync(g->d_in, g->h_in[s], image * B * sizeof(float), cudaMemcpyHostToDevice, g->stream),
@@ -203,6 +203,8 @@ extern "C" int gpu_base_submit(GpuBase *g, const float *in, int N) {
     g->pending++;
     return 0;
 }
+
+extern "C" float *gpu_base_staging(GpuBase *g, int k) { return g->h_in[k & 1]; }
 
 extern "C" int gpu_base_collect(GpuBase *g, float *out) {
     if (g->pending == 0) return err_set("GPU: no batch in flight");

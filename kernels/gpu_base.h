@@ -24,4 +24,9 @@ int gpu_base_forward(GpuBase *g, const float *in, int N, float *out);
 // submit is an error). gpu_base_forward = submit + collect, with none in flight.
 int gpu_base_submit(GpuBase *g, const float *in, int N);
 int gpu_base_collect(GpuBase *g, float *out);
+// The pinned input buffer (max_batch images) that the k-th submit since
+// creation reads, k = 0, 1, 0, 1, ...: a caller that fills it in place
+// passes it as `in`, and submit copies nothing. Write to it only while its
+// last batch is collected (at most one other batch in flight).
+float *gpu_base_staging(GpuBase *g, int k);
 void gpu_base_free(GpuBase *g);

@@ -32,6 +32,8 @@ int gpu_base_submit(GpuBase *g, const float *in, int N) {
 
 int gpu_base_collect(GpuBase *g, float *out) { return err_set("this build has no CUDA support (built with CUDA=0)"); }
 
+float *gpu_base_staging(GpuBase *g, int k) { return NULL; }
+
 void gpu_base_free(GpuBase *g) {}
 
 #include "gpu_walk.h"
