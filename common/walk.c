@@ -44,7 +44,7 @@ static int walk_setup(BaseWalk *w, const Model *m, int from, int cap) {
     return 0;
 }
 
-int walk_alloc_device(BaseWalk *w, const Model *m, int from, int cap, int gpu) {
+int walk_alloc_device(BaseWalk *w, const Model *m, int from, int cap, int gpu, GpuPrecision precision) {
     if (!gpu) return walk_alloc(w, m, from, cap);
     if (walk_setup(w, m, from, cap) < 0) return -1;
     const size_t F = (size_t)cap * (size_t)model_feature_size(m) * sizeof(float);
@@ -54,7 +54,7 @@ int walk_alloc_device(BaseWalk *w, const Model *m, int from, int cap, int gpu) {
         walk_free(w);
         return err_set("walk: out of memory for a batch of %d", cap);
     }
-    w->gpu = gpu_walk_create(m, from, cap);
+    w->gpu = gpu_walk_create(m, from, cap, precision);
     if (!w->gpu) {
         char keep[ERR_MSG_MAX];
         snprintf(keep, sizeof keep, "%s", err_msg());

@@ -49,6 +49,7 @@
 #include <stdint.h>
 
 #include "forward.h"
+#include "gpu.h"
 #include "model.h"
 #include "optim.h"
 
@@ -90,12 +91,13 @@ typedef struct {
 // n_base. -1 (err_set, naming the layer) when it is not, when cap < 1, or
 // when out of memory.
 int walk_alloc(BaseWalk *w, const Model *m, int from, int cap);
-// walk_alloc (gpu = 0) or the GPU walk (gpu = 1; kernels/gpu_walk.h): the
+// walk_alloc (gpu = 0) or the GPU walk (gpu = 1; kernels/gpu_walk.h, in
+// precision: fp32 or tf32, see gpu_walk_create): the
 // same checks, then the host keeps only features and d_features and the GPU
 // everything else (the weights of layers [from, n_base) are uploaded now:
 // load them first). -1 (err_set with the reason: no usable GPU, no cuDNN,
 // out of device memory, a CPU-only build) when the GPU cannot be set up.
-int walk_alloc_device(BaseWalk *w, const Model *m, int from, int cap, int gpu);
+int walk_alloc_device(BaseWalk *w, const Model *m, int from, int cap, int gpu, GpuPrecision precision);
 void walk_free(BaseWalk *w);
 // GPU walk: the device's weights of the trainable base layers into m's
 // layers (Keras layout) and its optimizer slots into `slots` (HEAD_SLOTS

@@ -296,6 +296,11 @@ int finetune_run(const FinetuneOptions *o) {
     DeviceKind dev;
     char dev_note[300];
     if (device_select(o->device, &dev, dev_note, sizeof dev_note) < 0) return -1;
+    GpuPrecision precision = GPU_FP32;
+    if (o->precision && gpu_precision_from_name(o->precision, &precision) < 0) return -1;
+    if (precision != GPU_FP32 && dev != DEVICE_CUDA)
+        return err_set("--precision %s needs a GPU, and this run has none: %s", gpu_precision_name(precision),
+                       dev_note);
 
     ModelMeta hm = {0};
     Model m = {0};
@@ -518,11 +523,11 @@ int finetune_run(const FinetuneOptions *o) {
 
     // --- buffers ---------------------------------------------------------------------------
     const int B = o->batch;
-    if (walk_alloc_device(&walk, &m, walk_from, B, dev == DEVICE_CUDA) < 0) {
+    if (walk_alloc_device(&walk, &m, walk_from, B, dev == DEVICE_CUDA, precision) < 0) {
         // A GPU that device_select found usable may still fail here (cuDNN,
         // device memory): --device cuda stops with the reason, auto says it
         // and goes on on the CPU.
-        if (dev != DEVICE_CUDA || !strcmp(o->device, "cuda")) {
+        if (dev != DEVICE_CUDA || !strcmp(o->device, "cuda") || precision != GPU_FP32) {
             if (dev == DEVICE_CUDA) err_prefix("--device cuda: fine-tuning on the GPU: ");
             goto done;
         }

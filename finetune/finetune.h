@@ -10,7 +10,7 @@ typedef struct {
     // unfreeze NULL: the default, the first conv of the last block the
     // head's base has (finetune_default_unfreeze).
     const char *weights, *head, *out, *unfreeze;
-    const char *optimizer, *class_weight, *augment, *save_augmented, *device;
+    const char *optimizer, *class_weight, *augment, *save_augmented, *device, *precision;
     float lr, momentum;
     int nesterov, epochs, batch, threads, early_stopping, resume, quiet, no_augment, save_augmented_n;
     long seed, checkpoint_every, memory_budget_mb;

@@ -134,6 +134,10 @@ int main(int argc, char **argv) {
          "where the conv base trains: auto (the GPU when usable, else\nthe CPU), cpu, cuda (fails with the reason "
          "when there is\nno usable GPU); the head and the data stay on the CPU",
          "auto|cpu|cuda"},
+        {"precision", OPT_CHOICE, &o.precision, "fp32", NULL,
+         "GPU convolution arithmetic: fp32 (strict float32: a step within\nrounding of the CPU's) or tf32 (tensor "
+         "cores: several times\nfaster, about 1e-3 of the features; needs a GPU)",
+         "fp32|tf32"},
         {"threads", OPT_INT, &o.threads, "0", "N",
          "CPU threads (0: the CPUs this job may use, its affinity mask:\ntaskset, Slurm)", .range = ">=0"},
         {"seed", OPT_LONG, &o.seed, "1", "S", "seed of augmentation, shuffling and dropout"},

@@ -38,7 +38,7 @@ void gpu_base_free(GpuBase *g) {}
 
 #include "gpu_walk.h"
 
-GpuWalk *gpu_walk_create(const Model *m, int from, int cap) {
+GpuWalk *gpu_walk_create(const Model *m, int from, int cap, GpuPrecision precision) {
     err_set("this build has no CUDA support (built with CUDA=0)");
     return NULL;
 }

@@ -183,7 +183,7 @@ static int pool_forward(const Layer *l, const float *x, int N, float *y, int32_t
 
 // --- creation ------------------------------------------------------------------
 
-static int create(GpuWalk *g, const Model *m, int from, int cap) {
+static int create(GpuWalk *g, const Model *m, int from, int cap, GpuPrecision precision) {
     const int nb = m->n_base;
     g->m = m, g->from = from, g->nb = nb, g->cap = cap, g->deterministic = 1;
     g->ft = m->first_trainable_base > from ? m->first_trainable_base : from;
@@ -258,7 +258,7 @@ static int create(GpuWalk *g, const Model *m, int from, int cap) {
         if (l->kind != LAYER_CONV) continue;
         if (!l->kernel || !l->bias) return err_set("GPU walk: %s has no weights loaded", l->name);
         GpuConv *c = &g->convs[i];
-        if (gpu_conv_create(c, l, cap, CUDNN_FMA_MATH) < 0) return -1;
+        if (gpu_conv_create(c, l, cap, gpu_math(precision)) < 0) return -1;
         g->bytes += (size_t)(l->n_kernel + l->n_bias) * sizeof(float);
         size_t ws = 0;
         if (gpu_conv_pick_forward(g->cudnn, c, l, &g->fwd[i], &ws) < 0) return -1;
@@ -297,10 +297,15 @@ static int create(GpuWalk *g, const Model *m, int from, int cap) {
     return 0;
 }
 
-extern "C" GpuWalk *gpu_walk_create(const Model *m, int from, int cap) {
+extern "C" GpuWalk *gpu_walk_create(const Model *m, int from, int cap, GpuPrecision precision) {
     GpuWalk *g = (GpuWalk *)calloc(1, sizeof(GpuWalk));
     if (!g) return err_set("GPU walk: out of memory"), (GpuWalk *)NULL;
-    if (create(g, m, from, cap) < 0) {
+    if (precision != GPU_FP32 && precision != GPU_TF32) {
+        free(g);
+        return err_set("GPU walk: --precision %s is for extract only (training: fp32 or tf32)",
+                       gpu_precision_name(precision)), (GpuWalk *)NULL;
+    }
+    if (create(g, m, from, cap, precision) < 0) {
         char keep[ERR_MSG_MAX];
         snprintf(keep, sizeof keep, "%s", err_msg());
         gpu_walk_free(g);

@@ -46,6 +46,7 @@
 #pragma once
 #include <stddef.h>
 
+#include "gpu.h"
 #include "model.h"
 #include "optim.h"
 
@@ -59,7 +60,10 @@ typedef struct GpuWalk GpuWalk;
 // from and cap are checked by the caller (walk_alloc's rules). NULL with
 // err_set when there is no usable GPU, no cuDNN, no algorithm, or not enough
 // device memory.
-GpuWalk *gpu_walk_create(const Model *m, int from, int cap);
+// precision: GPU_FP32 (strict float32, the CPU step within the tolerances
+// of tests/test_gpu_walk.c) or GPU_TF32 (tensor cores for every conv,
+// forward and backward; about 1e-3 of the features).
+GpuWalk *gpu_walk_create(const Model *m, int from, int cap, GpuPrecision precision);
 void gpu_walk_free(GpuWalk *g);
 // Device bytes taken (activations, weights, gradients, slots, workspace).
 size_t gpu_walk_bytes(const GpuWalk *g);

@@ -156,14 +156,14 @@ Test(gpu_walk, fails_cleanly_without_a_gpu) {
     if (test_show_gpus(why, sizeof why) > 0) cr_skip_test("a GPU is usable here: nothing to check");
     Model m = build(32, "block5_conv1", 7);
     BaseWalk w;
-    cr_expect_eq(walk_alloc_device(&w, &m, 1, 2, 1), -1);
+    cr_expect_eq(walk_alloc_device(&w, &m, 1, 2, 1, GPU_FP32), -1);
     cr_expect(strstr(err_msg(), "GPU") || strstr(err_msg(), "CUDA"), "the reason is given: %s", err_msg());
     cr_expect_null(w.gpu);
     walk_free(&w);  // safe after the failure
-    cr_expect_null(gpu_walk_create(&m, 1, 2));
+    cr_expect_null(gpu_walk_create(&m, 1, 2, GPU_FP32));
     cr_expect(strlen(err_msg()) > 0);
     // walk_download / walk_upload of a CPU walk have nothing to do.
-    cr_assert_eq(walk_alloc_device(&w, &m, 1, 2, 0), 0, "%s", err_msg());
+    cr_assert_eq(walk_alloc_device(&w, &m, 1, 2, 0, GPU_FP32), 0, "%s", err_msg());
     cr_expect_eq(walk_download(&w, &m, NULL), 0);
     cr_expect_eq(walk_upload(&w, NULL), 0);
     walk_free(&w);
@@ -239,7 +239,7 @@ static void side_init(Side *s, int size, const char *unfreeze, int from_cache, c
     s->m = build(size, unfreeze, 7);
     int from = from_cache ? s->m.first_trainable_base : 1;
     cr_assert(!from_cache || s->m.layers[from - 1].kind == LAYER_POOL);
-    cr_assert_eq(walk_alloc_device(&s->w, &s->m, from, cap, gpu), 0, "%s", err_msg());
+    cr_assert_eq(walk_alloc_device(&s->w, &s->m, from, cap, gpu, GPU_FP32), 0, "%s", err_msg());
     cr_assert_eq(head_buffers_alloc(&s->hb, &s->m, cap), 0);
     cr_assert_eq(grads_alloc(&s->g, &s->m, s->w.first_trainable, s->m.n_layers), 0);
     s->o = *o;
@@ -684,4 +684,48 @@ Test(gpu_walk, finetune_tool_on_the_gpu_and_checkpoints_across_devices, .timeout
     model_free(&start);
     remove_tree(dir);
     free(dir);
+}
+
+// --precision tf32: every conv on tensor cores, forward and backward. The
+// features stay within 2e-2 of the CPU's (TF32 rounds products to 10-bit
+// mantissas: about 1e-3 measured for the frozen base), and a step moves
+// the weights the way the CPU's step does (relative L2 of the update 5e-2).
+Test(gpu_walk, tf32_step_near_the_cpu_step) {
+    need_gpu();
+    Model mc = build(48, "block5_conv1", 7), mg = build(48, "block5_conv1", 7);
+    const int cap = 4;
+    BaseWalk wc, wg;
+    cr_assert_eq(walk_alloc_device(&wc, &mc, 1, cap, 0, GPU_FP32), 0, "%s", err_msg());
+    cr_assert_eq(walk_alloc_device(&wg, &mg, 1, cap, 1, GPU_TF32), 0, "%s", err_msg());
+    const long item = wc.in_size, F = model_feature_size(&mc);
+    float *x = urand((size_t)cap * item, -120, 130, 11);
+    cr_assert_eq(walk_forward(&wc, x, cap), 0);
+    cr_assert_eq(walk_forward(&wg, x, cap), 0, "%s", err_msg());
+    expect_close_max("tf32: features", wg.features, wc.features, (size_t)(cap * F), 2e-2f);
+    Optimizer o;
+    optim_defaults(&o, OPTIM_SGD);
+    o.lr = 0.01f;
+    HeadBuffers hc, hg;
+    Grads gc, gg;
+    cr_assert_eq(head_buffers_alloc(&hc, &mc, cap), 0);
+    cr_assert_eq(head_buffers_alloc(&hg, &mg, cap), 0);
+    cr_assert_eq(grads_alloc(&gc, &mc, wc.first_trainable, mc.n_layers), 0);
+    cr_assert_eq(grads_alloc(&gg, &mg, mg.n_base, mg.n_layers), 0);
+    const Layer *l = &mc.layers[wc.first_trainable];
+    float *w0 = malloc((size_t)l->n_kernel * sizeof(float));
+    memcpy(w0, l->kernel, (size_t)l->n_kernel * sizeof(float));
+    int32_t labels[4] = {0, 1, 1, 0};
+    float lc, lg;
+    cr_assert_eq(finetune_step(&wc, &hc, &gc, &o, NULL, x, labels, NULL, cap, 5, &lc), 0);
+    cr_assert_eq(finetune_step(&wg, &hg, &gg, &o, NULL, x, labels, NULL, cap, 5, &lg), 0, "%s", err_msg());
+    fprintf(stderr, "gpu_walk: tf32: loss cpu %.7g gpu %.7g\n", lc, lg);
+    cr_expect_leq(fabsf(lg - lc), 1e-2f * fmaxf(1, fabsf(lc)), "tf32: loss gpu %g cpu %g", lg, lc);
+    cr_assert_eq(walk_download(&wg, &mg, NULL), 0, "%s", err_msg());
+    expect_close_update("tf32: block5_conv1 kernel", mg.layers[wg.first_trainable].kernel, l->kernel, w0,
+                        (size_t)l->n_kernel, 5e-2f, 0);
+    free(w0), free(x);
+    grads_free(&gc), grads_free(&gg);
+    head_buffers_free(&hc), head_buffers_free(&hg);
+    walk_free(&wc), walk_free(&wg);
+    model_free(&mc), model_free(&mg);
 }
