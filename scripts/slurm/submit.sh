@@ -54,9 +54,9 @@ SHARDS_AT_ONCE=${SHARDS_AT_ONCE:-}  # at most this many shards running at once (
 CPU_PARTITION=${CPU_PARTITION:-cpu}
 GPU_PARTITION=${GPU_PARTITION:-gpu}
 GPU_GRES=${GPU_GRES---gres=gpu:1}  # the GPU request of GPU jobs (set empty for none)
-# finetune has no GPU path yet (it runs on the CPU wherever it is): by
-# default it goes to the CPU partition rather than hold a GPU it cannot use.
-FINETUNE_ON=${FINETUNE_ON:-cpu}   # cpu | gpu
+# finetune trains its conv base on the GPU (the head on the CPU): by default
+# it goes to the GPU partition; FINETUNE_ON=cpu where GPUs are scarce.
+FINETUNE_ON=${FINETUNE_ON:-gpu}   # gpu | cpu
 case $FINETUNE_ON in cpu | gpu) ;; *) echo "submit.sh: FINETUNE_ON must be cpu or gpu, got '$FINETUNE_ON'" >&2; exit 2 ;; esac
 EXTRACT_CPUS=${EXTRACT_CPUS:-8} MERGE_CPUS=${MERGE_CPUS:-1} TRAIN_CPUS=${TRAIN_CPUS:-8}
 FINETUNE_CPUS=${FINETUNE_CPUS:-8} PREDICT_CPUS=${PREDICT_CPUS:-8}
