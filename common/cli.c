@@ -83,7 +83,9 @@ static int set_value(CliOption *o, const char *text) {
     case OPT_FLOAT:
     case OPT_DOUBLE: {
         double v = strtod(text, &end);
-        if (errno || end == text || *end || !isfinite(v))
+        // Decimal only: strtod also reads hexadecimal ("0x10" = 16), which a
+        // learning rate typed by mistake should not quietly become.
+        if (errno || end == text || *end || !isfinite(v) || strpbrk(text, "xX"))
             return err_set("--%s: '%s' is not a number", o->name, text);
         if (check_range(o, v, text) < 0) return -1;
         if (o->type == OPT_FLOAT) *(float *)o->dest = (float)v;
@@ -140,7 +142,19 @@ int cli_parse(CliSpec *spec, int argc, char **argv, int *n_rest, char ***rest) {
             cli_print_version(spec->prog, stdout);
             return CLI_EXIT_OK;
         }
-        if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
+        // "--" ends the options (POSIX): what follows are arguments, even
+        // "--x". (A "--" that is an option's value was taken with it above.)
+        if (!strcmp(a, "--")) {
+            for (int j = i + 1; j < argc; j++) {
+                if (!rest) {
+                    cli_error(spec->prog, "unexpected argument '%s' (see --help)", argv[j]);
+                    return CLI_USAGE;
+                }
+                (*rest)[(*n_rest)++] = argv[j];
+            }
+            break;
+        }
+        if (strncmp(a, "--", 2) != 0) {
             if (!rest) {
                 cli_error(spec->prog, "unexpected argument '%s' (see --help)", a);
                 return CLI_USAGE;

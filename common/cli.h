@@ -60,7 +60,9 @@ int cli_count(const CliOption *opts);
 // (including one outside its .range) prints
 // "PROG: error: ..." plus a hint to stderr and returns CLI_USAGE (the caller
 // exits 2). Positional arguments are collected in *rest (may be NULL to
-// refuse them).
+// refuse them); "--" ends the options (POSIX), and every argument after it
+// is positional, even one that starts with "--". Numbers are decimal
+// ("0x10" is refused).
 int cli_parse(CliSpec *spec, int argc, char **argv, int *n_rest, char ***rest);
 void cli_print_help(const CliSpec *spec, FILE *out);
 // Finds an option by name (NULL if absent), e.g. to ask whether it was given.

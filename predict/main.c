@@ -101,27 +101,8 @@ int main(int argc, char **argv) {
                     "(--model MODEL.h5 | --head HEAD.h5 [--weights BASE])\n"
                     "               (IMAGE|DIR... | --eval DIR | --cache CACHE) [options]",
                     EPILOG, opts, 0};
-    // "--" ends the options (POSIX): what follows are inputs, even "--x".
-    // (Not a "--" that is an option's value, as in --report --.)
-    int end = argc;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--")) continue;
-        const char *prev = argv[i - 1];
-        CliOption *po = i > 1 && !strncmp(prev, "--", 2) && !strchr(prev, '=') ? cli_find(&spec, prev + 2) : NULL;
-        if (po && po->type != OPT_FLAG) continue;
-        end = i;
-        break;
-    }
-    int rc = cli_parse(&spec, end, argv, &o.n_inputs, &o.inputs);
-    if (rc == CLI_OK && end < argc) {
-        char **all = realloc(o.inputs, sizeof(char *) * (size_t)(argc + 1));
-        if (!all) rc = CLI_USAGE, cli_error("predict", "out of memory");
-        else {
-            o.inputs = all;
-            for (int i = end + 1; i < argc; i++) o.inputs[o.n_inputs++] = argv[i];
-            o.inputs[o.n_inputs] = NULL;
-        }
-    }
+    // cli_parse: "--" ends the options (inputs named "--x" follow it).
+    int rc = cli_parse(&spec, argc, argv, &o.n_inputs, &o.inputs);
     if (rc != CLI_OK) {
         free(o.inputs);
         return rc == CLI_EXIT_OK ? EXIT_DONE : EXIT_USAGE;

@@ -66,13 +66,39 @@ Test(cli, usage_errors, .init = cr_redirect_stderr) {
     cr_expect_eq(cli_parse(&s, 2, missing, NULL, NULL), CLI_USAGE);
     char *positional[] = {"tool", "stray", NULL};
     cr_expect_eq(cli_parse(&s, 2, positional, NULL, NULL), CLI_USAGE);
+    char *hex[] = {"tool", "--lr", "0x10", NULL};
+    cr_expect_eq(cli_parse(&s, 3, hex, NULL, NULL), CLI_USAGE);
+    char *after_dashes[] = {"tool", "--", "x", NULL};
+    cr_expect_eq(cli_parse(&s, 3, after_dashes, NULL, NULL), CLI_USAGE);
     fflush(stderr);
     cr_expect_stderr_eq_str(
         "tool: error: --mode: 'tf' is not one of caffe|rescale|torch\n"
         "tool: error: --n: '12x' is not an integer\n"
         "tool: error: unknown option '--nope' (see --help)\n"
         "tool: error: option '--n' needs a value (N)\n"
-        "tool: error: unexpected argument 'stray' (see --help)\n");
+        "tool: error: unexpected argument 'stray' (see --help)\n"
+        "tool: error: --lr: '0x10' is not a number\n"
+        "tool: error: unexpected argument 'x' (see --help)\n");
+}
+
+// "--" ends the options: what follows is positional, "--flag" included; a
+// "--" that is an option's value stays that value.
+Test(cli, double_dash_ends_the_options) {
+    Opts o;
+    CliOption opts[5];
+    CliSpec s = make_spec(&o, opts);
+    char *argv[] = {"tool", "a", "--name", "--", "--n", "3", "--", "--flag", "b", NULL};
+    int n_rest = 0;
+    char **rest = NULL;
+    cr_assert_eq(cli_parse(&s, 9, argv, &n_rest, &rest), CLI_OK);
+    cr_expect_str_eq(o.name, "--");
+    cr_expect_eq(o.n, 3);
+    cr_expect_eq(o.flag, 0, "--flag after -- is an argument");
+    cr_assert_eq(n_rest, 3);
+    cr_expect_str_eq(rest[0], "a");
+    cr_expect_str_eq(rest[1], "--flag");
+    cr_expect_str_eq(rest[2], "b");
+    free(rest);
 }
 
 Test(cli, help_lists_options_with_defaults) {
