@@ -209,6 +209,24 @@ int finetune_step(BaseWalk *w, HeadBuffers *hb, Grads *g, const Optimizer *o, fl
                   const float *in, const int32_t *labels, const float *sample_weights, int N, uint64_t seed,
                   float *loss) {
     const Model *m = w->m;
+    if (w->gpu && gpu_walk_has_head(w->gpu)) {
+        // The whole step on the device (VGGFT_GPU_HEAD=1): the features and
+        // their gradient stay there; the host gets the logits, the
+        // probabilities and the loss. g and slots are not used: the head's
+        // gradients and slots live on the device too.
+        double t0 = progress_now();
+        if (gpu_walk_forward(w->gpu, in, N, NULL) < 0) return -1;
+        double t1 = progress_now();
+        OptimRule rule = optim_rule(o);
+        hb->dropout_applied = 0;  // the host's mask is not this batch's
+        if (gpu_walk_head_step(w->gpu, labels, sample_weights, N, seed, (uint64_t)o->step, &rule, hb->logits,
+                               hb->probs, loss) < 0)
+            return -1;
+        double t2 = progress_now();
+        if (gpu_walk_backward_update(w->gpu, NULL, N, &rule) < 0) return -1;
+        w->times.trainable += (t1 - t0) + (progress_now() - t2), w->times.head += t2 - t1;
+        return 0;
+    }
     grads_zero(g, m);
     if (walk_forward(w, in, N) < 0) return -1;
     double t0 = progress_now();
@@ -238,5 +256,11 @@ int finetune_step(BaseWalk *w, HeadBuffers *hb, Grads *g, const Optimizer *o, fl
 
 int walk_predict(BaseWalk *w, HeadBuffers *hb, const float *in, int N) {
     if (walk_forward(w, in, N) < 0) return -1;
+    // The device head reads the features still on the device (walk_forward
+    // also brought them to the host, as its contract says).
+    if (w->gpu && gpu_walk_has_head(w->gpu)) {
+        hb->dropout_applied = 0;
+        return gpu_walk_head_forward(w->gpu, N, hb->logits, hb->probs);
+    }
     return head_forward(w->m, w->features, N, 0, 0, 0, hb);
 }

@@ -67,3 +67,46 @@ int gpu_walk_upload(GpuWalk *g, const Model *m, float *const *slots) {
 int gpu_optim_apply(const OptimRule *r, float *param, const float *grad, float *const *slots, size_t n) {
     return err_set("this build has no CUDA support (built with CUDA=0)");
 }
+
+int gpu_walk_has_head(const GpuWalk *g) { return 0; }
+
+int gpu_walk_head_forward(GpuWalk *g, int N, float *logits, float *probs) {
+    return err_set("this build has no CUDA support (built with CUDA=0)");
+}
+
+int gpu_walk_head_step(GpuWalk *g, const int32_t *labels, const float *sample_weights, int N, uint64_t seed,
+                       uint64_t stream, const OptimRule *r, float *logits, float *probs, float *loss) {
+    return err_set("this build has no CUDA support (built with CUDA=0)");
+}
+
+#include "gpu_head.h"
+
+GpuHead *gpu_head_create(const Model *m, int cap) {
+    err_set("this build has no CUDA support (built with CUDA=0)");
+    return NULL;
+}
+
+void gpu_head_free(GpuHead *h) {}
+size_t gpu_head_bytes(const GpuHead *h) { return 0; }
+
+int gpu_head_forward(GpuHead *h, const float *feat, int N, int training, uint64_t seed, uint64_t stream, float *logits,
+                     float *probs) {
+    return err_set("this build has no CUDA support (built with CUDA=0)");
+}
+
+int gpu_head_backward_update(GpuHead *h, const float *feat, const int32_t *labels, const float *sample_weights, int N,
+                             const OptimRule *r, float *d_feat, float *loss) {
+    return err_set("this build has no CUDA support (built with CUDA=0)");
+}
+
+int gpu_head_download(GpuHead *h, Model *m, float *const *slots) {
+    return err_set("this build has no CUDA support (built with CUDA=0)");
+}
+
+int gpu_head_upload(GpuHead *h, const Model *m, float *const *slots) {
+    return err_set("this build has no CUDA support (built with CUDA=0)");
+}
+
+int gpu_head_dropout_host(float *x, size_t n, float rate, uint64_t seed, uint64_t stream, uint8_t *mask) {
+    return err_set("this build has no CUDA support (built with CUDA=0)");
+}

@@ -186,3 +186,60 @@ __global__ static void bias_relu_nhwc(float *y, const float *bias, long n, int C
 void gpu_bias_relu(float *y, const float *bias, long n, int C, cudaStream_t s) {
     bias_relu_nhwc<<<gpu_blocks(n), 256, 0, s>>>(y, bias, n, C);
 }
+
+// optim_apply (common/optim.c) element by element, every operation rounded
+// as there: the CPU build keeps multiplies and adds apart
+// (-ffp-contract=off), so here each one is an explicit _rn intrinsic (nvcc
+// would otherwise fuse them into FMAs); sqrt and division are exact on both.
+// s0, s1: the tensor's two slots (as many as the rule uses are read).
+__global__ static void optim_kernel(OptimRule r, float *w, const float *g, float *s0, float *s1, long n) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
+        const float gi = g[i];
+        switch (r.kind) {
+        case OPTIM_SGD:
+            if (r.momentum == 0.0f) {
+                w[i] = __fsub_rn(w[i], __fmul_rn(gi, r.lr));
+            } else {
+                // m = m*mu - g*lr; w += nesterov ? m*mu - g*lr : m
+                float m = __fsub_rn(__fmul_rn(s0[i], r.momentum), __fmul_rn(gi, r.lr));
+                s0[i] = m;
+                float step = r.nesterov ? __fsub_rn(__fmul_rn(m, r.momentum), __fmul_rn(gi, r.lr)) : m;
+                w[i] = __fadd_rn(w[i], step);
+            }
+            break;
+        case OPTIM_ADAM: {
+            // m += (g - m)*c1; v += (g*g - v)*c2; w -= (m*alpha) / (sqrt(v) + eps)
+            float m = __fadd_rn(s0[i], __fmul_rn(__fsub_rn(gi, s0[i]), r.c1));
+            float v = __fadd_rn(s1[i], __fmul_rn(__fsub_rn(__fmul_rn(gi, gi), s1[i]), r.c2));
+            s0[i] = m, s1[i] = v;
+            w[i] = __fsub_rn(w[i], __fdiv_rn(__fmul_rn(m, r.alpha), __fadd_rn(__fsqrt_rn(v), r.epsilon)));
+            break;
+        }
+        case OPTIM_RMSPROP: {
+            // v = rho*v + c*(g*g); inc = (lr*g) / sqrt(v + eps); with momentum
+            // mom = mu*mom + inc, inc = mom; w -= inc
+            float v = __fadd_rn(__fmul_rn(r.rho, s0[i]), __fmul_rn(r.c1, __fmul_rn(gi, gi)));
+            s0[i] = v;
+            float inc = __fdiv_rn(__fmul_rn(r.lr, gi), __fsqrt_rn(__fadd_rn(v, r.epsilon)));
+            if (r.momentum > 0.0f) {
+                float mom = __fadd_rn(__fmul_rn(r.momentum, s1[i]), inc);
+                s1[i] = mom;
+                inc = mom;
+            }
+            w[i] = __fsub_rn(w[i], inc);
+            break;
+        }
+        }
+    }
+}
+
+
+void optim_kernel_launch(const OptimRule *r, float *w, const float *g, float *s0, float *s1, long n) {
+    optim_kernel<<<gpu_blocks(n), 256>>>(*r, w, g, s0, s1, n);
+}
+
+int gpu_optim_launch(const OptimRule *r, float *w, const float *g, float *s0, float *s1, long n, const char *what) {
+    optim_kernel_launch(r, w, g, s0, s1, n);
+    CUDA_OK(cudaGetLastError(), what);
+    return 0;
+}

@@ -13,6 +13,7 @@
 extern "C" {
 #include "forward.h"  // HEAD_SLOTS
 #include "gpu.h"
+#include "gpu_head.h"
 #include "gpu_walk.h"
 }
 
@@ -40,6 +41,7 @@ struct GpuWalk {
     void *work;
     size_t work_size;
     size_t bytes;
+    GpuHead *head;       // the head on the device (VGGFT_GPU_HEAD=1), or NULL: on the host
 };
 
 static size_t out_floats(const Layer *l) { return (size_t)l->out_h * l->out_w * l->out_c; }
@@ -126,52 +128,6 @@ __global__ static void bias_grad_kernel(const float *dy, long rows, int C, float
         __syncthreads();
     }
     if (threadIdx.x == 0) db[c] = part[0];
-}
-
-// optim_apply (common/optim.c) element by element, every operation rounded
-// as there: the CPU build keeps multiplies and adds apart
-// (-ffp-contract=off), so here each one is an explicit _rn intrinsic (nvcc
-// would otherwise fuse them into FMAs); sqrt and division are exact on both.
-// s0, s1: the tensor's two slots (as many as the rule uses are read).
-__global__ static void optim_kernel(OptimRule r, float *w, const float *g, float *s0, float *s1, long n) {
-    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
-        const float gi = g[i];
-        switch (r.kind) {
-        case OPTIM_SGD:
-            if (r.momentum == 0.0f) {
-                w[i] = __fsub_rn(w[i], __fmul_rn(gi, r.lr));
-            } else {
-                // m = m*mu - g*lr; w += nesterov ? m*mu - g*lr : m
-                float m = __fsub_rn(__fmul_rn(s0[i], r.momentum), __fmul_rn(gi, r.lr));
-                s0[i] = m;
-                float step = r.nesterov ? __fsub_rn(__fmul_rn(m, r.momentum), __fmul_rn(gi, r.lr)) : m;
-                w[i] = __fadd_rn(w[i], step);
-            }
-            break;
-        case OPTIM_ADAM: {
-            // m += (g - m)*c1; v += (g*g - v)*c2; w -= (m*alpha) / (sqrt(v) + eps)
-            float m = __fadd_rn(s0[i], __fmul_rn(__fsub_rn(gi, s0[i]), r.c1));
-            float v = __fadd_rn(s1[i], __fmul_rn(__fsub_rn(__fmul_rn(gi, gi), s1[i]), r.c2));
-            s0[i] = m, s1[i] = v;
-            w[i] = __fsub_rn(w[i], __fdiv_rn(__fmul_rn(m, r.alpha), __fadd_rn(__fsqrt_rn(v), r.epsilon)));
-            break;
-        }
-        case OPTIM_RMSPROP: {
-            // v = rho*v + c*(g*g); inc = (lr*g) / sqrt(v + eps); with momentum
-            // mom = mu*mom + inc, inc = mom; w -= inc
-            float v = __fadd_rn(__fmul_rn(r.rho, s0[i]), __fmul_rn(r.c1, __fmul_rn(gi, gi)));
-            s0[i] = v;
-            float inc = __fdiv_rn(__fmul_rn(r.lr, gi), __fsqrt_rn(__fadd_rn(v, r.epsilon)));
-            if (r.momentum > 0.0f) {
-                float mom = __fadd_rn(__fmul_rn(r.momentum, s1[i]), inc);
-                s1[i] = mom;
-                inc = mom;
-            }
-            w[i] = __fsub_rn(w[i], inc);
-            break;
-        }
-        }
-    }
 }
 
 static int pool_forward(const Layer *l, const float *x, int N, float *y, int32_t *argmax) {
@@ -293,6 +249,13 @@ static int create(GpuWalk *g, const Model *m, int from, int cap, GpuPrecision pr
         }
     }
     if (g->work_size && DALLOC(g, g->work, g->work_size, "allocating the cuDNN workspace") < 0) return -1;
+    // The head on the device only when asked for (gpu_walk.h): read here,
+    // once per walk.
+    const char *head = getenv("VGGFT_GPU_HEAD");
+    if (head && !strcmp(head, "1")) {
+        if (!(g->head = gpu_head_create(m, cap))) return err_prefix("VGGFT_GPU_HEAD=1: ");
+        g->bytes += gpu_head_bytes(g->head);
+    }
     CUDA_OK(cudaDeviceSynchronize(), "setting up the walk");
     return 0;
 }
@@ -317,6 +280,7 @@ extern "C" GpuWalk *gpu_walk_create(const Model *m, int from, int cap, GpuPrecis
 
 extern "C" void gpu_walk_free(GpuWalk *g) {
     if (!g) return;
+    gpu_head_free(g->head);
     const int L = g->m->n_layers;
     for (int i = 0; i < L; i++) {
         if (g->convs) gpu_conv_free(&g->convs[i]);
@@ -357,8 +321,9 @@ extern "C" void gpu_walk_describe(const GpuWalk *g, char *buf, size_t size) {
         if (n < 0) break;
         at += (size_t)n;
     }
-    if (at < size) snprintf(buf + at, size - at, "; workspace %zu MB, %zu MB in all%s", g->work_size >> 20,
-                            g->bytes >> 20, g->deterministic ? "" : "; NOT deterministic");
+    if (at < size) snprintf(buf + at, size - at, "; workspace %zu MB, %zu MB in all%s%s", g->work_size >> 20,
+                            g->bytes >> 20, g->deterministic ? "" : "; NOT deterministic",
+                            g->head ? "; head on the GPU" : "");
 }
 extern "C" int gpu_walk_deterministic(const GpuWalk *g) { return g->deterministic; }
 
@@ -404,9 +369,41 @@ extern "C" int gpu_walk_forward(GpuWalk *g, const float *in, int N, float *featu
                                                  : pool_forward(&m->layers[i], xi, g->cap, g->act[i], g->argmax[i]);
         if (rc < 0) return -1;
     }
-    CUDA_OK(cudaMemcpy(features, g->feat, (size_t)N * g->feat_size * sizeof(float), cudaMemcpyDeviceToHost),
-            "running the conv base");
+    if (features)
+        CUDA_OK(cudaMemcpy(features, g->feat, (size_t)N * g->feat_size * sizeof(float), cudaMemcpyDeviceToHost),
+                "running the conv base");
+    else
+        CUDA_OK(cudaDeviceSynchronize(), "running the conv base");  // its errors here, and honest timings
     return 0;
+}
+
+// --- the head on the device ------------------------------------------------------
+
+extern "C" int gpu_walk_has_head(const GpuWalk *g) { return g->head != NULL; }
+
+static int need_head(const GpuWalk *g) {
+    if (!g->head) return err_set("GPU walk: the head runs on the host (VGGFT_GPU_HEAD=1 puts it on the device)");
+    return 0;
+}
+
+extern "C" int gpu_walk_head_forward(GpuWalk *g, int N, float *logits, float *probs) {
+    if (need_head(g) < 0) return -1;
+    return gpu_head_forward(g->head, g->feat, N, 0, 0, 0, logits, probs);
+}
+
+extern "C" int gpu_walk_head_step(GpuWalk *g, const int32_t *labels, const float *sample_weights, int N, uint64_t seed,
+                                  uint64_t stream, const OptimRule *r, float *logits, float *probs, float *loss) {
+    if (need_head(g) < 0) return -1;
+    if (gpu_head_forward(g->head, g->feat, N, 1, seed, stream, logits, probs) < 0) return -1;
+    // The feature gradient only when the base has something to train; its
+    // padding rows zero, as gpu_walk_backward_update's upload makes them.
+    const int base_trains = g->ft < g->nb;
+    const size_t F = (size_t)g->feat_size;
+    if (base_trains && N < g->cap)
+        CUDA_OK(cudaMemset(g->d_feat + (size_t)N * F, 0, (size_t)(g->cap - N) * F * sizeof(float)),
+                "padding the feature gradient");
+    return gpu_head_backward_update(g->head, g->feat, labels, sample_weights, N, r, base_trains ? g->d_feat : NULL,
+                                    loss);
 }
 
 // --- backward and update ----------------------------------------------------------
@@ -417,10 +414,12 @@ extern "C" int gpu_walk_backward_update(GpuWalk *g, const float *d_features, int
     const int nb = g->nb, ft = g->ft;
     if (ft >= nb) return 0;  // nothing trainable in the base
     const size_t F = (size_t)g->feat_size;
-    CUDA_OK(cudaMemcpy(g->d_feat, d_features, (size_t)N * F * sizeof(float), cudaMemcpyHostToDevice),
-            "uploading the feature gradient");
+    // d_features NULL: the device head's gradient is in place (gpu_walk_head_step).
+    if (d_features)
+        CUDA_OK(cudaMemcpy(g->d_feat, d_features, (size_t)N * F * sizeof(float), cudaMemcpyHostToDevice),
+                "uploading the feature gradient");
     // The padding items' gradients are zeros: they add nothing to the weights' gradients.
-    if (N < g->cap)
+    if (d_features && N < g->cap)
         CUDA_OK(cudaMemset(g->d_feat + (size_t)N * F, 0, (size_t)(g->cap - N) * F * sizeof(float)),
                 "padding the feature gradient");
     const float one = 1.f, zero = 0.f;
@@ -466,10 +465,8 @@ extern "C" int gpu_walk_backward_update(GpuWalk *g, const float *d_features, int
         if (l->kind != LAYER_CONV) continue;
         GpuConv *c = &g->convs[i];
         float **sk = HEAD_SLOTS(g->slot, i, 0), **sb = HEAD_SLOTS(g->slot, i, 1);
-        optim_kernel<<<gpu_blocks(l->n_kernel), 256>>>(*r, c->d_kernel, g->dkernel[i], sk[0], sk[1], l->n_kernel);
-        CUDA_OK(cudaGetLastError(), l->name);
-        optim_kernel<<<gpu_blocks(l->n_bias), 256>>>(*r, c->d_bias, g->dbias[i], sb[0], sb[1], l->n_bias);
-        CUDA_OK(cudaGetLastError(), l->name);
+        if (gpu_optim_launch(r, c->d_kernel, g->dkernel[i], sk[0], sk[1], l->n_kernel, l->name) < 0) return -1;
+        if (gpu_optim_launch(r, c->d_bias, g->dbias[i], sb[0], sb[1], l->n_bias, l->name) < 0) return -1;
     }
     CUDA_OK(cudaDeviceSynchronize(), "the backward pass and update");
     return 0;
@@ -521,7 +518,7 @@ extern "C" int gpu_walk_download(GpuWalk *g, Model *m, float *const *slots) {
         if (gpu_conv_download(&g->convs[i], &m->layers[i]) < 0) return err_prefix("%s: ", m->layers[i].name);
         if (slots_copy(g, i, slots, 0) < 0) return err_prefix("%s: ", m->layers[i].name);
     }
-    return 0;
+    return g->head ? gpu_head_download(g->head, m, slots) : 0;
 }
 
 extern "C" int gpu_walk_upload(GpuWalk *g, const Model *m, float *const *slots) {
@@ -531,7 +528,7 @@ extern "C" int gpu_walk_upload(GpuWalk *g, const Model *m, float *const *slots) 
         if (gpu_conv_upload(&g->convs[i], &m->layers[i]) < 0) return err_prefix("%s: ", m->layers[i].name);
         if (i >= g->ft && slots_copy(g, i, slots, 1) < 0) return err_prefix("%s: ", m->layers[i].name);
     }
-    return 0;
+    return g->head ? gpu_head_upload(g->head, m, slots) : 0;
 }
 
 extern "C" int gpu_optim_apply(const OptimRule *r, float *param, const float *grad, float *const *slots, size_t n) {
@@ -546,7 +543,7 @@ extern "C" int gpu_optim_apply(const OptimRule *r, float *param, const float *gr
     if (e == cudaSuccess) e = cudaMemcpy(d[1], grad, bytes, cudaMemcpyHostToDevice);
     for (int s = 0; s < r->n_slots && e == cudaSuccess; s++) e = cudaMemcpy(d[2 + s], slots[s], bytes, cudaMemcpyHostToDevice);
     if (e == cudaSuccess) {
-        optim_kernel<<<gpu_blocks((long)n), 256>>>(*r, d[0], d[1], d[2], d[3], (long)n);
+        optim_kernel_launch(r, d[0], d[1], d[2], d[3], (long)n);
         e = cudaGetLastError();
     }
     if (e == cudaSuccess) e = cudaMemcpy(param, d[0], bytes, cudaMemcpyDeviceToHost);

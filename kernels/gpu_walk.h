@@ -23,12 +23,15 @@
 // on the CPU; explicit _rn intrinsics here), so from the same gradient it
 // gives the CPU's bits.
 //
-// The head (flatten, dense, dropout, loss) stays on the CPU (head_forward /
-// head_backward and the CPU optimizer, common/forward.h): its compute is tiny
-// (20 x 8192 x 256 at 150x150 with the seeds' head) and one implementation of
-// dropout, loss and class weights serves both devices. Per step the features
-// go device -> host and their gradient host -> device (N x feature size
-// floats each: 0.6 MB for 20 images at 150x150).
+// The head (flatten, dense, dropout, loss) stays on the CPU by default
+// (head_forward / head_backward and the CPU optimizer, common/forward.h):
+// per step the features go device -> host and their gradient host -> device
+// (N x feature size floats each: 0.6 MB for 20 images at 150x150). With the
+// environment variable VGGFT_GPU_HEAD=1 (read by gpu_walk_create) the walk
+// also holds the head (kernels/gpu_head.h): its weights and slots live on the
+// device, gpu_walk_head_step runs its forward pass, loss, backward pass and
+// update there, and the features never leave the device. Opt-in until a GPU
+// run has shown it equal to the CPU head (tests/test_gpu_walk.c).
 //
 // Every batch runs at the capacity `cap`: a smaller one is padded with zero
 // inputs whose feature gradients are zero, so they add exact zeros to the
@@ -45,6 +48,7 @@
 // with "this build has no CUDA support (built with CUDA=0)".
 #pragma once
 #include <stddef.h>
+#include <stdint.h>
 
 #include "gpu.h"
 #include "model.h"
@@ -76,17 +80,37 @@ void gpu_walk_describe(const GpuWalk *g, char *buf, size_t size);
 int gpu_walk_deterministic(const GpuWalk *g);
 
 // in: N <= cap items on the host (N x the output size of layer from-1).
-// features: N x model_feature_size floats on the host, the cut's output.
+// features: N x model_feature_size floats on the host, the cut's output, or
+// NULL: they stay on the device (for gpu_walk_head_step).
 // Keeps what backward needs for the trainable layers.
 int gpu_walk_forward(GpuWalk *g, const float *in, int N, float *features);
 // After gpu_walk_forward on the same batch: d_features (N x feature size on
-// the host, the gradient of the loss w.r.t. the cut's output) back through
-// the trainable layers, then one update of every trainable conv's kernel and
-// bias by rule r (optim_rule of the step's Optimizer).
+// the host, the gradient of the loss w.r.t. the cut's output; NULL: the one
+// gpu_walk_head_step left on the device) back through the trainable layers,
+// then one update of every trainable conv's kernel and bias by rule r
+// (optim_rule of the step's Optimizer).
 int gpu_walk_backward_update(GpuWalk *g, const float *d_features, int N, const OptimRule *r);
 
+// 1 when the walk holds the head (created with VGGFT_GPU_HEAD=1), else 0.
+int gpu_walk_has_head(const GpuWalk *g);
+// The device head (gpu_walk_has_head; else -1 with err_set) on the features
+// of the last gpu_walk_forward, N rows, inference (no dropout): logits and
+// probs (host, N x n_outputs each, may be NULL), as head_forward's
+// hb->logits and hb->probs.
+int gpu_walk_head_forward(GpuWalk *g, int N, float *logits, float *probs);
+// One training step of the device head after gpu_walk_forward(features
+// NULL): forward with dropout (seed, stream: head_forward's), logits and
+// probs to the host (may be NULL), the mean (weighted) loss of labels (host,
+// N; sample_weights host, N, or NULL) into *loss, the backward pass down to
+// the feature gradient (kept on the device, padding rows zero, for
+// gpu_walk_backward_update(d_features NULL)) and the head layers' update by
+// r. Equals finetune_step's head on the CPU within the tolerances of
+// tests/test_gpu_walk.c.
+int gpu_walk_head_step(GpuWalk *g, const int32_t *labels, const float *sample_weights, int N, uint64_t seed,
+                       uint64_t stream, const OptimRule *r, float *logits, float *probs, float *loss);
+
 // Host <-> device copies of the trainable convs' weights and optimizer
-// slots. slots: the HEAD_SLOTS layout over m's layer indices (fit.h's
+// slots (and of the head's layers when the walk holds the head). slots: the HEAD_SLOTS layout over m's layer indices (fit.h's
 // FitState.slots), may be NULL; a slot pointer that is NULL (the optimizer
 // has fewer slots) is skipped. download writes m's kernels (Keras R,S,C,K)
 // and biases of layers [first_trainable, n_base) and the slots; upload reads

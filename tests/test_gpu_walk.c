@@ -8,6 +8,13 @@
 // seeds' shape (printed). Every GPU test skips without a usable GPU;
 // fails_cleanly_without_a_gpu runs only without one.
 //
+// The head on the device (VGGFT_GPU_HEAD=1, kernels/gpu_head.h): the tests
+// whose names end in _gpu_head run the same checks with the head's layers on
+// the device as well (its weights and slots compared like the base's, after
+// walk_download), plus a 3-class softmax head and sample weights (class
+// weights), dropout on; device_dropout_code_equals_cpu_dropout checks the
+// device's dropout code on the host (a CUDA build, no GPU needed).
+//
 // Tolerance. Both devices compute in strict float32 (no TF32) but sum in
 // other orders (cuDNN's algorithms vs OpenBLAS's sgemm bands), so values
 // agree to a few float32 roundings of the sums' terms, relative to the
@@ -35,7 +42,9 @@
 #include "fileutil.h"
 #include "forward.h"
 #include "gpu.h"
+#include "gpu_head.h"
 #include "gpu_walk.h"
+#include "layers.h"
 #include "model.h"
 #include "model_io.h"
 #include "optim.h"
@@ -54,19 +63,24 @@ static void need_gpu(void) {
     if (test_show_gpus(why, sizeof why) == 0) cr_skip_test("no GPU: %s", why);
 }
 
-static Model build(int size, const char *unfreeze, uint64_t seed) {
+// classes: 2 (one sigmoid output) or more (softmax).
+static Model build_classes(int size, const char *unfreeze, uint64_t seed, int classes) {
     ModelConfig cfg;
     model_config_defaults(&cfg);
     cfg.input_h = cfg.input_w = size;
     cfg.unfreeze = unfreeze;
     cfg.hidden = 16;
     cfg.dropout = 0.5f;
+    cfg.n_classes = classes;
+    cfg.binary = classes == 2;
     Model m;
     cr_assert_eq(model_build(&m, &cfg), 0, "model_build: %s", err_msg());
     cr_assert_eq(model_alloc_weights(&m, 0, m.n_layers), 0, "%s", err_msg());
     model_init_random(&m, 1, m.n_layers, seed);
     return m;
 }
+
+static Model build(int size, const char *unfreeze, uint64_t seed) { return build_classes(size, unfreeze, seed, 2); }
 
 // n floats U(lo, hi).
 static float *urand(size_t n, float lo, float hi, uint64_t seed) {
@@ -162,6 +176,12 @@ Test(gpu_walk, fails_cleanly_without_a_gpu) {
     walk_free(&w);  // safe after the failure
     cr_expect_null(gpu_walk_create(&m, 1, 2, GPU_FP32));
     cr_expect(strlen(err_msg()) > 0);
+    // Asking for the head on the device changes nothing here.
+    setenv("VGGFT_GPU_HEAD", "1", 1);
+    cr_expect_eq(walk_alloc_device(&w, &m, 1, 2, 1, GPU_FP32), -1);
+    cr_expect(strstr(err_msg(), "GPU") || strstr(err_msg(), "CUDA"), "the reason is given: %s", err_msg());
+    walk_free(&w);
+    unsetenv("VGGFT_GPU_HEAD");
     // walk_download / walk_upload of a CPU walk have nothing to do.
     cr_assert_eq(walk_alloc_device(&w, &m, 1, 2, 0, GPU_FP32), 0, "%s", err_msg());
     cr_expect_eq(walk_download(&w, &m, NULL), 0);
@@ -221,6 +241,38 @@ Test(gpu_walk, optimizer_kernel_equals_optim_apply_bit_for_bit) {
     optim_same_bits(OPTIM_RMSPROP, 0.9f, 0, 0);
 }
 
+// --- the device head's dropout, on the host -------------------------------------------------
+
+// The device's relu + dropout code (gpu_head.cu's __host__ __device__
+// function, compiled by nvcc for the host) against relu_forward +
+// dropout_forward: the same values and mask, bit for bit, for many
+// counters, several seeds, streams and rates. Needs a CUDA build, not a GPU.
+Test(gpu_walk, device_dropout_code_equals_cpu_dropout) {
+    if (!gpu_built()) cr_skip_test("a build without CUDA");
+    const size_t n = 1 << 20;
+    const float rates[] = {0.5f, 0.3f, 0.1f, 0.9f, 0.0f, 1.0f};
+    const uint64_t seeds[] = {1, 12345, 0xFFFFFFFFFFFFFFFFull}, streams[] = {0, 7, 123456789012ull};
+    uint8_t *mc = malloc(n), *mg = malloc(n);
+    for (size_t r = 0; r < sizeof rates / sizeof *rates; r++)
+        for (int k = 0; k < 3; k++) {
+            float *xc = urand(n, -1, 1, 60 + k), *xg = urand(n, -1, 1, 60 + k);
+            relu_forward(xc, n);
+            dropout_forward(xc, n, rates[r], seeds[k], streams[k], mc);
+            cr_assert_eq(gpu_head_dropout_host(xg, n, rates[r], seeds[k], streams[k], mg), 0, "%s", err_msg());
+            cr_expect(!memcmp(mc, mg, n), "rate %g seed %llu stream %llu: masks differ", rates[r],
+                      (unsigned long long)seeds[k], (unsigned long long)streams[k]);
+            cr_expect(!memcmp(xc, xg, n * sizeof(float)), "rate %g seed %llu: values differ (max %g)", rates[r],
+                      (unsigned long long)seeds[k], max_abs_diff(xc, xg, n));
+            size_t kept = 0;
+            for (size_t i = 0; i < n; i++) kept += mg[i];
+            if (rates[r] > 0 && rates[r] < 1)  // a mask of the right density: not all kept, not all dropped
+                cr_expect(fabs((double)kept / n - (1 - rates[r])) < 0.01, "rate %g: %.4f kept", rates[r],
+                          (double)kept / n);
+            free(xc), free(xg);
+        }
+    free(mc), free(mg);
+}
+
 // --- one step on each device ----------------------------------------------------------
 
 // A CPU walk and a GPU walk on two copies of one model, with their
@@ -234,16 +286,35 @@ typedef struct {
     float **slots;
 } Side;
 
-static void side_init(Side *s, int size, const char *unfreeze, int from_cache, const Optimizer *o, int cap, int gpu) {
+// The devices a Side runs on.
+enum { ON_CPU, ON_GPU, ON_GPU_HEAD };  // ON_GPU: the head on the CPU; ON_GPU_HEAD: VGGFT_GPU_HEAD=1
+
+// classes: build_classes's. dev: ON_CPU, ON_GPU or ON_GPU_HEAD.
+static void side_init_classes(Side *s, int size, const char *unfreeze, int from_cache, const Optimizer *o, int cap,
+                              int dev, int classes) {
     memset(s, 0, sizeof *s);
-    s->m = build(size, unfreeze, 7);
+    s->m = build_classes(size, unfreeze, 7, classes);
     int from = from_cache ? s->m.first_trainable_base : 1;
     cr_assert(!from_cache || s->m.layers[from - 1].kind == LAYER_POOL);
-    cr_assert_eq(walk_alloc_device(&s->w, &s->m, from, cap, gpu, GPU_FP32), 0, "%s", err_msg());
+    // The variable is read when the GPU walk is made: set or cleared
+    // explicitly, so that the environment the tests run in cannot change
+    // which head a test checks.
+    if (dev == ON_GPU_HEAD) setenv("VGGFT_GPU_HEAD", "1", 1);
+    else unsetenv("VGGFT_GPU_HEAD");
+    int rc = walk_alloc_device(&s->w, &s->m, from, cap, dev != ON_CPU, GPU_FP32);
+    unsetenv("VGGFT_GPU_HEAD");
+    cr_assert_eq(rc, 0, "%s", err_msg());
+    if (dev != ON_CPU)
+        cr_assert_eq(gpu_walk_has_head(s->w.gpu), dev == ON_GPU_HEAD, "VGGFT_GPU_HEAD=%d not followed",
+                     dev == ON_GPU_HEAD);
     cr_assert_eq(head_buffers_alloc(&s->hb, &s->m, cap), 0);
     cr_assert_eq(grads_alloc(&s->g, &s->m, s->w.first_trainable, s->m.n_layers), 0);
     s->o = *o;
     s->slots = slots_alloc(&s->m, o, s->w.first_trainable);
+}
+
+static void side_init(Side *s, int size, const char *unfreeze, int from_cache, const Optimizer *o, int cap, int dev) {
+    side_init_classes(s, size, unfreeze, from_cache, o, cap, dev, 2);
 }
 
 static void side_free(Side *s) {
@@ -254,12 +325,17 @@ static void side_free(Side *s) {
     model_free(&s->m);
 }
 
-static float side_step(Side *s, const float *x, const int32_t *labels, int N) {
+// sample_weights: N, or NULL.
+static float side_step_weighted(Side *s, const float *x, const int32_t *labels, const float *sample_weights, int N) {
     float loss = NAN;
-    cr_assert_eq(finetune_step(&s->w, &s->hb, &s->g, &s->o, s->slots, x, labels, NULL, N, 5, &loss), 0, "%s",
-                 err_msg());
+    cr_assert_eq(finetune_step(&s->w, &s->hb, &s->g, &s->o, s->slots, x, labels, sample_weights, N, 5, &loss), 0,
+                 "%s", err_msg());
     optim_step_done(&s->o);
     return loss;
+}
+
+static float side_step(Side *s, const float *x, const int32_t *labels, int N) {
+    return side_step_weighted(s, x, labels, NULL, N);
 }
 
 // The CPU's and the GPU's weights and slots of every trainable layer after
@@ -289,8 +365,13 @@ static void compare_state(const char *tag, Side *c, Side *g, float **w0) {
 }
 
 // Two steps (a full batch of 4, then 3 items: the padded case) on both
-// devices from the same weights and inputs; then the state compared.
-static void step_matches(int size, const char *unfreeze, int from_cache, OptimKind kind) {
+// devices from the same weights and inputs; then the state compared. dev:
+// ON_GPU (the head on the CPU) or ON_GPU_HEAD (VGGFT_GPU_HEAD=1: the head on
+// the device too, its layers compared as the base's). classes: 2 (sigmoid)
+// or more (softmax); weighted: sample weights from class weights (as
+// finetune's --class-weight makes them). Dropout (0.5) is on in every step.
+static void step_matches_head(int size, const char *unfreeze, int from_cache, OptimKind kind, int dev, int classes,
+                              int weighted) {
     need_gpu();
     Optimizer o;
     optim_defaults(&o, kind);
@@ -298,12 +379,13 @@ static void step_matches(int size, const char *unfreeze, int from_cache, OptimKi
     if (kind == OPTIM_RMSPROP) o.lr = 1e-4f;
     const int cap = 4;
     Side c, g;
-    side_init(&c, size, unfreeze, from_cache, &o, cap, 0);
-    side_init(&g, size, unfreeze, from_cache, &o, cap, 1);
+    side_init_classes(&c, size, unfreeze, from_cache, &o, cap, ON_CPU, classes);
+    side_init_classes(&g, size, unfreeze, from_cache, &o, cap, dev, classes);
     cr_assert_not_null(g.w.gpu);
     char tag[200], plan[2000];
-    snprintf(tag, sizeof tag, "%dx%d %s from %s, %s", size, size, unfreeze, from_cache ? "a cache" : "images",
-             optim_kind_name(kind));
+    snprintf(tag, sizeof tag, "%dx%d %s from %s, %s, %d classes%s, head on the %s", size, size, unfreeze,
+             from_cache ? "a cache" : "images", optim_kind_name(kind), classes, weighted ? " (weighted)" : "",
+             dev == ON_GPU_HEAD ? "GPU" : "CPU");
     gpu_walk_describe(g.w.gpu, plan, sizeof plan);
     fprintf(stderr, "gpu_walk: %s: %s\n", tag, plan);
     cr_expect(gpu_walk_deterministic(g.w.gpu), "a backward algorithm is not deterministic: %s", plan);
@@ -321,6 +403,11 @@ static void step_matches(int size, const char *unfreeze, int from_cache, OptimKi
     float *x = from_cache ? urand((size_t)cap * item, 0, 2, 11) : urand((size_t)cap * item, -120, 130, 11);
     float *x2 = from_cache ? urand((size_t)cap * item, 0, 2, 12) : urand((size_t)cap * item, -120, 130, 12);
     int32_t labels[4] = {0, 1, 1, 0};
+    if (classes > 2) labels[1] = 2, labels[3] = classes - 1;
+    const float class_w[3] = {0.5f, 2.0f, 1.25f};
+    float sw[4];
+    for (int i = 0; i < 4; i++) sw[i] = class_w[labels[i] % 3];
+    const float *w = weighted ? sw : NULL;
 
     // The forward pass alone (no update), full and padded batch.
     const long F = model_feature_size(&c.m);
@@ -331,8 +418,11 @@ static void step_matches(int size, const char *unfreeze, int from_cache, OptimKi
         snprintf(what, sizeof what, "%s: features of %d items", tag, N);
         expect_close_max(what, g.w.features, c.w.features, (size_t)(N * F), TOL_FEATURES);
     }
-    float lc1 = side_step(&c, x, labels, cap), lg1 = side_step(&g, x, labels, cap);
-    float lc2 = side_step(&c, x2, labels, cap - 1), lg2 = side_step(&g, x2, labels, cap - 1);
+    float lc1 = side_step_weighted(&c, x, labels, w, cap), lg1 = side_step_weighted(&g, x, labels, w, cap);
+    float lc2 = side_step_weighted(&c, x2, labels, w, cap - 1), lg2 = side_step_weighted(&g, x2, labels, w, cap - 1);
+    // The running accuracy's input: the probabilities of the last step.
+    snprintf(what, sizeof what, "%s: probabilities of step 2", tag);
+    expect_close_max(what, g.hb.probs, c.hb.probs, (size_t)((cap - 1) * c.m.n_outputs), TOL_LOSS);
     fprintf(stderr, "gpu_walk: %s: losses cpu %.7g %.7g, gpu %.7g %.7g\n", tag, lc1, lc2, lg1, lg2);
     cr_expect(isfinite(lc1) && isfinite(lc2));
     cr_expect_leq(fabsf(lg1 - lc1), TOL_LOSS * fmaxf(1, fabsf(lc1)), "%s: step 1 loss gpu %g cpu %g", tag, lg1, lc1);
@@ -350,6 +440,15 @@ static void step_matches(int size, const char *unfreeze, int from_cache, OptimKi
     side_free(&g);
 }
 
+static void step_matches(int size, const char *unfreeze, int from_cache, OptimKind kind) {
+    step_matches_head(size, unfreeze, from_cache, kind, ON_GPU, 2, 0);
+}
+
+// The same with the head on the device (VGGFT_GPU_HEAD=1).
+static void step_matches_gpu_head(int size, const char *unfreeze, int from_cache, OptimKind kind) {
+    step_matches_head(size, unfreeze, from_cache, kind, ON_GPU_HEAD, 2, 0);
+}
+
 Test(gpu_walk, step_sgd_images_block5) { step_matches(48, "block5_conv1", 0, OPTIM_SGD); }
 Test(gpu_walk, step_adam_images_block5) { step_matches(48, "block5_conv1", 0, OPTIM_ADAM); }
 Test(gpu_walk, step_rmsprop_images_block5) { step_matches(48, "block5_conv1", 0, OPTIM_RMSPROP); }
@@ -358,19 +457,41 @@ Test(gpu_walk, step_adam_images_block4) { step_matches(64, "block4_conv1", 0, OP
 Test(gpu_walk, step_sgd_cache_block5) { step_matches(64, "block5_conv1", 1, OPTIM_SGD); }
 Test(gpu_walk, step_adam_cache_block5) { step_matches(64, "block5_conv1", 1, OPTIM_ADAM); }
 Test(gpu_walk, step_rmsprop_cache_block5) { step_matches(64, "block5_conv1", 1, OPTIM_RMSPROP); }
+Test(gpu_walk, step_sgd_images_block5_gpu_head) { step_matches_gpu_head(48, "block5_conv1", 0, OPTIM_SGD); }
+Test(gpu_walk, step_adam_images_block5_gpu_head) { step_matches_gpu_head(48, "block5_conv1", 0, OPTIM_ADAM); }
+Test(gpu_walk, step_rmsprop_images_block5_gpu_head) { step_matches_gpu_head(48, "block5_conv1", 0, OPTIM_RMSPROP); }
+Test(gpu_walk, step_sgd_images_block4_gpu_head) { step_matches_gpu_head(64, "block4_conv1", 0, OPTIM_SGD); }
+Test(gpu_walk, step_adam_images_block4_gpu_head) { step_matches_gpu_head(64, "block4_conv1", 0, OPTIM_ADAM); }
+Test(gpu_walk, step_sgd_cache_block5_gpu_head) { step_matches_gpu_head(64, "block5_conv1", 1, OPTIM_SGD); }
+Test(gpu_walk, step_adam_cache_block5_gpu_head) { step_matches_gpu_head(64, "block5_conv1", 1, OPTIM_ADAM); }
+Test(gpu_walk, step_rmsprop_cache_block5_gpu_head) { step_matches_gpu_head(64, "block5_conv1", 1, OPTIM_RMSPROP); }
+// Softmax over 3 classes, and sample weights (class weights), dropout on:
+// the CPU head against the CPU step once, the device head twice.
+Test(gpu_walk, step_sgd_images_block5_softmax3_gpu_head) {
+    step_matches_head(48, "block5_conv1", 0, OPTIM_SGD, ON_GPU_HEAD, 3, 0);
+}
+Test(gpu_walk, step_adam_cache_block5_softmax3_weighted) {
+    step_matches_head(64, "block5_conv1", 1, OPTIM_ADAM, ON_GPU, 3, 1);
+}
+Test(gpu_walk, step_adam_cache_block5_softmax3_weighted_gpu_head) {
+    step_matches_head(64, "block5_conv1", 1, OPTIM_ADAM, ON_GPU_HEAD, 3, 1);
+}
+Test(gpu_walk, step_sgd_cache_block5_weighted_gpu_head) {
+    step_matches_head(64, "block5_conv1", 1, OPTIM_SGD, ON_GPU_HEAD, 2, 1);
+}
 
 // The same steps from the same state on two GPU walks give the same bits:
 // the algorithms are deterministic and chosen without timing, and our
 // kernels sum in a fixed order.
-Test(gpu_walk, rerun_gives_the_same_bits) {
+static void rerun_same_bits(int dev) {
     need_gpu();
     Optimizer o;
     optim_defaults(&o, OPTIM_SGD);
     o.lr = 0.01f, o.momentum = 0.9f;
     const int cap = 4;
     Side a, b;
-    side_init(&a, 64, "block4_conv1", 0, &o, cap, 1);
-    side_init(&b, 64, "block4_conv1", 0, &o, cap, 1);
+    side_init(&a, 64, "block4_conv1", 0, &o, cap, dev);
+    side_init(&b, 64, "block4_conv1", 0, &o, cap, dev);
     const long item = a.w.in_size;
     float *x = urand((size_t)cap * item, -120, 130, 41);
     int32_t labels[4] = {1, 0, 0, 1};
@@ -395,18 +516,21 @@ Test(gpu_walk, rerun_gives_the_same_bits) {
     side_free(&b);
 }
 
+Test(gpu_walk, rerun_gives_the_same_bits) { rerun_same_bits(ON_GPU); }
+Test(gpu_walk, rerun_gives_the_same_bits_gpu_head) { rerun_same_bits(ON_GPU_HEAD); }
+
 // The seeds' fine-tuning shape (150x150 images, block5 and the head
 // trainable, batch 20): images/s of finetune_step on the GPU, data loading
 // left out. Prints the figure; fails only far below any working GPU (a
 // kernel launched with one block, a sync per element...).
-Test(gpu_walk, throughput_150_block5_batch_20) {
+static void throughput(int dev) {
     need_gpu();
     Optimizer o;
     optim_defaults(&o, OPTIM_SGD);
     o.lr = 1e-4f, o.momentum = 0.9f;
     const int cap = 20, steps = 20;
     Side g;
-    side_init(&g, 150, "block5_conv1", 0, &o, cap, 1);
+    side_init(&g, 150, "block5_conv1", 0, &o, cap, dev);
     const long item = g.w.in_size;
     float *x = urand((size_t)cap * item, -120, 130, 51);
     int32_t labels[20];
@@ -420,34 +544,40 @@ Test(gpu_walk, throughput_150_block5_batch_20) {
     double ips = steps * cap / secs;
     char plan[2000];
     gpu_walk_describe(g.w.gpu, plan, sizeof plan);
-    fprintf(stderr, "gpu_walk: finetune_step at 150x150, block5 + head, batch 20: %.0f images/s (%.2f ms a step; "
-                    "base %.2f s, head %.2f s, head update %.2f s in all)\n  %s\n",
-            ips, 1e3 * secs / steps, g.w.times.trainable, g.w.times.head, g.w.times.update, plan);
+    fprintf(stderr, "gpu_walk: finetune_step at 150x150, block5 + head (on the %s), batch 20: %.0f images/s (%.2f ms "
+                    "a step; base %.2f s, head %.2f s, head update %.2f s in all)\n  %s\n",
+            dev == ON_GPU_HEAD ? "GPU" : "CPU", ips, 1e3 * secs / steps, g.w.times.trainable, g.w.times.head,
+            g.w.times.update, plan);
     cr_expect_gt(ips, 100.0, "%.0f images/s", ips);
     free(x);
     side_free(&g);
 }
+
+Test(gpu_walk, throughput_150_block5_batch_20) { throughput(ON_GPU); }
+Test(gpu_walk, throughput_150_block5_batch_20_gpu_head) { throughput(ON_GPU_HEAD); }
 
 // --- host copies ----------------------------------------------------------------------
 
 // After steps on the GPU: download, upload, download gives the same bits;
 // and the CPU's state uploaded into a GPU walk (a CPU checkpoint resumed on
 // the GPU) steps on like the CPU.
-Test(gpu_walk, download_upload_round_trip_and_cross_device_resume) {
+// dev ON_GPU_HEAD: the head's layers make the round trip too.
+static void round_trip(int dev) {
     need_gpu();
     Optimizer o;
     optim_defaults(&o, OPTIM_ADAM);
     const int cap = 3;
     Side c, g;
-    side_init(&c, 64, "block5_conv1", 1, &o, cap, 0);
-    side_init(&g, 64, "block5_conv1", 1, &o, cap, 1);
+    side_init(&c, 64, "block5_conv1", 1, &o, cap, ON_CPU);
+    side_init(&g, 64, "block5_conv1", 1, &o, cap, dev);
     const long item = c.w.in_size;
     float *x = urand((size_t)cap * item, 0, 2, 21), *x2 = urand((size_t)cap * item, 0, 2, 22);
     int32_t labels[3] = {1, 0, 1};
     side_step(&g, x, labels, cap);
     side_step(&g, x2, labels, cap);
     // Round trip: the same bits.
-    const int ft = g.w.first_trainable, nb = g.m.n_base;
+    // The layers whose state lives on the device: the trainable base's, and the head's with VGGFT_GPU_HEAD=1.
+    const int ft = g.w.first_trainable, nb = dev == ON_GPU_HEAD ? g.m.n_layers : g.m.n_base;
     cr_assert_eq(walk_download(&g.w, &g.m, g.slots), 0, "%s", err_msg());
     size_t total = 0;
     for (int i = ft; i < nb; i++) total += (size_t)(g.m.layers[i].n_kernel + g.m.layers[i].n_bias) * 3;
@@ -527,18 +657,21 @@ Test(gpu_walk, download_upload_round_trip_and_cross_device_resume) {
     side_free(&g);
 }
 
+Test(gpu_walk, download_upload_round_trip_and_cross_device_resume) { round_trip(ON_GPU); }
+Test(gpu_walk, download_upload_round_trip_and_cross_device_resume_gpu_head) { round_trip(ON_GPU_HEAD); }
+
 // --- learning --------------------------------------------------------------------------
 
 // Two classes of block4_pool-like inputs (each a fixed pattern plus noise):
 // 12 steps on the GPU lower the loss over the set.
-Test(gpu_walk, short_run_learns) {
+static void short_run(int dev) {
     need_gpu();
     Optimizer o;
     optim_defaults(&o, OPTIM_SGD);
     o.lr = 0.01f, o.momentum = 0.9f;
     const int n = 16, cap = 8;
     Side g;
-    side_init(&g, 64, "block5_conv1", 1, &o, cap, 1);
+    side_init(&g, 64, "block5_conv1", 1, &o, cap, dev);
     const long item = g.w.in_size;
     float *pat[2] = {urand((size_t)item, 0, 2, 31), urand((size_t)item, 0, 2, 32)};
     float *x = malloc((size_t)n * item * sizeof(float));
@@ -568,6 +701,9 @@ Test(gpu_walk, short_run_learns) {
     free(pat[0]), free(pat[1]), free(x);
     side_free(&g);
 }
+
+Test(gpu_walk, short_run_learns) { short_run(ON_GPU); }
+Test(gpu_walk, short_run_learns_gpu_head) { short_run(ON_GPU_HEAD); }
 
 // --- end to end: finetune --device cuda, checkpoints across devices -------------------------
 
@@ -624,8 +760,12 @@ static void expect_models_close(const char *what, const char *a, const char *b, 
     model_free(&mb);
 }
 
-Test(gpu_walk, finetune_tool_on_the_gpu_and_checkpoints_across_devices, .timeout = 900) {
+// gpu_head: the GPU runs with VGGFT_GPU_HEAD=1 (the CPU runs ignore it):
+// the head's weights and slots go through the checkpoints from the device.
+static void tool_runs(int gpu_head) {
     need_gpu();
+    if (gpu_head) setenv("VGGFT_GPU_HEAD", "1", 1);
+    else unsetenv("VGGFT_GPU_HEAD");
     char *dir = make_temp_dir("gpu_walk");
     char data[600], val[600], c5[600], vc5[600], head[600], args[4000], base[3000];
     snprintf(data, sizeof data, "%s/train", dir);
@@ -685,6 +825,9 @@ Test(gpu_walk, finetune_tool_on_the_gpu_and_checkpoints_across_devices, .timeout
     remove_tree(dir);
     free(dir);
 }
+
+Test(gpu_walk, finetune_tool_on_the_gpu_and_checkpoints_across_devices, .timeout = 900) { tool_runs(0); }
+Test(gpu_walk, finetune_tool_gpu_head_and_checkpoints_across_devices, .timeout = 900) { tool_runs(1); }
 
 // --precision tf32: every conv on tensor cores, forward and backward. The
 // features stay within 2e-2 of the CPU's (TF32 rounds products to 10-bit

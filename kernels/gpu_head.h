@@ -1,0 +1,83 @@
+// The dense head on the GPU (opt-in: VGGFT_GPU_HEAD=1, see gpu_walk.h):
+// flatten -> [dense (relu) -> [dropout]] -> dense (sigmoid | softmax), the
+// loss, the backward pass down to the features' gradient, and the head
+// layers' optimizer update, on device buffers, so that a fine-tuning step's
+// features never leave the device.
+//
+// Each op and its CPU reference (common/forward.c, dense.c, layers.c,
+// loss.c, optim.c):
+//   flatten              nothing: NHWC features are Keras's H,W,C order     (Flatten)
+//   dense forward        tiled product, fixed split of D into blocks of 512  dense_forward
+//                        rows, each block a sequential fmaf sum from 0, the
+//                        blocks added to the bias in block order: the CPU's
+//                        bits from the same inputs
+//   relu + dropout       kernel; the mask from the CPU's counter RNG        relu_forward, dropout_forward
+//                        (rng_hash ported as __host__ __device__), x/keep
+//   sigmoid / softmax    kernel, one thread per row (softmax in double)      sigmoid_forward, softmax_forward
+//   loss and d_logits    one block; per-row terms in double, summed in row   loss_sigmoid_bce,
+//                        order by one thread, the same formulas              loss_softmax_cce
+//   dW = in^T dout       tiled product, a sequential fmaf sum over the       dense_backward (dW)
+//                        batch from 0: the CPU's bits
+//   db                   kernel: 0 + dout[0][c] + dout[1][c] + ...           dense_backward (db)
+//   din = dout W^T       tiled product, sequential over U (the CPU's is      dense_backward (din,
+//                        OpenBLAS sgemm: other order, float32 roundings)     cblas_sgemm)
+//   dropout / relu bwd   kernel                                              dropout_backward, relu_backward
+//   optimizer update     gpu_optim_launch (gpu_util.cuh), shared with the    optim_apply
+//                        walk's convs
+// Matrix products are our own 16x16 shared-memory tiles (no cuBLAS), each
+// output a sequential float32 fmaf sum: the same bits on every run.
+//
+// Layouts as on the host: dense kernels D x U row-major (Keras), so upload /
+// download are plain copies; activations N rows. The head runs on the
+// batch's N rows only (never the walk's padding rows), so dropout's counter
+// i = row * units + unit is the CPU's.
+//
+// Errors: -1 / NULL with err_set("GPU head: ..." or "GPU: ..."), naming the
+// layer where there is one.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+#include "optim.h"
+
+typedef struct GpuHead GpuHead;
+
+// For batches of up to cap rows: allocates the head's device buffers,
+// uploads the weights of m's head layers [n_base, n_layers) (they must be
+// loaded) and zeroes two slots per tensor. NULL with err_set when the head is
+// not flatten, [dense (relu), [dropout]], dense (sigmoid | softmax), or on a
+// CUDA error (out of device memory...).
+GpuHead *gpu_head_create(const Model *m, int cap);
+void gpu_head_free(GpuHead *h);
+// Device bytes taken.
+size_t gpu_head_bytes(const GpuHead *h);
+
+// The forward pass of N <= cap rows of device features feat (N x
+// model_feature_size, row-major). training: dropout with the CPU's mask for
+// (seed, stream) (dropout_forward); else none. logits and probs (host, N x
+// n_outputs each; either may be NULL) receive the outputs. Keeps what the
+// backward pass needs.
+int gpu_head_forward(GpuHead *h, const float *feat, int N, int training, uint64_t seed, uint64_t stream, float *logits,
+                     float *probs);
+// After gpu_head_forward(training) on the same feat: the mean (weighted)
+// loss of labels (host, N class indices; sample_weights host, N, or NULL)
+// into *loss, as head_backward computes it; the gradient of every head
+// layer; if d_feat (device, N x feature size) is not NULL, the gradient of
+// the loss w.r.t. the features, from the weights before the update; then one
+// update by r of every trainable head layer (its slots on the device).
+int gpu_head_backward_update(GpuHead *h, const float *feat, const int32_t *labels, const float *sample_weights, int N,
+                             const OptimRule *r, float *d_feat, float *loss);
+
+// Host <-> device copies of the head layers' weights and slots. slots: the
+// HEAD_SLOTS layout over m's layer indices (forward.h), may be NULL; NULL
+// slot pointers are skipped. m must be the model the head was made for.
+int gpu_head_download(GpuHead *h, Model *m, float *const *slots);
+int gpu_head_upload(GpuHead *h, const Model *m, float *const *slots);
+
+// For tests, on the host: the device's relu + dropout code (the same
+// __host__ __device__ function the kernel runs, compiled by nvcc for the
+// host) over x (n floats, training mode), mask as dropout_forward's.
+// Reference: relu_forward then dropout_forward (common/layers.c), bit for
+// bit. -1 (err_set) in a build without CUDA.
+int gpu_head_dropout_host(float *x, size_t n, float rate, uint64_t seed, uint64_t stream, uint8_t *mask);
