@@ -33,7 +33,7 @@ say "== $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,n
 
 say "== GPU tests ($(elapsed))"
 for suite in gpu gpu_walk; do
-    timeout 240 "$dev/bin/all" --filter "$suite/*" --short-filename -j1 >/tmp/vggft/t_$suite.log 2>&1
+    timeout 420 "$dev/bin/all" --filter "$suite/*" --short-filename -j1 >/tmp/vggft/t_$suite.log 2>&1
     grep -E "GPU vs CPU|GPU step|\[FAIL\]|Assertion|Synthesis" /tmp/vggft/t_$suite.log | head -60 | while read -r l; do say "   $l"; done
 done
 
@@ -93,10 +93,15 @@ say "== fine-tuning benchmark ($(elapsed))"
 rm -rf /tmp/vggft/c && "$dev/bin/extract" --data /tmp/vggft/img_small --cache /tmp/vggft/c --weights random --quiet \
     --input-size 150 --device cuda >/dev/null 2>&1
 "$dev/bin/train" --cache /tmp/vggft/c --out /tmp/vggft/head.h5 --epochs 1 --quiet >/dev/null 2>&1 || say "   train FAILED"
-timeout 150 "$dev/bin/finetune" --data /tmp/vggft/img --head /tmp/vggft/head.h5 --weights random --device cuda \
-    --out /tmp/vggft/ft.h5 --epochs 1 --batch 20 --quiet >/tmp/vggft/f.log 2>&1 ||
-    say "   ours finetune cuda FAILED: $(tail -5 /tmp/vggft/f.log)"
-grep -E "^Fine-tune|^Epoch|^Time|img/s|images/s" /tmp/vggft/f.log | head -8 | while read -r l; do say "   ours: $l"; done
+# fp32 with the head on the CPU (the default), TF32, TF32 with the head on the GPU.
+for v in "fp32:" "tf32:" "tf32:VGGFT_GPU_HEAD=1"; do
+    p=${v%%:*} envs=${v#*:}
+    rm -f /tmp/vggft/ft.h5 /tmp/vggft/ft.ckpt
+    timeout 150 env $envs "$dev/bin/finetune" --data /tmp/vggft/img --head /tmp/vggft/head.h5 --weights random \
+        --device cuda --precision $p --out /tmp/vggft/ft.h5 --epochs 1 --batch 20 --quiet >/tmp/vggft/f.log 2>&1 ||
+        say "   ours finetune cuda $p $envs FAILED: $(tail -5 /tmp/vggft/f.log)"
+    grep -E "^Time" /tmp/vggft/f.log | head -2 | while read -r l; do say "   ours finetune $p $envs: $l"; done
+done
 if ! skip torch; then
     timeout 150 python3 scripts/bench_torch.py finetune --data /tmp/vggft/img --size 150 --batch 20 --workers 16 \
         --steps 60 >/tmp/vggft/t.log 2>&1 || say "   torch finetune FAILED: $(tail -5 /tmp/vggft/t.log)"
