@@ -25,21 +25,6 @@ typedef struct {
     char data[512], val[512], c5[512], vc5[512], head[512];
 } Setup;
 
-static void make_images(const char *root, int per_class, unsigned seed) {
-    const char *cls[2] = {"discs", "squares"};
-    uint8_t rgb[40 * 40 * 3];
-    char p[700];
-    for (int k = 0; k < 2; k++) {
-        snprintf(p, sizeof p, "%s/%s", root, cls[k]);
-        cr_assert_eq(make_dirs(p), 0);
-        for (int i = 0; i < per_class; i++) {
-            draw_shape(rgb, 40, 40, k, seed + (unsigned)(k * 100 + i));
-            snprintf(p, sizeof p, "%s/%s/%02d.jpg", root, cls[k], i);
-            write_jpeg(p, rgb, 40, 40, 90);
-        }
-    }
-}
-
 static char *run_ok(const char *tool, const char *args) {
     char *out;
     int rc = run_tool(tool, args, &out);
@@ -56,8 +41,8 @@ static Setup setup(void) {
     snprintf(s.c5, sizeof s.c5, "%s/c5", s.dir);
     snprintf(s.vc5, sizeof s.vc5, "%s/vc5", s.dir);
     snprintf(s.head, sizeof s.head, "%s/head.h5", s.dir);
-    make_images(s.data, 10, 1);
-    make_images(s.val, 4, 500);
+    make_disc_square_folder(s.data, 10, 1);
+    make_disc_square_folder(s.val, 4, 500);
     char args[2600];
     const char *common = "--weights random --input-size 32 --threads 1 --quiet";
     snprintf(args, sizeof args, "--data %s --cache %s %s", s.data, s.c5, common);
@@ -194,16 +179,6 @@ Test(finetune, external_sigterm_then_resume) {
 }
 
 // Reads a whole fine-tuned model back (vgg16 at 32x32, the head's shape).
-static void load_model(const char *path, Model *m) {
-    ModelMeta meta;
-    cr_assert_eq(model_meta_read(path, &meta), 0, "%s", err_msg());
-    ModelConfig cfg;
-    model_meta_to_config(&meta, &cfg);
-    cr_assert_eq(model_build(m, &cfg), 0, "%s", err_msg());
-    model_meta_free(&meta);
-    cr_assert_eq(model_load_full(m, path), 0, "%s", err_msg());
-}
-
 Test(finetune, cache_of_block4_pool_equals_images_and_frozen_layers_stay) {
     Setup s = setup();
     char c4[600], vc4[600], a[600], b[600], args[3000];
@@ -228,12 +203,10 @@ Test(finetune, cache_of_block4_pool_equals_images_and_frozen_layers_stay) {
     free(out);
 
     Model mi, mc, base, head;
-    load_model(a, &mi);
-    load_model(b, &mc);
+    load_model_file(a, &mi);
+    load_model_file(b, &mc);
     // The starting point: the random base and the trained head.
-    // mi.cfg's strings were load_model's (freed): the model's own copies.
     ModelConfig cfg = mi.cfg;
-    cfg.cut = mi.cut_name;
     cfg.unfreeze = NULL;
     cr_assert_eq(model_build(&base, &cfg), 0);
     cr_assert_eq(model_alloc_weights(&base, 1, base.n_base), 0);
@@ -351,7 +324,7 @@ Test(finetune, default_unfreeze_follows_the_heads_cut) {
     snprintf(data, sizeof data, "%s/train", dir);
     snprintf(cache, sizeof cache, "%s/c2", dir);
     snprintf(head, sizeof head, "%s/h2.h5", dir);
-    make_images(data, 4, 3);
+    make_disc_square_folder(data, 4, 3);
     snprintf(args, sizeof args, "--data %s --cache %s --weights random --input-size 32 --layer block2_pool --threads 1 "
              "--quiet", data, cache);
     free(run_ok("extract", args));

@@ -40,6 +40,7 @@
 
 #include "error.h"
 #include "fileutil.h"
+#include "fit.h"
 #include "forward.h"
 #include "gpu.h"
 #include "gpu_head.h"
@@ -89,25 +90,6 @@ static float *urand(size_t n, float lo, float hi, uint64_t seed) {
     return x;
 }
 
-// Optimizer slots in the HEAD_SLOTS layout for every trainable layer with
-// weights in [from, n_layers) (as fit_init makes them).
-static float **slots_alloc(const Model *m, const Optimizer *o, int from) {
-    float **s = calloc((size_t)m->n_layers * 4, sizeof(float *));
-    for (int i = from; i < m->n_layers; i++) {
-        const Layer *l = &m->layers[i];
-        if (!l->n_kernel || !l->trainable) continue;
-        for (int k = 0; k < optim_slots(o); k++) {
-            HEAD_SLOTS(s, i, 0)[k] = calloc((size_t)l->n_kernel, sizeof(float));
-            HEAD_SLOTS(s, i, 1)[k] = calloc((size_t)l->n_bias, sizeof(float));
-        }
-    }
-    return s;
-}
-
-static void slots_free(const Model *m, float **s) {
-    for (int i = 0; i < m->n_layers * 4; i++) free(s[i]);
-    free(s);
-}
 
 static float max_abs(const float *a, size_t n) {
     float s = 0;
@@ -283,7 +265,8 @@ typedef struct {
     HeadBuffers hb;
     Grads g;
     Optimizer o;
-    float **slots;
+    FitState fs;       // its optimizer slots
+    float **slots;     // = fs.slots
 } Side;
 
 // The devices a Side runs on.
@@ -310,7 +293,9 @@ static void side_init_classes(Side *s, int size, const char *unfreeze, int from_
     cr_assert_eq(head_buffers_alloc(&s->hb, &s->m, cap), 0);
     cr_assert_eq(grads_alloc(&s->g, &s->m, s->w.first_trainable, s->m.n_layers), 0);
     s->o = *o;
-    s->slots = slots_alloc(&s->m, o, s->w.first_trainable);
+    // The slots as fit_init makes them for finetune.
+    cr_assert_eq(fit_init(&s->fs, &s->m, s->w.first_trainable, o, 1), 0, "%s", err_msg());
+    s->slots = s->fs.slots;
 }
 
 static void side_init(Side *s, int size, const char *unfreeze, int from_cache, const Optimizer *o, int cap, int dev) {
@@ -318,7 +303,7 @@ static void side_init(Side *s, int size, const char *unfreeze, int from_cache, c
 }
 
 static void side_free(Side *s) {
-    slots_free(&s->m, s->slots);
+    fit_free(&s->fs);
     grads_free(&s->g);
     head_buffers_free(&s->hb);
     walk_free(&s->w);
@@ -714,37 +699,12 @@ static char *run_ok(const char *tool, const char *args) {
     return out;
 }
 
-static void make_images(const char *root, int per_class, unsigned seed) {
-    const char *cls[2] = {"discs", "squares"};
-    uint8_t rgb[40 * 40 * 3];
-    char p[700];
-    for (int k = 0; k < 2; k++) {
-        snprintf(p, sizeof p, "%s/%s", root, cls[k]);
-        cr_assert_eq(make_dirs(p), 0);
-        for (int i = 0; i < per_class; i++) {
-            draw_shape(rgb, 40, 40, k, seed + (unsigned)(k * 100 + i));
-            snprintf(p, sizeof p, "%s/%s/%02d.jpg", root, cls[k], i);
-            write_jpeg(p, rgb, 40, 40, 90);
-        }
-    }
-}
-
-static void load_model(const char *path, Model *m) {
-    ModelMeta meta;
-    cr_assert_eq(model_meta_read(path, &meta), 0, "%s", err_msg());
-    ModelConfig cfg;
-    model_meta_to_config(&meta, &cfg);
-    cr_assert_eq(model_build(m, &cfg), 0, "%s", err_msg());
-    model_meta_free(&meta);
-    cr_assert_eq(model_load_full(m, path), 0, "%s", err_msg());
-}
-
 // The trainable layers of two model files agree: relative L2 error of the
 // change from `start` (the same for both) within tol.
 static void expect_models_close(const char *what, const char *a, const char *b, const Model *start) {
     Model ma, mb;
-    load_model(a, &ma);
-    load_model(b, &mb);
+    load_model_file(a, &ma);
+    load_model_file(b, &mb);
     for (int i = 1; i < ma.n_layers; i++) {
         const Layer *la = &ma.layers[i], *lb = &mb.layers[i], *l0 = &start->layers[i];
         if (!la->n_kernel) continue;
@@ -773,8 +733,8 @@ static void tool_runs(int gpu_head) {
     snprintf(c5, sizeof c5, "%s/c5", dir);
     snprintf(vc5, sizeof vc5, "%s/vc5", dir);
     snprintf(head, sizeof head, "%s/head.h5", dir);
-    make_images(data, 10, 1);
-    make_images(val, 4, 500);
+    make_disc_square_folder(data, 10, 1);
+    make_disc_square_folder(val, 4, 500);
     const char *common = "--weights random --input-size 32 --threads 2 --quiet --device cpu";
     snprintf(args, sizeof args, "--data %s --cache %s %s", data, c5, common);
     free(run_ok("extract", args));
@@ -814,7 +774,7 @@ static void tool_runs(int gpu_head) {
     // The starting point: the random base finetune made (--weights random,
     // --seed 1) and the head.
     Model start;
-    load_model(cpu, &start);  // the shapes; the weights replaced:
+    load_model_file(cpu, &start);  // the shapes; the weights replaced:
     char id[96];
     cr_assert_eq(load_base_weights(&start, "random", 1, 1, id, sizeof id), 0, "%s", err_msg());
     cr_assert_eq(model_load_head(&start, head), 0, "%s", err_msg());

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "error.h"
 #include "fileutil.h"
 
 char *fixture_path(const char *name) {
@@ -328,4 +329,34 @@ int test_show_gpus(char *why, size_t why_size) {
     if (v && !strcmp(v, "\x01unset")) unsetenv("CUDA_VISIBLE_DEVICES");
     else if (v) setenv("CUDA_VISIBLE_DEVICES", v, 1);
     return gpu_count(why, why_size);
+}
+
+#include "model_io.h"
+
+void make_disc_square_folder(const char *root, int per_class, unsigned seed) {
+    const char *cls[2] = {"discs", "squares"};
+    uint8_t rgb[40 * 40 * 3];
+    char p[700];
+    for (int k = 0; k < 2; k++) {
+        snprintf(p, sizeof p, "%s/%s", root, cls[k]);
+        cr_assert_eq(make_dirs(p), 0);
+        for (int i = 0; i < per_class; i++) {
+            draw_shape(rgb, 40, 40, k, seed + (unsigned)(k * 100 + i));
+            snprintf(p, sizeof p, "%s/%s/%02d.jpg", root, cls[k], i);
+            write_jpeg(p, rgb, 40, 40, 90);
+        }
+    }
+}
+
+void load_model_file(const char *path, Model *m) {
+    ModelMeta meta;
+    cr_assert_eq(model_meta_read(path, &meta), 0, "%s", err_msg());
+    ModelConfig cfg;
+    model_meta_to_config(&meta, &cfg);
+    cr_assert_eq(model_build(m, &cfg), 0, "%s", err_msg());
+    model_meta_free(&meta);
+    // cfg's strings were meta's, freed now: point them at the model's copies.
+    m->cfg.cut = m->cut_name;
+    m->cfg.unfreeze = m->unfreeze_name[0] ? m->unfreeze_name : NULL;
+    cr_assert_eq(model_load_full(m, path), 0, "%s", err_msg());
 }

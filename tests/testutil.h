@@ -4,6 +4,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "model.h"
+
 // Path of a committed fixture: tests/fixtures/NAME (static buffer per call
 // site is not needed: the result is malloc'd; free it).
 char *fixture_path(const char *name);
@@ -85,3 +87,12 @@ void assert_svg_readable(const char *svg_path, const char *const *texts, int n);
 // runner was started with; it returns gpu_count() then (0: skip the test,
 // the reason in why).
 int test_show_gpus(char *why, size_t why_size);
+
+// ROOT/{discs,squares}/NN.jpg: per_class 40x40 JPEGs of each shape (draw_shape
+// with seeds from seed), the two-class folder of the fine-tuning tests.
+void make_disc_square_folder(const char *root, int per_class, unsigned seed);
+
+// A model file written by train or finetune, built from its own settings and
+// loaded whole into m (aborts the test when it cannot be read). The
+// returned model's cfg strings are the model's own copies (cut_name).
+void load_model_file(const char *path, Model *m);
