@@ -186,8 +186,10 @@ Test(nocuda, starts_with_cudnn_folder_hidden) {
     if (other && strncmp(other, "\ncuDNN: not found", 18)) {
         char *end = strchr(other + 1, '\n');
         if (end) *end = '\0';
+        char why[1200];  // dir points into out
+        snprintf(why, sizeof why, "with %s hidden another cuDNN is found:%s", dir, other);
         free(out);
-        cr_skip_test("with %s hidden another cuDNN is found:%s", dir, other);
+        cr_skip_test("%s", why);
     }
     cr_expect(strstr(text, "\ncuDNN: not found: libcudnn.so.9: cannot open shared object file"), "%s:\n%s", cmd,
               text);
