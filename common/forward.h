@@ -15,15 +15,22 @@
 // runs and merged shards equal a single run bit for bit. Batching the late
 // 18x18 and 9x9 blocks would be ~10% faster but would lose that.
 //
-// Frozen layers with C >= 128 inputs and K >= 256 outputs (block3_conv1 and up, 86%
-// of VGG16's multiply-adds at 150x150) run as Winograd F(2x2,3x3)
-// (winograd.h): 1.7-1.8x faster than the direct convolution on blocks 3-4,
-// 1.2x on block5's 9x9 maps, within ~1e-6 of it; the early layers' few
-// channels make the transforms cost more than they save
-// (`scripts/bench_conv.c --winograd`). VGGFT_WINOGRAD=0 in the environment
-// turns it off (comparisons). The workspace keeps each such layer's
-// transformed kernel from its first use: these are frozen layers, so it
-// stays valid; allocate a new workspace after loading other weights.
+// Frozen conv layers run by Winograd's method (winograd.h), the tile chosen
+// per layer by conv_method (docs/DEVELOPMENT.md has the measurements):
+// block1_conv1 (3 input channels) direct; blocks 1-3 F(2x2); blocks 4-5 the
+// fastest tile for their map: at 150x150 F(3x3) on block4's 18x18 and F(2x2)
+// on block5's 9x9, at 224x224 F(4x4) on block4's 28x28 and F(2x2) on
+// block5's 14x14. One thread, the 13 convs of one image (medians): 104 ms
+// against 159 ms direct at 150x150, 218 against 370 at 224x224. Block5_pool
+// features on real photos with the ImageNet weights: within 2.3e-6 of Keras
+// (direct: 8e-7). VGGFT_WINOGRAD=fast (larger tiles on blocks 1-3 too: 84
+// and 174 ms) stays within 3.7e-6 of Keras on real photos, but is not the
+// default: tests/test_model.c's formula-weight Keras fixture fails with it.
+// The workspace keeps each such layer's transformed kernel from its first
+// use (VGG16, all frozen: 122 MiB at 150x150, 150 MiB at 224x224; 1.8x,
+// 2.8x or 4x the kernel for F(2x2), F(3x3), F(4x4)): these are frozen
+// layers, so it stays valid; allocate a new workspace after loading other
+// weights.
 typedef struct {
     float *a, *b, *scratch;
     float **wino;        // per model layer: transformed kernel, or NULL (direct / not yet made)
@@ -31,6 +38,14 @@ typedef struct {
     int n_layers;
     size_t floats;  // what the buffers hold together (transformed kernels included)
 } BaseWorkspace;
+// How base_forward_layers runs layer i of m if it is a conv layer: 0 the
+// direct convolution (conv3x3_forward; always for trainable layers), or the
+// output tile of Winograd F(t x t, 3x3) (2, 3 or 4). For comparisons, read
+// from the environment once: VGGFT_WINOGRAD=0, 2, 3 or 4 forces that method
+// on every frozen conv layer, VGGFT_WINOGRAD=fast the fastest tile on every
+// frozen conv layer but the first; VGGFT_WINOGRAD_PLAN=0222... gives one
+// digit per conv layer of the base in order (VGG16: 13).
+int conv_method(const Model *m, int i);
 // For base_forward_cpu: the whole base [1, n_base).
 int base_workspace_alloc(BaseWorkspace *ws, const Model *m);
 // For base_forward_layers over layers [from, to) only: two buffers of the

@@ -1,176 +1,375 @@
-// Winograd F(2x2, 3x3) convolution: input transform -> 16 GEMMs -> output
-// transform, over bands of 4x4 input tiles (stride 2, overlapping by 2).
+// Winograd F(m x m, 3x3) convolution, m = 2, 3 or 4: input transform ->
+// (m+2)^2 GEMMs -> output transform, over bands of (m+2) x (m+2) input tiles
+// (stride m, overlapping by 2). With a = m + 2 points per side:
 //
+//   Y (m x m) = A^T [ (G g G^T) .* (B^T d B) ] A,   summed over input channels,
+//
+// where the channel sum of the elementwise product is, for each of the a^2
+// points, one GEMM: V_p (tiles x C) * U_p (C x K) = M_p (tiles x K).
+//
+// F(2x2), points 0, 1, -1, infinity:
 //   B^T = | 1  0 -1  0 |     G = | 1    0    0   |     A^T = | 1  1  1  0 |
 //         | 0  1  1  0 |         | 1/2  1/2  1/2 |           | 0  1 -1 -1 |
 //         | 0 -1  1  0 |         | 1/2 -1/2  1/2 |
 //         | 0  1  0 -1 |         | 0    0    1   |
-//
-//   Y (2x2) = A^T [ (G g G^T) .* (B^T d B) ] A,   summed over input channels,
-// where the channel sum of the elementwise product is, for each of the 16
-// points, one GEMM: V_p (tiles x C) * U_p (C x K) = M_p (tiles x K).
+// F(3x3), points 0, 1, -1, 2, infinity:
+//   B^T = | 2 -1 -2  1  0 |   G = |  1/2   0     0   |   A^T = | 1  1  1  1  0 |
+//         | 0 -2 -1  1  0 |       | -1/2  -1/2  -1/2 |         | 0  1 -1  2  0 |
+//         | 0  2 -3  1  0 |       | -1/6   1/6  -1/6 |         | 0  1  1  4  1 |
+//         | 0 -1  0  1  0 |       |  1/6   1/3   2/3 |
+//         | 0  2 -1 -2  1 |       |  0     0     1   |
+// F(4x4), points 0, 1, -1, 2, -2, infinity (Lavin & Gray 2016, section 4.2):
+//   B^T = | 4  0 -5  0  1  0 |   G = |  1/4     0     0   |   A^T = | 1  1  1  1  1  0 |
+//         | 0 -4 -4  1  1  0 |       | -1/6  -1/6  -1/6  |         | 0  1 -1  2 -2  0 |
+//         | 0  4 -4 -1  1  0 |       | -1/6   1/6  -1/6  |         | 0  1  1  4  4  0 |
+//         | 0 -2 -1  2  1  0 |       |  1/24  1/12  1/6  |         | 0  1 -1  8 -8  1 |
+//         | 0  2 -1 -2  1  0 |       |  1/24 -1/12  1/6  |
+//         | 0  4  0 -5  0  1 |       |  0     0     1    |
+// (scripts/winograd_matrices.py derives them from the points and checks
+// these tables exactly.) The transforms work on LANES channels at a time in
+// local arrays, so that the compiler vectorises them across channels.
 #include "winograd.h"
 
 #include <cblas.h>
 #include <string.h>
 
 #include "parallel.h"
+#include "simd.h"
 
 #define WINO_MAX_SCRATCH_FLOATS (8u << 20)
-#define WINO_BAND_MAX 1024
 #define WINO_BAND_MIN 16
+#define LANES 16  // channels transformed together: one AVX-512 register
+#define AMAX 6    // points per tile side, at most (F(4x4))
+// Each point's matrix starts PAD floats after the previous one ends: with
+// power-of-two band sizes the a^2 matrices would otherwise start at the same
+// cache set, and the transforms' a^2 load and store streams would evict
+// each other.
+#define PAD 16
 
-size_t winograd_kernel_floats(int C, int K) { return (size_t)16 * C * K; }
+typedef float Lanes[LANES];
+// The transforms are compiled into each vector width's task functions below.
+#define ALWAYS_INLINE __attribute__((always_inline)) static inline
 
-void winograd_kernel_transform(const float *w, int C, int K, float *U) {
-    const size_t CK = (size_t)C * K;
-    for (size_t ck = 0; ck < CK; ck++) {
-        float g[3][3], r[4][3];
-        for (int dy = 0; dy < 3; dy++)
-            for (int dx = 0; dx < 3; dx++) g[dy][dx] = w[(size_t)(dy * 3 + dx) * CK + ck];
-        for (int j = 0; j < 3; j++) {  // G g: rows of the 4x3 result
-            r[0][j] = g[0][j];
-            r[1][j] = 0.5f * (g[0][j] + g[1][j] + g[2][j]);
-            r[2][j] = 0.5f * (g[0][j] - g[1][j] + g[2][j]);
-            r[3][j] = g[2][j];
-        }
-        for (int i = 0; i < 4; i++) {  // (G g) G^T
-            U[(size_t)(4 * i + 0) * CK + ck] = r[i][0];
-            U[(size_t)(4 * i + 1) * CK + ck] = 0.5f * (r[i][0] + r[i][1] + r[i][2]);
-            U[(size_t)(4 * i + 2) * CK + ck] = 0.5f * (r[i][0] - r[i][1] + r[i][2]);
-            U[(size_t)(4 * i + 3) * CK + ck] = r[i][2];
-        }
+// --- the 1D transforms, on LANES channels: x[i*sx] -> y[i*sy] ---------------
+ALWAYS_INLINE void bt_f2(const Lanes *restrict x, int sx, Lanes *restrict y, int sy) {
+    for (int l = 0; l < LANES; l++) {
+        float x0 = x[0][l], x1 = x[sx][l], x2 = x[2 * sx][l], x3 = x[3 * sx][l];
+        y[0][l] = x0 - x2;
+        y[sy][l] = x1 + x2;
+        y[2 * sy][l] = x2 - x1;
+        y[3 * sy][l] = x1 - x3;
     }
 }
 
-// Tiles per band: as many as fit the scratch cap (a large GEMM M), at most
-// WINO_BAND_MAX (beyond it the band's V and M stop fitting in L2 for the
-// small-K early layers). A function of the shape only.
-static int band_tiles(int C, int K) {
-    size_t t = WINO_MAX_SCRATCH_FLOATS / ((size_t)16 * (C + K));
-    if (t > WINO_BAND_MAX) t = WINO_BAND_MAX;
+ALWAYS_INLINE void at_f2(const Lanes *restrict x, int sx, Lanes *restrict y, int sy) {
+    for (int l = 0; l < LANES; l++) {
+        float x0 = x[0][l], x1 = x[sx][l], x2 = x[2 * sx][l], x3 = x[3 * sx][l];
+        y[0][l] = x0 + x1 + x2;
+        y[sy][l] = x1 - x2 - x3;
+    }
+}
+
+ALWAYS_INLINE void bt_f3(const Lanes *restrict x, int sx, Lanes *restrict y, int sy) {
+    for (int l = 0; l < LANES; l++) {
+        float x0 = x[0][l], x1 = x[sx][l], x2 = x[2 * sx][l], x3 = x[3 * sx][l], x4 = x[4 * sx][l];
+        y[0][l] = 2.0f * (x0 - x2) + (x3 - x1);
+        y[sy][l] = (x3 - x2) - 2.0f * x1;
+        y[2 * sy][l] = (x3 - x2) + 2.0f * (x1 - x2);
+        y[3 * sy][l] = x3 - x1;
+        y[4 * sy][l] = 2.0f * (x1 - x3) + (x4 - x2);
+    }
+}
+
+ALWAYS_INLINE void at_f3(const Lanes *restrict x, int sx, Lanes *restrict y, int sy) {
+    for (int l = 0; l < LANES; l++) {
+        float x0 = x[0][l], x3 = x[3 * sx][l], x4 = x[4 * sx][l];
+        float s12 = x[sx][l] + x[2 * sx][l], d12 = x[sx][l] - x[2 * sx][l];
+        y[0][l] = x0 + s12 + x3;
+        y[sy][l] = d12 + 2.0f * x3;
+        y[2 * sy][l] = s12 + 4.0f * x3 + x4;
+    }
+}
+
+ALWAYS_INLINE void bt_f4(const Lanes *restrict x, int sx, Lanes *restrict y, int sy) {
+    for (int l = 0; l < LANES; l++) {
+        float x0 = x[0][l], x1 = x[sx][l], x2 = x[2 * sx][l], x3 = x[3 * sx][l], x4 = x[4 * sx][l],
+              x5 = x[5 * sx][l];
+        y[0][l] = 4.0f * x0 - 5.0f * x2 + x4;
+        y[sy][l] = (x3 + x4) - 4.0f * (x1 + x2);
+        y[2 * sy][l] = (x4 - x3) + 4.0f * (x1 - x2);
+        y[3 * sy][l] = (x4 - x2) + 2.0f * (x3 - x1);
+        y[4 * sy][l] = (x4 - x2) - 2.0f * (x3 - x1);
+        y[5 * sy][l] = 4.0f * x1 - 5.0f * x3 + x5;
+    }
+}
+
+ALWAYS_INLINE void at_f4(const Lanes *restrict x, int sx, Lanes *restrict y, int sy) {
+    for (int l = 0; l < LANES; l++) {
+        float x0 = x[0][l], x5 = x[5 * sx][l];
+        float s12 = x[sx][l] + x[2 * sx][l], d12 = x[sx][l] - x[2 * sx][l];
+        float s34 = x[3 * sx][l] + x[4 * sx][l], d34 = x[3 * sx][l] - x[4 * sx][l];
+        y[0][l] = x0 + s12 + s34;
+        y[sy][l] = d12 + 2.0f * d34;
+        y[2 * sy][l] = s12 + 4.0f * s34;
+        y[3 * sy][l] = d12 + 8.0f * d34 + x5;
+    }
+}
+
+// --- the 2D transforms of one tile: row-major a x a (or m x m) arrays --------
+// B^T d B: the 1D transform down each column, then along each row.
+ALWAYS_INLINE void input_f2(const Lanes *d, Lanes *v) {
+    Lanes t[16];
+    for (int j = 0; j < 4; j++) bt_f2(d + j, 4, t + j, 4);
+    for (int i = 0; i < 4; i++) bt_f2(t + 4 * i, 1, v + 4 * i, 1);
+}
+
+ALWAYS_INLINE void input_f3(const Lanes *d, Lanes *v) {
+    Lanes t[25];
+    for (int j = 0; j < 5; j++) bt_f3(d + j, 5, t + j, 5);
+    for (int i = 0; i < 5; i++) bt_f3(t + 5 * i, 1, v + 5 * i, 1);
+}
+
+ALWAYS_INLINE void input_f4(const Lanes *d, Lanes *v) {
+    Lanes t[36];
+    for (int j = 0; j < 6; j++) bt_f4(d + j, 6, t + j, 6);
+    for (int i = 0; i < 6; i++) bt_f4(t + 6 * i, 1, v + 6 * i, 1);
+}
+
+// A^T M A: m x a after the columns, m x m after the rows.
+ALWAYS_INLINE void output_f2(const Lanes *mm, Lanes *y) {
+    Lanes s[8];
+    for (int j = 0; j < 4; j++) at_f2(mm + j, 4, s + j, 4);
+    for (int i = 0; i < 2; i++) at_f2(s + 4 * i, 1, y + 2 * i, 1);
+}
+
+ALWAYS_INLINE void output_f3(const Lanes *mm, Lanes *y) {
+    Lanes s[15];
+    for (int j = 0; j < 5; j++) at_f3(mm + j, 5, s + j, 5);
+    for (int i = 0; i < 3; i++) at_f3(s + 5 * i, 1, y + 3 * i, 1);
+}
+
+ALWAYS_INLINE void output_f4(const Lanes *mm, Lanes *y) {
+    Lanes s[24];
+    for (int j = 0; j < 6; j++) at_f4(mm + j, 6, s + j, 6);
+    for (int i = 0; i < 4; i++) at_f4(s + 6 * i, 1, y + 4 * i, 1);
+}
+
+typedef struct {
+    int m;              // output tile side
+    double G[AMAX][3];  // kernel transform, a x 3
+} Method;
+
+static const Method F2 = {2, {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}}};
+static const Method F3 = {
+    3, {{1 / 2., 0, 0}, {-1 / 2., -1 / 2., -1 / 2.}, {-1 / 6., 1 / 6., -1 / 6.}, {1 / 6., 1 / 3., 2 / 3.}, {0, 0, 1}}};
+static const Method F4 = {4,
+                          {{1 / 4., 0, 0},
+                           {-1 / 6., -1 / 6., -1 / 6.},
+                           {-1 / 6., 1 / 6., -1 / 6.},
+                           {1 / 24., 1 / 12., 1 / 6.},
+                           {1 / 24., -1 / 12., 1 / 6.},
+                           {0, 0, 1}}};
+
+static const Method *method(int m) { return m == 4 ? &F4 : m == 3 ? &F3 : &F2; }
+
+size_t winograd_tile_kernel_floats(int m, int C, int K) { return (size_t)(m + 2) * (m + 2) * C * K; }
+
+void winograd_tile_kernel_transform(int m, const float *w, int C, int K, float *U) {
+    const Method *f = method(m);
+    const int a = m + 2;
+    const size_t CK = (size_t)C * K;
+    for (size_t ck = 0; ck < CK; ck++) {
+        double g[3][3], r[AMAX][3];
+        for (int dy = 0; dy < 3; dy++)
+            for (int dx = 0; dx < 3; dx++) g[dy][dx] = w[(size_t)(dy * 3 + dx) * CK + ck];
+        for (int i = 0; i < a; i++)  // G g
+            for (int j = 0; j < 3; j++) r[i][j] = f->G[i][0] * g[0][j] + f->G[i][1] * g[1][j] + f->G[i][2] * g[2][j];
+        for (int i = 0; i < a; i++)  // (G g) G^T
+            for (int j = 0; j < a; j++)
+                U[(size_t)(a * i + j) * CK + ck] =
+                    (float)(r[i][0] * f->G[j][0] + r[i][1] * f->G[j][1] + r[i][2] * f->G[j][2]);
+    }
+}
+
+// Tiles per band, a function of the shape only. Three costs pull apart: the
+// transformed kernel U (P C K floats, P = (m+2)^2 points) is read once per
+// band; the band's V and M (nt P (C + K) floats) are written by one
+// transform and read back by the GEMMs or the other transform, cheaply
+// while they stay in cache; and each band is three rounds of the thread
+// pool, whose wake-ups cost tens of microseconds. So: bands of
+// WINO_BAND_FLOATS of V and M (the early layers, whose U is small), unless
+// U is larger, whose re-reading then costs more than the band's spill (the
+// late layers): then the band as large as U, up to the scratch cap.
+// Measured (a sweep of 0.25 to 4 MiB, scripts/bench_base.c's conditions):
+// on one thread within 10% of each other; on two, 4 MiB bands made
+// block1_conv2 1.3x (F(4x4)) to 1.4x (F(2x2)) faster than 1 MiB bands.
+#define WINO_BAND_FLOATS (1u << 20)  // 4 MiB
+static int band_tiles(int m, int C, int K) {
+    const size_t P = (size_t)(m + 2) * (m + 2);
+    size_t t = WINO_BAND_FLOATS / (P * (C + K)), u = (size_t)C * K / (C + K);
+    if (u > t) t = u;
+    size_t cap = WINO_MAX_SCRATCH_FLOATS / (P * (C + K));
+    if (t > cap) t = cap;
     if (t < WINO_BAND_MIN) t = WINO_BAND_MIN;
     return (int)t;
 }
 
-size_t winograd_scratch_floats(int H, int W, int C, int K) {
+size_t winograd_tile_scratch_floats(int m, int H, int W, int C, int K) {
     (void)H, (void)W;
-    return (size_t)band_tiles(C, K) * 16 * ((size_t)C + K);
+    return ((size_t)band_tiles(m, C, K) * ((size_t)C + K) + 2 * PAD) * (m + 2) * (m + 2);
 }
 
-// V_p[t][c] = (B^T d B)_p for the 4x4 window of tile t, channel c. The
-// window starts at input row 2*ty - 1, column 2*tx - 1 (the 'same' padding);
-// pixels outside the image are zeros. stride_p: floats between two points'
-// matrices (the band's tiles x C).
-static void input_transform(const float *in, int H, int W, int C, int tiles_w, int tiles_hw, long t0, int nt,
-                            const float *zeros, float *V, size_t stride_p) {
+// V_p[t][c] = (B^T d B)_p for the a x a window of tile t, channel c. The
+// window starts at input row m*ty - 1, column m*tx - 1 (the 'same'
+// padding); pixels outside the image are zeros. stride_p: floats between two
+// points' matrices (the band's tiles x C).
+ALWAYS_INLINE void input_transform(const Method *f, const float *in, int H, int W, int C, int tiles_w, int tiles_hw,
+                            long t0, int nt, const float *zeros, float *V, size_t stride_p) {
+    const int m = f->m, a = m + 2, P = a * a;
     for (int t = 0; t < nt; t++) {
         long tile = t0 + t;
         int n = (int)(tile / tiles_hw), r = (int)(tile % tiles_hw);
-        int y0 = 2 * (r / tiles_w) - 1, x0 = 2 * (r % tiles_w) - 1;
-        const float *d[4][4];
-        for (int i = 0; i < 4; i++)
-            for (int j = 0; j < 4; j++) {
+        int y0 = m * (r / tiles_w) - 1, x0 = m * (r % tiles_w) - 1;
+        const float *src[AMAX * AMAX];
+        for (int i = 0; i < a; i++)
+            for (int j = 0; j < a; j++) {
                 int y = y0 + i, x = x0 + j;
-                d[i][j] = (y >= 0 && y < H && x >= 0 && x < W) ? in + (((size_t)n * H + y) * W + x) * C : zeros;
+                src[a * i + j] = (y >= 0 && y < H && x >= 0 && x < W) ? in + (((size_t)n * H + y) * W + x) * C : zeros;
             }
         float *v = V + (size_t)t * C;
-        for (int c = 0; c < C; c++) {
-            float b[4][4];  // B^T d: combine rows
-            for (int j = 0; j < 4; j++) {
-                b[0][j] = d[0][j][c] - d[2][j][c];
-                b[1][j] = d[1][j][c] + d[2][j][c];
-                b[2][j] = d[2][j][c] - d[1][j][c];
-                b[3][j] = d[1][j][c] - d[3][j][c];
+        for (int c0 = 0; c0 < C; c0 += LANES) {
+            const int nl = C - c0 < LANES ? C - c0 : LANES;
+            Lanes d[AMAX * AMAX], tv[AMAX * AMAX];
+            if (nl == LANES) {
+                for (int p = 0; p < P; p++)
+                    for (int l = 0; l < LANES; l++) d[p][l] = src[p][c0 + l];
+            } else {  // the last channels: the unused lanes are zeros
+                for (int p = 0; p < P; p++)
+                    for (int l = 0; l < LANES; l++) d[p][l] = l < nl ? src[p][c0 + l] : 0.0f;
             }
-            for (int i = 0; i < 4; i++) {  // (B^T d) B: combine columns
-                v[(4 * i + 0) * stride_p + c] = b[i][0] - b[i][2];
-                v[(4 * i + 1) * stride_p + c] = b[i][1] + b[i][2];
-                v[(4 * i + 2) * stride_p + c] = b[i][2] - b[i][1];
-                v[(4 * i + 3) * stride_p + c] = b[i][1] - b[i][3];
-            }
+            if (m == 4) input_f4(d, tv);
+            else if (m == 3) input_f3(d, tv);
+            else input_f2(d, tv);
+            for (int p = 0; p < P; p++)
+                for (int l = 0; l < nl; l++) v[p * stride_p + c0 + l] = tv[p][l];
         }
     }
 }
 
-// Y = A^T M A + bias for each tile of the band, written to the 2x2 outputs
-// that lie inside the image.
-static void output_transform(const float *M, const float *bias, int H, int W, int K, int tiles_w, int tiles_hw,
-                             long t0, int nt, float *out, size_t stride_p) {
+// Y = A^T M A + bias for each tile of the band, written to the m x m
+// outputs that lie inside the image.
+ALWAYS_INLINE void output_transform(const Method *f, const float *M, const float *bias, int H, int W, int K, int tiles_w,
+                             int tiles_hw, long t0, int nt, float *out, size_t stride_p) {
+    const int m = f->m, a = m + 2, P = a * a;
     for (int t = 0; t < nt; t++) {
         long tile = t0 + t;
         int n = (int)(tile / tiles_hw), r = (int)(tile % tiles_hw);
-        int y0 = 2 * (r / tiles_w), x0 = 2 * (r % tiles_w);
-        const float *m = M + (size_t)t * K;
-        float *o[2][2];
-        for (int i = 0; i < 2; i++)
-            for (int j = 0; j < 2; j++) {
-                int y = y0 + i < H ? y0 + i : y0, x = x0 + j < W ? x0 + j : x0;  // cropped: rewrite a kept one
-                o[i][j] = out + (((size_t)n * H + y) * W + x) * K;
+        int y0 = m * (r / tiles_w), x0 = m * (r % tiles_w);
+        int mh = H - y0 < m ? H - y0 : m, mw = W - x0 < m ? W - x0 : m;  // cropped at the bottom/right edge
+        const float *mt = M + (size_t)t * K;
+        float *dst = out + (((size_t)n * H + y0) * W + x0) * K;
+        for (int k0 = 0; k0 < K; k0 += LANES) {
+            const int nl = K - k0 < LANES ? K - k0 : LANES;
+            Lanes mm[AMAX * AMAX], y[4 * 4];
+            if (nl == LANES) {
+                for (int p = 0; p < P; p++)
+                    for (int l = 0; l < LANES; l++) mm[p][l] = mt[p * stride_p + k0 + l];
+            } else {
+                for (int p = 0; p < P; p++)
+                    for (int l = 0; l < LANES; l++) mm[p][l] = l < nl ? mt[p * stride_p + k0 + l] : 0.0f;
             }
-        for (int k = 0; k < K; k++) {
-            float s[2][4];  // A^T M
-            for (int j = 0; j < 4; j++) {
-                float m0 = m[(0 + j) * stride_p + k], m1 = m[(4 + j) * stride_p + k];
-                float m2 = m[(8 + j) * stride_p + k], m3 = m[(12 + j) * stride_p + k];
-                s[0][j] = m0 + m1 + m2;
-                s[1][j] = m1 - m2 - m3;
-            }
-            // Cropped positions alias a kept output; write those last so
-            // the kept value wins (order: (1,1), (1,0), (0,1), (0,0)).
-            o[1][1][k] = s[1][1] - s[1][2] - s[1][3] + bias[k];
-            o[1][0][k] = s[1][0] + s[1][1] + s[1][2] + bias[k];
-            o[0][1][k] = s[0][1] - s[0][2] - s[0][3] + bias[k];
-            o[0][0][k] = s[0][0] + s[0][1] + s[0][2] + bias[k];
+            if (m == 4) output_f4(mm, y);
+            else if (m == 3) output_f3(mm, y);
+            else output_f2(mm, y);
+            for (int i = 0; i < mh; i++)
+                for (int j = 0; j < mw; j++) {
+                    float *o = dst + ((size_t)i * W + j) * K + k0;
+                    for (int l = 0; l < nl; l++) o[l] = y[m * i + j][l] + bias[k0 + l];
+                }
         }
     }
 }
 
-// The transforms of a band, in chunks of tiles on the thread pool
-// (parallel.h): each tile's values depend on that tile alone, so the result
-// is the same on any number of threads. The GEMMs between them use
-// OpenBLAS's threads.
+// A band in three steps on the thread pool (parallel.h): the input
+// transform in chunks of tiles, the a^2 GEMMs one per task, the output
+// transform in chunks of tiles. The GEMMs run on OpenBLAS's single-threaded
+// path, side by side: VGG's per-image bands make GEMMs too small (tens to
+// hundreds of rows) for OpenBLAS to split well across threads. Each value
+// depends on its tile or its GEMM alone, so the result is the same on any
+// number of threads.
 #define WINO_TILES_PER_TASK 32
 typedef struct {
+    const Method *f;
     const float *in, *U, *bias, *zeros;
     float *V, *M, *out;
     int H, W, C, K, tiles_w, tiles_hw, nt;
     long t0;
 } Band;
 
-static void input_task(void *ctx, int task) {
+// M_p = V_p U_p for point p of the band.
+static void gemm_task(void *ctx, int p) {
+    Band *b = ctx;
+    const size_t CK = (size_t)b->C * b->K;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b->nt, b->K, b->C, 1.0f,
+                b->V + p * ((size_t)b->nt * b->C + PAD), b->C, b->U + p * CK, b->K, 0.0f,
+                b->M + p * ((size_t)b->nt * b->K + PAD), b->K);
+}
+
+ALWAYS_INLINE void input_task_body(void *ctx, int task) {
     Band *b = ctx;
     int first = task * WINO_TILES_PER_TASK, n = b->nt - first < WINO_TILES_PER_TASK ? b->nt - first : WINO_TILES_PER_TASK;
     // Tile t of the band goes to V + t*C within each point's (nt x C) matrix.
-    input_transform(b->in, b->H, b->W, b->C, b->tiles_w, b->tiles_hw, b->t0 + first, n, b->zeros, b->V + (size_t)first * b->C,
-                    (size_t)b->nt * b->C);
+    input_transform(b->f, b->in, b->H, b->W, b->C, b->tiles_w, b->tiles_hw, b->t0 + first, n, b->zeros,
+                    b->V + (size_t)first * b->C, (size_t)b->nt * b->C + PAD);
 }
 
-static void output_task(void *ctx, int task) {
+ALWAYS_INLINE void output_task_body(void *ctx, int task) {
     Band *b = ctx;
     int first = task * WINO_TILES_PER_TASK, n = b->nt - first < WINO_TILES_PER_TASK ? b->nt - first : WINO_TILES_PER_TASK;
-    output_transform(b->M + (size_t)first * b->K, b->bias, b->H, b->W, b->K, b->tiles_w, b->tiles_hw, b->t0 + first, n,
-                     b->out, (size_t)b->nt * b->K);
+    output_transform(b->f, b->M + (size_t)first * b->K, b->bias, b->H, b->W, b->K, b->tiles_w, b->tiles_hw,
+                     b->t0 + first, n, b->out, (size_t)b->nt * b->K + PAD);
 }
 
-void winograd_forward(const float *in, int N, int H, int W, int C, const float *U, const float *bias, int K,
-                      float *out, float *scratch) {
-    const int tiles_h = (H + 1) / 2, tiles_w = (W + 1) / 2, tiles_hw = tiles_h * tiles_w;
+// The tasks compiled for each vector width (simd.h): the same operations in
+// the same order on LANES-wide arrays at every width, no fused multiply-adds
+// (the build's -ffp-contract=off), hence the same bits.
+#define DEFINE_TASKS(SFX, ATTR)                                                          \
+    ATTR static void input_task_##SFX(void *ctx, int task) { input_task_body(ctx, task); } \
+    ATTR static void output_task_##SFX(void *ctx, int task) { output_task_body(ctx, task); }
+DEFINE_TASKS(portable, )
+#if defined(__x86_64__)
+DEFINE_TASKS(avx2, __attribute__((target("avx2"))))
+DEFINE_TASKS(avx512, __attribute__((target("avx512f"))))
+#endif
+
+void winograd_tile_forward(int m, const float *in, int N, int H, int W, int C, const float *U, const float *bias,
+                           int K, float *out, float *scratch) {
+    const Method *f = method(m);
+    const int P = (f->m + 2) * (f->m + 2);
+    const int tiles_h = (H + f->m - 1) / f->m, tiles_w = (W + f->m - 1) / f->m, tiles_hw = tiles_h * tiles_w;
     const long tiles = (long)N * tiles_hw;
-    const int band = band_tiles(C, K);
+    const int band = band_tiles(f->m, C, K);
     // A zero "pixel" for the padding (VGG's widest layer has 512 channels).
     static const float zeros[4096];
-    Band b = {.in = in, .U = U, .bias = bias, .zeros = zeros, .V = scratch, .M = scratch + (size_t)band * 16 * C,
-              .out = out, .H = H, .W = W, .C = C, .K = K, .tiles_w = tiles_w, .tiles_hw = tiles_hw};
-    const size_t CK = (size_t)C * K;
+    Band b = {.f = f, .in = in, .U = U, .bias = bias, .zeros = zeros, .V = scratch,
+              .M = scratch + ((size_t)band * C + PAD) * P, .out = out, .H = H, .W = W, .C = C, .K = K,
+              .tiles_w = tiles_w, .tiles_hw = tiles_hw};
+    void (*input_task)(void *, int) = input_task_portable, (*output_task)(void *, int) = output_task_portable;
+#if defined(__x86_64__)
+    int simd = simd_level();
+    if (simd >= SIMD_AVX2) input_task = input_task_avx2, output_task = output_task_avx2;
+    if (simd >= SIMD_AVX512) input_task = input_task_avx512, output_task = output_task_avx512;
+#endif
+    // OpenBLAS's thread count is global: set back before returning.
+    const int blas_threads = openblas_get_num_threads();
+    if (blas_threads > 1) openblas_set_num_threads(1);
     for (long t0 = 0; t0 < tiles; t0 += band) {
         b.t0 = t0;
         b.nt = (int)(tiles - t0 < band ? tiles - t0 : band);
         int tasks = (b.nt + WINO_TILES_PER_TASK - 1) / WINO_TILES_PER_TASK;
         parallel_for(tasks, input_task, &b);
-        for (int p = 0; p < 16; p++)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b.nt, K, C, 1.0f, b.V + (size_t)p * b.nt * C, C,
-                        U + p * CK, K, 0.0f, b.M + (size_t)p * b.nt * K, K);
+        parallel_for(P, gemm_task, &b);
         parallel_for(tasks, output_task, &b);
     }
+    if (blas_threads > 1) openblas_set_num_threads(blas_threads);
 }

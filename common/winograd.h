@@ -1,36 +1,59 @@
 // 3x3 'same' convolution (pad 1, stride 1) with bias by Winograd's minimal
-// filtering F(2x2, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional
-// Neural Networks", 2016): each 2x2 block of outputs costs 16 multiplies per
-// (input channel, output channel) instead of 36, i.e. 2.25x fewer than the
-// direct convolution (conv3x3_forward in conv.c, the reference). The
-// multiplies are still GEMMs on OpenBLAS: for each of the 16 points of the
-// transformed 4x4 tile, (tiles x C) times (C x K).
+// filtering F(m x m, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional
+// Neural Networks", 2016), for output tiles of m = 2, 3 or 4: each m x m
+// block of outputs costs (m+2)^2 multiplies per (input channel, output
+// channel) instead of 9 m^2, i.e. 2.25x (F(2x2)), 3.24x (F(3x3)) or 4x
+// (F(4x4)) fewer than the direct convolution (conv3x3_forward in conv.c,
+// the reference). The multiplies are still GEMMs on OpenBLAS: for each of
+// the (m+2)^2 points of the transformed tile, (tiles x C) times (C x K).
 //
 // Same layouts as layers.h: NHWC activations, Keras kernels (3,3,C,K).
 // Inference only (the frozen base): training keeps the direct convolution,
 // whose backward pass is the reference for the gradient checks.
 //
-// Accuracy: the transforms only add, subtract and halve (exact in binary
-// float except for the sums' rounding), so results differ from the direct
-// convolution by a few float32 roundings of the larger partial sums: about
-// 1e-6 of the largest output on VGG16's layers (tests/test_winograd.c
-// measures it layer by layer).
+// Accuracy against the direct convolution, as a fraction of the layer's
+// largest output (tests/test_winograd.c measures it layer by layer): the
+// larger the tile, the larger the transforms' coefficients (up to 5 and 8
+// for F(4x4)) and the cancellation between the transformed-domain products,
+// whose float32 sums (the GEMMs) then carry most of the error:
+// - F(2x2) (adds, subtracts, halves): about 1e-6 on VGG16's layer shapes;
+// - F(3x3): about 2.5x that; F(4x4): about 7x that.
+// End to end on real photos with the real ImageNet weights see forward.h.
 #pragma once
 #include <stddef.h>
 
-// Floats of the transformed kernel of a C -> K layer: 16 * C * K.
-size_t winograd_kernel_floats(int C, int K);
-// U = G g G^T for every (c, k): w is (3,3,C,K); U is 16 matrices of C x K
-// (point-major: U[p*C*K + c*K + k], p = 4*i + j of the 4x4 tile).
-void winograd_kernel_transform(const float *w, int C, int K, float *U);
-// Scratch floats winograd_forward needs for an H x W x C -> K layer (the
-// transformed input and product of one band of tiles; at most 32 MiB).
-size_t winograd_scratch_floats(int H, int W, int C, int K);
+// Floats of the transformed kernel of a C -> K layer: (m+2)^2 * C * K
+// (m = 2: 16 C K, 1.8x the kernel; m = 3: 25 C K, 2.8x; m = 4: 36 C K, 4x).
+size_t winograd_tile_kernel_floats(int m, int C, int K);
+// U = G g G^T for every (c, k), computed in double and rounded once: w is
+// (3,3,C,K); U is (m+2)^2 matrices of C x K (point-major:
+// U[p*C*K + c*K + k], p = (m+2)*i + j of the transformed tile).
+void winograd_tile_kernel_transform(int m, const float *w, int C, int K, float *U);
+// Scratch floats winograd_tile_forward needs for an H x W x C -> K layer
+// (the transformed input and product of one band of tiles; at most 32 MiB
+// and a few KiB).
+size_t winograd_tile_scratch_floats(int m, int H, int W, int C, int K);
 // out (N,H,W,K) = conv3x3(in (N,H,W,C)) + bias, from U of
-// winograd_kernel_transform. Any H, W >= 1 (odd sizes crop the last tile);
-// C <= 4096. The transforms run on the thread pool (parallel.h), the GEMMs
-// on OpenBLAS's threads.
-// The band of tiles depends on the shape only, so an image's result does
-// not depend on the run it is part of when N = 1.
-void winograd_forward(const float *in, int N, int H, int W, int C, const float *U, const float *bias, int K,
-                      float *out, float *scratch);
+// winograd_tile_kernel_transform with the same m (2, 3 or 4). Any H, W >= 1
+// (sizes that are not multiples of m crop the last tiles); C <= 4096. Runs
+// on the thread pool (parallel.h): the transforms in chunks of tiles, the
+// GEMMs one per task, each on OpenBLAS's single-threaded path (OpenBLAS's
+// thread count is set to 1 meanwhile, for the whole process, and set back
+// before returning). The band of tiles
+// depends on the shape only, so an image's result does not depend on the
+// run it is part of when N = 1, nor on the number of threads.
+void winograd_tile_forward(int m, const float *in, int N, int H, int W, int C, const float *U, const float *bias,
+                           int K, float *out, float *scratch);
+
+// F(2x2,3x3) shorthands (m = 2), as scripts/bench_conv.c calls them.
+static inline size_t winograd_kernel_floats(int C, int K) { return winograd_tile_kernel_floats(2, C, K); }
+static inline void winograd_kernel_transform(const float *w, int C, int K, float *U) {
+    winograd_tile_kernel_transform(2, w, C, K, U);
+}
+static inline size_t winograd_scratch_floats(int H, int W, int C, int K) {
+    return winograd_tile_scratch_floats(2, H, W, C, K);
+}
+static inline void winograd_forward(const float *in, int N, int H, int W, int C, const float *U, const float *bias,
+                                    int K, float *out, float *scratch) {
+    winograd_tile_forward(2, in, N, H, W, C, U, bias, K, out, scratch);
+}
