@@ -42,7 +42,7 @@ static int parse_range(const char *key, const char *val, const char *unit, float
     if (!val || !*val) return err_set("--augment: %s needs a value (%s=%s)", key, key, unit);
     char *end;
     float v = strtof(val, &end);
-    if (end == val || *end || !isfinite(v))
+    if (end == val || *end || !isfinite(v) || strpbrk(val, "xX \t"))  // decimal only, as the options
         return err_set("--augment: bad value '%s' for %s (a number: %s)", val, key, unit);
     if (v < 0) return err_set("--augment: %s=%s: ranges cannot be negative", key, val);
     *out = v + 0.0f;
@@ -72,6 +72,7 @@ static int parse_zoom(const char *val, AugmentSpec *s) {
     int bad = end == lo_text || *end || !isfinite(lo);
     float hi = strtof(colon + 1, &end);
     bad |= end == colon + 1 || *end || !isfinite(hi);
+    bad |= strpbrk(val, "xX \t") != NULL;  // decimal only
     if (bad) return err_set("--augment: bad value '%s' for zoom (Z, or LO:HI)", val);
     if (!(lo > 0 && lo <= hi))
         return err_set("--augment: zoom=%s: needs 0 < LO <= HI", val);

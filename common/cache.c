@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -553,6 +554,12 @@ void cache_close(Cache *c) {
 // (or quota) says so in the system's words, names the cache and says what
 // is kept.
 static int write_error(Cache *c, int rc, const char *doing) {
+    // LMDB reports a page write the disk had no room for as EIO (a short
+    // write): with (almost) no space left in the cache's file system, that
+    // is the full disk it means.
+    struct statvfs fs;
+    if (rc == EIO && statvfs(c->path, &fs) == 0 && (double)fs.f_bavail * fs.f_frsize < 16.0 * 1024 * 1024)
+        rc = ENOSPC;
     if (rc == ENOSPC || rc == EDQUOT || rc == EFBIG)
         return err_set("%s: %s while %s: the records committed before are kept; free some space and rerun the same "
                        "command to resume",

@@ -1,5 +1,6 @@
 #include "cli.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -61,10 +62,20 @@ static int check_range(const CliOption *o, double v, const char *text) {
 static int set_value(CliOption *o, const char *text) {
     char *end = NULL;
     errno = 0;
+    // strtol/strtod skip leading spaces; a value is the number alone.
+    if (o->type != OPT_FLAG && o->type != OPT_STRING && o->type != OPT_CHOICE && text && isspace((unsigned char)*text))
+        return err_set("--%s: '%s' starts with a space", o->name, text);
     switch (o->type) {
-    case OPT_FLAG:
-        *(int *)o->dest = text && (!strcmp(text, "1") || !strcmp(text, "true") || !strcmp(text, "yes"));
-        return 0;
+    case OPT_FLAG: {
+        // --flag, or --flag=VALUE with a yes/no VALUE: a typo ("=on") is an
+        // error, not a quiet "off".
+        static const char *const yes[] = {"1", "true", "yes"}, *const no[] = {"0", "false", "no"};
+        for (int k = 0; k < 3; k++) {
+            if (text && !strcmp(text, yes[k])) return *(int *)o->dest = 1, 0;
+            if (text && !strcmp(text, no[k])) return *(int *)o->dest = 0, 0;
+        }
+        return err_set("--%s=%s: a flag takes 1/true/yes or 0/false/no", o->name, text ? text : "");
+    }
     case OPT_INT: {
         long v = strtol(text, &end, 10);
         if (errno || end == text || *end || v < INT_MIN || v > INT_MAX)

@@ -32,7 +32,14 @@ int conv_method(const Model *m, int i) {
     if (forced < 0) {
         const char *e = getenv("VGGFT_WINOGRAD");
         forced = e && strlen(e) == 1 && strchr("0234", e[0]) ? e[0] - '0' : e && !strcmp(e, "fast") ? 5 : 1;
+        if (e && forced == 1)
+            fprintf(stderr, "warning: VGGFT_WINOGRAD=%s is not one of 0, 2, 3, 4, fast: ignored\n", e);
         plan = getenv("VGGFT_WINOGRAD_PLAN");
+        if (plan && (strspn(plan, "0234") != strlen(plan) || !*plan)) {
+            fprintf(stderr, "warning: VGGFT_WINOGRAD_PLAN=%s: one digit 0, 2, 3 or 4 per conv layer: ignored\n",
+                    plan);
+            plan = NULL;
+        }
     }
     const Layer *l = &m->layers[i];
     if (l->kind != LAYER_CONV || l->trainable) return 0;

@@ -51,6 +51,7 @@ int extract_info(const char *path) {
     printf("preprocessing:  %s\n", m.preprocess);
     printf("layer:          %s\n", m.layer);
     printf("features:       %dx%dx%d (H,W,C), %s\n", m.feat_h, m.feat_w, m.feat_c, feat_dtype_name(m.dtype));
+    if (m.decode[0]) printf("decoding:       %s\n", m.decode);
     if (m.shard[0]) printf("shard:          %s\n", m.shard);
     if (m.data_dir[0]) printf("image folder:   %s (%s)\n", m.data_dir, m.folder);
     printf("state:          %s\n", m.complete ? "complete" : "incomplete (its extract run did not finish: rerun it)");

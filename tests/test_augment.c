@@ -313,6 +313,8 @@ Test(augment, spec_errors_name_the_key_or_value) {
     parse_error("shift=-0.1", "shift=-0.1");
     parse_error("rotation=abc", "bad value 'abc' for rotation");
     parse_error("rotation=30x", "bad value '30x'");
+    parse_error("rotation=0x10", "bad value '0x10'");  // decimal only, as the options
+    parse_error("zoom=0x1:2", "bad value '0x1:2' for zoom");
     parse_error("rotation=inf", "bad value 'inf'");
     parse_error("shear=nan", "bad value 'nan'");
     parse_error("rotation", "rotation needs a value");

@@ -453,18 +453,20 @@ static void unmount_tmpfs(void) {
     mounted[0] = '\0';
 }
 
-Test(cache_disk, full_disk_names_the_cache_and_resumes, .fini = unmount_tmpfs) {
+// A file system of fs_size that the cache of input_size features fills part
+// way: the error says so, and the rerun with room completes the cache.
+static void full_disk(int input_size, const char *fs_size) {
     char *top = make_images("disk", 18);
-    char ref[1100], mnt[1100], cache[1200], args[4000];
+    char ref[1100], mnt[1100], cache[1200], args[4000], common[200], opts[64];
     snprintf(ref, sizeof ref, "%s/ref", top);
     snprintf(mnt, sizeof mnt, "%s/mnt", top);
     snprintf(cache, sizeof cache, "%s/cache", mnt);
-    const char *common = "--weights random --input-size 32 --batch 4 --quiet";
+    snprintf(common, sizeof common, "--weights random --input-size %d --batch 4 --quiet", input_size);
     snprintf(args, sizeof args, "--data '%s/data' --cache '%s' %s", top, ref, common);
     extract_ok(args);
     make_dirs(mnt);
-    // A 48 KB file system: the cache fills it part way.
-    if (mount("tmpfs", mnt, "tmpfs", 0, "size=48k") < 0) {
+    snprintf(opts, sizeof opts, "size=%s", fs_size);
+    if (mount("tmpfs", mnt, "tmpfs", 0, opts) < 0) {
         int e = errno;
         remove_tree(top);
         free(top);
@@ -499,3 +501,8 @@ Test(cache_disk, full_disk_names_the_cache_and_resumes, .fini = unmount_tmpfs) {
     remove_tree(top);
     free(top);
 }
+
+// Small records (32x32 inputs): LMDB sees ENOSPC. Larger ones: a page
+// write cut short, which LMDB reports as EIO; both are a full disk.
+Test(cache_disk, full_disk_names_the_cache_and_resumes, .fini = unmount_tmpfs) { full_disk(32, "48k"); }
+Test(cache_disk, full_disk_with_larger_records, .fini = unmount_tmpfs) { full_disk(96, "160k"); }

@@ -70,6 +70,10 @@ Test(cli, usage_errors, .init = cr_redirect_stderr) {
     cr_expect_eq(cli_parse(&s, 3, hex, NULL, NULL), CLI_USAGE);
     char *after_dashes[] = {"tool", "--", "x", NULL};
     cr_expect_eq(cli_parse(&s, 3, after_dashes, NULL, NULL), CLI_USAGE);
+    char *flag_typo[] = {"tool", "--flag=on", NULL};
+    cr_expect_eq(cli_parse(&s, 2, flag_typo, NULL, NULL), CLI_USAGE);
+    char *spaced[] = {"tool", "--n", " 3", NULL};
+    cr_expect_eq(cli_parse(&s, 3, spaced, NULL, NULL), CLI_USAGE);
     fflush(stderr);
     cr_expect_stderr_eq_str(
         "tool: error: --mode: 'tf' is not one of caffe|rescale|torch\n"
@@ -78,7 +82,9 @@ Test(cli, usage_errors, .init = cr_redirect_stderr) {
         "tool: error: option '--n' needs a value (N)\n"
         "tool: error: unexpected argument 'stray' (see --help)\n"
         "tool: error: --lr: '0x10' is not a number\n"
-        "tool: error: unexpected argument 'x' (see --help)\n");
+        "tool: error: unexpected argument 'x' (see --help)\n"
+        "tool: error: --flag=on: a flag takes 1/true/yes or 0/false/no\n"
+        "tool: error: --n: ' 3' starts with a space\n");
 }
 
 // "--" ends the options: what follows is positional, "--flag" included; a

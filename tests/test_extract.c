@@ -419,6 +419,7 @@ Test(extract, huge_image_odd_names_and_lmdb_tools) {
     rc = run_tool("extract", args, &out);
     cr_expect_eq(rc, 0, "%s", out);
     cr_expect(strstr(out, "records:        12") && strstr(out, "weights:        random:seed=1"), "%s", out);
+    cr_expect(strstr(out, "decoding:       full, pixel budget "), "--info shows the decoding (and precision): %s", out);
     free(out);
     // A cache path that cannot be created: a clear error naming it.
     snprintf(args, sizeof args, "--data '%s' --cache '%s/circles/img 0.jpg/cache' --weights random --quiet", dir, dir);
