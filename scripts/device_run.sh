@@ -104,6 +104,10 @@ for v in "fp32:" "tf32:" "tf32:VGGFT_GPU_HEAD=1"; do
         say "   ours finetune cuda $p $envs FAILED: $(tail -5 /tmp/vggft/f.log)"
     grep -E "^Time" /tmp/vggft/f.log | head -2 | while read -r l; do say "   ours finetune $p $envs: $l"; done
 done
+# predict on the GPU with the fine-tuned model (the same GPU code as extract).
+timeout 60 "$dev/bin/predict" --model /tmp/vggft/ft.h5 --eval /tmp/vggft/img_small --device cuda --quiet \
+    >/tmp/vggft/p.log 2>&1 || say "   ours predict cuda FAILED: $(tail -5 /tmp/vggft/p.log)"
+grep -E -i "accuracy|images" /tmp/vggft/p.log | head -2 | while read -r l; do say "   ours predict cuda: $l"; done
 if ! skip torch; then
     timeout 150 python3 scripts/bench_torch.py finetune --data /tmp/vggft/img --size 150 --batch 20 --workers 16 \
         --steps 60 >/tmp/vggft/t.log 2>&1 || say "   torch finetune FAILED: $(tail -5 /tmp/vggft/t.log)"
