@@ -33,16 +33,6 @@ static void jpegs(const char *dir, const char *cls, int n, int kind) {
     }
 }
 
-static char *read_text(const char *path) {
-    FILE *f = fopen(path, "rb");
-    cr_assert_not_null(f, "no %s", path);
-    char *t = calloc(1, 65536);
-    size_t n = fread(t, 1, 65535, f);
-    t[n] = '\0';
-    fclose(f);
-    return t;
-}
-
 #define ARGS "--weights random --input-size 32 --threads 2"
 
 Test(extract_inputs, fifo_and_socket_are_skipped_without_blocking) {
@@ -67,7 +57,7 @@ Test(extract_inputs, fifo_and_socket_are_skipped_without_blocking) {
     cr_expect(strstr(out, "Found 8 images belonging to 2 classes."), "Keras lists the FIFO and the socket:\n%s", out);
     free(out);
     snprintf(p, sizeof p, "%s/skipped.tsv", cache);
-    char *tsv = read_text(p);
+    char *tsv = read_file(p, NULL);
     cr_expect(strstr(tsv, "circles/y.jpg\tnot a regular file (FIFO)"), "%s", tsv);
     cr_expect(strstr(tsv, "squares/s.png\tnot a regular file (socket)"), "%s", tsv);
     free(tsv);
@@ -129,7 +119,7 @@ Test(extract_inputs, files_keras_does_not_list_do_not_fail_strict) {
     cr_expect(!strstr(out, "Skipped "), "nothing was skipped:\n%s", out);
     free(out);
     snprintf(p, sizeof p, "%s/skipped.tsv", cache);
-    char *tsv = read_text(p);
+    char *tsv = read_file(p, NULL);
     cr_expect(strstr(tsv, "a/.DS_Store\tunsupported file type (.DS_Store): not an image file (ignored, as Keras does)"),
               "%s", tsv);
     cr_expect(strstr(tsv, "b/notes.txt\tunsupported file type (.txt): not an image file (ignored, as Keras does)"),

@@ -55,21 +55,10 @@ static Setup setup(void) {
     return s;
 }
 
-static char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    cr_assert(f, "cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    *n = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc(*n + 1);
-    cr_assert_eq(fread(b, 1, *n, f), *n);
-    fclose(f);
-    return b;
-}
 
 static void expect_same_file(const char *a, const char *b) {
     size_t na, nb;
-    char *x = slurp(a, &na), *y = slurp(b, &nb);
+    char *x = read_file(a, &na), *y = read_file(b, &nb);
     cr_expect(na == nb && !memcmp(x, y, na), "%s and %s differ", a, b);
     free(x), free(y);
 }
@@ -144,7 +133,7 @@ Test(finetune, resume_after_sigterm_or_kill_equals_uninterrupted_run) {
     snprintf(hist_a, sizeof hist_a, "%s/a.history.csv", s.dir);
     snprintf(hist_c, sizeof hist_c, "%s/c.history.csv", s.dir);
     size_t na, nc;
-    char *ha = slurp(hist_a, &na), *hc = slurp(hist_c, &nc);
+    char *ha = read_file(hist_a, &na), *hc = read_file(hist_c, &nc);
     // Same epochs and figures; only the seconds column may differ.
     cr_expect(strncmp(ha, hc, 60) == 0, "history:\n%s\nvs\n%s", ha, hc);
     free(ha), free(hc);

@@ -63,20 +63,7 @@ static int pipe_make(const Pipe *p, const char *env, const char *make_opts, cons
              "EXTRACT_ARGS='--input-size 32 --layer block1_pool --threads 1 --batch 2' TRAIN_ARGS='%s' "
              "FINETUNE_ARGS='--epochs 2 --batch 8 --unfreeze block1_conv2 --no-augment --threads 1' 2>&1",
              p->top_train, env, make_opts, repo_root(), bin_dir(), p->top_train, p->top_val, p->out, train_args);
-    FILE *f = popen(cmd, "r");
-    cr_assert(f, "popen failed");
-    size_t len = 0, cap = 1 << 16;
-    char *buf = malloc(cap);
-    size_t got;
-    while ((got = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-        len += got;
-        if (cap - len < 4096) buf = realloc(buf, cap *= 2);
-    }
-    buf[len] = 0;
-    int st = pclose(f);
-    if (output) *output = buf;
-    else free(buf);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return run_command(cmd, output);
 }
 
 static const char *HEAD_ARGS = "--epochs 2 --hidden 8 --threads 1";

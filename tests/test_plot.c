@@ -26,18 +26,6 @@ static void done(char *dir) {
     free(dir);
 }
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    cr_assert(f, "cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    cr_assert_eq(fread(s, 1, (size_t)n, f), (size_t)n);
-    s[n] = 0;
-    fclose(f);
-    return s;
-}
 
 // Writes a hand-made SVG of w x h whose body is BODY.
 static void write_svg(const char *path, int w, int h, const char *body) {
@@ -107,7 +95,7 @@ static void confusion_case(int K, const char *name_fmt, const char *title, int l
     texts[K] = title;
     cr_assert_eq(plot_confusion_svg(p, title, K, names, counts), 0, "%s", err_msg());
     assert_svg_readable(p, texts, K + 1);
-    char *svg = slurp(p);
+    char *svg = read_file(p, NULL);
     cr_assert(strstr(svg, ">predicted<") && strstr(svg, ">true<"), "axis names missing");
     assert_shown_whole(svg, title);
     free(svg);
@@ -136,7 +124,7 @@ Test(plot_confusion, two_classes_centred) {
     char *names[] = {"cats", "dogs"};
     long counts[] = {40, 10, 5, 45};
     cr_assert_eq(plot_confusion_svg(p, "Confusion matrix (validation)", 2, names, counts), 0, "%s", err_msg());
-    char *svg = slurp(p);
+    char *svg = read_file(p, NULL);
     double W, title_x, x0 = 1e9, x1 = -1e9;
     cr_assert_eq(sscanf(strstr(svg, "<svg ") , "<svg xmlns='http://www.w3.org/2000/svg' width='%lf'", &W), 1);
     const char *t = strstr(svg, "<text x='");
@@ -163,7 +151,7 @@ Test(plot_confusion, names_escaped) {
     cr_assert_eq(plot_confusion_svg(p, "a < b & c", 3, names, counts), 0, "%s", err_msg());
     const char *texts[] = {"<b>&'\"", "caf\xc3\xa9", "a < b & c"};
     assert_svg_readable(p, texts, 3);
-    char *svg = slurp(p);
+    char *svg = read_file(p, NULL);
     cr_assert(strstr(svg, "bad&#255;"), "a non-UTF-8 byte is written as a character reference");
     cr_assert_null(strstr(svg, "<b>"));
     free(svg);
@@ -202,7 +190,7 @@ static char *history_case(const Hist *h, const char *title, int with_val, const 
                  0, "%s", err_msg());
     const char *texts[] = {title, "loss", "accuracy", "epoch", "training", "validation"};
     assert_svg_readable(p, texts, with_val ? 6 : 5);
-    char *svg = slurp(p);
+    char *svg = read_file(p, NULL);
     for (const char *s = svg; (s = strstr(s, ">-")); s++)  // "-0", "-0.00", but "-0.05" is fine
         cr_assert(atof(s + 1) != 0, "a negative zero tick: %.12s", s);
     cr_assert_null(strstr(svg, "nan"), "a NaN coordinate");
@@ -404,7 +392,7 @@ Test(plot_sheet, thumbnails_fit_and_decode) {
     const char *texts[] = {"Misclassified images (most confident first)", "true: cats", "pred: dogs 0.91",
                            "pred: <dogs & co> 0.94", "true: Chihuahua_long_name_here_and_longer_still"};
     assert_svg_readable(p, texts, 5);
-    char *svg = slurp(p);
+    char *svg = read_file(p, NULL);
     for (int i = 0; i < n; i++) {
         Image img;
         cr_assert_eq(embedded_png(svg, i, &img), 0, "thumbnail %d does not decode", i);
@@ -456,7 +444,7 @@ Test(plot_sheet, columns_and_edge_cases) {
     PlotThumb bad[2] = {t[0], {NULL, 10, 10, "x", "y"}};
     cr_assert_eq(plot_contact_sheet_svg(p, "bad", 2, bad, 0), -1);
     cr_assert(strstr(err_msg(), "thumbnail 1"), "%s", err_msg());
-    char *svg = slurp(p);
+    char *svg = read_file(p, NULL);
     cr_assert(strstr(svg, long_title), "the old picture stays");
     free(svg);
     free(px);
@@ -479,13 +467,13 @@ Test(plot_confusion, counts_shown_only_when_they_fit) {
     }
     cr_assert_eq(plot_confusion_svg(p, "large counts", K, names, counts), 0, "%s", err_msg());
     assert_svg_readable(p, (const char *const *)names, K);
-    char *svg = slurp(p);
+    char *svg = read_file(p, NULL);
     cr_assert_null(strstr(svg, ">98765<"), "a 5-digit count cannot be read in a 16 px cell");
     free(svg);
     for (int k = 0; k < K; k++) counts[k * K + k] = 42;
     cr_assert_eq(plot_confusion_svg(p, "small counts", K, names, counts), 0, "%s", err_msg());
     assert_svg_readable(p, (const char *const *)names, K);
-    svg = slurp(p);
+    svg = read_file(p, NULL);
     cr_assert(strstr(svg, ">42<"), "two-digit counts fit");
     free(svg);
     for (int k = 0; k < K; k++) free(names[k]);
@@ -510,7 +498,7 @@ Test(plot_long_text, shared_prefix_names_stay_distinct) {
     }
     cr_assert_eq(plot_confusion_svg(p, "validation", K, names, counts), 0, "%s", err_msg());
     assert_svg_readable(p, (const char *const *)names, K);
-    char *svg = slurp(p);
+    char *svg = read_file(p, NULL);
     for (int k = 0; k < K; k++) {
         char want[64];
         snprintf(want, sizeof want, "variant_%02d</text>", k);
@@ -542,7 +530,7 @@ Test(plot_long_text, long_title_wraps_and_matrix_stays_centred) {
                            "/tmp/b2/fz/a_really_long_directory_name_for_the_experiment_runs/"
                            "2026-11-29_lr1e-3_batch20_vgg16_block5/head_with_a_long_name.h5:"};
     assert_svg_readable(p, texts, 4);
-    char *svg = slurp(p);
+    char *svg = read_file(p, NULL);
     assert_shown_whole(svg, "accuracy 0.5000 on validation");
     cr_expect(strstr(svg, ">/tmp/b2/fz/a_really"), "the path's start is shown");
     cr_expect(strstr(svg, "head_with_a_long_name.h5:</text>"), "the path's end is shown");
@@ -572,7 +560,7 @@ Test(plot_long_text, sheet_caption_keeps_the_probability) {
     cr_assert_eq(plot_contact_sheet_svg(p, "errors", 2, t, 0), 0, "%s", err_msg());
     const char *texts[] = {l2, "pred: a 0.51"};
     assert_svg_readable(p, texts, 2);
-    char *svg = slurp(p);
+    char *svg = read_file(p, NULL);
     cr_expect(strstr(svg, " 0.97</text>"), "the probability stays");
     cr_expect(strstr(svg, ">pred: \xc3\x9c_um"), "so does the start");
     cr_expect(strstr(svg, "variant_07</text>") && strstr(svg, "variant_08</text>"), "true names stay distinct");

@@ -577,18 +577,6 @@ Test(predict, wrong_files_and_folders_refused_with_names, .timeout = 600) {
 
 // --- the report -------------------------------------------------------------------
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    cr_assert(f, "cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    cr_assert_eq(fread(b, 1, (size_t)n, f), (size_t)n);
-    b[n] = '\0';
-    fclose(f);
-    return b;
-}
 
 static int count(const char *s, const char *what) {
     int n = 0;
@@ -609,7 +597,7 @@ Test(predict, report_files_json_and_contact_sheet, .timeout = 600) {
     cr_assert_eq(n, 10);
     for (int i = 0; i < n; i++) wrong += strcmp(lines[i].cls[0], lines[i].truth) != 0;
     snprintf(p, sizeof p, "%s_report.json", prefix);
-    char *rep = slurp(p);
+    char *rep = read_file(p, NULL);
     const char *q = rep;
     cr_expect(jvalue(&q), "the report parses as JSON:\n%s", rep);
     ws(&q);
@@ -624,7 +612,7 @@ Test(predict, report_files_json_and_contact_sheet, .timeout = 600) {
     free(rep);
 
     snprintf(p, sizeof p, "%s_errors.svg", prefix);
-    char *svg = slurp(p);
+    char *svg = read_file(p, NULL);
     int shown = wrong < 2 ? wrong : 2;
     cr_expect_eq(count(svg, "<image"), shown, "at most --max-errors thumbnails:\n%.2000s", svg);
     cr_expect(strstr(svg, "true: "), "captions name the true class");
@@ -655,7 +643,7 @@ Test(predict, report_files_json_and_contact_sheet, .timeout = 600) {
     const char *texts[] = {"true: "};
     if (shown) assert_svg_readable(p, texts, 1);
     snprintf(p, sizeof p, "%s_confusion.svg", prefix);
-    svg = slurp(p);
+    svg = read_file(p, NULL);
     cr_expect(strstr(svg, "circles") && strstr(svg, "squares"));
     free(svg);
     free(lines), free(out);
@@ -712,7 +700,7 @@ Test(predict, quiet_hides_progress_never_warnings) {
     char *fix = fixture_path("predict"), *top = make_temp_dir("predict_quiet");
     char p[800], args[3000], *out;
     snprintf(p, sizeof p, "%s/img0.png", fix);
-    char *png = slurp(p);
+    char *png = read_file(p, NULL);
     struct stat st;
     cr_assert_eq(stat(p, &st), 0);
     snprintf(p, sizeof p, "%s/img0.png", top);
@@ -752,19 +740,7 @@ static int run_sh(const char *cmd, char **output) {
     if (!bin) bin = TEST_BUILD;
     char full[4000];
     snprintf(full, sizeof full, "B='%s'; %s", bin, cmd);
-    FILE *p = popen(full, "r");
-    cr_assert(p);
-    size_t len = 0, size = 4096;
-    char *buf = malloc(size);
-    size_t got;
-    while ((got = fread(buf + len, 1, size - len - 1, p)) > 0) {
-        len += got;
-        if (size - len < 2) buf = realloc(buf, size *= 2);
-    }
-    buf[len] = '\0';
-    int st = pclose(p);
-    *output = buf;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return run_command(full, output);
 }
 
 // A folder with copies of the fixture's img0.png under the given names.
@@ -774,7 +750,7 @@ static char *folder_of_copies(const char *tag, const char *const *names, int n) 
     snprintf(p, sizeof p, "%s/img0.png", fix);
     struct stat st;
     cr_assert_eq(stat(p, &st), 0);
-    char *png = slurp(p);
+    char *png = read_file(p, NULL);
     for (int i = 0; i < n; i++) {
         snprintf(p, sizeof p, "%s/%s", top, names[i]);
         write_file(p, png, (size_t)st.st_size);
@@ -942,7 +918,7 @@ Test(predict_fix, cache_report_says_what_extract_skipped, .timeout = 600) {
               "the report on screen says it:\n%s", out);
     free(out);
     snprintf(p, sizeof p, "%s/rep_report.json", s.top);
-    char *rep = slurp(p);
+    char *rep = read_file(p, NULL);
     cr_expect(strstr(rep, "\"note\": \"extract skipped 1 file"), "and the report file:\n%s", rep);
     const char *q = rep;
     cr_expect(jvalue(&q), "the report is JSON");
@@ -988,7 +964,7 @@ Test(predict_fix, non_finite_outputs_warned_once_and_null_in_json, .timeout = 60
     free(out);
     char p[800];
     snprintf(p, sizeof p, "%s/nan_report.json", s.top);
-    char *rep = slurp(p);
+    char *rep = read_file(p, NULL);
     const char *q = rep;
     cr_expect(jvalue(&q) && !strstr(rep, "nan"), "the report is JSON:\n%s", rep);
     free(rep);

@@ -94,8 +94,14 @@ int run_tool_timeout(const char *name, const char *args, int seconds, char **out
     char limit[48] = "";
     if (seconds > 0) snprintf(limit, sizeof limit, "timeout -s KILL %d ", seconds);
     snprintf(cmd, cap, "%s%s/%s %s 2>&1", limit, bin, name, args);
-    FILE *p = popen(cmd, "r");
+    int rc = run_command(cmd, output);
     free(cmd);
+    return rc;
+}
+
+int run_command(const char *cmd, char **output) {
+    if (output) *output = NULL;
+    FILE *p = popen(cmd, "r");
     if (!p) return -1;
     size_t len = 0, size = 4096;
     char *buf = malloc(size);
@@ -106,8 +112,23 @@ int run_tool_timeout(const char *name, const char *args, int seconds, char **out
     }
     buf[len] = '\0';
     int st = pclose(p);
-    if (output) *output = buf; else free(buf);
+    if (output) *output = buf;
+    else free(buf);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+char *read_file(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    cr_assert(f, "cannot open %s", path);
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)size + 1);
+    cr_assert_eq(fread(b, 1, (size_t)size, f), (size_t)size, "cannot read %s", path);
+    b[size] = '\0';
+    fclose(f);
+    if (n) *n = (size_t)size;
+    return b;
 }
 
 float max_abs_diff(const float *a, const float *b, size_t n) {

@@ -37,6 +37,12 @@ int run_tool(const char *name, const char *args, char **output);
 // The same under `timeout -s KILL SECONDS` (0: none): a run that blocks
 // comes back as 137 instead of hanging the suite.
 int run_tool_timeout(const char *name, const char *args, int seconds, char **output);
+// Runs a shell command line (popen), capturing its stdout into *output
+// (malloc'd; may be NULL); returns its exit status, -1 if it did not exit.
+int run_command(const char *cmd, char **output);
+// A whole file, NUL-terminated (malloc'd), its size in *n (may be NULL);
+// aborts the test when it cannot be read.
+char *read_file(const char *path, size_t *n);
 
 // Max |a-b| and max |a-b| / (|b| + 1) over n floats.
 float max_abs_diff(const float *a, const float *b, size_t n);
