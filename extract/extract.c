@@ -215,11 +215,13 @@ typedef struct {
     uint8_t (*sha)[32];
 } Batch;
 
-static int batch_alloc(Batch *b, int cap, size_t image_floats, long feat) {
+// in: where the batch's images go (the GPU's pinned staging buffer), or
+// NULL: a buffer of its own.
+static int batch_alloc(Batch *b, int cap, size_t image_floats, long feat, float *in) {
     memset(b, 0, sizeof *b);
     b->cap = cap;
-    b->in = malloc(sizeof(float) * image_floats * (size_t)cap);
-    b->in_owned = 1;
+    b->in_owned = !in;
+    b->in = in ? in : malloc(sizeof(float) * image_floats * (size_t)cap);
     b->out = malloc(sizeof(float) * (size_t)feat * (size_t)cap);
     b->keys = malloc(sizeof(uint64_t) * (size_t)cap);
     b->labels = malloc(sizeof(int32_t) * (size_t)cap);
@@ -555,8 +557,6 @@ int extract_run(const ExtractOptions *o) {
                 cached.damaged, cached.damaged == 1 ? "" : "s");
 
     const size_t image_floats = (size_t)o->input_size * o->input_size * 3;
-    for (int k = 0; k < 2; k++)
-        if (batch_alloc(&q.bt[k], o->batch, image_floats, model_feature_size(&m)) < 0) goto done;
     if (dev == DEVICE_CUDA) {
         gpu = gpu_base_create(&m, o->batch, precision);
         // --device auto: a GPU that cannot run the base is no reason to fail the job
@@ -568,15 +568,13 @@ int extract_run(const ExtractOptions *o) {
             snprintf(dev_note, sizeof dev_note, "CPU (GPU unusable)");
         }
     }
-    if (gpu) {
-        // The images go straight into the GPU's pinned buffers: batch k fills
-        // the buffer the k-th submit reads (both alternate 0, 1, 0, ...).
-        for (int k = 0; k < 2; k++) {
-            free(q.bt[k].in);
-            q.bt[k].in = gpu_base_staging(gpu, k);
-            q.bt[k].in_owned = 0;
-        }
-    }
+    // On the GPU two batches alternate, and the images go straight into its
+    // pinned buffers: batch k fills the buffer the k-th submit reads (both
+    // alternate 0, 1, 0, ...). On the CPU one batch.
+    for (int k = 0; k < (gpu ? 2 : 1); k++)
+        if (batch_alloc(&q.bt[k], o->batch, image_floats, model_feature_size(&m), gpu ? gpu_base_staging(gpu, k) : NULL) <
+            0)
+            goto done;
     if (dev == DEVICE_CPU && base_workspace_alloc(&ws, &m) < 0) goto done;
     // Default: the CPUs this process may run on (taskset, Slurm's allotment).
     int threads = o->threads > 0 ? o->threads : parallel_cpus();
