@@ -299,8 +299,8 @@ int finetune_run(const FinetuneOptions *o) {
     GpuPrecision precision = GPU_FP32;
     if (o->precision && gpu_precision_from_name(o->precision, &precision) < 0) return -1;
     if (precision != GPU_FP32 && dev != DEVICE_CUDA)
-        return err_set("--precision %s needs a GPU, and this run has none: %s", gpu_precision_name(precision),
-                       dev_note);
+        return err_set("--precision %s needs a GPU, and this run has none: %s (the default, fp32, runs on the CPU)",
+                       gpu_precision_name(precision), dev_note);
 
     ModelMeta hm = {0};
     Model m = {0};
@@ -566,10 +566,12 @@ int finetune_run(const FinetuneOptions *o) {
 
     ParamCounts pc = model_param_counts(&m);
     char t1[32], t2[32];
-    printf("Fine-tune %s from %s (%s trainable, %s frozen parameters) on %d %s, %d classes; %s lr %g; %s\n",
+    char mom[48] = "";
+    if (opt.momentum > 0) snprintf(mom, sizeof mom, " momentum %g%s", opt.momentum, opt.nesterov ? " nesterov" : "");
+    printf("Fine-tune %s from %s (%s trainable, %s frozen parameters) on %d %s, %d classes; %s lr %g%s; %s\n",
            arch_name(m.cfg.arch), m.unfreeze_name, format_thousands(pc.trainable, t1, sizeof t1),
            format_thousands(pc.non_trainable, t2, sizeof t2), train.n, from_cache ? "cached records" : "images", K,
-           optim_kind_name(kind), opt.lr, dev_note);
+           optim_kind_name(kind), opt.lr, mom, dev_note);
     if (walk.gpu && !o->quiet) {
         char plan[1500];
         gpu_walk_describe(walk.gpu, plan, sizeof plan);
