@@ -17,17 +17,15 @@
 //
 // Frozen conv layers run by Winograd's method (winograd.h), the tile chosen
 // per layer by conv_method (docs/DEVELOPMENT.md has the measurements):
-// block1_conv1 (3 input channels) direct; blocks 1-3 F(2x2); blocks 4-5 the
-// fastest tile for their map: at 150x150 F(3x3) on block4's 18x18 and F(2x2)
-// on block5's 9x9, at 224x224 F(4x4) on block4's 28x28 and F(2x2) on
-// block5's 14x14. One thread, the 13 convs of one image (medians): 104 ms
-// against 159 ms direct at 150x150, 218 against 370 at 224x224. Block5_pool
-// features on real photos with the ImageNet weights: within 2.3e-6 of Keras
-// (direct: 8e-7). VGGFT_WINOGRAD=fast (larger tiles on blocks 1-3 too: 84
-// and 174 ms) stays within 3.7e-6 of Keras on real photos, but is not the
-// default: tests/test_model.c's formula-weight Keras fixture fails with it.
+// block1_conv1 (3 input channels) direct; every other the fastest tile for
+// its map: F(4x4) from 24x24 up, F(3x3) on 18x18, F(2x2) below (at 150x150
+// F(4x4) on blocks 1-3, F(3x3) on block4's 18x18, F(2x2) on block5's 9x9).
+// One thread, the 13 convs of one image (medians): 84 ms against 159 ms
+// direct at 150x150, 174 against 370 at 224x224. Block5_pool features on
+// real photos with the ImageNet weights: within 3.7e-6 of Keras (direct:
+// 8e-7); tests/test_model.c holds them to 5e-5 on its formula weights.
 // The workspace keeps each such layer's transformed kernel from its first
-// use (VGG16, all frozen: 122 MiB at 150x150, 150 MiB at 224x224; 1.8x,
+// use (VGG16, all frozen: 137 MiB at 150x150, 164 MiB at 224x224; 1.8x,
 // 2.8x or 4x the kernel for F(2x2), F(3x3), F(4x4)): these are frozen
 // layers, so it stays valid; allocate a new workspace after loading other
 // weights.
@@ -42,9 +40,9 @@ typedef struct {
 // direct convolution (conv3x3_forward; always for trainable layers), or the
 // output tile of Winograd F(t x t, 3x3) (2, 3 or 4). For comparisons, read
 // from the environment once: VGGFT_WINOGRAD=0, 2, 3 or 4 forces that method
-// on every frozen conv layer, VGGFT_WINOGRAD=fast the fastest tile on every
-// frozen conv layer but the first; VGGFT_WINOGRAD_PLAN=0222... gives one
-// digit per conv layer of the base in order (VGG16: 13).
+// on every frozen conv layer (=fast, the name of the default when it was
+// not, is accepted); VGGFT_WINOGRAD_PLAN=0222... gives one digit per conv
+// layer of the base in order (VGG16: 13).
 int conv_method(const Model *m, int i);
 // For base_forward_cpu: the whole base [1, n_base).
 int base_workspace_alloc(BaseWorkspace *ws, const Model *m);

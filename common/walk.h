@@ -25,11 +25,11 @@
 // from the images.
 //
 // Memory (BaseWalk.bytes): at 150x150 with block5 unfrozen and batch 20,
-// 138.1 MiB from images, 53.1 MiB from a block4_pool cache. Of it, 32 MiB is
+// 152.7 MiB from images, 53.1 MiB from a block4_pool cache. Of it, 32 MiB is
 // the conv scratch (conv3x3_scratch_floats: the whole batch's patches for a
 // block5 conv, 180 rows x 9 x 4608 floats = 28.5 MiB, fit in one band),
 // 11 MiB the frozen per-image ping-pong (150x150x64 twice; only from
-// images), 74 MiB the Winograd-transformed kernels of the frozen blocks 1-4
+// images), 89 MiB the Winograd-transformed kernels of the frozen blocks 1-4
 // (forward.h; only from images), and 21 MiB scales with the batch: block5's
 // input, its three conv outputs, the gradient ping-pong (3.2 MiB each),
 // features, their gradient and the pool argmax (0.6 MiB each). Not counted:

@@ -6,11 +6,10 @@
 //   bench_base SIZE BATCH REPS THREADS [WEIGHTS.h5]
 //
 // VGGFT_WINOGRAD=0 in the environment times the direct convolution alone,
-// =2, 3 or 4 Winograd F(2x2), F(3x3) or F(4x4) on every frozen conv, =fast
-// the fastest tile on each, VGGFT_WINOGRAD_PLAN one method per conv layer
-// (forward.h). blas_setup
-// picks the OpenBLAS kernel as the tools do (it may re-execute the program
-// once with OPENBLAS_CORETYPE set).
+// =2, 3 or 4 Winograd F(2x2), F(3x3) or F(4x4) on every frozen conv,
+// VGGFT_WINOGRAD_PLAN one method per conv layer (forward.h); by default the
+// tools' per-layer choice. blas_setup picks the OpenBLAS kernel as the tools
+// do (it may re-execute the program once with OPENBLAS_CORETYPE set).
 //
 //   bench_base layers SIZE REPS [THREADS]
 //
@@ -231,7 +230,6 @@ int main(int argc, char **argv) {
     const char *w = getenv("VGGFT_WINOGRAD"), *plan = getenv("VGGFT_WINOGRAD_PLAN");
     char what[64];
     if (w && w[0] && strchr("0234", w[0])) snprintf(what, sizeof what, "%s", (const char *[]){"direct", "", "F2", "F3", "F4"}[w[0] - '0']);
-    else if (w && !strcmp(w, "fast")) snprintf(what, sizeof what, "fast");
     else if (plan) snprintf(what, sizeof what, "plan %s", plan);
     else snprintf(what, sizeof what, "winograd");
     printf("ours conv %d (%s): %.4f %.4f s/batch of %d\n", size, what, t[reps / 2], t[0], batch);

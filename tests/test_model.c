@@ -123,11 +123,14 @@ Test(model, summary_table) {
     model_free(&m);
 }
 
-// The weight formula of scripts/fixtures_vgg.py, evaluated the same way.
-static void formula_kernel(float *w, long n, int L, int fan_in) {
+// The weight formula of scripts/fixtures_vgg.py, evaluated the same way;
+// scramble for the conv kernels (why: the script's docstring).
+static void formula_kernel(float *w, long n, int L, int fan_in, int scramble) {
     double limit = sqrt(6.0 / fan_in);
     for (long i = 0; i < n; i++) {
-        double v = (double)((i * 7919 + (long)L * 104729) % 2003) / 2003.0 - 0.5;
+        long h = (i * 7919 + (long)L * 104729) % 2003;
+        if (scramble) h = (h * h * 31 + i) % 2003;
+        double v = (double)h / 2003.0 - 0.5;
         w[i] = (float)(v * 2.0 * limit);
     }
 }
@@ -150,7 +153,7 @@ static void check_against_keras(int H, int W, int classes) {
         Layer *l = &m.layers[i];
         if (!l->n_kernel) continue;
         L++;
-        formula_kernel(l->kernel, l->n_kernel, L, l->kind == LAYER_CONV ? 9 * l->in_c : l->in_c);
+        formula_kernel(l->kernel, l->n_kernel, L, l->kind == LAYER_CONV ? 9 * l->in_c : l->in_c, l->kind == LAYER_CONV);
         formula_bias(l->bias, l->n_bias, L);
     }
     const int N = 2;
@@ -166,21 +169,30 @@ static void check_against_keras(int H, int W, int classes) {
     cr_assert_eq(base_workspace_alloc(&ws, &m), 0);
     float *feat = malloc(sizeof(float) * N * D);
     base_forward_cpu(&m, x, N, feat, &ws);
-    // Float32 sums over up to 4608 terms in another order than XLA's: compare
-    // relative to the largest feature.
+    // Float32 sums over up to 4608 terms in another order than Keras's, and
+    // Winograd tiles on the late layers (forward.h): compare relative to the
+    // largest feature. Measured: direct 8e-6 to 1.1e-5, the default tiles
+    // 1e-5 to 1.5e-5, F(4x4) everywhere 1.9e-5.
     float scale = 0;
     for (long i = 0; i < N * D; i++) scale = fmaxf(scale, fabsf(((float *)want.data)[i]));
     float err = max_abs_diff(feat, want.data, N * D);
     cr_log_info("features %dx%d vs Keras: max |diff| %g = %.2g of the largest feature", H, W, err, err / scale);
-    cr_expect_lt(err, 1e-4f * scale + 1e-7f, "features %dx%d: max |diff| %g (largest feature %g)", H, W, err, scale);
+    cr_expect_lt(err, 5e-5f * scale + 1e-7f, "features %dx%d: max |diff| %g (largest feature %g)", H, W, err, scale);
 
+    // The head on Keras's own features must give Keras's probabilities
+    // closely; on ours, the features' differences (scaled up by the head's
+    // weights) come on top.
     Npy probs = fixture_npy("vgg/vgg_%dx%d_probs.npy", H, W);
     HeadBuffers hb;
     cr_assert_eq(head_buffers_alloc(&hb, &m, N), 0);
-    head_forward(&m, feat, N, 0, 0, 0, &hb);
     cr_assert_eq((long)probs.count, (long)N * m.n_outputs);
+    head_forward(&m, want.data, N, 0, 0, 0, &hb);
     float perr = max_abs_diff(hb.probs, probs.data, probs.count);
-    cr_expect_lt(perr, 1e-5f, "probs %dx%d: max |diff| %g", H, W, perr);
+    cr_expect_lt(perr, 1e-6f, "probs %dx%d from Keras's features: max |diff| %g", H, W, perr);
+    head_forward(&m, feat, N, 0, 0, 0, &hb);
+    perr = max_abs_diff(hb.probs, probs.data, probs.count);
+    cr_log_info("probs %dx%d from our features: max |diff| %g", H, W, perr);
+    cr_expect_lt(perr, 1e-4f, "probs %dx%d from our features: max |diff| %g", H, W, perr);
 
     head_buffers_free(&hb);
     base_workspace_free(&ws);
@@ -310,7 +322,7 @@ static void train_steps_like_keras(const char *opt_name) {
         Layer *l = &m.layers[i];
         if (!l->n_kernel) continue;
         L++;
-        formula_kernel(l->kernel, l->n_kernel, L, l->in_c);
+        formula_kernel(l->kernel, l->n_kernel, L, l->in_c, 0);
         formula_bias(l->bias, l->n_bias, L);
         for (long j = 0; j < l->n_bias; j++) l->bias[j] *= 50.0f;
     }

@@ -94,7 +94,7 @@ Test(walk, memory_at_150_block5_batch_20) {
     cr_assert_eq(walk_alloc(&w, &m, 1, 20), 0, "%s", err_msg());
     double mb = (double)w.bytes / (1 << 20);
     cr_log_info("walk at 150x150, block5 unfrozen, batch 20, from images: %.1f MiB", mb);
-    cr_expect(fabs(mb - 138.1) < 0.1, "%.1f MiB: update walk.h", mb);
+    cr_expect(fabs(mb - 152.7) < 0.1, "%.1f MiB: update walk.h", mb);
     walk_free(&w);
     // From a block4_pool cache the frozen part's buffers are gone.
     cr_assert_eq(walk_alloc(&w, &m, model_find_layer(&m, "block5_conv1"), 20), 0, "%s", err_msg());
