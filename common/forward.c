@@ -1,10 +1,15 @@
 #include "forward.h"
 
+#include <cblas.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "error.h"
 #include "layers.h"
+#include "parallel.h"
+#include "simd.h"
 #include "winograd.h"
 
 // The fastest Winograd tile for a layer's map (scripts/bench_base.c layers,
@@ -81,6 +86,20 @@ int base_workspace_alloc_layers(BaseWorkspace *ws, const Model *m, int from, int
         }
         if (s > scratch) scratch = s;
     }
+    // One image's scratch on its own thread (images side by side): each
+    // layer's own method's, without the direct convolution's for Winograd
+    // layers (their transformed kernels are made before such a run).
+    size_t image_scratch = 0;
+    for (int i = from; i < to; i++) {
+        const Layer *l = &m->layers[i];
+        if (l->kind != LAYER_CONV) continue;
+        int method = conv_method(m, i);
+        size_t s = method ? winograd_tile_scratch_floats(method, l->in_h, l->in_w, l->in_c, l->out_c)
+                          : conv3x3_scratch_floats(l->in_h, l->in_w, l->in_c);
+        if (s > image_scratch) image_scratch = s;
+    }
+    ws->act_floats = act ? act : 1;
+    ws->image_scratch_floats = image_scratch ? image_scratch : 1;
     ws->a = malloc((act ? act : 1) * sizeof(float));
     ws->b = malloc((act ? act : 1) * sizeof(float));
     ws->scratch = malloc((scratch ? scratch : 1) * sizeof(float));
@@ -95,6 +114,8 @@ int base_workspace_alloc_layers(BaseWorkspace *ws, const Model *m, int from, int
 int base_workspace_alloc(BaseWorkspace *ws, const Model *m) { return base_workspace_alloc_layers(ws, m, 1, m->n_base); }
 
 void base_workspace_free(BaseWorkspace *ws) {
+    for (int i = 0; ws->extra && i < 3 * ws->n_extra; i++) free(ws->extra[i]);
+    free(ws->extra);
     for (int i = 0; ws->wino && i < ws->n_layers; i++) free(ws->wino[i]);
     free(ws->wino);
     free(ws->wino_of);
@@ -104,34 +125,97 @@ void base_workspace_free(BaseWorkspace *ws) {
     memset(ws, 0, sizeof *ws);
 }
 
+// One image x through layers [from, to) into out, ping-ponging between a
+// and b. alone: every layer on the calling thread (images side by side; the
+// caller has made the transformed kernels and set OpenBLAS to one thread),
+// else each layer spread over the pool.
+static void image_forward(const Model *m, int from, int to, const float *x, float *out, float *a, float *b,
+                          float *scratch, BaseWorkspace *ws, int alone) {
+    float *y = a;
+    for (int i = from; i < to; i++) {
+        const Layer *l = &m->layers[i];
+        float *dst = i == to - 1 ? out : y;
+        const int method = conv_method(m, i);
+        const float *U = method ? winograd_kernel(ws, l, i, method) : NULL;
+        if (U) {
+            winograd_tile_forward(method, x, 1, l->in_h, l->in_w, l->in_c, U, l->bias, l->out_c, dst, scratch,
+                                  !alone);
+            relu_forward(dst, (size_t)l->out_h * l->out_w * l->out_c);
+        } else if (l->kind == LAYER_CONV) {
+            conv3x3_forward(x, 1, l->in_h, l->in_w, l->in_c, l->kernel, l->bias, l->out_c, dst, scratch);
+            relu_forward(dst, (size_t)l->out_h * l->out_w * l->out_c);
+        } else {
+            maxpool2x2_forward(x, 1, l->in_h, l->in_w, l->in_c, dst, NULL);
+        }
+        x = dst;
+        y = (dst == a) ? b : a;
+    }
+}
+
+// Images side by side: pool task t takes the next image not yet taken until
+// none is left, on its own buffers.
+typedef struct {
+    const Model *m;
+    int from, to, N;
+    const float *in;
+    float *out;
+    size_t in_size, out_size;
+    BaseWorkspace *ws;
+    atomic_int next;
+} SideBySide;
+
+static void side_by_side_task(void *ctx, int t) {
+    SideBySide *j = ctx;
+    BaseWorkspace *ws = j->ws;
+    float *a = t ? ws->extra[3 * (t - 1)] : ws->a, *b = t ? ws->extra[3 * (t - 1) + 1] : ws->b;
+    float *scratch = t ? ws->extra[3 * (t - 1) + 2] : ws->scratch;
+    for (int n; (n = atomic_fetch_add(&j->next, 1)) < j->N;)
+        image_forward(j->m, j->from, j->to, j->in + n * j->in_size, j->out + n * j->out_size, a, b, scratch, ws, 1);
+}
+
+// Prepares images side by side on T tasks: every transformed kernel made,
+// buffers for tasks 1..T-1. 0 if the run can go side by side.
+static int side_by_side_ready(const Model *m, int from, int to, BaseWorkspace *ws, int T) {
+    for (int i = from; i < to; i++) {
+        int method = conv_method(m, i);
+        if (method && !winograd_kernel(ws, &m->layers[i], i, method)) return -1;  // direct fallback: its scratch is larger
+    }
+    if (ws->n_extra >= T - 1) return 0;
+    float **extra = realloc(ws->extra, sizeof(float *) * 3 * (size_t)(T - 1));
+    if (!extra) return -1;
+    ws->extra = extra;
+    for (; ws->n_extra < T - 1; ws->n_extra++) {
+        float **e = ws->extra + 3 * ws->n_extra;
+        e[0] = malloc(ws->act_floats * sizeof(float));
+        e[1] = malloc(ws->act_floats * sizeof(float));
+        e[2] = malloc(ws->image_scratch_floats * sizeof(float));
+        if (!e[0] || !e[1] || !e[2]) {
+            free(e[0]), free(e[1]), free(e[2]);
+            return -1;
+        }
+        ws->floats += 2 * ws->act_floats + ws->image_scratch_floats;
+    }
+    return 0;
+}
+
 void base_forward_layers(const Model *m, int from, int to, const float *in, int N, float *out, BaseWorkspace *ws) {
     const Layer *first = &m->layers[from - 1], *last = &m->layers[to - 1];
     const size_t in_size = (size_t)first->out_h * first->out_w * first->out_c;
     const size_t out_size = (size_t)last->out_h * last->out_w * last->out_c;
-    // One image at a time: activations of a 224x224 VGG are 12 MB per layer,
-    // and sgemm is already efficient at one image's M = H*W rows.
-    for (int n = 0; n < N; n++) {
-        const float *x = in + n * in_size;
-        float *y = ws->a;
-        for (int i = from; i < to; i++) {
-            const Layer *l = &m->layers[i];
-            float *dst = i == to - 1 ? out + n * out_size : y;
-            const int method = conv_method(m, i);
-            const float *U = method ? winograd_kernel(ws, l, i, method) : NULL;
-            if (U) {
-                winograd_tile_forward(method, x, 1, l->in_h, l->in_w, l->in_c, U, l->bias, l->out_c, dst,
-                                      ws->scratch);
-                relu_forward(dst, (size_t)l->out_h * l->out_w * l->out_c);
-            } else if (l->kind == LAYER_CONV) {
-                conv3x3_forward(x, 1, l->in_h, l->in_w, l->in_c, l->kernel, l->bias, l->out_c, dst, ws->scratch);
-                relu_forward(dst, (size_t)l->out_h * l->out_w * l->out_c);
-            } else {
-                maxpool2x2_forward(x, 1, l->in_h, l->in_w, l->in_c, dst, NULL);
-            }
-            x = dst;
-            y = (dst == ws->a) ? ws->b : ws->a;
-        }
+    const int T = parallel_threads();
+    if (T > 1 && N >= T && side_by_side_ready(m, from, to, ws, T) == 0) {
+        simd_level();  // decided once, before the threads read it
+        const int blas_threads = openblas_get_num_threads();
+        if (blas_threads > 1) openblas_set_num_threads(1);
+        SideBySide j = {.m = m, .from = from, .to = to, .N = N, .in = in, .out = out, .in_size = in_size,
+                        .out_size = out_size, .ws = ws};
+        atomic_init(&j.next, 0);
+        parallel_for(T, side_by_side_task, &j);
+        if (blas_threads > 1) openblas_set_num_threads(blas_threads);
+        return;
     }
+    for (int n = 0; n < N; n++)
+        image_forward(m, from, to, in + n * in_size, out + n * out_size, ws->a, ws->b, ws->scratch, ws, 0);
 }
 
 void base_forward_cpu(const Model *m, const float *in, int N, float *out, BaseWorkspace *ws) {

@@ -29,12 +29,29 @@
 // 2.8x or 4x the kernel for F(2x2), F(3x3), F(4x4)): these are frozen
 // layers, so it stays valid; allocate a new workspace after loading other
 // weights.
+//
+// Threads: with as many images as threads (N >= parallel_threads() > 1),
+// the images run side by side, one per pool thread, each layer on its
+// thread alone (OpenBLAS set to one thread meanwhile): no pool wake-ups per
+// layer and band, which is what keeps many cores busy. With fewer images,
+// one image at a time, each layer's work spread over the pool. Both give an
+// image's features the same bits (each value's sums are the same on any
+// thread: winograd.h; OpenBLAS's forward sgemm splits rows and columns, not
+// sums), so a run's features do not depend on --threads or --batch. The
+// side-by-side mode needs a/b/scratch per extra thread, allocated on first
+// use (VGG16 at 150x150: 36 MiB each; at 224x224: 56 MiB); if that fails,
+// the one-at-a-time mode runs.
 typedef struct {
     float *a, *b, *scratch;
     float **wino;        // per model layer: transformed kernel, or NULL (direct / not yet made)
     const float **wino_of;  // the kernel each was made from
     int n_layers;
     size_t floats;  // what the buffers hold together (transformed kernels included)
+    // For images side by side: one method and transformed kernel per layer,
+    // and a/b/scratch for pool tasks 1..n_extra (task 0 uses a/b/scratch).
+    size_t act_floats, image_scratch_floats;
+    float **extra;  // 3 * n_extra buffers: a, b, scratch of task 1, then task 2, ...
+    int n_extra;
 } BaseWorkspace;
 // How base_forward_layers runs layer i of m if it is a conv layer: 0 the
 // direct convolution (conv3x3_forward; always for trainable layers), or the

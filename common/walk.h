@@ -34,7 +34,9 @@
 // input, its three conv outputs, the gradient ping-pong (3.2 MiB each),
 // features, their gradient and the pool argmax (0.6 MiB each). Not counted:
 // the trainable weights, their Grads and optimizer slots (block5 + a 256-unit head: 9.2M
-// parameters, 35 MiB per copy).
+// parameters, 35 MiB per copy), nor, on T > 1 threads with a batch of at
+// least T, the T-1 extra sets of frozen-layer buffers that run images side
+// by side (forward.h: 36 MiB each at 150x150), made at the first step.
 //
 // Layouts are the model's (N,H,W,C activations, Keras kernels). The walk is
 // one description shared by the CPU arithmetic here (the reference layers

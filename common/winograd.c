@@ -342,8 +342,17 @@ DEFINE_TASKS(avx2, __attribute__((target("avx2"))))
 DEFINE_TASKS(avx512, __attribute__((target("avx512f"))))
 #endif
 
+// parallel_for, or the same tasks in order on this thread.
+static void run_tasks(int on_pool, int n, void (*fn)(void *, int), void *ctx) {
+    if (on_pool) {
+        parallel_for(n, fn, ctx);
+        return;
+    }
+    for (int t = 0; t < n; t++) fn(ctx, t);
+}
+
 void winograd_tile_forward(int m, const float *in, int N, int H, int W, int C, const float *U, const float *bias,
-                           int K, float *out, float *scratch) {
+                           int K, float *out, float *scratch, int on_pool) {
     const Method *f = method(m);
     const int P = (f->m + 2) * (f->m + 2);
     const int tiles_h = (H + f->m - 1) / f->m, tiles_w = (W + f->m - 1) / f->m, tiles_hw = tiles_h * tiles_w;
@@ -361,15 +370,15 @@ void winograd_tile_forward(int m, const float *in, int N, int H, int W, int C, c
     if (simd >= SIMD_AVX512) input_task = input_task_avx512, output_task = output_task_avx512;
 #endif
     // OpenBLAS's thread count is global: set back before returning.
-    const int blas_threads = openblas_get_num_threads();
+    const int blas_threads = on_pool ? openblas_get_num_threads() : 1;
     if (blas_threads > 1) openblas_set_num_threads(1);
     for (long t0 = 0; t0 < tiles; t0 += band) {
         b.t0 = t0;
         b.nt = (int)(tiles - t0 < band ? tiles - t0 : band);
         int tasks = (b.nt + WINO_TILES_PER_TASK - 1) / WINO_TILES_PER_TASK;
-        parallel_for(tasks, input_task, &b);
-        parallel_for(P, gemm_task, &b);
-        parallel_for(tasks, output_task, &b);
+        run_tasks(on_pool, tasks, input_task, &b);
+        run_tasks(on_pool, P, gemm_task, &b);
+        run_tasks(on_pool, tasks, output_task, &b);
     }
     if (blas_threads > 1) openblas_set_num_threads(blas_threads);
 }

@@ -35,25 +35,14 @@ void winograd_tile_kernel_transform(int m, const float *w, int C, int K, float *
 size_t winograd_tile_scratch_floats(int m, int H, int W, int C, int K);
 // out (N,H,W,K) = conv3x3(in (N,H,W,C)) + bias, from U of
 // winograd_tile_kernel_transform with the same m (2, 3 or 4). Any H, W >= 1
-// (sizes that are not multiples of m crop the last tiles); C <= 4096. Runs
-// on the thread pool (parallel.h): the transforms in chunks of tiles, the
-// GEMMs one per task, each on OpenBLAS's single-threaded path (OpenBLAS's
-// thread count is set to 1 meanwhile, for the whole process, and set back
-// before returning). The band of tiles
+// (sizes that are not multiples of m crop the last tiles); C <= 4096.
+// on_pool: runs on the thread pool (parallel.h): the transforms in chunks of
+// tiles, the GEMMs one per task, each on OpenBLAS's single-threaded path
+// (OpenBLAS's thread count is set to 1 meanwhile, for the whole process, and
+// set back before returning). 0: the same tasks in order on the calling
+// thread, OpenBLAS's thread count untouched (the caller runs several of
+// these side by side on the pool and has set it to 1). The band of tiles
 // depends on the shape only, so an image's result does not depend on the
-// run it is part of when N = 1, nor on the number of threads.
+// run it is part of when N = 1, nor on the number of threads, nor on_pool.
 void winograd_tile_forward(int m, const float *in, int N, int H, int W, int C, const float *U, const float *bias,
-                           int K, float *out, float *scratch);
-
-// F(2x2,3x3) shorthands (m = 2), as scripts/bench_conv.c calls them.
-static inline size_t winograd_kernel_floats(int C, int K) { return winograd_tile_kernel_floats(2, C, K); }
-static inline void winograd_kernel_transform(const float *w, int C, int K, float *U) {
-    winograd_tile_kernel_transform(2, w, C, K, U);
-}
-static inline size_t winograd_scratch_floats(int H, int W, int C, int K) {
-    return winograd_tile_scratch_floats(2, H, W, C, K);
-}
-static inline void winograd_forward(const float *in, int N, int H, int W, int C, const float *U, const float *bias,
-                                    int K, float *out, float *scratch) {
-    winograd_tile_forward(2, in, N, H, W, C, U, bias, K, out, scratch);
-}
+                           int K, float *out, float *scratch, int on_pool);

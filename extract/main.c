@@ -90,7 +90,7 @@ int main(int argc, char **argv) {
         {"interpolation", OPT_CHOICE, &o.interpolation, "nearest", NULL, "resize filter (Keras's default: nearest)",
          "nearest|bilinear"},
         {"dtype", OPT_CHOICE, &o.dtype, "f16", NULL, "precision of the stored features", "f16|f32"},
-        {"batch", OPT_INT, &o.batch, "32", "N", "images per batch through the conv base", .range = ">=1"},
+        {"batch", OPT_INT, &o.batch, "32", "N", "images per batch through the conv base (on the CPU, a batch\nof at least --threads runs its images side by side, one per thread)", .range = ">=1"},
         {"device", OPT_CHOICE, &o.device, "auto", NULL, "where to run the conv base", "auto|cpu|cuda"},
         {"precision", OPT_CHOICE, &o.precision, "fp32", NULL,
          "GPU convolution arithmetic: fp32 (strict float32: features within\n1e-5 of the CPU's), tf32 or bf16 (tensor "

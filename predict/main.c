@@ -81,7 +81,7 @@ int main(int argc, char **argv) {
          "classes shown per image, most probable first\n(default: min(3, classes))", .range = ">=1"},
         {"format", OPT_CHOICE, &o.format, "text", NULL,
          "per-image output on stdout: text, CSV or JSON Lines", "text|csv|json"},
-        {"batch", OPT_INT, &o.batch, "32", "N", "images per batch through the conv base", .range = ">=1"},
+        {"batch", OPT_INT, &o.batch, "32", "N", "images per batch through the conv base (on the CPU, a batch\nof at least --threads runs its images side by side, one per thread)", .range = ">=1"},
         {"device", OPT_CHOICE, &o.device, "auto", NULL, "where the conv base runs; auto: the GPU when one is usable",
          "auto|cpu|cuda"},
         {"threads", OPT_INT, &o.threads, "0", "N",

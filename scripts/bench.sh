@@ -1,23 +1,28 @@
 #!/usr/bin/env bash
 # Benchmarks (make bench). Prints, from one run on this machine:
 #   - the OpenBLAS kernel the executables use and its sgemm rate (1536^3),
-#     and the conv layers' rates against it (scripts/bench_conv.c);
-#   - extract on the CPU at 150x150: images/s, bytes per image, and the conv
-#     base's GFLOPS as a fraction of the sgemm rate (on ../shared/data/flowers5
-#     when present, else on generated images); the GPU path too when a GPU is
-#     usable;
-#   - finetune on the CPU at 150x150 (the same images as extract, random
-#     weights, block5 + head trainable): images/s from images with the
-#     seeds' augmentation and from a block4_pool cache, and where the time
-#     goes (finetune's own "Time:" line);
+#     and the conv layers' rates against it (scripts/bench_conv.c), direct
+#     and Winograd layer by layer;
+#   - the CPU conv base against Keras 3 / TensorFlow CPU at 150x150 and
+#     224x224, interleaved rounds, median and best, and the ratio: the base
+#     alone on a batch of 20, and extract end to end (JPEG files -> cache,
+#     on ../shared/data/flowers5 when present, else on generated images);
+#     ours under the environment's OPENBLAS_CORETYPE and the other case
+#     (unset, or Haswell forced);
+#   - extract on the GPU when a GPU is usable;
+#   - finetune on the CPU at 150x150 (the same images, random weights,
+#     block5 + head trainable): images/s from images with the seeds'
+#     augmentation and from a block4_pool cache, and where the time goes
+#     (finetune's own "Time:" line);
 #   - train: seconds per epoch on 3,000 cached 4x4x512 features and the dense
 #     layers' GFLOPS as a fraction of the sgemm rate. Where the CPU has
 #     AVX-512 but the executables' BLAS kernel is narrower (OPENBLAS_CORETYPE
 #     set in the environment), also against the AVX-512 sgemm, as the dense
 #     layers use AVX-512 there. Then the fused step of the big layer alone,
 #     with the AVX-512 and the AVX2 kernels (scripts/bench_dense.c).
-# Environment: BENCH_IMAGES (images per class for extract, default 40),
-# BENCH_THREADS (default: all cores), BENCH_EXTRACT=0 to leave extract out.
+# Environment: BENCH_IMAGES (images per class, default 40), BENCH_THREADS
+# (default: all cores), BENCH_ROUNDS (default 3), BENCH_KERAS=0 (no Keras),
+# BENCH_EXTRACT=0 (the conv base alone against Keras), BENCH_FINETUNE=0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 make -j"$(nproc)" >/dev/null
@@ -39,7 +44,7 @@ link_tool() {  # link_tool NAME: scripts/NAME.c -> $work/NAME, linked as make li
 }
 # Reference sgemm and per-layer conv rates, with the executables' kernel.
 cc -std=gnu11 -O3 -fno-math-errno -ffp-contract=off -I. -Icommon $(pkg-config --cflags openblas) \
-    scripts/bench_conv.c common/conv.c common/winograd.c common/parallel.c common/simd.c -pthread -o "$work/bench_conv" $(pkg-config --libs openblas) -lm
+    scripts/bench_conv.c common/conv.c -pthread -o "$work/bench_conv" $(pkg-config --libs openblas) -lm
 OPENBLAS_CORETYPE=$kernel "$work/bench_conv" "$threads" | tee "$work/conv.txt"
 sgemm=$(sed -n 's/.*(\([0-9.]*\)).*/\1/p' "$work/conv.txt" | sort -g | tail -1)
 echo "sgemm 1536^3: $sgemm GFLOPS (best of the runs above)"
@@ -50,55 +55,13 @@ if [ "$simd" = AVX-512 ] && ! echo "$kernel" | grep -qiE 'skylakex|cooperlake|sa
     echo "sgemm 1536^3 with OpenBLAS's AVX-512 kernel (SkylakeX): $sgemm512 GFLOPS"
 fi
 
-# Direct against Winograd, layer by layer, one image per call (forward.h
-# runs Winograd on block3_conv1 and up).
-OPENBLAS_CORETYPE=$kernel "$work/bench_conv" "$threads" --winograd 150
+# Direct against Winograd's three tiles, layer by layer, one image per call,
+# and the tile conv_method chooses (scripts/bench_base.c layers).
+link_tool bench_base
+"$work/bench_base" layers 150 3 "$threads"
 
-# --- conv base against Keras ------------------------------------------------------
-# The frozen base on a batch of 20, ours (scripts/bench_base.c: Winograd as
-# the tools run it, and the direct convolution alone) beside Keras 3 on
-# TensorFlow CPU (scripts/bench_keras.py, in a virtual environment made
-# here once: BENCH_KERAS=0 skips it), interleaved round by round so that the
-# machine's drift hits all alike; ours also with OPENBLAS_CORETYPE unset
-# when the environment sets it.
-bench_base_and_keras() {
-    local kvenv=${XDG_CACHE_HOME:-$HOME/.cache}/vggft/keras-venv
-    if [ "${BENCH_KERAS:-1}" != 0 ] && [ ! -x "$kvenv/bin/python" ]; then
-        echo "(installing tensorflow-cpu into $kvenv for the comparison: once, a few minutes)"
-        { python3 -m venv "$kvenv" && "$kvenv/bin/pip" install -q tensorflow-cpu pillow h5py; } >/dev/null 2>&1 ||
-            echo "(could not install tensorflow-cpu: Keras not measured)"
-    fi
-    link_tool bench_base
-    local rounds=${BENCH_ROUNDS:-3} log=$work/base_keras.txt
-    : >"$log"
-    for r in $(seq "$rounds"); do
-        for size in 150 224; do
-            "$work/bench_base" $size 20 3 "$threads" >>"$log"
-            VGGFT_WINOGRAD=0 "$work/bench_base" $size 20 3 "$threads" >>"$log"
-            if [ -n "${OPENBLAS_CORETYPE:-}" ]; then
-                env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$work/bench_base" $size 20 3 "$threads" |
-                    sed 's/(winograd)/(winograd, OPENBLAS_CORETYPE unset)/' >>"$log"
-            fi
-            if [ -x "$kvenv/bin/python" ] && [ "${BENCH_KERAS:-1}" != 0 ]; then
-                "$kvenv/bin/python" scripts/bench_keras.py conv $size 20 3 >>"$log" 2>/dev/null || true
-            fi
-        done
-    done
-    # Median and best over the rounds' medians, per line kind; ratio to Keras.
-    awk '{ key = $0; sub(/:.*/, "", key); v = $(NF - 4); med[key] = med[key] " " v; if (!(key in best) || $(NF - 3) < best[key]) best[key] = $(NF - 3); order[key] = ++n }
-         END { for (k in med) { m = split(med[k], a, " ")  # insertion sort: mawk has no asort
-                   for (i = 2; i <= m; i++) { x = a[i] + 0; for (j = i - 1; j >= 1 && a[j] + 0 > x; j--) a[j + 1] = a[j]; a[j + 1] = x }
-                   mid[k] = a[int((m + 1) / 2)] }
-               for (k in med) { kk = k; sub(/ \(.*/, "", kk); sub(/^(ours|keras) conv /, "", kk)
-                   printf "  %-55s median %.3f s, best %.3f s per batch of 20 (%.1f img/s)", k, mid[k], best[k], 20 / mid[k]
-                   kr = "keras conv " kk; if ((kr in mid) && k != kr) printf "; Keras / ours = %.2f", mid[kr] / mid[k]
-                   printf "\n" } }' "$log" | sort
-}
-echo "conv base to block5_pool, batch of 20, $threads thread(s), ${BENCH_ROUNDS:-3} interleaved rounds:"
-bench_base_and_keras
-
-# --- extract ------------------------------------------------------------------
-if [ "${BENCH_EXTRACT:-1}" != 0 ]; then
+# --- the CPU conv base against Keras -----------------------------------------------
+# The images: flowers5 when ../shared/data is there, else generated JPEGs.
 src=../shared/data/flowers5/train
 data=$work/images
 if [ -d "$src" ]; then
@@ -114,25 +77,97 @@ else
     data=$work/gen/train
     what="generated images ($per_class per class)"
 fi
-# Multiply-adds of VGG16's 13 convs at 150x150 (REFERENCE.md: 6.62 G).
-macs=$(awk 'BEGIN { h = 150; c = 3; split("64 64 P 128 128 P 256 256 256 P 512 512 512 P 512 512 512 P", L, " ");
-    for (i = 1; i <= 18; i++) { if (L[i] == "P") { h = int(h / 2); continue } m += 9 * c * L[i] * h * h; c = L[i] }
-    printf "%.0f", m }')
-for dev in cpu cuda; do
-    if [ $dev = cuda ] && ! build/extract --device cuda --summary >/dev/null 2>&1; then continue; fi
-    if [ $dev = cuda ] && build/extract --version | grep -q "GPU: none"; then echo "(no usable GPU: GPU path not measured)"; continue; fi
-    out=$(build/extract --data "$data" --cache "$work/cache_$dev" --weights random --input-size 150 \
-          --device $dev --threads "$threads" --batch 16 --quiet --overwrite)
+n_img=$(find -L "$data" -type f | wc -l)
+
+# Ours beside Keras 3 on TensorFlow CPU (scripts/bench_keras.py, in a
+# virtual environment made here once; BENCH_KERAS=0 skips it), round by
+# round (BENCH_ROUNDS, default 3) so that the machine's drift hits all alike:
+#   conv: the frozen base alone on a batch of 20 preprocessed images
+#         (scripts/bench_base.c: Winograd as the tools run it, and the direct
+#         convolution), seconds per batch;
+#   extract: JPEG files -> block5_pool features (ours: build/extract into a
+#         cache; Keras: the seeds' load_img + predict), images per second.
+# Ours runs under the environment's OPENBLAS_CORETYPE and under the other
+# case (issue: our speed must not depend on the kernel a node forces): with
+# it unset where the environment sets it, else with Haswell (AVX2) forced as
+# some environments do.
+if [ -n "${OPENBLAS_CORETYPE:-}" ]; then
+    env_kernel="OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE"; other_kernel="OPENBLAS_CORETYPE unset"
+    other() { env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$@"; }
+else
+    env_kernel="OPENBLAS_CORETYPE unset"; other_kernel="OPENBLAS_CORETYPE=Haswell"
+    other() { OPENBLAS_CORETYPE=Haswell "$@"; }
+fi
+compare_with_keras() {
+    local kvenv=${XDG_CACHE_HOME:-$HOME/.cache}/vggft/keras-venv
+    if [ "${BENCH_KERAS:-1}" != 0 ] && [ ! -x "$kvenv/bin/python" ]; then
+        echo "(installing tensorflow-cpu into $kvenv for the comparison: once, a few minutes)"
+        { python3 -m venv "$kvenv" && "$kvenv/bin/pip" install -q tensorflow-cpu pillow h5py; } >/dev/null 2>&1 ||
+            echo "(could not install tensorflow-cpu: Keras not measured)"
+    fi
+    local keras=0
+    [ -x "$kvenv/bin/python" ] && [ "${BENCH_KERAS:-1}" != 0 ] && keras=1
+    local rounds=${BENCH_ROUNDS:-3} log=$work/keras.txt
+    : >"$log"
+    ours_extract() {  # ours_extract SIZE LABEL [env ...]: one "ours extract" line
+        local size=$1 label=$2; shift 2
+        rm -rf "$work/cache_cmp"
+        "$@" build/extract --data "$data" --cache "$work/cache_cmp" --weights random --input-size "$size" \
+            --device cpu --threads "$threads" --quiet |
+            sed -n "s/.*(\([0-9.]*\) img\/s).*/ours extract $size ($label): \1 img\/s/p" >>"$log"
+    }
+    for r in $(seq "$rounds"); do
+        echo "  round $r of $rounds" >&2
+        for size in 150 224; do
+            "$work/bench_base" $size 20 3 "$threads" | sed "s/(winograd)/(winograd, $env_kernel)/" >>"$log"
+            other "$work/bench_base" $size 20 3 "$threads" | sed "s/(winograd)/(winograd, $other_kernel)/" >>"$log"
+            VGGFT_WINOGRAD=0 "$work/bench_base" $size 20 3 "$threads" | sed "s/(direct)/(direct, $env_kernel)/" >>"$log"
+            [ $keras = 1 ] && { "$kvenv/bin/python" scripts/bench_keras.py conv $size 20 3 >>"$log" 2>/dev/null || true; }
+            [ "${BENCH_EXTRACT:-1}" = 0 ] && continue
+            ours_extract $size "$env_kernel"
+            ours_extract $size "$other_kernel" other
+            [ $keras = 1 ] && { "$kvenv/bin/python" scripts/bench_keras.py extract $size "$data" 2>/dev/null |
+                sed -n 's/^keras extract \([0-9]*\): .* \([0-9.]*\) img\/s$/keras extract \1: \2 img\/s/p' >>"$log" || true; }
+        done
+    done
+    # Per kind of line: the median and the best over the rounds (a conv
+    # line's value is its own median of 3 calls), and the speed over
+    # Keras's median for the same size and mode.
+    awk '{ key = $0; sub(/:.*/, "", key); n[key]++; order[key] = order[key] ? order[key] : ++keys
+           if ($NF == "img/s") { v[key, n[key]] = $(NF - 1); rate[key] = 1 } else v[key, n[key]] = $(NF - 4) }
+         END { for (k in n) { m = n[k]; for (i = 1; i <= m; i++) a[i] = v[k, i] + 0
+                   for (i = 2; i <= m; i++) { x = a[i]; for (j = i - 1; j >= 1 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x }
+                   mid[k] = a[int((m + 1) / 2)]; best[k] = rate[k] ? a[m] : a[1] }
+               for (k in n) { kk = k; sub(/ \(.*/, "", kk); split(kk, w, " "); kr = "keras " w[2] " " w[3]
+                   if (rate[k]) printf "  %-62s median %6.1f img/s, best %6.1f", k, mid[k], best[k]
+                   else printf "  %-62s median %.3f s, best %.3f s per 20 (%.1f img/s)", k, mid[k], best[k], 20 / mid[k]
+                   if ((kr in mid) && k != kr) printf "; %.2fx Keras", rate[k] ? mid[k] / mid[kr] : mid[kr] / mid[k]
+                   printf "\n" } }' "$log" | sort -k2,2 -k3,3n -k1,1r
+}
+echo "the CPU conv base against Keras: $what, $threads thread(s), ${BENCH_ROUNDS:-3} interleaved rounds"
+echo "(conv: batch of 20 preprocessed images; extract: JPEG files -> cache, $n_img images):"
+compare_with_keras
+macs() {  # multiply-adds of VGG16's 13 convs at $1 x $1 (REFERENCE.md: 6.62 G at 150)
+    awk -v h="$1" 'BEGIN { c = 3; split("64 64 P 128 128 P 256 256 256 P 512 512 512 P 512 512 512 P", L, " ");
+        for (i = 1; i <= 18; i++) { if (L[i] == "P") { h = int(h / 2); continue } m += 9 * c * L[i] * h * h; c = L[i] }
+        printf "%.0f", m }'
+}
+rate=$(sed -n "s/^ours extract 150 ($env_kernel): \([0-9.]*\) img\/s/\1/p" "$work/keras.txt" | sort -g | tail -1)
+[ -n "$rate" ] && awk -v r="$rate" -v m="$(macs 150)" -v s="$sgemm" 'BEGIN { g = r * 2 * m / 1e9;
+    printf "  extract at 150x150 (best round): %.1f GFLOPS in direct-convolution FLOPs = %.0f%% of sgemm (Winograd does fewer; includes decoding, caching)\n", g, 100 * g / s }'
+
+# --- extract on the GPU -----------------------------------------------------------
+if [ "${BENCH_EXTRACT:-1}" != 0 ] && ! build/extract --version | grep -q "GPU: none" &&
+    build/extract --device cuda --summary >/dev/null 2>&1; then
+    out=$(build/extract --data "$data" --cache "$work/cache_cuda" --weights random --input-size 150 \
+          --device cuda --threads "$threads" --batch 16 --quiet --overwrite)
     rate=$(echo "$out" | sed -n 's/.*(\([0-9.]*\) img\/s).*/\1/p')
     bpi=$(echo "$out" | sed -n 's/.*MB on disk, \([0-9]*\) bytes per image.*/\1/p')
-    echo "extract --device $dev, $what: $rate img/s, $bpi bytes per image (f16 + zstd; raw 16384)"
-    if [ $dev = cpu ]; then
-        awk -v r="$rate" -v m="$macs" -v s="$sgemm" 'BEGIN { g = r * 2 * m / 1e9;
-            printf "  conv base: %.1f GFLOPS = %.0f%% of sgemm (target >= 50%%; includes decoding, caching)\n", g, 100 * g / s }'
-    fi
-done
+    echo "extract --device cuda, $what: $rate img/s, $bpi bytes per image (f16 + zstd; raw 16384)"
+fi
 
 # --- finetune -------------------------------------------------------------------
+if [ "${BENCH_FINETUNE:-1}" != 0 ]; then
 # A head on block5_pool features, then one epoch of fine-tuning block5 with
 # it: from images with the seeds' augmentation, and from a block4_pool cache.
 ft=$work/ft
@@ -140,7 +175,6 @@ build/extract --data "$data" --cache "$ft/c5" --weights random --input-size 150 
 build/extract --data "$data" --cache "$ft/c4" --weights random --input-size 150 --threads "$threads" --quiet \
     --layer block4_pool >/dev/null
 build/train --cache "$ft/c5" --out "$ft/head.h5" --epochs 1 --quiet --threads "$threads" >/dev/null
-n_img=$(find -L "$data" -type f | wc -l)
 for mode in images cache; do
     if [ $mode = images ]; then src="--data $data"; else src="--cache $ft/c4"; fi
     out=$(build/finetune $src --head "$ft/head.h5" --weights random --out "$ft/m_$mode.h5" --epochs 1 --batch 20 \

@@ -70,7 +70,7 @@ typedef struct {
 } LayerRun;
 
 static void layer_call(const LayerRun *r, int method) {
-    if (method) winograd_tile_forward(method, r->in, 1, r->H, r->W, r->C, r->U[method], r->bias, r->K, r->out, r->scratch);
+    if (method) winograd_tile_forward(method, r->in, 1, r->H, r->W, r->C, r->U[method], r->bias, r->K, r->out, r->scratch, 1);
     else conv3x3_forward(r->in, 1, r->H, r->W, r->C, r->w, r->bias, r->K, r->out, r->scratch);
 }
 

@@ -2,13 +2,14 @@
 // against a plain 1536^3 sgemm (the machine's practical peak) on the same run.
 //
 //   gcc -std=gnu11 -O2 -I. -Icommon $(pkg-config --cflags openblas) scripts/bench_conv.c
-//       common/conv.c common/winograd.c -o bench_conv $(pkg-config --libs openblas) -lm      (one line)
-//   OPENBLAS_CORETYPE=SkylakeX ./bench_conv [threads] [--vgg16|--bands|--winograd [SIZE]]
+//       common/conv.c -o bench_conv $(pkg-config --libs openblas) -lm      (one line)
+//   OPENBLAS_CORETYPE=SkylakeX ./bench_conv [threads] [--vgg16|--bands]
 //
 // OPENBLAS_CORETYPE must be in the environment before the program starts
 // (OpenBLAS picks its kernel when it is loaded). --vgg16 times all 13 convs
 // of VGG16 at 150x150 (1 and 8 images per call); --bands sweeps the band
-// height (where sgemm's M stops mattering).
+// height (where sgemm's M stops mattering). Winograd against the direct
+// convolution layer by layer: scripts/bench_base.c layers.
 //
 // The development machines are shared VMs whose speed drifts by tens of
 // percent from one second to the next. So every figure alternates short
@@ -16,7 +17,6 @@
 // GFLOPS of each, the median of the per-trial ratios conv/sgemm: drift that
 // slows both cancels out of the ratio.
 #include "layers.h"
-#include "winograd.h"
 
 #include <cblas.h>
 #include <stdio.h>
@@ -43,7 +43,6 @@ static float *randbuf(size_t n) {
 typedef struct {
     int N, H, W, C, K, rows, backward;
     float *in, *ker, *bias, *out, *scratch, *din, *dk, *db;
-    float *U, *wscratch;  // Winograd: transformed kernel and its scratch
 } Conv;
 
 static float *ref_a, *ref_b, *ref_c;
@@ -52,11 +51,6 @@ static void run_ref(void *unused) {
     (void)unused;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, REF_N, REF_N, REF_N, 1.0f, ref_a,
                 REF_N, ref_b, REF_N, 0.0f, ref_c, REF_N);
-}
-
-static void run_winograd(void *p) {
-    Conv *c = p;
-    winograd_forward(c->in, c->N, c->H, c->W, c->C, c->U, c->bias, c->K, c->out, c->wscratch);
 }
 
 static void run_conv(void *p) {
@@ -158,52 +152,6 @@ static void bench_vgg16(int N) {
            total_f / total_s * 1e-9, 100 * total_f / ratio_s, 1e3 * total_s / N, N / total_s);
 }
 
-// Direct (im2col) against Winograd F(2x2,3x3) on the 13 convs of VGG16 at
-// SIZE x SIZE, one image per call (what extract and finetune's frozen part
-// run). Rates count the direct convolution's flops for both, so the
-// Winograd rate is an "effective" one; the speed-up is the median of
-// per-trial ratios, each trial timing both back to back.
-static void bench_winograd(int size) {
-    static const struct { const char *name; int div, c, k; } L[] = {
-        {"block1_conv1", 1, 3, 64},    {"block1_conv2", 1, 64, 64},   {"block2_conv1", 2, 64, 128},
-        {"block2_conv2", 2, 128, 128}, {"block3_conv1", 4, 128, 256}, {"block3_conv2", 4, 256, 256},
-        {"block3_conv3", 4, 256, 256}, {"block4_conv1", 8, 256, 512}, {"block4_conv2", 8, 512, 512},
-        {"block4_conv3", 8, 512, 512}, {"block5_conv1", 16, 512, 512}, {"block5_conv2", 16, 512, 512},
-        {"block5_conv3", 16, 512, 512},
-    };
-    double t_direct = 0, t_wino = 0;
-    printf("VGG16 at %dx%d, one image per call: direct vs Winograd F(2x2,3x3)\n", size, size);
-    for (size_t i = 0; i < sizeof L / sizeof *L; i++) {
-        int hw = size;
-        for (int d = 1; d < L[i].div; d *= 2) hw /= 2;
-        Conv c = {.N = 1, .H = hw, .W = hw, .C = L[i].c, .K = L[i].k, .rows = conv3x3_band_rows(hw, hw, L[i].c, L[i].k)};
-        c.in = randbuf((size_t)hw * hw * c.C);
-        c.ker = randbuf((size_t)9 * c.C * c.K);
-        c.bias = randbuf(c.K);
-        c.out = randbuf((size_t)hw * hw * c.K);
-        c.scratch = malloc((size_t)c.rows * hw * 9 * c.C * sizeof(float));
-        c.U = malloc(winograd_kernel_floats(c.C, c.K) * sizeof(float));
-        c.wscratch = malloc(winograd_scratch_floats(hw, hw, c.C, c.K) * sizeof(float));
-        winograd_kernel_transform(c.ker, c.C, c.K, c.U);
-        double f = 2.0 * hw * hw * 9.0 * c.C * c.K, best_d = 1e9, best_w = 1e9, ratios[TRIALS];
-        run_conv(&c), run_winograd(&c);
-        for (int t = 0; t < TRIALS; t++) {
-            double td = trial(run_conv, &c), tw = trial(run_winograd, &c);
-            ratios[t] = td / tw;
-            if (td < best_d) best_d = td;
-            if (tw < best_w) best_w = tw;
-        }
-        qsort(ratios, TRIALS, sizeof *ratios, cmp_double);
-        printf("  %-13s %3dx%-3d %3d->%-3d direct %6.1f GFLOPS %6.2f ms | winograd %6.1f eff. GFLOPS %6.2f ms | x%.2f\n",
-               L[i].name, hw, hw, c.C, c.K, f / best_d * 1e-9, best_d * 1e3, f / best_w * 1e-9, best_w * 1e3,
-               ratios[TRIALS / 2]);
-        t_direct += best_d, t_wino += best_w;
-        free(c.in), free(c.ker), free(c.bias), free(c.out), free(c.scratch), free(c.U), free(c.wscratch);
-    }
-    printf("  all 13 convs: direct %.1f ms, winograd %.1f ms per image (best trials): x%.2f\n", t_direct * 1e3,
-           t_wino * 1e3, t_direct / t_wino);
-}
-
 int main(int argc, char **argv) {
     int threads = argc > 1 ? atoi(argv[1]) : 1;
     const char *mode = argc > 2 ? argv[2] : "";
@@ -218,10 +166,6 @@ int main(int argc, char **argv) {
             if (g > best) best = g;
         }
         printf("sgemm %s %.1f\n", openblas_get_corename(), best);
-        return 0;
-    }
-    if (strcmp(mode, "--winograd") == 0) {
-        bench_winograd(argc > 3 ? atoi(argv[3]) : 150);
         return 0;
     }
     printf("OpenBLAS core %s, %d thread(s); best of %d trials, median ratio to the "

@@ -3,8 +3,8 @@
 
 Block5_pool features of real photos with real ImageNet weights, computed by
 our base_forward_cpu under each VGGFT_WINOGRAD setting (scripts/bench_base.c
-`features` mode: 0 direct, 2, 3, 4 F(2x2), F(3x3), F(4x4) everywhere, fast
-the fastest tile per layer, unset: the per-layer choice of forward.c) and by Keras 3 (KERAS_BACKEND=jax), as
+`features` mode: 0 direct, 2, 3, 4 F(2x2), F(3x3), F(4x4) everywhere,
+unset: the per-layer choice of forward.c) and by Keras 3 (KERAS_BACKEND=jax), as
 max |diff| / max |feature| per image: the largest over the images and the
 mean.
 
@@ -44,7 +44,7 @@ def main():
     m.load_weights(weights)
     keras_f = np.asarray(m.predict(x, batch_size=8, verbose=0), np.float32).reshape(len(files), -1)
     feats = {}
-    settings = [("direct", "0"), ("F2 all", "2"), ("F3 all", "3"), ("F4 all", "4"), ("fast", "fast"), ("default", None)]
+    settings = [("direct", "0"), ("F2 all", "2"), ("F3 all", "3"), ("F4 all", "4"), ("default", None)]
     for plan in os.environ.get("PLANS", "").split():
         settings.append(("plan " + plan, "plan:" + plan))
     for name, v in settings:

@@ -6,10 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "blas_setup.h"
 #include "error.h"
 #include "forward.h"
 #include "model.h"
 #include "optim.h"
+#include "parallel.h"
 #include "testutil.h"
 
 static Model build(int size, const char *unfreeze, Arch arch, const char *cut) {
@@ -200,6 +202,52 @@ static void check_against_keras(int H, int W, int classes) {
     npy_free(&probs);
     free(feat);
     free(x);
+    model_free(&m);
+}
+
+// The whole base on 1, 2, 3 and 5 threads for 4 images: side by side (2, 3
+// threads: as many images as threads) or one at a time over the pool (1, 5):
+// the same bits (forward.h), and the extra buffers reported in ws.floats.
+Test(model, base_features_same_bits_side_by_side_and_one_at_a_time) {
+    ModelConfig cfg;
+    model_config_defaults(&cfg);
+    cfg.input_h = 40, cfg.input_w = 56;
+    Model m;
+    cr_assert_eq(model_build(&m, &cfg), 0, "%s", err_msg());
+    cr_assert_eq(model_alloc_weights(&m, 0, m.n_base), 0);
+    int L = 0;
+    for (int i = 1; i < m.n_base; i++) {
+        Layer *l = &m.layers[i];
+        if (!l->n_kernel) continue;
+        formula_kernel(l->kernel, l->n_kernel, ++L, 9 * l->in_c, 1);
+        formula_bias(l->bias, l->n_bias, L);
+    }
+    const int N = 4;
+    const long px = (long)cfg.input_h * cfg.input_w * 3, D = model_feature_size(&m);
+    float *x = malloc(sizeof(float) * N * px), *ref = malloc(sizeof(float) * N * D), *got = malloc(sizeof(float) * N * D);
+    for (long i = 0; i < N * px; i++) x[i] = (float)((i * 37) % 256 - 128);
+    const int threads[] = {1, 2, 3, 5};
+    for (int t = 0; t < 4; t++) {
+        parallel_set_threads(threads[t]);
+        blas_set_threads(threads[t]);
+        BaseWorkspace ws;
+        cr_assert_eq(base_workspace_alloc(&ws, &m), 0);
+        size_t floats = ws.floats;
+        base_forward_cpu(&m, x, N, t ? got : ref, &ws);
+        if (t) cr_expect_arr_eq(got, ref, sizeof(float) * N * D, "%d threads differ from 1", threads[t]);
+        if (threads[t] > 1 && threads[t] <= N)
+            cr_expect_eq(ws.n_extra, threads[t] - 1, "%d threads: %d extra buffer sets", threads[t], ws.n_extra);
+        else
+            cr_expect_eq(ws.n_extra, 0, "%d threads, %d images: no extra buffers", threads[t], N);
+        cr_expect_eq(ws.floats, floats + ws.n_extra * (2 * ws.act_floats + ws.image_scratch_floats));
+        // One image alone, on any count: the same bits as in the batch.
+        base_forward_cpu(&m, x + 2 * px, 1, got, &ws);
+        cr_expect_arr_eq(got, ref + 2 * D, sizeof(float) * D, "image 2 alone on %d threads", threads[t]);
+        base_workspace_free(&ws);
+    }
+    parallel_set_threads(1);
+    blas_set_threads(1);
+    free(x), free(ref), free(got);
     model_free(&m);
 }
 

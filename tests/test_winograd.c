@@ -7,6 +7,7 @@
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "layers.h"
 #include "parallel.h"
@@ -32,7 +33,7 @@ static float rel_err_vs_direct(int m, int N, int H, int W, int C, int K, unsigne
     conv3x3_forward(in, N, H, W, C, w, b, K, ref, s1);
     winograd_tile_kernel_transform(m, w, C, K, U);
     for (size_t i = 0; i < nout; i++) got[i] = NAN;  // every output must be written
-    winograd_tile_forward(m, in, N, H, W, C, U, b, K, got, s2);
+    winograd_tile_forward(m, in, N, H, W, C, U, b, K, got, s2, 1);
     float big = 0, diff = 0;
     for (size_t i = 0; i < nout; i++) {
         if (fabsf(ref[i]) > big) big = fabsf(ref[i]);
@@ -122,10 +123,10 @@ Test(winograd, same_bits_at_every_simd_level) {
         float *U = malloc(winograd_tile_kernel_floats(m, C, K) * 4), *s = malloc(winograd_tile_scratch_floats(m, H, W, C, K) * 4);
         winograd_tile_kernel_transform(m, w, C, K, U);
         simd_set_level(SIMD_PORTABLE);
-        winograd_tile_forward(m, in, N, H, W, C, U, b, K, ref, s);
+        winograd_tile_forward(m, in, N, H, W, C, U, b, K, ref, s, 1);
         for (int level = SIMD_AVX2; level <= simd_cpu_level(); level++) {
             simd_set_level(level);
-            winograd_tile_forward(m, in, N, H, W, C, U, b, K, got, s);
+            winograd_tile_forward(m, in, N, H, W, C, U, b, K, got, s, 1);
             cr_expect_arr_eq(got, ref, nout * 4, "F(%dx%d): %s differs from portable C", m, m, simd_level_name(level));
         }
         simd_set_level(SIMD_AVX512);
@@ -134,8 +135,8 @@ Test(winograd, same_bits_at_every_simd_level) {
     free(in), free(w), free(b), free(ref), free(got);
 }
 
-// One thread or two (the pool and OpenBLAS, as the tools set both): the same
-// bits, whatever the tile.
+// One thread or two (the pool and OpenBLAS, as the tools set both), or off
+// the pool: the same bits, whatever the tile.
 Test(winograd, same_bits_on_one_and_two_threads) {
     const int N = 2, H = 20, W = 17, C = 48, K = 40;
     uint64_t ctr = 0;
@@ -149,11 +150,17 @@ Test(winograd, same_bits_on_one_and_two_threads) {
         float *U = malloc(winograd_tile_kernel_floats(m, C, K) * 4), *s = malloc(winograd_tile_scratch_floats(m, H, W, C, K) * 4);
         winograd_tile_kernel_transform(m, w, C, K, U);
         parallel_set_threads(1), openblas_set_num_threads(1);
-        winograd_tile_forward(m, in, N, H, W, C, U, b, K, ref, s);
+        winograd_tile_forward(m, in, N, H, W, C, U, b, K, ref, s, 1);
         parallel_set_threads(2), openblas_set_num_threads(2);
-        winograd_tile_forward(m, in, N, H, W, C, U, b, K, got, s);
+        winograd_tile_forward(m, in, N, H, W, C, U, b, K, got, s, 1);
         cr_expect_arr_eq(got, ref, nout * 4, "F(%dx%d): 2 threads differ from 1", m, m);
         cr_expect_eq(openblas_get_num_threads(), 2, "OpenBLAS's thread count not set back");
+        // Off the pool (images side by side, forward.h): the same tasks on
+        // this thread alone.
+        openblas_set_num_threads(1);
+        memset(got, 0, nout * 4);
+        winograd_tile_forward(m, in, N, H, W, C, U, b, K, got, s, 0);
+        cr_expect_arr_eq(got, ref, nout * 4, "F(%dx%d): off the pool differs", m, m);
         parallel_set_threads(1), openblas_set_num_threads(1);
         free(U), free(s);
     }
