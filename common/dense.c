@@ -180,6 +180,10 @@ static void product(const float *x, int xs, int xi, int S, int M, const float *w
     if (c < c1) product_ref(x, xs, xi, S, M, w, ldw, c, c1, out, ldo, acc, lr);
 }
 
+void dense_product(const float *x, int ldx, int M, int S, const float *w, int ldw, int N, float *out, int ldo) {
+    product(x, 1, ldx, S, M, w, ldw, 0, N, out, ldo, ACC_SET, 0.0f);
+}
+
 // A panel's share of `in` (its N rows, columns r0..r1) copied to contiguous
 // memory, buf[n][r - r0]: the kernel then reads a few KB instead of N rows D
 // floats apart, which VGG's power-of-two D puts all in the same L1 set.

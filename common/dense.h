@@ -41,3 +41,11 @@ void dense_backward(const float *in, int N, int D, const float *W, int U, const 
 int dense_update_forward(const float *in, int N, int D, float *W, float *b, int U, const float *dout,
                          const OptimRule *rule, float *const *kernel_slots, float *const *bias_slots,
                          const float *next_in, int next_N, float *next_out);
+
+// The product these are made of, for other callers (the Winograd GEMMs,
+// winograd.c): out[i][c] = sum over s < S of x[i * ldx + s] * w[s * ldw + c]
+// for i < M, c < N (overwritten), each a sequential chain of fused
+// multiply-adds, s ascending: the same bits on every SIMD level, thread
+// count and M (a row's result does not depend on the other rows). Runs on
+// the calling thread; unlike the functions above, reentrant.
+void dense_product(const float *x, int ldx, int M, int S, const float *w, int ldw, int N, float *out, int ldo);

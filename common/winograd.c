@@ -30,9 +30,10 @@
 // local arrays, so that the compiler vectorises them across channels.
 #include "winograd.h"
 
-#include <cblas.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "dense.h"
 #include "parallel.h"
 #include "simd.h"
 
@@ -172,6 +173,17 @@ static const Method F4 = {4,
 
 static const Method *method(int m) { return m == 4 ? &F4 : m == 3 ? &F3 : &F2; }
 
+// Within one point's C x K matrix, U is stored in panels of U_PANEL output
+// channels (the last one narrower when K is not a multiple), each panel
+// C rows of its width: the GEMM (dense_product) then streams one panel's
+// contiguous rows, as a BLAS would after packing it, but packed once here
+// instead of at every call.
+#define U_PANEL 32
+static inline size_t u_offset(size_t c, size_t k, int C, int K) {
+    size_t k0 = k / U_PANEL * U_PANEL, w = (size_t)K - k0 < U_PANEL ? (size_t)K - k0 : U_PANEL;
+    return k0 * C + c * w + (k - k0);
+}
+
 size_t winograd_tile_kernel_floats(int m, int C, int K) { return (size_t)(m + 2) * (m + 2) * C * K; }
 
 void winograd_tile_kernel_transform(int m, const float *w, int C, int K, float *U) {
@@ -186,7 +198,7 @@ void winograd_tile_kernel_transform(int m, const float *w, int C, int K, float *
             for (int j = 0; j < 3; j++) r[i][j] = f->G[i][0] * g[0][j] + f->G[i][1] * g[1][j] + f->G[i][2] * g[2][j];
         for (int i = 0; i < a; i++)  // (G g) G^T
             for (int j = 0; j < a; j++)
-                U[(size_t)(a * i + j) * CK + ck] =
+                U[(size_t)(a * i + j) * CK + u_offset(ck / K, ck % K, C, K)] =
                     (float)(r[i][0] * f->G[j][0] + r[i][1] * f->G[j][1] + r[i][2] * f->G[j][2]);
     }
 }
@@ -292,11 +304,15 @@ ALWAYS_INLINE void output_transform(const Method *f, const float *M, const float
 
 // A band in three steps on the thread pool (parallel.h): the input
 // transform in chunks of tiles, the a^2 GEMMs one per task, the output
-// transform in chunks of tiles. The GEMMs run on OpenBLAS's single-threaded
-// path, side by side: VGG's per-image bands make GEMMs too small (tens to
-// hundreds of rows) for OpenBLAS to split well across threads. Each value
-// depends on its tile or its GEMM alone, so the result is the same on any
-// number of threads.
+// transform in chunks of tiles. The GEMMs are dense.c's product (one
+// sequential fused multiply-add chain per output, on every SIMD level), on
+// U's panels packed once by winograd_tile_kernel_transform. OpenBLAS's
+// sgemm did them until 2026-11-30: it packs U again at every call, which on
+// VGG's per-image bands (tens to hundreds of rows against a C x K of up to
+// 512 x 512) cost a third of its time, and its result depended on the
+// kernel OPENBLAS_CORETYPE picks; ours is 1.1-1.3x faster end to end and
+// the same bits everywhere. Each value depends on its tile or its GEMM
+// alone, so the result is the same on any number of threads.
 #define WINO_TILES_PER_TASK 32
 typedef struct {
     const Method *f;
@@ -306,13 +322,36 @@ typedef struct {
     long t0;
 } Band;
 
-// M_p = V_p U_p for point p of the band.
+// M_p = V_p U_p for point p of the band: per panel of U and GEMM_ROWS rows
+// of V, the sums over channels in blocks of GEMM_SUM, each block a
+// sequential chain (dense_product), the blocks added in order. One chain
+// over all 512 channels of VGG's late layers would double F(4x4)'s float32
+// error there (tests/test_winograd.c: 1.4e-5 of the largest output against
+// 6e-6 in blocks of 128).
+#define GEMM_SUM 128
+#define GEMM_ROWS 64
 static void gemm_task(void *ctx, int p) {
     Band *b = ctx;
     const size_t CK = (size_t)b->C * b->K;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b->nt, b->K, b->C, 1.0f,
-                b->V + p * ((size_t)b->nt * b->C + PAD), b->C, b->U + p * CK, b->K, 0.0f,
-                b->M + p * ((size_t)b->nt * b->K + PAD), b->K);
+    const float *V = b->V + p * ((size_t)b->nt * b->C + PAD), *U = b->U + p * CK;
+    float *M = b->M + p * ((size_t)b->nt * b->K + PAD);
+    const int C = b->C, K = b->K;
+    float part[GEMM_ROWS * U_PANEL];
+    for (int k0 = 0; k0 < K; k0 += U_PANEL) {
+        const int w = K - k0 < U_PANEL ? K - k0 : U_PANEL;
+        const float *Up = U + (size_t)k0 * C;
+        for (int r0 = 0; r0 < b->nt; r0 += GEMM_ROWS) {
+            const int nr = b->nt - r0 < GEMM_ROWS ? b->nt - r0 : GEMM_ROWS;
+            float *out = M + (size_t)r0 * K + k0;
+            dense_product(V + (size_t)r0 * C, C, nr, C < GEMM_SUM ? C : GEMM_SUM, Up, w, w, out, K);
+            for (int c0 = GEMM_SUM; c0 < C; c0 += GEMM_SUM) {
+                dense_product(V + (size_t)r0 * C + c0, C, nr, C - c0 < GEMM_SUM ? C - c0 : GEMM_SUM,
+                              Up + (size_t)c0 * w, w, w, part, w);
+                for (int i = 0; i < nr; i++)
+                    for (int k = 0; k < w; k++) out[(size_t)i * K + k] += part[i * w + k];
+            }
+        }
+    }
 }
 
 ALWAYS_INLINE void input_task_body(void *ctx, int task) {
@@ -369,9 +408,6 @@ void winograd_tile_forward(int m, const float *in, int N, int H, int W, int C, c
     if (simd >= SIMD_AVX2) input_task = input_task_avx2, output_task = output_task_avx2;
     if (simd >= SIMD_AVX512) input_task = input_task_avx512, output_task = output_task_avx512;
 #endif
-    // OpenBLAS's thread count is global: set back before returning.
-    const int blas_threads = on_pool ? openblas_get_num_threads() : 1;
-    if (blas_threads > 1) openblas_set_num_threads(1);
     for (long t0 = 0; t0 < tiles; t0 += band) {
         b.t0 = t0;
         b.nt = (int)(tiles - t0 < band ? tiles - t0 : band);
@@ -380,5 +416,4 @@ void winograd_tile_forward(int m, const float *in, int N, int H, int W, int C, c
         run_tasks(on_pool, P, gemm_task, &b);
         run_tasks(on_pool, tasks, output_task, &b);
     }
-    if (blas_threads > 1) openblas_set_num_threads(blas_threads);
 }
