@@ -14,12 +14,16 @@
 
 // The fastest Winograd tile for a layer's map (scripts/bench_base.c layers,
 // one thread, VGG16 at 150x150 and 224x224; docs/DEVELOPMENT.md): F(4x4)
-// from 24x24 up (maps of 28 to 224), F(3x3) on 18x18 (F(4x4) would pad it
-// to 20x20), F(2x2) on 14x14 and 9x9, whose few tiles make the GEMMs too
+// from 24x24 up (maps of 28 to 224), F(3x3) on 16x16 to 23x23 (block4's
+// 18x18 at 150: F(4x4) would pad it to 20x20) and on smaller maps whose side
+// F(3x3) tiles exactly (block5's 9x9 at 150: 1.25x F(2x2)'s speed), F(2x2)
+// on the others (block5's 14x14 at 224), whose few tiles make the GEMMs too
 // short to pay for the larger tiles' larger transformed kernel.
 static int fastest_tile(const Layer *l) {
     int side = l->in_h < l->in_w ? l->in_h : l->in_w;
-    return side >= 24 ? 4 : side >= 16 ? 3 : 2;
+    if (side >= 24) return 4;
+    if (side >= 16 || (l->in_h % 3 == 0 && l->in_w % 3 == 0)) return 3;
+    return 2;
 }
 
 // How a frozen conv layer runs (forward.h). block1_conv1 (3 input channels)

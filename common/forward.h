@@ -18,14 +18,17 @@
 // Frozen conv layers run by Winograd's method (winograd.h), the tile chosen
 // per layer by conv_method (docs/DEVELOPMENT.md has the measurements):
 // block1_conv1 (3 input channels) direct; every other the fastest tile for
-// its map: F(4x4) from 24x24 up, F(3x3) on 18x18, F(2x2) below (at 150x150
-// F(4x4) on blocks 1-3, F(3x3) on block4's 18x18, F(2x2) on block5's 9x9).
-// One thread, the 13 convs of one image (medians): 84 ms against 159 ms
-// direct at 150x150, 174 against 370 at 224x224. Block5_pool features on
-// real photos with the ImageNet weights: within 3.7e-6 of Keras (direct:
-// 8e-7); tests/test_model.c holds them to 5e-5 on its formula weights.
+// its map: F(4x4) from 24x24 up, F(3x3) from 16x16 and where it tiles the
+// map exactly, F(2x2) on the others (at 150x150 F(4x4) on blocks 1-3,
+// F(3x3) on block4's 18x18 and block5's 9x9; at 224x224 F(4x4) on blocks
+// 1-4, F(2x2) on block5's 14x14). One thread, the 13 convs of one image
+// (medians): 70 ms against 154 ms direct at 150x150, 142 against 357 at
+// 224x224. Block5_pool features on
+// real photos with the ImageNet weights: within 3.3e-6 of Keras (direct:
+// 1.9e-6; docs/DEVELOPMENT.md); tests/test_model.c holds them to 5e-5 on
+// its formula weights.
 // The workspace keeps each such layer's transformed kernel from its first
-// use (VGG16, all frozen: 137 MiB at 150x150, 164 MiB at 224x224; 1.8x,
+// use (VGG16, all frozen: 164 MiB at 150x150 and at 224x224; 1.8x,
 // 2.8x or 4x the kernel for F(2x2), F(3x3), F(4x4)): these are frozen
 // layers, so it stays valid; allocate a new workspace after loading other
 // weights.
