@@ -146,7 +146,7 @@ static void image_forward(const Model *m, int from, int to, const float *x, floa
                                   !alone);
             relu_forward(dst, (size_t)l->out_h * l->out_w * l->out_c);
         } else if (l->kind == LAYER_CONV) {
-            conv3x3_forward(x, 1, l->in_h, l->in_w, l->in_c, l->kernel, l->bias, l->out_c, dst, scratch);
+            conv3x3_forward_frozen(x, 1, l->in_h, l->in_w, l->in_c, l->kernel, l->bias, l->out_c, dst, scratch);
             relu_forward(dst, (size_t)l->out_h * l->out_w * l->out_c);
         } else {
             maxpool2x2_forward(x, 1, l->in_h, l->in_w, l->in_c, dst, NULL);

@@ -30,6 +30,16 @@ size_t conv3x3_scratch_floats(int H, int W, int C);
 void conv3x3_forward(const float *in, int N, int H, int W, int C,
                      const float *kernel, const float *bias, int K,
                      float *out, float *scratch);
+// The same for a frozen layer's inference (forward.c): where the kernel is
+// small (9 C K <= 64 Ki floats: block1_conv1, the one frozen layer the
+// tools run direct), the product on dense_product (dense.h) instead of
+// OpenBLAS, the bias added after the sum: the same bits on every CPU, SIMD
+// level and OPENBLAS_CORETYPE, so that caches extracted on different nodes
+// agree bit for bit. Larger kernels (only when VGGFT_WINOGRAD=0 forces the
+// direct convolution) stay on OpenBLAS. Safe on several threads at once,
+// each with its own scratch.
+void conv3x3_forward_frozen(const float *in, int N, int H, int W, int C, const float *kernel, const float *bias,
+                            int K, float *out, float *scratch);
 // din, dkernel and dbias may each be NULL when not wanted.
 void conv3x3_backward(const float *in, int N, int H, int W, int C,
                       const float *kernel, int K, const float *dout,

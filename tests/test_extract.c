@@ -118,6 +118,35 @@ static void extract_ok(const char *args) {
     free(out);
 }
 
+// The frozen base runs no BLAS (forward.h): a node whose environment forces
+// an old OpenBLAS kernel writes the same records, byte for byte, so caches
+// and shards from different nodes agree.
+Test(extract, records_do_not_depend_on_openblas_coretype) {
+    char *dir = make_folder(0);
+    char cache[2][1100], args[3000];
+    const char *kernel[2] = {NULL, "Prescott"};
+    Records r[2];
+    CacheMeta meta[2];
+    for (int k = 0; k < 2; k++) {
+        snprintf(cache[k], sizeof cache[k], "%s/../cache%d", dir, k);
+        snprintf(args, sizeof args, "--data '%s' --cache '%s' --weights random --seed 5 --input-size %d --dtype f32 "
+                                    "--batch 3 --threads 2 --quiet",
+                 dir, cache[k], SIZE);
+        if (kernel[k]) setenv("OPENBLAS_CORETYPE", kernel[k], 1);
+        extract_ok(args);
+        unsetenv("OPENBLAS_CORETYPE");
+        r[k] = read_all(cache[k], &meta[k]);
+    }
+    cr_assert_eq(r[0].n, r[1].n);
+    for (int i = 0; i < r[0].n; i++) {
+        cr_assert_eq(r[0].lens[i], r[1].lens[i]);
+        cr_expect_arr_eq(r[0].raw[i], r[1].raw[i], r[0].lens[i], "record %d differs under OPENBLAS_CORETYPE=Prescott",
+                         i);
+    }
+    free_records(&r[0]), free_records(&r[1]);
+    remove_data_folder(dir);
+}
+
 Test(extract, features_equal_direct_forward_pass) {
     char *dir = make_folder(0);
     char cache[1100], args[3000];

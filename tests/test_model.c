@@ -12,6 +12,7 @@
 #include "model.h"
 #include "optim.h"
 #include "parallel.h"
+#include "simd.h"
 #include "testutil.h"
 
 static Model build(int size, const char *unfreeze, Arch arch, const char *cut) {
@@ -247,6 +248,41 @@ Test(model, base_features_same_bits_side_by_side_and_one_at_a_time) {
     }
     parallel_set_threads(1);
     blas_set_threads(1);
+    free(x), free(ref), free(got);
+    model_free(&m);
+}
+
+// The frozen base uses no BLAS (dense_product for the Winograd GEMMs and the
+// direct block1_conv1, forward.h): its features are the same bits at every
+// SIMD level, as on every OPENBLAS_CORETYPE.
+Test(model, base_features_same_bits_at_every_simd_level) {
+    ModelConfig cfg;
+    model_config_defaults(&cfg);
+    cfg.input_h = 36, cfg.input_w = 44;
+    Model m;
+    cr_assert_eq(model_build(&m, &cfg), 0, "%s", err_msg());
+    cr_assert_eq(model_alloc_weights(&m, 0, m.n_base), 0);
+    int L = 0;
+    for (int i = 1; i < m.n_base; i++) {
+        Layer *l = &m.layers[i];
+        if (!l->n_kernel) continue;
+        formula_kernel(l->kernel, l->n_kernel, ++L, 9 * l->in_c, 1);
+        formula_bias(l->bias, l->n_bias, L);
+    }
+    const long px = (long)cfg.input_h * cfg.input_w * 3, D = model_feature_size(&m);
+    float *x = malloc(sizeof(float) * px), *ref = malloc(sizeof(float) * D), *got = malloc(sizeof(float) * D);
+    for (long i = 0; i < px; i++) x[i] = (float)((i * 53) % 256 - 128);
+    BaseWorkspace ws;
+    cr_assert_eq(base_workspace_alloc(&ws, &m), 0);
+    simd_set_level(SIMD_PORTABLE);
+    base_forward_cpu(&m, x, 1, ref, &ws);
+    for (int level = SIMD_AVX2; level <= simd_cpu_level(); level++) {
+        simd_set_level(level);
+        base_forward_cpu(&m, x, 1, got, &ws);
+        cr_expect_arr_eq(got, ref, sizeof(float) * D, "%s differs from portable C", simd_level_name(level));
+    }
+    simd_set_level(simd_cpu_level());
+    base_workspace_free(&ws);
     free(x), free(ref), free(got);
     model_free(&m);
 }
