@@ -185,8 +185,9 @@ static int side_by_side_ready(const Model *m, int from, int to, BaseWorkspace *w
         if (method && !winograd_kernel(ws, &m->layers[i], i, method)) return -1;  // direct fallback: its scratch is larger
     }
     if (ws->n_extra >= T - 1) return 0;
+    if (ws->no_side_by_side) return -1;
     float **extra = realloc(ws->extra, sizeof(float *) * 3 * (size_t)(T - 1));
-    if (!extra) return -1;
+    if (!extra) return ws->no_side_by_side = 1, -1;
     ws->extra = extra;
     for (; ws->n_extra < T - 1; ws->n_extra++) {
         float **e = ws->extra + 3 * ws->n_extra;
@@ -194,7 +195,13 @@ static int side_by_side_ready(const Model *m, int from, int to, BaseWorkspace *w
         e[1] = malloc(ws->act_floats * sizeof(float));
         e[2] = malloc(ws->image_scratch_floats * sizeof(float));
         if (!e[0] || !e[1] || !e[2]) {
+            // Out of memory: give back what this took and never try again
+            // (one image at a time needs nothing more).
             free(e[0]), free(e[1]), free(e[2]);
+            for (int i = 0; i < 3 * ws->n_extra; i++) free(ws->extra[i]);
+            ws->floats -= (size_t)ws->n_extra * (2 * ws->act_floats + ws->image_scratch_floats);
+            ws->n_extra = 0;
+            ws->no_side_by_side = 1;
             return -1;
         }
         ws->floats += 2 * ws->act_floats + ws->image_scratch_floats;

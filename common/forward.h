@@ -35,15 +35,18 @@
 //
 // Threads: with as many images as threads (N >= parallel_threads() > 1),
 // the images run side by side, one per pool thread, each layer on its
-// thread alone (OpenBLAS set to one thread meanwhile): no pool wake-ups per
-// layer and band, which is what keeps many cores busy. With fewer images,
-// one image at a time, each layer's work spread over the pool. Both give an
-// image's features the same bits (each value's sums are the same on any
-// thread: winograd.h; OpenBLAS's forward sgemm splits rows and columns, not
-// sums), so a run's features do not depend on --threads or --batch. The
+// thread alone (OpenBLAS, which only a forced direct conv of a large layer
+// uses, set to one thread meanwhile): no pool wake-ups per layer and band,
+// which is what keeps many cores busy. With fewer images, one image at a
+// time, each layer's work spread over the pool. Both give an image's
+// features the same bits (each value is one fixed sequence of operations
+// on any thread: winograd.h, dense.h), so a run's features depend neither
+// on --threads nor on --batch, nor on the SIMD level or OPENBLAS_CORETYPE
+// (conv3x3_forward_frozen). The
 // side-by-side mode needs a/b/scratch per extra thread, allocated on first
 // use (VGG16 at 150x150: 36 MiB each; at 224x224: 56 MiB); if that fails,
-// the one-at-a-time mode runs.
+// they are freed and the one-at-a-time mode runs from then on. (A cgroup
+// memory limit does not fail malloc: it kills the job; size --threads.)
 typedef struct {
     float *a, *b, *scratch;
     float **wino;        // per model layer: transformed kernel, or NULL (direct / not yet made)
@@ -55,6 +58,7 @@ typedef struct {
     size_t act_floats, image_scratch_floats;
     float **extra;  // 3 * n_extra buffers: a, b, scratch of task 1, then task 2, ...
     int n_extra;
+    int no_side_by_side;  // their allocation failed once: one image at a time from then on
 } BaseWorkspace;
 // How base_forward_layers runs layer i of m if it is a conv layer: 0 the
 // direct convolution (conv3x3_forward; always for trainable layers), or the

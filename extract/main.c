@@ -97,7 +97,7 @@ int main(int argc, char **argv) {
          "cores: faster, further\nfrom Keras; need a GPU; recorded in the cache; see the README)",
          "fp32|tf32|bf16"},
         {"threads", OPT_INT, &o.threads, "0", "N",
-         "CPU threads for decoding and BLAS (0: the CPUs this job may use,\nits affinity mask: taskset, Slurm)",
+         "CPU threads for decoding and the conv base (0: the CPUs this job may use,\nits affinity mask: taskset, Slurm)",
          .range = ">=0"},
         {"shard", OPT_STRING, &o.shard, NULL, "I/N", "process only shard I of N (0-based): files k with k % N == I"},
         {"strict", OPT_FLAG, &o.strict, NULL, NULL, "exit 1 if any file is skipped"},

@@ -85,7 +85,7 @@ int main(int argc, char **argv) {
         {"device", OPT_CHOICE, &o.device, "auto", NULL, "where the conv base runs; auto: the GPU when one is usable",
          "auto|cpu|cuda"},
         {"threads", OPT_INT, &o.threads, "0", "N",
-         "CPU threads for decoding and BLAS (0: the CPUs this job may use,\nits affinity mask: taskset, Slurm)",
+         "CPU threads for decoding and the conv base (0: the CPUs this job may use,\nits affinity mask: taskset, Slurm)",
          .range = ">=0"},
         {"seed", OPT_LONG, &o.seed, "1", "S", "with --weights random: the seed extract was given"},
         {"memory-budget", OPT_LONG, &o.memory_budget_mb, "4096", "MB",

@@ -46,7 +46,7 @@ link_tool() {  # link_tool NAME: scripts/NAME.c -> $work/NAME, linked as make li
 cc -std=gnu11 -O3 -fno-math-errno -ffp-contract=off -I. -Icommon $(pkg-config --cflags openblas) \
     scripts/bench_conv.c common/conv.c -pthread -o "$work/bench_conv" $(pkg-config --libs openblas) -lm
 OPENBLAS_CORETYPE=$kernel "$work/bench_conv" "$threads" | tee "$work/conv.txt"
-sgemm=$(sed -n 's/.*(\([0-9.]*\)).*/\1/p' "$work/conv.txt" | sort -g | tail -1)
+sgemm=$(sed -n 's/.*( *\([0-9.]*\)).*/\1/p' "$work/conv.txt" | sort -g | tail -1)
 echo "sgemm 1536^3: $sgemm GFLOPS (best of the runs above)"
 simd=$(build/train --version | sed -n 's/^Dense layers and optimizers: //p')
 sgemm512=
