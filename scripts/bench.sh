@@ -43,8 +43,7 @@ link_tool() {  # link_tool NAME: scripts/NAME.c -> $work/NAME, linked as make li
         -o "$work/$1" $(make -s print-link)
 }
 # Reference sgemm and per-layer conv rates, with the executables' kernel.
-cc -std=gnu11 -O3 -fno-math-errno -ffp-contract=off -I. -Icommon $(pkg-config --cflags openblas) \
-    scripts/bench_conv.c common/conv.c -pthread -o "$work/bench_conv" $(pkg-config --libs openblas) -lm
+link_tool bench_conv
 OPENBLAS_CORETYPE=$kernel "$work/bench_conv" "$threads" | tee "$work/conv.txt"
 sgemm=$(sed -n 's/.*( *\([0-9.]*\)).*/\1/p' "$work/conv.txt" | sort -g | tail -1)
 echo "sgemm 1536^3: $sgemm GFLOPS (best of the runs above)"

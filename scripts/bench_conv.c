@@ -1,8 +1,8 @@
 // Throughput of conv3x3_forward/backward on VGG16 layer shapes, measured
 // against a plain 1536^3 sgemm (the machine's practical peak) on the same run.
 //
-//   gcc -std=gnu11 -O2 -I. -Icommon $(pkg-config --cflags openblas) scripts/bench_conv.c
-//       common/conv.c -o bench_conv $(pkg-config --libs openblas) -lm      (one line)
+//   cc -std=gnu11 -O2 -pthread -I. -Icommon -Ikernels $(pkg-config --cflags openblas hdf5) scripts/bench_conv.c
+//       -o bench_conv $(make -s print-link)      (one line; scripts/bench.sh does it)
 //   OPENBLAS_CORETYPE=SkylakeX ./bench_conv [threads] [--vgg16|--bands]
 //
 // OPENBLAS_CORETYPE must be in the environment before the program starts

@@ -4,7 +4,7 @@
 Block5_pool features of real photos with real ImageNet weights, computed by
 our base_forward_cpu under each VGGFT_WINOGRAD setting (scripts/bench_base.c
 `features` mode: 0 direct, 2, 3, 4 F(2x2), F(3x3), F(4x4) everywhere,
-unset: the per-layer choice of forward.c) and by Keras 3 (KERAS_BACKEND=jax), as
+unset: the per-layer choice of forward.c) and by Keras 3 (KERAS_BACKEND: jax by default; the figures in docs/DEVELOPMENT.md are tensorflow's), as
 max |diff| / max |feature| per image: the largest over the images and the
 mean.
 
