@@ -206,23 +206,29 @@ static void check_against_keras(int H, int W, int classes) {
     model_free(&m);
 }
 
-// The whole base on 1, 2, 3 and 5 threads for 4 images: side by side (2, 3
-// threads: as many images as threads) or one at a time over the pool (1, 5):
-// the same bits (forward.h), and the extra buffers reported in ws.floats.
-Test(model, base_features_same_bits_side_by_side_and_one_at_a_time) {
+// VGG16's base at H x W with the fixture's formula weights (conv layers).
+static void formula_base(Model *m, int H, int W) {
     ModelConfig cfg;
     model_config_defaults(&cfg);
-    cfg.input_h = 40, cfg.input_w = 56;
-    Model m;
-    cr_assert_eq(model_build(&m, &cfg), 0, "%s", err_msg());
-    cr_assert_eq(model_alloc_weights(&m, 0, m.n_base), 0);
+    cfg.input_h = H, cfg.input_w = W;
+    cr_assert_eq(model_build(m, &cfg), 0, "%s", err_msg());
+    cr_assert_eq(model_alloc_weights(m, 0, m->n_base), 0);
     int L = 0;
-    for (int i = 1; i < m.n_base; i++) {
-        Layer *l = &m.layers[i];
+    for (int i = 1; i < m->n_base; i++) {
+        Layer *l = &m->layers[i];
         if (!l->n_kernel) continue;
         formula_kernel(l->kernel, l->n_kernel, ++L, 9 * l->in_c, 1);
         formula_bias(l->bias, l->n_bias, L);
     }
+}
+
+// The whole base on 1, 2, 3 and 5 threads for 4 images: side by side (2, 3
+// threads: as many images as threads) or one at a time over the pool (1, 5):
+// the same bits (forward.h), and the extra buffers reported in ws.floats.
+Test(model, base_features_same_bits_side_by_side_and_one_at_a_time) {
+    Model m;
+    formula_base(&m, 40, 56);
+    const ModelConfig cfg = m.cfg;
     const int N = 4;
     const long px = (long)cfg.input_h * cfg.input_w * 3, D = model_feature_size(&m);
     float *x = malloc(sizeof(float) * N * px), *ref = malloc(sizeof(float) * N * D), *got = malloc(sizeof(float) * N * D);
@@ -256,19 +262,9 @@ Test(model, base_features_same_bits_side_by_side_and_one_at_a_time) {
 // direct block1_conv1, forward.h): its features are the same bits at every
 // SIMD level, as on every OPENBLAS_CORETYPE.
 Test(model, base_features_same_bits_at_every_simd_level) {
-    ModelConfig cfg;
-    model_config_defaults(&cfg);
-    cfg.input_h = 36, cfg.input_w = 44;
     Model m;
-    cr_assert_eq(model_build(&m, &cfg), 0, "%s", err_msg());
-    cr_assert_eq(model_alloc_weights(&m, 0, m.n_base), 0);
-    int L = 0;
-    for (int i = 1; i < m.n_base; i++) {
-        Layer *l = &m.layers[i];
-        if (!l->n_kernel) continue;
-        formula_kernel(l->kernel, l->n_kernel, ++L, 9 * l->in_c, 1);
-        formula_bias(l->bias, l->n_bias, L);
-    }
+    formula_base(&m, 36, 44);
+    const ModelConfig cfg = m.cfg;
     const long px = (long)cfg.input_h * cfg.input_w * 3, D = model_feature_size(&m);
     float *x = malloc(sizeof(float) * px), *ref = malloc(sizeof(float) * D), *got = malloc(sizeof(float) * D);
     for (long i = 0; i < px; i++) x[i] = (float)((i * 53) % 256 - 128);
