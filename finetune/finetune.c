@@ -737,8 +737,22 @@ int finetune_run(const FinetuneOptions *o) {
         snprintf(mm.interpolation, sizeof mm.interpolation, "%s", hm.interpolation);
         snprintf(mm.weights, sizeof mm.weights, "%s", weights_id);
         mm.class_names = hm.class_names;
-        mm.training = settings;
-        if (model_save(&m, o->out, 1, &mm) < 0) goto done;
+        // The training settings, and where this run's steps ran and in what
+        // arithmetic. Not resume settings (the checkpoint holds those): a
+        // checkpoint resumes on the other device, whatever its precision, so
+        // a resumed run records its last part's.
+        size_t cap = strlen(settings) + 64;
+        char *training = malloc(cap);
+        if (!training) {
+            err_set("out of memory");
+            goto done;
+        }
+        snprintf(training, cap, "%sdevice=%s\nprecision=%s\n", settings, dev == DEVICE_CUDA ? "cuda" : "cpu",
+                 gpu_precision_name(dev == DEVICE_CUDA ? precision : GPU_FP32));
+        mm.training = training;
+        int saved = model_save(&m, o->out, 1, &mm);
+        free(training);
+        if (saved < 0) goto done;
     }
     char path[4200], title[512];
     fit_sibling(o->out, ".history.csv", path, sizeof path);

@@ -19,6 +19,7 @@
 #include "model.h"
 #include "model_io.h"
 #include "testutil.h"
+#include "weights_h5.h"
 
 typedef struct {
     char *dir;
@@ -213,6 +214,13 @@ Test(finetune, cache_of_block4_pool_equals_images_and_frozen_layers_stay) {
         if (i < b5) cr_expect(same, "frozen %s changed", l->name);
         else cr_expect(!same, "trainable %s did not change", l->name);
     }
+    // The model records its training settings, and where and in what
+    // arithmetic the steps ran (tests hide the GPU: the CPU, fp32).
+    char *training = NULL;
+    cr_assert_eq(h5_read_attr(a, "vggft_training", &training), 1, "%s", err_msg());
+    cr_expect(strstr(training, "unfreeze=block5_conv1\n") && strstr(training, "batch=8\n"), "%s", training);
+    cr_expect(strstr(training, "device=cpu\nprecision=fp32\n"), "%s", training);
+    free(training);
     model_free(&mi), model_free(&mc), model_free(&base), model_free(&head);
     remove_tree(s.dir);
     free(s.dir);
