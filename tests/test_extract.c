@@ -147,6 +147,39 @@ Test(extract, records_do_not_depend_on_openblas_coretype) {
     remove_data_folder(dir);
 }
 
+// A conv-method override that is not one is said, and ignored: the records
+// are the default's.
+Test(extract, bad_winograd_settings_are_warned_about_and_ignored) {
+    char *dir = make_folder(0);
+    char cache[2][1100], args[3000];
+    Records r[2];
+    CacheMeta meta[2];
+    for (int k = 0; k < 2; k++) {
+        snprintf(cache[k], sizeof cache[k], "%s/../cache%d", dir, k);
+        snprintf(args, sizeof args, "--data '%s' --cache '%s' --weights random --seed 5 --input-size %d --dtype f32 "
+                                    "--threads 2 --quiet",
+                 dir, cache[k], SIZE);
+        if (k) setenv("VGGFT_WINOGRAD", "7", 1), setenv("VGGFT_WINOGRAD_PLAN", "02x", 1);
+        char *out;
+        int rc = run_tool("extract", args, &out);
+        unsetenv("VGGFT_WINOGRAD"), unsetenv("VGGFT_WINOGRAD_PLAN");
+        cr_assert_eq(rc, 0, "%s", out);
+        if (k) {
+            cr_expect(strstr(out, "warning: VGGFT_WINOGRAD=7 is not one of 0, 2, 3, 4: ignored"), "%s", out);
+            cr_expect(strstr(out, "warning: VGGFT_WINOGRAD_PLAN=02x: one digit 0, 2, 3 or 4 per conv layer: ignored"),
+                      "%s", out);
+        }
+        free(out);
+        r[k] = read_all(cache[k], &meta[k]);
+    }
+    cr_assert_eq(r[0].n, r[1].n);
+    for (int i = 0; i < r[0].n; i++)
+        cr_expect(r[0].lens[i] == r[1].lens[i] && !memcmp(r[0].raw[i], r[1].raw[i], r[0].lens[i]),
+                  "record %d differs from the default's", i);
+    free_records(&r[0]), free_records(&r[1]);
+    remove_data_folder(dir);
+}
+
 Test(extract, features_equal_direct_forward_pass) {
     char *dir = make_folder(0);
     char cache[1100], args[3000];
