@@ -117,43 +117,23 @@ ALWAYS_INLINE void at_f4(const Lanes *restrict x, int sx, Lanes *restrict y, int
 }
 
 // --- the 2D transforms of one tile: row-major a x a (or m x m) arrays --------
-// B^T d B: the 1D transform down each column, then along each row.
-ALWAYS_INLINE void input_f2(const Lanes *d, Lanes *v) {
-    Lanes t[16];
-    for (int j = 0; j < 4; j++) bt_f2(d + j, 4, t + j, 4);
-    for (int i = 0; i < 4; i++) bt_f2(t + 4 * i, 1, v + 4 * i, 1);
-}
-
-ALWAYS_INLINE void input_f3(const Lanes *d, Lanes *v) {
-    Lanes t[25];
-    for (int j = 0; j < 5; j++) bt_f3(d + j, 5, t + j, 5);
-    for (int i = 0; i < 5; i++) bt_f3(t + 5 * i, 1, v + 5 * i, 1);
-}
-
-ALWAYS_INLINE void input_f4(const Lanes *d, Lanes *v) {
-    Lanes t[36];
-    for (int j = 0; j < 6; j++) bt_f4(d + j, 6, t + j, 6);
-    for (int i = 0; i < 6; i++) bt_f4(t + 6 * i, 1, v + 6 * i, 1);
-}
-
-// A^T M A: m x a after the columns, m x m after the rows.
-ALWAYS_INLINE void output_f2(const Lanes *mm, Lanes *y) {
-    Lanes s[8];
-    for (int j = 0; j < 4; j++) at_f2(mm + j, 4, s + j, 4);
-    for (int i = 0; i < 2; i++) at_f2(s + 4 * i, 1, y + 2 * i, 1);
-}
-
-ALWAYS_INLINE void output_f3(const Lanes *mm, Lanes *y) {
-    Lanes s[15];
-    for (int j = 0; j < 5; j++) at_f3(mm + j, 5, s + j, 5);
-    for (int i = 0; i < 3; i++) at_f3(s + 5 * i, 1, y + 3 * i, 1);
-}
-
-ALWAYS_INLINE void output_f4(const Lanes *mm, Lanes *y) {
-    Lanes s[24];
-    for (int j = 0; j < 6; j++) at_f4(mm + j, 6, s + j, 6);
-    for (int i = 0; i < 4; i++) at_f4(s + 6 * i, 1, y + 4 * i, 1);
-}
+// B^T d B: the 1D transform down each column, then along each row; A^T M A:
+// m x a after the columns, m x m after the rows. One definition per tile,
+// its sizes constants (the compiler unrolls and vectorises each).
+#define DEFINE_TILE_TRANSFORMS(M, A)                                              \
+    ALWAYS_INLINE void input_f##M(const Lanes *d, Lanes *v) {                     \
+        Lanes t[A * A];                                                           \
+        for (int j = 0; j < A; j++) bt_f##M(d + j, A, t + j, A);                  \
+        for (int i = 0; i < A; i++) bt_f##M(t + A * i, 1, v + A * i, 1);          \
+    }                                                                             \
+    ALWAYS_INLINE void output_f##M(const Lanes *mm, Lanes *y) {                   \
+        Lanes s[M * A];                                                           \
+        for (int j = 0; j < A; j++) at_f##M(mm + j, A, s + j, A);                 \
+        for (int i = 0; i < M; i++) at_f##M(s + A * i, 1, y + M * i, 1);          \
+    }
+DEFINE_TILE_TRANSFORMS(2, 4)
+DEFINE_TILE_TRANSFORMS(3, 5)
+DEFINE_TILE_TRANSFORMS(4, 6)
 
 typedef struct {
     int m;              // output tile side

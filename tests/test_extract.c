@@ -118,32 +118,45 @@ static void extract_ok(const char *args) {
     free(out);
 }
 
+// extract of dir (random weights, f32, 2 threads, extra args) into
+// dir/../NAME with environment variable KEY set to VALUE for it (key NULL:
+// none, value NULL: unset); its output (malloc'd) after a successful run.
+static char *extract_under(const char *dir, const char *name, const char *extra, const char *key, const char *value) {
+    char args[3000], *out;
+    snprintf(args, sizeof args, "--data '%s' --cache '%s/../%s' --weights random --seed 5 --input-size %d "
+                                "--dtype f32 --threads 2 --quiet %s",
+             dir, dir, name, SIZE, extra);
+    if (key && value) setenv(key, value, 1);
+    int rc = run_tool("extract", args, &out);
+    if (key) unsetenv(key);
+    cr_assert_eq(rc, 0, "extract %s:\n%s", args, out);
+    return out;
+}
+
+// The records of dir/../A and dir/../B, byte for byte.
+static void expect_same_records(const char *dir, const char *a, const char *b, const char *what) {
+    char path[2][1100];
+    Records r[2];
+    CacheMeta meta[2];
+    snprintf(path[0], sizeof path[0], "%s/../%s", dir, a);
+    snprintf(path[1], sizeof path[1], "%s/../%s", dir, b);
+    for (int k = 0; k < 2; k++) r[k] = read_all(path[k], &meta[k]);
+    cr_assert_eq(r[0].n, r[1].n);
+    for (int i = 0; i < r[0].n; i++) {
+        cr_assert_eq(r[0].lens[i], r[1].lens[i]);
+        cr_expect_arr_eq(r[0].raw[i], r[1].raw[i], r[0].lens[i], "record %d differs %s", i, what);
+    }
+    free_records(&r[0]), free_records(&r[1]);
+}
+
 // The frozen base runs no BLAS (forward.h): a node whose environment forces
 // an old OpenBLAS kernel writes the same records, byte for byte, so caches
 // and shards from different nodes agree.
 Test(extract, records_do_not_depend_on_openblas_coretype) {
     char *dir = make_folder(0);
-    char cache[2][1100], args[3000];
-    const char *kernel[2] = {NULL, "Prescott"};
-    Records r[2];
-    CacheMeta meta[2];
-    for (int k = 0; k < 2; k++) {
-        snprintf(cache[k], sizeof cache[k], "%s/../cache%d", dir, k);
-        snprintf(args, sizeof args, "--data '%s' --cache '%s' --weights random --seed 5 --input-size %d --dtype f32 "
-                                    "--batch 3 --threads 2 --quiet",
-                 dir, cache[k], SIZE);
-        if (kernel[k]) setenv("OPENBLAS_CORETYPE", kernel[k], 1);
-        extract_ok(args);
-        unsetenv("OPENBLAS_CORETYPE");
-        r[k] = read_all(cache[k], &meta[k]);
-    }
-    cr_assert_eq(r[0].n, r[1].n);
-    for (int i = 0; i < r[0].n; i++) {
-        cr_assert_eq(r[0].lens[i], r[1].lens[i]);
-        cr_expect_arr_eq(r[0].raw[i], r[1].raw[i], r[0].lens[i], "record %d differs under OPENBLAS_CORETYPE=Prescott",
-                         i);
-    }
-    free_records(&r[0]), free_records(&r[1]);
+    free(extract_under(dir, "cache0", "--batch 3", "OPENBLAS_CORETYPE", NULL));
+    free(extract_under(dir, "cache1", "--batch 3", "OPENBLAS_CORETYPE", "Prescott"));
+    expect_same_records(dir, "cache0", "cache1", "under OPENBLAS_CORETYPE=Prescott");
     remove_data_folder(dir);
 }
 
@@ -151,32 +164,15 @@ Test(extract, records_do_not_depend_on_openblas_coretype) {
 // are the default's.
 Test(extract, bad_winograd_settings_are_warned_about_and_ignored) {
     char *dir = make_folder(0);
-    char cache[2][1100], args[3000];
-    Records r[2];
-    CacheMeta meta[2];
-    for (int k = 0; k < 2; k++) {
-        snprintf(cache[k], sizeof cache[k], "%s/../cache%d", dir, k);
-        snprintf(args, sizeof args, "--data '%s' --cache '%s' --weights random --seed 5 --input-size %d --dtype f32 "
-                                    "--threads 2 --quiet",
-                 dir, cache[k], SIZE);
-        if (k) setenv("VGGFT_WINOGRAD", "7", 1), setenv("VGGFT_WINOGRAD_PLAN", "02x", 1);
-        char *out;
-        int rc = run_tool("extract", args, &out);
-        unsetenv("VGGFT_WINOGRAD"), unsetenv("VGGFT_WINOGRAD_PLAN");
-        cr_assert_eq(rc, 0, "%s", out);
-        if (k) {
-            cr_expect(strstr(out, "warning: VGGFT_WINOGRAD=7 is not one of 0, 2, 3, 4: ignored"), "%s", out);
-            cr_expect(strstr(out, "warning: VGGFT_WINOGRAD_PLAN=02x: one digit 0, 2, 3 or 4 per conv layer: ignored"),
-                      "%s", out);
-        }
-        free(out);
-        r[k] = read_all(cache[k], &meta[k]);
-    }
-    cr_assert_eq(r[0].n, r[1].n);
-    for (int i = 0; i < r[0].n; i++)
-        cr_expect(r[0].lens[i] == r[1].lens[i] && !memcmp(r[0].raw[i], r[1].raw[i], r[0].lens[i]),
-                  "record %d differs from the default's", i);
-    free_records(&r[0]), free_records(&r[1]);
+    free(extract_under(dir, "cache0", "", NULL, NULL));
+    setenv("VGGFT_WINOGRAD_PLAN", "02x", 1);
+    char *out = extract_under(dir, "cache1", "", "VGGFT_WINOGRAD", "7");
+    unsetenv("VGGFT_WINOGRAD_PLAN");
+    cr_expect(strstr(out, "warning: VGGFT_WINOGRAD=7 is not one of 0, 2, 3, 4: ignored"), "%s", out);
+    cr_expect(strstr(out, "warning: VGGFT_WINOGRAD_PLAN=02x: one digit 0, 2, 3 or 4 per conv layer: ignored"), "%s",
+              out);
+    free(out);
+    expect_same_records(dir, "cache0", "cache1", "from the default's");
     remove_data_folder(dir);
 }
 
