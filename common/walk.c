@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "gpu.h"
 #include "gpu_walk.h"
 #include "layers.h"
 #include "progress.h"
@@ -47,12 +48,26 @@ static int walk_setup(BaseWalk *w, const Model *m, int from, int cap) {
 int walk_alloc_device(BaseWalk *w, const Model *m, int from, int cap, int gpu, GpuPrecision precision) {
     if (!gpu) return walk_alloc(w, m, from, cap);
     if (walk_setup(w, m, from, cap) < 0) return -1;
+    // The host's side of every step's copies: page-locked when the system
+    // allows (full bus speed), else plain memory.
     const size_t F = (size_t)cap * (size_t)model_feature_size(m) * sizeof(float);
-    w->features = take(F, &w->bytes);
-    w->d_features = take(F, &w->bytes);
-    if (!w->features || !w->d_features) {
-        walk_free(w);
-        return err_set("walk: out of memory for a batch of %d", cap);
+    const size_t I = (size_t)cap * (size_t)w->in_size * sizeof(float);
+    w->features = gpu_host_alloc(F);
+    w->d_features = gpu_host_alloc(F);
+    w->input = gpu_host_alloc(I);
+    w->pinned = 1;
+    if (!w->features || !w->d_features || !w->input) {
+        gpu_host_free(w->features), gpu_host_free(w->d_features), gpu_host_free(w->input);
+        w->pinned = 0;
+        w->features = take(F, &w->bytes);
+        w->d_features = take(F, &w->bytes);
+        w->input = take(I, &w->bytes);
+        if (!w->features || !w->d_features || !w->input) {
+            walk_free(w);
+            return err_set("walk: out of memory for a batch of %d", cap);
+        }
+    } else {
+        w->bytes += 2 * F + I;
     }
     w->gpu = gpu_walk_create(m, from, cap, precision);
     if (!w->gpu) {
@@ -92,7 +107,8 @@ int walk_alloc(BaseWalk *w, const Model *m, int from, int cap) {
     w->scratch = w->ws.scratch;
     w->features = take(C * F * sizeof(float), &w->bytes);
     w->d_features = take(C * F * sizeof(float), &w->bytes);
-    if (!w->features || !w->d_features) goto oom;
+    w->input = take(C * (size_t)w->in_size * sizeof(float), &w->bytes);
+    if (!w->features || !w->d_features || !w->input) goto oom;
     if (ft < nb) {
         w->t_in = take(C * in_floats(&m->layers[ft]) * sizeof(float), &w->bytes);
         if (!w->t_in) goto oom;
@@ -139,8 +155,11 @@ void walk_free(BaseWalk *w) {
     free(w->t_in);
     free(w->d_a);
     free(w->d_b);
-    free(w->features);
-    free(w->d_features);
+    if (w->pinned) {
+        gpu_host_free(w->features), gpu_host_free(w->d_features), gpu_host_free(w->input);
+    } else {
+        free(w->features), free(w->d_features), free(w->input);
+    }
     base_workspace_free(&w->ws);  // owns w->scratch
     memset(w, 0, sizeof *w);
 }

@@ -25,14 +25,16 @@
 // from the images.
 //
 // Memory (BaseWalk.bytes): at 150x150 with block5 unfrozen and batch 20,
-// 152.7 MiB from images, 53.1 MiB from a block4_pool cache. Of it, 32 MiB is
+// 157.9 MiB from images, 56.3 MiB from a block4_pool cache. Of it, 32 MiB is
 // the conv scratch (conv3x3_scratch_floats: the whole batch's patches for a
 // block5 conv, 180 rows x 9 x 4608 floats = 28.5 MiB, fit in one band),
 // 11 MiB the frozen per-image ping-pong (150x150x64 twice; only from
 // images), 89 MiB the Winograd-transformed kernels of the frozen blocks 1-4
-// (forward.h; only from images), and 21 MiB scales with the batch: block5's
-// input, its three conv outputs, the gradient ping-pong (3.2 MiB each),
-// features, their gradient and the pool argmax (0.6 MiB each). Not counted:
+// (forward.h; only from images), and 26 MiB scales with the batch: the
+// input batch (w->input: 5.2 MiB of images, 3.2 MiB of block4_pool
+// features), block5's input, its three conv outputs, the gradient ping-pong
+// (3.2 MiB each), features, their gradient and the pool argmax (0.6 MiB
+// each). Not counted:
 // the trainable weights, their Grads and optimizer slots (block5 + a 256-unit head: 9.2M
 // parameters, 35 MiB per copy), nor, on T > 1 threads with a batch of at
 // least T, the T-1 extra sets of frozen-layer buffers that run images side
@@ -87,6 +89,10 @@ typedef struct {
     float *features;       // cap x model_feature_size: the cut's output of the last forward
                            // (= act[n_base-1] when the cut is trainable)
     float *d_features;     // cap x model_feature_size: its gradient
+    float *input;          // cap x in_size: a batch buffer for the caller to fill and pass to
+                           // walk_forward (page-locked for a GPU walk when the system
+                           // allows: its copy to the device then runs at full bus speed)
+    int pinned;            // features, d_features and input are gpu_host_alloc'd
     size_t bytes;          // what walk_alloc took, all buffers together (host)
     struct GpuWalk *gpu;   // the arithmetic on the GPU (walk_alloc_device), or NULL: the CPU
     WalkTimes times;       // seconds spent so far, accumulated by the calls below
@@ -99,7 +105,7 @@ typedef struct {
 // when out of memory.
 int walk_alloc(BaseWalk *w, const Model *m, int from, int cap);
 // walk_alloc (gpu = 0) or the GPU walk (gpu = 1; kernels/gpu_walk.h, in
-// precision: fp32 or tf32, see gpu_walk_create): the
+// precision: fp32, tf32 or bf16, see gpu_walk_create): the
 // same checks, then the host keeps only features and d_features and the GPU
 // everything else (the weights of layers [from, n_base) are uploaded now:
 // load them first). -1 (err_set with the reason: no usable GPU, no cuDNN,

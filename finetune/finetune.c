@@ -543,7 +543,7 @@ int finetune_run(const FinetuneOptions *o) {
         grads_alloc(&g, &m, walk.gpu ? m.n_base : walk.first_trainable, m.n_layers) < 0)
         goto done;
     const long item_floats = walk.in_size;
-    x = malloc(sizeof(float) * (size_t)item_floats * B);
+    x = walk.input;  // the walk's batch buffer (page-locked on the GPU)
     sw = malloc(sizeof(float) * (size_t)B);
     labels = malloc(sizeof(int32_t) * (size_t)B);
     pred = malloc(sizeof(int32_t) * (size_t)B);
@@ -780,7 +780,7 @@ int finetune_run(const FinetuneOptions *o) {
            path, path, path);
     status = 0;
 done:
-    free(x), free(sw), free(labels), free(pred), free(perm), free(identity), free(conf), free(class_w);
+    free(sw), free(labels), free(pred), free(perm), free(identity), free(conf), free(class_w);
     free(settings);
     fit_free(&fs);
     if (g.dkernel) grads_free(&g);

@@ -135,9 +135,10 @@ int main(int argc, char **argv) {
          "when there is\nno usable GPU); the head and the data stay on the CPU",
          "auto|cpu|cuda"},
         {"precision", OPT_CHOICE, &o.precision, "fp32", NULL,
-         "GPU convolution arithmetic: fp32 (strict float32: a step within\nrounding of the CPU's) or tf32 (tensor "
-         "cores: several times\nfaster, about 1e-3 of the features; needs a GPU)",
-         "fp32|tf32"},
+         "GPU convolution arithmetic: fp32 (strict float32: a step within\nrounding of the CPU's), tf32 (tensor "
+         "cores: several times\nfaster, about 1e-3 of the features) or bf16 (the frozen layers\nin bfloat16, as "
+         "extract's bf16; the trainable ones in tf32;\nabout 1e-2 of the features); tf32 and bf16 need a GPU",
+         "fp32|tf32|bf16"},
         {"threads", OPT_INT, &o.threads, "0", "N",
          "CPU threads (0: the CPUs this job may use, its affinity mask:\ntaskset, Slurm)", .range = ">=0"},
         {"seed", OPT_LONG, &o.seed, "1", "S", "seed of augmentation, shuffling and dropout"},

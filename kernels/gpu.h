@@ -29,6 +29,13 @@ int gpu_name(int device, char *buf, size_t size);
 // Without CUDA: "CUDA: not built in (built with CUDA=0)".
 void gpu_libraries(char *buf, size_t size);
 
+// Page-locked (pinned) host memory, which the GPU copies from and to at
+// full bus speed and asynchronously (cudaMallocHost): NULL when it cannot be
+// had (no GPU, the system's limit, a CPU-only build), and the caller uses
+// malloc'd memory instead. gpu_host_free frees it (NULL: nothing).
+void *gpu_host_alloc(size_t bytes);
+void gpu_host_free(void *p);
+
 // Arithmetic of the GPU convolutions (--precision). FP32: strict float32
 // (FMA kernels only), features equal the CPU path to float32 rounding.
 // TF32: tensor cores on sm_80+ with 10-bit mantissa products, float32 sums.

@@ -14,6 +14,9 @@ int gpu_name(int device, char *buf, size_t size) { return -1; }
 
 void gpu_libraries(char *buf, size_t size) { snprintf(buf, size, "CUDA: not built in (built with CUDA=0)"); }
 
+void *gpu_host_alloc(size_t bytes) { return NULL; }
+void gpu_host_free(void *p) {}
+
 #include "error.h"
 #include "gpu_base.h"
 

@@ -103,6 +103,19 @@ extern "C" int gpu_count(char *why, size_t why_size) {
     return n;
 }
 
+extern "C" void *gpu_host_alloc(size_t bytes) {
+    void *p = NULL;
+    if (cudaMallocHost(&p, bytes ? bytes : 4) != cudaSuccess) {
+        cudaGetLastError();  // not sticky, but leave no error for the next check to find
+        return NULL;
+    }
+    return p;
+}
+
+extern "C" void gpu_host_free(void *p) {
+    if (p) cudaFreeHost(p);
+}
+
 extern "C" int gpu_name(int device, char *buf, size_t size) {
     cudaDeviceProp p;
     if (cudaGetDeviceProperties(&p, device) != cudaSuccess) {

@@ -1,6 +1,6 @@
-// The trainable walk on the GPU (see gpu_walk.h): cuDNN convolutions, our
-// kernels for bias + ReLU, ReLU backward, the bias gradient, max pooling and
-// the optimizer update. Everything runs on the legacy default stream, in
+// The trainable walk on the GPU (see gpu_walk.h): the frozen layers of
+// gpu_frozen.cuh, then cuDNN convolutions and our kernels for bias + ReLU,
+// ReLU backward, the bias gradient, max pooling and the optimizer update. Everything runs on the legacy default stream, in
 // order, and every host copy is a synchronous cudaMemcpy: written for
 // correctness first (it has to be right the first time it meets a GPU).
 #include <stdint.h>
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gpu_util.cuh"
+#include "gpu_frozen.cuh"
 
 extern "C" {
 #include "forward.h"  // HEAD_SLOTS
@@ -23,9 +23,11 @@ struct GpuWalk {
     long in_size, feat_size;
     int deterministic;
     cudnnHandle_t cudnn;
+    GpuFrozen frozen;    // layers [from, ft) when ft > from (has_frozen)
+    int has_frozen;
     // Indexed like m->layers.
-    GpuConv *convs;                               // convs of [from, nb)
-    cudnnConvolutionFwdAlgo_t *fwd;               // convs of [from, nb)
+    GpuConv *convs;                               // convs of [ft, nb)
+    cudnnConvolutionFwdAlgo_t *fwd;               // convs of [ft, nb)
     cudnnConvolutionBwdDataAlgo_t *bwd_data;      // convs of (ft, nb)
     cudnnConvolutionBwdFilterAlgo_t *bwd_filter;  // convs of [ft, nb)
     float **act;         // [ft, nb): each layer's output for cap items (act[nb-1] = feat)
@@ -33,7 +35,6 @@ struct GpuWalk {
     float **dkernel, **dbias;  // convs of [ft, nb), K,R,S,C like the kernel
     float **slot;        // HEAD_SLOTS layout: two device slots per trainable tensor
     float *d_in;         // cap x in_size
-    float *f_a, *f_b;    // frozen ping-pong (NULL when at most one frozen layer)
     float *t_in;         // input of layer ft (= d_in when from == ft)
     float *feat;         // cap x feat_size: the cut's output
     float *d_feat;       // its gradient
@@ -177,12 +178,11 @@ static int create(GpuWalk *g, const Model *m, int from, int cap, GpuPrecision pr
     if (DALLOC(g, g->d_in, C * g->in_size * sizeof(float), "allocating the input") < 0) return -1;
     if (DALLOC(g, g->feat, C * F * sizeof(float), "allocating the features") < 0) return -1;
     if (DALLOC(g, g->d_feat, C * F * sizeof(float), "allocating the feature gradient") < 0) return -1;
-    size_t fmax = 0;  // frozen intermediate outputs: [from, ft-1)
-    for (int i = from; i < ft - 1; i++)
-        if (out_floats(&m->layers[i]) > fmax) fmax = out_floats(&m->layers[i]);
-    if (fmax) {
-        if (DALLOC(g, g->f_a, C * fmax * sizeof(float), "allocating activations") < 0) return -1;
-        if (DALLOC(g, g->f_b, C * fmax * sizeof(float), "allocating activations") < 0) return -1;
+    // The frozen layers: forward only, nothing kept (gpu_frozen.cuh, as extract's base).
+    if (ft > from) {
+        g->has_frozen = 1;
+        if (gpu_frozen_create(&g->frozen, m, from, ft, cap, precision, g->cudnn) < 0) return -1;
+        g->bytes += g->frozen.bytes;
     }
     if (ft < nb) {
         if (from == ft) g->t_in = g->d_in;
@@ -208,18 +208,20 @@ static int create(GpuWalk *g, const Model *m, int from, int cap, GpuPrecision pr
         if (DALLOC(g, g->d_b, C * dmax * sizeof(float), "allocating gradients") < 0) return -1;
     }
 
-    // Convs: descriptors, weights, algorithms; gradients and slots of the trainable ones.
-    for (int i = from; i < nb; i++) {
+    // Trainable convs: descriptors, weights, algorithms, gradients and
+    // slots. Strict float32, or TF32 tensor cores (also with bf16, which
+    // applies to the frozen layers only).
+    const cudnnMathType_t math = precision == GPU_FP32 ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH;
+    for (int i = ft; i < nb; i++) {
         const Layer *l = &m->layers[i];
         if (l->kind != LAYER_CONV) continue;
         if (!l->kernel || !l->bias) return err_set("GPU walk: %s has no weights loaded", l->name);
         GpuConv *c = &g->convs[i];
-        if (gpu_conv_create(c, l, cap, gpu_math(precision)) < 0) return -1;
+        if (gpu_conv_create(c, l, cap, math) < 0) return -1;
         g->bytes += (size_t)(l->n_kernel + l->n_bias) * sizeof(float);
         size_t ws = 0;
         if (gpu_conv_pick_forward(g->cudnn, c, l, &g->fwd[i], &ws) < 0) return -1;
         if (ws > g->work_size) g->work_size = ws;
-        if (i < ft) continue;
         int det = 1;
         if (gpu_conv_pick_backward_filter(g->cudnn, c, l, &g->bwd_filter[i], &ws, &det) < 0) return -1;
         if (ws > g->work_size) g->work_size = ws;
@@ -263,11 +265,6 @@ static int create(GpuWalk *g, const Model *m, int from, int cap, GpuPrecision pr
 extern "C" GpuWalk *gpu_walk_create(const Model *m, int from, int cap, GpuPrecision precision) {
     GpuWalk *g = (GpuWalk *)calloc(1, sizeof(GpuWalk));
     if (!g) return err_set("GPU walk: out of memory"), (GpuWalk *)NULL;
-    if (precision != GPU_FP32 && precision != GPU_TF32) {
-        free(g);
-        return err_set("GPU walk: --precision %s is for extract only (training: fp32 or tf32)",
-                       gpu_precision_name(precision)), (GpuWalk *)NULL;
-    }
     if (create(g, m, from, cap, precision) < 0) {
         char keep[ERR_MSG_MAX];
         snprintf(keep, sizeof keep, "%s", err_msg());
@@ -281,6 +278,7 @@ extern "C" GpuWalk *gpu_walk_create(const Model *m, int from, int cap, GpuPrecis
 extern "C" void gpu_walk_free(GpuWalk *g) {
     if (!g) return;
     gpu_head_free(g->head);
+    if (g->has_frozen) gpu_frozen_free(&g->frozen);
     const int L = g->m->n_layers;
     for (int i = 0; i < L; i++) {
         if (g->convs) gpu_conv_free(&g->convs[i]);
@@ -293,8 +291,6 @@ extern "C" void gpu_walk_free(GpuWalk *g) {
         for (int i = 0; i < L * 4; i++) cudaFree(g->slot[i]);
     if (g->t_in != g->d_in) cudaFree(g->t_in);
     cudaFree(g->d_in);
-    cudaFree(g->f_a);
-    cudaFree(g->f_b);
     cudaFree(g->feat);
     cudaFree(g->d_feat);
     cudaFree(g->d_a);
@@ -314,7 +310,7 @@ extern "C" void gpu_walk_describe(const GpuWalk *g, char *buf, size_t size) {
     for (int i = g->from; i < g->nb && at < size; i++) {
         const Layer *l = &g->m->layers[i];
         if (l->kind != LAYER_CONV) continue;
-        int n = i < g->ft ? snprintf(buf + at, size - at, "%s%s fwd %d", at ? ", " : "", l->name, (int)g->fwd[i])
+        int n = i < g->ft ? snprintf(buf + at, size - at, "%s%s fwd %d", at ? ", " : "", l->name, (int)g->frozen.algos[i])
                           : snprintf(buf + at, size - at, "%s%s fwd %d bwd-filter %d bwd-data %d", at ? ", " : "",
                                      l->name, (int)g->fwd[i], (int)g->bwd_filter[i],
                                      i > g->ft ? (int)g->bwd_data[i] : -1);
@@ -352,16 +348,9 @@ extern "C" int gpu_walk_forward(GpuWalk *g, const float *in, int N, float *featu
     if (N < g->cap)
         CUDA_OK(cudaMemset(g->d_in + (size_t)N * item, 0, (size_t)(g->cap - N) * item * sizeof(float)),
                 "padding the batch");
-    // Frozen part: ping-pong, the last layer writing where the trainable part reads.
-    float *frozen_out = ft < nb ? g->t_in : g->feat;
-    const float *x = g->d_in;
-    for (int i = g->from; i < ft; i++) {
-        float *y = i == ft - 1 ? frozen_out : (x == g->f_a ? g->f_b : g->f_a);
-        int rc = m->layers[i].kind == LAYER_CONV ? conv_forward(g, i, x, y)
-                                                 : pool_forward(&m->layers[i], x, g->cap, y, NULL);
-        if (rc < 0) return -1;
-        x = y;
-    }
+    // Frozen part, writing where the trainable part reads (legacy default stream).
+    if (g->has_frozen && gpu_frozen_forward(&g->frozen, g->cudnn, g->d_in, ft < nb ? g->t_in : g->feat, 0) < 0)
+        return -1;
     // Trainable part, keeping every output (and each pool's argmax).
     for (int i = ft; i < nb; i++) {
         const float *xi = i == ft ? g->t_in : g->act[i - 1];
@@ -523,10 +512,11 @@ extern "C" int gpu_walk_download(GpuWalk *g, Model *m, float *const *slots) {
 
 extern "C" int gpu_walk_upload(GpuWalk *g, const Model *m, float *const *slots) {
     if (m != g->m) return err_set("GPU walk: upload from another model than the walk's");
-    for (int i = g->from; i < g->nb; i++) {
+    if (g->has_frozen && gpu_frozen_upload(&g->frozen, m) < 0) return -1;
+    for (int i = g->ft; i < g->nb; i++) {
         if (m->layers[i].kind != LAYER_CONV) continue;
         if (gpu_conv_upload(&g->convs[i], &m->layers[i]) < 0) return err_prefix("%s: ", m->layers[i].name);
-        if (i >= g->ft && slots_copy(g, i, slots, 1) < 0) return err_prefix("%s: ", m->layers[i].name);
+        if (slots_copy(g, i, slots, 1) < 0) return err_prefix("%s: ", m->layers[i].name);
     }
     return g->head ? gpu_head_upload(g->head, m, slots) : 0;
 }

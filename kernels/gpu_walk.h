@@ -3,7 +3,7 @@
 // and outputs on the host, so common/walk.c switches by device alone.
 //
 //   frozen layers [from, first_trainable): forward only, the whole batch at
-//     once (cuDNN conv, bias + ReLU, 2x2 max pool), nothing kept;
+//     once, nothing kept: gpu_frozen.cuh, the code of extract's base;
 //   trainable layers [first_trainable, n_base): forward keeping their input,
 //     each conv's post-ReLU output and each pool's argmax, then backward and
 //     the optimizer update, with the weights, their gradients and the
@@ -65,8 +65,10 @@ typedef struct GpuWalk GpuWalk;
 // err_set when there is no usable GPU, no cuDNN, no algorithm, or not enough
 // device memory.
 // precision: GPU_FP32 (strict float32, the CPU step within the tolerances
-// of tests/test_gpu_walk.c) or GPU_TF32 (tensor cores for every conv,
-// forward and backward; about 1e-3 of the features).
+// of tests/test_gpu_walk.c), GPU_TF32 (tensor cores for every conv,
+// forward and backward; about 1e-3 of the features) or GPU_BF16 (the
+// frozen layers as extract's bf16 base, bfloat16 activations and kernels;
+// the trainable convs in TF32: about 1e-2 of the features).
 GpuWalk *gpu_walk_create(const Model *m, int from, int cap, GpuPrecision precision);
 void gpu_walk_free(GpuWalk *g);
 // Device bytes taken (activations, weights, gradients, slots, workspace).

@@ -273,6 +273,15 @@ Test(finetune, refuses_mismatched_inputs_with_the_reason) {
     cr_expect(strstr(out, "GPU") || strstr(out, "CUDA"), "%s", out);
     cr_expect(!strstr(out, "not available yet"), "%s", out);
     free(out);
+    // --precision tf32 / bf16 on a run without a GPU (--device auto) is
+    // refused, not quietly run in float32 on the CPU.
+    for (int i = 0; i < 2; i++) {
+        snprintf(args, sizeof args, "--data %s --head %s --weights random --out %s/x.h5 --precision %s", s.data,
+                 s.head, s.dir, i ? "bf16" : "tf32");
+        cr_expect_eq(run_tool("finetune", args, &out), 1);
+        cr_expect(strstr(out, i ? "--precision bf16 needs a GPU" : "--precision tf32 needs a GPU"), "%s", out);
+        free(out);
+    }
     // Outputs that would destroy something are refused before any work.
     const char *bad_out[3] = {"/dev/null", s.head, s.dir};
     const char *why[3] = {"not a regular file", "is this run's --head", "is a folder"};

@@ -789,22 +789,26 @@ static void tool_runs(int gpu_head) {
 Test(gpu_walk, finetune_tool_on_the_gpu_and_checkpoints_across_devices, .timeout = 900) { tool_runs(0); }
 Test(gpu_walk, finetune_tool_gpu_head_and_checkpoints_across_devices, .timeout = 900) { tool_runs(1); }
 
-// --precision tf32: every conv on tensor cores, forward and backward. The
-// features stay within 2e-2 of the CPU's (TF32 rounds products to 10-bit
-// mantissas: about 1e-3 measured for the frozen base), and a step moves
-// the weights the way the CPU's step does (relative L2 of the update 5e-2).
-Test(gpu_walk, tf32_step_near_the_cpu_step) {
+// A step in lower precision against the CPU's strict float32 step, from
+// the same weights and images (48x48, unfreezing from `unfreeze`): the
+// features within feat_tol of the largest, the loss within loss_tol, and
+// the first trainable conv's update within update_tol (relative L2): the
+// step moves the weights the way the CPU's does.
+static void low_precision_step(GpuPrecision p, const char *unfreeze, float feat_tol, float loss_tol, float update_tol) {
     need_gpu();
-    Model mc = build(48, "block5_conv1", 7), mg = build(48, "block5_conv1", 7);
+    const char *name = gpu_precision_name(p);
+    Model mc = build(48, unfreeze, 7), mg = build(48, unfreeze, 7);
     const int cap = 4;
     BaseWalk wc, wg;
     cr_assert_eq(walk_alloc_device(&wc, &mc, 1, cap, 0, GPU_FP32), 0, "%s", err_msg());
-    cr_assert_eq(walk_alloc_device(&wg, &mg, 1, cap, 1, GPU_TF32), 0, "%s", err_msg());
+    cr_assert_eq(walk_alloc_device(&wg, &mg, 1, cap, 1, p), 0, "%s", err_msg());
     const long item = wc.in_size, F = model_feature_size(&mc);
     float *x = urand((size_t)cap * item, -120, 130, 11);
     cr_assert_eq(walk_forward(&wc, x, cap), 0);
     cr_assert_eq(walk_forward(&wg, x, cap), 0, "%s", err_msg());
-    expect_close_max("tf32: features", wg.features, wc.features, (size_t)(cap * F), 2e-2f);
+    char what[96];
+    snprintf(what, sizeof what, "%s from %s: features", name, unfreeze);
+    expect_close_max(what, wg.features, wc.features, (size_t)(cap * F), feat_tol);
     Optimizer o;
     optim_defaults(&o, OPTIM_SGD);
     o.lr = 0.01f;
@@ -821,14 +825,32 @@ Test(gpu_walk, tf32_step_near_the_cpu_step) {
     float lc, lg;
     cr_assert_eq(finetune_step(&wc, &hc, &gc, &o, NULL, x, labels, NULL, cap, 5, &lc), 0);
     cr_assert_eq(finetune_step(&wg, &hg, &gg, &o, NULL, x, labels, NULL, cap, 5, &lg), 0, "%s", err_msg());
-    fprintf(stderr, "gpu_walk: tf32: loss cpu %.7g gpu %.7g\n", lc, lg);
-    cr_expect_leq(fabsf(lg - lc), 1e-2f * fmaxf(1, fabsf(lc)), "tf32: loss gpu %g cpu %g", lg, lc);
+    fprintf(stderr, "gpu_walk: %s from %s: loss cpu %.7g gpu %.7g\n", name, unfreeze, lc, lg);
+    cr_expect_leq(fabsf(lg - lc), loss_tol * fmaxf(1, fabsf(lc)), "%s: loss gpu %g cpu %g", name, lg, lc);
     cr_assert_eq(walk_download(&wg, &mg, NULL), 0, "%s", err_msg());
-    expect_close_update("tf32: block5_conv1 kernel", mg.layers[wg.first_trainable].kernel, l->kernel, w0,
-                        (size_t)l->n_kernel, 5e-2f, 0);
+    snprintf(what, sizeof what, "%s: %s kernel", name, l->name);
+    expect_close_update(what, mg.layers[wg.first_trainable].kernel, l->kernel, w0, (size_t)l->n_kernel, update_tol,
+                        0);
     free(w0), free(x);
     grads_free(&gc), grads_free(&gg);
     head_buffers_free(&hc), head_buffers_free(&hg);
     walk_free(&wc), walk_free(&wg);
     model_free(&mc), model_free(&mg);
+}
+
+// --precision tf32: every conv on tensor cores, forward and backward. The
+// features stay within 2e-2 of the CPU's (TF32 rounds products to 10-bit
+// mantissas: about 1e-3 measured for the frozen base), and a step moves
+// the weights the way the CPU's step does (relative L2 of the update 5e-2).
+Test(gpu_walk, tf32_step_near_the_cpu_step) { low_precision_step(GPU_TF32, "block5_conv1", 2e-2f, 1e-2f, 5e-2f); }
+
+// --precision bf16: the frozen layers are extract's bf16 base (bfloat16
+// activations and kernels: 4e-3 to 8e-3 of the features measured there),
+// the trainable convs TF32. From block5_conv1 the frozen run ends at a pool,
+// from block5_conv2 at a conv, from block1_conv2 it is block1_conv1 alone
+// (in TF32: a run's first conv takes float input).
+Test(gpu_walk, bf16_step_near_the_cpu_step) {
+    low_precision_step(GPU_BF16, "block5_conv1", 5e-2f, 3e-2f, 1e-1f);
+    low_precision_step(GPU_BF16, "block5_conv2", 5e-2f, 3e-2f, 1e-1f);
+    low_precision_step(GPU_BF16, "block1_conv2", 2e-2f, 1e-2f, 5e-2f);
 }

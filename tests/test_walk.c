@@ -94,13 +94,13 @@ Test(walk, memory_at_150_block5_batch_20) {
     cr_assert_eq(walk_alloc(&w, &m, 1, 20), 0, "%s", err_msg());
     double mb = (double)w.bytes / (1 << 20);
     cr_log_info("walk at 150x150, block5 unfrozen, batch 20, from images: %.1f MiB", mb);
-    cr_expect(fabs(mb - 152.7) < 0.1, "%.1f MiB: update walk.h", mb);
+    cr_expect(fabs(mb - 157.9) < 0.1, "%.1f MiB: update walk.h", mb);
     walk_free(&w);
     // From a block4_pool cache the frozen part's buffers are gone.
     cr_assert_eq(walk_alloc(&w, &m, model_find_layer(&m, "block5_conv1"), 20), 0, "%s", err_msg());
     mb = (double)w.bytes / (1 << 20);
     cr_log_info("walk at 150x150, block5 unfrozen, batch 20, from block4_pool: %.1f MiB", mb);
-    cr_expect(fabs(mb - 53.1) < 0.1, "%.1f MiB: update walk.h", mb);
+    cr_expect(fabs(mb - 56.3) < 0.1, "%.1f MiB: update walk.h", mb);
     walk_free(&w);
     model_free(&m);
 }
