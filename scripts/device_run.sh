@@ -11,7 +11,9 @@
 # Everything goes to stdout; the figures also to $OUT/summary.txt (device
 # tool) or build/device_summary.txt.
 #
-#   run(command="bash scripts/device_run.sh", carry=["build/device.tar.xz"], timeout_s=590)
+#   run(command="bash scripts/device_run.sh", carry=["build/device.tar.xz", "build/real"], timeout_s=590)
+# (build/real: scripts/real_photos.sh, optional: real photos and ImageNet
+# weights for the GPU-vs-CPU check and an end-to-end run on them)
 # (about 4 to 8 minutes on an H200; the sections in order of value, the
 # whole suite last)
 # Sections can be skipped: DEVICE_SKIP="suite sanitizer torch".
@@ -38,6 +40,30 @@ for suite in gpu gpu_walk; do
     timeout 300 "$dev/bin/all" --filter "$suite/*" --short-filename -j4 >/tmp/vggft/t_$suite.log 2>&1
     grep -E "GPU vs CPU|GPU step|\[FAIL\]|Assertion|Synthesis" /tmp/vggft/t_$suite.log | head -60 | while read -r l; do say "   $l"; done
 done
+
+if [ -d build/real ]; then
+    # Carried when scripts/real_photos.sh made it: ImageNet VGG16 (10-bit
+    # mantissas) and flowers5 photos.
+    say "== real photos, ImageNet weights ($(elapsed))"
+    r=/tmp/vggft/real
+    mkdir -p $r && xz -dc build/real/weights.h5.xz >$r/weights.h5 && ln -sfn "$PWD/build/real/photos" $r/photos
+    VGGFT_REAL_DIR=$r timeout 300 "$dev/bin/all" --filter 'gpu/real_photos*' --short-filename >/tmp/vggft/t_real.log 2>&1
+    grep -E "GPU vs CPU|\[FAIL\]|Assertion|Synthesis" /tmp/vggft/t_real.log | while read -r l; do say "   $l"; done
+    # The pipeline end to end on the GPU: the frozen base's features, the
+    # head on them, block5 fine-tuned with the seeds' augmentation, predict.
+    w="--weights $r/weights.h5"
+    timeout 60 "$dev/bin/extract" --data build/real/train --cache $r/ct $w --device cuda --quiet >$r/log 2>&1 &&
+        timeout 60 "$dev/bin/extract" --data build/real/val --cache $r/cv $w --device cuda --quiet >>$r/log 2>&1 &&
+        timeout 120 "$dev/bin/train" --cache $r/ct --val-cache $r/cv --out $r/head.h5 --epochs 20 --quiet >$r/train.log 2>&1 &&
+        timeout 120 "$dev/bin/finetune" --data build/real/train --val-data build/real/val --head $r/head.h5 $w \
+            --device cuda --precision bf16 --epochs 4 --out $r/ft.h5 --quiet >$r/ft.log 2>&1 &&
+        timeout 60 "$dev/bin/predict" --model $r/ft.h5 --eval build/real/val --device cuda --quiet >$r/p.log 2>&1 ||
+        say "   real pipeline FAILED: $(tail -3 $r/log $r/train.log $r/ft.log $r/p.log 2>/dev/null)"
+    grep -E " Epoch [0-9]+/" $r/train.log | tail -1 | while read -r l; do say "   train (head, 500 flowers5 photos, 20 epochs): $l"; done
+    grep -E " Epoch [0-9]+/|^Time|^GPU walk|^Before fine-tuning|^Validation accuracy" $r/ft.log |
+        while read -r l; do say "   finetune cuda bf16: $l"; done
+    grep -E -i "accuracy" $r/p.log | head -2 | while read -r l; do say "   predict cuda (100 val photos): $l"; done
+fi
 
 say "== images ($(elapsed))"
 # Photo-like JPEGs (smooth fields plus grain, 400x300, quality 90): 2 classes

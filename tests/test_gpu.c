@@ -8,14 +8,18 @@
 #include <string.h>
 
 #include "cache.h"
+#include "dataset.h"
 #include "error.h"
 #include "feature_set.h"
 #include "forward.h"
 #include "gpu.h"
 #include "gpu_base.h"
+#include "image.h"
 #include "model.h"
+#include "parallel.h"
 #include "stop.h"
 #include "testutil.h"
+#include "weights_source.h"
 
 static void need_gpu(void) {
     char why[512];
@@ -175,4 +179,80 @@ Test(gpu, extract_cuda_equals_cpu_and_resumes_bit_for_bit) {
     features_free(&a), features_free(&b), features_free(&c);
     remove_tree(top);
     free(top);
+}
+
+// Real photos through real weights: the GPU run carries them (made by
+// scripts/real_photos.sh: ImageNet VGG16 weights rounded to 10-bit mantissas
+// to fit the device tool's carry limit, and flowers5 photos) and names the
+// folder in VGGFT_REAL_DIR (weights.h5, photos/CLASS/*.jpg). Skipped unless
+// both it and a GPU are there. Each precision against the CPU path, over
+// every image and feature, at 150x150 and 224x224 with caffe preprocessing:
+// the figures the README's GPU table states for real photos.
+Test(gpu, real_photos_and_imagenet_weights, .timeout = 900) {
+    const char *dir = getenv("VGGFT_REAL_DIR");
+    if (!dir || !*dir) cr_skip_test("VGGFT_REAL_DIR is not set (scripts/real_photos.sh makes the folder)");
+    need_gpu();
+    char weights[1024], photos[1024], id[96];
+    snprintf(weights, sizeof weights, "%s/weights.h5", dir);
+    snprintf(photos, sizeof photos, "%s/photos", dir);
+    Dataset ds;
+    cr_assert_eq(dataset_scan(photos, NULL, 0, &ds), 0, "%s", err_msg());
+    const int N = ds.n_items < 64 ? ds.n_items : 64, B = 16;
+    cr_assert_gt(N, 0, "no photos in %s", photos);
+    parallel_set_threads(parallel_cpus());
+    const int sizes[2] = {150, 224};
+    const GpuPrecision precs[3] = {GPU_FP32, GPU_TF32, GPU_BF16};
+    const float bound[3] = {1e-4f, 2e-2f, 1e-1f};  // as the tests above
+    for (int si = 0; si < 2; si++) {
+        const int size = sizes[si];
+        ModelConfig cfg;
+        model_config_defaults(&cfg);
+        cfg.input_h = cfg.input_w = size;
+        Model m;
+        cr_assert_eq(model_build(&m, &cfg), 0, "%s", err_msg());
+        cr_assert_eq(load_base_weights(&m, weights, 0, 1, id, sizeof id), 0, "%s", err_msg());
+        const long D = model_feature_size(&m);
+        const size_t img = (size_t)size * size * 3;
+        float *x = malloc(sizeof(float) * img * (N + B)), *cpu = malloc(sizeof(float) * D * N),
+              *gpu = malloc(sizeof(float) * D * (N + B));
+        cr_assert(x && cpu && gpu);
+        LoadOptions load = {.w = size, .h = size, .interp = INTERP_NEAREST, .prep = PREP_CAFFE};
+        for (int i = 0; i < N; i++) {
+            char *path = dataset_item_path(&ds, i);
+            cr_assert_eq(image_load(path, &load, NULL, x + img * i, NULL), 0, "%s", err_msg());
+            free(path);
+        }
+        BaseWorkspace ws;
+        cr_assert_eq(base_workspace_alloc(&ws, &m), 0);
+        base_forward_cpu(&m, x, N, cpu, &ws);
+        base_workspace_free(&ws);
+        float scale = 0;
+        for (long i = 0; i < N * D; i++) scale = fmaxf(scale, fabsf(cpu[i]));
+        for (int p = 0; p < 3; p++) {
+            GpuBase *g = gpu_base_create(&m, B, precs[p]);
+            cr_assert_not_null(g, "%s", err_msg());
+            for (int i = 0; i < N; i += B)
+                cr_assert_eq(gpu_base_forward(g, x + img * i, N - i < B ? N - i : B, gpu + D * i), 0, "%s",
+                             err_msg());
+            gpu_base_free(g);
+            // Also the worst image on its own scale (an image whose features
+            // are all small is not hidden by the others').
+            float err = max_abs_diff(gpu, cpu, (size_t)(N * D)), worst = 0;
+            for (int i = 0; i < N; i++) {
+                float s = 0;
+                for (long k = 0; k < D; k++) s = fmaxf(s, fabsf(cpu[D * i + k]));
+                float e = max_abs_diff(gpu + D * i, cpu + D * i, (size_t)D);
+                if (s > 0) worst = fmaxf(worst, e / s);
+            }
+            fprintf(stderr,
+                    "GPU vs CPU: real photos (%d, %s), ImageNet VGG16 (10-bit mantissas) %dx%d %s: max |diff| %.3g "
+                    "= %.3g of the largest feature %.4g; worst image %.3g of its own largest\n",
+                    N, ds.root, size, size, gpu_precision_name(precs[p]), err, err / scale, scale, worst);
+            cr_expect_leq(err, bound[p] * scale, "real photos %dx%d %s: max |diff| %g, largest %g", size, size,
+                          gpu_precision_name(precs[p]), err, scale);
+        }
+        free(x), free(cpu), free(gpu);
+        model_free(&m);
+    }
+    dataset_free(&ds);
 }
