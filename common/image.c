@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "prep_pixel.h"
 
 static const char *const interp_names[] = {"nearest", "bilinear"};
 static const char *const prep_names[] = {"caffe", "rescale", "torch"};
@@ -36,33 +37,6 @@ const char *prep_name(PrepMode mode) {
     return (unsigned)mode < 3 ? prep_names[mode] : "unknown";
 }
 
-// Each expression is the float32 operation sequence Keras performs on a
-// float32 array, so the results are the same floats:
-//   caffe   x[..., ::-1]; x[..., c] -= mean[c]           (imagenet_utils, mode caffe)
-//   rescale x *= 1./255                                   (ImageDataGenerator.standardize)
-//   torch   x /= 255.; x[..., c] -= mean[c]; x[..., c] /= std[c]
-static inline void prep_pixel(float r, float g, float b, PrepMode mode, float *o) {
-    switch (mode) {
-    case PREP_CAFFE:
-        o[0] = b - 103.939f;
-        o[1] = g - 116.779f;
-        o[2] = r - 123.68f;
-        break;
-    case PREP_RESCALE: {
-        const float s = (float)(1.0 / 255);
-        o[0] = r * s;
-        o[1] = g * s;
-        o[2] = b * s;
-        break;
-    }
-    case PREP_TORCH:
-        o[0] = (r / 255.0f - 0.485f) / 0.229f;
-        o[1] = (g / 255.0f - 0.456f) / 0.224f;
-        o[2] = (b / 255.0f - 0.406f) / 0.225f;
-        break;
-    }
-}
-
 void image_preprocess(const uint8_t *rgb, size_t n_pixels, PrepMode mode, float *out) {
     for (size_t p = 0; p < n_pixels; p++)
         prep_pixel(rgb[3 * p], rgb[3 * p + 1], rgb[3 * p + 2], mode, out + 3 * p);
@@ -75,44 +49,55 @@ void image_preprocess_f32(const float *rgb, size_t n_pixels, PrepMode mode, floa
     }
 }
 
-int image_load_rgb8(const char *path, const LoadOptions *opt, uint8_t *out_rgb,
-                    DecodeInfo *info) {
-    if (opt->w <= 0 || opt->h <= 0)
-        return err_set("%s: invalid target size %dx%d", path, opt->w, opt->h);
+int image_load_rgb8(const char *path, const LoadOptions *opt, uint8_t *out_rgb, DecodeInfo *info) {
+    uint8_t *data;
+    size_t n;
+    if (image_read_file(path, &data, &n) != 0) return -1;
+    int rc = image_chain_rgb8(data, n, path, opt, out_rgb, info);
+    free(data);
+    return rc;
+}
+
+// decode -> resize to opt's size (skipped when equal, like Keras): *rgb is
+// img's pixels or *resized's (malloc'd, NULL when not needed). -1 with the
+// message prefixed by name.
+static int decode_to_size(const uint8_t *data, size_t n, const char *name, const LoadOptions *opt, Image *img,
+                          uint8_t **resized, const uint8_t **rgb, DecodeInfo *info) {
+    *resized = NULL;
+    if (opt->w <= 0 || opt->h <= 0) return err_set("%s: invalid target size %dx%d", name, opt->w, opt->h);
     DecodeOptions dopt = {opt->w, opt->h, opt->reduced_decode, opt->max_pixels};
-    Image img;
-    if (image_decode_file(path, &dopt, &img, info) != 0) return -1;
-    int rc = image_resize(img.rgb, img.w, img.h, out_rgb, opt->w, opt->h, opt->interp);
-    image_free(&img);
-    if (rc != 0) return err_prefix("%s: ", path);
+    if (image_decode_memory(data, n, name, &dopt, img, info) != 0) return -1;
+    *rgb = img->rgb;
+    if (img->w == opt->w && img->h == opt->h) return 0;
+    *resized = malloc((size_t)opt->w * opt->h * 3);
+    int rc = 0;
+    if (!*resized) rc = err_set("%s: out of memory resizing to %dx%d", name, opt->w, opt->h);
+    else if (image_resize(img->rgb, img->w, img->h, *resized, opt->w, opt->h, opt->interp) != 0)
+        rc = err_prefix("%s: ", name);
+    if (rc < 0) {
+        free(*resized), *resized = NULL;
+        image_free(img);
+        return -1;
+    }
+    *rgb = *resized;
     return 0;
 }
 
 int image_chain(const uint8_t *data, size_t n, const char *name, const LoadOptions *opt,
                 const AugmentParams *aug, float *out, DecodeInfo *info) {
     if (!name) name = "(memory)";
-    if (opt->w <= 0 || opt->h <= 0)
-        return err_set("%s: invalid target size %dx%d", name, opt->w, opt->h);
-    DecodeOptions dopt = {opt->w, opt->h, opt->reduced_decode, opt->max_pixels};
     Image img;
-    if (image_decode_memory(data, n, name, &dopt, &img, info) != 0) return -1;
+    uint8_t *resized;
+    const uint8_t *rgb = NULL;
+    if (decode_to_size(data, n, name, opt, &img, &resized, &rgb, info) < 0) return -1;
     const size_t np = (size_t)opt->w * opt->h;
-    uint8_t *rgb = img.rgb, *resized = NULL;
-    float *f = NULL;
     int rc = 0;
-    if (img.w != opt->w || img.h != opt->h) {
-        resized = malloc(np * 3);
-        if (!resized) rc = err_set("%s: out of memory resizing to %dx%d", name, opt->w, opt->h);
-        else if (image_resize(img.rgb, img.w, img.h, resized, opt->w, opt->h, opt->interp) != 0)
-            rc = err_prefix("%s: ", name);
-        rgb = resized;
-    }
-    if (rc == 0 && !aug) {
+    if (!aug) {
         image_preprocess(rgb, np, opt->prep, out);
-    } else if (rc == 0) {
+    } else {
         // img_to_array: float32 RGB in 0..255; then apply_transform, then
         // standardize (the preprocessing), in place.
-        f = malloc(np * 3 * sizeof(float));
+        float *f = malloc(np * 3 * sizeof(float));
         if (!f) {
             rc = err_set("%s: out of memory augmenting a %dx%d image", name, opt->w, opt->h);
         } else {
@@ -120,11 +105,24 @@ int image_chain(const uint8_t *data, size_t n, const char *name, const LoadOptio
             augment_apply(aug, f, opt->h, opt->w, 3, out);
             image_preprocess_f32(out, np, opt->prep, out);
         }
+        free(f);
     }
-    free(f);
     free(resized);
     image_free(&img);
     return rc;
+}
+
+int image_chain_rgb8(const uint8_t *data, size_t n, const char *name, const LoadOptions *opt, uint8_t *out_rgb,
+                     DecodeInfo *info) {
+    if (!name) name = "(memory)";
+    Image img;
+    uint8_t *resized;
+    const uint8_t *rgb = NULL;
+    if (decode_to_size(data, n, name, opt, &img, &resized, &rgb, info) < 0) return -1;
+    memcpy(out_rgb, rgb, (size_t)opt->w * opt->h * 3);
+    free(resized);
+    image_free(&img);
+    return 0;
 }
 
 int image_load(const char *path, const LoadOptions *opt, const AugmentParams *aug, float *out,

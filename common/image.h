@@ -145,8 +145,14 @@ int image_read_file(const char *path, uint8_t **data, size_t *n);
 int image_chain(const uint8_t *data, size_t n, const char *name, const LoadOptions *opt,
                 const AugmentParams *aug, float *out, DecodeInfo *info);
 
-// decode -> resize to h x w (skipped when equal, like Keras) into out_rgb
-// (h*w*3 bytes). info may be NULL.
+// image_chain's decode and resize without the preprocessing: opt->w x
+// opt->h RGB8 pixels into out_rgb (w*h*3 bytes), for a GPU that
+// preprocesses them itself (gpu_base_submit_rgb8: a quarter of the bytes to
+// copy). opt->prep is not used. name prefixes errors; info may be NULL.
+int image_chain_rgb8(const uint8_t *data, size_t n, const char *name, const LoadOptions *opt, uint8_t *out_rgb,
+                     DecodeInfo *info);
+// image_read_file + image_chain_rgb8: one image file, decoded and resized,
+// into out_rgb (h*w*3 bytes). info may be NULL.
 int image_load_rgb8(const char *path, const LoadOptions *opt, uint8_t *out_rgb,
                     DecodeInfo *info);
 // image_read_file + image_chain: one image file into out (h*w*3 floats).

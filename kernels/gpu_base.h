@@ -3,6 +3,7 @@
 // outputs (N,H,W,C float32 on the host), so callers switch by device alone.
 #pragma once
 #include "gpu.h"
+#include "image.h"
 #include "model.h"
 
 typedef struct GpuBase GpuBase;
@@ -29,4 +30,11 @@ int gpu_base_collect(GpuBase *g, float *out);
 // passes it as `in`, and submit copies nothing. Write to it only while its
 // last batch is collected (at most one other batch in flight).
 float *gpu_base_staging(GpuBase *g, int k);
+// The same from RGB8 pixels (rgb: N x H x W x 3 bytes, as image_chain_rgb8
+// writes them), preprocessed on the device by prep_pixel in mode prep, the
+// host's own code (prep_pixel.h): the same floats as image_preprocess, a
+// quarter of the bytes to copy. gpu_base_staging_rgb8(g, k) is
+// gpu_base_staging's buffer for such pixels (fill it in place and pass it).
+int gpu_base_submit_rgb8(GpuBase *g, const uint8_t *rgb, int N, PrepMode prep);
+uint8_t *gpu_base_staging_rgb8(GpuBase *g, int k);
 void gpu_base_free(GpuBase *g);

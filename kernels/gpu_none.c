@@ -36,6 +36,11 @@ int gpu_base_submit(GpuBase *g, const float *in, int N) {
 int gpu_base_collect(GpuBase *g, float *out) { return err_set("this build has no CUDA support (built with CUDA=0)"); }
 
 float *gpu_base_staging(GpuBase *g, int k) { return NULL; }
+uint8_t *gpu_base_staging_rgb8(GpuBase *g, int k) { return NULL; }
+
+int gpu_base_submit_rgb8(GpuBase *g, const uint8_t *rgb, int N, PrepMode prep) {
+    return err_set("this build has no CUDA support (built with CUDA=0)");
+}
 
 void gpu_base_free(GpuBase *g) {}
 

@@ -292,6 +292,7 @@ static long cache_skipped_count(const char *cache) {
 typedef struct {
     const Inputs *in;
     LoadOptions load;
+    int rgb8;  // 1: RGB8 pixels (the GPU preprocesses them, as extract's), 0: preprocessed floats
 } LoadCtx;
 
 // Loader worker: one input through the chain extract and finetune use.
@@ -304,7 +305,8 @@ static int load_item(void *vctx, long index, float *out, void *extra) {
     DecodeInfo *info = extra;
     memset(info, 0, sizeof *info);
     if (image_read_file(path, &data, &n) < 0) return -1;
-    int rc = image_chain(data, n, path, &c->load, NULL, out, info);
+    int rc = c->rgb8 ? image_chain_rgb8(data, n, path, &c->load, (uint8_t *)out, info)
+                     : image_chain(data, n, path, &c->load, NULL, out, info);
     free(data);
     return rc;
 }
@@ -335,6 +337,7 @@ static int run_images(const PredictOptions *o, const Model *m, const ModelMeta *
     BaseWorkspace ws = {0};
     HeadBuffers hb = {0};
     Loader *loader = NULL;
+    // x: a batch of preprocessed images (for the GPU: of RGB8 pixels, which it preprocesses).
     float *x = malloc(sizeof(float) * image_floats * (size_t)B), *feat = malloc(sizeof(float) * (size_t)D * B);
     int32_t *labels = malloc(sizeof(int32_t) * (size_t)B), *pred = malloc(sizeof(int32_t) * (size_t)B);
     char **paths = malloc(sizeof(char *) * (size_t)B);
@@ -356,8 +359,9 @@ static int run_images(const PredictOptions *o, const Model *m, const ModelMeta *
     if (!o->quiet)  // the bar's heading (as extract's)
         log_printf(stderr, "predict: %s; %s %dx%d -> %s -> %d classes; %d image%s\n", dev_note, meta->arch,
                    load.w, load.h, m->cut_name, r->K, in->n, in->n == 1 ? "" : "s");
-    LoadCtx lctx = {in, load};
-    loader = loader_start(in->n, threads, 2 * B + threads, image_floats, sizeof(DecodeInfo), load_item, &lctx);
+    LoadCtx lctx = {in, load, gpu != NULL};
+    const size_t item_bytes = gpu ? image_floats : image_floats * sizeof(float);
+    loader = loader_start(in->n, threads, 2 * B + threads, (item_bytes + 3) / 4, sizeof(DecodeInfo), load_item, &lctx);
     if (!loader) goto done;
     Progress bar;
     progress_start(&bar, stderr, in->n, "img");
@@ -396,7 +400,7 @@ static int run_images(const PredictOptions *o, const Model *m, const ModelMeta *
                                "(its pixels differ from Keras's full decode)\n",
                                path, info->src_w, info->src_h, o->max_pixels);
                 }
-                memcpy(x + (size_t)nb * image_floats, li->data, image_floats * sizeof(float));
+                memcpy((uint8_t *)x + (size_t)nb * item_bytes, li->data, item_bytes);
                 labels[nb] = in->label[li->index];
                 paths[nb++] = in->path[li->index];
             }
@@ -405,7 +409,8 @@ static int run_images(const PredictOptions *o, const Model *m, const ModelMeta *
         }
         if (nb == B || (!li && nb > 0)) {
             if (gpu) {
-                if (gpu_base_forward(gpu, x, nb, feat) < 0) goto done;
+                if (gpu_base_submit_rgb8(gpu, (const uint8_t *)x, nb, load.prep) < 0 || gpu_base_collect(gpu, feat) < 0)
+                    goto done;
             } else {
                 base_forward_cpu(m, x, nb, feat, &ws);
             }

@@ -94,6 +94,35 @@ Test(gpu, bf16_within_its_tolerance) {
     compare(ARCH_VGG16, 40, "block1_pool", 2, GPU_BF16, 1e-1f);
 }
 
+// extract on the GPU sends RGB8 pixels that the GPU preprocesses with the
+// host's prep_pixel: the features equal those of the host's floats bit for
+// bit, for every preprocessing, in a full and in a padded batch.
+Test(gpu, rgb8_input_equals_host_preprocessed_floats) {
+    need_gpu();
+    const int size = 48, B = 4;
+    Model m = build(ARCH_VGG16, size, "block5_pool");
+    const long D = model_feature_size(&m);
+    const size_t pixels = (size_t)size * size;
+    uint8_t *rgb = malloc(pixels * 3 * B);
+    for (size_t i = 0; i < pixels * 3 * B; i++) rgb[i] = (uint8_t)((i * 131 + i / 5) % 256);
+    float *x = malloc(sizeof(float) * pixels * 3 * B), *a = malloc(sizeof(float) * D * B),
+          *b = malloc(sizeof(float) * D * B);
+    GpuBase *g = gpu_base_create(&m, B, GPU_FP32);
+    cr_assert_not_null(g, "%s", err_msg());
+    for (int prep = 0; prep < 3; prep++)
+        for (int N = B; N >= B - 1; N--) {
+            image_preprocess(rgb, pixels * N, (PrepMode)prep, x);
+            cr_assert_eq(gpu_base_forward(g, x, N, a), 0, "%s", err_msg());
+            cr_assert_eq(gpu_base_submit_rgb8(g, rgb, N, (PrepMode)prep), 0, "%s", err_msg());
+            cr_assert_eq(gpu_base_collect(g, b), N, "%s", err_msg());
+            cr_expect(!memcmp(a, b, sizeof(float) * D * N), "%s, %d images: RGB8 input gives other features",
+                      prep_name((PrepMode)prep), N);
+        }
+    gpu_base_free(g);
+    free(rgb), free(x), free(a), free(b);
+    model_free(&m);
+}
+
 // An image's features are the same bits whatever else is in its batch and
 // however many images the batch holds (batches are padded to the planned
 // size): what makes a resumed extraction equal an uninterrupted one.

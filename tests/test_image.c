@@ -552,3 +552,33 @@ Test(image, load_decodes_resizes_preprocesses) {
     free(rgb), free(out), free(p);
     npy_free(&rs), npy_free(&base);
 }
+
+// image_chain_rgb8 + image_preprocess (what the GPU gets, and preprocesses
+// with the same prep_pixel) is image_chain bit for bit: every preprocessing,
+// resized (nearest, bilinear) or not.
+Test(image, rgb8_chain_then_preprocess_equals_chain) {
+    char *p = img_path("png_rgb.png");
+    uint8_t *data;
+    size_t n;
+    cr_assert_eq(image_read_file(p, &data, &n), 0, "%s", err_msg());
+    const int sizes[3][2] = {{64, 48}, {23, 17}, {80, 70}};
+    for (int k = 0; k < 3; k++)
+        for (int prep = 0; prep < 3; prep++) {
+            const int w = sizes[k][0], h = sizes[k][1];
+            LoadOptions opt = {.w = w, .h = h, .interp = k == 1 ? INTERP_BILINEAR : INTERP_NEAREST,
+                               .prep = (PrepMode)prep};
+            float *a = malloc(sizeof(float) * w * h * 3), *b = malloc(sizeof(float) * w * h * 3);
+            uint8_t *rgb = malloc((size_t)w * h * 3);
+            cr_assert_eq(image_chain(data, n, p, &opt, NULL, a, NULL), 0, "%s", err_msg());
+            cr_assert_eq(image_chain_rgb8(data, n, p, &opt, rgb, NULL), 0, "%s", err_msg());
+            image_preprocess(rgb, (size_t)w * h, (PrepMode)prep, b);
+            cr_expect(!memcmp(a, b, sizeof(float) * w * h * 3), "%dx%d %s: the RGB8 chain differs", w, h,
+                      prep_name((PrepMode)prep));
+            free(a), free(b), free(rgb);
+        }
+    // Errors name the file.
+    LoadOptions bad = {.w = 8, .h = 8};
+    cr_expect_eq(image_chain_rgb8(data, n / 2, p, &bad, (uint8_t[192]){0}, NULL), -1);
+    cr_expect(strstr(err_msg(), p), "%s", err_msg());
+    free(data), free(p);
+}
