@@ -116,6 +116,7 @@ typedef struct {
     Loader *loader;      // images
     LoadCtx ctx;
     int *rows;           // cache: scratch for one batch
+    LoaderItem **taken, **ok;  // images: one batch's items, and those that loaded
     int quiet;
 } Reader;
 
@@ -125,7 +126,9 @@ static int reader_start(Reader *r, Split *s, const int *order, long start, const
     if (start > s->n) start = s->n;  // resumed after an epoch's last step
     r->s = s, r->order = order, r->pos = start, r->end = s->n, r->quiet = quiet;
     r->rows = malloc(sizeof(int) * (size_t)cap);
-    if (!r->rows) return err_set("out of memory");
+    r->taken = malloc(sizeof(LoaderItem *) * (size_t)cap);
+    r->ok = malloc(sizeof(LoaderItem *) * (size_t)cap);
+    if (!r->rows || !r->taken || !r->ok) return err_set("out of memory");
     if (s->from_cache) return 0;
     r->ctx = (LoadCtx){s, order, start, *load, aug, seed, epoch};
     size_t floats = (size_t)load->w * load->h * 3;
@@ -135,8 +138,22 @@ static int reader_start(Reader *r, Split *s, const int *order, long start, const
 
 static void reader_stop(Reader *r) {
     loader_stop(r->loader);
-    free(r->rows);
+    free(r->rows), free(r->taken), free(r->ok);
     memset(r, 0, sizeof *r);
+}
+
+// Copies of a batch's loaded items into x, one task per item: on a GPU step
+// the host's copy is time the GPU waits, and one core copies a 150x150
+// batch of 20 (5.4 MB) in about a millisecond.
+typedef struct {
+    LoaderItem **items;
+    float *x;
+    long item_floats;
+} BatchCopy;
+
+static void copy_item(void *ctx, int i) {
+    const BatchCopy *c = ctx;
+    memcpy(c->x + (size_t)i * c->item_floats, c->items[i]->data, sizeof(float) * (size_t)c->item_floats);
 }
 
 // The next `count` positions of the order (fewer at the end) into x and
@@ -150,19 +167,26 @@ static int reader_fill(Reader *r, int count, long item_floats, float *x, int32_t
         r->pos = stop;
         return features_gather(&r->s->fs, r->rows, *n, x);
     }
+    // Take the batch's items (the loader's ring holds 2 batches and more),
+    // copy them side by side, then give their slots back.
+    LoaderItem **taken = r->taken, **ok = r->ok;
+    int n_taken = 0;
     for (; r->pos < stop; r->pos++) {
         LoaderItem *li = loader_next(r->loader);
         int item = *(int *)li->extra;
+        taken[n_taken++] = li;
         if (li->ok) {
-            memcpy(x + (size_t)*n * item_floats, li->data, sizeof(float) * (size_t)item_floats);
+            ok[*n] = li;
             labels[(*n)++] = r->s->labels[item];
         } else if (!r->s->reported[item]) {
             r->s->reported[item] = 1;
             r->s->skipped++;
             log_printf(stderr, "\nwarning: skipped %s\n", li->msg);  // a warning: even with --quiet
         }
-        loader_release(r->loader, li);
     }
+    BatchCopy c = {ok, x, item_floats};
+    parallel_for(*n, copy_item, &c);
+    for (int i = 0; i < n_taken; i++) loader_release(r->loader, taken[i]);
     return 0;
 }
 
