@@ -357,8 +357,9 @@ static int run_images(const PredictOptions *o, const Model *m, const ModelMeta *
     if (dev == DEVICE_CPU && base_workspace_alloc(&ws, m) < 0) goto done;
     if (head_buffers_alloc(&hb, m, B) < 0) goto done;
     if (!o->quiet)  // the bar's heading (as extract's)
-        log_printf(stderr, "predict: %s; %s %dx%d -> %s -> %d classes; %d image%s\n", dev_note, meta->arch,
-                   load.w, load.h, m->cut_name, r->K, in->n, in->n == 1 ? "" : "s");
+        log_printf(stderr, "predict: %s; %s %dx%d -> %s -> %d classes; %d image%s; %d thread%s\n", dev_note,
+                   meta->arch, load.w, load.h, m->cut_name, r->K, in->n, in->n == 1 ? "" : "s", threads,
+                   threads == 1 ? "" : "s");
     LoadCtx lctx = {in, load, gpu != NULL};
     const size_t item_bytes = gpu ? image_floats : image_floats * sizeof(float);
     loader = loader_start(in->n, threads, 2 * B + threads, (item_bytes + 3) / 4, sizeof(DecodeInfo), load_item, &lctx);
