@@ -4,9 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include "error.h"
 #include "parallel.h"
+#include "progress.h"
 
 // Provided by OpenBLAS but not declared in every cblas.h.
 extern char *openblas_get_corename(void);
@@ -15,6 +18,60 @@ extern int openblas_get_num_threads(void);
 extern void openblas_set_num_threads(int);
 
 static char blas_note[160];  // why the kernel is what it is
+
+// --- under an address-space limit ----------------------------------------------------
+//
+// OpenBLAS 0.3.21 (Debian 12) takes a buffer of BLAS_BUFFER_BYTES of address
+// space for each worker thread as it starts it (when the library loads: one
+// per core, or OPENBLAS_NUM_THREADS) and for each other thread at its first
+// BLAS call (the pool's tasks of dense.c's din). Under an address-space
+// limit (ulimit -v, RLIMIT_AS: some clusters set one for every job) that
+// leaves no room, blas_memory_alloc retries for ever, ignoring SIGTERM, and
+// the library's shutdown then waits for the stuck worker: the process never
+// ends, not even `--version` (OpenMathLib/OpenBLAS#5289, fixed in 0.3.30).
+// With 64 cores that happens below 8.7 GB. So under such a limit the
+// buffers are planned into half of the address space left at start: fewer
+// OpenBLAS threads first (the library restarted with OPENBLAS_NUM_THREADS,
+// as for OPENBLAS_CORETYPE), then fewer threads of ours (blas_fit_threads);
+// with no room even for one, blas_fit_threads fails with the reason before
+// any BLAS call.
+#define BLAS_BUFFER_BYTES (128LL << 20)  // BUFFER_SIZE, 32 << 22 on x86-64
+
+static int blas_buffers_fit = -1;  // buffers the limit leaves room for; -1: no limit
+static int blas_thread_cap = 0;    // the most OpenBLAS threads (0: no cap)
+
+// Address space left under RLIMIT_AS in bytes, -1 when there is no limit.
+static long long address_room(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return -1;
+    long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");  // first field: the process's size, in pages
+    if (f) {
+        if (fscanf(f, "%ld", &pages) != 1) pages = 0;
+        fclose(f);
+    }
+    long long room = (long long)rl.rlim_cur - (long long)pages * sysconf(_SC_PAGESIZE);
+    return room > 0 ? room : 0;
+}
+
+// One buffer and the stack of the thread that holds it.
+static long long bytes_per_buffer(void) {
+    struct rlimit st;
+    long long stack = 8LL << 20;
+    if (getrlimit(RLIMIT_STACK, &st) == 0 && st.rlim_cur != RLIM_INFINITY) stack = (long long)st.rlim_cur;
+    return BLAS_BUFFER_BYTES + stack;
+}
+
+// OpenBLAS threads that leave room for `callers` threads of ours calling BLAS
+// (each holding a buffer; OpenBLAS's own main-thread buffer is a caller's).
+static int blas_threads_for(int fit, int callers) {
+    int t = fit - callers + 1;
+    return t < 1 ? 1 : t;
+}
+
+static int user_set_blas_threads(void) {
+    return getenv("OPENBLAS_NUM_THREADS") || getenv("GOTO_NUM_THREADS") || getenv("OMP_NUM_THREADS");
+}
 
 const char *blas_better_coretype(const char *current, int has_avx512, int has_avx2) {
     // Kernels at least as good as what the CPU supports, lower-cased by OpenBLAS
@@ -29,38 +86,90 @@ const char *blas_better_coretype(const char *current, int has_avx512, int has_av
 }
 
 void blas_setup(char **argv, int threads) {
-    const char *marker = getenv("VGGFT_BLAS_REEXEC");
-    if (marker) {
-        // Second run: we set OPENBLAS_CORETYPE ourselves; remember why.
-        snprintf(blas_note, sizeof blas_note, "set by vggft: the library chose %s for this CPU", marker);
+    const char *marker = getenv("VGGFT_BLAS_REEXEC"), *room_marker = getenv("VGGFT_BLAS_ROOM");
+    const int callers = threads > 0 ? threads : parallel_cpus();
+    long long room = address_room();
+    if (room >= 0) {
+        long long fit = room / 2 / bytes_per_buffer();
+        blas_buffers_fit = fit > 4096 ? 4096 : (int)fit;
+        blas_thread_cap = blas_threads_for(blas_buffers_fit, callers);
+    }
+    if (marker || room_marker) {
+        // Second run: we set OPENBLAS_CORETYPE and/or OPENBLAS_NUM_THREADS
+        // ourselves; remember why, and keep our settings from children.
+        if (marker && *marker)
+            snprintf(blas_note, sizeof blas_note, "set by vggft: the library chose %s for this CPU", marker);
+        if (room_marker) unsetenv("OPENBLAS_NUM_THREADS");
         unsetenv("VGGFT_BLAS_REEXEC");
-    } else if (getenv("OPENBLAS_CORETYPE")) {
-        snprintf(blas_note, sizeof blas_note, "OPENBLAS_CORETYPE=%s from the environment", getenv("OPENBLAS_CORETYPE"));
+        unsetenv("VGGFT_BLAS_ROOM");
     } else {
-        __builtin_cpu_init();
-        int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                     __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-        int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-        const char *current = openblas_get_corename();
-        const char *want = blas_better_coretype(current, avx512, avx2);
-        if (want && argv && argv[0]) {
-            setenv("OPENBLAS_CORETYPE", want, 1);
-            setenv("VGGFT_BLAS_REEXEC", current, 1);
+        const char *want = NULL, *current = openblas_get_corename();
+        if (getenv("OPENBLAS_CORETYPE")) {
+            snprintf(blas_note, sizeof blas_note, "OPENBLAS_CORETYPE=%s from the environment",
+                     getenv("OPENBLAS_CORETYPE"));
+        } else {
+            __builtin_cpu_init();
+            int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+            int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+            want = blas_better_coretype(current, avx512, avx2);
+        }
+        // The library started its worker threads (and their buffers) as it
+        // loaded: too many for the address-space limit means a restart.
+        // (A user's own OPENBLAS_NUM_THREADS is kept.)
+        int cap = blas_thread_cap && openblas_get_num_threads() > blas_thread_cap && !user_set_blas_threads()
+                      ? blas_thread_cap
+                      : 0;
+        if ((want || cap) && argv && argv[0]) {
+            if (want) setenv("OPENBLAS_CORETYPE", want, 1);
+            setenv("VGGFT_BLAS_REEXEC", want ? current : "", 1);
+            char n[16];
+            snprintf(n, sizeof n, "%d", cap);
+            if (cap) setenv("OPENBLAS_NUM_THREADS", n, 1), setenv("VGGFT_BLAS_ROOM", n, 1);
             fflush(NULL);
             execv("/proc/self/exe", argv);
             // exec failed: carry on with the slow kernel, and say so.
-            unsetenv("OPENBLAS_CORETYPE");
+            if (want) unsetenv("OPENBLAS_CORETYPE");
+            if (cap) unsetenv("OPENBLAS_NUM_THREADS"), unsetenv("VGGFT_BLAS_ROOM");
             unsetenv("VGGFT_BLAS_REEXEC");
-            snprintf(blas_note, sizeof blas_note, "could not re-execute to select %s; slow kernel in use", want);
+            if (want)
+                snprintf(blas_note, sizeof blas_note, "could not re-execute to select %s; slow kernel in use", want);
         }
     }
     blas_set_threads(threads);
 }
 
+int blas_fit_threads(int *threads) {
+    if (blas_buffers_fit < 0) return 0;
+    struct rlimit rl;
+    getrlimit(RLIMIT_AS, &rl);
+    const long long mib = 1 << 20, per = bytes_per_buffer();
+    if (blas_buffers_fit < 1)
+        return err_set("the address-space limit (ulimit -v: %lld MiB) leaves too little room for OpenBLAS, which "
+                       "takes %lld MiB per thread and, short of it, waits for ever: raise the limit to at least %lld "
+                       "MiB (or lift it; Slurm limits memory without one)",
+                       (long long)rl.rlim_cur / mib, per / mib,
+                       ((long long)rl.rlim_cur - address_room() + 2 * per) / mib + 1);
+    int t = openblas_get_num_threads();
+    if (t - 1 + *threads > blas_buffers_fit) {
+        int fit = blas_buffers_fit - t + 1;
+        if (fit < 1) fit = 1;
+        log_printf(stderr,
+                   "warning: the address-space limit (ulimit -v: %lld MiB) leaves room for the BLAS buffers (%lld MiB "
+                   "each) of %d thread%s: using %d instead of %d\n",
+                   (long long)rl.rlim_cur / mib, per / mib, fit, fit == 1 ? "" : "s", fit, *threads);
+        *threads = fit;
+    }
+    return 0;
+}
+
 void blas_set_threads(int threads) {
     // OpenBLAS starts one thread per core it counts; under a CPU allotment
     // (taskset, Slurm) that oversubscribes the CPUs the job was given.
-    openblas_set_num_threads(threads > 0 ? threads : parallel_cpus());
+    int n = threads > 0 ? threads : parallel_cpus();
+    // More threads than the address-space limit leaves buffers for would hang.
+    if (blas_thread_cap && n > blas_thread_cap) n = blas_thread_cap;
+    openblas_set_num_threads(n);
 }
 
 const char *blas_describe(void) {

@@ -12,6 +12,14 @@
 // CPUs this process may run on (parallel_cpus(): the affinity mask that
 // taskset or Slurm set, not the node's cores).
 void blas_setup(char **argv, int threads);
+// Under an address-space limit (ulimit -v) OpenBLAS 0.3.21 hangs when it
+// cannot have its 128 MiB buffer per thread (blas_setup.c): blas_setup
+// restarts the program with fewer OpenBLAS threads when it must, and a tool
+// whose threads call BLAS (train, finetune) calls blas_fit_threads with its
+// thread count, after blas_set_threads: it lowers *threads (with a warning)
+// to what the limit leaves room for, or returns -1 (err_set: the limit, and
+// the limit that would do) when not even one thread fits. 0 without a limit.
+int blas_fit_threads(int *threads);
 // Sets the number of BLAS threads (<= 0: parallel_cpus()).
 void blas_set_threads(int threads);
 // "OpenBLAS 0.3.21, kernel SkylakeX (set by vggft: library chose Prescott), 2 threads"

@@ -120,6 +120,12 @@ typedef struct {
     int quiet;
 } Reader;
 
+static void reader_stop(Reader *r) {
+    loader_stop(r->loader);
+    free(r->rows), free(r->taken), free(r->ok);
+    memset(r, 0, sizeof *r);
+}
+
 static int reader_start(Reader *r, Split *s, const int *order, long start, const LoadOptions *load,
                         const AugmentSpec *aug, uint64_t seed, int epoch, int cap, int threads, int quiet) {
     memset(r, 0, sizeof *r);
@@ -128,19 +134,23 @@ static int reader_start(Reader *r, Split *s, const int *order, long start, const
     r->rows = malloc(sizeof(int) * (size_t)cap);
     r->taken = malloc(sizeof(LoaderItem *) * (size_t)cap);
     r->ok = malloc(sizeof(LoaderItem *) * (size_t)cap);
-    if (!r->rows || !r->taken || !r->ok) return err_set("out of memory");
+    if (!r->rows || !r->taken || !r->ok) {
+        reader_stop(r);
+        return err_set("out of memory");
+    }
     if (s->from_cache) return 0;
     r->ctx = (LoadCtx){s, order, start, *load, aug, seed, epoch};
     size_t floats = (size_t)load->w * load->h * 3;
     r->loader = loader_start(s->n - start, threads, 2 * cap + threads, floats, sizeof(int), load_item, &r->ctx);
-    return r->loader ? 0 : -1;
+    if (!r->loader) {
+        char keep[ERR_MSG_MAX];
+        snprintf(keep, sizeof keep, "%s", err_msg());
+        reader_stop(r);
+        return err_set("%s", keep);
+    }
+    return 0;
 }
 
-static void reader_stop(Reader *r) {
-    loader_stop(r->loader);
-    free(r->rows), free(r->taken), free(r->ok);
-    memset(r, 0, sizeof *r);
-}
 
 // Copies of a batch's loaded items into x, one task per item: on a GPU step
 // the host's copy is time the GPU waits, and one core copies a 150x150
@@ -313,8 +323,10 @@ int finetune_default_unfreeze(const char *cut, char *buf, size_t size) {
 
 int finetune_run(const FinetuneOptions *o) {
     int status = -1;
-    const int threads = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    // Default: the CPUs this job may use (taskset, Slurm's allotment).
+    int threads = o->threads > 0 ? o->threads : parallel_cpus();
     blas_set_threads(threads);
+    if (blas_fit_threads(&threads) < 0) return -1;
     parallel_set_threads(threads);
     stop_install();
     DeviceKind dev;

@@ -317,8 +317,8 @@ extern "C" void gpu_walk_describe(const GpuWalk *g, char *buf, size_t size) {
         if (n < 0) break;
         at += (size_t)n;
     }
-    if (at < size) snprintf(buf + at, size - at, "; workspace %zu MB, %zu MB in all%s%s", g->work_size >> 20,
-                            g->bytes >> 20, g->deterministic ? "" : "; NOT deterministic",
+    if (at < size) snprintf(buf + at, size - at, "; workspace %zu MB, %zu MB in all%s%s",
+                            (g->work_size + (g->has_frozen ? g->frozen.work_size : 0)) >> 20, g->bytes >> 20, g->deterministic ? "" : "; NOT deterministic",
                             g->head ? "; head on the GPU" : "");
 }
 extern "C" int gpu_walk_deterministic(const GpuWalk *g) { return g->deterministic; }

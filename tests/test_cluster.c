@@ -521,3 +521,49 @@ Test(cluster, history_csv_keeps_small_values) {
     remove_tree(dir);
     free(dir);
 }
+
+// Under an address-space limit (ulimit -v; some clusters set one for every
+// job) OpenBLAS 0.3.21 waited for ever for its 128 MiB buffer per thread,
+// deaf to SIGTERM: even --version hung below about 300 MB on 2 cores (8.7 GB
+// on 64). Now the tools start under a limit they fit in; train and finetune
+// run on the threads the limit leaves room for, or stop at once naming the
+// limit that would do, and that limit does.
+Test(cluster, address_space_limit_never_hangs, .timeout = 600) {
+#ifdef __SANITIZE_ADDRESS__
+    cr_skip_test("ASan reserves terabytes of address space: no ulimit -v fits it");
+#endif
+    char *top = make_shape_folder("ulimit", 2, 3);
+    make_cache(top, "c", "--threads 1");
+    const char *bin = getenv("VGGFT_BIN") ? getenv("VGGFT_BIN") : TEST_BUILD;
+    char cmd[8192], *out;
+    const char *tools[2][2] = {{"train", "--cache '%s/c' --out '%s/h.h5' --epochs 1 --quiet"},
+                               {"finetune", "--data '%s/data' --head '%s/h.h5' --weights random --out '%s/f.h5' "
+                                            "--epochs 1 --quiet"}};
+    // 160 MiB: every tool starts (a few tens of MiB at start); train stops
+    // at once with the reason and the limit that would do.
+    snprintf(cmd, sizeof cmd, "ulimit -v %d; timeout -s KILL 60 '%s/extract' --version 2>&1", 160 << 10, bin);
+    int rc = run_command(cmd, &out);
+    cr_expect_eq(rc, 0, "extract --version under ulimit -v 160 MiB: exit %d: %s", rc, out);
+    free(out);
+    char args[4096];
+    snprintf(args, sizeof args, tools[0][1], top, top);
+    snprintf(cmd, sizeof cmd, "ulimit -v %d; timeout -s KILL 120 '%s/train' %s 2>&1", 160 << 10, bin, args);
+    rc = run_command(cmd, &out);
+    cr_expect_eq(rc, 1, "train under ulimit -v 160 MiB: exit %d (137: it hung): %s", rc, out);
+    const char *at = out ? strstr(out, "raise the limit to at least ") : NULL;
+    cr_assert(at && strstr(out, "ulimit -v: 160 MiB"), "names the limit and what would do: %s", out);
+    int need = atoi(at + strlen("raise the limit to at least "));
+    cr_expect_gt(need, 160, "%s", out);
+    free(out);
+    // That limit (and a little for the data): train, then finetune, run.
+    for (int t = 0; t < 2; t++) {
+        snprintf(args, sizeof args, tools[t][1], top, top, top);
+        snprintf(cmd, sizeof cmd, "ulimit -v %d; timeout -s KILL 300 '%s/%s' %s 2>&1", (need + 64) << 10, bin,
+                 tools[t][0], args);
+        rc = run_command(cmd, &out);
+        cr_expect_eq(rc, 0, "%s under ulimit -v %d MiB: exit %d (137: it hung): %s", tools[t][0], need + 64, rc, out);
+        free(out);
+    }
+    remove_tree(top);
+    free(top);
+}
