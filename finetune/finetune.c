@@ -604,10 +604,11 @@ int finetune_run(const FinetuneOptions *o) {
     char t1[32], t2[32];
     char mom[48] = "";
     if (opt.momentum > 0) snprintf(mom, sizeof mom, " momentum %g%s", opt.momentum, opt.nesterov ? " nesterov" : "");
-    printf("Fine-tune %s from %s (%s trainable, %s frozen parameters) on %d %s, %d classes; %s lr %g%s; %s\n",
+    printf("Fine-tune %s from %s (%s trainable, %s frozen parameters) on %d %s, %d classes; %s lr %g%s; %s; %d "
+           "thread%s\n",
            arch_name(m.cfg.arch), m.unfreeze_name, format_thousands(pc.trainable, t1, sizeof t1),
            format_thousands(pc.non_trainable, t2, sizeof t2), train.n, from_cache ? "cached records" : "images", K,
-           optim_kind_name(kind), opt.lr, mom, dev_note);
+           optim_kind_name(kind), opt.lr, mom, dev_note, threads, threads == 1 ? "" : "s");
     if (walk.gpu && !o->quiet) {
         char plan[1500];
         gpu_walk_describe(walk.gpu, plan, sizeof plan);

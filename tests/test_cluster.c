@@ -114,6 +114,11 @@ Test(cluster, default_threads_follow_the_affinity_mask) {
     cr_expect_eq(rc, 0, "%s", out);
     cr_expect(strstr(out, "; 1 thread\n") != NULL, "train under a one-CPU mask: %s", out);
     free(out);
+    rc = run("finetune", &out, "--data '%s/data' --head '%s/h.h5' --weights random --out '%s/f.h5' --epochs 1", top,
+             top, top);
+    cr_expect_eq(rc, 0, "%s", out);
+    cr_expect(strstr(out, "; 1 thread\n") != NULL, "finetune under a one-CPU mask: %s", out);
+    free(out);
     // --threads still wins over the mask.
     rc = run("train", &out, "--cache '%s/c' --out '%s/h.h5' --epochs 1 --hidden 4 --threads 2", top, top);
     cr_expect(rc == 0 && strstr(out, "; 2 threads\n") != NULL, "%s", out);
