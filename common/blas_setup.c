@@ -23,22 +23,31 @@ static char blas_note[160];  // why the kernel is what it is
 //
 // OpenBLAS 0.3.21 (Debian 12) takes a buffer of BLAS_BUFFER_BYTES of address
 // space for each worker thread as it starts it (when the library loads: one
-// per core, or OPENBLAS_NUM_THREADS) and for each other thread at its first
-// BLAS call (the pool's tasks of dense.c's din). Under an address-space
+// per core, or OPENBLAS_NUM_THREADS) and for each calling thread at its
+// first call (kept in its pool for the next calls). Under an address-space
 // limit (ulimit -v, RLIMIT_AS: some clusters set one for every job) that
 // leaves no room, blas_memory_alloc retries for ever, ignoring SIGTERM, and
 // the library's shutdown then waits for the stuck worker: the process never
-// ends, not even `--version` (OpenMathLib/OpenBLAS#5289, fixed in 0.3.30).
-// With 64 cores that happens below 8.7 GB. So under such a limit the
-// buffers are planned into half of the address space left at start: fewer
-// OpenBLAS threads first (the library restarted with OPENBLAS_NUM_THREADS,
-// as for OPENBLAS_CORETYPE), then fewer threads of ours (blas_fit_threads);
-// with no room even for one, blas_fit_threads fails with the reason before
-// any BLAS call.
+// ends, not even `--version` (OpenMathLib/OpenBLAS#5289, fixed in 0.3.30);
+// with 64 cores that was below 8.7 GB. So under such a limit:
+//   - the buffers are planned into half of the address space left at start:
+//     OpenBLAS threads fewer if need be (the library restarted with
+//     OPENBLAS_NUM_THREADS, as for OPENBLAS_CORETYPE; a user's own setting
+//     too: a hang is worse);
+//   - the main thread's buffer is taken at once (a warm-up product), so that
+//     no later call allocates one after the program's own memory has used up
+//     the room;
+//   - only the main thread calls BLAS (blas_main_thread_only: dense.c's din
+//     blocks run one after the other, forward.c runs images side by side only
+//     where no layer needs BLAS), the same bits as on the pool;
+//   - with no room even for that one buffer, nothing calls BLAS: train and
+//     finetune stop at once with the reason (blas_check_usable), and the
+//     frozen direct convolution runs on our own product (blas_usable).
 #define BLAS_BUFFER_BYTES (128LL << 20)  // BUFFER_SIZE, 32 << 22 on x86-64
 
 static int blas_buffers_fit = -1;  // buffers the limit leaves room for; -1: no limit
 static int blas_thread_cap = 0;    // the most OpenBLAS threads (0: no cap)
+static int blas_reserved;          // the main thread's buffer is taken
 
 // Address space left under RLIMIT_AS in bytes, -1 when there is no limit.
 static long long address_room(void) {
@@ -62,15 +71,19 @@ static long long bytes_per_buffer(void) {
     return BLAS_BUFFER_BYTES + stack;
 }
 
-// OpenBLAS threads that leave room for `callers` threads of ours calling BLAS
-// (each holding a buffer; OpenBLAS's own main-thread buffer is a caller's).
-static int blas_threads_for(int fit, int callers) {
-    int t = fit - callers + 1;
-    return t < 1 ? 1 : t;
-}
+int blas_main_thread_only(void) { return blas_buffers_fit >= 0; }
+int blas_usable(void) { return blas_buffers_fit < 0 || blas_reserved; }
 
-static int user_set_blas_threads(void) {
-    return getenv("OPENBLAS_NUM_THREADS") || getenv("GOTO_NUM_THREADS") || getenv("OMP_NUM_THREADS");
+// Takes the calling thread's buffer now: one product too large for
+// OpenBLAS's small-matrix path (which takes none).
+static void reserve_main_buffer(void) {
+    enum { S = 256 };
+    float *a = calloc((size_t)S * S, sizeof(float)), *c = malloc((size_t)S * S * sizeof(float));
+    if (a && c) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, S, S, S, 1.0f, a, S, a, S, 0.0f, c, S);
+        blas_reserved = 1;
+    }
+    free(a), free(c);
 }
 
 const char *blas_better_coretype(const char *current, int has_avx512, int has_avx2) {
@@ -87,19 +100,24 @@ const char *blas_better_coretype(const char *current, int has_avx512, int has_av
 
 void blas_setup(char **argv, int threads) {
     const char *marker = getenv("VGGFT_BLAS_REEXEC"), *room_marker = getenv("VGGFT_BLAS_ROOM");
-    const int callers = threads > 0 ? threads : parallel_cpus();
     long long room = address_room();
     if (room >= 0) {
+        // The buffers: OpenBLAS's workers (threads - 1) and the main thread's.
         long long fit = room / 2 / bytes_per_buffer();
         blas_buffers_fit = fit > 4096 ? 4096 : (int)fit;
-        blas_thread_cap = blas_threads_for(blas_buffers_fit, callers);
+        blas_thread_cap = blas_buffers_fit > 1 ? blas_buffers_fit : 1;
     }
     if (marker || room_marker) {
         // Second run: we set OPENBLAS_CORETYPE and/or OPENBLAS_NUM_THREADS
         // ourselves; remember why, and keep our settings from children.
         if (marker && *marker)
             snprintf(blas_note, sizeof blas_note, "set by vggft: the library chose %s for this CPU", marker);
-        if (room_marker) unsetenv("OPENBLAS_NUM_THREADS");
+        if (room_marker) {
+            unsetenv("OPENBLAS_NUM_THREADS");
+            size_t n = strlen(blas_note);
+            snprintf(blas_note + n, sizeof blas_note - n, "%sthreads kept to %s for the address-space limit",
+                     n ? "; " : "", room_marker);
+        }
         unsetenv("VGGFT_BLAS_REEXEC");
         unsetenv("VGGFT_BLAS_ROOM");
     } else {
@@ -116,10 +134,7 @@ void blas_setup(char **argv, int threads) {
         }
         // The library started its worker threads (and their buffers) as it
         // loaded: too many for the address-space limit means a restart.
-        // (A user's own OPENBLAS_NUM_THREADS is kept.)
-        int cap = blas_thread_cap && openblas_get_num_threads() > blas_thread_cap && !user_set_blas_threads()
-                      ? blas_thread_cap
-                      : 0;
+        int cap = blas_thread_cap && openblas_get_num_threads() > blas_thread_cap ? blas_thread_cap : 0;
         if ((want || cap) && argv && argv[0]) {
             if (want) setenv("OPENBLAS_CORETYPE", want, 1);
             setenv("VGGFT_BLAS_REEXEC", want ? current : "", 1);
@@ -137,30 +152,26 @@ void blas_setup(char **argv, int threads) {
         }
     }
     blas_set_threads(threads);
+    if (blas_buffers_fit >= 1) reserve_main_buffer();
 }
 
-int blas_fit_threads(int *threads) {
-    if (blas_buffers_fit < 0) return 0;
+int address_limit_note(char *buf, size_t size) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return 0;
+    snprintf(buf, size, " (under an address-space limit, ulimit -v: %lld MiB: raise it, or lower --threads)",
+             (long long)rl.rlim_cur >> 20);
+    return 1;
+}
+
+int blas_check_usable(void) {
+    if (blas_usable()) return 0;
     struct rlimit rl;
     getrlimit(RLIMIT_AS, &rl);
     const long long mib = 1 << 20, per = bytes_per_buffer();
-    if (blas_buffers_fit < 1)
-        return err_set("the address-space limit (ulimit -v: %lld MiB) leaves too little room for OpenBLAS, which "
-                       "takes %lld MiB per thread and, short of it, waits for ever: raise the limit to at least %lld "
-                       "MiB (or lift it; Slurm limits memory without one)",
-                       (long long)rl.rlim_cur / mib, per / mib,
-                       ((long long)rl.rlim_cur - address_room() + 2 * per) / mib + 1);
-    int t = openblas_get_num_threads();
-    if (t - 1 + *threads > blas_buffers_fit) {
-        int fit = blas_buffers_fit - t + 1;
-        if (fit < 1) fit = 1;
-        log_printf(stderr,
-                   "warning: the address-space limit (ulimit -v: %lld MiB) leaves room for the BLAS buffers (%lld MiB "
-                   "each) of %d thread%s: using %d instead of %d\n",
-                   (long long)rl.rlim_cur / mib, per / mib, fit, fit == 1 ? "" : "s", fit, *threads);
-        *threads = fit;
-    }
-    return 0;
+    return err_set("the address-space limit (ulimit -v: %lld MiB) leaves too little room for OpenBLAS, which takes "
+                   "%lld MiB per thread and, short of it, waits for ever: raise the limit to at least %lld MiB (or "
+                   "lift it; Slurm limits memory without one)",
+                   (long long)rl.rlim_cur / mib, per / mib, ((long long)rl.rlim_cur - address_room() + 2 * per) / mib + 1);
 }
 
 void blas_set_threads(int threads) {

@@ -7,19 +7,27 @@
 // re-executes the program once with it set. A user's own OPENBLAS_CORETYPE
 // is never overridden.
 #pragma once
+#include <stddef.h>
 
 // Call first thing in main(). May not return (re-exec). threads <= 0: the
 // CPUs this process may run on (parallel_cpus(): the affinity mask that
 // taskset or Slurm set, not the node's cores).
 void blas_setup(char **argv, int threads);
 // Under an address-space limit (ulimit -v) OpenBLAS 0.3.21 hangs when it
-// cannot have its 128 MiB buffer per thread (blas_setup.c): blas_setup
-// restarts the program with fewer OpenBLAS threads when it must, and a tool
-// whose threads call BLAS (train, finetune) calls blas_fit_threads with its
-// thread count, after blas_set_threads: it lowers *threads (with a warning)
-// to what the limit leaves room for, or returns -1 (err_set: the limit, and
-// the limit that would do) when not even one thread fits. 0 without a limit.
-int blas_fit_threads(int *threads);
+// cannot have its 128 MiB buffer per thread (blas_setup.c explains what
+// blas_setup does about it). Then BLAS may be called from the main thread
+// only (blas_main_thread_only() is 1: callers that would spread calls over
+// the pool run them one after the other, with the same bits), and only when
+// blas_usable() (its buffer could be taken at start; always 1 without a
+// limit). blas_check_usable: 0, or -1 with err_set naming the limit and
+// one that would do, for tools that cannot do without BLAS (train, finetune).
+int blas_main_thread_only(void);
+int blas_usable(void);
+int blas_check_usable(void);
+// " (under an address-space limit, ulimit -v: N MiB: raise it, or lower
+// --threads)" into buf and 1 when the process has such a limit, else 0:
+// for messages about memory or threads that could not be had.
+int address_limit_note(char *buf, size_t size);
 // Sets the number of BLAS threads (<= 0: parallel_cpus()).
 void blas_set_threads(int threads);
 // "OpenBLAS 0.3.21, kernel SkylakeX (set by vggft: library chose Prescott), 2 threads"

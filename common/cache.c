@@ -456,7 +456,10 @@ int cache_open_write_from(Cache *c, const char *path, const CacheMeta *want, int
     struct stat st;
     char data[1100];
     snprintf(data, sizeof data, "%s/data.mdb", path);
-    int exists = stat(data, &st) == 0;
+    // A data.mdb of its two meta pages alone never had a commit: what an open
+    // that failed after LMDB made the file leaves (out of memory, say, under
+    // an address-space limit). It holds nothing: make the cache in it.
+    int exists = stat(data, &st) == 0 && st.st_size > 2 * (off_t)sysconf(_SC_PAGESIZE);
     if (!exists && stat(path, &st) == 0 && !S_ISDIR(st.st_mode))
         return err_set("%s: exists and is not a folder (a cache is an LMDB folder)", path);
     if (make_dirs(path) < 0) return -1;

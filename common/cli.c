@@ -122,7 +122,14 @@ void cli_error(const char *prog, const char *fmt, ...) {
         vfprintf(stderr, fmt, ap);
         va_end(ap);
     } else {
-        fputs(err_msg(), stderr);
+        const char *m = err_msg();
+        fputs(m, stderr);
+        // Memory or threads refused under an address-space limit: say so.
+        char note[160];
+        if ((strstr(m, "out of memory") || strstr(m, "cannot start") || strstr(m, "Cannot allocate memory") ||
+             strstr(m, "not enough memory")) &&
+            address_limit_note(note, sizeof note))
+            fputs(note, stderr);
     }
     fputc('\n', stderr);
 }

@@ -12,6 +12,7 @@
 #include <cblas.h>
 #include <string.h>
 
+#include "blas_setup.h"
 #include "dense.h"
 
 // Band height. Two costs pull in opposite directions (scripts/bench_conv.c,
@@ -164,7 +165,13 @@ void conv3x3_forward(const float *in, int N, int H, int W, int C,
 void conv3x3_forward_frozen(const float *in, int N, int H, int W, int C, const float *kernel, const float *bias,
                             int K, float *out, float *scratch) {
     forward_bands(in, N, H, W, C, kernel, bias, K, out, scratch, conv3x3_band_rows(H, W, C, K),
-                  (size_t)9 * C * K <= FROZEN_OWN_MAX_FLOATS);
+                  !conv3x3_frozen_uses_blas(C, K));
+}
+
+int conv3x3_frozen_uses_blas(int C, int K) {
+    // Under an address-space limit that leaves OpenBLAS no room (blas_setup.h)
+    // our own product, whatever the size.
+    return (size_t)9 * C * K > FROZEN_OWN_MAX_FLOATS && blas_usable();
 }
 
 void conv3x3_backward_banded(const float *in, int N, int H, int W, int C,

@@ -11,6 +11,8 @@
 // other down, each one's prefetcher pulling in the lines the other writes.
 #include "dense.h"
 
+#include "blas_setup.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
@@ -333,7 +335,15 @@ void dense_backward(const float *in, int N, int D, const float *W, int U, const 
     // din only matters when fine-tuning, where the GPU does the work; sgemm
     // in blocks whose shape does not depend on the thread count (call BLAS
     // single-threaded meanwhile, as train does) keeps it reproducible.
-    if (din) parallel_for((D + DIN_ROWS - 1) / DIN_ROWS, din_task, &j);
+    if (din) {
+        // Under an address-space limit only the main thread calls BLAS
+        // (blas_setup.h): the same blocks one after the other, the same bits.
+        const int blocks = (D + DIN_ROWS - 1) / DIN_ROWS;
+        if (blas_main_thread_only())
+            for (int t = 0; t < blocks; t++) din_task(&j, t);
+        else
+            parallel_for(blocks, din_task, &j);
+    }
 }
 
 int dense_update_forward(const float *in, int N, int D, float *W, float *b, int U, const float *dout,

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "blas_setup.h"
 #include "error.h"
 #include "layers.h"
 #include "parallel.h"
@@ -181,8 +182,12 @@ static void side_by_side_task(void *ctx, int t) {
 // buffers for tasks 1..T-1. 0 if the run can go side by side.
 static int side_by_side_ready(const Model *m, int from, int to, BaseWorkspace *ws, int T) {
     for (int i = from; i < to; i++) {
+        const Layer *l = &m->layers[i];
         int method = conv_method(m, i);
-        if (method && !winograd_kernel(ws, &m->layers[i], i, method)) return -1;  // direct fallback: its scratch is larger
+        if (method && !winograd_kernel(ws, l, i, method)) return -1;  // direct fallback: its scratch is larger
+        // Under an address-space limit only the main thread calls BLAS.
+        if (!method && l->kind == LAYER_CONV && blas_main_thread_only() && conv3x3_frozen_uses_blas(l->in_c, l->out_c))
+            return -1;
     }
     if (ws->n_extra >= T - 1) return 0;
     if (ws->no_side_by_side) return -1;

@@ -40,6 +40,9 @@ void conv3x3_forward(const float *in, int N, int H, int W, int C,
 // each with its own scratch.
 void conv3x3_forward_frozen(const float *in, int N, int H, int W, int C, const float *kernel, const float *bias,
                             int K, float *out, float *scratch);
+// 1 when conv3x3_forward_frozen of C -> K channels calls OpenBLAS (a large
+// kernel, and BLAS usable: blas_setup.h).
+int conv3x3_frozen_uses_blas(int C, int K);
 // din, dkernel and dbias may each be NULL when not wanted.
 void conv3x3_backward(const float *in, int N, int H, int W, int C,
                       const float *kernel, int K, const float *dout,

@@ -324,9 +324,9 @@ int finetune_default_unfreeze(const char *cut, char *buf, size_t size) {
 int finetune_run(const FinetuneOptions *o) {
     int status = -1;
     // Default: the CPUs this job may use (taskset, Slurm's allotment).
-    int threads = o->threads > 0 ? o->threads : parallel_cpus();
+    const int threads = o->threads > 0 ? o->threads : parallel_cpus();
     blas_set_threads(threads);
-    if (blas_fit_threads(&threads) < 0) return -1;
+    if (blas_check_usable() < 0) return -1;
     parallel_set_threads(threads);
     stop_install();
     DeviceKind dev;

@@ -530,43 +530,69 @@ Test(cluster, history_csv_keeps_small_values) {
 // Under an address-space limit (ulimit -v; some clusters set one for every
 // job) OpenBLAS 0.3.21 waited for ever for its 128 MiB buffer per thread,
 // deaf to SIGTERM: even --version hung below about 300 MB on 2 cores (8.7 GB
-// on 64). Now the tools start under a limit they fit in; train and finetune
-// run on the threads the limit leaves room for, or stop at once naming the
-// limit that would do, and that limit does.
-Test(cluster, address_space_limit_never_hangs, .timeout = 600) {
+// on 64), and, once that was planned for, extract, finetune and predict
+// still did where a later BLAS call found the room gone, or where the job
+// set OMP_NUM_THREADS. Now no tool hangs under any limit it can start in:
+// each runs, or stops with a message that names the limit; train's names a
+// limit that would do, and with it (and room for the data) train and
+// finetune run.
+static int run_limited(int mib, const char *env, const char *bin, const char *tool, const char *args, char **out) {
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "ulimit -v %d; %s timeout -s KILL 120 '%s/%s' %s 2>&1", mib << 10, env, bin, tool, args);
+    return run_command(cmd, out);
+}
+
+Test(cluster, address_space_limit_never_hangs, .timeout = 900) {
 #ifdef __SANITIZE_ADDRESS__
     cr_skip_test("ASan reserves terabytes of address space: no ulimit -v fits it");
 #endif
     char *top = make_shape_folder("ulimit", 2, 3);
     make_cache(top, "c", "--threads 1");
     const char *bin = getenv("VGGFT_BIN") ? getenv("VGGFT_BIN") : TEST_BUILD;
-    char cmd[8192], *out;
-    const char *tools[2][2] = {{"train", "--cache '%s/c' --out '%s/h.h5' --epochs 1 --quiet"},
-                               {"finetune", "--data '%s/data' --head '%s/h.h5' --weights random --out '%s/f.h5' "
-                                            "--epochs 1 --quiet"}};
-    // 160 MiB: every tool starts (a few tens of MiB at start); train stops
-    // at once with the reason and the limit that would do.
-    snprintf(cmd, sizeof cmd, "ulimit -v %d; timeout -s KILL 60 '%s/extract' --version 2>&1", 160 << 10, bin);
-    int rc = run_command(cmd, &out);
-    cr_expect_eq(rc, 0, "extract --version under ulimit -v 160 MiB: exit %d: %s", rc, out);
+    char args[4096], *out;
+    // A head to fine-tune and predict with.
+    snprintf(args, sizeof args, "--cache '%s/c' --out '%s/h.h5' --epochs 1 --quiet", top, top);
+    int rc = run_tool_timeout("train", args, 120, &out);
+    cr_assert_eq(rc, 0, "%s", out);
     free(out);
-    char args[4096];
-    snprintf(args, sizeof args, tools[0][1], top, top);
-    snprintf(cmd, sizeof cmd, "ulimit -v %d; timeout -s KILL 120 '%s/train' %s 2>&1", 160 << 10, bin, args);
-    rc = run_command(cmd, &out);
+    // train under 160 MiB stops at once and names a limit that would do.
+    snprintf(args, sizeof args, "--cache '%s/c' --out '%s/t.h5' --epochs 1 --quiet", top, top);
+    rc = run_limited(160, "", bin, "train", args, &out);
     cr_expect_eq(rc, 1, "train under ulimit -v 160 MiB: exit %d (137: it hung): %s", rc, out);
     const char *at = out ? strstr(out, "raise the limit to at least ") : NULL;
     cr_assert(at && strstr(out, "ulimit -v: 160 MiB"), "names the limit and what would do: %s", out);
     int need = atoi(at + strlen("raise the limit to at least "));
     cr_expect_gt(need, 160, "%s", out);
     free(out);
-    // That limit (and a little for the data): train, then finetune, run.
-    for (int t = 0; t < 2; t++) {
-        snprintf(args, sizeof args, tools[t][1], top, top, top);
-        snprintf(cmd, sizeof cmd, "ulimit -v %d; timeout -s KILL 300 '%s/%s' %s 2>&1", (need + 64) << 10, bin,
-                 tools[t][0], args);
-        rc = run_command(cmd, &out);
-        cr_expect_eq(rc, 0, "%s under ulimit -v %d MiB: exit %d (137: it hung): %s", tools[t][0], need + 64, rc, out);
+    struct {
+        const char *env, *tool, *fmt;
+    } runs[] = {
+        {"", "extract", "--version"},
+        {"OMP_NUM_THREADS=4", "extract", "--help"},
+        {"", "extract", "--data '%s/data' --cache '%s/x' " EXTRACT_ARGS " --threads 1 --quiet"},
+        {"", "extract", "--data '%s/data' --cache '%s/x8' --weights random --input-size 48 --threads 8 --quiet"},
+        {"OMP_NUM_THREADS=2", "train", "--cache '%s/c' --out '%s/t.h5' --epochs 1 --quiet"},
+        {"", "finetune", "--data '%s/data' --head '%s/h.h5' --weights random --out '%s/f.h5' --epochs 1 --threads 1 "
+                         "--quiet"},
+        {"", "finetune", "--data '%s/data' --head '%s/h.h5' --weights random --out '%s/f8.h5' --epochs 1 --threads 8 "
+                         "--quiet"},
+        {"", "predict", "--head '%s/h.h5' --weights random --threads 8 --quiet '%s/data'"},
+    };
+    const int limits[] = {160, 300, 400, need};
+    for (int li = 0; li < 4; li++)
+        for (size_t k = 0; k < sizeof runs / sizeof runs[0]; k++) {
+            snprintf(args, sizeof args, runs[k].fmt, top, top, top);
+            rc = run_limited(limits[li], runs[k].env, bin, runs[k].tool, args, &out);
+            cr_expect(rc == 0 || (rc == 1 && out && strstr(out, "ulimit -v")),
+                      "%s %s %s under ulimit -v %d MiB: exit %d (137: it hung): %s", runs[k].env, runs[k].tool, args,
+                      limits[li], rc, out);
+            free(out);
+        }
+    // With the limit train named (and room for the data), train and finetune run.
+    for (int k = 4; k < 6; k++) {
+        snprintf(args, sizeof args, runs[k].fmt, top, top, top);
+        rc = run_limited(need + 256, runs[k].env, bin, runs[k].tool, args, &out);
+        cr_expect_eq(rc, 0, "%s under ulimit -v %d MiB: exit %d: %s", runs[k].tool, need + 256, rc, out);
         free(out);
     }
     remove_tree(top);

@@ -102,11 +102,11 @@ static int evaluate(const Model *m, FeatureSet *fs, int batch, HeadBuffers *hb, 
 int train_run(const TrainOptions *o) {
     int status = -1;
     // Default: the CPUs this process may run on (taskset, Slurm's allotment).
-    int threads = o->threads > 0 ? o->threads : parallel_cpus();
+    const int threads = o->threads > 0 ? o->threads : parallel_cpus();
     // The head's products run on our pool, and give the same bits on any
     // --threads (see dense.h); BLAS single-threaded for the rest.
     blas_set_threads(1);
-    if (blas_fit_threads(&threads) < 0) return -1;
+    if (blas_check_usable() < 0) return -1;
     parallel_set_threads(threads);
     stop_install();
     const size_t budget = (size_t)o->memory_budget_mb << 20;
