@@ -112,12 +112,7 @@ void blas_setup(char **argv, int threads) {
         // ourselves; remember why, and keep our settings from children.
         if (marker && *marker)
             snprintf(blas_note, sizeof blas_note, "set by vggft: the library chose %s for this CPU", marker);
-        if (room_marker) {
-            unsetenv("OPENBLAS_NUM_THREADS");
-            size_t n = strlen(blas_note);
-            snprintf(blas_note + n, sizeof blas_note - n, "%sthreads kept to %s for the address-space limit",
-                     n ? "; " : "", room_marker);
-        }
+        if (room_marker) unsetenv("OPENBLAS_NUM_THREADS");
         unsetenv("VGGFT_BLAS_REEXEC");
         unsetenv("VGGFT_BLAS_ROOM");
     } else {
@@ -153,6 +148,15 @@ void blas_setup(char **argv, int threads) {
     }
     blas_set_threads(threads);
     if (blas_buffers_fit >= 1) reserve_main_buffer();
+    if (blas_buffers_fit >= 0) {
+        size_t n = strlen(blas_note);
+        if (blas_usable())
+            snprintf(blas_note + n, sizeof blas_note - n, "%sat most %d thread%s for the address-space limit",
+                     n ? "; " : "", blas_thread_cap, blas_thread_cap == 1 ? "" : "s");
+        else
+            snprintf(blas_note + n, sizeof blas_note - n,
+                     "%snot usable under the address-space limit: train and finetune stop", n ? "; " : "");
+    }
 }
 
 int address_limit_note(char *buf, size_t size) {

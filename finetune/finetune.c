@@ -609,7 +609,7 @@ int finetune_run(const FinetuneOptions *o) {
            arch_name(m.cfg.arch), m.unfreeze_name, format_thousands(pc.trainable, t1, sizeof t1),
            format_thousands(pc.non_trainable, t2, sizeof t2), train.n, from_cache ? "cached records" : "images", K,
            optim_kind_name(kind), opt.lr, mom, dev_note, threads, threads == 1 ? "" : "s");
-    if (walk.gpu && !o->quiet) {
+    if (walk.gpu) {  // (also with --quiet: where a job's steps ran is no progress)
         char plan[1500];
         gpu_walk_describe(walk.gpu, plan, sizeof plan);
         printf("GPU walk (cuDNN algorithms): %s\n", plan);

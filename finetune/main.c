@@ -136,8 +136,9 @@ int main(int argc, char **argv) {
          "auto|cpu|cuda"},
         {"precision", OPT_CHOICE, &o.precision, "fp32", NULL,
          "GPU convolution arithmetic: fp32 (strict float32: a step within\nrounding of the CPU's), tf32 (tensor "
-         "cores: several times\nfaster, about 1e-3 of the features) or bf16 (the frozen layers\nin bfloat16, as "
-         "extract's bf16; the trainable ones in tf32;\nabout 1e-2 of the features); tf32 and bf16 need a GPU",
+         "cores, about 1e-3 of the\nfeatures) or bf16 (the frozen layers in bfloat16, as extract's\nbf16; the "
+         "trainable ones in tf32; about 1e-2 of the features);\ntf32 and bf16 need a GPU (neither has run in "
+         "fine-tuning on a\nGPU yet)",
          "fp32|tf32|bf16"},
         {"threads", OPT_INT, &o.threads, "0", "N",
          "CPU threads (0: the CPUs this job may use, its affinity mask:\ntaskset, Slurm)", .range = ">=0"},
