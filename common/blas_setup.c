@@ -9,7 +9,6 @@
 
 #include "error.h"
 #include "parallel.h"
-#include "progress.h"
 
 // Provided by OpenBLAS but not declared in every cblas.h.
 extern char *openblas_get_corename(void);
@@ -29,7 +28,8 @@ static char blas_note[160];  // why the kernel is what it is
 // leaves no room, blas_memory_alloc retries for ever, ignoring SIGTERM, and
 // the library's shutdown then waits for the stuck worker: the process never
 // ends, not even `--version` (OpenMathLib/OpenBLAS#5289, fixed in 0.3.30);
-// with 64 cores that was below 8.7 GB. So under such a limit:
+// on 2 cores that was below about 300 MB (64 cores: 8.7 GB by the same
+// sum). So under such a limit:
 //   - the buffers are planned into half of the address space left at start:
 //     OpenBLAS threads fewer if need be (the library restarted with
 //     OPENBLAS_NUM_THREADS, as for OPENBLAS_CORETYPE; a user's own setting
@@ -46,20 +46,30 @@ static char blas_note[160];  // why the kernel is what it is
 #define BLAS_BUFFER_BYTES (128LL << 20)  // BUFFER_SIZE, 32 << 22 on x86-64
 
 static int blas_buffers_fit = -1;  // buffers the limit leaves room for; -1: no limit
-static int blas_thread_cap = 0;    // the most OpenBLAS threads (0: no cap)
 static int blas_reserved;          // the main thread's buffer is taken
+
+// The most OpenBLAS threads: its workers and the main thread, one buffer
+// each (0: no limit, no cap).
+static int blas_thread_cap(void) { return blas_buffers_fit < 0 ? 0 : blas_buffers_fit > 1 ? blas_buffers_fit : 1; }
+
+// RLIMIT_AS in bytes, -1 when there is none.
+static long long address_limit(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return -1;
+    return (long long)rl.rlim_cur;
+}
 
 // Address space left under RLIMIT_AS in bytes, -1 when there is no limit.
 static long long address_room(void) {
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return -1;
+    long long limit = address_limit();
+    if (limit < 0) return -1;
     long pages = 0;
     FILE *f = fopen("/proc/self/statm", "r");  // first field: the process's size, in pages
     if (f) {
         if (fscanf(f, "%ld", &pages) != 1) pages = 0;
         fclose(f);
     }
-    long long room = (long long)rl.rlim_cur - (long long)pages * sysconf(_SC_PAGESIZE);
+    long long room = limit - (long long)pages * sysconf(_SC_PAGESIZE);
     return room > 0 ? room : 0;
 }
 
@@ -105,7 +115,6 @@ void blas_setup(char **argv, int threads) {
         // The buffers: OpenBLAS's workers (threads - 1) and the main thread's.
         long long fit = room / 2 / bytes_per_buffer();
         blas_buffers_fit = fit > 4096 ? 4096 : (int)fit;
-        blas_thread_cap = blas_buffers_fit > 1 ? blas_buffers_fit : 1;
     }
     if (marker || room_marker) {
         // Second run: we set OPENBLAS_CORETYPE and/or OPENBLAS_NUM_THREADS
@@ -129,13 +138,13 @@ void blas_setup(char **argv, int threads) {
         }
         // The library started its worker threads (and their buffers) as it
         // loaded: too many for the address-space limit means a restart.
-        int cap = blas_thread_cap && openblas_get_num_threads() > blas_thread_cap ? blas_thread_cap : 0;
+        int cap = blas_thread_cap() && openblas_get_num_threads() > blas_thread_cap() ? blas_thread_cap() : 0;
         if ((want || cap) && argv && argv[0]) {
             if (want) setenv("OPENBLAS_CORETYPE", want, 1);
             setenv("VGGFT_BLAS_REEXEC", want ? current : "", 1);
             char n[16];
             snprintf(n, sizeof n, "%d", cap);
-            if (cap) setenv("OPENBLAS_NUM_THREADS", n, 1), setenv("VGGFT_BLAS_ROOM", n, 1);
+            if (cap) setenv("OPENBLAS_NUM_THREADS", n, 1), setenv("VGGFT_BLAS_ROOM", "1", 1);
             fflush(NULL);
             execv("/proc/self/exe", argv);
             // exec failed: carry on with the slow kernel, and say so.
@@ -152,7 +161,7 @@ void blas_setup(char **argv, int threads) {
         size_t n = strlen(blas_note);
         if (blas_usable())
             snprintf(blas_note + n, sizeof blas_note - n, "%sat most %d thread%s for the address-space limit",
-                     n ? "; " : "", blas_thread_cap, blas_thread_cap == 1 ? "" : "s");
+                     n ? "; " : "", blas_thread_cap(), blas_thread_cap() == 1 ? "" : "s");
         else
             snprintf(blas_note + n, sizeof blas_note - n,
                      "%snot usable under the address-space limit: train and finetune stop", n ? "; " : "");
@@ -160,22 +169,20 @@ void blas_setup(char **argv, int threads) {
 }
 
 int address_limit_note(char *buf, size_t size) {
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return 0;
+    long long limit = address_limit();
+    if (limit < 0) return 0;
     snprintf(buf, size, " (under an address-space limit, ulimit -v: %lld MiB: raise it, or lower --threads)",
-             (long long)rl.rlim_cur >> 20);
+             limit >> 20);
     return 1;
 }
 
 int blas_check_usable(void) {
     if (blas_usable()) return 0;
-    struct rlimit rl;
-    getrlimit(RLIMIT_AS, &rl);
-    const long long mib = 1 << 20, per = bytes_per_buffer();
+    const long long limit = address_limit(), mib = 1 << 20, per = bytes_per_buffer();
     return err_set("the address-space limit (ulimit -v: %lld MiB) leaves too little room for OpenBLAS, which takes "
                    "%lld MiB per thread and, short of it, waits for ever: raise the limit to at least %lld MiB (or "
                    "lift it; Slurm limits memory without one)",
-                   (long long)rl.rlim_cur / mib, per / mib, ((long long)rl.rlim_cur - address_room() + 2 * per) / mib + 1);
+                   limit / mib, per / mib, (limit - address_room() + 2 * per) / mib + 1);
 }
 
 void blas_set_threads(int threads) {
@@ -183,7 +190,7 @@ void blas_set_threads(int threads) {
     // (taskset, Slurm) that oversubscribes the CPUs the job was given.
     int n = threads > 0 ? threads : parallel_cpus();
     // More threads than the address-space limit leaves buffers for would hang.
-    if (blas_thread_cap && n > blas_thread_cap) n = blas_thread_cap;
+    if (blas_thread_cap() && n > blas_thread_cap()) n = blas_thread_cap();
     openblas_set_num_threads(n);
 }
 

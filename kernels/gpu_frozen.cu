@@ -83,7 +83,7 @@ int gpu_frozen_create(GpuFrozen *f, const Model *m, int from, int to, int cap, G
         // bf16: every conv after the run's first; that one in TF32 (3 input
         // channels at layer 1 suit no bf16 tensor-core kernel).
         const int bf = precision == GPU_BF16 && i > from;
-        cudnnMathType_t math = bf ? CUDNN_TENSOR_OP_MATH : precision == GPU_BF16 ? CUDNN_DEFAULT_MATH : gpu_math(precision);
+        cudnnMathType_t math = bf ? CUDNN_TENSOR_OP_MATH : gpu_math(precision);
         if (gpu_conv_create(&f->convs[i], l, cap, math) < 0) return -1;
         f->bytes += (size_t)(l->n_kernel + l->n_bias) * sizeof(float);
         if (bf) {

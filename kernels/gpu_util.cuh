@@ -9,6 +9,7 @@
 
 extern "C" {
 #include "error.h"
+#include "gpu.h"
 #include "model.h"
 #include "optim.h"
 }
@@ -32,9 +33,11 @@ static inline int gpu_blocks(long n) {
     return (int)(b < 65535 ? b : 65535);
 }
 
-// cuDNN's math type for a GpuPrecision (gpu.h).
+// cuDNN's math type for a float32 conv at a GpuPrecision (gpu.h): strict
+// float32 for GPU_FP32, else TF32 tensor cores allowed (a bf16 run's float
+// convs: its first, and the walk's trainable ones).
 static inline cudnnMathType_t gpu_math(int precision) {
-    return precision == 1 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
+    return precision == GPU_FP32 ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH;
 }
 
 // Workspace bound for any one cuDNN algorithm (forward or backward).

@@ -211,13 +211,12 @@ static int create(GpuWalk *g, const Model *m, int from, int cap, GpuPrecision pr
     // Trainable convs: descriptors, weights, algorithms, gradients and
     // slots. Strict float32, or TF32 tensor cores (also with bf16, which
     // applies to the frozen layers only).
-    const cudnnMathType_t math = precision == GPU_FP32 ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH;
     for (int i = ft; i < nb; i++) {
         const Layer *l = &m->layers[i];
         if (l->kind != LAYER_CONV) continue;
         if (!l->kernel || !l->bias) return err_set("GPU walk: %s has no weights loaded", l->name);
         GpuConv *c = &g->convs[i];
-        if (gpu_conv_create(c, l, cap, math) < 0) return -1;
+        if (gpu_conv_create(c, l, cap, gpu_math(precision)) < 0) return -1;
         g->bytes += (size_t)(l->n_kernel + l->n_bias) * sizeof(float);
         size_t ws = 0;
         if (gpu_conv_pick_forward(g->cudnn, c, l, &g->fwd[i], &ws) < 0) return -1;

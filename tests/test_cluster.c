@@ -530,7 +530,7 @@ Test(cluster, history_csv_keeps_small_values) {
 // Under an address-space limit (ulimit -v; some clusters set one for every
 // job) OpenBLAS 0.3.21 waited for ever for its 128 MiB buffer per thread,
 // deaf to SIGTERM: even --version hung below about 300 MB on 2 cores (8.7 GB
-// on 64), and, once that was planned for, extract, finetune and predict
+// on 64 by the same sum), and, once that was planned for, extract, finetune and predict
 // still did where a later BLAS call found the room gone, or where the job
 // set OMP_NUM_THREADS. Now no tool hangs under any limit it can start in:
 // each runs, or stops with a message that names the limit; train's names a
