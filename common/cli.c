@@ -126,9 +126,7 @@ void cli_error(const char *prog, const char *fmt, ...) {
         fputs(m, stderr);
         // Memory or threads refused under an address-space limit: say so.
         char note[160];
-        if ((strstr(m, "out of memory") || strstr(m, "cannot start") || strstr(m, "Cannot allocate memory") ||
-             strstr(m, "not enough memory")) &&
-            address_limit_note(note, sizeof note))
+        if ((err_is_out_of_memory(m) || strstr(m, "cannot start")) && address_limit_note(note, sizeof note))
             fputs(note, stderr);
     }
     fputc('\n', stderr);

@@ -27,3 +27,11 @@ int err_prefix(const char *fmt, ...) {
 const char *err_msg(void) { return err_buf; }
 
 void err_clear(void) { err_buf[0] = '\0'; }
+
+int err_is_out_of_memory(const char *msg) {
+    static const char *const says[] = {"out of memory", "Cannot allocate memory", "not enough memory",
+                                       "Insufficient memory"};
+    for (size_t i = 0; msg && i < sizeof says / sizeof says[0]; i++)
+        if (strstr(msg, says[i])) return 1;
+    return 0;
+}

@@ -17,3 +17,7 @@ int err_prefix(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 // The last message set in this thread ("" if none).
 const char *err_msg(void);
 void err_clear(void);
+// 1 when msg says memory could not be had (ours "out of memory", strerror's
+// "Cannot allocate memory", zstd's "not enough memory", libjpeg's
+// "Insufficient memory"): the machine's fault, not the input's.
+int err_is_out_of_memory(const char *msg);

@@ -613,6 +613,7 @@ int extract_run(const ExtractOptions *o) {
     long signal_after = signal_env ? atol(signal_env) : 0;
     int test_signal = signal_kind && !strcmp(signal_kind, "INT") ? SIGINT : SIGTERM;
     ExtractTimes times = {0, 0, 0};
+    char oom_msg[ERR_MSG_MAX] = "";  // an image that could not be read for want of memory
     LoaderItem *li;
     for (;;) {
         double tw = progress_now();
@@ -622,6 +623,13 @@ int extract_run(const ExtractOptions *o) {
         const ItemInfo *info = li->extra;
         const DatasetItem *it = &ds.items[items[li->index]];
         CachedEntry *c = find_cached(&cached, it->path);
+        if (!li->ok && li->out_of_memory) {
+            // Not the file's fault: stop (what is done is stored) rather
+            // than skip it; a rerun with more memory extracts the rest.
+            snprintf(oom_msg, sizeof oom_msg, "%s", li->msg);
+            loader_release(loader, li);
+            break;
+        }
         if (!li->ok) {
             // Reported and skipped. The message starts with the full path:
             // keep the reason alone for the list.
@@ -676,6 +684,13 @@ int extract_run(const ExtractOptions *o) {
         goto done;
     char metrics[128];
     snprintf(metrics, sizeof metrics, "new: %ld - cached: %ld - skipped: %d", written, unchanged, skipped.n);
+    if (oom_msg[0]) {
+        if (cache_commit(&cache) < 0) goto done;
+        progress_finish(&bar, metrics);
+        err_set("%s; %ld new record%s committed, %ld in %s (marked incomplete): rerun with more memory to "
+                "continue", oom_msg, written, written == 1 ? "" : "s", cache_count(&cache), o->cache);
+        goto done;
+    }
     if (stop_requested() && done_items < n_items) {
         // Commit and leave the cache marked incomplete (as opened): the rerun
         // keeps all of it and does the rest. (A signal after the last image

@@ -170,7 +170,8 @@ static void copy_item(void *ctx, int i) {
 
 // The next `count` positions of the order (fewer at the end) into x and
 // labels; images that fail to load are reported once and left out, so *n
-// may be less than count. Returns -1 only on a cache read error.
+// may be less than count. Returns -1 on a cache read error, or when an
+// image could not be read for want of memory (not the file's fault).
 static int reader_fill(Reader *r, int count, long item_floats, float *x, int32_t *labels, int *n) {
     *n = 0;
     long stop = r->pos + count < r->end ? r->pos + count : r->end;
@@ -181,25 +182,27 @@ static int reader_fill(Reader *r, int count, long item_floats, float *x, int32_t
     }
     // Take the batch's items (the loader's ring holds 2 batches and more),
     // copy them side by side, then give their slots back.
-    LoaderItem **taken = r->taken, **ok = r->ok;
+    LoaderItem **taken = r->taken, **ok = r->ok, *oom = NULL;
     int n_taken = 0;
     for (; r->pos < stop; r->pos++) {
         LoaderItem *li = loader_next(r->loader);
         int item = *(int *)li->extra;
         taken[n_taken++] = li;
+        if (!li->ok && li->out_of_memory && !oom) oom = li;  // not the file's fault: stop, do not skip it
         if (li->ok) {
             ok[*n] = li;
             labels[(*n)++] = r->s->labels[item];
-        } else if (!r->s->reported[item]) {
+        } else if (!li->out_of_memory && !r->s->reported[item]) {
             r->s->reported[item] = 1;
             r->s->skipped++;
             log_printf(stderr, "\nwarning: skipped %s\n", li->msg);  // a warning: even with --quiet
         }
     }
+    if (oom) err_set("%s", oom->msg);
     BatchCopy c = {ok, x, item_floats};
-    parallel_for(*n, copy_item, &c);
+    if (!oom) parallel_for(*n, copy_item, &c);
     for (int i = 0; i < n_taken; i++) loader_release(r->loader, taken[i]);
-    return 0;
+    return oom ? -1 : 0;
 }
 
 // --- evaluation -------------------------------------------------------------------

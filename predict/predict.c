@@ -384,6 +384,11 @@ static int run_images(const PredictOptions *o, const Model *m, const ModelMeta *
         li = loader_next(loader);
         if (li) {
             const char *path = in->path[li->index];
+            if (!li->ok && li->out_of_memory) {  // not the file's fault: stop, do not skip it
+                err_set("%s", li->msg);
+                loader_release(loader, li);
+                goto done;
+            }
             if (!li->ok) {
                 // The message starts with the path: keep the reason alone for the list.
                 const char *reason = li->msg;

@@ -598,3 +598,43 @@ Test(cluster, address_space_limit_never_hangs, .timeout = 900) {
     remove_tree(top);
     free(top);
 }
+
+// An image that cannot be read for want of memory (under a job's memory
+// limit, say) is not a bad file: extract, predict and finetune stop with
+// the reason instead of skipping it (extract with 24 images, under a limit,
+// had exited 0 with 20 of them "skipped"), and extract's rerun does the
+// rest. VGGFT_TEST_LOADER_OOM=N makes the loader fail item N so.
+Test(cluster, out_of_memory_stops_rather_than_skips, .timeout = 300) {
+    char *top = make_shape_folder("oom", 4, 3);
+    char args[4096], *out;
+    const char *bin = getenv("VGGFT_BIN") ? getenv("VGGFT_BIN") : TEST_BUILD;
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "VGGFT_TEST_LOADER_OOM=3 '%s/extract' --data '%s/data' --cache '%s/c' " EXTRACT_ARGS
+             " --threads 1 2>&1", bin, top, top);
+    int rc = run_command(cmd, &out);
+    cr_expect_eq(rc, 1, "extract: exit %d: %s", rc, out);
+    cr_expect(out && strstr(out, "out of memory") && strstr(out, "rerun"), "%s", out);
+    cr_expect(out && !strstr(out, "warning: skipped"), "not reported as a skipped file: %s", out);
+    free(out);
+    snprintf(args, sizeof args, "--data '%s/data' --cache '%s/c' " EXTRACT_ARGS " --threads 1", top, top);
+    rc = run("extract", &out, "%s", args);
+    cr_expect_eq(rc, 0, "%s", out);
+    cr_expect(out && strstr(out, "Cache ") && strstr(out, ": 8 records"), "the rerun has all 8: %s", out);
+    free(out);
+    snprintf(args, sizeof args, "--cache '%s/c' --out '%s/h.h5' --epochs 1 --quiet", top, top);
+    cr_assert_eq(run("train", &out, "%s", args), 0, "%s", out);
+    free(out);
+    const char *later[2][2] = {{"predict", "--head '%s/h.h5' --weights random --threads 1 '%s/data'"},
+                               {"finetune", "--data '%s/data' --head '%s/h.h5' --weights random --out '%s/f.h5' "
+                                            "--epochs 1 --threads 1 --quiet"}};
+    for (int k = 0; k < 2; k++) {
+        snprintf(args, sizeof args, later[k][1], top, top, top);
+        snprintf(cmd, sizeof cmd, "VGGFT_TEST_LOADER_OOM=3 '%s/%s' %s 2>&1", bin, later[k][0], args);
+        rc = run_command(cmd, &out);
+        cr_expect_eq(rc, 1, "%s: exit %d: %s", later[k][0], rc, out);
+        cr_expect(out && strstr(out, "out of memory"), "%s: %s", later[k][0], out);
+        free(out);
+    }
+    remove_tree(top);
+    free(top);
+}
