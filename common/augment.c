@@ -9,6 +9,7 @@
 
 #include "error.h"
 #include "rng.h"
+#include "simd.h"
 
 // --- the spec -----------------------------------------------------------------
 
@@ -309,6 +310,96 @@ static inline void axis_taps(double cc, int len, int *i0, int *i1, double *w0, d
     *i1 = s + 1 < len ? s + 1 : len - 1;
 }
 
+// One output pixel of the warp: scipy's order-1 sum at warped column j of
+// row i, into o[0..c).
+static inline void warp_pixel(const double A[2][2], const double off[2], const float *in, int h, int w, int c,
+                              int i, int j, float *o) {
+    size_t row = (size_t)w * c;
+    // scipy: icoor = (0 + i * A[k][0] + j * A[k][1]) + off[k], in double.
+    double r = (0.0 + i * A[0][0] + j * A[0][1]) + off[0];
+    double q = (0.0 + i * A[1][0] + j * A[1][1]) + off[1];
+    int r0, r1, q0, q1;
+    double wr0, wr1, wq0, wq1;
+    axis_taps(r, h, &r0, &r1, &wr0, &wr1);
+    axis_taps(q, w, &q0, &q1, &wq0, &wq1);
+    const float *p00 = in + r0 * row + (size_t)q0 * c, *p01 = in + r0 * row + (size_t)q1 * c;
+    const float *p10 = in + r1 * row + (size_t)q0 * c, *p11 = in + r1 * row + (size_t)q1 * c;
+    for (int k = 0; k < c; k++) {
+        // scipy's sum over the 2x2 taps, last axis fastest, each
+        // coefficient value * w_row * w_col, in double; then a cast.
+        double t = 0.0;
+        t += (double)p00[k] * wr0 * wq0;
+        t += (double)p01[k] * wr0 * wq1;
+        t += (double)p10[k] * wr1 * wq0;
+        t += (double)p11[k] * wr1 * wq1;
+        o[k] = (float)t;
+    }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_WARP_AVX2 1
+
+// axis_taps on 4 coordinates: the same operations on each lane (clamp with
+// NaN to 0, floor, 1 - (cc - fl), 1 - w0), so the same bits.
+__attribute__((target("avx2"))) static inline void axis_taps4(__m256d cc, int len, __m128i *i0, __m128i *i1,
+                                                              __m256d *w0, __m256d *w1) {
+    const __m256d zero = _mm256_setzero_pd(), one = _mm256_set1_pd(1.0), last = _mm256_set1_pd(len - 1);
+    cc = _mm256_and_pd(cc, _mm256_cmp_pd(cc, zero, _CMP_GE_OQ));  // !(cc >= 0), NaN too: 0
+    cc = _mm256_min_pd(cc, last);
+    __m256d fl = _mm256_floor_pd(cc);
+    *w0 = _mm256_sub_pd(one, _mm256_sub_pd(cc, fl));
+    *w1 = _mm256_sub_pd(one, *w0);
+    *i0 = _mm256_cvttpd_epi32(fl);
+    *i1 = _mm_min_epi32(_mm_add_epi32(*i0, _mm_set1_epi32(1)), _mm_set1_epi32(len - 1));
+}
+
+// Row i's output columns [0, n4) four at a time (n4 a multiple of 4):
+// warp_pixel's double operations in its order on 4 lanes, no FMA (separate
+// multiplies and adds are each rounded as the scalar code's), the taps read
+// with gathers. -0.0 from a clamp of -0.0 behaves as in the scalar code.
+__attribute__((target("avx2"))) static void warp_row_avx2(const double A[2][2], const double off[2],
+                                                          const float *in, int h, int w, int c, int i, int flip,
+                                                          int n4, float *out_row) {
+    const int row = w * c;
+    const __m256d ri = _mm256_set1_pd(0.0 + i * A[0][0]), qi = _mm256_set1_pd(0.0 + i * A[1][0]);
+    const __m256d a01 = _mm256_set1_pd(A[0][1]), a11 = _mm256_set1_pd(A[1][1]);
+    const __m256d off0 = _mm256_set1_pd(off[0]), off1 = _mm256_set1_pd(off[1]);
+    const __m128i vrow = _mm_set1_epi32(row), vc = _mm_set1_epi32(c);
+    for (int jo = 0; jo < n4; jo += 4) {
+        // flip_axis after the warp: output column jo is warped column w-1-jo.
+        __m256d j = flip ? _mm256_setr_pd(w - 1 - jo, w - 2 - jo, w - 3 - jo, w - 4 - jo)
+                         : _mm256_setr_pd(jo, jo + 1, jo + 2, jo + 3);
+        __m256d r = _mm256_add_pd(_mm256_add_pd(ri, _mm256_mul_pd(j, a01)), off0);
+        __m256d q = _mm256_add_pd(_mm256_add_pd(qi, _mm256_mul_pd(j, a11)), off1);
+        __m128i r0, r1, q0, q1;
+        __m256d wr0, wr1, wq0, wq1;
+        axis_taps4(r, h, &r0, &r1, &wr0, &wr1);
+        axis_taps4(q, w, &q0, &q1, &wq0, &wq1);
+        const __m128i R0 = _mm_mullo_epi32(r0, vrow), R1 = _mm_mullo_epi32(r1, vrow);
+        const __m128i Q0 = _mm_mullo_epi32(q0, vc), Q1 = _mm_mullo_epi32(q1, vc);
+        const __m128i i00 = _mm_add_epi32(R0, Q0), i01 = _mm_add_epi32(R0, Q1);
+        const __m128i i10 = _mm_add_epi32(R1, Q0), i11 = _mm_add_epi32(R1, Q1);
+        float *o = out_row + (size_t)jo * c;
+        for (int k = 0; k < c; k++) {
+            const float *b = in + k;
+            __m256d v00 = _mm256_cvtps_pd(_mm_i32gather_ps(b, i00, 4));
+            __m256d v01 = _mm256_cvtps_pd(_mm_i32gather_ps(b, i01, 4));
+            __m256d v10 = _mm256_cvtps_pd(_mm_i32gather_ps(b, i10, 4));
+            __m256d v11 = _mm256_cvtps_pd(_mm_i32gather_ps(b, i11, 4));
+            __m256d t = _mm256_setzero_pd();
+            t = _mm256_add_pd(t, _mm256_mul_pd(_mm256_mul_pd(v00, wr0), wq0));
+            t = _mm256_add_pd(t, _mm256_mul_pd(_mm256_mul_pd(v01, wr0), wq1));
+            t = _mm256_add_pd(t, _mm256_mul_pd(_mm256_mul_pd(v10, wr1), wq0));
+            t = _mm256_add_pd(t, _mm256_mul_pd(_mm256_mul_pd(v11, wr1), wq1));
+            float f[4];
+            _mm_storeu_ps(f, _mm256_cvtpd_ps(t));
+            o[k] = f[0], o[c + k] = f[1], o[2 * c + k] = f[2], o[3 * c + k] = f[3];
+        }
+    }
+}
+#endif
+
 void augment_apply(const AugmentParams *p, const float *in, int h, int w, int c, float *out) {
     double A[2][2], off[2];
     size_t row = (size_t)w * c;
@@ -324,30 +415,15 @@ void augment_apply(const AugmentParams *p, const float *in, int h, int w, int c,
                        sizeof(float) * c);
         return;
     }
+    // The AVX2 lanes give warp_pixel's bits (tests: augment/avx2_warp_equals_portable_warp).
+    int n4 = 0;
+#ifdef HAVE_WARP_AVX2
+    if (simd_level() >= SIMD_AVX2 && (size_t)h * row <= INT32_MAX) n4 = w & ~3;
+#endif
     for (int i = 0; i < h; i++) {
-        for (int jo = 0; jo < w; jo++) {
-            // flip_axis after the warp: output column jo is warped column w-1-jo.
-            int j = p->flip ? w - 1 - jo : jo;
-            // scipy: icoor = (0 + i * A[k][0] + j * A[k][1]) + off[k], in double.
-            double r = (0.0 + i * A[0][0] + j * A[0][1]) + off[0];
-            double q = (0.0 + i * A[1][0] + j * A[1][1]) + off[1];
-            int r0, r1, q0, q1;
-            double wr0, wr1, wq0, wq1;
-            axis_taps(r, h, &r0, &r1, &wr0, &wr1);
-            axis_taps(q, w, &q0, &q1, &wq0, &wq1);
-            const float *p00 = in + r0 * row + (size_t)q0 * c, *p01 = in + r0 * row + (size_t)q1 * c;
-            const float *p10 = in + r1 * row + (size_t)q0 * c, *p11 = in + r1 * row + (size_t)q1 * c;
-            float *o = out + i * row + (size_t)jo * c;
-            for (int k = 0; k < c; k++) {
-                // scipy's sum over the 2x2 taps, last axis fastest, each
-                // coefficient value * w_row * w_col, in double; then a cast.
-                double t = 0.0;
-                t += (double)p00[k] * wr0 * wq0;
-                t += (double)p01[k] * wr0 * wq1;
-                t += (double)p10[k] * wr1 * wq0;
-                t += (double)p11[k] * wr1 * wq1;
-                o[k] = (float)t;
-            }
-        }
+#ifdef HAVE_WARP_AVX2
+        if (n4) warp_row_avx2(A, off, in, h, w, c, i, p->flip, n4, out + i * row);
+#endif
+        for (int jo = n4; jo < w; jo++) warp_pixel(A, off, in, h, w, c, i, p->flip ? w - 1 - jo : jo, out + i * row + (size_t)jo * c);
     }
 }

@@ -77,5 +77,8 @@ void augment_draw(const AugmentSpec *s, uint64_t seed, long epoch, long index, i
 // the four taps summed row-major), rounded once to float32 -- bit-identical
 // to Keras 3 + scipy 1.17 on the test fixtures -- then flip_axis on columns.
 // Identity parameters copy the image exactly (Keras skips the transform);
-// flip alone is an exact mirror.
+// flip alone is an exact mirror. On CPUs with AVX2 four output columns
+// go at a time through the same double operations (the same bits; 0.36 ->
+// 0.18 ms for a 150x150 RGB image on the development machine): the
+// fine-tuning loader's largest cost after decoding.
 void augment_apply(const AugmentParams *p, const float *in, int h, int w, int c, float *out);

@@ -12,6 +12,8 @@
 #include "error.h"
 #include "image.h"
 #include "image_write.h"
+#include "rng.h"
+#include "simd.h"
 #include "testutil.h"
 
 static AugmentParams params_row(const float *r) {
@@ -131,6 +133,39 @@ Test(augment, flip_after_warp_mirrors_the_warp) {
     free(a);
     free(b);
     npy_free(&in);
+}
+
+// The AVX2 warp (four output columns at a time) gives the portable warp's
+// bits: random parameters far outside the seeds' ranges (samples clamped at
+// every edge, zooms that repeat or skip pixels), widths that leave 1 to 3
+// columns to the scalar tail, 1 to 4 channels, flips, negative zero and NaN
+// coordinates (a NaN angle: scipy would fill there; we clamp to 0 on both).
+Test(augment, avx2_warp_equals_portable_warp) {
+    if (simd_cpu_level() < SIMD_AVX2) {
+        cr_log_warn("this CPU has no AVX2: only the portable warp runs here");
+        return;
+    }
+    uint64_t ctr = 0;  // rng_hash(7, ctr++): the draws
+    for (int t = 0; t < 400; t++) {
+        int h = 1 + (int)(rng_hash(7, ctr++) % 40), w = 1 + (int)(rng_hash(7, ctr++) % 41), c = 1 + (int)(rng_hash(7, ctr++) % 4);
+        size_t sz = (size_t)h * w * c;
+        float *in = malloc(sizeof(float) * sz), *a = malloc(sizeof(float) * sz), *b = malloc(sizeof(float) * sz);
+        for (size_t i = 0; i < sz; i++) in[i] = (float)(rng_hash(7, ctr++) % 25600) / 100.0f;
+        double u[6];
+        for (int k = 0; k < 6; k++) u[k] = (double)(rng_hash(7, ctr++) >> 11) / 9007199254740992.0 * 2 - 1;
+        AugmentParams p = {180 * u[0], w * 1.5 * u[1], h * 1.5 * u[2], 60 * u[3], 1 + 0.9 * u[4], 1 + 0.9 * u[5],
+                           (int)(rng_hash(7, ctr++) & 1)};
+        if (t == 1) p.theta = NAN;
+        if (t == 2) p = (AugmentParams){0, -0.0, 0.5, 0, 1, 1, 1};
+        simd_set_level(SIMD_PORTABLE);
+        augment_apply(&p, in, h, w, c, a);
+        simd_set_level(SIMD_AVX512);  // the widest the CPU has (the warp's AVX2)
+        augment_apply(&p, in, h, w, c, b);
+        cr_assert_eq(memcmp(a, b, sizeof(float) * sz), 0,
+                     "%dx%dx%d theta %g tx %g ty %g shear %g zx %g zy %g flip %d: the AVX2 warp differs", h, w, c,
+                     p.theta, p.tx, p.ty, p.shear, p.zx, p.zy, p.flip);
+        free(in), free(a), free(b);
+    }
 }
 
 // A pure integer shift copies pixels: no interpolation error at all.
