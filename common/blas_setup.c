@@ -171,18 +171,20 @@ void blas_setup(char **argv, int threads) {
 int address_limit_note(char *buf, size_t size) {
     long long limit = address_limit();
     if (limit < 0) return 0;
-    snprintf(buf, size, " (under an address-space limit, ulimit -v: %lld MiB: raise it, or lower --threads)",
-             limit >> 20);
+    // ulimit -v counts KiB: the note gives that figure and the MiB.
+    snprintf(buf, size, " (under an address-space limit, ulimit -v %lld = %lld MiB: raise it, or lower --threads)",
+             limit >> 10, limit >> 20);
     return 1;
 }
 
 int blas_check_usable(void) {
     if (blas_usable()) return 0;
     const long long limit = address_limit(), mib = 1 << 20, per = bytes_per_buffer();
-    return err_set("the address-space limit (ulimit -v: %lld MiB) leaves too little room for OpenBLAS, which takes "
-                   "%lld MiB per thread and, short of it, waits for ever: raise the limit to at least %lld MiB (or "
-                   "lift it; Slurm limits memory without one)",
-                   limit / mib, per / mib, (limit - address_room() + 2 * per) / mib + 1);
+    const long long need = (limit - address_room() + 2 * per) / mib + 1;
+    return err_set("the address-space limit (ulimit -v %lld = %lld MiB) leaves too little room for OpenBLAS, which "
+                   "takes %lld MiB per thread and, short of it, waits for ever: raise the limit to at least %lld MiB "
+                   "(ulimit -v %lld), or lift it (Slurm limits memory without one)",
+                   limit >> 10, limit / mib, per / mib, need, need << 10);
 }
 
 void blas_set_threads(int threads) {

@@ -63,11 +63,12 @@ static void key_text(uint64_t key, char out[24]) { snprintf(out, 24, "%010llu", 
 
 // --- settings -------------------------------------------------------------
 
-int cache_meta_diff(const CacheMeta *have, const CacheMeta *want, char *buf, size_t size) {
+int cache_meta_diff_as(const CacheMeta *have, const CacheMeta *want, const char *have_is, const char *want_is,
+                       char *buf, size_t size) {
     char a[128], b[128];
 #define DIFF_STR(label, x, y)                                                                     \
     if (strcmp(x, y)) {                                                                           \
-        snprintf(buf, size, "%s: the cache has %s, this run %s", label, (x)[0] ? x : "(none)", \
+        snprintf(buf, size, "%s: %s has %s, %s %s", label, have_is, (x)[0] ? x : "(none)", want_is,   \
                  (y)[0] ? y : "(none)");                                                          \
         return 1;                                                                                 \
     }
@@ -84,13 +85,13 @@ int cache_meta_diff(const CacheMeta *have, const CacheMeta *want, char *buf, siz
     snprintf(b, sizeof b, "%d,%d,%d", want->feat_h, want->feat_w, want->feat_c);
     DIFF_STR("feature shape", a, b);
     if (have->n_classes != want->n_classes) {
-        snprintf(buf, size, "classes: the cache has %d classes, this run %d", have->n_classes, want->n_classes);
+        snprintf(buf, size, "classes: %s has %d classes, %s %d", have_is, have->n_classes, want_is, want->n_classes);
         return 1;
     }
     for (int i = 0; i < have->n_classes; i++) {
         if (strcmp(have->class_names[i], want->class_names[i])) {
-            snprintf(buf, size, "classes: class %d is '%s' in the cache, '%s' in this run", i, have->class_names[i],
-                     want->class_names[i]);
+            snprintf(buf, size, "classes: class %d is '%s' in %s, '%s' in %s", i, have->class_names[i], have_is,
+                     want->class_names[i], want_is);
             return 1;
         }
     }
@@ -98,6 +99,10 @@ int cache_meta_diff(const CacheMeta *have, const CacheMeta *want, char *buf, siz
     DIFF_STR("decoding", have->decode, want->decode);
 #undef DIFF_STR
     return 0;
+}
+
+int cache_meta_diff(const CacheMeta *have, const CacheMeta *want, char *buf, size_t size) {
+    return cache_meta_diff_as(have, want, "the cache", "this run", buf, size);
 }
 
 // The settings, in the order their checksum covers them. Format 2 writes

@@ -64,6 +64,11 @@ const char *feat_dtype_name(FeatDtype d);
 // First setting where a and b differ ("input size: cache has 150x150, this run
 // 224x224"), written to buf; returns 0 if they agree.
 int cache_meta_diff(const CacheMeta *have, const CacheMeta *want, char *buf, size_t size);
+// The same with the two sides named ("layer: --cache has block5_pool,
+// --val-cache block4_pool"): have_is and want_is replace "the cache" and
+// "this run".
+int cache_meta_diff_as(const CacheMeta *have, const CacheMeta *want, const char *have_is, const char *want_is,
+                       char *buf, size_t size);
 
 typedef struct {
     int32_t label;

@@ -273,7 +273,7 @@ int extract_merge(const char *out, char **inputs, int n_inputs, int overwrite) {
             why = diff;
         } else {
             snprintf(meta.shard, sizeof meta.shard, "%s", first.shard);  // shards differ by design
-            if (cache_meta_diff(&first, &meta, diff, sizeof diff)) why = diff;
+            if (cache_meta_diff_as(&first, &meta, inputs[0], "this one", diff, sizeof diff)) why = diff;
         }
         if (why) {
             err_set("--merge: %s: %s", inputs[i], why);

@@ -407,6 +407,14 @@ Test(cluster, messages_say_what_is_wrong) {
     cr_expect_eq(rc, 1, "%s", out);
     cr_expect(strstr(out, "made from another folder") != NULL, "%s", out);
     free(out);
+    // Shards of one folder made with other settings: the message names both sides.
+    make_cache(a, "s1l", "--threads 1 --shard 1/2 --layer block2_pool");
+    rc = run("extract", &out, "--merge '%s/m' '%s/s0' '%s/s1l'", a, a, a);
+    cr_expect_eq(rc, 1, "%s", out);
+    char want[2100];
+    snprintf(want, sizeof want, "layer: %s/s0 has block1_pool, this one block2_pool", a);
+    cr_expect(strstr(out, want) != NULL, "%s", out);
+    free(out);
     // train's shape options say that they shape --summary only.
     rc = run("train", &out, "--help");
     cr_expect_eq(rc, 0);
@@ -560,9 +568,13 @@ Test(cluster, address_space_limit_never_hangs, .timeout = 900) {
     rc = run_limited(160, "", bin, "train", args, &out);
     cr_expect_eq(rc, 1, "train under ulimit -v 160 MiB: exit %d (137: it hung): %s", rc, out);
     const char *at = out ? strstr(out, "raise the limit to at least ") : NULL;
-    cr_assert(at && strstr(out, "ulimit -v: 160 MiB"), "names the limit and what would do: %s", out);
+    cr_assert(at && strstr(out, "ulimit -v 163840 = 160 MiB"), "names the limit and what would do: %s", out);
     int need = atoi(at + strlen("raise the limit to at least "));
     cr_expect_gt(need, 160, "%s", out);
+    // ... also in ulimit -v's unit (KiB), ready to paste.
+    char in_kib[64];
+    snprintf(in_kib, sizeof in_kib, "MiB (ulimit -v %d)", need << 10);
+    cr_expect(strstr(at, in_kib) != NULL, "%s", out);
     free(out);
     struct {
         const char *env, *tool, *fmt;

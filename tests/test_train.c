@@ -381,7 +381,7 @@ Test(train, mismatched_and_bad_caches) {
     char *o;
     snprintf(args, sizeof args, "--cache %s --val-cache %s --out %s --quiet", tr, va, out);
     cr_expect_eq(run_tool("train", args, &o), 1);
-    cr_expect(strstr(o, "input size: the cache has 32x32, this run 64x64"), "%s", o);
+    cr_expect(strstr(o, "input size: --cache has 32x32, --val-cache 64x64"), "%s", o);
     free(o);
     int single[1] = {5};
     make_cache(one, 1, single, 32, 9);

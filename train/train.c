@@ -37,9 +37,8 @@ static int same_features(const CacheMeta *a, const char *pa, const CacheMeta *b,
     x.dtype = b->dtype;
     snprintf(x.shard, sizeof x.shard, "%s", b->shard);
     char diff[600];
-    if (cache_meta_diff(&x, b, diff, sizeof diff))
-        return err_set("--val-cache %s was made with other settings than --cache %s (%s; \"the cache\" is the "
-                       "training one)", pb, pa, diff);
+    if (cache_meta_diff_as(&x, b, "--cache", "--val-cache", diff, sizeof diff))
+        return err_set("--val-cache %s was made with other settings than --cache %s (%s)", pb, pa, diff);
     return 0;
 }
 
