@@ -166,7 +166,7 @@ static char *join_path(const char *dir, const char *rel) {
 // A folder of images to classify: every image file in it and below, in the
 // order and with the extension rule of Keras's flow_from_directory for one
 // class folder (dataset_scan of its parent with the folder as the only class).
-static int add_folder(Inputs *in, SkipList *skipped, const char *arg, int *n_ignored) {
+static int add_folder(Inputs *in, SkipList *skipped, const char *arg, SkipList *ignored) {
     char dir[PATH_MAX];
     snprintf(dir, sizeof dir, "%s", arg);
     for (size_t k = strlen(dir); k > 1 && dir[k - 1] == '/'; k--) dir[k - 1] = '\0';
@@ -188,14 +188,19 @@ static int add_folder(Inputs *in, SkipList *skipped, const char *arg, int *n_ign
         skip_add(skipped, p ? p : arg, ds.skipped_reasons[i]);
         free(p);
     }
-    *n_ignored += ds.n_ignored;
+    for (int i = 0; i < ds.n_ignored; i++) {
+        // Paths are "BASE/...", as the items'.
+        char *p = strlen(ds.ignored_paths[i]) >= skip_len ? join_path(dir, ds.ignored_paths[i] + skip_len) : NULL;
+        skip_add(ignored, p ? p : ds.ignored_paths[i], ds.ignored_reasons[i]);
+        free(p);
+    }
     dataset_free(&ds);
     return rc;
 }
 
 // --eval DIR: the folder's class folders, each one of the model's classes
 // (by name: the folder may hold fewer classes, in any order of listing).
-static int add_eval(Inputs *in, SkipList *skipped, const char *dir, const ModelMeta *meta, int *n_ignored) {
+static int add_eval(Inputs *in, SkipList *skipped, const char *dir, const ModelMeta *meta, SkipList *ignored) {
     Dataset ds;
     if (dataset_scan(dir, NULL, 0, &ds) < 0) return err_prefix("--eval: ");
     int *map = malloc(sizeof(int) * (size_t)ds.n_classes);
@@ -220,7 +225,11 @@ static int add_eval(Inputs *in, SkipList *skipped, const char *dir, const ModelM
         skip_add(skipped, full ? full : ds.skipped_paths[i], ds.skipped_reasons[i]);
         free(full);
     }
-    *n_ignored += ds.n_ignored;
+    for (int i = 0; i < ds.n_ignored; i++) {
+        char *full = join_path(ds.root, ds.ignored_paths[i]);
+        skip_add(ignored, full ? full : ds.ignored_paths[i], ds.ignored_reasons[i]);
+        free(full);
+    }
     if (rc == 0 && !in->n) rc = err_set("--eval %s: no images in its class folders", dir);
     if (rc == 0) {  // Keras prints it at any verbosity
         char found[128];
@@ -502,7 +511,7 @@ int predict_run(const PredictOptions *o) {
     Results r = {0};
     char weights_id[96];
     char cache_note[PATH_MAX + 400];
-    int n_ignored = 0;
+    SkipList ignored = {0};  // files Keras does not list: not skipped images
 
     // With stdout closed the predictions would go nowhere (or into the next
     // file opened, which takes descriptor 1).
@@ -557,7 +566,7 @@ int predict_run(const PredictOptions *o) {
         what = "Evaluation (cached features)";
         snprintf(data_buf, sizeof data_buf, "%s", o->cache);
     } else if (o->eval) {
-        if (add_eval(&in, &skipped, o->eval, &meta, &n_ignored) < 0) goto done;
+        if (add_eval(&in, &skipped, o->eval, &meta, &ignored) < 0) goto done;
         what = "Evaluation";
         snprintf(data_buf, sizeof data_buf, "%s", o->eval);
     } else {
@@ -565,7 +574,7 @@ int predict_run(const PredictOptions *o) {
             struct stat st;
             const char *a = o->inputs[i];
             if (stat(a, &st) == 0 && S_ISDIR(st.st_mode)) {
-                if (add_folder(&in, &skipped, a, &n_ignored) < 0) goto done;
+                if (add_folder(&in, &skipped, a, &ignored) < 0) goto done;
             } else if (inputs_add(&in, strdup(a), -1) < 0) {
                 goto done;  // (a missing file is reported by the loader and skipped)
             }
@@ -575,9 +584,13 @@ int predict_run(const PredictOptions *o) {
     }
     data = data_buf;
     // Not progress: shown even with --quiet.
-    if (n_ignored)
-        log_printf(stderr, "note: %d file%s that Keras does not list (not images by name) ignored\n", n_ignored,
-                n_ignored == 1 ? "" : "s");
+    // Named, as extract names them (the first 10).
+    if (ignored.n)
+        log_printf(stderr, "note: %d file%s that Keras does not list (not images by name) ignored\n", ignored.n,
+                   ignored.n == 1 ? "" : "s");
+    for (int i = 0; i < ignored.n && i < 10; i++)
+        log_printf(stderr, "note:   %s: %s\n", ignored.path[i], ignored.reason[i]);
+    if (ignored.n > 10) log_printf(stderr, "note:   ... and %d more\n", ignored.n - 10);
     for (int i = 0; i < skipped.n; i++)
         log_printf(stderr, "warning: skipped %s: %s\n", skipped.path[i], skipped.reason[i]);
     const int scan_skipped = skipped.n;
@@ -646,6 +659,7 @@ done:
     features_free(&fs);
     cache_meta_free(&cmeta);
     skip_free(&skipped);
+    skip_free(&ignored);
     inputs_free(&in);
     model_free(&m);
     model_meta_free(&meta);

@@ -720,6 +720,8 @@ Test(predict, quiet_hides_progress_never_warnings) {
         cr_expect(stamped_lines_with(out, "warning: skipped ") && strstr(out, "broken.png"),
                   "quiet=%d: the skipped file's warning, with a timestamp:\n%s", quiet, out);
         cr_expect(stamped_lines_with(out, "note: 1 file that Keras does not list"), "quiet=%d:\n%s", quiet, out);
+        cr_expect(stamped_lines_with(out, "notes.txt: unsupported file type (.txt)"), "the ignored file is named:\n%s",
+                  out);
         cr_expect(stamped_lines_with(out, "1 of 2 files could not be read"), "quiet=%d:\n%s", quiet, out);
         // --quiet hides the progress bar (its final line "2/2 [===...]").
         if (quiet) cr_expect(!strstr(out, "2/2 ["), "--quiet shows no progress:\n%s", out);
