@@ -108,12 +108,13 @@ const char *blas_better_coretype(const char *current, int has_avx512, int has_av
     return has_avx512 ? "SkylakeX" : "Haswell";
 }
 
-void blas_setup(char **argv, int threads) {
+void blas_setup(char **argv, int threads, BlasUse use) {
     const char *marker = getenv("VGGFT_BLAS_REEXEC"), *room_marker = getenv("VGGFT_BLAS_ROOM");
     long long room = address_room();
     if (room >= 0) {
         // The buffers: OpenBLAS's workers (threads - 1) and the main thread's.
-        long long fit = room / 2 / bytes_per_buffer();
+        // A tool that does without BLAS takes none: its room goes to its own work.
+        long long fit = use == BLAS_UNUSED ? 0 : room / 2 / bytes_per_buffer();
         blas_buffers_fit = fit > 4096 ? 4096 : (int)fit;
     }
     if (marker || room_marker) {
@@ -162,6 +163,9 @@ void blas_setup(char **argv, int threads) {
         if (blas_usable())
             snprintf(blas_note + n, sizeof blas_note - n, "%sat most %d thread%s for the address-space limit",
                      n ? "; " : "", blas_thread_cap(), blas_thread_cap() == 1 ? "" : "s");
+        else if (use == BLAS_UNUSED)
+            snprintf(blas_note + n, sizeof blas_note - n,
+                     "%snot used under the address-space limit: this tool does without it", n ? "; " : "");
         else
             snprintf(blas_note + n, sizeof blas_note - n,
                      "%snot usable under the address-space limit: train and finetune stop", n ? "; " : "");

@@ -9,10 +9,15 @@
 #pragma once
 #include <stddef.h>
 
+// Whether a tool calls BLAS: train and finetune do (dense and conv
+// backward passes); extract and predict do not by default (Winograd and our
+// own products; VGGFT_WINOGRAD=0 would), so under an address-space limit
+// they take no OpenBLAS buffer at all and leave the room to their own work.
+typedef enum { BLAS_NEEDED = 0, BLAS_UNUSED = 1 } BlasUse;
 // Call first thing in main(). May not return (re-exec). threads <= 0: the
 // CPUs this process may run on (parallel_cpus(): the affinity mask that
 // taskset or Slurm set, not the node's cores).
-void blas_setup(char **argv, int threads);
+void blas_setup(char **argv, int threads, BlasUse use);
 // Under an address-space limit (ulimit -v) OpenBLAS 0.3.21 hangs when it
 // cannot have its 128 MiB buffer per thread (blas_setup.c explains what
 // blas_setup does about it). Then BLAS may be called from the main thread
@@ -24,7 +29,7 @@ void blas_setup(char **argv, int threads);
 int blas_main_thread_only(void);
 int blas_usable(void);
 int blas_check_usable(void);
-// " (under an address-space limit, ulimit -v: N MiB: raise it, or lower
+// " (under an address-space limit, ulimit -v KIB = N MiB: raise it, or lower
 // --threads)" into buf and 1 when the process has such a limit, else 0:
 // for messages about memory or threads that could not be had.
 int address_limit_note(char *buf, size_t size);

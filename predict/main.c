@@ -61,7 +61,7 @@ static const char *EPILOG =
     "so far are complete and flushed, no report is written; rerun to classify all.";
 
 int main(int argc, char **argv) {
-    blas_setup(argv, 0);
+    blas_setup(argv, 0, BLAS_UNUSED);
     PredictOptions o = {0};
     CliOption opts[] = {
         {"model", OPT_STRING, &o.model, NULL, "MODEL.h5", "a whole model written by `finetune` (or --head)"},

@@ -180,12 +180,12 @@ static int features(int size, const char *in_path, const char *out_path, const c
 int main(int argc, char **argv) {
     if (argc >= 4 && strcmp(argv[1], "layers") == 0) {
         int threads = argc > 4 ? atoi(argv[4]) : 1;
-        blas_setup(argv, threads);
+        blas_setup(argv, threads, BLAS_NEEDED);
         parallel_set_threads(threads);
         return bench_layers(atoi(argv[2]), atoi(argv[3]), threads);
     }
     if (argc >= 5 && strcmp(argv[1], "features") == 0) {
-        blas_setup(argv, 1);
+        blas_setup(argv, 1, BLAS_NEEDED);
         return features(atoi(argv[2]), argv[3], argv[4], argc > 5 ? argv[5] : NULL);
     }
     if (argc < 5) {
@@ -193,7 +193,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     int size = atoi(argv[1]), batch = atoi(argv[2]), reps = atoi(argv[3]), threads = atoi(argv[4]);
-    blas_setup(argv, threads);
+    blas_setup(argv, threads, BLAS_NEEDED);
     parallel_set_threads(threads);  // the Winograd transforms' pool, as extract sets it
     ModelConfig cfg;
     model_config_defaults(&cfg);

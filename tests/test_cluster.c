@@ -590,6 +590,14 @@ Test(cluster, address_space_limit_never_hangs, .timeout = 900) {
                          "--quiet"},
         {"", "predict", "--head '%s/h.h5' --weights random --threads 8 --quiet '%s/data'"},
     };
+    // extract and predict take no OpenBLAS buffer under a limit (they do
+    // without BLAS): the room goes to their own work; train keeps one.
+    rc = run_limited(400, "", bin, "extract", "--version", &out);
+    cr_expect(rc == 0 && strstr(out, "not used under the address-space limit: this tool does without it"), "%s", out);
+    free(out);
+    rc = run_limited(400, "", bin, "train", "--version", &out);
+    cr_expect(rc == 0 && strstr(out, "at most 1 thread for the address-space limit"), "%s", out);
+    free(out);
     const int limits[] = {160, 300, 400, need};
     for (int li = 0; li < 4; li++)
         for (size_t k = 0; k < sizeof runs / sizeof runs[0]; k++) {

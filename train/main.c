@@ -50,7 +50,7 @@ static const char *check_options(CliSpec *spec, const TrainOptions *o, const Mod
 }
 
 int main(int argc, char **argv) {
-    blas_setup(argv, 0);
+    blas_setup(argv, 0, BLAS_NEEDED);
     TrainOptions o = {0};
     int summary = 0;
     ModelOptions mo;
