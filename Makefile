@@ -91,6 +91,7 @@ LIB  := $(BUILD)/libvggft.a
 BINS := $(BUILD)/extract $(BUILD)/train $(BUILD)/finetune $(BUILD)/predict
 BINS += $(BUILD)/fashion_mnist  # the demo's data converter (scripts/fashion_mnist.c)
 BINS += $(BUILD)/bench_gpu      # the GPU conv base alone (scripts/bench_gpu.c, scripts/device_run.sh)
+BINS += $(BUILD)/bench_loader   # the image loader alone (scripts/bench_loader.c, scripts/device_run.sh)
 
 .PHONY: all test test-valgrind clean bench fixtures print-link
 all: $(BINS)
@@ -131,7 +132,7 @@ $(foreach t,extract train finetune predict,$(eval $(call TOOL_RULE,$(t))))
 
 # Fashion-MNIST's IDX files -> class folders of PNGs (scripts/demo.sh,
 # scripts/pipeline.mk); one file of scripts/ on top of the library.
-$(BUILD)/fashion_mnist $(BUILD)/bench_gpu: $(BUILD)/%: $(BUILD)/obj/scripts/%.o $(LIB)
+$(BUILD)/fashion_mnist $(BUILD)/bench_gpu $(BUILD)/bench_loader: $(BUILD)/%: $(BUILD)/obj/scripts/%.o $(LIB)
 	@rm -f $@  # may be a link to the CPU-only build: never write through it
 	$(CC) $^ -o $@ $(LDFLAGS) $(LDLIBS)
 

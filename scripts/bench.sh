@@ -170,6 +170,9 @@ if [ "${BENCH_FINETUNE:-1}" != 0 ]; then
 # A head on block5_pool features, then one epoch of fine-tuning block5 with
 # it: from images with the seeds' augmentation, and from a block4_pool cache.
 ft=$work/ft
+# The loader threads alone: the most images/s decoding (and augmenting)
+# could feed a faster conv base (a GPU).
+build/bench_loader "$data" 150 "$threads" 3
 build/extract --data "$data" --cache "$ft/c5" --weights random --input-size 150 --threads "$threads" --quiet >/dev/null
 build/extract --data "$data" --cache "$ft/c4" --weights random --input-size 150 --threads "$threads" --quiet \
     --layer block4_pool >/dev/null

@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 scripts/install_deps.sh
 make -j"$(nproc)" CUDA=1 STATIC=1 BUILD=build/gpu all build/gpu/tests/all
 rm -rf build/device && mkdir -p build/device/lib build/device/bin
-for t in extract train finetune predict bench_gpu fashion_mnist; do
+for t in extract train finetune predict bench_gpu bench_loader fashion_mnist; do
     if [ -x build/gpu/$t ]; then cp build/gpu/$t build/device/bin/; fi
 done
 cp build/gpu/tests/all build/device/bin/

@@ -140,6 +140,13 @@ for size in 150 224; do
     done
 done
 ours "cpu 150 (128 images)" --data /tmp/vggft/img_small --input-size 150 --device cpu --batch 32
+# The loader threads alone on this node's cores (bench_loader): the ceiling
+# of end-to-end images/s for extract (RGB8 items) and fine-tuning (floats
+# with the seeds' augmentation), to compare with the runs' figures.
+say "== the image loader alone ($(elapsed))"
+for t in 15 16; do
+    timeout 60 "$dev/bin/bench_loader" /tmp/vggft/img 150 $t 3 2>&1 | while read -r l; do say "   $l"; done
+done
 
 say "== fine-tuning benchmark ($(elapsed))"
 rm -rf /tmp/vggft/c && "$dev/bin/extract" --data /tmp/vggft/img_small --cache /tmp/vggft/c --weights random --quiet \
