@@ -1,5 +1,6 @@
 #include "device.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -58,3 +59,30 @@ int gpu_precision_from_name(const char *name, GpuPrecision *p) {
 }
 
 const char *gpu_precision_name(GpuPrecision p) { return p == GPU_TF32 ? "tf32" : p == GPU_BF16 ? "bf16" : "fp32"; }
+
+// The larger of a layer's input and output, in values per image.
+static long long layer_values(const Layer *l) {
+    long long in = (long long)l->in_h * l->in_w * l->in_c, out = (long long)l->out_h * l->out_w * l->out_c;
+    return in > out ? in : out;
+}
+
+int device_gpu_batch_limit(const Model *m, int from, int to) {
+    long long most = 1;
+    for (int i = from; i < to; i++)
+        if (layer_values(&m->layers[i]) > most) most = layer_values(&m->layers[i]);
+    long long b = INT32_MAX / most;
+    return b > INT32_MAX ? INT32_MAX : (int)b;
+}
+
+int device_gpu_batch_check(const Model *m, int from, int to, int batch) {
+    if (batch <= device_gpu_batch_limit(m, from, to)) return 0;
+    for (int i = from; i < to; i++) {
+        const Layer *l = &m->layers[i];
+        if ((long long)batch * layer_values(l) <= INT32_MAX) continue;
+        return err_set("a batch of %d is too large for the GPU at %dx%d: %s's tensors would hold %lld values, more "
+                       "than cuDNN's 2^31 - 1 per tensor; at most --batch %d at this input size",
+                       batch, m->cfg.input_w, m->cfg.input_h, l->name, (long long)batch * layer_values(l),
+                       device_gpu_batch_limit(m, from, to));
+    }
+    return 0;
+}

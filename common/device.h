@@ -4,6 +4,8 @@
 #pragma once
 #include <stddef.h>
 
+#include "model.h"
+
 typedef enum { DEVICE_CPU = 0, DEVICE_CUDA = 1 } DeviceKind;
 
 // want: "auto", "cpu" or "cuda". On success *out is the device to use and
@@ -20,3 +22,14 @@ void device_describe_gpus(char *buf, size_t size);
 // gpu_libraries).
 void device_describe_libraries(char *buf, size_t size);
 const char *device_name(DeviceKind d);
+
+// cuDNN's legacy API takes no tensor of more than 2^31 - 1 values (a larger
+// one fails with CUDNN_STATUS_NOT_SUPPORTED or BAD_PARAM when it is
+// described), and the GPU code describes each layer's input and output for
+// the whole batch: block1_conv1's output at 512x512 is 16.8 M values per
+// image, so a batch of 128 is one too many. device_gpu_batch_limit: the
+// largest batch whose every tensor of base layers [from, to) fits.
+// device_gpu_batch_check: 0, or -1 with err_set naming the batch, the layer,
+// its size in values and the largest batch that fits at this input size.
+int device_gpu_batch_limit(const Model *m, int from, int to);
+int device_gpu_batch_check(const Model *m, int from, int to, int batch);

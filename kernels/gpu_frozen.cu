@@ -45,6 +45,7 @@ int gpu_frozen_create(GpuFrozen *f, const Model *m, int from, int to, int cap, G
     if (from < 1 || to <= from || to > m->n_base) return err_set("GPU: frozen layers [%d, %d) out of range", from, to);
     // The bf16 plan takes the run's first layer for its float-input conv.
     if (m->layers[from].kind != LAYER_CONV) return err_set("GPU: frozen layers start at %s, not at a conv", m->layers[from].name);
+    if (device_gpu_batch_check(m, from, to, cap) < 0) return -1;
     const size_t L = (size_t)m->n_layers;
     f->convs = (GpuConv *)calloc(L, sizeof(GpuConv));
     f->algos = (cudnnConvolutionFwdAlgo_t *)calloc(L, sizeof *f->algos);

@@ -26,6 +26,13 @@
 //                        walk's convs
 // Matrix products are our own 16x16 shared-memory tiles (no cuBLAS), each
 // output a sequential float32 fmaf sum: the same bits on every run.
+// The CPU's bits hold as far as the logits (products, bias, ReLU, dropout);
+// the sigmoid / softmax and the loss call CUDA's expf / exp / log / log1p,
+// which may round differently from glibc's in the last bit (CUDA: expf 2 ulp,
+// double exp and log1p 1 ulp), so the probabilities, the loss and every
+// gradient after them are the CPU's within rounding, not bit for bit (the
+// tests compare them with tolerances). (A host emulation of these kernels,
+// with glibc's functions, did give the CPU's bits throughout.)
 //
 // Layouts as on the host: dense kernels D x U row-major (Keras), so upload /
 // download are plain copies; activations N rows. The head runs on the

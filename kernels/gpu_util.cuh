@@ -8,6 +8,7 @@
 #include "cudnn_api.h"
 
 extern "C" {
+#include "device.h"  // device_gpu_batch_check
 #include "error.h"
 #include "gpu.h"
 #include "model.h"

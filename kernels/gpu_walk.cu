@@ -146,6 +146,7 @@ static int create(GpuWalk *g, const Model *m, int from, int cap, GpuPrecision pr
     g->ft = m->first_trainable_base > from ? m->first_trainable_base : from;
     const int ft = g->ft;
     if (cap < 1) return err_set("GPU walk: batch capacity must be at least 1, got %d", cap);
+    if (device_gpu_batch_check(m, from, nb, cap) < 0) return -1;
     if (from < 1 || from >= nb || (from > 1 && m->layers[from - 1].kind != LAYER_POOL))
         return err_set("GPU walk: layer %d does not start the base or follow a pooling layer", from);
     if (m->layers[nb - 1].kind != LAYER_POOL)

@@ -9,6 +9,7 @@
 
 #include "cache.h"
 #include "dataset.h"
+#include "device.h"
 #include "error.h"
 #include "feature_set.h"
 #include "forward.h"
@@ -76,6 +77,34 @@ static void compare(Arch arch, int size, const char *cut, int N, GpuPrecision pr
 // Strict float32 on both sides, sums in another order: 1e-4 of the largest
 // feature (the bound used for CPU vs Keras). TF32 rounds products to 10-bit
 // mantissas: 2e-2 through 13 layers of random weights.
+// No GPU needed: the batch limit of cuDNN's 2^31 - 1 values per tensor,
+// checked before any GPU memory is taken (gpu_frozen_create, the walk).
+Test(gpu, batch_limit_follows_cudnn_tensor_size) {
+    ModelConfig cfg;
+    model_config_defaults(&cfg);
+    cfg.input_h = cfg.input_w = 512;
+    Model m;
+    cr_assert_eq(model_build(&m, &cfg), 0, "%s", err_msg());
+    // block1_conv1's output: 512 * 512 * 64 = 2^24 values per image.
+    cr_expect_eq(device_gpu_batch_limit(&m, 1, m.n_base), 127);
+    cr_expect_eq(device_gpu_batch_check(&m, 1, m.n_base, 127), 0, "%s", err_msg());
+    cr_expect_eq(device_gpu_batch_check(&m, 1, m.n_base, 128), -1);
+    cr_expect(strstr(err_msg(), "a batch of 128 is too large for the GPU at 512x512: block1_conv1") &&
+                  strstr(err_msg(), "2147483648 values") && strstr(err_msg(), "at most --batch 127"),
+              "%s", err_msg());
+    // From block5_conv1 (a fine-tuning walk from a block4_pool cache): 32 x 32 x 512.
+    int b5 = model_find_layer(&m, "block5_conv1");
+    cr_assert_gt(b5, 0);
+    cr_expect_eq(device_gpu_batch_limit(&m, b5, m.n_base), INT32_MAX / (32 * 32 * 512));
+    model_free(&m);
+    // At 224x224: 224 * 224 * 64 values per image, 668 images.
+    cfg.input_h = cfg.input_w = 224;
+    cr_assert_eq(model_build(&m, &cfg), 0, "%s", err_msg());
+    cr_expect_eq(device_gpu_batch_limit(&m, 1, m.n_base), 668);
+    cr_expect_eq(device_gpu_batch_check(&m, 1, m.n_base, 669), -1);
+    model_free(&m);
+}
+
 Test(gpu, base_matches_cpu_48) { compare(ARCH_VGG16, 48, "block5_pool", 3, GPU_FP32, 1e-4f); }
 Test(gpu, base_matches_cpu_150_block4) { compare(ARCH_VGG16, 150, "block4_pool", 2, GPU_FP32, 1e-4f); }
 Test(gpu, vgg19_64) { compare(ARCH_VGG19, 64, "block5_pool", 3, GPU_FP32, 1e-4f); }
