@@ -561,6 +561,16 @@ int extract_run(const ExtractOptions *o) {
                 cached.damaged, cached.damaged == 1 ? "" : "s");
 
     const size_t image_floats = (size_t)o->input_size * o->input_size * 3;
+    // cuDNN takes no tensor of more than 2^31 - 1 values: a larger --batch
+    // runs on the GPU in batches that fit (as if given; a resume with the
+    // same --batch does the same).
+    ExtractOptions fit;
+    if (dev == DEVICE_CUDA && o->batch > device_gpu_batch_limit(&m, 1, m.n_base)) {
+        fit = *o, fit.batch = device_gpu_batch_limit(&m, 1, m.n_base);
+        log_printf(stderr, "note: --batch %d runs on the GPU in batches of %d at %dx%d (cuDNN takes at most 2^31 - 1 "
+                   "values per tensor)\n", o->batch, fit.batch, o->input_size, o->input_size);
+        o = &fit;
+    }
     if (dev == DEVICE_CUDA) {
         gpu = gpu_base_create(&m, o->batch, precision);
         // --device auto: a GPU that cannot run the base is no reason to fail the job

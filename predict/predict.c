@@ -339,7 +339,13 @@ static int run_images(const PredictOptions *o, const Model *m, const ModelMeta *
     LoadOptions load = {.w = meta->input_w, .h = meta->input_h, .max_pixels = o->max_pixels};
     if (interp_parse(meta->interpolation, &load.interp) < 0 || prep_parse(meta->preprocess, &load.prep) < 0)
         return err_prefix("%s: ", o->model ? o->model : o->head);
-    const int B = o->batch < in->n ? o->batch : in->n > 0 ? in->n : 1;  // no buffers beyond the inputs
+    int B = o->batch < in->n ? o->batch : in->n > 0 ? in->n : 1;  // no buffers beyond the inputs
+    // cuDNN takes no tensor of more than 2^31 - 1 values: batches that fit.
+    if (dev == DEVICE_CUDA && B > device_gpu_batch_limit(m, 1, m->n_base)) {
+        B = device_gpu_batch_limit(m, 1, m->n_base);
+        log_printf(stderr, "note: --batch %d runs on the GPU in batches of %d at %dx%d (cuDNN takes at most 2^31 - 1 "
+                   "values per tensor)\n", o->batch, B, load.w, load.h);
+    }
     const size_t image_floats = (size_t)load.w * load.h * 3;
     const long D = model_feature_size(m);
     GpuBase *gpu = NULL;

@@ -239,6 +239,28 @@ Test(gpu, extract_cuda_equals_cpu_and_resumes_bit_for_bit) {
     free(top);
 }
 
+// A --batch past cuDNN's tensor size (at 512x512, 128 and more) runs on the
+// GPU in batches that fit, with a note, rather than fail or fall back to the
+// CPU (--device auto would have).
+Test(gpu, extract_batch_past_cudnn_limit_runs_in_batches_that_fit, .timeout = 300) {
+    need_gpu();
+    char *top = make_shape_folder("gpu_big_batch", 2, 100);
+    char cache[1100];
+    snprintf(cache, sizeof cache, "%s/c", top);
+    char *out;
+    int rc = extract(top, cache, "--device auto --input-size 512 --batch 130 --layer block1_pool", &out);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_expect(strstr(out, "note: --batch 130 runs on the GPU in batches of 127 at 512x512") != NULL, "%s", out);
+    cr_expect(strstr(out, "GPU unusable") == NULL, "%s", out);
+    free(out);
+    FeatureSet a;
+    load(cache, &a);
+    cr_expect_eq(a.n, 4);
+    features_free(&a);
+    remove_tree(top);
+    free(top);
+}
+
 // Real photos through real weights: the GPU run carries them (made by
 // scripts/real_photos.sh: ImageNet VGG16 weights rounded to 10-bit mantissas
 // to fit the device tool's carry limit, and flowers5 photos) and names the
