@@ -86,3 +86,14 @@ int device_gpu_batch_check(const Model *m, int from, int to, int batch) {
     }
     return 0;
 }
+
+int device_select_precision(const char *want, const char *precision_name, DeviceKind *out,
+                            GpuPrecision *precision, char *note, size_t note_size) {
+    if (device_select(want, out, note, note_size) < 0) return -1;
+    *precision = GPU_FP32;
+    if (precision_name && gpu_precision_from_name(precision_name, precision) < 0) return -1;
+    if (*precision != GPU_FP32 && *out != DEVICE_CUDA)
+        return err_set("--precision %s needs a GPU, and this run has none: %s (the default, fp32, runs on the CPU)",
+                       gpu_precision_name(*precision), note);
+    return 0;
+}

@@ -4,6 +4,7 @@
 #pragma once
 #include <stddef.h>
 
+#include "gpu.h"
 #include "model.h"
 
 typedef enum { DEVICE_CPU = 0, DEVICE_CUDA = 1 } DeviceKind;
@@ -13,6 +14,11 @@ typedef enum { DEVICE_CPU = 0, DEVICE_CUDA = 1 } DeviceKind;
 // "CPU (no usable GPU: no CUDA-capable device is detected)". cuda without a
 // usable GPU: -1 with err_set naming every reason (missing driver, cuDNN...).
 int device_select(const char *want, DeviceKind *out, char *note, size_t note_size);
+// device_select, then --precision (NULL: fp32) into *precision: tf32 and
+// bf16 change the numbers, so they need a GPU (no quiet fallback to the
+// CPU): -1 with err_set naming the precision and why there is no GPU.
+int device_select_precision(const char *want, const char *precision_name, DeviceKind *out,
+                            GpuPrecision *precision, char *note, size_t note_size);
 // One line listing the usable GPUs ("0: NVIDIA H200 (sm_90, 139.8 GiB)"), or
 // "none (why)" with every reason (kernels/gpu.h gpu_count).
 void device_describe_gpus(char *buf, size_t size);

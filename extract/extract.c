@@ -442,13 +442,8 @@ int extract_run(const ExtractOptions *o) {
     stop_install();  // SIGTERM / SIGINT: finish the batch in flight, commit, exit EXIT_STOPPED
     DeviceKind dev;
     char dev_note[300];
-    if (device_select(o->device, &dev, dev_note, sizeof dev_note) < 0) return -1;
-    GpuPrecision precision = GPU_FP32;
-    if (o->precision && gpu_precision_from_name(o->precision, &precision) < 0) return -1;
-    // TF32 and BF16 change the features, and the cache records it: no quiet CPU fallback.
-    if (precision != GPU_FP32 && dev != DEVICE_CUDA)
-        return err_set("--precision %s needs a GPU, and this run has none: %s (the default, fp32, runs on the CPU)",
-                       gpu_precision_name(precision), dev_note);
+    GpuPrecision precision;  // TF32 and BF16 change the features, and the cache records it
+    if (device_select_precision(o->device, o->precision, &dev, &precision, dev_note, sizeof dev_note) < 0) return -1;
     int shard_i, shard_n;
     if (extract_parse_shard(o->shard, &shard_i, &shard_n) < 0) return -1;
     if (o->batch < 1) return err_set("--batch must be >= 1, got %d", o->batch);

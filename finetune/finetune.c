@@ -336,12 +336,8 @@ int finetune_run(const FinetuneOptions *o) {
     stop_install();
     DeviceKind dev;
     char dev_note[300];
-    if (device_select(o->device, &dev, dev_note, sizeof dev_note) < 0) return -1;
-    GpuPrecision precision = GPU_FP32;
-    if (o->precision && gpu_precision_from_name(o->precision, &precision) < 0) return -1;
-    if (precision != GPU_FP32 && dev != DEVICE_CUDA)
-        return err_set("--precision %s needs a GPU, and this run has none: %s (the default, fp32, runs on the CPU)",
-                       gpu_precision_name(precision), dev_note);
+    GpuPrecision precision;
+    if (device_select_precision(o->device, o->precision, &dev, &precision, dev_note, sizeof dev_note) < 0) return -1;
 
     ModelMeta hm = {0};
     Model m = {0};
