@@ -350,7 +350,8 @@ static int check_pages(const char *path, MDB_txn **txn) {
 // Opens the environment and its two databases. create: make them (a new
 // cache); otherwise an LMDB without them is someone else's and is left alone,
 // and its pages are checked first. Returns 0, -2 when the cache is damaged,
-// -1 on other errors (err_set either way).
+// -3 when the LMDB holds nothing at all (never committed), -1 on other
+// errors (err_set each time).
 static int open_env(Cache *c, const char *path, unsigned flags, int create) {
     memset(c, 0, sizeof *c);
     snprintf(c->path, sizeof c->path, "%s", path);
@@ -428,16 +429,26 @@ static int open_env(Cache *c, const char *path, unsigned flags, int create) {
     unsigned dflags = create ? MDB_CREATE : 0;
     if (!rc) rc = mdb_dbi_open(txn, "meta", dflags, &c->dbi_meta);
     if (!rc) rc = mdb_dbi_open(txn, "features", dflags, &c->dbi_features);
+    // Nothing at all in it (no database, no key): an extract killed before
+    // its first commit made it. Not someone else's: -3, a new cache's place.
+    MDB_stat main_st;
+    MDB_dbi main_dbi;
+    int never = rc == MDB_NOTFOUND && txn && mdb_dbi_open(txn, NULL, 0, &main_dbi) == 0 &&
+                mdb_stat(txn, main_dbi, &main_st) == 0 && main_st.ms_entries == 0;
     if (!rc) rc = mdb_txn_commit(txn);  // keeps the handles (read-only too)
     else if (txn) mdb_txn_abort(txn);
     if (rc) {
-        err_set("%s: %s", path,
-                rc == MDB_NOTFOUND ? "an LMDB database without the 'meta' and 'features' databases of a feature "
-                                     "cache: not made by extract, or damaged (left untouched)"
-                                   : mdb_strerror(rc));
+        if (never)
+            err_set("%s: the cache holds nothing: its extract was stopped before the first commit (rerun extract)",
+                    path);
+        else
+            err_set("%s: %s", path,
+                    rc == MDB_NOTFOUND ? "an LMDB database without the 'meta' and 'features' databases of a feature "
+                                         "cache: not made by extract, or damaged (left untouched)"
+                                       : mdb_strerror(rc));
         mdb_env_close(c->env);
         c->env = NULL;
-        return -1;
+        return never ? -3 : -1;
     }
     c->zctx = ZSTD_createCCtx();
     c->dctx = ZSTD_createDCtx();
@@ -456,6 +467,17 @@ static int remove_damaged(const char *path) {
     return 0;
 }
 
+// 1 when the cache's two databases are both empty (no settings, no record).
+static int cache_is_blank(Cache *c) {
+    MDB_txn *txn;
+    if (mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn)) return 0;
+    MDB_stat a, b;
+    int blank = mdb_stat(txn, c->dbi_meta, &a) == 0 && mdb_stat(txn, c->dbi_features, &b) == 0 && !a.ms_entries &&
+                !b.ms_entries;
+    mdb_txn_abort(txn);
+    return blank;
+}
+
 int cache_open_write_from(Cache *c, const char *path, const CacheMeta *want, int overwrite, CacheMovedFn moved,
                           void *ctx) {
     struct stat st;
@@ -469,6 +491,10 @@ int cache_open_write_from(Cache *c, const char *path, const CacheMeta *want, int
         return err_set("%s: exists and is not a folder (a cache is an LMDB folder)", path);
     if (make_dirs(path) < 0) return -1;
     int rc = open_env(c, path, 0, !exists);
+    if (rc == -3) {  // made by an extract killed before its first commit: start it
+        exists = 0;
+        rc = open_env(c, path, 0, 1);
+    }
     if (rc == -2 && overwrite) {
         log_printf(stderr, "warning: %s\n", err_msg());
         log_printf(stderr, "--overwrite: replacing the damaged cache\n");
@@ -477,6 +503,9 @@ int cache_open_write_from(Cache *c, const char *path, const CacheMeta *want, int
         rc = open_env(c, path, 0, 1);
     }
     if (rc < 0) return -1;
+    // Its databases made but no settings and no record yet: an extract killed
+    // between its first two commits. Nothing to keep or to refuse.
+    if (exists && cache_is_blank(c)) exists = 0;
     if (exists) {
         CacheMeta have;
         rc = cache_read_meta(c, &have);

@@ -17,6 +17,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <lmdb.h>
+
 #include "cache.h"
 #include "error.h"
 #include "feature_set.h"
@@ -63,6 +65,74 @@ static Fingerprint fingerprint(const char *cache, CacheMeta *m) {
     cr_assert_eq(cache_visit(&c, fp_visit, &f), 0, "%s", err_msg());
     cache_close(&c);
     return f;
+}
+
+// --- an extract killed at its very start --------------------------------------------
+
+// An LMDB folder as an extract killed (SIGKILL) at its start leaves it:
+// stage 0: data.mdb's two meta pages and one more page, never committed;
+// stage 1: the 'meta' and 'features' databases made, no setting, no record;
+// stage 2 (someone else's LMDB): a database of another name.
+static void make_killed_start(const char *dir, int stage) {
+    cr_assert_eq(make_dirs(dir), 0, "%s", err_msg());
+    MDB_env *env;
+    cr_assert_eq(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 4);
+    cr_assert_eq(mdb_env_open(env, dir, MDB_NOTLS, 0664), 0);
+    if (stage > 0) {
+        MDB_txn *txn;
+        MDB_dbi d;
+        cr_assert_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+        if (stage == 1) {
+            cr_assert_eq(mdb_dbi_open(txn, "meta", MDB_CREATE, &d), 0);
+            cr_assert_eq(mdb_dbi_open(txn, "features", MDB_CREATE, &d), 0);
+        } else {
+            cr_assert_eq(mdb_dbi_open(txn, "someone_elses", MDB_CREATE, &d), 0);
+        }
+        cr_assert_eq(mdb_txn_commit(txn), 0);
+    }
+    mdb_env_close(env);
+    if (stage == 0) {  // the page a commit that never finished wrote
+        char data[1100];
+        snprintf(data, sizeof data, "%s/data.mdb", dir);
+        cr_assert_eq(truncate(data, 3 * sysconf(_SC_PAGESIZE)), 0);
+    }
+}
+
+// The breaker's finding: SIGKILLed in its first 60 ms, a fresh extract left
+// a folder that neither its rerun nor --overwrite would use ("an LMDB database
+// without the 'meta' and 'features' databases"), so a requeued Slurm job or
+// make failed until someone deleted it. Such a folder holds nothing: the
+// rerun makes the cache in it; another program's LMDB is still refused.
+Test(cache_folder, an_extract_killed_at_its_start_is_rerun) {
+    char *top = make_images("cache_killed", 2);
+    char args[3000], cache[1100];
+    for (int stage = 0; stage < 3; stage++) {
+        snprintf(cache, sizeof cache, "%s/c%d", top, stage);
+        make_killed_start(cache, stage);
+        // A reader says what it is.
+        Cache c;
+        CacheMeta none;
+        cr_expect_lt(cache_open_read(&c, cache, &none), 0, "stage %d", stage);
+        if (stage == 0) cr_expect(strstr(err_msg(), "stopped before the first commit"), "%s", err_msg());
+        snprintf(args, sizeof args, "--data '%s/data' --cache '%s' --weights random --input-size 32 --threads 1 --quiet",
+                 top, cache);
+        char *out;
+        int rc = run_tool("extract", args, &out);
+        if (stage < 2) {
+            cr_expect_eq(rc, 0, "stage %d: %s", stage, out);
+            CacheMeta m;
+            Fingerprint f = fingerprint(cache, &m);
+            cr_expect_eq(f.n, 4, "stage %d", stage);
+            cache_meta_free(&m);
+        } else {
+            cr_expect_eq(rc, 1, "%s", out);
+            cr_expect(strstr(out, "not made by extract, or damaged (left untouched)") != NULL, "%s", out);
+        }
+        free(out);
+    }
+    remove_tree(top);
+    free(top);
 }
 
 Test(cache_folder, another_folder_is_refused_a_moved_one_accepted) {
