@@ -576,3 +576,59 @@ static void full_disk(int input_size, const char *fs_size) {
 // write cut short, which LMDB reports as EIO; both are a full disk.
 Test(cache_disk, full_disk_names_the_cache_and_resumes, .fini = unmount_tmpfs) { full_disk(32, "48k"); }
 Test(cache_disk, full_disk_with_larger_records, .fini = unmount_tmpfs) { full_disk(96, "160k"); }
+
+// A disk already full when a cache is made, or when a cache copied without
+// its lock file is read: LMDB maps lock.mdb, a sparse file, and writing its
+// reader table through the map killed the process with SIGBUS (exit 135, no
+// message; the breaker's finding). Now extract says which file and why, and
+// readers (train, extract --info) read the cache without a lock file.
+Test(cache_disk, full_disk_before_the_lock_file_is_an_error_not_sigbus, .fini = unmount_tmpfs) {
+    char *top = make_images("disk_lock", 2);
+    char mnt[1100], args[4000], src[1100], path[1300];
+    snprintf(mnt, sizeof mnt, "%s/mnt", top);
+    snprintf(src, sizeof src, "%s/src", top);
+    snprintf(args, sizeof args, "--data '%s/data' --cache '%s' --weights random --input-size 32 --quiet", top, src);
+    extract_ok(args);
+    make_dirs(mnt);
+    if (mount("tmpfs", mnt, "tmpfs", 0, "size=2m") < 0) {
+        int e = errno;
+        remove_tree(top);
+        free(top);
+        cr_skip_test("cannot mount a small tmpfs to fill (%s): needs root (or CAP_SYS_ADMIN)", strerror(e));
+    }
+    snprintf(mounted, sizeof mounted, "%s", mnt);
+    // A copy of the cache without lock.mdb, then a disk with no room left.
+    snprintf(path, sizeof path, "%s/copy", mnt);
+    make_dirs(path);
+    char from[1300], to[1400];
+    snprintf(from, sizeof from, "%s/data.mdb", src);
+    snprintf(to, sizeof to, "%s/copy/data.mdb", mnt);
+    size_t n;
+    char *bytes = read_file(from, &n);
+    write_file(to, bytes, n);
+    free(bytes);
+    snprintf(path, sizeof path, "%s/fill", mnt);
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    static char zeros[4096];
+    while (fwrite(zeros, 1, sizeof zeros, f) == sizeof zeros && fflush(f) == 0) {
+    }
+    fclose(f);
+    char *out;
+    snprintf(args, sizeof args, "--data '%s/data' --cache '%s/new' --weights random --input-size 32 --quiet", top, mnt);
+    int rc = run_tool("extract", args, &out);
+    cr_expect_eq(rc, 1, "exit %d (135: SIGBUS): %s", rc, out);
+    cr_expect(strstr(out, "/new/lock.mdb: No space left on device") != NULL, "%s", out);
+    free(out);
+    snprintf(args, sizeof args, "--info '%s/copy'", mnt);
+    rc = run_tool("extract", args, &out);
+    cr_expect_eq(rc, 0, "exit %d (135: SIGBUS): %s", rc, out);
+    free(out);
+    snprintf(args, sizeof args, "--cache '%s/copy' --out '%s/h.h5' --epochs 1 --quiet", mnt, top);
+    rc = run_tool("train", args, &out);
+    cr_expect_eq(rc, 0, "exit %d (135: SIGBUS): %s", rc, out);
+    free(out);
+    unmount_tmpfs();
+    remove_tree(top);
+    free(top);
+}
