@@ -2,14 +2,26 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "blas_setup.h"
 #include "simd.h"
+
+void cli_process_setup(void) {
+    for (int fd = 0; fd <= 2; fd++)
+        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
+            int n = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+            if (n >= 0 && n != fd) dup2(n, fd), close(n);  // n < fd only if a lower one was closed too
+        }
+    signal(SIGXFSZ, SIG_IGN);
+}
 #include "device.h"
 #include "error.h"
 

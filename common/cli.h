@@ -5,6 +5,15 @@
 #pragma once
 #include <stdio.h>
 
+// First thing in every tool's main, before anything opens a file:
+// - descriptors 0, 1 and 2 that the caller closed (`2>&-`, `>&-`) are
+//   opened on /dev/null: else the cache's lock.mdb or an output file would
+//   get number 1 or 2 and the log would be written into it;
+// - SIGXFSZ is ignored: past a file size limit (ulimit -f) a write then
+//   fails with EFBIG ("File too large"), which the tool reports naming the
+//   file and cleans up after, instead of dying without a word.
+void cli_process_setup(void);
+
 typedef enum {
     OPT_FLAG,    // no value; sets int dest to 1
     OPT_INT,     // int dest

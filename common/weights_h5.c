@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "fileutil.h"
 
 // HDF5's object header messages (where attributes live) are limited to
 // 64 KiB; Keras splits string lists above this many bytes, and so do we.
@@ -874,61 +875,34 @@ static int write_contents(hid_t f, const H5Layer *layers, int n_layers, const H5
     return 0;
 }
 
-static int fsync_path(const char *p, int dir) {
-    int fd = open(p, dir ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-    if (fd < 0) return -1;
-    int r = fsync(fd);
-    close(fd);
-    return r;
-}
-
 int h5_write_layers(const char *path, const H5Layer *layers, int n_layers, const H5Attr *attrs,
                     int n_attrs) {
     h5_quiet();
     if (validate_write(path, layers, n_layers, attrs, n_attrs) < 0) return -1;
-    size_t tn = strlen(path) + 32;
-    char *tmp = malloc(tn);
-    if (!tmp) return err_set("out of memory");
-    snprintf(tmp, tn, "%s.tmp.%ld", path, (long)getpid());
-
-    // Create it ourselves first: HDF5 does not say why a create failed, errno does.
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0666);
-    if (fd < 0) {
-        err_set("%s: cannot create %s: %s", path, tmp, strerror(errno));
-        free(tmp);
-        return -1;
-    }
-    close(fd);
+    // HDF5 builds the file in memory (the core driver, no backing store) and
+    // we write its image ourselves, atomically: a full disk or a file size
+    // limit is then our write's error, with errno's reason, and a file HDF5
+    // failed to close can no longer crash the process at exit (HDF5 closed
+    // it again in its atexit handler and died of SIGSEGV).
     hid_t fapl = make_fapl();
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-    H5Pclose(fapl);
-    int rc = 0;
-    if (f < 0) {
-        rc = err_set("%s: HDF5 cannot create %s", path, tmp);
-    } else {
-        rc = write_contents(f, layers, n_layers, attrs, n_attrs);
-        if (rc < 0) err_prefix("%s: ", path);
-        // Closing flushes: a failure here (disk full) is a failed write.
-        if (H5Fclose(f) < 0 && rc == 0) rc = err_set("%s: cannot finish writing %s (disk full?)", path, tmp);
+    if (fapl >= 0 && H5Pset_fapl_core(fapl, 1 << 20, 0) < 0) H5Pclose(fapl), fapl = -1;
+    hid_t f = fapl >= 0 ? H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl) : -1;
+    if (fapl >= 0) H5Pclose(fapl);
+    if (f < 0) return err_set("%s: HDF5 cannot make the file in memory", path);
+    int rc = write_contents(f, layers, n_layers, attrs, n_attrs);
+    if (rc < 0) err_prefix("%s: ", path);
+    void *image = NULL;
+    ssize_t size = -1;
+    if (rc == 0 && H5Fflush(f, H5F_SCOPE_GLOBAL) >= 0 && (size = H5Fget_file_image(f, NULL, 0)) > 0 &&
+        (image = malloc((size_t)size)) != NULL && H5Fget_file_image(f, image, (size_t)size) != size)
+        size = -1;
+    H5Fclose(f);  // in memory: nothing to fail
+    if (rc == 0 && (size <= 0 || !image)) rc = err_set("%s: HDF5 could not give the file's image (out of memory?)", path);
+    if (rc == 0) {
+        AtomicFile af;
+        if (!atomic_open(&af, path)) rc = -1;
+        else fwrite(image, 1, (size_t)size, af.f), rc = atomic_commit(&af);  // a short write: its errno
     }
-    if (rc == 0 && fsync_path(tmp, 0) < 0) rc = err_set("%s: fsync %s: %s", path, tmp, strerror(errno));
-    if (rc == 0 && rename(tmp, path) < 0) rc = err_set("%s: cannot rename %s to it: %s", path, tmp, strerror(errno));
-    if (rc < 0) {
-        unlink(tmp);
-    } else {
-        // Make the rename itself durable (best effort: some filesystems refuse).
-        char *dir = strdup(path);
-        if (dir) {
-            char *slash = strrchr(dir, '/');
-            if (!slash) fsync_path(".", 1);
-            else {
-                if (slash == dir) slash[1] = '\0';
-                else *slash = '\0';
-                fsync_path(dir, 1);
-            }
-            free(dir);
-        }
-    }
-    free(tmp);
+    free(image);
     return rc;
 }

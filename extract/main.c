@@ -73,6 +73,7 @@ static int check_options(const ExtractOptions *o, const ModelOptions *mo) {
 }
 
 int main(int argc, char **argv) {
+    cli_process_setup();
     blas_setup(argv, 0, BLAS_UNUSED);
     ExtractOptions o = {0};
     const char *info = NULL, *merge = NULL, *verify = NULL;

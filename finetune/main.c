@@ -92,6 +92,7 @@ static const char *check_options(CliSpec *spec, const FinetuneOptions *o, char *
 }
 
 int main(int argc, char **argv) {
+    cli_process_setup();
     blas_setup(argv, 0, BLAS_NEEDED);
     FinetuneOptions o = {0};
     int summary = 0;

@@ -61,6 +61,7 @@ static const char *EPILOG =
     "so far are complete and flushed, no report is written; rerun to classify all.";
 
 int main(int argc, char **argv) {
+    cli_process_setup();
     blas_setup(argv, 0, BLAS_UNUSED);
     PredictOptions o = {0};
     CliOption opts[] = {

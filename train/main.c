@@ -50,6 +50,7 @@ static const char *check_options(CliSpec *spec, const TrainOptions *o, const Mod
 }
 
 int main(int argc, char **argv) {
+    cli_process_setup();
     blas_setup(argv, 0, BLAS_NEEDED);
     TrainOptions o = {0};
     int summary = 0;
