@@ -23,6 +23,11 @@ void stop_install(void) {
     sa.sa_flags = SA_RESTART;  // reads and writes in flight complete
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    // Slurm's --signal=USR1@N (a warning before the time limit, often chosen
+    // so that the job script can trap it) and a hung-up terminal or ssh
+    // session: the same clean stop, not death without a checkpoint.
+    sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
 }
 
 int stop_requested(void) { return (int)stop_sig; }
@@ -33,6 +38,8 @@ const char *stop_signal_name(int sig) {
     static char buf[32];
     if (sig == SIGTERM) return "SIGTERM";
     if (sig == SIGINT) return "SIGINT";
+    if (sig == SIGUSR1) return "SIGUSR1";
+    if (sig == SIGHUP) return "SIGHUP";
     snprintf(buf, sizeof buf, "signal %d", sig);
     return buf;
 }

@@ -1,6 +1,7 @@
 // Stopping on SIGTERM / SIGINT without losing work: what Slurm sends at the
 // time limit or before preemption (then SIGKILL after KillWait, 30 s by
-// default). The handler only sets a flag; long loops check it at a point
+// default); SIGUSR1 (Slurm's --signal=USR1@N) and SIGHUP (a closed
+// terminal) the same way. The handler only sets a flag; long loops check it at a point
 // where their state is consistent, save it, and exit with EXIT_STOPPED.
 // A second signal while stopping takes the default action (dies at once).
 #pragma once
@@ -12,9 +13,9 @@
 
 // Installs the handlers (idempotent).
 void stop_install(void);
-// The signal that asked to stop (SIGTERM, SIGINT), or 0.
+// The signal that asked to stop (SIGTERM, SIGINT, SIGUSR1, SIGHUP), or 0.
 int stop_requested(void);
-// "SIGTERM" / "SIGINT" / "signal N".
+// "SIGTERM" / "SIGINT" / "SIGUSR1" / "SIGHUP" / "signal N".
 const char *stop_signal_name(int sig);
 // Test hook: behave as if sig had arrived.
 void stop_request(int sig);

@@ -612,11 +612,15 @@ int extract_run(const ExtractOptions *o) {
     long done_items = 0, written = 0, unchanged = 0, replaced = 0, removed = cached.removed;
     const char *crash_env = getenv("VGGFT_TEST_CRASH_AFTER");
     long crash_after = crash_env ? atol(crash_env) : 0;
-    // Test hook: a real SIGTERM (or VGGFT_TEST_SIGNAL=INT: SIGINT) to
+    // Test hook: a real SIGTERM (or VGGFT_TEST_SIGNAL=INT, USR1, HUP) to
     // ourselves after N images were taken from the loader.
     const char *signal_env = getenv("VGGFT_TEST_SIGNAL_AFTER"), *signal_kind = getenv("VGGFT_TEST_SIGNAL");
     long signal_after = signal_env ? atol(signal_env) : 0;
-    int test_signal = signal_kind && !strcmp(signal_kind, "INT") ? SIGINT : SIGTERM;
+    int test_signal = !signal_kind                   ? SIGTERM
+                      : !strcmp(signal_kind, "INT")  ? SIGINT
+                      : !strcmp(signal_kind, "USR1") ? SIGUSR1
+                      : !strcmp(signal_kind, "HUP")  ? SIGHUP
+                                                     : SIGTERM;
     ExtractTimes times = {0, 0, 0};
     char oom_msg[ERR_MSG_MAX] = "";  // an image that could not be read for want of memory
     LoaderItem *li;

@@ -100,10 +100,11 @@ Test(interrupt, sigterm_and_sigint_lose_nothing) {
 
     // Stop after 1, then 6 more (not a multiple of the batch), then 9 more,
     // the last by SIGINT: the counts of new records are exact every time.
-    const long stops[] = {1, 6, 9, 13};
-    const char *sig[] = {"TERM", "TERM", "INT", "TERM"};
+    // (SIGUSR1, Slurm's --signal=USR1@N, and SIGHUP stop the same way.)
+    const long stops[] = {1, 6, 9, 2, 1, 13};
+    const char *sig[] = {"TERM", "TERM", "INT", "USR1", "HUP", "TERM"};
     long total = 0;
-    for (int s = 0; s < 4; s++) {
+    for (int s = 0; s < 6; s++) {
         // The rerun first takes the cached images (unchanged), then new ones:
         // stop after stops[s] new ones.
         char env[64];
