@@ -329,7 +329,7 @@ static int damaged(const char *path, const char *what) {
 // before LMDB walks them. Returns 0, -2 when damaged (message set), -1 on
 // other errors.
 static int check_pages(const char *path, MDB_txn **txn) {
-    char data[1100];
+    char data[PATH_MAX + 32];
     snprintf(data, sizeof data, "%s/data.mdb", path);
     for (int attempt = 0;; attempt++) {
         LmdbCheck opt = {.txnid = mdb_txn_id(*txn)};
@@ -382,8 +382,18 @@ static int lock_file_ready(const char *path) {
 // and its pages are checked first. Returns 0, -2 when the cache is damaged,
 // -3 when the LMDB holds nothing at all (never committed), -1 on other
 // errors (err_set each time).
+// Every file of a cache is PATH/NAME: a path that leaves no room for the
+// longest name would be cut short (and the file written elsewhere).
+static int cache_path_fits(const char *path) {
+    if (strlen(path) + sizeof "/skipped.tsv.tmp.4294967295" > PATH_MAX)
+        return err_set("%.80s...: path too long for a cache (%zu characters; at most %zu)", path, strlen(path),
+                       (size_t)PATH_MAX - sizeof "/skipped.tsv.tmp.4294967295");
+    return 0;
+}
+
 static int open_env(Cache *c, const char *path, unsigned flags, int create) {
     memset(c, 0, sizeof *c);
+    if (cache_path_fits(path) < 0) return -1;
     snprintf(c->path, sizeof c->path, "%s", path);
     c->batch = 256;
     c->commit_seconds = 2.0;
@@ -399,7 +409,7 @@ static int open_env(Cache *c, const char *path, unsigned flags, int create) {
     if (!create) {
         // The meta pages before mdb_env_open reads them (a page size of 0 is
         // a division by zero inside it); the trees once a snapshot is pinned.
-        char data[1100];
+        char data[PATH_MAX + 32];
         snprintf(data, sizeof data, "%s/data.mdb", path);
         LmdbCheck metas = {.metas_only = 1};
         long bad = lmdb_check(data, &metas);
@@ -496,7 +506,7 @@ static int open_env(Cache *c, const char *path, unsigned flags, int create) {
 static int remove_damaged(const char *path) {
     const char *files[] = {"data.mdb", "lock.mdb"};
     for (int i = 0; i < 2; i++) {
-        char p[1100];
+        char p[PATH_MAX + 32];
         snprintf(p, sizeof p, "%s/%s", path, files[i]);
         if (unlink(p) < 0 && errno != ENOENT) return err_set("%s: cannot remove the damaged cache: %s", p, strerror(errno));
     }
@@ -517,7 +527,8 @@ static int cache_is_blank(Cache *c) {
 int cache_open_write_from(Cache *c, const char *path, const CacheMeta *want, int overwrite, CacheMovedFn moved,
                           void *ctx) {
     struct stat st;
-    char data[1100];
+    char data[PATH_MAX + 32];
+    if (cache_path_fits(path) < 0) return -1;
     snprintf(data, sizeof data, "%s/data.mdb", path);
     // A data.mdb of its two meta pages alone never had a commit: what an open
     // that failed after LMDB made the file leaves (out of memory, say, under
@@ -591,7 +602,8 @@ int cache_open_write(Cache *c, const char *path, const CacheMeta *want, int over
 
 int cache_open_read(Cache *c, const char *path, CacheMeta *meta) {
     struct stat st;
-    char data[1100];
+    char data[PATH_MAX + 32];
+    if (cache_path_fits(path) < 0) return -1;
     snprintf(data, sizeof data, "%s/data.mdb", path);
     if (stat(path, &st) < 0) return err_set("%s: no such cache (%s)", path, strerror(errno));
     if (!S_ISDIR(st.st_mode) || stat(data, &st) < 0)
@@ -1286,7 +1298,7 @@ static int verify_entry(void *ctx, const char *db, const void *key, size_t klen,
 
 long cache_verify(const char *path, CacheReportFn report, void *ctx, long *records) {
     struct stat st;
-    char data[1100];
+    char data[PATH_MAX + 32];
     snprintf(data, sizeof data, "%s/data.mdb", path);
     if (records) *records = 0;
     if (stat(path, &st) < 0) return err_set("%s: no such cache (%s)", path, strerror(errno));

@@ -18,6 +18,7 @@
 // the settings carry a checksum; a finished run records its records' count,
 // keys and a digest, which readers compare with what they find.
 #pragma once
+#include <limits.h>
 #include <lmdb.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -41,7 +42,7 @@ typedef struct {
     char decode[64];         // "full" or "reduced", and the pixel budget: both change pixels
     // Not compared when adding to a cache (the folder may have changed since):
     char folder[96];         // the listing the run saw: "<files> files, sha256:<of the sorted list>"
-    char data_dir[1024];     // absolute path of the image folder ("" when unknown: older caches)
+    char data_dir[PATH_MAX]; // absolute path of the image folder ("" when unknown: older caches)
     int complete;            // 1 once a run finished (set with the counts); 0 while one runs
     long *class_counts;      // records per class (n_classes), written at the end of a run
     long *class_files;       // files Keras lists per class in the whole folder (n_classes), skipped
@@ -81,7 +82,7 @@ typedef struct {
     MDB_env *env;
     MDB_dbi dbi_meta, dbi_features;
     MDB_txn *txn;            // open write transaction, if any
-    char path[1024];
+    char path[PATH_MAX];
     size_t map_size;
     // Puts of the open transaction, kept to replay after growing the map.
     struct PendingPut *pending;

@@ -123,7 +123,7 @@ static void tsv_field(FILE *f, const char *s) {
 // images first, then what Keras does not list (reasons "... (ignored, as
 // Keras does)").
 static int write_skipped(const char *cache, const SkipList *s, const SkipList *ignored) {
-    char path[1100];
+    char path[PATH_MAX + 32];
     snprintf(path, sizeof path, "%s/skipped.tsv", cache);
     AtomicFile af;
     FILE *f = atomic_open(&af, path);
@@ -366,7 +366,7 @@ static void print_summary(const char *cache_path, Cache *cache, const CacheMeta 
                           long replaced, long removed, double seconds) {
     SizeStats sizes = {0, 0};
     cache_visit(cache, sum_sizes, &sizes);
-    char data[1100];
+    char data[PATH_MAX + 32];
     snprintf(data, sizeof data, "%s/data.mdb", cache_path);
     long long disk = file_size(data);
     printf("Extracted %ld image%s in %.1f s (%.1f img/s); %ld unchanged from an earlier run", written,
@@ -414,7 +414,7 @@ static int moved_accepted(void *ctx, Cache *c, const CacheMeta *have, const Cach
 // unreadable (cache_open_write_from replaces it), or does not exist. Never
 // -1 for a cache it cannot read: replacing it is what --overwrite is for.
 static int overwrite_needed(const char *path, const CacheMeta *want, const Dataset *ds, CacheMovedFn *moved) {
-    char data[1100];
+    char data[PATH_MAX + 32];
     struct stat st;
     snprintf(data, sizeof data, "%s/data.mdb", path);
     if (stat(data, &st) < 0) return 1;
@@ -544,7 +544,7 @@ int extract_run(const ExtractOptions *o) {
     if (overwrite < 0) goto done;
     if (cache_open_write_from(&cache, o->cache, &want, overwrite, moved_fn, &ds) < 0) goto done;
     // A list from an earlier run would describe files this run may not skip.
-    char old_skipped[1100];
+    char old_skipped[PATH_MAX + 32];
     snprintf(old_skipped, sizeof old_skipped, "%s/skipped.tsv", o->cache);
     unlink(old_skipped);
 

@@ -77,7 +77,7 @@ int extract_info(const char *path) {
                    s.bytes / 1e6, (double)s.bytes / s.records, raw, raw * s.records / (double)s.bytes);
             printf("non-zero:       %.1f%% of feature values\n", s.values ? 100.0 * s.nonzero / s.values : 0.0);
         }
-        char data[1100];
+        char data[PATH_MAX + 32];
         struct stat st;
         snprintf(data, sizeof data, "%s/data.mdb", path);
         if (stat(data, &st) == 0) printf("on disk:        %.2f MB (data.mdb)\n", st.st_size / 1e6);

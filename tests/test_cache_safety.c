@@ -10,6 +10,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,6 +132,42 @@ Test(cache_folder, an_extract_killed_at_its_start_is_rerun) {
         }
         free(out);
     }
+    remove_tree(top);
+    free(top);
+}
+
+// Paths past 1,100 characters were cut short inside the cache code: extract
+// reported success and wrote skipped.tsv outside the cache (over whatever
+// had that name), and a data folder past 1,023 characters lost its identity
+// check (the breaker's finding). Paths now work up to PATH_MAX.
+Test(cache_folder, long_paths_are_not_cut_short) {
+    char *top = make_images("cache_long", 2);
+    char deep[3000], cache[3100], args[7000];
+    int at = snprintf(deep, sizeof deep, "%s", top);
+    for (int k = 0; k < 7; k++) at += snprintf(deep + at, sizeof deep - at, "/%0200d", k);
+    cr_assert_eq(make_dirs(deep), 0, "%s", err_msg());
+    snprintf(cache, sizeof cache, "%s/cache", deep);
+    // What a cut-short path would name: make it, to see it left alone.
+    char cut[1100];
+    snprintf(cut, sizeof cut, "%.1099s", cache);
+    snprintf(args, sizeof args, "--data '%s/data' --cache '%s' --weights random --input-size 32 --threads 1 --quiet",
+             top, cache);
+    extract_ok(args);
+    char skipped[3200];
+    snprintf(skipped, sizeof skipped, "%s/skipped.tsv", cache);
+    cr_expect_eq(access(skipped, F_OK), 0, "skipped.tsv is not in the cache");
+    CacheMeta m;
+    Fingerprint f = fingerprint(cache, &m);
+    cr_expect_eq(f.n, 4);
+    cr_expect(strlen(m.data_dir) > 0 && strstr(m.data_dir, "/data") != NULL, "%s", m.data_dir);
+    cache_meta_free(&m);
+    // A path with no room for the cache's file names is an error, not a cut.
+    char toolong[PATH_MAX + 8];
+    memset(toolong, 'x', sizeof toolong - 1);
+    toolong[0] = '/', toolong[sizeof toolong - 1] = '\0';
+    Cache c;
+    cr_expect_lt(cache_open_read(&c, toolong, NULL), 0);
+    cr_expect(strstr(err_msg(), "path too long for a cache") != NULL, "%s", err_msg());
     remove_tree(top);
     free(top);
 }
