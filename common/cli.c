@@ -1,3 +1,4 @@
+#define _GNU_SOURCE  // program_invocation_short_name
 #include "cli.h"
 
 #include <ctype.h>
@@ -14,6 +15,20 @@
 #include "blas_setup.h"
 #include "simd.h"
 
+// At exit: output that could not be written (a full disk under `> file`,
+// /dev/full) is a failure, not exit 0 with the output lost; a pipeline
+// that stamps a step from a tool's output would otherwise keep an empty
+// stamp. (A closed pipe ends the process with SIGPIPE before this.)
+static int error_reported;  // cli_error ran: the run failed and said why
+
+static void check_stdout(void) {
+    if (fflush(stdout) == 0 && !ferror(stdout)) return;
+    if (error_reported) _exit(1);  // its own message said it (predict names stdout itself)
+    fprintf(stderr, "%s: error: writing the output (stdout): %s\n", program_invocation_short_name,
+            strerror(errno ? errno : EIO));
+    _exit(1);
+}
+
 void cli_process_setup(void) {
     for (int fd = 0; fd <= 2; fd++)
         if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
@@ -21,6 +36,7 @@ void cli_process_setup(void) {
             if (n >= 0 && n != fd) dup2(n, fd), close(n);  // n < fd only if a lower one was closed too
         }
     signal(SIGXFSZ, SIG_IGN);
+    atexit(check_stdout);
 }
 #include "device.h"
 #include "error.h"
@@ -127,6 +143,7 @@ static int set_value(CliOption *o, const char *text) {
 }
 
 void cli_error(const char *prog, const char *fmt, ...) {
+    error_reported = 1;
     fprintf(stderr, "%s: error: ", prog);
     if (fmt) {
         va_list ap;

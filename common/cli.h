@@ -11,7 +11,9 @@
 //   get number 1 or 2 and the log would be written into it;
 // - SIGXFSZ is ignored: past a file size limit (ulimit -f) a write then
 //   fails with EFBIG ("File too large"), which the tool reports naming the
-//   file and cleans up after, instead of dying without a word.
+//   file and cleans up after, instead of dying without a word;
+// - at exit, stdout that could not be written (a full disk, /dev/full)
+//   makes the exit status 1 with a message, instead of 0.
 void cli_process_setup(void);
 
 typedef enum {

@@ -211,7 +211,8 @@ $(OUT)/cache/%.done: $(S)/%.listing $(S)/%.extract
 	'$(BIN)/extract' --data '$(DIR)' --cache '$(OUT)/cache/$*' --weights '$(WEIGHTS)' $(EXTRACT_ARGS) --overwrite \
 	    || exit $$?; \
 	'$(BIN)/extract' --info '$(OUT)/cache/$*' >'$(S)/$*.info' || exit $$?; \
-	grep -v -e '^cache:' -e '^image folder:' -e '^made by:' -e '^on disk:' '$(S)/$*.info' >'$(S)/$*.content'; \
+	grep -v -e '^cache:' -e '^image folder:' -e '^made by:' -e '^on disk:' '$(S)/$*.info' >'$(S)/$*.content' \
+	    || { rm -f '$(S)/$*.content'; echo "$(OUT)/cache/$*: cannot write the stamp (disk full?)" >&2; exit 1; }; \
 	if [ -f '$@' ] && cmp -s '$(S)/$*.content' '$@'; then \
 	    rm -f '$(S)/$*.content'; touch -r '$@' '$(S)/$*.listing' '$(S)/$*.extract'; \
 	    echo "$(OUT)/cache/$*: the features did not change: what was made from them is kept"; \

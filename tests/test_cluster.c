@@ -702,6 +702,13 @@ Test(cluster, file_size_limit_and_closed_descriptors) {
     char *after = read_file(path, &n_after);
     cr_expect(n_before == n_after && !memcmp(before, after, n_before), "the head was changed by a failed write");
     free(before), free(after);
+    // Output that cannot be written (a full disk under `> file`): exit 1,
+    // not 0 with the output lost (a pipeline stamped a step from it).
+    snprintf(cmd, sizeof cmd, "'%s/extract' --info '%s/c' 2>&1 >/dev/full; echo rc=$?", bin, top);
+    run_command(cmd, &out);
+    cr_expect(strstr(out, "rc=1") && strstr(out, "extract: error: writing the output (stdout): No space left on device"),
+              "%s", out);
+    free(out);
     // stderr and stdout closed: the run works and its log lands nowhere.
     snprintf(cmd, sizeof cmd,
              "'%s/extract' --data '%s/data' --cache '%s/closed' " EXTRACT_ARGS " --threads 1 >&- 2>&-; echo rc=$?", bin,
