@@ -29,9 +29,14 @@ static void check_stdout(void) {
     _exit(1);
 }
 
+static int closed_at_start[3];
+
+int cli_closed_at_start(int fd) { return fd >= 0 && fd <= 2 && closed_at_start[fd]; }
+
 void cli_process_setup(void) {
     for (int fd = 0; fd <= 2; fd++)
         if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
+            closed_at_start[fd] = 1;
             int n = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
             if (n >= 0 && n != fd) dup2(n, fd), close(n);  // n < fd only if a lower one was closed too
         }

@@ -15,6 +15,10 @@
 // - at exit, stdout that could not be written (a full disk, /dev/full)
 //   makes the exit status 1 with a message, instead of 0.
 void cli_process_setup(void);
+// 1 when descriptor fd (0, 1 or 2) was closed when the process started
+// (cli_process_setup opened it on /dev/null): predict refuses to write its
+// predictions nowhere.
+int cli_closed_at_start(int fd);
 
 typedef enum {
     OPT_FLAG,    // no value; sets int dest to 1

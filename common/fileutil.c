@@ -20,11 +20,39 @@ FILE *atomic_open(AtomicFile *af, const char *path) {
     return af->f;
 }
 
+// The open group's files, written and synced, not yet renamed.
+static struct {
+    int open, n;
+    char path[8][4096], tmp[8][4200];
+} group;
+
+void atomic_group_begin(void) { group.open = 1, group.n = 0; }
+
+int atomic_group_end(int keep) {
+    int rc = 0;
+    for (int i = 0; i < group.n; i++) {
+        if (keep && rc == 0 && rename(group.tmp[i], group.path[i]) < 0)
+            rc = err_set("%s: cannot write: %s", group.path[i], strerror(errno));
+        if (!keep || rc) unlink(group.tmp[i]);
+    }
+    group.open = 0, group.n = 0;
+    return rc;
+}
+
 int atomic_commit(AtomicFile *af) {
     int bad = ferror(af->f) || fflush(af->f) != 0 || fsync(fileno(af->f)) != 0;
     int e = errno;
     if (fclose(af->f) != 0 && !bad) bad = 1, e = errno;
     af->f = NULL;
+    if (!bad && group.open) {  // renamed with the rest of the group
+        if (group.n == 8) bad = 1, e = EMFILE;
+        else {
+            snprintf(group.path[group.n], sizeof group.path[0], "%s", af->path);
+            snprintf(group.tmp[group.n], sizeof group.tmp[0], "%s", af->tmp);
+            group.n++;
+            return 0;
+        }
+    }
     if (!bad && rename(af->tmp, af->path) < 0) bad = 1, e = errno;
     if (bad) {
         unlink(af->tmp);

@@ -18,6 +18,15 @@ FILE *atomic_open(AtomicFile *af, const char *path);
 int atomic_commit(AtomicFile *af);
 // Closes and removes the temporary file.
 void atomic_abort(AtomicFile *af);
+// Files that replace their old versions together (predict's report, its
+// confusion matrix and its contact sheet): between atomic_group_begin() and
+// atomic_group_end(), atomic_commit writes and syncs each file but leaves it
+// under its temporary name; atomic_group_end(1) renames them all (-1 with
+// err_set if a rename fails), atomic_group_end(0) removes them, so a failure
+// part way (a full disk) leaves the old set whole. At most 8 files; one
+// group at a time, from one thread.
+void atomic_group_begin(void);
+int atomic_group_end(int keep);
 
 // mkdir -p PATH.
 int make_dirs(const char *path);

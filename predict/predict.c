@@ -521,7 +521,7 @@ int predict_run(const PredictOptions *o) {
 
     // With stdout closed the predictions would go nowhere (or into the next
     // file opened, which takes descriptor 1).
-    if (fcntl(STDOUT_FILENO, F_GETFD) < 0)
+    if (fcntl(STDOUT_FILENO, F_GETFD) < 0 || cli_closed_at_start(STDOUT_FILENO))
         return err_set("stdout is closed: predict writes its predictions there (redirect it to a file or "
                        "/dev/null)");
     if (o->report) {

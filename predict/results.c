@@ -405,7 +405,16 @@ int results_finish(Results *r, const char *report, const char *what, const char 
         rc = err_set("writing the report to %s: %s", screen == stdout ? "stdout" : "stderr",
                      strerror(errno ? errno : EIO));
     if (rc == 0 && report) {
+        // The three files replace the old three together: a failure part way
+        // (a full disk) leaves the old set whole, not a mix of two runs.
         char path[PATH_MAX + 32], title[PATH_MAX + 200];
+        const char *const suffix[3] = {r->fmt == FMT_JSON ? "_report.json" : "_report.txt", "_confusion.svg",
+                                       "_errors.svg"};
+        for (int k = 0; k < 3; k++) {  // left by a killed run
+            snprintf(path, sizeof path, "%s%s", report, suffix[k]);
+            atomic_remove_stale(path);
+        }
+        atomic_group_begin();
         AtomicFile af;
         snprintf(path, sizeof path, "%s_report.%s", report, r->fmt == FMT_JSON ? "json" : "txt");
         FILE *f = atomic_open(&af, path);
@@ -428,6 +437,7 @@ int results_finish(Results *r, const char *report, const char *what, const char 
                      r->n_wrong > r->n_worst ? " (the most confident shown)" : "");
             rc = write_contact_sheet(path, r, title);
         }
+        if (atomic_group_end(rc == 0) < 0) rc = -1;
         if (rc == 0)
             log_printf(stderr, "Wrote %s_report.%s, %s_confusion.svg, %s_errors.svg\n", report,
                        r->fmt == FMT_JSON ? "json" : "txt", report, report);

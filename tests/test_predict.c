@@ -780,6 +780,64 @@ Test(predict_fix, failed_writes_to_stdout_exit_1) {
     free(top), free(fix);
 }
 
+// --report's three files replace the old three together: a write that
+// fails part way (here the contact sheet, past a file size limit) leaves
+// the old set whole, not a new report beside an old contact sheet (the
+// breaker's finding), and no temporary file.
+Test(predict_fix, report_files_replaced_together_or_not_at_all) {
+    const char *names[] = {"ant/a.png", "bee/b.png"};  // two of the fixture model's classes
+    char *top = make_temp_dir("predict_group"), *fix = fixture_path("predict"), cmd[4000], p[900], *out;
+    for (int i = 0; i < 2; i++) {
+        snprintf(p, sizeof p, "%s/%.3s", top, names[i]);
+        make_dirs(p);
+    }
+    char *src = folder_of_copies("predict_group_src", (const char *const[]){"img.png"}, 1);
+    snprintf(p, sizeof p, "%s/img.png", src);
+    size_t n;
+    char *png = read_file(p, &n);
+    for (int i = 0; i < 2; i++) {
+        snprintf(p, sizeof p, "%s/%s", top, names[i]);
+        write_file(p, png, n);
+    }
+    free(png);
+    const char *const files[3] = {"rep_report.txt", "rep_confusion.svg", "rep_errors.svg"};
+    for (int k = 0; k < 3; k++) {
+        snprintf(p, sizeof p, "%s/%s", top, files[k]);
+        write_file(p, "OLD", 3);
+    }
+    // ulimit -f counts KiB: the report and the matrix fit, the sheet of thumbnails does not.
+    snprintf(cmd, sizeof cmd,
+             "ulimit -f 12; $B/predict --quiet --threads 1 --model %s/model.h5 --eval %s --report %s/rep 2>&1 >/dev/null",
+             fix, top, top);
+    int rc = run_sh(cmd, &out);
+    cr_expect_eq(rc, 1, "%d\n%s", rc, out);
+    cr_expect(strstr(out, "rep_errors.svg") && strstr(out, "File too large"), "%s", out);
+    free(out);
+    for (int k = 0; k < 3; k++) {
+        snprintf(p, sizeof p, "%s/%s", top, files[k]);
+        char *c = read_file(p, &n);
+        cr_expect(c && n == 3 && !memcmp(c, "OLD", 3), "%s was replaced although the set was not written", files[k]);
+        free(c);
+    }
+    snprintf(cmd, sizeof cmd, "ls -a %s | grep -c '\\.tmp\\.'", top);
+    run_sh(cmd, &out);
+    cr_expect_eq(atoi(out), 0, "temporary files left: %s", out);
+    free(out);
+    // With room, the three are replaced.
+    snprintf(cmd, sizeof cmd, "$B/predict --quiet --threads 1 --model %s/model.h5 --eval %s --report %s/rep >/dev/null 2>&1",
+             fix, top, top);
+    cr_expect_eq(run_sh(cmd, &out), 0);
+    free(out);
+    for (int k = 0; k < 3; k++) {
+        snprintf(p, sizeof p, "%s/%s", top, files[k]);
+        char *c = read_file(p, &n);
+        cr_expect(c && n > 3, "%s was not written", files[k]);
+        free(c);
+    }
+    remove_tree(top), remove_tree(src);
+    free(top), free(src), free(fix);
+}
+
 Test(predict_fix, json_lines_escape_invalid_utf8_and_control_bytes) {
     // 0xff is never UTF-8; 0x01 a control character; "é" valid UTF-8 stays.
     const char *names[] = {"a\xff.png", "b\x01.png", "c\xc3\xa9.png"};
