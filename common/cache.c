@@ -1,5 +1,6 @@
 #include "cache.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -524,6 +525,27 @@ static int cache_is_blank(Cache *c) {
     return blank;
 }
 
+// A new cache goes into a new or empty folder: one holding other files (an
+// image folder given as --cache by mistake) is refused, naming one of them,
+// rather than filled with LMDB's files.
+static int other_files(const char *path) {
+    DIR *d = opendir(path);
+    if (!d) return 0;  // none yet (or unreadable: make_dirs and LMDB say why)
+    struct dirent *e;
+    const char *mine[] = {".", "..", "data.mdb", "lock.mdb", "skipped.tsv"};
+    int rc = 0;
+    while (rc == 0 && (e = readdir(d))) {
+        int ours = 0;
+        for (size_t i = 0; i < sizeof mine / sizeof mine[0]; i++) ours |= !strcmp(e->d_name, mine[i]);
+        if (!ours)
+            rc = err_set("%s: holds other files (%s) and no feature cache: a cache needs a folder of its own, new "
+                         "or empty (check --cache)",
+                         path, e->d_name);
+    }
+    closedir(d);
+    return rc;
+}
+
 int cache_open_write_from(Cache *c, const char *path, const CacheMeta *want, int overwrite, CacheMovedFn moved,
                           void *ctx) {
     struct stat st;
@@ -536,6 +558,7 @@ int cache_open_write_from(Cache *c, const char *path, const CacheMeta *want, int
     int exists = stat(data, &st) == 0 && st.st_size > 2 * (off_t)sysconf(_SC_PAGESIZE);
     if (!exists && stat(path, &st) == 0 && !S_ISDIR(st.st_mode))
         return err_set("%s: exists and is not a folder (a cache is an LMDB folder)", path);
+    if (!exists && other_files(path) < 0) return -1;
     if (make_dirs(path) < 0) return -1;
     int rc = open_env(c, path, 0, !exists);
     if (rc == -3) {  // made by an extract killed before its first commit: start it

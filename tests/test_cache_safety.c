@@ -136,6 +136,26 @@ Test(cache_folder, an_extract_killed_at_its_start_is_rerun) {
     free(top);
 }
 
+// --cache naming a folder that holds other files (an image folder, by a
+// slip) is refused before anything is written into it.
+Test(cache_folder, a_folder_of_other_files_is_not_made_a_cache) {
+    char *top = make_images("cache_other", 2);
+    char args[3000], dir[1100];
+    snprintf(dir, sizeof dir, "%s/data/circles", top);
+    snprintf(args, sizeof args, "--data '%s/data' --cache '%s' --weights random --input-size 32 --threads 1 --quiet",
+             top, dir);
+    char *out;
+    int rc = run_tool("extract", args, &out);
+    cr_expect_eq(rc, 1, "%s", out);
+    cr_expect(strstr(out, "holds other files (img ") && strstr(out, "a cache needs a folder of its own"), "%s", out);
+    free(out);
+    char lock[1200];
+    snprintf(lock, sizeof lock, "%s/data.mdb", dir);
+    cr_expect(access(lock, F_OK) != 0, "LMDB's files were written into the image folder");
+    remove_tree(top);
+    free(top);
+}
+
 // Paths past 1,100 characters were cut short inside the cache code: extract
 // reported success and wrote skipped.tsv outside the cache (over whatever
 // had that name), and a data folder past 1,023 characters lost its identity
