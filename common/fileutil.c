@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <signal.h>
@@ -107,6 +108,14 @@ int check_output_path(const char *opt, const char *path, const char *const *inpu
     size_t len = path ? strlen(path) : 0;
     if (!len) return err_set("%s: an empty path", opt);
     if (path[len - 1] == '/') return err_set("%s %s: names a folder; give a file name", opt, path);
+    // Files are written beside it under longer names (NAME.confusion.svg,
+    // then .tmp.PID while being written): a name with no room for those
+    // would fail only after the work (an epoch, a whole folder).
+    const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
+    const size_t room = NAME_MAX - (sizeof ".confusion.svg.tmp.4294967295" - 1);
+    if (strlen(base) > room)
+        return err_set("%s %s: file name too long (%zu characters; at most %zu, for the files written beside it)", opt,
+                       path, strlen(base), room);
     struct stat st;
     if (stat(path, &st) == 0) {
         if (S_ISDIR(st.st_mode)) return err_set("%s %s: is a folder; give a file name", opt, path);

@@ -702,6 +702,14 @@ Test(cluster, file_size_limit_and_closed_descriptors) {
     char *after = read_file(path, &n_after);
     cr_expect(n_before == n_after && !memcmp(before, after, n_before), "the head was changed by a failed write");
     free(before), free(after);
+    // A name with no room for the files written beside it (NAME.history.csv.tmp.PID)
+    // fails before the first epoch, not after it.
+    char longname[300];
+    memset(longname, 'h', 240);
+    snprintf(longname + 240, sizeof longname - 240, ".h5");
+    rc = run("train", &out, "--cache '%s/c' --out '%s/out/%s' --epochs 1 --quiet", top, top, longname);
+    cr_expect(rc == 1 && strstr(out, "file name too long (243 characters") && !strstr(out, "Epoch"), "%s", out);
+    free(out);
     // Output that cannot be written (a full disk under `> file`): exit 1,
     // not 0 with the output lost (a pipeline stamped a step from it).
     snprintf(cmd, sizeof cmd, "'%s/extract' --info '%s/c' 2>&1 >/dev/full; echo rc=$?", bin, top);
