@@ -220,6 +220,10 @@ int results_take_batch(Results *r, HeadBuffers *hb, const float *features, int n
 // Calls fn for each misclassified record in input order.
 typedef void (*WrongFn)(void *ctx, long i, const char *path, int truth, int pred, float prob);
 static int each_wrong(Results *r, WrongFn fn, void *ctx) {
+    // Written as the run went (a full $TMPDIR shows here first).
+    const char *dir = getenv("TMPDIR") && getenv("TMPDIR")[0] ? getenv("TMPDIR") : "/tmp";
+    if (fflush(r->wrong) != 0 || ferror(r->wrong))
+        return err_set("writing the list of misclassified files in %s (TMPDIR): %s", dir, strerror(errno ? errno : EIO));
     rewind(r->wrong);
     char *path = NULL;
     int rc = 0;
@@ -230,7 +234,8 @@ static int each_wrong(Results *r, WrongFn fn, void *ctx) {
         if (fread(&len, sizeof len, 1, r->wrong) != 1 || !(path = realloc(path, len + 1)) ||
             fread(path, 1, len, r->wrong) != len || fread(rec, sizeof rec, 1, r->wrong) != 1 ||
             fread(&p, sizeof p, 1, r->wrong) != 1) {
-            rc = err_set("reading back the list of misclassified files");
+            rc = err_set("reading back the list of misclassified files in %s (TMPDIR): %s", dir,
+                         ferror(r->wrong) ? strerror(errno ? errno : EIO) : "cut short");
             break;
         }
         path[len] = '\0';
