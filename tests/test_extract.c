@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "blas_setup.h"
@@ -347,8 +348,18 @@ Test(extract, shards_merge_into_the_single_run) {
                  dir, shard[i], i, SIZE);
         extract_ok(args);
     }
+    // What a merge killed part way left (a PID that no longer runs): removed by the next merge.
+    pid_t dead = fork();
+    if (dead == 0) _exit(0);
+    waitpid(dead, NULL, 0);
+    char stale[1200], stale_file[1300];
+    snprintf(stale, sizeof stale, "%s.tmp.%d", merged, (int)dead);
+    cr_assert_eq(make_dirs(stale), 0);
+    snprintf(stale_file, sizeof stale_file, "%s/data.mdb", stale);
+    write_file(stale_file, "x", 1);
     snprintf(args, sizeof args, "--merge '%s' '%s' '%s' '%s'", merged, shard[2], shard[0], shard[1]);
     extract_ok(args);
+    cr_expect(access(stale, F_OK) != 0, "a killed merge's folder %s stayed", stale);
     CacheMeta m1, m2;
     Records a = read_all(one, &m1), b = read_all(merged, &m2);
     cr_assert_eq(a.n, b.n);
