@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/statvfs.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -525,6 +526,28 @@ static int cache_is_blank(Cache *c) {
     return blank;
 }
 
+// One writer at a time: two extract jobs given the same --cache both did
+// all the work (LMDB serialises their commits) and printed contradicting
+// summaries. The writer holds flock on data.mdb until cache_close; readers
+// take no lock. A file system without flock: as before.
+static int take_writer_lock(Cache *c) {
+    char data[PATH_MAX + 32];
+    snprintf(data, sizeof data, "%s/data.mdb", c->path);
+    int fd = open(data, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+        close(fd);
+        if (e == EWOULDBLOCK)
+            return err_set("%s: another extract is writing this cache now (two jobs given one --cache?): wait for it "
+                           "to end, or give each its own --cache",
+                           c->path);
+        return 0;
+    }
+    c->writer_lock = fd + 1;
+    return 0;
+}
+
 // A new cache goes into a new or empty folder: one holding other files (an
 // image folder given as --cache by mistake) is refused, naming one of them,
 // rather than filled with LMDB's files.
@@ -573,6 +596,10 @@ int cache_open_write_from(Cache *c, const char *path, const CacheMeta *want, int
         rc = open_env(c, path, 0, 1);
     }
     if (rc < 0) return -1;
+    if (take_writer_lock(c) < 0) {
+        cache_close(c);
+        return -1;
+    }
     // Its databases made but no settings and no record yet: an extract killed
     // between its first two commits. Nothing to keep or to refuse.
     if (exists && cache_is_blank(c)) exists = 0;
@@ -640,6 +667,8 @@ int cache_open_read(Cache *c, const char *path, CacheMeta *meta) {
 }
 
 void cache_close(Cache *c) {
+    if (c->writer_lock) close(c->writer_lock - 1);
+    c->writer_lock = 0;
     if (c->txn) mdb_txn_abort(c->txn);
     c->txn = NULL;
     for (int i = 0; i < c->n_pending; i++) free(c->pending[i].val);

@@ -94,6 +94,7 @@ typedef struct {
     uint8_t *buf;            // encode/decode scratch
     size_t buf_cap;
     int level;               // zstd level
+    int writer_lock;         // 1 + the descriptor holding flock on data.mdb (writers), 0: none
 } Cache;
 
 // Opens PATH for writing. A new cache gets `want`'s settings. An existing

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "cache.h"
 #include "error.h"
@@ -153,6 +155,48 @@ static void put_noise_records(Cache *c, int n) {
         cr_assert_eq(cache_put(c, (uint64_t)k, &r, 4096, FEAT_F32), 0, "record %d: %s", k, err_msg());
     }
     free(f);
+}
+
+// One writer at a time: a second process opening the cache for writing
+// while the first holds it is refused at once (two extract jobs given one
+// --cache both did all the work before); readers are not held up.
+Test(cache, one_writer_at_a_time) {
+    char *dir = make_temp_dir("cache");
+    char path[600];
+    snprintf(path, sizeof path, "%s/c", dir);
+    char *names[] = {"cats", "dogs"};
+    CacheMeta want = meta_for_test(names);
+    Cache c;
+    cr_assert_eq(cache_open_write(&c, path, &want, 0), 0, "%s", err_msg());
+    cache_close(&c);
+    int go[2], done[2];
+    cr_assert_eq(pipe(go), 0);
+    cr_assert_eq(pipe(done), 0);
+    pid_t child = fork();
+    if (child == 0) {  // the first writer: holds the cache until told
+        Cache w;
+        char x;
+        int ok = cache_open_write(&w, path, &want, 0) == 0;
+        if (write(go[1], ok ? "1" : "0", 1) != 1 || read(done[0], &x, 1) != 1) _exit(2);
+        cache_close(&w);
+        _exit(0);
+    }
+    char ok;
+    cr_assert_eq(read(go[0], &ok, 1), 1);
+    cr_assert_eq(ok, '1', "the first writer could not open the cache");
+    cr_expect_eq(cache_open_write(&c, path, &want, 0), -1);
+    cr_expect(strstr(err_msg(), "another extract is writing this cache now"), "%s", err_msg());
+    CacheMeta m;
+    cr_expect_eq(cache_open_read(&c, path, &m), 0, "a reader is not held up: %s", err_msg());
+    cache_meta_free(&m);
+    cache_close(&c);
+    cr_assert_eq(write(done[1], "x", 1), 1);
+    int st;
+    waitpid(child, &st, 0);
+    cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    cr_expect_eq(cache_open_write(&c, path, &want, 0), 0, "once the first is done: %s", err_msg());
+    cache_close(&c);
+    remove_tree(dir);
 }
 
 Test(cache, map_grows_when_full) {
