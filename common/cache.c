@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/statvfs.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -40,6 +41,7 @@ struct PendingPut {
 };
 
 static int queue_op(Cache *c, OpKind op, MDB_dbi dbi, const char *key, size_t klen, const void *val, size_t len);
+static int write_cause(const char *path, int rc);
 
 const char *feat_dtype_name(FeatDtype d) { return d == FEAT_F32 ? "f32" : "f16"; }
 
@@ -427,7 +429,8 @@ static int open_env(Cache *c, const char *path, unsigned flags, int create) {
     // decides that): a writer stops, a reader reads without it, as below.
     int lock_e = lock_file_ready(path), no_room = lock_e && lock_e != EACCES && lock_e != EROFS;
     if (no_room && !(flags & MDB_RDONLY))
-        return err_set("%s/lock.mdb: %s (LMDB's lock file: free some space and rerun)", path, strerror(lock_e));
+        return err_set("%s/lock.mdb: %s (LMDB's lock file: %s and rerun)", path, strerror(lock_e),
+                       lock_e == EFBIG ? "raise the file size limit, ulimit -f," : "free some space");
     int rc = mdb_env_create(&c->env);
     if (!rc) rc = mdb_env_set_maxdbs(c->env, 4);
     if (!rc) rc = mdb_env_set_mapsize(c->env, initial);
@@ -444,7 +447,7 @@ static int open_env(Cache *c, const char *path, unsigned flags, int create) {
         if (!rc) rc = mdb_env_open(c->env, path, flags | MDB_NOTLS | MDB_NOLOCK, 0664);
     }
     if (rc) {
-        err_set("%s: cannot open the cache: %s", path, mdb_strerror(rc));
+        err_set("%s: cannot open the cache: %s", path, mdb_strerror(write_cause(path, rc)));
         if (c->env) mdb_env_close(c->env);
         c->env = NULL;
         return -1;
@@ -493,7 +496,7 @@ static int open_env(Cache *c, const char *path, unsigned flags, int create) {
             err_set("%s: %s", path,
                     rc == MDB_NOTFOUND ? "an LMDB database without the 'meta' and 'features' databases of a feature "
                                          "cache: not made by extract, or damaged (left untouched)"
-                                       : mdb_strerror(rc));
+                                       : mdb_strerror(write_cause(path, rc)));
         mdb_env_close(c->env);
         c->env = NULL;
         return never ? -3 : -1;
@@ -528,30 +531,29 @@ static int cache_is_blank(Cache *c) {
 
 // One writer at a time: two extract jobs given the same --cache both did
 // all the work (LMDB serialises their commits) and printed contradicting
-// summaries. The writer holds flock on data.mdb until cache_close; readers
-// take no lock. A file system without flock: as before.
-static int take_writer_lock(Cache *c) {
-    char data[PATH_MAX + 32];
-    snprintf(data, sizeof data, "%s/data.mdb", c->path);
-    int fd = open(data, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
+// summaries, and a merge could replace a cache being written. The writer
+// holds flock on the cache's folder from before it opens (or repairs)
+// anything in it until cache_close; readers take no lock. A file system
+// without flock on folders: as before.
+int cache_lock_folder(const char *path) {
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return -2;  // not there (yet): nothing to hold
     if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
         int e = errno;
         close(fd);
         if (e == EWOULDBLOCK)
             return err_set("%s: another extract is writing this cache now (two jobs given one --cache?): wait for it "
                            "to end, or give each its own --cache",
-                           c->path);
-        return 0;
+                           path);
+        return -2;
     }
-    c->writer_lock = fd + 1;
-    return 0;
+    return fd;
 }
 
 // A new cache goes into a new or empty folder: one holding other files (an
 // image folder given as --cache by mistake) is refused, naming one of them,
 // rather than filled with LMDB's files.
-static int other_files(const char *path) {
+int cache_folder_usable(const char *path) {
     DIR *d = opendir(path);
     if (!d) return 0;  // none yet (or unreadable: make_dirs and LMDB say why)
     struct dirent *e;
@@ -581,8 +583,18 @@ int cache_open_write_from(Cache *c, const char *path, const CacheMeta *want, int
     int exists = stat(data, &st) == 0 && st.st_size > 2 * (off_t)sysconf(_SC_PAGESIZE);
     if (!exists && stat(path, &st) == 0 && !S_ISDIR(st.st_mode))
         return err_set("%s: exists and is not a folder (a cache is an LMDB folder)", path);
-    if (!exists && other_files(path) < 0) return -1;
+    if (!exists && cache_folder_usable(path) < 0) return -1;
     if (make_dirs(path) < 0) return -1;
+    int lock = cache_lock_folder(path);
+    if (lock == -1) return -1;
+    // Under the lock no other writer is making it: a data.mdb shorter than
+    // its two meta pages (a disk that filled while LMDB wrote them) holds
+    // nothing; emptied, LMDB starts it afresh (it refuses it as it is).
+    if (stat(data, &st) == 0 && st.st_size > 0 && st.st_size < 2 * (off_t)sysconf(_SC_PAGESIZE) &&
+        truncate(data, 0) < 0) {
+        if (lock >= 0) close(lock);
+        return err_set("%s: %s", data, strerror(errno));
+    }
     int rc = open_env(c, path, 0, !exists);
     if (rc == -3) {  // made by an extract killed before its first commit: start it
         exists = 0;
@@ -595,11 +607,11 @@ int cache_open_write_from(Cache *c, const char *path, const CacheMeta *want, int
         exists = 0;
         rc = open_env(c, path, 0, 1);
     }
-    if (rc < 0) return -1;
-    if (take_writer_lock(c) < 0) {
-        cache_close(c);
+    if (rc < 0) {
+        if (lock >= 0) close(lock);
         return -1;
     }
+    c->writer_lock = lock >= 0 ? lock + 1 : 0;
     // Its databases made but no settings and no record yet: an extract killed
     // between its first two commits. Nothing to keep or to refuse.
     if (exists && cache_is_blank(c)) exists = 0;
@@ -690,14 +702,31 @@ void cache_close(Cache *c) {
 // An LMDB error while writing, named by what was being done. A full disk
 // (or quota) says so in the system's words, names the cache and says what
 // is kept.
-static int write_error(Cache *c, int rc, const char *doing) {
-    // LMDB reports a page write the disk had no room for as EIO (a short
-    // write): with (almost) no space left in the cache's file system, that
-    // is the full disk it means.
+// What an LMDB write error means: LMDB reports a page write cut short as
+// EIO. With (almost) no space left in the cache's file system, that is the
+// full disk (ENOSPC); under a file size limit (ulimit -f) that data.mdb
+// has reached, that limit (EFBIG). Other errors as they are.
+static int write_cause(const char *path, int rc) {
+    if (rc != EIO) return rc;
     struct statvfs fs;
-    if (rc == EIO && statvfs(c->path, &fs) == 0 && (double)fs.f_bavail * fs.f_frsize < 16.0 * 1024 * 1024)
-        rc = ENOSPC;
-    if (rc == ENOSPC || rc == EDQUOT || rc == EFBIG)
+    if (statvfs(path, &fs) == 0 && (double)fs.f_bavail * fs.f_frsize < 16.0 * 1024 * 1024) return ENOSPC;
+    struct rlimit fl;
+    struct stat st;
+    char data[PATH_MAX + 32];
+    snprintf(data, sizeof data, "%s/data.mdb", path);
+    if (getrlimit(RLIMIT_FSIZE, &fl) == 0 && fl.rlim_cur != RLIM_INFINITY && stat(data, &st) == 0 &&
+        (rlim_t)st.st_size + (rlim_t)sysconf(_SC_PAGESIZE) >= fl.rlim_cur)
+        return EFBIG;
+    return rc;
+}
+
+static int write_error(Cache *c, int rc, const char *doing) {
+    rc = write_cause(c->path, rc);
+    if (rc == EFBIG)
+        return err_set("%s: %s while %s (the file size limit, ulimit -f): the records committed before are kept; "
+                       "raise the limit and rerun the same command to resume",
+                       c->path, strerror(rc), doing);
+    if (rc == ENOSPC || rc == EDQUOT)
         return err_set("%s: %s while %s: the records committed before are kept; free some space and rerun the same "
                        "command to resume",
                        c->path, strerror(rc), doing);

@@ -94,8 +94,19 @@ typedef struct {
     uint8_t *buf;            // encode/decode scratch
     size_t buf_cap;
     int level;               // zstd level
-    int writer_lock;         // 1 + the descriptor holding flock on data.mdb (writers), 0: none
+    int writer_lock;         // 1 + the descriptor holding flock on the folder (writers), 0: none
 } Cache;
+
+// A new cache's folder PATH: missing, empty, or holding only a cache's own
+// files. 0, or -1 with err_set naming a file that should not be there (an
+// image folder given as the cache by a slip).
+int cache_folder_usable(const char *path);
+
+// flock on the cache folder PATH, which every writer holds while it writes
+// (cache_open_write ... cache_close): the descriptor to close when done, -1
+// with err_set naming PATH when another process holds it, -2 when PATH is
+// not a folder or the file system has no such locks (nothing held).
+int cache_lock_folder(const char *path);
 
 // Opens PATH for writing. A new cache gets `want`'s settings. An existing
 // one must have the same settings (else an error naming the first

@@ -5,10 +5,15 @@
 
 static _Thread_local char err_buf[ERR_MSG_MAX];
 
+// A message cut at the buffer's end says so.
+static void mark_cut(int n) {
+    if (n >= (int)sizeof err_buf) memcpy(err_buf + sizeof err_buf - 4, "...", 4);
+}
+
 int err_set(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err_buf, sizeof err_buf, fmt, ap);
+    mark_cut(vsnprintf(err_buf, sizeof err_buf, fmt, ap));
     va_end(ap);
     return -1;
 }
@@ -20,7 +25,7 @@ int err_prefix(const char *fmt, ...) {
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, err_buf, sizeof old);
-    snprintf(err_buf, sizeof err_buf, "%s%s", prefix, old);
+    mark_cut(snprintf(err_buf, sizeof err_buf, "%s%s", prefix, old));
     return -1;
 }
 

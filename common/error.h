@@ -7,7 +7,9 @@
 #pragma once
 #include <stdarg.h>
 
-#define ERR_MSG_MAX 1024
+// Room for a message naming three paths of PATH_MAX (4096) bytes; a longer
+// one ends in "...".
+#define ERR_MSG_MAX 12288
 
 // Sets the message and returns -1, so callers can write `return err_set(...)`.
 int err_set(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -253,6 +253,10 @@ int extract_merge(const char *out, char **inputs, int n_inputs, int overwrite) {
     char data[4200];
     snprintf(data, sizeof data, "%s/data.mdb", out);
     if (stat(data, &st) == 0 && !overwrite) return err_set("%s: already exists; merge into a new folder or use --overwrite", out);
+    if (stat(data, &st) != 0 && cache_folder_usable(out) < 0) return err_prefix("--merge: ");
+    int held = cache_lock_folder(out);  // fail now, not after the copying, while an extract writes OUT
+    if (held == -1) return err_prefix("--merge: ");
+    if (held >= 0) close(held);
     CacheMeta first = {0}, meta;
     int shards = 0, *seen_shard = NULL;
     // All inputs: finished shards of one run's settings on one folder.
@@ -378,10 +382,14 @@ int extract_merge(const char *out, char **inputs, int n_inputs, int overwrite) {
         char old[4200];
         snprintf(old, sizeof old, "%s.old.%d", out, (int)getpid());
         int had_old = stat(out, &st) == 0;
-        if ((had_old && rename(out, old) < 0) || rename(tmp, out) < 0)
+        // Not while an extract writes the cache it would replace.
+        int lock = had_old ? cache_lock_folder(out) : -2;
+        if (lock == -1) rc = err_prefix("--merge: ");
+        else if ((had_old && rename(out, old) < 0) || rename(tmp, out) < 0)
             rc = err_set("%s: cannot move the merged cache into place: %s", out, strerror(errno));
         else if (had_old)
             remove_cache_dir(old);
+        if (lock >= 0) close(lock);
     }
     if (rc < 0) {
         remove_cache_dir(tmp);

@@ -698,6 +698,13 @@ Test(cluster, file_size_limit_and_closed_descriptors) {
         cr_expect_eq(atoi(out), 0, "temporary files left: %s", out);
         free(out);
     }
+    // extract past the limit: the limit named, not "Input/output error".
+    snprintf(cmd, sizeof cmd,
+             "ulimit -f 16; '%s/extract' --data '%s/data' --cache '%s/fsz' " EXTRACT_ARGS " --threads 1 --quiet 2>&1", bin,
+             top, top);
+    rc = run_command(cmd, &out);
+    cr_expect(rc == 1 && strstr(out, "File too large") && !strstr(out, "Input/output error"), "%s", out);
+    free(out);
     size_t n_after;
     char *after = read_file(path, &n_after);
     cr_expect(n_before == n_after && !memcmp(before, after, n_before), "the head was changed by a failed write");

@@ -374,9 +374,41 @@ Test(extract, shards_merge_into_the_single_run) {
     cache_meta_free(&m1);
     cache_meta_free(&m2);
 
+    // OUT an image folder (a slip): refused, nothing moved.
+    char imgs[1200], kept[1300];
+    snprintf(imgs, sizeof imgs, "%s/../not_a_cache", dir);
+    cr_assert_eq(make_dirs(imgs), 0);
+    snprintf(kept, sizeof kept, "%s/photo.jpg", imgs);
+    write_file(kept, "x", 1);
+    snprintf(args, sizeof args, "--merge '%s' '%s' '%s' '%s'", imgs, shard[0], shard[1], shard[2]);
+    char *out;
+    cr_expect_eq(run_tool("extract", args, &out), 1);
+    cr_expect(strstr(out, "holds other files (photo.jpg)") != NULL, "%s", out);
+    free(out);
+    cr_expect_eq(access(kept, F_OK), 0, "the folder's file was moved");
+    // OUT being written by an extract (its folder lock held): refused, even with --overwrite.
+    int go[2], done[2];
+    cr_assert_eq(pipe(go), 0);
+    cr_assert_eq(pipe(done), 0);
+    pid_t holder = fork();
+    if (holder == 0) {
+        char x;
+        int fd = cache_lock_folder(merged);
+        if (write(go[1], fd >= 0 ? "1" : "0", 1) != 1 || read(done[0], &x, 1) != 1) _exit(2);
+        _exit(0);
+    }
+    char ok;
+    cr_assert_eq(read(go[0], &ok, 1), 1);
+    cr_assert_eq(ok, '1');
+    snprintf(args, sizeof args, "--merge '%s' '%s' '%s' '%s' --overwrite", merged, shard[0], shard[1], shard[2]);
+    cr_expect_eq(run_tool("extract", args, &out), 1);
+    cr_expect(strstr(out, "another extract is writing this cache now") != NULL, "%s", out);
+    free(out);
+    cr_assert_eq(write(done[1], "x", 1), 1);
+    waitpid(holder, NULL, 0);
+
     // Overlapping inputs are refused.
     snprintf(args, sizeof args, "--merge '%s/../bad' '%s' '%s'", dir, shard[0], shard[0]);
-    char *out;
     cr_expect_eq(run_tool("extract", args, &out), 1);
     cr_expect(strstr(out, "shard 0/3 is given twice") != NULL, "%s", out);
     free(out);

@@ -31,7 +31,8 @@ vggft_resume_flag() {
 # Slurm sends --signal=B:TERM@SECONDS (before the time limit) and a
 # preemption's SIGTERM to the batch shell; a shell waiting for a foreground
 # command would act on it only after the command ends, so the tool runs in
-# the background and the shell forwards SIGTERM and SIGINT to it. A tool
+# the background and the shell forwards SIGTERM, SIGINT, SIGUSR1
+# (--signal=B:USR1@SECONDS) and SIGHUP to it. A tool
 # stopped by a signal saves its state and exits 75 (README, "Stopping and
 # resuming"): the job is then requeued, and its next run continues
 # (extract resumes its cache by itself; train and finetune get --resume from
@@ -42,6 +43,8 @@ vggft_run() {
     local pid=$! rc
     trap 'kill -TERM '"$pid"' 2>/dev/null' TERM
     trap 'kill -INT '"$pid"' 2>/dev/null' INT
+    trap 'kill -USR1 '"$pid"' 2>/dev/null' USR1
+    trap 'kill -HUP '"$pid"' 2>/dev/null' HUP
     while :; do
         wait "$pid"
         rc=$?
@@ -49,7 +52,7 @@ vggft_run() {
         # still saving its state: wait again until it has exited.
         kill -0 "$pid" 2>/dev/null || break
     done
-    trap - TERM INT
+    trap - TERM INT USR1 HUP
     echo "[$(date '+%F %T')] $1 exited with status $rc"
     if [ "$rc" -eq 75 ]; then
         local id
