@@ -546,6 +546,7 @@ int extract_run(const ExtractOptions *o) {
     // A list from an earlier run would describe files this run may not skip.
     char old_skipped[PATH_MAX + 32];
     snprintf(old_skipped, sizeof old_skipped, "%s/skipped.tsv", o->cache);
+    atomic_remove_stale(old_skipped);  // left by a run killed while writing it
     unlink(old_skipped);
 
     // Records of earlier runs move to their files' current indices (the

@@ -527,10 +527,14 @@ int predict_run(const PredictOptions *o) {
     if (o->report) {
         // Fail now, not after the whole folder, when the report cannot be written.
         char path[PATH_MAX + 32];
-        snprintf(path, sizeof path, "%s_errors.svg", o->report);
         const char *inputs[2] = {o->model ? o->model : o->head, o->weights};
         const char *names[2] = {o->model ? "--model" : "--head", "--weights"};
-        if (check_output_path("--report", path, inputs, names, 2) < 0) return -1;
+        const char *suffix[3] = {o->format && !strcmp(o->format, "json") ? "_report.json" : "_report.txt",
+                                 "_confusion.svg", "_errors.svg"};
+        for (int k = 0; k < 3; k++) {
+            snprintf(path, sizeof path, "%s%s", o->report, suffix[k]);
+            if (check_output_path("--report", path, inputs, names, 2) < 0) return -1;
+        }
     }
     if (load_model(o, &m, &meta, weights_id, sizeof weights_id) < 0) goto done;
     const int K = meta.n_classes;
