@@ -381,11 +381,6 @@ static int lock_file_ready(const char *path) {
     return e;
 }
 
-// Opens the environment and its two databases. create: make them (a new
-// cache); otherwise an LMDB without them is someone else's and is left alone,
-// and its pages are checked first. Returns 0, -2 when the cache is damaged,
-// -3 when the LMDB holds nothing at all (never committed), -1 on other
-// errors (err_set each time).
 // Every file of a cache is PATH/NAME: a path that leaves no room for the
 // longest name would be cut short (and the file written elsewhere).
 static int cache_path_fits(const char *path) {
@@ -395,6 +390,11 @@ static int cache_path_fits(const char *path) {
     return 0;
 }
 
+// Opens the environment and its two databases. create: make them (a new
+// cache); otherwise an LMDB without them is someone else's and is left alone,
+// and its pages are checked first. Returns 0, -2 when the cache is damaged,
+// -3 when the LMDB holds nothing at all (never committed), -1 on other
+// errors (err_set each time).
 static int open_env(Cache *c, const char *path, unsigned flags, int create) {
     memset(c, 0, sizeof *c);
     if (cache_path_fits(path) < 0) return -1;
