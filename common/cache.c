@@ -595,6 +595,8 @@ int cache_open_write_from(Cache *c, const char *path, const CacheMeta *want, int
         if (lock >= 0) close(lock);
         return err_set("%s: %s", data, strerror(errno));
     }
+    // Again under the lock: a writer that held it until just now may have made it.
+    exists = stat(data, &st) == 0 && st.st_size > 2 * (off_t)sysconf(_SC_PAGESIZE);
     int rc = open_env(c, path, 0, !exists);
     if (rc == -3) {  // made by an extract killed before its first commit: start it
         exists = 0;
