@@ -452,6 +452,11 @@ int extract_run(const ExtractOptions *o) {
                         .max_pixels = o->max_pixels};
     if (interp_parse(o->interpolation, &load.interp) < 0 || prep_parse(o->preprocess, &load.prep) < 0) return -1;
 
+    // Another extract writing this cache: say so now, before scanning the
+    // folder (cache_open_write takes the lock for the run itself).
+    int busy = cache_lock_folder(o->cache);
+    if (busy == -1) return -1;
+    if (busy >= 0) close(busy);
     ModelConfig cfg;
     model_config_defaults(&cfg);
     if (arch_from_name(o->model, &cfg.arch) < 0) return -1;
