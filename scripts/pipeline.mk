@@ -97,7 +97,8 @@ RESUME   ?= 1
 
 # --- checks, before anything is created ---------------------------------------
 # A path make can pass to the shell: one word, no quotes.
-pipeline_bad_path = $(or $(filter-out 1,$(words $2)),$(findstring ',$2),$(findstring ",$2))
+# (An empty value is not a bad path: VAL is optional, DATA's absence has its own message.)
+pipeline_bad_path = $(or $(filter-out 0 1,$(words $2)),$(findstring ',$2),$(findstring ",$2))
 $(foreach v,DATA VAL OUT WEIGHTS BIN,$(if $(call pipeline_bad_path,$v,$($v)),\
   $(error $v='$($v)': paths with spaces or quotes are not supported (make splits them); use a link without them)))
 ifeq ($(strip $(DATA)),)

@@ -424,3 +424,30 @@ Test(pipeline, out_inside_data_and_spaces_refused) {
     cr_expect(access(p.out, F_OK) != 0, "OUT with a space was created");
     pipe_free(&p);
 }
+
+// VAL is optional (no validation cache, no report): an empty VAL was taken
+// for a path with spaces and the pipeline refused to start (a newcomer's
+// finding); without DATA the message says DATA is required.
+Test(pipeline, val_is_optional_data_is_required) {
+    Pipe p = pipe_new("pipeline_noval", 2);
+    char cmd[8192], *log = NULL;
+    const char *make = "cd '%s' && env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS timeout -s KILL 300 make --no-print-directory "
+                       "-f '%s/scripts/pipeline.mk' BIN='%s' %s WEIGHTS=random OUT='%s' "
+                       "EXTRACT_ARGS='--input-size 32 --layer block1_pool --threads 1 --batch 2' "
+                       "TRAIN_ARGS='--epochs 1 --hidden 8 --threads 1' "
+                       "FINETUNE_ARGS='--epochs 1 --batch 8 --unfreeze block1_conv2 --no-augment --threads 1' 2>&1";
+    char data[1200];
+    snprintf(data, sizeof data, "DATA='%s/data'", p.top_train);
+    snprintf(cmd, sizeof cmd, make, p.top_train, repo_root(), bin_dir(), data, p.out);
+    int rc = run_command(cmd, &log);
+    cr_expect_eq(rc, 0, "make without VAL: %d\n%s", rc, log);
+    cr_expect(exists(p.out, "head.h5") && exists(p.out, "model.h5"), "%s", log);
+    cr_expect(!exists(p.out, "eval_report.txt"), "a report without VAL");
+    free(log);
+    snprintf(cmd, sizeof cmd, make, p.top_train, repo_root(), bin_dir(), "", p.out);
+    rc = run_command(cmd, &log);
+    cr_expect_eq(rc, 2, "%s", log);
+    cr_expect(strstr(log, "DATA=DIR is required") != NULL, "%s", log);
+    free(log);
+    pipe_free(&p);
+}
