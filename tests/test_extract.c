@@ -445,6 +445,15 @@ Test(extract, other_settings_refused_and_bad_folders) {
     cr_expect_eq(run_tool("extract", args, &out), 1);
     cr_expect(strstr(out, "input size: the cache has 32x32, this run 48x48") && strstr(out, "--overwrite"), "%s", out);
     free(out);
+    // A cache inside the image folder (it would be read as a class folder): refused, nothing made.
+    char inside[1200];
+    snprintf(inside, sizeof inside, "%s/circles/../new/cache", dir);
+    snprintf(args, sizeof args, "--data '%s' --cache '%s' --weights random --input-size %d --quiet", dir, inside, SIZE);
+    cr_expect_eq(run_tool("extract", args, &out), 1);
+    cr_expect(strstr(out, "lies inside --data") != NULL, "%s", out);
+    free(out);
+    snprintf(inside, sizeof inside, "%s/new", dir);
+    cr_expect(access(inside, F_OK) != 0, "the refused run made %s", inside);
     snprintf(args, sizeof args, "--data '%s' --cache '%s' --weights random --input-size %d --preprocess rescale --quiet",
              dir, cache, SIZE);
     cr_expect_eq(run_tool("extract", args, &out), 1);
