@@ -20,10 +20,18 @@
 // that stamps a step from a tool's output would otherwise keep an empty
 // stamp. (A closed pipe ends the process with SIGPIPE before this.)
 static int error_reported;  // cli_error ran: the run failed and said why
+static int stdout_is_log;   // cli_stdout_is_log: stdout only tells about the run
+
+void cli_stdout_is_log(void) { stdout_is_log = 1; }
 
 static void check_stdout(void) {
     if (fflush(stdout) == 0 && !ferror(stdout)) return;
     if (error_reported) _exit(1);  // its own message said it (predict names stdout itself)
+    if (stdout_is_log) {  // the outputs are files, and they were written: the run's status stands
+        fprintf(stderr, "%s: warning: its log on stdout could not be written (%s); the outputs are complete\n",
+                program_invocation_short_name, strerror(errno ? errno : EIO));
+        return;
+    }
     fprintf(stderr, "%s: error: writing the output (stdout): %s\n", program_invocation_short_name,
             strerror(errno ? errno : EIO));
     _exit(1);

@@ -13,8 +13,16 @@
 //   fails with EFBIG ("File too large"), which the tool reports naming the
 //   file and cleans up after, instead of dying without a word;
 // - at exit, stdout that could not be written (a full disk, /dev/full)
-//   makes the exit status 1 with a message, instead of 0.
+//   makes the exit status 1 with a message, instead of 0, where stdout is
+//   the product (--info, --summary, --help, predict's lines); see
+//   cli_stdout_is_log.
 void cli_process_setup(void);
+// For runs whose products are files and whose stdout is only their log
+// (extract's, train's and finetune's runs): stdout that could not be
+// written is then a warning and the exit status stands, so that a full log
+// disk does not fail a job whose outputs are complete (make would delete
+// them, a Slurm afterok chain would stop).
+void cli_stdout_is_log(void);
 // 1 when descriptor fd (0, 1 or 2) was closed when the process started
 // (cli_process_setup opened it on /dev/null): predict refuses to write its
 // predictions nowhere.

@@ -147,6 +147,7 @@ int main(int argc, char **argv) {
         o.input_size = mo.input_size;
         char *command = cli_command_line(argc, argv);
         o.command_line = command;
+        cli_stdout_is_log();
         int run = extract_run(&o);
         status = run < 0 ? (cli_error("extract", NULL), EXIT_FAILED) : run == EXIT_STOPPED ? EXIT_STOPPED : EXIT_DONE;
         free(command);

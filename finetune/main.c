@@ -201,6 +201,7 @@ int main(int argc, char **argv) {
     char *command = cli_command_line(argc, argv);
     o.command_line = command;
     if (o.threads == 0) o.threads = parallel_cpus();  // the CPUs this job may use
+    cli_stdout_is_log();
     int status = finetune_run(&o);
     if (status < 0) cli_error("finetune", NULL), status = EXIT_FAILED;
     else if (status == EXIT_USAGE) cli_error("finetune", NULL);

@@ -724,6 +724,15 @@ Test(cluster, file_size_limit_and_closed_descriptors) {
     cr_expect(strstr(out, "rc=1") && strstr(out, "extract: error: writing the output (stdout): No space left on device"),
               "%s", out);
     free(out);
+    // ... but where stdout is only the log of a run whose outputs are files
+    // (train), a warning: a full log disk must not fail a finished job.
+    snprintf(cmd, sizeof cmd, "'%s/train' --cache '%s/c' --out '%s/out/log.h5' --epochs 1 2>&1 >/dev/full; echo rc=$?",
+             bin, top, top);
+    run_command(cmd, &out);
+    cr_expect(strstr(out, "rc=0") && strstr(out, "warning: its log on stdout could not be written"), "%s", out);
+    free(out);
+    snprintf(path, sizeof path, "%s/out/log.h5", top);
+    cr_expect_eq(access(path, F_OK), 0, "the head was not written");
     // stderr and stdout closed: the run works and its log lands nowhere.
     snprintf(cmd, sizeof cmd,
              "'%s/extract' --data '%s/data' --cache '%s/closed' " EXTRACT_ARGS " --threads 1 >&- 2>&-; echo rc=$?", bin,

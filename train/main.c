@@ -112,6 +112,7 @@ int main(int argc, char **argv) {
     o.class_mode = mo.class_mode;
     char *command = cli_command_line(argc, argv);
     o.command_line = command;
+    cli_stdout_is_log();
     int status = train_run(&o);
     if (status < 0) cli_error("train", NULL), status = EXIT_FAILED;
     free(command);
