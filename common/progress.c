@@ -1,5 +1,6 @@
 #include "progress.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,4 +162,9 @@ void log_printf(FILE *out, const char *fmt, ...) {
     }
     fputs(t, out);
     fflush(out);
+}
+
+const char *keras_value(double v, char buf[16]) {
+    snprintf(buf, 16, fabs(v) > 1e-3 ? "%.4f" : "%.4e", v);
+    return buf;
 }

@@ -62,3 +62,8 @@ void log_stamp(FILE *out);
 void log_printf(FILE *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 // The stamp text for the given time (buf: at least 21 bytes); for tests.
 void log_stamp_format(long t, char *buf, size_t size);
+
+// A metric's value as Keras's progress bar prints it: %.4f when |v| > 1e-3,
+// else %.4e ("1.6900e-05"; an accuracy of 0 as "0.0000e+00"), from
+// keras/src/utils/progbar.py. Returns buf (16 bytes suffice).
+const char *keras_value(double v, char buf[16]);

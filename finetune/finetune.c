@@ -631,7 +631,9 @@ int finetune_run(const FinetuneOptions *o) {
             goto done;
         }
         fs.before_val_loss = running_loss(&r0), fs.before_val_acc = running_acc(&r0);
-        printf("Before fine-tuning: val_loss: %.4f - val_accuracy: %.4f\n", fs.before_val_loss, fs.before_val_acc);
+        char kb[2][16];
+        printf("Before fine-tuning: val_loss: %s - val_accuracy: %s\n", keras_value(fs.before_val_loss, kb[0]),
+               keras_value(fs.before_val_acc, kb[1]));
         fflush(stdout);
     }
 
@@ -677,9 +679,9 @@ int finetune_run(const FinetuneOptions *o) {
                 running_add(&fs.run, loss, n, pred, labels);
             }
             fs.steps_in_epoch = s + 1;
-            char metrics[96];
-            snprintf(metrics, sizeof metrics, "loss: %.4f - accuracy: %.4f", running_loss(&fs.run),
-                     running_acc(&fs.run));
+            char metrics[96], kv[2][16];
+            snprintf(metrics, sizeof metrics, "loss: %s - accuracy: %s", keras_value(running_loss(&fs.run), kv[0]),
+                     keras_value(running_acc(&fs.run), kv[1]));
             progress_update(&bar, s + 1, metrics);
             if (term_step > 0 && fs.opt.step == term_step) raise(SIGTERM);
             int sig = stop_requested();
@@ -708,8 +710,8 @@ int finetune_run(const FinetuneOptions *o) {
             goto done;
         }
         float tl = running_loss(&fs.run), ta = running_acc(&fs.run), vl = NAN, va = NAN;
-        char metrics[160];
-        int len = snprintf(metrics, sizeof metrics, "loss: %.4f - accuracy: %.4f", tl, ta);
+        char metrics[160], kv[4][16];
+        int len = snprintf(metrics, sizeof metrics, "loss: %s - accuracy: %s", keras_value(tl, kv[0]), keras_value(ta, kv[1]));
         if (has_val) {
             Running vr;
             double tv = progress_now();
@@ -732,7 +734,8 @@ int finetune_run(const FinetuneOptions *o) {
                 goto done;
             }
             vl = running_loss(&vr), va = running_acc(&vr);
-            snprintf(metrics + len, sizeof metrics - len, " - val_loss: %.4f - val_accuracy: %.4f", vl, va);
+            snprintf(metrics + len, sizeof metrics - len, " - val_loss: %s - val_accuracy: %s", keras_value(vl, kv[2]),
+                     keras_value(va, kv[3]));
         }
         float secs = (float)(progress_now() - bar.t_start);
         progress_finish(&bar, metrics);

@@ -147,8 +147,12 @@ Test(cache_folder, an_extract_killed_at_its_start_is_rerun) {
 // slip) is refused before anything is written into it.
 Test(cache_folder, a_folder_of_other_files_is_not_made_a_cache) {
     char *top = make_images("cache_other", 2);
-    char args[3000], dir[1100];
-    snprintf(dir, sizeof dir, "%s/data/circles", top);
+    char args[3000], dir[1100], file[1200];
+    // Another image folder (not inside --data, which has its own refusal).
+    snprintf(dir, sizeof dir, "%s/photos", top);
+    make_dirs(dir);
+    snprintf(file, sizeof file, "%s/img 01.jpg", dir);
+    write_file(file, "x", 1);
     snprintf(args, sizeof args, "--data '%s/data' --cache '%s' --weights random --input-size 32 --threads 1 --quiet",
              top, dir);
     char *out;

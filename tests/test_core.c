@@ -193,3 +193,17 @@ Test(device, auto_falls_back_and_cuda_explains) {
     cr_expect_eq(device_select("cpu", &d, NULL, 0), 0);
     cr_expect_eq(d, DEVICE_CPU);
 }
+
+// Metric values in the epoch lines as Keras's progress bar prints them
+// (keras/src/utils/progbar.py: f"{v:.4f}" when abs(v) > 1e-3, else
+// f"{v:.4e}"): a newcomer saw a real loss of 1.69e-5 shown as 0.0000.
+Test(progress, metric_values_as_keras_prints_them) {
+    char b[16];
+    cr_expect_str_eq(keras_value(0.6642, b), "0.6642");
+    cr_expect_str_eq(keras_value(-0.5, b), "-0.5000");
+    cr_expect_str_eq(keras_value(1.69e-5, b), "1.6900e-05");
+    cr_expect_str_eq(keras_value(0.0, b), "0.0000e+00");
+    cr_expect_str_eq(keras_value(0.001, b), "1.0000e-03");
+    cr_expect_str_eq(keras_value(0.0011, b), "0.0011");
+    cr_expect_str_eq(keras_value(67.13157, b), "67.1316");
+}

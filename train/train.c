@@ -281,9 +281,9 @@ int train_run(const TrainOptions *o) {
             running_add(&fs.run, loss, cur->n, pred, cur->labels);
             Batch *t = cur;
             cur = next, next = t;
-            char metrics[96];
-            snprintf(metrics, sizeof metrics, "loss: %.4f - accuracy: %.4f", running_loss(&fs.run),
-                     running_acc(&fs.run));
+            char metrics[96], kv[2][16];
+            snprintf(metrics, sizeof metrics, "loss: %s - accuracy: %s", keras_value(running_loss(&fs.run), kv[0]),
+                     keras_value(running_acc(&fs.run), kv[1]));
             progress_update(&bar, s + 1, metrics);
             if ((stopped_by = stop_requested()) && s + 1 < steps) {
                 // Between steps: the state is whole. Save it and stop.
@@ -297,13 +297,14 @@ int train_run(const TrainOptions *o) {
             }
         }
         float tl = running_loss(&fs.run), ta = running_acc(&fs.run), vl = NAN, va = NAN;
-        char metrics[160];
-        int len = snprintf(metrics, sizeof metrics, "loss: %.4f - accuracy: %.4f", tl, ta);
+        char metrics[160], kv[4][16];
+        int len = snprintf(metrics, sizeof metrics, "loss: %s - accuracy: %s", keras_value(tl, kv[0]), keras_value(ta, kv[1]));
         if (has_val) {
             Running vr;
             if (evaluate(&m, &val, B, &hb, batch[0].x, pred, &vr, NULL) < 0) goto done;
             vl = running_loss(&vr), va = running_acc(&vr);
-            snprintf(metrics + len, sizeof metrics - len, " - val_loss: %.4f - val_accuracy: %.4f", vl, va);
+            snprintf(metrics + len, sizeof metrics - len, " - val_loss: %s - val_accuracy: %s", keras_value(vl, kv[2]),
+                     keras_value(va, kv[3]));
         }
         float secs = (float)(progress_now() - bar.t_start);
         progress_finish(&bar, metrics);
