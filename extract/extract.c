@@ -395,10 +395,11 @@ static void print_summary(const char *cache_path, Cache *cache, const CacheMeta 
     for (int k = 0; k < meta->n_classes; k++)
         if (all_skipped[k])
             log_printf(stderr,
-                       "WARNING: class '%s' has no records: all %d of its image%s here %s skipped. A head trained on "
-                       "this cache never sees the class.\n",
-                       meta->class_names[k], all_skipped[k], all_skipped[k] == 1 ? "" : "s",
-                       all_skipped[k] == 1 ? "was" : "were");
+                       all_skipped[k] == 1 ? "WARNING: class '%s' has no records: its only image here was skipped. "
+                                             "A head trained on this cache never sees the class.\n"
+                                           : "WARNING: class '%s' has no records: all %d of its images here were "
+                                             "skipped. A head trained on this cache never sees the class.\n",
+                       meta->class_names[k], all_skipped[k]);
 }
 
 // resume_folder_moved already said yes (overwrite_needed asked it).

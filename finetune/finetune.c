@@ -811,8 +811,9 @@ int finetune_run(const FinetuneOptions *o) {
         printf("Validation accuracy: %.4f with the head alone (before fine-tuning), %.4f after\n", fs.before_val_acc,
                running_acc(&r));
     long skipped = train.skipped + val.skipped;
-    if (skipped) printf("%ld image%s could not be read and were skipped (see the warnings above)\n", skipped,
-                        skipped == 1 ? "" : "s");
+    if (skipped)
+        printf("%ld image%s could not be read and %s skipped (see the warnings above)\n", skipped,
+               skipped == 1 ? "" : "s", skipped == 1 ? "was" : "were");
     fit_sibling(o->out, ".confusion.svg", path, sizeof path);
     snprintf(title, sizeof title, "%s: accuracy %.4f on %s", o->out, running_acc(&r), has_val ? "validation" : "training");
     if (plot_confusion_svg(path, title, K, hm.class_names, conf) < 0) goto done;
