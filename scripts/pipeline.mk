@@ -196,7 +196,7 @@ pipeline_resume = r=; $(if $(filter 1,$(RESUME)),if [ -f '$1' ]$(foreach p,$^, &
 # flock(1): no lock.
 FLOCK := $(shell command -v flock 2>/dev/null)
 pipeline_lock = $(if $(FLOCK),exec 9>'$(S)/$1.lock' && { flock -n 9 || { echo "pipeline.mk: another make is running \
-  stage '$1' on $(OUT) (it holds $(S)/$1.lock): wait for it to finish and rerun" >&2; exit 1; }; };)
+  stage '$(or $2,$1)' on $(OUT) (it holds $(S)/$1.lock): wait for it to finish and rerun" >&2; exit 1; }; };)
 
 # --- extract: one cache per folder -------------------------------------------
 # extract always gets --overwrite: the same settings resume the cache (only new
@@ -207,7 +207,7 @@ pipeline_lock = $(if $(FLOCK),exec 9>'$(S)/$1.lock' && { flock -n 9 || { echo "p
 $(OUT)/cache/train.done: DIR := $(DATA)
 $(OUT)/cache/val.done:   DIR := $(VAL)
 $(OUT)/cache/%.done: $(S)/%.listing $(S)/%.extract
-	@$(call pipeline_lock,$*) \
+	@$(call pipeline_lock,$*,extract of $*) \
 	echo "$(BIN)/extract --data $(DIR) --cache $(OUT)/cache/$* --weights $(WEIGHTS) $(EXTRACT_ARGS) --overwrite"; \
 	'$(BIN)/extract' --data '$(DIR)' --cache '$(OUT)/cache/$*' --weights '$(WEIGHTS)' $(EXTRACT_ARGS) --overwrite \
 	    || exit $$?; \
