@@ -558,17 +558,21 @@ int cache_folder_usable(const char *path) {
     if (!d) return 0;  // none yet (or unreadable: make_dirs and LMDB say why)
     struct dirent *e;
     const char *mine[] = {".", "..", "data.mdb", "lock.mdb", "skipped.tsv"};
-    int rc = 0;
-    while (rc == 0 && (e = readdir(d))) {
+    char names[600] = "";
+    int n = 0;
+    while ((e = readdir(d))) {
         int ours = 0;
         for (size_t i = 0; i < sizeof mine / sizeof mine[0]; i++) ours |= !strcmp(e->d_name, mine[i]);
-        if (!ours)
-            rc = err_set("%s: holds other files (%s) and no feature cache: a cache needs a folder of its own, new "
-                         "or empty (check --cache)",
-                         path, e->d_name);
+        if (ours) continue;
+        if (n < 3)
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%.150s", n ? ", " : "", e->d_name);
+        n++;
     }
     closedir(d);
-    return rc;
+    if (!n) return 0;
+    return err_set("%s: holds other files (%s%s) and no feature cache: a cache needs a folder of its own, new or "
+                   "empty (check --cache; --overwrite does not change this)",
+                   path, names, n > 3 ? ", ..." : "");
 }
 
 int cache_open_write_from(Cache *c, const char *path, const CacheMeta *want, int overwrite, CacheMovedFn moved,

@@ -490,6 +490,9 @@ int extract_run(const ExtractOptions *o) {
     // Another extract writing this cache: say so now, before scanning the
     // folder (cache_open_write takes the lock for the run itself).
     if (cache_outside_data(o->cache, o->data) < 0) return -1;
+    char cache_data[PATH_MAX + 32];
+    snprintf(cache_data, sizeof cache_data, "%s/data.mdb", o->cache);
+    if (access(cache_data, F_OK) != 0 && cache_folder_usable(o->cache) < 0) return -1;  // before the scan
     int busy = cache_lock_folder(o->cache);
     if (busy == -1) return -1;
     if (busy >= 0) close(busy);
