@@ -121,6 +121,8 @@ int main(int argc, char **argv) {
     else if (!o.cache && !o.eval && !o.n_inputs) BAD("nothing to classify: give IMAGE or DIR arguments, --eval or --cache");
     else if (o.report && !o.cache && !o.eval) BAD("--report goes with --eval or --cache (it reports an evaluation)");
     else if (o.report && !o.report[0]) BAD("--report needs a PREFIX (an empty one would write _report.txt here)");
+    else if (o.report && o.report[strlen(o.report) - 1] == '/')
+        BAD("--report needs a PREFIX, not a folder (give DIR/val: DIR/val_report.txt, DIR/val_confusion.svg ...)");
     // (Single values out of range were refused by cli_parse: see .range.)
 #undef BAD
     if (bad) {

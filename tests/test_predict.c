@@ -947,6 +947,11 @@ Test(predict_fix, double_dash_empty_report_and_notes) {
     rc = run_sh(cmd, &out);
     cr_expect_eq(rc, 2, "an empty --report is a usage error: %d\n%s", rc, out);
     free(out);
+    snprintf(cmd, sizeof cmd, "$B/predict --model %s/model.h5 --eval %s --report %s/ 2>&1", fix, top, top);
+    rc = run_sh(cmd, &out);
+    cr_expect_eq(rc, 2, "a --report folder is a usage error: %d\n%s", rc, out);
+    cr_expect(strstr(out, "not a folder") != NULL, "%s", out);
+    free(out);
     snprintf(cmd, sizeof cmd, "$B/predict --quiet --threads 1 --model %s/model.h5 --seed 3 --max-errors 2 %s 2>&1",
              fix, top);
     rc = run_sh(cmd, &out);
