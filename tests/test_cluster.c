@@ -382,6 +382,20 @@ Test(cluster, messages_say_what_is_wrong) {
     cr_expect_eq(rc, 1, "%s", out);
     cr_expect(strstr(out, "--weights imagenet: ") && strstr(out, "--weights FILE"), "%s", out);
     free(out);
+    // ... with a file in Keras's cache that is not Keras's: say so, not "copy Keras's file there".
+    char stale[2200];
+    snprintf(stale, sizeof stale, "%s/models", home);
+    make_dirs(stale);
+    snprintf(stale, sizeof stale, "%s/models/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", home);
+    write_file(stale, "not Keras's", 11);
+    setenv("KERAS_HOME", home, 1);
+    setenv("VGGFT_WEIGHTS_URL", "/nonexistent/vggft-mirror", 1);
+    rc = run("extract", &out, "--data '%s/data' --cache '%s/c' --weights imagenet --input-size 32 --quiet", a, a);
+    unsetenv("KERAS_HOME");
+    unsetenv("VGGFT_WEIGHTS_URL");
+    cr_expect_eq(rc, 1, "%s", out);
+    cr_expect(strstr(out, "is not Keras's (its MD5 is not ") && !strstr(out, "copy Keras's file"), "%s", out);
+    free(out);
     // Two unrelated caches (two folders, no --shard) are not "shard 0/1 given twice".
     make_cache(a, "c", "--threads 1");
     make_cache(b, "c", "--threads 1");
