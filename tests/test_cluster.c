@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "fileutil.h"
 #include "fit.h"
 #include "parallel.h"
 #include "progress.h"
