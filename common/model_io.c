@@ -134,6 +134,16 @@ void model_meta_free(ModelMeta *meta) {
         for (int i = 0; i < meta->n_classes; i++) free(meta->class_names[i]);
     free(meta->class_names);
     meta->class_names = NULL;
+    free(meta->features_made_by);
+    meta->features_made_by = NULL;
+}
+
+const char *model_meta_made_by_note(const ModelMeta *meta, char *buf, size_t size) {
+    if (meta->features_made_by && meta->features_made_by[0])
+        snprintf(buf, size, "; its features were made by: %s", meta->features_made_by);
+    else if (size)
+        buf[0] = '\0';
+    return buf;
 }
 
 int model_save(const Model *m, const char *path, int from, const ModelMeta *meta) {
@@ -173,6 +183,7 @@ int model_save(const Model *m, const char *path, int from, const ModelMeta *meta
         {"vggft_unfreeze", meta->unfreeze},
         {"vggft_weights", meta->weights},
         {"vggft_training", meta->training ? meta->training : ""},
+        {"vggft_features_made_by", meta->features_made_by ? meta->features_made_by : ""},
     };
     // A full file nests the base in a group named after the arch (see the
     // header): the layout of the seeds' Sequential([VGG16(...), ...]).
@@ -222,6 +233,9 @@ int model_meta_read(const char *path, ModelMeta *meta) {
     char *w = NULL;
     if (h5_read_attr(path, "vggft_weights", &w) == 1) snprintf(meta->weights, sizeof meta->weights, "%s", w);
     free(w);
+    char *made_by = NULL;  // optional (files before it had none)
+    if (h5_read_attr(path, "vggft_features_made_by", &made_by) == 1) meta->features_made_by = made_by;
+    else free(made_by);
     char *names = NULL;
     if (h5_read_attr(path, "vggft_class_names", &names) == 1 && names[0]) {
         meta->class_names = calloc((size_t)meta->n_classes, sizeof(char *));

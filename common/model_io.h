@@ -22,7 +22,13 @@ typedef struct {
     char unfreeze[LAYER_NAME_MAX];  // first trainable base layer when fine-tuned
     char weights[96];         // base weights the features came from ("sha256:..."), "" if unknown
     const char *training;     // training settings, "key=value" lines (written only; may be NULL)
+    char *features_made_by;   // the extract command whose cache the head was trained on (train's
+                              // head files; NULL or "" when unknown): names the --weights file a
+                              // later run needs. Read: malloc'd, freed by model_meta_free.
 } ModelMeta;
+
+// " (its features were made by: COMMAND)" into buf when meta knows it, else "".
+const char *model_meta_made_by_note(const ModelMeta *meta, char *buf, size_t size);
 
 // Fills the description of m (arch, sizes, cut, head) into meta; the caller
 // sets preprocess, interpolation and class names.

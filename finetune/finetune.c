@@ -420,14 +420,16 @@ int finetune_run(const FinetuneOptions *o) {
         if (hm.weights[0]) {
             char keep[ERR_MSG_MAX];
             snprintf(keep, sizeof keep, "%s", err_msg());
-            err_set("%s (the head was trained on the base weights %s: give that file with --weights FILE)", keep,
-                    hm.weights);
+            char note[2200];
+            err_set("%s (the head was trained on the base weights %s%s: give that file with --weights FILE)", keep,
+                    hm.weights, model_meta_made_by_note(&hm, note, sizeof note));
         }
         goto done;
     }
     if (hm.weights[0] && strcmp(hm.weights, weights_id)) {
-        err_set("--weights %s (%s) are not the base weights the head was trained on (%s: %s)", o->weights, weights_id,
-                o->head, hm.weights);
+        char note[2200];
+        err_set("--weights %s (%s) are not the base weights the head was trained on (%s: %s%s)", o->weights, weights_id,
+                o->head, hm.weights, model_meta_made_by_note(&hm, note, sizeof note));
         goto done;
     }
     if (model_check_finite(&m, 1, m.n_base) < 0) {

@@ -97,14 +97,17 @@ static int load_model(const PredictOptions *o, Model *m, ModelMeta *meta, char *
             if (meta->weights[0]) {
                 char keep[ERR_MSG_MAX];
                 snprintf(keep, sizeof keep, "%s", err_msg());
-                err_set("%s (the head %s was trained on the base weights %s: give that file with --weights FILE)",
-                        keep, path, meta->weights);
+                char note[2200];
+                err_set("%s (the head %s was trained on the base weights %s%s: give that file with --weights FILE)",
+                        keep, path, meta->weights, model_meta_made_by_note(meta, note, sizeof note));
             }
             return -1;
         }
-        if (meta->weights[0] && strcmp(meta->weights, weights_id))
-            return err_set("--weights %s (%s) are not the base weights the head was trained on (%s: %s)", o->weights,
-                           weights_id, path, meta->weights);
+        if (meta->weights[0] && strcmp(meta->weights, weights_id)) {
+            char note[2200];
+            return err_set("--weights %s (%s) are not the base weights the head was trained on (%s: %s%s)",
+                           o->weights, weights_id, path, meta->weights, model_meta_made_by_note(meta, note, sizeof note));
+        }
         if (model_load_head(m, path) < 0) return -1;
     } else {
         if (model_load_head(m, path) < 0) return -1;

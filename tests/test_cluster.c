@@ -400,6 +400,16 @@ Test(cluster, messages_say_what_is_wrong) {
     // Two unrelated caches (two folders, no --shard) are not "shard 0/1 given twice".
     make_cache(a, "c", "--threads 1");
     make_cache(b, "c", "--threads 1");
+    // A head asks for its base weights by naming the extract command of its
+    // features (the --weights file is in it), not only a hash.
+    rc = run("train", &out, "--cache '%s/c' --out '%s/h.h5' --epochs 1 --quiet", a, a);
+    cr_expect_eq(rc, 0, "%s", out);
+    free(out);
+    rc = run("finetune", &out, "--data '%s/data' --head '%s/h.h5' --weights '%s/gone.h5' --out '%s/f.h5' --quiet", a,
+             a, a, a);
+    cr_expect_eq(rc, 1, "%s", out);
+    cr_expect(strstr(out, "its features were made by: ") && strstr(out, "--weights random"), "%s", out);
+    free(out);
     rc = run("extract", &out, "--merge '%s/m' '%s/c' '%s/c'", a, a, b);
     cr_expect_eq(rc, 1, "%s", out);
     cr_expect(strstr(out, "is a shard (both were made without --shard, from different folders") != NULL, "%s", out);

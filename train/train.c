@@ -336,6 +336,7 @@ int train_run(const TrainOptions *o) {
     snprintf(mm.weights, sizeof mm.weights, "%s", meta.weights);
     mm.class_names = meta.class_names;
     mm.training = settings;
+    mm.features_made_by = meta.command;  // names the --weights file finetune and predict need
     if (model_save(&m, o->out, h0, &mm) < 0) goto done;
     char path[4200];
     fit_sibling(o->out, ".history.csv", path, sizeof path);
