@@ -363,6 +363,17 @@ Test(cluster, one_exit_code_convention) {
 
 // --- messages ---------------------------------------------------------------------------
 
+// extract of TOP/data with --weights imagenet, Keras's cache at HOME and no
+// network (a mirror that does not exist).
+static int extract_offline(const char *top, const char *home, char **out) {
+    setenv("KERAS_HOME", home, 1);
+    setenv("VGGFT_WEIGHTS_URL", "/nonexistent/vggft-mirror", 1);
+    int rc = run("extract", out, "--data '%s/data' --cache '%s/c' --weights imagenet --input-size 32 --quiet", top, top);
+    unsetenv("KERAS_HOME");
+    unsetenv("VGGFT_WEIGHTS_URL");
+    return rc;
+}
+
 Test(cluster, messages_say_what_is_wrong) {
     char *a = make_shape_folder("cluster_msg_a", 2, 1), *b = make_shape_folder("cluster_msg_b", 2, 2);
     char *out;
@@ -375,11 +386,7 @@ Test(cluster, messages_say_what_is_wrong) {
     // --weights imagenet without network: say how to do without.
     char home[2048];
     snprintf(home, sizeof home, "%s/keras", a);
-    setenv("KERAS_HOME", home, 1);
-    setenv("VGGFT_WEIGHTS_URL", "/nonexistent/vggft-mirror", 1);
-    rc = run("extract", &out, "--data '%s/data' --cache '%s/c' --weights imagenet --input-size 32 --quiet", a, a);
-    unsetenv("KERAS_HOME");
-    unsetenv("VGGFT_WEIGHTS_URL");
+    rc = extract_offline(a, home, &out);
     cr_expect_eq(rc, 1, "%s", out);
     cr_expect(strstr(out, "--weights imagenet: ") && strstr(out, "--weights FILE"), "%s", out);
     free(out);
@@ -389,11 +396,7 @@ Test(cluster, messages_say_what_is_wrong) {
     make_dirs(stale);
     snprintf(stale, sizeof stale, "%s/models/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", home);
     write_file(stale, "not Keras's", 11);
-    setenv("KERAS_HOME", home, 1);
-    setenv("VGGFT_WEIGHTS_URL", "/nonexistent/vggft-mirror", 1);
-    rc = run("extract", &out, "--data '%s/data' --cache '%s/c' --weights imagenet --input-size 32 --quiet", a, a);
-    unsetenv("KERAS_HOME");
-    unsetenv("VGGFT_WEIGHTS_URL");
+    rc = extract_offline(a, home, &out);
     cr_expect_eq(rc, 1, "%s", out);
     cr_expect(strstr(out, "is not Keras's (its MD5 is not ") && !strstr(out, "copy Keras's file"), "%s", out);
     free(out);
