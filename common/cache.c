@@ -396,8 +396,7 @@ static int cache_path_fits(const char *path) {
 // -3 when the LMDB holds nothing at all (never committed), -1 on other
 // errors (err_set each time).
 static int open_env(Cache *c, const char *path, unsigned flags, int create) {
-    memset(c, 0, sizeof *c);
-    if (cache_path_fits(path) < 0) return -1;
+    memset(c, 0, sizeof *c);  // path fits: the public openers checked it (cache_path_fits)
     snprintf(c->path, sizeof c->path, "%s", path);
     c->batch = 256;
     c->commit_seconds = 2.0;

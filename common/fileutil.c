@@ -78,6 +78,11 @@ void atomic_abort(AtomicFile *af) {
     unlink(af->tmp);
 }
 
+const char *temp_dir(void) {
+    const char *d = getenv("TMPDIR");
+    return d && d[0] ? d : "/tmp";
+}
+
 int make_dirs(const char *path) {
     char tmp[4096];
     if (!path[0]) return err_set("empty path");
@@ -136,13 +141,13 @@ int check_output_path(const char *opt, const char *path, const char *const *inpu
     return 0;
 }
 
-void atomic_remove_stale(const char *path) {
+void remove_stale(const char *path, const char *infix, void (*remove_fn)(const char *)) {
     char copy[4096], copy2[4096];
     snprintf(copy, sizeof copy, "%s", path);
     snprintf(copy2, sizeof copy2, "%s", path);
     const char *dir = dirname(copy), *base = basename(copy2);
     char prefix[4200];
-    int pl = snprintf(prefix, sizeof prefix, "%s.tmp.", base);
+    int pl = snprintf(prefix, sizeof prefix, "%s%s", base, infix);
     DIR *d = opendir(dir);
     if (!d) return;
     struct dirent *e;
@@ -154,7 +159,11 @@ void atomic_remove_stale(const char *path) {
         if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;  // its writer may still run
         char full[8400];
         snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
-        unlink(full);
+        remove_fn(full);
     }
     closedir(d);
 }
+
+static void unlink_quietly(const char *p) { unlink(p); }
+
+void atomic_remove_stale(const char *path) { remove_stale(path, ".tmp.", unlink_quietly); }

@@ -28,6 +28,9 @@ void atomic_abort(AtomicFile *af);
 void atomic_group_begin(void);
 int atomic_group_end(int keep);
 
+// $TMPDIR, or /tmp when it is unset or empty.
+const char *temp_dir(void);
+
 // mkdir -p PATH.
 int make_dirs(const char *path);
 // mkdir -p of the folder holding the file PATH (nothing for a bare name).
@@ -43,3 +46,6 @@ int check_output_path(const char *opt, const char *path, const char *const *inpu
 // Removes PATH.tmp.PID files left by killed runs (PID no longer running),
 // as atomic_open makes them. Quiet: a file it cannot remove stays.
 void atomic_remove_stale(const char *path);
+// The same for PATH + INFIX + PID (infix ".tmp.", ".old."), each removed
+// with remove_fn (unlink for files; a folder remover for folders).
+void remove_stale(const char *path, const char *infix, void (*remove_fn)(const char *));

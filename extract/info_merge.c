@@ -1,7 +1,4 @@
 // extract --info PATH and extract --merge OUT IN...
-#include <dirent.h>
-#include <libgen.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,31 +182,6 @@ static void remove_cache_dir(const char *dir) {
     rmdir(dir);
 }
 
-// OUT.tmp.PID and OUT.old.PID folders of merges that were killed (their
-// PID no longer runs): removed before a new merge makes its own.
-static void remove_stale_merges(const char *out) {
-    char a[4096], b[4096];
-    snprintf(a, sizeof a, "%s", out);
-    snprintf(b, sizeof b, "%s", out);
-    const char *dir = dirname(a), *base = basename(b);
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    size_t bl = strlen(base);
-    while ((e = readdir(d))) {
-        if (strncmp(e->d_name, base, bl) || (strncmp(e->d_name + bl, ".tmp.", 5) && strncmp(e->d_name + bl, ".old.", 5)))
-            continue;
-        char *end;
-        long pid = strtol(e->d_name + bl + 5, &end, 10);
-        if (end == e->d_name + bl + 5 || *end || pid <= 0) continue;
-        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;  // still running
-        char full[8300];
-        snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
-        remove_cache_dir(full);
-    }
-    closedir(d);
-}
-
 // The union of the inputs' skipped lists, each line once.
 static int merge_skipped(const char *out_dir, char **inputs, int n) {
     char **lines = NULL;
@@ -346,7 +318,8 @@ int extract_merge(const char *out, char **inputs, int n_inputs, int overwrite) {
     want.complete = 0;
     want.content[0] = '\0';  // recorded again once the records are in
     Cache dst;
-    remove_stale_merges(out);
+    remove_stale(out, ".tmp.", remove_cache_dir);  // folders of merges that were killed
+    remove_stale(out, ".old.", remove_cache_dir);
     if (cache_open_write(&dst, tmp, &want, 1) < 0) {
         remove_cache_dir(tmp);
         goto fail;

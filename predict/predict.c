@@ -251,8 +251,7 @@ static int add_eval(Inputs *in, SkipList *skipped, const char *dir, const ModelM
 // above 2, so with stdin, stdout or stderr closed it can never take their
 // place (and receive the predictions).
 static FILE *temp_file(void) {
-    const char *dir = getenv("TMPDIR");
-    if (!dir || !dir[0]) dir = "/tmp";
+    const char *dir = temp_dir();
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/vggft-predict-XXXXXX", dir);
     int fd = mkstemp(path);
@@ -532,10 +531,9 @@ int predict_run(const PredictOptions *o) {
         char path[PATH_MAX + 32];
         const char *inputs[2] = {o->model ? o->model : o->head, o->weights};
         const char *names[2] = {o->model ? "--model" : "--head", "--weights"};
-        const char *suffix[3] = {o->format && !strcmp(o->format, "json") ? "_report.json" : "_report.txt",
-                                 "_confusion.svg", "_errors.svg"};
+        const Format fmt = o->format && !strcmp(o->format, "json") ? FMT_JSON : FMT_TEXT;
         for (int k = 0; k < 3; k++) {
-            snprintf(path, sizeof path, "%s%s", o->report, suffix[k]);
+            snprintf(path, sizeof path, "%s%s", o->report, report_suffix(k, fmt));
             if (check_output_path("--report", path, inputs, names, 2) < 0) return -1;
         }
     }

@@ -221,7 +221,7 @@ int results_take_batch(Results *r, HeadBuffers *hb, const float *features, int n
 typedef void (*WrongFn)(void *ctx, long i, const char *path, int truth, int pred, float prob);
 static int each_wrong(Results *r, WrongFn fn, void *ctx) {
     // Written as the run went (a full $TMPDIR shows here first).
-    const char *dir = getenv("TMPDIR") && getenv("TMPDIR")[0] ? getenv("TMPDIR") : "/tmp";
+    const char *dir = temp_dir();
     if (fflush(r->wrong) != 0 || ferror(r->wrong))
         return err_set("writing the list of misclassified files in %s (TMPDIR): %s", dir, strerror(errno ? errno : EIO));
     rewind(r->wrong);
@@ -398,6 +398,10 @@ static int write_contact_sheet(const char *path, Results *r, const char *title) 
     return rc;
 }
 
+const char *report_suffix(int k, Format fmt) {
+    return k == 0 ? (fmt == FMT_JSON ? "_report.json" : "_report.txt") : k == 1 ? "_confusion.svg" : "_errors.svg";
+}
+
 int results_finish(Results *r, const char *report, const char *what, const char *data, const SkipList *skipped) {
     ClassMetrics *cm = malloc(sizeof(ClassMetrics) * (size_t)r->K);
     if (!cm) return err_set("out of memory");
@@ -413,15 +417,13 @@ int results_finish(Results *r, const char *report, const char *what, const char 
         // The three files replace the old three together: a failure part way
         // (a full disk) leaves the old set whole, not a mix of two runs.
         char path[PATH_MAX + 32], title[PATH_MAX + 200];
-        const char *const suffix[3] = {r->fmt == FMT_JSON ? "_report.json" : "_report.txt", "_confusion.svg",
-                                       "_errors.svg"};
         for (int k = 0; k < 3; k++) {  // left by a killed run
-            snprintf(path, sizeof path, "%s%s", report, suffix[k]);
+            snprintf(path, sizeof path, "%s%s", report, report_suffix(k, r->fmt));
             atomic_remove_stale(path);
         }
         atomic_group_begin();
         AtomicFile af;
-        snprintf(path, sizeof path, "%s_report.%s", report, r->fmt == FMT_JSON ? "json" : "txt");
+        snprintf(path, sizeof path, "%s%s", report, report_suffix(0, r->fmt));
         FILE *f = atomic_open(&af, path);
         if (!f) rc = -1;
         if (rc == 0) {

@@ -62,6 +62,9 @@ int results_take_batch(Results *r, HeadBuffers *hb, const float *features, int n
 // (.json with --format json), REPORT_confusion.svg and REPORT_errors.svg.
 // what: "Evaluation"...; data: the folder or cache evaluated.
 int results_finish(Results *r, const char *report, const char *what, const char *data, const SkipList *skipped);
+// The report's files are REPORT + report_suffix(k, fmt), k = 0, 1, 2:
+// "_report.txt" ("_report.json" with FMT_JSON), "_confusion.svg", "_errors.svg".
+const char *report_suffix(int k, Format fmt);
 // Frees what results_* and the caller allocated in r (worst, conf, probs,
 // idx; closes wrong).
 void results_free(Results *r);
