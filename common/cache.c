@@ -340,9 +340,7 @@ static int check_pages(const char *path, MDB_txn **txn) {
         long bad = lmdb_check(data, &opt);
         if (bad == 0) return 0;
         if (bad > 0) {
-            char what[ERR_MSG_MAX];
-            snprintf(what, sizeof what, "%s", err_msg());
-            damaged(path, what);
+            damaged(path, err_msg());
             return -2;
         }
         // A writer committed twice since our snapshot began (its meta page
@@ -418,9 +416,7 @@ static int open_env(Cache *c, const char *path, unsigned flags, int create) {
         long bad = lmdb_check(data, &metas);
         if (bad < 0) return -1;
         if (bad > 0) {
-            char what[ERR_MSG_MAX];
-            snprintf(what, sizeof what, "%s", err_msg());
-            damaged(path, what);
+            damaged(path, err_msg());
             return -2;
         }
     }

@@ -11,27 +11,38 @@ static void mark_cut(int n) {
 }
 
 int err_set(const char *fmt, ...) {
+    // Formatted apart first: an argument may be err_buf itself.
+    char msg[ERR_MSG_MAX];
     va_list ap;
     va_start(ap, fmt);
-    mark_cut(vsnprintf(err_buf, sizeof err_buf, fmt, ap));
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    size_t len = n < 0 ? 0 : (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1;
+    memcpy(err_buf, msg, len);
+    err_buf[len] = '\0';
+    mark_cut(n);
     return -1;
 }
 
 int err_prefix(const char *fmt, ...) {
-    char prefix[ERR_MSG_MAX], old[ERR_MSG_MAX];
+    char prefix[ERR_MSG_MAX];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
-    memcpy(old, err_buf, sizeof old);
-    mark_cut(snprintf(err_buf, sizeof err_buf, "%s%s", prefix, old));
-    return -1;
+    return err_set("%s%s", prefix, err_buf);
 }
 
 const char *err_msg(void) { return err_buf; }
 
 void err_clear(void) { err_buf[0] = '\0'; }
+
+void err_keep(ErrKept *k) { memcpy(k->msg, err_buf, strlen(err_buf) + 1); }
+
+int err_restore(const ErrKept *k) {
+    memcpy(err_buf, k->msg, strlen(k->msg) + 1);
+    return -1;
+}
 
 int err_is_out_of_memory(const char *msg) {
     static const char *const says[] = {"out of memory", "Cannot allocate memory", "not enough memory",

@@ -12,6 +12,7 @@
 #define ERR_MSG_MAX 12288
 
 // Sets the message and returns -1, so callers can write `return err_set(...)`.
+// Its arguments may include err_msg() itself: `err_set("%s (hint)", err_msg())`.
 int err_set(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 // Prepends context to the current message ("reading x.h5: " + old message).
 // Returns -1 like err_set.
@@ -19,6 +20,14 @@ int err_prefix(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 // The last message set in this thread ("" if none).
 const char *err_msg(void);
 void err_clear(void);
+// The message kept across cleanup code that may set its own:
+//   ErrKept k; err_keep(&k); thing_free(t); return err_restore(&k);
+typedef struct {
+    char msg[ERR_MSG_MAX];
+} ErrKept;
+void err_keep(ErrKept *k);
+// Sets the kept message back; returns -1 like err_set.
+int err_restore(const ErrKept *k);
 // 1 when msg says memory could not be had (ours "out of memory", strerror's
 // "Cannot allocate memory", zstd's "not enough memory", libjpeg's
 // "Insufficient memory"): the machine's fault, not the input's.

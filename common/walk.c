@@ -71,10 +71,10 @@ int walk_alloc_device(BaseWalk *w, const Model *m, int from, int cap, int gpu, G
     }
     w->gpu = gpu_walk_create(m, from, cap, precision);
     if (!w->gpu) {
-        char keep[ERR_MSG_MAX];
-        snprintf(keep, sizeof keep, "%s", err_msg());
+        ErrKept keep;
+        err_keep(&keep);
         walk_free(w);
-        return err_set("%s", keep);
+        return err_restore(&keep);
     }
     return 0;
 }

@@ -43,15 +43,13 @@ int load_base_weights(Model *m, const char *spec, uint64_t seed, int quiet, char
         int rc = weights_imagenet_path(arch, 0, NULL, download_progress, &p, path, sizeof path);
         if (rc < 0) {
             // Compute nodes often have no network: say how to do without.
-            char keep[ERR_MSG_MAX];
-            snprintf(keep, sizeof keep, "%s", err_msg());
             if (look.state == CACHE_STALE)  // the file there is not Keras's: copying it again would not help
                 return err_set("--weights imagenet: %s. The file at %s is not Keras's (its MD5 is not %s): replace it "
                                "with Keras's own file, or give the file you have as --weights FILE",
-                               keep, look.path, look.md5);
+                               err_msg(), look.path, look.md5);
             return err_set("--weights imagenet: %s. Without network access, copy Keras's file to %s (it is checked "
                            "by MD5) or give it as --weights FILE",
-                           keep, look.path);
+                           err_msg(), look.path);
         }
         if (rc > 0) progress_finish(&p, NULL);
     } else {

@@ -806,10 +806,10 @@ done:
         // On an error keep every record finished so far: a rerun resumes from
         // there. (If the commit itself fails, LMDB keeps the last good state.)
         if (status < 0 && cache.txn) {
-            char keep[ERR_MSG_MAX];
-            snprintf(keep, sizeof keep, "%s", err_msg());
+            ErrKept keep;
+            err_keep(&keep);
             cache_commit(&cache);
-            err_set("%s", keep);
+            err_restore(&keep);
         }
         cache_close(&cache);
     }

@@ -143,10 +143,10 @@ static int reader_start(Reader *r, Split *s, const int *order, long start, const
     size_t floats = (size_t)load->w * load->h * 3;
     r->loader = loader_start(s->n - start, threads, 2 * cap + threads, floats, sizeof(int), load_item, &r->ctx);
     if (!r->loader) {
-        char keep[ERR_MSG_MAX];
-        snprintf(keep, sizeof keep, "%s", err_msg());
+        ErrKept keep;
+        err_keep(&keep);
         reader_stop(r);
-        return err_set("%s", keep);
+        return err_restore(&keep);
     }
     return 0;
 }
@@ -379,14 +379,14 @@ int finetune_run(const FinetuneOptions *o) {
     if (model_build(&m, &cfg) < 0) {
         // A base that builds without --unfreeze: the layer is what is wrong,
         // a usage error (exit 2) like one main() could catch before the head.
-        char keep[ERR_MSG_MAX];
-        snprintf(keep, sizeof keep, "%s", err_msg());
+        ErrKept keep;
+        err_keep(&keep);
         ModelConfig frozen = cfg;
         frozen.unfreeze = NULL;
         Model probe = {0};
         if (model_build(&probe, &frozen) == 0) status = EXIT_USAGE;
         model_free(&probe);
-        err_set("%s", keep);
+        err_restore(&keep);
         goto done;
     }
     if (m.first_trainable_base >= m.n_base) {
@@ -418,10 +418,8 @@ int finetune_run(const FinetuneOptions *o) {
     char weights_id[96];
     if (load_base_weights(&m, o->weights, (uint64_t)o->seed, o->quiet, weights_id, sizeof weights_id) < 0) {
         if (hm.weights[0]) {
-            char keep[ERR_MSG_MAX];
-            snprintf(keep, sizeof keep, "%s", err_msg());
             char note[2200];
-            err_set("%s (the head was trained on the base weights %s%s: give that file with --weights FILE)", keep,
+            err_set("%s (the head was trained on the base weights %s%s: give that file with --weights FILE)", err_msg(),
                     hm.weights, model_meta_made_by_note(&hm, note, sizeof note));
         }
         goto done;

@@ -65,10 +65,10 @@ extern "C" GpuBase *gpu_base_create(const Model *m, int max_batch, GpuPrecision 
         return err_set("GPU: batch capacity must be at least 1, got %d", max_batch), (GpuBase *)NULL;
     }
     if (create(g, m, max_batch, precision) < 0) {
-        char keep[ERR_MSG_MAX];
-        snprintf(keep, sizeof keep, "%s", err_msg());
+        ErrKept keep;
+        err_keep(&keep);
         gpu_base_free(g);
-        err_set("%s", keep);
+        err_restore(&keep);
         return NULL;
     }
     return g;

@@ -366,10 +366,10 @@ extern "C" GpuHead *gpu_head_create(const Model *m, int cap) {
     GpuHead *h = (GpuHead *)calloc(1, sizeof(GpuHead));
     if (!h) return err_set("GPU head: out of memory"), (GpuHead *)NULL;
     if (create(h, m, cap) < 0) {
-        char keep[ERR_MSG_MAX];
-        snprintf(keep, sizeof keep, "%s", err_msg());
+        ErrKept keep;
+        err_keep(&keep);
         gpu_head_free(h);
-        err_set("%s", keep);
+        err_restore(&keep);
         return NULL;
     }
     return h;

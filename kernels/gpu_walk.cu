@@ -266,10 +266,10 @@ extern "C" GpuWalk *gpu_walk_create(const Model *m, int from, int cap, GpuPrecis
     GpuWalk *g = (GpuWalk *)calloc(1, sizeof(GpuWalk));
     if (!g) return err_set("GPU walk: out of memory"), (GpuWalk *)NULL;
     if (create(g, m, from, cap, precision) < 0) {
-        char keep[ERR_MSG_MAX];
-        snprintf(keep, sizeof keep, "%s", err_msg());
+        ErrKept keep;
+        err_keep(&keep);
         gpu_walk_free(g);
-        err_set("%s", keep);
+        err_restore(&keep);
         return NULL;
     }
     return g;

@@ -57,12 +57,10 @@ static int not_a_model(const char *opt, const char *path) {
     struct stat st;
     if (stat(path, &st) < 0 && errno == ENOENT) return err_set("%s %s: no such file", opt, path);
     if (!S_ISREG(st.st_mode)) return err_prefix("%s ", opt);  // a folder, a FIFO: the reason says it
-    char keep[ERR_MSG_MAX];
-    snprintf(keep, sizeof keep, "%s", err_msg());
     return err_set("%s %s: %s. predict needs a whole model written by `finetune` (--model MODEL.h5) or a head "
                    "written by `train` (--head HEAD.h5 --weights BASE.h5); a Keras weights file of the conv base "
                    "alone holds no classifier",
-                   opt, path, keep);
+                   opt, path, err_msg());
 }
 
 // Reads the model or head file's settings and builds the model; loads its
@@ -95,11 +93,9 @@ static int load_model(const PredictOptions *o, Model *m, ModelMeta *meta, char *
             return err_set("--weights %s: not a regular file", o->weights);
         if (load_base_weights(m, o->weights, (uint64_t)o->seed, o->quiet, weights_id, id_size) < 0) {
             if (meta->weights[0]) {
-                char keep[ERR_MSG_MAX];
-                snprintf(keep, sizeof keep, "%s", err_msg());
                 char note[2200];
                 err_set("%s (the head %s was trained on the base weights %s%s: give that file with --weights FILE)",
-                        keep, path, meta->weights, model_meta_made_by_note(meta, note, sizeof note));
+                        err_msg(), path, meta->weights, model_meta_made_by_note(meta, note, sizeof note));
             }
             return -1;
         }

@@ -101,7 +101,7 @@ compare_with_keras() {
     local kvenv=${XDG_CACHE_HOME:-$HOME/.cache}/vggft/keras-venv
     if [ "${BENCH_KERAS:-1}" != 0 ] && [ ! -x "$kvenv/bin/python" ]; then
         echo "(installing tensorflow-cpu into $kvenv for the comparison: once, a few minutes)"
-        { python3 -m venv "$kvenv" && "$kvenv/bin/pip" install -q tensorflow-cpu pillow h5py; } >/dev/null 2>&1 ||
+        { python3 -m venv "$kvenv" && "$kvenv/bin/pip" install -q tensorflow-cpu pillow h5py scipy; } >/dev/null 2>&1 ||
             echo "(could not install tensorflow-cpu: Keras not measured)"
     fi
     local keras=0
@@ -177,13 +177,27 @@ build/extract --data "$data" --cache "$ft/c5" --weights random --input-size 150 
 build/extract --data "$data" --cache "$ft/c4" --weights random --input-size 150 --threads "$threads" --quiet \
     --layer block4_pool >/dev/null
 build/train --cache "$ft/c5" --out "$ft/head.h5" --epochs 1 --quiet --threads "$threads" >/dev/null
+# Two epochs each, the later one timed (the first warms caches and pools),
+# as bench_keras.py times Keras's fit of the same model and augmentation.
+kvenv=${XDG_CACHE_HOME:-$HOME/.cache}/vggft/keras-venv
 for mode in images cache; do
     if [ $mode = images ]; then src="--data $data"; else src="--cache $ft/c4"; fi
-    out=$(build/finetune $src --head "$ft/head.h5" --weights random --out "$ft/m_$mode.h5" --epochs 1 --batch 20 \
-          --threads "$threads" --quiet --checkpoint-every 0)
-    secs=$(cut -d, -f6 "$ft/m_$mode.history.csv" | tail -n +2 | head -1)
-    awk -v n="$n_img" -v t="$secs" -v m="$mode" 'BEGIN { printf "finetune --device cpu from %s at 150x150, block5 + head trainable%s: %.2f img/s (%d images, one epoch %.1f s)\n", m, m == "images" ? ", seeds'"'"' augmentation" : " (block4_pool cache)", n / t, n, t }'
+    out=$(build/finetune $src --head "$ft/head.h5" --weights random --out "$ft/m_$mode.h5" --epochs 2 --batch 20 \
+          --lr 1e-4 --momentum 0.9 --threads "$threads" --quiet --checkpoint-every 0)
+    secs=$(cut -d, -f6 "$ft/m_$mode.history.csv" | tail -n +3 | head -1)
+    awk -v n="$n_img" -v t="$secs" -v m="$mode" 'BEGIN { printf "finetune --device cpu from %s at 150x150, block5 + head trainable%s: %.2f img/s (%d images, second epoch %.1f s)\n", m, m == "images" ? ", seeds'"'"' augmentation" : " (block4_pool cache)", n / t, n, t }'
     echo "$out" | grep '^Time:' | sed 's/^/  /'
+    if [ $mode = images ] && [ "${BENCH_KERAS:-1}" != 0 ] && [ -x "$kvenv/bin/python" ]; then
+        # ImageDataGenerator's transforms need scipy, which older venvs lack.
+        "$kvenv/bin/python" -c 'import scipy' 2>/dev/null || "$kvenv/bin/pip" install -q scipy >/dev/null 2>&1 || true
+        k=$("$kvenv/bin/python" scripts/bench_keras.py finetune 150 "$data" 2 2>/dev/null |
+            sed -n 's/^keras finetune 150: .* \([0-9.]*\) img\/s$/\1/p')
+        if [ -n "$k" ]; then
+            awk -v n="$n_img" -v t="$secs" -v k="$k" 'BEGIN { printf "  Keras fit, the same model, augmentation and batch (second epoch): %.2f img/s; ours %.2fx Keras\n", k, n / t / k }'
+        else
+            echo "  (Keras's fine-tuning did not run: scripts/bench_keras.py finetune needs tensorflow-cpu and scipy)"
+        fi
+    fi
 done
 
 fi

@@ -8,6 +8,15 @@
       JPEG files -> block5_pool features, the seeds' way (load_img with
       nearest resize, img_to_array, preprocess_input, predict in batches of
       32): prints "keras extract SIZE: N images, T s, R img/s"
+  python bench_keras.py finetune SIZE DIR EPOCHS [WEIGHTS.h5]
+      the seeds' fine-tuning: VGG16 frozen below block5_conv1, Flatten,
+      Dense(256, relu), Dropout(0.5), Dense (sigmoid for 2 classes, else
+      softmax), SGD(1e-4, momentum 0.9), fit on ImageDataGenerator's
+      flow_from_directory with the seeds' augmentation (rotation 30, shifts,
+      shear and zoom 0.2, horizontal flip; caffe preprocessing), batch 20;
+      the first epoch is a warm-up: prints "keras finetune SIZE: N images,
+      T s, R img/s" for the best later epoch (finetune's own figure is the
+      epoch time of its history CSV, the same span)
 
 Run it inside the virtual environment scripts/bench_keras.sh makes
 (tensorflow-cpu from PyPI); the tests never need it. Threads: TensorFlow's
@@ -54,9 +63,47 @@ def extract(size, folder, weights=None):
     print(f"keras extract {size}: {len(files)} images, {dt:.2f} s, {len(files) / dt:.2f} img/s")
 
 
+def finetune(size, folder, epochs, weights=None):
+    from keras.src.legacy.preprocessing.image import ImageDataGenerator  # needs scipy
+    from keras import layers
+    gen = ImageDataGenerator(rotation_range=30, width_shift_range=0.2, height_shift_range=0.2,
+                             shear_range=0.2, zoom_range=0.2, horizontal_flip=True,
+                             preprocessing_function=preprocess_input)
+    n_class = len([d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d))])
+    binary = n_class == 2
+    it = gen.flow_from_directory(folder, target_size=(size, size), batch_size=20,
+                                 class_mode="binary" if binary else "categorical", seed=1)
+    conv_base = base(size, weights)
+    trainable = False
+    for layer in conv_base.layers:
+        trainable = trainable or layer.name == "block5_conv1"
+        layer.trainable = trainable
+    model = keras.Sequential([keras.Input((size, size, 3)), conv_base, layers.Flatten(),
+                              layers.Dense(256, activation="relu"), layers.Dropout(0.5),
+                              layers.Dense(1 if binary else n_class,
+                                           activation="sigmoid" if binary else "softmax")])
+    model.compile(optimizer=keras.optimizers.SGD(1e-4, momentum=0.9),
+                  loss="binary_crossentropy" if binary else "categorical_crossentropy",
+                  metrics=["accuracy"])
+
+    class Times(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds.append(time.perf_counter() - self.t)
+
+    seconds = []
+    model.fit(it, epochs=epochs, verbose=0, callbacks=[Times()])
+    dt = min(seconds[1:]) if len(seconds) > 1 else seconds[0]
+    print(f"keras finetune {size}: {it.samples} images, {dt:.2f} s, {it.samples / dt:.2f} img/s")
+
+
 if __name__ == "__main__":
     what, size = sys.argv[1], int(sys.argv[2])
     if what == "conv":
         conv(size, int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] if len(sys.argv) > 5 else None)
+    elif what == "finetune":
+        finetune(size, sys.argv[3], int(sys.argv[4]), sys.argv[5] if len(sys.argv) > 5 else None)
     else:
         extract(size, sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else None)

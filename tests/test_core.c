@@ -1,4 +1,4 @@
-// Command line, progress bar, BLAS kernel choice and device selection.
+// Command line, progress bar, BLAS kernel choice, device selection and error messages.
 #include <criterion/criterion.h>
 #include <criterion/redirect.h>
 #include <stdlib.h>
@@ -206,4 +206,30 @@ Test(progress, metric_values_as_keras_prints_them) {
     cr_expect_str_eq(keras_value(0.001, b), "1.0000e-03");
     cr_expect_str_eq(keras_value(0.0011, b), "0.0011");
     cr_expect_str_eq(keras_value(67.13157, b), "67.1316");
+}
+
+// err_set may quote the message it replaces (callers add a hint to a lower
+// layer's error that way), err_prefix adds context before it, and a message
+// kept across cleanup code survives what the cleanup reports.
+Test(error, messages_wrap_prefix_and_survive_cleanup) {
+    err_set("reading %s: %s", "a.h5", "truncated");
+    err_set("%s (give the file with --weights FILE)", err_msg());
+    cr_assert_str_eq(err_msg(), "reading a.h5: truncated (give the file with --weights FILE)");
+    err_prefix("layer %s: ", "block5_conv1");
+    cr_assert_str_eq(err_msg(), "layer block5_conv1: reading a.h5: truncated (give the file with --weights FILE)");
+
+    ErrKept k;
+    err_keep(&k);
+    err_set("cleanup failed too");
+    cr_assert_eq(err_restore(&k), -1);
+    cr_assert_str_eq(err_msg(), "layer block5_conv1: reading a.h5: truncated (give the file with --weights FILE)");
+
+    // Longer than the buffer: cut, and says so, also when quoting itself.
+    static char big[ERR_MSG_MAX + 100];
+    memset(big, 'x', sizeof big - 1);
+    err_set("%s", big);
+    err_set("%s", err_msg());
+    size_t n = strlen(err_msg());
+    cr_assert_eq(n, ERR_MSG_MAX - 1);
+    cr_assert_str_eq(err_msg() + n - 3, "...");
 }
