@@ -1195,6 +1195,11 @@ static int keylist_next(KeyList *kl, uint64_t *key) {
     return 1;
 }
 
+const char *cache_content_id(const CacheMeta *meta) {
+    const char *id = strstr(meta->content, "sha256:");
+    return id ? id : "";
+}
+
 int cache_content_check(const char *path, const CacheMeta *meta, const char *have, const uint64_t *keys, long n) {
     if (!meta->content[0] || !strcmp(meta->content, have)) return 0;
     long want_n = cache_content_count(meta);

@@ -223,6 +223,10 @@ int cache_content_end(CacheContent *cc, char *out, size_t size);
 // meta->content. 0 when equal or nothing was recorded (a run that did not
 // finish); else -1 with err_set naming the keys missing or unexpected (when
 // the run listed its keys) and telling to re-extract.
+// The content digest of a finished cache ("sha256:<hex>" of its records,
+// from meta->content), or "" when none was recorded: what identifies its
+// records whatever folder it is in.
+const char *cache_content_id(const CacheMeta *meta);
 int cache_content_check(const char *path, const CacheMeta *meta, const char *have, const uint64_t *keys, long n);
 // The records the run recorded, or -1 when it did not.
 long cache_content_count(const CacheMeta *meta);

@@ -149,6 +149,9 @@ static int set_value(CliOption *o, const char *text) {
             return err_set("--%s: '%s' is not one of %s", o->name, text, o->choices);
         /* fall through */
     case OPT_STRING:
+        // Every string option names a file, folder, layer or spec: an empty
+        // one is an unset shell variable, not a value to look up.
+        if (!*text) return err_set("--%s: the value is empty", o->name);
         *(const char **)o->dest = text;
         return 0;
     }

@@ -251,7 +251,12 @@ int features_gather(FeatureSet *fs, const int *rows, int n, float *out) {
 }
 
 int features_subset(const FeatureSet *fs, const int *rows, int n, FeatureSet *out) {
-    if (!fs->data) return err_set("validation_split needs the cache in memory (raise --memory-budget)");
+    if (!fs->data) {
+        size_t mb = ((size_t)fs->n * (size_t)fs->D * (fs->dtype == FEAT_F16 ? 2 : 4) + (1u << 20) - 1) >> 20;
+        return err_set("--validation-split needs the cache's %d records in memory (%zu MB), more than "
+                       "--memory-budget allows: give --memory-budget %zu or more, or a separate validation cache",
+                       fs->n, mb, mb);
+    }
     memset(out, 0, sizeof *out);
     out->n = n, out->D = fs->D, out->dtype = fs->dtype, out->threads = fs->threads;
     size_t item = fs->dtype == FEAT_F16 ? 2 : 4, row = item * (size_t)fs->D;

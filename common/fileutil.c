@@ -167,3 +167,40 @@ void remove_stale(const char *path, const char *infix, void (*remove_fn)(const c
 static void unlink_quietly(const char *p) { unlink(p); }
 
 void atomic_remove_stale(const char *path) { remove_stale(path, ".tmp.", unlink_quietly); }
+
+const char *path_canonical(const char *path, char *out) {
+    if (!realpath(path, out)) snprintf(out, PATH_MAX, "%s", path);
+    return out;
+}
+
+void path_absolute(const char *path, char *out, size_t size) {
+    char head[PATH_MAX], tail[PATH_MAX] = "";
+    snprintf(head, sizeof head, "%s", path);
+    for (;;) {
+        char real[PATH_MAX];
+        if (realpath(head, real)) {
+            snprintf(out, size, "%s%s", real, tail);
+            return;
+        }
+        if (!strcmp(head, ".") || !strcmp(head, "/")) {  // a working directory since removed
+            snprintf(out, size, "%s", path);
+            return;
+        }
+        char *slash = strrchr(head, '/');
+        char t[PATH_MAX];
+        snprintf(t, sizeof t, "/%s%s", slash ? slash + 1 : head, tail);
+        snprintf(tail, sizeof tail, "%s", t);
+        if (!slash) snprintf(head, sizeof head, ".");
+        else if (slash == head) snprintf(head, sizeof head, "/");
+        else *slash = '\0';
+    }
+}
+
+int path_within(const char *path, const char *dir) {
+    char p[PATH_MAX], d[PATH_MAX];
+    if (!realpath(dir, d)) return 0;
+    path_absolute(path, p, sizeof p);
+    size_t n = strlen(d);
+    if (n == 1) return 1;  // "/"
+    return !strncmp(p, d, n) && (p[n] == '/' || p[n] == '\0');
+}

@@ -49,3 +49,14 @@ void atomic_remove_stale(const char *path);
 // The same for PATH + INFIX + PID (infix ".tmp.", ".old."), each removed
 // with remove_fn (unlink for files; a folder remover for folders).
 void remove_stale(const char *path, const char *infix, void (*remove_fn)(const char *));
+
+// path with symbolic links, "." and ".." resolved (realpath), so that two
+// spellings of one folder compare equal; path itself when it cannot be
+// resolved. out: PATH_MAX bytes. Returns out.
+const char *path_canonical(const char *path, char *out);
+// path made absolute with its existing part resolved (links, "..") and the
+// part not made yet appended as written: where a file or folder would land.
+void path_absolute(const char *path, char *out, size_t size);
+// 1 when path (existing or not) is dir or lies below it, after resolving
+// both; 0 otherwise, or when dir does not resolve.
+int path_within(const char *path, const char *dir);

@@ -1,5 +1,6 @@
 #include "fit.h"
 
+#include <limits.h>
 #include <math.h>
 #include <unistd.h>
 #include <stdlib.h>
@@ -190,6 +191,15 @@ static int setting_num(const Checkpoint *c, const char *path, const char *key, d
     return bad ? err_set("%s: bad %s in the checkpoint", path, key) : 0;
 }
 
+// A folder setting this run gives as an absolute path (realpath, as the
+// tools record them) and the checkpoint as another spelling of the same
+// folder: "data" or "./data/" written by an older run, from this directory.
+static int same_path(const char *have, const char *want, size_t want_len) {
+    if (want_len == 0 || want[0] != '/' || !have[0]) return 0;
+    char real[PATH_MAX];
+    return realpath(have, real) && strlen(real) == want_len && !strncmp(real, want, want_len);
+}
+
 int fit_load(FitState *s, const char *settings, const char *path) {
     Checkpoint c;
     if (checkpoint_read(&c, path) < 0) return -1;
@@ -202,9 +212,20 @@ int fit_load(FitState *s, const char *settings, const char *path) {
         snprintf(key, sizeof key, "%.*s", (int)(eq - p), p);
         char *have = checkpoint_setting(&c, key);
         size_t vl = (size_t)(nl - eq - 1);
-        if (!have || strlen(have) != vl || strncmp(have, eq + 1, vl)) {
-            err_set("--resume %s: %s is %s in the checkpoint, %.*s in this run", path, key, have ? have : "(absent)",
-                    (int)vl, eq + 1);
+        // Settings older checkpoints did not record (the tool, the caches'
+        // "*_content" digests): not compared.
+        size_t kl = strlen(key);
+        if (!have && (!strcmp(key, "tool") || (kl > 8 && !strcmp(key + kl - 8, "_content")))) {
+            p = nl + 1;
+            continue;
+        }
+        if (!have || ((strlen(have) != vl || strncmp(have, eq + 1, vl)) && !same_path(have, eq + 1, vl))) {
+            err_set("--resume %s: %s is %s in the checkpoint, %.*s in this run%s", path, key,
+                    !have ? "(absent)" : have[0] ? have : "(none)", vl ? (int)vl : 6, vl ? eq + 1 : "(none)",
+                    kl > 8 && !strcmp(key + kl - 8, "_content")
+                        ? " (the digest of a cache's records: this cache holds other records than the one the "
+                          "checkpoint's run began with)"
+                        : "");
             free(have);
             goto done;
         }
@@ -268,9 +289,10 @@ int fit_begin(FitState *s, const char *settings, const char *out, int resume, ch
     // These lines are not progress: they show even with --quiet (a job log
     // should say where a run started).
     if (!resume) {
-        // As CSVLogger (append=False) at the start of fit(): an earlier run's
-        // rows must not pass for this run's.
-        if (access(csv, F_OK) == 0 && fit_write_history(s, csv) < 0) return -1;
+        // An earlier run's OUT.history.csv stays until this run's first
+        // epoch replaces it (fit_save), as its OUT.h5 and plots stay until
+        // this run writes its own: a run that fails before then leaves the
+        // earlier run's outputs whole, not its model beside an emptied history.
         if (exists)
             log_printf(stderr,
                        "note: %s is from an earlier run: starting over and replacing it (--resume continues it)\n",
@@ -353,4 +375,9 @@ void fit_print_report(FILE *out, const char *what, const Running *r, int K, char
         fprintf(out, "  %-*.*s %9.4f %8.4f %8ld\n", w, w, names[k], col ? (double)tp / col : 0.0,
                 row ? (double)tp / row : 0.0, row);
     }
+}
+
+int fit_diverged(int epoch, long step, float loss) {
+    return err_set("epoch %d step %ld: the loss is %s (diverged: lower --lr)", epoch + 1, step + 1,
+                   isnan(loss) ? "nan" : loss > 0 ? "inf" : "-inf");
 }

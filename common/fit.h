@@ -120,3 +120,8 @@ void confusion_add(long *conf, int K, const int32_t *labels, const int32_t *pred
 // and per-class precision, recall and support, to out.
 void fit_print_report(FILE *out, const char *what, const Running *r, int K, char *const *class_names,
                       const long *conf);
+
+// The error for a loss that is no longer finite at step (0-based) of epoch
+// (0-based): "epoch 3 step 12: the loss is nan (diverged: lower --lr)".
+// Returns -1.
+int fit_diverged(int epoch, long step, float loss);

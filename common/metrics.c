@@ -19,6 +19,7 @@ void metrics_per_class(const long *conf, int K, ClassMetrics *out) {
 static void average(const ClassMetrics *c, int K, int weighted, double *p, double *r, double *f) {
     double sp = 0, sr = 0, sf = 0, w = 0;
     for (int k = 0; k < K; k++) {
+        if (!c[k].support && !c[k].predicted) continue;  // in neither the truth nor the predictions
         double wk = weighted ? (double)c[k].support : 1.0;
         sp += wk * c[k].precision, sr += wk * c[k].recall, sf += wk * c[k].f1, w += wk;
     }

@@ -21,9 +21,11 @@ typedef struct {
 // out: K entries. Computed in double.
 void metrics_per_class(const long *conf, int K, ClassMetrics *out);
 
-// Averages over the K classes (scikit-learn's average='macro': every class
-// counts once; classes without support included, as scikit-learn includes
-// them) and weighted by support (average='weighted'). Any pointer may be NULL.
+// Averages over the classes (scikit-learn's average='macro': each class in
+// the truth or the predictions counts once, as scikit-learn's default
+// labels, the union of y_true and y_pred; a class in neither, as when an
+// evaluation folder holds fewer classes, does not count) and weighted by
+// support (average='weighted'). Any pointer may be NULL.
 void metrics_macro(const ClassMetrics *c, int K, double *precision, double *recall, double *f1);
 void metrics_weighted(const ClassMetrics *c, int K, double *precision, double *recall, double *f1);
 

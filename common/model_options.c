@@ -66,10 +66,19 @@ int model_options_config(const ModelOptions *mo, unsigned which, ModelConfig *cf
 
 int model_options_summary(const char *prog, const ModelOptions *mo, unsigned which, SummaryStyle style) {
     ModelConfig cfg;
-    Model m;
-    if (model_options_config(mo, which, &cfg) < 0 || model_build(&m, &cfg) < 0) {
+    if (model_options_config(mo, which, &cfg) < 0) {
         cli_error(prog, NULL);
         return 2;
+    }
+    int rc = model_config_summary(prog, &cfg, style);
+    return rc ? 2 : 0;
+}
+
+int model_config_summary(const char *prog, const ModelConfig *cfg, SummaryStyle style) {
+    Model m;
+    if (model_build(&m, cfg) < 0) {
+        cli_error(prog, NULL);
+        return 1;
     }
     model_print_summary(&m, style, stdout);
     model_free(&m);

@@ -34,3 +34,6 @@ int model_options_config(const ModelOptions *mo, unsigned which, ModelConfig *cf
 // --summary: builds the model from the options alone (no data, no weights)
 // and prints its Keras-style table to stdout. Returns the exit code.
 int model_options_summary(const char *prog, const ModelOptions *mo, unsigned which, SummaryStyle style);
+// The same from a whole configuration (a head's, a cache's). Returns the
+// exit code (1 when the model cannot be built).
+int model_config_summary(const char *prog, const ModelConfig *cfg, SummaryStyle style);

@@ -72,3 +72,25 @@ int load_base_weights(Model *m, const char *spec, uint64_t seed, int quiet, char
     snprintf(id, id_size, "sha256:%s", hex);
     return model_load_base(m, path);
 }
+
+int load_head_base_weights(Model *m, const char *spec, long seed, int quiet, const char *head,
+                           const ModelMeta *head_meta, char *id, size_t id_size) {
+    unsigned long head_seed = 1;
+    const int head_random = sscanf(head_meta->weights, "random:seed=%lu", &head_seed) == 1;
+    const int seed_given = seed >= 0;
+    if (!seed_given) seed = (long)head_seed;
+    char note[2200], hint[96];
+    if (!head_random) snprintf(hint, sizeof hint, "give that file with --weights FILE");
+    else if (seed_given) snprintf(hint, sizeof hint, "give --weights random --seed %lu, or leave out --seed", head_seed);
+    else snprintf(hint, sizeof hint, "give --weights random");
+    if (load_base_weights(m, spec, (uint64_t)seed, quiet, id, id_size) < 0) {
+        if (head_meta->weights[0])
+            err_set("%s (the head %s was trained on the base weights %s%s: %s)", err_msg(), head, head_meta->weights,
+                    model_meta_made_by_note(head_meta, note, sizeof note), hint);
+        return -1;
+    }
+    if (head_meta->weights[0] && strcmp(head_meta->weights, id))
+        return err_set("--weights %s (%s) are not the base weights the head was trained on (%s: %s%s): %s", spec, id,
+                       head, head_meta->weights, model_meta_made_by_note(head_meta, note, sizeof note), hint);
+    return 0;
+}

@@ -4,6 +4,7 @@
 #include <stdint.h>
 
 #include "model.h"
+#include "model_io.h"
 
 // Loads the conv base weights (layers [1, n_base)) of m from spec:
 //   imagenet  Keras's ImageNet notop file for m's arch, found in Keras's cache
@@ -24,3 +25,12 @@
 // stale cached file) print even when quiet; quiet hides the progress and
 // the "Downloading data from" note.
 int load_base_weights(Model *m, const char *spec, uint64_t seed, int quiet, char *id, size_t id_size);
+
+// The base weights a head (or a whole model's head) was trained on, for
+// finetune and predict: load_base_weights from spec, then the check that
+// they are the ones head_meta records (SHA-256 or random:seed=N), with an
+// error that names the head, its weights and the extract command that made
+// its features, and says what to give. seed < 0: for --weights random, the
+// seed the head records (else 1). -1 (err_set) on failure.
+int load_head_base_weights(Model *m, const char *spec, long seed, int quiet, const char *head,
+                           const ModelMeta *head_meta, char *id, size_t id_size);

@@ -438,34 +438,10 @@ static int overwrite_needed(const char *path, const CacheMeta *want, const Datas
     return replace;
 }
 
-// PATH made absolute with its existing part resolved (links, "..") and
-// the part not made yet appended as written: where a folder would land.
-static int abs_path(const char *path, char *out, size_t size) {
-    char head[PATH_MAX], tail[PATH_MAX] = "";
-    snprintf(head, sizeof head, "%s", path);
-    for (;;) {
-        char real[PATH_MAX];
-        if (realpath(head, real)) {
-            snprintf(out, size, "%s%s", real, tail);
-            return 0;
-        }
-        char *slash = strrchr(head, '/');
-        char t[PATH_MAX];
-        snprintf(t, sizeof t, "/%s%s", slash ? slash + 1 : head, tail);
-        snprintf(tail, sizeof tail, "%s", t);
-        if (!slash) snprintf(head, sizeof head, ".");
-        else if (slash == head) snprintf(head, sizeof head, "/");
-        else *slash = '\0';
-    }
-}
-
 // A cache inside the image folder would be listed as one of its class
 // folders by every later run (and by Keras): refused.
 static int cache_outside_data(const char *cache, const char *data) {
-    char c[PATH_MAX], d[PATH_MAX];
-    if (abs_path(cache, c, sizeof c) < 0 || !realpath(data, d)) return 0;  // the scan says what is wrong with --data
-    size_t n = strlen(d);
-    if (!strncmp(c, d, n) && (c[n] == '/' || c[n] == '\0'))
+    if (path_within(cache, data))  // (a --data that does not resolve: the scan says what is wrong with it)
         return err_set("--cache %s lies inside --data %s: later runs (and Keras) would read it as a class folder; "
                        "put the cache elsewhere",
                        cache, data);

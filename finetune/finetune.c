@@ -358,6 +358,16 @@ int finetune_run(const FinetuneOptions *o) {
     // Refused now, not after training: an --out that is an input, a folder or a device.
     const char *inputs[2] = {o->head, o->weights}, *names[2] = {"--head", "--weights"};
     if (check_output_path("--out", o->out, inputs, names, 2) < 0) return -1;
+    // Augmented images written into the data would be read as training (or
+    // validation) images by every later run, under the class they landed in.
+    const char *data_dirs[2] = {o->data, o->val_data}, *data_opts[2] = {"--data", "--val-data"};
+    for (int i = 0; i < 2 && o->save_augmented; i++)
+        if (data_dirs[i] && path_within(o->save_augmented, data_dirs[i])) {
+            err_set("--save-augmented %s lies inside %s %s: later runs would read the augmented images as %s "
+                    "images; write them elsewhere",
+                    o->save_augmented, data_opts[i], data_dirs[i], i ? "validation" : "training");
+            return EXIT_USAGE;
+        }
     // --- the model, from the head file ---------------------------------------------
     if (model_meta_read(o->head, &hm) < 0) return err_prefix("--head: ");
     if (strcmp(hm.contents, "head")) {
@@ -416,20 +426,10 @@ int finetune_run(const FinetuneOptions *o) {
     // Base weights (the frozen part and the starting point of the trainable
     // one): the ones the head's features came from.
     char weights_id[96];
-    if (load_base_weights(&m, o->weights, (uint64_t)o->seed, o->quiet, weights_id, sizeof weights_id) < 0) {
-        if (hm.weights[0]) {
-            char note[2200];
-            err_set("%s (the head was trained on the base weights %s%s: give that file with --weights FILE)", err_msg(),
-                    hm.weights, model_meta_made_by_note(&hm, note, sizeof note));
-        }
+    // (--seed is the seed of augmentation, shuffling and dropout: random
+    // base weights take the head's.)
+    if (load_head_base_weights(&m, o->weights, -1, o->quiet, o->head, &hm, weights_id, sizeof weights_id) < 0)
         goto done;
-    }
-    if (hm.weights[0] && strcmp(hm.weights, weights_id)) {
-        char note[2200];
-        err_set("--weights %s (%s) are not the base weights the head was trained on (%s: %s%s)", o->weights, weights_id,
-                o->head, hm.weights, model_meta_made_by_note(&hm, note, sizeof note));
-        goto done;
-    }
     if (model_check_finite(&m, 1, m.n_base) < 0) {
         err_prefix("--weights %s: ", o->weights);
         goto done;
@@ -441,16 +441,19 @@ int finetune_run(const FinetuneOptions *o) {
     }
 
     const size_t budget = (size_t)o->memory_budget_mb << 20;
+    char data_content[80] = "", val_content[80] = "";  // the caches' records digests (resume settings)
     if (from_cache) {
         train.from_cache = 1;
         if (features_load(&train.fs, o->cache, budget, threads, &train.meta) < 0) goto done;
         if (check_cache(&train.meta, o->cache, &m, &hm, weights_id, walk_from - 1) < 0) goto done;
+        snprintf(data_content, sizeof data_content, "%s", cache_content_id(&train.meta));
         cache_meta_warn_partial(&train.meta, o->cache);
         train.n = train.fs.n, train.labels = train.fs.labels;
         if (o->val_cache) {
             val.from_cache = 1;
             if (features_load(&val.fs, o->val_cache, budget, threads, &val.meta) < 0) goto done;
             if (check_cache(&val.meta, o->val_cache, &m, &hm, weights_id, walk_from - 1) < 0) goto done;
+            snprintf(val_content, sizeof val_content, "%s", cache_content_id(&val.meta));
             cache_meta_warn_partial(&val.meta, o->val_cache);
             val.n = val.fs.n, val.labels = val.fs.labels;
         } else if (o->validation_split > 0) {
@@ -545,13 +548,18 @@ int finetune_run(const FinetuneOptions *o) {
     {
         size_t cap = 12000;
         char f1[32], f2[32];
+        // Folders and caches by real path ("data" and "$PWD/data/" are one
+        // folder), caches also by their records' digest (another cache at
+        // the same path).
+        char data_real[PATH_MAX], val_real[PATH_MAX];
+        const char *val_path = o->val_cache ? o->val_cache : o->val_data;
         settings = malloc(cap);
         snprintf(settings, cap,
-                 "data=%s\nval=%s\nvalidation_split=%.9g\nweights=%s\nhead=sha256:%s\nunfreeze=%s\noptimizer=%s\n"
+                 "tool=finetune\ndata=%s\ndata_content=%s\nval=%s\nval_content=%s\nvalidation_split=%.9g\nweights=%s\nhead=sha256:%s\nunfreeze=%s\noptimizer=%s\n"
                  "lr=%s\nmomentum=%s\nnesterov=%d\nbatch=%d\nseed=%ld\naugment=%s\nclass_weight=%s\n"
                  "train_items=%d\nearly_stopping=%d\n",
-                 from_cache ? o->cache : o->data, o->val_cache ? o->val_cache : o->val_data ? o->val_data : "",
-                 o->validation_split, weights_id, head_sha, m.unfreeze_name, optim_kind_name(kind),
+                 path_canonical(from_cache ? o->cache : o->data, data_real), data_content,
+                 val_path ? path_canonical(val_path, val_real) : "", val_content, o->validation_split, weights_id, head_sha, m.unfreeze_name, optim_kind_name(kind),
                  fit_float_text(opt.lr, f1), fit_float_text(opt.momentum, f2), opt.nesterov, o->batch, o->seed, aug_text, o->class_weight, train.n,
                  o->early_stopping);
     }
@@ -671,7 +679,7 @@ int finetune_run(const FinetuneOptions *o) {
                 }
                 if (!isfinite(loss)) {
                     reader_stop(&rd);
-                    err_set("epoch %d step %ld: the loss is %g (diverged: lower --lr)", epoch + 1, s + 1, loss);
+                    fit_diverged(epoch, s, loss);
                     goto done;
                 }
                 optim_step_done(&fs.opt);

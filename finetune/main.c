@@ -9,8 +9,10 @@
 #include "cli.h"
 #include "error.h"
 #include "finetune.h"
+#include "model_io.h"
 #include "model_options.h"
 #include "parallel.h"
+#include "progress.h"
 #include "stop.h"
 
 static const char *EPILOG =
@@ -30,8 +32,9 @@ static const char *EPILOG =
     "\n"
     "--augment takes e.g. rotation=30,shift=0.2,shear=0.2,zoom=0.2,flip (the\n"
     "default, the seeds' generator; shear in degrees); keys: rotation, shift,\n"
-    "width_shift, height_shift, shear, zoom, flip. Validation images are never\n"
-    "augmented.\n"
+    "width_shift, height_shift, shear, zoom, flip (a shift below 1 is a fraction\n"
+    "of the width or height, from 1 up pixels, as in Keras). Validation images\n"
+    "are never augmented.\n"
     "\n"
     "Writes MODEL.h5 (the whole model as Keras HDF5: Keras's load_weights reads it\n"
     "into Sequential([VGG16(include_top=False), Flatten(), Dense, Dropout, Dense])),\n"
@@ -89,6 +92,35 @@ static const char *check_options(CliSpec *spec, const FinetuneOptions *o, char *
     model_free(&m);
 #undef BAD
     return NULL;
+}
+
+// --summary --head: the model finetune would train with that head (the
+// shape options, which say the same thing, are refused beside it).
+static int head_summary(CliSpec *spec, const FinetuneOptions *o, const ModelOptions *mo,
+                        const char *const *shape_only) {
+    for (int i = 0; shape_only[i]; i++)
+        if (cli_find(spec, shape_only[i])->seen) {
+            cli_error("finetune", "--%s with --summary --head: the shape comes from the head; leave out one of them",
+                      shape_only[i]);
+            return EXIT_USAGE;
+        }
+    ModelMeta hm = {0};
+    int status = EXIT_FAILED;
+    ModelConfig cfg;
+    char def_unfreeze[LAYER_NAME_MAX];
+    if (model_meta_read(o->head, &hm) < 0) cli_error("finetune", "--head: %s", err_msg());
+    else if (strcmp(hm.contents, "head"))
+        cli_error("finetune", "--head %s holds a %s model, not a head trained by `train`", o->head, hm.contents);
+    else {
+        model_meta_to_config(&hm, &cfg);
+        cfg.unfreeze = mo->unfreeze;
+        if (!cfg.unfreeze && finetune_default_unfreeze(cfg.cut, def_unfreeze, sizeof def_unfreeze) == 0)
+            cfg.unfreeze = def_unfreeze;
+        status = model_config_summary("finetune", &cfg, SUMMARY_FLAT);
+        if (status && mo->unfreeze) status = EXIT_USAGE;  // a valid head: the layer is what is wrong
+    }
+    model_meta_free(&hm);
+    return status;
 }
 
 int main(int argc, char **argv) {
@@ -170,6 +202,7 @@ int main(int argc, char **argv) {
     int rc = cli_parse(&spec, argc, argv, NULL, NULL);
     if (rc == CLI_EXIT_OK) return EXIT_DONE;
     if (rc == CLI_USAGE) return EXIT_USAGE;
+    if (summary && o.head) return head_summary(&spec, &o, &mo, shape_only);
     if (summary) {
         char def_unfreeze[64];
         if (!mo.unfreeze) {
@@ -192,6 +225,8 @@ int main(int argc, char **argv) {
     o.lr_given = cli_find(&spec, "lr")->seen;
     o.momentum_given = cli_find(&spec, "momentum")->seen;
     o.augment_given = cli_find(&spec, "augment")->seen;
+    if (cli_find(&spec, "save-augmented-count")->seen && !o.save_augmented)
+        log_printf(stderr, "note: --save-augmented-count only goes with --save-augmented DIR; ignored here\n");
     char why[300];
     const char *bad = check_options(&spec, &o, why, sizeof why);
     if (bad) {

@@ -88,7 +88,7 @@ int main(int argc, char **argv) {
         {"threads", OPT_INT, &o.threads, "0", "N",
          "CPU threads for decoding and the conv base (0: the CPUs this job may use,\nits affinity mask: taskset, Slurm)",
          .range = ">=0"},
-        {"seed", OPT_LONG, &o.seed, "1", "S", "with --weights random: the seed extract was given"},
+        {"seed", OPT_LONG, &o.seed, NULL, "S", "with --weights random: the seed extract was given (default: the one\nthe head records)"},
         {"memory-budget", OPT_LONG, &o.memory_budget_mb, "4096", "MB",
          "with --cache: keep features in memory up to this size, else stream\nthem from the cache",
          .range = ">=0"},
@@ -137,6 +137,7 @@ int main(int argc, char **argv) {
         log_printf(stderr, "note: --seed only goes with --head ... --weights random; ignored here\n");
     if (cli_find(&spec, "memory-budget")->seen && !o.cache)
         log_printf(stderr, "note: --memory-budget only goes with --cache; ignored here\n");
+    if (!cli_find(&spec, "seed")->seen) o.seed = -1;  // --weights random: the seed the head records
     int status = predict_run(&o);
     if (status < 0) cli_error("predict", NULL), status = EXIT_FAILED;
     free(o.inputs);

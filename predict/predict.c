@@ -91,19 +91,8 @@ static int load_model(const PredictOptions *o, Model *m, ModelMeta *meta, char *
         if (strcmp(o->weights, "imagenet") && strcmp(o->weights, "random") && stat(o->weights, &st) == 0 &&
             !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
             return err_set("--weights %s: not a regular file", o->weights);
-        if (load_base_weights(m, o->weights, (uint64_t)o->seed, o->quiet, weights_id, id_size) < 0) {
-            if (meta->weights[0]) {
-                char note[2200];
-                err_set("%s (the head %s was trained on the base weights %s%s: give that file with --weights FILE)",
-                        err_msg(), path, meta->weights, model_meta_made_by_note(meta, note, sizeof note));
-            }
+        if (load_head_base_weights(m, o->weights, o->seed, o->quiet, path, meta, weights_id, id_size) < 0)
             return -1;
-        }
-        if (meta->weights[0] && strcmp(meta->weights, weights_id)) {
-            char note[2200];
-            return err_set("--weights %s (%s) are not the base weights the head was trained on (%s: %s%s)",
-                           o->weights, weights_id, path, meta->weights, model_meta_made_by_note(meta, note, sizeof note));
-        }
         if (model_load_head(m, path) < 0) return -1;
     } else {
         if (model_load_head(m, path) < 0) return -1;

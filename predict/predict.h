@@ -15,7 +15,7 @@ typedef struct {
     const char *device;     // auto | cpu | cuda
     int top_k;              // 0: min(3, classes)
     int batch, threads, quiet, max_errors;
-    long seed;              // for --weights random
+    long seed;              // for --weights random; < 0: the one the head records
     long memory_budget_mb;  // --cache: features kept in memory up to this
     long max_pixels;        // --max-pixels: extract's pixel budget (DecodeOptions)
     char **inputs;          // IMAGE|DIR arguments (not with --eval / --cache)

@@ -277,6 +277,19 @@ Test(cluster, history_csv_is_written_after_every_epoch) {
     free(out);
     snprintf(csv, sizeof csv, "%s/m.history.csv", top);
     cr_expect_eq(file_lines(csv), 2, "header and 1 epoch in %s", csv);
+    // A run that fails before its first epoch ends (here: --save-augmented
+    // names a file) leaves the earlier run's history whole, as it leaves
+    // its other outputs.
+    char file[1100];
+    snprintf(file, sizeof file, "%s/a_file", top);
+    write_file(file, "x", 1);
+    rc = run("finetune", &out,
+             "--data '%s/data' --head '%s/h.h5' --weights random --out '%s/m.h5' --unfreeze block1_conv2 "
+             "--epochs 3 --batch 8 --threads 1 --quiet --save-augmented '%s'",
+             top, top, top, file);
+    cr_expect_eq(rc, 1, "%s", out);
+    free(out);
+    cr_expect_eq(file_lines(csv), 2, "the failed run emptied %s", csv);
     remove_tree(top);
     free(top);
 }
@@ -497,11 +510,19 @@ Test(cluster, merge_refuses_a_partial_shard_set_and_empty_values_are_usage_error
     free(out);
     snprintf(path, sizeof path, "%s/m/data.mdb", top);
     cr_expect(access(path, F_OK) != 0, "the refused merge left %s", path);
-    // An empty path names no file: a usage error naming the option.
+    // An empty path names no file: a usage error naming the option, in every tool.
     make_cache(top, "c", "--threads 1 --quiet");
     rc = run("train", &out, "--cache '%s/c' --val-cache '' --out '%s/h.h5' --quiet", top, top);
     cr_expect_eq(rc, 2, "%s", out);
-    cr_expect(strstr(out, "--val-cache: the path is empty") != NULL, "%s", out);
+    cr_expect(strstr(out, "--val-cache: the value is empty") != NULL, "%s", out);
+    free(out);
+    rc = run("finetune", &out, "--data '' --head '%s/h.h5' --out '%s/m.h5' --quiet", top, top);
+    cr_expect_eq(rc, 2, "%s", out);
+    cr_expect(strstr(out, "--data: the value is empty") != NULL, "%s", out);
+    free(out);
+    rc = run("predict", &out, "--model %s/m.h5 --report '' %s", top, top);
+    cr_expect_eq(rc, 2, "%s", out);
+    cr_expect(strstr(out, "--report: the value is empty") != NULL, "%s", out);
     free(out);
     // A VGGFT_PROGRESS_INTERVAL that is not a positive number: the default, one warning.
     setenv("VGGFT_PROGRESS_INTERVAL", "abc", 1);
@@ -777,4 +798,72 @@ Test(cluster, file_size_limit_and_closed_descriptors) {
     free(lock);
     remove_tree(top);
     free(top);
+}
+
+// Options in combination (a breaker's findings): --summary follows --cache
+// and --head; --resume knows a cache by its records and a folder by its real
+// path; finetune's --seed leaves random base weights alone; augmented images
+// are not written into the data.
+Test(cluster, summary_resume_and_seed_follow_the_data) {
+    char *top = make_shape_folder("cluster_combo", 6, 4), *other = make_shape_folder("cluster_combo2", 6, 7);
+    make_cache(top, "c", "--threads 1");
+    make_cache(other, "c", "--threads 1");
+    char *a, *b;
+    // --summary --cache: the cache's model, as the shape options describe it.
+    int rc = run("train", &a, "--summary --cache '%s/c' --hidden 4", top);
+    cr_expect_eq(rc, 0, "%s", a);
+    rc = run("train", &b, "--summary --input-size 32 --layer block1_pool --classes 2 --hidden 4");
+    cr_expect_eq(rc, 0, "%s", b);
+    cr_expect_str_eq(a, b);
+    free(a), free(b);
+    rc = run("train", &a, "--summary --cache '%s/c' --input-size 150", top);
+    cr_expect_eq(rc, 2, "%s", a);
+    cr_expect(strstr(a, "--input-size with --summary --cache") != NULL, "%s", a);
+    free(a);
+
+    // --resume: another cache with as many records is refused; another
+    // spelling of the validation cache's folder is the same folder.
+    rc = run("train", &a, "--cache '%s/c' --val-cache '%s/c' --out '%s/h.h5' --epochs 1 --hidden 4 --quiet", top, top,
+             top);
+    cr_assert_eq(rc, 0, "%s", a);
+    free(a);
+    rc = run("train", &a, "--cache '%s/c' --val-cache '%s/c' --out '%s/h.h5' --epochs 2 --hidden 4 --quiet --resume",
+             other, top, top);
+    cr_expect_eq(rc, 1, "%s", a);
+    cr_expect(strstr(a, "train_content is sha256:") && strstr(a, "holds other records"), "%s", a);
+    free(a);
+    rc = run("train", &a,
+             "--cache '%s/c' --val-cache '%s/./c/' --out '%s/h.h5' --epochs 2 --hidden 4 --quiet --resume", top, top,
+             top);
+    cr_expect_eq(rc, 0, "%s", a);
+    cr_expect(strstr(a, "Resuming from") != NULL, "%s", a);
+    free(a);
+
+    // finetune --summary --head: the head's model.
+    rc = run("finetune", &a, "--summary --head '%s/h.h5'", top);
+    cr_expect_eq(rc, 0, "%s", a);
+    rc = run("finetune", &b, "--summary --input-size 32 --layer block1_pool --classes 2 --hidden 4");
+    cr_expect_eq(rc, 0, "%s", b);
+    cr_expect_str_eq(a, b);
+    free(a), free(b);
+    // --seed is the fine-tuning's seed: random base weights are the head's.
+    rc = run("finetune", &a,
+             "--data '%s/data' --head '%s/h.h5' --weights random --out '%s/m.h5' --epochs 1 --batch 6 --threads 1 "
+             "--quiet --seed 5",
+             top, top, top);
+    cr_expect_eq(rc, 0, "%s", a);
+    free(a);
+    // Augmented images written into --data would be trained on next time.
+    rc = run("finetune", &a,
+             "--data '%s/data' --head '%s/h.h5' --weights random --out '%s/m2.h5' --epochs 1 --threads 1 --quiet "
+             "--save-augmented '%s/data/circles/new'",
+             top, top, top, top);
+    cr_expect_eq(rc, 2, "%s", a);
+    cr_expect(strstr(a, "lies inside --data") != NULL, "%s", a);
+    free(a);
+    char path[1100];
+    snprintf(path, sizeof path, "%s/data/circles/new", top);
+    cr_expect(access(path, F_OK) != 0, "%s was made", path);
+    remove_tree(top), remove_tree(other);
+    free(top), free(other);
 }

@@ -235,11 +235,22 @@ Test(finetune, refuses_mismatched_inputs_with_the_reason) {
     cr_expect_eq(run_tool("finetune", args, &out), 1);
     cr_expect(strstr(out, "block4_pool"), "names the layer needed: %s", out);
     free(out);
-    // Other base weights than the head's.
-    snprintf(args, sizeof args, "--data %s --head %s --weights random --seed 7 --out %s/x.h5 --threads 1", s.data,
-             s.head, s.dir);
+    // Other base weights than the head's: a fine-tuned model's file (its
+    // base changed; --seed is the fine-tuning's own and changes nothing of
+    // the random base weights, which follow the head).
+    char c4[600];
+    snprintf(c4, sizeof c4, "%s/c4", s.dir);
+    snprintf(args, sizeof args, "--data %s --cache %s --weights random --input-size 32 --layer block4_pool --threads 1 "
+             "--quiet", s.data, c4);
+    free(run_ok("extract", args));
+    snprintf(args, sizeof args, "--cache %s --head %s --weights random --seed 7 --out %s/w.h5 --epochs 1 --threads 1 "
+             "--quiet", c4, s.head, s.dir);
+    free(run_ok("finetune", args));
+    snprintf(args, sizeof args, "--data %s --head %s --weights %s/w.h5 --out %s/x.h5 --threads 1", s.data, s.head,
+             s.dir, s.dir);
     cr_expect_eq(run_tool("finetune", args, &out), 1);
-    cr_expect(strstr(out, "not the base weights the head was trained on"), "%s", out);
+    cr_expect(strstr(out, "not the base weights the head was trained on") &&
+                  strstr(out, "random:seed=1") && strstr(out, "give --weights random"), "%s", out);
     free(out);
     // A training folder whose classes are not the head's: both lists named.
     char renamed[1200], from[1200];

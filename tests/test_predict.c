@@ -60,6 +60,16 @@ Test(predict_metrics, per_class_figures_worked_by_hand) {
     cr_expect_float_eq(p, (5.0 / 8 + 0.75) / 3, 1e-12);
     cr_expect_float_eq(r, (5.0 / 7 + 0.5) / 3, 1e-12);
     cr_expect_float_eq(f, (2.0 / 3 + 0.6) / 3, 1e-12);
+    // A fourth class in neither the truth nor the predictions (a folder
+    // without it): scikit-learn's default labels leave it out.
+    long conf4[16] = {5, 1, 1, 0, 3, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    ClassMetrics c4[4];
+    metrics_per_class(conf4, 4, c4);
+    double p4, r4, f4;
+    metrics_macro(c4, 4, &p4, &r4, &f4);
+    cr_expect_float_eq(p4, (5.0 / 8 + 0.75) / 3, 1e-12);
+    cr_expect_float_eq(r4, (5.0 / 7 + 0.5) / 3, 1e-12);
+    cr_expect_float_eq(f4, (2.0 / 3 + 0.6) / 3, 1e-12);
     metrics_weighted(c, 3, &p, &r, &f);  // by support 7, 6, 0
     cr_expect_float_eq(p, (7 * 5.0 / 8 + 6 * 0.75) / 13, 1e-12);
     cr_expect_float_eq(r, (7 * 5.0 / 7 + 6 * 0.5) / 13, 1e-12);  // = accuracy 8/13

@@ -5,6 +5,7 @@
 
 #include "blas_setup.h"
 #include "cli.h"
+#include "error.h"
 #include "model_options.h"
 #include "train.h"
 
@@ -33,11 +34,6 @@ static const char *check_options(CliSpec *spec, const TrainOptions *o, const Mod
             return snprintf(why, n, "--%s is for --summary only: training takes it from the cache", from_cache[i]), why;
 #define BAD(...) return snprintf(why, n, __VA_ARGS__), why
     // (Single values out of range were refused by cli_parse: see .range.)
-    // An empty path (an unset shell variable) names no file: say which option.
-    const char *paths[] = {"cache", "val-cache", "out"};
-    const char *values[] = {o->cache, o->val_cache, o->out};
-    for (int i = 0; i < 3; i++)
-        if (values[i] && !values[i][0]) BAD("--%s: the path is empty", paths[i]);
     if (o->validation_split > 0 && o->val_cache) BAD("give either --val-cache or --validation-split, not both");
     if (mo->hidden < 0) BAD("--hidden must be >= 0, got %d", mo->hidden);
     if (!(mo->dropout >= 0 && mo->dropout < 1)) BAD("--dropout must be in [0, 1), got %g", mo->dropout);
@@ -47,6 +43,33 @@ static const char *check_options(CliSpec *spec, const TrainOptions *o, const Mod
     if (o->momentum_given && !strcmp(o->optimizer, "adam")) BAD("--momentum applies to sgd and rmsprop, not adam");
 #undef BAD
     return NULL;
+}
+
+// --summary --cache: the model train would fit on that cache (the shape
+// options, which say the same thing, are refused beside it).
+static int cache_summary(CliSpec *spec, const TrainOptions *o, const ModelOptions *mo,
+                         const char *const *shape_only) {
+    for (int i = 0; shape_only[i]; i++)
+        if (cli_find(spec, shape_only[i])->seen) {
+            cli_error("train", "--%s with --summary --cache: the shape comes from the cache; leave out one of them",
+                      shape_only[i]);
+            return EXIT_USAGE;
+        }
+    Cache c;
+    CacheMeta meta = {0};
+    if (cache_open_read(&c, o->cache, &meta) < 0) {
+        cli_error("train", NULL);
+        return EXIT_FAILED;
+    }
+    TrainOptions t = *o;
+    t.hidden = mo->hidden, t.dropout = mo->dropout, t.class_mode = mo->class_mode;
+    ModelConfig cfg;
+    int status = EXIT_FAILED;
+    if (train_model_config(&meta, &t, &cfg) < 0) cli_error("train", "%s: %s", o->cache, err_msg());
+    else status = model_config_summary("train", &cfg, SUMMARY_NESTED);
+    cache_close(&c);
+    cache_meta_free(&meta);
+    return status;
 }
 
 int main(int argc, char **argv) {
@@ -94,7 +117,8 @@ int main(int argc, char **argv) {
     int rc = cli_parse(&spec, argc, argv, NULL, NULL);
     if (rc == CLI_EXIT_OK) return EXIT_DONE;
     if (rc == CLI_USAGE) return EXIT_USAGE;
-    if (summary) return model_options_summary("train", &mo, MOPT_BASE | MOPT_HEAD, SUMMARY_NESTED);
+    if (summary && !o.cache) return model_options_summary("train", &mo, MOPT_BASE | MOPT_HEAD, SUMMARY_NESTED);
+    if (summary) return cache_summary(&spec, &o, &mo, shape_only);
     if (!o.cache || !o.out) {
         cli_error("train", "--cache and --out are required (see --help)");
         return EXIT_USAGE;

@@ -98,6 +98,18 @@ static int evaluate(const Model *m, FeatureSet *fs, int batch, HeadBuffers *hb, 
     return 0;
 }
 
+int train_model_config(const CacheMeta *meta, const TrainOptions *o, ModelConfig *cfg) {
+    model_config_defaults(cfg);
+    if (arch_from_name(meta->model, &cfg->arch) < 0) return -1;
+    cfg->input_h = meta->input_h, cfg->input_w = meta->input_w;
+    cfg->cut = meta->layer;
+    cfg->hidden = o->hidden;
+    cfg->dropout = o->dropout;
+    cfg->n_classes = meta->n_classes;
+    cfg->binary = !strcmp(o->class_mode, "binary") || (!strcmp(o->class_mode, "auto") && meta->n_classes == 2);
+    return 0;
+}
+
 int train_run(const TrainOptions *o) {
     int status = -1;
     // Default: the CPUs this process may run on (taskset, Slurm's allotment).
@@ -181,15 +193,7 @@ int train_run(const TrainOptions *o) {
 
     // --- model ----------------------------------------------------------------
     ModelConfig cfg;
-    model_config_defaults(&cfg);
-    if (arch_from_name(meta.model, &cfg.arch) < 0) goto done;
-    cfg.input_h = meta.input_h, cfg.input_w = meta.input_w;
-    cfg.cut = meta.layer;
-    cfg.hidden = o->hidden;
-    cfg.dropout = o->dropout;
-    cfg.n_classes = K;
-    cfg.binary = !strcmp(o->class_mode, "binary") || (!strcmp(o->class_mode, "auto") && K == 2);
-    if (model_build(&m, &cfg) < 0) goto done;
+    if (train_model_config(&meta, o, &cfg) < 0 || model_build(&m, &cfg) < 0) goto done;
     if (model_feature_size(&m) != train.D) {
         err_set("%s: features have %d values, %s at %dx%d gives %ld", o->cache, train.D, meta.layer, meta.input_w,
                 meta.input_h, model_feature_size(&m));
@@ -213,15 +217,22 @@ int train_run(const TrainOptions *o) {
         size_t cap = 8192;
         char f1[32], f2[32], f3[32];
         settings = malloc(cap);
+        // The caches by their records' digest (another cache at the same
+        // path, or the same one moved) and the validation folder by its
+        // real path ("c_val" and "$PWD/c_val/" are one folder).
+        char val_real[PATH_MAX];
         int n = snprintf(settings, cap,
+                         "tool=train\ntrain_content=%s\n"
                          "train_cache_weights=%s\nmodel=%s\ninput_size=%dx%d\nlayer=%s\npreprocess=%s\n"
                          "interpolation=%s\nclasses=%d\nclass_mode=%s\nhidden=%d\ndropout=%s\noptimizer=%s\n"
                          "lr=%s\nmomentum=%s\nnesterov=%d\nbatch=%d\nseed=%ld\nclass_weight=%s\n"
-                         "validation=%s\nvalidation_split=%.9g\ntrain_records=%d\nearly_stopping=%d\n",
-                         meta.weights, meta.model, meta.input_w, meta.input_h, meta.layer, meta.preprocess,
+                         "validation=%s\nvalidation_content=%s\nvalidation_split=%.9g\ntrain_records=%d\nearly_stopping=%d\n",
+                         cache_content_id(&meta), meta.weights, meta.model, meta.input_w, meta.input_h, meta.layer, meta.preprocess,
                          meta.interpolation, K, cfg.binary ? "binary" : "categorical", cfg.hidden, fit_float_text(cfg.dropout, f1),
                          optim_kind_name(kind), fit_float_text(opt.lr, f2), fit_float_text(opt.momentum, f3), opt.nesterov, o->batch, o->seed, o->class_weight,
-                         o->val_cache ? o->val_cache : "", o->validation_split, train.n, o->early_stopping);
+                         o->val_cache ? path_canonical(o->val_cache, val_real) : "",
+                         o->val_cache ? cache_content_id(&vmeta) : "", o->validation_split, train.n,
+                         o->early_stopping);
         for (int k = 0; k < K && n < (int)cap - 300; k++) n += snprintf(settings + n, cap - n, "class%d=%s\n", k, meta.class_names[k]);
     }
     char ckpt_path[4200];
@@ -272,7 +283,7 @@ int train_run(const TrainOptions *o) {
                                 &loss) < 0)
                 goto done;
             if (!isfinite(loss)) {
-                err_set("epoch %d step %d: the loss is %g (diverged: lower --lr)", epoch + 1, s + 1, loss);
+                fit_diverged(epoch, s, loss);
                 goto done;
             }
             optim_step_done(&fs.opt);
