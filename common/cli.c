@@ -67,6 +67,12 @@ CliOption *cli_find(CliSpec *spec, const char *name) {
     return NULL;
 }
 
+const char *cli_first_seen(CliSpec *spec, const char *const *names) {
+    for (int i = 0; names[i]; i++)
+        if (cli_find(spec, names[i])->seen) return names[i];
+    return NULL;
+}
+
 static int choice_ok(const char *choices, const char *v) {
     size_t n = strlen(v);
     for (const char *p = choices; p && *p;) {

@@ -90,6 +90,8 @@ int cli_parse(CliSpec *spec, int argc, char **argv, int *n_rest, char ***rest);
 void cli_print_help(const CliSpec *spec, FILE *out);
 // Finds an option by name (NULL if absent), e.g. to ask whether it was given.
 CliOption *cli_find(CliSpec *spec, const char *name);
+// The first of names (NULL-terminated) given on the command line, or NULL.
+const char *cli_first_seen(CliSpec *spec, const char *const *names);
 // Prints "PROG: error: MESSAGE" (with err_msg() when msg is NULL) to stderr.
 // No timestamp: the tools' last line keeps this exact form for scripts.
 void cli_error(const char *prog, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

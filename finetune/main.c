@@ -53,12 +53,14 @@ static const char *EPILOG =
     "SIGTERM/SIGINT with MODEL.ckpt saved: rerun with --resume.\n"
     "  build/finetune --summary --input-size 150 --classes 2 --unfreeze block5_conv1";
 
+// The model options finetune takes from the head: they shape --summary only.
+static const char *const SHAPE_ONLY[] = {"model", "input-size", "layer", "classes", "class-mode", "hidden", "dropout",
+                                         NULL};
+
 // Out-of-range or contradictory values: the usage error naming them, or NULL.
 static const char *check_options(CliSpec *spec, const FinetuneOptions *o, char *why, size_t n) {
-    const char *shape_only[] = {"model", "input-size", "layer", "classes", "class-mode", "hidden", "dropout"};
-    for (int i = 0; i < 7; i++)
-        if (cli_find(spec, shape_only[i])->seen)
-            return snprintf(why, n, "--%s is for --summary only: fine-tuning takes it from --head", shape_only[i]), why;
+    const char *given = cli_first_seen(spec, SHAPE_ONLY);
+    if (given) return snprintf(why, n, "--%s is for --summary only: fine-tuning takes it from --head", given), why;
 #define BAD(...) return snprintf(why, n, __VA_ARGS__), why
     if (!o->head) BAD("--head HEAD.h5 is required: the head trained by `train` (see --help)");
     if (!o->out) BAD("--out MODEL.h5 is required: where to write the fine-tuned model (see --help)");
@@ -96,14 +98,12 @@ static const char *check_options(CliSpec *spec, const FinetuneOptions *o, char *
 
 // --summary --head: the model finetune would train with that head (the
 // shape options, which say the same thing, are refused beside it).
-static int head_summary(CliSpec *spec, const FinetuneOptions *o, const ModelOptions *mo,
-                        const char *const *shape_only) {
-    for (int i = 0; shape_only[i]; i++)
-        if (cli_find(spec, shape_only[i])->seen) {
-            cli_error("finetune", "--%s with --summary --head: the shape comes from the head; leave out one of them",
-                      shape_only[i]);
-            return EXIT_USAGE;
-        }
+static int head_summary(CliSpec *spec, const FinetuneOptions *o, const ModelOptions *mo) {
+    const char *given = cli_first_seen(spec, SHAPE_ONLY);
+    if (given) {
+        cli_error("finetune", "--%s with --summary --head: the shape comes from the head; leave out one of them", given);
+        return EXIT_USAGE;
+    }
     ModelMeta hm = {0};
     int status = EXIT_FAILED;
     ModelConfig cfg;
@@ -184,9 +184,7 @@ int main(int argc, char **argv) {
     };
     int first_model_opt = cli_count(opts);
     int n = first_model_opt + model_options_add(opts + first_model_opt, &mo, MOPT_BASE | MOPT_HEAD | MOPT_UNFREEZE);
-    static const char *const shape_only[] = {"model", "input-size", "layer", "classes", "class-mode", "hidden",
-                                             "dropout", NULL};
-    model_options_summary_only(opts + first_model_opt, n - first_model_opt, shape_only, "--head");
+    model_options_summary_only(opts + first_model_opt, n - first_model_opt, SHAPE_ONLY, "--head");
     // --unfreeze's default follows the head's cut (finetune_default_unfreeze):
     // no fixed default in the table, NULL until the head (or --layer, under
     // --summary) says where the base ends.
@@ -202,7 +200,7 @@ int main(int argc, char **argv) {
     int rc = cli_parse(&spec, argc, argv, NULL, NULL);
     if (rc == CLI_EXIT_OK) return EXIT_DONE;
     if (rc == CLI_USAGE) return EXIT_USAGE;
-    if (summary && o.head) return head_summary(&spec, &o, &mo, shape_only);
+    if (summary && o.head) return head_summary(&spec, &o, &mo);
     if (summary) {
         char def_unfreeze[64];
         if (!mo.unfreeze) {

@@ -26,12 +26,13 @@ static const char *EPILOG =
     "Exit codes: 0 done; 1 failed; 2 usage error (unknown option, value out of\n"
     "range); 75 stopped by SIGTERM/SIGINT with HEAD.ckpt saved: rerun with --resume.";
 
+// The model options train takes from the cache: they shape --summary only.
+static const char *const SHAPE_ONLY[] = {"model", "input-size", "layer", "classes", NULL};
+
 // Out-of-range or contradictory values: the usage error naming them, or NULL.
 static const char *check_options(CliSpec *spec, const TrainOptions *o, const ModelOptions *mo, char *why, size_t n) {
-    const char *from_cache[] = {"model", "input-size", "layer", "classes"};
-    for (int i = 0; i < 4; i++)
-        if (cli_find(spec, from_cache[i])->seen)
-            return snprintf(why, n, "--%s is for --summary only: training takes it from the cache", from_cache[i]), why;
+    const char *given = cli_first_seen(spec, SHAPE_ONLY);
+    if (given) return snprintf(why, n, "--%s is for --summary only: training takes it from the cache", given), why;
 #define BAD(...) return snprintf(why, n, __VA_ARGS__), why
     // (Single values out of range were refused by cli_parse: see .range.)
     if (o->validation_split > 0 && o->val_cache) BAD("give either --val-cache or --validation-split, not both");
@@ -47,14 +48,12 @@ static const char *check_options(CliSpec *spec, const TrainOptions *o, const Mod
 
 // --summary --cache: the model train would fit on that cache (the shape
 // options, which say the same thing, are refused beside it).
-static int cache_summary(CliSpec *spec, const TrainOptions *o, const ModelOptions *mo,
-                         const char *const *shape_only) {
-    for (int i = 0; shape_only[i]; i++)
-        if (cli_find(spec, shape_only[i])->seen) {
-            cli_error("train", "--%s with --summary --cache: the shape comes from the cache; leave out one of them",
-                      shape_only[i]);
-            return EXIT_USAGE;
-        }
+static int cache_summary(CliSpec *spec, const TrainOptions *o, const ModelOptions *mo) {
+    const char *given = cli_first_seen(spec, SHAPE_ONLY);
+    if (given) {
+        cli_error("train", "--%s with --summary --cache: the shape comes from the cache; leave out one of them", given);
+        return EXIT_USAGE;
+    }
     Cache c;
     CacheMeta meta = {0};
     if (cache_open_read(&c, o->cache, &meta) < 0) {
@@ -109,8 +108,7 @@ int main(int argc, char **argv) {
     };
     int first_model_opt = cli_count(opts);
     int n = first_model_opt + model_options_add(opts + first_model_opt, &mo, MOPT_BASE | MOPT_HEAD);
-    static const char *const shape_only[] = {"model", "input-size", "layer", "classes", NULL};
-    model_options_summary_only(opts + first_model_opt, n - first_model_opt, shape_only, "the cache");
+    model_options_summary_only(opts + first_model_opt, n - first_model_opt, SHAPE_ONLY, "the cache");
     CliSpec spec = {"train", "Train the dense head on cached VGG features (CPU).",
                     "--cache TRAIN [--val-cache VAL | --validation-split F] --out HEAD.h5 [options]", EPILOG, opts,
                     0};
@@ -118,7 +116,7 @@ int main(int argc, char **argv) {
     if (rc == CLI_EXIT_OK) return EXIT_DONE;
     if (rc == CLI_USAGE) return EXIT_USAGE;
     if (summary && !o.cache) return model_options_summary("train", &mo, MOPT_BASE | MOPT_HEAD, SUMMARY_NESTED);
-    if (summary) return cache_summary(&spec, &o, &mo, shape_only);
+    if (summary) return cache_summary(&spec, &o, &mo);
     if (!o.cache || !o.out) {
         cli_error("train", "--cache and --out are required (see --help)");
         return EXIT_USAGE;
