@@ -303,7 +303,9 @@ static int save_augmented(const Split *s, const int *order, const LoadOptions *l
         rc = image_write_png(name, out8, load->w, load->h);
         written++;
     }
-    if (rc == 0) printf("Wrote %d augmented training images to %s\n", written, dir);
+    if (rc == 0)
+        printf("Wrote %d augmented training images to %s%s\n", written, dir,
+               written < count ? " (every training image that could be read: one each)" : "");
     free(rgb), free(out8), free(f), free(g);
     return rc;
 }

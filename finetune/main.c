@@ -223,6 +223,8 @@ int main(int argc, char **argv) {
     o.lr_given = cli_find(&spec, "lr")->seen;
     o.momentum_given = cli_find(&spec, "momentum")->seen;
     o.augment_given = cli_find(&spec, "augment")->seen;
+    if (o.save_augmented && o.no_augment)
+        log_printf(stderr, "note: --no-augment: the images --save-augmented writes are not augmented\n");
     if (cli_find(&spec, "save-augmented-count")->seen && !o.save_augmented)
         log_printf(stderr, "note: --save-augmented-count only goes with --save-augmented DIR; ignored here\n");
     char why[300];

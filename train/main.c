@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "error.h"
 #include "model_options.h"
+#include "progress.h"
 #include "train.h"
 
 static const char *EPILOG =
@@ -131,6 +132,8 @@ int main(int argc, char **argv) {
     }
     o.hidden = mo.hidden;
     o.dropout = mo.dropout;
+    if (mo.hidden == 0 && cli_find(&spec, "dropout")->seen)
+        log_printf(stderr, "note: --dropout applies to the hidden layer; with --hidden 0 there is none\n");
     o.class_mode = mo.class_mode;
     char *command = cli_command_line(argc, argv);
     o.command_line = command;
