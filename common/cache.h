@@ -52,7 +52,7 @@ typedef struct {
     // "<n> records, keys <ranges>, sha256:<hex>" (see cache_content_end).
     char content[512];
     char version[32];
-    char command[2048];
+    char command[8192];      // the extract command line; a longer one ends in "..."
     int checksummed;         // read: the settings carried a checksum and it matched (0: a cache
                              // made before checksums, whose settings cannot be verified)
 } CacheMeta;

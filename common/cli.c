@@ -217,6 +217,10 @@ int cli_parse(CliSpec *spec, int argc, char **argv, int *n_rest, char ***rest) {
                     cli_error(spec->prog, "unexpected argument '%s' (see --help)", argv[j]);
                     return CLI_USAGE;
                 }
+                if (!argv[j][0]) {
+                    cli_error(spec->prog, "argument %d is empty (a shell variable that was not set?)", j);
+                    return CLI_USAGE;
+                }
                 (*rest)[(*n_rest)++] = argv[j];
             }
             break;
@@ -224,6 +228,11 @@ int cli_parse(CliSpec *spec, int argc, char **argv, int *n_rest, char ***rest) {
         if (strncmp(a, "--", 2) != 0) {
             if (!rest) {
                 cli_error(spec->prog, "unexpected argument '%s' (see --help)", a);
+                return CLI_USAGE;
+            }
+            // Every tool's arguments are paths: an empty one names nothing.
+            if (!a[0]) {
+                cli_error(spec->prog, "argument %d is empty (a shell variable that was not set?)", i);
                 return CLI_USAGE;
             }
             (*rest)[(*n_rest)++] = argv[i];

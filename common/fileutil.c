@@ -196,11 +196,62 @@ void path_absolute(const char *path, char *out, size_t size) {
     }
 }
 
+// path with ".", ".." and repeated slashes removed by text alone (no
+// links followed), prefixed with the working directory when relative and
+// known; a relative result when it is not (both sides of a comparison are
+// then relative to the same directory).
+static void path_lexical(const char *path, char *out, size_t size) {
+    char buf[2 * PATH_MAX], cwd[PATH_MAX];
+    if (path[0] != '/' && getcwd(cwd, sizeof cwd)) snprintf(buf, sizeof buf, "%s/%s", cwd, path);
+    else snprintf(buf, sizeof buf, "%s", path);
+    size_t n = 0;
+    const int absolute = buf[0] == '/';
+    if (size) out[0] = '\0';
+    for (char *save = NULL, *part = strtok_r(buf, "/", &save); part; part = strtok_r(NULL, "/", &save)) {
+        if (!strcmp(part, ".")) continue;
+        if (!strcmp(part, "..")) {  // up one (a leading ".." of a relative path stays)
+            char *last = strrchr(out, '/');
+            if (n && strcmp(last ? last + 1 : out, "..")) {
+                n = last ? (size_t)(last - out) : 0;
+                out[n] = '\0';
+                continue;
+            }
+        }
+        int w = snprintf(out + n, size - n, "%s%s", n || absolute ? "/" : "", part);
+        if (w < 0 || (size_t)w >= size - n) break;
+        n += (size_t)w;
+    }
+    if (!n && size > 1) snprintf(out, size, "%s", absolute ? "/" : ".");
+}
+
+static int within(const char *p, const char *d) {
+    size_t n = strlen(d);
+    if (!strcmp(d, "/")) return p[0] == '/';
+    if (!strcmp(d, ".")) return p[0] != '/';
+    return !strncmp(p, d, n) && (p[n] == '/' || p[n] == '\0');
+}
+
 int path_within(const char *path, const char *dir) {
     char p[PATH_MAX], d[PATH_MAX];
+    // As written: a class folder that is a link is still inside its folder.
+    path_lexical(path, p, sizeof p);
+    path_lexical(dir, d, sizeof d);
+    if (within(p, d)) return 1;
+    // As resolved: the folder behind a link, "..", a second name.
     if (!realpath(dir, d)) return 0;
     path_absolute(path, p, sizeof p);
-    size_t n = strlen(d);
-    if (n == 1) return 1;  // "/"
-    return !strncmp(p, d, n) && (p[n] == '/' || p[n] == '\0');
+    if (within(p, d)) return 1;
+    // Or inside the folder a linked subfolder of dir points to (a class
+    // folder linked from elsewhere).
+    DIR *dd = opendir(dir);
+    int inside = 0;
+    for (struct dirent *e; dd && !inside && (e = readdir(dd));) {
+        if (e->d_name[0] == '.' && (!e->d_name[1] || (e->d_name[1] == '.' && !e->d_name[2]))) continue;
+        char sub[2 * PATH_MAX], real[PATH_MAX];
+        snprintf(sub, sizeof sub, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (lstat(sub, &st) == 0 && S_ISLNK(st.st_mode) && realpath(sub, real)) inside = within(p, real);
+    }
+    if (dd) closedir(dd);
+    return inside;
 }

@@ -57,6 +57,7 @@ const char *path_canonical(const char *path, char *out);
 // path made absolute with its existing part resolved (links, "..") and the
 // part not made yet appended as written: where a file or folder would land.
 void path_absolute(const char *path, char *out, size_t size);
-// 1 when path (existing or not) is dir or lies below it, after resolving
-// both; 0 otherwise, or when dir does not resolve.
+// 1 when path (existing or not) is dir or lies below it: as written (".."
+// and "." taken away), as resolved (links followed), or below a linked
+// subfolder of dir (a class folder linked from elsewhere); 0 otherwise.
 int path_within(const char *path, const char *dir);

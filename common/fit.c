@@ -200,10 +200,32 @@ static int same_path(const char *have, const char *want, size_t want_len) {
     return realpath(have, real) && strlen(real) == want_len && !strncmp(real, want, want_len);
 }
 
+static int checkpoint_has(const Checkpoint *c, const char *key) {
+    char *v = checkpoint_setting(c, key);
+    int has = v != NULL;
+    free(v);
+    return has;
+}
+
 int fit_load(FitState *s, const char *settings, const char *path) {
     Checkpoint c;
     if (checkpoint_read(&c, path) < 0) return -1;
     int rc = -1;
+    // A checkpoint of the other tool (older ones record no "tool": known by
+    // a key only that tool writes).
+    if (!strncmp(settings, "tool=", 5)) {
+        char *tool = checkpoint_setting(&c, "tool");
+        const char *was = tool;
+        if (!tool && checkpoint_has(&c, "train_cache_weights")) was = "train";
+        else if (!tool && checkpoint_has(&c, "unfreeze")) was = "finetune";
+        size_t n = strcspn(settings + 5, "\n");
+        int other = was && (strlen(was) != n || strncmp(was, settings + 5, n));
+        if (other)
+            err_set("--resume %s: the checkpoint was written by %s, not %.*s: give the --out of a %.*s run", path, was,
+                    (int)n, settings + 5, (int)n, settings + 5);
+        free(tool);
+        if (other) goto done;
+    }
     // Line by line; name the first setting that differs.
     for (const char *p = settings; *p;) {
         const char *nl = strchr(p, '\n'), *eq = strchr(p, '=');
@@ -220,12 +242,14 @@ int fit_load(FitState *s, const char *settings, const char *path) {
             continue;
         }
         if (!have || ((strlen(have) != vl || strncmp(have, eq + 1, vl)) && !same_path(have, eq + 1, vl))) {
+            const char *why = "";
+            if (kl > 8 && !strcmp(key + kl - 8, "_content"))
+                why = " (the digest of a cache's records: this cache holds other records than the one the "
+                      "checkpoint's run began with)";
+            else if (have && have[0] && have[0] != '/' && vl && eq[1] == '/')
+                why = " (an older checkpoint's path, relative to the folder its run started in: resume from there)";
             err_set("--resume %s: %s is %s in the checkpoint, %.*s in this run%s", path, key,
-                    !have ? "(absent)" : have[0] ? have : "(none)", vl ? (int)vl : 6, vl ? eq + 1 : "(none)",
-                    kl > 8 && !strcmp(key + kl - 8, "_content")
-                        ? " (the digest of a cache's records: this cache holds other records than the one the "
-                          "checkpoint's run began with)"
-                        : "");
+                    !have ? "(absent)" : have[0] ? have : "(none)", vl ? (int)vl : 6, vl ? eq + 1 : "(none)", why);
             free(have);
             goto done;
         }

@@ -547,7 +547,9 @@ int extract_run(const ExtractOptions *o) {
              o->max_pixels, arith);
     if (folder_fingerprint(&ds, want.folder, sizeof want.folder) < 0) goto done;
     snprintf(want.version, sizeof want.version, "%s", VGGFT_VERSION);
-    snprintf(want.command, sizeof want.command, "%s", o->command_line ? o->command_line : "");
+    if (snprintf(want.command, sizeof want.command, "%s", o->command_line ? o->command_line : "") >=
+        (int)sizeof want.command)
+        memcpy(want.command + sizeof want.command - 4, "...", 4);  // cut: say so
     // The cache belongs to this folder: a run on another one is refused
     // (a typo in --cache must not re-key another folder's cache), unless
     // the folder moved (resume_folder_moved decides).

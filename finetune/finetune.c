@@ -304,7 +304,7 @@ static int save_augmented(const Split *s, const int *order, const LoadOptions *l
         written++;
     }
     if (rc == 0)
-        printf("Wrote %d augmented training images to %s%s\n", written, dir,
+        printf("Wrote %d augmented training image%s to %s%s\n", written, written == 1 ? "" : "s", dir,
                written < count ? " (every training image that could be read: one each)" : "");
     free(rgb), free(out8), free(f), free(g);
     return rc;

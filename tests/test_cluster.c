@@ -853,6 +853,11 @@ Test(cluster, summary_resume_and_seed_follow_the_data) {
              top, top, top);
     cr_expect_eq(rc, 0, "%s", a);
     free(a);
+    // A checkpoint of the other tool is named as such.
+    rc = run("train", &a, "--cache '%s/c' --out '%s/m.h5' --epochs 2 --hidden 4 --quiet --resume", top, top);
+    cr_expect_eq(rc, 1, "%s", a);
+    cr_expect(strstr(a, "the checkpoint was written by finetune, not train") != NULL, "%s", a);
+    free(a);
     // Augmented images written into --data would be trained on next time.
     rc = run("finetune", &a,
              "--data '%s/data' --head '%s/h.h5' --weights random --out '%s/m2.h5' --epochs 1 --threads 1 --quiet "

@@ -3,13 +3,16 @@
 #include <criterion/redirect.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "blas_setup.h"
 #include "cli.h"
 #include "device.h"
 #include "error.h"
+#include "fileutil.h"
 #include "gpu.h"
 #include "progress.h"
+#include "testutil.h"
 
 typedef struct {
     const char *name, *mode;
@@ -232,4 +235,43 @@ Test(error, messages_wrap_prefix_and_survive_cleanup) {
     size_t n = strlen(err_msg());
     cr_assert_eq(n, ERR_MSG_MAX - 1);
     cr_assert_str_eq(err_msg() + n - 3, "...");
+}
+
+// path_within decides whether an output would land inside an input folder
+// (finetune's --save-augmented, extract's --cache): as written, as
+// resolved, and below a class folder linked in from elsewhere.
+Test(fileutil, path_within_written_resolved_and_linked) {
+    char *top = make_temp_dir("within");
+    char data[1100], real_cls[1100], link[1100], p[1200];
+    snprintf(data, sizeof data, "%s/data", top);
+    snprintf(real_cls, sizeof real_cls, "%s/elsewhere/ants", top);
+    cr_assert_eq(make_dirs(data), 0);
+    cr_assert_eq(make_dirs(real_cls), 0);
+    snprintf(link, sizeof link, "%s/ants", data);
+    cr_assert_eq(symlink(real_cls, link), 0);
+    snprintf(p, sizeof p, "%s/data/ants/aug", top);  // through the link, as written
+    cr_expect(path_within(p, data));
+    snprintf(p, sizeof p, "%s/elsewhere/ants/aug/deeper", top);  // the folder behind the link
+    cr_expect(path_within(p, data));
+    snprintf(p, sizeof p, "%s/data/../data/new/x", top);  // ".." and not made yet
+    cr_expect(path_within(p, data));
+    snprintf(p, sizeof p, "%s/data//", top);  // the folder itself
+    cr_expect(path_within(p, data));
+    snprintf(p, sizeof p, "%s/data2/x", top);  // a longer name is not inside
+    cr_expect(!path_within(p, data));
+    snprintf(p, sizeof p, "%s/elsewhere/bees", top);
+    cr_expect(!path_within(p, data));
+    snprintf(p, sizeof p, "%s/data/../out", top);
+    cr_expect(!path_within(p, data));
+    // Relative to the working directory, on both sides.
+    char cwd[1100];
+    cr_assert(getcwd(cwd, sizeof cwd));
+    cr_assert_eq(chdir(top), 0);
+    cr_expect(path_within("data/aug", "data"));
+    cr_expect(path_within("./data/ants/aug", "./data/"));
+    cr_expect(!path_within("aug", "data"));
+    cr_expect(path_within("data/aug", top));
+    cr_assert_eq(chdir(cwd), 0);
+    remove_tree(top);
+    free(top);
 }
