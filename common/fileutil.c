@@ -168,10 +168,6 @@ static void unlink_quietly(const char *p) { unlink(p); }
 
 void atomic_remove_stale(const char *path) { remove_stale(path, ".tmp.", unlink_quietly); }
 
-const char *path_canonical(const char *path, char *out) {
-    if (!realpath(path, out)) snprintf(out, PATH_MAX, "%s", path);
-    return out;
-}
 
 void path_absolute(const char *path, char *out, size_t size) {
     char head[PATH_MAX], tail[PATH_MAX] = "";
@@ -222,6 +218,11 @@ static void path_lexical(const char *path, char *out, size_t size) {
         n += (size_t)w;
     }
     if (!n && size > 1) snprintf(out, size, "%s", absolute ? "/" : ".");
+}
+
+const char *path_canonical(const char *path, char *out) {
+    if (!realpath(path, out)) path_lexical(path, out, PATH_MAX);
+    return out;
 }
 
 static int within(const char *p, const char *d) {

@@ -51,8 +51,9 @@ void atomic_remove_stale(const char *path);
 void remove_stale(const char *path, const char *infix, void (*remove_fn)(const char *));
 
 // path with symbolic links, "." and ".." resolved (realpath), so that two
-// spellings of one folder compare equal; path itself when it cannot be
-// resolved. out: PATH_MAX bytes. Returns out.
+// spellings of one folder compare equal; when it cannot be resolved (a
+// working directory past PATH_MAX), "." and ".." and repeated or trailing
+// slashes taken away by text alone. out: PATH_MAX bytes. Returns out.
 const char *path_canonical(const char *path, char *out);
 // path made absolute with its existing part resolved (links, "..") and the
 // part not made yet appended as written: where a file or folder would land.
