@@ -441,7 +441,9 @@ int results_finish(Results *r, const char *report, const char *what, const char 
         if (rc == 0) {
             snprintf(path, sizeof path, "%s_errors.svg", report);
             snprintf(title, sizeof title, "%s: %ld misclassified of %.0f%s", data, r->n_wrong, r->run.n,
-                     r->n_wrong > r->n_worst ? " (the most confident shown)" : "");
+                     !r->max_worst && r->n_wrong ? " (--max-errors 0: none shown)"
+                     : r->n_wrong > r->n_worst  ? " (the most confident shown)"
+                                                : "");
             rc = write_contact_sheet(path, r, title);
         }
         if (atomic_group_end(rc == 0) < 0) rc = -1;
