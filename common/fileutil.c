@@ -83,6 +83,28 @@ const char *temp_dir(void) {
     return d && d[0] ? d : "/tmp";
 }
 
+// The folders this process made: a run that fails or stops before writing
+// into one (predict --report a/b/x stopped at once) does not leave it
+// behind empty; rmdir refuses any that holds something.
+static char *made_dirs[16];
+static int n_made;
+
+static void remove_empty_made_dirs(void) {
+    while (n_made > 0) {
+        char *d = made_dirs[--n_made];
+        rmdir(d);
+        free(d);
+    }
+}
+
+static void note_made_dir(const char *dir) {
+    static int registered;
+    if (!registered) registered = atexit(remove_empty_made_dirs) == 0;
+    if (n_made == (int)(sizeof made_dirs / sizeof made_dirs[0])) return;  // more: left as they are
+    char *copy = strdup(dir);
+    if (copy) made_dirs[n_made++] = copy;
+}
+
 int make_dirs(const char *path) {
     char tmp[4096];
     if (!path[0]) return err_set("empty path");
@@ -92,8 +114,8 @@ int make_dirs(const char *path) {
         char c = *p;
         *p = '\0';
         struct stat st;
-        if (mkdir(tmp, 0775) < 0 && errno != EEXIST)
-            return err_set("cannot create folder %s: %s", tmp, strerror(errno));
+        if (mkdir(tmp, 0775) == 0) note_made_dir(tmp);
+        else if (errno != EEXIST) return err_set("cannot create folder %s: %s", tmp, strerror(errno));
         if (stat(tmp, &st) == 0 && !S_ISDIR(st.st_mode)) return err_set("%s exists and is not a folder", tmp);
         *p = c;
         if (!c) break;
