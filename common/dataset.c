@@ -182,7 +182,7 @@ static void free_dirs(Scan *s) {
     s->n_dirs = 0;
 }
 
-#define NOT_LISTED "not an image file (ignored, as Keras does)"
+#define NOT_LISTED "not among the types Keras reads (ignored, as Keras does)"
 
 // Walks one class folder and appends its images in Keras's order.
 static int scan_class(Scan *s, const char *cls, int label) {

@@ -469,7 +469,11 @@ int plot_contact_sheet_svg(const char *path, const char *title, int n, const Plo
     if (cols > n) cols = n;
     if (cols < 1) cols = 1;
     int rows = n ? (n + cols - 1) / cols : 0;
-    const double m = 12, pad = 10, cw = SHEET_BOX + 2 * pad, ch = SHEET_BOX + 8 + 2 * (SHEET_CAPTION_FS + 4) + pad;
+    int n_lines = 2;
+    for (int i = 0; i < n; i++)
+        if (thumbs[i].line3) n_lines = 3;
+    const double m = 12, pad = 10, cw = SHEET_BOX + 2 * pad,
+                 ch = SHEET_BOX + 8 + n_lines * (SHEET_CAPTION_FS + 4) + pad;
     // The title: in two lines when wider than the grid (at least 640 px).
     const double title_fs = 16, grid_w = cols * cw, title_max = fmax(grid_w, 640);
     char *tl[2];
@@ -489,17 +493,24 @@ int plot_contact_sheet_svg(const char *path, const char *title, int n, const Plo
     }
     for (int i = 0; i < n; i++) {
         double x = gx + (i % cols) * cw + pad, y = top + (i / cols) * ch;
+        if (thumbs[i].tooltip) {  // a group, so that hovering the picture shows it
+            fputs("<g><title>", f);
+            text_escaped(f, thumbs[i].tooltip);
+            fputs("</title>\n", f);
+        }
         if (sheet_thumb(f, &thumbs[i], i, x, y)) {
             err_prefix("%s", path);
             atomic_abort(&af);
             return -1;
         }
-        const char *lines[2] = {thumbs[i].line1, thumbs[i].line2};
+        if (thumbs[i].tooltip) fputs("</g>\n", f);
+        const char *lines[3] = {thumbs[i].line1, thumbs[i].line2, thumbs[i].line3};
+        static const char *const fill[3] = {"", " fill='#a00'", " fill='#777'"};
         double ly = y + SHEET_BOX + 8 + SHEET_CAPTION_FS;
-        for (int k = 0; k < 2; k++) {
+        for (int k = 0; k < 3; k++) {
             if (!lines[k]) continue;
             snprintf(attrs, sizeof attrs, "x='%.1f' y='%.1f' text-anchor='middle'%s", x + SHEET_BOX / 2.0,
-                     ly + k * (SHEET_CAPTION_FS + 4), k ? " fill='#a00'" : "");
+                     ly + k * (SHEET_CAPTION_FS + 4), fill[k]);
             svg_text(f, attrs, SHEET_CAPTION_FS, cw - 6, lines[k]);
         }
     }

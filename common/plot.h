@@ -25,13 +25,20 @@ int plot_history_svg(const char *path, const char *title, int n_epochs, const fl
 int plot_confusion_svg(const char *path, const char *title, int K, char *const *class_names, const long *counts);
 
 // One thumbnail of a contact sheet: RGB8, h x w, row-major HWC.
-typedef struct { const uint8_t *rgb; int h, w; const char *line1, *line2; } PlotThumb;
+typedef struct {
+    const uint8_t *rgb;
+    int h, w;
+    const char *line1, *line2;
+    const char *line3;    // a third line in grey, e.g. the file name (NULL: none)
+    const char *tooltip;  // shown on hover over the picture, e.g. the file's path (NULL: none)
+} PlotThumb;
 // A grid of captioned thumbnails (the seeds' plot_example_errors), `columns`
 // per row (0: automatic), SVG with embedded PNGs (data: URIs, base64),
 // written atomically. Each thumbnail is scaled (PIL-style bilinear, which
-// averages when shrinking) to fit a 160 px box, keeping its aspect; its two
-// caption lines (e.g. "true: cats", "pred: dogs 0.97"; NULL: none; the
-// second in dark red, as a mistake's prediction) are
+// averages when shrinking) to fit a 160 px box, keeping its aspect; its
+// caption lines (e.g. "true: cats", "pred: dogs 0.97", "cat.123.jpg"; NULL:
+// none; the second in dark red, as a mistake's prediction, the third in
+// grey; the third row is there when any thumbnail has one) are
 // XML-escaped and shortened in the middle when too long for the cell (so
 // "pred: NAME 0.97" keeps its probability); a long title takes two lines.
 // n = 0 writes a sheet that says there is nothing to show.

@@ -828,8 +828,9 @@ int finetune_run(const FinetuneOptions *o) {
     snprintf(title, sizeof title, "%s: accuracy %.4f on %s", o->out, running_acc(&r), has_val ? "validation" : "training");
     if (plot_confusion_svg(path, title, K, hm.class_names, conf) < 0) goto done;
     fit_sibling(o->out, "", path, sizeof path);
-    printf("\nWrote %s (the whole model, Keras HDF5), %s.history.csv, %s.history.svg, %s.confusion.svg\n", o->out,
-           path, path, path);
+    printf("\nWrote %s (the whole model, Keras HDF5), %s.history.csv, %s.history.svg, %s.confusion.svg, %s.ckpt (the "
+           "state --resume continues from)\n",
+           o->out, path, path, path, path);
     status = 0;
 done:
     free(sw), free(labels), free(pred), free(perm), free(identity), free(conf), free(class_w);

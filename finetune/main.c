@@ -25,7 +25,7 @@ static const char *EPILOG =
     "      --epochs 10\n"
     "\n"
     "From a cache, without images (no augmentation; the frozen layers never run\n"
-    "again: 3 to 6 times cheaper per epoch at 150x150): the cache holds the output\n"
+    "again: about 3 times cheaper per epoch on the CPU at 150x150): the cache holds the output\n"
     "of the layer just below --unfreeze, e.g. for block5_conv1:\n"
     "  build/extract --data data/train --cache cache/train4 --layer block4_pool\n"
     "  build/finetune --cache cache/train4 --val-cache cache/val4 --head head.h5 ...\n"

@@ -388,8 +388,13 @@ static int write_contact_sheet(const char *path, Results *r, const char *title) 
         }
         image_free(&img);
         snprintf(lines[n][0], sizeof lines[n][0], "true: %s", r->names[x->truth]);
-        snprintf(lines[n][1], sizeof lines[n][1], "pred: %s %.3f", r->names[x->pred], x->prob);
-        thumbs[n] = (PlotThumb){rgb, h, w, lines[n][0], lines[n][1]};
+        // Three decimals, more when those would round a mistake's probability
+        // up to a certainty it does not have (0.99996 is not 1.000).
+        int digits = 3;
+        while (digits < 7 && x->prob < 1 && x->prob >= 1 - 0.5 * pow(10, -digits)) digits++;
+        snprintf(lines[n][1], sizeof lines[n][1], "pred: %s %.*f", r->names[x->pred], digits, x->prob);
+        const char *slash = strrchr(x->path, '/');
+        thumbs[n] = (PlotThumb){rgb, h, w, lines[n][0], lines[n][1], slash ? slash + 1 : x->path, x->path};
         n++;
     }
     if (rc == 0) rc = plot_contact_sheet_svg(path, title, n, thumbs, 0);

@@ -16,7 +16,8 @@
 # (300) images of each class of its training set, the first DEMO_VAL (100) of
 # each class of its test set as validation, enlarged to DEMO_SIZE (48) pixels.
 # DEMO_DATA=DIR takes your own folder instead (DIR/train/CLASS/...,
-# DIR/validation/CLASS/...; DEMO_SIZE then defaults to the seeds' 150).
+# DIR/validation/CLASS/... or DIR/val/CLASS/...; DEMO_SIZE then defaults to
+# the seeds' 150).
 #
 # Weights, the first that can be had:
 #  1. Keras's ImageNet VGG16 (vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5)
@@ -35,6 +36,11 @@
 # Other settings: BIN=DIR uses the tools built there (no make), DEMO_TRAIN_ARGS
 # and DEMO_FINETUNE_ARGS are added to those commands (e.g. --epochs 1).
 set -euo pipefail
+case "${1:-}" in
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    "") ;;
+    *) echo "demo: takes no arguments (settings are environment variables: see --help)" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 start=$SECONDS
 
@@ -49,10 +55,12 @@ say() { printf '\n== %s\n' "$*"; }
 
 # --- data -----------------------------------------------------------------------
 fmnist=/usr/share/datasets/fashion-mnist
+val=validation  # the validation split's folder under the data (DEMO_DATA may call it val)
 if [ -n "${DEMO_DATA:-}" ]; then
     data=$DEMO_DATA size=${DEMO_SIZE:-150}
-    [ -d "$data/train" ] && [ -d "$data/validation" ] ||
-        { echo "demo: error: DEMO_DATA=$data must hold train/ and validation/ (one subfolder per class)" >&2; exit 1; }
+    if [ ! -d "$data/validation" ] && [ -d "$data/val" ]; then val=val; fi
+    [ -d "$data/train" ] && [ -d "$data/$val" ] ||
+        { echo "demo: error: DEMO_DATA=$data must hold train/ and validation/ (or val/), one subfolder per class" >&2; exit 1; }
     say "data: $data (yours), ${size}x${size}"
 else
     size=${DEMO_SIZE:-48} ntrain=${DEMO_TRAIN:-300} nval=${DEMO_VAL:-100}
@@ -115,7 +123,7 @@ extract_cache() {
         return
     echo "$stamp" > "$cache.settings"
 }
-extract_val() { extract_cache validation "$out/cache_val" "$1"; }  # also the download attempt for imagenet
+extract_val() { extract_cache "$val" "$out/cache_val" "$1"; }  # also the download attempt for imagenet
 
 weights= source_note= val_done=0
 if [ -f "$keras_file" ]; then
@@ -172,7 +180,7 @@ acc_head=$(acc_of "$out/train.log")
 
 say "finetune: $unfreeze and up with the head, on augmented training images (${finetune_opt[*]})"
 # shellcheck disable=SC2086
-"$BIN/finetune" --data "$data/train" --val-data "$data/validation" --weights "$weights" --head "$out/head.h5" \
+"$BIN/finetune" --data "$data/train" --val-data "$data/$val" --weights "$weights" --head "$out/head.h5" \
     --out "$out/model.h5" --unfreeze "$unfreeze" "${finetune_opt[@]}" --batch 20 ${DEMO_FINETUNE_ARGS:-} |
     tee "$out/finetune.log"
 acc_ft=$(acc_of "$out/finetune.log")
@@ -181,7 +189,7 @@ acc_pred="(skipped: build/predict is not built yet)"
 if [ -x "$BIN/predict" ]; then
     say "predict --eval: the fine-tuned model on the validation images"
     # One line per image goes to the log only; the screen gets the evaluation.
-    "$BIN/predict" --model "$out/model.h5" --eval "$data/validation" --report "$out/validation" > "$out/predict.log"
+    "$BIN/predict" --model "$out/model.h5" --eval "$data/$val" --report "$out/validation" > "$out/predict.log"
     awk '/^Evaluation/ { p = 1 } /^Misclassified/ { print $0 " (listed in '"$out"'/predict.log)"; p = 0 }
          /^Wrote/ { p = 1 } p' "$out/predict.log"
     acc_pred=$(acc_of "$out/predict.log")

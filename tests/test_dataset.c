@@ -149,7 +149,7 @@ Test(dataset, scan_classes_order_labels_skipped) {
     cr_expect_eq(ds.n_ignored, 7);
     cr_expect(find_ignored(&ds, "labels.csv", "not in a class folder (ignored, as Keras does)"));
     cr_expect(find_ignored(&ds, "Banana/Thumbs.db", "unsupported file type (.db)"));
-    cr_expect(find_ignored(&ds, "apple/anim.gif", "unsupported file type (.gif): not an image file (ignored, as Keras does)"));
+    cr_expect(find_ignored(&ds, "apple/anim.gif", "unsupported file type (.gif): not among the types Keras reads (ignored, as Keras does)"));
     cr_expect(find_ignored(&ds, "apple/notes.txt", "unsupported file type (.txt)"));
     cr_expect(find_ignored(&ds, "apple/noext", "unsupported file type (no extension)"));
     cr_expect(find_ignored(&ds, "apple/link", "symbolic link"));

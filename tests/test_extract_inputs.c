@@ -120,9 +120,9 @@ Test(extract_inputs, files_keras_does_not_list_do_not_fail_strict) {
     free(out);
     snprintf(p, sizeof p, "%s/skipped.tsv", cache);
     char *tsv = read_file(p, NULL);
-    cr_expect(strstr(tsv, "a/.DS_Store\tunsupported file type (.DS_Store): not an image file (ignored, as Keras does)"),
+    cr_expect(strstr(tsv, "a/.DS_Store\tunsupported file type (.DS_Store): not among the types Keras reads (ignored, as Keras does)"),
               "%s", tsv);
-    cr_expect(strstr(tsv, "b/notes.txt\tunsupported file type (.txt): not an image file (ignored, as Keras does)"),
+    cr_expect(strstr(tsv, "b/notes.txt\tunsupported file type (.txt): not among the types Keras reads (ignored, as Keras does)"),
               "%s", tsv);
     cr_expect(strstr(tsv, "labels.csv\tnot in a class folder (ignored, as Keras does)"), "%s", tsv);
     free(tsv);

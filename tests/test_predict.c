@@ -626,6 +626,10 @@ Test(predict, report_files_json_and_contact_sheet, .timeout = 600) {
     int shown = wrong < 2 ? wrong : 2;
     cr_expect_eq(count(svg, "<image"), shown, "at most --max-errors thumbnails:\n%.2000s", svg);
     cr_expect(strstr(svg, "true: "), "captions name the true class");
+    // Each picture names its file: the name in the caption, the path on hover.
+    cr_expect_eq(count(svg, "<g><title>"), shown, "a path tooltip per thumbnail:\n%.2000s", svg);
+    cr_expect_eq(count(svg, ".jpg</text>") + count(svg, ".png</text>"), shown, "a file name per caption:\n%.3000s",
+                 svg);
     // The most confident mistakes, first to last: the captions' "pred: CLASS P"
     // are the largest wrong top-1 probabilities of the JSON lines, in order.
     double wp[16];

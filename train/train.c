@@ -367,8 +367,9 @@ int train_run(const TrainOptions *o) {
     snprintf(title, sizeof title, "%s: accuracy %.4f on %s", o->out, running_acc(&r), has_val ? "validation" : "training");
     if (plot_confusion_svg(path, title, K, meta.class_names, conf) < 0) goto done;
     fit_sibling(o->out, "", path, sizeof path);
-    printf("\nWrote %s (head weights, Keras HDF5), %s.history.csv, %s.history.svg, %s.confusion.svg\n", o->out, path,
-           path, path);
+    printf("\nWrote %s (head weights, Keras HDF5), %s.history.csv, %s.history.svg, %s.confusion.svg, %s.ckpt (the "
+           "state --resume continues from)\n",
+           o->out, path, path, path, path);
     status = 0;
 done:
     batch_free(&batch[0]), batch_free(&batch[1]);
