@@ -368,7 +368,7 @@ int fit_plot_history(const FitState *s, const char *path, const char *title) {
     if (s->epochs_done == 0) return 0;
     int has_val = !isnan(s->val_loss[0]);
     return plot_history_svg(path, title, s->epochs_done, s->loss, s->acc, has_val ? s->val_loss : NULL,
-                            has_val ? s->val_acc : NULL);
+                            has_val ? s->val_acc : NULL, s->before_val_loss, s->before_val_acc);
 }
 
 void confusion_add(long *conf, int K, const int32_t *labels, const int32_t *pred, int n) {

@@ -248,12 +248,14 @@ static void axis_log(Axis *a, double lo, double hi) {
 // One panel: frame, grid, ticks, header, the training dots and the
 // validation line. Values that are not finite (a diverged epoch) are left out.
 static void panel(FILE *f, double x0, double y0, double w, double h, const char *what, int n, const float *train,
-                  const float *val, int is_accuracy) {
+                  const float *val, double before, int is_accuracy) {
     double lo = INFINITY, hi = -INFINITY;
     for (int i = 0; i < n; i++) {
         if (isfinite(train[i])) lo = fmin(lo, train[i]), hi = fmax(hi, train[i]);
         if (val && isfinite(val[i])) lo = fmin(lo, val[i]), hi = fmax(hi, val[i]);
     }
+    const int has_before = val && isfinite(before);
+    if (has_before) lo = fmin(lo, before), hi = fmax(hi, before);
     Axis ax;
     char header[64];
     snprintf(header, sizeof header, "%s", what);
@@ -282,10 +284,13 @@ static void panel(FILE *f, double x0, double y0, double w, double h, const char 
     // Epochs: 1..n over the width, 2% in from the frame so the first and
     // last dots show whole (one epoch sits in the middle); ticks at 1 and at
     // multiples of a nice step.
-    double e_pad = n == 1 ? 1 : (n - 1) * 0.02, e_lo = 1 - e_pad, e_hi = n + e_pad;
+    // With the model's figure before training (finetune: the head alone),
+    // the axis starts at epoch 0, where that point stands.
+    const int e_first = has_before ? 0 : 1;
+    double e_pad = n == 1 && !has_before ? 1 : (n - e_first) * 0.02, e_lo = e_first - e_pad, e_hi = n + e_pad;
 #define PX(e) (L + ((e) - e_lo) / (e_hi - e_lo) * (R - L))
     int xstep = n <= 10 ? 1 : (int)fmax(1, round(tick_step(n - 1, 8)));
-    for (int e = 1; e <= n; e = e == 1 && xstep > 1 ? xstep : e + xstep) {
+    for (int e = e_first; e <= n; e = e <= 1 && xstep > 1 ? (e == 0 ? 1 : xstep) : e + xstep) {
         fprintf(f, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#888'/>", PX(e), B, PX(e), B + 4);
         fprintf(f, "<text x='%.1f' y='%.1f' font-size='11' text-anchor='middle'>%d</text>\n", PX(e), B + 16, e);
     }
@@ -301,6 +306,9 @@ static void panel(FILE *f, double x0, double y0, double w, double h, const char 
             if (isfinite(val[i])) fprintf(f, "%.1f,%.1f ", PX(i + 1), PY(val[i]));
         fprintf(f, "'/>\n");
     }
+    if (has_before)  // hollow: a measurement, not a training epoch
+        fprintf(f, "<circle cx='%.1f' cy='%.1f' r='4.5' fill='white' stroke='" ORANGE "' stroke-width='2'/>\n", PX(0),
+                PY(before));
     // Dots shrink with many epochs so 500 of them still show a curve.
     double r = fmin(3.5, fmax(1.2, (R - L) / n * 0.45));
     for (int i = 0; i < n; i++)
@@ -312,7 +320,7 @@ static void panel(FILE *f, double x0, double y0, double w, double h, const char 
 }
 
 int plot_history_svg(const char *path, const char *title, int n, const float *loss, const float *acc,
-                     const float *val_loss, const float *val_acc) {
+                     const float *val_loss, const float *val_acc, float before_val_loss, float before_val_acc) {
     if (n < 1) return err_set("%s: no epochs to plot", path);
     const double W = 900, H = 400;
     AtomicFile af;
@@ -321,7 +329,10 @@ int plot_history_svg(const char *path, const char *title, int n, const float *lo
     svg_text(f, "x='450' y='22' text-anchor='middle'", 15, W - 20, title ? title : "");
     // The legend sits under the title, outside both panels, so it never
     // hides a curve.
-    double lw = 16 + text_width("training", 11) + (val_loss ? 30 + 22 + text_width("validation", 11) : 0);
+    static const char before_label[] = "validation before training";
+    const int has_before = val_loss && (isfinite(before_val_loss) || isfinite(before_val_acc));
+    double lw = 16 + text_width("training", 11) + (val_loss ? 30 + 22 + text_width("validation", 11) : 0) +
+                (has_before ? 30 + 16 + text_width(before_label, 11) : 0);
     double lx = (W - lw) / 2;
     fprintf(f, "<circle cx='%.1f' cy='40' r='3.5' fill='" BLUE "' fill-opacity='0.6'/>", lx + 4);
     fprintf(f, "<text x='%.1f' y='44' font-size='11'>training</text>\n", lx + 14);
@@ -329,9 +340,14 @@ int plot_history_svg(const char *path, const char *title, int n, const float *lo
         double vx = lx + 16 + text_width("training", 11) + 30;
         fprintf(f, "<line x1='%.1f' y1='40' x2='%.1f' y2='40' stroke='" ORANGE "' stroke-width='2'/>", vx, vx + 16);
         fprintf(f, "<text x='%.1f' y='44' font-size='11'>validation</text>\n", vx + 22);
+        if (has_before) {
+            double bx = vx + 22 + text_width("validation", 11) + 30;
+            fprintf(f, "<circle cx='%.1f' cy='40' r='4.5' fill='white' stroke='" ORANGE "' stroke-width='2'/>", bx + 4);
+            fprintf(f, "<text x='%.1f' y='44' font-size='11'>%s</text>\n", bx + 16, before_label);
+        }
     }
-    panel(f, 0, 50, W / 2, H - 50, "loss", n, loss, val_loss, 0);
-    panel(f, W / 2, 50, W / 2, H - 50, "accuracy", n, acc, val_acc, 1);
+    panel(f, 0, 50, W / 2, H - 50, "loss", n, loss, val_loss, has_before ? before_val_loss : NAN, 0);
+    panel(f, W / 2, 50, W / 2, H - 50, "accuracy", n, acc, val_acc, has_before ? before_val_acc : NAN, 1);
     fprintf(f, "</svg>\n");
     return atomic_commit(&af);
 }

@@ -10,11 +10,14 @@
 
 // Two panels, loss and accuracy per epoch (n_epochs >= 1 values each, 1 to
 // 500 and beyond): training as dots, validation as a line (Chollet's style).
-// val_* may be NULL. The loss axis is log10 when its largest value is over 5
-// times its smallest (see plot.c for why), else linear; ticks are 1, 2 or 5
-// times a power of ten; non-finite values (a diverged epoch) are left out.
+// val_* may be NULL. before_val_*: the validation figures before the first
+// epoch (finetune: the head alone), a hollow point at epoch 0 (NaN: none,
+// and the axis starts at 1). The loss axis is log10 when its largest value
+// is over 5 times its smallest (see plot.c for why), else linear; ticks are
+// 1, 2 or 5 times a power of ten; non-finite values (a diverged epoch) are
+// left out.
 int plot_history_svg(const char *path, const char *title, int n_epochs, const float *loss, const float *acc,
-                     const float *val_loss, const float *val_acc);
+                     const float *val_loss, const float *val_acc, float before_val_loss, float before_val_acc);
 // K x K counts (rows: true class, columns: predicted), cells shaded by the
 // fraction of their row. Sized for K from 2 to 50 and more: cells 80 to 16
 // px, column names vertical when they do not fit a cell, names over 220 px

@@ -180,13 +180,15 @@ static Hist hist_make(int n) {
 
 static void hist_free(Hist *h) { free(h->loss), free(h->acc), free(h->vloss), free(h->vacc); }
 
-// Plots h, checks the rendering and returns the SVG text (free it).
-static char *history_case(const Hist *h, const char *title, int with_val, const char *file) {
+// Plots h (with the validation figures before training when finite),
+// checks the rendering and returns the SVG text (free it).
+static char *history_case_before(const Hist *h, const char *title, int with_val, const char *file,
+                                 float before_loss, float before_acc) {
     char *dir = out_dir("plothist");
     char p[4096];
     snprintf(p, sizeof p, "%s/%s", dir, file);
     cr_assert_eq(plot_history_svg(p, title, h->n, h->loss, h->acc, with_val ? h->vloss : NULL,
-                                  with_val ? h->vacc : NULL),
+                                  with_val ? h->vacc : NULL, before_loss, before_acc),
                  0, "%s", err_msg());
     const char *texts[] = {title, "loss", "accuracy", "epoch", "training", "validation"};
     assert_svg_readable(p, texts, with_val ? 6 : 5);
@@ -198,6 +200,10 @@ static char *history_case(const Hist *h, const char *title, int with_val, const 
     assert_shown_whole(svg, title);
     done(dir);
     return svg;
+}
+
+static char *history_case(const Hist *h, const char *title, int with_val, const char *file) {
+    return history_case_before(h, title, with_val, file, NAN, NAN);
 }
 
 // The tick labels of the first panel (the loss), in order, as numbers.
@@ -567,4 +573,30 @@ Test(plot_long_text, sheet_caption_keeps_the_probability) {
     free(svg);
     free(px);
     done(dir);
+}
+
+static int count_of(const char *text, const char *what) {
+    int n = 0;
+    for (const char *s = text; (s = strstr(s, what)); s++) n++;
+    return n;
+}
+
+// finetune's history: the head alone measured before the first step, a
+// hollow point at epoch 0 in both panels, in the legend, inside the frame.
+Test(plot_history, the_figure_before_training_at_epoch_zero) {
+    Hist h = hist_make(10);
+    char *svg = history_case_before(&h, "model.h5 (finetune)", 1, "before.svg", 0.05f, 0.99f);
+    cr_expect(strstr(svg, ">validation before training<"), "legend:\n%.1500s", svg);
+    cr_expect_eq(count_of(svg, "fill='white' stroke='#e07b00'"), 3, "a hollow point per panel and in the legend");
+    cr_expect(strstr(svg, "text-anchor='middle'>0</text>"), "an epoch-0 tick");
+    // The loss axis reaches down to the earlier figure (0.05, below every epoch's).
+    double v[64];
+    int n = loss_ticks(svg, v, 64);
+    cr_expect(n > 0 && v[0] <= 0.05, "lowest loss tick %g", n ? v[0] : -1);
+    free(svg);
+    // Without validation there is nothing to compare it with: no point.
+    svg = history_case_before(&h, "training only", 0, "before_noval.svg", 0.05f, 0.99f);
+    cr_expect_null(strstr(svg, "before training"));
+    free(svg);
+    hist_free(&h);
 }
