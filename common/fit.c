@@ -352,12 +352,13 @@ int fit_write_history(const FitState *s, const char *path) {
     if (!f) return -1;
     // Keras's CSVLogger columns: epoch, then the metrics in sorted order,
     // each value in full (%.9g: the float32 exactly, as CSVLogger writes
-    // Python floats, so a val_loss of 1e-10 is not 0.000000); then ours,
-    // seconds, after Keras's columns.
+    // Python floats, so a val_loss of 1e-10 is not 0.000000), "NA" for the
+    // validation figures of a fit without validation (as Keras 3's
+    // CSVLogger writes them); then ours, seconds, after Keras's columns.
     fprintf(f, "epoch,accuracy,loss,val_accuracy,val_loss,seconds\n");
     for (int e = 0; e < s->epochs_done; e++) {
         fprintf(f, "%d,%.9g,%.9g,", e, s->acc[e], s->loss[e]);
-        if (isnan(s->val_acc[e])) fprintf(f, ",,");
+        if (isnan(s->val_acc[e])) fprintf(f, "NA,NA,");
         else fprintf(f, "%.9g,%.9g,", s->val_acc[e], s->val_loss[e]);
         fprintf(f, "%.3f\n", s->secs[e]);
     }
