@@ -513,18 +513,18 @@ Test(cluster, merge_refuses_a_partial_shard_set_and_empty_values_are_usage_error
     cr_expect(access(path, F_OK) != 0, "the refused merge left %s", path);
     // An empty path names no file: a usage error naming the option, in every tool.
     make_cache(top, "c", "--threads 1 --quiet");
-    rc = run("train", &out, "--cache '%s/c' --val-cache '' --out '%s/h.h5' --quiet", top, top);
-    cr_expect_eq(rc, 2, "%s", out);
-    cr_expect(strstr(out, "--val-cache: the value is empty") != NULL, "%s", out);
-    free(out);
-    rc = run("finetune", &out, "--data '' --head '%s/h.h5' --out '%s/m.h5' --quiet", top, top);
-    cr_expect_eq(rc, 2, "%s", out);
-    cr_expect(strstr(out, "--data: the value is empty") != NULL, "%s", out);
-    free(out);
-    rc = run("predict", &out, "--model %s/m.h5 --report '' %s", top, top);
-    cr_expect_eq(rc, 2, "%s", out);
-    cr_expect(strstr(out, "--report: the value is empty") != NULL, "%s", out);
-    free(out);
+    const char *empty[][3] = {{"train", "--cache '%s/c' --val-cache '' --out x.h5", "--val-cache: the value is empty"},
+                              {"finetune", "--data '' --head '%s/h.h5' --out m.h5", "--data: the value is empty"},
+                              {"predict", "--model '%s/m.h5' --report '' x.jpg", "--report: the value is empty"},
+                              {"predict", "--model '%s/m.h5' ''", "argument 3 is empty"}};
+    for (int i = 0; i < 4; i++) {
+        char args[1200];
+        snprintf(args, sizeof args, empty[i][1], top);
+        rc = run(empty[i][0], &out, "%s", args);
+        cr_expect_eq(rc, 2, "%s %s: %s", empty[i][0], args, out);
+        cr_expect(strstr(out, empty[i][2]) != NULL, "%s %s: %s", empty[i][0], args, out);
+        free(out);
+    }
     // A VGGFT_PROGRESS_INTERVAL that is not a positive number: the default, one warning.
     setenv("VGGFT_PROGRESS_INTERVAL", "abc", 1);
     rc = run("train", &out, "--cache '%s/c' --out '%s/h.h5' --epochs 2 --batch 1 --hidden 4 --threads 1", top, top);
