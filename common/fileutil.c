@@ -83,47 +83,22 @@ const char *temp_dir(void) {
     return d && d[0] ? d : "/tmp";
 }
 
-// The folders this process made (make_dirs), for made_dirs_remove_empty.
-static char *made_dirs[16];
-static int n_made;
-
-void made_dirs_remove_empty(void) {
-    while (n_made > 0) {
-        char *d = made_dirs[--n_made];
-        rmdir(d);  // refused when it holds something
-        free(d);
-    }
-}
-
-static void note_made_dir(const char *dir) {
-    if (n_made == (int)(sizeof made_dirs / sizeof made_dirs[0])) return;  // more: left as they are
-    char *copy = strdup(dir);
-    if (copy) made_dirs[n_made++] = copy;
-}
-
 int make_dirs(const char *path) {
     char tmp[4096];
     if (!path[0]) return err_set("empty path");
     if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp) return err_set("%.64s...: path too long", path);
-    // A folder above may be removed between two mkdir calls by another job
-    // (an empty one it had made and gave up): start again, a few times.
-    for (int attempt = 0;; attempt++) {
-        int again = 0;
-        for (char *p = tmp + 1;; p++) {
-            if (*p != '/' && *p != '\0') continue;
-            char c = *p;
-            *p = '\0';
-            struct stat st;
-            if (mkdir(tmp, 0775) == 0) note_made_dir(tmp);
-            else if (errno == ENOENT && attempt < 3) again = 1;
-            else if (errno != EEXIST) return err_set("cannot create folder %s: %s", tmp, strerror(errno));
-            if (!again && stat(tmp, &st) == 0 && !S_ISDIR(st.st_mode))
-                return err_set("%s exists and is not a folder", tmp);
-            *p = c;
-            if (!c || again) break;
-        }
-        if (!again) return 0;
+    for (char *p = tmp + 1;; p++) {
+        if (*p != '/' && *p != '\0') continue;
+        char c = *p;
+        *p = '\0';
+        struct stat st;
+        if (mkdir(tmp, 0775) < 0 && errno != EEXIST)
+            return err_set("cannot create folder %s: %s", tmp, strerror(errno));
+        if (stat(tmp, &st) == 0 && !S_ISDIR(st.st_mode)) return err_set("%s exists and is not a folder", tmp);
+        *p = c;
+        if (!c) break;
     }
+    return 0;
 }
 
 int make_parent_dirs(const char *path) {

@@ -33,10 +33,6 @@ const char *temp_dir(void);
 
 // mkdir -p PATH.
 int make_dirs(const char *path);
-// Removes the folders make_dirs made in this process that are still empty
-// (rmdir refuses the others), newest first: for a tool that fails before
-// writing into them (predict --report a/b/x with a missing model).
-void made_dirs_remove_empty(void);
 // mkdir -p of the folder holding the file PATH (nothing for a bare name).
 int make_parent_dirs(const char *path);
 

@@ -18,11 +18,20 @@
 
 // ---- text --------------------------------------------------------------------
 
-// Length of the valid UTF-8 sequence at s (1-4), or 0 if it is not one.
+// Length of the valid UTF-8 sequence at s (1-4), or 0 if it is not one or
+// encodes what an XML document may not hold: an overlong form, a surrogate
+// (U+D800..DFFF), a code point past U+10FFFF, U+FFFE or U+FFFF (RFC 3629;
+// XML 1.0's Char). Such bytes are then shown as Latin-1 characters.
 static int utf8_len(const unsigned char *s) {
     int n = s[0] < 0x80 ? 1 : (s[0] >> 5) == 6 ? 2 : (s[0] >> 4) == 14 ? 3 : (s[0] >> 3) == 30 ? 4 : 0;
-    for (int i = 1; i < n; i++)
+    if (n <= 1) return n;
+    uint32_t cp = s[0] & (0x7f >> n);
+    for (int i = 1; i < n; i++) {
         if ((s[i] >> 6) != 2) return 0;
+        cp = cp << 6 | (s[i] & 0x3f);
+    }
+    static const uint32_t least[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < least[n] || (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff || cp == 0xfffe || cp == 0xffff) return 0;
     return n;
 }
 
@@ -287,10 +296,15 @@ static void panel(FILE *f, double x0, double y0, double w, double h, const char 
     // With the model's figure before training (finetune: the head alone),
     // the axis starts at epoch 0, where that point stands.
     const int e_first = has_before ? 0 : 1;
-    double e_pad = n == 1 && !has_before ? 1 : (n - e_first) * 0.02, e_lo = e_first - e_pad, e_hi = n + e_pad;
+    // One epoch alone sits in the middle; with few, a quarter epoch keeps
+    // the end points and the one-epoch validation dash inside the frame.
+    double e_pad = n == 1 && !has_before ? 1 : fmax((n - e_first) * 0.02, n <= 3 ? 0.25 : 0),
+           e_lo = e_first - e_pad, e_hi = n + e_pad;
 #define PX(e) (L + ((e) - e_lo) / (e_hi - e_lo) * (R - L))
     int xstep = n <= 10 ? 1 : (int)fmax(1, round(tick_step(n - 1, 8)));
-    for (int e = e_first; e <= n; e = e <= 1 && xstep > 1 ? (e == 0 ? 1 : xstep) : e + xstep) {
+    // Ticks at the first epoch (0 or 1), then at multiples of the step (1
+    // beside 0 would overprint it once the step is larger).
+    for (int e = e_first; e <= n; e = e <= 1 && xstep > 1 ? xstep : e + xstep) {
         fprintf(f, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#888'/>", PX(e), B, PX(e), B + 4);
         fprintf(f, "<text x='%.1f' y='%.1f' font-size='11' text-anchor='middle'>%d</text>\n", PX(e), B + 16, e);
     }

@@ -164,7 +164,7 @@ void log_printf(FILE *out, const char *fmt, ...) {
     fflush(out);
 }
 
-const char *keras_value(double v, char buf[16]) {
-    snprintf(buf, 16, fabs(v) > 1e-3 ? "%.4f" : "%.4e", v);
+const char *keras_value(double v, char buf[KERAS_VALUE_MAX]) {
+    snprintf(buf, KERAS_VALUE_MAX, fabs(v) > 1e-3 ? "%.4f" : "%.4e", v);
     return buf;
 }

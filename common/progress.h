@@ -65,5 +65,7 @@ void log_stamp_format(long t, char *buf, size_t size);
 
 // A metric's value as Keras's progress bar prints it: %.4f when |v| > 1e-3,
 // else %.4e ("1.6900e-05"; an accuracy of 0 as "0.0000e+00"), from
-// keras/src/utils/progbar.py. Returns buf (16 bytes suffice).
-const char *keras_value(double v, char buf[16]);
+// keras/src/utils/progbar.py; a diverging loss in full, all its digits.
+// Returns buf (KERAS_VALUE_MAX bytes: %.4f of the largest float fits).
+#define KERAS_VALUE_MAX 48
+const char *keras_value(double v, char buf[KERAS_VALUE_MAX]);

@@ -641,7 +641,7 @@ int finetune_run(const FinetuneOptions *o) {
             goto done;
         }
         fs.before_val_loss = running_loss(&r0), fs.before_val_acc = running_acc(&r0);
-        char kb[2][16];
+        char kb[2][KERAS_VALUE_MAX];
         printf("Before fine-tuning: val_loss: %s - val_accuracy: %s\n", keras_value(fs.before_val_loss, kb[0]),
                keras_value(fs.before_val_acc, kb[1]));
         fflush(stdout);
@@ -689,7 +689,7 @@ int finetune_run(const FinetuneOptions *o) {
                 running_add(&fs.run, loss, n, pred, labels);
             }
             fs.steps_in_epoch = s + 1;
-            char metrics[96], kv[2][16];
+            char metrics[160], kv[2][KERAS_VALUE_MAX];
             snprintf(metrics, sizeof metrics, "loss: %s - accuracy: %s", keras_value(running_loss(&fs.run), kv[0]),
                      keras_value(running_acc(&fs.run), kv[1]));
             progress_update(&bar, s + 1, metrics);
@@ -720,7 +720,7 @@ int finetune_run(const FinetuneOptions *o) {
             goto done;
         }
         float tl = running_loss(&fs.run), ta = running_acc(&fs.run), vl = NAN, va = NAN;
-        char metrics[160], kv[4][16];
+        char metrics[320], kv[4][KERAS_VALUE_MAX];
         int len = snprintf(metrics, sizeof metrics, "loss: %s - accuracy: %s", keras_value(tl, kv[0]), keras_value(ta, kv[1]));
         if (has_val) {
             Running vr;

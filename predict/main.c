@@ -6,7 +6,6 @@
 
 #include "blas_setup.h"
 #include "cli.h"
-#include "fileutil.h"
 #include "predict.h"
 #include "progress.h"
 
@@ -141,10 +140,6 @@ int main(int argc, char **argv) {
     if (!cli_find(&spec, "seed")->seen) o.seed = -1;  // --weights random: the seed the head records
     int status = predict_run(&o);
     if (status < 0) cli_error("predict", NULL), status = EXIT_FAILED;
-    // The report's folder, made to check it could be written, stays only
-    // with the report (only predict: train's and extract's outputs may share
-    // a new folder with other jobs of an array, which such a removal would race).
-    if (status != EXIT_DONE && status != EXIT_PARTIAL) made_dirs_remove_empty();
     free(o.inputs);
     return status;
 }

@@ -36,11 +36,14 @@
 # Other settings: BIN=DIR uses the tools built there (no make), DEMO_TRAIN_ARGS
 # and DEMO_FINETUNE_ARGS are added to those commands (e.g. --epochs 1).
 set -euo pipefail
-case "${1:-}" in
-    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    "") ;;
-    *) echo "demo: takes no arguments (settings are environment variables: see --help)" >&2; exit 2 ;;
-esac
+if [ $# = 1 ] && { [ "$1" = --help ] || [ "$1" = -h ]; }; then
+    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+    exit 0
+fi
+if [ $# -gt 0 ]; then
+    echo "demo: takes no arguments (settings are environment variables: see --help)" >&2
+    exit 2
+fi
 cd "$(dirname "$0")/.."
 start=$SECONDS
 

@@ -201,7 +201,7 @@ Test(device, auto_falls_back_and_cuda_explains) {
 // (keras/src/utils/progbar.py: f"{v:.4f}" when abs(v) > 1e-3, else
 // f"{v:.4e}"): a newcomer saw a real loss of 1.69e-5 shown as 0.0000.
 Test(progress, metric_values_as_keras_prints_them) {
-    char b[16];
+    char b[KERAS_VALUE_MAX];
     cr_expect_str_eq(keras_value(0.6642, b), "0.6642");
     cr_expect_str_eq(keras_value(-0.5, b), "-0.5000");
     cr_expect_str_eq(keras_value(1.69e-5, b), "1.6900e-05");
@@ -209,6 +209,11 @@ Test(progress, metric_values_as_keras_prints_them) {
     cr_expect_str_eq(keras_value(0.001, b), "1.0000e-03");
     cr_expect_str_eq(keras_value(0.0011, b), "0.0011");
     cr_expect_str_eq(keras_value(67.13157, b), "67.1316");
+    // A diverging loss in full, not cut to 15 characters (a breaker saw
+    // 1.72e23 printed as 172322925895537).
+    cr_expect_str_eq(keras_value(1.72322926e+23, b), "172322926000000011862016.0000");
+    cr_expect_str_eq(keras_value(14248738816.0, b), "14248738816.0000");
+    cr_expect_str_eq(keras_value(-3.4028234663852886e38, b), "-340282346638528859811704183484516925440.0000");
 }
 
 // err_set may quote the message it replaces (callers add a hint to a lower

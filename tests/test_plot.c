@@ -146,13 +146,18 @@ Test(plot_confusion, names_escaped) {
     char *dir = out_dir("plotconf");
     char p[4096];
     snprintf(p, sizeof p, "%s/c.svg", dir);
-    char *names[] = {"<b>&'\"", "caf\xc3\xa9", "bad\xff"};
-    long counts[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
-    cr_assert_eq(plot_confusion_svg(p, "a < b & c", 3, names, counts), 0, "%s", err_msg());
+    // Besides plain bad bytes, sequences with UTF-8's shape that XML may not
+    // hold: a surrogate, an overlong "/", U+FFFE, a code point past U+10FFFF.
+    char *names[] = {"<b>&'\"", "caf\xc3\xa9", "bad\xff", "s\xed\xa0\x80", "o\xc0\xaf", "n\xef\xbf\xbe",
+                     "b\xf4\x90\x80\x80"};
+    long counts[49] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    cr_assert_eq(plot_confusion_svg(p, "a < b & c", 7, names, counts), 0, "%s", err_msg());
     const char *texts[] = {"<b>&'\"", "caf\xc3\xa9", "a < b & c"};
     assert_svg_readable(p, texts, 3);
     char *svg = read_file(p, NULL);
     cr_assert(strstr(svg, "bad&#255;"), "a non-UTF-8 byte is written as a character reference");
+    const char *refs[] = {"s&#237;&#160;&#128;", "o&#192;&#175;", "n&#239;&#191;&#190;", "b&#244;&#144;&#128;&#128;"};
+    for (int i = 0; i < 4; i++) cr_expect(strstr(svg, refs[i]), "%s missing: each byte as a character", refs[i]);
     cr_assert_null(strstr(svg, "<b>"));
     free(svg);
     done(dir);
@@ -594,6 +599,13 @@ Test(plot_history, the_figure_before_training_at_epoch_zero) {
     int n = loss_ticks(svg, v, 64);
     cr_expect(n > 0 && v[0] <= 0.05, "lowest loss tick %g", n ? v[0] : -1);
     free(svg);
+    // Many epochs: the 0 tick, then the step's multiples (no 1 printed over the 0).
+    Hist many = hist_make(150);
+    svg = history_case_before(&many, "150 epochs", 1, "before_many.svg", 0.05f, 0.99f);
+    cr_expect(strstr(svg, "text-anchor='middle'>0</text>") && !strstr(svg, "text-anchor='middle'>1</text>"),
+              "epoch ticks 0, step, ...");
+    free(svg);
+    hist_free(&many);
     // Without validation there is nothing to compare it with: no point.
     svg = history_case_before(&h, "training only", 0, "before_noval.svg", 0.05f, 0.99f);
     cr_expect_null(strstr(svg, "before training"));

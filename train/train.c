@@ -292,7 +292,7 @@ int train_run(const TrainOptions *o) {
             running_add(&fs.run, loss, cur->n, pred, cur->labels);
             Batch *t = cur;
             cur = next, next = t;
-            char metrics[96], kv[2][16];
+            char metrics[160], kv[2][KERAS_VALUE_MAX];
             snprintf(metrics, sizeof metrics, "loss: %s - accuracy: %s", keras_value(running_loss(&fs.run), kv[0]),
                      keras_value(running_acc(&fs.run), kv[1]));
             progress_update(&bar, s + 1, metrics);
@@ -308,7 +308,7 @@ int train_run(const TrainOptions *o) {
             }
         }
         float tl = running_loss(&fs.run), ta = running_acc(&fs.run), vl = NAN, va = NAN;
-        char metrics[160], kv[4][16];
+        char metrics[320], kv[4][KERAS_VALUE_MAX];
         int len = snprintf(metrics, sizeof metrics, "loss: %s - accuracy: %s", keras_value(tl, kv[0]), keras_value(ta, kv[1]));
         if (has_val) {
             Running vr;
