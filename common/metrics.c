@@ -70,3 +70,8 @@ int metrics_top_k(const float *probs, int n, int k, int *idx) {
     }
     return m;
 }
+
+int metrics_prob_digits(double p, int digits) {
+    while (digits < 7 && p < 1 && p >= 1 - 0.5 * pow(10, -digits)) digits++;
+    return digits;
+}

@@ -39,3 +39,7 @@ void metrics_print(FILE *out, int K, char *const *class_names, const ClassMetric
 // first maximum). k is clamped to [0, n]; returns the count written to idx.
 // NaN sorts last.
 int metrics_top_k(const float *probs, int n, int k, int *idx);
+
+// Decimals to print probability p with: `digits`, more (up to 7) when those
+// would round p < 1 up to 1 (a mistake's 0.99996 is not 1.0000).
+int metrics_prob_digits(double p, int digits);

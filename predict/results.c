@@ -252,16 +252,9 @@ typedef struct {
     char *const *names;
 } WrongOut;
 
-// A mistake's probability with `digits` decimals, more when those would
-// round it up to a certainty it does not have (0.99996 is not 1.0000).
-static int prob_digits(double p, int digits) {
-    while (digits < 7 && p < 1 && p >= 1 - 0.5 * pow(10, -digits)) digits++;
-    return digits;
-}
-
 static void wrong_text(void *ctx, long i, const char *path, int truth, int pred, float prob) {
     WrongOut *w = ctx;
-    fprintf(w->f, "  %s: true %s, predicted %s (%.*f)\n", path, w->names[truth], w->names[pred], prob_digits(prob, 4),
+    fprintf(w->f, "  %s: true %s, predicted %s (%.*f)\n", path, w->names[truth], w->names[pred], metrics_prob_digits(prob, 4),
             prob);
 }
 
@@ -396,7 +389,7 @@ static int write_contact_sheet(const char *path, Results *r, const char *title) 
         }
         image_free(&img);
         snprintf(lines[n][0], sizeof lines[n][0], "true: %s", r->names[x->truth]);
-        snprintf(lines[n][1], sizeof lines[n][1], "pred: %s %.*f", r->names[x->pred], prob_digits(x->prob, 3),
+        snprintf(lines[n][1], sizeof lines[n][1], "pred: %s %.*f", r->names[x->pred], metrics_prob_digits(x->prob, 3),
                  x->prob);
         const char *slash = strrchr(x->path, '/');
         thumbs[n] = (PlotThumb){rgb, h, w, lines[n][0], lines[n][1], slash ? slash + 1 : x->path, x->path};

@@ -76,6 +76,16 @@ Test(predict_metrics, per_class_figures_worked_by_hand) {
     cr_expect_float_eq(f, (7 * 2.0 / 3 + 6 * 0.6) / 13, 1e-12);
 }
 
+// Probabilities shown with more decimals rather than rounded to a false 1.
+Test(predict_metrics, probabilities_never_round_up_to_one) {
+    cr_expect_eq(metrics_prob_digits(0.973, 3), 3);
+    cr_expect_eq(metrics_prob_digits(0.9994, 3), 3);   // 0.999
+    cr_expect_eq(metrics_prob_digits(0.99951, 3), 4);  // 0.9995, not 1.000
+    cr_expect_eq(metrics_prob_digits(0.99996, 4), 5);  // 0.99996
+    cr_expect_eq(metrics_prob_digits(1.0, 3), 3);      // a true 1 stays 1.000
+    cr_expect_eq(metrics_prob_digits(1 - 1e-12, 3), 7);  // at most 7
+}
+
 Test(predict_metrics, top_k_order_ties_and_nan) {
     float p[] = {0.1f, 0.4f, NAN, 0.4f, 0.1f, 0.0f};
     int idx[6];
