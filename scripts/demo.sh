@@ -175,13 +175,13 @@ say "extract: training images -> $out/cache_train"
 extract_cache train "$out/cache_train" "$weights"
 "$BIN/extract" --info "$out/cache_train"
 
-say "train: the dense head on the cached features (${train_opt[*]})"
+say "train: the dense head on the cached features (${train_opt[*]}${DEMO_TRAIN_ARGS:+ $DEMO_TRAIN_ARGS})"
 # shellcheck disable=SC2086
 "$BIN/train" --cache "$out/cache_train" --val-cache "$out/cache_val" --out "$out/head.h5" \
     "${train_opt[@]}" --batch 20 ${DEMO_TRAIN_ARGS:-} | tee "$out/train.log"
 acc_head=$(acc_of "$out/train.log")
 
-say "finetune: $unfreeze and up with the head, on augmented training images (${finetune_opt[*]})"
+say "finetune: $unfreeze and up with the head, on augmented training images (${finetune_opt[*]}${DEMO_FINETUNE_ARGS:+ $DEMO_FINETUNE_ARGS})"
 # shellcheck disable=SC2086
 "$BIN/finetune" --data "$data/train" --val-data "$data/$val" --weights "$weights" --head "$out/head.h5" \
     --out "$out/model.h5" --unfreeze "$unfreeze" "${finetune_opt[@]}" --batch 20 ${DEMO_FINETUNE_ARGS:-} |

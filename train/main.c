@@ -61,6 +61,7 @@ static int cache_summary(CliSpec *spec, const TrainOptions *o, const ModelOption
         cli_error("train", NULL);
         return EXIT_FAILED;
     }
+    cache_meta_warn_partial(&meta, o->cache);  // as training would
     TrainOptions t = *o;
     t.hidden = mo->hidden, t.dropout = mo->dropout, t.class_mode = mo->class_mode;
     ModelConfig cfg;
