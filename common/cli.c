@@ -183,6 +183,22 @@ void cli_error(const char *prog, const char *fmt, ...) {
     fputc('\n', stderr);
 }
 
+// argv[i], an argument (not an option), into rest; -1 after the usage
+// error when the tool takes none, or when it is empty (every tool's
+// arguments are paths: an empty one is an unset shell variable).
+static int take_argument(const CliSpec *spec, char ***rest, int *n_rest, char **argv, int i) {
+    if (!rest) {
+        cli_error(spec->prog, "unexpected argument '%s' (see --help)", argv[i]);
+        return -1;
+    }
+    if (!argv[i][0]) {
+        cli_error(spec->prog, "argument %d is empty (a shell variable that was not set?)", i);
+        return -1;
+    }
+    (*rest)[(*n_rest)++] = argv[i];
+    return 0;
+}
+
 int cli_parse(CliSpec *spec, int argc, char **argv, int *n_rest, char ***rest) {
     // A table that ends with {0} counts itself: an option added to it can
     // never fall outside a hand-kept count.
@@ -212,30 +228,12 @@ int cli_parse(CliSpec *spec, int argc, char **argv, int *n_rest, char ***rest) {
         // "--" ends the options (POSIX): what follows are arguments, even
         // "--x". (A "--" that is an option's value was taken with it above.)
         if (!strcmp(a, "--")) {
-            for (int j = i + 1; j < argc; j++) {
-                if (!rest) {
-                    cli_error(spec->prog, "unexpected argument '%s' (see --help)", argv[j]);
-                    return CLI_USAGE;
-                }
-                if (!argv[j][0]) {
-                    cli_error(spec->prog, "argument %d is empty (a shell variable that was not set?)", j);
-                    return CLI_USAGE;
-                }
-                (*rest)[(*n_rest)++] = argv[j];
-            }
+            for (int j = i + 1; j < argc; j++)
+                if (take_argument(spec, rest, n_rest, argv, j) < 0) return CLI_USAGE;
             break;
         }
         if (strncmp(a, "--", 2) != 0) {
-            if (!rest) {
-                cli_error(spec->prog, "unexpected argument '%s' (see --help)", a);
-                return CLI_USAGE;
-            }
-            // Every tool's arguments are paths: an empty one names nothing.
-            if (!a[0]) {
-                cli_error(spec->prog, "argument %d is empty (a shell variable that was not set?)", i);
-                return CLI_USAGE;
-            }
-            (*rest)[(*n_rest)++] = argv[i];
+            if (take_argument(spec, rest, n_rest, argv, i) < 0) return CLI_USAGE;
             continue;
         }
         char name[128];

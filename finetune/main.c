@@ -213,13 +213,6 @@ int main(int argc, char **argv) {
         return model_options_summary("finetune", &mo, MOPT_BASE | MOPT_HEAD | MOPT_UNFREEZE, SUMMARY_FLAT);
     }
     o.unfreeze = mo.unfreeze;
-    // "data/" and "data" name one folder: the settings a resumed run compares agree.
-    const char **dirs[4] = {&o.data, &o.val_data, &o.cache, &o.val_cache};
-    for (int i = 0; i < 4; i++)
-        if (*dirs[i]) {
-            char *p = (char *)*dirs[i];  // argv: ours to change
-            for (size_t len = strlen(p); len > 1 && p[len - 1] == '/'; len--) p[len - 1] = '\0';
-        }
     o.lr_given = cli_find(&spec, "lr")->seen;
     o.momentum_given = cli_find(&spec, "momentum")->seen;
     o.augment_given = cli_find(&spec, "augment")->seen;

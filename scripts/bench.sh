@@ -97,8 +97,8 @@ else
     env_kernel="OPENBLAS_CORETYPE unset"; other_kernel="OPENBLAS_CORETYPE=Haswell"
     other() { OPENBLAS_CORETYPE=Haswell "$@"; }
 fi
+kvenv=${XDG_CACHE_HOME:-$HOME/.cache}/vggft/keras-venv  # Keras for the comparisons, made once
 compare_with_keras() {
-    local kvenv=${XDG_CACHE_HOME:-$HOME/.cache}/vggft/keras-venv
     if [ "${BENCH_KERAS:-1}" != 0 ] && [ ! -x "$kvenv/bin/python" ]; then
         echo "(installing tensorflow-cpu into $kvenv for the comparison: once, a few minutes)"
         { python3 -m venv "$kvenv" && "$kvenv/bin/pip" install -q tensorflow-cpu pillow h5py scipy; } >/dev/null 2>&1 ||
@@ -179,7 +179,6 @@ build/extract --data "$data" --cache "$ft/c4" --weights random --input-size 150 
 build/train --cache "$ft/c5" --out "$ft/head.h5" --epochs 1 --quiet --threads "$threads" >/dev/null
 # Two epochs each, the later one timed (the first warms caches and pools),
 # as bench_keras.py times Keras's fit of the same model and augmentation.
-kvenv=${XDG_CACHE_HOME:-$HOME/.cache}/vggft/keras-venv
 for mode in images cache; do
     if [ $mode = images ]; then src="--data $data"; else src="--cache $ft/c4"; fi
     out=$(build/finetune $src --head "$ft/head.h5" --weights random --out "$ft/m_$mode.h5" --epochs 2 --batch 20 \

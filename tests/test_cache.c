@@ -48,14 +48,22 @@ static CacheMeta meta_for_test(char **names) {
     return m;
 }
 
-Test(cache, records_round_trip_and_damage_is_named) {
+static char *cats_dogs[] = {"cats", "dogs"};
+
+// A new cache with settings want at PATH = DIR/c, DIR a new temporary
+// folder (returned: remove_tree and free it).
+static char *open_new_cache(Cache *c, const CacheMeta *want, char *path, size_t size) {
     char *dir = make_temp_dir("cache");
+    snprintf(path, size, "%s/c", dir);
+    cr_assert_eq(cache_open_write(c, path, want, 0), 0, "%s", err_msg());
+    return dir;
+}
+
+Test(cache, records_round_trip_and_damage_is_named) {
     char path[600];
-    snprintf(path, sizeof path, "%s/c", dir);
-    char *names[] = {"cats", "dogs"};
-    CacheMeta want = meta_for_test(names);
+    CacheMeta want = meta_for_test(cats_dogs);
     Cache c;
-    cr_assert_eq(cache_open_write(&c, path, &want, 0), 0, "%s", err_msg());
+    char *dir = open_new_cache(&c, &want, path, sizeof path);
     const int D = 256;
     float f[256], back[256];
     for (int i = 0; i < D; i++) f[i] = i % 3 ? 0.0f : 0.37f * i;  // sparse, like ReLU features
@@ -93,13 +101,10 @@ Test(cache, records_round_trip_and_damage_is_named) {
 }
 
 Test(cache, settings_mismatch_refused_and_overwrite) {
-    char *dir = make_temp_dir("cache");
     char path[600];
-    snprintf(path, sizeof path, "%s/c", dir);
-    char *names[] = {"cats", "dogs"};
-    CacheMeta want = meta_for_test(names);
+    CacheMeta want = meta_for_test(cats_dogs);
     Cache c;
-    cr_assert_eq(cache_open_write(&c, path, &want, 0), 0, "%s", err_msg());
+    char *dir = open_new_cache(&c, &want, path, sizeof path);
     float f[256] = {1.0f};
     CacheRecord r = {.label = 0, .path = "cats/x.jpg", .features = f};
     cr_assert_eq(cache_put(&c, 0, &r, 256, FEAT_F16), 0, "%s", err_msg());
@@ -138,12 +143,9 @@ Test(cache, settings_mismatch_refused_and_overwrite) {
 static char *open_small_map(Cache *c, CacheMeta *want, const char *commit_every, char *path, size_t size) {
     setenv("VGGFT_CACHE_MAP_MB", "1", 1);
     setenv("VGGFT_CACHE_COMMIT_EVERY", commit_every, 1);
-    char *dir = make_temp_dir("cache");
-    snprintf(path, size, "%s/c", dir);
     want->feat_h = want->feat_w = 1, want->feat_c = 4096;
     want->dtype = FEAT_F32;
-    cr_assert_eq(cache_open_write(c, path, want, 0), 0, "%s", err_msg());
-    return dir;
+    return open_new_cache(c, want, path, size);
 }
 
 // n records of 16 KB that zstd cannot shrink much, keys 0..n-1.
@@ -161,13 +163,10 @@ static void put_noise_records(Cache *c, int n) {
 // while the first holds it is refused at once (two extract jobs given one
 // --cache both did all the work before); readers are not held up.
 Test(cache, one_writer_at_a_time) {
-    char *dir = make_temp_dir("cache");
     char path[600];
-    snprintf(path, sizeof path, "%s/c", dir);
-    char *names[] = {"cats", "dogs"};
-    CacheMeta want = meta_for_test(names);
+    CacheMeta want = meta_for_test(cats_dogs);
     Cache c;
-    cr_assert_eq(cache_open_write(&c, path, &want, 0), 0, "%s", err_msg());
+    char *dir = open_new_cache(&c, &want, path, sizeof path);
     cache_close(&c);
     int go[2], done[2];
     cr_assert_eq(pipe(go), 0);
@@ -203,8 +202,7 @@ Test(cache, map_grows_when_full) {
     // A 1 MB first map and ~6 MB of incompressible records: LMDB reports
     // MDB_MAP_FULL several times and every record must still be there.
     char path[600];
-    char *names[] = {"cats", "dogs"};
-    CacheMeta want = meta_for_test(names);
+    CacheMeta want = meta_for_test(cats_dogs);
     Cache c;
     char *dir = open_small_map(&c, &want, "50", path, sizeof path);
     const int N = 400;
@@ -241,8 +239,7 @@ Test(cache, not_a_cache) {
 // write in it, settings included, not only the records.
 Test(cache, map_growth_replays_settings_too) {
     char path[600];
-    char *names[] = {"cats", "dogs"};
-    CacheMeta want = meta_for_test(names);
+    CacheMeta want = meta_for_test(cats_dogs);
     Cache c;
     char *dir = open_small_map(&c, &want, "100000", path, sizeof path);  // one transaction for everything
     size_t first_map = c.map_size;
@@ -434,13 +431,10 @@ Test(cache, content_lists_key_runs) {
 }
 
 Test(cache, decoder_checks_every_length_first) {
-    char *dir = make_temp_dir("cache");
     char path[600];
-    snprintf(path, sizeof path, "%s/c", dir);
-    char *names[] = {"cats", "dogs"};
-    CacheMeta want = meta_for_test(names);
+    CacheMeta want = meta_for_test(cats_dogs);
     Cache c;
-    cr_assert_eq(cache_open_write(&c, path, &want, 0), 0, "%s", err_msg());
+    char *dir = open_new_cache(&c, &want, path, sizeof path);
     float f[256] = {0.5f}, back[256];
     CacheRecord r = {.label = 1, .path = "dogs/x.jpg", .features = f};
     long len = cache_record_encode(&c, &r, 256, FEAT_F16);
