@@ -5,6 +5,7 @@
 #   make test            build and run every Criterion test
 #   make SANITIZE=1 test the same under ASan + UBSan (separate build dir)
 #   make test-valgrind   the image decoders' tests under valgrind
+#   make test-emu        the GPU tests on the GPU emulation (tests/emu/; no GPU needed)
 #   make STATIC=1        link the Debian libraries statically (for GPU hosts
 #                        that lack them; see scripts/device_build.sh)
 #   make bench           benchmarks (scripts/bench.sh)
@@ -167,6 +168,65 @@ VALGRIND := valgrind -q --error-exitcode=9 --trace-children=yes
 test-valgrind: $(BUILD)/tests/test_jpeg_damage $(BUILD)/tests/test_decoders
 	$(VALGRIND) $(BUILD)/tests/test_jpeg_damage -j1 --short-filename
 	$(VALGRIND) $(BUILD)/tests/test_decoders -j1 --short-filename
+
+# The GPU emulation (tests/emu/): the GPU tests and the GPU paths of the
+# tools on the host CPU, the CUDA runtime and cuDNN emulated, our kernels
+# compiled by g++ as host code (tests/emu/launches.pl rewrites the launches).
+# It needs CUDA's and cuDNN's headers only; no GPU, no driver, no libcudnn.
+# Checks the host side and our kernels, not cuDNN's or the GPU's arithmetic:
+# see tests/emu/gpu_emu.cpp. About 3 minutes here.
+EMU := $(BUILD)/emu
+CXX ?= g++
+EMU_CXXFLAGS := -O2 -g -std=c++17 -ffp-contract=off -fno-math-errno -Wall -Wno-unused-parameter -Wno-sign-compare -pthread \
+                -I. -Icommon -Ikernels -I$(CUDA_HOME)/include $(shell pkg-config --cflags openblas) \
+                -DVGGFT_CUDA_ARCHS='"80 90"' $(SANFLAGS)
+EMU_KERNEL_OBJ := $(patsubst kernels/%.cu,$(EMU)/obj/kernels/%.o,$(wildcard kernels/*.cu))
+EMU_LIB := $(EMU)/libvggft.a
+EMU_LDLIBS := $(filter-out %libcudart_static.a,$(LDLIBS)) -ldl -lrt -lstdc++
+EMU_BINS := $(EMU)/extract $(EMU)/train $(EMU)/finetune $(EMU)/predict
+EMU_TESTS := test_gpu test_gpu_walk
+
+.SECONDARY: $(patsubst kernels/%.cu,$(EMU)/src/kernels/%.cpp,$(wildcard kernels/*.cu))
+$(EMU)/src/kernels/%.cpp: kernels/%.cu tests/emu/launches.pl
+	@mkdir -p $(dir $@)
+	perl tests/emu/launches.pl $< > $@.tmp && mv $@.tmp $@
+
+$(EMU)/obj/kernels/%.o: $(EMU)/src/kernels/%.cpp tests/emu/cuda_emu.h $(FLAGS_FILE)
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_CXXFLAGS) $(DEPFLAGS) -include tests/emu/cuda_emu.h -c $< -o $@
+
+$(EMU)/obj/gpu_emu.o: tests/emu/gpu_emu.cpp tests/emu/cuda_emu.h $(FLAGS_FILE)
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_CXXFLAGS) $(DEPFLAGS) -c $< -o $@
+
+$(EMU)/libcudnn_emu.so: tests/emu/cudnn_emu.cpp $(FLAGS_FILE)
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_CXXFLAGS) -fPIC -shared $< -o $@ $(shell pkg-config --libs openblas)
+
+$(EMU_LIB): $(COMMON_OBJ) $(EMU_KERNEL_OBJ) $(EMU)/obj/gpu_emu.o
+	@rm -f $@
+	ar rcs $@ $^
+
+# -rdynamic: libcudnn_emu.so calls the emulated runtime in the executable.
+$(foreach t,extract train finetune predict,$(eval $(EMU)/$(t): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard $(t)/*.c)) $(EMU_LIB) ; \
+	$$(CC) $$^ -o $$@ -rdynamic $$(LDFLAGS) $$(EMU_LDLIBS)))
+
+$(EMU)/tests/gpu: $(EMU_TESTS:%=$(BUILD)/obj/tests/%.o) $(TEST_UTIL) $(EMU_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $^ -o $@ -rdynamic $(LDFLAGS) $(EMU_LDLIBS) -lcriterion
+
+-include $(shell find $(EMU)/obj -name '*.d' 2>/dev/null)
+
+# EMU_TEST_ARGS: more Criterion options, e.g. --filter 'gpu_walk/*'.
+.PHONY: test-emu
+ifneq ($(and $(wildcard $(CUDA_HOME)/include/cuda_runtime.h),$(wildcard $(CUDA_HOME)/include/cudnn.h)),)
+test-emu: $(EMU)/tests/gpu $(EMU_BINS) $(EMU)/libcudnn_emu.so
+	VGGFT_BIN=$(CURDIR)/$(EMU) VGGFT_CUDNN_LIBRARY=$(CURDIR)/$(EMU)/libcudnn_emu.so \
+	$(EMU)/tests/gpu -j2 --short-filename $(EMU_TEST_ARGS)
+else
+test-emu:
+	@echo "test-emu: skipped: the GPU emulation needs CUDA's and cuDNN's headers ($(CUDA_HOME)/include/cuda_runtime.h, cudnn.h)"
+endif
 
 # The link line of the tools (for scripts that link the library: bench.sh).
 print-link:

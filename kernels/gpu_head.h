@@ -31,8 +31,8 @@
 // which may round differently from glibc's in the last bit (CUDA: expf 2 ulp,
 // double exp and log1p 1 ulp), so the probabilities, the loss and every
 // gradient after them are the CPU's within rounding, not bit for bit (the
-// tests compare them with tolerances). (A host emulation of these kernels,
-// with glibc's functions, did give the CPU's bits throughout.)
+// tests compare them with tolerances). (On the GPU emulation, make test-emu,
+// with glibc's functions, these kernels give the CPU's bits throughout.)
 //
 // Layouts as on the host: dense kernels D x U row-major (Keras), so upload /
 // download are plain copies; activations N rows. The head runs on the

@@ -507,13 +507,15 @@ Test(gpu_walk, rerun_gives_the_same_bits_gpu_head) { rerun_same_bits(ON_GPU_HEAD
 // The seeds' fine-tuning shape (150x150 images, block5 and the head
 // trainable, batch 20): images/s of finetune_step on the GPU, data loading
 // left out. Prints the figure; fails only far below any working GPU (a
-// kernel launched with one block, a sync per element...).
+// kernel launched with one block, a sync per element...). On the emulated
+// GPU one step, untimed: the seeds' shape runs through.
 static void throughput(int dev) {
     need_gpu();
     Optimizer o;
     optim_defaults(&o, OPTIM_SGD);
     o.lr = 1e-4f, o.momentum = 0.9f;
-    const int cap = 20, steps = 20;
+    const int emulated = test_gpu_emulated();
+    const int cap = 20, steps = emulated ? 1 : 20;
     Side g;
     side_init(&g, 150, "block5_conv1", 0, &o, cap, dev);
     const long item = g.w.in_size;
@@ -533,7 +535,7 @@ static void throughput(int dev) {
                     "a step; base %.2f s, head %.2f s, head update %.2f s in all)\n  %s\n",
             dev == ON_GPU_HEAD ? "GPU" : "CPU", ips, 1e3 * secs / steps, g.w.times.trainable, g.w.times.head,
             g.w.times.update, plan);
-    cr_expect_gt(ips, 100.0, "%.0f images/s", ips);
+    if (!emulated) cr_expect_gt(ips, 100.0, "%.0f images/s", ips);
     free(x);
     side_free(&g);
 }
@@ -720,6 +722,37 @@ static void expect_models_close(const char *what, const char *a, const char *b, 
     model_free(&mb);
 }
 
+// Two `predict --format csv` outputs agree: the same images in the same
+// order, and each class's probability within tol (the classes' order may
+// differ where two are within tol of each other).
+static void expect_predictions_close(const char *cpu, const char *gpu, double tol) {
+    char *a = strdup(cpu), *b = strdup(gpu), *sa, *sb;
+    int lines = 0;
+    for (char *la = strtok_r(a, "\n", &sa), *lb = strtok_r(b, "\n", &sb); la || lb;
+         la = strtok_r(NULL, "\n", &sa), lb = strtok_r(NULL, "\n", &sb), lines++) {
+        cr_assert(la && lb, "line %d: one output ends early:\n%s\n---\n%s", lines, cpu, gpu);
+        if (lines == 0) {
+            cr_expect_str_eq(la, lb);  // the header
+            continue;
+        }
+        char *ta[16], *tb[16], *s1, *s2;
+        int na = 0, nb = 0;
+        for (char *t = strtok_r(la, ",", &s1); t && na < 16; t = strtok_r(NULL, ",", &s1)) ta[na++] = t;
+        for (char *t = strtok_r(lb, ",", &s2); t && nb < 16; t = strtok_r(NULL, ",", &s2)) tb[nb++] = t;
+        cr_assert(na == nb && na >= 3 && na % 2 == 1, "line %d: %d and %d fields", lines, na, nb);
+        cr_expect_str_eq(ta[0], tb[0], "line %d: another image", lines);
+        for (int i = 1; i < na; i += 2) {
+            int j = 1;
+            while (j < nb && strcmp(ta[i], tb[j])) j += 2;
+            cr_assert_lt(j, nb, "%s: class %s only on the CPU", ta[0], ta[i]);
+            double pa = atof(ta[i + 1]), pb = atof(tb[j + 1]);
+            cr_expect_leq(fabs(pa - pb), tol, "%s: %s %g on the CPU, %g on the GPU", ta[0], ta[i], pa, pb);
+        }
+    }
+    cr_expect_gt(lines, 2, "predictions were printed");
+    free(a), free(b);
+}
+
 // gpu_head: the GPU runs with VGGFT_GPU_HEAD=1 (the CPU runs ignore it):
 // the head's weights and slots go through the checkpoints from the device.
 static void tool_runs(int gpu_head) {
@@ -782,6 +815,20 @@ static void tool_runs(int gpu_head) {
     expect_models_close("GPU checkpoint resumed on the CPU vs CPU run", g2c, cpu, &start);
     expect_models_close("CPU checkpoint resumed on the GPU vs CPU run", c2g, cpu, &start);
     model_free(&start);
+    // predict on the GPU (its frozen base, the RGB8 input preprocessed on
+    // the device, the trainable layers, the head) against the CPU, with the
+    // fine-tuned model and with the head on its random base.
+    const char *which[2][2] = {{"--model", gpu}, {"--head", head}};
+    for (int k = 0; k < 2; k++) {
+        char *p[2];
+        for (int d = 0; d < 2; d++) {
+            snprintf(args, sizeof args, "%s %s%s --format csv --batch 3 --threads 2 --quiet --device %s %s",
+                     which[k][0], which[k][1], k ? " --weights random" : "", d ? "cuda" : "cpu", val);
+            p[d] = run_ok("predict", args);
+        }
+        expect_predictions_close(p[0], p[1], 1e-4);
+        free(p[0]), free(p[1]);
+    }
     remove_tree(dir);
     free(dir);
 }
@@ -841,16 +888,23 @@ static void low_precision_step(GpuPrecision p, const char *unfreeze, float feat_
 // --precision tf32: every conv on tensor cores, forward and backward. The
 // features stay within 2e-2 of the CPU's (TF32 rounds products to 10-bit
 // mantissas: about 1e-3 measured for the frozen base), and a step moves
-// the weights the way the CPU's step does (relative L2 of the update 5e-2).
-Test(gpu_walk, tf32_step_near_the_cpu_step) { low_precision_step(GPU_TF32, "block5_conv1", 2e-2f, 1e-2f, 5e-2f); }
+// the weights the way the CPU's step does. The update's bound, 0.15
+// relative L2, is about twice what the GPU emulation's TF32 gives (make
+// test-emu: inputs rounded to 10-bit mantissas, float sums: 0.063): at
+// random weights and a loss near chance the gradient's sums cancel, so
+// their inputs' rounding shows (the features: 6.7e-4). A backward pass
+// that is wrong rather than rounded gives 1 or more.
+Test(gpu_walk, tf32_step_near_the_cpu_step) { low_precision_step(GPU_TF32, "block5_conv1", 2e-2f, 1e-2f, 0.15f); }
 
 // --precision bf16: the frozen layers are extract's bf16 base (bfloat16
 // activations and kernels: 4e-3 to 8e-3 of the features measured there),
 // the trainable convs TF32. From block5_conv1 the frozen run ends at a pool,
 // from block5_conv2 at a conv, from block1_conv2 it is block1_conv1 alone
-// (in TF32: a run's first conv takes float input).
+// (in TF32: a run's first conv takes float input). The updates' bounds are
+// about twice the GPU emulation's figures (0.26, 0.23 and 0.10 relative L2;
+// see the TF32 test above for why they are this large).
 Test(gpu_walk, bf16_step_near_the_cpu_step) {
-    low_precision_step(GPU_BF16, "block5_conv1", 5e-2f, 3e-2f, 1e-1f);
-    low_precision_step(GPU_BF16, "block5_conv2", 5e-2f, 3e-2f, 1e-1f);
-    low_precision_step(GPU_BF16, "block1_conv2", 2e-2f, 1e-2f, 5e-2f);
+    low_precision_step(GPU_BF16, "block5_conv1", 5e-2f, 3e-2f, 0.5f);
+    low_precision_step(GPU_BF16, "block5_conv2", 5e-2f, 3e-2f, 0.5f);
+    low_precision_step(GPU_BF16, "block1_conv2", 2e-2f, 1e-2f, 0.25f);
 }

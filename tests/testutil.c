@@ -352,6 +352,11 @@ int test_show_gpus(char *why, size_t why_size) {
     return gpu_count(why, why_size);
 }
 
+int test_gpu_emulated(void) {
+    char name[300];
+    return gpu_name(0, name, sizeof name) == 0 && strstr(name, "emulated GPU") != NULL;
+}
+
 #include "model_io.h"
 
 void make_disc_square_folder(const char *root, int per_class, unsigned seed) {

@@ -93,6 +93,10 @@ void assert_svg_readable(const char *svg_path, const char *const *texts, int n);
 // runner was started with; it returns gpu_count() then (0: skip the test,
 // the reason in why).
 int test_show_gpus(char *why, size_t why_size);
+// 1 when GPU 0 is the GPU emulation (make test-emu, tests/emu/): our code
+// and kernels run, on the host CPU, so timings and memory sizes mean nothing
+// there. Call after test_show_gpus().
+int test_gpu_emulated(void);
 
 // ROOT/{discs,squares}/NN.jpg: per_class 40x40 JPEGs of each shape (draw_shape
 // with seeds from seed), the two-class folder of the fine-tuning tests.

@@ -1,0 +1,634 @@
+// The GPU emulation's cuDNN (make test-emu; build/emu/libcudnn_emu.so,
+// loaded through VGGFT_CUDNN_LIBRARY as the real library is): the functions
+// of kernels/cudnn_api.h on the host, from cuDNN's documented semantics.
+//
+// It checks what a real cuDNN would refuse (CUDNN_STATUS_BAD_PARAM, with a
+// line on stderr saying why): output shapes that do not follow from the
+// input, filter and convolution descriptors, mixed data types, a workspace
+// smaller than the algorithm's, tensors larger than 2^31 - 1 values
+// (CUDNN_STATUS_NOT_SUPPORTED), and, beyond what cuDNN checks, data that is
+// not inside one device allocation of the emulated runtime (gpu_emu.cpp),
+// which on a GPU would be an illegal address. Its arithmetic is float32
+// im2col + sgemm (OpenBLAS): float inputs of a convolution whose math type
+// allows tensor cores are first rounded to TF32 (10-bit mantissas, as the
+// GPU's conversion does), bfloat16 tensors are read and written as
+// bfloat16. Workspaces are filled with NaNs by each call (nothing may be
+// kept there). The heuristics list a non-deterministic backward-filter
+// algorithm first, as cuDNN does, so the walk's choice is exercised.
+#include <cblas.h>
+#include <cudnn.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <vector>
+
+// From the emulated runtime (tests/emu/gpu_emu.cpp), exported by the
+// test executables (-rdynamic).
+extern "C" void emu_enqueue(void (*fn)(void *), void *ctx);
+extern "C" size_t emu_device_extent(const void *p);
+
+struct cudnnContext {
+    int unused;
+};
+struct cudnnTensorStruct {
+    int set;
+    cudnnDataType_t type;
+    int n, c, h, w;
+    long ns, cs, hs, ws;  // strides in elements
+};
+struct cudnnFilterStruct {
+    int set;
+    cudnnDataType_t type;
+    cudnnTensorFormat_t format;
+    int k, c, r, s;
+};
+struct cudnnConvolutionStruct {
+    int set;
+    int pad_h, pad_w, u, v, dil_h, dil_w;
+    cudnnConvolutionMode_t mode;
+    cudnnDataType_t compute;
+    cudnnMathType_t math;
+};
+struct cudnnPoolingStruct {
+    int set;
+    cudnnPoolingMode_t mode;
+    int wh, ww, ph, pw, sh, sw;
+};
+
+static cudnnStatus_t bad(const char *fn, const char *why) {
+    fprintf(stderr, "emu cuDNN: %s: %s\n", fn, why);
+    return CUDNN_STATUS_BAD_PARAM;
+}
+
+extern "C" {
+
+size_t cudnnGetVersion(void) { return CUDNN_VERSION; }
+size_t cudnnGetCudartVersion(void) { return CUDART_VERSION; }
+
+const char *cudnnGetErrorString(cudnnStatus_t s) {
+    switch (s) {
+    case CUDNN_STATUS_SUCCESS: return "CUDNN_STATUS_SUCCESS";
+    case CUDNN_STATUS_BAD_PARAM: return "CUDNN_STATUS_BAD_PARAM";
+    case CUDNN_STATUS_NOT_SUPPORTED: return "CUDNN_STATUS_NOT_SUPPORTED";
+    case CUDNN_STATUS_ALLOC_FAILED: return "CUDNN_STATUS_ALLOC_FAILED";
+    default: return "CUDNN_STATUS_(emulated: other)";
+    }
+}
+
+cudnnStatus_t cudnnCreate(cudnnHandle_t *h) {
+    *h = new cudnnContext{0};
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnDestroy(cudnnHandle_t h) {
+    delete h;
+    return CUDNN_STATUS_SUCCESS;
+}
+// One queue for every stream (gpu_emu.cpp): the stream changes nothing.
+cudnnStatus_t cudnnSetStream(cudnnHandle_t h, cudaStream_t s) { return CUDNN_STATUS_SUCCESS; }
+
+cudnnStatus_t cudnnCreateTensorDescriptor(cudnnTensorDescriptor_t *d) {
+    *d = new cudnnTensorStruct();
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnDestroyTensorDescriptor(cudnnTensorDescriptor_t d) {
+    delete d;
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnSetTensor4dDescriptor(cudnnTensorDescriptor_t d, cudnnTensorFormat_t f, cudnnDataType_t t, int n,
+                                         int c, int h, int w) {
+    if (n <= 0 || c <= 0 || h <= 0 || w <= 0) return bad("cudnnSetTensor4dDescriptor", "a dimension <= 0");
+    if (t != CUDNN_DATA_FLOAT && t != CUDNN_DATA_BFLOAT16)
+        return bad("cudnnSetTensor4dDescriptor", "only float and bfloat16 tensors are emulated");
+    if ((long long)n * c * h * w > 2147483647LL) {
+        fprintf(stderr, "emu cuDNN: cudnnSetTensor4dDescriptor: %d x %d x %d x %d values, more than 2^31 - 1\n", n, c,
+                h, w);
+        return CUDNN_STATUS_NOT_SUPPORTED;
+    }
+    *d = cudnnTensorStruct{1, t, n, c, h, w, 0, 0, 0, 0};
+    if (f == CUDNN_TENSOR_NHWC) d->ns = (long)h * w * c, d->hs = (long)w * c, d->ws = c, d->cs = 1;
+    else if (f == CUDNN_TENSOR_NCHW) d->ns = (long)c * h * w, d->cs = (long)h * w, d->hs = w, d->ws = 1;
+    else return bad("cudnnSetTensor4dDescriptor", "only NHWC and NCHW are emulated");
+    return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnCreateFilterDescriptor(cudnnFilterDescriptor_t *d) {
+    *d = new cudnnFilterStruct();
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnDestroyFilterDescriptor(cudnnFilterDescriptor_t d) {
+    delete d;
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnSetFilter4dDescriptor(cudnnFilterDescriptor_t d, cudnnDataType_t t, cudnnTensorFormat_t f, int k,
+                                         int c, int h, int w) {
+    if (k <= 0 || c <= 0 || h <= 0 || w <= 0) return bad("cudnnSetFilter4dDescriptor", "a dimension <= 0");
+    if (t != CUDNN_DATA_FLOAT && t != CUDNN_DATA_BFLOAT16)
+        return bad("cudnnSetFilter4dDescriptor", "only float and bfloat16 filters are emulated");
+    if (f != CUDNN_TENSOR_NHWC && f != CUDNN_TENSOR_NCHW)
+        return bad("cudnnSetFilter4dDescriptor", "only NHWC (K,R,S,C) and NCHW (K,C,R,S) are emulated");
+    *d = cudnnFilterStruct{1, t, f, k, c, h, w};
+    return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnCreateConvolutionDescriptor(cudnnConvolutionDescriptor_t *d) {
+    *d = new cudnnConvolutionStruct();
+    (*d)->math = CUDNN_DEFAULT_MATH;  // cuDNN's default
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnDestroyConvolutionDescriptor(cudnnConvolutionDescriptor_t d) {
+    delete d;
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnSetConvolution2dDescriptor(cudnnConvolutionDescriptor_t d, int pad_h, int pad_w, int u, int v,
+                                              int dil_h, int dil_w, cudnnConvolutionMode_t mode,
+                                              cudnnDataType_t compute) {
+    if (pad_h < 0 || pad_w < 0 || u <= 0 || v <= 0 || dil_h <= 0 || dil_w <= 0)
+        return bad("cudnnSetConvolution2dDescriptor", "a negative padding or a stride or dilation <= 0");
+    if (compute != CUDNN_DATA_FLOAT) return bad("cudnnSetConvolution2dDescriptor", "only float compute is emulated");
+    cudnnMathType_t math = d->math;
+    *d = cudnnConvolutionStruct{1, pad_h, pad_w, u, v, dil_h, dil_w, mode, compute, math};
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnSetConvolutionMathType(cudnnConvolutionDescriptor_t d, cudnnMathType_t m) {
+    d->math = m;
+    return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnCreatePoolingDescriptor(cudnnPoolingDescriptor_t *d) {
+    *d = new cudnnPoolingStruct();
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnDestroyPoolingDescriptor(cudnnPoolingDescriptor_t d) {
+    delete d;
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnSetPooling2dDescriptor(cudnnPoolingDescriptor_t d, cudnnPoolingMode_t mode,
+                                          cudnnNanPropagation_t nan, int wh, int ww, int ph, int pw, int sh, int sw) {
+    if (mode != CUDNN_POOLING_MAX && mode != CUDNN_POOLING_MAX_DETERMINISTIC)
+        return bad("cudnnSetPooling2dDescriptor", "only max pooling is emulated");
+    if (wh <= 0 || ww <= 0 || sh <= 0 || sw <= 0 || ph < 0 || pw < 0)
+        return bad("cudnnSetPooling2dDescriptor", "a window or stride <= 0, or a negative padding");
+    *d = cudnnPoolingStruct{1, mode, wh, ww, ph, pw, sh, sw};
+    return CUDNN_STATUS_SUCCESS;
+}
+
+}  // extern "C"
+
+// --- shapes and data ------------------------------------------------------------
+
+static size_t elem_size(cudnnDataType_t t) { return t == CUDNN_DATA_BFLOAT16 ? 2 : 4; }
+
+// Bytes a tensor's last element ends at, from its start.
+static size_t tensor_bytes(const cudnnTensorStruct *d) {
+    long last = (d->n - 1) * d->ns + (d->c - 1) * d->cs + (d->h - 1) * d->hs + (d->w - 1) * d->ws;
+    return (size_t)(last + 1) * elem_size(d->type);
+}
+
+static cudnnStatus_t check_data(const char *fn, const char *name, const void *p, size_t bytes) {
+    if (!p) return bad(fn, name);  // the name says which pointer is NULL
+    size_t have = emu_device_extent(p);
+    if (have >= bytes) return CUDNN_STATUS_SUCCESS;
+    fprintf(stderr, "emu cuDNN: %s: %s: %zu bytes needed, %s\n", fn, name, bytes,
+            have ? "past the end of its device allocation" : "not device memory");
+    return CUDNN_STATUS_BAD_PARAM;
+}
+
+static float bf16_to_float(uint16_t b) {
+    uint32_t u = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static uint16_t float_to_bf16(float f) {  // round to nearest even, as __float2bfloat16
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if (isnan(f)) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7FFF + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
+}
+// A float rounded to TF32 (10 mantissa bits; to nearest, ties away from zero,
+// as the GPU's cvt.rna.tf32.f32).
+static float tf32(float f) {
+    if (!isfinite(f)) return f;
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    u = (u + 0x1000u) & ~0x1FFFu;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static float get(const void *p, cudnnDataType_t t, long i) {
+    return t == CUDNN_DATA_BFLOAT16 ? bf16_to_float(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+static void put(void *p, cudnnDataType_t t, long i, float v) {
+    if (t == CUDNN_DATA_BFLOAT16) ((uint16_t *)p)[i] = float_to_bf16(v);
+    else ((float *)p)[i] = v;
+}
+
+// A tensor as NHWC floats.
+static std::vector<float> load_tensor(const cudnnTensorStruct *d, const void *p, int round_tf32) {
+    std::vector<float> out((size_t)d->n * d->h * d->w * d->c);
+    size_t o = 0;
+    for (int n = 0; n < d->n; n++)
+        for (int h = 0; h < d->h; h++)
+            for (int w = 0; w < d->w; w++)
+                for (int c = 0; c < d->c; c++) {
+                    float v = get(p, d->type, n * d->ns + h * d->hs + w * d->ws + c * d->cs);
+                    out[o++] = round_tf32 ? tf32(v) : v;
+                }
+    return out;
+}
+// y = alpha * v + beta * y (beta 0: y is not read, as cuDNN documents).
+static void store_tensor(const cudnnTensorStruct *d, void *p, const std::vector<float> &v, float alpha, float beta) {
+    size_t o = 0;
+    for (int n = 0; n < d->n; n++)
+        for (int h = 0; h < d->h; h++)
+            for (int w = 0; w < d->w; w++)
+                for (int c = 0; c < d->c; c++) {
+                    long i = n * d->ns + h * d->hs + w * d->ws + c * d->cs;
+                    float r = alpha * v[o++];
+                    if (beta != 0.0f) r += beta * get(p, d->type, i);
+                    put(p, d->type, i, r);
+                }
+}
+
+// Offset of filter element (k, c, r, s) in its layout.
+static long filter_at(const cudnnFilterStruct *f, int k, int c, int r, int s) {
+    if (f->format == CUDNN_TENSOR_NHWC) return (((long)k * f->r + r) * f->s + s) * f->c + c;
+    return (((long)k * f->c + c) * f->r + r) * f->s + s;
+}
+// The filter as K x (R*S*C) floats, flipped for CUDNN_CONVOLUTION (true
+// convolution), so that every mode is a cross-correlation below.
+static std::vector<float> load_filter(const cudnnFilterStruct *f, const cudnnConvolutionStruct *cv, const void *p,
+                                      int round_tf32) {
+    std::vector<float> out((size_t)f->k * f->r * f->s * f->c);
+    int flip = cv->mode == CUDNN_CONVOLUTION;
+    size_t o = 0;
+    for (int k = 0; k < f->k; k++)
+        for (int r = 0; r < f->r; r++)
+            for (int s = 0; s < f->s; s++)
+                for (int c = 0; c < f->c; c++) {
+                    float v = get(p, f->type, filter_at(f, k, c, flip ? f->r - 1 - r : r, flip ? f->s - 1 - s : s));
+                    out[o++] = round_tf32 ? tf32(v) : v;
+                }
+    return out;
+}
+static void store_filter(const cudnnFilterStruct *f, const cudnnConvolutionStruct *cv, void *p,
+                         const std::vector<float> &v, float alpha, float beta) {
+    int flip = cv->mode == CUDNN_CONVOLUTION;
+    size_t o = 0;
+    for (int k = 0; k < f->k; k++)
+        for (int r = 0; r < f->r; r++)
+            for (int s = 0; s < f->s; s++)
+                for (int c = 0; c < f->c; c++) {
+                    long i = filter_at(f, k, c, flip ? f->r - 1 - r : r, flip ? f->s - 1 - s : s);
+                    float x = alpha * v[o++];
+                    if (beta != 0.0f) x += beta * get(p, f->type, i);
+                    put(p, f->type, i, x);
+                }
+}
+
+// The shapes of one convolution, checked as cuDNN checks them.
+struct ConvShape {
+    int N, C, H, W, K, R, S, P, Q;
+};
+static cudnnStatus_t conv_shape(const char *fn, const cudnnTensorStruct *x, const cudnnFilterStruct *f,
+                                const cudnnConvolutionStruct *cv, const cudnnTensorStruct *y, ConvShape *s) {
+    if (!x || !f || !cv || !y || !x->set || !f->set || !cv->set || !y->set) return bad(fn, "a descriptor not set");
+    if (x->type != f->type || y->type != x->type) return bad(fn, "tensors and filter of different data types");
+    if (x->c != f->c) return bad(fn, "the input's channels are not the filter's");
+    int P = (x->h + 2 * cv->pad_h - ((f->r - 1) * cv->dil_h + 1)) / cv->u + 1;
+    int Q = (x->w + 2 * cv->pad_w - ((f->s - 1) * cv->dil_w + 1)) / cv->v + 1;
+    if (P <= 0 || Q <= 0) return bad(fn, "the filter is larger than the padded input");
+    if (y->n != x->n || y->c != f->k || y->h != P || y->w != Q) {
+        fprintf(stderr, "emu cuDNN: %s: output %dx%dx%dx%d (NCHW), the descriptors give %dx%dx%dx%d\n", fn, y->n, y->c,
+                y->h, y->w, x->n, f->k, P, Q);
+        return CUDNN_STATUS_BAD_PARAM;
+    }
+    *s = ConvShape{x->n, x->c, x->h, x->w, f->k, f->r, f->s, P, Q};
+    return CUDNN_STATUS_SUCCESS;
+}
+
+// Rows p0 .. p0+rows-1 of image X (H x W x C, NHWC) as im2col columns:
+// col[(p - p0) * Q + q][(r * S + s) * C + c].
+static void im2col(const float *X, const ConvShape &s, const cudnnConvolutionStruct *cv, int p0, int rows,
+                   float *col) {
+    const long RSC = (long)s.R * s.S * s.C;
+    for (int p = p0; p < p0 + rows; p++)
+        for (int q = 0; q < s.Q; q++) {
+            float *row = col + ((long)(p - p0) * s.Q + q) * RSC;
+            for (int r = 0; r < s.R; r++) {
+                int h = p * cv->u - cv->pad_h + r * cv->dil_h;
+                for (int t = 0; t < s.S; t++) {
+                    int w = q * cv->v - cv->pad_w + t * cv->dil_w;
+                    float *dst = row + ((long)r * s.S + t) * s.C;
+                    if (h < 0 || h >= s.H || w < 0 || w >= s.W) memset(dst, 0, (size_t)s.C * sizeof(float));
+                    else memcpy(dst, X + ((long)h * s.W + w) * s.C, (size_t)s.C * sizeof(float));
+                }
+            }
+        }
+}
+static void col2im_add(const float *col, const ConvShape &s, const cudnnConvolutionStruct *cv, int p0, int rows,
+                       float *X) {
+    const long RSC = (long)s.R * s.S * s.C;
+    for (int p = p0; p < p0 + rows; p++)
+        for (int q = 0; q < s.Q; q++) {
+            const float *row = col + ((long)(p - p0) * s.Q + q) * RSC;
+            for (int r = 0; r < s.R; r++) {
+                int h = p * cv->u - cv->pad_h + r * cv->dil_h;
+                for (int t = 0; t < s.S; t++) {
+                    int w = q * cv->v - cv->pad_w + t * cv->dil_w;
+                    if (h < 0 || h >= s.H || w < 0 || w >= s.W) continue;
+                    const float *src = row + ((long)r * s.S + t) * s.C;
+                    float *dst = X + ((long)h * s.W + w) * s.C;
+                    for (int c = 0; c < s.C; c++) dst[c] += src[c];
+                }
+            }
+        }
+}
+// Output rows per im2col chunk: about 64 MB of columns.
+static int chunk_rows(const ConvShape &s) {
+    long per_row = (long)s.Q * s.R * s.S * s.C;
+    long rows = (16L << 20) / (per_row ? per_row : 1);
+    return (int)(rows < 1 ? 1 : rows > s.P ? s.P : rows);
+}
+
+// The math a float convolution runs in: TF32 unless strict float32 is asked.
+static int uses_tf32(const cudnnConvolutionStruct *cv, cudnnDataType_t t) {
+    return t == CUDNN_DATA_FLOAT && cv->math != CUDNN_FMA_MATH;
+}
+
+enum { FWD, BWD_DATA, BWD_FILTER };
+struct ConvOp {
+    int kind;
+    ConvShape s;
+    cudnnTensorStruct x, y;  // copies: a descriptor may change after the call
+    cudnnFilterStruct f;
+    cudnnConvolutionStruct cv;
+    const void *in0, *in1;  // FWD: x, w; BWD_DATA: w, dy; BWD_FILTER: x, dy
+    void *out;
+    float alpha, beta;
+    void *work;
+    size_t work_bytes;
+};
+
+static void run_conv(void *p) {
+    ConvOp *o = (ConvOp *)p;
+    const ConvShape &s = o->s;
+    const int t32 = uses_tf32(&o->cv, o->x.type);
+    const long RSC = (long)s.R * s.S * s.C, HWC = (long)s.H * s.W * s.C, PQK = (long)s.P * s.Q * s.K;
+    if (o->work) memset(o->work, 0xFF, o->work_bytes);
+    const int rows = chunk_rows(s);
+    std::vector<float> col((size_t)rows * s.Q * RSC);
+    if (o->kind == FWD) {
+        std::vector<float> X = load_tensor(&o->x, o->in0, t32), Wt = load_filter(&o->f, &o->cv, o->in1, t32);
+        std::vector<float> Y((size_t)s.N * PQK);
+        for (int n = 0; n < s.N; n++)
+            for (int p0 = 0; p0 < s.P; p0 += rows) {
+                int r = s.P - p0 < rows ? s.P - p0 : rows;
+                im2col(&X[n * HWC], s, &o->cv, p0, r, col.data());
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r * s.Q, s.K, (int)RSC, 1.0f, col.data(),
+                            (int)RSC, Wt.data(), (int)RSC, 0.0f, &Y[n * PQK + (long)p0 * s.Q * s.K], s.K);
+            }
+        store_tensor(&o->y, o->out, Y, o->alpha, o->beta);
+    } else if (o->kind == BWD_DATA) {
+        std::vector<float> Wt = load_filter(&o->f, &o->cv, o->in0, t32), DY = load_tensor(&o->y, o->in1, t32);
+        std::vector<float> DX((size_t)s.N * HWC, 0.0f);
+        for (int n = 0; n < s.N; n++)
+            for (int p0 = 0; p0 < s.P; p0 += rows) {
+                int r = s.P - p0 < rows ? s.P - p0 : rows;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r * s.Q, (int)RSC, s.K, 1.0f,
+                            &DY[n * PQK + (long)p0 * s.Q * s.K], s.K, Wt.data(), (int)RSC, 0.0f, col.data(), (int)RSC);
+                col2im_add(col.data(), s, &o->cv, p0, r, &DX[n * HWC]);
+            }
+        store_tensor(&o->x, o->out, DX, o->alpha, o->beta);
+    } else {
+        std::vector<float> X = load_tensor(&o->x, o->in0, t32), DY = load_tensor(&o->y, o->in1, t32);
+        std::vector<float> DW((size_t)s.K * RSC, 0.0f);
+        for (int n = 0; n < s.N; n++)
+            for (int p0 = 0; p0 < s.P; p0 += rows) {
+                int r = s.P - p0 < rows ? s.P - p0 : rows;
+                im2col(&X[n * HWC], s, &o->cv, p0, r, col.data());
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s.K, (int)RSC, r * s.Q, 1.0f,
+                            &DY[n * PQK + (long)p0 * s.Q * s.K], s.K, col.data(), (int)RSC, 1.0f, DW.data(), (int)RSC);
+            }
+        store_filter(&o->f, &o->cv, o->out, DW, o->alpha, o->beta);
+    }
+    delete o;
+}
+
+// --- algorithms: what the heuristics list, and their workspaces ----------------
+
+// Workspace bytes of each emulated algorithm (-1: not supported).
+static long fwd_ws(int a) { return a == 0 ? 0 : a == 1 ? 1 << 20 : -1; }
+static long bwd_data_ws(int a) { return a == 0 ? 0 : a == 1 ? 1 << 20 : -1; }
+static long bwd_filter_ws(int a) { return a == 0 ? 0 : a == 1 ? 1 << 20 : a == 3 ? 2 << 20 : -1; }
+
+static float scalar(const void *p) { return *(const float *)p; }
+
+static cudnnStatus_t enqueue_conv(const char *fn, int kind, long need, const cudnnTensorStruct *x,
+                                  const cudnnFilterStruct *f, const cudnnConvolutionStruct *cv,
+                                  const cudnnTensorStruct *y, const void *in0, const void *in1, void *out,
+                                  const void *alpha, const void *beta, void *work, size_t work_bytes) {
+    ConvShape s;
+    cudnnStatus_t st = conv_shape(fn, x, f, cv, y, &s);
+    if (st != CUDNN_STATUS_SUCCESS) return st;
+    if (need < 0) return bad(fn, "an algorithm the emulation does not list");
+    if ((size_t)need > work_bytes || (need && !work)) return bad(fn, "the workspace is smaller than the algorithm's");
+    if (work && work_bytes && (st = check_data(fn, "workspace", work, work_bytes)) != CUDNN_STATUS_SUCCESS) return st;
+    size_t fb = (size_t)f->k * f->c * f->r * f->s * elem_size(f->type);
+    const char *names[3][3] = {{"x", "w", "y"}, {"w", "dy", "dx"}, {"x", "dy", "dw"}};
+    size_t sizes[3][3] = {{tensor_bytes(x), fb, tensor_bytes(y)},
+                          {fb, tensor_bytes(y), tensor_bytes(x)},
+                          {tensor_bytes(x), tensor_bytes(y), fb}};
+    const void *ptrs[3] = {in0, in1, out};
+    for (int i = 0; i < 3; i++)
+        if ((st = check_data(fn, names[kind][i], ptrs[i], sizes[kind][i])) != CUDNN_STATUS_SUCCESS) return st;
+    ConvOp *o = new ConvOp{kind, s, *x, *y, *f, *cv, in0, in1, out, scalar(alpha), scalar(beta), work, work_bytes};
+    emu_enqueue(run_conv, o);
+    return CUDNN_STATUS_SUCCESS;
+}
+
+template <typename Perf>
+static void list(Perf *perf, int requested, int *returned, const int *algos, const long *ws, const int *det, int n,
+                 cudnnMathType_t math) {
+    int k = 0;
+    for (int i = 0; i < n && k < requested; i++, k++) {
+        memset(&perf[k], 0, sizeof perf[k]);
+        perf[k].algo = (decltype(perf[k].algo))algos[i];
+        perf[k].status = CUDNN_STATUS_SUCCESS;
+        perf[k].time = -1;
+        perf[k].memory = (size_t)ws[i];
+        perf[k].determinism = det[i] ? CUDNN_DETERMINISTIC : CUDNN_NON_DETERMINISTIC;
+        perf[k].mathType = math;
+    }
+    *returned = k;
+}
+
+extern "C" {
+
+cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(cudnnHandle_t h, const cudnnTensorDescriptor_t x,
+                                                     const cudnnFilterDescriptor_t w,
+                                                     const cudnnConvolutionDescriptor_t cv,
+                                                     const cudnnTensorDescriptor_t y, const int requested,
+                                                     int *returned, cudnnConvolutionFwdAlgoPerf_t *perf) {
+    ConvShape s;
+    cudnnStatus_t st = conv_shape("cudnnGetConvolutionForwardAlgorithm_v7", x, w, cv, y, &s);
+    if (st != CUDNN_STATUS_SUCCESS) return st;
+    const int algos[] = {1, 0}, det[] = {1, 1};
+    const long ws[] = {fwd_ws(1), fwd_ws(0)};
+    list(perf, requested, returned, algos, ws, det, 2, cv->math);
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnFindConvolutionForwardAlgorithm(cudnnHandle_t h, const cudnnTensorDescriptor_t x,
+                                                   const cudnnFilterDescriptor_t w,
+                                                   const cudnnConvolutionDescriptor_t cv,
+                                                   const cudnnTensorDescriptor_t y, const int requested, int *returned,
+                                                   cudnnConvolutionFwdAlgoPerf_t *perf) {
+    return cudnnGetConvolutionForwardAlgorithm_v7(h, x, w, cv, y, requested, returned, perf);
+}
+cudnnStatus_t cudnnGetConvolutionForwardWorkspaceSize(cudnnHandle_t h, const cudnnTensorDescriptor_t x,
+                                                      const cudnnFilterDescriptor_t w,
+                                                      const cudnnConvolutionDescriptor_t cv,
+                                                      const cudnnTensorDescriptor_t y, cudnnConvolutionFwdAlgo_t algo,
+                                                      size_t *bytes) {
+    ConvShape s;
+    cudnnStatus_t st = conv_shape("cudnnGetConvolutionForwardWorkspaceSize", x, w, cv, y, &s);
+    if (st != CUDNN_STATUS_SUCCESS) return st;
+    if (fwd_ws(algo) < 0) return CUDNN_STATUS_NOT_SUPPORTED;
+    *bytes = (size_t)fwd_ws(algo);
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void *alpha, const cudnnTensorDescriptor_t xd,
+                                      const void *x, const cudnnFilterDescriptor_t wd, const void *w,
+                                      const cudnnConvolutionDescriptor_t cv, cudnnConvolutionFwdAlgo_t algo,
+                                      void *work, size_t work_bytes, const void *beta,
+                                      const cudnnTensorDescriptor_t yd, void *y) {
+    return enqueue_conv("cudnnConvolutionForward", FWD, fwd_ws(algo), xd, wd, cv, yd, x, w, y, alpha, beta, work,
+                        work_bytes);
+}
+
+cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithm_v7(cudnnHandle_t h, const cudnnFilterDescriptor_t w,
+                                                          const cudnnTensorDescriptor_t dy,
+                                                          const cudnnConvolutionDescriptor_t cv,
+                                                          const cudnnTensorDescriptor_t dx, const int requested,
+                                                          int *returned, cudnnConvolutionBwdDataAlgoPerf_t *perf) {
+    ConvShape s;
+    cudnnStatus_t st = conv_shape("cudnnGetConvolutionBackwardDataAlgorithm_v7", dx, w, cv, dy, &s);
+    if (st != CUDNN_STATUS_SUCCESS) return st;
+    const int algos[] = {0, 1}, det[] = {0, 1};
+    const long ws[] = {bwd_data_ws(0), bwd_data_ws(1)};
+    list(perf, requested, returned, algos, ws, det, 2, cv->math);
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnGetConvolutionBackwardDataWorkspaceSize(cudnnHandle_t h, const cudnnFilterDescriptor_t w,
+                                                           const cudnnTensorDescriptor_t dy,
+                                                           const cudnnConvolutionDescriptor_t cv,
+                                                           const cudnnTensorDescriptor_t dx,
+                                                           cudnnConvolutionBwdDataAlgo_t algo, size_t *bytes) {
+    ConvShape s;
+    cudnnStatus_t st = conv_shape("cudnnGetConvolutionBackwardDataWorkspaceSize", dx, w, cv, dy, &s);
+    if (st != CUDNN_STATUS_SUCCESS) return st;
+    if (bwd_data_ws(algo) < 0) return CUDNN_STATUS_NOT_SUPPORTED;
+    *bytes = (size_t)bwd_data_ws(algo);
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t h, const void *alpha, const cudnnFilterDescriptor_t wd,
+                                           const void *w, const cudnnTensorDescriptor_t dyd, const void *dy,
+                                           const cudnnConvolutionDescriptor_t cv, cudnnConvolutionBwdDataAlgo_t algo,
+                                           void *work, size_t work_bytes, const void *beta,
+                                           const cudnnTensorDescriptor_t dxd, void *dx) {
+    return enqueue_conv("cudnnConvolutionBackwardData", BWD_DATA, bwd_data_ws(algo), dxd, wd, cv, dyd, w, dy, dx,
+                        alpha, beta, work, work_bytes);
+}
+
+cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(cudnnHandle_t h, const cudnnTensorDescriptor_t x,
+                                                            const cudnnTensorDescriptor_t dy,
+                                                            const cudnnConvolutionDescriptor_t cv,
+                                                            const cudnnFilterDescriptor_t dw, const int requested,
+                                                            int *returned, cudnnConvolutionBwdFilterAlgoPerf_t *perf) {
+    ConvShape s;
+    cudnnStatus_t st = conv_shape("cudnnGetConvolutionBackwardFilterAlgorithm_v7", x, dw, cv, dy, &s);
+    if (st != CUDNN_STATUS_SUCCESS) return st;
+    const int algos[] = {0, 3, 1}, det[] = {0, 1, 1};
+    const long ws[] = {bwd_filter_ws(0), bwd_filter_ws(3), bwd_filter_ws(1)};
+    list(perf, requested, returned, algos, ws, det, 3, cv->math);
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnGetConvolutionBackwardFilterWorkspaceSize(cudnnHandle_t h, const cudnnTensorDescriptor_t x,
+                                                             const cudnnTensorDescriptor_t dy,
+                                                             const cudnnConvolutionDescriptor_t cv,
+                                                             const cudnnFilterDescriptor_t dw,
+                                                             cudnnConvolutionBwdFilterAlgo_t algo, size_t *bytes) {
+    ConvShape s;
+    cudnnStatus_t st = conv_shape("cudnnGetConvolutionBackwardFilterWorkspaceSize", x, dw, cv, dy, &s);
+    if (st != CUDNN_STATUS_SUCCESS) return st;
+    if (bwd_filter_ws(algo) < 0) return CUDNN_STATUS_NOT_SUPPORTED;
+    *bytes = (size_t)bwd_filter_ws(algo);
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void *alpha, const cudnnTensorDescriptor_t xd,
+                                             const void *x, const cudnnTensorDescriptor_t dyd, const void *dy,
+                                             const cudnnConvolutionDescriptor_t cv,
+                                             cudnnConvolutionBwdFilterAlgo_t algo, void *work, size_t work_bytes,
+                                             const void *beta, const cudnnFilterDescriptor_t dwd, void *dw) {
+    return enqueue_conv("cudnnConvolutionBackwardFilter", BWD_FILTER, bwd_filter_ws(algo), xd, dwd, cv, dyd, x, dy,
+                        dw, alpha, beta, work, work_bytes);
+}
+
+}  // extern "C"
+
+// --- pooling --------------------------------------------------------------------
+
+struct PoolOp {
+    cudnnPoolingStruct pd;
+    cudnnTensorStruct x, y;
+    const void *in;
+    void *out;
+    float alpha, beta;
+};
+
+static void run_pool(void *p) {
+    PoolOp *o = (PoolOp *)p;
+    std::vector<float> X = load_tensor(&o->x, o->in, 0);
+    std::vector<float> Y((size_t)o->y.n * o->y.h * o->y.w * o->y.c);
+    const int H = o->x.h, W = o->x.w, C = o->x.c;
+    size_t k = 0;
+    for (int n = 0; n < o->y.n; n++)
+        for (int p = 0; p < o->y.h; p++)
+            for (int q = 0; q < o->y.w; q++)
+                for (int c = 0; c < C; c++) {
+                    float m = -INFINITY;
+                    for (int r = 0; r < o->pd.wh; r++)
+                        for (int s = 0; s < o->pd.ww; s++) {
+                            int h = p * o->pd.sh - o->pd.ph + r, w = q * o->pd.sw - o->pd.pw + s;
+                            if (h < 0 || h >= H || w < 0 || w >= W) continue;
+                            float v = X[(((size_t)n * H + h) * W + w) * C + c];
+                            if (v > m) m = v;
+                        }
+                    Y[k++] = m;
+                }
+    store_tensor(&o->y, o->out, Y, o->alpha, o->beta);
+    delete o;
+}
+
+extern "C" cudnnStatus_t cudnnPoolingForward(cudnnHandle_t h, const cudnnPoolingDescriptor_t pd, const void *alpha,
+                                             const cudnnTensorDescriptor_t xd, const void *x, const void *beta,
+                                             const cudnnTensorDescriptor_t yd, void *y) {
+    const char *fn = "cudnnPoolingForward";
+    if (!pd || !xd || !yd || !pd->set || !xd->set || !yd->set) return bad(fn, "a descriptor not set");
+    if (xd->type != yd->type) return bad(fn, "input and output of different data types");
+    int P = (xd->h + 2 * pd->ph - pd->wh) / pd->sh + 1, Q = (xd->w + 2 * pd->pw - pd->ww) / pd->sw + 1;
+    if (yd->n != xd->n || yd->c != xd->c || yd->h != P || yd->w != Q) {
+        fprintf(stderr, "emu cuDNN: %s: output %dx%dx%dx%d (NCHW), the descriptors give %dx%dx%dx%d\n", fn, yd->n,
+                yd->c, yd->h, yd->w, xd->n, xd->c, P, Q);
+        return CUDNN_STATUS_BAD_PARAM;
+    }
+    cudnnStatus_t st;
+    if ((st = check_data(fn, "x", x, tensor_bytes(xd))) != CUDNN_STATUS_SUCCESS) return st;
+    if ((st = check_data(fn, "y", y, tensor_bytes(yd))) != CUDNN_STATUS_SUCCESS) return st;
+    emu_enqueue(run_pool, new PoolOp{*pd, *xd, *yd, x, y, scalar(alpha), scalar(beta)});
+    return CUDNN_STATUS_SUCCESS;
+}

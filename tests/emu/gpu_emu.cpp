@@ -1,0 +1,479 @@
+// The GPU emulation (make test-emu): the CUDA runtime calls kernels/ makes,
+// implemented on the host, so that the GPU code's host side and our own
+// kernels run in CI, on machines without a GPU, against the CPU reference
+// (the GPU tests: tests/test_gpu.c, tests/test_gpu_walk.c). cuDNN is
+// emulated beside it (tests/emu/cudnn_emu.cpp, loaded through
+// VGGFT_CUDNN_LIBRARY as the real one is).
+//
+// What it checks that the CPU build cannot:
+// - our kernels' indexing, grid-stride loops and __syncthreads use (the
+//   kernel source unchanged, every CUDA thread run: cuda_emu.h);
+// - launch configurations (CUDA's limits: cudaErrorInvalidConfiguration);
+// - ordering: launches, async copies and memsets are queued in issue order
+//   and run only when the host synchronises (cudaStreamSynchronize,
+//   cudaEventSynchronize, cudaDeviceSynchronize, a blocking copy). A host
+//   that reads a pinned buffer before synchronising sees the old bytes, one
+//   that reuses it early sends the new ones: the races of a real GPU made
+//   deterministic failures. Copies from pageable memory are staged at the
+//   call and copies to it complete before it returns, as CUDA does them;
+// - device memory: each allocation its own mapping, ending at a guard page
+//   and inaccessible to the host except while queued work runs, so a host
+//   dereference of a device pointer or a kernel writing past an allocation
+//   is a segmentation fault at the faulty line; copies and memsets outside
+//   an allocation are errors (cudaErrorInvalidValue, and a line on stderr);
+//   new allocations hold NaNs (0xFF bytes), so unwritten memory shows;
+// - CUDA_VISIBLE_DEVICES as the runtime reads it (empty or -1: no device).
+// What it cannot: cuDNN's own algorithms and the GPU's arithmetic (FMA
+// contraction, tensor cores), real concurrency between CUDA threads or
+// streams (everything runs in order on one host thread), and performance.
+// Those need the real GPU run (scripts/device_run.sh).
+#include <cuda_runtime.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <map>
+#include <mutex>
+#include <set>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <vector>
+
+#include "cuda_emu.h"
+
+thread_local uint3 threadIdx, blockIdx;
+thread_local dim3 blockDim, gridDim;
+
+// --- the queue --------------------------------------------------------------
+
+struct Op {
+    void (*fn)(void *);
+    void *ctx;
+};
+static std::mutex lock_;  // the queue, the allocations and their protection
+static std::vector<Op> queue_;
+
+// Device allocations: user pointer -> mapping.
+struct Region {
+    char *base;        // the mapping: data pages, then one guard page
+    size_t data_len;   // bytes of the data pages
+    size_t size;       // bytes asked for; the pointer is base + data_len - round16(size)
+};
+static std::map<char *, Region> device_;
+static std::set<char *> pinned_;  // cudaMallocHost'ed (host memory the GPU copies asynchronously)
+static std::map<char *, size_t> pinned_size_;
+static thread_local cudaError_t last_error_ = cudaSuccess;
+static const size_t page_ = 4096;
+
+static void protect_all(int prot) {
+    for (auto &r : device_)
+        if (r.second.data_len && mprotect(r.second.base, r.second.data_len, prot) != 0) {
+            perror("emu: mprotect");
+            abort();
+        }
+}
+
+// Runs what is queued, in order; device memory is accessible meanwhile.
+static void flush_locked(void) {
+    if (queue_.empty()) return;
+    protect_all(PROT_READ | PROT_WRITE);
+    for (size_t i = 0; i < queue_.size(); i++) queue_[i].fn(queue_[i].ctx);
+    queue_.clear();
+    protect_all(PROT_NONE);
+}
+
+static void flush(void) {
+    std::lock_guard<std::mutex> g(lock_);
+    flush_locked();
+}
+
+// Queued work (for cudnn_emu.cpp too: it finds this with dlsym, hence C).
+extern "C" void emu_enqueue(void (*fn)(void *), void *ctx) {
+    std::lock_guard<std::mutex> g(lock_);
+    queue_.push_back(Op{fn, ctx});
+}
+
+// Bytes of device memory from p to the end of its allocation; 0 when p is
+// not in one (also for cudnn_emu.cpp).
+extern "C" size_t emu_device_extent(const void *p) {
+    std::lock_guard<std::mutex> g(lock_);
+    char *c = (char *)p;
+    auto it = device_.upper_bound(c);
+    if (it == device_.begin()) return 0;
+    --it;
+    char *end = it->first + it->second.size;
+    return c >= it->first && c < end ? (size_t)(end - c) : 0;
+}
+
+static size_t pinned_extent(const void *p) {
+    std::lock_guard<std::mutex> g(lock_);
+    char *c = (char *)p;
+    auto it = pinned_size_.upper_bound(c);
+    if (it == pinned_size_.begin()) return 0;
+    --it;
+    char *end = it->first + it->second;
+    return c >= it->first && c < end ? (size_t)(end - c) : 0;
+}
+
+static cudaError_t fail(cudaError_t e, const char *what) {
+    fprintf(stderr, "emu: %s: %s\n", what, cudaGetErrorString(e));
+    return e;
+}
+
+// --- memory ------------------------------------------------------------------
+
+cudaError_t cudaMalloc(void **p, size_t size) {
+    *p = NULL;
+    if (size == 0) return cudaSuccess;
+    size_t used = (size + 15) & ~(size_t)15;
+    size_t data_len = (used + page_ - 1) / page_ * page_;
+    char *base = (char *)mmap(NULL, data_len + page_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base == MAP_FAILED) return cudaErrorMemoryAllocation;
+    char *user = base + data_len - used;
+    memset(user, 0xFF, used);  // NaN floats: memory nothing wrote shows
+    if (mprotect(base, data_len + page_, PROT_NONE) != 0) abort();
+    std::lock_guard<std::mutex> g(lock_);
+    device_[user] = Region{base, data_len, size};
+    *p = user;
+    return cudaSuccess;
+}
+
+cudaError_t cudaFree(void *p) {
+    if (!p) return cudaSuccess;
+    std::lock_guard<std::mutex> g(lock_);
+    flush_locked();  // cudaFree synchronises the device
+    auto it = device_.find((char *)p);
+    if (it == device_.end()) return fail(cudaErrorInvalidValue, "cudaFree of a pointer cudaMalloc did not return");
+    munmap(it->second.base, it->second.data_len + page_);
+    device_.erase(it);
+    return cudaSuccess;
+}
+
+cudaError_t cudaMallocHost(void **p, size_t size) {
+    void *q = NULL;
+    if (posix_memalign(&q, page_, size ? size : 1) != 0) return cudaErrorMemoryAllocation;
+    std::lock_guard<std::mutex> g(lock_);
+    pinned_.insert((char *)q);
+    pinned_size_[(char *)q] = size;
+    *p = q;
+    return cudaSuccess;
+}
+
+cudaError_t cudaHostAlloc(void **p, size_t size, unsigned int flags) { return cudaMallocHost(p, size); }
+
+cudaError_t cudaFreeHost(void *p) {
+    if (!p) return cudaSuccess;
+    std::lock_guard<std::mutex> g(lock_);
+    flush_locked();
+    if (!pinned_.erase((char *)p)) return fail(cudaErrorInvalidValue, "cudaFreeHost of a pointer cudaMallocHost did not return");
+    pinned_size_.erase((char *)p);
+    free(p);
+    return cudaSuccess;
+}
+
+struct CopyOp {
+    void *dst;
+    const void *src;
+    size_t n;
+    void *staged;  // owned copy of a pageable source, or NULL
+};
+static void run_copy(void *p) {
+    CopyOp *c = (CopyOp *)p;
+    memcpy(c->dst, c->staged ? c->staged : c->src, c->n);
+    free(c->staged);
+    delete c;
+}
+
+// The checks of a copy of n bytes from src to dst of kind k: the device
+// side(s) inside one allocation, the host side(s) not device memory.
+static cudaError_t check_copy(void *dst, const void *src, size_t n, cudaMemcpyKind k) {
+    int dst_dev = k == cudaMemcpyHostToDevice || k == cudaMemcpyDeviceToDevice;
+    int src_dev = k == cudaMemcpyDeviceToHost || k == cudaMemcpyDeviceToDevice;
+    if (k != cudaMemcpyHostToDevice && k != cudaMemcpyDeviceToHost && k != cudaMemcpyDeviceToDevice)
+        return fail(cudaErrorInvalidMemcpyDirection, "cudaMemcpy: only HostToDevice, DeviceToHost and DeviceToDevice are emulated");
+    if (n == 0) return cudaSuccess;
+    size_t de = emu_device_extent(dst), se = emu_device_extent(src);
+    if (dst_dev && de < n) return fail(cudaErrorInvalidValue, de ? "cudaMemcpy past the end of the device allocation" : "cudaMemcpy to a pointer that is not device memory");
+    if (src_dev && se < n) return fail(cudaErrorInvalidValue, se ? "cudaMemcpy from past the end of the device allocation" : "cudaMemcpy from a pointer that is not device memory");
+    if (!dst_dev && de) return fail(cudaErrorInvalidValue, "cudaMemcpy DeviceToHost into device memory");
+    if (!src_dev && se) return fail(cudaErrorInvalidValue, "cudaMemcpy HostToDevice from device memory");
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind k, cudaStream_t s) {
+    cudaError_t e = check_copy(dst, src, n, k);
+    if (e != cudaSuccess || n == 0) return e;
+    CopyOp *c = new CopyOp{dst, src, n, NULL};
+    if (k == cudaMemcpyHostToDevice && pinned_extent(src) < n) {
+        // Pageable source: CUDA stages it before returning.
+        c->staged = malloc(n);
+        memcpy(c->staged, src, n);
+    }
+    emu_enqueue(run_copy, c);
+    // Pageable destination: the copy completes before the call returns.
+    if (k == cudaMemcpyDeviceToHost && pinned_extent(dst) < n) flush();
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind k) {
+    cudaError_t e = cudaMemcpyAsync(dst, src, n, k, 0);
+    if (e == cudaSuccess) flush();
+    return e;
+}
+
+struct SetOp {
+    void *dst;
+    int value;
+    size_t n;
+};
+static void run_set(void *p) {
+    SetOp *o = (SetOp *)p;
+    memset(o->dst, o->value, o->n);
+    delete o;
+}
+
+cudaError_t cudaMemsetAsync(void *dst, int value, size_t n, cudaStream_t s) {
+    if (n == 0) return cudaSuccess;
+    size_t de = emu_device_extent(dst);
+    if (de < n) return fail(cudaErrorInvalidValue, de ? "cudaMemset past the end of the device allocation" : "cudaMemset of a pointer that is not device memory");
+    emu_enqueue(run_set, new SetOp{dst, value, n});
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemset(void *dst, int value, size_t n) {
+    cudaError_t e = cudaMemsetAsync(dst, value, n, 0);
+    if (e == cudaSuccess) flush();
+    return e;
+}
+
+// --- streams, events, the device ---------------------------------------------
+
+cudaError_t cudaStreamCreate(cudaStream_t *s) {
+    *s = (cudaStream_t) new char;
+    return cudaSuccess;
+}
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int flags) { return cudaStreamCreate(s); }
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+    flush();
+    delete (char *)s;
+    return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+    flush();
+    return cudaSuccess;
+}
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int flags) {
+    *e = (cudaEvent_t) new char;
+    return cudaSuccess;
+}
+cudaError_t cudaEventCreate(cudaEvent_t *e) { return cudaEventCreateWithFlags(e, 0); }
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) { return cudaSuccess; }
+// Everything queued before the event is done once everything queued is.
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+    flush();
+    return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+    delete (char *)e;
+    return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize(void) {
+    flush();
+    return cudaSuccess;
+}
+
+cudaError_t cudaGetLastError(void) {
+    cudaError_t e = last_error_;
+    last_error_ = cudaSuccess;
+    return e;
+}
+cudaError_t cudaPeekAtLastError(void) { return last_error_; }
+
+const char *cudaGetErrorString(cudaError_t e) {
+    switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidMemcpyDirection: return "invalid copy direction for memcpy";
+    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    default: return "unknown error (emulated)";
+    }
+}
+
+// Device 0 only; CUDA_VISIBLE_DEVICES as the runtime reads it.
+static int visible(void) {
+    const char *v = getenv("CUDA_VISIBLE_DEVICES");
+    if (!v) return 1;
+    return v[0] == '0' && (v[1] == 0 || v[1] == ',');
+}
+cudaError_t cudaGetDeviceCount(int *n) {
+    *n = visible();
+    return *n ? cudaSuccess : cudaErrorNoDevice;
+}
+cudaError_t cudaSetDevice(int d) { return d == 0 && visible() ? cudaSuccess : cudaErrorInvalidDevice; }
+cudaError_t cudaGetDevice(int *d) {
+    *d = 0;
+    return cudaSuccess;
+}
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int d) {
+    if (d != 0 || !visible()) return cudaErrorInvalidDevice;
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "emulated GPU (tests/emu, on the host CPU)");
+    p->major = 9, p->minor = 0;
+    p->totalGlobalMem = (size_t)80 << 30;
+    p->multiProcessorCount = 132;
+    p->maxThreadsPerBlock = 1024;
+    p->warpSize = 32;
+    return cudaSuccess;
+}
+cudaError_t cudaDriverGetVersion(int *v) {
+    *v = CUDART_VERSION;
+    return cudaSuccess;
+}
+cudaError_t cudaRuntimeGetVersion(int *v) {
+    *v = CUDART_VERSION;
+    return cudaSuccess;
+}
+
+// --- kernels ------------------------------------------------------------------
+
+// The block's threads as fibers, for kernels that call __syncthreads: each
+// runs until its next barrier (or its end), then the next; a round ends
+// when all have, which is the barrier. The switch saves the callee-saved
+// registers and the SSE / x87 control words on the stack and swaps stack
+// pointers (the System V x86-64 ABI's contract for a call); swapcontext
+// would also make a system call a switch, for the signal mask, and the
+// backward pass switches millions of times.
+#if defined(__x86_64__)
+extern "C" void emu_switch(void **save_sp, void *load_sp);
+asm(".text\n"
+    ".globl emu_switch\n"
+    ".type emu_switch,@function\n"
+    "emu_switch:\n"
+    "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
+    "  subq $8, %rsp\n  stmxcsr (%rsp)\n  fnstcw 4(%rsp)\n"
+    "  movq %rsp, (%rdi)\n  movq %rsi, %rsp\n"
+    "  ldmxcsr (%rsp)\n  fldcw 4(%rsp)\n  addq $8, %rsp\n"
+    "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n"
+    "  ret\n"
+    ".size emu_switch, .-emu_switch\n");
+#else
+#error "the GPU emulation's fibers are written for x86-64 (tests/emu/gpu_emu.cpp: emu_switch)"
+#endif
+
+struct Fiber {
+    void *sp;  // saved stack pointer while switched out
+    int done;
+};
+static thread_local void *scheduler_sp_;
+static thread_local Fiber *current_ = NULL;
+static thread_local const char *kernel_name_ = "";
+static thread_local void (*fiber_body_)(void *);
+static thread_local void *fiber_args_;
+
+void __syncthreads(void) {
+    if (!current_) {
+        fprintf(stderr, "emu: kernel %s calls __syncthreads but tests/emu/launches.pl did not see it do so\n",
+                kernel_name_);
+        abort();
+    }
+    emu_switch(&current_->sp, scheduler_sp_);
+}
+
+// A fiber's first instruction (emu_switch "returns" here): the thread's
+// body, then back to the scheduler for good.
+static void fiber_main(void) {
+    fiber_body_(fiber_args_);
+    current_->done = 1;
+    emu_switch(&current_->sp, scheduler_sp_);
+    abort();  // never resumed
+}
+
+// A fresh stack [stack, stack + size) set up as emu_switch leaves a
+// switched-out fiber: control words, six registers, the return address.
+static void *fiber_stack(char *stack, size_t size) {
+    uintptr_t top = ((uintptr_t)(stack + size) & ~(uintptr_t)15) - 16;
+    void **sp = (void **)top;
+    *sp = (void *)fiber_main;  // at a 16-byte boundary: a call's alignment on entry
+    sp -= 6;
+    memset(sp, 0, 6 * sizeof(void *));
+    sp -= 1;
+    uint32_t csr;
+    uint16_t cw;
+    asm volatile("stmxcsr %0" : "=m"(csr));
+    asm volatile("fnstcw %0" : "=m"(cw));
+    memcpy((char *)sp, &csr, 4);
+    memcpy((char *)sp + 4, &cw, 2);
+    return sp;
+}
+
+struct Launch {
+    const char *name;
+    int sync;
+    EmuConfig cfg;
+    void (*body)(void *);
+    void *args;
+    void (*free_args)(void *);
+};
+
+static void run_launch(void *p) {
+    Launch *l = (Launch *)p;
+    const dim3 g = l->cfg.grid, b = l->cfg.block;
+    gridDim = g, blockDim = b;
+    kernel_name_ = l->name;
+    const unsigned threads = b.x * b.y * b.z;
+    std::vector<Fiber> fibers(l->sync ? threads : 0);
+    const size_t stack = 64 * 1024;
+    static thread_local std::vector<char> stacks;  // kept: launches are many
+    if (l->sync && stacks.size() < threads * stack) stacks.resize(threads * stack);
+    fiber_body_ = l->body, fiber_args_ = l->args;
+    for (unsigned bz = 0; bz < g.z; bz++)
+        for (unsigned by = 0; by < g.y; by++)
+            for (unsigned bx = 0; bx < g.x; bx++) {
+                blockIdx = uint3{bx, by, bz};
+                if (!l->sync) {
+                    for (unsigned tz = 0; tz < b.z; tz++)
+                        for (unsigned ty = 0; ty < b.y; ty++)
+                            for (unsigned tx = 0; tx < b.x; tx++) {
+                                threadIdx = uint3{tx, ty, tz};
+                                l->body(l->args);
+                            }
+                    continue;
+                }
+                for (unsigned t = 0; t < threads; t++) {
+                    fibers[t].done = 0;
+                    fibers[t].sp = fiber_stack(&stacks[t * stack], stack);
+                }
+                for (int live = 1; live;) {
+                    live = 0;
+                    for (unsigned t = 0; t < threads; t++) {
+                        if (fibers[t].done) continue;
+                        threadIdx = uint3{t % b.x, t / b.x % b.y, t / (b.x * b.y)};
+                        current_ = &fibers[t];
+                        emu_switch(&scheduler_sp_, fibers[t].sp);
+                        current_ = NULL;
+                        live |= !fibers[t].done;
+                    }
+                }
+            }
+    l->free_args(l->args);
+    delete l;
+}
+
+void emu_launch_raw(const char *name, int uses_syncthreads, const EmuConfig &cfg, void (*body)(void *), void *args,
+                    void (*free_args)(void *)) {
+    const dim3 g = cfg.grid, b = cfg.block;
+    unsigned long threads = (unsigned long)b.x * b.y * b.z;
+    if (!g.x || !g.y || !g.z || !threads || threads > 1024 || b.x > 1024 || b.y > 1024 || b.z > 64 ||
+        g.x > 2147483647u || g.y > 65535 || g.z > 65535 || cfg.smem > 48 * 1024) {
+        fprintf(stderr, "emu: kernel %s: grid %ux%ux%u, block %ux%ux%u, %zu bytes of shared memory: %s\n", name, g.x,
+                g.y, g.z, b.x, b.y, b.z, cfg.smem, cudaGetErrorString(cudaErrorInvalidConfiguration));
+        last_error_ = cudaErrorInvalidConfiguration;
+        free_args(args);
+        return;
+    }
+    emu_enqueue(run_launch, new Launch{name, uses_syncthreads, cfg, body, args, free_args});
+}
