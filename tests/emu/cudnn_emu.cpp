@@ -421,10 +421,23 @@ static void run_conv(void *p) {
 
 // --- algorithms: what the heuristics list, and their workspaces ----------------
 
-// Workspace bytes of each emulated algorithm (-1: not supported).
-static long fwd_ws(int a) { return a == 0 ? 0 : a == 1 ? 1 << 20 : -1; }
-static long bwd_data_ws(int a) { return a == 0 ? 0 : a == 1 ? 1 << 20 : -1; }
-static long bwd_filter_ws(int a) { return a == 0 ? 0 : a == 1 ? 1 << 20 : a == 3 ? 2 << 20 : -1; }
+// Per kind (FWD, BWD_DATA, BWD_FILTER), in the heuristics' order: the
+// algorithm numbers, whether each is deterministic, and its workspace.
+struct Algos {
+    int n, algo[3], det[3];
+    long ws[3];
+};
+static const Algos algos_[3] = {
+    {2, {1, 0}, {1, 1}, {1 << 20, 0}},
+    {2, {0, 1}, {0, 1}, {0, 1 << 20}},
+    {3, {0, 3, 1}, {0, 1, 1}, {0, 2 << 20, 1 << 20}},
+};
+// Workspace bytes of an algorithm of a kind; -1: not emulated.
+static long workspace_of(int kind, int algo) {
+    for (int i = 0; i < algos_[kind].n; i++)
+        if (algos_[kind].algo[i] == algo) return algos_[kind].ws[i];
+    return -1;
+}
 
 static float scalar(const void *p) { return *(const float *)p; }
 
@@ -451,20 +464,38 @@ static cudnnStatus_t enqueue_conv(const char *fn, int kind, long need, const cud
     return CUDNN_STATUS_SUCCESS;
 }
 
+// The heuristics' list (cudnnGet...Algorithm_v7) of a kind.
 template <typename Perf>
-static void list(Perf *perf, int requested, int *returned, const int *algos, const long *ws, const int *det, int n,
-                 cudnnMathType_t math) {
+static cudnnStatus_t heuristics(const char *fn, int kind, const cudnnTensorStruct *x, const cudnnFilterStruct *f,
+                                const cudnnConvolutionStruct *cv, const cudnnTensorStruct *y, int requested,
+                                int *returned, Perf *perf) {
+    ConvShape s;
+    cudnnStatus_t st = conv_shape(fn, x, f, cv, y, &s);
+    if (st != CUDNN_STATUS_SUCCESS) return st;
+    const Algos &a = algos_[kind];
     int k = 0;
-    for (int i = 0; i < n && k < requested; i++, k++) {
+    for (; k < a.n && k < requested; k++) {
         memset(&perf[k], 0, sizeof perf[k]);
-        perf[k].algo = (decltype(perf[k].algo))algos[i];
+        perf[k].algo = (decltype(perf[k].algo))a.algo[k];
         perf[k].status = CUDNN_STATUS_SUCCESS;
         perf[k].time = -1;
-        perf[k].memory = (size_t)ws[i];
-        perf[k].determinism = det[i] ? CUDNN_DETERMINISTIC : CUDNN_NON_DETERMINISTIC;
-        perf[k].mathType = math;
+        perf[k].memory = (size_t)a.ws[k];
+        perf[k].determinism = a.det[k] ? CUDNN_DETERMINISTIC : CUDNN_NON_DETERMINISTIC;
+        perf[k].mathType = cv->math;
     }
     *returned = k;
+    return CUDNN_STATUS_SUCCESS;
+}
+
+// cudnnGet...WorkspaceSize of a kind.
+static cudnnStatus_t workspace(const char *fn, int kind, const cudnnTensorStruct *x, const cudnnFilterStruct *f,
+                               const cudnnConvolutionStruct *cv, const cudnnTensorStruct *y, int algo, size_t *bytes) {
+    ConvShape s;
+    cudnnStatus_t st = conv_shape(fn, x, f, cv, y, &s);
+    if (st != CUDNN_STATUS_SUCCESS) return st;
+    if (workspace_of(kind, algo) < 0) return CUDNN_STATUS_NOT_SUPPORTED;
+    *bytes = (size_t)workspace_of(kind, algo);
+    return CUDNN_STATUS_SUCCESS;
 }
 
 extern "C" {
@@ -474,40 +505,29 @@ cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(cudnnHandle_t h, const cudn
                                                      const cudnnConvolutionDescriptor_t cv,
                                                      const cudnnTensorDescriptor_t y, const int requested,
                                                      int *returned, cudnnConvolutionFwdAlgoPerf_t *perf) {
-    ConvShape s;
-    cudnnStatus_t st = conv_shape("cudnnGetConvolutionForwardAlgorithm_v7", x, w, cv, y, &s);
-    if (st != CUDNN_STATUS_SUCCESS) return st;
-    const int algos[] = {1, 0}, det[] = {1, 1};
-    const long ws[] = {fwd_ws(1), fwd_ws(0)};
-    list(perf, requested, returned, algos, ws, det, 2, cv->math);
-    return CUDNN_STATUS_SUCCESS;
+    return heuristics("cudnnGetConvolutionForwardAlgorithm_v7", FWD, x, w, cv, y, requested, returned, perf);
 }
 cudnnStatus_t cudnnFindConvolutionForwardAlgorithm(cudnnHandle_t h, const cudnnTensorDescriptor_t x,
                                                    const cudnnFilterDescriptor_t w,
                                                    const cudnnConvolutionDescriptor_t cv,
                                                    const cudnnTensorDescriptor_t y, const int requested, int *returned,
                                                    cudnnConvolutionFwdAlgoPerf_t *perf) {
-    return cudnnGetConvolutionForwardAlgorithm_v7(h, x, w, cv, y, requested, returned, perf);
+    return heuristics("cudnnFindConvolutionForwardAlgorithm", FWD, x, w, cv, y, requested, returned, perf);
 }
 cudnnStatus_t cudnnGetConvolutionForwardWorkspaceSize(cudnnHandle_t h, const cudnnTensorDescriptor_t x,
                                                       const cudnnFilterDescriptor_t w,
                                                       const cudnnConvolutionDescriptor_t cv,
                                                       const cudnnTensorDescriptor_t y, cudnnConvolutionFwdAlgo_t algo,
                                                       size_t *bytes) {
-    ConvShape s;
-    cudnnStatus_t st = conv_shape("cudnnGetConvolutionForwardWorkspaceSize", x, w, cv, y, &s);
-    if (st != CUDNN_STATUS_SUCCESS) return st;
-    if (fwd_ws(algo) < 0) return CUDNN_STATUS_NOT_SUPPORTED;
-    *bytes = (size_t)fwd_ws(algo);
-    return CUDNN_STATUS_SUCCESS;
+    return workspace("cudnnGetConvolutionForwardWorkspaceSize", FWD, x, w, cv, y, algo, bytes);
 }
 cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void *alpha, const cudnnTensorDescriptor_t xd,
                                       const void *x, const cudnnFilterDescriptor_t wd, const void *w,
                                       const cudnnConvolutionDescriptor_t cv, cudnnConvolutionFwdAlgo_t algo,
                                       void *work, size_t work_bytes, const void *beta,
                                       const cudnnTensorDescriptor_t yd, void *y) {
-    return enqueue_conv("cudnnConvolutionForward", FWD, fwd_ws(algo), xd, wd, cv, yd, x, w, y, alpha, beta, work,
-                        work_bytes);
+    return enqueue_conv("cudnnConvolutionForward", FWD, workspace_of(FWD, algo), xd, wd, cv, yd, x, w, y, alpha, beta,
+                        work, work_bytes);
 }
 
 cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithm_v7(cudnnHandle_t h, const cudnnFilterDescriptor_t w,
@@ -515,33 +535,23 @@ cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithm_v7(cudnnHandle_t h, const
                                                           const cudnnConvolutionDescriptor_t cv,
                                                           const cudnnTensorDescriptor_t dx, const int requested,
                                                           int *returned, cudnnConvolutionBwdDataAlgoPerf_t *perf) {
-    ConvShape s;
-    cudnnStatus_t st = conv_shape("cudnnGetConvolutionBackwardDataAlgorithm_v7", dx, w, cv, dy, &s);
-    if (st != CUDNN_STATUS_SUCCESS) return st;
-    const int algos[] = {0, 1}, det[] = {0, 1};
-    const long ws[] = {bwd_data_ws(0), bwd_data_ws(1)};
-    list(perf, requested, returned, algos, ws, det, 2, cv->math);
-    return CUDNN_STATUS_SUCCESS;
+    return heuristics("cudnnGetConvolutionBackwardDataAlgorithm_v7", BWD_DATA, dx, w, cv, dy, requested, returned,
+                      perf);
 }
 cudnnStatus_t cudnnGetConvolutionBackwardDataWorkspaceSize(cudnnHandle_t h, const cudnnFilterDescriptor_t w,
                                                            const cudnnTensorDescriptor_t dy,
                                                            const cudnnConvolutionDescriptor_t cv,
                                                            const cudnnTensorDescriptor_t dx,
                                                            cudnnConvolutionBwdDataAlgo_t algo, size_t *bytes) {
-    ConvShape s;
-    cudnnStatus_t st = conv_shape("cudnnGetConvolutionBackwardDataWorkspaceSize", dx, w, cv, dy, &s);
-    if (st != CUDNN_STATUS_SUCCESS) return st;
-    if (bwd_data_ws(algo) < 0) return CUDNN_STATUS_NOT_SUPPORTED;
-    *bytes = (size_t)bwd_data_ws(algo);
-    return CUDNN_STATUS_SUCCESS;
+    return workspace("cudnnGetConvolutionBackwardDataWorkspaceSize", BWD_DATA, dx, w, cv, dy, algo, bytes);
 }
 cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t h, const void *alpha, const cudnnFilterDescriptor_t wd,
                                            const void *w, const cudnnTensorDescriptor_t dyd, const void *dy,
                                            const cudnnConvolutionDescriptor_t cv, cudnnConvolutionBwdDataAlgo_t algo,
                                            void *work, size_t work_bytes, const void *beta,
                                            const cudnnTensorDescriptor_t dxd, void *dx) {
-    return enqueue_conv("cudnnConvolutionBackwardData", BWD_DATA, bwd_data_ws(algo), dxd, wd, cv, dyd, w, dy, dx,
-                        alpha, beta, work, work_bytes);
+    return enqueue_conv("cudnnConvolutionBackwardData", BWD_DATA, workspace_of(BWD_DATA, algo), dxd, wd, cv, dyd, w,
+                        dy, dx, alpha, beta, work, work_bytes);
 }
 
 cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(cudnnHandle_t h, const cudnnTensorDescriptor_t x,
@@ -549,33 +559,23 @@ cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(cudnnHandle_t h, con
                                                             const cudnnConvolutionDescriptor_t cv,
                                                             const cudnnFilterDescriptor_t dw, const int requested,
                                                             int *returned, cudnnConvolutionBwdFilterAlgoPerf_t *perf) {
-    ConvShape s;
-    cudnnStatus_t st = conv_shape("cudnnGetConvolutionBackwardFilterAlgorithm_v7", x, dw, cv, dy, &s);
-    if (st != CUDNN_STATUS_SUCCESS) return st;
-    const int algos[] = {0, 3, 1}, det[] = {0, 1, 1};
-    const long ws[] = {bwd_filter_ws(0), bwd_filter_ws(3), bwd_filter_ws(1)};
-    list(perf, requested, returned, algos, ws, det, 3, cv->math);
-    return CUDNN_STATUS_SUCCESS;
+    return heuristics("cudnnGetConvolutionBackwardFilterAlgorithm_v7", BWD_FILTER, x, dw, cv, dy, requested, returned,
+                      perf);
 }
 cudnnStatus_t cudnnGetConvolutionBackwardFilterWorkspaceSize(cudnnHandle_t h, const cudnnTensorDescriptor_t x,
                                                              const cudnnTensorDescriptor_t dy,
                                                              const cudnnConvolutionDescriptor_t cv,
                                                              const cudnnFilterDescriptor_t dw,
                                                              cudnnConvolutionBwdFilterAlgo_t algo, size_t *bytes) {
-    ConvShape s;
-    cudnnStatus_t st = conv_shape("cudnnGetConvolutionBackwardFilterWorkspaceSize", x, dw, cv, dy, &s);
-    if (st != CUDNN_STATUS_SUCCESS) return st;
-    if (bwd_filter_ws(algo) < 0) return CUDNN_STATUS_NOT_SUPPORTED;
-    *bytes = (size_t)bwd_filter_ws(algo);
-    return CUDNN_STATUS_SUCCESS;
+    return workspace("cudnnGetConvolutionBackwardFilterWorkspaceSize", BWD_FILTER, x, dw, cv, dy, algo, bytes);
 }
 cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void *alpha, const cudnnTensorDescriptor_t xd,
                                              const void *x, const cudnnTensorDescriptor_t dyd, const void *dy,
                                              const cudnnConvolutionDescriptor_t cv,
                                              cudnnConvolutionBwdFilterAlgo_t algo, void *work, size_t work_bytes,
                                              const void *beta, const cudnnFilterDescriptor_t dwd, void *dw) {
-    return enqueue_conv("cudnnConvolutionBackwardFilter", BWD_FILTER, bwd_filter_ws(algo), xd, dwd, cv, dyd, x, dy,
-                        dw, alpha, beta, work, work_bytes);
+    return enqueue_conv("cudnnConvolutionBackwardFilter", BWD_FILTER, workspace_of(BWD_FILTER, algo), xd, dwd, cv,
+                        dyd, x, dy, dw, alpha, beta, work, work_bytes);
 }
 
 }  // extern "C"
