@@ -77,6 +77,12 @@ void gpu_conv_free(GpuConv *c) {
     memset(c, 0, sizeof *c);
 }
 
+// The arithmetic c's math type stands for here (gpu_math; the bf16 base's
+// convs are the ones in CUDNN_TENSOR_OP_MATH), for messages.
+static const char *math_name(const GpuConv *c) {
+    return c->math == CUDNN_FMA_MATH ? "float32" : c->math == CUDNN_TENSOR_OP_MATH ? "bfloat16" : "TF32";
+}
+
 int gpu_conv_pick_forward(cudnnHandle_t h, const GpuConv *c, const Layer *l, cudnnConvolutionFwdAlgo_t *algo,
                           size_t *ws) {
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
@@ -102,7 +108,7 @@ int gpu_conv_pick_forward(cudnnHandle_t h, const GpuConv *c, const Layer *l, cud
         return 0;
     }
     return err_set("cuDNN: no %s algorithm for %s within %lu MB of workspace",
-                   c->math == CUDNN_FMA_MATH ? "float32" : "TF32", l->name, GPU_WORKSPACE_LIMIT >> 20);
+                   math_name(c), l->name, GPU_WORKSPACE_LIMIT >> 20);
 }
 
 // The two backward picks share this rule over the heuristics' list perf:
@@ -155,7 +161,7 @@ int gpu_conv_pick_backward_data(cudnnHandle_t h, const GpuConv *c, const Layer *
     if (pick_backward(perf, found, c, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1, need_of, algo, ws, deterministic) == 0)
         return 0;
     return err_set("cuDNN: no %s backward-data algorithm for %s within %lu MB of workspace",
-                   c->math == CUDNN_FMA_MATH ? "float32" : "TF32", l->name, GPU_WORKSPACE_LIMIT >> 20);
+                   math_name(c), l->name, GPU_WORKSPACE_LIMIT >> 20);
 }
 
 int gpu_conv_pick_backward_filter(cudnnHandle_t h, const GpuConv *c, const Layer *l,
@@ -171,7 +177,7 @@ int gpu_conv_pick_backward_filter(cudnnHandle_t h, const GpuConv *c, const Layer
     if (pick_backward(perf, found, c, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, need_of, algo, ws, deterministic) == 0)
         return 0;
     return err_set("cuDNN: no %s backward-filter algorithm for %s within %lu MB of workspace",
-                   c->math == CUDNN_FMA_MATH ? "float32" : "TF32", l->name, GPU_WORKSPACE_LIMIT >> 20);
+                   math_name(c), l->name, GPU_WORKSPACE_LIMIT >> 20);
 }
 
 __global__ static void bias_relu_nhwc(float *y, const float *bias, long n, int C) {

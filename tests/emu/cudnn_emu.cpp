@@ -20,17 +20,18 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <vector>
 
 // From the emulated runtime (tests/emu/gpu_emu.cpp), exported by the
 // test executables (-rdynamic).
-extern "C" void emu_enqueue(void (*fn)(void *), void *ctx);
+extern "C" void emu_enqueue(void (*fn)(void *), void *ctx, cudaStream_t s);
 extern "C" size_t emu_device_extent(const void *p);
 
 struct cudnnContext {
-    int unused;
+    cudaStream_t stream;  // cudnnSetStream's (0: the legacy default stream)
 };
 struct cudnnTensorStruct {
     int set;
@@ -54,6 +55,7 @@ struct cudnnConvolutionStruct {
 struct cudnnPoolingStruct {
     int set;
     cudnnPoolingMode_t mode;
+    cudnnNanPropagation_t nan;
     int wh, ww, ph, pw, sh, sw;
 };
 
@@ -78,15 +80,18 @@ const char *cudnnGetErrorString(cudnnStatus_t s) {
 }
 
 cudnnStatus_t cudnnCreate(cudnnHandle_t *h) {
-    *h = new cudnnContext{0};
+    *h = new cudnnContext{NULL};
     return CUDNN_STATUS_SUCCESS;
 }
 cudnnStatus_t cudnnDestroy(cudnnHandle_t h) {
     delete h;
     return CUDNN_STATUS_SUCCESS;
 }
-// One queue for every stream (gpu_emu.cpp): the stream changes nothing.
-cudnnStatus_t cudnnSetStream(cudnnHandle_t h, cudaStream_t s) { return CUDNN_STATUS_SUCCESS; }
+// The handle's calls are queued on s (gpu_emu.cpp orders them with the rest).
+cudnnStatus_t cudnnSetStream(cudnnHandle_t h, cudaStream_t s) {
+    h->stream = s;
+    return CUDNN_STATUS_SUCCESS;
+}
 
 cudnnStatus_t cudnnCreateTensorDescriptor(cudnnTensorDescriptor_t *d) {
     *d = new cudnnTensorStruct();
@@ -170,7 +175,7 @@ cudnnStatus_t cudnnSetPooling2dDescriptor(cudnnPoolingDescriptor_t d, cudnnPooli
         return bad("cudnnSetPooling2dDescriptor", "only max pooling is emulated");
     if (wh <= 0 || ww <= 0 || sh <= 0 || sw <= 0 || ph < 0 || pw < 0)
         return bad("cudnnSetPooling2dDescriptor", "a window or stride <= 0, or a negative padding");
-    *d = cudnnPoolingStruct{1, mode, wh, ww, ph, pw, sh, sw};
+    *d = cudnnPoolingStruct{1, mode, nan, wh, ww, ph, pw, sh, sw};
     return CUDNN_STATUS_SUCCESS;
 }
 
@@ -208,13 +213,15 @@ static uint16_t float_to_bf16(float f) {  // round to nearest even, as __float2b
     u += 0x7FFF + ((u >> 16) & 1);
     return (uint16_t)(u >> 16);
 }
-// A float rounded to TF32 (10 mantissa bits; to nearest, ties away from zero,
-// as the GPU's cvt.rna.tf32.f32).
+// A float rounded to TF32 (10 mantissa bits): to nearest, ties away from
+// zero, as the GPU's cvt.rna.tf32.f32; EMU_TF32=rz truncates instead, as
+// tensor cores given float bits do (to see a tolerance's margin).
 static float tf32(float f) {
+    static const int rz = getenv("EMU_TF32") && !strcmp(getenv("EMU_TF32"), "rz");
     if (!isfinite(f)) return f;
     uint32_t u;
     memcpy(&u, &f, 4);
-    u = (u + 0x1000u) & ~0x1FFFu;
+    u = (u + (rz ? 0u : 0x1000u)) & ~0x1FFFu;
     memcpy(&f, &u, 4);
     return f;
 }
@@ -422,34 +429,52 @@ static void run_conv(void *p) {
 // --- algorithms: what the heuristics list, and their workspaces ----------------
 
 // Per kind (FWD, BWD_DATA, BWD_FILTER), in the heuristics' order: the
-// algorithm numbers, whether each is deterministic, and its workspace.
+// algorithm numbers and whether each is deterministic (cuDNN's
+// documentation: backward-filter 0 and 3 are not, 1 is; backward-data 0 is
+// not). The backward-data list leaves out algorithm 1, so the walk's
+// fallback to it (gpu_util.cu) runs.
 struct Algos {
     int n, algo[3], det[3];
-    long ws[3];
 };
 static const Algos algos_[3] = {
-    {2, {1, 0}, {1, 1}, {1 << 20, 0}},
-    {2, {0, 1}, {0, 1}, {0, 1 << 20}},
-    {3, {0, 3, 1}, {0, 1, 1}, {0, 2 << 20, 1 << 20}},
+    {2, {1, 0}, {1, 1}},
+    {1, {0}, {0}},
+    {3, {0, 3, 1}, {0, 0, 1}},
 };
-// Workspace bytes of an algorithm of a kind; -1: not emulated.
-static long workspace_of(int kind, int algo) {
-    for (int i = 0; i < algos_[kind].n; i++)
-        if (algos_[kind].algo[i] == algo) return algos_[kind].ws[i];
-    return -1;
+// Workspace bytes of an algorithm of a kind for shape s, growing with the
+// batch and the layer as cuDNN's do (a workspace sized for another shape
+// shows); -1: not emulated.
+static long workspace_of(int kind, int algo, const ConvShape &s) {
+    const long out = (long)s.N * s.P * s.Q * 4, in = (long)s.N * s.H * s.W * 4, filter = (long)s.K * s.R * s.S * s.C * 4;
+    if (algo == 0) return 0;
+    if (kind == FWD) return algo == 1 ? out : -1;
+    if (kind == BWD_DATA) return algo == 1 ? in : -1;
+    return algo == 1 ? filter : algo == 3 ? 2 * filter : -1;
 }
 
 static float scalar(const void *p) { return *(const float *)p; }
 
-static cudnnStatus_t enqueue_conv(const char *fn, int kind, long need, const cudnnTensorStruct *x,
+// Whether [a, a + an) and [b, b + bn) share a byte.
+static int overlap(const void *a, size_t an, const void *b, size_t bn) {
+    return a && b && (const char *)a < (const char *)b + bn && (const char *)b < (const char *)a + an;
+}
+
+// Checks a convolution call as cuDNN would (and its data as a GPU would)
+// and queues it on the handle's stream.
+static cudnnStatus_t enqueue_conv(const char *fn, int kind, cudnnHandle_t h, int algo, const cudnnTensorStruct *x,
                                   const cudnnFilterStruct *f, const cudnnConvolutionStruct *cv,
                                   const cudnnTensorStruct *y, const void *in0, const void *in1, void *out,
                                   const void *alpha, const void *beta, void *work, size_t work_bytes) {
     ConvShape s;
     cudnnStatus_t st = conv_shape(fn, x, f, cv, y, &s);
     if (st != CUDNN_STATUS_SUCCESS) return st;
+    long need = workspace_of(kind, algo, s);
     if (need < 0) return bad(fn, "an algorithm the emulation does not list");
-    if ((size_t)need > work_bytes || (need && !work)) return bad(fn, "the workspace is smaller than the algorithm's");
+    if ((size_t)need > work_bytes || (need && !work)) {
+        fprintf(stderr, "emu cuDNN: %s: algorithm %d needs %ld bytes of workspace at this shape, %zu given\n", fn, algo,
+                need, work ? work_bytes : 0);
+        return CUDNN_STATUS_BAD_PARAM;
+    }
     if (work && work_bytes && (st = check_data(fn, "workspace", work, work_bytes)) != CUDNN_STATUS_SUCCESS) return st;
     size_t fb = (size_t)f->k * f->c * f->r * f->s * elem_size(f->type);
     const char *names[3][3] = {{"x", "w", "y"}, {"w", "dy", "dx"}, {"x", "dy", "dw"}};
@@ -459,8 +484,19 @@ static cudnnStatus_t enqueue_conv(const char *fn, int kind, long need, const cud
     const void *ptrs[3] = {in0, in1, out};
     for (int i = 0; i < 3; i++)
         if ((st = check_data(fn, names[kind][i], ptrs[i], sizes[kind][i])) != CUDNN_STATUS_SUCCESS) return st;
+    // cuDNN's convolutions are not in place, and the workspace is its own.
+    for (int i = 0; i < 2; i++)
+        if (overlap(ptrs[i], sizes[kind][i], out, sizes[kind][2])) {
+            fprintf(stderr, "emu cuDNN: %s: %s and %s overlap\n", fn, names[kind][i], names[kind][2]);
+            return CUDNN_STATUS_BAD_PARAM;
+        }
+    for (int i = 0; i < 3; i++)
+        if (overlap(ptrs[i], sizes[kind][i], work, work_bytes)) {
+            fprintf(stderr, "emu cuDNN: %s: %s and the workspace overlap\n", fn, names[kind][i]);
+            return CUDNN_STATUS_BAD_PARAM;
+        }
     ConvOp *o = new ConvOp{kind, s, *x, *y, *f, *cv, in0, in1, out, scalar(alpha), scalar(beta), work, work_bytes};
-    emu_enqueue(run_conv, o);
+    emu_enqueue(run_conv, o, h->stream);
     return CUDNN_STATUS_SUCCESS;
 }
 
@@ -479,7 +515,7 @@ static cudnnStatus_t heuristics(const char *fn, int kind, const cudnnTensorStruc
         perf[k].algo = (decltype(perf[k].algo))a.algo[k];
         perf[k].status = CUDNN_STATUS_SUCCESS;
         perf[k].time = -1;
-        perf[k].memory = (size_t)a.ws[k];
+        perf[k].memory = (size_t)workspace_of(kind, a.algo[k], s);
         perf[k].determinism = a.det[k] ? CUDNN_DETERMINISTIC : CUDNN_NON_DETERMINISTIC;
         perf[k].mathType = cv->math;
     }
@@ -493,8 +529,8 @@ static cudnnStatus_t workspace(const char *fn, int kind, const cudnnTensorStruct
     ConvShape s;
     cudnnStatus_t st = conv_shape(fn, x, f, cv, y, &s);
     if (st != CUDNN_STATUS_SUCCESS) return st;
-    if (workspace_of(kind, algo) < 0) return CUDNN_STATUS_NOT_SUPPORTED;
-    *bytes = (size_t)workspace_of(kind, algo);
+    if (workspace_of(kind, algo, s) < 0) return CUDNN_STATUS_NOT_SUPPORTED;
+    *bytes = (size_t)workspace_of(kind, algo, s);
     return CUDNN_STATUS_SUCCESS;
 }
 
@@ -526,7 +562,7 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void *alpha, const 
                                       const cudnnConvolutionDescriptor_t cv, cudnnConvolutionFwdAlgo_t algo,
                                       void *work, size_t work_bytes, const void *beta,
                                       const cudnnTensorDescriptor_t yd, void *y) {
-    return enqueue_conv("cudnnConvolutionForward", FWD, workspace_of(FWD, algo), xd, wd, cv, yd, x, w, y, alpha, beta,
+    return enqueue_conv("cudnnConvolutionForward", FWD, h, algo, xd, wd, cv, yd, x, w, y, alpha, beta,
                         work, work_bytes);
 }
 
@@ -550,7 +586,7 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t h, const void *alpha, c
                                            const cudnnConvolutionDescriptor_t cv, cudnnConvolutionBwdDataAlgo_t algo,
                                            void *work, size_t work_bytes, const void *beta,
                                            const cudnnTensorDescriptor_t dxd, void *dx) {
-    return enqueue_conv("cudnnConvolutionBackwardData", BWD_DATA, workspace_of(BWD_DATA, algo), dxd, wd, cv, dyd, w,
+    return enqueue_conv("cudnnConvolutionBackwardData", BWD_DATA, h, algo, dxd, wd, cv, dyd, w,
                         dy, dx, alpha, beta, work, work_bytes);
 }
 
@@ -574,7 +610,7 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void *alpha,
                                              const cudnnConvolutionDescriptor_t cv,
                                              cudnnConvolutionBwdFilterAlgo_t algo, void *work, size_t work_bytes,
                                              const void *beta, const cudnnFilterDescriptor_t dwd, void *dw) {
-    return enqueue_conv("cudnnConvolutionBackwardFilter", BWD_FILTER, workspace_of(BWD_FILTER, algo), xd, dwd, cv,
+    return enqueue_conv("cudnnConvolutionBackwardFilter", BWD_FILTER, h, algo, xd, dwd, cv,
                         dyd, x, dy, dw, alpha, beta, work, work_bytes);
 }
 
@@ -606,7 +642,8 @@ static void run_pool(void *p) {
                             int h = p * o->pd.sh - o->pd.ph + r, w = q * o->pd.sw - o->pd.pw + s;
                             if (h < 0 || h >= H || w < 0 || w >= W) continue;
                             float v = X[(((size_t)n * H + h) * W + w) * C + c];
-                            if (v > m) m = v;
+                            if (v > m || (isnan(v) && o->pd.nan == CUDNN_PROPAGATE_NAN)) m = v;
+                            if (isnan(m)) break;
                         }
                     Y[k++] = m;
                 }
@@ -629,6 +666,7 @@ extern "C" cudnnStatus_t cudnnPoolingForward(cudnnHandle_t h, const cudnnPooling
     cudnnStatus_t st;
     if ((st = check_data(fn, "x", x, tensor_bytes(xd))) != CUDNN_STATUS_SUCCESS) return st;
     if ((st = check_data(fn, "y", y, tensor_bytes(yd))) != CUDNN_STATUS_SUCCESS) return st;
-    emu_enqueue(run_pool, new PoolOp{*pd, *xd, *yd, x, y, scalar(alpha), scalar(beta)});
+    if (overlap(x, tensor_bytes(xd), y, tensor_bytes(yd))) return bad(fn, "x and y overlap");
+    emu_enqueue(run_pool, new PoolOp{*pd, *xd, *yd, x, y, scalar(alpha), scalar(beta)}, h->stream);
     return CUDNN_STATUS_SUCCESS;
 }

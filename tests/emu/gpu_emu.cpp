@@ -9,19 +9,30 @@
 // - our kernels' indexing, grid-stride loops and __syncthreads use (the
 //   kernel source unchanged, every CUDA thread run: cuda_emu.h);
 // - launch configurations (CUDA's limits: cudaErrorInvalidConfiguration);
-// - ordering: launches, async copies and memsets are queued in issue order
-//   and run only when the host synchronises (cudaStreamSynchronize,
-//   cudaEventSynchronize, cudaDeviceSynchronize, a blocking copy). A host
-//   that reads a pinned buffer before synchronising sees the old bytes, one
-//   that reuses it early sends the new ones: the races of a real GPU made
-//   deterministic failures. Copies from pageable memory are staged at the
-//   call and copies to it complete before it returns, as CUDA does them;
-// - device memory: each allocation its own mapping, ending at a guard page
-//   and inaccessible to the host except while queued work runs, so a host
-//   dereference of a device pointer or a kernel writing past an allocation
-//   is a segmentation fault at the faulty line; copies and memsets outside
-//   an allocation are errors (cudaErrorInvalidValue, and a line on stderr);
+// - ordering: launches, async copies, memsets and cuDNN calls are queued
+//   in issue order, each with its stream, and run only when the host
+//   synchronises, and then only as far as that synchronisation promises:
+//   cudaEventSynchronize up to the event's last cudaEventRecord (at once
+//   for an event never recorded), cudaStreamSynchronize up to the stream's
+//   last operation, a blocking copy or cudaDeviceSynchronize everything.
+//   A host that reads a pinned buffer before synchronising sees the old
+//   bytes, one that reuses it early sends the new ones, one that waits on
+//   the wrong event or stream finds the work not done: the races of a real
+//   GPU made deterministic failures. (Running a prefix of the issue order is
+//   one schedule a GPU may choose.) Copies from pageable memory are staged
+//   at the call and copies to it complete before it returns, as CUDA does;
+// - device memory: each allocation its own mapping, its last byte just
+//   before a guard page, and inaccessible to the host except while queued
+//   work runs, so a host dereference of a device pointer or a kernel
+//   reading or writing past an allocation is a segmentation fault at the
+//   faulty line (explained on stderr); copies and memsets outside an
+//   allocation are errors (cudaErrorInvalidValue, and a line on stderr);
 //   new allocations hold NaNs (0xFF bytes), so unwritten memory shows;
+// - kernels: threads run in ascending order in one block and descending in
+//   the next (and so for each round between barriers), so threads that
+//   read what others write without a barrier disagree whichever writes;
+//   __shared__ memory holds NaNs at the start of each block, as it holds
+//   garbage on a GPU; each fiber's stack ends at a guard page;
 // - CUDA_VISIBLE_DEVICES as the runtime reads it (empty or -1: no device).
 // What it cannot: cuDNN's own algorithms and the GPU's arithmetic (FMA
 // contraction, tensor cores), real concurrency between CUDA threads or
@@ -32,6 +43,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <deque>
 #include <map>
 #include <mutex>
 #include <stdint.h>
@@ -52,13 +64,15 @@ struct Op {
     void *ctx;
 };
 static std::mutex lock_;  // the queue, the allocations and their protection
-static std::vector<Op> queue_;
+static std::deque<Op> queue_;                     // issued, not yet run, in issue order
+static unsigned long issued_ = 0, done_ = 0;      // operations issued / run so far
+static std::map<cudaStream_t, unsigned long> last_on_;  // a stream's last operation (its number)
 
 // Device allocations: user pointer -> mapping.
 struct Region {
     char *base;        // the mapping: data pages, then one guard page
     size_t data_len;   // bytes of the data pages
-    size_t size;       // bytes asked for; the pointer is base + data_len - round16(size)
+    size_t size;       // bytes asked for; the pointer is base + data_len - size
 };
 static std::map<char *, Region> device_;
 // cudaMallocHost'ed memory (host memory the GPU copies asynchronously): start -> bytes.
@@ -74,24 +88,40 @@ static void protect_all(int prot) {
         }
 }
 
-// Runs what is queued, in order; device memory is accessible meanwhile.
-static void flush_locked(void) {
-    if (queue_.empty()) return;
+// Runs the queued operations numbered up to `upto`, in order; device
+// memory is accessible meanwhile.
+static void run_locked(unsigned long upto) {
+    if (done_ >= upto || queue_.empty()) return;
     protect_all(PROT_READ | PROT_WRITE);
-    for (size_t i = 0; i < queue_.size(); i++) queue_[i].fn(queue_[i].ctx);
-    queue_.clear();
+    while (done_ < upto && !queue_.empty()) {
+        Op op = queue_.front();
+        queue_.pop_front();
+        done_++;
+        op.fn(op.ctx);
+    }
     protect_all(PROT_NONE);
 }
 
-static void flush(void) {
+static void run_upto(unsigned long upto) {
     std::lock_guard<std::mutex> g(lock_);
-    flush_locked();
+    run_locked(upto);
 }
+static void run_all(void) { run_upto(~0ul); }
 
-// Queued work (for cudnn_emu.cpp too: it finds this with dlsym, hence C).
-extern "C" void emu_enqueue(void (*fn)(void *), void *ctx) {
+// Queues fn(ctx) on stream s (for cudnn_emu.cpp too, hence C).
+extern "C" void emu_enqueue(void (*fn)(void *), void *ctx, cudaStream_t s) {
     std::lock_guard<std::mutex> g(lock_);
     queue_.push_back(Op{fn, ctx});
+    last_on_[s] = ++issued_;
+}
+
+// The number of the last operation that synchronising with stream s waits
+// for: the stream's last one (the legacy default stream's own operations
+// wait for the other streams' earlier ones: the prefix run covers that).
+static unsigned long stream_mark(cudaStream_t s) {
+    std::lock_guard<std::mutex> g(lock_);
+    auto it = last_on_.find(s);
+    return it == last_on_.end() ? 0 : it->second;
 }
 
 // Bytes of device memory from p to the end of its allocation; 0 when p is
@@ -158,12 +188,14 @@ static cudaError_t fail(cudaError_t e, const char *what) {
 cudaError_t cudaMalloc(void **p, size_t size) {
     *p = NULL;
     if (size == 0) return cudaSuccess;
-    size_t used = (size + 15) & ~(size_t)15;
-    size_t data_len = (used + page_ - 1) / page_ * page_;
+    // The last byte just before the guard page: the pointer is aligned to
+    // the largest power of two dividing size, so an array of any element
+    // type whose size is a power of two is aligned to its elements.
+    size_t data_len = (size + page_ - 1) / page_ * page_;
     char *base = (char *)mmap(NULL, data_len + page_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (base == MAP_FAILED) return cudaErrorMemoryAllocation;
-    char *user = base + data_len - used;
-    memset(user, 0xFF, used);  // NaN floats: memory nothing wrote shows
+    char *user = base + data_len - size;
+    memset(user, 0xFF, size);  // NaN floats: memory nothing wrote shows
     if (mprotect(base, data_len + page_, PROT_NONE) != 0) abort();
     std::lock_guard<std::mutex> g(lock_);
     device_[user] = Region{base, data_len, size};
@@ -174,7 +206,7 @@ cudaError_t cudaMalloc(void **p, size_t size) {
 cudaError_t cudaFree(void *p) {
     if (!p) return cudaSuccess;
     std::lock_guard<std::mutex> g(lock_);
-    flush_locked();  // cudaFree synchronises the device
+    run_locked(~0ul);  // cudaFree synchronises the device
     auto it = device_.find((char *)p);
     if (it == device_.end()) return fail(cudaErrorInvalidValue, "cudaFree of a pointer cudaMalloc did not return");
     munmap(it->second.base, it->second.data_len + page_);
@@ -196,7 +228,7 @@ cudaError_t cudaHostAlloc(void **p, size_t size, unsigned int flags) { return cu
 cudaError_t cudaFreeHost(void *p) {
     if (!p) return cudaSuccess;
     std::lock_guard<std::mutex> g(lock_);
-    flush_locked();
+    run_locked(~0ul);  // as cudaFree
     if (!pinned_size_.erase((char *)p))
         return fail(cudaErrorInvalidValue, "cudaFreeHost of a pointer cudaMallocHost did not return");
     free(p);
@@ -241,15 +273,16 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind
         c->staged = malloc(n);
         memcpy(c->staged, src, n);
     }
-    emu_enqueue(run_copy, c);
+    emu_enqueue(run_copy, c, s);
     // Pageable destination: the copy completes before the call returns.
-    if (k == cudaMemcpyDeviceToHost && pinned_extent(dst) < n) flush();
+    if (k == cudaMemcpyDeviceToHost && pinned_extent(dst) < n) run_upto(stream_mark(s));
     return cudaSuccess;
 }
 
+// On the legacy default stream, and complete on return.
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind k) {
     cudaError_t e = cudaMemcpyAsync(dst, src, n, k, 0);
-    if (e == cudaSuccess) flush();
+    if (e == cudaSuccess) run_upto(stream_mark(0));
     return e;
 }
 
@@ -268,13 +301,13 @@ cudaError_t cudaMemsetAsync(void *dst, int value, size_t n, cudaStream_t s) {
     if (n == 0) return cudaSuccess;
     size_t de = emu_device_extent(dst);
     if (de < n) return fail(cudaErrorInvalidValue, de ? "cudaMemset past the end of the device allocation" : "cudaMemset of a pointer that is not device memory");
-    emu_enqueue(run_set, new SetOp{dst, value, n});
+    emu_enqueue(run_set, new SetOp{dst, value, n}, s);
     return cudaSuccess;
 }
 
 cudaError_t cudaMemset(void *dst, int value, size_t n) {
     cudaError_t e = cudaMemsetAsync(dst, value, n, 0);
-    if (e == cudaSuccess) flush();
+    if (e == cudaSuccess) run_upto(stream_mark(0));
     return e;
 }
 
@@ -285,32 +318,47 @@ cudaError_t cudaStreamCreate(cudaStream_t *s) {
     return cudaSuccess;
 }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int flags) { return cudaStreamCreate(s); }
+// Returns at once, as CUDA's: the stream's work still runs (in order).
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
-    flush();
+    std::lock_guard<std::mutex> g(lock_);
+    last_on_.erase(s);
     delete (char *)s;
     return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
-    flush();
+    run_upto(stream_mark(s));
     return cudaSuccess;
 }
+
+// An event: the operation number its last record marked (recorded: once).
+struct EmuEvent {
+    int recorded;
+    unsigned long mark;
+};
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int flags) {
-    *e = (cudaEvent_t) new char;
+    *e = (cudaEvent_t) new EmuEvent{0, 0};
     return cudaSuccess;
 }
 cudaError_t cudaEventCreate(cudaEvent_t *e) { return cudaEventCreateWithFlags(e, 0); }
-cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) { return cudaSuccess; }
-// Everything queued before the event is done once everything queued is.
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+    EmuEvent *ev = (EmuEvent *)e;
+    ev->recorded = 1;
+    ev->mark = stream_mark(s);
+    return cudaSuccess;
+}
+// The work before the event's last record is done (an event never
+// recorded: at once, as CUDA documents).
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
-    flush();
+    EmuEvent *ev = (EmuEvent *)e;
+    if (ev->recorded) run_upto(ev->mark);
     return cudaSuccess;
 }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
-    delete (char *)e;
+    delete (EmuEvent *)e;
     return cudaSuccess;
 }
 cudaError_t cudaDeviceSynchronize(void) {
-    flush();
+    run_all();
     return cudaSuccess;
 }
 
@@ -450,6 +498,36 @@ struct Launch {
     void (*free_args)(void *);
 };
 
+// __shared__ variables (cuda_emu.h puts them in this section): NaNs at the
+// start of each block.
+extern "C" char __start_emu_shared[] __attribute__((weak)), __stop_emu_shared[] __attribute__((weak));
+static void poison_shared(void) {
+    char *start = __start_emu_shared, *stop = __stop_emu_shared;
+    if (start && stop > start)
+        memset(start, 0xFF, (size_t)(stop - start));
+}
+
+// Fiber stacks, each above a guard page (a kernel's locals that overflow
+// one fault rather than overwrite the next thread's); kept between launches.
+static const size_t fiber_stack_ = 64 * 1024;
+static thread_local char *stacks_ = NULL;
+static thread_local size_t stacks_n_ = 0;
+static char *fiber_stacks(unsigned threads) {
+    if (threads <= stacks_n_) return stacks_;
+    if (stacks_) munmap(stacks_, stacks_n_ * (fiber_stack_ + page_));
+    stacks_n_ = threads;
+    stacks_ = (char *)mmap(NULL, threads * (fiber_stack_ + page_), PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (stacks_ == MAP_FAILED) abort();
+    for (unsigned t = 0; t < threads; t++) mprotect(stacks_ + t * (fiber_stack_ + page_), page_, PROT_NONE);
+    return stacks_;
+}
+
+static unsigned long launches_ = 0;
+
+// The t-th thread to run in a pass over n threads: ascending or descending.
+static inline unsigned nth(unsigned t, unsigned n, int down) { return down ? n - 1 - t : t; }
+
 static void run_launch(void *p) {
     Launch *l = (Launch *)p;
     const dim3 g = l->cfg.grid, b = l->cfg.block;
@@ -457,30 +535,30 @@ static void run_launch(void *p) {
     kernel_name_ = l->name;
     const unsigned threads = b.x * b.y * b.z;
     std::vector<Fiber> fibers(l->sync ? threads : 0);
-    const size_t stack = 64 * 1024;
-    static thread_local std::vector<char> stacks;  // kept: launches are many
-    if (l->sync && stacks.size() < threads * stack) stacks.resize(threads * stack);
+    char *stacks = l->sync ? fiber_stacks(threads) : NULL;
     fiber_body_ = l->body, fiber_args_ = l->args;
+    unsigned long block = launches_++;  // the direction alternates per block (and round), from launch to launch
     for (unsigned bz = 0; bz < g.z; bz++)
         for (unsigned by = 0; by < g.y; by++)
-            for (unsigned bx = 0; bx < g.x; bx++) {
+            for (unsigned bx = 0; bx < g.x; bx++, block++) {
                 blockIdx = uint3{bx, by, bz};
+                poison_shared();
                 if (!l->sync) {
-                    for (unsigned tz = 0; tz < b.z; tz++)
-                        for (unsigned ty = 0; ty < b.y; ty++)
-                            for (unsigned tx = 0; tx < b.x; tx++) {
-                                threadIdx = uint3{tx, ty, tz};
-                                l->body(l->args);
-                            }
+                    for (unsigned i = 0; i < threads; i++) {
+                        unsigned t = nth(i, threads, block & 1);
+                        threadIdx = uint3{t % b.x, t / b.x % b.y, t / (b.x * b.y)};
+                        l->body(l->args);
+                    }
                     continue;
                 }
                 for (unsigned t = 0; t < threads; t++) {
                     fibers[t].done = 0;
-                    fibers[t].sp = fiber_stack(&stacks[t * stack], stack);
+                    fibers[t].sp = fiber_stack(stacks + t * (fiber_stack_ + page_) + page_, fiber_stack_);
                 }
-                for (int live = 1; live;) {
+                for (int live = 1, round = 0; live; round++) {
                     live = 0;
-                    for (unsigned t = 0; t < threads; t++) {
+                    for (unsigned i = 0; i < threads; i++) {
+                        unsigned t = nth(i, threads, (block + round) & 1);
                         if (fibers[t].done) continue;
                         threadIdx = uint3{t % b.x, t / b.x % b.y, t / (b.x * b.y)};
                         current_ = &fibers[t];
@@ -506,5 +584,5 @@ void emu_launch_raw(const char *name, int uses_syncthreads, const EmuConfig &cfg
         free_args(args);
         return;
     }
-    emu_enqueue(run_launch, new Launch{name, uses_syncthreads, cfg, body, args, free_args});
+    emu_enqueue(run_launch, new Launch{name, uses_syncthreads, cfg, body, args, free_args}, cfg.stream);
 }
