@@ -27,11 +27,11 @@ static void need_gpu(void) {
     if (test_show_gpus(why, sizeof why) == 0) cr_skip_test("no GPU: %s", why);
 }
 
-static Model build(Arch arch, int size, const char *cut) {
+static Model build_hw(Arch arch, int h, int w, const char *cut) {
     ModelConfig cfg;
     model_config_defaults(&cfg);
     cfg.arch = arch;
-    cfg.input_h = cfg.input_w = size;
+    cfg.input_h = h, cfg.input_w = w;
     cfg.cut = cut;
     Model m;
     cr_assert_eq(model_build(&m, &cfg), 0, "%s", err_msg());
@@ -39,21 +39,23 @@ static Model build(Arch arch, int size, const char *cut) {
     model_init_random(&m, 1, m.n_base, 3);
     return m;
 }
+static Model build(Arch arch, int size, const char *cut) { return build_hw(arch, size, size, cut); }
 
-// Images with values in the range of caffe-preprocessed pixels.
-static float *images(int N, int size) {
-    size_t n = (size_t)N * size * size * 3;
+// Images of `pixels` pixels with values in the range of caffe-preprocessed pixels.
+static float *images_px(int N, long pixels) {
+    size_t n = (size_t)N * pixels * 3;
     float *x = malloc(sizeof(float) * n);
     for (size_t i = 0; i < n; i++) x[i] = (float)((i * 37 + i / 7) % 256) - 120.0f;
     return x;
 }
+static float *images(int N, int size) { return images_px(N, (long)size * size); }
 
-// GPU vs base_forward_cpu on N images: max |diff| <= rel * the largest feature.
-static void compare(Arch arch, int size, const char *cut, int N, GpuPrecision prec, float rel) {
+// GPU vs base_forward_cpu on N images of h x w: max |diff| <= rel * the largest feature.
+static void compare_hw(Arch arch, int h, int w, const char *cut, int N, GpuPrecision prec, float rel) {
     need_gpu();
-    Model m = build(arch, size, cut);
+    Model m = build_hw(arch, h, w, cut);
     long D = model_feature_size(&m);
-    float *x = images(N, size), *cpu = malloc(sizeof(float) * N * D), *gpu = malloc(sizeof(float) * N * D);
+    float *x = images_px(N, (long)h * w), *cpu = malloc(sizeof(float) * N * D), *gpu = malloc(sizeof(float) * N * D);
     BaseWorkspace ws;
     cr_assert_eq(base_workspace_alloc(&ws, &m), 0);
     base_forward_cpu(&m, x, N, cpu, &ws);
@@ -64,14 +66,17 @@ static void compare(Arch arch, int size, const char *cut, int N, GpuPrecision pr
     for (long i = 0; i < N * D; i++) scale = fmaxf(scale, fabsf(cpu[i]));
     float err = max_abs_diff(gpu, cpu, (size_t)(N * D));
     fprintf(stderr, "GPU vs CPU: %s %dx%d %s batch %d %s: max |diff| %.3g = %.3g of the largest feature %.4g\n",
-            arch_name(arch), size, size, cut, N, gpu_precision_name(prec), err, scale > 0 ? err / scale : 0, scale);
+            arch_name(arch), h, w, cut, N, gpu_precision_name(prec), err, scale > 0 ? err / scale : 0, scale);
     cr_expect_gt(scale, 0);
-    cr_expect_leq(err, rel * scale, "GPU vs CPU at %dx%d (%s, batch %d, %s): max |diff| %g, largest %g", size, size,
+    cr_expect_leq(err, rel * scale, "GPU vs CPU at %dx%d (%s, batch %d, %s): max |diff| %g, largest %g", h, w,
                   cut, N, gpu_precision_name(prec), err, scale);
     gpu_base_free(g);
     base_workspace_free(&ws);
     free(x), free(cpu), free(gpu);
     model_free(&m);
+}
+static void compare(Arch arch, int size, const char *cut, int N, GpuPrecision prec, float rel) {
+    compare_hw(arch, size, size, cut, N, prec, rel);
 }
 
 // Strict float32 on both sides, sums in another order: 1e-4 of the largest
@@ -112,6 +117,24 @@ Test(gpu, every_pooling_layer) {
     const char *cuts[] = {"block1_pool", "block2_pool", "block3_pool"};
     for (int i = 0; i < 3; i++) compare(ARCH_VGG16, 40, cuts[i], 2, GPU_FP32, 1e-4f);
 }
+// A GPU older than the build's oldest machine code (sm_80) is refused with
+// the reason. The emulated GPU's compute capability is EMU_SM's: no real
+// GPU can be made older.
+Test(gpu, gpu_older_than_the_build_is_refused) {
+    need_gpu();
+    if (!test_gpu_emulated()) cr_skip_test("needs the emulated GPU (EMU_SM sets its compute capability)");
+    char why[1000] = "";
+    setenv("EMU_SM", "75", 1);
+    cr_expect_eq(gpu_count(why, sizeof why), 0);
+    cr_expect(strstr(why, "is sm_75, this build has code for sm_80 and newer") != NULL, "%s", why);
+    setenv("EMU_SM", "80", 1);
+    cr_expect_eq(gpu_count(why, sizeof why), 1, "%s", why);
+    unsetenv("EMU_SM");
+}
+
+// Height and width apart (a descriptor with the two swapped is square-blind).
+Test(gpu, non_square_48x80) { compare_hw(ARCH_VGG16, 48, 80, "block5_pool", 3, GPU_FP32, 1e-4f); }
+Test(gpu, non_square_80x48_bf16) { compare_hw(ARCH_VGG16, 80, 48, "block5_pool", 2, GPU_BF16, 1e-1f); }
 Test(gpu, smallest_input_32) { compare(ARCH_VGG16, 32, "block5_pool", 1, GPU_FP32, 1e-4f); }
 Test(gpu, largest_input_512) { compare(ARCH_VGG16, 512, "block5_pool", 1, GPU_FP32, 1e-4f); }
 Test(gpu, batch_256) { compare(ARCH_VGG16, 32, "block5_pool", 256, GPU_FP32, 1e-4f); }

@@ -64,14 +64,28 @@ static void need_gpu(void) {
     if (test_show_gpus(why, sizeof why) == 0) cr_skip_test("no GPU: %s", why);
 }
 
+// What some step tests change beyond step_matches_head's arguments (a test
+// sets it before its steps; zero: the defaults). Each catches a fault the
+// others cannot: a swapped height and width needs H != W; dropout's keep
+// and rate are equal at 0.5; RMSprop uses its second slot only with
+// momentum; padding rows never written are NaN on the emulated GPU only if
+// the first batch a walk sees is partial.
+static struct {
+    int width;           // input width (0: the height)
+    float dropout;       // 0: 0.5
+    float rms_momentum;  // RMSprop's momentum
+    int partial_first;   // the first forward pass and step on cap - 1 items
+} variant;
+
 // classes: 2 (one sigmoid output) or more (softmax).
 static Model build_classes(int size, const char *unfreeze, uint64_t seed, int classes) {
     ModelConfig cfg;
     model_config_defaults(&cfg);
     cfg.input_h = cfg.input_w = size;
+    if (variant.width) cfg.input_w = variant.width;
     cfg.unfreeze = unfreeze;
     cfg.hidden = 16;
-    cfg.dropout = 0.5f;
+    cfg.dropout = variant.dropout ? variant.dropout : 0.5f;
     cfg.n_classes = classes;
     cfg.binary = classes == 2;
     Model m;
@@ -361,16 +375,16 @@ static void step_matches_head(int size, const char *unfreeze, int from_cache, Op
     Optimizer o;
     optim_defaults(&o, kind);
     if (kind == OPTIM_SGD) o.lr = 0.01f, o.momentum = 0.9f;
-    if (kind == OPTIM_RMSPROP) o.lr = 1e-4f;
+    if (kind == OPTIM_RMSPROP) o.lr = 1e-4f, o.momentum = variant.rms_momentum;
     const int cap = 4;
     Side c, g;
     side_init_classes(&c, size, unfreeze, from_cache, &o, cap, ON_CPU, classes);
     side_init_classes(&g, size, unfreeze, from_cache, &o, cap, dev, classes);
     cr_assert_not_null(g.w.gpu);
     char tag[200], plan[2000];
-    snprintf(tag, sizeof tag, "%dx%d %s from %s, %s, %d classes%s, head on the %s", size, size, unfreeze,
-             from_cache ? "a cache" : "images", optim_kind_name(kind), classes, weighted ? " (weighted)" : "",
-             dev == ON_GPU_HEAD ? "GPU" : "CPU");
+    snprintf(tag, sizeof tag, "%dx%d %s from %s, %s, %d classes%s, head on the %s", size,
+             variant.width ? variant.width : size, unfreeze, from_cache ? "a cache" : "images",
+             optim_kind_name(kind), classes, weighted ? " (weighted)" : "", dev == ON_GPU_HEAD ? "GPU" : "CPU");
     gpu_walk_describe(g.w.gpu, plan, sizeof plan);
     fprintf(stderr, "gpu_walk: %s: %s\n", tag, plan);
     cr_expect(gpu_walk_deterministic(g.w.gpu), "a backward algorithm is not deterministic: %s", plan);
@@ -394,20 +408,23 @@ static void step_matches_head(int size, const char *unfreeze, int from_cache, Op
     for (int i = 0; i < 4; i++) sw[i] = class_w[labels[i] % 3];
     const float *w = weighted ? sw : NULL;
 
-    // The forward pass alone (no update), full and padded batch.
+    // The forward pass alone (no update), full and padded batch (padded
+    // first with variant.partial_first, as are the steps).
     const long F = model_feature_size(&c.m);
+    const int n1 = variant.partial_first ? cap - 1 : cap, n2 = variant.partial_first ? cap : cap - 1;
     char what[300];
-    for (int N = cap; N >= cap - 1; N--) {
+    for (int k = 0; k < 2; k++) {
+        const int N = k ? n2 : n1;
         cr_assert_eq(walk_forward(&c.w, x, N), 0);
         cr_assert_eq(walk_forward(&g.w, x, N), 0, "%s", err_msg());
         snprintf(what, sizeof what, "%s: features of %d items", tag, N);
         expect_close_max(what, g.w.features, c.w.features, (size_t)(N * F), TOL_FEATURES);
     }
-    float lc1 = side_step_weighted(&c, x, labels, w, cap), lg1 = side_step_weighted(&g, x, labels, w, cap);
-    float lc2 = side_step_weighted(&c, x2, labels, w, cap - 1), lg2 = side_step_weighted(&g, x2, labels, w, cap - 1);
+    float lc1 = side_step_weighted(&c, x, labels, w, n1), lg1 = side_step_weighted(&g, x, labels, w, n1);
+    float lc2 = side_step_weighted(&c, x2, labels, w, n2), lg2 = side_step_weighted(&g, x2, labels, w, n2);
     // The running accuracy's input: the probabilities of the last step.
     snprintf(what, sizeof what, "%s: probabilities of step 2", tag);
-    expect_close_max(what, g.hb.probs, c.hb.probs, (size_t)((cap - 1) * c.m.n_outputs), TOL_LOSS);
+    expect_close_max(what, g.hb.probs, c.hb.probs, (size_t)(n2 * c.m.n_outputs), TOL_LOSS);
     fprintf(stderr, "gpu_walk: %s: losses cpu %.7g %.7g, gpu %.7g %.7g\n", tag, lc1, lc2, lg1, lg2);
     cr_expect(isfinite(lc1) && isfinite(lc2));
     cr_expect_leq(fabsf(lg1 - lc1), TOL_LOSS * fmaxf(1, fabsf(lc1)), "%s: step 1 loss gpu %g cpu %g", tag, lg1, lc1);
@@ -464,6 +481,14 @@ Test(gpu_walk, step_adam_cache_block5_softmax3_weighted_gpu_head) {
 Test(gpu_walk, step_sgd_cache_block5_weighted_gpu_head) {
     step_matches_head(64, "block5_conv1", 1, OPTIM_SGD, ON_GPU_HEAD, 2, 1);
 }
+// Each variant at once (see `variant`): 48x80 images, RMSprop with
+// momentum, dropout 0.3, the first batch partial; the head on each device.
+static void step_variants(int dev) {
+    variant.width = 80, variant.dropout = 0.3f, variant.rms_momentum = 0.9f, variant.partial_first = 1;
+    step_matches_head(48, "block5_conv1", 0, OPTIM_RMSPROP, dev, 2, 0);
+}
+Test(gpu_walk, step_variants_48x80_rmsprop_momentum_dropout_partial_first) { step_variants(ON_GPU); }
+Test(gpu_walk, step_variants_48x80_rmsprop_momentum_dropout_partial_first_gpu_head) { step_variants(ON_GPU_HEAD); }
 
 // The same steps from the same state on two GPU walks give the same bits:
 // the algorithms are deterministic and chosen without timing, and our

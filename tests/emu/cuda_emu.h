@@ -6,7 +6,7 @@
 // What it gives the kernels: the built-in indices (one CUDA thread at a
 // time on the host thread that runs the queue), __syncthreads (each thread
 // of a block a fiber: see tests/emu/gpu_emu.cpp), __shared__ as static
-// storage (one block runs at a time; NaNs at its start), and the _rn intrinsics as host
+// storage (one block runs at a time; unwritten at its start), and the _rn intrinsics as host
 // operations (IEEE round-to-nearest, which plain float arithmetic is under
 // -ffp-contract=off). Launches are queued with their arguments converted to
 // the kernel's parameter types at the launch, as CUDA does, and run when the
@@ -30,7 +30,7 @@
 #define __device__
 #define __host__
 // One block runs at a time: its threads share static storage. The section
-// lets the launcher fill it with NaNs before each block (gpu_emu.cpp).
+// lets the launcher fill it with 0x7F bytes before each block (gpu_emu.cpp).
 #define __shared__ static __attribute__((section("emu_shared")))
 #define __launch_bounds__(...)
 

@@ -12,8 +12,8 @@
 // im2col + sgemm (OpenBLAS): float inputs of a convolution whose math type
 // allows tensor cores are first rounded to TF32 (10-bit mantissas, as the
 // GPU's conversion does), bfloat16 tensors are read and written as
-// bfloat16. Workspaces are filled with NaNs by each call (nothing may be
-// kept there). The heuristics list a non-deterministic backward-filter
+// bfloat16. Workspaces are filled with 0x7F bytes by each call (nothing may
+// be kept there). The heuristics list a non-deterministic backward-filter
 // algorithm first, as cuDNN does, so the walk's choice is exercised.
 #include <cblas.h>
 #include <cudnn.h>
@@ -386,7 +386,7 @@ static void run_conv(void *p) {
     const ConvShape &s = o->s;
     const int t32 = uses_tf32(&o->cv, o->x.type);
     const long RSC = (long)s.R * s.S * s.C, HWC = (long)s.H * s.W * s.C, PQK = (long)s.P * s.Q * s.K;
-    if (o->work) memset(o->work, 0xFF, o->work_bytes);
+    if (o->work) memset(o->work, 0x7F, o->work_bytes);  // nothing may be kept there
     const int rows = chunk_rows(s);
     std::vector<float> col((size_t)rows * s.Q * RSC);
     if (o->kind == FWD) {

@@ -27,13 +27,17 @@
 //   reading or writing past an allocation is a segmentation fault at the
 //   faulty line (explained on stderr); copies and memsets outside an
 //   allocation are errors (cudaErrorInvalidValue, and a line on stderr);
-//   new allocations hold NaNs (0xFF bytes), so unwritten memory shows;
+//   new allocations hold 0x7F bytes, 3.4e38 in every float and bfloat16
+//   (and 2139062143 in every int32), so unwritten memory shows: unlike NaN,
+//   which a ReLU or a max pool turns into 0 or drops, it survives them and
+//   overflows to inf and NaN in the sums after;
 // - kernels: threads run in ascending order in one block and descending in
 //   the next (and so for each round between barriers), so threads that
 //   read what others write without a barrier disagree whichever writes;
-//   __shared__ memory holds NaNs at the start of each block, as it holds
-//   garbage on a GPU; each fiber's stack ends at a guard page;
-// - CUDA_VISIBLE_DEVICES as the runtime reads it (empty or -1: no device).
+//   __shared__ memory is unwritten (0x7F bytes) at the start of each
+//   block, as it holds garbage on a GPU; each fiber's stack ends at a guard page;
+// - CUDA_VISIBLE_DEVICES as the runtime reads it (empty or -1: no device);
+//   EMU_SM sets GPU 0's compute capability (default 90).
 // What it cannot: cuDNN's own algorithms and the GPU's arithmetic (FMA
 // contraction, tensor cores), real concurrency between CUDA threads or
 // streams (everything runs in order on one host thread), and performance.
@@ -79,6 +83,8 @@ static std::map<char *, Region> device_;
 static std::map<char *, size_t> pinned_size_;
 static thread_local cudaError_t last_error_ = cudaSuccess;
 static const size_t page_ = 4096;
+// The byte memory nothing wrote holds (see the top of this file).
+#define EMU_UNWRITTEN 0x7F
 
 static void protect_all(int prot) {
     for (auto &r : device_)
@@ -195,7 +201,7 @@ cudaError_t cudaMalloc(void **p, size_t size) {
     char *base = (char *)mmap(NULL, data_len + page_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (base == MAP_FAILED) return cudaErrorMemoryAllocation;
     char *user = base + data_len - size;
-    memset(user, 0xFF, size);  // NaN floats: memory nothing wrote shows
+    memset(user, EMU_UNWRITTEN, size);
     if (mprotect(base, data_len + page_, PROT_NONE) != 0) abort();
     std::lock_guard<std::mutex> g(lock_);
     device_[user] = Region{base, data_len, size};
@@ -401,7 +407,10 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int d) {
     if (d != 0 || !visible()) return cudaErrorInvalidDevice;
     memset(p, 0, sizeof *p);
     snprintf(p->name, sizeof p->name, "emulated GPU (tests/emu, on the host CPU)");
-    p->major = 9, p->minor = 0;
+    // EMU_SM: the compute capability, e.g. 75 (default 90, an H100/H200).
+    const char *sm = getenv("EMU_SM");
+    int cc = sm && atoi(sm) > 0 ? atoi(sm) : 90;
+    p->major = cc / 10, p->minor = cc % 10;
     p->totalGlobalMem = (size_t)80 << 30;
     p->multiProcessorCount = 132;
     p->maxThreadsPerBlock = 1024;
@@ -498,13 +507,13 @@ struct Launch {
     void (*free_args)(void *);
 };
 
-// __shared__ variables (cuda_emu.h puts them in this section): NaNs at the
-// start of each block.
+// __shared__ variables (cuda_emu.h puts them in this section): unwritten
+// (EMU_UNWRITTEN) at the start of each block.
 extern "C" char __start_emu_shared[] __attribute__((weak)), __stop_emu_shared[] __attribute__((weak));
 static void poison_shared(void) {
     char *start = __start_emu_shared, *stop = __stop_emu_shared;
     if (start && stop > start)
-        memset(start, 0xFF, (size_t)(stop - start));
+        memset(start, EMU_UNWRITTEN, (size_t)(stop - start));
 }
 
 // Fiber stacks, each above a guard page (a kernel's locals that overflow
