@@ -669,6 +669,43 @@ static void round_trip(int dev) {
     side_free(&g);
 }
 
+// walk_upload sends the host weights of every layer from `from`, the
+// frozen ones too (and their bf16 copies): after a checkpoint's weights are
+// loaded on the host, the walk computes what a walk made from them does.
+// Here a frozen conv's kernel is negated on the host after the walk was
+// made: the features equal a fresh walk's, bit for bit.
+static void upload_frozen(GpuPrecision p) {
+    need_gpu();
+    Model m1 = build(48, "block4_conv1", 7), m2 = build(48, "block4_conv1", 7);
+    const int cap = 2;
+    BaseWalk w1, w2;
+    cr_assert_eq(walk_alloc_device(&w1, &m1, 1, cap, 1, p), 0, "%s", err_msg());
+    const int b2 = model_find_layer(&m1, "block2_conv1");
+    cr_assert_gt(b2, 0);
+    cr_assert_lt(b2, m1.first_trainable_base, "block2_conv1 is frozen");
+    for (long i = 0; i < m1.layers[b2].n_kernel; i++) {
+        m1.layers[b2].kernel[i] = -m1.layers[b2].kernel[i];
+        m2.layers[b2].kernel[i] = -m2.layers[b2].kernel[i];
+    }
+    cr_assert_eq(walk_upload(&w1, NULL), 0, "%s", err_msg());
+    cr_assert_eq(walk_alloc_device(&w2, &m2, 1, cap, 1, p), 0, "%s", err_msg());
+    const long F = model_feature_size(&m1);
+    float *x = urand((size_t)cap * w1.in_size, -120, 130, 5);
+    cr_assert_eq(walk_forward(&w1, x, cap), 0, "%s", err_msg());
+    cr_assert_eq(walk_forward(&w2, x, cap), 0, "%s", err_msg());
+    cr_expect_gt(max_abs(w2.features, (size_t)(cap * F)), 0.0f);
+    cr_expect(!memcmp(w1.features, w2.features, (size_t)(cap * F) * sizeof(float)),
+              "%s: the uploaded frozen weights are not the ones the walk runs with (max |diff| %g)",
+              gpu_precision_name(p), max_abs_diff(w1.features, w2.features, (size_t)(cap * F)));
+    free(x);
+    walk_free(&w1), walk_free(&w2);
+    model_free(&m1), model_free(&m2);
+}
+Test(gpu_walk, upload_sends_the_frozen_weights) {
+    upload_frozen(GPU_FP32);
+    upload_frozen(GPU_BF16);
+}
+
 Test(gpu_walk, download_upload_round_trip_and_cross_device_resume) { round_trip(ON_GPU); }
 Test(gpu_walk, download_upload_round_trip_and_cross_device_resume_gpu_head) { round_trip(ON_GPU_HEAD); }
 
