@@ -195,9 +195,10 @@ $(EMU)/obj/kernels/%.o: $(EMU)/src/kernels/%.cpp tests/emu/cuda_emu.h $(FLAGS_FI
 	@mkdir -p $(dir $@)
 	$(CXX) $(EMU_CXXFLAGS) $(DEPFLAGS) -include tests/emu/cuda_emu.h -c $< -o $@
 
+# EMU_CUDNN_LIBRARY: the emulated binaries load the emulated cuDNN by default.
 $(EMU)/obj/gpu_emu.o: tests/emu/gpu_emu.cpp tests/emu/cuda_emu.h $(FLAGS_FILE)
 	@mkdir -p $(dir $@)
-	$(CXX) $(EMU_CXXFLAGS) $(DEPFLAGS) -c $< -o $@
+	$(CXX) $(EMU_CXXFLAGS) -DEMU_CUDNN_LIBRARY='"$(CURDIR)/$(EMU)/libcudnn_emu.so"' $(DEPFLAGS) -c $< -o $@
 
 $(EMU)/libcudnn_emu.so: tests/emu/cudnn_emu.cpp $(FLAGS_FILE)
 	@mkdir -p $(dir $@)
@@ -221,8 +222,7 @@ $(EMU)/tests/gpu: $(EMU_TESTS:%=$(BUILD)/obj/tests/%.o) $(TEST_UTIL) $(EMU_LIB)
 .PHONY: test-emu
 ifneq ($(and $(wildcard $(CUDA_HOME)/include/cuda_runtime.h),$(wildcard $(CUDA_HOME)/include/cudnn.h)),)
 test-emu: $(EMU)/tests/gpu $(EMU_BINS) $(EMU)/libcudnn_emu.so
-	VGGFT_BIN=$(CURDIR)/$(EMU) VGGFT_CUDNN_LIBRARY=$(CURDIR)/$(EMU)/libcudnn_emu.so \
-	$(EMU)/tests/gpu -j2 --short-filename $(EMU_TEST_ARGS)
+	VGGFT_BIN=$(CURDIR)/$(EMU) $(EMU)/tests/gpu -j2 --short-filename $(EMU_TEST_ARGS)
 else
 test-emu:
 	@echo "test-emu: skipped: the GPU emulation needs CUDA's and cuDNN's headers ($(CUDA_HOME)/include/cuda_runtime.h, cudnn.h)"

@@ -43,6 +43,7 @@
 // streams (everything runs in order on one host thread), and performance.
 // Those need the real GPU run (scripts/device_run.sh).
 #include <cuda_runtime.h>
+#include <execinfo.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -152,25 +153,33 @@ static size_t pinned_extent(const void *p) {
     return c >= it->first && c < end ? (size_t)(end - c) : 0;
 }
 
-// A SIGSEGV in device memory said in words (then the signal's default
-// action, so the test still crashes): inside an allocation outside the
-// queue's runs is host code touching device memory; in a guard page is
-// work running past an allocation's end. The map is read without the lock:
-// the process is crashing anyway.
+// A SIGSEGV in device memory said in words, with the kernel that ran and a
+// backtrace (function names: the executables are linked -rdynamic), then
+// the signal's default action, so the test still crashes: inside an
+// allocation outside the queue's runs is host code touching device memory;
+// in a guard page is work running past an allocation's end. The map is
+// read without the lock: the process is crashing anyway.
+static thread_local const char *running_kernel_ = NULL;
 static void explain_segv(int sig, siginfo_t *info, void *ctx) {
-    char *a = (char *)info->si_addr, msg[300];
+    char *a = (char *)info->si_addr, msg[400];
     int n = 0;
+    const char *k = running_kernel_;
     for (auto &r : device_) {
         char *end = r.first + r.second.size, *map_end = r.second.base + r.second.data_len + page_;
         if (a >= r.first && a < end)
             n = snprintf(msg, sizeof msg, "emu: SIGSEGV at byte %ld of a device allocation of %zu bytes: host code "
                          "used device memory\n", (long)(a - r.first), r.second.size);
         else if (a >= end && a < map_end)
-            n = snprintf(msg, sizeof msg, "emu: SIGSEGV %ld bytes past the end of a device allocation of %zu bytes\n",
-                         (long)(a - end), r.second.size);
+            n = snprintf(msg, sizeof msg, "emu: SIGSEGV at byte %ld of a device allocation of %zu bytes, past its "
+                         "end, in %s%s\n", (long)(a - r.first), r.second.size, k ? "kernel " : "",
+                         k ? k : "a copy or cuDNN call");
         if (n) break;
     }
+    if (!n) n = snprintf(msg, sizeof msg, "emu: SIGSEGV at %p, outside device memory%s%s\n", (void *)a,
+                         k ? ", in kernel " : "", k ? k : "");
     if (n > 0 && write(2, msg, (size_t)n) < 0) n = 0;
+    void *frames[32];
+    backtrace_symbols_fd(frames, backtrace(frames, 32), 2);
     signal(SIGSEGV, SIG_DFL);
     raise(SIGSEGV);
 }
@@ -181,6 +190,11 @@ static struct SegvHandler {
         sa.sa_sigaction = explain_segv;
         sa.sa_flags = SA_SIGINFO | SA_RESETHAND;
         sigaction(SIGSEGV, &sa, NULL);
+#ifdef EMU_CUDNN_LIBRARY
+        // The emulated cuDNN unless told otherwise: a real one next to the
+        // emulated runtime fails in puzzling ways (CUDNN_STATUS_NOT_INITIALIZED).
+        setenv("VGGFT_CUDNN_LIBRARY", EMU_CUDNN_LIBRARY, 0);
+#endif
     }
 } segv_handler_;
 
@@ -541,7 +555,7 @@ static void run_launch(void *p) {
     Launch *l = (Launch *)p;
     const dim3 g = l->cfg.grid, b = l->cfg.block;
     gridDim = g, blockDim = b;
-    kernel_name_ = l->name;
+    kernel_name_ = running_kernel_ = l->name;
     const unsigned threads = b.x * b.y * b.z;
     std::vector<Fiber> fibers(l->sync ? threads : 0);
     char *stacks = l->sync ? fiber_stacks(threads) : NULL;
@@ -577,6 +591,7 @@ static void run_launch(void *p) {
                     }
                 }
             }
+    running_kernel_ = NULL;
     l->free_args(l->args);
     delete l;
 }
