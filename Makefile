@@ -6,6 +6,7 @@
 #   make SANITIZE=1 test the same under ASan + UBSan (separate build dir)
 #   make test-valgrind   the image decoders' tests under valgrind
 #   make test-emu        the GPU tests on the GPU emulation (tests/emu/; no GPU needed)
+#   make test-emu-fma    its bit-for-bit tests with the kernels built with FMA contraction
 #   make STATIC=1        link the Debian libraries statically (for GPU hosts
 #                        that lack them; see scripts/device_build.sh)
 #   make bench           benchmarks (scripts/bench.sh)
@@ -175,7 +176,12 @@ test-valgrind: $(BUILD)/tests/test_jpeg_damage $(BUILD)/tests/test_decoders
 # It needs CUDA's and cuDNN's headers only; no GPU, no driver, no libcudnn.
 # Checks the host side and our kernels, not cuDNN's or the GPU's arithmetic:
 # see tests/emu/gpu_emu.cpp. About 3 minutes here.
-EMU := $(BUILD)/emu
+# EMU_FMA=1: the kernels built with FMA contraction (-mfma -ffp-contract=fast,
+# in build/emu-fma), as nvcc builds them by default: the bit-for-bit tests
+# then show a kernel that relies on a multiply and an add rounding apart
+# without saying so with _rn intrinsics.
+EMU := $(BUILD)/emu$(if $(EMU_FMA),-fma)
+EMU_KERNEL_FLAGS := $(if $(EMU_FMA),-mfma -ffp-contract=fast)
 CXX ?= g++
 EMU_CXXFLAGS := -O2 -g -std=c++17 -ffp-contract=off -fno-math-errno -Wall -Wno-unused-parameter -Wno-sign-compare -pthread \
                 -I. -Icommon -Ikernels -I$(CUDA_HOME)/include $(shell pkg-config --cflags openblas) \
@@ -193,7 +199,7 @@ $(EMU)/src/kernels/%.cpp: kernels/%.cu tests/emu/launches.pl
 
 $(EMU)/obj/kernels/%.o: $(EMU)/src/kernels/%.cpp tests/emu/cuda_emu.h $(FLAGS_FILE)
 	@mkdir -p $(dir $@)
-	$(CXX) $(EMU_CXXFLAGS) $(DEPFLAGS) -include tests/emu/cuda_emu.h -c $< -o $@
+	$(CXX) $(EMU_CXXFLAGS) $(EMU_KERNEL_FLAGS) $(DEPFLAGS) -include tests/emu/cuda_emu.h -c $< -o $@
 
 # EMU_CUDNN_LIBRARY: the emulated binaries load the emulated cuDNN by default.
 $(EMU)/obj/gpu_emu.o: tests/emu/gpu_emu.cpp tests/emu/cuda_emu.h $(FLAGS_FILE)
@@ -223,9 +229,14 @@ $(EMU)/tests/gpu: $(EMU_TESTS:%=$(BUILD)/obj/tests/%.o) $(TEST_UTIL) $(EMU_LIB)
 ifneq ($(and $(wildcard $(CUDA_HOME)/include/cuda_runtime.h),$(wildcard $(CUDA_HOME)/include/cudnn.h)),)
 test-emu: $(EMU)/tests/gpu $(EMU_BINS) $(EMU)/libcudnn_emu.so
 	VGGFT_BIN=$(CURDIR)/$(EMU) $(EMU)/tests/gpu -j2 --short-filename $(EMU_TEST_ARGS)
+
+# The bit-for-bit GPU tests again on kernels built with FMA contraction.
+.PHONY: test-emu-fma
+test-emu-fma:
+	$(MAKE) test-emu EMU_FMA=1 EMU_TEST_ARGS="--filter '*/@(optimizer_kernel*|rgb8*|per_image*|rerun*|device_dropout*)'"
 else
-test-emu:
-	@echo "test-emu: skipped: the GPU emulation needs CUDA's and cuDNN's headers ($(CUDA_HOME)/include/cuda_runtime.h, cudnn.h)"
+test-emu test-emu-fma:
+	@echo "$@: skipped: the GPU emulation needs CUDA's and cuDNN's headers ($(CUDA_HOME)/include/cuda_runtime.h, cudnn.h)"
 endif
 
 # The link line of the tools (for scripts that link the library: bench.sh).

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is missing, builds, runs every
 # test, then the GPU tests on the GPU emulation (tests/emu/: our GPU code and
-# kernels on the host CPU, about 4 minutes), then the same tests under ASan +
+# kernels on the host CPU, about 4 minutes; its bit-for-bit tests again with
+# FMA contraction, under a minute), then the same tests under ASan +
 # UBSan, then the image decoders' tests under valgrind, then the Slurm job
 # chain on a one-node Slurm cluster it starts (about a minute; installs
 # slurm-wlm and munge when missing).
@@ -12,6 +13,7 @@ jobs=$(nproc)
 make -j"$jobs"
 make -j"$jobs" test
 make -j"$jobs" test-emu
+make -j"$jobs" test-emu-fma
 make -j"$jobs" SANITIZE=1 test
 make -j"$jobs" test-valgrind
 make -j"$jobs" test-slurm

@@ -7,8 +7,7 @@
 // time on the host thread that runs the queue), __syncthreads (each thread
 // of a block a fiber: see tests/emu/gpu_emu.cpp), __shared__ as static
 // storage (one block runs at a time; unwritten at its start), and the _rn intrinsics as host
-// operations (IEEE round-to-nearest, which plain float arithmetic is under
-// -ffp-contract=off). Launches are queued with their arguments converted to
+// operations (IEEE round-to-nearest, never fused into an FMA). Launches are queued with their arguments converted to
 // the kernel's parameter types at the launch, as CUDA does, and run when the
 // host synchronises: see gpu_emu.cpp for what the emulation checks and what
 // it cannot (cuDNN's and the GPU's own arithmetic, races between threads).
@@ -41,17 +40,29 @@ extern thread_local dim3 blockDim, gridDim;
 // rewriter saw call it (a call from any other kernel aborts with its name).
 void __syncthreads(void);
 
-static inline float __fadd_rn(float a, float b) { return a + b; }
-static inline float __fsub_rn(float a, float b) { return a - b; }
-static inline float __fmul_rn(float a, float b) { return a * b; }
-static inline float __fdiv_rn(float a, float b) { return a / b; }
+// nvcc never fuses an _rn operation with another operation into an FMA:
+// the empty asm statements hide the operands and the result from GCC's
+// contraction too (the EMU_FMA=1 build contracts everything else).
+#define EMU_OPAQUE(v) asm("" : "+x"(v))
+#define EMU_RN2(T, name, expr)                  \
+    static inline T name(T a, T b) {            \
+        EMU_OPAQUE(a);                          \
+        EMU_OPAQUE(b);                          \
+        T r = expr;                             \
+        EMU_OPAQUE(r);                          \
+        return r;                               \
+    }
+EMU_RN2(float, __fadd_rn, a + b)
+EMU_RN2(float, __fsub_rn, a - b)
+EMU_RN2(float, __fmul_rn, a * b)
+EMU_RN2(float, __fdiv_rn, a / b)
+EMU_RN2(double, __dadd_rn, a + b)
+EMU_RN2(double, __dsub_rn, a - b)
+EMU_RN2(double, __dmul_rn, a * b)
+EMU_RN2(double, __ddiv_rn, a / b)
 static inline float __fsqrt_rn(float a) { return sqrtf(a); }
-static inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
-static inline double __dadd_rn(double a, double b) { return a + b; }
-static inline double __dsub_rn(double a, double b) { return a - b; }
-static inline double __dmul_rn(double a, double b) { return a * b; }
-static inline double __ddiv_rn(double a, double b) { return a / b; }
 static inline double __dsqrt_rn(double a) { return sqrt(a); }
+static inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
 // CUDA's integer and float min / max.
 static inline int min(int a, int b) { return a < b ? a : b; }
 static inline int max(int a, int b) { return a > b ? a : b; }
