@@ -71,11 +71,11 @@ LDLIBS  += -lm
 COMMON_SRC := $(wildcard common/*.c)
 COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o)
 
+CUDA_ARCHS ?= 80 90
 ifeq ($(CUDA),1)
   # Machine code for each of CUDA_ARCHS (80: A100, 90: H100/H200) and PTX of
   # the newest, which the driver compiles when the program starts on a newer
   # GPU: one binary for all of them.
-  CUDA_ARCHS ?= 80 90
   NVFLAGS ?= -O2 -std=c++17
   NVFLAGS += $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
              -gencode arch=compute_$(lastword $(CUDA_ARCHS)),code=compute_$(lastword $(CUDA_ARCHS)) \
@@ -185,7 +185,7 @@ EMU_KERNEL_FLAGS := $(if $(EMU_FMA),-mfma -ffp-contract=fast)
 CXX ?= g++
 EMU_CXXFLAGS := -O2 -g -std=c++17 -ffp-contract=off -fno-math-errno -Wall -Wno-unused-parameter -Wno-sign-compare -pthread \
                 -I. -Icommon -Ikernels -I$(CUDA_HOME)/include $(shell pkg-config --cflags openblas) \
-                -DVGGFT_CUDA_ARCHS='"80 90"' $(SANFLAGS)
+                -DVGGFT_CUDA_ARCHS='"$(CUDA_ARCHS)"' $(SANFLAGS)
 EMU_KERNEL_OBJ := $(patsubst kernels/%.cu,$(EMU)/obj/kernels/%.o,$(wildcard kernels/*.cu))
 EMU_LIB := $(EMU)/libvggft.a
 EMU_LDLIBS := $(filter-out %libcudart_static.a,$(LDLIBS)) -ldl -lrt -lstdc++

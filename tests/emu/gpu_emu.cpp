@@ -131,26 +131,27 @@ static unsigned long stream_mark(cudaStream_t s) {
     return it == last_on_.end() ? 0 : it->second;
 }
 
-// Bytes of device memory from p to the end of its allocation; 0 when p is
-// not in one (also for cudnn_emu.cpp).
-extern "C" size_t emu_device_extent(const void *p) {
+// Bytes from p to the end of the block of `blocks` (start -> its bytes,
+// size_of of the mapped value) that holds p; 0 when none does.
+template <typename M, typename SizeOf>
+static size_t extent_in(const M &blocks, const void *p, SizeOf size_of) {
     std::lock_guard<std::mutex> g(lock_);
     char *c = (char *)p;
-    auto it = device_.upper_bound(c);
-    if (it == device_.begin()) return 0;
+    auto it = blocks.upper_bound(c);
+    if (it == blocks.begin()) return 0;
     --it;
-    char *end = it->first + it->second.size;
+    char *end = it->first + size_of(it->second);
     return c >= it->first && c < end ? (size_t)(end - c) : 0;
 }
 
+// Bytes of device memory from p to the end of its allocation; 0 when p is
+// not in one (also for cudnn_emu.cpp).
+extern "C" size_t emu_device_extent(const void *p) {
+    return extent_in(device_, p, [](const Region &r) { return r.size; });
+}
+// The same for pinned host memory.
 static size_t pinned_extent(const void *p) {
-    std::lock_guard<std::mutex> g(lock_);
-    char *c = (char *)p;
-    auto it = pinned_size_.upper_bound(c);
-    if (it == pinned_size_.begin()) return 0;
-    --it;
-    char *end = it->first + it->second;
-    return c >= it->first && c < end ? (size_t)(end - c) : 0;
+    return extent_in(pinned_size_, p, [](size_t n) { return n; });
 }
 
 // A SIGSEGV in device memory said in words, with the kernel that ran and a
@@ -159,7 +160,7 @@ static size_t pinned_extent(const void *p) {
 // allocation outside the queue's runs is host code touching device memory;
 // in a guard page is work running past an allocation's end. The map is
 // read without the lock: the process is crashing anyway.
-static thread_local const char *running_kernel_ = NULL;
+static thread_local const char *running_kernel_ = NULL;  // the kernel whose threads run, else NULL
 static void explain_segv(int sig, siginfo_t *info, void *ctx) {
     char *a = (char *)info->si_addr, msg[400];
     int n = 0;
@@ -183,8 +184,9 @@ static void explain_segv(int sig, siginfo_t *info, void *ctx) {
     signal(SIGSEGV, SIG_DFL);
     raise(SIGSEGV);
 }
-static struct SegvHandler {
-    SegvHandler() {
+// At start-up: the SIGSEGV explanation, and the emulated cuDNN by default.
+static struct EmuStartup {
+    EmuStartup() {
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
         sa.sa_sigaction = explain_segv;
@@ -196,7 +198,7 @@ static struct SegvHandler {
         setenv("VGGFT_CUDNN_LIBRARY", EMU_CUDNN_LIBRARY, 0);
 #endif
     }
-} segv_handler_;
+} emu_startup_;
 
 static cudaError_t fail(cudaError_t e, const char *what) {
     fprintf(stderr, "emu: %s: %s\n", what, cudaGetErrorString(e));
@@ -472,14 +474,13 @@ struct Fiber {
 };
 static thread_local void *scheduler_sp_;
 static thread_local Fiber *current_ = NULL;
-static thread_local const char *kernel_name_ = "";
 static thread_local void (*fiber_body_)(void *);
 static thread_local void *fiber_args_;
 
 void __syncthreads(void) {
     if (!current_) {
         fprintf(stderr, "emu: kernel %s calls __syncthreads but tests/emu/launches.pl did not see it do so\n",
-                kernel_name_);
+                running_kernel_);
         abort();
     }
     emu_switch(&current_->sp, scheduler_sp_);
@@ -555,7 +556,7 @@ static void run_launch(void *p) {
     Launch *l = (Launch *)p;
     const dim3 g = l->cfg.grid, b = l->cfg.block;
     gridDim = g, blockDim = b;
-    kernel_name_ = running_kernel_ = l->name;
+    running_kernel_ = l->name;
     const unsigned threads = b.x * b.y * b.z;
     std::vector<Fiber> fibers(l->sync ? threads : 0);
     char *stacks = l->sync ? fiber_stacks(threads) : NULL;
