@@ -18,11 +18,18 @@
 // At exit: output that could not be written (a full disk under `> file`,
 // /dev/full) is a failure, not exit 0 with the output lost; a pipeline
 // that stamps a step from a tool's output would otherwise keep an empty
-// stamp. (A closed pipe ends the process with SIGPIPE before this.)
+// stamp. A closed pipe (`| head`) ends predict, whose stdout is its
+// output, with SIGPIPE before this, as it ends other filters.
 static int error_reported;  // cli_error ran: the run failed and said why
 static int stdout_is_log;   // cli_stdout_is_log: stdout only tells about the run
 
-void cli_stdout_is_log(void) { stdout_is_log = 1; }
+// A log whose reader went away (`train ... | head -3`, a closed terminal
+// pipe) must not kill a training run before its outputs: without SIGPIPE
+// the writes fail with EPIPE and the run goes on, as with /dev/full.
+void cli_stdout_is_log(void) {
+    stdout_is_log = 1;
+    signal(SIGPIPE, SIG_IGN);
+}
 
 static void check_stdout(void) {
     if (fflush(stdout) == 0 && !ferror(stdout)) return;

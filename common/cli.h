@@ -21,7 +21,8 @@ void cli_process_setup(void);
 // (extract's, train's and finetune's runs): stdout that could not be
 // written is then a warning and the exit status stands, so that a full log
 // disk does not fail a job whose outputs are complete (make would delete
-// them, a Slurm afterok chain would stop).
+// them, a Slurm afterok chain would stop). SIGPIPE is ignored from then
+// on: a log piped to a reader that went away (`| head`) is the same case.
 void cli_stdout_is_log(void);
 // 1 when descriptor fd (0, 1 or 2) was closed when the process started
 // (cli_process_setup opened it on /dev/null): predict refuses to write its

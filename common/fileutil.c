@@ -16,8 +16,19 @@
 FILE *atomic_open(AtomicFile *af, const char *path) {
     snprintf(af->path, sizeof af->path, "%s", path);
     snprintf(af->tmp, sizeof af->tmp, "%s.tmp.%d", path, (int)getpid());
-    af->f = fopen(af->tmp, "wb");
-    if (!af->f) err_set("%s: cannot write: %s", path, strerror(errno));
+    // Made new, never opened through what is already there: the name is
+    // predictable, and a link planted at it on a shared folder must not turn
+    // our write into one to the file it points at. What is there (a run of
+    // an earlier process with our PID, or such a link) is removed first:
+    // unlink removes a link, never its target.
+    const int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+    int fd = open(af->tmp, flags, 0666);
+    if (fd < 0 && errno == EEXIST && unlink(af->tmp) == 0) fd = open(af->tmp, flags, 0666);
+    af->f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    if (!af->f) {
+        err_set("%s: cannot write: %s", path, strerror(errno));
+        if (fd >= 0) close(fd), unlink(af->tmp);
+    }
     return af->f;
 }
 
@@ -117,10 +128,14 @@ int check_output_path(const char *opt, const char *path, const char *const *inpu
     // then .tmp.PID while being written): a name with no room for those
     // would fail only after the work (an epoch, a whole folder).
     const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
-    const size_t room = NAME_MAX - (sizeof ".confusion.svg.tmp.4294967295" - 1);
+    const size_t longest = sizeof ".confusion.svg.tmp.4294967295" - 1;
+    const size_t room = NAME_MAX - longest;
     if (strlen(base) > room)
         return err_set("%s %s: file name too long (%zu characters; at most %zu, for the files written beside it)", opt,
                        path, strlen(base), room);
+    if (len + longest >= PATH_MAX)
+        return err_set("%s %.80s...: path too long (%zu characters; at most %zu, for the files written beside it)",
+                       opt, path, len, (size_t)PATH_MAX - 1 - longest);
     struct stat st;
     if (stat(path, &st) == 0) {
         if (S_ISDIR(st.st_mode)) return err_set("%s %s: is a folder; give a file name", opt, path);
@@ -138,6 +153,15 @@ int check_output_path(const char *opt, const char *path, const char *const *inpu
     snprintf(copy, sizeof copy, "%s", path);
     const char *dir = dirname(copy);
     if (access(dir, W_OK) != 0) return err_set("%s %s: cannot write in %s: %s", opt, path, dir, strerror(errno));
+    return 0;
+}
+
+int check_output_outside(const char *opt, const char *path, const char *const *dirs, const char *const *dir_names,
+                         int n) {
+    for (int i = 0; i < n; i++)
+        if (dirs[i] && path_within(path, dirs[i]))
+            return err_set("%s %s: lies inside %s %s: writing it there would damage that folder; write it elsewhere",
+                           opt, path, dir_names[i], dirs[i]);
     return 0;
 }
 

@@ -43,6 +43,12 @@ int make_parent_dirs(const char *path);
 // inputs: n paths (NULL entries and missing files are skipped), names: the
 // options they came from, for the message. -1 with err_set naming the option.
 int check_output_path(const char *opt, const char *path, const char *const *inputs, const char *const *names, int n);
+// 0 when path lies in none of the n folders dirs (NULL entries skipped;
+// path_within's rule), else -1 with err_set naming the option and the
+// folder's (dir_names): an output written into a feature cache's folder
+// would replace its files or read as one of them.
+int check_output_outside(const char *opt, const char *path, const char *const *dirs, const char *const *dir_names,
+                         int n);
 // Removes PATH.tmp.PID files left by killed runs (PID no longer running),
 // as atomic_open makes them. Quiet: a file it cannot remove stays.
 void atomic_remove_stale(const char *path);

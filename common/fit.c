@@ -346,6 +346,27 @@ void fit_sibling(const char *out, const char *suffix, char *buf, size_t size) {
     snprintf(buf, size, "%.*s%s", (int)n, out, suffix);
 }
 
+int fit_check_out(const char *out, const char *const *inputs, const char *const *names, int n,
+                  const char *const *dirs, const char *const *dir_names, int nd) {
+    if (check_output_path("--out", out, inputs, names, n) < 0 ||
+        check_output_outside("--out", out, dirs, dir_names, nd) < 0)
+        return -1;
+    // The stems, where they would land (links and ".." resolved).
+    char stem[PATH_MAX], out_stem[PATH_MAX], in_stem[PATH_MAX];
+    fit_sibling(out, "", stem, sizeof stem);
+    path_absolute(stem, out_stem, sizeof out_stem);
+    for (int i = 0; i < n; i++) {
+        if (!inputs[i]) continue;
+        fit_sibling(inputs[i], "", stem, sizeof stem);
+        path_absolute(stem, in_stem, sizeof in_stem);
+        if (!strcmp(in_stem, out_stem))
+            return err_set("--out %s: its checkpoint, history and plots (%s.ckpt, %s.history.csv, ...) would replace "
+                           "those of %s %s; give --out another name",
+                           out, stem, stem, names[i], inputs[i]);
+    }
+    return 0;
+}
+
 int fit_write_history(const FitState *s, const char *path) {
     AtomicFile af;
     FILE *f = atomic_open(&af, path);

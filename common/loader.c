@@ -1,9 +1,14 @@
 #include "loader.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "progress.h"
 
 typedef enum { SLOT_FREE, SLOT_BUSY, SLOT_READY, SLOT_TAKEN } SlotState;
 
@@ -79,13 +84,33 @@ Loader *loader_start(long n_items, int n_threads, int capacity, size_t slot_floa
     }
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cv, NULL);
-    for (int t = 0; t < n_threads; t++) {
-        if (pthread_create(&l->threads[t], NULL, worker, l) != 0) {
-            l->n_threads = t;
-            loader_stop(l);
-            return err_set("cannot start loader threads"), NULL;
+    // A shared node can be out of threads for a moment (ulimit -u, the
+    // job's pids limit: EAGAIN): each thread is retried for up to 10 s, then
+    // the loader goes on with those that started (the same items in the same
+    // order, only slower, with a warning); none at all is an error.
+    // Test hook: threads past VGGFT_TEST_LOADER_THREADS fail with EAGAIN at once.
+    const char *hook = getenv("VGGFT_TEST_LOADER_THREADS");
+    int rc = 0, started = 0;
+    for (int t = 0; t < n_threads && !rc; t++) {
+        for (int tries = 0;; tries++) {
+            rc = hook && t >= atoi(hook) ? EAGAIN : pthread_create(&l->threads[t], NULL, worker, l);
+            if (rc != EAGAIN || hook || tries == 50) break;
+            usleep(200 * 1000);
         }
+        if (!rc) started++;
     }
+    l->n_threads = started;
+    if (started == 0) {
+        loader_stop(l);
+        return err_set("cannot start an image loader thread: %s (the job's limit on processes and threads, "
+                       "ulimit -u, is reached: fewer --threads, or fewer jobs on this node)",
+                       strerror(rc)),
+               NULL;
+    }
+    if (started < n_threads)
+        log_printf(stderr, "warning: %d of %d image loader threads started (%s: the limit on processes and threads, "
+                   "ulimit -u, is reached); going on with %d\n",
+                   started, n_threads, strerror(rc), started);
     return l;
 oom:
     if (l->items)

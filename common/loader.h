@@ -24,7 +24,11 @@ typedef struct {
 
 typedef struct Loader Loader;
 
-// Starts n_threads workers (>= 1). Returns NULL with err_set on failure.
+// Starts n_threads workers (>= 1). A thread the system refuses for want of
+// room (EAGAIN: ulimit -u, a pids limit) is retried for up to 10 s; then
+// the loader runs with the threads that started (a warning on stderr).
+// Returns NULL with err_set when none started (the reason and the limit
+// named) or memory ran out.
 Loader *loader_start(long n_items, int n_threads, int capacity, size_t slot_floats, size_t extra_bytes, LoadFn fn,
                      void *ctx);
 // Blocks until the next item (in index order) is done; returns NULL after the

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -882,4 +883,84 @@ Test(cluster, summary_resume_and_seed_follow_the_data) {
     cr_expect(access(path, F_OK) != 0, "%s was made", path);
     remove_tree(top), remove_tree(other);
     free(top), free(other);
+}
+
+// Outputs on a shared folder: nothing a run writes replaces an input's
+// files, lands in a cache, or goes through a link planted at its temporary
+// name; a path with no room for the files beside it fails before the work;
+// a log piped to a reader that went away does not kill the run.
+Test(cluster, outputs_never_replace_inputs_or_follow_links) {
+    char *top = make_shape_folder("outsafe", 2, 3);
+    make_cache(top, "c", "--threads 1");
+    const char *bin = getenv("VGGFT_BIN") ? getenv("VGGFT_BIN") : TEST_BUILD;
+    char cmd[8192], path[2048], *out;
+    int rc = run("train", &out, "--cache '%s/c' --out '%s/run/head.h5' --epochs 1 --quiet", top, top);
+    cr_assert_eq(rc, 0, "%s", out);
+    free(out);
+    snprintf(path, sizeof path, "%s/run/head.ckpt", top);
+    size_t n_ckpt;
+    char *ckpt = read_file(path, &n_ckpt);
+    cr_assert(ckpt);
+    // finetune --out run/head (no .h5): the head's checkpoint and history
+    // would be its own.
+    rc = run("finetune", &out, "--data '%s/data' --head '%s/run/head.h5' --weights random --out '%s/run/head' "
+             "--epochs 1 --threads 1 --quiet", top, top, top);
+    cr_expect(rc == 1 && strstr(out, "would replace those of --head") && !strstr(out, "Epoch"), "%s", out);
+    free(out);
+    size_t n_after;
+    char *after = read_file(path, &n_after);
+    cr_expect(after && n_after == n_ckpt && !memcmp(after, ckpt, n_ckpt), "the head's checkpoint was replaced");
+    free(after), free(ckpt);
+    // --out inside the cache (a typo for its folder): refused, the cache intact.
+    rc = run("train", &out, "--cache '%s/c' --out '%s/c/data.mdb' --epochs 1 --quiet", top, top);
+    cr_expect(rc == 1 && strstr(out, "lies inside --cache"), "%s", out);
+    free(out);
+    rc = run("extract", &out, "--verify '%s/c'", top);
+    cr_expect_eq(rc, 0, "%s", out);
+    free(out);
+    // A link planted at the temporary name the run will use (OUT.tmp.PID):
+    // the file it points at keeps its bytes, OUT is a file of its own.
+    snprintf(path, sizeof path, "%s/victim.txt", top);
+    FILE *f = fopen(path, "w");
+    cr_assert(f);
+    fputs("precious\n", f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && bash -c 'ln -s victim.txt run/x.h5.tmp.$$ && exec \"%s/train\" --cache c --out run/x.h5 "
+             "--epochs 1 --quiet' 2>&1",
+             top, bin);
+    rc = run_command(cmd, &out);
+    cr_expect_eq(rc, 0, "%s", out);
+    free(out);
+    size_t n_victim;
+    char *victim = read_file(path, &n_victim);
+    cr_expect(victim && n_victim == 9 && !memcmp(victim, "precious\n", 9), "the link's target was written");
+    free(victim);
+    struct stat st;
+    snprintf(path, sizeof path, "%s/run/x.h5", top);
+    cr_expect(lstat(path, &st) == 0 && S_ISREG(st.st_mode), "run/x.h5 is not a regular file");
+    // A path whose every name fits but whose whole length leaves no room for
+    // NAME.confusion.svg.tmp.PID: refused before the first epoch.
+    char deep[4200];
+    int len = snprintf(deep, sizeof deep, "%s", top);
+    char name[201];
+    memset(name, 'd', 200), name[200] = 0;
+    while (len < 3860) len += snprintf(deep + len, sizeof deep - (size_t)len, "/%s", name);
+    len += snprintf(deep + len, sizeof deep - (size_t)len, "/%.*s", 4068 - len, name);
+    snprintf(deep + len, sizeof deep - (size_t)len, "/h.h5");  // 4074 characters
+    rc = run("train", &out, "--cache '%s/c' --out '%s' --epochs 1 --quiet", top, deep);
+    cr_expect(rc == 1 && strstr(out, "path too long") && !strstr(out, "Epoch"), "%s", out);
+    free(out);
+    // The log piped to `head -1`: train finishes and writes its head.
+    snprintf(cmd, sizeof cmd,
+             "bash -c '\"%s/train\" --cache \"%s/c\" --out \"%s/run/piped.h5\" --epochs 2 | head -1 >/dev/null; "
+             "echo rc=${PIPESTATUS[0]}' 2>&1",
+             bin, top, top);
+    run_command(cmd, &out);
+    cr_expect(strstr(out, "rc=0"), "%s", out);
+    free(out);
+    snprintf(path, sizeof path, "%s/run/piped.h5", top);
+    cr_expect_eq(access(path, F_OK), 0, "the head was not written");
+    remove_tree(top);
+    free(top);
 }

@@ -136,7 +136,8 @@ int train_run(const TrainOptions *o) {
     int has_val = 0;
 
     // Fail now, not after the first epoch, if the outputs cannot be written.
-    if (check_output_path("--out", o->out, NULL, NULL, 0) < 0) return -1;
+    const char *caches[2] = {o->cache, o->val_cache}, *cache_opts[2] = {"--cache", "--val-cache"};
+    if (fit_check_out(o->out, NULL, NULL, 0, caches, cache_opts, 2) < 0) return -1;
     // --- data ---------------------------------------------------------------
     if (features_load(&all, o->cache, budget, threads, &meta) < 0) return -1;
     if (o->val_cache) {
