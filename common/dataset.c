@@ -4,12 +4,14 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "error.h"
+#include "hash.h"
 
 // --- small growable lists -------------------------------------------------------
 
@@ -455,4 +457,25 @@ int dataset_class_weights_balanced(const Dataset *ds, float *w) {
 char *dataset_item_path(const Dataset *ds, int i) {
     if (i < 0 || i >= ds->n_items) return NULL;
     return join(ds->root, ds->items[i].path);
+}
+
+int dataset_content_id(const Dataset *ds, char *out, size_t size) {
+    HashCtx *h = hash_begin(HASH_SHA256);
+    if (!h) return -1;
+    for (int i = 0; i < ds->n_items; i++) {
+        char full[2 * PATH_MAX], line[PATH_MAX + 64];
+        snprintf(full, sizeof full, "%s/%s", ds->root, ds->items[i].path);
+        struct stat st;
+        long long bytes = stat(full, &st) == 0 ? (long long)st.st_size : -1;  // gone: read as such later
+        int n = snprintf(line, sizeof line, "%s\t%d\t%lld\n", ds->items[i].path, ds->items[i].label, bytes);
+        if (n >= (int)sizeof line) n = (int)sizeof line - 1;
+        if (hash_update(h, line, (size_t)n) < 0) {
+            hash_abort(h);
+            return -1;
+        }
+    }
+    char hex[65];
+    if (hash_end(h, hex) < 0) return -1;
+    snprintf(out, size, "images:%s", hex);
+    return 0;
 }

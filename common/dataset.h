@@ -74,6 +74,13 @@ void dataset_free(Dataset *ds);
 // "Found N images belonging to K classes." (Keras's words, no newline).
 // Returns what snprintf returns.
 int dataset_found_line(const Dataset *ds, char *buf, size_t size);
+// What finetune's checkpoint records of an image folder, to refuse a resume
+// on other images: "images:" + the SHA-256 of every item's path, class and
+// size in bytes, in order (sizes, not mtimes: a folder copied again to a
+// node's scratch space is the same data). An image added, removed,
+// renamed, moved to another class or replaced by one of another size
+// changes it. out: at least 72 bytes. -1 with err_set on a hashing failure.
+int dataset_content_id(const Dataset *ds, char *out, size_t size);
 
 // scikit-learn's compute_class_weight('balanced'): w[c] = N / (K * N_c),
 // computed in double. -1 (naming the class) if a class has no images, where

@@ -235,15 +235,20 @@ int fit_load(FitState *s, const char *settings, const char *path) {
         char *have = checkpoint_setting(&c, key);
         size_t vl = (size_t)(nl - eq - 1);
         // Settings older checkpoints did not record (the tool, the caches'
-        // "*_content" digests): not compared.
+        // "*_content" digests, an image folder's, recorded empty): not compared.
         size_t kl = strlen(key);
-        if (!have && (!strcmp(key, "tool") || (kl > 8 && !strcmp(key + kl - 8, "_content")))) {
+        int content = kl > 8 && !strcmp(key + kl - 8, "_content");
+        if ((!have && (!strcmp(key, "tool") || content)) || (content && have && !have[0])) {
+            free(have);
             p = nl + 1;
             continue;
         }
         if (!have || ((strlen(have) != vl || strncmp(have, eq + 1, vl)) && !same_path(have, eq + 1, vl))) {
             const char *why = "";
-            if (kl > 8 && !strcmp(key + kl - 8, "_content"))
+            if (content && !strncmp(eq + 1, "images:", 7))
+                why = " (the digest of the image folder's files, classes and sizes: images were added, removed, "
+                      "renamed, moved to another class or replaced since the checkpoint's run began)";
+            else if (content)
                 why = " (the digest of a cache's records: this cache holds other records than the one the "
                       "checkpoint's run began with)";
             else if (have && have[0] && have[0] != '/' && vl && eq[1] == '/')

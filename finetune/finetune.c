@@ -444,7 +444,9 @@ int finetune_run(const FinetuneOptions *o) {
     }
 
     const size_t budget = (size_t)o->memory_budget_mb << 20;
-    char data_content[80] = "", val_content[80] = "";  // the caches' records digests (resume settings)
+    // The data's content for the resume settings: a cache's records digest,
+    // an image folder's listing (dataset_content_id).
+    char data_content[80] = "", val_content[80] = "";
     if (from_cache) {
         train.from_cache = 1;
         if (features_load(&train.fs, o->cache, budget, threads, &train.meta) < 0) goto done;
@@ -504,6 +506,9 @@ int finetune_run(const FinetuneOptions *o) {
             printf("%s (validation split)\n", found);
         }
     }
+    if (!from_cache && (dataset_content_id(&train.ds, data_content, sizeof data_content) < 0 ||
+                        (val.n && dataset_content_id(&val.ds, val_content, sizeof val_content) < 0)))
+        goto done;
     has_val = val.n > 0;
     if (!has_val && (o->val_data || o->val_cache || o->validation_split > 0)) {
         const char *why = o->validation_split > 0 ? "--validation-split leaves no validation images (int(F * n) is 0 "

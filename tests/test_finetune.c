@@ -142,6 +142,50 @@ Test(finetune, resume_after_sigterm_or_kill_equals_uninterrupted_run) {
     free(s.dir);
 }
 
+// A resume on images that changed since the checkpoint's run began (one
+// moved to the other class, one replaced): refused with the reason; with
+// the folder as it was, the resume goes on.
+Test(finetune, resume_refuses_changed_images) {
+    Setup s = setup();
+    char b[600], args[3000], *out;
+    snprintf(b, sizeof b, "%s/b.h5", s.dir);
+    ft_args(&s, "", b, args, sizeof args);
+    setenv("VGGFT_TEST_SIGTERM_AFTER_STEP", "2", 1);
+    int rc = run_tool("finetune", args, &out);
+    unsetenv("VGGFT_TEST_SIGTERM_AFTER_STEP");
+    cr_assert_eq(rc, 75, "%d\n%s", rc, out);
+    free(out);
+    strcat(args, " --resume");
+    char from[700], to[700];
+    snprintf(from, sizeof from, "%s/discs/03.jpg", s.data);
+    snprintf(to, sizeof to, "%s/squares/03b.jpg", s.data);
+    cr_assert_eq(rename(from, to), 0);
+    rc = run_tool("finetune", args, &out);
+    cr_expect(rc == 1 && strstr(out, "data_content is images:") && strstr(out, "moved to another class"), "%d: %s",
+              rc, out);
+    free(out);
+    cr_assert_eq(rename(to, from), 0);
+    // The same name, other bytes (another image of another size).
+    char other[700];
+    snprintf(other, sizeof other, "%s/squares/02.jpg", s.val);
+    size_t n_old, n_new;
+    char *old = read_file(from, &n_old), *img = read_file(other, &n_new);
+    cr_assert(old && img && n_old != n_new, "the test needs images of two sizes");
+    FILE *f = fopen(from, "wb");
+    fwrite(img, 1, n_new, f);
+    fclose(f);
+    rc = run_tool("finetune", args, &out);
+    cr_expect(rc == 1 && strstr(out, "data_content is images:"), "%d: %s", rc, out);
+    free(out);
+    f = fopen(from, "wb");
+    fwrite(old, 1, n_old, f);
+    fclose(f);
+    free(old), free(img);
+    free(run_ok("finetune", args));
+    remove_tree(s.dir);
+    free(s.dir);
+}
+
 // A real SIGTERM from outside at an arbitrary moment: the run stops with 75
 // (or has finished: 0), and the resumed run ends with the same bytes.
 Test(finetune, external_sigterm_then_resume) {
