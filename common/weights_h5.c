@@ -479,8 +479,27 @@ static hid_t open_read(const char *path) {
     hid_t fapl = make_fapl();
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     H5Pclose(fapl);
-    if (f < 0) err_set("%s: cannot open as HDF5 (damaged or truncated file?)", path);
-    return f;
+    if (f >= 0) return f;
+#if H5_VERSION_GE(1, 10, 7)
+    // Was it the lock? A process that has the file open for writing (h5py's
+    // 'r+' or 'a' in a notebook) holds it, and HDF5's error is "unable to
+    // lock file": the file may be whole.
+    fapl = make_fapl();
+    if (fapl >= 0 && H5Pset_file_locking(fapl, 0, 1) >= 0) {
+        hid_t g = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+        if (g >= 0) {
+            H5Fclose(g);
+            H5Pclose(fapl);
+            err_set("%s: locked by another process that has it open for writing (an h5py or Keras session?): close "
+                    "it there, or set HDF5_USE_FILE_LOCKING=FALSE to read it anyway",
+                    path);
+            return -1;
+        }
+    }
+    if (fapl >= 0) H5Pclose(fapl);
+#endif
+    err_set("%s: cannot open as HDF5 (damaged or truncated file?)", path);
+    return -1;
 }
 
 // --- reading ------------------------------------------------------------------

@@ -4,10 +4,12 @@
 // reading its files back, raw and through the reader.
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <hdf5.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -582,6 +584,23 @@ static int raw_strings(hid_t obj, const char *name, char out[][64], int max) {
     H5Sclose(space);
     H5Aclose(a);
     return n;
+}
+
+// A file another process has open for writing (h5py 'r+' in a notebook
+// holds HDF5's lock, here flock's exclusive lock) is said to be locked,
+// not damaged.
+Test(weights_h5, locked_file_is_not_called_damaged) {
+    char *p = path_in("locked.h5");
+    hid_t f = H5Fcreate(p, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    H5Fclose(f);
+    int fd = open(p, O_RDWR);
+    cr_assert(fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0);
+    char *v = NULL;
+    cr_expect_eq(h5_read_attr(p, "backend", &v), -1);
+    cr_expect(strstr(err_msg(), "locked.h5: locked by another process") && strstr(err_msg(), "HDF5_USE_FILE_LOCKING"),
+              "message: %s", err_msg());
+    close(fd);
+    free(p);
 }
 
 Test(weights_h5, write_then_read_back) {
