@@ -206,6 +206,66 @@ static int take_argument(const CliSpec *spec, char ***rest, int *n_rest, char **
     return 0;
 }
 
+const char *const cli_fit_not_here[][2] = {
+    {"learning-rate", "Keras's learning_rate is --lr here"},
+    {"learning_rate", "Keras's learning_rate is --lr here"},
+    {"steps-per-epoch", "an epoch is every training image once, in batches of --batch, as Keras's default"},
+    {"steps_per_epoch", "an epoch is every training image once, in batches of --batch, as Keras's default"},
+    {"validation-data", "validation data is --val-cache (train) or --val-data / --val-cache (finetune)"},
+    {"validation_data", "validation data is --val-cache (train) or --val-data / --val-cache (finetune)"},
+    {NULL, NULL},
+};
+
+// Levenshtein distance of a and b, capped: anything over 3 is 4.
+static int edit_distance(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 64 || lb > 64 || (la > lb ? la - lb : lb - la) > 3) return 4;
+    int row[65];
+    for (size_t j = 0; j <= lb; j++) row[j] = (int)j;
+    for (size_t i = 1; i <= la; i++) {
+        int diag = row[0];
+        row[0] = (int)i;
+        for (size_t j = 1; j <= lb; j++) {
+            int up = row[j], best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best) best = up + 1;
+            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+            diag = up, row[j] = best;
+        }
+    }
+    return row[lb] > 3 ? 4 : row[lb];
+}
+
+// "unknown option" with what was probably meant: another tool's option
+// (with why this one does not take it), Keras's spelling with underscores
+// (--validation_split), the one option the name begins (--epoch), or the
+// one nearest by at most two edits (--learning-rate is none; --optimiser is).
+static void unknown_option(CliSpec *spec, const char *name) {
+    if (spec->n_opts == 0) spec->n_opts = cli_count(spec->opts);
+    for (int i = 0; spec->not_here && spec->not_here[i][0]; i++)
+        if (!strcmp(spec->not_here[i][0], name)) {
+            cli_error(spec->prog, "unknown option '--%s': %s (see --help)", name, spec->not_here[i][1]);
+            return;
+        }
+    char dashed[128];
+    snprintf(dashed, sizeof dashed, "%s", name);
+    for (char *c = dashed; *c; c++)
+        if (*c == '_') *c = '-';
+    const char *guess = strcmp(dashed, name) && cli_find(spec, dashed) ? cli_find(spec, dashed)->name : NULL;
+    int n_prefix = 0, best = 3, n_best = 0;
+    const char *prefix = NULL, *nearest = NULL;
+    for (int i = 0; !guess && i < spec->n_opts; i++) {
+        const char *o = spec->opts[i].name;
+        if (!strncmp(o, dashed, strlen(dashed))) prefix = o, n_prefix++;
+        int d = edit_distance(dashed, o);
+        if (d < best) best = d, nearest = o, n_best = 1;
+        else if (d == best) n_best++;
+    }
+    if (!guess && n_prefix == 1 && strlen(dashed) >= 3) guess = prefix;
+    if (!guess && n_best == 1) guess = nearest;
+    if (guess) cli_error(spec->prog, "unknown option '--%s': did you mean --%s? (see --help)", name, guess);
+    else cli_error(spec->prog, "unknown option '--%s' (see --help)", name);
+}
+
 int cli_parse(CliSpec *spec, int argc, char **argv, int *n_rest, char ***rest) {
     // A table that ends with {0} counts itself: an option added to it can
     // never fall outside a hand-kept count.
@@ -251,7 +311,7 @@ int cli_parse(CliSpec *spec, int argc, char **argv, int *n_rest, char ***rest) {
         name[len] = '\0';
         CliOption *o = cli_find(spec, name);
         if (!o) {
-            cli_error(spec->prog, "unknown option '--%s' (see --help)", name);
+            unknown_option(spec, name);
             return CLI_USAGE;
         }
         const char *value;

@@ -62,9 +62,16 @@ typedef struct {
     const char *epilog;       // examples, notes (may be NULL)
     CliOption *opts;
     int n_opts;               // 0: the table ends with a {0} entry (counted by cli_parse)
+    // Options of the other tools this one does not take, with why, for the
+    // message (predict's --input-size: "comes from the model file"):
+    // {name, why} pairs ending with {NULL}; NULL: none.
+    const char *const (*not_here)[2];
 } CliSpec;
 
 enum { CLI_OK = 0, CLI_EXIT_OK = 1, CLI_USAGE = 2 };
+
+// not_here for train and finetune: fit's arguments in Keras's words.
+extern const char *const cli_fit_not_here[][2];
 
 // Exit codes, one convention for every tool (README "Exit codes"):
 //   EXIT_DONE 0     done

@@ -196,7 +196,8 @@ int main(int argc, char **argv) {
                            "block2_conv1 for\nblock2_pool)";
         }
     CliSpec spec = {"finetune", "Fine-tune the top of the VGG base together with the trained head.",
-                    "(--data DIR | --cache CACHE) --head HEAD.h5 --out MODEL.h5 [options]", EPILOG, opts, 0};
+                    "(--data DIR | --cache CACHE) --head HEAD.h5 --out MODEL.h5 [options]", EPILOG, opts, 0,
+                    cli_fit_not_here};
     int rc = cli_parse(&spec, argc, argv, NULL, NULL);
     if (rc == CLI_EXIT_OK) return EXIT_DONE;
     if (rc == CLI_USAGE) return EXIT_USAGE;

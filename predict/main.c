@@ -98,10 +98,20 @@ int main(int argc, char **argv) {
         {"quiet", OPT_FLAG, &o.quiet, NULL, NULL, "no progress bar (warnings, notes and errors still print)"},
         {0},
     };
+    static const char *const not_here[][2] = {
+        {"input-size", "the input size comes from the model file, with the interpolation, preprocessing and layer"},
+        {"interpolation", "the interpolation comes from the model file"},
+        {"preprocess", "the preprocessing comes from the model file"},
+        {"layer", "the layer comes from the model file"},
+        {"data", "give images and folders as arguments, or --eval DIR for a labelled folder"},
+        {"val-data", "give a labelled folder as --eval DIR"},
+        {"out", "the predictions go to stdout; --report PREFIX writes the report files"},
+        {NULL, NULL},
+    };
     CliSpec spec = {"predict", "Classify images with a trained model; evaluate it on labelled data.",
                     "(--model MODEL.h5 | --head HEAD.h5 [--weights BASE])\n"
                     "               (IMAGE|DIR... | --eval DIR | --cache CACHE) [options]",
-                    EPILOG, opts, 0};
+                    EPILOG, opts, 0, not_here};
     // cli_parse: "--" ends the options (inputs named "--x" follow it).
     int rc = cli_parse(&spec, argc, argv, &o.n_inputs, &o.inputs);
     if (rc != CLI_OK) {

@@ -90,6 +90,41 @@ Test(cli, usage_errors, .init = cr_redirect_stderr) {
         "tool: error: --n: ' 3' starts with a space\n");
 }
 
+// An unknown option says what was probably meant: Keras's underscores, the
+// one option the name begins, the one nearest by two edits, another
+// tool's option with why not here; nothing when two are as near.
+Test(cli, unknown_options_name_what_was_meant, .init = cr_redirect_stderr) {
+    int epochs = 0;
+    float split = 0;
+    const char *cache = NULL, *opt = NULL;
+    CliOption opts[] = {
+        {"epochs", OPT_INT, &epochs, "1", "N", "epochs"},
+        {"validation-split", OPT_FLOAT, &split, "0", "F", "split"},
+        {"val-cache", OPT_STRING, &cache, NULL, "VAL", "cache"},
+        {"optimizer", OPT_CHOICE, &opt, "sgd", NULL, "optimizer", "sgd|adam"},
+        {0},
+    };
+    static const char *const not_here[][2] = {{"input-size", "it comes from the model file"}, {NULL, NULL}};
+    CliSpec s = {"tool", "Does things.", "[options]", NULL, opts, 0, not_here};
+    char *a[] = {"tool", "--validation_split", "0.2", NULL}, *b[] = {"tool", "--epoch", "2", NULL},
+         *c[] = {"tool", "--optimiser", "sgd", NULL}, *d[] = {"tool", "--input-size", "9", NULL},
+         *e[] = {"tool", "--val", "x", NULL}, *f[] = {"tool", "--zzz", NULL};
+    cr_expect_eq(cli_parse(&s, 3, a, NULL, NULL), CLI_USAGE);
+    cr_expect_eq(cli_parse(&s, 3, b, NULL, NULL), CLI_USAGE);
+    cr_expect_eq(cli_parse(&s, 3, c, NULL, NULL), CLI_USAGE);
+    cr_expect_eq(cli_parse(&s, 3, d, NULL, NULL), CLI_USAGE);
+    cr_expect_eq(cli_parse(&s, 3, e, NULL, NULL), CLI_USAGE);
+    cr_expect_eq(cli_parse(&s, 2, f, NULL, NULL), CLI_USAGE);
+    fflush(stderr);
+    cr_expect_stderr_eq_str(
+        "tool: error: unknown option '--validation_split': did you mean --validation-split? (see --help)\n"
+        "tool: error: unknown option '--epoch': did you mean --epochs? (see --help)\n"
+        "tool: error: unknown option '--optimiser': did you mean --optimizer? (see --help)\n"
+        "tool: error: unknown option '--input-size': it comes from the model file (see --help)\n"
+        "tool: error: unknown option '--val' (see --help)\n"
+        "tool: error: unknown option '--zzz' (see --help)\n");
+}
+
 // "--" ends the options: what follows is positional, "--flag" included; a
 // "--" that is an option's value stays that value.
 Test(cli, double_dash_ends_the_options) {

@@ -113,7 +113,7 @@ int main(int argc, char **argv) {
     model_options_summary_only(opts + first_model_opt, n - first_model_opt, SHAPE_ONLY, "the cache");
     CliSpec spec = {"train", "Train the dense head on cached VGG features (CPU).",
                     "--cache TRAIN [--val-cache VAL | --validation-split F] --out HEAD.h5 [options]", EPILOG, opts,
-                    0};
+                    0, cli_fit_not_here};
     int rc = cli_parse(&spec, argc, argv, NULL, NULL);
     if (rc == CLI_EXIT_OK) return EXIT_DONE;
     if (rc == CLI_USAGE) return EXIT_USAGE;
