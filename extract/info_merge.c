@@ -5,12 +5,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <errno.h>
+#include <signal.h>
 
 #include "cache.h"
 #include "error.h"
 #include "extract.h"
 #include "fileutil.h"
 #include "progress.h"
+#include "stop.h"
 
 typedef struct {
     int n_classes;
@@ -134,10 +136,18 @@ typedef struct {
     long copied;
     char **paths;  // every record's path, to refuse duplicates
     long n_paths, cap_paths;
+    long signal_after;  // test hook: a real signal to ourselves after this many records (0: none)
+    int test_signal;
 } MergeCtx;
+
+// What merge_visit returns when a stop signal arrived (cache_visit passes it on).
+#define MERGE_STOPPED 1
 
 static int merge_visit(void *vctx, uint64_t key, const void *val, size_t len) {
     MergeCtx *mc = vctx;
+    // SIGTERM / SIGINT / SIGUSR1 / SIGHUP: copy no more; the caller removes
+    // the partial output.
+    if (stop_requested()) return MERGE_STOPPED;
     int32_t label;
     const char *path;
     int plen;
@@ -166,6 +176,7 @@ static int merge_visit(void *vctx, uint64_t key, const void *val, size_t len) {
     mc->paths[mc->n_paths++] = strndup(path, (size_t)plen);
     if (cache_put_raw(mc->out, key, val, len) < 0) return -1;
     mc->copied++;
+    if (mc->signal_after > 0 && mc->copied == mc->signal_after) kill(getpid(), mc->test_signal);
     return 0;
 }
 
@@ -219,8 +230,21 @@ static int merge_skipped(const char *out_dir, char **inputs, int n) {
     return rc;
 }
 
+// The stop message: nothing was written at OUT (a partial merge is removed).
+static int merge_stopped(const char *out, long copied, int had_out) {
+    log_printf(stderr,
+               "extract: stopped by %s after copying %ld record%s: the partial merge was removed (%s %s). Rerun "
+               "the same command to merge.\n",
+               stop_signal_name(stop_requested()), copied, copied == 1 ? "" : "s", out,
+               had_out ? "is the cache it was" : "was not written");
+    return EXIT_STOPPED;
+}
+
 int extract_merge(const char *out, char **inputs, int n_inputs, int overwrite) {
     if (n_inputs < 1) return err_set("--merge OUT IN...: no input caches given");
+    // SIGTERM / SIGINT (Slurm's time limit, Ctrl-C), SIGUSR1, SIGHUP: stop
+    // between records, remove the partial output, exit EXIT_STOPPED.
+    stop_install();
     struct stat st;
     char data[4200];
     snprintf(data, sizeof data, "%s/data.mdb", out);
@@ -229,6 +253,7 @@ int extract_merge(const char *out, char **inputs, int n_inputs, int overwrite) {
     int held = cache_lock_folder(out);  // fail now, not after the copying, while an extract writes OUT
     if (held == -1) return err_prefix("--merge: ");
     if (held >= 0) close(held);
+    const int had_out = stat(data, &st) == 0;  // (the message of a stop says it is as it was)
     CacheMeta first = {0}, meta;
     int shards = 0, *seen_shard = NULL;
     // All inputs: finished shards of one run's settings on one folder.
@@ -236,6 +261,21 @@ int extract_merge(const char *out, char **inputs, int n_inputs, int overwrite) {
         Cache c;
         if (cache_open_read(&c, inputs[i], &meta) < 0) goto fail;
         cache_close(&c);
+        // As --cache inside --data (extract.c): a cache in the image folder
+        // would be read as a class folder by every later run and by Keras.
+        if (meta.data_dir[0] && path_within(out, meta.data_dir)) {
+            err_set("--merge: %s lies inside the image folder %s that %s was made from: later runs (and Keras) "
+                    "would read it as a class folder; put the merged cache elsewhere",
+                    out, meta.data_dir, inputs[i]);
+            cache_meta_free(&meta);
+            goto fail;
+        }
+        if (stop_requested()) {
+            cache_meta_free(&meta);
+            free(seen_shard);
+            cache_meta_free(&first);
+            return merge_stopped(out, 0, had_out);
+        }
         int si = 0, sn = 1;
         if (meta.shard[0]) sscanf(meta.shard, "%d/%d", &si, &sn);
         const char *why = NULL;
@@ -324,7 +364,14 @@ int extract_merge(const char *out, char **inputs, int n_inputs, int overwrite) {
         remove_cache_dir(tmp);
         goto fail;
     }
-    MergeCtx mc = {&dst, NULL, 0, NULL, 0, 0};
+    MergeCtx mc = {&dst, NULL, 0, NULL, 0, 0, 0, SIGTERM};
+    // Test hook: a real SIGTERM (or VGGFT_TEST_SIGNAL=INT, USR1, HUP) to
+    // ourselves after N records were copied, as extract's run has.
+    const char *signal_env = getenv("VGGFT_TEST_SIGNAL_AFTER"), *signal_kind = getenv("VGGFT_TEST_SIGNAL");
+    mc.signal_after = signal_env ? atol(signal_env) : 0;
+    if (signal_kind && !strcmp(signal_kind, "INT")) mc.test_signal = SIGINT;
+    else if (signal_kind && !strcmp(signal_kind, "USR1")) mc.test_signal = SIGUSR1;
+    else if (signal_kind && !strcmp(signal_kind, "HUP")) mc.test_signal = SIGHUP;
     int rc = 0;
     for (int i = 0; i < n_inputs && rc == 0; i++) {
         Cache src;
@@ -337,6 +384,18 @@ int extract_merge(const char *out, char **inputs, int n_inputs, int overwrite) {
         rc = cache_visit(&src, merge_visit, &mc);
         cache_close(&src);
         if (rc == 0) printf("%s: %ld records\n", inputs[i], mc.copied - before);
+    }
+    // Stopped while copying (or as the last record was): the records are
+    // all that takes long; once they are in, the merge finishes.
+    if (rc == MERGE_STOPPED || (rc == 0 && stop_requested())) {
+        for (long i = 0; i < mc.n_paths; i++) free(mc.paths[i]);
+        free(mc.paths);
+        free(want.class_counts);
+        cache_close(&dst);
+        remove_cache_dir(tmp);
+        free(seen_shard);
+        cache_meta_free(&first);
+        return merge_stopped(out, mc.copied, had_out);
     }
     if (rc == 0) {
         if (mc.n_paths) qsort(mc.paths, (size_t)mc.n_paths, sizeof(char *), cmp_str);

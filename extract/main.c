@@ -29,7 +29,8 @@ static const char *EPILOG =
     "(--strict: exit 1 when any is; exit 1 too when no image could be read).\n"
     "\n"
     "Exit codes: 0 done; 1 failed (or --strict and a file was skipped); 2 usage\n"
-    "error (unknown option, value out of range, a layer the model lacks);\n"
+    "error (unknown option, value out of range, a layer the model lacks, an\n"
+    "option that does not go with --merge, --info or --verify);\n"
     "75 stopped by SIGTERM/SIGINT with its records committed: rerun.\n"
     "\n"
     "A cache belongs to the folder it was made from: a run on another folder\n"
@@ -53,7 +54,8 @@ static const char *EPILOG =
     "  build/extract --info CACHE                print settings and statistics\n"
     "  build/extract --verify CACHE              check every page and record; list\n"
     "                                            all damage (exit 0 sound, 1 not)\n"
-    "  build/extract --merge OUT IN1 IN2 ...     join the caches of --shard runs\n"
+    "  build/extract --merge OUT IN1 IN2 ...     join the caches of --shard runs (a\n"
+    "                                            stop signal: nothing written, exit 75)\n"
     "  build/extract --summary --input-size 150  print the conv base's layers\n"
     "Sharding over 4 jobs: --shard 0/4 ... --shard 3/4, then --merge.\n"
     "--weights imagenet looks for Keras's file in $KERAS_HOME/models or\n"
@@ -69,6 +71,41 @@ static int check_options(const ExtractOptions *o, const ModelOptions *mo) {
     Model m = {0};
     if (model_options_config(mo, MOPT_BASE, &cfg) < 0 || model_build(&m, &cfg) < 0) return -1;
     model_free(&m);
+    return 0;
+}
+
+// --merge, --info, --verify and --summary are commands of their own: one at
+// a time, and with none of the options of an extract run, which they would
+// silently ignore (`--merge OUT --cache X`: a typo of which cache?). Usage
+// errors (exit 2), found before any work. -1 after printing the error.
+static int check_command_options(CliSpec *spec, int n_rest, char **rest) {
+    const char *const commands[] = {"merge", "info", "verify", "summary", NULL};
+    const char *command = NULL;
+    for (int i = 0; commands[i]; i++) {
+        if (!cli_find(spec, commands[i])->seen) continue;
+        if (command) {
+            cli_error("extract", "--%s and --%s are separate commands: give one (see --help)", command, commands[i]);
+            return -1;
+        }
+        command = commands[i];
+    }
+    // --summary takes the model options and ignores the rest, as before.
+    if (!command || !strcmp(command, "summary")) return 0;
+    // What each command does take: --threads and --quiet apply to any, --overwrite to --merge's OUT.
+    const int merge = !strcmp(command, "merge");
+    for (int i = 0; spec->opts[i].name; i++) {
+        const char *name = spec->opts[i].name;
+        if (!spec->opts[i].seen || !strcmp(name, command) || !strcmp(name, "threads") || !strcmp(name, "quiet") ||
+            (merge && !strcmp(name, "overwrite")))
+            continue;
+        cli_error("extract", "--%s does not go with --%s%s (see --help)", name, command,
+                  merge ? ", which joins the caches given as arguments into OUT" : "");
+        return -1;
+    }
+    if (!merge && n_rest) {
+        cli_error("extract", "unexpected argument '%s': --%s takes one cache (see --help)", rest[0], command);
+        return -1;
+    }
     return 0;
 }
 
@@ -125,6 +162,12 @@ int main(int argc, char **argv) {
     int rc = cli_parse(&spec, argc, argv, &n_rest, &rest);
     int status = rc == CLI_EXIT_OK ? EXIT_DONE : EXIT_USAGE;
     if (rc != CLI_OK) goto out;
+    // (status is EXIT_USAGE here: what the branches below that print a usage error return)
+    if (check_command_options(&spec, n_rest, rest) < 0) goto out;
+    if (merge && n_rest < 1) {
+        cli_error("extract", "--merge OUT IN...: no input caches given (see --help)");
+        goto out;
+    }
     if (o.threads == 0) o.threads = parallel_cpus();
     blas_set_threads(o.threads);
     if (summary) {
@@ -134,7 +177,8 @@ int main(int argc, char **argv) {
     } else if (verify) {
         status = extract_verify(verify) == 0 ? 0 : 1;
     } else if (merge) {
-        status = extract_merge(merge, rest, n_rest, o.overwrite) < 0 ? (cli_error("extract", NULL), 1) : 0;
+        int m = extract_merge(merge, rest, n_rest, o.overwrite);
+        status = m < 0 ? (cli_error("extract", NULL), EXIT_FAILED) : m == EXIT_STOPPED ? EXIT_STOPPED : EXIT_DONE;
     } else if (n_rest) {
         cli_error("extract", "unexpected argument '%s' (see --help)", rest[0]);
     } else if (!o.data || !o.cache || !o.data[0] || !o.cache[0]) {
