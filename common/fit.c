@@ -10,6 +10,7 @@
 #include "error.h"
 #include "fileutil.h"
 #include "forward.h"
+#include "metrics.h"
 #include "plot.h"
 #include "rng.h"
 
@@ -402,6 +403,25 @@ void confusion_add(long *conf, int K, const int32_t *labels, const int32_t *pred
     for (int i = 0; i < n; i++) conf[labels[i] * K + pred[i]]++;
 }
 
+// In place of a matrix too big to print: its largest off-diagonal cells.
+static void print_top_confusions(FILE *out, int K, char *const *names, const long *conf) {
+    int t[FIT_REPORT_TOP_CONFUSIONS], p[FIT_REPORT_TOP_CONFUSIONS];
+    int n = metrics_top_confusions(conf, K, FIT_REPORT_TOP_CONFUSIONS, t, p);
+    fprintf(out, "Confusion matrix not shown for %d classes (more than %d); per-class figures below.\n", K,
+            FIT_REPORT_MATRIX_MAX);
+    if (n == 0) {
+        fprintf(out, "No confusions: every record's prediction is its true class.\n");
+        return;
+    }
+    fprintf(out, "Most frequent confusions (true -> predicted: count, share of the true class):\n");
+    for (int i = 0; i < n; i++) {
+        long row = 0;
+        for (int j = 0; j < K; j++) row += conf[(long)t[i] * K + j];
+        fprintf(out, "  %s -> %s: %ld (%.4f)\n", names[t[i]], names[p[i]], conf[(long)t[i] * K + p[i]],
+                row ? (double)conf[(long)t[i] * K + p[i]] / row : 0.0);
+    }
+}
+
 void fit_print_report(FILE *out, const char *what, const Running *r, int K, char *const *names, const long *conf) {
     fprintf(out, "\n%s: loss %.4f - accuracy %.4f (%ld/%.0f)\n", what, running_loss(r), running_acc(r), r->correct,
             r->n);
@@ -411,13 +431,17 @@ void fit_print_report(FILE *out, const char *what, const Running *r, int K, char
     int cw = 8;  // column width: the longest name, within 8..16
     for (int k = 0; k < K; k++) cw = (int)strlen(names[k]) > cw ? (int)strlen(names[k]) : cw;
     if (cw > 16) cw = 16;
-    fprintf(out, "Confusion matrix (rows: true class, columns: predicted):\n%*s", w + 2, "");
-    for (int k = 0; k < K; k++) fprintf(out, " %*.*s", cw, cw, names[k]);
-    fprintf(out, "\n");
-    for (int t = 0; t < K; t++) {
-        fprintf(out, "  %-*.*s", w, w, names[t]);
-        for (int p = 0; p < K; p++) fprintf(out, " %*ld", cw, conf[t * K + p]);
+    if (K > FIT_REPORT_MATRIX_MAX) {
+        print_top_confusions(out, K, names, conf);
+    } else {
+        fprintf(out, "Confusion matrix (rows: true class, columns: predicted):\n%*s", w + 2, "");
+        for (int k = 0; k < K; k++) fprintf(out, " %*.*s", cw, cw, names[k]);
         fprintf(out, "\n");
+        for (int t = 0; t < K; t++) {
+            fprintf(out, "  %-*.*s", w, w, names[t]);
+            for (int p = 0; p < K; p++) fprintf(out, " %*ld", cw, conf[t * K + p]);
+            fprintf(out, "\n");
+        }
     }
     fprintf(out, "%-*s precision   recall  support\n", w + 2, "");
     for (int k = 0; k < K; k++) {

@@ -126,7 +126,13 @@ int fit_plot_history(const FitState *s, const char *path, const char *title);
 // conf[t * K + p] += 1 for each sample (true t, predicted p).
 void confusion_add(long *conf, int K, const int32_t *labels, const int32_t *pred, int n);
 // "WHAT: loss L - accuracy A (c/n)", the confusion matrix with class names,
-// and per-class precision, recall and support, to out.
+// and per-class precision, recall and support, to out. Above
+// FIT_REPORT_MATRIX_MAX classes the matrix (K * K numbers: 110 MB for 2,600
+// classes) is not printed: a line says so, then the FIT_REPORT_TOP_CONFUSIONS
+// most frequent confusions (true -> predicted: count, share of the true
+// class) stand in for it.
+#define FIT_REPORT_MATRIX_MAX 50
+#define FIT_REPORT_TOP_CONFUSIONS 20
 void fit_print_report(FILE *out, const char *what, const Running *r, int K, char *const *class_names,
                       const long *conf);
 

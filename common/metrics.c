@@ -75,3 +75,23 @@ int metrics_prob_digits(double p, int digits) {
     while (digits < 7 && p < 1 && p >= 1 - 0.5 * pow(10, -digits)) digits++;
     return digits;
 }
+
+int metrics_top_confusions(const long *conf, int K, int n, int *true_k, int *pred_k) {
+    int have = 0;
+    if (n <= 0) return 0;
+    for (int t = 0; t < K; t++)
+        for (int p = 0; p < K; p++) {
+            long c = conf[(long)t * K + p];
+            if (t == p || c <= 0) continue;
+            // Kept sorted by decreasing count; a later cell with an equal
+            // count goes after the earlier ones (row-major order).
+            if (have == n && c <= conf[(long)true_k[n - 1] * K + pred_k[n - 1]]) continue;
+            int at = have < n ? have++ : n - 1;
+            while (at > 0 && conf[(long)true_k[at - 1] * K + pred_k[at - 1]] < c) {
+                true_k[at] = true_k[at - 1], pred_k[at] = pred_k[at - 1];
+                at--;
+            }
+            true_k[at] = t, pred_k[at] = p;
+        }
+    return have;
+}

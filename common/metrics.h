@@ -43,3 +43,10 @@ int metrics_top_k(const float *probs, int n, int k, int *idx);
 // Decimals to print probability p with: `digits`, more (up to 7) when those
 // would round p < 1 up to 1 (a mistake's 0.99996 is not 1.0000).
 int metrics_prob_digits(double p, int digits);
+
+// A confusion matrix too big to show (thousands of classes: K * K cells)
+// is summarised by its largest off-diagonal cells instead. Returns how many
+// (at most n) of the largest nonzero conf[t * K + p], t != p, it writes to
+// true_k[] and pred_k[], in decreasing count; equal counts in row-major
+// order (lower true class, then lower predicted class, first).
+int metrics_top_confusions(const long *conf, int K, int n, int *true_k, int *pred_k);

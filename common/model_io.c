@@ -146,21 +146,34 @@ const char *model_meta_made_by_note(const ModelMeta *meta, char *buf, size_t siz
     return buf;
 }
 
-int model_save(const Model *m, const char *path, int from, const ModelMeta *meta) {
+int model_meta_check_writable(const ModelMeta *meta, const char *path) {
+    if (meta->n_classes < 2 || meta->n_classes > MODEL_MAX_CLASSES)
+        return err_set("%s: %d classes; a model file records 2 to %d", path, meta->n_classes, MODEL_MAX_CLASSES);
     // Class names are stored one per line: a folder name with a newline
     // cannot be represented, so refuse it rather than corrupt the list.
-    size_t names_len = 1;
-    for (int i = 0; meta->class_names && i < meta->n_classes; i++) {
+    for (int i = 0; meta->class_names && i < meta->n_classes; i++)
         if (strchr(meta->class_names[i], '\n'))
             return err_set("%s: class name '%s' contains a newline, which model files cannot store", path,
                            meta->class_names[i]);
-        names_len += strlen(meta->class_names[i]) + 1;
-    }
-    char *names = calloc(1, names_len);
+    return 0;
+}
+
+int model_save(const Model *m, const char *path, int from, const ModelMeta *meta) {
+    if (model_meta_check_writable(meta, path) < 0) return -1;
+    // One per line; thousands of classes make a long value, which
+    // h5_write_layers splits into vggft_class_names0, 1, ... (Keras's way).
+    size_t names_len = 1;
+    for (int i = 0; meta->class_names && i < meta->n_classes; i++) names_len += strlen(meta->class_names[i]) + 1;
+    char *names = malloc(names_len);
+    if (!names) return err_set("out of memory");
+    size_t at = 0;
     for (int i = 0; meta->class_names && i < meta->n_classes; i++) {
-        strcat(names, meta->class_names[i]);
-        if (i + 1 < meta->n_classes) strcat(names, "\n");
+        size_t n = strlen(meta->class_names[i]);
+        memcpy(names + at, meta->class_names[i], n);
+        at += n;
+        if (i + 1 < meta->n_classes) names[at++] = '\n';
     }
+    names[at] = '\0';
     char size[32], classes[16], hidden[16], dropout[32];
     snprintf(size, sizeof size, "%dx%d", meta->input_w, meta->input_h);
     snprintf(classes, sizeof classes, "%d", meta->n_classes);
@@ -228,7 +241,7 @@ int model_meta_read(const char *path, ModelMeta *meta) {
     meta->binary = !strcmp(mode, "binary");
     meta->hidden = atoi(hidden);
     meta->dropout = (float)atof(dropout);
-    if (meta->n_classes < 2 || meta->n_classes > 100000)
+    if (meta->n_classes < 2 || meta->n_classes > MODEL_MAX_CLASSES)
         return err_set("%s: bad vggft_classes '%s'", path, classes);
     char *w = NULL;
     if (h5_read_attr(path, "vggft_weights", &w) == 1) snprintf(meta->weights, sizeof meta->weights, "%s", w);

@@ -59,6 +59,16 @@ int model_load_base(Model *m, const char *path);
 // Returns 0 when the file can be m's base, or -1 with that message.
 int model_check_conv_layers(const Model *m, const char *path, const char *const *names, int n);
 
+// The most classes a model file records (model_meta_read refuses more).
+#define MODEL_MAX_CLASSES 100000
+
+// What model_save would refuse in meta, checked before any work (train calls
+// it before its first epoch): a class count outside 2..MODEL_MAX_CLASSES, a
+// class name with a newline (names are stored one per line). Every size
+// fits: long attributes (the class names of thousands of classes) are
+// split as weights_h5.h describes. Returns 0, or -1 naming path and why.
+int model_meta_check_writable(const ModelMeta *meta, const char *path);
+
 // Writes layers [from, n_layers) (from = model_head_start(m) for a head file,
 // 1 for base + head, "full") and meta, atomically, byte-reproducibly.
 // A full file has the layout Keras 2's save_weights gives the seeds' model

@@ -15,6 +15,7 @@
 #include "fileutil.h"
 #include "image.h"
 #include "image_write.h"
+#include "metrics.h"
 
 // ---- text --------------------------------------------------------------------
 
@@ -368,8 +369,71 @@ int plot_history_svg(const char *path, const char *title, int n, const float *lo
 
 // ---- confusion matrix --------------------------------------------------------
 
+// A matrix too big to draw: a note and its largest off-diagonal cells.
+static int confusion_summary_svg(const char *path, const char *title, int K, char *const *names, const long *counts) {
+    int t[PLOT_CONFUSION_TOP], p[PLOT_CONFUSION_TOP];
+    const int n = metrics_top_confusions(counts, K, PLOT_CONFUSION_TOP, t, p);
+    // Columns: true class, predicted class (names up to 260 px, longer ones
+    // shortened in the middle), count and share, right-aligned.
+    const double m = 12, fs = 12, name_max = 260, gap = 16, count_w = 70, share_w = 110, row_h = 18;
+    const double x_true = m, x_pred = x_true + name_max + gap, x_count = x_pred + name_max + gap + count_w,
+                 x_share = x_count + gap + share_w;
+    const double W = x_share + m;
+    const double title_fs = 15, title_max = W - 2 * m;
+    char *tl[2];
+    title_lines(title ? title : "", title_fs, title_max, tl);
+    const double y_title = m + title_fs, y_note = y_title + (tl[1] ? title_fs * 1.25 : 0) + 24;
+    const double y_head = y_note + 2 * fs * 1.4 + 12;
+    const double H = y_head + (n ? n : 1) * row_h + 16;
+
+    AtomicFile af;
+    FILE *f = svg_begin(&af, path, W, H, "white");
+    if (!f) return free(tl[0]), free(tl[1]), -1;
+    title_draw(f, W / 2, y_title, title_fs, title_max, tl);
+    char note[200], attrs[160];
+    snprintf(note, sizeof note, "confusion matrix not drawn for %d classes (more than %d);", K, PLOT_CONFUSION_MAX);
+    snprintf(attrs, sizeof attrs, "x='%.1f' y='%.1f' text-anchor='middle'", W / 2, y_note);
+    svg_text(f, attrs, fs, W - 2 * m, note);
+    if (n) snprintf(note, sizeof note, "the %d most frequent confusions (per-class figures: the printed report)", n);
+    else snprintf(note, sizeof note, "no confusions: every prediction is the true class");
+    snprintf(attrs, sizeof attrs, "x='%.1f' y='%.1f' text-anchor='middle' fill='#555'", W / 2, y_note + fs * 1.4);
+    svg_text(f, attrs, fs, W - 2 * m, note);
+    if (n) {
+        fprintf(f, "<g font-weight='bold'>\n");
+        snprintf(attrs, sizeof attrs, "x='%.1f' y='%.1f'", x_true, y_head);
+        svg_text(f, attrs, fs, name_max, "true");
+        snprintf(attrs, sizeof attrs, "x='%.1f' y='%.1f'", x_pred, y_head);
+        svg_text(f, attrs, fs, name_max, "predicted");
+        snprintf(attrs, sizeof attrs, "x='%.1f' y='%.1f' text-anchor='end'", x_count, y_head);
+        svg_text(f, attrs, fs, count_w, "count");
+        snprintf(attrs, sizeof attrs, "x='%.1f' y='%.1f' text-anchor='end'", x_share, y_head);
+        svg_text(f, attrs, fs, share_w, "share of true");
+        fprintf(f, "</g>\n<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#999'/>\n", m, y_head + 5, W - m,
+                y_head + 5);
+    }
+    for (int i = 0; i < n; i++) {
+        const double y = y_head + (i + 1) * row_h;
+        long row = 0, c = counts[(long)t[i] * K + p[i]];
+        for (int j = 0; j < K; j++) row += counts[(long)t[i] * K + j];
+        char num[48];
+        snprintf(attrs, sizeof attrs, "x='%.1f' y='%.1f'", x_true, y);
+        svg_text(f, attrs, fs, name_max, names[t[i]]);
+        snprintf(attrs, sizeof attrs, "x='%.1f' y='%.1f'", x_pred, y);
+        svg_text(f, attrs, fs, name_max, names[p[i]]);
+        snprintf(attrs, sizeof attrs, "x='%.1f' y='%.1f' text-anchor='end'", x_count, y);
+        snprintf(num, sizeof num, "%ld", c);
+        svg_text(f, attrs, fs, count_w, num);
+        snprintf(attrs, sizeof attrs, "x='%.1f' y='%.1f' text-anchor='end'", x_share, y);
+        snprintf(num, sizeof num, "%.4f", row ? (double)c / row : 0.0);
+        svg_text(f, attrs, fs, share_w, num);
+    }
+    fprintf(f, "</svg>\n");
+    return atomic_commit(&af);
+}
+
 int plot_confusion_svg(const char *path, const char *title, int K, char *const *names, const long *counts) {
     if (K < 1) return err_set("%s: no classes to plot", path);
+    if (K > PLOT_CONFUSION_MAX) return confusion_summary_svg(path, title, K, names, counts);
     // Cells from 80 px (2 classes) down to 16 px (30 classes and more, still
     // room for a label line each); names up to 220 px, longer ones shortened.
     const double cell = fmax(16, fmin(80, floor(480.0 / K)));

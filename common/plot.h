@@ -25,6 +25,13 @@ int plot_history_svg(const char *path, const char *title, int n_epochs, const fl
 // names apart ("dog_breed_gol…variant_07"; the whole name as a tooltip),
 // the title centred on the matrix, in two lines when long, and the matrix
 // centred under it. Text is XML-escaped.
+// Above PLOT_CONFUSION_MAX classes the matrix would be unreadable and huge
+// (K * K cells: 182 MB for 1,000 classes), so the picture holds instead the
+// title, a note "confusion matrix not drawn for K classes (more than 100)",
+// and a table of the PLOT_CONFUSION_TOP most frequent confusions (true
+// class, predicted class, count, share of the true class), a few KB.
+#define PLOT_CONFUSION_MAX 100
+#define PLOT_CONFUSION_TOP 25
 int plot_confusion_svg(const char *path, const char *title, int K, char *const *class_names, const long *counts);
 
 // One thumbnail of a contact sheet: RGB8, h x w, row-major HWC.

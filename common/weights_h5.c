@@ -15,8 +15,9 @@
 // HDF5's object header messages (where attributes live) are limited to
 // 64 KiB; Keras splits string lists above this many bytes, and so do we.
 #define ATTR_LIMIT 64000
-// Largest single string attribute we write (see the header).
-#define ATTR_VALUE_MAX 60000
+// Largest string we store in one attribute; a longer value is split into
+// key0, key1, ... (see the header).
+#define ATTR_VALUE_MAX H5_ATTR_CHUNK_MAX
 
 // HDF5 prints its whole error stack to stderr by default; we report our own
 // messages instead. The setting is global in the serial library, so setting
@@ -656,34 +657,66 @@ int h5_list_layers(const char *path, H5LayerInfo **out) {
     return nw;
 }
 
+// Appends the single string of attribute `name` of obj to *buf (length *len).
+static int append_one_string(hid_t obj, const char *name, char **buf, size_t *len) {
+    StrList l = {0};
+    int rc = attr_append_strings(obj, name, &l);
+    if (rc == 0 && l.n != 1) rc = err_set("attribute %s holds %d strings, expected one", name, l.n);
+    if (rc == 0) {
+        size_t n = strlen(l.s[0]);
+        char *nb = realloc(*buf, *len + n + 1);
+        if (!nb) rc = err_set("out of memory");
+        else {
+            memcpy(nb + *len, l.s[0], n + 1);
+            *buf = nb;
+            *len += n;
+        }
+    }
+    strlist_free(&l);
+    return rc;
+}
+
 int h5_read_attr(const char *path, const char *key, char **value) {
     *value = NULL;
     hid_t f = open_read(path);
     if (f < 0) return -1;
-    int rc;
+    int rc = 0;
+    char *buf = NULL;
+    size_t len = 0;
     htri_t e = H5Aexists(f, key);
     if (e < 0) {
         rc = err_set("%s: cannot query attribute %s", path, key);
-    } else if (e == 0) {
-        rc = 0;
+    } else if (e > 0) {
+        rc = append_one_string(f, key, &buf, &len) < 0 ? err_prefix("%s: ", path) : 1;
     } else {
-        StrList l = {0};
-        if (attr_append_strings(f, key, &l) < 0)
-            rc = err_prefix("%s: ", path);
-        else if (l.n != 1)
-            rc = err_set("%s: attribute %s holds %d strings, expected one", path, key, l.n);
-        else {
-            *value = l.s[0];
-            l.s[0] = NULL;  // now the caller's
-            rc = 1;
+        // The split form (a value over H5_ATTR_CHUNK_MAX bytes): key0, key1,
+        // ... whose concatenation is the value, as Keras reads layer_names0...
+        for (int k = 0; rc >= 0; k++) {
+            char chunk[320];
+            snprintf(chunk, sizeof chunk, "%s%d", key, k);
+            e = H5Aexists(f, chunk);
+            if (e < 0) rc = err_set("%s: cannot query attribute %s", path, chunk);
+            else if (e == 0) break;
+            else if (append_one_string(f, chunk, &buf, &len) < 0) rc = err_prefix("%s: ", path);
+            else rc = 1;
         }
-        strlist_free(&l);
     }
+    if (rc == 1) *value = buf;
+    else free(buf);
     H5Fclose(f);
     return rc;
 }
 
 // --- writing ------------------------------------------------------------------
+
+// 1 when key is base followed by one or more digits (a name of base's split form).
+static int split_name_of(const char *key, const char *base) {
+    size_t n = strlen(base);
+    if (strncmp(key, base, n) || !key[n]) return 0;
+    for (const char *p = key + n; *p; p++)
+        if (*p < '0' || *p > '9') return 0;
+    return 1;
+}
 
 static int validate_write(const char *path, const H5Layer *layers, int n_layers, const H5Attr *attrs,
                           int n_attrs) {
@@ -736,9 +769,16 @@ static int validate_write(const char *path, const H5Layer *layers, int n_layers,
         for (int j = 0; j < i; j++)
             if (!strcmp(attrs[j].key, attrs[i].key))
                 return err_set("%s: attribute %s given twice", path, attrs[i].key);
-        if (strlen(attrs[i].value) > ATTR_VALUE_MAX)
-            return err_set("%s: attribute %s is %zu bytes, more than the %d an HDF5 attribute holds",
-                           path, attrs[i].key, strlen(attrs[i].value), ATTR_VALUE_MAX);
+        // A long value is stored as KEY0, KEY1, ...: no other key may be
+        // KEY followed by digits (nor a reserved name's split form).
+        for (int j = 0; j < n_attrs; j++)
+            if (j != i && attrs[j].key && split_name_of(attrs[i].key, attrs[j].key))
+                return err_set("%s: attribute %s would clash with the split form of attribute %s", path,
+                               attrs[i].key, attrs[j].key);
+        for (size_t r = 0; r < sizeof reserved / sizeof *reserved; r++)
+            if (split_name_of(attrs[i].key, reserved[r]))
+                return err_set("%s: attribute %s would clash with the split form of %s", path, attrs[i].key,
+                               reserved[r]);
     }
     return 0;
 }
@@ -788,6 +828,43 @@ static int write_string_list(hid_t obj, const char *name, const char *const *s, 
         at += len;
     }
     return 0;
+}
+
+// Length of the next piece of a long value s (strlen(s) > max): up to max
+// bytes, ending after its last newline when it has one (so that a list of
+// lines, e.g. class names, is split between lines), else not inside a UTF-8
+// sequence.
+static size_t piece_len(const char *s, size_t max) {
+    for (size_t k = max; k > 0; k--)
+        if (s[k - 1] == '\n') return k;
+    size_t k = max;
+    while (k > 1 && ((unsigned char)s[k] & 0xC0) == 0x80) k--;
+    return k;
+}
+
+// One string attribute (scalar, fixed-length): as one attribute when it fits
+// in ATTR_VALUE_MAX bytes, else split into key0, key1, ..., each at most
+// ATTR_VALUE_MAX bytes, whose concatenation is the value (HDF5 keeps an
+// attribute in a 64 KiB object header message; Keras splits its lists the
+// same way, layer_names0, layer_names1, ...). h5_read_attr joins them.
+static int write_string_attr(hid_t obj, const char *key, const char *value) {
+    size_t len = strlen(value);
+    if (len <= ATTR_VALUE_MAX) return write_strings(obj, key, &value, 1, 1);
+    char *piece = malloc(ATTR_VALUE_MAX + 1);
+    if (!piece) return err_set("out of memory");
+    int rc = 0;
+    for (int c = 0; len > 0 && rc == 0; c++) {
+        size_t n = len <= ATTR_VALUE_MAX ? len : piece_len(value, ATTR_VALUE_MAX);
+        memcpy(piece, value, n);
+        piece[n] = '\0';
+        char name[320];
+        snprintf(name, sizeof name, "%s%d", key, c);
+        const char *p = piece;
+        rc = write_strings(obj, name, &p, 1, 1);
+        value += n, len -= n;
+    }
+    free(piece);
+    return rc;
 }
 
 // weight_names of a weightless layer: Keras writes np.asarray([]), an empty
@@ -886,7 +963,7 @@ static int write_contents(hid_t f, const H5Layer *layers, int n_layers, const H5
     if (write_strings(f, "backend", &backend, 1, 1) < 0) return -1;
     if (write_strings(f, "keras_version", &version, 1, 1) < 0) return -1;
     for (int i = 0; i < n_attrs; i++)
-        if (write_strings(f, attrs[i].key, &attrs[i].value, 1, 1) < 0) return -1;
+        if (write_string_attr(f, attrs[i].key, attrs[i].value) < 0) return -1;
     for (int i = 0, run; i < n_layers; i += run) {
         run = entry_run(layers, n_layers, i);
         if (write_entry(f, layers[i].group ? layers[i].group : layers[i].layer, &layers[i], run) < 0) return -1;

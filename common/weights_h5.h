@@ -32,6 +32,9 @@
 #pragma once
 #include <stddef.h>
 
+// The largest string value stored in one attribute; longer ones are split.
+#define H5_ATTR_CHUNK_MAX 60000
+
 typedef struct {
     const char *layer;       // Keras layer name, e.g. "block1_conv1", "dense"
     int n_tensors;           // 0 (no weights: pools, flatten, dropout), or 2 (kernel, bias)
@@ -63,8 +66,13 @@ int h5_read_layers(const char *path, H5Layer *layers, int n_layers);
 // .h5 but NOT in .weights.h5, which Keras 3 reserves for its own layout):
 // root attributes layer_names (ALL layers in order, weightless ones too),
 // backend="tensorflow", keras_version="2.15.0", plus attrs (string
-// attributes for our own metadata; keys must not be those three; values up to
-// 60000 bytes each because of HDF5's 64 KiB attribute header limit); one group
+// attributes for our own metadata; keys must not be those three, nor
+// another key or one of those three followed by digits). HDF5 keeps each
+// attribute in an object header message of at most 64 KiB, so a value over
+// H5_ATTR_CHUNK_MAX bytes is stored as Keras stores a long layer_names:
+// split into KEY0, KEY1, ... (each at most H5_ATTR_CHUNK_MAX bytes, cut
+// after a newline where the piece has one), whose concatenation is the
+// value; h5_read_attr joins them. Any length fits. One group
 // per layer with weight_names = ["<layer>/kernel:0", "<layer>/bias:0"] (an
 // empty list for weightless layers) and float32 datasets at those paths.
 // Layers with a group (consecutive ones sharing the same name) are written as
@@ -82,8 +90,9 @@ int h5_write_layers(const char *path, const H5Layer *layers, int n_layers,
                     const H5Attr *attrs, int n_attrs);
 
 // Reads a root string attribute (fixed or variable length, scalar or a
-// one-element array). Returns 1 and a malloc'd string in *value, 0 if the
-// attribute is absent (*value = NULL), -1 on error.
+// one-element array), or, when KEY is absent, its split form KEY0, KEY1, ...
+// (see h5_write_layers), joined. Returns 1 and a malloc'd string in *value,
+// 0 if the attribute is absent (*value = NULL), -1 on error.
 int h5_read_attr(const char *path, const char *key, char **value);
 
 // --- inspection -------------------------------------------------------------

@@ -391,3 +391,77 @@ Test(model_io, weights_of_the_other_vgg_are_refused_end_to_end) {
     remove_tree(dir);
     free(dir);
 }
+
+// A head saved with K classes named Quercus_robur_subspecies_NNNN and read
+// back: every name equal; *split tells whether vggft_class_names was split
+// into vggft_class_names0, 1, ... (over HDF5's 64 KiB attribute limit).
+static void many_names_round_trip(const char *dir, int K, int *split) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/head_%d.h5", dir, K);
+    Model m = make(32, K, 4, NULL);
+    cr_assert_eq(model_alloc_weights(&m, m.n_base, m.n_layers), 0);
+    model_init_random(&m, m.n_base, m.n_layers, 5);
+    char **names = calloc((size_t)K, sizeof *names);
+    size_t total = 0;
+    for (int k = 0; k < K; k++) {
+        names[k] = malloc(40);
+        snprintf(names[k], 40, "Quercus_robur_subspecies_%04d", k);
+        total += strlen(names[k]) + 1;
+    }
+    ModelMeta meta;
+    model_meta_from_model(&m, &meta);
+    meta.class_names = names;
+    cr_assert_eq(model_save(&m, path, model_head_start(&m), &meta), 0, "%d classes (%zu bytes of names): %s", K,
+                 total, err_msg());
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    cr_assert(f >= 0);
+    int single = H5Aexists(f, "vggft_class_names") > 0, chunked = H5Aexists(f, "vggft_class_names0") > 0;
+    H5Fclose(f);
+    cr_assert(single != chunked, "vggft_class_names: single %d, split %d", single, chunked);
+    *split = chunked;
+
+    ModelMeta back;
+    cr_assert_eq(model_meta_read(path, &back), 0, "%s", err_msg());
+    cr_assert_eq(back.n_classes, K);
+    cr_assert_not_null(back.class_names);
+    for (int k = 0; k < K; k++) cr_assert_str_eq(back.class_names[k], names[k], "class %d", k);
+    cr_assert_eq(model_meta_check_classes(&back, "the cache", names, K), 0, "%s", err_msg());
+    model_meta_free(&back);
+    Model m2 = make(32, K, 4, NULL);
+    cr_assert_eq(model_load_head(&m2, path), 0, "%s", err_msg());
+    expect_same_weights(&m, &m2, m.n_base, m.n_layers);
+    model_free(&m2);
+    model_free(&m);
+    for (int k = 0; k < K; k++) free(names[k]);
+    free(names);
+}
+
+// 2,100 classes: 62,999 bytes of names, more than one HDF5 attribute holds.
+// model_save refused them ("attribute vggft_class_names is 62999 bytes, more
+// than the 60000 an HDF5 attribute holds"), after train's last epoch; now
+// they are split as Keras splits layer_names and read back whole. 1,700
+// classes (50,999 bytes) still make one attribute, as every older file has.
+Test(model_io, thousands_of_class_names_round_trip) {
+    char *dir = make_temp_dir("mio_names");
+    int split;
+    many_names_round_trip(dir, 2100, &split);
+    cr_assert(split, "62,999 bytes of names should be split");
+    many_names_round_trip(dir, 1700, &split);
+    cr_assert(!split, "50,999 bytes of names fit one attribute, as in older files");
+    remove_tree(dir);
+    free(dir);
+}
+
+// What model_save cannot record is known before any work (train checks it
+// before its first epoch).
+Test(model_io, unwritable_metadata_is_refused_up_front) {
+    char *names[] = {"cats", "dogs\nwolves"};
+    ModelMeta meta = {.n_classes = 2, .class_names = names};
+    cr_assert_eq(model_meta_check_writable(&meta, "h.h5"), -1);
+    cr_assert(strstr(err_msg(), "newline"), "message: %s", err_msg());
+    names[1] = "dogs";
+    cr_assert_eq(model_meta_check_writable(&meta, "h.h5"), 0, "%s", err_msg());
+    meta.n_classes = MODEL_MAX_CLASSES + 1;
+    meta.class_names = NULL;
+    cr_assert_eq(model_meta_check_writable(&meta, "h.h5"), -1);
+}

@@ -612,3 +612,58 @@ Test(plot_history, the_figure_before_training_at_epoch_zero) {
     free(svg);
     hist_free(&h);
 }
+
+// ---- confusion matrices of many classes ---------------------------------------
+
+// K classes, each mostly right; class k's records also go to (k + 1) % K
+// (k % 7 + 1 of them, so the largest confusions are known).
+static long *many_counts(int K) {
+    long *counts = calloc((size_t)K * K, sizeof *counts);
+    for (int k = 0; k < K; k++) {
+        counts[(long)k * K + k] = 10;
+        counts[(long)k * K + (k + 1) % K] = k % 7 + 1;
+    }
+    return counts;
+}
+
+// Above PLOT_CONFUSION_MAX classes the matrix is not drawn (1,000 classes
+// made a 182 MB SVG): a note says so and the largest confusions are listed,
+// in a picture of a few KB that renders whole.
+Test(plot_confusion, thousands_of_classes_give_a_note_and_the_top_confusions) {
+    char *dir = out_dir("plotmany");
+    const int K = 2100;
+    char **names = calloc((size_t)K, sizeof *names);
+    for (int k = 0; k < K; k++) {
+        names[k] = malloc(48);
+        snprintf(names[k], 48, "Quercus_robur_subspecies_%04d", k);
+    }
+    long *counts = many_counts(K);
+    char p[4096];
+    snprintf(p, sizeof p, "%s/confusion_%d.svg", dir, K);
+    const char *title = "head.h5: accuracy 0.5000 on validation";
+    cr_assert_eq(plot_confusion_svg(p, title, K, names, counts), 0, "%s", err_msg());
+    size_t len;
+    char *svg = read_file(p, &len);
+    cr_assert_lt(len, 20000, "%zu bytes for %d classes", len, K);
+    cr_assert(strstr(svg, "confusion matrix not drawn for 2100 classes (more than 100)"), "no note");
+    // The largest: k % 7 == 6 gives 7 (k = 6, 13, 20, ...), first in row order.
+    const char *texts[] = {title, "Quercus_robur_subspecies_0006", "Quercus_robur_subspecies_0007",
+                           "Quercus_robur_subspecies_0013", "Quercus_robur_subspecies_0014", "0.4118"};
+    assert_svg_readable(p, texts, 6);
+    cr_assert(!strstr(svg, "Quercus_robur_subspecies_0000<"), "a 1-record confusion is not among the largest");
+    free(svg);
+
+    // Up to the limit, the whole matrix as before.
+    const int K2 = PLOT_CONFUSION_MAX;
+    long *c2 = many_counts(K2);
+    snprintf(p, sizeof p, "%s/confusion_%d.svg", dir, K2);
+    cr_assert_eq(plot_confusion_svg(p, "validation", K2, names, c2), 0, "%s", err_msg());
+    svg = read_file(p, &len);
+    cr_assert(strstr(svg, ">predicted<") && strstr(svg, ">true<") && !strstr(svg, "not drawn"),
+              "%d classes are drawn as a matrix", K2);
+    free(svg);
+    free(c2);
+    for (int k = 0; k < K; k++) free(names[k]);
+    free(names), free(counts);
+    done(dir);
+}

@@ -11,6 +11,7 @@
 #include "cache.h"
 #include "dataset.h"
 #include "error.h"
+#include "fit.h"
 #include "model_io.h"
 #include "testutil.h"
 
@@ -485,4 +486,127 @@ Test(train, resume_after_early_stopping_trains_no_further) {
     free(o);
     expect_same_heads(&r);
     resume_case_free(&r);
+}
+
+// ---- many classes ---------------------------------------------------------------
+
+// K classes named Quercus_robur_subspecies_NNNN, one record each.
+static char **make_many_class_cache(const char *path, int K) {
+    char **names = calloc((size_t)K, sizeof *names);
+    for (int k = 0; k < K; k++) {
+        names[k] = malloc(40);
+        snprintf(names[k], 40, "Quercus_robur_subspecies_%04d", k);
+    }
+    CacheMeta m = {0};
+    snprintf(m.model, sizeof m.model, "vgg16");
+    snprintf(m.weights, sizeof m.weights, "random:seed=1");
+    m.input_h = m.input_w = 32;
+    snprintf(m.interpolation, sizeof m.interpolation, "nearest");
+    snprintf(m.preprocess, sizeof m.preprocess, "caffe");
+    snprintf(m.layer, sizeof m.layer, "block5_pool");
+    m.feat_h = m.feat_w = 1, m.feat_c = D;
+    m.dtype = FEAT_F16;
+    m.n_classes = K;
+    m.class_names = names;
+    Cache c;
+    cr_assert_eq(cache_open_write(&c, path, &m, 0), 0, "%s", err_msg());
+    float f[D];
+    for (int k = 0; k < K; k++) {
+        for (int j = 0; j < D; j++) f[j] = (float)((k * 31 + j * 17) % 100) / 100.0f;
+        char p[80];
+        snprintf(p, sizeof p, "%s/a.png", names[k]);
+        CacheRecord r = {.label = k, .path = p, .features = f};
+        cr_assert_eq(cache_put(&c, (uint64_t)k, &r, D, FEAT_F16), 0, "%s", err_msg());
+    }
+    cr_assert_eq(cache_store_counts(&c, &m), 0, "%s", err_msg());
+    free(m.class_counts);
+    cache_close(&c);
+    return names;
+}
+
+static long file_size(const char *path) {
+    FILE *f = fopen(path, "rb");
+    cr_assert(f, "no %s", path);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fclose(f);
+    return n;
+}
+
+// 2,100 classes (62,999 bytes of class names): train wrote no head after its
+// last epoch ("attribute vggft_class_names is 62999 bytes, more than the
+// 60000 an HDF5 attribute holds") and would have printed a 2100 x 2100
+// matrix. Now the head is written and names every class, predict reads it
+// back, and the confusion outputs stay small.
+Test(train, thousands_of_classes_write_a_head_with_every_name, .timeout = 120) {
+    char *dir = make_temp_dir("train_many");
+    const int K = 2100;
+    char cache[600], out[600], args[2000], svg[700], report[700];
+    snprintf(cache, sizeof cache, "%s/C", dir);
+    snprintf(out, sizeof out, "%s/h.h5", dir);
+    char **names = make_many_class_cache(cache, K);
+    snprintf(args, sizeof args, "--cache %s --out %s --epochs 2 --hidden 8 --batch 64 --quiet --threads 2", cache,
+             out);
+    char *text = run_ok(args);
+    cr_assert_lt(strlen(text), 200000, "train printed %zu bytes", strlen(text));
+    cr_assert(strstr(text, "Confusion matrix not shown for 2100 classes (more than 50)"), "%.2000s", text);
+    free(text);
+    ModelMeta hm;
+    cr_assert_eq(model_meta_read(out, &hm), 0, "%s", err_msg());
+    cr_assert_eq(hm.n_classes, K);
+    cr_assert_not_null(hm.class_names);
+    for (int k = 0; k < K; k++) cr_assert_str_eq(hm.class_names[k], names[k]);
+    model_meta_free(&hm);
+    snprintf(svg, sizeof svg, "%s/h.confusion.svg", dir);
+    cr_assert_lt(file_size(svg), 50000);
+
+    // predict reads the head's names back and checks the cache's against them.
+    snprintf(report, sizeof report, "%s/val", dir);
+    snprintf(args, sizeof args, "--head %s --cache %s --report %s --threads 2", out, cache, report);
+    int rc = run_tool("predict", args, &text);
+    cr_assert_eq(rc, 0, "predict %s:\n%.3000s", args, text);
+    cr_assert(strstr(text, "Confusion matrix not shown for 2100 classes"), "%.2000s", text);
+    free(text);
+    snprintf(svg, sizeof svg, "%s/val_confusion.svg", dir);
+    cr_assert_lt(file_size(svg), 50000);
+    for (int k = 0; k < K; k++) free(names[k]);
+    free(names);
+    remove_tree(dir);
+    free(dir);
+}
+
+// The printed report: the matrix up to FIT_REPORT_MATRIX_MAX classes, above
+// it a note and the largest confusions (2,600 classes printed 110 MB).
+Test(train, report_matrix_capped_above_fifty_classes) {
+    for (int K = FIT_REPORT_MATRIX_MAX; K <= FIT_REPORT_MATRIX_MAX + 1; K++) {
+        char **names = calloc((size_t)K, sizeof *names);
+        long *conf = calloc((size_t)K * K, sizeof *conf);
+        for (int k = 0; k < K; k++) {
+            names[k] = malloc(16);
+            snprintf(names[k], 16, "c%02d", k);
+            conf[k * K + k] = 3;
+        }
+        conf[2 * K + 5] = 9;  // the largest confusion: c02 -> c05
+        conf[7 * K + 1] = 4;
+        Running r = {.n = 3.0 * K + 13, .correct = 3L * K};
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&text, &len);
+        fit_print_report(f, "Validation", &r, K, names, conf);
+        fclose(f);
+        if (K <= FIT_REPORT_MATRIX_MAX) {
+            cr_assert(strstr(text, "Confusion matrix (rows: true class, columns: predicted)"), "%s", text);
+            cr_assert(!strstr(text, "not shown"));
+        } else {
+            cr_assert(!strstr(text, "Confusion matrix (rows"), "%s", text);
+            cr_assert(strstr(text, "Confusion matrix not shown for 51 classes (more than 50)"), "%s", text);
+            const char *a = strstr(text, "  c02 -> c05: 9 (0.7500)\n"), *b = strstr(text, "  c07 -> c01: 4 (0.5714)\n");
+            cr_assert(a && b && a < b, "the largest confusions first:\n%s", text);
+            cr_assert_lt(len, 4000, "%zu bytes", len);
+        }
+        cr_assert(strstr(text, "precision   recall  support"), "per-class figures are still printed");
+        free(text);
+        for (int k = 0; k < K; k++) free(names[k]);
+        free(names), free(conf);
+    }
 }

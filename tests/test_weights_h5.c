@@ -887,3 +887,100 @@ Test(weights_h5, long_layer_list_is_split_and_read_back) {
     cr_assert(memcmp(k, k2, sizeof k) == 0 && memcmp(b, b2, sizeof b) == 0);
     free(p);
 }
+
+// Reads attribute `name` of the root of p raw (one fixed-length string),
+// returning its length; -1 when absent.
+static long raw_attr_len(const char *p, const char *name, char *last) {
+    hid_t f = H5Fopen(p, H5F_ACC_RDONLY, H5P_DEFAULT);
+    cr_assert(f >= 0);
+    long n = -1;
+    if (H5Aexists(f, name) > 0) {
+        hid_t a = H5Aopen(f, name, H5P_DEFAULT), t = H5Aget_type(a);
+        size_t size = H5Tget_size(t);
+        char *buf = calloc(1, size + 1);
+        cr_assert(H5Aread(a, t, buf) >= 0);
+        n = (long)strlen(buf);
+        if (last) *last = n ? buf[n - 1] : '\0';
+        free(buf);
+        H5Tclose(t);
+        H5Aclose(a);
+    }
+    H5Fclose(f);
+    return n;
+}
+
+// A string attribute over HDF5's 64 KiB attribute limit (the class names of
+// thousands of classes) is stored split, as Keras splits layer_names: KEY0,
+// KEY1, ..., each at most H5_ATTR_CHUNK_MAX bytes, lines kept whole, and
+// h5_read_attr gives the whole value back. A value without newlines is cut
+// between UTF-8 characters. Short values stay single attributes.
+Test(weights_h5, long_string_attribute_is_split_and_read_back) {
+    enum { LINES = 4000 };
+    size_t cap = (size_t)LINES * 40 + 1;
+    char *lines = malloc(cap), *utf8 = malloc(2 * 70000 + 1);
+    size_t at = 0;
+    for (int i = 0; i < LINES; i++)
+        at += (size_t)snprintf(lines + at, cap - at, "%sQuercus_robur_subspecies_%04d", i ? "\n" : "", i);
+    for (int i = 0; i < 70000; i++) memcpy(utf8 + 2 * i, "\xc3\xa9", 2);  // 70,000 x U+00E9
+    utf8[2 * 70000] = '\0';
+    cr_assert_gt(strlen(lines), 65536);
+    H5Layer L = {.layer = "dropout", .n_tensors = 0};
+    H5Attr attrs[3] = {{"vggft_class_names", lines}, {"vggft_utf8", utf8}, {"vggft_short", "cats\ndogs"}};
+    char *p = path_in("names.h5");
+    cr_assert_eq(h5_write_layers(p, &L, 1, attrs, 3), 0, "%s", err_msg());
+
+    cr_assert_eq(raw_attr_len(p, "vggft_class_names", NULL), -1, "a long value is not one attribute");
+    size_t total = 0;
+    int chunks = 0;
+    for (;; chunks++) {
+        char name[64], last = 0;
+        snprintf(name, sizeof name, "vggft_class_names%d", chunks);
+        long n = raw_attr_len(p, name, &last);
+        if (n < 0) break;
+        cr_assert_leq(n, H5_ATTR_CHUNK_MAX, "%s is %ld bytes", name, n);
+        total += (size_t)n;
+        if (total < strlen(lines)) cr_assert_eq(last, '\n', "%s does not end between lines", name);
+    }
+    cr_assert_geq(chunks, 2);
+    cr_assert_eq(total, strlen(lines));
+    cr_assert_eq(raw_attr_len(p, "vggft_short", NULL), 9, "a short value stays one attribute");
+
+    char *v = NULL;
+    cr_assert_eq(h5_read_attr(p, "vggft_class_names", &v), 1, "%s", err_msg());
+    cr_assert(strcmp(v, lines) == 0, "the split value reads back different (%zu bytes, want %zu)", strlen(v),
+              strlen(lines));
+    free(v);
+    cr_assert_eq(h5_read_attr(p, "vggft_utf8", &v), 1, "%s", err_msg());
+    cr_assert(strcmp(v, utf8) == 0, "the UTF-8 value reads back different");
+    free(v);
+    for (int c = 0;; c++) {  // every piece of it is whole characters
+        char name[64];
+        snprintf(name, sizeof name, "vggft_utf8%d", c);
+        long n = raw_attr_len(p, name, NULL);
+        if (n < 0) break;
+        cr_assert_eq(n % 2, 0, "%s cuts a character in two", name);
+    }
+    cr_assert_eq(h5_read_attr(p, "vggft_short", &v), 1, "%s", err_msg());
+    cr_assert_str_eq(v, "cats\ndogs");
+    free(v);
+
+    // A file written before splitting existed: one attribute, read as before,
+    // even beside unrelated attributes whose names end in digits.
+    hid_t f = H5Fcreate(p, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    const char *old = "a\nb\nc", *other = "x";
+    attr_fixed(f, "vggft_class_names", &old, 1, 1);
+    attr_fixed(f, "vggft_class_names0", &other, 1, 1);
+    H5Fclose(f);
+    cr_assert_eq(h5_read_attr(p, "vggft_class_names", &v), 1, "%s", err_msg());
+    cr_assert_str_eq(v, "a\nb\nc", "the single attribute comes first, as in Keras");
+    free(v);
+
+    // Keys that the split form of another would clash with are refused.
+    H5Attr clash[2] = {{"vggft_x", "1"}, {"vggft_x0", "2"}};
+    cr_assert_eq(h5_write_layers(p, &L, 1, clash, 2), -1);
+    cr_assert(strstr(err_msg(), "clash"), "message: %s", err_msg());
+    H5Attr keras[1] = {{"layer_names1", "a"}};
+    cr_assert_eq(h5_write_layers(p, &L, 1, keras, 1), -1);
+    cr_assert(strstr(err_msg(), "clash"), "message: %s", err_msg());
+    free(lines), free(utf8), free(p);
+}

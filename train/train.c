@@ -176,6 +176,12 @@ int train_run(const TrainOptions *o) {
         goto done;
     }
     {
+        // What the head file cannot record is refused now, not after the
+        // last epoch.
+        ModelMeta w = {.n_classes = K, .class_names = meta.class_names};
+        if (model_meta_check_writable(&w, o->out) < 0) goto done;
+    }
+    {
         long *count = calloc((size_t)K, sizeof(long));
         for (int i = 0; i < train.n; i++) count[train.labels[i]]++;
         for (int k = 0; k < K; k++)
