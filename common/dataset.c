@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include "error.h"
@@ -478,4 +479,26 @@ int dataset_content_id(const Dataset *ds, char *out, size_t size) {
     if (hash_end(h, hex) < 0) return -1;
     snprintf(out, size, "images:%s", hex);
     return 0;
+}
+
+int dataset_looks_like_splits(const Dataset *ds, char *buf, size_t size) {
+    static const char *const splits[] = {"train", "training", "val", "valid", "validation", "test", "testing"};
+    int first_train = -1;
+    for (int k = 0; k < ds->n_classes; k++) {
+        int hit = 0;
+        for (size_t i = 0; i < sizeof splits / sizeof *splits && !hit; i++)
+            hit = !strcasecmp(ds->class_names[k], splits[i]);
+        if (!hit) return 0;
+        if (first_train < 0 && !strncasecmp(ds->class_names[k], "train", 5)) first_train = k;
+    }
+    if (ds->n_classes == 0) return 0;
+    int o = snprintf(buf, size, "the class folders of %s are named", ds->root);
+    for (int k = 0; k < ds->n_classes && o > 0 && (size_t)o < size; k++)
+        o += snprintf(buf + o, size - (size_t)o, "%s %s", k == 0 ? "" : k + 1 == ds->n_classes ? " and" : ",",
+                      ds->class_names[k]);
+    if (o > 0 && (size_t)o < size)
+        snprintf(buf + o, size - (size_t)o,
+                 ": the splits of a dataset, taken here as its classes (did you mean --data %s/%s?)", ds->root,
+                 ds->class_names[first_train >= 0 ? first_train : 0]);
+    return 1;
 }

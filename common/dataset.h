@@ -74,6 +74,11 @@ void dataset_free(Dataset *ds);
 // "Found N images belonging to K classes." (Keras's words, no newline).
 // Returns what snprintf returns.
 int dataset_found_line(const Dataset *ds, char *buf, size_t size);
+// 1 when every class folder of ds has the name of a dataset split (train,
+// training, val, valid, validation, test, testing, any case): --data given
+// the folder above the splits, which Keras, too, reads as classes. Then
+// buf holds the warning's text ("... did you mean --data DIR/train?").
+int dataset_looks_like_splits(const Dataset *ds, char *buf, size_t size);
 // What finetune's checkpoint records of an image folder, to refuse a resume
 // on other images: "images:" + the SHA-256 of every item's path, class and
 // size in bytes, in order (sizes, not mtimes: a folder copied again to a

@@ -498,6 +498,8 @@ int extract_run(const ExtractOptions *o) {
     dataset_found_line(&ds, found, sizeof found);
     printf("%s\n", found);
     fflush(stdout);
+    char splits[1024];
+    if (dataset_looks_like_splits(&ds, splits, sizeof splits)) log_printf(stderr, "warning: %s\n", splits);
     for (int k = 0; k < ds.n_classes; k++)
         if (strchr(ds.class_names[k], '\n')) {  // caches store class names one per line
             err_set("%s: class folder name contains a newline; rename it", ds.root);

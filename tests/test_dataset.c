@@ -343,3 +343,19 @@ Test(dataset, errors) {
     cr_expect_eq(dataset_scan(p, NULL, 0, &ds), -1);
     cr_expect(strstr(err_msg(), p) && strstr(err_msg(), "no class subfolders"), "%s", err_msg());
 }
+
+// --data given the folder above train/ and val/: a warning naming the
+// split to give instead; real classes (one named "train" among them) none.
+Test(dataset, split_folders_taken_as_classes_are_named) {
+    char *splits[] = {"train", "val"}, *mixed[] = {"cats", "train"}, *upper[] = {"Test", "Training"};
+    Dataset ds = {.root = "data/hym", .n_classes = 2, .class_names = splits};
+    char buf[512];
+    cr_expect_eq(dataset_looks_like_splits(&ds, buf, sizeof buf), 1);
+    cr_expect_str_eq(buf, "the class folders of data/hym are named train and val: the splits of a dataset, taken here "
+                          "as its classes (did you mean --data data/hym/train?)");
+    ds.class_names = upper;
+    cr_expect_eq(dataset_looks_like_splits(&ds, buf, sizeof buf), 1);
+    cr_expect(strstr(buf, "--data data/hym/Training?"), "%s", buf);
+    ds.class_names = mixed;
+    cr_expect_eq(dataset_looks_like_splits(&ds, buf, sizeof buf), 0);
+}
