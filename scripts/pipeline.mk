@@ -29,11 +29,25 @@
 # How make sees changes it cannot see in mtimes: every run of this file
 # writes OUT/.pipeline/NAME.listing (the image files, `find -L`, with sizes
 # and mtimes, sorted) and OUT/.pipeline/NAME.* settings (the variables a
-# stage reads), each only when its text differs from the file's, so their
-# mtimes move exactly when an image was added, removed or changed, or a
-# setting changed. That happens while make reads this file (before any rule
-# runs), also under make -n and make -q. Files Keras does not list (notes.txt,
-# a .csv) are not in the listing: they rerun nothing.
+# stage reads), each only when its text differs from the file's. That
+# happens while make reads this file (before any rule runs); under make -n
+# and make -q nothing is written. Files Keras does not list (notes.txt, a
+# .csv) are not in the listing: they rerun nothing.
+#
+# What a target was made from: a stage's recipe, holding the stage's lock,
+# writes the stage's key to OUT/.pipeline/STAGE.started before it starts the
+# tool, and copies it to STAGE.made once the target is in place. The key is
+# the settings text its make read (the listing's sha256 for a cache) and
+# the name, size and mtime of each target the stage is made from (the
+# caches' stamps, the head, the model). A make takes an existing target as
+# made from what it sees when STAGE.made and STAGE.started both hold the key
+# this make computes; else the target depends on the phony pipeline-changed
+# and is remade. Contents, not mtimes: a make that only read this file and
+# stopped (refused by a lock, killed) cannot make a target look up to date
+# or out of date, however its timing falls against another make's tool; a
+# tool left running after its make died does not confirm its target (no
+# STAGE.made). An OUT of an earlier pipeline.mk, whose stages have no
+# STAGE.made yet, goes by the settings files' mtimes until each stage runs.
 #
 # Features, not files: a cache's stamp OUT/cache/NAME.done holds what
 # `extract --info` says of the cache's content (settings, records per class,
@@ -41,9 +55,10 @@
 # changed. A touched or copied-back image (same bytes), a moved folder, or
 # a replaced weights file of the same values makes extract run (it keeps
 # every record whose file is unchanged: a quick rerun) but leaves the stamp,
-# and with it train, finetune and predict, alone; the listing's mtime is then
-# set back to the stamp's so that the next make does nothing (GNU make does
-# not remake a target whose prerequisite's recipe left it unchanged).
+# and with it train, finetune and predict, alone (GNU make does not remake a
+# target whose prerequisite's recipe left it unchanged, and their keys name
+# the stamp's unchanged mtime); the cache's NAME.made then holds the new
+# listing, so the next make does nothing.
 #
 # Interrupted runs: a cache is a folder that extract fills as it goes; its
 # stamp is written only after extract exited 0 (and is out of date while a
@@ -54,9 +69,12 @@
 # pipeline's cache belongs to its DATA), which keeps every record when the
 # cache has this run's settings and starts it over when they differ (renamed
 # class, other weights, other EXTRACT_ARGS); train or finetune resume from
-# their checkpoint (--resume) when that checkpoint is newer than every
-# prerequisite of its target, i.e. was written by a run of these very inputs
-# and settings (RESUME=0 or make -B: start over).
+# their checkpoint (--resume) when the run that wrote it started with this
+# make's key (STAGE.started: the same settings and the same targets it is
+# made from) and the checkpoint is newer than each of those targets; else
+# the tool starts over and replaces it (RESUME=0 or make -B: start over). A
+# tool stopped by a signal with its state saved exits 75: the recipe then
+# says to rerun the same make.
 #
 # Forcing a stage: `make -B ...` redoes every stage (extract keeps its
 # records: same features; train and finetune start over). One stage: remove
@@ -66,8 +84,10 @@
 # make -j is safe: each file is written by one rule only (the two caches run
 # in parallel, each with its own threads: add --threads N to EXTRACT_ARGS to
 # share the cores). Two makes on one OUT: each stage holds a lock
-# (OUT/.pipeline/STAGE.lock, flock(1) of util-linux) while it runs, and a
-# make that finds a stage's lock held stops with an error saying so.
+# (OUT/.pipeline/STAGE.lock, flock(1) of util-linux) while it runs (its tool
+# keeps it, also after its make is gone), and a make that finds a stage's
+# lock held stops with an error saying so; that make records nothing (see
+# STAGE.made above), so the next make goes by what the target was made with.
 #
 # Refused before anything is written: paths (DATA, VAL, OUT, WEIGHTS, BIN)
 # with spaces or quotes (make's own limit); OUT inside DATA or VAL (the
@@ -141,31 +161,25 @@ endif
 # There a file whose text would change is made out of date instead.
 PIPELINE_DRY := $(if $(findstring n,$(MAKE_FLAGS1))$(findstring q,$(MAKE_FLAGS1)),1)
 
+# Temporary files are this make's own (its process id): two makes parsing at
+# once never write one temporary file.
+PIPELINE_TMP := .tmp$(shell echo $$PPID)
 # $(call pipeline_keep,FILE,TEXT): FILE holds TEXT (plus a newline), rewritten
 # only when it differs, so its mtime says when TEXT last changed.
-pipeline_commit = $(if $(PIPELINE_DRY),$(if $(shell cmp -s '$1.tmp' '$1' || echo changed),$(eval $1: pipeline-changed ; @:))$(shell rm -f '$1.tmp'),$(shell cmp -s '$1.tmp' '$1' && rm -f '$1.tmp' || mv -f '$1.tmp' '$1'))
-pipeline_keep = $(file >$1.tmp,$2)$(call pipeline_commit,$1)
-# $(call pipeline_listing,FILE,DIR): FILE holds DIR's images (path, size,
-# mtime), sorted; rewritten only when it differs. Images: the files of the
-# class folders whose names Keras lists (common/dataset.c: png, jpg, jpeg,
-# bmp, ppm, tif, tiff, any case). find -L also follows links to folders
-# inside a class, which Keras does not: at worst a needless extract run.
+pipeline_commit = $(if $(PIPELINE_DRY),$(if $(shell cmp -s '$1$(PIPELINE_TMP)' '$1' || echo changed),$(eval $1: pipeline-changed ; @:))$(shell rm -f '$1$(PIPELINE_TMP)'),$(shell cmp -s '$1$(PIPELINE_TMP)' '$1' && rm -f '$1$(PIPELINE_TMP)' || mv -f '$1$(PIPELINE_TMP)' '$1'))
+pipeline_keep = $(file >$1$(PIPELINE_TMP),$2)$(call pipeline_commit,$1)
+# $(call pipeline_listing,FILE,DIR,NAME): FILE holds DIR's images (path, size,
+# mtime), sorted; rewritten only when it differs; DIGEST_NAME is its sha256.
+# Images: the files of the class folders whose names Keras lists
+# (common/dataset.c: png, jpg, jpeg, bmp, ppm, tif, tiff, any case). find -L
+# also follows links to folders inside a class, which Keras does not: at worst
+# a needless extract run.
 PIPELINE_IMAGES := \( -iname '*.png' -o -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.bmp' -o -iname '*.ppm' \
                       -o -iname '*.tif' -o -iname '*.tiff' \)
 pipeline_listing = $(shell find -L '$2' -mindepth 2 -type f $(PIPELINE_IMAGES) -printf '%P %s %T@\n' | \
-                     LC_ALL=C sort >'$1.tmp')$(call pipeline_commit,$1)
+                     LC_ALL=C sort >'$1$(PIPELINE_TMP)')$(eval DIGEST_$3 := $(firstword $(shell \
+                     sha256sum <'$1$(PIPELINE_TMP)')))$(call pipeline_commit,$1)
 WEIGHTS_ID := $(if $(WEIGHTS_FILE),$(shell stat -L -c '%s %Y' '$(WEIGHTS_FILE)'))
-
-$(shell mkdir -p '$(S)' '$(OUT)/cache')
-$(call pipeline_listing,$(S)/train.listing,$(DATA))
-$(call pipeline_keep,$(S)/train.extract,data=$(abspath $(DATA)) weights=$(WEIGHTS) $(WEIGHTS_ID) $(EXTRACT_ARGS))
-$(call pipeline_keep,$(S)/head.settings,$(TRAIN_ARGS))
-$(call pipeline_keep,$(S)/model.settings,weights=$(WEIGHTS) $(FINETUNE_ARGS))
-ifneq ($(strip $(VAL)),)
-  $(call pipeline_listing,$(S)/val.listing,$(VAL))
-  $(call pipeline_keep,$(S)/val.extract,data=$(abspath $(VAL)) weights=$(WEIGHTS) $(WEIGHTS_ID) $(EXTRACT_ARGS))
-  $(call pipeline_keep,$(S)/report.settings,finetune=$(FINETUNE) weights=$(WEIGHTS) $(PREDICT_ARGS))
-endif
 
 CACHES := $(OUT)/cache/train.done $(if $(strip $(VAL)),$(OUT)/cache/val.done)
 VAL_CACHE := $(if $(strip $(VAL)),$(OUT)/cache/val.done)
@@ -173,6 +187,53 @@ HEAD   := $(OUT)/head.h5
 MODEL  := $(OUT)/model.h5
 REPORT_EXT := $(if $(findstring json,$(PREDICT_ARGS)),json,txt)
 REPORT := $(OUT)/eval_report.$(REPORT_EXT)
+
+# Each stage's settings as this make reads them (TEXT_STAGE), and the targets
+# it is made from (FROM_STAGE).
+TEXT_train  := data=$(abspath $(DATA)) weights=$(WEIGHTS) $(WEIGHTS_ID) $(EXTRACT_ARGS)
+TEXT_val    := data=$(abspath $(VAL)) weights=$(WEIGHTS) $(WEIGHTS_ID) $(EXTRACT_ARGS)
+TEXT_head   := $(TRAIN_ARGS)
+TEXT_model  := weights=$(WEIGHTS) $(FINETUNE_ARGS)
+TEXT_report := finetune=$(FINETUNE) weights=$(WEIGHTS) $(PREDICT_ARGS)
+FROM_head   := $(CACHES)
+FROM_model  := $(HEAD) $(CACHES)
+FROM_report := $(if $(filter 1,$(FINETUNE)),$(MODEL),$(HEAD)) $(VAL_CACHE)
+
+$(shell mkdir -p '$(S)' '$(OUT)/cache')
+$(call pipeline_listing,$(S)/train.listing,$(DATA),train)
+$(call pipeline_keep,$(S)/train.extract,$(TEXT_train))
+$(call pipeline_keep,$(S)/head.settings,$(TEXT_head))
+$(call pipeline_keep,$(S)/model.settings,$(TEXT_model))
+ifneq ($(strip $(VAL)),)
+  $(call pipeline_listing,$(S)/val.listing,$(VAL),val)
+  $(call pipeline_keep,$(S)/val.extract,$(TEXT_val))
+  $(call pipeline_keep,$(S)/report.settings,$(TEXT_report))
+endif
+
+# --- what each run was made from ----------------------------------------------
+# $(call pipeline_key,STAGE): a shell command that prints STAGE's key: its
+# settings text as this make parsed it, its listing's digest (a cache), and
+# the name, size and mtime (ns) of each target it is made from.
+pipeline_quote = '$(subst ','\'',$1)'
+pipeline_key = { printf '%s\n' $(call pipeline_quote,$(TEXT_$1)) $(DIGEST_$1); \
+  $(if $(FROM_$1),stat -L -c '%n %s %y' $(foreach f,$(FROM_$1),'$f');) }
+# A stage's recipe writes its key to OUT/.pipeline/STAGE.started under the
+# stage's lock before it starts the tool, and copies it to STAGE.made when
+# the target is in place. The target was made from what this make sees when
+# both equal this make's key: then the stage needs nothing else (its
+# settings files are not prerequisites: a make that only parsed, refused by
+# the lock or killed, cannot move them into it). Otherwise it depends on
+# pipeline-changed (phony: out of date). Only reads: the same under -n and -q.
+pipeline_current = $(shell $(call pipeline_key,$1) 2>/dev/null | cmp -s - '$(S)/$1.made' && \
+  cmp -s '$(S)/$1.made' '$(S)/$1.started' && echo yes)
+# $(call pipeline_inputs,STAGE,TARGET,FILES): TARGET's prerequisites besides
+# the targets it is made from. FILES (the settings files, by mtime) where
+# TARGET is missing (it is made anyway) or neither STAGE.made nor
+# STAGE.started exists (an OUT of an older pipeline.mk, until the stage runs).
+pipeline_inputs = $(if $(and $(wildcard $2),$(wildcard $(S)/$1.made $(S)/$1.started)),$(if \
+  $(call pipeline_current,$1),,pipeline-changed),$3)
+pipeline_started = $(call pipeline_key,$1) >'$(S)/$1.started' || exit 1;
+pipeline_made = cp -f '$(S)/$1.started' '$(S)/$1.made$(PIPELINE_TMP)' && mv -f '$(S)/$1.made$(PIPELINE_TMP)' '$(S)/$1.made'
 
 # The last stage there is: the report needs predict and a validation folder.
 ifneq ($(and $(wildcard $(BIN)/predict),$(strip $(VAL))),)
@@ -187,55 +248,71 @@ head: $(HEAD)
 model: $(MODEL)
 report: $(REPORT)
 
-# $(call pipeline_resume,CKPT): sets r=--resume when CKPT is newer than every
-# prerequisite of the target (a run of these inputs and settings that did not
-# finish wrote it); r= otherwise (the tool then replaces the checkpoint).
-pipeline_resume = r=; $(if $(filter 1,$(RESUME)),if [ -f '$1' ]$(foreach p,$^, && [ '$1' -nt '$p' ]); then r=--resume; fi;)
+# $(call pipeline_resume,STAGE,CKPT): sets r=--resume when CKPT exists, the
+# run that wrote it started with this make's key (STAGE.started: same
+# settings, same targets it is made from) and CKPT is newer than each of
+# those targets; r= otherwise (the tool then replaces the checkpoint). Before
+# pipeline_started, which records this run's key.
+pipeline_resume = r=; $(if $(filter 1,$(RESUME)),if [ -f '$2' ] && $(call pipeline_key,$1) 2>/dev/null | \
+  cmp -s - '$(S)/$1.started'$(foreach p,$(FROM_$1), && [ '$2' -nt '$p' ]); then r=--resume; fi;)
 # $(call pipeline_lock,STAGE): holds OUT/.pipeline/STAGE.lock (fd 9, kept by
-# the tool the recipe starts) or stops, when another make holds it. Without
-# flock(1): no lock.
+# the tool the recipe starts, also when make is gone) or stops, when another
+# make or its tool holds it. Without flock(1): no lock.
 FLOCK := $(shell command -v flock 2>/dev/null)
-pipeline_lock = $(if $(FLOCK),exec 9>'$(S)/$1.lock' && { flock -n 9 || { echo "pipeline.mk: another make is running \
-  stage '$(or $2,$1)' on $(OUT) (it holds $(S)/$1.lock): wait for it to finish and rerun" >&2; exit 1; }; };)
+pipeline_lock = $(if $(FLOCK),exec 9>'$(S)/$1.lock' && { flock -n 9 || { echo "pipeline.mk: another make (or a tool \
+  it started) is running stage '$(or $2,$1)' on $(OUT) (it holds $(S)/$1.lock): wait for it to finish and rerun" >&2; \
+  exit 1; }; };)
+# $(call pipeline_stopped,STAGE): after `TOOL ... ||`: exits with the tool's
+# status, saying what to do when it is 75 (stopped by a signal, its state
+# saved: the tool's own message says --resume, which the pipeline adds).
+pipeline_stopped = { rc=$$?; [ $$rc -ne 75 ] || echo "pipeline.mk: stage '$1' stopped (exit 75), its state \
+  saved: rerun the same make to continue" >&2; exit $$rc; }
 
 # --- extract: one cache per folder -------------------------------------------
 # extract always gets --overwrite: the same settings resume the cache (only new
 # or changed images are extracted, the rest kept), others start it over. The
 # stamp is the cache's content (extract --info, less the lines about where and
-# when), rewritten only when it changed; when it did not, the listing and
-# settings are set back to the stamp's mtime so that the stamp stays current.
+# when), rewritten only when it changed; when it did not, the stamp stays
+# current (and the listing and settings are set back to its mtime, for
+# makes that go by them: an OUT without NAME.made).
 $(OUT)/cache/train.done: DIR := $(DATA)
 $(OUT)/cache/val.done:   DIR := $(VAL)
-$(OUT)/cache/%.done: $(S)/%.listing $(S)/%.extract
-	@$(call pipeline_lock,$*,extract of $*) \
+$(OUT)/cache/train.done: $(call pipeline_inputs,train,$(OUT)/cache/train.done,$(S)/train.listing $(S)/train.extract)
+ifneq ($(strip $(VAL)),)
+$(OUT)/cache/val.done: $(call pipeline_inputs,val,$(OUT)/cache/val.done,$(S)/val.listing $(S)/val.extract)
+endif
+$(CACHES): $(OUT)/cache/%.done:
+	@$(call pipeline_lock,$*,extract of $*) $(call pipeline_started,$*) \
 	echo "$(BIN)/extract --data $(DIR) --cache $(OUT)/cache/$* --weights $(WEIGHTS) $(EXTRACT_ARGS) --overwrite"; \
 	'$(BIN)/extract' --data '$(DIR)' --cache '$(OUT)/cache/$*' --weights '$(WEIGHTS)' $(EXTRACT_ARGS) --overwrite \
-	    || exit $$?; \
+	    || $(call pipeline_stopped,extract of $*); \
 	'$(BIN)/extract' --info '$(OUT)/cache/$*' >'$(S)/$*.info' || exit $$?; \
 	grep -v -e '^cache:' -e '^image folder:' -e '^made by:' -e '^on disk:' '$(S)/$*.info' >'$(S)/$*.content' \
 	    || { rm -f '$(S)/$*.content'; echo "$(OUT)/cache/$*: cannot write the stamp (disk full?)" >&2; exit 1; }; \
 	if [ -f '$@' ] && cmp -s '$(S)/$*.content' '$@'; then \
 	    rm -f '$(S)/$*.content'; touch -r '$@' '$(S)/$*.listing' '$(S)/$*.extract'; \
 	    echo "$(OUT)/cache/$*: the features did not change: what was made from them is kept"; \
-	else mv -f '$(S)/$*.content' '$@'; fi
+	else mv -f '$(S)/$*.content' '$@'; fi && $(call pipeline_made,$*)
 
 # --- train: the head, from the caches ----------------------------------------
-$(HEAD): $(CACHES) $(S)/head.settings
+$(HEAD): $(CACHES) $(call pipeline_inputs,head,$(HEAD),$(S)/head.settings)
 	@$(call pipeline_lock,head) rm -f '$@'; \
-	$(call pipeline_resume,$(OUT)/head.ckpt) \
+	$(call pipeline_resume,head,$(OUT)/head.ckpt) $(call pipeline_started,head) \
 	echo "$(BIN)/train --cache $(OUT)/cache/train $(if $(strip $(VAL)),--val-cache $(OUT)/cache/val) --out $@ $(TRAIN_ARGS) $$r"; \
 	'$(BIN)/train' --cache '$(OUT)/cache/train' $(if $(strip $(VAL)),--val-cache '$(OUT)/cache/val') --out '$@' \
-	    $(TRAIN_ARGS) $$r
+	    $(TRAIN_ARGS) $$r || $(call pipeline_stopped,head); \
+	$(call pipeline_made,head)
 
 # --- finetune: the top of the base with the head, from the images ------------
 # The images of DATA and VAL through the caches' stamps: they change with the
 # images' bytes and labels (and the weights' features), not with mtimes.
-$(MODEL): $(HEAD) $(CACHES) $(S)/model.settings
+$(MODEL): $(HEAD) $(CACHES) $(call pipeline_inputs,model,$(MODEL),$(S)/model.settings)
 	@$(call pipeline_lock,model) rm -f '$@'; \
-	$(call pipeline_resume,$(OUT)/model.ckpt) \
+	$(call pipeline_resume,model,$(OUT)/model.ckpt) $(call pipeline_started,model) \
 	echo "$(BIN)/finetune --data $(DATA) $(if $(strip $(VAL)),--val-data $(VAL)) --weights $(WEIGHTS) --head $(HEAD) --out $@ $(FINETUNE_ARGS) $$r"; \
 	'$(BIN)/finetune' --data '$(DATA)' $(if $(strip $(VAL)),--val-data '$(VAL)') --weights '$(WEIGHTS)' \
-	    --head '$(HEAD)' --out '$@' $(FINETUNE_ARGS) $$r
+	    --head '$(HEAD)' --out '$@' $(FINETUNE_ARGS) $$r || $(call pipeline_stopped,model); \
+	$(call pipeline_made,model)
 
 # --- predict --eval: the report on the validation folder ---------------------
 # predict --report PREFIX writes PREFIX_report.txt (.json with --format json
@@ -245,15 +322,16 @@ $(MODEL): $(HEAD) $(CACHES) $(S)/model.settings
 # exists only with all its pictures. Exit 3 (some images could not be read:
 # reported, skipped, the rest evaluated) counts as done, as extract's skips do.
 EVAL_FROM = $(if $(filter 1,$(FINETUNE)),--model '$(MODEL)',--head '$(HEAD)' --weights '$(WEIGHTS)')
-$(REPORT): $(if $(filter 1,$(FINETUNE)),$(MODEL),$(HEAD)) $(VAL_CACHE) $(S)/report.settings
-	@$(call pipeline_lock,report) rm -f '$@'; rm -rf '$(S)/eval'; mkdir -p '$(S)/eval'; \
+$(REPORT): $(FROM_report) $(call pipeline_inputs,report,$(REPORT),$(S)/report.settings)
+	@$(call pipeline_lock,report) rm -f '$@'; rm -rf '$(S)/eval'; mkdir -p '$(S)/eval'; $(call pipeline_started,report) \
 	echo "$(BIN)/predict $(EVAL_FROM) --eval $(VAL) --report $(OUT)/eval $(PREDICT_ARGS)"; \
 	'$(BIN)/predict' $(EVAL_FROM) --eval '$(VAL)' --report '$(S)/eval/eval' $(PREDICT_ARGS) \
 	    >'$(S)/eval/predictions.txt'; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 3 ] || exit $$rc; \
 	mv -f '$(S)/eval/predictions.txt' '$(OUT)/eval_predictions.txt' && \
 	mv -f '$(S)/eval/eval_confusion.svg' '$(S)/eval/eval_errors.svg' '$(OUT)/' && \
 	mv -f '$(S)/eval/eval_report.$(REPORT_EXT)' '$@' && rmdir '$(S)/eval' && \
-	echo "Wrote $@, $(OUT)/eval_confusion.svg, $(OUT)/eval_errors.svg, $(OUT)/eval_predictions.txt"
+	echo "Wrote $@, $(OUT)/eval_confusion.svg, $(OUT)/eval_errors.svg, $(OUT)/eval_predictions.txt" && \
+	$(call pipeline_made,report)
 
 # What a file whose text -n or -q found changed depends on (pipeline_commit):
 # phony, so the file and what follows it count as out of date. Last in the

@@ -55,15 +55,24 @@ static const char *bin_dir(void) {
 // may be "") before make, MAKE_OPTS (e.g. "-q") and the head's TRAIN_ARGS.
 // The settings are those of every test; `make test`'s own MAKEFLAGS (a
 // jobserver this make cannot reach) are dropped. Returns make's exit status.
-static int pipe_make(const Pipe *p, const char *env, const char *make_opts, const char *train_args, char **output) {
+static const char *FINETUNE_ARGS = "--epochs 2 --batch 8 --unfreeze block1_conv2 --no-augment --threads 1";
+
+// pipe_make with FINETUNE_ARGS of its own.
+static int pipe_make_ft(const Pipe *p, const char *env, const char *make_opts, const char *train_args,
+                        const char *finetune_args, char **output) {
     char cmd[8192];
     snprintf(cmd, sizeof cmd,
              "cd '%s' && env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS %s timeout -s KILL 300 make --no-print-directory %s "
              "-f '%s/scripts/pipeline.mk' BIN='%s' DATA='%s/data' VAL='%s/data' WEIGHTS=random OUT='%s' "
              "EXTRACT_ARGS='--input-size 32 --layer block1_pool --threads 1 --batch 2' TRAIN_ARGS='%s' "
-             "FINETUNE_ARGS='--epochs 2 --batch 8 --unfreeze block1_conv2 --no-augment --threads 1' 2>&1",
-             p->top_train, env, make_opts, repo_root(), bin_dir(), p->top_train, p->top_val, p->out, train_args);
+             "FINETUNE_ARGS='%s' 2>&1",
+             p->top_train, env, make_opts, repo_root(), bin_dir(), p->top_train, p->top_val, p->out, train_args,
+             finetune_args);
     return run_command(cmd, output);
+}
+
+static int pipe_make(const Pipe *p, const char *env, const char *make_opts, const char *train_args, char **output) {
+    return pipe_make_ft(p, env, make_opts, train_args, FINETUNE_ARGS, output);
 }
 
 static const char *HEAD_ARGS = "--epochs 2 --hidden 8 --threads 1";
@@ -449,5 +458,113 @@ Test(pipeline, val_is_optional_data_is_required) {
     cr_expect_eq(rc, 2, "%s", log);
     cr_expect(strstr(log, "DATA=DIR is required") != NULL, "%s", log);
     free(log);
+    pipe_free(&p);
+}
+
+// Another make's stage running: holds OUT/.pipeline/STAGE.lock in the
+// background (as that make's tool does) until lock_release (at most a
+// minute), which first touches OUT/TOUCH (that tool writing its output,
+// after the other makes read their settings; NULL: nothing). The test
+// releases the lock before it asserts anything.
+static void lock_hold(const Pipe *p, const char *stage) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && rm -f held stop && (flock .pipeline/%s.lock sh -c 'touch held; i=0; "
+             "while [ ! -e stop ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done; "
+             "[ ! -s touch ] || touch \"$(cat touch)\"' </dev/null >/dev/null 2>&1 &) && "
+             "for i in $(seq 200); do [ -e held ] && exit 0; sleep 0.05; done; exit 1",
+             p->out, stage);
+    cr_assert_eq(system(cmd), 0, "could not hold %s's lock", stage);
+}
+
+static void lock_release(const Pipe *p, const char *stage, const char *touch) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "cd '%s' && printf '%%s' '%s' >touch && touch stop && flock .pipeline/%s.lock true && "
+             "rm -f held stop touch", p->out, touch ? touch : "", stage);
+    cr_assert_eq(system(cmd), 0, "could not release %s's lock", stage);
+}
+
+// A make refused by a held lock records nothing: a make that finds another
+// make (or its tool) running STAGE stops, and when that stage then finishes
+// with the settings of the make that runs it, the next make goes by the
+// settings the target was made with: the original ones rerun nothing, the
+// refused ones rerun the stage. (The refused make used to record its
+// settings: the original ones then reran the stage, the refused ones did not.)
+static void refused_make(const char *tag, const char *stage, const char *target, const char *tool, int by_finetune) {
+    Pipe p = pipe_new(tag, 6);
+    const char *ft_other = "--epochs 2 --batch 8 --unfreeze block1_conv2 --no-augment --threads 1 --seed 6";
+    const char *head_other = "--epochs 3 --hidden 8 --threads 1";
+    const char *ft[2] = {FINETUNE_ARGS, by_finetune ? ft_other : FINETUNE_ARGS};
+    const char *head[2] = {HEAD_ARGS, by_finetune ? HEAD_ARGS : head_other};
+    char *log = NULL;
+    int rc = pipe_make(&p, "", "", HEAD_ARGS, &log);
+    cr_assert_eq(rc, 0, "the first make failed (%d):\n%s", rc, log);
+    free(log);
+    // Twice: made with settings 0, refused with 1, then 0 reruns nothing and 1
+    // reruns the stage; then made with 1, refused with 0, then 0 reruns it.
+    for (int round = 0; round < 2; round++) {
+        int made = round == 0 ? 0 : 1, refused = 1 - made;
+        lock_hold(&p, stage);
+        rc = pipe_make_ft(&p, "", "", head[refused], ft[refused], &log);
+        lock_release(&p, stage, target);
+        cr_assert_neq(rc, 0, "a make ran while %s's lock was held:\n%s", stage, log);
+        cr_expect(strstr(log, "another make (or a tool it started) is running stage"), "%s", log);
+        free(log);
+        if (round == 0) {
+            rc = pipe_make_ft(&p, "", "", head[made], ft[made], &log);
+            cr_assert_eq(rc, 0, "the make with the settings in force failed (%d):\n%s", rc, log);
+            cr_expect(!strstr(log, tool), "the refused make's settings were recorded: the settings %s was made "
+                      "with reran it:\n%s", target, log);
+            free(log);
+        }
+        rc = pipe_make_ft(&p, "", "", head[refused], ft[refused], &log);
+        cr_assert_eq(rc, 0, "the make with the refused settings failed (%d):\n%s", rc, log);
+        cr_assert(strstr(log, tool), "the refused make's settings were recorded: they did not rerun %s:\n%s", target,
+                  log);
+        free(log);
+    }
+    pipe_free(&p);
+}
+
+Test(pipeline, refused_make_records_no_finetune_settings) {
+    refused_make("pipeline_lock_ft", "model", "model.h5", "/finetune --data", 1);
+}
+
+Test(pipeline, refused_make_records_no_train_settings) {
+    refused_make("pipeline_lock_head", "head", "head.h5", "/train --cache", 0);
+}
+
+// finetune stopped by SIGTERM with --seed 3 saves its checkpoint (exit 75:
+// the pipeline says to rerun make); a make with --seed 4 refused while that
+// finetune still held the stage's lock (make itself was gone) and which
+// finetune's checkpoint outlived, must not make the next make with --seed 4
+// resume the seed 3 checkpoint (finetune refuses that: every make failed).
+// It starts over; the same seed would have resumed.
+Test(pipeline, stale_checkpoint_of_other_settings_starts_over) {
+    Pipe p = pipe_new("pipeline_stale", 8);  // 16 images, 2 steps an epoch
+    const char *seed3 = "--epochs 2 --batch 8 --unfreeze block1_conv2 --no-augment --threads 1 --seed 3";
+    const char *seed4 = "--epochs 2 --batch 8 --unfreeze block1_conv2 --no-augment --threads 1 --seed 4";
+    char *log = NULL;
+    int rc = pipe_make_ft(&p, "", "head", HEAD_ARGS, seed3, &log);
+    cr_assert_eq(rc, 0, "make head failed (%d):\n%s", rc, log);
+    free(log);
+    rc = pipe_make_ft(&p, "VGGFT_TEST_SIGTERM_AFTER_STEP=1", "", HEAD_ARGS, seed3, &log);
+    cr_assert_neq(rc, 0, "make with a stopped finetune succeeded:\n%s", log);
+    cr_expect(strstr(log, "pipeline.mk: stage 'model' stopped (exit 75), its state saved: rerun the same make"),
+              "no word on rerunning make after exit 75:\n%s", log);
+    free(log);
+    cr_assert(exists(p.out, "model.ckpt") && !exists(p.out, "model.h5"));
+    lock_hold(&p, "model");
+    rc = pipe_make_ft(&p, "", "", HEAD_ARGS, seed4, &log);
+    lock_release(&p, "model", "model.ckpt");
+    cr_assert_neq(rc, 0, "a make ran while model's lock was held:\n%s", log);
+    free(log);
+    rc = pipe_make_ft(&p, "", "", HEAD_ARGS, seed4, &log);
+    cr_assert_eq(rc, 0, "the make with --seed 4 after a --seed 3 checkpoint failed (%d):\n%s", rc, log);
+    char *line = line_with(log, "/finetune --data");
+    cr_assert(line && !strstr(line, " --resume"), "finetune resumed a checkpoint of other settings:\n%s", log);
+    free(line);
+    free(log);
+    cr_assert(exists(p.out, "model.h5"));
     pipe_free(&p);
 }
