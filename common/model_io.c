@@ -197,6 +197,7 @@ int model_save(const Model *m, const char *path, int from, const ModelMeta *meta
         {"vggft_weights", meta->weights},
         {"vggft_training", meta->training ? meta->training : ""},
         {"vggft_features_made_by", meta->features_made_by ? meta->features_made_by : ""},
+        {"vggft_decoding", meta->decode},
     };
     // A full file nests the base in a group named after the arch (see the
     // header): the layout of the seeds' Sequential([VGG16(...), ...]).
@@ -246,6 +247,9 @@ int model_meta_read(const char *path, ModelMeta *meta) {
     char *w = NULL;
     if (h5_read_attr(path, "vggft_weights", &w) == 1) snprintf(meta->weights, sizeof meta->weights, "%s", w);
     free(w);
+    char *decode = NULL;  // optional (files before it had none)
+    if (h5_read_attr(path, "vggft_decoding", &decode) == 1) snprintf(meta->decode, sizeof meta->decode, "%s", decode);
+    free(decode);
     char *made_by = NULL;  // optional (files before it had none)
     if (h5_read_attr(path, "vggft_features_made_by", &made_by) == 1) meta->features_made_by = made_by;
     else free(made_by);
@@ -330,6 +334,14 @@ int model_meta_check_classes(const ModelMeta *head, const char *what, char *cons
     return err_set("%s has classes [%s]; the head was trained on [%s]", what, a, b);
 }
 
+const char *model_decode_pixels(const char *decode, char *buf, size_t size) {
+    // "full, pixel budget 50000000, tf32 convolutions": the first two parts.
+    const char *comma = strchr(decode, ',');
+    const char *second = comma ? strchr(comma + 1, ',') : NULL;
+    snprintf(buf, size, "%.*s", second ? (int)(second - decode) : (int)strlen(decode), decode);
+    return buf;
+}
+
 int model_meta_check_cache(const ModelMeta *head, const CacheMeta *c, const char *cache_path, const char *weights_id) {
     char got[32], want[32];
     snprintf(got, sizeof got, "%dx%d", c->input_w, c->input_h);
@@ -342,6 +354,12 @@ int model_meta_check_cache(const ModelMeta *head, const CacheMeta *c, const char
     else if (strcmp(c->interpolation, head->interpolation))
         what = "interpolation", have = c->interpolation, need = head->interpolation;
     else if (weights[0] && strcmp(c->weights, weights)) what = "base weights", have = c->weights, need = weights;
+    // The pixels: JPEGs decoded in full or at a reduced scale, the pixel
+    // budget (heads written before it was recorded: not compared).
+    char dc[64], dh[64];
+    if (!what && head->decode[0] && c->decode[0] &&
+        strcmp(model_decode_pixels(c->decode, dc, sizeof dc), model_decode_pixels(head->decode, dh, sizeof dh)))
+        what = "decoding", have = dc, need = dh;
     if (what) return err_set("%s: the cache's %s is %s; the head needs %s", cache_path, what, have, need);
     return model_meta_check_classes(head, cache_path, c->class_names, c->n_classes);
 }

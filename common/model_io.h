@@ -21,6 +21,8 @@ typedef struct {
     char contents[16];        // "head" or "full"
     char unfreeze[LAYER_NAME_MAX];  // first trainable base layer when fine-tuned
     char weights[96];         // base weights the features came from ("sha256:..."), "" if unknown
+    char decode[64];          // how its images were decoded, as a cache's settings say it ("full, pixel
+                              // budget 50000000", "reduced, ..."; a GPU precision may follow); "" if unknown
     const char *training;     // training settings, "key=value" lines (written only; may be NULL)
     char *features_made_by;   // the extract command whose cache the head was trained on (train's
                               // head files; NULL or "" when unknown): names the --weights file a
@@ -113,4 +115,7 @@ int model_meta_check_classes(const ModelMeta *head, const char *what, char *cons
 // the caller's to check (finetune needs the one below --unfreeze, predict
 // the head's cut). Returns 0, or -1 naming the cache, the setting and both
 // values: "C: the cache's input size is 32x32; the head needs 48x48".
+// The decoding part of a decode setting ("reduced, pixel budget N" without
+// a GPU precision after it) into buf: what changes the pixels.
+const char *model_decode_pixels(const char *decode, char *buf, size_t size);
 int model_meta_check_cache(const ModelMeta *head, const CacheMeta *c, const char *cache_path, const char *weights_id);

@@ -409,6 +409,14 @@ int finetune_run(const FinetuneOptions *o) {
     }
     LoadOptions load = {.w = hm.input_w, .h = hm.input_h, .max_pixels = 0};
     if (interp_parse(hm.interpolation, &load.interp) < 0 || prep_parse(hm.preprocess, &load.prep) < 0) goto done;
+    // Fine-tuning decodes JPEGs in full, as Keras does, whatever the head's
+    // features were made from: say so when that was a reduced decode.
+    if (!o->cache && !strncmp(hm.decode, "reduced", 7))
+        log_printf(stderr,
+                   "warning: --head %s was trained on features of JPEGs decoded at a reduced scale (extract "
+                   "--reduced-decode); fine-tuning decodes them in full, as Keras does, so its figures before "
+                   "fine-tuning differ from train's\n",
+                   o->head);
 
     // --- data -------------------------------------------------------------------------
     const int from_cache = o->cache != NULL;
@@ -793,6 +801,8 @@ int finetune_run(const FinetuneOptions *o) {
         snprintf(mm.preprocess, sizeof mm.preprocess, "%s", hm.preprocess);
         snprintf(mm.interpolation, sizeof mm.interpolation, "%s", hm.interpolation);
         snprintf(mm.weights, sizeof mm.weights, "%s", weights_id);
+        if (from_cache) snprintf(mm.decode, sizeof mm.decode, "%s", train.meta.decode);
+        else snprintf(mm.decode, sizeof mm.decode, "full, pixel budget %ld", (long)IMAGE_MAX_PIXELS_DEFAULT);
         mm.class_names = hm.class_names;
         // The training settings, and where this run's steps ran and in what
         // arithmetic. Not resume settings (the checkpoint holds those): a

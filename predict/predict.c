@@ -323,7 +323,10 @@ static int run_images(const PredictOptions *o, const Model *m, const ModelMeta *
     if (device_select(o->device, &dev, dev_note, sizeof dev_note) < 0) return -1;
     // extract's pixel budget rule (--max-pixels, same default), so a
     // prediction decodes a huge JPEG as training did.
-    LoadOptions load = {.w = meta->input_w, .h = meta->input_h, .max_pixels = o->max_pixels};
+    // JPEGs decoded as for the features the model learnt from: at a reduced
+    // scale for a head trained on `extract --reduced-decode` features.
+    LoadOptions load = {.w = meta->input_w, .h = meta->input_h, .max_pixels = o->max_pixels,
+                        .reduced_decode = !strncmp(meta->decode, "reduced", 7)};
     if (interp_parse(meta->interpolation, &load.interp) < 0 || prep_parse(meta->preprocess, &load.prep) < 0)
         return err_prefix("%s: ", o->model ? o->model : o->head);
     int B = o->batch < in->n ? o->batch : in->n > 0 ? in->n : 1;  // no buffers beyond the inputs

@@ -1059,3 +1059,54 @@ Test(predict_fix, non_finite_outputs_warned_once_and_null_in_json, .timeout = 60
     free(rep);
     teardown(&s);
 }
+
+// A head trained on features of JPEGs decoded at a reduced scale (extract
+// --reduced-decode): predict decodes images as those were, so --eval gives
+// train's figures; a cache decoded otherwise is refused, both named.
+Test(predict, head_of_reduced_decode_features_decodes_images_alike, .timeout = 600) {
+    char *top = make_temp_dir("predict_reduced");
+    uint8_t *rgb = malloc(96 * 96 * 3);
+    char p[1024], args[4000];
+    const char *sets[2] = {"train", "val"}, *cls[2] = {"dark", "light"};
+    for (int set = 0; set < 2; set++)
+        for (int k = 0; k < 2; k++) {
+            snprintf(p, sizeof p, "%s/%s/%s", top, sets[set], cls[k]);
+            cr_assert_eq(make_dirs(p), 0);
+            for (int i = 0; i < 4; i++) {
+                // Fine stripes: a 1/2-scale decode averages them, a full decode keeps them.
+                for (int y = 0; y < 96; y++)
+                    for (int x = 0; x < 96; x++)
+                        for (int c = 0; c < 3; c++)
+                            rgb[(y * 96 + x) * 3 + c] =
+                                (uint8_t)(k * 90 + ((x + y * (i + 1) + set) % 3) * 40 + c * 20);
+                snprintf(p, sizeof p, "%s/%s/%s/%d.jpg", top, sets[set], cls[k], i);
+                write_jpeg(p, rgb, 96, 96, 95);
+            }
+        }
+    free(rgb);
+    for (int set = 0; set < 2; set++) {
+        snprintf(args, sizeof args, "--data %s/%s --cache %s/r%s --reduced-decode %s", top, sets[set], top, sets[set],
+                 COMMON);
+        free(run_ok("extract", args));
+    }
+    snprintf(args, sizeof args, "--data %s/val --cache %s/fval %s", top, top, COMMON);
+    free(run_ok("extract", args));
+    snprintf(args, sizeof args,
+             "--cache %s/rtrain --val-cache %s/rval --out %s/head.h5 --epochs 2 --batch 4 --hidden 8 --threads 1 "
+             "--quiet", top, top, top);
+    char *tr = run_ok("train", args);
+    char *want = figures(tr, "Validation");
+    snprintf(args, sizeof args, "--head %s/head.h5 --weights random --eval %s/val --threads 1 --quiet", top, top);
+    char *out = run_ok("predict", args);
+    char *got = figures(out, "Evaluation");
+    cr_expect_str_eq(got, want, "predict --eval decodes as the head's features were:\n%s", out);
+    free(got), free(out), free(want), free(tr);
+    snprintf(args, sizeof args, "--head %s/head.h5 --cache %s/fval --threads 1 --quiet", top, top);
+    cr_expect_eq(run_tool("predict", args, &out), 1);
+    cr_expect(strstr(out, "the cache's decoding is full, pixel budget 50000000; the head needs reduced, pixel budget "
+                          "50000000"),
+              "%s", out);
+    free(out);
+    remove_tree(top);
+    free(top);
+}

@@ -352,6 +352,7 @@ int train_run(const TrainOptions *o) {
     snprintf(mm.preprocess, sizeof mm.preprocess, "%s", meta.preprocess);
     snprintf(mm.interpolation, sizeof mm.interpolation, "%s", meta.interpolation);
     snprintf(mm.weights, sizeof mm.weights, "%s", meta.weights);
+    snprintf(mm.decode, sizeof mm.decode, "%s", meta.decode);
     mm.class_names = meta.class_names;
     mm.training = settings;
     mm.features_made_by = meta.command;  // names the --weights file finetune and predict need
