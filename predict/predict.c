@@ -609,6 +609,9 @@ int predict_run(const PredictOptions *o) {
     r.fmt = fmt;
     r.out = stdout;
     r.max_worst = o->report ? o->max_errors : 0;
+    // No more mistakes than inputs (a huge --max-errors allocates no more).
+    const long n_inputs = o->cache ? (long)fs.n : (long)in.n;
+    if (r.max_worst > n_inputs) r.max_worst = (int)n_inputs;
     r.conf = calloc((size_t)K * K, sizeof(long));
     r.probs = malloc(sizeof(float) * (size_t)K);
     r.idx = malloc(sizeof(int) * (size_t)K);

@@ -82,6 +82,18 @@ static void json_num(FILE *f, double v) {
     else fputs("null", f);
 }
 
+// A file name in the text format, one line per image: control characters
+// (a newline, a tab in a name) written as \n, \t, \r or \xNN.
+static void text_path(FILE *f, const char *s) {
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '\n') fputs("\\n", f);
+        else if (*p == '\t') fputs("\\t", f);
+        else if (*p == '\r') fputs("\\r", f);
+        else if (*p < 0x20 || *p == 0x7f) fprintf(f, "\\x%02x", *p);
+        else fputc(*p, f);
+    }
+}
+
 // CSV field (RFC 4180): quoted when it holds a comma, quote or line break.
 static void csv_field(FILE *f, const char *s) {
     if (!strpbrk(s, ",\"\r\n")) {
@@ -121,7 +133,8 @@ static void emit(Results *r, const char *path, int truth) {
     int k = metrics_top_k(r->probs, r->K, r->top_k, r->idx);
     FILE *f = r->out;
     if (r->fmt == FMT_TEXT) {
-        fprintf(f, "%s:", path);
+        text_path(f, path);
+        fputc(':', f);
         for (int j = 0; j < k; j++) fprintf(f, "%s %s %.4f", j ? "," : "", r->names[r->idx[j]], r->probs[r->idx[j]]);
         if (truth >= 0) fprintf(f, " (true: %s)", r->names[truth]);
         fputc('\n', f);
@@ -254,7 +267,9 @@ typedef struct {
 
 static void wrong_text(void *ctx, long i, const char *path, int truth, int pred, float prob) {
     WrongOut *w = ctx;
-    fprintf(w->f, "  %s: true %s, predicted %s (%.*f)\n", path, w->names[truth], w->names[pred], metrics_prob_digits(prob, 4),
+    fputs("  ", w->f);
+    text_path(w->f, path);
+    fprintf(w->f, ": true %s, predicted %s (%.*f)\n", w->names[truth], w->names[pred], metrics_prob_digits(prob, 4),
             prob);
 }
 
@@ -288,7 +303,11 @@ static int report_text(FILE *f, Results *r, const char *what, const ClassMetrics
     if (each_wrong(r, wrong_text, &w) < 0) return -1;
     if (skipped->n) {
         fprintf(f, "Skipped %d file%s (not counted above):\n", skipped->n, skipped->n == 1 ? "" : "s");
-        for (int i = 0; i < skipped->n; i++) fprintf(f, "  %s: %s\n", skipped->path[i], skipped->reason[i]);
+        for (int i = 0; i < skipped->n; i++) {
+            fputs("  ", f);
+            text_path(f, skipped->path[i]);
+            fprintf(f, ": %s\n", skipped->reason[i]);
+        }
     }
     return 0;
 }

@@ -224,9 +224,11 @@ int main(int argc, char **argv) {
     FmnistOptions o = {0};
     const char *interp = NULL;
     CliOption opts[] = {
-        {"size", OPT_INT, &o.size, "48", "N", "side of the output images (VGG needs at least 32)"},
-        {"train", OPT_INT, &o.train_per_class, "300", "N", "training images per class (first N of train-*)"},
-        {"val", OPT_INT, &o.val_per_class, "100", "N", "validation images per class (first N of t10k-*)"},
+        {"size", OPT_INT, &o.size, "48", "N", "side of the output images (VGG needs at least 32)", .range = "[1,4096]"},
+        {"train", OPT_INT, &o.train_per_class, "300", "N",
+         "training images per class (first N of train-*; it has 6000)", .range = ">=0"},
+        {"val", OPT_INT, &o.val_per_class, "100", "N", "validation images per class (first N of t10k-*; it has 1000)",
+         .range = ">=0"},
         {"interpolation", OPT_CHOICE, &interp, "bilinear", "NAME", "Pillow's filter for enlarging", "nearest|bilinear"},
     };
     CliSpec spec = {"fashion_mnist",

@@ -1110,3 +1110,21 @@ Test(predict, head_of_reduced_decode_features_decodes_images_alike, .timeout = 6
     remove_tree(top);
     free(top);
 }
+
+// A file name with a newline or a tab stays on its one text line (written
+// \n, \t); the report's list of mistakes too.
+Test(predict, text_lines_escape_control_characters_in_names, .timeout = 600) {
+    Setup s = setup("");
+    char from[1024], to[1024], args[3000], *out;
+    snprintf(from, sizeof from, "%s/squares/img 00.jpg", s.val);
+    snprintf(to, sizeof to, "%s/squares/a\nb\tc.jpg", s.val);
+    cr_assert_eq(rename(from, to), 0, "%s", from);
+    snprintf(args, sizeof args, "--head %s --weights random --threads 1 --quiet '%s/squares'", s.head, s.val);
+    cr_assert_eq(run_tool("predict", args, &out), 0, "%s", out);
+    cr_expect(strstr(out, "/squares/a\\nb\\tc.") != NULL, "%s", out);
+    int lines = 0;
+    for (const char *p = out; *p; p++) lines += *p == '\n';
+    cr_expect_eq(lines, 5, "one line per image:\n%s", out);
+    free(out);
+    teardown(&s);
+}
