@@ -124,7 +124,10 @@ int features_load(FeatureSet *fs, const char *path, size_t budget_bytes, int thr
         for (int i = 0; i < fs->n; i++) cache_content_add(&col.cc, fs->keys[i], col.vals[i], col.lens[i]);
         rc = cache_content_end(&col.cc, col.content, sizeof col.content);
     }
-    if (rc == 0 && fs->n == 0) rc = err_set("%s: the cache holds no records", path);
+    if (rc == 0 && fs->n == 0)
+        rc = err_set("%s: the cache holds no records%s", path,
+                     meta->complete ? "" : " (it is incomplete: its extract run did not finish; rerun that extract "
+                                           "command to continue it)");
     size_t item = fs->dtype == FEAT_F16 ? 2 : 4;
     size_t bytes = (size_t)fs->n * fs->D * item;
     int keep = bytes <= budget_bytes;

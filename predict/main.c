@@ -125,7 +125,6 @@ int main(int argc, char **argv) {
     else if (o.model && cli_find(&spec, "weights")->seen)
         BAD("--weights goes with --head: a --model file carries its own base weights");
     else if (o.cache && !o.head) BAD("--cache goes with --head HEAD.h5 (cached features are the base's output)");
-    else if (o.cache && cli_find(&spec, "weights")->seen) BAD("--cache needs no --weights: the features are cached");
     else if (o.cache && o.eval) BAD("give either --eval DIR (images) or --cache CACHE (features), not both");
     else if ((o.cache || o.eval) && o.n_inputs) BAD("images to classify go without --eval or --cache");
     else if (!o.cache && !o.eval && !o.n_inputs) BAD("nothing to classify: give IMAGE or DIR arguments, --eval or --cache");
@@ -135,6 +134,11 @@ int main(int argc, char **argv) {
         BAD("--report needs a PREFIX, not a folder (give DIR/val: DIR/val_report.txt, DIR/val_confusion.svg ...)");
     // (Single values out of range were refused by cli_parse: see .range.)
 #undef BAD
+    // The --head examples give --weights; with --cache it has no use (the
+    // cache's own base weights are checked against the head's): a note.
+    if (!bad && o.cache && cli_find(&spec, "weights")->seen)
+        log_printf(stderr, "note: --weights %s is not used with --cache: the features are cached (the base weights "
+                   "they came from are checked against the head's)\n", o.weights);
     if (bad) {
         cli_error("predict", "%s", bad);
         free(o.inputs);

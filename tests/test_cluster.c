@@ -964,3 +964,35 @@ Test(cluster, outputs_never_replace_inputs_or_follow_links) {
     remove_tree(top);
     free(top);
 }
+
+// A cache whose extract was killed after writing its settings and before its
+// first records: train says it is incomplete and how to continue it.
+Test(cluster, empty_incomplete_cache_says_rerun_extract) {
+    char *top = make_shape_folder("emptyinc", 3, 3);
+    char args[4096], *out;
+    snprintf(args, sizeof args, "--data '%s/data' --cache '%s/c' " EXTRACT_ARGS " --threads 1 --quiet", top, top);
+    setenv("VGGFT_TEST_CRASH_AFTER", "1", 1);
+    int rc = run_tool_timeout("extract", args, 120, &out);
+    unsetenv("VGGFT_TEST_CRASH_AFTER");
+    cr_assert_eq(rc, 137, "%s", out);
+    free(out);
+    rc = run("train", &out, "--cache '%s/c' --out '%s/h.h5' --epochs 1 --quiet", top, top);
+    cr_expect(rc == 1 && strstr(out, "holds no records (it is incomplete") && strstr(out, "rerun that extract"), "%d: %s",
+              rc, out);
+    free(out);
+    remove_tree(top);
+    free(top);
+}
+
+// --val-cache that holds the training records (the same cache, or a copy):
+// trained, with a warning that the validation figures are training figures.
+Test(cluster, validation_on_the_training_records_warns) {
+    char *top = make_shape_folder("valsame", 2, 3);
+    make_cache(top, "c", "--threads 1");
+    char *out;
+    int rc = run("train", &out, "--cache '%s/c' --val-cache '%s/c' --out '%s/h.h5' --epochs 1 --quiet", top, top, top);
+    cr_expect(rc == 0 && strstr(out, "holds the very records of --cache"), "%d: %s", rc, out);
+    free(out);
+    remove_tree(top);
+    free(top);
+}

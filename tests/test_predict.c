@@ -1101,6 +1101,11 @@ Test(predict, head_of_reduced_decode_features_decodes_images_alike, .timeout = 6
     char *got = figures(out, "Evaluation");
     cr_expect_str_eq(got, want, "predict --eval decodes as the head's features were:\n%s", out);
     free(got), free(out), free(want), free(tr);
+    // --weights, as the --head examples give it, with --cache: a note, not an error.
+    snprintf(args, sizeof args, "--head %s/head.h5 --weights random --cache %s/rval --threads 1 --quiet", top, top);
+    out = run_ok("predict", args);
+    cr_expect(strstr(out, "note: --weights random is not used with --cache"), "%s", out);
+    free(out);
     snprintf(args, sizeof args, "--head %s/head.h5 --cache %s/fval --threads 1 --quiet", top, top);
     cr_expect_eq(run_tool("predict", args, &out), 1);
     cr_expect(strstr(out, "the cache's decoding is full, pixel budget 50000000; the head needs reduced, pixel budget "

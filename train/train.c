@@ -143,6 +143,11 @@ int train_run(const TrainOptions *o) {
     if (o->val_cache) {
         if (features_load(&val, o->val_cache, budget, threads, &vmeta) < 0) goto done;
         if (same_features(&meta, o->cache, &vmeta, o->val_cache) < 0) goto done;
+        // The same records (the same cache, or a copy): legal, but the
+        // validation figures would then be training figures.
+        if (cache_content_id(&meta)[0] && !strcmp(cache_content_id(&meta), cache_content_id(&vmeta)))
+            log_printf(stderr, "warning: --val-cache %s holds the very records of --cache %s: the validation figures "
+                       "will measure the training data\n", o->val_cache, o->cache);
         train = all;
         memset(&all, 0, sizeof all);
         has_val = 1;
