@@ -363,6 +363,12 @@ int fit_check_out(const char *out, const char *const *inputs, const char *const 
     path_absolute(stem, out_stem, sizeof out_stem);
     for (int i = 0; i < n; i++) {
         if (!inputs[i]) continue;
+        // Only an input with such files beside it (a head from train: its
+        // checkpoint, its history); not a weights file, not "imagenet".
+        char ckpt[PATH_MAX + 16], csv[PATH_MAX + 16];
+        fit_sibling(inputs[i], ".ckpt", ckpt, sizeof ckpt);
+        fit_sibling(inputs[i], ".history.csv", csv, sizeof csv);
+        if (access(ckpt, F_OK) != 0 && access(csv, F_OK) != 0) continue;
         fit_sibling(inputs[i], "", stem, sizeof stem);
         path_absolute(stem, in_stem, sizeof in_stem);
         if (!strcmp(in_stem, out_stem))

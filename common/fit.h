@@ -110,9 +110,10 @@ int fit_begin(FitState *s, const char *settings, const char *out, int resume, ch
 void fit_sibling(const char *out, const char *suffix, char *buf, size_t size);
 // Before any work, train's and finetune's --out: check_output_path's
 // checks against the input files (inputs, names: n, NULL skipped), and
-// also refused: an --out whose stem is an input's (finetune --out run/head
-// with --head run/head.h5 would replace run/head.ckpt and its history and
-// plots: the files of the run that made the input), and an --out inside
+// also refused: an --out whose stem is that of an input with a checkpoint
+// or history beside it (finetune --out run/head with --head run/head.h5
+// would replace run/head.ckpt and its history and plots: the files of the
+// run that made the input), and an --out inside
 // one of the folders dirs (dir_names: nd; the feature caches). -1 with
 // err_set naming the options.
 int fit_check_out(const char *out, const char *const *inputs, const char *const *names, int n,

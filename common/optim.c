@@ -5,6 +5,7 @@
 #include "parallel.h"
 #include "simd.h"
 
+#include <stdio.h>
 #include <math.h>
 #include <string.h>
 #include <strings.h>
@@ -161,4 +162,12 @@ void optim_update(const Optimizer *o, float *param, const float *grad,
                   float *const *slots, size_t n) {
     UpdateJob j = {optim_rule(o), param, grad, slots, n};
     parallel_for((int)((n + CHUNK - 1) / CHUNK), update_chunk, &j);
+}
+
+const char *optim_text(const Optimizer *o, char *buf, size_t size) {
+    int n = snprintf(buf, size, "%s lr %g", optim_kind_name(o->kind), o->lr);
+    if (n > 0 && (size_t)n < size && o->kind != OPTIM_ADAM && o->momentum != 0)
+        n += snprintf(buf + n, size - (size_t)n, " momentum %g", o->momentum);
+    if (n > 0 && (size_t)n < size && o->kind == OPTIM_SGD && o->nesterov) snprintf(buf + n, size - (size_t)n, " nesterov");
+    return buf;
 }

@@ -33,6 +33,9 @@ void optim_defaults(Optimizer *o, OptimKind kind);
 // "sgd", "adam", "rmsprop" (any case). Returns -1 (err_set) on an unknown name.
 int optim_kind_from_name(const char *name, OptimKind *kind);
 const char *optim_kind_name(OptimKind kind);
+// "sgd lr 0.0001 momentum 0.9 nesterov", "rmsprop lr 2e-05": what tells two
+// runs apart, for plot titles. Returns buf.
+const char *optim_text(const Optimizer *o, char *buf, size_t size);
 // Number of n-float state slots each parameter tensor needs (0, 1 or 2):
 // SGD 1 with momentum (velocity); Adam 2 (m, v); RMSprop 1 (v), 2 with
 // momentum (v, momentum).

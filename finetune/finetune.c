@@ -825,8 +825,9 @@ int finetune_run(const FinetuneOptions *o) {
     fit_sibling(o->out, ".history.csv", path, sizeof path);
     if (fit_write_history(&fs, path) < 0) goto done;
     fit_sibling(o->out, ".history.svg", path, sizeof path);
-    snprintf(title, sizeof title, "finetune from %s: %s lr %g, batch %d", m.unfreeze_name, optim_kind_name(kind),
-             opt.lr, B);
+    char opt_text[96];
+    snprintf(title, sizeof title, "finetune from %s: %s, batch %d, seed %ld", m.unfreeze_name,
+             optim_text(&opt, opt_text, sizeof opt_text), B, o->seed);
     if (fit_plot_history(&fs, path, title) < 0) goto done;
     Running r;
     Split *eval_set = has_val ? &val : &train;

@@ -44,10 +44,13 @@
 # this make computes; else the target depends on the phony pipeline-changed
 # and is remade. Contents, not mtimes: a make that only read this file and
 # stopped (refused by a lock, killed) cannot make a target look up to date
-# or out of date, however its timing falls against another make's tool; a
-# tool left running after its make died does not confirm its target (no
-# STAGE.made). An OUT of an earlier pipeline.mk, whose stages have no
-# STAGE.made yet, goes by the settings files' mtimes until each stage runs.
+# or out of date, however its timing falls against another make's tool. The
+# key holds sizes and mtimes as numbers, not paths or local times: OUT
+# spelled otherwise, moved, or read under another TZ is the same. An OUT of
+# an earlier pipeline.mk, whose stages have no STAGE.made yet, goes by the
+# settings files' mtimes until each stage runs (and resumes a checkpoint
+# newer than its settings file, as that version did). make -t records the
+# keys of what it touches.
 #
 # Features, not files: a cache's stamp OUT/cache/NAME.done holds what
 # `extract --info` says of the cache's content (settings, records per class,
@@ -213,10 +216,10 @@ endif
 # --- what each run was made from ----------------------------------------------
 # $(call pipeline_key,STAGE): a shell command that prints STAGE's key: its
 # settings text as this make parsed it, its listing's digest (a cache), and
-# the name, size and mtime (ns) of each target it is made from.
+# the size and mtime (s since 1970, to the ns) of each target it is made from.
 pipeline_quote = '$(subst ','\'',$1)'
 pipeline_key = { printf '%s\n' $(call pipeline_quote,$(TEXT_$1)) $(DIGEST_$1); \
-  $(if $(FROM_$1),stat -L -c '%n %s %y' $(foreach f,$(FROM_$1),'$f');) }
+  $(if $(FROM_$1),stat -L -c '%s %.9Y' $(foreach f,$(FROM_$1),'$f');) }
 # A stage's recipe writes its key to OUT/.pipeline/STAGE.started under the
 # stage's lock before it starts the tool, and copies it to STAGE.made when
 # the target is in place. The target was made from what this make sees when
@@ -234,6 +237,11 @@ pipeline_inputs = $(if $(and $(wildcard $2),$(wildcard $(S)/$1.made $(S)/$1.star
   $(call pipeline_current,$1),,pipeline-changed),$3)
 pipeline_started = $(call pipeline_key,$1) >'$(S)/$1.started' || exit 1;
 pipeline_made = cp -f '$(S)/$1.started' '$(S)/$1.made$(PIPELINE_TMP)' && mv -f '$(S)/$1.made$(PIPELINE_TMP)' '$(S)/$1.made'
+# make -t (touch): the targets are declared made from what this make sees,
+# so each recipe's `+` line (run under -t too) records this make's key as
+# made; otherwise that line does nothing.
+pipeline_touched = $(if $(findstring t,$(MAKE_FLAGS1)),$(call pipeline_key,$1) >'$(S)/$1.made' && \
+  cp -f '$(S)/$1.made' '$(S)/$1.started',:)
 
 # The last stage there is: the report needs predict and a validation folder.
 ifneq ($(and $(wildcard $(BIN)/predict),$(strip $(VAL))),)
@@ -253,8 +261,9 @@ report: $(REPORT)
 # settings, same targets it is made from) and CKPT is newer than each of
 # those targets; r= otherwise (the tool then replaces the checkpoint). Before
 # pipeline_started, which records this run's key.
-pipeline_resume = r=; $(if $(filter 1,$(RESUME)),if [ -f '$2' ] && $(call pipeline_key,$1) 2>/dev/null | \
-  cmp -s - '$(S)/$1.started'$(foreach p,$(FROM_$1), && [ '$2' -nt '$p' ]); then r=--resume; fi;)
+pipeline_resume = r=; $(if $(filter 1,$(RESUME)),if [ -f '$2' ] && { $(call pipeline_key,$1) 2>/dev/null | \
+  cmp -s - '$(S)/$1.started' || { [ ! -e '$(S)/$1.started' ] && [ ! -e '$(S)/$1.made' ] && \
+  [ '$2' -nt '$(S)/$1.settings' ]; }; }$(foreach p,$(FROM_$1), && [ '$2' -nt '$p' ]); then r=--resume; fi;)
 # $(call pipeline_lock,STAGE): holds OUT/.pipeline/STAGE.lock (fd 9, kept by
 # the tool the recipe starts, also when make is gone) or stops, when another
 # make or its tool holds it. Without flock(1): no lock.
@@ -293,6 +302,7 @@ $(CACHES): $(OUT)/cache/%.done:
 	    rm -f '$(S)/$*.content'; touch -r '$@' '$(S)/$*.listing' '$(S)/$*.extract'; \
 	    echo "$(OUT)/cache/$*: the features did not change: what was made from them is kept"; \
 	else mv -f '$(S)/$*.content' '$@'; fi && $(call pipeline_made,$*)
+	+@$(call pipeline_touched,$*)
 
 # --- train: the head, from the caches ----------------------------------------
 $(HEAD): $(CACHES) $(call pipeline_inputs,head,$(HEAD),$(S)/head.settings)
@@ -302,6 +312,7 @@ $(HEAD): $(CACHES) $(call pipeline_inputs,head,$(HEAD),$(S)/head.settings)
 	'$(BIN)/train' --cache '$(OUT)/cache/train' $(if $(strip $(VAL)),--val-cache '$(OUT)/cache/val') --out '$@' \
 	    $(TRAIN_ARGS) $$r || $(call pipeline_stopped,head); \
 	$(call pipeline_made,head)
+	+@$(call pipeline_touched,head)
 
 # --- finetune: the top of the base with the head, from the images ------------
 # The images of DATA and VAL through the caches' stamps: they change with the
@@ -313,6 +324,7 @@ $(MODEL): $(HEAD) $(CACHES) $(call pipeline_inputs,model,$(MODEL),$(S)/model.set
 	'$(BIN)/finetune' --data '$(DATA)' $(if $(strip $(VAL)),--val-data '$(VAL)') --weights '$(WEIGHTS)' \
 	    --head '$(HEAD)' --out '$@' $(FINETUNE_ARGS) $$r || $(call pipeline_stopped,model); \
 	$(call pipeline_made,model)
+	+@$(call pipeline_touched,model)
 
 # --- predict --eval: the report on the validation folder ---------------------
 # predict --report PREFIX writes PREFIX_report.txt (.json with --format json
@@ -332,6 +344,7 @@ $(REPORT): $(FROM_report) $(call pipeline_inputs,report,$(REPORT),$(S)/report.se
 	mv -f '$(S)/eval/eval_report.$(REPORT_EXT)' '$@' && rmdir '$(S)/eval' && \
 	echo "Wrote $@, $(OUT)/eval_confusion.svg, $(OUT)/eval_errors.svg, $(OUT)/eval_predictions.txt" && \
 	$(call pipeline_made,report)
+	+@$(call pipeline_touched,report)
 
 # What a file whose text -n or -q found changed depends on (pipeline_commit):
 # phony, so the file and what follows it count as out of date. Last in the

@@ -162,9 +162,15 @@ Test(pipeline, second_make_does_nothing) {
         cr_assert(exists(p.out, want[i]), "the first make did not write %s", want[i]);
     Snapshot *before = snapshot(p.out);
 
-    // make -q: every target is up to date.
+    // make -q: every target is up to date; also with OUT spelled otherwise
+    // (relative: make runs in the folder above it) and another time zone.
     rc = pipe_make(&p, "", "-q", HEAD_ARGS, &log);
     cr_assert_eq(rc, 0, "make -q says something is out of date (%d):\n%s", rc, log);
+    free(log);
+    Pipe rel = p;
+    snprintf(rel.out, sizeof rel.out, "out/");
+    rc = pipe_make(&rel, "TZ=Asia/Tokyo", "-q", HEAD_ARGS, &log);
+    cr_assert_eq(rc, 0, "make -q with OUT=out/ and TZ=Asia/Tokyo says something is out of date (%d):\n%s", rc, log);
     free(log);
     // A second make runs nothing and moves no file.
     rc = pipe_make(&p, "", "", HEAD_ARGS, &log);

@@ -367,8 +367,9 @@ int train_run(const TrainOptions *o) {
     if (fit_write_history(&fs, path) < 0) goto done;
     fit_sibling(o->out, ".history.svg", path, sizeof path);
     char title[512];
-    snprintf(title, sizeof title, "train %s: %s, %s lr %g, batch %d", o->cache, meta.layer, optim_kind_name(kind),
-             opt.lr, B);
+    char opt_text[96];
+    snprintf(title, sizeof title, "train %s: %s at %dx%d, %s, batch %d", o->cache, meta.layer, meta.input_w,
+             meta.input_h, optim_text(&opt, opt_text, sizeof opt_text), B);
     if (fit_plot_history(&fs, path, title) < 0) goto done;
 
     Running r;
