@@ -128,11 +128,11 @@ ifeq ($(strip $(DATA)),)
   $(error DATA=DIR is required: the training images, one subfolder per class)
 endif
 ifeq ($(wildcard $(DATA)/.),)
-  $(error DATA=$(DATA): no such folder)
+  $(error DATA=$(DATA): no such folder$(if $(filter /%,$(DATA)),, (a relative path is read from the folder make runs in, $(CURDIR); with make -C give an absolute one)))
 endif
 ifneq ($(strip $(VAL)),)
   ifeq ($(wildcard $(VAL)/.),)
-    $(error VAL=$(VAL): no such folder)
+    $(error VAL=$(VAL): no such folder$(if $(filter /%,$(VAL)),, (a relative path is read from the folder make runs in, $(CURDIR); with make -C give an absolute one)))
   endif
 endif
 ifeq ($(strip $(OUT)),)
