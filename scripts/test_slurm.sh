@@ -157,6 +157,13 @@ for _ in $(seq 1 100); do [ "$(sinfo -h -n "$host" -o %T 2>/dev/null | head -1)"
 [ "$(sinfo -h -n "$host" -o %T | head -1)" = idle ] || { sinfo; cat "$work/slurmd.out"; fail "the node is not idle"; }
 say "cluster up: $host, $ncpu CPUs, partitions $(sinfo -h -o %P | tr '\n' ' ')(slurmctld :$ctld_port, slurmd :$slurmd_port)"
 
+# --- submit.sh --help names every setting it takes ---------------------------
+help=$(scripts/slurm/submit.sh --help)
+known=$(sed -n '/^KNOWN="/,/"$/p' scripts/slurm/submit.sh | tr -d '"' | sed 's/^KNOWN=//')
+for name in $known; do
+    grep -qw -- "$name" <<<"${help#*Settings (default in brackets):}" || fail "submit.sh --help does not describe $name"
+done
+
 # --- the data and the chain ---------------------------------------------------
 # shellcheck disable=SC2046
 cc -O2 scripts/demo_images.c -o "$work/demo_images" $(pkg-config --cflags --libs libturbojpeg)

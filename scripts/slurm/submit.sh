@@ -30,7 +30,30 @@ for arg in "$@"; do
     case $arg in
     -h | --help)
         sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
-        echo "Settings: $(echo $KNOWN)"
+        cat <<'HELP'
+
+Settings (default in brackets):
+  DATA              training images, one subfolder per class [required]
+  VAL               validation images [none: no validation cache, no report]
+  OUT               caches, models, reports, logs [slurm-run]
+  WEIGHTS           FILE | imagenet | random [imagenet]
+  BIN               the tools, on a file system every node sees [the checkout's build/]
+  SHARDS            extraction array width, --shard I/N [4]
+  SHARDS_AT_ONCE    at most this many shards running at once [no limit]
+  GPU_PARTITION     extract, finetune, predict [gpu]
+  CPU_PARTITION     merge, train [cpu]
+  GPU_GRES          the GPU request of GPU jobs; empty for none [--gres=gpu:1]
+  FINETUNE_ON       gpu | cpu: where finetune runs [gpu]
+  EXTRACT_CPUS MERGE_CPUS TRAIN_CPUS FINETUNE_CPUS PREDICT_CPUS
+                    --cpus-per-task; the tools get --threads to match [8 1 8 8 8]
+  EXTRACT_TIME MERGE_TIME TRAIN_TIME FINETUNE_TIME PREDICT_TIME
+                    --time [04:00:00 01:00:00 02:00:00 12:00:00 01:00:00]
+  SIGNAL_LEAD       SIGTERM this many seconds before a time limit: the tools
+                    save their state and the job requeues [300]
+  SBATCH_ARGS       more sbatch options for every job (--account, --qos, --mem) [none]
+  EXTRACT_ARGS TRAIN_ARGS FINETUNE_ARGS PREDICT_ARGS
+                    each tool's own options [none]
+HELP
         exit 0
         ;;
     [A-Z]*=*)
