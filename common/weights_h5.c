@@ -556,7 +556,7 @@ static int read_tensor(hid_t file, const char *dpath, const char *label, int ndi
     }
     // HDF5 converts float64/float16 (any IEEE-like float) to native float32.
     if (H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
-        rc = err_set("%s: cannot read dataset %s (damaged file?)", label, dpath);
+        rc = err_set("%s: cannot read dataset %s (damaged file: its data or its checksum is wrong)", label, dpath);
 done:
     close_type(&type);
     close_space(&space);
@@ -899,14 +899,23 @@ static int write_tensors(hid_t parent, const H5Layer *L, hid_t gcpl, hid_t dcpl)
     int rc = 0;
     for (int t = 0; t < L->n_tensors && rc == 0; t++) {
         hsize_t dims[4];
-        for (int k = 0; k < L->ndim[t]; k++) dims[k] = (hsize_t)L->shape[t][k];
+        int empty = 0;
+        for (int k = 0; k < L->ndim[t]; k++) dims[k] = (hsize_t)L->shape[t][k], empty |= dims[k] == 0;
         hid_t space = H5Screate_simple(L->ndim[t], dims, NULL);
-        hid_t d = space >= 0 ? H5Dcreate2(sub, LEAF[t], H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT)
-                             : -1;
+        // Each tensor one chunk with HDF5's Fletcher-32 checksum: a read of
+        // damaged bytes fails (HDF5 verifies it; h5py and Keras read such
+        // files as they are) instead of loading wrong weights.
+        hid_t tcpl = H5Pcopy(dcpl);
+        if (tcpl >= 0 && !empty && (H5Pset_chunk(tcpl, L->ndim[t], dims) < 0 || H5Pset_fletcher32(tcpl) < 0))
+            H5Pclose(tcpl), tcpl = -1;
+        hid_t d = space >= 0 && tcpl >= 0
+                      ? H5Dcreate2(sub, LEAF[t], H5T_IEEE_F32LE, space, H5P_DEFAULT, tcpl, H5P_DEFAULT)
+                      : -1;
         if (d < 0 || H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, L->data[t]) < 0)
             rc = err_set("cannot write dataset %s/%s (disk full?)", L->layer, LEAF[t]);
         close_dset(&d);
         close_space(&space);
+        if (tcpl >= 0) H5Pclose(tcpl);
     }
     close_group(&sub);
     return rc;

@@ -1,3 +1,4 @@
+#define _GNU_SOURCE  // memmem
 // Keras HDF5 weights files. The files read here are written with the raw HDF5
 // C API in each layout Keras has used (not with our writer), so the reader is
 // checked against the layouts themselves; our writer is then checked by
@@ -584,6 +585,33 @@ static int raw_strings(hid_t obj, const char *name, char out[][64], int max) {
     H5Sclose(space);
     H5Aclose(a);
     return n;
+}
+
+// Every tensor we write carries HDF5's Fletcher-32 checksum: one damaged
+// byte among the weights fails the read, naming the dataset, instead of
+// loading a wrong weight.
+Test(weights_h5, damaged_weights_fail_their_checksum) {
+    char *p = path_in("sum.h5");
+    enum { N = 64 * 10 };
+    float *k = malloc(N * sizeof(float)), b[10];
+    for (int i = 0; i < N; i++) k[i] = 1.5f;
+    for (int i = 0; i < 10; i++) b[i] = 0.25f;
+    H5Layer l = {"dense", 2, {2, 1}, {{64, 10}, {10}}, {k, b}, NULL};
+    cr_assert_eq(h5_write_layers(p, &l, 1, NULL, 0), 0, "%s", err_msg());
+    H5Layer back = {"dense", 2, {2, 1}, {{64, 10}, {10}}, {calloc(N, sizeof(float)), calloc(10, sizeof(float))}, NULL};
+    cr_assert_eq(h5_read_layers(p, &back, 1), 0, "%s", err_msg());
+    cr_expect_eq(back.data[0][N - 1], 1.5f);
+    // The kernel's bytes: 1.5f is 00 00 c0 3f; change one in the middle.
+    size_t n;
+    unsigned char *bytes = (unsigned char *)read_file(p, &n);
+    const unsigned char one_and_half[8] = {0, 0, 0xc0, 0x3f, 0, 0, 0xc0, 0x3f};
+    unsigned char *at = memmem(bytes, n, one_and_half, 8);
+    cr_assert(at, "the kernel's values are not in the file as written");
+    at[(N / 2) * 4 + 3] = 0x40;  // 1.5 -> 2.0: a plausible weight, still finite
+    write_file(p, (const char *)bytes, n);
+    cr_expect_eq(h5_read_layers(p, &back, 1), -1, "a damaged kernel was read");
+    cr_expect(strstr(err_msg(), "kernel") && strstr(err_msg(), "damaged file"), "%s", err_msg());
+    free(bytes), free(k), free(back.data[0]), free(back.data[1]), free(p);
 }
 
 // A file another process has open for writing (h5py 'r+' in a notebook
