@@ -33,20 +33,7 @@ Test(half, known_values_and_rounding) {
     for (uint32_t h = 0; h < 0x7c00; h++) cr_assert_eq(f32_to_f16(f16_to_f32((uint16_t)h)), h, "0x%04x", h);
 }
 
-static CacheMeta meta_for_test(char **names) {
-    CacheMeta m = {0};
-    snprintf(m.model, sizeof m.model, "vgg16");
-    snprintf(m.weights, sizeof m.weights, "random:seed=1");
-    m.input_h = m.input_w = 32;
-    snprintf(m.interpolation, sizeof m.interpolation, "nearest");
-    snprintf(m.preprocess, sizeof m.preprocess, "caffe");
-    snprintf(m.layer, sizeof m.layer, "block5_pool");
-    m.feat_h = m.feat_w = 2, m.feat_c = 64;
-    m.dtype = FEAT_F16;
-    m.n_classes = 2;
-    m.class_names = names;
-    return m;
-}
+static CacheMeta meta_for_test(char **names) { return test_cache_meta(2, 64, names, 2); }
 
 static char *cats_dogs[] = {"cats", "dogs"};
 

@@ -20,17 +20,8 @@
 // Class c's features: a bump on feature c (separable), noise elsewhere.
 static void make_cache(const char *path, int K, const int *per_class, int input_size, unsigned seed) {
     char *names[4] = {"ants", "bees", "wasps", "flies"};
-    CacheMeta m = {0};
-    snprintf(m.model, sizeof m.model, "vgg16");
-    snprintf(m.weights, sizeof m.weights, "random:seed=1");
+    CacheMeta m = test_cache_meta(input_size / 32, 512, names, K);
     m.input_h = m.input_w = input_size;
-    snprintf(m.interpolation, sizeof m.interpolation, "nearest");
-    snprintf(m.preprocess, sizeof m.preprocess, "caffe");
-    snprintf(m.layer, sizeof m.layer, "block5_pool");
-    m.feat_h = m.feat_w = input_size / 32, m.feat_c = 512;
-    m.dtype = FEAT_F16;
-    m.n_classes = K;
-    m.class_names = names;
     Cache c;
     cr_assert_eq(cache_open_write(&c, path, &m, 0), 0, "%s", err_msg());
     int n_feat = m.feat_h * m.feat_w * m.feat_c;
@@ -335,17 +326,7 @@ Test(train, validation_split_takes_the_files_keras_takes) {
     snprintf(out, sizeof out, "%s/h.h5", dir);
     char *names[2] = {"ants", "bees"};
     long files[2] = {10, 10};
-    CacheMeta m = {0};
-    snprintf(m.model, sizeof m.model, "vgg16");
-    snprintf(m.weights, sizeof m.weights, "random:seed=1");
-    m.input_h = m.input_w = 32;
-    snprintf(m.interpolation, sizeof m.interpolation, "nearest");
-    snprintf(m.preprocess, sizeof m.preprocess, "caffe");
-    snprintf(m.layer, sizeof m.layer, "block5_pool");
-    m.feat_h = m.feat_w = 1, m.feat_c = 512;
-    m.dtype = FEAT_F16;
-    m.n_classes = 2;
-    m.class_names = names;
+    CacheMeta m = test_cache_meta(1, 512, names, 2);
     m.class_files = files;
     Cache c;
     cr_assert_eq(cache_open_write(&c, path, &m, 0), 0, "%s", err_msg());
@@ -497,17 +478,7 @@ static char **make_many_class_cache(const char *path, int K) {
         names[k] = malloc(40);
         snprintf(names[k], 40, "Quercus_robur_subspecies_%04d", k);
     }
-    CacheMeta m = {0};
-    snprintf(m.model, sizeof m.model, "vgg16");
-    snprintf(m.weights, sizeof m.weights, "random:seed=1");
-    m.input_h = m.input_w = 32;
-    snprintf(m.interpolation, sizeof m.interpolation, "nearest");
-    snprintf(m.preprocess, sizeof m.preprocess, "caffe");
-    snprintf(m.layer, sizeof m.layer, "block5_pool");
-    m.feat_h = m.feat_w = 1, m.feat_c = D;
-    m.dtype = FEAT_F16;
-    m.n_classes = K;
-    m.class_names = names;
+    CacheMeta m = test_cache_meta(1, D, names, K);
     Cache c;
     cr_assert_eq(cache_open_write(&c, path, &m, 0), 0, "%s", err_msg());
     float f[D];

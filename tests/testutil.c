@@ -386,3 +386,18 @@ void load_model_file(const char *path, Model *m) {
     m->cfg.unfreeze = m->unfreeze_name[0] ? m->unfreeze_name : NULL;
     cr_assert_eq(model_load_full(m, path), 0, "%s", err_msg());
 }
+
+CacheMeta test_cache_meta(int feat_hw, int feat_c, char **names, int k) {
+    CacheMeta m = {0};
+    snprintf(m.model, sizeof m.model, "vgg16");
+    snprintf(m.weights, sizeof m.weights, "random:seed=1");
+    m.input_h = m.input_w = 32;
+    snprintf(m.interpolation, sizeof m.interpolation, "nearest");
+    snprintf(m.preprocess, sizeof m.preprocess, "caffe");
+    snprintf(m.layer, sizeof m.layer, "block5_pool");
+    m.feat_h = m.feat_w = feat_hw, m.feat_c = feat_c;
+    m.dtype = FEAT_F16;
+    m.n_classes = k;
+    m.class_names = names;
+    return m;
+}

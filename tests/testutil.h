@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cache.h"
 #include "model.h"
 
 // Path of a committed fixture: tests/fixtures/NAME (static buffer per call
@@ -106,3 +107,8 @@ void make_disc_square_folder(const char *root, int per_class, unsigned seed);
 // loaded whole into m (aborts the test when it cannot be read). The
 // returned model's cfg strings are the model's own copies (cut_name).
 void load_model_file(const char *path, Model *m);
+
+// Cache settings for tests: VGG16 random:seed=1 at 32x32, nearest, caffe,
+// block5_pool features of FEAT_HW x FEAT_HW x FEAT_C in f16, and the K
+// class names given (not copied).
+CacheMeta test_cache_meta(int feat_hw, int feat_c, char **names, int k);
