@@ -130,12 +130,19 @@ int extract_verify(const char *path) {
 
 // --- merge ---------------------------------------------------------------------
 
+struct MergeKey {
+    uint64_t key;
+    int input;
+};
+
 typedef struct {
     Cache *out;
     const char *in_path;
     long copied;
-    char **paths;  // every record's path, to refuse duplicates
+    char **paths;      // every record's path, to refuse duplicates
+    struct MergeKey *keys;  // every record's key and input, the same
     long n_paths, cap_paths;
+    int input;          // the index of the input being copied
     long signal_after;  // test hook: a real signal to ourselves after this many records (0: none)
     int test_signal;
 } MergeCtx;
@@ -154,25 +161,18 @@ static int merge_visit(void *vctx, uint64_t key, const void *val, size_t len) {
     // Verify each record before copying it: a damaged shard must not taint the merge.
     if (cache_record_decode(NULL, key, val, len, -1, &label, &path, &plen, NULL, NULL) < 0)
         return err_prefix("%s: ", mc->in_path);
-    MDB_val k, v;
-    char kt[24];
-    snprintf(kt, sizeof kt, "%010llu", (unsigned long long)key);
-    k.mv_size = 10, k.mv_data = kt;
-    if (cache_commit(mc->out) < 0) return -1;  // so that the lookup below sees everything copied
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(mc->out->env, NULL, MDB_RDONLY, &txn);
-    if (rc) return err_set("%s: %s", mc->out->path, mdb_strerror(rc));
-    rc = mdb_get(txn, mc->out->dbi_features, &k, &v);
-    mdb_txn_abort(txn);
-    if (rc == 0)
-        return err_set("%s: record %s is also in another input: these caches are not disjoint shards of one folder",
-                       mc->in_path, kt);
+    // Keys and paths are checked for duplicates once all are copied (a
+    // record put twice replaces the first; the output is then dropped):
+    // a lookup here needed a commit, an fsync, per record.
     if (mc->n_paths == mc->cap_paths) {
         mc->cap_paths = mc->cap_paths ? mc->cap_paths * 2 : 1024;
         char **p = realloc(mc->paths, sizeof(char *) * (size_t)mc->cap_paths);
-        if (!p) return err_set("out of memory");
-        mc->paths = p;
+        if (p) mc->paths = p;
+        struct MergeKey *k = realloc(mc->keys, sizeof *k * (size_t)mc->cap_paths);
+        if (k) mc->keys = k;
+        if (!p || !k) return err_set("out of memory");
     }
+    mc->keys[mc->n_paths] = (struct MergeKey){key, mc->input};
     mc->paths[mc->n_paths++] = strndup(path, (size_t)plen);
     if (cache_put_raw(mc->out, key, val, len) < 0) return -1;
     mc->copied++;
@@ -181,6 +181,10 @@ static int merge_visit(void *vctx, uint64_t key, const void *val, size_t len) {
 }
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+static int cmp_key(const void *a, const void *b) {
+    const struct MergeKey *x = a, *y = b;
+    return x->key != y->key ? (x->key < y->key ? -1 : 1) : x->input - y->input;
+}
 
 // Removes a cache folder we made (its known files, then the folder).
 static void remove_cache_dir(const char *dir) {
@@ -364,7 +368,7 @@ int extract_merge(const char *out, char **inputs, int n_inputs, int overwrite) {
         remove_cache_dir(tmp);
         goto fail;
     }
-    MergeCtx mc = {&dst, NULL, 0, NULL, 0, 0, 0, SIGTERM};
+    MergeCtx mc = {.out = &dst, .test_signal = SIGTERM};
     // Test hook: a real SIGTERM (or VGGFT_TEST_SIGNAL=INT, USR1, HUP) to
     // ourselves after N records were copied, as extract's run has.
     const char *signal_env = getenv("VGGFT_TEST_SIGNAL_AFTER"), *signal_kind = getenv("VGGFT_TEST_SIGNAL");
@@ -379,7 +383,7 @@ int extract_merge(const char *out, char **inputs, int n_inputs, int overwrite) {
             rc = -1;
             break;
         }
-        mc.in_path = inputs[i];
+        mc.in_path = inputs[i], mc.input = i;
         long before = mc.copied;
         rc = cache_visit(&src, merge_visit, &mc);
         cache_close(&src);
@@ -389,13 +393,23 @@ int extract_merge(const char *out, char **inputs, int n_inputs, int overwrite) {
     // all that takes long; once they are in, the merge finishes.
     if (rc == MERGE_STOPPED || (rc == 0 && stop_requested())) {
         for (long i = 0; i < mc.n_paths; i++) free(mc.paths[i]);
-        free(mc.paths);
+        free(mc.paths), free(mc.keys);
         free(want.class_counts);
         cache_close(&dst);
         remove_cache_dir(tmp);
         free(seen_shard);
         cache_meta_free(&first);
         return merge_stopped(out, mc.copied, had_out);
+    }
+    if (rc == 0) {
+        // A key twice names both inputs.
+        struct MergeKey *k = mc.keys;
+        if (mc.n_paths) qsort(k, (size_t)mc.n_paths, sizeof *k, cmp_key);
+        for (long i = 1; i < mc.n_paths && rc == 0; i++)
+            if (k[i].key == k[i - 1].key)
+                rc = err_set("--merge: record %010llu is in %s and in %s: these caches are not disjoint shards of "
+                             "one folder",
+                             (unsigned long long)k[i].key, inputs[k[i - 1].input], inputs[k[i].input]);
     }
     if (rc == 0) {
         if (mc.n_paths) qsort(mc.paths, (size_t)mc.n_paths, sizeof(char *), cmp_str);
@@ -405,7 +419,7 @@ int extract_merge(const char *out, char **inputs, int n_inputs, int overwrite) {
                              mc.paths[i]);
     }
     for (long i = 0; i < mc.n_paths; i++) free(mc.paths[i]);
-    free(mc.paths);
+    free(mc.paths), free(mc.keys);
     if (rc == 0) rc = cache_store_counts(&dst, &want);
     free(want.class_counts);
     cache_close(&dst);
