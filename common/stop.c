@@ -2,6 +2,7 @@
 
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static volatile sig_atomic_t stop_sig;
@@ -42,4 +43,9 @@ const char *stop_signal_name(int sig) {
     if (sig == SIGHUP) return "SIGHUP";
     snprintf(buf, sizeof buf, "signal %d", sig);
     return buf;
+}
+
+const char *stop_rerun_hint(const char *dflt) {
+    const char *h = getenv("VGGFT_RERUN_HINT");
+    return h && h[0] ? h : dflt;
 }

@@ -17,5 +17,9 @@ void stop_install(void);
 int stop_requested(void);
 // "SIGTERM" / "SIGINT" / "SIGUSR1" / "SIGHUP" / "signal N".
 const char *stop_signal_name(int sig);
+// What a stopped run tells its user to do: dflt ("rerun with --resume"),
+// or VGGFT_RERUN_HINT when a driver that reruns the tool its own way sets
+// it (scripts/pipeline.mk: "rerun the same make to continue").
+const char *stop_rerun_hint(const char *dflt);
 // Test hook: behave as if sig had arrived.
 void stop_request(int sig);

@@ -733,9 +733,9 @@ int extract_run(const ExtractOptions *o) {
         progress_finish(&bar, metrics);
         log_printf(stderr,
                 "extract: stopped by %s after %ld of %ld images: %ld new record%s committed, %ld in %s (marked "
-                "incomplete). Rerun the same command to continue.\n",
+                "incomplete): %s.\n",
                 stop_signal_name(stop_requested()), done_items, n_items, written, written == 1 ? "" : "s",
-                cache_count(&cache), o->cache);
+                cache_count(&cache), o->cache, stop_rerun_hint("rerun the same command to continue"));
         status = EXIT_STOPPED;
         goto done;
     }

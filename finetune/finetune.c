@@ -720,8 +720,9 @@ int finetune_run(const FinetuneOptions *o) {
                 }
                 if (sig) {
                     reader_stop(&rd);
-                    log_printf(stderr, "\n%s: stopped after step %ld/%d of epoch %d; state saved in %s: rerun with --resume\n",
-                            stop_signal_name(sig), s + 1, steps, epoch + 1, ckpt_path);
+                    log_printf(stderr, "\n%s: stopped after step %ld/%d of epoch %d; state saved in %s: %s\n",
+                               stop_signal_name(sig), s + 1, steps, epoch + 1, ckpt_path,
+                               stop_rerun_hint("rerun with --resume"));
                     status = EXIT_STOPPED;
                     goto done;
                 }
@@ -747,9 +748,9 @@ int finetune_run(const FinetuneOptions *o) {
                 // validates and ends the epoch.
                 fs.epoch_secs = progress_now() - bar.t_start;
                 if (save_state(&fs, &walk, &m, settings, ckpt_path) < 0) goto done;
-                log_printf(stderr, "\n%s: stopped while validating epoch %d (its training steps are saved in %s): "
-                                "rerun with --resume\n",
-                        stop_signal_name(stop_requested()), epoch + 1, ckpt_path);
+                log_printf(stderr, "\n%s: stopped while validating epoch %d (its training steps are saved in %s): %s\n",
+                           stop_signal_name(stop_requested()), epoch + 1, ckpt_path,
+                           stop_rerun_hint("rerun with --resume"));
                 status = EXIT_STOPPED;
                 goto done;
             }
@@ -777,8 +778,8 @@ int finetune_run(const FinetuneOptions *o) {
                    o->early_stopping);
         int sig = stop_requested();
         if (sig && fs.epochs_done < o->epochs && !stop) {
-            log_printf(stderr, "%s: stopped after epoch %d; state saved in %s: rerun with --resume\n",
-                    stop_signal_name(sig), epoch + 1, ckpt_path);
+            log_printf(stderr, "%s: stopped after epoch %d; state saved in %s: %s\n", stop_signal_name(sig),
+                       epoch + 1, ckpt_path, stop_rerun_hint("rerun with --resume"));
             status = EXIT_STOPPED;
             goto done;
         }

@@ -112,6 +112,10 @@ PREDICT_ARGS  ?=
 FINETUNE ?= 1
 RESUME   ?= 1
 
+# What a stopped tool tells its user: under make, not "--resume" (the
+# pipeline adds it) but this (common/stop.h).
+export VGGFT_RERUN_HINT := rerun the same make to continue (it resumes)
+
 .DELETE_ON_ERROR:
 .SUFFIXES:
 .PHONY: all caches head model report
@@ -145,6 +149,10 @@ pipeline_inside = $(strip $(foreach d,$(abspath $2) $(realpath $2),$(filter $d $
 $(foreach v,DATA VAL,$(if $(strip $($v)),$(if $(call pipeline_inside,$v,$($v)),\
   $(error OUT=$(OUT) lies inside $v=$($v): its images' listing would include the pipeline's own files; put OUT elsewhere))))
 
+ifeq ($(wildcard $(BIN)/extract),)
+  $(error BIN=$(BIN): no extract there: build the tools (make), or give BIN=the folder that holds them$(if $(filter /%,$(BIN)),, (a relative path is read from $(CURDIR))))
+endif
+
 S := $(OUT)/.pipeline
 # The weights as a file, when WEIGHTS names one (not imagenet, random).
 WEIGHTS_FILE := $(filter-out imagenet random,$(WEIGHTS))
@@ -169,8 +177,13 @@ PIPELINE_DRY := $(if $(findstring n,$(MAKE_FLAGS1))$(findstring q,$(MAKE_FLAGS1)
 PIPELINE_TMP := .tmp$(shell echo $$PPID)
 # $(call pipeline_keep,FILE,TEXT): FILE holds TEXT (plus a newline), rewritten
 # only when it differs, so its mtime says when TEXT last changed.
-pipeline_commit = $(if $(PIPELINE_DRY),$(if $(shell cmp -s '$1$(PIPELINE_TMP)' '$1' || echo changed),$(eval $1: pipeline-changed ; @:))$(shell rm -f '$1$(PIPELINE_TMP)'),$(shell cmp -s '$1$(PIPELINE_TMP)' '$1' && rm -f '$1$(PIPELINE_TMP)' || mv -f '$1$(PIPELINE_TMP)' '$1'))
-pipeline_keep = $(file >$1$(PIPELINE_TMP),$2)$(call pipeline_commit,$1)
+# -n and -q write nothing under OUT (which may be someone else's, or not be
+# there yet): their temporary files go to a folder of their own in TMPDIR,
+# removed once this file is read.
+PIPELINE_DRY_DIR := $(if $(PIPELINE_DRY),$(shell mktemp -d "$${TMPDIR:-/tmp}/vggft-pipeline.XXXXXX"))
+pipeline_tmp = $(if $(PIPELINE_DRY),$(PIPELINE_DRY_DIR)/$(notdir $1),$1$(PIPELINE_TMP))
+pipeline_commit = $(if $(PIPELINE_DRY),$(if $(shell cmp -s '$(call pipeline_tmp,$1)' '$1' || echo changed),$(eval $1: pipeline-changed ; @:))$(shell rm -f '$(call pipeline_tmp,$1)'),$(shell cmp -s '$1$(PIPELINE_TMP)' '$1' && rm -f '$1$(PIPELINE_TMP)' || mv -f '$1$(PIPELINE_TMP)' '$1'))
+pipeline_keep = $(file >$(call pipeline_tmp,$1),$2)$(call pipeline_commit,$1)
 # $(call pipeline_listing,FILE,DIR,NAME): FILE holds DIR's images (path, size,
 # mtime), sorted; rewritten only when it differs; DIGEST_NAME is its sha256.
 # Images: the files of the class folders whose names Keras lists
@@ -180,8 +193,8 @@ pipeline_keep = $(file >$1$(PIPELINE_TMP),$2)$(call pipeline_commit,$1)
 PIPELINE_IMAGES := \( -iname '*.png' -o -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.bmp' -o -iname '*.ppm' \
                       -o -iname '*.tif' -o -iname '*.tiff' \)
 pipeline_listing = $(shell find -L '$2' -mindepth 2 -type f $(PIPELINE_IMAGES) -printf '%P %s %T@\n' | \
-                     LC_ALL=C sort >'$1$(PIPELINE_TMP)')$(eval DIGEST_$3 := $(firstword $(shell \
-                     sha256sum <'$1$(PIPELINE_TMP)')))$(call pipeline_commit,$1)
+                     LC_ALL=C sort >'$(call pipeline_tmp,$1)')$(eval DIGEST_$3 := $(firstword $(shell \
+                     sha256sum <'$(call pipeline_tmp,$1)')))$(call pipeline_commit,$1)
 WEIGHTS_ID := $(if $(WEIGHTS_FILE),$(shell stat -L -c '%s %Y' '$(WEIGHTS_FILE)'))
 
 CACHES := $(OUT)/cache/train.done $(if $(strip $(VAL)),$(OUT)/cache/val.done)
@@ -202,7 +215,7 @@ FROM_head   := $(CACHES)
 FROM_model  := $(HEAD) $(CACHES)
 FROM_report := $(if $(filter 1,$(FINETUNE)),$(MODEL),$(HEAD)) $(VAL_CACHE)
 
-$(shell mkdir -p '$(S)' '$(OUT)/cache')
+$(if $(PIPELINE_DRY),,$(shell mkdir -p '$(S)' '$(OUT)/cache'))
 $(call pipeline_listing,$(S)/train.listing,$(DATA),train)
 $(call pipeline_keep,$(S)/train.extract,$(TEXT_train))
 $(call pipeline_keep,$(S)/head.settings,$(TEXT_head))
@@ -212,6 +225,7 @@ ifneq ($(strip $(VAL)),)
   $(call pipeline_keep,$(S)/val.extract,$(TEXT_val))
   $(call pipeline_keep,$(S)/report.settings,$(TEXT_report))
 endif
+$(if $(PIPELINE_DRY_DIR),$(shell rm -rf '$(PIPELINE_DRY_DIR)'))
 
 # --- what each run was made from ----------------------------------------------
 # $(call pipeline_key,STAGE): a shell command that prints STAGE's key: its

@@ -120,7 +120,7 @@ Test(interrupt, sigterm_and_sigint_lose_nothing) {
         char want[160];
         snprintf(want, sizeof want, "stopped by SIG%s after %ld of %d images: %ld new record%s committed", sig[s],
                  total + stops[s], 2 * N_PER_CLASS, stops[s], stops[s] == 1 ? "" : "s");
-        cr_expect(strstr(out, want) && strstr(out, "Rerun the same command"), "stop %d: expected '%s' in:\n%s", s,
+        cr_expect(strstr(out, want) && strstr(out, "incomplete): rerun the same command to continue."), "stop %d: expected '%s' in:\n%s", s,
                   want, out);
         free(out);
         total += stops[s];

@@ -167,6 +167,16 @@ Test(pipeline, second_make_does_nothing) {
     rc = pipe_make(&p, "", "-q", HEAD_ARGS, &log);
     cr_assert_eq(rc, 0, "make -q says something is out of date (%d):\n%s", rc, log);
     free(log);
+    // make -q and -n on an OUT not made yet write nothing there.
+    Pipe none = p;
+    snprintf(none.out, sizeof none.out, "%s/none", p.top_train);
+    rc = pipe_make(&none, "", "-q", HEAD_ARGS, &log);
+    cr_assert_eq(rc, 1, "make -q on a new OUT says up to date (%d):\n%s", rc, log);
+    free(log);
+    rc = pipe_make(&none, "", "-n", HEAD_ARGS, &log);
+    cr_assert_eq(rc, 0, "make -n on a new OUT failed (%d):\n%s", rc, log);
+    free(log);
+    cr_assert_neq(access(none.out, F_OK), 0, "make -q or -n made %s", none.out);
     Pipe rel = p;
     snprintf(rel.out, sizeof rel.out, "out/");
     rc = pipe_make(&rel, "TZ=Asia/Tokyo", "-q", HEAD_ARGS, &log);
@@ -556,6 +566,9 @@ Test(pipeline, stale_checkpoint_of_other_settings_starts_over) {
     free(log);
     rc = pipe_make_ft(&p, "VGGFT_TEST_SIGTERM_AFTER_STEP=1", "", HEAD_ARGS, seed3, &log);
     cr_assert_neq(rc, 0, "make with a stopped finetune succeeded:\n%s", log);
+    cr_expect(strstr(log, "saved in ") && strstr(log, "rerun the same make to continue (it resumes)") &&
+                  !strstr(log, "rerun with --resume"),
+              "the tool's own line gives make's advice, not --resume:\n%s", log);
     cr_expect(strstr(log, "pipeline.mk: stage 'model' stopped (exit 75), its state saved: rerun the same make"),
               "no word on rerunning make after exit 75:\n%s", log);
     free(log);

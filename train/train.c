@@ -313,8 +313,9 @@ int train_run(const TrainOptions *o) {
                 fs.steps_in_epoch = s + 1;
                 fs.epoch_secs = progress_now() - bar.t_start;
                 if (fit_save(&fs, settings, ckpt_path) < 0) goto done;
-                log_printf(stderr, "\n%s: stopped after step %d/%d of epoch %d; state saved in %s: rerun with --resume\n",
-                           stop_signal_name(stopped_by), s + 1, steps, epoch + 1, ckpt_path);
+                log_printf(stderr, "\n%s: stopped after step %d/%d of epoch %d; state saved in %s: %s\n",
+                           stop_signal_name(stopped_by), s + 1, steps, epoch + 1, ckpt_path,
+                           stop_rerun_hint("rerun with --resume"));
                 status = EXIT_STOPPED;
                 goto done;
             }
@@ -344,8 +345,8 @@ int train_run(const TrainOptions *o) {
             printf("Epoch %d: early stopping (val_loss has not improved for %d epochs)\n", epoch + 1,
                    o->early_stopping);
         if ((stopped_by = stop_requested()) && fs.epochs_done < o->epochs && !stop) {
-            log_printf(stderr, "%s: stopped after epoch %d; state saved in %s: rerun with --resume\n",
-                       stop_signal_name(stopped_by), epoch + 1, ckpt_path);
+            log_printf(stderr, "%s: stopped after epoch %d; state saved in %s: %s\n", stop_signal_name(stopped_by),
+                       epoch + 1, ckpt_path, stop_rerun_hint("rerun with --resume"));
             status = EXIT_STOPPED;
             goto done;
         }
