@@ -208,24 +208,23 @@ static int checkpoint_has(const Checkpoint *c, const char *key) {
     return has;
 }
 
-int fit_load(FitState *s, const char *settings, const char *path) {
-    Checkpoint c;
-    if (checkpoint_read(&c, path) < 0) return -1;
-    int rc = -1;
+// 0 when checkpoint c (at path) was written by this tool with these
+// settings; -1 with err_set naming the first that differs.
+static int check_settings(const Checkpoint *c, const char *settings, const char *path) {
     // A checkpoint of the other tool (older ones record no "tool": known by
     // a key only that tool writes).
     if (!strncmp(settings, "tool=", 5)) {
-        char *tool = checkpoint_setting(&c, "tool");
+        char *tool = checkpoint_setting(c, "tool");
         const char *was = tool;
-        if (!tool && checkpoint_has(&c, "train_cache_weights")) was = "train";
-        else if (!tool && checkpoint_has(&c, "unfreeze")) was = "finetune";
+        if (!tool && checkpoint_has(c, "train_cache_weights")) was = "train";
+        else if (!tool && checkpoint_has(c, "unfreeze")) was = "finetune";
         size_t n = strcspn(settings + 5, "\n");
         int other = was && (strlen(was) != n || strncmp(was, settings + 5, n));
         if (other)
             err_set("--resume %s: the checkpoint was written by %s, not %.*s: give the --out of a %.*s run", path, was,
                     (int)n, settings + 5, (int)n, settings + 5);
         free(tool);
-        if (other) goto done;
+        if (other) return -1;
     }
     // Line by line; name the first setting that differs.
     for (const char *p = settings; *p;) {
@@ -233,7 +232,7 @@ int fit_load(FitState *s, const char *settings, const char *path) {
         if (!nl || !eq || eq > nl) break;
         char key[64];
         snprintf(key, sizeof key, "%.*s", (int)(eq - p), p);
-        char *have = checkpoint_setting(&c, key);
+        char *have = checkpoint_setting(c, key);
         size_t vl = (size_t)(nl - eq - 1);
         // Settings older checkpoints did not record (the tool, the caches'
         // "*_content" digests, an image folder's, recorded empty): not compared.
@@ -257,11 +256,19 @@ int fit_load(FitState *s, const char *settings, const char *path) {
             err_set("--resume %s: %s is %s in the checkpoint, %.*s in this run%s", path, key,
                     !have ? "(absent)" : have[0] ? have : "(none)", vl ? (int)vl : 6, vl ? eq + 1 : "(none)", why);
             free(have);
-            goto done;
+            return -1;
         }
         free(have);
         p = nl + 1;
     }
+    return 0;
+}
+
+int fit_load(FitState *s, const char *settings, const char *path) {
+    Checkpoint c;
+    if (checkpoint_read(&c, path) < 0) return -1;
+    int rc = -1;
+    if (check_settings(&c, settings, path) < 0) goto done;
     double v[9];
     const char *keys[9] = {"epochs_done", "step", "steps_in_epoch", "run_loss_sum", "run_n",
                            "run_correct", "epoch_secs", "wait", "stopped"};
@@ -332,6 +339,23 @@ int fit_begin(FitState *s, const char *settings, const char *out, int resume, ch
     if (!exists) {
         log_printf(stderr, "note: --resume: no checkpoint at %s yet, starting from the beginning\n", path);
         return 0;
+    }
+    if (resume == FIT_RESUME_IF_SAME) {
+        // Another run's checkpoint (other settings, data or head): a new
+        // run, which replaces it. An unreadable one stays an error.
+        Checkpoint c;
+        if (checkpoint_read(&c, path) < 0) return -1;
+        int same = check_settings(&c, settings, path) == 0;
+        double done = 0;
+        if (same && setting_num(&c, path, "epochs_done", &done) == 0 && done > s->max_epochs)
+            same = 0, err_set("%s: %.0f epochs done, more than --epochs %d", path, done, s->max_epochs);
+        checkpoint_free(&c);
+        if (!same) {
+            const char *why = err_msg(), *colon = strstr(why, ": ");
+            log_printf(stderr, "note: %s is of another run (%s): starting over and replacing it\n", path,
+                       colon ? colon + 2 : why);
+            return 0;
+        }
     }
     if (fit_load(s, settings, path) < 0) return -1;
     if (s->steps_in_epoch)

@@ -103,6 +103,11 @@ int fit_load(FitState *s, const char *settings, const char *path);
 // stderr where it resumes, even when quiet: a job log should say. Without
 // resume, notes that an existing checkpoint will be replaced. Sets
 // s->history_path (OUT's ".history.csv" sibling). -1 as fit_load.
+// resume: FIT_RESUME_NO (start over), FIT_RESUME (--resume: continue, a
+// checkpoint of other settings an error naming them) or FIT_RESUME_IF_SAME
+// (--resume-if-same: continue a checkpoint of these settings and data, start
+// over, with a note, from one of others: for make and job scripts).
+enum { FIT_RESUME_NO = 0, FIT_RESUME = 1, FIT_RESUME_IF_SAME = 2 };
 int fit_begin(FitState *s, const char *settings, const char *out, int resume, char *ckpt, size_t size);
 
 // --- outputs ----------------------------------------------------------------

@@ -580,7 +580,8 @@ int finetune_run(const FinetuneOptions *o) {
                  o->early_stopping);
     }
     char ckpt_path[4200];
-    if (fit_begin(&fs, settings, o->out, o->resume, ckpt_path, sizeof ckpt_path) < 0) goto done;
+    if (fit_begin(&fs, settings, o->out, o->resume ? FIT_RESUME : o->resume_if_same ? FIT_RESUME_IF_SAME : FIT_RESUME_NO,
+                  ckpt_path, sizeof ckpt_path) < 0) goto done;
 
     // --- buffers ---------------------------------------------------------------------------
     const int B = o->batch;

@@ -12,7 +12,7 @@ typedef struct {
     const char *weights, *head, *out, *unfreeze;
     const char *optimizer, *class_weight, *augment, *save_augmented, *device, *precision;
     float lr, momentum;
-    int nesterov, epochs, batch, threads, early_stopping, resume, quiet, no_augment, save_augmented_n;
+    int nesterov, epochs, batch, threads, early_stopping, resume, resume_if_same, quiet, no_augment, save_augmented_n;
     long seed, checkpoint_every, memory_budget_mb;
     int lr_given, momentum_given, augment_given;
     const char *command_line;

@@ -63,6 +63,7 @@ static const char *check_options(CliSpec *spec, const FinetuneOptions *o, char *
     if (given) return snprintf(why, n, "--%s is for --summary only: fine-tuning takes it from --head", given), why;
 #define BAD(...) return snprintf(why, n, __VA_ARGS__), why
     if (!o->head) BAD("--head HEAD.h5 is required: the head trained by `train` (see --help)");
+    if (o->resume && o->resume_if_same) BAD("give --resume or --resume-if-same, not both");
     if (!o->out) BAD("--out MODEL.h5 is required: where to write the fine-tuned model (see --help)");
     if (!o->data == !o->cache) BAD("give the training data as --data DIR (images) or --cache CACHE (features)");
     if (o->data && o->val_cache) BAD("--val-cache goes with --cache; with --data give --val-data");
@@ -163,6 +164,8 @@ int main(int argc, char **argv) {
         {"checkpoint-every", OPT_LONG, &o.checkpoint_every, "100", "STEPS",
          "also write MODEL.ckpt every STEPS steps (0: only after epochs\nand on signals)", .range = ">=0"},
         {"resume", OPT_FLAG, &o.resume, NULL, NULL, "continue from MODEL.ckpt (settings must match)"},
+        {"resume-if-same", OPT_FLAG, &o.resume_if_same, NULL, NULL,
+         "continue from MODEL.ckpt when it is of these settings and data, else\nstart over (a note says why): for make and job scripts"},
         {"device", OPT_CHOICE, &o.device, "auto", NULL,
          "where the conv base trains: auto (the GPU when usable, else\nthe CPU), cpu, cuda (fails with the reason "
          "when there is\nno usable GPU); the head and the data stay on the CPU",

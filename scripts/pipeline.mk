@@ -48,9 +48,8 @@
 # key holds sizes and mtimes as numbers, not paths or local times: OUT
 # spelled otherwise, moved, or read under another TZ is the same. An OUT of
 # an earlier pipeline.mk, whose stages have no STAGE.made yet, goes by the
-# settings files' mtimes until each stage runs (and resumes a checkpoint
-# newer than its settings file, as that version did). make -t records the
-# keys of what it touches.
+# settings files' mtimes until each stage runs. make -t records the keys
+# of what it touches.
 #
 # Features, not files: a cache's stamp OUT/cache/NAME.done holds what
 # `extract --info` says of the cache's content (settings, records per class,
@@ -71,13 +70,13 @@
 # make continues an interrupted stage: extract always gets --overwrite (the
 # pipeline's cache belongs to its DATA), which keeps every record when the
 # cache has this run's settings and starts it over when they differ (renamed
-# class, other weights, other EXTRACT_ARGS); train or finetune resume from
-# their checkpoint (--resume) when the run that wrote it started with this
-# make's key (STAGE.started: the same settings and the same targets it is
-# made from) and the checkpoint is newer than each of those targets; else
-# the tool starts over and replaces it (RESUME=0 or make -B: start over). A
-# tool stopped by a signal with its state saved exits 75: the recipe then
-# says to rerun the same make.
+# class, other weights, other EXTRACT_ARGS); train and finetune get
+# --resume-if-same: they continue their checkpoint when it was written with
+# the same settings, head and data (which they check themselves: a run with
+# only more --epochs continues, also a finished one), else start over and
+# replace it, with a note saying what differs (RESUME=0 or make -B: start
+# over). A tool stopped by a signal with its state saved exits 75: its own
+# line and the recipe's then say to rerun the same make.
 #
 # Forcing a stage: `make -B ...` redoes every stage (extract keeps its
 # records: same features; train and finetune start over). One stage: remove
@@ -270,14 +269,11 @@ head: $(HEAD)
 model: $(MODEL)
 report: $(REPORT)
 
-# $(call pipeline_resume,STAGE,CKPT): sets r=--resume when CKPT exists, the
-# run that wrote it started with this make's key (STAGE.started: same
-# settings, same targets it is made from) and CKPT is newer than each of
-# those targets; r= otherwise (the tool then replaces the checkpoint). Before
-# pipeline_started, which records this run's key.
-pipeline_resume = r=; $(if $(filter 1,$(RESUME)),if [ -f '$2' ] && { $(call pipeline_key,$1) 2>/dev/null | \
-  cmp -s - '$(S)/$1.started' || { [ ! -e '$(S)/$1.started' ] && [ ! -e '$(S)/$1.made' ] && \
-  [ '$2' -nt '$(S)/$1.settings' ]; }; }$(foreach p,$(FROM_$1), && [ '$2' -nt '$p' ]); then r=--resume; fi;)
+# $(call pipeline_resume,STAGE,CKPT): r=--resume-if-same (RESUME=1): the
+# tool continues CKPT when it was written with these settings, head and
+# data, which it checks itself (more --epochs may continue a finished run),
+# and starts over, with a note, from one of other settings; r= otherwise.
+pipeline_resume = r=$(if $(filter 1,$(RESUME)),--resume-if-same);
 # $(call pipeline_lock,STAGE): holds OUT/.pipeline/STAGE.lock (fd 9, kept by
 # the tool the recipe starts, also when make is gone) or stops, when another
 # make or its tool holds it. Without flock(1): no lock.
@@ -287,7 +283,7 @@ pipeline_lock = $(if $(FLOCK),exec 9>'$(S)/$1.lock' && { flock -n 9 || { echo "p
   exit 1; }; };)
 # $(call pipeline_stopped,STAGE): after `TOOL ... ||`: exits with the tool's
 # status, saying what to do when it is 75 (stopped by a signal, its state
-# saved: the tool's own message says --resume, which the pipeline adds).
+# saved; the tool says so too, through VGGFT_RERUN_HINT).
 pipeline_stopped = { rc=$$?; [ $$rc -ne 75 ] || echo "pipeline.mk: stage '$1' stopped (exit 75), its state \
   saved: rerun the same make to continue" >&2; exit $$rc; }
 

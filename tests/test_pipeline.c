@@ -580,10 +580,27 @@ Test(pipeline, stale_checkpoint_of_other_settings_starts_over) {
     free(log);
     rc = pipe_make_ft(&p, "", "", HEAD_ARGS, seed4, &log);
     cr_assert_eq(rc, 0, "the make with --seed 4 after a --seed 3 checkpoint failed (%d):\n%s", rc, log);
-    char *line = line_with(log, "/finetune --data");
-    cr_assert(line && !strstr(line, " --resume"), "finetune resumed a checkpoint of other settings:\n%s", log);
-    free(line);
+    cr_assert(strstr(log, "model.ckpt is of another run (seed is 3 in the checkpoint, 4 in this run): starting over"),
+              "finetune did not start over from a checkpoint of other settings:\n%s", log);
     free(log);
     cr_assert(exists(p.out, "model.h5"));
+    pipe_free(&p);
+}
+
+// More epochs in TRAIN_ARGS continue the finished head (train resumes its
+// checkpoint: --resume-if-same) instead of training it again from scratch.
+Test(pipeline, more_epochs_continue_the_finished_stage) {
+    Pipe p = pipe_new("pipeline_more", 6);
+    char *log = NULL;
+    int rc = pipe_make(&p, "", "", HEAD_ARGS, &log);
+    cr_assert_eq(rc, 0, "the first make failed (%d):\n%s", rc, log);
+    free(log);
+    rc = pipe_make(&p, "", "", "--epochs 3 --hidden 8 --threads 1", &log);
+    cr_assert_eq(rc, 0, "the make with more epochs failed (%d):\n%s", rc, log);
+    cr_expect(strstr(log, "head.ckpt after epoch 2") && strstr(log, "Epoch 3/3") && !strstr(log, "Epoch 1/3"),
+              "train did not continue its finished run:\n%s", log);
+    // The fine-tuning after it starts over: its head changed.
+    cr_expect(strstr(log, "model.ckpt is of another run (head is sha256:"), "%s", log);
+    free(log);
     pipe_free(&p);
 }

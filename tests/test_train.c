@@ -282,6 +282,25 @@ Test(train, resume_equals_uninterrupted_run) {
     cr_expect_eq(rc, 1, "%s", o);
     cr_expect(strstr(o, "batch is 8 in the checkpoint, 9 in this run"), "%s", o);
     free(o);
+    // --resume-if-same: the same settings with more epochs continue the
+    // finished run; other settings (or fewer epochs) start over, saying why.
+    const char *more = "--hidden 16 --optimizer adam --lr 0.003 --epochs 6 --batch 8 --quiet";
+    snprintf(args, sizeof args, "--cache %s --val-cache %s --out %s %s --resume-if-same", r.tr, r.va, r.b, more);
+    o = run_ok(args);
+    cr_expect(strstr(o, "after epoch 5") && strstr(o, "Epoch 6/6") && !strstr(o, "Epoch 5/6"), "%s", o);
+    free(o);
+    snprintf(args, sizeof args, "--cache %s --val-cache %s --out %s %s --resume-if-same --batch 9", r.tr, r.va, r.b,
+             more);
+    o = run_ok(args);
+    cr_expect(strstr(o, "is of another run (batch is 8 in the checkpoint, 9 in this run): starting over") &&
+                  strstr(o, "Epoch 1/6"),
+              "%s", o);
+    free(o);
+    snprintf(args, sizeof args, "--cache %s --val-cache %s --out %s %s --resume-if-same --batch 9 --epochs 2", r.tr,
+             r.va, r.b, more);
+    o = run_ok(args);
+    cr_expect(strstr(o, "6 epochs done, more than --epochs 2): starting over"), "%s", o);
+    free(o);
     resume_case_free(&r);
 }
 

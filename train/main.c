@@ -104,6 +104,8 @@ int main(int argc, char **argv) {
         {"memory-budget", OPT_LONG, &o.memory_budget_mb, "4096", "MB",
          "keep features in memory up to this size, else stream them from the cache", .range = ">=0"},
         {"resume", OPT_FLAG, &o.resume, NULL, NULL, "continue from HEAD.ckpt (settings must match)"},
+        {"resume-if-same", OPT_FLAG, &o.resume_if_same, NULL, NULL,
+         "continue from HEAD.ckpt when it is of these settings and data, else\nstart over (a note says why): for make and job scripts"},
         {"quiet", OPT_FLAG, &o.quiet, NULL, NULL, "no progress bars: one line per epoch (warnings still print)"},
         {"summary", OPT_FLAG, &summary, NULL, NULL, "print the model (frozen base + head) and exit"},
         {0}, {0}, {0}, {0}, {0}, {0}, {0}, {0}, {0},  // room for the model options (8 at most) and the end
@@ -127,6 +129,7 @@ int main(int argc, char **argv) {
     o.momentum_given = cli_find(&spec, "momentum")->seen;
     char why[160];
     const char *bad = check_options(&spec, &o, &mo, why, sizeof why);
+    if (!bad && o.resume && o.resume_if_same) bad = "give --resume or --resume-if-same, not both";
     if (bad) {
         cli_error("train", "%s", bad);
         return EXIT_USAGE;

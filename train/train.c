@@ -248,7 +248,8 @@ int train_run(const TrainOptions *o) {
         for (int k = 0; k < K && n < (int)cap - 300; k++) n += snprintf(settings + n, cap - n, "class%d=%s\n", k, meta.class_names[k]);
     }
     char ckpt_path[4200];
-    if (fit_begin(&fs, settings, o->out, o->resume, ckpt_path, sizeof ckpt_path) < 0) goto done;
+    if (fit_begin(&fs, settings, o->out, o->resume ? FIT_RESUME : o->resume_if_same ? FIT_RESUME_IF_SAME : FIT_RESUME_NO,
+                  ckpt_path, sizeof ckpt_path) < 0) goto done;
 
     // --- training ---------------------------------------------------------------
     const int B = o->batch;

@@ -7,7 +7,7 @@ typedef struct {
     const char *cache, *val_cache, *out, *optimizer, *class_weight, *class_mode, *command_line;
     double validation_split;
     float lr, momentum, dropout;
-    int nesterov, epochs, batch, early_stopping, threads, hidden, quiet, resume;
+    int nesterov, epochs, batch, early_stopping, threads, hidden, quiet, resume, resume_if_same;
     long seed, memory_budget_mb;
     int lr_given, momentum_given;
 } TrainOptions;
