@@ -4,6 +4,8 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <unistd.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,7 +60,7 @@ static char *join(const char *a, const char *b) {
     return s;
 }
 
-static char *dup(const char *s) { return s ? strdup(s) : NULL; }
+static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 
 // --- the scan state ----------------------------------------------------------
 
@@ -78,13 +80,13 @@ typedef struct {
 
 static int skip(Scan *s, char *rel, const char *reason) {
     if (strlist_push(&s->skipped, rel) != 0) return -1;
-    return strlist_push(&s->reasons, dup(reason));
+    return strlist_push(&s->reasons, dup_or_null(reason));
 }
 
 // Something Keras does not list: reported, but not a skipped image.
 static int ignore(Scan *s, char *rel, const char *reason) {
     if (strlist_push(&s->ignored, rel) != 0) return -1;
-    return strlist_push(&s->ignored_reasons, dup(reason));
+    return strlist_push(&s->ignored_reasons, dup_or_null(reason));
 }
 
 // Keras keeps a file when fname.lower().endswith(white_list_formats).
@@ -131,7 +133,7 @@ static int walk(Scan *s, const char *rel) {
         char reason[300];
         snprintf(reason, sizeof reason, "cannot read folder: %s", strerror(errno));
         free(abs);
-        return skip(s, dup(rel), reason);
+        return skip(s, dup_or_null(rel), reason);
     }
     if (s->n_dirs == s->cap_dirs) {
         int cap = s->cap_dirs ? 2 * s->cap_dirs : 16;
@@ -145,7 +147,7 @@ static int walk(Scan *s, const char *rel) {
         s->cap_dirs = cap;
     }
     int me = s->n_dirs++;
-    s->dirs[me] = (DirFiles){dup(rel), {0}};
+    s->dirs[me] = (DirFiles){dup_or_null(rel), {0}};
     StrList subdirs = {0};
     int rc = s->dirs[me].rel ? 0 : err_set("out of memory");
     struct dirent *e;
@@ -164,7 +166,7 @@ static int walk(Scan *s, const char *rel) {
         else if (is_dir)
             rc = strlist_push(&subdirs, join(rel, e->d_name));
         else
-            rc = strlist_push(&s->dirs[me].files, dup(e->d_name));
+            rc = strlist_push(&s->dirs[me].files, dup_or_null(e->d_name));
     }
     closedir(d);
     free(abs);
@@ -245,8 +247,8 @@ static int discover_classes(Scan *s, StrList *classes) {
         int is_dir, is_link;
         classify(child, e->d_type, &is_dir, &is_link);
         free(child);
-        if (is_dir) rc = strlist_push(classes, dup(e->d_name));
-        else rc = ignore(s, dup(e->d_name), "not in a class folder (ignored, as Keras does)");
+        if (is_dir) rc = strlist_push(classes, dup_or_null(e->d_name));
+        else rc = ignore(s, dup_or_null(e->d_name), "not in a class folder (ignored, as Keras does)");
     }
     closedir(d);
     if (rc == 0 && classes->n > 1) qsort(classes->v, classes->n, sizeof(char *), cmp_str);
@@ -286,7 +288,7 @@ int dataset_scan(const char *dir, const char *const *classes, int n_classes, Dat
     int rc = 0;
     if (classes && n_classes > 0) {
         rc = check_classes(root, classes, n_classes);
-        for (int i = 0; rc == 0 && i < n_classes; i++) rc = strlist_push(&names, dup(classes[i]));
+        for (int i = 0; rc == 0 && i < n_classes; i++) rc = strlist_push(&names, dup_or_null(classes[i]));
     } else {
         rc = discover_classes(&s, &names);
         if (rc == 0 && names.n == 0)
@@ -362,13 +364,13 @@ void dataset_free(Dataset *ds) {
 // An empty dataset with all's root and classes, room for n items.
 static int dataset_like(const Dataset *all, int n, Dataset *out) {
     memset(out, 0, sizeof *out);
-    out->root = dup(all->root);
+    out->root = dup_or_null(all->root);
     out->class_names = calloc(all->n_classes ? all->n_classes : 1, sizeof(char *));
     out->class_counts = calloc(all->n_classes ? all->n_classes : 1, sizeof(int));
     out->items = malloc(sizeof(DatasetItem) * (n ? n : 1));
     if (!out->root || !out->class_names || !out->class_counts || !out->items) goto oom;
     for (int c = 0; c < all->n_classes; c++) {
-        out->class_names[c] = dup(all->class_names[c]);
+        out->class_names[c] = dup_or_null(all->class_names[c]);
         if (!out->class_names[c]) goto oom;
         out->n_classes = c + 1;
     }
@@ -379,7 +381,7 @@ oom:
 }
 
 static int add_item(Dataset *d, const DatasetItem *it) {
-    char *p = dup(it->path);
+    char *p = dup_or_null(it->path);
     if (!p) return err_set("out of memory");
     d->items[d->n_items++] = (DatasetItem){p, it->label};
     d->class_counts[it->label]++;
@@ -470,7 +472,19 @@ int dataset_content_id(const Dataset *ds, char *out, size_t size) {
         long long bytes = stat(full, &st) == 0 ? (long long)st.st_size : -1;  // gone: read as such later
         int n = snprintf(line, sizeof line, "%s\t%d\t%lld\n", ds->items[i].path, ds->items[i].label, bytes);
         if (n >= (int)sizeof line) n = (int)sizeof line - 1;
-        if (hash_update(h, line, (size_t)n) < 0) {
+        // And the file's first and last 4 KiB (headers, the first and last
+        // pixels): an image replaced by another of the same size.
+        unsigned char ends[8192];
+        size_t got = 0;
+        int fd = bytes > 0 ? open(full, O_RDONLY | O_NONBLOCK | O_CLOEXEC) : -1;
+        if (fd >= 0) {
+            ssize_t a = pread(fd, ends, 4096, 0);
+            ssize_t b = bytes > 4096 ? pread(fd, ends + 4096, 4096, bytes > 8192 ? bytes - 4096 : 4096) : 0;
+            got = (size_t)(a > 0 ? a : 0);
+            if (b > 0) memmove(ends + got, ends + 4096, (size_t)b), got += (size_t)b;
+            close(fd);
+        }
+        if (hash_update(h, line, (size_t)n) < 0 || (got && hash_update(h, ends, got) < 0)) {
             hash_abort(h);
             return -1;
         }

@@ -80,11 +80,12 @@ int dataset_found_line(const Dataset *ds, char *buf, size_t size);
 // buf holds the warning's text ("... did you mean --data DIR/train?").
 int dataset_looks_like_splits(const Dataset *ds, char *buf, size_t size);
 // What finetune's checkpoint records of an image folder, to refuse a resume
-// on other images: "images:" + the SHA-256 of every item's path, class and
-// size in bytes, in order (sizes, not mtimes: a folder copied again to a
-// node's scratch space is the same data). An image added, removed,
-// renamed, moved to another class or replaced by one of another size
-// changes it. out: at least 72 bytes. -1 with err_set on a hashing failure.
+// on other images: "images:" + the SHA-256 of every item's path, class,
+// size in bytes and first and last 4 KiB, in order (not mtimes: a folder
+// copied again to a node's scratch space is the same data). An image
+// added, removed, renamed, moved to another class or replaced changes it
+// (unless the new one has the same size and the same first and last 4
+// KiB). out: at least 72 bytes. -1 with err_set on a hashing failure.
 int dataset_content_id(const Dataset *ds, char *out, size_t size);
 
 // scikit-learn's compute_class_weight('balanced'): w[c] = N / (K * N_c),

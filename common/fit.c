@@ -264,6 +264,16 @@ static int check_settings(const Checkpoint *c, const char *settings, const char 
     return 0;
 }
 
+// 1 when a checkpoint with `done` whole epochs (and the steps_in_epoch it
+// records of the next, *part) holds more training than max epochs: a
+// resume would return a model trained beyond --epochs.
+static int epochs_beyond(const Checkpoint *c, double done, int max_epochs, double *part) {
+    char *t = checkpoint_setting(c, "steps_in_epoch");  // absent in older checkpoints: 0
+    *part = t ? atof(t) : 0;
+    free(t);
+    return done > max_epochs || (done == max_epochs && *part > 0);
+}
+
 int fit_load(FitState *s, const char *settings, const char *path) {
     Checkpoint c;
     if (checkpoint_read(&c, path) < 0) return -1;
@@ -284,8 +294,9 @@ int fit_load(FitState *s, const char *settings, const char *path) {
         }
         if (setting_num(&c, path, keys[k], &v[k]) < 0) goto done;
     }
-    if (v[0] < 0 || v[0] > s->max_epochs) {
-        err_set("--resume: %s has %.0f epochs done, more than --epochs %d", path, v[0], s->max_epochs);
+    if (v[0] < 0 || v[0] > s->max_epochs || (v[0] == s->max_epochs && v[2] > 0)) {
+        err_set("--resume: %s has %.0f epoch%s%s done, more than --epochs %d", path, v[0], v[0] == 1 ? "" : "s",
+                v[2] > 0 ? " and part of the next" : "", s->max_epochs);
         goto done;
     }
     s->epochs_done = (int)v[0];
@@ -344,16 +355,22 @@ int fit_begin(FitState *s, const char *settings, const char *out, int resume, ch
         // Another run's checkpoint (other settings, data or head): a new
         // run, which replaces it. An unreadable one stays an error.
         Checkpoint c;
-        if (checkpoint_read(&c, path) < 0) return -1;
+        if (checkpoint_read(&c, path) < 0)
+            return err_set("%s (remove it to start over; under the make pipeline RESUME=0 does)", err_msg());
         int same = check_settings(&c, settings, path) == 0;
-        double done = 0;
-        if (same && setting_num(&c, path, "epochs_done", &done) == 0 && done > s->max_epochs)
-            same = 0, err_set("%s: %.0f epochs done, more than --epochs %d", path, done, s->max_epochs);
+        double done = 0, part = 0;
+        if (same && setting_num(&c, path, "epochs_done", &done) == 0 && epochs_beyond(&c, done, s->max_epochs, &part))
+            same = 0, err_set("%s: %.0f epoch%s%s done, more than --epochs %d", path, done, done == 1 ? "" : "s",
+                              part ? " and part of the next" : "", s->max_epochs);
         checkpoint_free(&c);
         if (!same) {
-            const char *why = err_msg(), *colon = strstr(why, ": ");
-            log_printf(stderr, "note: %s is of another run (%s): starting over and replacing it\n", path,
-                       colon ? colon + 2 : why);
+            // The reason without its advice (the checkpoint is replaced).
+            char why[ERR_MSG_MAX];
+            const char *colon = strstr(err_msg(), ": ");
+            snprintf(why, sizeof why, "%s", colon ? colon + 2 : err_msg());
+            char *advice = strstr(why, ": give the --out");
+            if (advice) *advice = '\0';
+            log_printf(stderr, "note: %s is of another run (%s): starting over and replacing it\n", path, why);
             return 0;
         }
     }

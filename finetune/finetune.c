@@ -723,7 +723,7 @@ int finetune_run(const FinetuneOptions *o) {
                     reader_stop(&rd);
                     log_printf(stderr, "\n%s: stopped after step %ld/%d of epoch %d; state saved in %s: %s\n",
                                stop_signal_name(sig), s + 1, steps, epoch + 1, ckpt_path,
-                               stop_rerun_hint("rerun with --resume"));
+                               stop_rerun_hint(o->resume_if_same ? "rerun the same command to continue" : "rerun with --resume"));
                     status = EXIT_STOPPED;
                     goto done;
                 }
@@ -751,7 +751,7 @@ int finetune_run(const FinetuneOptions *o) {
                 if (save_state(&fs, &walk, &m, settings, ckpt_path) < 0) goto done;
                 log_printf(stderr, "\n%s: stopped while validating epoch %d (its training steps are saved in %s): %s\n",
                            stop_signal_name(stop_requested()), epoch + 1, ckpt_path,
-                           stop_rerun_hint("rerun with --resume"));
+                           stop_rerun_hint(o->resume_if_same ? "rerun the same command to continue" : "rerun with --resume"));
                 status = EXIT_STOPPED;
                 goto done;
             }
@@ -780,7 +780,7 @@ int finetune_run(const FinetuneOptions *o) {
         int sig = stop_requested();
         if (sig && fs.epochs_done < o->epochs && !stop) {
             log_printf(stderr, "%s: stopped after epoch %d; state saved in %s: %s\n", stop_signal_name(sig),
-                       epoch + 1, ckpt_path, stop_rerun_hint("rerun with --resume"));
+                       epoch + 1, ckpt_path, stop_rerun_hint(o->resume_if_same ? "rerun the same command to continue" : "rerun with --resume"));
             status = EXIT_STOPPED;
             goto done;
         }

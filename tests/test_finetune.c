@@ -177,6 +177,15 @@ Test(finetune, resume_refuses_changed_images) {
     rc = run_tool("finetune", args, &out);
     cr_expect(rc == 1 && strstr(out, "data_content is images:"), "%d: %s", rc, out);
     free(out);
+    // The same name and size, one byte changed (within its first 4 KiB).
+    old[n_old / 2] ^= 0x55;
+    f = fopen(from, "wb");
+    fwrite(old, 1, n_old, f);
+    fclose(f);
+    rc = run_tool("finetune", args, &out);
+    cr_expect(rc == 1 && strstr(out, "data_content is images:"), "%d: %s", rc, out);
+    free(out);
+    old[n_old / 2] ^= 0x55;
     f = fopen(from, "wb");
     fwrite(old, 1, n_old, f);
     fclose(f);

@@ -301,6 +301,13 @@ Test(train, resume_equals_uninterrupted_run) {
     o = run_ok(args);
     cr_expect(strstr(o, "6 epochs done, more than --epochs 2): starting over"), "%s", o);
     free(o);
+    // A damaged checkpoint is never taken for another run's: an error that says what to do.
+    char ckpt[700];
+    snprintf(ckpt, sizeof ckpt, "%s/b.ckpt", r.dir);
+    write_file(ckpt, "x", 1);
+    int rc2 = run_tool("train", args, &o);
+    cr_expect(rc2 == 1 && strstr(o, "remove it to start over"), "%d: %s", rc2, o);
+    free(o);
     resume_case_free(&r);
 }
 
@@ -326,6 +333,15 @@ Test(train, sigterm_mid_epoch_then_resume_equals_uninterrupted_run) {
     cr_assert_eq(fscanf(p, "%d", &tmp), 1);
     pclose(p);
     cr_expect_eq(tmp, 0, "a temporary file was left in %s", r.dir);
+    // --epochs 1 on a checkpoint 1 epoch and 2 steps in: more training than
+    // asked for. --resume refuses; --resume-if-same would start over (not
+    // run here: it would replace the checkpoint resumed below).
+    char fewer[3000];
+    snprintf(fewer, sizeof fewer, "--cache %s --val-cache %s --out %s %s --epochs 1 --resume", r.tr, r.va, r.b,
+             common);
+    rc = run_tool("train", fewer, &o);
+    cr_expect(rc == 1 && strstr(o, "1 epoch and part of the next done, more than --epochs 1"), "%d: %s", rc, o);
+    free(o);
     strcat(args, " --resume");
     free(run_ok(args));
     expect_same_heads(&r);

@@ -316,7 +316,7 @@ int train_run(const TrainOptions *o) {
                 if (fit_save(&fs, settings, ckpt_path) < 0) goto done;
                 log_printf(stderr, "\n%s: stopped after step %d/%d of epoch %d; state saved in %s: %s\n",
                            stop_signal_name(stopped_by), s + 1, steps, epoch + 1, ckpt_path,
-                           stop_rerun_hint("rerun with --resume"));
+                           stop_rerun_hint(o->resume_if_same ? "rerun the same command to continue" : "rerun with --resume"));
                 status = EXIT_STOPPED;
                 goto done;
             }
@@ -347,7 +347,7 @@ int train_run(const TrainOptions *o) {
                    o->early_stopping);
         if ((stopped_by = stop_requested()) && fs.epochs_done < o->epochs && !stop) {
             log_printf(stderr, "%s: stopped after epoch %d; state saved in %s: %s\n", stop_signal_name(stopped_by),
-                       epoch + 1, ckpt_path, stop_rerun_hint("rerun with --resume"));
+                       epoch + 1, ckpt_path, stop_rerun_hint(o->resume_if_same ? "rerun the same command to continue" : "rerun with --resume"));
             status = EXIT_STOPPED;
             goto done;
         }
