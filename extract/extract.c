@@ -615,10 +615,11 @@ int extract_run(const ExtractOptions *o) {
     parallel_set_threads(threads);  // the Winograd transforms' pool (forward.h), record encoding
     if (storer_init(&q.st, &cache, o->batch, threads) < 0) goto done;
     if (!o->quiet)
-        log_printf(stderr, "extract: %s; %s %dx%d -> %s (%dx%dx%d, %s); %ld image%s%s; %d thread%s\n", dev_note,
-                   want.model, o->input_size, o->input_size, want.layer, want.feat_h, want.feat_w, want.feat_c,
-                   o->dtype, n_items, n_items == 1 ? "" : "s", cached.n ? ", resuming" : "", threads,
-                   threads == 1 ? "" : "s");
+        // The folders last: two extractions at once (make -j2) interleave their logs.
+        log_printf(stderr, "extract: %s; %s %dx%d -> %s (%dx%dx%d, %s); %ld image%s%s; %d thread%s; %s -> %s\n",
+                   dev_note, want.model, o->input_size, o->input_size, want.layer, want.feat_h, want.feat_w,
+                   want.feat_c, o->dtype, n_items, n_items == 1 ? "" : "s", cached.n ? ", resuming" : "", threads,
+                   threads == 1 ? "" : "s", o->data, o->cache);
 
     // On the GPU the workers only decode and resize: the pixels travel as
     // RGB8 (a quarter of the bytes to copy) and the GPU preprocesses them.

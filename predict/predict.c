@@ -585,6 +585,16 @@ int predict_run(const PredictOptions *o) {
         snprintf(data_buf, sizeof data_buf, "%d input%s", o->n_inputs, o->n_inputs == 1 ? "" : "s");
     }
     data = data_buf;
+    // The report names what it evaluated (a pipeline's FINETUNE=0 and 1
+    // write the same report files).
+    char model_line[PATH_MAX + 300];
+    if (o->model)
+        snprintf(model_line, sizeof model_line, "%s, %s %dx%d fine-tuned from %s, base weights %s", o->model,
+                 meta.arch, meta.input_w, meta.input_h, meta.unfreeze[0] ? meta.unfreeze : "?", weights_id);
+    else
+        snprintf(model_line, sizeof model_line, "%s, a head on %s %dx%d %s features, base weights %s", o->head,
+                 meta.arch, meta.input_w, meta.input_h, meta.cut, weights_id[0] ? weights_id : meta.weights);
+    r.model = model_line;
     // Not progress: shown even with --quiet.
     // Named, as extract names them (the first 10).
     if (ignored.n)

@@ -318,6 +318,10 @@ static int report_json(FILE *f, Results *r, const char *what, const char *data, 
     json_string(f, what);
     fputs(",\n  \"data\": ", f);
     json_string(f, data);
+    if (r->model) {
+        fputs(",\n  \"model\": ", f);
+        json_string(f, r->model);
+    }
     if (r->note && r->note[0]) {
         fputs(",\n  \"note\": ", f);
         json_string(f, r->note);
@@ -450,7 +454,11 @@ int results_finish(Results *r, const char *report, const char *what, const char 
         if (!f) rc = -1;
         if (rc == 0) {
             if (r->fmt == FMT_JSON) rc = report_json(f, r, what, data, cm, skipped);
-            else fprintf(f, "%s on %s\n", what, data), rc = report_text(f, r, what, cm, skipped);
+            else {
+                fprintf(f, "%s on %s\n", what, data);
+                if (r->model) fprintf(f, "Model: %s\n", r->model);
+                rc = report_text(f, r, what, cm, skipped);
+            }
             if (rc == 0) rc = atomic_commit(&af);
             else atomic_abort(&af);
         }

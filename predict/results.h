@@ -45,6 +45,7 @@ typedef struct {
     float *probs;        // K scratch
     int *idx;            // K scratch
     const char *note;    // lines the report shows about its data (an incomplete cache...), or NULL
+    const char *model;   // what was evaluated ("model.h5: a fine-tuned vgg16 ..."), or NULL
     int nonfinite;       // 1 once a non-finite model output was warned about
 } Results;
 

@@ -623,8 +623,11 @@ Test(predict, report_files_json_and_contact_sheet, .timeout = 600) {
     ws(&q);
     cr_expect_eq(*q, '\0');
     const char *keys[] = {"\"loss\": ", "\"accuracy\": ", "\"classes\": [\"circles\", \"squares\"]", "\"confusion\": [[",
-                          "\"per_class\": [", "\"f1\": ", "\"macro\": ", "\"misclassified\": [", "\"skipped\": []"};
-    for (int i = 0; i < 9; i++) cr_expect(strstr(rep, keys[i]), "%s missing:\n%s", keys[i], rep);
+                          "\"per_class\": [", "\"f1\": ", "\"macro\": ", "\"misclassified\": [", "\"skipped\": []",
+                          "\"model\": \""};
+    for (int i = 0; i < 10; i++) cr_expect(strstr(rep, keys[i]), "%s missing:\n%s", keys[i], rep);
+    // It names what it evaluated: the head, on its base.
+    cr_expect(strstr(rep, "head.h5, a head on vgg16 32x32 "), "%s", rep);
     cr_expect_eq(count(rep, "\"predicted\": "), wrong, "every misclassified file is listed:\n%s", rep);
     cr_expect(wrong > 0, "the barely trained head makes mistakes (else this test checks nothing)");
     // The text report went to stderr (stdout holds only JSON lines).
