@@ -250,7 +250,8 @@ static void unknown_option(CliSpec *spec, const char *name) {
     snprintf(dashed, sizeof dashed, "%s", name);
     for (char *c = dashed; *c; c++)
         if (*c == '_') *c = '-';
-    const char *guess = strcmp(dashed, name) && cli_find(spec, dashed) ? cli_find(spec, dashed)->name : NULL;
+    const CliOption *same = strcmp(dashed, name) ? cli_find(spec, dashed) : NULL;
+    const char *guess = same ? same->name : NULL;
     int n_prefix = 0, best = 3, n_best = 0;
     const char *prefix = NULL, *nearest = NULL;
     for (int i = 0; !guess && i < spec->n_opts; i++) {

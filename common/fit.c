@@ -264,39 +264,36 @@ static int check_settings(const Checkpoint *c, const char *settings, const char 
     return 0;
 }
 
-// 1 when a checkpoint with `done` whole epochs (and the steps_in_epoch it
-// records of the next, *part) holds more training than max epochs: a
-// resume would return a model trained beyond --epochs.
-static int epochs_beyond(const Checkpoint *c, double done, int max_epochs, double *part) {
-    char *t = checkpoint_setting(c, "steps_in_epoch");  // absent in older checkpoints: 0
-    *part = t ? atof(t) : 0;
-    free(t);
-    return done > max_epochs || (done == max_epochs && *part > 0);
-}
-
-int fit_load(FitState *s, const char *settings, const char *path) {
-    Checkpoint c;
-    if (checkpoint_read(&c, path) < 0) return -1;
+// fit_load on a checkpoint already read. With `other` (--resume-if-same),
+// a checkpoint of another run (other settings, or more training than
+// --epochs) sets *other before s is touched; -1 either way, with err_set.
+static int load_from(FitState *s, const char *settings, const char *path, const Checkpoint *cp, int *other) {
     int rc = -1;
-    if (check_settings(&c, settings, path) < 0) goto done;
+    if (check_settings(cp, settings, path) < 0) {
+        if (other) *other = 1;
+        return -1;
+    }
     double v[9];
     const char *keys[9] = {"epochs_done", "step", "steps_in_epoch", "run_loss_sum", "run_n",
                            "run_correct", "epoch_secs", "wait", "stopped"};
     for (int k = 0; k < 9; k++) {
         // Checkpoints of train before mid-epoch resume lack the in-epoch keys: 0.
         if (k >= 2 && k <= 6) {
-            char *t = checkpoint_setting(&c, keys[k]);
+            char *t = checkpoint_setting(cp, keys[k]);
             if (!t) {
                 v[k] = 0;
                 continue;
             }
             free(t);
         }
-        if (setting_num(&c, path, keys[k], &v[k]) < 0) goto done;
+        if (setting_num(cp, path, keys[k], &v[k]) < 0) goto done;
     }
+    // More training than --epochs asks for (also part of the epoch after
+    // it): a resume would return a model trained beyond it.
     if (v[0] < 0 || v[0] > s->max_epochs || (v[0] == s->max_epochs && v[2] > 0)) {
-        err_set("--resume: %s has %.0f epoch%s%s done, more than --epochs %d", path, v[0], v[0] == 1 ? "" : "s",
+        err_set("--resume %s: %.0f epoch%s%s done, more than --epochs %d", path, v[0], v[0] == 1 ? "" : "s",
                 v[2] > 0 ? " and part of the next" : "", s->max_epochs);
+        if (other) *other = 1;
         goto done;
     }
     s->epochs_done = (int)v[0];
@@ -306,19 +303,26 @@ int fit_load(FitState *s, const char *settings, const char *path) {
     s->epoch_secs = v[6];
     s->wait = (int)v[7];
     s->stopped = v[8] != 0;
-    char *t = checkpoint_setting(&c, "threads");
+    char *t = checkpoint_setting(cp, "threads");
     int was = t ? atoi(t) : 0;
     free(t);
     if (was > 0 && s->threads > 0 && was != s->threads)
         log_printf(stderr, "note: %s was written by a run on %d threads, this one has %d: training continues "
                            "correctly, but not bit for bit as the same thread count would\n",
                    path, was, s->threads);
-    GetCtx g = {&c, path};
+    GetCtx g = {cp, path};
     rc = each_array(s, get_array, &g);
     float before[2];
-    if (rc == 0 && checkpoint_get(&c, path, "before_val", before, 2) == 0)  // absent in older checkpoints
+    if (rc == 0 && checkpoint_get(cp, path, "before_val", before, 2) == 0)  // absent in older checkpoints
         s->before_val_loss = before[0], s->before_val_acc = before[1];
 done:
+    return rc;
+}
+
+int fit_load(FitState *s, const char *settings, const char *path) {
+    Checkpoint c;
+    if (checkpoint_read(&c, path) < 0) return -1;
+    int rc = load_from(s, settings, path, &c, NULL);
     checkpoint_free(&c);
     return rc;
 }
@@ -352,18 +356,15 @@ int fit_begin(FitState *s, const char *settings, const char *out, int resume, ch
         return 0;
     }
     if (resume == FIT_RESUME_IF_SAME) {
-        // Another run's checkpoint (other settings, data or head): a new
-        // run, which replaces it. An unreadable one stays an error.
+        // Another run's checkpoint (other settings, data or head, more
+        // epochs than asked): a new run, which replaces it. An unreadable
+        // one stays an error.
         Checkpoint c;
         if (checkpoint_read(&c, path) < 0)
             return err_set("%s (remove it to start over; under the make pipeline RESUME=0 does)", err_msg());
-        int same = check_settings(&c, settings, path) == 0;
-        double done = 0, part = 0;
-        if (same && setting_num(&c, path, "epochs_done", &done) == 0 && epochs_beyond(&c, done, s->max_epochs, &part))
-            same = 0, err_set("%s: %.0f epoch%s%s done, more than --epochs %d", path, done, done == 1 ? "" : "s",
-                              part ? " and part of the next" : "", s->max_epochs);
+        int other = 0, rc = load_from(s, settings, path, &c, &other);
         checkpoint_free(&c);
-        if (!same) {
+        if (other) {
             // The reason without its advice (the checkpoint is replaced).
             char why[ERR_MSG_MAX];
             const char *colon = strstr(err_msg(), ": ");
@@ -373,8 +374,10 @@ int fit_begin(FitState *s, const char *settings, const char *out, int resume, ch
             log_printf(stderr, "note: %s is of another run (%s): starting over and replacing it\n", path, why);
             return 0;
         }
+        if (rc < 0) return -1;
+    } else if (fit_load(s, settings, path) < 0) {
+        return -1;
     }
-    if (fit_load(s, settings, path) < 0) return -1;
     if (s->steps_in_epoch)
         log_printf(stderr, "Resuming from %s at epoch %d, after step %ld\n", path, s->epochs_done + 1,
                    s->steps_in_epoch);

@@ -330,6 +330,8 @@ int finetune_default_unfreeze(const char *cut, char *buf, size_t size) {
 
 int finetune_run(const FinetuneOptions *o) {
     int status = -1;
+    // What a run stopped by a signal tells its user to do.
+    const char *rerun = stop_rerun_hint(o->resume_if_same ? "rerun the same command to continue" : "rerun with --resume");
     // Default: the CPUs this job may use (taskset, Slurm's allotment).
     const int threads = o->threads > 0 ? o->threads : parallel_cpus();
     blas_set_threads(threads);
@@ -723,7 +725,7 @@ int finetune_run(const FinetuneOptions *o) {
                     reader_stop(&rd);
                     log_printf(stderr, "\n%s: stopped after step %ld/%d of epoch %d; state saved in %s: %s\n",
                                stop_signal_name(sig), s + 1, steps, epoch + 1, ckpt_path,
-                               stop_rerun_hint(o->resume_if_same ? "rerun the same command to continue" : "rerun with --resume"));
+                               rerun);
                     status = EXIT_STOPPED;
                     goto done;
                 }
@@ -751,7 +753,7 @@ int finetune_run(const FinetuneOptions *o) {
                 if (save_state(&fs, &walk, &m, settings, ckpt_path) < 0) goto done;
                 log_printf(stderr, "\n%s: stopped while validating epoch %d (its training steps are saved in %s): %s\n",
                            stop_signal_name(stop_requested()), epoch + 1, ckpt_path,
-                           stop_rerun_hint(o->resume_if_same ? "rerun the same command to continue" : "rerun with --resume"));
+                           rerun);
                 status = EXIT_STOPPED;
                 goto done;
             }
@@ -780,7 +782,7 @@ int finetune_run(const FinetuneOptions *o) {
         int sig = stop_requested();
         if (sig && fs.epochs_done < o->epochs && !stop) {
             log_printf(stderr, "%s: stopped after epoch %d; state saved in %s: %s\n", stop_signal_name(sig),
-                       epoch + 1, ckpt_path, stop_rerun_hint(o->resume_if_same ? "rerun the same command to continue" : "rerun with --resume"));
+                       epoch + 1, ckpt_path, rerun);
             status = EXIT_STOPPED;
             goto done;
         }

@@ -142,6 +142,15 @@ Test(finetune, resume_after_sigterm_or_kill_equals_uninterrupted_run) {
     free(s.dir);
 }
 
+// finetune ARGS (a --resume) refused: exit 1, the image folder's digest
+// named, and `why` in the message.
+static void expect_resume_refused(const char *args, const char *why) {
+    char *out;
+    int rc = run_tool("finetune", args, &out);
+    cr_expect(rc == 1 && strstr(out, "data_content is images:") && strstr(out, why), "%d: %s", rc, out);
+    free(out);
+}
+
 // A resume on images that changed since the checkpoint's run began (one
 // moved to the other class, one replaced): refused with the reason; with
 // the folder as it was, the resume goes on.
@@ -160,10 +169,7 @@ Test(finetune, resume_refuses_changed_images) {
     snprintf(from, sizeof from, "%s/discs/03.jpg", s.data);
     snprintf(to, sizeof to, "%s/squares/03b.jpg", s.data);
     cr_assert_eq(rename(from, to), 0);
-    rc = run_tool("finetune", args, &out);
-    cr_expect(rc == 1 && strstr(out, "data_content is images:") && strstr(out, "moved to another class"), "%d: %s",
-              rc, out);
-    free(out);
+    expect_resume_refused(args, "moved to another class");
     cr_assert_eq(rename(to, from), 0);
     // The same name, other bytes (another image of another size).
     char other[700];
@@ -171,24 +177,14 @@ Test(finetune, resume_refuses_changed_images) {
     size_t n_old, n_new;
     char *old = read_file(from, &n_old), *img = read_file(other, &n_new);
     cr_assert(old && img && n_old != n_new, "the test needs images of two sizes");
-    FILE *f = fopen(from, "wb");
-    fwrite(img, 1, n_new, f);
-    fclose(f);
-    rc = run_tool("finetune", args, &out);
-    cr_expect(rc == 1 && strstr(out, "data_content is images:"), "%d: %s", rc, out);
-    free(out);
+    write_file(from, img, n_new);
+    expect_resume_refused(args, "data_content is images:");
     // The same name and size, one byte changed (within its first 4 KiB).
     old[n_old / 2] ^= 0x55;
-    f = fopen(from, "wb");
-    fwrite(old, 1, n_old, f);
-    fclose(f);
-    rc = run_tool("finetune", args, &out);
-    cr_expect(rc == 1 && strstr(out, "data_content is images:"), "%d: %s", rc, out);
-    free(out);
+    write_file(from, old, n_old);
+    expect_resume_refused(args, "data_content is images:");
     old[n_old / 2] ^= 0x55;
-    f = fopen(from, "wb");
-    fwrite(old, 1, n_old, f);
-    fclose(f);
+    write_file(from, old, n_old);
     free(old), free(img);
     free(run_ok("finetune", args));
     remove_tree(s.dir);

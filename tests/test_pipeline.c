@@ -78,6 +78,15 @@ static int pipe_make(const Pipe *p, const char *env, const char *make_opts, cons
 static const char *HEAD_ARGS = "--epochs 2 --hidden 8 --threads 1";
 
 
+// The whole pipeline with every test's settings, asserted to succeed; 0.
+static int pipe_first_make(const Pipe *p) {
+    char *log = NULL;
+    int rc = pipe_make(p, "", "", HEAD_ARGS, &log);
+    cr_assert_eq(rc, 0, "the first make failed (%d):\n%s", rc, log);
+    free(log);
+    return rc;
+}
+
 // The first line of LOG that contains NEEDLE (malloc'd), or NULL.
 static char *line_with(const char *log, const char *needle) {
     const char *hit = strstr(log, needle);
@@ -153,9 +162,7 @@ static const char *last_target(void) {
 Test(pipeline, second_make_does_nothing) {
     Pipe p = pipe_new("pipeline_again", 6);
     char *log = NULL;
-    int rc = pipe_make(&p, "", "", HEAD_ARGS, &log);
-    cr_assert_eq(rc, 0, "the first make failed (%d):\n%s", rc, log);
-    free(log);
+    int rc = pipe_first_make(&p);
     const char *want[] = {"cache/train.done", "cache/val.done", "cache/train/data.mdb", "cache/val/data.mdb",
                           "head.h5", "model.h5", last_target()};
     for (size_t i = 0; i < sizeof want / sizeof *want; i++)
@@ -216,9 +223,7 @@ Test(pipeline, second_make_does_nothing) {
 Test(pipeline, head_setting_reruns_train_and_what_follows) {
     Pipe p = pipe_new("pipeline_head", 6);
     char *log = NULL;
-    int rc = pipe_make(&p, "", "", HEAD_ARGS, &log);
-    cr_assert_eq(rc, 0, "the first make failed (%d):\n%s", rc, log);
-    free(log);
+    int rc = pipe_first_make(&p);
     Snapshot *before = snapshot(p.out);
 
     // Another head setting: train and finetune rerun, extract does not.
@@ -364,9 +369,7 @@ static void expect_unmoved(const Snapshot *before, const Snapshot *after, const 
 Test(pipeline, same_features_rerun_nothing_after_extract) {
     Pipe p = pipe_new("pipeline_same", 6);
     char *log = NULL, cmd[4096];
-    int rc = pipe_make(&p, "", "", HEAD_ARGS, &log);
-    cr_assert_eq(rc, 0, "the first make failed (%d):\n%s", rc, log);
-    free(log);
+    int rc = pipe_first_make(&p);
     const char *kept[] = {"cache/train.done", "cache/val.done", "head.h5", "model.h5", last_target()};
     Snapshot *before = snapshot(p.out);
 
@@ -513,9 +516,7 @@ static void refused_make(const char *tag, const char *stage, const char *target,
     const char *ft[2] = {FINETUNE_ARGS, by_finetune ? ft_other : FINETUNE_ARGS};
     const char *head[2] = {HEAD_ARGS, by_finetune ? HEAD_ARGS : head_other};
     char *log = NULL;
-    int rc = pipe_make(&p, "", "", HEAD_ARGS, &log);
-    cr_assert_eq(rc, 0, "the first make failed (%d):\n%s", rc, log);
-    free(log);
+    int rc = pipe_first_make(&p);
     // Twice: made with settings 0, refused with 1, then 0 reruns nothing and 1
     // reruns the stage; then made with 1, refused with 0, then 0 reruns it.
     for (int round = 0; round < 2; round++) {
@@ -592,9 +593,7 @@ Test(pipeline, stale_checkpoint_of_other_settings_starts_over) {
 Test(pipeline, more_epochs_continue_the_finished_stage) {
     Pipe p = pipe_new("pipeline_more", 6);
     char *log = NULL;
-    int rc = pipe_make(&p, "", "", HEAD_ARGS, &log);
-    cr_assert_eq(rc, 0, "the first make failed (%d):\n%s", rc, log);
-    free(log);
+    int rc = pipe_first_make(&p);
     rc = pipe_make(&p, "", "", "--epochs 3 --hidden 8 --threads 1", &log);
     cr_assert_eq(rc, 0, "the make with more epochs failed (%d):\n%s", rc, log);
     cr_expect(strstr(log, "head.ckpt after epoch 2") && strstr(log, "Epoch 3/3") && !strstr(log, "Epoch 1/3"),

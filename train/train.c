@@ -112,6 +112,8 @@ int train_model_config(const CacheMeta *meta, const TrainOptions *o, ModelConfig
 
 int train_run(const TrainOptions *o) {
     int status = -1;
+    // What a run stopped by a signal tells its user to do.
+    const char *rerun = stop_rerun_hint(o->resume_if_same ? "rerun the same command to continue" : "rerun with --resume");
     // Default: the CPUs this process may run on (taskset, Slurm's allotment).
     const int threads = o->threads > 0 ? o->threads : parallel_cpus();
     // The head's products run on our pool, and give the same bits on any
@@ -316,7 +318,7 @@ int train_run(const TrainOptions *o) {
                 if (fit_save(&fs, settings, ckpt_path) < 0) goto done;
                 log_printf(stderr, "\n%s: stopped after step %d/%d of epoch %d; state saved in %s: %s\n",
                            stop_signal_name(stopped_by), s + 1, steps, epoch + 1, ckpt_path,
-                           stop_rerun_hint(o->resume_if_same ? "rerun the same command to continue" : "rerun with --resume"));
+                           rerun);
                 status = EXIT_STOPPED;
                 goto done;
             }
@@ -347,7 +349,7 @@ int train_run(const TrainOptions *o) {
                    o->early_stopping);
         if ((stopped_by = stop_requested()) && fs.epochs_done < o->epochs && !stop) {
             log_printf(stderr, "%s: stopped after epoch %d; state saved in %s: %s\n", stop_signal_name(stopped_by),
-                       epoch + 1, ckpt_path, stop_rerun_hint(o->resume_if_same ? "rerun the same command to continue" : "rerun with --resume"));
+                       epoch + 1, ckpt_path, rerun);
             status = EXIT_STOPPED;
             goto done;
         }
