@@ -52,7 +52,7 @@ int image_check_budget(long w, long h, long max_pixels, const char *fmt) {
     if (w <= 0 || h <= 0 || w > 1000000 || h > 1000000)
         return err_set("invalid %s image size %ldx%ld", fmt, w, h);
     if (w * h > max_pixels)
-        return err_set("%ldx%ld %s image is over the pixel budget (%ld > %ld pixels)",
+        return err_set("%ldx%ld %s image is over the pixel budget (%ld pixels > %ld)",
                        w, h, fmt, w * h, max_pixels);
     return 0;
 }

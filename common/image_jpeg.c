@@ -256,8 +256,9 @@ static int decode(JpegCtx *c, const uint8_t *data, size_t n, const DecodeOptions
         for (int k = 2; k <= 8 && !need; k *= 2)
             if ((long)scaled(w, k) * scaled(h, k) <= max_pixels) need = k;
         if (!need)
-            return err_set("%dx%d JPEG image is over the pixel budget (%ld > %ld pixels) even at 1/8 scale", w, h,
-                           (long)w * h, max_pixels);
+            return err_set("%dx%d JPEG image is over the pixel budget (%ld pixels > %ld) even decoded at 1/8 scale "
+                           "(%dx%d = %ld pixels)",
+                           w, h, (long)w * h, max_pixels, scaled(w, 8), scaled(h, 8), (long)scaled(w, 8) * scaled(h, 8));
         info->over_budget = 1;
         if (need > denom) denom = need;
     }

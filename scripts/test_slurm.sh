@@ -202,16 +202,21 @@ say "finetune job $finetune is in epoch 2: scancel --batch --signal=TERM"
 scancel --batch --signal=TERM "$finetune"
 
 # --- wait for the chain -------------------------------------------------------
-for j in $jobs_submitted; do
-    while :; do
-        [ "$(date +%s)" -lt "$deadline" ] || fail "job $j is still $(state "$j") after 10 minutes"
-        s=$(state "$j")
-        [ "$s" = COMPLETED ] && break
-        case $s in PENDING | RUNNING | CONFIGURING | COMPLETING | REQUEUED) ;;
-        *) fail "job $j ended $s (exit $(field "$j" ExitCode))" ;; esac
-        sleep 0.5
+wait_completed() { # JOB...: each ends COMPLETED before $deadline
+    local j s
+    for j in "$@"; do
+        while :; do
+            [ "$(date +%s)" -lt "$deadline" ] || fail "job $j is still $(state "$j") after 10 minutes"
+            s=$(state "$j")
+            [ "$s" = COMPLETED ] && break
+            case $s in PENDING | RUNNING | CONFIGURING | COMPLETING | REQUEUED) ;;
+            *) fail "job $j ended $s (exit $(field "$j" ExitCode))" ;; esac
+            sleep 0.5
+        done
     done
-done
+}
+# shellcheck disable=SC2086
+wait_completed $jobs_submitted
 # Each array task completed too (the array's own line is one task).
 for ((i = 0; i < SHARDS; i++)); do
     s=$(state "${extract}_$i")
@@ -266,5 +271,18 @@ if [ -n "$predict" ]; then
     say "predict: $(grep -m1 'accuracy' "$OUT/eval_report.txt") (random weights on generated images: chance level is what to expect)"
 else
     say "no predict binary: the report stage was not submitted"
+fi
+
+# --- FINETUNE=0: the chain stops after the head; the report is the head's -------
+scripts/slurm/submit.sh OUT="$work/run0" FINETUNE=0 >"$work/submit0.txt" 2>&1 || fail "FINETUNE=0: $(cat "$work/submit0.txt")"
+grep -q '^finetune=' "$work/run0/jobs.txt" && fail "FINETUNE=0 submitted a finetune job: $(cat "$work/run0/jobs.txt")"
+# shellcheck disable=SC2046
+deadline=$(($(date +%s) + 600)) && wait_completed $(cut -d= -f2 "$work/run0/jobs.txt")
+[ ! -e "$work/run0/model.h5" ] || fail "FINETUNE=0 wrote a model"
+if [ -n "$predict" ]; then
+    grep -q '^predict=' "$work/run0/jobs.txt" || fail "FINETUNE=0 submitted no report"
+    grep -q "^Model: $work/run0/head.h5, a head on" "$work/run0/eval_report.txt" ||
+        fail "FINETUNE=0: the report is not the head's: $(head -5 "$work/run0/eval_report.txt")"
+    say "FINETUNE=0: extract, merge, train and the head's report, no finetune"
 fi
 say "PASS: array of $SHARDS, merge, train, finetune stopped/requeued/resumed${predict:+, predict} in $(($(date +%s) - t0)) s"

@@ -9,6 +9,8 @@
 #   finetune       the top of the base         (GPU partition)  after train; --requeue,
 #                                                               --signal: checkpoints, resumes
 #   predict --eval the report on VAL           (GPU partition)  after finetune
+#                                                               (after train with FINETUNE=0:
+#                                                               the report is the head's)
 #
 # Settings are environment variables or NAME=VALUE arguments:
 #   scripts/slurm/submit.sh DATA=data/train VAL=data/validation OUT=runs/r1 \
@@ -25,7 +27,7 @@ repo=$(cd "$here/../.." && pwd)
 # The settings this script reads (below), for NAME=VALUE arguments.
 KNOWN="DATA VAL OUT WEIGHTS BIN SHARDS SHARDS_AT_ONCE CPU_PARTITION GPU_PARTITION GPU_GRES EXTRACT_CPUS MERGE_CPUS
 TRAIN_CPUS FINETUNE_CPUS PREDICT_CPUS EXTRACT_TIME MERGE_TIME TRAIN_TIME FINETUNE_TIME PREDICT_TIME SIGNAL_LEAD
-SBATCH_ARGS EXTRACT_ARGS TRAIN_ARGS FINETUNE_ARGS PREDICT_ARGS FINETUNE_ON"
+SBATCH_ARGS EXTRACT_ARGS TRAIN_ARGS FINETUNE_ARGS PREDICT_ARGS FINETUNE_ON FINETUNE"
 for arg in "$@"; do
     case $arg in
     -h | --help)
@@ -43,6 +45,8 @@ Settings (default in brackets):
   GPU_PARTITION     extract, finetune, predict [gpu]
   CPU_PARTITION     merge, train [cpu]
   GPU_GRES          the GPU request of GPU jobs; empty for none [--gres=gpu:1]
+  FINETUNE          1 | 0: 0 stops after the head (no finetune job; the
+                    report evaluates the head on the base of WEIGHTS) [1]
   FINETUNE_ON       gpu | cpu: where finetune runs [gpu]
   EXTRACT_CPUS MERGE_CPUS TRAIN_CPUS FINETUNE_CPUS PREDICT_CPUS
                     --cpus-per-task; the tools get --threads to match [8 1 8 8 8]
@@ -80,6 +84,8 @@ GPU_GRES=${GPU_GRES---gres=gpu:1}  # the GPU request of GPU jobs (set empty for 
 # finetune trains its conv base on the GPU (the head on the CPU): by default
 # it goes to the GPU partition; FINETUNE_ON=cpu where GPUs are scarce.
 FINETUNE_ON=${FINETUNE_ON:-gpu}   # gpu | cpu
+FINETUNE=${FINETUNE:-1}           # 0: stop after the head (as pipeline.mk's FINETUNE=0)
+case $FINETUNE in 0 | 1) ;; *) echo "submit.sh: FINETUNE must be 1 or 0, got '$FINETUNE'" >&2; exit 2 ;; esac
 case $FINETUNE_ON in cpu | gpu) ;; *) echo "submit.sh: FINETUNE_ON must be cpu or gpu, got '$FINETUNE_ON'" >&2; exit 2 ;; esac
 EXTRACT_CPUS=${EXTRACT_CPUS:-8} MERGE_CPUS=${MERGE_CPUS:-1} TRAIN_CPUS=${TRAIN_CPUS:-8}
 FINETUNE_CPUS=${FINETUNE_CPUS:-8} PREDICT_CPUS=${PREDICT_CPUS:-8}
@@ -91,7 +97,7 @@ EXTRACT_ARGS=${EXTRACT_ARGS:-} TRAIN_ARGS=${TRAIN_ARGS:-} FINETUNE_ARGS=${FINETU
 
 [ -d "$DATA" ] || { echo "submit.sh: DATA=$DATA: no such folder" >&2; exit 2; }
 [ -z "$VAL" ] || [ -d "$VAL" ] || { echo "submit.sh: VAL=$VAL: no such folder" >&2; exit 2; }
-for tool in extract train finetune; do
+for tool in extract train $([ "$FINETUNE" = 0 ] || echo finetune); do
     [ -x "$BIN/$tool" ] || { echo "submit.sh: $BIN/$tool not found: build it (make) or set BIN" >&2; exit 2; }
 done
 [[ $SHARDS =~ ^[1-9][0-9]*$ ]] || { echo "submit.sh: SHARDS=$SHARDS: want a count >= 1" >&2; exit 2; }
@@ -153,13 +159,19 @@ cpu() { echo "--partition=$CPU_PARTITION"; }
     submit train $(cpu) --dependency=afterok:"$after" --cpus-per-task="$TRAIN_CPUS" --time="$TRAIN_TIME" \
         --signal=B:TERM@"$SIGNAL_LEAD" --output="$OUT/logs/train-%j.out" \
         "$here/train.sh" "$OUT/cache/train" "$val_cache" "$OUT/head.h5"
-    submit finetune $($FINETUNE_ON) --dependency=afterok:"$train" --cpus-per-task="$FINETUNE_CPUS" --time="$FINETUNE_TIME" \
-        --signal=B:TERM@"$SIGNAL_LEAD" --output="$OUT/logs/finetune-%j.out" \
-        "$here/finetune.sh" "$DATA" "$VAL" "$OUT/head.h5" "$OUT/model.h5"
-    pred=""
+    finetune="" pred=""
+    # What the report evaluates, and after which job: the fine-tuned model,
+    # or with FINETUNE=0 the head (on the base of WEIGHTS).
+    last=$train evaluated=("$OUT/head.h5" head)
+    if [ "$FINETUNE" = 1 ]; then
+        submit finetune $($FINETUNE_ON) --dependency=afterok:"$train" --cpus-per-task="$FINETUNE_CPUS" \
+            --time="$FINETUNE_TIME" --signal=B:TERM@"$SIGNAL_LEAD" --output="$OUT/logs/finetune-%j.out" \
+            "$here/finetune.sh" "$DATA" "$VAL" "$OUT/head.h5" "$OUT/model.h5"
+        last=$finetune evaluated=("$OUT/model.h5" model)
+    fi
     if [ "$predict" = 1 ]; then
-        submit pred $(gpu) --dependency=afterok:"$finetune" --cpus-per-task="$PREDICT_CPUS" --time="$PREDICT_TIME" \
-            --output="$OUT/logs/predict-%j.out" "$here/predict.sh" "$OUT/model.h5" "$VAL" "$OUT/eval"
+        submit pred $(gpu) --dependency=afterok:"$last" --cpus-per-task="$PREDICT_CPUS" --time="$PREDICT_TIME" \
+            --output="$OUT/logs/predict-%j.out" "$here/predict.sh" "${evaluated[0]}" "$VAL" "$OUT/eval" "${evaluated[1]}"
     fi
 }
 {
@@ -167,7 +179,7 @@ cpu() { echo "--partition=$CPU_PARTITION"; }
     [ -z "$exval" ] || echo "extract_val=$exval"
     echo "merge=$merge"
     echo "train=$train"
-    echo "finetune=$finetune"
+    [ -z "$finetune" ] || echo "finetune=$finetune"
     [ -z "$pred" ] || echo "predict=$pred"
 } | tee "$OUT/jobs.txt"
-echo "logs: $OUT/logs/; results: $OUT/head.h5, $OUT/model.h5${pred:+, $OUT/eval_report.txt}"
+echo "logs: $OUT/logs/; results: $OUT/head.h5${finetune:+, $OUT/model.h5}${pred:+, $OUT/eval_report.txt}"
