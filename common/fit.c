@@ -62,7 +62,7 @@ void fit_free(FitState *s) {
         for (int i = 0; i < s->m->n_layers * 4; i++) free(s->slots[i]);
     free(s->slots);
     free(s->loss), free(s->acc), free(s->val_loss), free(s->val_acc), free(s->secs);
-    free(s->history_path);
+    free(s->history_path), free(s->history_svg), free(s->history_title);
     memset(s, 0, sizeof *s);
 }
 
@@ -167,7 +167,7 @@ int fit_save(const FitState *s, const char *settings, const char *path) {
     if (rc == 0) rc = checkpoint_add(&c, "before_val", before, 2);
     if (rc == 0) rc = checkpoint_write(&c, path);
     checkpoint_free(&c);
-    if (rc == 0 && s->history_path) rc = fit_write_history(s, s->history_path);
+    if (rc == 0 && s->history_path) rc = fit_write_history_files(s);
     return rc;
 }
 
@@ -327,24 +327,29 @@ int fit_load(FitState *s, const char *settings, const char *path) {
     return rc;
 }
 
-int fit_begin(FitState *s, const char *settings, const char *out, int resume, char *ckpt, size_t size) {
+int fit_begin(FitState *s, const char *settings, const char *out, int resume, const char *title, char *ckpt,
+              size_t size) {
     fit_sibling(out, ".ckpt", ckpt, size);
     atomic_remove_stale(ckpt);  // left by a run killed while writing one
     atomic_remove_stale(out);
-    char csv[4200];
+    char csv[4200], svg[4200];
     fit_sibling(out, ".history.csv", csv, sizeof csv);
-    free(s->history_path);
-    if (!(s->history_path = strdup(csv))) return err_set("out of memory");
+    fit_sibling(out, ".history.svg", svg, sizeof svg);
+    free(s->history_path), free(s->history_svg), free(s->history_title);
+    s->history_path = strdup(csv), s->history_svg = strdup(svg), s->history_title = strdup(title);
+    if (!s->history_path || !s->history_svg || !s->history_title) return err_set("out of memory");
     atomic_remove_stale(csv);
+    atomic_remove_stale(svg);
     const char *path = ckpt;
     int exists = access(path, F_OK) == 0;
     // These lines are not progress: they show even with --quiet (a job log
     // should say where a run started).
     if (!resume) {
-        // An earlier run's OUT.history.csv stays until this run's first
-        // epoch replaces it (fit_save), as its OUT.h5 and plots stay until
-        // this run writes its own: a run that fails before then leaves the
-        // earlier run's outputs whole, not its model beside an emptied history.
+        // An earlier run's OUT.history.csv and .svg stay until this run's
+        // first epoch replaces them (fit_save), as its OUT.h5 and confusion
+        // plot stay until this run writes its own: a run that fails before
+        // then leaves the earlier run's outputs whole, not its model beside
+        // an emptied history.
         if (exists)
             log_printf(stderr,
                        "note: %s is from an earlier run: starting over and replacing it (--resume continues it)\n",
@@ -447,6 +452,11 @@ int fit_plot_history(const FitState *s, const char *path, const char *title) {
     int has_val = !isnan(s->val_loss[0]);
     return plot_history_svg(path, title, s->epochs_done, s->loss, s->acc, has_val ? s->val_loss : NULL,
                             has_val ? s->val_acc : NULL, s->before_val_loss, s->before_val_acc);
+}
+
+int fit_write_history_files(const FitState *s) {
+    if (fit_write_history(s, s->history_path) < 0) return -1;
+    return fit_plot_history(s, s->history_svg, s->history_title);
 }
 
 void confusion_add(long *conf, int K, const int32_t *labels, const int32_t *pred, int n) {

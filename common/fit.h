@@ -52,9 +52,10 @@ typedef struct {
     // count continues correctly but not bit for bit (OpenBLAS's sums follow
     // the thread count): fit_load warns.
     int threads;
-    // OUT.history.csv, set by fit_begin (malloc'd; NULL before): fit_save
-    // rewrites it, so the finished epochs are on disk after every epoch.
-    char *history_path;
+    // OUT.history.csv and OUT.history.svg, and the plot's title, set by
+    // fit_begin (malloc'd; NULL before): fit_save rewrites both, so the
+    // finished epochs are on disk, and drawn, after every epoch.
+    char *history_path, *history_svg, *history_title;
 } FitState;
 
 // Zeroed slots for every trainable layer with weights in [from, n_layers)
@@ -86,9 +87,11 @@ void fit_epoch_start(const FitState *s, Progress *bar, int steps, int quiet, int
 // PATH holds the settings text ("key=value\n" lines that a resumed run must
 // share), the state above, and the weights and slots of the trainable
 // layers, written atomically and CRC-protected (checkpoint.h). Once
-// fit_begin has run it also rewrites the history CSV (fit_write_history),
-// as Keras's CSVLogger writes a row after every epoch: a killed job leaves
-// its curve so far beside the checkpoint it resumes from.
+// fit_begin has run it also rewrites the history CSV and its plot
+// (fit_write_history_files), as Keras's CSVLogger writes a row after every
+// epoch: a killed job leaves its curve so far beside the checkpoint it
+// resumes from, and a run that restarts never leaves an earlier run's plot
+// beside its own history.
 int fit_save(const FitState *s, const char *settings, const char *path);
 // Restores a state saved by fit_save into s (fit_init'ed for the same model
 // and optimizer) and the trainable layers' weights. A setting that differs
@@ -107,8 +110,10 @@ int fit_load(FitState *s, const char *settings, const char *path);
 // checkpoint of other settings an error naming them) or FIT_RESUME_IF_SAME
 // (--resume-if-same: continue a checkpoint of these settings and data, start
 // over, with a note, from one of others: for make and job scripts).
+// title: the history plot's (OUT.history.svg) title.
 enum { FIT_RESUME_NO = 0, FIT_RESUME = 1, FIT_RESUME_IF_SAME = 2 };
-int fit_begin(FitState *s, const char *settings, const char *out, int resume, char *ckpt, size_t size);
+int fit_begin(FitState *s, const char *settings, const char *out, int resume, const char *title, char *ckpt,
+              size_t size);
 
 // --- outputs ----------------------------------------------------------------
 // out.h5 -> out + suffix (".history.csv", ".ckpt"...): the stem without .h5.
@@ -129,6 +134,10 @@ int fit_check_out(const char *out, const char *const *inputs, const char *const 
 int fit_write_history(const FitState *s, const char *path);
 // The two-panel loss/accuracy plot of the finished epochs (plot.h).
 int fit_plot_history(const FitState *s, const char *path, const char *title);
+// Both of the above, to the paths and with the title fit_begin set: what
+// fit_save writes after every epoch and the tools at the end. -1 on a write
+// error (named).
+int fit_write_history_files(const FitState *s);
 // conf[t * K + p] += 1 for each sample (true t, predicted p).
 void confusion_add(long *conf, int K, const int32_t *labels, const int32_t *pred, int n);
 // "WHAT: loss L - accuracy A (c/n)", the confusion matrix with class names,

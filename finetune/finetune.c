@@ -581,9 +581,11 @@ int finetune_run(const FinetuneOptions *o) {
                  fit_float_text(opt.lr, f1), fit_float_text(opt.momentum, f2), opt.nesterov, o->batch, o->seed, aug_text, o->class_weight, train.n,
                  o->early_stopping);
     }
-    char ckpt_path[4200];
+    char ckpt_path[4200], title[512], opt_text[96];
+    snprintf(title, sizeof title, "finetune from %s: %s, batch %d, seed %ld", m.unfreeze_name,
+             optim_text(&opt, opt_text, sizeof opt_text), o->batch, o->seed);
     if (fit_begin(&fs, settings, o->out, o->resume ? FIT_RESUME : o->resume_if_same ? FIT_RESUME_IF_SAME : FIT_RESUME_NO,
-                  ckpt_path, sizeof ckpt_path) < 0) goto done;
+                  title, ckpt_path, sizeof ckpt_path) < 0) goto done;
 
     // --- buffers ---------------------------------------------------------------------------
     const int B = o->batch;
@@ -825,14 +827,8 @@ int finetune_run(const FinetuneOptions *o) {
         free(training);
         if (saved < 0) goto done;
     }
-    char path[4200], title[512];
-    fit_sibling(o->out, ".history.csv", path, sizeof path);
-    if (fit_write_history(&fs, path) < 0) goto done;
-    fit_sibling(o->out, ".history.svg", path, sizeof path);
-    char opt_text[96];
-    snprintf(title, sizeof title, "finetune from %s: %s, batch %d, seed %ld", m.unfreeze_name,
-             optim_text(&opt, opt_text, sizeof opt_text), B, o->seed);
-    if (fit_plot_history(&fs, path, title) < 0) goto done;
+    if (fit_write_history_files(&fs) < 0) goto done;
+    char path[4200];
     Running r;
     Split *eval_set = has_val ? &val : &train;
     if (evaluate(&ev, eval_set, &r, conf, 0) < 0) goto done;

@@ -245,6 +245,17 @@ Test(cluster, quiet_hides_progress_never_warnings) {
     free(top);
 }
 
+// The epochs drawn in a history plot: each is a training point in both
+// panels, and the legend has one more (plot_history_svg). -1: no file.
+static int svg_epochs(const char *path) {
+    char *t = read_file(path, NULL);
+    if (!t) return -1;
+    int n = 0;
+    for (const char *p = t; (p = strstr(p, "r='3.5'")); p++) n++;
+    free(t);
+    return (n - 1) / 2;
+}
+
 Test(cluster, history_csv_is_written_after_every_epoch) {
     char *top = make_shape_folder("cluster_csv", 8, 4);
     make_cache(top, "c", "--threads 1");
@@ -257,13 +268,19 @@ Test(cluster, history_csv_is_written_after_every_epoch) {
     cr_expect_eq(rc, 137, "%s", out);
     free(out);
     cr_expect_eq(file_lines(csv), 3, "header and 2 epochs in %s", csv);
-    // A new run (no --resume) does not pass the old rows off as its own.
+    // Its plot too: a long job's curve can be looked at while it runs.
+    char svg[2048];
+    snprintf(svg, sizeof svg, "%s/h.history.svg", top);
+    cr_expect_eq(svg_epochs(svg), 2, "the plot beside 2 epochs of history: %s", svg);
+    // A new run (no --resume) does not pass the old rows off as its own,
+    // nor leave the old run's plot beside its history.
     setenv("VGGFT_TEST_CRASH_AFTER_EPOCH", "1", 1);
     rc = run("train", &out, "--cache '%s/c' --out '%s/h.h5' --epochs 5 --batch 4 --hidden 4 --quiet", top, top);
     unsetenv("VGGFT_TEST_CRASH_AFTER_EPOCH");
     cr_expect_eq(rc, 137, "%s", out);
     free(out);
     cr_expect_eq(file_lines(csv), 2, "header and 1 epoch in %s", csv);
+    cr_expect_eq(svg_epochs(svg), 1, "the earlier run's plot beside a history of 1 epoch: %s", svg);
 
     // finetune shares it (common/fit.c): killed in its 2nd epoch of 2 steps.
     rc = run("train", &out, "--cache '%s/c' --out '%s/h.h5' --epochs 1 --batch 4 --hidden 4 --quiet", top, top);
@@ -279,6 +296,8 @@ Test(cluster, history_csv_is_written_after_every_epoch) {
     free(out);
     snprintf(csv, sizeof csv, "%s/m.history.csv", top);
     cr_expect_eq(file_lines(csv), 2, "header and 1 epoch in %s", csv);
+    snprintf(svg, sizeof svg, "%s/m.history.svg", top);
+    cr_expect_eq(svg_epochs(svg), 1, "%s", svg);
     // A run that fails before its first epoch ends (here: --save-augmented
     // names a file) leaves the earlier run's history whole, as it leaves
     // its other outputs.
@@ -292,6 +311,7 @@ Test(cluster, history_csv_is_written_after_every_epoch) {
     cr_expect_eq(rc, 1, "%s", out);
     free(out);
     cr_expect_eq(file_lines(csv), 2, "the failed run emptied %s", csv);
+    cr_expect_eq(svg_epochs(svg), 1, "the failed run removed %s", svg);
     remove_tree(top);
     free(top);
 }

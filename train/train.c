@@ -249,9 +249,11 @@ int train_run(const TrainOptions *o) {
                          o->early_stopping);
         for (int k = 0; k < K && n < (int)cap - 300; k++) n += snprintf(settings + n, cap - n, "class%d=%s\n", k, meta.class_names[k]);
     }
-    char ckpt_path[4200];
+    char ckpt_path[4200], title[512], opt_text[96];
+    snprintf(title, sizeof title, "train %s: %s at %dx%d, %s, batch %d", o->cache, meta.layer, meta.input_w,
+             meta.input_h, optim_text(&opt, opt_text, sizeof opt_text), o->batch);
     if (fit_begin(&fs, settings, o->out, o->resume ? FIT_RESUME : o->resume_if_same ? FIT_RESUME_IF_SAME : FIT_RESUME_NO,
-                  ckpt_path, sizeof ckpt_path) < 0) goto done;
+                  title, ckpt_path, sizeof ckpt_path) < 0) goto done;
 
     // --- training ---------------------------------------------------------------
     const int B = o->batch;
@@ -366,15 +368,8 @@ int train_run(const TrainOptions *o) {
     mm.training = settings;
     mm.features_made_by = meta.command;  // names the --weights file finetune and predict need
     if (model_save(&m, o->out, h0, &mm) < 0) goto done;
+    if (fit_write_history_files(&fs) < 0) goto done;
     char path[4200];
-    fit_sibling(o->out, ".history.csv", path, sizeof path);
-    if (fit_write_history(&fs, path) < 0) goto done;
-    fit_sibling(o->out, ".history.svg", path, sizeof path);
-    char title[512];
-    char opt_text[96];
-    snprintf(title, sizeof title, "train %s: %s at %dx%d, %s, batch %d", o->cache, meta.layer, meta.input_w,
-             meta.input_h, optim_text(&opt, opt_text, sizeof opt_text), B);
-    if (fit_plot_history(&fs, path, title) < 0) goto done;
 
     Running r;
     FeatureSet *eval_set = has_val ? &val : &train;
