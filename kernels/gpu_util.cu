@@ -90,23 +90,29 @@ int gpu_conv_pick_forward(cudnnHandle_t h, const GpuConv *c, const Layer *l, cud
     CUDNN_OK(dnn.cudnnGetConvolutionForwardAlgorithm_v7(h, c->x, c->w, c->conv, c->y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
                                                         &found, perf),
              l->name);
-    for (int k = 0; k < found; k++) {
-        if (perf[k].status != CUDNN_STATUS_SUCCESS) continue;
-        // Strict float32: skip what is labelled tensor-core math (the descriptor's
-        // math decides what runs; candidates may be labelled CUDNN_DEFAULT_MATH).
-        if (c->math == CUDNN_FMA_MATH &&
-            (perf[k].mathType == CUDNN_TENSOR_OP_MATH || perf[k].mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
-            continue;
-        // The heuristics' memory figure can be 0 for "unknown": ask.
-        size_t need = 0;
-        if (dnn.cudnnGetConvolutionForwardWorkspaceSize(h, c->x, c->w, c->conv, c->y, perf[k].algo, &need) !=
-            CUDNN_STATUS_SUCCESS)
-            continue;
-        if (need > GPU_WORKSPACE_LIMIT) continue;
-        *algo = perf[k].algo;
-        *ws = need;
-        return 0;
-    }
+    // Pass 0: deterministic candidates only (cuDNN labels each forward
+    // candidate too: cudnnConvolutionFwdAlgoPerf_t.determinism; a split-K
+    // kernel that sums with atomics would make an image's features differ
+    // from run to run); pass 1: any, so that a shape without one still runs.
+    for (int pass = 0; pass < 2; pass++)
+        for (int k = 0; k < found; k++) {
+            if (perf[k].status != CUDNN_STATUS_SUCCESS) continue;
+            if (pass == 0 && perf[k].determinism != CUDNN_DETERMINISTIC) continue;
+            // Strict float32: skip what is labelled tensor-core math (the descriptor's
+            // math decides what runs; candidates may be labelled CUDNN_DEFAULT_MATH).
+            if (c->math == CUDNN_FMA_MATH &&
+                (perf[k].mathType == CUDNN_TENSOR_OP_MATH || perf[k].mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
+                continue;
+            // The heuristics' memory figure can be 0 for "unknown": ask.
+            size_t need = 0;
+            if (dnn.cudnnGetConvolutionForwardWorkspaceSize(h, c->x, c->w, c->conv, c->y, perf[k].algo, &need) !=
+                CUDNN_STATUS_SUCCESS)
+                continue;
+            if (need > GPU_WORKSPACE_LIMIT) continue;
+            *algo = perf[k].algo;
+            *ws = need;
+            return 0;
+        }
     return err_set("cuDNN: no %s algorithm for %s within %lu MB of workspace",
                    math_name(c), l->name, GPU_WORKSPACE_LIMIT >> 20);
 }
@@ -114,8 +120,9 @@ int gpu_conv_pick_forward(cudnnHandle_t h, const GpuConv *c, const Layer *l, cud
 // The two backward picks share this rule over the heuristics' list perf:
 // the first deterministic candidate that succeeds and fits; else `fallback`
 // (algorithm 1 of either, deterministic by cuDNN's documentation) when its
-// workspace query succeeds and fits; else the first candidate that fits,
-// *deterministic = 0. need_of(algo, &bytes) asks cuDNN for the workspace.
+// workspace query succeeds and fits and the heuristics do not list it only
+// as failing (*deterministic = 0 when they label it non-deterministic);
+// else the first candidate that fits, *deterministic = 0. need_of(algo, &bytes) asks cuDNN for the workspace.
 // A candidate labelled with a tensor-core math type is skipped in float32;
 // one labelled CUDNN_DEFAULT_MATH is not: the math that runs is the conv
 // descriptor's (c->math, never changed here), and an algorithm without such
@@ -125,9 +132,25 @@ static int pick_backward(const Perf *perf, int found, const GpuConv *c, Algo fal
                          size_t *ws, int *deterministic) {
     for (int pass = 0; pass < 3; pass++) {
         if (pass == 1) {
+            // Skipped when the heuristics list it for this shape and math
+            // only as failing; taken as deterministic unless they label it
+            // otherwise (their label is the authority: "deterministic by the
+            // documentation" is the legacy algorithm's, not necessarily every
+            // engine cuDNN 9 runs under its number).
+            int ok = 0, bad = 0, nondet = 0, det = 0;
+            for (int k = 0; k < found; k++) {
+                if (perf[k].algo != fallback) continue;
+                if (perf[k].status != CUDNN_STATUS_SUCCESS) {
+                    bad = 1;
+                    continue;
+                }
+                ok = 1;
+                if (perf[k].determinism == CUDNN_DETERMINISTIC) det = 1;
+                else nondet = 1;
+            }
             size_t need = 0;
-            if (need_of(fallback, &need) == CUDNN_STATUS_SUCCESS && need <= GPU_WORKSPACE_LIMIT) {
-                *algo = fallback, *ws = need, *deterministic = 1;
+            if ((ok || !bad) && need_of(fallback, &need) == CUDNN_STATUS_SUCCESS && need <= GPU_WORKSPACE_LIMIT) {
+                *algo = fallback, *ws = need, *deterministic = det || !nondet;
                 return 0;
             }
             continue;

@@ -75,8 +75,10 @@ int gpu_conv_download(const GpuConv *c, Layer *l);
 // The conv algorithm for c at its current batch size, chosen by cuDNN's
 // heuristics (cudnnGetConvolutionForwardAlgorithm_v7), not by timing:
 // the same shapes on the same GPU always get the same algorithm, so a rerun
-// (a resumed extraction) computes the same bits. The first candidate that
-// succeeds in c->math within GPU_WORKSPACE_LIMIT; its workspace in *ws.
+// (a resumed extraction) computes the same bits. The first candidate
+// labelled CUDNN_DETERMINISTIC that succeeds in c->math within
+// GPU_WORKSPACE_LIMIT, else the first that succeeds and fits; its workspace
+// in *ws.
 int gpu_conv_pick_forward(cudnnHandle_t h, const GpuConv *c, const Layer *l, cudnnConvolutionFwdAlgo_t *algo,
                           size_t *ws);
 
@@ -85,7 +87,9 @@ int gpu_conv_pick_forward(cudnnHandle_t h, const GpuConv *c, const Layer *l, cud
 // candidate that is CUDNN_DETERMINISTIC (the same inputs give the same bits
 // on every run; cuDNN's default backward-filter algorithm 0 sums with
 // atomics and is not), runs in c->math and fits GPU_WORKSPACE_LIMIT; else
-// algorithm 1 (deterministic by cuDNN's documentation) if it fits; else the
+// algorithm 1 (deterministic by cuDNN's documentation, unless the
+// heuristics label it otherwise) if it fits and the heuristics do not list
+// it only as failing; else the
 // first candidate that fits, with *deterministic = 0 (the caller says so).
 // -1 (err_set naming the layer) when nothing fits.
 int gpu_conv_pick_backward_data(cudnnHandle_t h, const GpuConv *c, const Layer *l,
