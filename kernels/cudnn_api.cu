@@ -18,13 +18,48 @@ static const char *load_kind = "not found";
 static char load_text[600];
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
 
+// cuDNN 9's libcudnn.so.9 is a wrapper that dlopens its sub-libraries
+// (libcudnn_graph, _ops, _cnn) when first used, and stops the process
+// ("Unable to load any of {libcudnn_cnn.so.9...}") when one is missing:
+// a partial install would kill a tool instead of leaving it on the CPU.
+// They are opened here, beside the wrapper first (a later dlopen by soname
+// then finds them loaded, whatever the library path), else by name; a
+// missing one makes cuDNN unusable, with the reason in load_text. The
+// emulation (tests/emu) has none, unless it says it wants them checked (2:
+// beside it only, as on a machine whose library path holds no cuDNN).
+static int open_sublibraries(void *h, const char *path) {
+    int (*emulated)(void) = (int (*)(void))dlsym(h, "vggft_cudnn_emu_wants_sublibraries");
+    const int want = emulated ? emulated() : 1;
+    if (!want) return 0;
+    char dir[512];
+    const char *slash = strrchr(path, '/');
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) : 0, path);
+    static const char *const subs[] = {"graph", "ops", "cnn"};  // each needs the ones before it
+    for (int i = 0; i < 3; i++) {
+        char name[64], file[600];
+        snprintf(name, sizeof name, "libcudnn_%s.so.%d", subs[i], CUDNN_MAJOR);
+        snprintf(file, sizeof file, "%s/%s", dir, name);
+        void *s = slash ? dlopen(file, RTLD_NOW | RTLD_LOCAL) : NULL;
+        if (!s && want == 1) s = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+        if (!s) {
+            snprintf(load_text, sizeof load_text,
+                     "%s needs %s, found neither beside it nor on the library path (%s): install all of cuDNN %d, or "
+                     "add the folder that holds it to LD_LIBRARY_PATH",
+                     path, name, want == 1 ? dlerror() : "the emulation's test", CUDNN_MAJOR);
+            return -1;
+        }
+        // s stays open for the life of the process, as the wrapper does.
+    }
+    return 0;
+}
+
 static void load(void) {
     char soname[32];
     snprintf(soname, sizeof soname, "libcudnn.so.%d", CUDNN_MAJOR);
     const char *name = getenv("VGGFT_CUDNN_LIBRARY");
     if (!name || !*name) name = soname;
-    // RTLD_LOCAL: cuDNN's symbols stay out of the global namespace; it finds
-    // its own sub-libraries (libcudnn_ops.so.9, ...) beside itself.
+    // RTLD_LOCAL: cuDNN's symbols stay out of the global namespace (its
+    // sub-libraries: open_sublibraries).
     void *h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
     if (!h) {
         snprintf(load_text, sizeof load_text, "%s", dlerror());
@@ -55,6 +90,11 @@ static void load(void) {
         snprintf(load_text, sizeof load_text,
                  "%s is cuDNN %d.%d.%d for CUDA %d.%d; this build needs cuDNN %d for CUDA %d", path,
                  major, minor, patch, cuda_major, cuda_minor, CUDNN_MAJOR, CUDART_VERSION / 1000);
+        load_kind = "unusable";
+        dlclose(h);
+        return;
+    }
+    if (open_sublibraries(h, path) < 0) {
         load_kind = "unusable";
         dlclose(h);
         return;

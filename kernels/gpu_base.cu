@@ -39,7 +39,7 @@ static int create(GpuBase *g, const Model *m, int max_batch, GpuPrecision precis
     g->max_batch = max_batch;
     char why[600];
     if (cudnn_api_load(why, sizeof why) < 0) return err_set("GPU: %s", why);
-    CUDA_OK(cudaSetDevice(0), "selecting device 0");
+    if (gpu_select_device() < 0) return -1;
     CUDA_OK(cudaStreamCreate(&g->stream), "creating a stream");
     CUDNN_OK(dnn.cudnnCreate(&g->cudnn), "creating the handle");
     CUDNN_OK(dnn.cudnnSetStream(g->cudnn, g->stream), "setting the stream");

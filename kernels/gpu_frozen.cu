@@ -41,7 +41,7 @@ static int bf16_upload(const Layer *l, __nv_bfloat16 *k16) {
 int gpu_frozen_create(GpuFrozen *f, const Model *m, int from, int to, int cap, GpuPrecision precision,
                       cudnnHandle_t h) {
     memset(f, 0, sizeof *f);
-    f->m = m, f->from = from, f->to = to, f->cap = cap, f->precision = precision;
+    f->m = m, f->from = from, f->to = to, f->cap = cap, f->precision = precision, f->deterministic = 1;
     if (from < 1 || to <= from || to > m->n_base) return err_set("GPU: frozen layers [%d, %d) out of range", from, to);
     // The bf16 plan takes the run's first layer for its float-input conv.
     if (m->layers[from].kind != LAYER_CONV) return err_set("GPU: frozen layers start at %s, not at a conv", m->layers[from].name);
@@ -92,8 +92,14 @@ int gpu_frozen_create(GpuFrozen *f, const Model *m, int from, int to, int cap, G
             f->bytes += (size_t)l->n_kernel * sizeof(__nv_bfloat16);
         }
         size_t ws = 0;
-        if (gpu_conv_pick_forward(h, &f->convs[i], l, &f->algos[i], &ws) < 0) return -1;
+        int det = 1;
+        if (gpu_conv_pick_forward(h, &f->convs[i], l, &f->algos[i], &ws, &det) < 0) return -1;
         if (ws > f->work_size) f->work_size = ws;
+        if (!det) {
+            fprintf(stderr, "warning: %s: cuDNN offers no deterministic forward algorithm; using algorithm %d (an "
+                            "image's features may differ in the last bits from run to run)\n", l->name, (int)f->algos[i]);
+            f->deterministic = 0;
+        }
     }
     if (f->work_size) CUDA_OK(cudaMalloc(&f->work, f->work_size), "allocating the workspace");
     f->bytes += f->work_size;

@@ -36,6 +36,7 @@ typedef struct {
     void *d_a, *d_b;                 // ping-pong for the outputs between the first and the last layer
     void *work;
     size_t work_size, bytes;
+    int deterministic;               // 0: some conv had no deterministic forward algorithm (create warned)
 } GpuFrozen;
 
 // Descriptors, weights (m's host weights, which must be loaded) and

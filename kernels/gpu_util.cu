@@ -50,6 +50,14 @@ int gpu_conv_download(const GpuConv *c, Layer *l) {
     return 0;
 }
 
+int gpu_select_device(void) {
+    CUDA_OK(cudaSetDevice(0), "selecting device 0");
+    // Once the device is initialised, the flags replace the earlier ones
+    // (CUDA runtime API, cudaSetDeviceFlags).
+    CUDA_OK(cudaSetDeviceFlags(cudaDeviceScheduleBlockingSync), "setting the device's flags");
+    return 0;
+}
+
 int gpu_conv_create(GpuConv *c, const Layer *l, int N, cudnnMathType_t math) {
     memset(c, 0, sizeof *c);
     c->math = math;
@@ -84,7 +92,7 @@ static const char *math_name(const GpuConv *c) {
 }
 
 int gpu_conv_pick_forward(cudnnHandle_t h, const GpuConv *c, const Layer *l, cudnnConvolutionFwdAlgo_t *algo,
-                          size_t *ws) {
+                          size_t *ws, int *deterministic) {
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     int found = 0;
     CUDNN_OK(dnn.cudnnGetConvolutionForwardAlgorithm_v7(h, c->x, c->w, c->conv, c->y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
@@ -111,6 +119,7 @@ int gpu_conv_pick_forward(cudnnHandle_t h, const GpuConv *c, const Layer *l, cud
             if (need > GPU_WORKSPACE_LIMIT) continue;
             *algo = perf[k].algo;
             *ws = need;
+            *deterministic = pass == 0;
             return 0;
         }
     return err_set("cuDNN: no %s algorithm for %s within %lu MB of workspace",

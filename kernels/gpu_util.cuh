@@ -28,6 +28,14 @@ extern "C" {
             return err_set("cuDNN: %s: %s", what, dnn.cudnnGetErrorString(s_));                \
     } while (0)
 
+// Makes device 0 current, with the host blocking (not spinning) while it
+// waits for the GPU (cudaDeviceScheduleBlockingSync): CUDA's default spins
+// a core in every wait on a machine with fewer contexts than cores, the
+// core that extract's and finetune's loader threads decode and augment on.
+// A wait then costs a wake-up (tens of microseconds) against batches of
+// milliseconds. -1 with err_set when there is no such device.
+int gpu_select_device(void);
+
 // Blocks of 256 threads for a grid-stride loop over n elements.
 static inline int gpu_blocks(long n) {
     long b = (n + 255) / 256;
@@ -77,10 +85,10 @@ int gpu_conv_download(const GpuConv *c, Layer *l);
 // the same shapes on the same GPU always get the same algorithm, so a rerun
 // (a resumed extraction) computes the same bits. The first candidate
 // labelled CUDNN_DETERMINISTIC that succeeds in c->math within
-// GPU_WORKSPACE_LIMIT, else the first that succeeds and fits; its workspace
-// in *ws.
+// GPU_WORKSPACE_LIMIT (*deterministic = 1), else the first that succeeds
+// and fits (*deterministic = 0: the caller warns); its workspace in *ws.
 int gpu_conv_pick_forward(cudnnHandle_t h, const GpuConv *c, const Layer *l, cudnnConvolutionFwdAlgo_t *algo,
-                          size_t *ws);
+                          size_t *ws, int *deterministic);
 
 // The backward-data / backward-filter algorithms for c at its current batch
 // size, from cuDNN's heuristics (..._v7, no timing), for training: the first

@@ -158,7 +158,7 @@ static int create(GpuWalk *g, const Model *m, int from, int cap, GpuPrecision pr
     char why[1000];
     if (gpu_count(why, sizeof why) == 0) return err_set("GPU: none usable: %s", why);
     if (cudnn_api_load(why, sizeof why) < 0) return err_set("GPU: %s", why);
-    CUDA_OK(cudaSetDevice(0), "selecting device 0");
+    if (gpu_select_device() < 0) return -1;
     CUDNN_OK(dnn.cudnnCreate(&g->cudnn), "creating the handle");
 
     const size_t L = (size_t)m->n_layers;
@@ -183,6 +183,7 @@ static int create(GpuWalk *g, const Model *m, int from, int cap, GpuPrecision pr
     if (ft > from) {
         g->has_frozen = 1;
         if (gpu_frozen_create(&g->frozen, m, from, ft, cap, precision, g->cudnn) < 0) return -1;
+        if (!g->frozen.deterministic) g->deterministic = 0;
         g->bytes += g->frozen.bytes;
     }
     if (ft < nb) {
@@ -220,9 +221,14 @@ static int create(GpuWalk *g, const Model *m, int from, int cap, GpuPrecision pr
         if (gpu_conv_create(c, l, cap, gpu_math(precision)) < 0) return -1;
         g->bytes += (size_t)(l->n_kernel + l->n_bias) * sizeof(float);
         size_t ws = 0;
-        if (gpu_conv_pick_forward(g->cudnn, c, l, &g->fwd[i], &ws) < 0) return -1;
-        if (ws > g->work_size) g->work_size = ws;
         int det = 1;
+        if (gpu_conv_pick_forward(g->cudnn, c, l, &g->fwd[i], &ws, &det) < 0) return -1;
+        if (ws > g->work_size) g->work_size = ws;
+        if (!det) {
+            fprintf(stderr, "warning: %s: cuDNN offers no deterministic forward algorithm; using algorithm %d "
+                            "(reruns may differ in the last bits)\n", l->name, (int)g->fwd[i]);
+            g->deterministic = 0;
+        }
         if (gpu_conv_pick_backward_filter(g->cudnn, c, l, &g->bwd_filter[i], &ws, &det) < 0) return -1;
         if (ws > g->work_size) g->work_size = ws;
         if (!det) {

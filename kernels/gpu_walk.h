@@ -77,8 +77,9 @@ size_t gpu_walk_bytes(const GpuWalk *g);
 // ...; workspace 12 MB, 140 MB in all" (bwd-data -1: not computed, the first
 // trainable layer), for logs and tests.
 void gpu_walk_describe(const GpuWalk *g, char *buf, size_t size);
-// 1 when every backward algorithm is deterministic (0: cuDNN offered none
-// for some layer and a non-deterministic one was taken; create warned).
+// 1 when every algorithm (forward, backward data and filter, the frozen
+// layers' too) is deterministic (0: cuDNN offered none for some layer and
+// a non-deterministic one was taken; create warned).
 int gpu_walk_deterministic(const GpuWalk *g);
 
 // in: N <= cap items on the host (N x the output size of layer from-1).

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cache.h"
 #include "dataset.h"
@@ -130,6 +131,41 @@ Test(gpu, gpu_older_than_the_build_is_refused) {
     setenv("EMU_SM", "80", 1);
     cr_expect_eq(gpu_count(why, sizeof why), 1, "%s", why);
     unsetenv("EMU_SM");
+}
+
+// cuDNN 9 without its sub-libraries (a partial install) is "unusable",
+// named in --version, and the tools stay on the CPU: cuDNN's wrapper would
+// otherwise stop the process at its first use. Beside the wrapper they are
+// found whatever the library path. The emulation plays a split cuDNN when
+// EMU_CUDNN_SUBLIBRARIES is set (kernels/cudnn_api.cu, open_sublibraries).
+Test(gpu, cudnn_without_its_sublibraries_is_unusable_not_fatal) {
+    need_gpu();
+    if (!test_gpu_emulated()) cr_skip_test("needs the emulated cuDNN (it plays a partial install)");
+    char *dir = make_temp_dir("gpu_cudnn_split"), wrapper[1100], sub[1100], *out;
+    snprintf(wrapper, sizeof wrapper, "%s/libcudnn.so.9", dir);
+    cr_assert_eq(symlink(TEST_BUILD "/emu/libcudnn_emu.so", wrapper), 0);
+    setenv("VGGFT_CUDNN_LIBRARY", wrapper, 1);
+    setenv("EMU_CUDNN_SUBLIBRARIES", "1", 1);
+    int rc = run_tool_timeout("extract", "--version", 60, &out);
+    cr_expect_eq(rc, 0, "%s", out);
+    char want[1400];
+    snprintf(want, sizeof want, "\ncuDNN: unusable: %s needs libcudnn_graph.so.9, found neither beside it", wrapper);
+    cr_expect(strstr(out, want), "want '%s' in:\n%s", want, out);
+    free(out);
+    // The same folder with them (links to the emulation: already loaded).
+    const char *subs[] = {"graph", "ops", "cnn"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(sub, sizeof sub, "%s/libcudnn_%s.so.9", dir, subs[i]);
+        cr_assert_eq(symlink(TEST_BUILD "/emu/libcudnn_emu.so", sub), 0);
+    }
+    rc = run_tool_timeout("extract", "--version", 60, &out);
+    snprintf(want, sizeof want, "\ncuDNN: 9.");
+    cr_expect(rc == 0 && strstr(out, want) && strstr(out, wrapper) && !strstr(out, "unusable"), "%s", out);
+    free(out);
+    unsetenv("EMU_CUDNN_SUBLIBRARIES");
+    unsetenv("VGGFT_CUDNN_LIBRARY");
+    remove_tree(dir);
+    free(dir);
 }
 
 // Height and width apart (a descriptor with the two swapped is square-blind).

@@ -431,13 +431,16 @@ static void run_conv(void *p) {
 // Per kind (FWD, BWD_DATA, BWD_FILTER), in the heuristics' order: the
 // algorithm numbers and whether each is deterministic (cuDNN's
 // documentation: backward-filter 0 and 3 are not, 1 is; backward-data 0 is
-// not). The backward-data list leaves out algorithm 1, so the walk's
+// not). The forward list starts with an algorithm labelled
+// non-deterministic (as cuDNN may list a split-K kernel), so the picks'
+// deterministic-first pass runs (tests/test_gpu_walk.c checks it is passed
+// over); the backward-data list leaves out algorithm 1, so the walk's
 // fallback to it (gpu_util.cu) runs.
 struct Algos {
     int n, algo[3], det[3];
 };
 static const Algos algos_[3] = {
-    {2, {1, 0}, {1, 1}},
+    {3, {2, 1, 0}, {0, 1, 1}},
     {1, {0}, {0}},
     {3, {0, 3, 1}, {0, 0, 1}},
 };
@@ -447,7 +450,7 @@ static const Algos algos_[3] = {
 static long workspace_of(int kind, int algo, const ConvShape &s) {
     const long out = (long)s.N * s.P * s.Q * 4, in = (long)s.N * s.H * s.W * 4, filter = (long)s.K * s.R * s.S * s.C * 4;
     if (algo == 0) return 0;
-    if (kind == FWD) return algo == 1 ? out : -1;
+    if (kind == FWD) return algo == 1 ? out : algo == 2 ? in : -1;
     if (kind == BWD_DATA) return algo == 1 ? in : -1;
     return algo == 1 ? filter : algo == 3 ? 2 * filter : -1;
 }
@@ -535,6 +538,13 @@ static cudnnStatus_t workspace(const char *fn, int kind, const cudnnTensorStruct
 }
 
 extern "C" {
+
+// cuDNN 9's wrapper needs its sub-libraries (kernels/cudnn_api.cu,
+// open_sublibraries); the emulation is one library, so the loader checks
+// for them only when EMU_CUDNN_SUBLIBRARIES is set (the test of a partial
+// install), and then beside the emulation only (2): this machine's library
+// path may hold a real cuDNN's.
+int vggft_cudnn_emu_wants_sublibraries(void) { return getenv("EMU_CUDNN_SUBLIBRARIES") ? 2 : 0; }
 
 cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(cudnnHandle_t h, const cudnnTensorDescriptor_t x,
                                                      const cudnnFilterDescriptor_t w,

@@ -415,6 +415,18 @@ cudaError_t cudaGetDeviceCount(int *n) {
     return *n ? cudaSuccess : cudaErrorNoDevice;
 }
 cudaError_t cudaSetDevice(int d) { return d == 0 && visible() ? cudaSuccess : cudaErrorInvalidDevice; }
+// Scheduling flags (one of auto, spin, yield, blocking sync) and the
+// mapped-memory and local-memory ones; anything else is invalid, as CUDA
+// says. The emulation's waits are the same whatever the flags.
+cudaError_t cudaSetDeviceFlags(unsigned int flags) {
+    if (!visible()) return cudaErrorNoDevice;
+    const unsigned sched = flags & cudaDeviceScheduleMask;
+    if (flags & ~(cudaDeviceScheduleMask | cudaDeviceMapHost | cudaDeviceLmemResizeToMax)) return cudaErrorInvalidValue;
+    if (sched != cudaDeviceScheduleAuto && sched != cudaDeviceScheduleSpin && sched != cudaDeviceScheduleYield &&
+        sched != cudaDeviceScheduleBlockingSync)
+        return cudaErrorInvalidValue;
+    return cudaSuccess;
+}
 cudaError_t cudaGetDevice(int *d) {
     *d = 0;
     return cudaSuccess;
