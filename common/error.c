@@ -1,6 +1,7 @@
 #include "error.h"
 
 #include <stdio.h>
+#include <errno.h>
 #include <string.h>
 
 static _Thread_local char err_buf[ERR_MSG_MAX];
@@ -42,6 +43,15 @@ void err_keep(ErrKept *k) { memcpy(k->msg, err_buf, strlen(err_buf) + 1); }
 int err_restore(const ErrKept *k) {
     memcpy(err_buf, k->msg, strlen(k->msg) + 1);
     return -1;
+}
+
+int err_is_system(const char *msg) {
+    if (!msg) return 0;
+    if (err_is_out_of_memory(msg)) return 1;
+    static const int codes[] = {EMFILE, ENFILE, ENOBUFS, EAGAIN, EIO, ESTALE, ETIMEDOUT, ENOLINK};
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+        if (strstr(msg, strerror(codes[i]))) return 1;
+    return 0;
 }
 
 int err_is_out_of_memory(const char *msg) {

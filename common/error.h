@@ -32,3 +32,10 @@ int err_restore(const ErrKept *k);
 // "Cannot allocate memory", zstd's "not enough memory", libjpeg's
 // "Insufficient memory"): the machine's fault, not the input's.
 int err_is_out_of_memory(const char *msg);
+// 1 when msg says an operation failed for the system's sake, not the
+// file's: out of memory (above), out of file descriptors (EMFILE, ENFILE),
+// buffers (ENOBUFS) or threads (EAGAIN), an I/O error (EIO), a stale NFS
+// handle (ESTALE), a timeout or a lost link (ETIMEDOUT, ENOLINK), as
+// strerror words them. The tools stop on such an image rather than skip it
+// (and drop its record): a rerun reads it.
+int err_is_system(const char *msg);

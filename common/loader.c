@@ -47,13 +47,16 @@ static void *worker(void *arg) {
         LoaderItem *it = &l->items[s];
         it->index = i;
         err_clear();
-        // Test hook: VGGFT_TEST_LOADER_OOM=N fails item N as out of memory.
-        const char *oom = getenv("VGGFT_TEST_LOADER_OOM");
+        // Test hooks: VGGFT_TEST_LOADER_OOM=N fails item N as out of
+        // memory, VGGFT_TEST_LOADER_EMFILE=N as out of file descriptors.
+        const char *oom = getenv("VGGFT_TEST_LOADER_OOM"), *emfile = getenv("VGGFT_TEST_LOADER_EMFILE");
         if (oom && atol(oom) == i) it->ok = err_set("item %ld: out of memory (VGGFT_TEST_LOADER_OOM)", i) == 0;
+        else if (emfile && atol(emfile) == i)
+            it->ok = err_set("item %ld: cannot open: %s (VGGFT_TEST_LOADER_EMFILE)", i, strerror(EMFILE)) == 0;
         else it->ok = l->fn(l->ctx, i, it->data, it->extra) == 0;
         if (!it->ok) snprintf(it->msg, sizeof it->msg, "%s", err_msg());
         else it->msg[0] = '\0';
-        it->out_of_memory = !it->ok && err_is_out_of_memory(it->msg);
+        it->system_error = !it->ok && err_is_system(it->msg);
 
         pthread_mutex_lock(&l->mu);
         l->state[s] = SLOT_READY;

@@ -15,8 +15,9 @@ typedef int (*LoadFn)(void *ctx, long index, float *out, void *extra);
 typedef struct {
     long index;
     int ok;                   // 1 loaded, 0 failed (message in msg)
-    int out_of_memory;        // failed for want of memory (err_is_out_of_memory), not for the
-                              // file: the caller stops rather than skip it (a rerun reads it)
+    int system_error;         // failed for the system's sake (err_is_system: memory, file
+                              // descriptors, I/O), not the file's: the caller stops rather
+                              // than skip it (a rerun reads it)
     char msg[ERR_MSG_MAX];
     float *data;
     void *extra;

@@ -648,7 +648,7 @@ int extract_run(const ExtractOptions *o) {
                       : !strcmp(signal_kind, "HUP")  ? SIGHUP
                                                      : SIGTERM;
     ExtractTimes times = {0, 0, 0};
-    char oom_msg[ERR_MSG_MAX] = "";  // an image that could not be read for want of memory
+    char oom_msg[ERR_MSG_MAX] = "";  // an image that could not be read for the system's sake (err_is_system)
     LoaderItem *li;
     for (;;) {
         double tw = progress_now();
@@ -658,9 +658,10 @@ int extract_run(const ExtractOptions *o) {
         const ItemInfo *info = li->extra;
         const DatasetItem *it = &ds.items[items[li->index]];
         CachedEntry *c = find_cached(&cached, it->path);
-        if (!li->ok && li->out_of_memory) {
+        if (!li->ok && li->system_error) {
             // Not the file's fault: stop (what is done is stored) rather
-            // than skip it; a rerun with more memory extracts the rest.
+            // than skip it and drop its record; a rerun (with more memory,
+            // descriptors, a file system back) extracts the rest.
             snprintf(oom_msg, sizeof oom_msg, "%s", li->msg);
             loader_release(loader, li);
             break;
@@ -722,8 +723,12 @@ int extract_run(const ExtractOptions *o) {
     if (oom_msg[0]) {
         if (cache_commit(&cache) < 0) goto done;
         progress_finish(&bar, metrics);
-        err_set("%s; %ld new record%s committed, %ld in %s (marked incomplete): rerun with more memory to "
-                "continue", oom_msg, written, written == 1 ? "" : "s", cache_count(&cache), o->cache);
+        err_set("%s; %ld new record%s committed, %ld in %s (marked incomplete): rerun %s to continue", oom_msg,
+                written, written == 1 ? "" : "s", cache_count(&cache), o->cache,
+                err_is_out_of_memory(oom_msg) ? "with more memory"
+                : strstr(oom_msg, strerror(EMFILE)) || strstr(oom_msg, strerror(ENFILE))
+                    ? "with more file descriptors (ulimit -n)"
+                    : "once the file system is well (a file that fails so every time is damaged: move it away)");
         goto done;
     }
     if (stop_requested() && done_items < n_items) {

@@ -188,11 +188,11 @@ static int reader_fill(Reader *r, int count, long item_floats, float *x, int32_t
         LoaderItem *li = loader_next(r->loader);
         int item = *(int *)li->extra;
         taken[n_taken++] = li;
-        if (!li->ok && li->out_of_memory && !oom) oom = li;  // not the file's fault: stop, do not skip it
+        if (!li->ok && li->system_error && !oom) oom = li;  // not the file's fault: stop, do not skip it
         if (li->ok) {
             ok[*n] = li;
             labels[(*n)++] = r->s->labels[item];
-        } else if (!li->out_of_memory && !r->s->reported[item]) {
+        } else if (!li->system_error && !r->s->reported[item]) {
             r->s->reported[item] = 1;
             r->s->skipped++;
             log_printf(stderr, "\nwarning: skipped %s\n", li->msg);  // a warning: even with --quiet

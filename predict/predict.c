@@ -390,7 +390,7 @@ static int run_images(const PredictOptions *o, const Model *m, const ModelMeta *
         li = loader_next(loader);
         if (li) {
             const char *path = in->path[li->index];
-            if (!li->ok && li->out_of_memory) {  // not the file's fault: stop, do not skip it
+            if (!li->ok && li->system_error) {  // not the file's fault: stop, do not skip it
                 err_set("%s", li->msg);
                 loader_release(loader, li);
                 goto done;

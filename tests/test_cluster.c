@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "error.h"
 #include "fileutil.h"
 #include "fit.h"
 #include "parallel.h"
@@ -736,6 +737,36 @@ Test(cluster, out_of_memory_stops_rather_than_skips, .timeout = 300) {
         cr_expect(out && strstr(out, "out of memory"), "%s: %s", later[k][0], out);
         free(out);
     }
+    remove_tree(top);
+    free(top);
+}
+
+// Out of file descriptors (or an I/O error, a stale NFS handle) on a
+// rerun: the image's open failed, it was taken for a bad file, and its good
+// record was deleted, exit 0 with the cache "complete" (the breaker: 777,
+// then 623 of 800 records under ulimit -n 8). Now extract stops as on a
+// want of memory, keeping every record, and says what to raise.
+Test(cluster, out_of_descriptors_on_a_rerun_keeps_every_record, .timeout = 300) {
+    char *top = make_shape_folder("emfile", 4, 3);
+    make_cache(top, "c", "--threads 1");
+    const char *bin = getenv("VGGFT_BIN") ? getenv("VGGFT_BIN") : TEST_BUILD;
+    char cmd[8192], *out;
+    snprintf(cmd, sizeof cmd, "VGGFT_TEST_LOADER_EMFILE=3 '%s/extract' --data '%s/data' --cache '%s/c' " EXTRACT_ARGS
+             " --threads 1 2>&1", bin, top, top);
+    int rc = run_command(cmd, &out);
+    cr_expect_eq(rc, 1, "extract: exit %d: %s", rc, out);
+    cr_expect(out && strstr(out, "Too many open files") && strstr(out, "ulimit -n"), "%s", out);
+    cr_expect(out && !strstr(out, "warning: skipped") && !strstr(out, "removed"), "%s", out);
+    free(out);
+    rc = run("extract", &out, "--info '%s/c'", top);
+    cr_expect(rc == 0 && strstr(out, "\nrecords:        8\n"), "every record kept: %s", out);
+    free(out);
+    // The message test of the rule itself.
+    cr_expect(err_is_system("x.jpg: cannot open: Too many open files"));
+    cr_expect(err_is_system("x.jpg: read error: Input/output error"));
+    cr_expect(err_is_system("x.jpg: cannot open: Stale file handle"));
+    cr_expect(!err_is_system("x.jpg: cannot open: Permission denied"));
+    cr_expect(!err_is_system("x.jpg: truncated JPEG data (image file is truncated)"));
     remove_tree(top);
     free(top);
 }
