@@ -246,6 +246,13 @@ static int merge_stopped(const char *out, long copied, int had_out) {
 
 int extract_merge(const char *out, char **inputs, int n_inputs, int overwrite) {
     if (n_inputs < 1) return err_set("--merge OUT IN...: no input caches given");
+    // OUT one of the inputs (or inside one): with --overwrite the merge
+    // would replace a shard that took GPU hours to make.
+    for (int i = 0; i < n_inputs; i++)
+        if (path_within(out, inputs[i]))
+            return err_set("--merge %s: %s the input cache %s: merging there would replace it; merge into a new "
+                           "folder",
+                           out, path_within(inputs[i], out) ? "is" : "lies inside", inputs[i]);
     // SIGTERM / SIGINT (Slurm's time limit, Ctrl-C), SIGUSR1, SIGHUP: stop
     // between records, remove the partial output, exit EXIT_STOPPED.
     stop_install();

@@ -99,6 +99,39 @@ Test(extract_merge, out_inside_the_shards_image_folder_is_refused) {
     free(top);
 }
 
+// The breaker's case: `--merge s0 s0 s1 --overwrite` replaced shard s0
+// with the merge (the shard set was then lost). OUT that is an input, by
+// any spelling, or lies inside one, is refused with or without
+// --overwrite, and the shards stay as they were.
+Test(extract_merge, out_that_is_an_input_is_refused) {
+    char *top = make_shards("merge_self", 3);
+    char content[2][200], c2[200], path[1100];
+    long n[2];
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/s%d", top, i);
+        n[i] = records_of(path, content[i], sizeof content[i]);
+    }
+    const char *outs[] = {"s0", "s1/", "./s0/../s0", "s0/sub"};
+    for (int i = 0; i < 4; i++)
+        for (int ow = 0; ow < 2; ow++) {
+            char *out;
+            int rc = run(&out, "--merge '%s/%s' '%s/s0' '%s/s1'%s", top, outs[i], top, top, ow ? " --overwrite" : "");
+            cr_expect_eq(rc, 1, "--merge %s: exit %d: %s", outs[i], rc, out);
+            cr_expect(strstr(out, "the input cache") && strstr(out, "merge into a new folder"), "--merge %s: %s",
+                      outs[i], out);
+            free(out);
+        }
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/s%d", top, i);
+        cr_expect_eq(records_of(path, c2, sizeof c2), n[i], "%s changed", path);
+        cr_expect_str_eq(c2, content[i]);
+    }
+    snprintf(path, sizeof path, "%s/s0/sub", top);
+    cr_expect_neq(access(path, F_OK), 0, "a refused merge made %s", path);
+    remove_tree(top);
+    free(top);
+}
+
 // SIGTERM, SIGINT, SIGUSR1 and SIGHUP (real signals, sent by the merge to
 // itself after N records were copied): exit 75 with the stop message,
 // the partial output removed, OUT as it was (missing, or the old cache
