@@ -519,6 +519,12 @@ int finetune_run(const FinetuneOptions *o) {
     if (!from_cache && (dataset_content_id(&train.ds, data_content, sizeof data_content) < 0 ||
                         (val.n && dataset_content_id(&val.ds, val_content, sizeof val_content) < 0)))
         goto done;
+    // The same images (the same folder, or a copy): legal, but the
+    // validation figures would then be training figures (train's warning
+    // for --val-cache).
+    if (!from_cache && o->val_data && val.n && !strcmp(data_content, val_content))
+        log_printf(stderr, "warning: --val-data %s holds the very images of --data %s: the validation figures will "
+                   "measure the training data\n", o->val_data, o->data);
     has_val = val.n > 0;
     if (!has_val && (o->val_data || o->val_cache || o->validation_split > 0)) {
         const char *why = o->validation_split > 0 ? "--validation-split leaves no validation images (int(F * n) is 0 "

@@ -368,9 +368,19 @@ Test(finetune, refuses_mismatched_inputs_with_the_reason) {
     write_file(live, "x", 1);
     snprintf(args, sizeof args, "--data %s --val-data %s --head %s --weights random --out %s/y.h5 --epochs 1 --quiet",
              s.data, s.val, s.head, s.dir);
-    free(run_ok("finetune", args));
+    out = run_ok("finetune", args);
+    cr_expect(!strstr(out, "holds the very images"), "%s", out);
+    free(out);
     cr_expect(stat(stale, &st) != 0, "the stale temporary checkpoint was removed");
     cr_expect(stat(live, &st) == 0, "a running process's temporary file is kept");
+    // --val-data the training folder itself (spelled otherwise): a warning,
+    // as train's for --val-cache, since the validation figures would be
+    // training figures.
+    snprintf(args, sizeof args, "--data %s --val-data %s/ --head %s --weights random --out %s/y.h5 --epochs 1 --quiet",
+             s.data, s.data, s.head, s.dir);
+    out = run_ok("finetune", args);
+    cr_expect(strstr(out, "warning: --val-data ") && strstr(out, "holds the very images of --data"), "%s", out);
+    free(out);
     // A bad augmentation spec names the key.
     snprintf(args, sizeof args, "--data %s --head %s --weights random --out %s/x.h5 --augment rotate=3", s.data,
              s.head, s.dir);
