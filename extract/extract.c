@@ -505,12 +505,22 @@ int extract_run(const ExtractOptions *o) {
             err_set("%s: class folder name contains a newline; rename it", ds.root);
             goto done;
         }
+    // An empty class folder is a class all the same, as Keras's
+    // flow_from_directory counts it ("Found 12 images belonging to 3
+    // classes"): a validation folder missing a class keeps the training
+    // folder's class indices. A warning, as for a class whose images were
+    // all skipped; no image at all is an error.
+    if (ds.n_items == 0) {
+        err_set("%s: no images in any of its %d class folders (looked for jpg, jpeg, png, bmp, ppm, tif, tiff)",
+                ds.root, ds.n_classes);
+        goto done;
+    }
     for (int k = 0; k < ds.n_classes; k++)
-        if (ds.class_counts[k] == 0) {
-            err_set("%s/%s: class folder has no images (looked for jpg, jpeg, png, bmp, ppm, tif, tiff)", ds.root,
-                    ds.class_names[k]);
-            goto done;
-        }
+        if (ds.class_counts[k] == 0)
+            log_printf(stderr,
+                       "WARNING: class '%s' has no images (%s/%s; looked for jpg, jpeg, png, bmp, ppm, tif, tiff): "
+                       "a class all the same, as in Keras, but a head trained on this cache never sees it\n",
+                       ds.class_names[k], ds.root, ds.class_names[k]);
     for (int k = 0; k < ds.n_skipped; k++) skip_add(&skipped, ds.skipped_paths[k], ds.skipped_reasons[k]);
     for (int k = 0; k < ds.n_ignored; k++) skip_add(&ignored, ds.ignored_paths[k], ds.ignored_reasons[k]);
 

@@ -463,13 +463,26 @@ Test(extract, other_settings_refused_and_bad_folders) {
     cr_expect_eq(run_tool("extract", args, &out), 1);
     cr_expect(strstr(out, "extract: error:") && strstr(out, "/nope"), "%s", out);
     free(out);
-    // A class folder without images.
+    // A class folder without images: a class all the same, as Keras counts
+    // it (was an error), with a warning; its class index is kept.
     char empty[1100];
     snprintf(empty, sizeof empty, "%s/zebras", dir);
     make_dirs(empty);
     snprintf(args, sizeof args, "--data '%s' --cache '%s/../c3' --weights random --input-size %d --quiet", dir, dir, SIZE);
-    cr_expect_eq(run_tool("extract", args, &out), 1);
-    cr_expect(strstr(out, "zebras: class folder has no images"), "%s", out);
+    cr_expect_eq(run_tool("extract", args, &out), 0, "%s", out);
+    cr_expect(strstr(out, "WARNING: class 'zebras' has no images"), "%s", out);
+    free(out);
+    snprintf(args, sizeof args, "--info '%s/../c3'", dir);
+    cr_expect_eq(run_tool("extract", args, &out), 0, "%s", out);
+    cr_expect(strstr(out, "classes:        3\n") && strstr(out, "2 zebras "), "%s", out);
+    free(out);
+    // No image in any class folder: an error.
+    char solo[1100];
+    snprintf(solo, sizeof solo, "%s/../only_empty/zebras", dir);
+    make_dirs(solo);
+    snprintf(args, sizeof args, "--data '%s/../only_empty' --cache '%s/../c4' --weights random --quiet", dir, dir);
+    cr_expect_eq(run_tool("extract", args, &out), 1, "%s", out);
+    cr_expect(strstr(out, "only_empty: no images in any of its 1 class folders"), "%s", out);
     free(out);
     remove_data_folder(dir);
 }
