@@ -1,7 +1,12 @@
 #include "fit.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <stdio.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
@@ -426,6 +431,56 @@ int fit_check_out(const char *out, const char *const *inputs, const char *const 
                            out, stem, stem, names[i], inputs[i]);
     }
     return 0;
+}
+
+static int lock_fd = -1;
+static char lock_path[4200];
+
+void fit_unlock_out(void) {
+    if (lock_fd < 0) return;
+    // Removed while still held: a process that opened it meanwhile finds,
+    // once it has the lock, that the name no longer leads to it, and retries.
+    unlink(lock_path);
+    close(lock_fd);
+    lock_fd = -1;
+}
+
+int fit_lock_out(const char *out) {
+    if (lock_fd >= 0) return 0;
+    fit_sibling(out, ".lock", lock_path, sizeof lock_path);
+    if (make_parent_dirs(lock_path) < 0) return -1;
+    for (int tries = 0; tries < 100; tries++) {
+        int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+        if (fd < 0) return err_set("--out %s: cannot make its lock file %s: %s", out, lock_path, strerror(errno));
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+            int e = errno;
+            if (e != EWOULDBLOCK) {  // no locks on this file system: go on without
+                close(fd);
+                return 0;
+            }
+            char pid[32] = "";
+            ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+            pid[n > 0 ? n : 0] = '\0';
+            pid[strcspn(pid, "\n")] = '\0';
+            close(fd);
+            return err_set("--out %s: another train or finetune is writing it now (process %s holds %s): two jobs "
+                           "given one --out? Wait for it to end, or give each its own --out",
+                           out, pid[0] ? pid : "?", lock_path);
+        }
+        // Still the file at that name (not one a finishing run just removed)?
+        struct stat a, b;
+        if (fstat(fd, &a) == 0 && stat(lock_path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+            char pid[32];
+            int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+            if (ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)n, 0) == n) {}  // (the PID only names us)
+            lock_fd = fd;
+            static int registered;
+            if (!registered++) atexit(fit_unlock_out);
+            return 0;
+        }
+        close(fd);
+    }
+    return err_set("--out %s: cannot take its lock file %s (it keeps being replaced)", out, lock_path);
 }
 
 int fit_write_history(const FitState *s, const char *path) {

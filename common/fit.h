@@ -128,6 +128,16 @@ void fit_sibling(const char *out, const char *suffix, char *buf, size_t size);
 // err_set naming the options.
 int fit_check_out(const char *out, const char *const *inputs, const char *const *names, int n,
                   const char *const *dirs, const char *const *dir_names, int nd);
+// One writer per --out: two train or finetune jobs given one --out (a job
+// submitted twice) would leave one's model beside the other's history and
+// checkpoint. Takes an exclusive flock on OUT's ".lock" sibling (made, its
+// folder too, holding the PID), held until the process ends and removed at
+// exit (atexit). 0 when held (or when the file system has no locks: a
+// note-free no-op), -1 with err_set naming the other process when another
+// holds it. A lock file left by a killed run is taken over.
+int fit_lock_out(const char *out);
+// Releases and removes the lock fit_lock_out took (tests; exit does it).
+void fit_unlock_out(void);
 // Keras's CSVLogger columns (epoch, accuracy, loss, val_accuracy, val_loss;
 // values as %.9g, the float32 in full) plus ours, seconds (%.3f), after
 // them, for the finished epochs; written atomically.

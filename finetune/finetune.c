@@ -363,6 +363,7 @@ int finetune_run(const FinetuneOptions *o) {
     const char *inputs[2] = {o->head, o->weights}, *names[2] = {"--head", "--weights"};
     const char *caches[2] = {o->cache, o->val_cache}, *cache_opts[2] = {"--cache", "--val-cache"};
     if (fit_check_out(o->out, inputs, names, 2, caches, cache_opts, 2) < 0) return -1;
+    if (fit_lock_out(o->out) < 0) return -1;
     // Augmented images written into the data would be read as training (or
     // validation) images by every later run, under the class they landed in.
     const char *data_dirs[2] = {o->data, o->val_data}, *data_opts[2] = {"--data", "--val-data"};

@@ -741,6 +741,51 @@ Test(cluster, out_of_memory_stops_rather_than_skips, .timeout = 300) {
     free(top);
 }
 
+// A job submitted twice: two trains (or finetunes) on one --out ran side by
+// side, exit 0, leaving one's head beside the other's history and
+// checkpoint (the breaker). The second is now refused before any work,
+// naming the process that holds OUT's lock; once it ends, the lock file is
+// gone and a run goes ahead. (The test process holds the lock itself.)
+Test(cluster, one_writer_per_out) {
+    char *top = make_shape_folder("outlock", 4, 3);
+    make_cache(top, "c", "--threads 1");
+    char out_path[1100], lock[1100], *out;
+    snprintf(out_path, sizeof out_path, "%s/run/h.h5", top);
+    snprintf(lock, sizeof lock, "%s/run/h.lock", top);
+    int rc = run("train", &out, "--cache '%s/c' --out '%s/head.h5' --epochs 1 --hidden 4 --quiet", top, top);
+    cr_assert_eq(rc, 0, "%s", out);
+    free(out);
+    cr_assert_eq(fit_lock_out(out_path), 0, "%s", err_msg());
+    char want[64];
+    snprintf(want, sizeof want, "(process %ld holds ", (long)getpid());
+    rc = run("train", &out, "--cache '%s/c' --out '%s' --epochs 1 --hidden 4 --quiet", top, out_path);
+    cr_expect_eq(rc, 1, "%s", out);
+    cr_expect(strstr(out, "another train or finetune is writing it now") && strstr(out, want), "%s", out);
+    free(out);
+    rc = run("finetune", &out, "--data '%s/data' --head '%s/head.h5' --weights random --out '%s' --epochs 1 --quiet",
+             top, top, out_path);
+    cr_expect_eq(rc, 1, "%s", out);
+    cr_expect(strstr(out, "another train or finetune is writing it now") && strstr(out, want), "%s", out);
+    free(out);
+    char path[1100];
+    snprintf(path, sizeof path, "%s/run/h.ckpt", top);
+    cr_expect_neq(access(path, F_OK), 0, "the refused run wrote %s", path);
+    fit_unlock_out();
+    cr_expect_neq(access(lock, F_OK), 0, "unlocking left %s", lock);
+    rc = run("train", &out, "--cache '%s/c' --out '%s' --epochs 1 --hidden 4 --quiet", top, out_path);
+    cr_expect_eq(rc, 0, "%s", out);
+    free(out);
+    cr_expect_neq(access(lock, F_OK), 0, "train left its lock file %s", lock);
+    // A lock file left by a killed run (no process holds it) is taken over.
+    write_file(lock, "999999\n", 7);
+    rc = run("train", &out, "--cache '%s/c' --out '%s' --epochs 1 --hidden 4 --quiet", top, out_path);
+    cr_expect_eq(rc, 0, "%s", out);
+    free(out);
+    cr_expect_neq(access(lock, F_OK), 0, "%s", lock);
+    remove_tree(top);
+    free(top);
+}
+
 // Out of file descriptors (or an I/O error, a stale NFS handle) on a
 // rerun: the image's open failed, it was taken for a bad file, and its good
 // record was deleted, exit 0 with the cache "complete" (the breaker: 777,

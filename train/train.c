@@ -140,6 +140,7 @@ int train_run(const TrainOptions *o) {
     // Fail now, not after the first epoch, if the outputs cannot be written.
     const char *caches[2] = {o->cache, o->val_cache}, *cache_opts[2] = {"--cache", "--val-cache"};
     if (fit_check_out(o->out, NULL, NULL, 0, caches, cache_opts, 2) < 0) return -1;
+    if (fit_lock_out(o->out) < 0) return -1;
     // --- data ---------------------------------------------------------------
     if (features_load(&all, o->cache, budget, threads, &meta) < 0) return -1;
     if (o->val_cache) {
