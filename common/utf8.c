@@ -34,3 +34,37 @@ unsigned utf8_decode_escape(const char *str, int *len) {
     *len = n + 1;
     return cp;
 }
+
+// The rule of utf8.h: the main wide blocks of Markus Kuhn's wcwidth.
+static int cp_width(unsigned cp) {
+    static const unsigned zero[][2] = {{0x0300, 0x036F}, {0x200B, 0x200F}, {0xFE00, 0xFE0F}};
+    static const unsigned wide[][2] = {
+        {0x1100, 0x115F},   {0x2E80, 0x303E},   {0x3040, 0xA4CF},   {0xAC00, 0xD7A3},  {0xF900, 0xFAFF},
+        {0xFE30, 0xFE4F},   {0xFF00, 0xFF60},   {0xFFE0, 0xFFE6},   {0x1F300, 0x1F64F}, {0x1F900, 0x1F9FF},
+        {0x20000, 0x2FFFD}, {0x30000, 0x3FFFD},
+    };
+    for (unsigned i = 0; i < sizeof zero / sizeof *zero; i++)
+        if (cp >= zero[i][0] && cp <= zero[i][1]) return 0;
+    for (unsigned i = 0; i < sizeof wide / sizeof *wide; i++)
+        if (cp >= wide[i][0] && cp <= wide[i][1]) return 2;
+    return 1;
+}
+
+int utf8_width(const char *s) {
+    int w = 0, len;
+    for (; *s; s += len) w += cp_width(utf8_decode_escape(s, &len));
+    return w;
+}
+
+void utf8_put_padded(FILE *out, const char *s, int width, int right) {
+    int used = 0, len;
+    size_t n = 0;
+    for (; s[n]; n += (size_t)len) {
+        int w = cp_width(utf8_decode_escape(s + n, &len));
+        if (used + w > width) break;
+        used += w;
+    }
+    if (right) fprintf(out, "%*s", width - used, "");
+    fwrite(s, 1, n, out);
+    if (!right) fprintf(out, "%*s", width - used, "");
+}
