@@ -15,6 +15,7 @@
 
 #include "error.h"
 #include "hash.h"
+#include "utf8.h"
 
 // --- small growable lists -------------------------------------------------------
 
@@ -45,8 +46,18 @@ static void strlist_free(StrList *l) {
     memset(l, 0, sizeof *l);
 }
 
+int keras_name_cmp(const char *a, const char *b) {
+    while (*a && *b) {
+        int la, lb;
+        unsigned x = utf8_decode_escape(a, &la), y = utf8_decode_escape(b, &lb);
+        if (x != y) return x < y ? -1 : 1;
+        a += la, b += lb;
+    }
+    return !!*a - !!*b;  // a prefix first
+}
+
 static int cmp_str(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);  // unsigned bytes
+    return keras_name_cmp(*(char *const *)a, *(char *const *)b);
 }
 
 static char *join(const char *a, const char *b) {
@@ -176,7 +187,7 @@ static int walk(Scan *s, const char *rel) {
 }
 
 static int cmp_dir(const void *a, const void *b) {
-    return strcmp(((const DirFiles *)a)->rel, ((const DirFiles *)b)->rel);
+    return keras_name_cmp(((const DirFiles *)a)->rel, ((const DirFiles *)b)->rel);
 }
 
 static void free_dirs(Scan *s) {

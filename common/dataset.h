@@ -3,13 +3,12 @@
 //   DIR/CLASS_A/x.jpg, DIR/CLASS_A/sub/y.png, DIR/CLASS_B/...
 //
 // - classes: the names of DIR's subdirectories (symlinks to directories
-//   count), sorted by bytes; a class's index is its position. Or an explicit
-//   list (Keras's classes=), used in the given order.
+//   count), sorted by keras_name_cmp; a class's index is its position. Or an
+//   explicit list (Keras's classes=), used in the given order.
 // - files: everything under a class folder, recursively, in os.walk order as
 //   Keras sorts it: directories by their whole path, then files by name
 //   within each directory. Symlinked subdirectories are not entered
-//   (os.walk's followlinks=False). Sorting is by bytes, which is Python's
-//   order for UTF-8 names.
+//   (os.walk's followlinks=False). Sorted by keras_name_cmp too.
 // - a file is an image if its lower-cased name ends with png, jpg, jpeg, bmp,
 //   ppm, tif or tiff (Keras's test: str.endswith, no dot required). Anything
 //   in a class folder that is not a folder counts, FIFOs and sockets too
@@ -44,6 +43,14 @@ typedef struct {
     char **ignored_paths;    // relative to root
     char **ignored_reasons;  // "unsupported file type (.gif): not an image file (ignored, as Keras does)", ...
 } Dataset;
+
+// Python's order of two names, as sorted() puts the str values os.listdir
+// gives (Keras sorts those): the names decoded by utf8_decode_escape (UTF-8,
+// each byte that is not UTF-8 as U+DC00 + byte) and compared code point by
+// code point, a prefix first. strcmp's byte order is the same for valid
+// UTF-8 only: Python puts "\xc3\xa9" (U+00E9) before "\xc0" (U+DCC0), and
+// U+E000..U+10FFFF after the escaped bytes U+DC80..U+DCFF.
+int keras_name_cmp(const char *a, const char *b);
 
 // Scans dir. classes == NULL (n_classes 0): discover them; otherwise use the
 // given names in the given order (an error if one is not a folder of dir,

@@ -18,6 +18,7 @@
 #include "metrics.h"
 #include "plot.h"
 #include "rng.h"
+#include "utf8.h"
 
 void running_add(Running *r, float batch_loss, int batch_n, const int32_t *pred, const int32_t *labels) {
     r->loss_sum += (double)batch_loss * batch_n;
@@ -540,20 +541,23 @@ static void print_top_confusions(FILE *out, int K, char *const *names, const lon
 void fit_print_report(FILE *out, const char *what, const Running *r, int K, char *const *names, const long *conf) {
     fprintf(out, "\n%s: loss %.4f - accuracy %.4f (%ld/%.0f)\n", what, running_loss(r), running_acc(r), r->correct,
             r->n);
-    int w = 10;  // row label width: the longest name, within 10..24
-    for (int k = 0; k < K; k++) w = (int)strlen(names[k]) > w ? (int)strlen(names[k]) : w;
-    if (w > 24) w = 24;
-    int cw = 8;  // column width: the longest name, within 8..16
-    for (int k = 0; k < K; k++) cw = (int)strlen(names[k]) > cw ? (int)strlen(names[k]) : cw;
-    if (cw > 16) cw = 16;
+    // Widths in display columns (utf8.h), not bytes: names in UTF-8 line up.
+    int longest = 0;
+    for (int k = 0; k < K; k++) longest = utf8_width(names[k]) > longest ? utf8_width(names[k]) : longest;
+    int w = longest < 10 ? 10 : longest > 24 ? 24 : longest;  // row label width
+    int cw = longest < 8 ? 8 : longest > 16 ? 16 : longest;   // column width
     if (K > FIT_REPORT_MATRIX_MAX) {
         print_top_confusions(out, K, names, conf);
     } else {
         fprintf(out, "Confusion matrix (rows: true class, columns: predicted):\n%*s", w + 2, "");
-        for (int k = 0; k < K; k++) fprintf(out, " %*.*s", cw, cw, names[k]);
+        for (int k = 0; k < K; k++) {
+            fputc(' ', out);
+            utf8_put_padded(out, names[k], cw, 1);
+        }
         fprintf(out, "\n");
         for (int t = 0; t < K; t++) {
-            fprintf(out, "  %-*.*s", w, w, names[t]);
+            fputs("  ", out);
+            utf8_put_padded(out, names[t], w, 0);
             for (int p = 0; p < K; p++) fprintf(out, " %*ld", cw, conf[t * K + p]);
             fprintf(out, "\n");
         }
@@ -562,8 +566,9 @@ void fit_print_report(FILE *out, const char *what, const Running *r, int K, char
     for (int k = 0; k < K; k++) {
         long tp = conf[k * K + k], col = 0, row = 0;
         for (int j = 0; j < K; j++) col += conf[j * K + k], row += conf[k * K + j];
-        fprintf(out, "  %-*.*s %9.4f %8.4f %8ld\n", w, w, names[k], col ? (double)tp / col : 0.0,
-                row ? (double)tp / row : 0.0, row);
+        fputs("  ", out);
+        utf8_put_padded(out, names[k], w, 0);
+        fprintf(out, " %9.4f %8.4f %8ld\n", col ? (double)tp / col : 0.0, row ? (double)tp / row : 0.0, row);
     }
 }
 

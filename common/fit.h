@@ -151,7 +151,8 @@ int fit_write_history_files(const FitState *s);
 // conf[t * K + p] += 1 for each sample (true t, predicted p).
 void confusion_add(long *conf, int K, const int32_t *labels, const int32_t *pred, int n);
 // "WHAT: loss L - accuracy A (c/n)", the confusion matrix with class names,
-// and per-class precision, recall and support, to out. Above
+// and per-class precision, recall and support, to out (names padded and cut
+// by display columns, utf8.h: UTF-8 names line up). Above
 // FIT_REPORT_MATRIX_MAX classes the matrix (K * K numbers: 110 MB for 2,600
 // classes) is not printed: a line says so, then the FIT_REPORT_TOP_CONFUSIONS
 // most frequent confusions (true -> predicted: count, share of the true

@@ -3,6 +3,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "utf8.h"
+
 void metrics_per_class(const long *conf, int K, ClassMetrics *out) {
     for (int k = 0; k < K; k++) {
         ClassMetrics *c = &out[k];
@@ -32,13 +34,17 @@ void metrics_macro(const ClassMetrics *c, int K, double *p, double *r, double *f
 void metrics_weighted(const ClassMetrics *c, int K, double *p, double *r, double *f) { average(c, K, 1, p, r, f); }
 
 void metrics_print(FILE *out, int K, char *const *names, const ClassMetrics *c) {
-    int w = 12;  // as fit_print_report: the longest name, within 12..24
-    for (int k = 0; k < K; k++) w = (int)strlen(names[k]) > w ? (int)strlen(names[k]) : w;
+    int w = 12;  // as fit_print_report: the longest name in display columns (utf8.h), within 12..24
+    for (int k = 0; k < K; k++) w = utf8_width(names[k]) > w ? utf8_width(names[k]) : w;
     if (w > 24) w = 24;
     long n = 0;
     for (int k = 0; k < K; k++) n += c[k].support;
     fprintf(out, "%-*s       f1\n", w + 2, "");
-    for (int k = 0; k < K; k++) fprintf(out, "  %-*.*s %8.4f\n", w, w, names[k], c[k].f1);
+    for (int k = 0; k < K; k++) {
+        fputs("  ", out);
+        utf8_put_padded(out, names[k], w, 0);
+        fprintf(out, " %8.4f\n", c[k].f1);
+    }
     fprintf(out, "%-*s precision   recall       f1  support\n", w + 2, "");
     double p, r, f;
     metrics_macro(c, K, &p, &r, &f);

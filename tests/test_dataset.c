@@ -359,3 +359,98 @@ Test(dataset, split_folders_taken_as_classes_are_named) {
     ds.class_names = mixed;
     cr_expect_eq(dataset_looks_like_splits(&ds, buf, sizeof buf), 0);
 }
+
+// Keras sorts Python str values: os.listdir decodes a name with UTF-8 and
+// 'surrogateescape' (a byte that is not UTF-8 becomes U+DC00 + byte) and
+// sorted() compares code points. The order below is what Python 3 gave,
+// both as sorted(os.listdir(d)) on folders with these names and as
+// sorted(b.decode('utf-8', 'surrogateescape') for b in names); byte order
+// differs (e.g. 'C0' 'pfel' before 'épinard', 'EE 80 80' before 'ED A0 80').
+static const char *const python_order[] = {
+    "Zebra",
+    "abc",
+    "abc\x80",                       // U+DC80 after the end of "abc"
+    "apple",
+    "a\xcc\x81",                     // a + U+0301 (macOS's decomposed á)
+    "\xc3\xa1",                      // á U+00E1
+    "\xc3\xa9pinard",                // épinard U+00E9
+    "\xe4\xb8\xad",                  // 中 U+4E2D
+    "\xe4\xb8\xad\xe6\x96\x87",      // 中文
+    "\xed\x9f\xbf",                  // U+D7FF, the last before the surrogates
+    "\x80lone",                      // lone continuation byte: U+DC80
+    "\xc0pfel",                      // C0 never starts UTF-8: U+DCC0
+    "\xc0\xaf",                      // overlong '/': U+DCC0 U+DCAF
+    "\xe0\x80\x80",                  // overlong NUL: U+DCE0 U+DC80 U+DC80
+    "\xe4\xb8x",                     // truncated 3-byte sequence: U+DCE4 U+DCB8 'x'
+    "\xed\xa0\x80",                  // encoded surrogate U+D800: U+DCED U+DCA0 U+DC80
+    "\xf4\x90\x80\x80",              // above U+10FFFF: escaped byte by byte
+    "\xff" "end",                    // U+DCFF
+    "\xee\x80\x80",                  // U+E000 (private use) sorts after the escapes
+    "\xef\xbf\xbd",                  // U+FFFD
+    "\xf0\x90\x80\x80",              // U+10000
+    "\xf0\x9f\x90\xb1" "cat",        // U+1F431
+    "\xf4\x8f\xbf\xbf",              // U+10FFFF
+};
+#define N_PYTHON_ORDER (int)(sizeof python_order / sizeof *python_order)
+
+Test(dataset, names_sorted_as_python_sorts_them) {
+    for (int i = 0; i < N_PYTHON_ORDER; i++)
+        for (int j = 0; j < N_PYTHON_ORDER; j++) {
+            int c = keras_name_cmp(python_order[i], python_order[j]);
+            cr_expect_eq(c < 0 ? -1 : c > 0, i < j ? -1 : i > j, "keras_name_cmp(#%d, #%d) = %d", i, j, c);
+        }
+
+    // Class folders, created in reverse order, and the files of one class
+    // (NAME.jpg: Python sorts those in the same order) with two subfolders
+    // (os.walk's roots, sorted by whole path: "é" U+00E9 before C0 U+DCC0).
+    char *top = make_temp_dir("names");
+    char p[1024];
+    snprintf(p, sizeof p, "%s/classes", top);
+    cr_assert_eq(mkdir(p, 0755), 0);
+    for (int i = N_PYTHON_ORDER - 1; i >= 0; i--) {
+        snprintf(p, sizeof p, "%s/classes/%s", top, python_order[i]);
+        cr_assert_eq(mkdir(p, 0755), 0, "mkdir #%d", i);
+    }
+    snprintf(p, sizeof p, "%s/files", top);
+    cr_assert_eq(mkdir(p, 0755), 0);
+    snprintf(p, sizeof p, "%s/files/c", top);
+    cr_assert_eq(mkdir(p, 0755), 0);
+    for (int i = N_PYTHON_ORDER - 1; i >= 0; i--) {
+        snprintf(p, sizeof p, "%s/files/c/%s.jpg", top, python_order[i]);
+        write_file(p, "x", 1);
+    }
+    const char *subs[] = {"\xc0sub", "\xc3\xa9sub"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(p, sizeof p, "%s/files/c/%s", top, subs[i]);
+        cr_assert_eq(mkdir(p, 0755), 0);
+        snprintf(p, sizeof p, "%s/files/c/%s/x.jpg", top, subs[i]);
+        write_file(p, "x", 1);
+    }
+
+    Dataset ds;
+    snprintf(p, sizeof p, "%s/classes", top);
+    cr_assert_eq(dataset_scan(p, NULL, 0, &ds), 0, "%s", err_msg());
+    cr_assert_eq(ds.n_classes, N_PYTHON_ORDER);
+    for (int c = 0; c < N_PYTHON_ORDER; c++)
+        cr_expect_str_eq(ds.class_names[c], python_order[c], "class %d", c);
+    dataset_free(&ds);
+
+    snprintf(p, sizeof p, "%s/files", top);
+    cr_assert_eq(dataset_scan(p, NULL, 0, &ds), 0, "%s", err_msg());
+    cr_assert_eq(ds.n_items, N_PYTHON_ORDER + 2);
+    for (int i = 0; i < N_PYTHON_ORDER; i++) {
+        snprintf(p, sizeof p, "c/%s.jpg", python_order[i]);
+        cr_expect_str_eq(ds.items[i].path, p, "file %d", i);
+    }
+    cr_expect_str_eq(ds.items[N_PYTHON_ORDER].path, "c/\xc3\xa9sub/x.jpg");
+    cr_expect_str_eq(ds.items[N_PYTHON_ORDER + 1].path, "c/\xc0sub/x.jpg");
+    // --validation-split (and --shard) take files by their place in this order.
+    Dataset tr, va;
+    cr_assert_eq(dataset_split(&ds, 0.25, &tr, &va), 0, "%s", err_msg());
+    cr_assert_eq(va.n_items, 6);  // int(0.25 * 25)
+    cr_expect_str_eq(va.items[5].path, "c/\xc3\xa1.jpg");
+    cr_expect_str_eq(tr.items[0].path, "c/\xc3\xa9pinard.jpg");
+    dataset_free(&tr), dataset_free(&va), dataset_free(&ds);
+    remove_tree(top);
+    free(top);
+}

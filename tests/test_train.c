@@ -12,6 +12,7 @@
 #include "dataset.h"
 #include "error.h"
 #include "fit.h"
+#include "metrics.h"
 #include "model_io.h"
 #include "testutil.h"
 
@@ -615,4 +616,104 @@ Test(train, report_matrix_capped_above_fifty_classes) {
         for (int k = 0; k < K; k++) free(names[k]);
         free(names), free(conf);
     }
+}
+
+// Display columns of s[0..n) for the names below, which hold only ASCII,
+// Latin letters (2-byte UTF-8: 1 column), CJK (3 bytes led by E4..E9: 2
+// columns) and emoji (4 bytes: 2 columns); -1 where s is not UTF-8 (a name
+// cut inside a sequence). Independent of utf8_width on purpose.
+static int columns(const char *s, size_t n) {
+    int w = 0;
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)s[i];
+        int len = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 ? 4 : 0;
+        if (!len || i + len > n) return -1;
+        for (int k = 1; k < len; k++)
+            if (((unsigned char)s[i + k] & 0xC0) != 0x80) return -1;
+        w += len == 1 || len == 2 ? 1 : 2;
+        i += (size_t)len;
+    }
+    return w;
+}
+
+// The display columns where the last `want` space-separated tokens of line
+// end; asserts the line is UTF-8 and has that many tokens.
+static void token_ends(const char *line, size_t n, int want, int *ends) {
+    int found = 0;
+    for (size_t i = n; i > 0 && found < want;) {
+        while (i > 0 && line[i - 1] == ' ') i--;
+        if (i == 0) break;
+        int end = columns(line, i);
+        cr_assert_geq(end, 0, "not UTF-8: %.*s", (int)n, line);
+        ends[want - 1 - found++] = end;
+        while (i > 0 && line[i - 1] != ' ') i--;
+    }
+    cr_assert_eq(found, want, "%d tokens in: %.*s", found, (int)n, line);
+}
+
+// Names with multi-byte UTF-8 are padded (and cut) by display columns, not
+// bytes: every row's counts end where the header's names end, and the
+// per-class figures line up; long names are cut at a character boundary.
+Test(train, report_columns_align_for_utf8_names) {
+    char *names[] = {"cat", "\xc3\xbcn\xc3\xaf",                             // ünï
+                     "\xe4\xb8\xad\xe6\x96\x87\xe7\x8c\xab",                 // 中文猫: 6 columns
+                     "\xf0\x9f\x90\xb1" "cat",                              // 🐱cat: 5 columns
+                     "\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad"
+                     "\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad"};  // 13 x 中: 26
+    enum { K = 5 };
+    long conf[K * K];
+    for (int i = 0; i < K * K; i++) conf[i] = i % K == i / K ? 100 + i : i;
+    Running r = {.n = 600, .correct = 500};
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    fit_print_report(f, "Validation", &r, K, names, conf);
+    fclose(f);
+
+    const char *m = strstr(text, "predicted):\n");
+    cr_assert(m, "%s", text);
+    const char *line = m + strlen("predicted):\n"), *nl = strchr(line, '\n');
+    int head[K], ends[K];
+    token_ends(line, (size_t)(nl - line), K, head);
+    for (int k = 1; k < K; k++) cr_expect_eq(head[k] - head[k - 1], 17, "columns of 16 + 1:\n%s", text);
+    // The 26-column name cut to 16 columns (8 characters) in the header, 24 (12) as a row label.
+    cr_expect(strstr(line, " \xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad"
+                           "\xe4\xb8\xad\n"), "%s", text);
+    for (int t = 0; t < K; t++) {
+        line = nl + 1, nl = strchr(line, '\n');
+        cr_assert(nl && !strncmp(line, "  ", 2), "%s", text);
+        token_ends(line, (size_t)(nl - line), K, ends);
+        for (int k = 0; k < K; k++) cr_expect_eq(ends[k], head[k], "row %d column %d:\n%s", t, k, text);
+    }
+    cr_expect(strstr(text, "\n  \xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad"
+                           "\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad "),
+              "%s", text);
+
+    // The per-class table: precision, recall and support end in the same columns on every row.
+    line = strstr(text, " precision   recall  support\n");
+    cr_assert(line, "%s", text);
+    line = strchr(line, '\n') + 1;
+    int first[3];
+    for (int k = 0; k < K; k++, line = nl + 1) {
+        nl = strchr(line, '\n');
+        cr_assert(nl, "%s", text);
+        token_ends(line, (size_t)(nl - line), 3, k == 0 ? first : ends);
+        for (int j = 0; k > 0 && j < 3; j++) cr_expect_eq(ends[j], first[j], "class %d figure %d:\n%s", k, j, text);
+    }
+    free(text);
+
+    // predict's F1 table (metrics_print), the same way.
+    ClassMetrics c[K];
+    metrics_per_class(conf, K, c);
+    f = open_memstream(&text, &len);
+    metrics_print(f, K, names, c);
+    fclose(f);
+    line = strchr(text, '\n') + 1;
+    for (int k = 0; k < K; k++, line = nl + 1) {
+        nl = strchr(line, '\n');
+        cr_assert(nl, "%s", text);
+        token_ends(line, (size_t)(nl - line), 1, k == 0 ? first : ends);
+        cr_expect(k == 0 || ends[0] == first[0], "class %d:\n%s", k, text);
+    }
+    free(text);
 }
