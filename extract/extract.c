@@ -23,6 +23,7 @@
 #include "device.h"
 #include "error.h"
 #include "fileutil.h"
+#include "utf8.h"
 #include "forward.h"
 #include "gpu_base.h"
 #include "hash.h"
@@ -374,7 +375,11 @@ static void print_summary(const char *cache_path, Cache *cache, const CacheMeta 
     if (replaced) printf("; %ld changed and re-extracted", replaced);
     if (removed) printf("; %ld removed (no longer in the folder)", removed);
     printf(".\nRecords per class:\n");
-    for (int k = 0; k < meta->n_classes; k++) printf("  %-24s %ld\n", meta->class_names[k], meta->class_counts ? meta->class_counts[k] : 0);
+    for (int k = 0; k < meta->n_classes; k++) {  // padded by display columns, never cut
+        const char *name = meta->class_names[k];
+        int pad = 24 - utf8_width(name);
+        printf("  %s%*s %ld\n", name, pad > 0 ? pad : 0, "", meta->class_counts ? meta->class_counts[k] : 0);
+    }
     printf("Cache %s: %ld records, %.2f MB on disk, %.0f bytes per image (features %s, raw %ld bytes)\n", cache_path,
            sizes.records, disk / 1e6, sizes.records ? (double)sizes.bytes / sizes.records : 0.0,
            feat_dtype_name(meta->dtype),

@@ -11,6 +11,7 @@
 #include "error.h"
 #include "extract.h"
 #include "fileutil.h"
+#include "utf8.h"
 #include "progress.h"
 #include "stop.h"
 
@@ -70,7 +71,10 @@ int extract_info(const char *path) {
     int rc = cache_visit(&c, info_visit, &s);
     if (rc == 0) {
         printf("classes:        %d\n", m.n_classes);
-        for (int k = 0; k < m.n_classes; k++) printf("  %3d %-24s %ld records\n", k, m.class_names[k], s.per_class[k]);
+        for (int k = 0; k < m.n_classes; k++) {  // padded by display columns, never cut
+            int pad = 24 - utf8_width(m.class_names[k]);
+            printf("  %3d %s%*s %ld records\n", k, m.class_names[k], pad > 0 ? pad : 0, "", s.per_class[k]);
+        }
         double raw = (double)s.n_features * (m.dtype == FEAT_F16 ? 2 : 4);
         printf("records:        %ld%s\n", s.records, s.damaged ? " (some damaged, see the warnings)" : "");
         if (s.damaged) printf("damaged:        %ld\n", s.damaged);
