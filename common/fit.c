@@ -451,7 +451,10 @@ int fit_lock_out(const char *out) {
     fit_sibling(out, ".lock", lock_path, sizeof lock_path);
     if (make_parent_dirs(lock_path) < 0) return -1;
     for (int tries = 0; tries < 100; tries++) {
-        int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+        // 0666 less the umask, as the outputs beside it (atomic_open): a
+        // lock file a killed run left in a group's folder does not lock the
+        // group's other members out of it (EACCES on O_RDWR).
+        int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
         if (fd < 0) return err_set("--out %s: cannot make its lock file %s: %s", out, lock_path, strerror(errno));
         if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
             int e = errno;
@@ -459,21 +462,29 @@ int fit_lock_out(const char *out) {
                 close(fd);
                 return 0;
             }
-            char pid[32] = "";
-            ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
-            pid[n > 0 ? n : 0] = '\0';
-            pid[strcspn(pid, "\n")] = '\0';
+            // "PID on HOST": on a shared file system the holder may run on
+            // another node, and a node that died can leave its lock held
+            // (NFSv3's lock manager keeps it until that node is back):
+            // the message names it, and the way out.
+            char holder[320] = "";
+            ssize_t n = pread(fd, holder, sizeof holder - 1, 0);
+            holder[n > 0 ? n : 0] = '\0';
+            holder[strcspn(holder, "\n")] = '\0';
             close(fd);
             return err_set("--out %s: another train or finetune is writing it now (process %s holds %s): two jobs "
-                           "given one --out? Wait for it to end, or give each its own --out",
-                           out, pid[0] ? pid : "?", lock_path);
+                           "given one --out? Wait for it to end, or give each its own --out (if that process is "
+                           "gone, its node down, remove %s)",
+                           out, holder[0] ? holder : "?", lock_path, lock_path);
         }
         // Still the file at that name (not one a finishing run just removed)?
         struct stat a, b;
         if (fstat(fd, &a) == 0 && stat(lock_path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
-            char pid[32];
-            int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
-            if (ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)n, 0) == n) {}  // (the PID only names us)
+            char host[256] = "?", holder[320];
+            if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "?");
+            host[sizeof host - 1] = '\0';
+            int n = snprintf(holder, sizeof holder, "%ld on %s\n", (long)getpid(), host);
+            if (n >= (int)sizeof holder) n = (int)sizeof holder - 1;
+            if (ftruncate(fd, 0) == 0 && pwrite(fd, holder, (size_t)n, 0) == n) {}  // (it only names us)
             lock_fd = fd;
             static int registered;
             if (!registered++) atexit(fit_unlock_out);

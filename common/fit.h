@@ -131,7 +131,7 @@ int fit_check_out(const char *out, const char *const *inputs, const char *const 
 // One writer per --out: two train or finetune jobs given one --out (a job
 // submitted twice) would leave one's model beside the other's history and
 // checkpoint. Takes an exclusive flock on OUT's ".lock" sibling (made, its
-// folder too, holding the PID), held until the process ends and removed at
+// folder too, holding "PID on HOST"), held until the process ends and removed at
 // exit (atexit). 0 when held (or when the file system has no locks: a
 // note-free no-op), -1 with err_set naming the other process when another
 // holds it. A lock file left by a killed run is taken over.

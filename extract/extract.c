@@ -524,7 +524,8 @@ int extract_run(const ExtractOptions *o) {
         if (ds.class_counts[k] == 0)
             log_printf(stderr,
                        "WARNING: class '%s' has no images (%s/%s; looked for jpg, jpeg, png, bmp, ppm, tif, tiff): "
-                       "a class all the same, as in Keras, but a head trained on this cache never sees it\n",
+                       "a class all the same, as in Keras (its index kept), but train refuses this cache as --cache "
+                       "(a class with no training records); as --val-cache it is fine\n",
                        ds.class_names[k], ds.root, ds.class_names[k]);
     for (int k = 0; k < ds.n_skipped; k++) skip_add(&skipped, ds.skipped_paths[k], ds.skipped_reasons[k]);
     for (int k = 0; k < ds.n_ignored; k++) skip_add(&ignored, ds.ignored_paths[k], ds.ignored_reasons[k]);

@@ -755,12 +755,23 @@ Test(cluster, one_writer_per_out) {
     int rc = run("train", &out, "--cache '%s/c' --out '%s/head.h5' --epochs 1 --hidden 4 --quiet", top, top);
     cr_assert_eq(rc, 0, "%s", out);
     free(out);
+    // Under a group's umask the lock file is group-writable, as the outputs
+    // are: one a killed run left does not lock the group's others out.
+    mode_t mask = umask(002);
     cr_assert_eq(fit_lock_out(out_path), 0, "%s", err_msg());
-    char want[64];
-    snprintf(want, sizeof want, "(process %ld holds ", (long)getpid());
+    umask(mask);
+    struct stat st;
+    cr_assert_eq(stat(lock, &st), 0, "%s", lock);
+    cr_expect_eq(st.st_mode & 0777, 0664, "%s: mode %o", lock, (unsigned)(st.st_mode & 0777));
+    // The holder by PID and host (it may run on another node), and what to
+    // do when it is gone.
+    char host[256] = "", want[400];
+    gethostname(host, sizeof host);
+    snprintf(want, sizeof want, "(process %ld on %s holds ", (long)getpid(), host);
     rc = run("train", &out, "--cache '%s/c' --out '%s' --epochs 1 --hidden 4 --quiet", top, out_path);
     cr_expect_eq(rc, 1, "%s", out);
     cr_expect(strstr(out, "another train or finetune is writing it now") && strstr(out, want), "%s", out);
+    cr_expect(strstr(out, "if that process is gone, its node down, remove ") && strstr(out, "/run/h.lock)"), "%s", out);
     free(out);
     rc = run("finetune", &out, "--data '%s/data' --head '%s/head.h5' --weights random --out '%s' --epochs 1 --quiet",
              top, top, out_path);

@@ -471,6 +471,13 @@ Test(extract, other_settings_refused_and_bad_folders) {
     snprintf(args, sizeof args, "--data '%s' --cache '%s/../c3' --weights random --input-size %d --quiet", dir, dir, SIZE);
     cr_expect_eq(run_tool("extract", args, &out), 0, "%s", out);
     cr_expect(strstr(out, "WARNING: class 'zebras' has no images"), "%s", out);
+    // The warning says what train then does (it said "a head trained on
+    // this cache never sees it": train refuses such a --cache).
+    cr_expect(strstr(out, "train refuses this cache as --cache"), "%s", out);
+    free(out);
+    snprintf(args, sizeof args, "--cache '%s/../c3' --out '%s/../h3.h5' --epochs 1 --quiet", dir, dir);
+    cr_expect_eq(run_tool("train", args, &out), 1, "%s", out);
+    cr_expect(strstr(out, "class 'zebras' has no training records"), "%s", out);
     free(out);
     snprintf(args, sizeof args, "--info '%s/../c3'", dir);
     cr_expect_eq(run_tool("extract", args, &out), 0, "%s", out);
