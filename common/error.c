@@ -49,8 +49,16 @@ int err_is_system(const char *msg) {
     if (!msg) return 0;
     if (err_is_out_of_memory(msg)) return 1;
     static const int codes[] = {EMFILE, ENFILE, ENOBUFS, EAGAIN, EIO, ESTALE, ETIMEDOUT, ENOLINK};
-    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
-        if (strstr(msg, strerror(codes[i]))) return 1;
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
+        // As a reason ("PATH: cannot open: Input/output error"), not inside
+        // the path the message starts with ("data/Input/output error.jpg:
+        // ...: Permission denied" is the file's fault): after ": ", and
+        // ending the message or a clause.
+        const char *what = strerror(codes[i]);
+        size_t n = strlen(what);
+        for (const char *p = msg; (p = strstr(p, what)); p++)
+            if (p - msg >= 2 && p[-2] == ':' && p[-1] == ' ' && strchr(" ;,:)", p[n])) return 1;
+    }
     return 0;
 }
 

@@ -823,6 +823,10 @@ Test(cluster, out_of_descriptors_on_a_rerun_keeps_every_record, .timeout = 300) 
     cr_expect(err_is_system("x.jpg: cannot open: Stale file handle"));
     cr_expect(!err_is_system("x.jpg: cannot open: Permission denied"));
     cr_expect(!err_is_system("x.jpg: truncated JPEG data (image file is truncated)"));
+    // The words inside the path are not the reason.
+    cr_expect(!err_is_system("data/Input/output error.jpg: cannot open: Permission denied"));
+    cr_expect(!err_is_system("data/a: Connection timed out.png: not a PNG file"));
+    cr_expect(err_is_system("x.jpg: cannot open: Too many open files in system; 3 new records"));
     remove_tree(top);
     free(top);
 }
