@@ -409,8 +409,9 @@ void fit_sibling(const char *out, const char *suffix, char *buf, size_t size) {
 
 int fit_check_out(const char *out, const char *const *inputs, const char *const *names, int n,
                   const char *const *dirs, const char *const *dir_names, int nd) {
-    if (check_output_path("--out", out, inputs, names, n) < 0 ||
-        check_output_outside("--out", out, dirs, dir_names, nd) < 0)
+    // Outside first: check_output_path makes the folder (to see that it can).
+    if (check_output_outside("--out", out, dirs, dir_names, nd) < 0 ||
+        check_output_path("--out", out, inputs, names, n) < 0)
         return -1;
     // The stems, where they would land (links and ".." resolved).
     char stem[PATH_MAX], out_stem[PATH_MAX], in_stem[PATH_MAX];
@@ -458,7 +459,8 @@ int fit_lock_out(const char *out) {
         if (fd < 0) return err_set("--out %s: cannot make its lock file %s: %s", out, lock_path, strerror(errno));
         if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
             int e = errno;
-            if (e != EWOULDBLOCK) {  // no locks on this file system: go on without
+            if (e != EWOULDBLOCK) {  // no locks on this file system: go on without (and leave no file)
+                unlink(lock_path);
                 close(fd);
                 return 0;
             }

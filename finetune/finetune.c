@@ -361,8 +361,11 @@ int finetune_run(const FinetuneOptions *o) {
 
     // Refused now, not after training: an --out that is an input, a folder or a device.
     const char *inputs[2] = {o->head, o->weights}, *names[2] = {"--head", "--weights"};
-    const char *caches[2] = {o->cache, o->val_cache}, *cache_opts[2] = {"--cache", "--val-cache"};
-    if (fit_check_out(o->out, inputs, names, 2, caches, cache_opts, 2) < 0) return -1;
+    // Nor inside the image folders: extract and Keras would read its folder
+    // as a class (or a class's subfolder) of images.
+    const char *dirs[4] = {o->cache, o->val_cache, o->data, o->val_data},
+               *dir_opts[4] = {"--cache", "--val-cache", "--data", "--val-data"};
+    if (fit_check_out(o->out, inputs, names, 2, dirs, dir_opts, 4) < 0) return -1;
     if (fit_lock_out(o->out) < 0) return -1;
     // Augmented images written into the data would be read as training (or
     // validation) images by every later run, under the class they landed in.
@@ -693,7 +696,18 @@ int finetune_run(const FinetuneOptions *o) {
             int n;
             double tw = progress_now();
             if (reader_fill(&rd, B, item_floats, x, labels, &n) < 0) {
+                // An image the system failed to read (memory, descriptors,
+                // I/O: err_is_system): the steps done so far are whole;
+                // keep them, so a rerun loses nothing.
                 reader_stop(&rd);
+                if (fs.opt.step > 0) {
+                    char why[ERR_MSG_MAX];
+                    snprintf(why, sizeof why, "%s", err_msg());
+                    fs.epoch_secs = progress_now() - bar.t_start;
+                    if (save_state(&fs, &walk, &m, settings, ckpt_path) == 0)
+                        err_set("%s; the state after step %ld of epoch %d is saved in %s: %s", why, s, epoch + 1,
+                                ckpt_path, rerun);
+                }
                 goto done;
             }
             t_wait += progress_now() - tw;

@@ -523,8 +523,8 @@ int predict_run(const PredictOptions *o) {
         const Format fmt = o->format && !strcmp(o->format, "json") ? FMT_JSON : FMT_TEXT;
         for (int k = 0; k < 3; k++) {
             snprintf(path, sizeof path, "%s%s", o->report, report_suffix(k, fmt));
-            if (check_output_path("--report", path, inputs, names, 2) < 0 ||
-                check_output_outside("--report", path, &o->cache, (const char *const[]){"--cache"}, 1) < 0)
+            if (check_output_outside("--report", path, &o->cache, (const char *const[]){"--cache"}, 1) < 0 ||
+                check_output_path("--report", path, inputs, names, 2) < 0)
                 return -1;
         }
     }

@@ -737,6 +737,24 @@ Test(cluster, out_of_memory_stops_rather_than_skips, .timeout = 300) {
         cr_expect(out && strstr(out, "out of memory"), "%s: %s", later[k][0], out);
         free(out);
     }
+    // finetune past its first steps (batch 2: item 5 is in step 3) keeps
+    // the steps done, and --resume continues from them.
+    snprintf(args, sizeof args,
+             "--data '%s/data' --head '%s/h.h5' --weights random --out '%s/g.h5' --epochs 1 --batch 2 --threads 1 "
+             "--no-augment --quiet",
+             top, top, top);
+    snprintf(cmd, sizeof cmd, "VGGFT_TEST_LOADER_OOM=5 '%s/finetune' %s 2>&1", bin, args);
+    rc = run_command(cmd, &out);
+    cr_expect_eq(rc, 1, "%s", out);
+    cr_expect(out && strstr(out, "out of memory") && strstr(out, "the state after step 2 of epoch 1 is saved in") &&
+                  strstr(out, "rerun with --resume"),
+              "%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "'%s/finetune' %s --resume 2>&1", bin, args);
+    rc = run_command(cmd, &out);
+    cr_expect_eq(rc, 0, "%s", out);
+    cr_expect(out && strstr(out, "at epoch 1, after step 2"), "resumed after step 2: %s", out);
+    free(out);
     remove_tree(top);
     free(top);
 }

@@ -373,6 +373,16 @@ Test(finetune, refuses_mismatched_inputs_with_the_reason) {
     free(out);
     cr_expect(stat(stale, &st) != 0, "the stale temporary checkpoint was removed");
     cr_expect(stat(live, &st) == 0, "a running process's temporary file is kept");
+    // --out inside the image folder: refused, and no folder made there
+    // (extract and Keras would read it as a class).
+    snprintf(args, sizeof args, "--data %s --head %s --weights random --out %s/run/m.h5 --epochs 1 --quiet", s.data,
+             s.head, s.data);
+    cr_expect_eq(run_tool("finetune", args, &out), 1, "%s", out);
+    cr_expect(strstr(out, "lies inside --data"), "%s", out);
+    free(out);
+    char made[700];
+    snprintf(made, sizeof made, "%s/run", s.data);
+    cr_expect_neq(access(made, F_OK), 0, "the refused run made %s", made);
     // --val-data the training folder itself (spelled otherwise): a warning,
     // as train's for --val-cache, since the validation figures would be
     // training figures.
