@@ -127,6 +127,12 @@ export VGGFT_RERUN_HINT := rerun the same make to continue (it resumes)
 pipeline_bad_path = $(or $(filter-out 0 1,$(words $2)),$(findstring ',$2),$(findstring ",$2))
 $(foreach v,DATA VAL OUT WEIGHTS BIN,$(if $(call pipeline_bad_path,$v,$($v)),\
   $(error $v='$($v)': paths with spaces or quotes are not supported (make splits them); use a link without them)))
+# OUT names make's targets: make reads : % ; * ? [ in them as its own syntax.
+$(if $(strip $(foreach c,: % ; * ? [,$(findstring $c,$(OUT)))),\
+  $(error OUT='$(OUT)': make reads : % ; * ? [ in a target's path as its own syntax; use a name without them))
+# Flags: 1 or 0 (make would take "yes" or "true" for 0).
+$(foreach v,FINETUNE RESUME,$(if $(filter-out 0 1,$($v))$(if $(strip $($v)),,empty),\
+  $(error $v='$($v)': want 1 or 0)))
 ifeq ($(strip $(DATA)),)
   $(error DATA=DIR is required: the training images, one subfolder per class)
 endif
@@ -184,14 +190,16 @@ pipeline_tmp = $(if $(PIPELINE_DRY),$(PIPELINE_DRY_DIR)/$(notdir $1),$1$(PIPELIN
 pipeline_commit = $(if $(PIPELINE_DRY),$(if $(shell cmp -s '$(call pipeline_tmp,$1)' '$1' || echo changed),$(eval $1: pipeline-changed ; @:))$(shell rm -f '$(call pipeline_tmp,$1)'),$(shell cmp -s '$1$(PIPELINE_TMP)' '$1' && rm -f '$1$(PIPELINE_TMP)' || mv -f '$1$(PIPELINE_TMP)' '$1'))
 pipeline_keep = $(file >$(call pipeline_tmp,$1),$2)$(call pipeline_commit,$1)
 # $(call pipeline_listing,FILE,DIR,NAME): FILE holds DIR's images (path, size,
-# mtime), sorted; rewritten only when it differs; DIGEST_NAME is its sha256.
+# mtime, ctime), sorted; rewritten only when it differs; DIGEST_NAME is its sha256.
 # Images: the files of the class folders whose names Keras lists
 # (common/dataset.c: png, jpg, jpeg, bmp, ppm, tif, tiff, any case). find -L
 # also follows links to folders inside a class, which Keras does not: at worst
 # a needless extract run.
 PIPELINE_IMAGES := \( -iname '*.png' -o -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.bmp' -o -iname '*.ppm' \
                       -o -iname '*.tif' -o -iname '*.tiff' \)
-pipeline_listing = $(shell find -L '$2' -mindepth 2 -type f $(PIPELINE_IMAGES) -printf '%P %s %T@\n' | \
+# The status-change time (%C@) too: an image skipped as unreadable and then
+# made readable (chmod) has the same size and mtime, but must be extracted.
+pipeline_listing = $(shell find -L '$2' -mindepth 2 -type f $(PIPELINE_IMAGES) -printf '%P %s %T@ %C@\n' | \
                      LC_ALL=C sort >'$(call pipeline_tmp,$1)')$(eval DIGEST_$3 := $(firstword $(shell \
                      sha256sum <'$(call pipeline_tmp,$1)')))$(call pipeline_commit,$1)
 WEIGHTS_ID := $(if $(WEIGHTS_FILE),$(shell stat -L -c '%s %Y' '$(WEIGHTS_FILE)'))
@@ -278,9 +286,13 @@ pipeline_resume = r=$(if $(filter 1,$(RESUME)),--resume-if-same);
 # the tool the recipe starts, also when make is gone) or stops, when another
 # make or its tool holds it. Without flock(1): no lock.
 FLOCK := $(shell command -v flock 2>/dev/null)
-pipeline_lock = $(if $(FLOCK),exec 9>'$(S)/$1.lock' && { flock -n 9 || { echo "pipeline.mk: another make (or a tool \
-  it started) is running stage '$(or $2,$1)' on $(OUT) (it holds $(S)/$1.lock): wait for it to finish and rerun" >&2; \
-  exit 1; }; };)
+# A file system without locks (Lustre without -o flock, NFS without lockd):
+# flock fails otherwise than on a held lock (exit 200): go on without one,
+# as the tools do, with a note.
+pipeline_lock = $(if $(FLOCK),exec 9>'$(S)/$1.lock' && { flock -n -E 200 9 || { if [ $$? -eq 200 ]; then \
+  echo "pipeline.mk: another make (or a tool it started) is running stage '$(or $2,$1)' on $(OUT) (it holds \
+  $(S)/$1.lock): wait for it to finish and rerun" >&2; exit 1; fi; echo "pipeline.mk: note: no lock on \
+  $(S)/$1.lock (this file system has none?): two makes on $(OUT) at once are not kept apart" >&2; }; };)
 # $(call pipeline_stopped,STAGE): after `TOOL ... ||`: exits with the tool's
 # status, saying what to do when it is 75 (stopped by a signal, its state
 # saved; the tool says so too, through VGGFT_RERUN_HINT).
