@@ -173,9 +173,21 @@ export SHARDS=3 CPU_PARTITION=cpu GPU_PARTITION=gpu GPU_GRES=""
 export EXTRACT_CPUS=1 MERGE_CPUS=1 TRAIN_CPUS=1 FINETUNE_CPUS=1 PREDICT_CPUS=1
 export EXTRACT_TIME=00:10:00 MERGE_TIME=00:10:00 TRAIN_TIME=00:10:00 FINETUNE_TIME=00:20:00 PREDICT_TIME=00:10:00
 export EXTRACT_ARGS="--input-size 48 --layer block2_pool"
-export TRAIN_ARGS="--epochs 10 --hidden 0 --optimizer adam --lr 1e-4"
+# (Quoted as on a command line: the job scripts read it as make does.)
+export TRAIN_ARGS="--epochs 10 --hidden 0 --optimizer 'adam' --lr 1e-4"
 export FINETUNE_ARGS="--unfreeze block2_conv1 --epochs 8 --batch 10 --checkpoint-every 3"
 export PREDICT_ARGS=""
+# Refused before any sbatch, nothing made: a tool option with a typo (the
+# tool's own message), an OUT inside DATA.
+refused() { # WHAT EXPECTED_TEXT NAME=VALUE...
+    local what=$1 want=$2 out
+    shift 2
+    if out=$(scripts/slurm/submit.sh "$@" 2>&1); then fail "submit.sh accepted $what"; fi
+    grep -q -- "$want" <<<"$out" || fail "submit.sh on $what: $out"
+}
+refused "a TRAIN_ARGS typo" "unknown option '--epoch'" TRAIN_ARGS="--epoch 5"
+refused "OUT inside DATA" "lies inside the image folder" OUT="$DATA/run"
+[ ! -e "$DATA/run" ] || fail "a refused submit.sh made $DATA/run"
 scripts/slurm/submit.sh
 # shellcheck disable=SC1091,SC2154
 source "$OUT/jobs.txt"  # extract= extract_val= merge= train= finetune= [predict=]

@@ -13,6 +13,13 @@ vggft_job_id() {
     fi
 }
 
+# vggft_words VAR "STRING": the array VAR holds the words of STRING as a
+# shell (and make's recipes) reads a command line: quotes honoured, so
+# TRAIN_ARGS="--optimizer 'adam'" means what it means to make.
+vggft_words() {
+    eval "$1=($2)"
+}
+
 # --threads for the CPUs Slurm gave the job: the same count on every run of
 # a requeued job, so that a resumed train or finetune ends with the weights
 # an uninterrupted run gives (OpenBLAS's sums follow the thread count).

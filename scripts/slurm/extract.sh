@@ -19,6 +19,7 @@ if [ -n "${SLURM_ARRAY_TASK_ID:-}" ]; then
     cache=$cache.$SLURM_ARRAY_TASK_ID
     shard=(--shard "$SLURM_ARRAY_TASK_ID/${SLURM_ARRAY_TASK_COUNT:?}")
 fi
-# shellcheck disable=SC2046,SC2086  # word splitting of the argument strings is intended
+vggft_words args "${VGGFT_EXTRACT_ARGS:-}"
+# shellcheck disable=SC2046  # word splitting of vggft_threads is intended
 vggft_run "$VGGFT_BIN/extract" --data "$dir" --cache "$cache" "${shard[@]}" --weights "$VGGFT_WEIGHTS" \
-    $(vggft_threads) $VGGFT_EXTRACT_ARGS --overwrite
+    $(vggft_threads) "${args[@]}" --overwrite

@@ -13,6 +13,7 @@ source "${VGGFT_SLURM_DIR:?submit with scripts/slurm/submit.sh}/common.sh"
 data=$1 val=$2 head=$3 model=$4
 valopt=()
 if [ -n "$val" ]; then valopt=(--val-data "$val"); fi
-# shellcheck disable=SC2046,SC2086
+vggft_words args "${VGGFT_FINETUNE_ARGS:-}"
+# shellcheck disable=SC2046
 vggft_run "$VGGFT_BIN/finetune" --data "$data" "${valopt[@]}" --weights "$VGGFT_WEIGHTS" --head "$head" \
-    --out "$model" $(vggft_threads) $VGGFT_FINETUNE_ARGS $(vggft_resume_flag)
+    --out "$model" $(vggft_threads) "${args[@]}" $(vggft_resume_flag)

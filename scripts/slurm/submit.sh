@@ -71,7 +71,7 @@ HELP
     esac
 done
 
-: "${DATA:?DATA=DIR: the training images, one subfolder per class}"
+if [ -z "${DATA:-}" ]; then echo "submit.sh: DATA=DIR is required: the training images, one subfolder per class" >&2; exit 2; fi
 VAL=${VAL:-}                      # validation images (none: no val cache, no report)
 OUT=${OUT:-slurm-run}             # caches, models, reports, logs
 WEIGHTS=${WEIGHTS:-imagenet}      # FILE | imagenet | random
@@ -108,7 +108,37 @@ elif [ ! -x "$BIN/predict" ]; then predict=0; echo "note: $BIN/predict not found
 abs() { realpath -m -- "$1"; }
 DATA=$(abs "$DATA") OUT=$(abs "$OUT") BIN=$(abs "$BIN")
 if [ -n "$VAL" ]; then VAL=$(abs "$VAL"); fi
-case $WEIGHTS in imagenet | random) ;; *) WEIGHTS=$(abs "$WEIGHTS") ;; esac
+case $WEIGHTS in
+imagenet | random) ;;
+*)
+    WEIGHTS=$(abs "$WEIGHTS")
+    [ -f "$WEIGHTS" ] || { echo "submit.sh: WEIGHTS=$WEIGHTS: no such file (or imagenet, random)" >&2; exit 2; }
+    ;;
+esac
+# OUT inside an image folder: its caches and logs would be read as a class
+# (extract refuses it, but only once its job runs). As make refuses it.
+for d in "$DATA" ${VAL:+"$VAL"}; do
+    case $OUT/ in "$d"/*) echo "submit.sh: OUT=$OUT lies inside the image folder $d: put OUT elsewhere" >&2; exit 2 ;; esac
+done
+# Each tool's own options, read as the job scripts read them (common.sh,
+# vggft_words: quotes honoured) and checked now by the tool itself (its
+# --summary parses every option, then only prints the model): a typo would
+# otherwise fail its job hours later, after the extraction.
+# shellcheck source=scripts/slurm/common.sh
+source "$here/common.sh"
+for pair in extract:EXTRACT_ARGS train:TRAIN_ARGS finetune:FINETUNE_ARGS predict:PREDICT_ARGS; do
+    tool=${pair%%:*} name=${pair#*:}
+    if ! (vggft_words words "${!name}") 2>/dev/null; then
+        echo "submit.sh: $name=${!name}: not a valid command line (unbalanced quotes?)" >&2
+        exit 2
+    fi
+    vggft_words words "${!name}"
+    [ "$tool" != predict ] || continue  # (predict has no --summary)
+    if ! why=$("$BIN/$tool" --summary "${words[@]}" 2>&1 >/dev/null); then
+        echo "submit.sh: $name: ${why:-$tool refused these options}" >&2
+        exit 2
+    fi
+done
 mkdir -p "$OUT/cache" "$OUT/logs"
 
 # What the job scripts read (sbatch passes the environment on: --export=ALL).
@@ -182,4 +212,7 @@ cpu() { echo "--partition=$CPU_PARTITION"; }
     [ -z "$finetune" ] || echo "finetune=$finetune"
     [ -z "$pred" ] || echo "predict=$pred"
 } | tee "$OUT/jobs.txt"
-echo "logs: $OUT/logs/; results: $OUT/head.h5${finetune:+, $OUT/model.h5}${pred:+, $OUT/eval_report.txt}"
+vggft_words words "$PREDICT_ARGS"
+ext=txt
+case " ${words[*]} " in *" --format json "* | *" --format=json "*) ext=json ;; esac
+echo "logs: $OUT/logs/; results: $OUT/head.h5${finetune:+, $OUT/model.h5}${pred:+, $OUT/eval_report.$ext}"

@@ -11,6 +11,7 @@ source "${VGGFT_SLURM_DIR:?submit with scripts/slurm/submit.sh}/common.sh"
 cache=$1 val=$2 head=$3
 valopt=()
 if [ -n "$val" ]; then valopt=(--val-cache "$val"); fi
-# shellcheck disable=SC2046,SC2086
+vggft_words args "${VGGFT_TRAIN_ARGS:-}"
+# shellcheck disable=SC2046
 vggft_run "$VGGFT_BIN/train" --cache "$cache" "${valopt[@]}" --out "$head" $(vggft_threads) \
-    $VGGFT_TRAIN_ARGS $(vggft_resume_flag)
+    "${args[@]}" $(vggft_resume_flag)
