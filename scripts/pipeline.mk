@@ -357,10 +357,12 @@ $(MODEL): $(HEAD) $(CACHES) $(call pipeline_inputs,model,$(MODEL),$(S)/model.set
 # reported, skipped, the rest evaluated) counts as done, as extract's skips do.
 EVAL_FROM = $(if $(filter 1,$(FINETUNE)),--model '$(MODEL)',--head '$(HEAD)' --weights '$(WEIGHTS)')
 $(REPORT): $(FROM_report) $(call pipeline_inputs,report,$(REPORT),$(S)/report.settings)
-	@$(call pipeline_lock,report) rm -f '$@'; rm -rf '$(S)/eval'; mkdir -p '$(S)/eval'; $(call pipeline_started,report) \
+	@$(call pipeline_lock,report) rm -f '$(OUT)/eval_report.txt' '$(OUT)/eval_report.json'; rm -rf '$(S)/eval'; \
+	mkdir -p '$(S)/eval'; $(call pipeline_started,report) \
 	echo "$(BIN)/predict $(EVAL_FROM) --eval $(VAL) --report $(OUT)/eval $(PREDICT_ARGS)"; \
 	'$(BIN)/predict' $(EVAL_FROM) --eval '$(VAL)' --report '$(S)/eval/eval' $(PREDICT_ARGS) \
-	    >'$(S)/eval/predictions.txt'; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 3 ] || exit $$rc; \
+	    >'$(S)/eval/predictions.txt'; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 3 ] || (exit $$rc) || \
+	    $(call pipeline_stopped,report); \
 	mv -f '$(S)/eval/predictions.txt' '$(OUT)/eval_predictions.txt' && \
 	mv -f '$(S)/eval/eval_confusion.svg' '$(S)/eval/eval_errors.svg' '$(OUT)/' && \
 	mv -f '$(S)/eval/eval_report.$(REPORT_EXT)' '$@' && rmdir '$(S)/eval' && \
