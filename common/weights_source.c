@@ -73,10 +73,46 @@ int load_base_weights(Model *m, const char *spec, uint64_t seed, int quiet, char
     return model_load_base(m, path);
 }
 
+// The --weights value of the extract command recorded in cmd (as
+// cli_command_line quotes it: 'a b' and '\'' inside), into out; 0 when the
+// command has none.
+static int command_weights(const char *cmd, char *out, size_t size) {
+    const char *p = cmd;
+    while (p && (p = strstr(p, " --weights"))) {
+        p += strlen(" --weights");
+        if (*p == ' ' || *p == '=') break;
+    }
+    if (!p || !*p) return 0;
+    p++;
+    size_t n = 0;
+    if (*p != '\'') {
+        while (*p && *p != ' ' && n + 1 < size) out[n++] = *p++;
+    } else {
+        for (p++; *p && n + 1 < size;) {
+            if (!strncmp(p, "'\\''", 4)) out[n++] = '\'', p += 4;
+            else if (*p == '\'') break;
+            else out[n++] = *p++;
+        }
+    }
+    out[n] = '\0';
+    return n > 0;
+}
+
 int load_head_base_weights(Model *m, const char *spec, long seed, int quiet, const char *head,
                            const ModelMeta *head_meta, char *id, size_t id_size) {
     unsigned long head_seed = 1;
     const int head_random = sscanf(head_meta->weights, "random:seed=%lu", &head_seed) == 1;
+    // No --weights: the ones the head records (random, or the file or
+    // imagenet its features' extract command was given), as the head fixes
+    // the input size, cut and preprocessing; checked below as any.
+    char recorded[4096];
+    if (!spec) {
+        if (head_random) spec = "random";
+        else if (head_meta->features_made_by && command_weights(head_meta->features_made_by, recorded, sizeof recorded))
+            spec = recorded;
+        else spec = "imagenet";
+        if (!quiet) log_printf(stderr, "note: base weights %s, as the head %s records (--weights overrides)\n", spec, head);
+    }
     const int seed_given = seed >= 0;
     if (!seed_given) seed = (long)head_seed;
     char note[2200], hint[96];

@@ -31,6 +31,9 @@ int load_base_weights(Model *m, const char *spec, uint64_t seed, int quiet, char
 // they are the ones head_meta records (SHA-256 or random:seed=N), with an
 // error that names the head, its weights and the extract command that made
 // its features, and says what to give. seed < 0: for --weights random, the
-// seed the head records (else 1). -1 (err_set) on failure.
+// seed the head records (else 1). spec NULL (no --weights given): the
+// weights the head records (random, or the --weights of the extract
+// command that made its features), with a note unless quiet. -1 (err_set)
+// on failure.
 int load_head_base_weights(Model *m, const char *spec, long seed, int quiet, const char *head,
                            const ModelMeta *head_meta, char *id, size_t id_size);

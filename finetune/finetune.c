@@ -448,7 +448,7 @@ int finetune_run(const FinetuneOptions *o) {
     if (load_head_base_weights(&m, o->weights, -1, o->quiet, o->head, &hm, weights_id, sizeof weights_id) < 0)
         goto done;
     if (model_check_finite(&m, 1, m.n_base) < 0) {
-        err_prefix("--weights %s: ", o->weights);
+        err_prefix("--weights %s: ", o->weights ? o->weights : "(the head's)");
         goto done;
     }
     if (model_load_head(&m, o->head) < 0) goto done;

@@ -139,8 +139,8 @@ int main(int argc, char **argv) {
          "train from cached features of the layer just below --unfreeze\n(extract --layer block4_pool for "
          "block5_conv1) instead of images"},
         {"val-cache", OPT_STRING, &o.val_cache, NULL, "VAL", "validation features, with --cache"},
-        {"weights", OPT_STRING, &o.weights, "imagenet", "FILE|imagenet|random",
-         "weights of the conv base: the ones the head was trained on"},
+        {"weights", OPT_STRING, &o.weights, NULL, "FILE|imagenet|random",
+         "weights of the conv base: the ones the head was trained on\n(default: those the head records)"},
         {"head", OPT_STRING, &o.head, NULL, "HEAD.h5", "head trained by `train` (required: train the head first)"},
         {"out", OPT_STRING, &o.out, NULL, "MODEL.h5", "where to write the fine-tuned model (Keras HDF5)"},
         {"optimizer", OPT_CHOICE, &o.optimizer, "sgd", NULL, "optimizer, Keras's update rules", "sgd|adam|rmsprop"},

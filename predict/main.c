@@ -68,9 +68,9 @@ int main(int argc, char **argv) {
         {"model", OPT_STRING, &o.model, NULL, "MODEL.h5", "a whole model written by `finetune` (or --head)"},
         {"head", OPT_STRING, &o.head, NULL, "HEAD.h5",
          "a dense head written by `train`, on the base of --weights\n(or on the features of --cache)"},
-        {"weights", OPT_STRING, &o.weights, "imagenet", "FILE|imagenet|random",
+        {"weights", OPT_STRING, &o.weights, NULL, "FILE|imagenet|random",
          "with --head: the base weights the head was trained on: a\nKeras HDF5 file, Keras's ImageNet file, "
-         "or random (--seed)"},
+         "or random (--seed) (default: those the head records)"},
         {"eval", OPT_STRING, &o.eval, NULL, "DIR", "evaluate on a labelled folder (one subfolder per class)"},
         {"cache", OPT_STRING, &o.cache, NULL, "CACHE", "with --head: evaluate on features cached by `extract`"},
         {"report", OPT_STRING, &o.report, NULL, "PREFIX",
@@ -147,7 +147,7 @@ int main(int argc, char **argv) {
     // Options given where they change nothing: say so (not an error).
     if (cli_find(&spec, "max-errors")->seen && !o.report)
         log_printf(stderr, "note: --max-errors only changes --report's PREFIX_errors.svg; no --report given\n");
-    if (cli_find(&spec, "seed")->seen && (o.model || o.cache || strcmp(o.weights, "random")))
+    if (cli_find(&spec, "seed")->seen && (o.model || o.cache || (o.weights && strcmp(o.weights, "random"))))
         log_printf(stderr, "note: --seed only goes with --head ... --weights random; ignored here\n");
     if (cli_find(&spec, "memory-budget")->seen && !o.cache)
         log_printf(stderr, "note: --memory-budget only goes with --cache; ignored here\n");

@@ -89,7 +89,7 @@ static int load_model(const PredictOptions *o, Model *m, ModelMeta *meta, char *
     } else if (!o->cache) {
         // A FIFO would block the hash that names the weights before any open.
         struct stat st;
-        if (strcmp(o->weights, "imagenet") && strcmp(o->weights, "random") && stat(o->weights, &st) == 0 &&
+        if (o->weights && strcmp(o->weights, "imagenet") && strcmp(o->weights, "random") && stat(o->weights, &st) == 0 &&
             !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
             return err_set("--weights %s: not a regular file", o->weights);
         if (load_head_base_weights(m, o->weights, o->seed, o->quiet, path, meta, weights_id, id_size) < 0)

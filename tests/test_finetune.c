@@ -301,6 +301,32 @@ Test(finetune, refuses_mismatched_inputs_with_the_reason) {
     cr_expect(strstr(out, "not the base weights the head was trained on") &&
                   strstr(out, "random:seed=1") && strstr(out, "give --weights random"), "%s", out);
     free(out);
+    // A head on a weights FILE (the fine-tuned w.h5, copied to a name that
+    // needs quoting): without --weights, predict takes that file, as the
+    // extract command that made the head's features names it.
+    char wfile[700], whead[700], wcache[700];
+    snprintf(wfile, sizeof wfile, "%s/base w'q.h5", s.dir);
+    snprintf(whead, sizeof whead, "%s/hw.h5", s.dir);
+    snprintf(wcache, sizeof wcache, "%s/cw", s.dir);
+    snprintf(args, sizeof args, "cp '%s/w.h5' \"%s\"", s.dir, wfile);
+    cr_assert_eq(system(args), 0);
+    snprintf(args, sizeof args, "--data %s --cache %s --weights \"%s\" --input-size 32 --threads 1 --quiet", s.data,
+             wcache, wfile);
+    free(run_ok("extract", args));
+    snprintf(args, sizeof args, "--cache %s --out %s --epochs 1 --hidden 4 --threads 1 --quiet", wcache, whead);
+    free(run_ok("train", args));
+    snprintf(args, sizeof args, "--head %s --eval %s --threads 1", whead, s.val);
+    out = run_ok("predict", args);
+    char want[900];
+    snprintf(want, sizeof want, "note: base weights %s, as the head", wfile);
+    cr_expect(strstr(out, want), "want '%s' in:\n%s", want, out);
+    free(out);
+    // No --weights: the head's own (here random:seed=1), with a note; not
+    // Keras's ImageNet file, which a node without network cannot fetch.
+    snprintf(args, sizeof args, "--data %s --head %s --out %s/y2.h5 --epochs 1 --threads 1", s.data, s.head, s.dir);
+    out = run_ok("finetune", args);
+    cr_expect(strstr(out, "note: base weights random, as the head") && !strstr(out, "Downloading"), "%s", out);
+    free(out);
     // A training folder whose classes are not the head's: both lists named.
     char renamed[1200], from[1200];
     snprintf(renamed, sizeof renamed, "%s/renamed", s.dir);
