@@ -216,6 +216,25 @@ const char *const cli_fit_not_here[][2] = {
     {NULL, NULL},
 };
 
+// Keras's names of what every tool spells otherwise (with dashes or
+// underscores, as a Keras user types them): said whatever the tool.
+static const char *const keras_names[][2] = {
+    {"batch-size", "Keras's batch_size is --batch here"},
+    {"target-size", "Keras's target_size is extract's --input-size (train, finetune and predict take it from the "
+                    "cache or the head)"},
+    {"rescale", "Keras's rescale=1./255 is extract's --preprocess rescale (the ImageNet weights want the default, "
+                "caffe)"},
+    {"rotation-range", "ImageDataGenerator's augmentation is finetune's --augment (e.g. --augment "
+                       "rotation=30,shift=0.2,shear=0.2,zoom=0.2,flip)"},
+    {"width-shift-range", "ImageDataGenerator's augmentation is finetune's --augment (e.g. --augment shift=0.2)"},
+    {"height-shift-range", "ImageDataGenerator's augmentation is finetune's --augment (e.g. --augment shift=0.2)"},
+    {"shear-range", "ImageDataGenerator's augmentation is finetune's --augment (e.g. --augment shear=0.2)"},
+    {"zoom-range", "ImageDataGenerator's augmentation is finetune's --augment (e.g. --augment zoom=0.2)"},
+    {"horizontal-flip", "ImageDataGenerator's augmentation is finetune's --augment (e.g. --augment flip)"},
+    {"fill-mode", "finetune's --augment fills as Keras's default, fill_mode='nearest'"},
+    {NULL, NULL},
+};
+
 // Levenshtein distance of a and b, capped: anything over 3 is 4.
 static int edit_distance(const char *a, const char *b) {
     size_t la = strlen(a), lb = strlen(b);
@@ -251,6 +270,11 @@ static void unknown_option(CliSpec *spec, const char *name) {
     for (char *c = dashed; *c; c++)
         if (*c == '_') *c = '-';
     const CliOption *same = strcmp(dashed, name) ? cli_find(spec, dashed) : NULL;
+    for (int i = 0; !same && keras_names[i][0]; i++)
+        if (!strcmp(keras_names[i][0], dashed)) {
+            cli_error(spec->prog, "unknown option '--%s': %s (see --help)", name, keras_names[i][1]);
+            return;
+        }
     const char *guess = same ? same->name : NULL;
     int n_prefix = 0, best = 3, n_best = 0;
     const char *prefix = NULL, *nearest = NULL;

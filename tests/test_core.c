@@ -108,13 +108,17 @@ Test(cli, unknown_options_name_what_was_meant, .init = cr_redirect_stderr) {
     CliSpec s = {"tool", "Does things.", "[options]", NULL, opts, 0, not_here};
     char *a[] = {"tool", "--validation_split", "0.2", NULL}, *b[] = {"tool", "--epoch", "2", NULL},
          *c[] = {"tool", "--optimiser", "sgd", NULL}, *d[] = {"tool", "--input-size", "9", NULL},
-         *e[] = {"tool", "--val", "x", NULL}, *f[] = {"tool", "--zzz", NULL};
+         *e[] = {"tool", "--val", "x", NULL}, *f[] = {"tool", "--zzz", NULL},
+         *g[] = {"tool", "--batch_size", "8", NULL}, *h[] = {"tool", "--horizontal-flip", NULL};
     cr_expect_eq(cli_parse(&s, 3, a, NULL, NULL), CLI_USAGE);
     cr_expect_eq(cli_parse(&s, 3, b, NULL, NULL), CLI_USAGE);
     cr_expect_eq(cli_parse(&s, 3, c, NULL, NULL), CLI_USAGE);
     cr_expect_eq(cli_parse(&s, 3, d, NULL, NULL), CLI_USAGE);
     cr_expect_eq(cli_parse(&s, 3, e, NULL, NULL), CLI_USAGE);
     cr_expect_eq(cli_parse(&s, 2, f, NULL, NULL), CLI_USAGE);
+    // Keras's names of what every tool spells otherwise.
+    cr_expect_eq(cli_parse(&s, 3, g, NULL, NULL), CLI_USAGE);
+    cr_expect_eq(cli_parse(&s, 2, h, NULL, NULL), CLI_USAGE);
     fflush(stderr);
     cr_expect_stderr_eq_str(
         "tool: error: unknown option '--validation_split': did you mean --validation-split? (see --help)\n"
@@ -122,7 +126,10 @@ Test(cli, unknown_options_name_what_was_meant, .init = cr_redirect_stderr) {
         "tool: error: unknown option '--optimiser': did you mean --optimizer? (see --help)\n"
         "tool: error: unknown option '--input-size': it comes from the model file (see --help)\n"
         "tool: error: unknown option '--val' (see --help)\n"
-        "tool: error: unknown option '--zzz' (see --help)\n");
+        "tool: error: unknown option '--zzz' (see --help)\n"
+        "tool: error: unknown option '--batch_size': Keras's batch_size is --batch here (see --help)\n"
+        "tool: error: unknown option '--horizontal-flip': ImageDataGenerator's augmentation is finetune's --augment "
+        "(e.g. --augment flip) (see --help)\n");
 }
 
 // "--" ends the options: what follows is positional, "--flag" included; a
