@@ -46,7 +46,12 @@ int device_select(const char *want, DeviceKind *out, char *note, size_t note_siz
     if (!strcmp(want, "cuda"))
         return err_set("--device cuda: no usable GPU (%s); use --device auto or cpu to run on the CPU", why);
     *out = DEVICE_CPU;
-    if (note) snprintf(note, note_size, "CPU (no usable GPU: %s)", why);
+    // A CPU node (no driver at all) in a few words, on every start line;
+    // a GPU node that cannot use its GPU, with the whole reason.
+    if (note && !strncmp(why, "NVIDIA driver not found", 23))
+        snprintf(note, note_size, "CPU (no usable GPU: no NVIDIA driver on this node; --version says more)");
+    else if (note)
+        snprintf(note, note_size, "CPU (no usable GPU: %s)", why);
     return 0;
 }
 

@@ -363,7 +363,10 @@ int fit_begin(FitState *s, const char *settings, const char *out, int resume, co
         return 0;
     }
     if (!exists) {
-        log_printf(stderr, "note: --resume: no checkpoint at %s yet, starting from the beginning\n", path);
+        // (--resume-if-same, what make and job scripts pass on every run:
+        // a first run is the usual case, not worth a note.)
+        if (resume == FIT_RESUME)
+            log_printf(stderr, "note: --resume: no checkpoint at %s yet, starting from the beginning\n", path);
         return 0;
     }
     if (resume == FIT_RESUME_IF_SAME) {

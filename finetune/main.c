@@ -160,7 +160,8 @@ int main(int argc, char **argv) {
         {"class-weight", OPT_CHOICE, &o.class_weight, "none", NULL,
          "balanced: weight_c = N / (K * N_c), like scikit-learn", "none|balanced"},
         {"early-stopping", OPT_INT, &o.early_stopping, "0", "PATIENCE",
-         "stop after PATIENCE epochs without val_loss improvement (0: off)", .range = ">=0"},
+         "stop after PATIENCE epochs without val_loss improvement (0: off);\nthe last epoch's weights are "
+         "written, as Keras's EarlyStopping\n(restore_best_weights=False)", .range = ">=0"},
         {"checkpoint-every", OPT_LONG, &o.checkpoint_every, "100", "STEPS",
          "also write MODEL.ckpt every STEPS steps (0: only after epochs\nand on signals)", .range = ">=0"},
         {"resume", OPT_FLAG, &o.resume, NULL, NULL, "continue from MODEL.ckpt (settings must match)"},
