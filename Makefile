@@ -161,11 +161,12 @@ $(BUILD)/tests/all: $(TEST_SRC:%.c=$(BUILD)/obj/%.o) $(TEST_UTIL) $(LIB)
 # (tests/lsan.supp); every leak of ours still fails the run.
 # A file system without locks, for the tests (tests/noflock.c): plain, not
 # sanitized (it is preloaded into make and the shell too).
-$(BUILD)/tests/noflock.so: tests/noflock.c
+# ... and one that fails folder listings (tests/failfs.c).
+$(BUILD)/tests/noflock.so $(BUILD)/tests/failfs.so: $(BUILD)/tests/%.so: tests/%.c
 	@mkdir -p $(dir $@)
-	$(CC) -O2 -shared -fPIC $< -o $@
+	$(CC) -O2 -shared -fPIC $< -o $@ -ldl
 
-test: $(BUILD)/tests/all $(BINS) $(BUILD)/tests/noflock.so
+test: $(BUILD)/tests/all $(BINS) $(BUILD)/tests/noflock.so $(BUILD)/tests/failfs.so
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp VGGFT_BIN=$(CURDIR)/$(BUILD) $(BUILD)/tests/all -j2 --short-filename
 
 # The decoders under valgrind: uninitialised reads (pixels a decoder did not

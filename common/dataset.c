@@ -134,15 +134,24 @@ static void classify(const char *path, unsigned char d_type, int *is_dir, int *i
 }
 
 // Lists root/rel and, recursively, its subdirectories that are not symlinks
-// (os.walk with followlinks=False). Unreadable folders are recorded as
-// skipped, as os.walk silently ignores them.
+// (os.walk with followlinks=False). Unreadable folders (no permission) are
+// recorded as skipped, as os.walk silently ignores them; a folder the
+// system failed to list (I/O, a stale NFS handle, out of descriptors:
+// err_errno_is_system), or whose listing broke off part-way, is an error:
+// taken for empty, its images' records would be dropped by extract's rerun.
 static int walk(Scan *s, const char *rel) {
     char *abs = join(s->root, rel);
     if (!abs) return err_set("out of memory");
     DIR *d = opendir(abs);
     if (!d) {
+        int e = errno;
         char reason[300];
-        snprintf(reason, sizeof reason, "cannot read folder: %s", strerror(errno));
+        snprintf(reason, sizeof reason, "cannot read folder: %s", strerror(e));
+        if (err_errno_is_system(e)) {
+            int rc = err_set("%s: %s (the system's failure, not the folder's: rerun once it is well)", abs, reason);
+            free(abs);
+            return rc;
+        }
         free(abs);
         return skip(s, dup_or_null(rel), reason);
     }
@@ -162,7 +171,7 @@ static int walk(Scan *s, const char *rel) {
     StrList subdirs = {0};
     int rc = s->dirs[me].rel ? 0 : err_set("out of memory");
     struct dirent *e;
-    while (rc == 0 && (e = readdir(d))) {
+    while (rc == 0 && (errno = 0, e = readdir(d))) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         char *child = join(abs, e->d_name);
         if (!child) {
@@ -179,6 +188,7 @@ static int walk(Scan *s, const char *rel) {
         else
             rc = strlist_push(&s->dirs[me].files, dup_or_null(e->d_name));
     }
+    if (rc == 0 && !e && errno) rc = err_set("%s: listing the folder failed part-way: %s", abs, strerror(errno));
     closedir(d);
     free(abs);
     for (int i = 0; rc == 0 && i < subdirs.n; i++) rc = walk(s, subdirs.v[i]);
@@ -248,7 +258,7 @@ static int discover_classes(Scan *s, StrList *classes) {
     if (!d) return err_set("%s: cannot read directory: %s", s->root, strerror(errno));
     struct dirent *e;
     int rc = 0;
-    while (rc == 0 && (e = readdir(d))) {
+    while (rc == 0 && (errno = 0, e = readdir(d))) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         char *child = join(s->root, e->d_name);
         if (!child) {
@@ -261,6 +271,7 @@ static int discover_classes(Scan *s, StrList *classes) {
         if (is_dir) rc = strlist_push(classes, dup_or_null(e->d_name));
         else rc = ignore(s, dup_or_null(e->d_name), "not in a class folder (ignored, as Keras does)");
     }
+    if (rc == 0 && !e && errno) rc = err_set("%s: listing the folder failed part-way: %s", s->root, strerror(errno));
     closedir(d);
     if (rc == 0 && classes->n > 1) qsort(classes->v, classes->n, sizeof(char *), cmp_str);
     return rc;

@@ -45,20 +45,37 @@ int err_restore(const ErrKept *k) {
     return -1;
 }
 
+// The system's errors (err_is_system): resources, I/O, and the network
+// under a network file system (NFS, a FUSE or sshfs mount whose server
+// went away).
+static const int system_codes[] = {ENOMEM,   EMFILE,       ENFILE,       ENOBUFS,    EAGAIN,
+                                   EIO,      ESTALE,       ETIMEDOUT,    ENOLINK,    ENOTCONN,
+                                   EREMOTEIO, EHOSTDOWN,   EHOSTUNREACH, ECONNABORTED, ECONNRESET,
+                                   ENETDOWN, ENETUNREACH};
+
+int err_errno_is_system(int e) {
+    for (size_t i = 0; i < sizeof system_codes / sizeof system_codes[0]; i++)
+        if (e == system_codes[i]) return 1;
+    return 0;
+}
+
+// what, as a reason in msg: at its start or after ": " (not inside the path
+// a message starts with: "data/Input/output error.jpg: ...: Permission
+// denied" is the file's fault), and, when whole, ending the message or a
+// clause.
+static int says_reason(const char *msg, const char *what, int whole) {
+    size_t n = strlen(what);
+    for (const char *p = msg; (p = strstr(p, what)); p++)
+        if ((p == msg || (p - msg >= 2 && p[-2] == ':' && p[-1] == ' ')) && (!whole || strchr(" ;,:)", p[n])))
+            return 1;
+    return 0;
+}
+
 int err_is_system(const char *msg) {
     if (!msg) return 0;
     if (err_is_out_of_memory(msg)) return 1;
-    static const int codes[] = {EMFILE, ENFILE, ENOBUFS, EAGAIN, EIO, ESTALE, ETIMEDOUT, ENOLINK};
-    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
-        // As a reason ("PATH: cannot open: Input/output error"), not inside
-        // the path the message starts with ("data/Input/output error.jpg:
-        // ...: Permission denied" is the file's fault): after ": ", and
-        // ending the message or a clause.
-        const char *what = strerror(codes[i]);
-        size_t n = strlen(what);
-        for (const char *p = msg; (p = strstr(p, what)); p++)
-            if (p - msg >= 2 && p[-2] == ':' && p[-1] == ' ' && strchr(" ;,:)", p[n])) return 1;
-    }
+    for (size_t i = 0; i < sizeof system_codes / sizeof system_codes[0]; i++)
+        if (says_reason(msg, strerror(system_codes[i]), 1)) return 1;
     return 0;
 }
 
@@ -66,6 +83,6 @@ int err_is_out_of_memory(const char *msg) {
     static const char *const says[] = {"out of memory", "Cannot allocate memory", "not enough memory",
                                        "Insufficient memory"};
     for (size_t i = 0; msg && i < sizeof says / sizeof says[0]; i++)
-        if (strstr(msg, says[i])) return 1;
+        if (says_reason(msg, says[i], 0)) return 1;
     return 0;
 }

@@ -39,3 +39,5 @@ int err_is_out_of_memory(const char *msg);
 // strerror words them. The tools stop on such an image rather than skip it
 // (and drop its record): a rerun reads it.
 int err_is_system(const char *msg);
+// The same for an errno value (a folder that cannot be listed).
+int err_errno_is_system(int e);
