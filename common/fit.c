@@ -459,7 +459,28 @@ int fit_lock_out(const char *out) {
         // lock file a killed run left in a group's folder does not lock the
         // group's other members out of it (EACCES on O_RDWR).
         int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
+        // One another user's run left, not writable by us (their umask):
+        // a lock all the same (flock needs no write access); ours then
+        // holds no PID.
+        if (fd < 0 && errno == EACCES) fd = open(lock_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0) return err_set("--out %s: cannot make its lock file %s: %s", out, lock_path, strerror(errno));
+        // Only ever our own kind of file ("PID on HOST", or empty): a file
+        // of another kind at that name (an output named so) is never
+        // truncated or removed.
+        char text[320] = "";
+        ssize_t got = pread(fd, text, sizeof text - 1, 0);
+        text[got > 0 ? got : 0] = '\0';
+        struct stat st;
+        long pid_seen;
+        char at[8];
+        if (fstat(fd, &st) == 0 && st.st_size > 0 &&
+            (st.st_size >= (off_t)sizeof text || sscanf(text, "%ld %7s", &pid_seen, at) < 1 ||
+             (sscanf(text, "%ld %7s", &pid_seen, at) == 2 && strcmp(at, "on")))) {
+            close(fd);
+            return err_set("--out %s: %s, where its lock file goes, is another file (%lld bytes): rename it, or give "
+                           "--out another name",
+                           out, lock_path, (long long)st.st_size);
+        }
         if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
             int e = errno;
             if (e != EWOULDBLOCK) {  // no locks on this file system: go on without (and leave no file)
@@ -471,15 +492,19 @@ int fit_lock_out(const char *out) {
             // another node, and a node that died can leave its lock held
             // (NFSv3's lock manager keeps it until that node is back):
             // the message names it, and the way out.
+            // (Read again: the holder may have named itself just now.)
             char holder[320] = "";
             ssize_t n = pread(fd, holder, sizeof holder - 1, 0);
             holder[n > 0 ? n : 0] = '\0';
             holder[strcspn(holder, "\n")] = '\0';
             close(fd);
-            return err_set("--out %s: another train or finetune is writing it now (process %s holds %s): two jobs "
-                           "given one --out? Wait for it to end, or give each its own --out (if that process is "
-                           "gone, its node down, remove %s)",
-                           out, holder[0] ? holder : "?", lock_path, lock_path);
+            char who[400];
+            if (holder[0]) snprintf(who, sizeof who, "process %s holds", holder);
+            else snprintf(who, sizeof who, "a process that has not named itself holds");
+            return err_set("--out %s: another train or finetune is writing it now (%s %s): two jobs given one "
+                           "--out? Wait for it to end, or give each its own --out (if that process is gone, its "
+                           "node down, remove %s)",
+                           out, who, lock_path, lock_path);
         }
         // Still the file at that name (not one a finishing run just removed)?
         struct stat a, b;

@@ -805,6 +805,16 @@ Test(cluster, one_writer_per_out) {
     cr_expect_eq(rc, 0, "%s", out);
     free(out);
     cr_expect_neq(access(lock, F_OK), 0, "train left its lock file %s", lock);
+    // A file of another kind at the lock's name (an output named h.lock):
+    // refused, never truncated or removed.
+    write_file(lock, "\x89HDF\r\n\x1a\n model", 14);
+    rc = run("train", &out, "--cache '%s/c' --out '%s' --epochs 1 --hidden 4 --quiet", top, out_path);
+    cr_expect(rc == 1 && strstr(out, "where its lock file goes, is another file (14 bytes)"), "%s", out);
+    free(out);
+    size_t kept = 0;
+    free(read_file(lock, &kept));
+    cr_expect_eq(kept, 14, "the other file at %s was changed", lock);
+    remove(lock);
     // A lock file left by a killed run (no process holds it) is taken over.
     write_file(lock, "999999\n", 7);
     rc = run("train", &out, "--cache '%s/c' --out '%s' --epochs 1 --hidden 4 --quiet", top, out_path);
