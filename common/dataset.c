@@ -492,6 +492,13 @@ int dataset_content_id(const Dataset *ds, char *out, size_t size) {
         snprintf(full, sizeof full, "%s/%s", ds->root, ds->items[i].path);
         struct stat st;
         long long bytes = stat(full, &st) == 0 ? (long long)st.st_size : -1;  // gone: read as such later
+        // The system failing to say (I/O, a stale NFS handle, out of
+        // descriptors): not a digest of another folder; a resume after the
+        // failure would be refused as "images changed".
+        if (bytes < 0 && err_errno_is_system(errno)) {
+            hash_abort(h);
+            return err_set("%s: %s (the system's failure: rerun once it is well)", full, strerror(errno));
+        }
         int n = snprintf(line, sizeof line, "%s\t%d\t%lld\n", ds->items[i].path, ds->items[i].label, bytes);
         if (n >= (int)sizeof line) n = (int)sizeof line - 1;
         // And the file's first and last 4 KiB (headers, the first and last
@@ -499,9 +506,19 @@ int dataset_content_id(const Dataset *ds, char *out, size_t size) {
         unsigned char ends[8192];
         size_t got = 0;
         int fd = bytes > 0 ? open(full, O_RDONLY | O_NONBLOCK | O_CLOEXEC) : -1;
+        if (fd < 0 && bytes > 0 && err_errno_is_system(errno)) {
+            hash_abort(h);
+            return err_set("%s: cannot open: %s (the system's failure: rerun once it is well)", full, strerror(errno));
+        }
         if (fd >= 0) {
             ssize_t a = pread(fd, ends, 4096, 0);
             ssize_t b = bytes > 4096 ? pread(fd, ends + 4096, 4096, bytes > 8192 ? bytes - 4096 : 4096) : 0;
+            if ((a < 0 || b < 0) && err_errno_is_system(errno)) {
+                int e = errno;
+                close(fd);
+                hash_abort(h);
+                return err_set("%s: read error: %s (the system's failure: rerun once it is well)", full, strerror(e));
+            }
             got = (size_t)(a > 0 ? a : 0);
             if (b > 0) memmove(ends + got, ends + 4096, (size_t)b), got += (size_t)b;
             close(fd);

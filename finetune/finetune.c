@@ -767,7 +767,20 @@ int finetune_run(const FinetuneOptions *o) {
             Running vr;
             double tv = progress_now();
             int rc = evaluate(&ev, &val, &vr, NULL, 1);
-            if (rc < 0) goto done;
+            if (rc < 0) {
+                // A validation image the system failed to read (I/O, out of
+                // memory): the epoch's training steps are whole; keep them
+                // (a resumed run validates and ends the epoch).
+                if (err_is_system(err_msg())) {
+                    char why[ERR_MSG_MAX];
+                    snprintf(why, sizeof why, "%s", err_msg());
+                    fs.epoch_secs = progress_now() - bar.t_start;
+                    if (save_state(&fs, &walk, &m, settings, ckpt_path) == 0)
+                        err_set("%s; the training steps of epoch %d are saved in %s: %s", why, epoch + 1, ckpt_path,
+                                rerun);
+                }
+                goto done;
+            }
             t_val += progress_now() - tv;
             if (rc == 1) {
                 // The epoch's steps are done: save them; a resumed run

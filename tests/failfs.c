@@ -3,11 +3,14 @@
 //   FAILFS_OPENDIR=TEXT   opendir(path with TEXT) fails
 //   FAILFS_READDIR=TEXT   readdir on such a folder fails after FAILFS_AFTER
 //                         entries (default 2), as a listing broken off
-//   FAILFS_ERRNO=N        the errno of either (default 5, EIO)
+//   FAILFS_OPEN=TEXT      open(path with TEXT) fails (a file)
+//   FAILFS_ERRNO=N        the errno of each (default 5, EIO)
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,6 +66,21 @@ struct dirent64 *readdir64(DIR *d) {
         return NULL;
     }
     return real(d);
+}
+
+int open(const char *path, int flags, ...) {
+    static int (*real)(const char *, int, ...);
+    if (!real) real = (int (*)(const char *, int, ...))dlsym(RTLD_NEXT, "open");
+    const char *o = getenv("FAILFS_OPEN");
+    if (o && *o && strstr(path, o)) {
+        errno = fail_errno();
+        return -1;
+    }
+    va_list ap;
+    va_start(ap, flags);
+    int mode = (flags & O_CREAT) ? va_arg(ap, int) : 0;
+    va_end(ap);
+    return real(path, flags, mode);
 }
 
 int closedir(DIR *d) {
