@@ -783,10 +783,18 @@ int extract_run(const ExtractOptions *o) {
                 o->data, skipped.n, o->cache);
         goto done;
     }
-    // Skipped images only: files Keras does not list are no failure.
+    // Skipped images, or a class folder without any (files Keras does not
+    // list are no failure).
+    int n_no_images = 0;
+    for (int k = 0; k < ds.n_classes; k++) n_no_images += ds.class_counts[k] == 0;
     if (o->strict && skipped.n) {
         err_set("--strict: %d file%s skipped (see %s/skipped.tsv)%s", skipped.n, skipped.n == 1 ? " was" : "s were",
-                o->cache, n_empty ? "; a class has no records at all" : "");
+                o->cache, n_empty || n_no_images ? "; a class has no records at all" : "");
+        goto done;
+    }
+    if (o->strict && n_no_images) {
+        err_set("--strict: %d class folder%s of %s hold%s no images: a class without records", n_no_images,
+                n_no_images == 1 ? "" : "s", o->data, n_no_images == 1 ? "s" : "");
         goto done;
     }
     status = 0;

@@ -483,6 +483,12 @@ Test(extract, other_settings_refused_and_bad_folders) {
     cr_expect_eq(run_tool("extract", args, &out), 0, "%s", out);
     cr_expect(strstr(out, "classes:        3\n") && strstr(out, "2 zebras "), "%s", out);
     free(out);
+    // ... which --strict, "a class left without records", fails.
+    snprintf(args, sizeof args, "--data '%s' --cache '%s/../c3' --weights random --input-size %d --quiet --strict", dir,
+             dir, SIZE);
+    cr_expect_eq(run_tool("extract", args, &out), 1, "%s", out);
+    cr_expect(strstr(out, "--strict: 1 class folder of") && strstr(out, "holds no images"), "%s", out);
+    free(out);
     // No image in any class folder: an error.
     char solo[1100];
     snprintf(solo, sizeof solo, "%s/../only_empty/zebras", dir);
