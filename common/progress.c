@@ -78,7 +78,9 @@ void progress_format(const Progress *p, long done, double elapsed, int final, co
     // earlier run) and an earlier run's seconds would inflate it.
     long work = done - p->free_items;
     double work_secs = elapsed - p->t_before;
-    int rate_ok = work > 0 && work_secs > 0 && (final || work_secs >= PROGRESS_MIN_SECONDS);
+    // A final line's rate from a tenth of a second at least: one image
+    // skipped in half a millisecond is no "1940 img/s".
+    int rate_ok = work > 0 && work_secs > 0 && work_secs >= (final ? 0.1 : PROGRESS_MIN_SECONDS);
     double rate = rate_ok ? work / work_secs : 0;
     if (final) {
         format_seconds(elapsed, t, sizeof t);

@@ -153,6 +153,13 @@ Test(cluster, progress_rates_come_from_this_runs_work) {
     p.free_items = 90;
     progress_format(&p, 95, 2.0, 0, NULL, line, sizeof line);
     cr_expect(strstr(line, "ETA: 2s - 2.5 img/s") != NULL, "%s", line);
+    // One item (a skipped file) in half a millisecond: no rate in the final
+    // line either (a newcomer saw "1/1 ... 1940 img/s").
+    progress_start(&p, devnull, 1, "img");
+    progress_format(&p, 1, 0.0005, 1, NULL, line, sizeof line);
+    cr_expect(!strstr(line, "img/s") && !strstr(line, "s/img"), "%s", line);
+    progress_start(&p, devnull, 100, "img");
+    p.free_items = 90;
     // Nothing new at all: no rate even in the final line.
     progress_format(&p, 90, 2.0, 1, NULL, line, sizeof line);
     cr_expect(!strstr(line, "img/s") && !strstr(line, "s/img"), "%s", line);
