@@ -92,8 +92,10 @@
 # STAGE.made above), so the next make goes by what the target was made with.
 #
 # Refused before anything is written: paths (DATA, VAL, OUT, WEIGHTS, BIN)
-# with spaces or quotes (make's own limit); OUT inside DATA or VAL (the
-# listing would see the pipeline's own files). Not tracked: the tools'
+# with spaces or quotes (make's own limit); an OUT with one of
+# : % ; * ? [ (make's syntax) or ` | & < > ( ) (the shell's); OUT inside DATA
+# or VAL (the listing would see the pipeline's own files); FINETUNE or RESUME
+# other than one word, 1 or 0. Not tracked: the tools'
 # binaries (a rebuilt tool does not rerun the pipeline: make -B) and what
 # WEIGHTS=imagenet resolves to.
 
@@ -127,11 +129,17 @@ export VGGFT_RERUN_HINT := rerun the same make to continue (it resumes)
 pipeline_bad_path = $(or $(filter-out 0 1,$(words $2)),$(findstring ',$2),$(findstring ",$2))
 $(foreach v,DATA VAL OUT WEIGHTS BIN,$(if $(call pipeline_bad_path,$v,$($v)),\
   $(error $v='$($v)': paths with spaces or quotes are not supported (make splits them); use a link without them)))
-# OUT names make's targets: make reads : % ; * ? [ in them as its own syntax.
-$(if $(strip $(foreach c,: % ; * ? [,$(findstring $c,$(OUT)))),\
-  $(error OUT='$(OUT)': make reads : % ; * ? [ in a target's path as its own syntax; use a name without them))
-# Flags: 1 or 0 (make would take "yes" or "true" for 0).
-$(foreach v,FINETUNE RESUME,$(if $(filter-out 0 1,$($v))$(if $(strip $($v)),,empty),\
+# OUT names make's targets: make reads : % ; * ? [ in them as its own syntax;
+# and its recipes' shell ` | & < > ( ) (the shell runs what is in backticks,
+# even in an echo; a | breaks the rule). (The parentheses are variables: make
+# would read them as its own in a function's argument.)
+pipeline_lparen := (
+pipeline_rparen := )
+$(if $(strip $(foreach c,: % ; * ? [ ` | & < > $(pipeline_lparen) $(pipeline_rparen),$(findstring $c,$(OUT)))),\
+  $(error OUT='$(OUT)': make reads : % ; * ? [ in a target's path as its own syntax, the shell ` | & < > ( ) in its recipes; use a name without them))
+# Flags: one word, 1 or 0 (make would take "yes" or "true" for 0; filter-out
+# alone would take "0 1").
+$(foreach v,FINETUNE RESUME,$(if $(filter-out 0 1,$($v))$(filter-out 1,$(words $($v))),\
   $(error $v='$($v)': want 1 or 0)))
 ifeq ($(strip $(DATA)),)
   $(error DATA=DIR is required: the training images, one subfolder per class)

@@ -10,10 +10,15 @@
 # While finetune runs it sends the job SIGTERM (scancel --batch
 # --signal=TERM, what a preemption or --signal before the time limit does):
 # finetune saves its state and exits 75, the job requeues itself and resumes
-# (--resume). Checks that every job completed in dependency order, that the
+# (by the --resume-if-same of its FINETUNE_ARGS, which job scripts are
+# advised to pass: the requeue must not add a --resume beside it, which the
+# tool refuses). Checks that every job completed in dependency order, that the
 # array's shards were merged into a complete cache, that the finetune job ran
 # twice and wrote the very bytes an uninterrupted finetune writes, and that
-# predict wrote its report. Stops everything it started, by process id.
+# predict wrote its report; that submit.sh refuses, before any sbatch, tool
+# options a job would refuse or that the chain sets itself; that FINETUNE=0
+# runs with a BIN that has no finetune. Stops everything it started, by
+# process id.
 #
 #   scripts/test_slurm.sh [BIN]      (BIN: the built tools, default build)
 # VGGFT_SLURM_KEEP=1 keeps the temporary folder (logs) afterwards.
@@ -175,10 +180,15 @@ export EXTRACT_TIME=00:10:00 MERGE_TIME=00:10:00 TRAIN_TIME=00:10:00 FINETUNE_TI
 export EXTRACT_ARGS="--input-size 48 --layer block2_pool"
 # (Quoted as on a command line: the job scripts read it as make does.)
 export TRAIN_ARGS="--epochs 10 --hidden 0 --optimizer 'adam' --lr 1e-4"
-export FINETUNE_ARGS="--unfreeze block2_conv1 --epochs 8 --batch 10 --checkpoint-every 3"
+# --resume-if-same, as the README advises for job scripts: the requeued run
+# must resume by it alone.
+export FINETUNE_ARGS="--unfreeze block2_conv1 --epochs 8 --batch 10 --checkpoint-every 3 --resume-if-same"
 export PREDICT_ARGS=""
 # Refused before any sbatch, nothing made: a tool option with a typo (the
-# tool's own message), an OUT inside DATA.
+# tool's own message; predict's too, which has no --summary), an option the
+# chain sets itself (its --summary check would pass it: a second --out would
+# win over the chain's), one for --summary only, --validation-split with a
+# VAL (the tools take only one), an OUT inside DATA.
 refused() { # WHAT EXPECTED_TEXT NAME=VALUE...
     local what=$1 want=$2 out
     shift 2
@@ -186,6 +196,13 @@ refused() { # WHAT EXPECTED_TEXT NAME=VALUE...
     grep -q -- "$want" <<<"$out" || fail "submit.sh on $what: $out"
 }
 refused "a TRAIN_ARGS typo" "unknown option '--epoch'" TRAIN_ARGS="--epoch 5"
+refused "--out= in TRAIN_ARGS" "TRAIN_ARGS: --out is set by the chain" TRAIN_ARGS="--epochs 2 --out=$work/x.h5"
+refused "--input-size in FINETUNE_ARGS" "FINETUNE_ARGS: --input-size is for --summary only" FINETUNE_ARGS="--input-size 48"
+refused "--validation-split with VAL" "FINETUNE_ARGS: --validation-split goes with no VAL" \
+    FINETUNE_ARGS="--epochs 2 --validation-split 0.2"
+if [ -x "$BIN/predict" ]; then
+    refused "a PREDICT_ARGS typo" "PREDICT_ARGS: predict: error: unknown option '--formt'" PREDICT_ARGS="--formt json"
+fi
 refused "OUT inside DATA" "lies inside the image folder" OUT="$DATA/run"
 [ ! -e "$DATA/run" ] || fail "a refused submit.sh made $DATA/run"
 scripts/slurm/submit.sh
@@ -267,7 +284,10 @@ restarts=$(field "$finetune" Restarts)
 log=$(ftlog)
 grep -q 'exited with status 75' "$log" || fail "finetune did not stop with status 75 (log $log)"
 grep -q 'requeueing job' "$log" || fail "the finetune job did not requeue itself"
-grep -q "finetune .* --resume" "$log" || fail "the requeued finetune did not get --resume"
+# Its own --resume-if-same, and no --resume beside it (the tool refuses both).
+grep -q "(restart 1): .*/finetune .* --resume-if-same" "$log" || fail "the requeued finetune lost --resume-if-same"
+grep -qE "\(restart [0-9]+\): .*/finetune .* --resume( |$)" "$log" && fail "the requeued finetune got --resume beside --resume-if-same"
+grep -q "Resuming from .*model\.ckpt" "$log" || fail "the requeued finetune did not resume from its checkpoint"
 grep -q 'exited with status 0' "$log" || fail "the resumed finetune did not end well"
 say "finetune was stopped, requeued and resumed; running it uninterrupted for comparison"
 mkdir -p "$work/ref"
@@ -286,7 +306,11 @@ else
 fi
 
 # --- FINETUNE=0: the chain stops after the head; the report is the head's -------
-scripts/slurm/submit.sh OUT="$work/run0" FINETUNE=0 >"$work/submit0.txt" 2>&1 || fail "FINETUNE=0: $(cat "$work/submit0.txt")"
+# On a BIN without finetune, which FINETUNE=0 allows (its options go unchecked).
+mkdir -p "$work/bin0"
+for tool in extract train predict; do [ ! -x "$BIN/$tool" ] || ln -s "$BIN/$tool" "$work/bin0/$tool"; done
+scripts/slurm/submit.sh OUT="$work/run0" FINETUNE=0 BIN="$work/bin0" >"$work/submit0.txt" 2>&1 ||
+    fail "FINETUNE=0: $(cat "$work/submit0.txt")"
 grep -q '^finetune=' "$work/run0/jobs.txt" && fail "FINETUNE=0 submitted a finetune job: $(cat "$work/run0/jobs.txt")"
 # shellcheck disable=SC2046
 deadline=$(($(date +%s) + 600)) && wait_completed $(cut -d= -f2 "$work/run0/jobs.txt")

@@ -438,8 +438,10 @@ Test(pipeline, same_features_rerun_nothing_after_extract) {
     pipe_free(&p);
 }
 
-// OUT inside DATA (its listing would take the pipeline's files for images)
-// and paths with spaces are refused before anything is created.
+// OUT inside DATA (its listing would take the pipeline's files for images),
+// paths with spaces, an OUT with a backtick (the recipes' shell would run what
+// is in it) and a flag of two words (FINETUNE='0 1' passed a filter-out
+// check) are refused before anything is created.
 Test(pipeline, out_inside_data_and_spaces_refused) {
     Pipe p = pipe_new("pipeline_refuse", 2);
     char *log = NULL;
@@ -462,6 +464,20 @@ Test(pipeline, out_inside_data_and_spaces_refused) {
     cr_expect(strstr(log, "spaces or quotes are not supported"), "%s", log);
     free(log);
     cr_expect(access(p.out, F_OK) != 0, "OUT with a space was created");
+    // A backtick in OUT (no other character the check refuses).
+    snprintf(p.out, sizeof p.out, "%s/out`id`", p.top_train);
+    rc = pipe_make(&p, "", "", HEAD_ARGS, &log);
+    cr_expect_eq(rc, 2, "make with a backtick in OUT: %d\n%s", rc, log);
+    cr_expect(strstr(log, "the shell ` | & < > ( ) in its recipes"), "%s", log);
+    free(log);
+    cr_expect(access(p.out, F_OK) != 0, "OUT with a backtick was created");
+    // FINETUNE of two words, each 0 or 1.
+    snprintf(p.out, sizeof p.out, "%s/out", p.top_train);
+    rc = pipe_make(&p, "", "FINETUNE='0 1'", HEAD_ARGS, &log);
+    cr_expect_eq(rc, 2, "make with FINETUNE='0 1': %d\n%s", rc, log);
+    cr_expect(strstr(log, "FINETUNE='0 1': want 1 or 0"), "%s", log);
+    free(log);
+    cr_expect(access(p.out, F_OK) != 0, "OUT was created before FINETUNE='0 1' was refused");
     pipe_free(&p);
 }
 

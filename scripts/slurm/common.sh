@@ -27,10 +27,17 @@ vggft_threads() {
     if [ -n "${SLURM_CPUS_PER_TASK:-}" ]; then echo "--threads ${SLURM_CPUS_PER_TASK}"; fi
 }
 
-# --resume when this job runs again after a requeue (preemption, the time
-# limit, a node failure): SLURM_RESTART_COUNT counts the restarts. A fresh
-# submission starts over (the tool replaces an older checkpoint).
+# vggft_resume_flag ARGS...: --resume when this job runs again after a
+# requeue (preemption, the time limit, a node failure): SLURM_RESTART_COUNT
+# counts the restarts. A fresh submission starts over (the tool replaces an
+# older checkpoint). Nothing when ARGS (the tool's own options) already hold
+# --resume or --resume-if-same: the tools refuse both together (exit 2), and
+# --resume-if-same (README: for job scripts) continues the checkpoint by itself.
 vggft_resume_flag() {
+    local a
+    for a in "$@"; do
+        case $a in --resume | --resume-if-same) return 0 ;; esac
+    done
     if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ]; then echo "--resume"; fi
 }
 
@@ -43,7 +50,8 @@ vggft_resume_flag() {
 # stopped by a signal saves its state and exits 75 (README, "Stopping and
 # resuming"): the job is then requeued, and its next run continues
 # (extract resumes its cache by itself; train and finetune get --resume from
-# vggft_resume_flag). Returns the tool's exit status, 0 once requeued.
+# vggft_resume_flag, or continue by their own --resume-if-same). Returns the
+# tool's exit status, 0 once requeued.
 vggft_run() {
     echo "[$(date '+%F %T')] $(vggft_job_id) on $(hostname -s) (restart ${SLURM_RESTART_COUNT:-0}): $*"
     "$@" &

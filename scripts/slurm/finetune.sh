@@ -3,7 +3,8 @@
 #   sbatch finetune.sh DATA VAL|"" HEAD.h5 MODEL.h5
 # Stopped by SIGTERM (--signal=B:TERM@SECONDS before the time limit, a
 # preemption, scancel --batch --signal=TERM) it checkpoints between two steps,
-# is requeued and resumes from MODEL.ckpt with --resume: on the same
+# is requeued and resumes from MODEL.ckpt with --resume (or with the
+# --resume-if-same of FINETUNE_ARGS, never both): on the same
 # --cpus-per-task (--threads) it ends with the weights of an uninterrupted run.
 #SBATCH --job-name=vggft-finetune
 #SBATCH --requeue
@@ -16,4 +17,4 @@ if [ -n "$val" ]; then valopt=(--val-data "$val"); fi
 vggft_words args "${VGGFT_FINETUNE_ARGS:-}"
 # shellcheck disable=SC2046
 vggft_run "$VGGFT_BIN/finetune" --data "$data" "${valopt[@]}" --weights "$VGGFT_WEIGHTS" --head "$head" \
-    --out "$model" $(vggft_threads) "${args[@]}" $(vggft_resume_flag)
+    --out "$model" $(vggft_threads) "${args[@]}" $(vggft_resume_flag "${args[@]}")

@@ -19,7 +19,8 @@
 # A job that fails cancels the jobs after it (--kill-on-invalid-dep=yes); an
 # sbatch that fails cancels the jobs this script had submitted (scancel) and
 # says so, so that no half chain is left queued. An unknown NAME (a typo) is
-# refused with the list of known ones.
+# refused with the list of known ones; so are, before any sbatch, tool
+# options a job would refuse or that would change the chain (below).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -56,7 +57,9 @@ Settings (default in brackets):
                     save their state and the job requeues [300]
   SBATCH_ARGS       more sbatch options for every job (--account, --qos, --mem) [none]
   EXTRACT_ARGS TRAIN_ARGS FINETUNE_ARGS PREDICT_ARGS
-                    each tool's own options [none]
+                    each tool's own options, checked before any sbatch; not
+                    those the chain sets (--data, --cache, --out, --head,
+                    --weights, --threads, --shard, --resume...) [none]
 HELP
         exit 0
         ;;
@@ -121,20 +124,94 @@ for d in "$DATA" ${VAL:+"$VAL"}; do
     case $OUT/ in "$d"/*) echo "submit.sh: OUT=$OUT lies inside the image folder $d: put OUT elsewhere" >&2; exit 2 ;; esac
 done
 # Each tool's own options, read as the job scripts read them (common.sh,
-# vggft_words: quotes honoured) and checked now by the tool itself (its
-# --summary parses every option, then only prints the model): a typo would
-# otherwise fail its job hours later, after the extraction.
+# vggft_words: quotes honoured), checked now: a bad one would otherwise fail
+# its job hours later, after the extraction. First the options the chain
+# sets itself or that do not go with it (chain_refuses, below): the tools
+# would accept them in a --summary check and then fail in the job ("for
+# --summary only", both --val-cache and --validation-split) or silently
+# change the chain (a second --out or --head wins over the chain's own path,
+# a --shard makes every array task extract the same shard). Then the tool
+# itself: --summary parses every option, then only prints the model; predict
+# has none, so it runs as its job runs it, on files that do not exist, and
+# its usage errors (exit 2: unknown option, bad value, options that do not go
+# together) come before it opens any file (a missing model is exit 1).
 # shellcheck source=scripts/slurm/common.sh
 source "$here/common.sh"
+
+# chain_refuses TOOL OPTION: why the chain refuses OPTION in TOOL's *_ARGS
+# (from the job scripts and the tools' --help); nothing when it may be given.
+# --overwrite (extract) and --resume-if-same (train, finetune) may: a flag the
+# chain gives too changes nothing, and --resume-if-same replaces the
+# requeue's --resume (common.sh, vggft_resume_flag).
+chain_refuses() {
+    local cpus=${1^^}_CPUS
+    case $1:$2 in
+    *:--help | *:--version | extract:--summary | train:--summary | finetune:--summary)
+        echo "only prints and exits: its job would make nothing" ;;
+    extract:--info | extract:--merge | extract:--verify)
+        echo "is a command of its own (the chain runs extract --merge itself): the job would extract nothing" ;;
+    extract:--data) echo "is set by the chain (DATA, and VAL for the validation cache)" ;;
+    extract:--cache) echo "is set by the chain (OUT/cache/train.I, OUT/cache/val)" ;;
+    extract:--shard) echo "is set by the chain (array task I extracts --shard I/SHARDS: set SHARDS instead)" ;;
+    extract:--weights | finetune:--weights | predict:--weights) echo "is set by the chain (WEIGHTS)" ;;
+    extract:--threads | train:--threads | finetune:--threads)
+        echo "is set by the chain (to $cpus, its --cpus-per-task: set $cpus instead)" ;;
+    train:--cache) echo "is set by the chain (OUT/cache/train)" ;;
+    train:--val-cache) echo "is set by the chain (OUT/cache/val, from VAL)" ;;
+    train:--out) echo "is set by the chain (OUT/head.h5)" ;;
+    train:--validation-split | finetune:--validation-split)
+        [ -z "$VAL" ] || echo "goes with no VAL (the chain validates on VAL=$VAL, and the tool takes only one)" ;;
+    train:--resume | finetune:--resume)
+        echo "is added by the chain when a requeued job runs again (a fresh submission starts over; --resume-if-same continues an earlier chain's checkpoint of the same settings)" ;;
+    train:--model | train:--input-size | train:--layer | train:--classes)
+        echo "is for --summary only (train takes it from the cache: set --model, --input-size, --layer in EXTRACT_ARGS)" ;;
+    finetune:--model | finetune:--input-size | finetune:--layer | finetune:--classes | finetune:--class-mode | \
+        finetune:--hidden | finetune:--dropout)
+        echo "is for --summary only (finetune takes it from the head, OUT/head.h5: set it in EXTRACT_ARGS or TRAIN_ARGS)" ;;
+    finetune:--data) echo "is set by the chain (DATA)" ;;
+    finetune:--val-data) echo "is set by the chain (VAL)" ;;
+    finetune:--cache | finetune:--val-cache)
+        echo "does not go with the chain: its finetune trains on the images (--data DATA${VAL:+ --val-data VAL})" ;;
+    finetune:--head) echo "is set by the chain (OUT/head.h5, the head its train job writes)" ;;
+    finetune:--out) echo "is set by the chain (OUT/model.h5)" ;;
+    predict:--model | predict:--head)
+        echo "is set by the chain (the report evaluates OUT/model.h5, or with FINETUNE=0 OUT/head.h5)" ;;
+    predict:--eval) echo "is set by the chain (VAL)" ;;
+    predict:--report) echo "is set by the chain (OUT/eval)" ;;
+    predict:--cache) echo "does not go with the chain: its report evaluates the images of VAL (--eval)" ;;
+    esac
+}
+
 for pair in extract:EXTRACT_ARGS train:TRAIN_ARGS finetune:FINETUNE_ARGS predict:PREDICT_ARGS; do
     tool=${pair%%:*} name=${pair#*:}
     if ! (vggft_words words "${!name}") 2>/dev/null; then
         echo "submit.sh: $name=${!name}: not a valid command line (unbalanced quotes?)" >&2
         exit 2
     fi
+    # Tools this chain does not run are not checked (FINETUNE=0 may go with a
+    # BIN without finetune; no VAL or no predict: no report).
+    [ "$tool" != finetune ] || [ "$FINETUNE" = 1 ] || continue
+    [ "$tool" != predict ] || [ "$predict" = 1 ] || continue
     vggft_words words "${!name}"
-    [ "$tool" != predict ] || continue  # (predict has no --summary)
-    if ! why=$("$BIN/$tool" --summary "${words[@]}" 2>&1 >/dev/null); then
+    # Every word, both --opt VALUE and --opt=VALUE (the tools take both).
+    for w in "${words[@]}"; do
+        [[ $w == --?* ]] || continue
+        why=$(chain_refuses "$tool" "${w%%=*}")
+        if [ -n "$why" ]; then echo "submit.sh: $name: ${w%%=*} $why; remove it" >&2; exit 2; fi
+    done
+    if [ "$tool" = predict ]; then
+        # As predict.sh runs it (the head's report with FINETUNE=0; random
+        # weights: nothing to read or download).
+        nx=/nonexistent/vggft-submit-check
+        what=(--model "$nx/model.h5")
+        [ "$FINETUNE" = 1 ] || what=(--head "$nx/head.h5" --weights random)
+        rc=0
+        why=$("$BIN/predict" "${what[@]}" --eval "$nx/val" --report "$nx/eval" "${words[@]}" 2>&1 >/dev/null) || rc=$?
+        if [ "$rc" -eq 2 ]; then
+            echo "submit.sh: $name: ${why:-predict refused these options}" >&2
+            exit 2
+        fi
+    elif ! why=$("$BIN/$tool" --summary "${words[@]}" 2>&1 >/dev/null); then
         echo "submit.sh: $name: ${why:-$tool refused these options}" >&2
         exit 2
     fi
