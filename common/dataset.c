@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #include "error.h"
+#include "progress.h"
 #include "hash.h"
 #include "utf8.h"
 
@@ -149,6 +150,14 @@ static int walk(Scan *s, const char *rel) {
         snprintf(reason, sizeof reason, "cannot read folder: %s", strerror(e));
         if (err_errno_is_system(e)) {
             int rc = err_set("%s: %s (the system's failure, not the folder's: rerun once it is well)", abs, reason);
+            free(abs);
+            return rc;
+        }
+        // A class folder itself (its name has no '/'): never an empty class
+        // (an expired Kerberos ticket on NFS says EACCES); its subfolders
+        // are skipped, as os.walk skips them.
+        if (!strchr(rel, '/')) {
+            int rc = err_set("%s: the class folder cannot be read: %s", abs, strerror(e));
             free(abs);
             return rc;
         }
@@ -532,6 +541,11 @@ int dataset_content_id(const Dataset *ds, char *out, size_t size) {
     if (hash_end(h, hex) < 0) return -1;
     snprintf(out, size, "images:%s", hex);
     return 0;
+}
+
+void dataset_warn_skipped(const Dataset *ds) {
+    for (int i = 0; i < ds->n_skipped; i++)
+        log_printf(stderr, "warning: skipped %s/%s: %s\n", ds->root, ds->skipped_paths[i], ds->skipped_reasons[i]);
 }
 
 int dataset_looks_like_splits(const Dataset *ds, char *buf, size_t size) {

@@ -94,6 +94,9 @@ int dataset_looks_like_splits(const Dataset *ds, char *buf, size_t size);
 // (unless the new one has the same size and the same first and last 4
 // KiB). out: at least 72 bytes. -1 with err_set on a hashing failure.
 int dataset_content_id(const Dataset *ds, char *out, size_t size);
+// A warning on stderr for each folder the scan skipped (unreadable
+// subfolders of a class), for tools that keep no list of their own.
+void dataset_warn_skipped(const Dataset *ds);
 
 // scikit-learn's compute_class_weight('balanced'): w[c] = N / (K * N_c),
 // computed in double. -1 (naming the class) if a class has no images, where

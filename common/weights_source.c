@@ -73,29 +73,50 @@ int load_base_weights(Model *m, const char *spec, uint64_t seed, int quiet, char
     return model_load_base(m, path);
 }
 
-// The --weights value of the extract command recorded in cmd (as
-// cli_command_line quotes it: 'a b' and '\'' inside), into out; 0 when the
-// command has none.
-static int command_weights(const char *cmd, char *out, size_t size) {
-    const char *p = cmd;
-    while (p && (p = strstr(p, " --weights"))) {
-        p += strlen(" --weights");
-        if (*p == ' ' || *p == '=') break;
-    }
-    if (!p || !*p) return 0;
-    p++;
+// The next word of a command line as cli_command_line writes it (plain, or
+// in single quotes with '\'' for a quote), unquoted into out; returns the
+// text after it, NULL at the end.
+static const char *next_word(const char *p, char *out, size_t size) {
+    while (*p == ' ') p++;
+    if (!*p) return NULL;
     size_t n = 0;
-    if (*p != '\'') {
-        while (*p && *p != ' ' && n + 1 < size) out[n++] = *p++;
-    } else {
-        for (p++; *p && n + 1 < size;) {
-            if (!strncmp(p, "'\\''", 4)) out[n++] = '\'', p += 4;
-            else if (*p == '\'') break;
-            else out[n++] = *p++;
+    while (*p && *p != ' ') {
+        if (*p == '\'') {
+            for (p++; *p && *p != '\''; p++)
+                if (n + 1 < size) out[n++] = *p;
+            if (*p) p++;
+        } else if (!strncmp(p, "\\'", 2)) {
+            if (n + 1 < size) out[n++] = '\'';
+            p += 2;
+        } else {
+            if (n + 1 < size) out[n++] = *p;
+            p++;
         }
     }
     out[n] = '\0';
-    return n > 0;
+    return p;
+}
+
+// The --weights value of the extract command recorded in cmd (its last,
+// as the option parser keeps the last of a repeated option; "--weights X"
+// or "--weights=X", whatever the quoting), into out; 0 when it has none.
+static int command_weights(const char *cmd, char *out, size_t size) {
+    char word[4096];
+    int found = 0, take_next = 0;
+    for (const char *p = cmd; (p = next_word(p, word, sizeof word));) {
+        if (take_next) {
+            snprintf(out, size, "%s", word);
+            found = 1, take_next = 0;
+        } else if (!strcmp(word, "--weights")) {
+            take_next = 1;
+        } else if (!strncmp(word, "--weights=", 10)) {
+            snprintf(out, size, "%s", word + 10);
+            found = 1;
+        } else if (!strcmp(word, "--")) {
+            break;
+        }
+    }
+    return found && out[0];
 }
 
 int load_head_base_weights(Model *m, const char *spec, long seed, int quiet, const char *head,
@@ -110,8 +131,17 @@ int load_head_base_weights(Model *m, const char *spec, long seed, int quiet, con
         if (head_random) spec = "random";
         else if (head_meta->features_made_by && command_weights(head_meta->features_made_by, recorded, sizeof recorded))
             spec = recorded;
-        else spec = "imagenet";
-        if (!quiet) log_printf(stderr, "note: base weights %s, as the head %s records (--weights overrides)\n", spec, head);
+        else spec = NULL;
+        if (!spec) {
+            // An older head: its weights' SHA-256 only, no command.
+            spec = "imagenet";
+            if (!quiet)
+                log_printf(stderr, "note: base weights imagenet: the head %s names no weights file, only their %s "
+                           "(give --weights FILE if they were not Keras's ImageNet weights)\n", head,
+                           head_meta->weights[0] ? head_meta->weights : "digest");
+        } else if (!quiet) {
+            log_printf(stderr, "note: base weights %s, as the head %s records (--weights overrides)\n", spec, head);
+        }
     }
     const int seed_given = seed >= 0;
     if (!seed_given) seed = (long)head_seed;

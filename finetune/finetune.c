@@ -492,6 +492,7 @@ int finetune_run(const FinetuneOptions *o) {
     } else {
         Dataset all = {0};
         if (dataset_scan(o->data, NULL, 0, &all) < 0) goto done;
+        dataset_warn_skipped(&all);
         if (model_meta_check_classes(&hm, o->data, all.class_names, all.n_classes) < 0) {
             dataset_free(&all);
             goto done;
@@ -510,6 +511,7 @@ int finetune_run(const FinetuneOptions *o) {
         printf("%s\n", found);
         if (o->val_data) {
             if (dataset_scan(o->val_data, NULL, 0, &val.ds) < 0) goto done;
+            dataset_warn_skipped(&val.ds);
             if (model_meta_check_classes(&hm, o->val_data, val.ds.class_names, val.ds.n_classes) < 0)
                 goto done;
             if (split_from_dataset(&val) < 0) goto done;
