@@ -441,6 +441,17 @@ int fit_check_out(const char *out, const char *const *inputs, const char *const 
 static int lock_fd = -1;
 static char lock_path[4200];
 
+// A lock file's text as fit_lock_out writes it: empty (a holder that has
+// not named itself yet) or "PID on HOST" and a newline, nothing else.
+static int lock_text_ours(const char *t, size_t n) {
+    if (n == 0) return 1;
+    if (memchr(t, '\0', n) || t[n - 1] != '\n') return 0;
+    size_t i = 0;
+    while (i < n && t[i] >= '0' && t[i] <= '9') i++;
+    if (i == 0 || n - i < 6 || strncmp(t + i, " on ", 4) || t[i + 4] == '\n') return 0;
+    return memchr(t + i + 4, '\n', n - i - 4) == t + n - 1;
+}
+
 void fit_unlock_out(void) {
     if (lock_fd < 0) return;
     // Removed while still held: a process that opened it meanwhile finds,
@@ -458,28 +469,27 @@ int fit_lock_out(const char *out) {
         // 0666 less the umask, as the outputs beside it (atomic_open): a
         // lock file a killed run left in a group's folder does not lock the
         // group's other members out of it (EACCES on O_RDWR).
-        int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
+        // (O_NONBLOCK: a FIFO planted there is refused below, not waited on.)
+        int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0666);
         // One another user's run left, not writable by us (their umask):
-        // a lock all the same (flock needs no write access); ours then
-        // holds no PID.
-        if (fd < 0 && errno == EACCES) fd = open(lock_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        // a lock all the same (flock needs no write access); once held, it
+        // is replaced by one of ours (below).
+        int read_only = 0;
+        if (fd < 0 && errno == EACCES) fd = open(lock_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK), read_only = 1;
         if (fd < 0) return err_set("--out %s: cannot make its lock file %s: %s", out, lock_path, strerror(errno));
         // Only ever our own kind of file ("PID on HOST", or empty): a file
         // of another kind at that name (an output named so) is never
         // truncated or removed.
-        char text[320] = "";
-        ssize_t got = pread(fd, text, sizeof text - 1, 0);
-        text[got > 0 ? got : 0] = '\0';
+        char text[320];
+        ssize_t got = pread(fd, text, sizeof text, 0);
         struct stat st;
-        long pid_seen;
-        char at[8];
-        if (fstat(fd, &st) == 0 && st.st_size > 0 &&
-            (st.st_size >= (off_t)sizeof text || sscanf(text, "%ld %7s", &pid_seen, at) < 1 ||
-             (sscanf(text, "%ld %7s", &pid_seen, at) == 2 && strcmp(at, "on")))) {
+        if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || got < 0 || got == (ssize_t)sizeof text ||
+            !lock_text_ours(text, (size_t)got)) {
             close(fd);
-            return err_set("--out %s: %s, where its lock file goes, is another file (%lld bytes): rename it, or give "
-                           "--out another name",
-                           out, lock_path, (long long)st.st_size);
+            return err_set("--out %s: %s, where its lock file goes, is another file (%s, %lld bytes): rename it, "
+                           "or give --out another name",
+                           out, lock_path, S_ISREG(st.st_mode) ? "not a lock file" : "not a regular file",
+                           (long long)st.st_size);
         }
         if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
             int e = errno;
@@ -509,6 +519,23 @@ int fit_lock_out(const char *out) {
         // Still the file at that name (not one a finishing run just removed)?
         struct stat a, b;
         if (fstat(fd, &a) == 0 && stat(lock_path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+            // Held, but not writable: put one of ours in its place (held
+            // before the old one is let go), so that the name we write is
+            // what a refused run reads, not the old file's stale one. When
+            // that fails, the old file stays our lock, nameless.
+            if (read_only && unlink(lock_path) == 0) {
+                int mine = open(lock_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0666);
+                if (mine >= 0 && flock(mine, LOCK_EX | LOCK_NB) == 0) {
+                    close(fd);
+                    fd = mine;
+                } else {
+                    // Another run took the name first (it holds OUT now, or
+                    // will): the old file, gone from the name, locks nothing.
+                    if (mine >= 0) close(mine);
+                    close(fd);
+                    continue;
+                }
+            }
             char host[256] = "?", holder[320];
             if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "?");
             host[sizeof host - 1] = '\0';

@@ -816,14 +816,25 @@ Test(cluster, one_writer_per_out) {
     // refused, never truncated or removed.
     write_file(lock, "\x89HDF\r\n\x1a\n model", 14);
     rc = run("train", &out, "--cache '%s/c' --out '%s' --epochs 1 --hidden 4 --quiet", top, out_path);
-    cr_expect(rc == 1 && strstr(out, "where its lock file goes, is another file (14 bytes)"), "%s", out);
+    cr_expect(rc == 1 && strstr(out, "where its lock file goes, is another file (not a lock file, 14 bytes)"), "%s",
+              out);
     free(out);
     size_t kept = 0;
     free(read_file(lock, &kept));
     cr_expect_eq(kept, 14, "the other file at %s was changed", lock);
+    // Nor a number alone, or a FIFO (the breaker's).
+    write_file(lock, "12345\n", 6);
+    rc = run("train", &out, "--cache '%s/c' --out '%s' --epochs 1 --hidden 4 --quiet", top, out_path);
+    cr_expect(rc == 1 && strstr(out, "(not a lock file, 6 bytes)"), "%s", out);
+    free(out);
+    remove(lock);
+    cr_assert_eq(mkfifo(lock, 0644), 0);
+    rc = run("train", &out, "--cache '%s/c' --out '%s' --epochs 1 --hidden 4 --quiet", top, out_path);
+    cr_expect(rc == 1 && strstr(out, "(not a regular file"), "%s", out);
+    free(out);
     remove(lock);
     // A lock file left by a killed run (no process holds it) is taken over.
-    write_file(lock, "999999\n", 7);
+    write_file(lock, "999999 on gone-node\n", 20);
     rc = run("train", &out, "--cache '%s/c' --out '%s' --epochs 1 --hidden 4 --quiet", top, out_path);
     cr_expect_eq(rc, 0, "%s", out);
     free(out);
