@@ -170,7 +170,11 @@ int main(int argc, char **argv) {
     }
     if (o.threads == 0) o.threads = parallel_cpus();
     blas_set_threads(o.threads);
-    if (summary) {
+    if (summary && n_rest) {
+        // As the run would (a stray word in a job's EXTRACT_ARGS is found by
+        // submit.sh's --summary check, not hours later).
+        cli_error("extract", "unexpected argument '%s' (see --help)", rest[0]);
+    } else if (summary) {
         status = model_options_summary("extract", &mo, MOPT_BASE, SUMMARY_BASE);
     } else if (info) {
         status = extract_info(info) < 0 ? (cli_error("extract", NULL), 1) : 0;

@@ -204,6 +204,12 @@ if [ -x "$BIN/predict" ]; then
     refused "a PREDICT_ARGS typo" "PREDICT_ARGS: predict: error: unknown option '--formt'" PREDICT_ARGS="--formt json"
 fi
 refused "OUT inside DATA" "lies inside the image folder" OUT="$DATA/run"
+refused "a stray word in EXTRACT_ARGS" "unexpected argument 'yes'" EXTRACT_ARGS="--reduced-decode yes"
+refused "a head cut below the layer to unfreeze" "no such layer in the vgg16 base cut at block2_pool" \
+    EXTRACT_ARGS="--layer block2_pool" FINETUNE_ARGS="--unfreeze block5_conv1"
+# *_ARGS are read, never run: $(...) stays a word (which the tool refuses).
+refused "a command in TRAIN_ARGS" "unexpected argument" TRAIN_ARGS="--epochs 2 \$(touch $work/ran)"
+[ ! -e "$work/ran" ] || fail "submit.sh ran a command found in TRAIN_ARGS"
 [ ! -e "$DATA/run" ] || fail "a refused submit.sh made $DATA/run"
 scripts/slurm/submit.sh
 # shellcheck disable=SC1091,SC2154

@@ -13,11 +13,15 @@ vggft_job_id() {
     fi
 }
 
-# vggft_words VAR "STRING": the array VAR holds the words of STRING as a
-# shell (and make's recipes) reads a command line: quotes honoured, so
-# TRAIN_ARGS="--optimizer 'adam'" means what it means to make.
+# vggft_words VAR "STRING": the array VAR holds the words of STRING, quotes
+# and backslashes honoured as a command line's ('a b', "a b", a\ b), and
+# nothing run or expanded ($(...), `...`, $X stay as written): xargs(1)
+# reads them so. 1 (VAR empty) when the quotes do not balance.
 vggft_words() {
-    eval "$1=($2)"
+    local -n vggft_words_out=$1
+    vggft_words_out=()
+    printf '%s' "$2" | xargs -r printf '' 2>/dev/null || return 1
+    mapfile -d '' -t vggft_words_out < <(printf '%s' "$2" | xargs -r printf '%s\0')
 }
 
 # --threads for the CPUs Slurm gave the job: the same count on every run of
@@ -36,7 +40,7 @@ vggft_threads() {
 vggft_resume_flag() {
     local a
     for a in "$@"; do
-        case $a in --resume | --resume-if-same) return 0 ;; esac
+        case $a in --resume | --resume=* | --resume-if-same | --resume-if-same=*) return 0 ;; esac
     done
     if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ]; then echo "--resume"; fi
 }

@@ -123,6 +123,9 @@ esac
 for d in "$DATA" ${VAL:+"$VAL"}; do
     case $OUT/ in "$d"/*) echo "submit.sh: OUT=$OUT lies inside the image folder $d: put OUT elsewhere" >&2; exit 2 ;; esac
 done
+# sbatch reads % in --output's path as a pattern (%j, %A...): the logs would
+# land elsewhere.
+case $OUT in *%*) echo "submit.sh: OUT=$OUT: a % in it would be read by sbatch as a pattern; use a name without" >&2; exit 2 ;; esac
 # Each tool's own options, read as the job scripts read them (common.sh,
 # vggft_words: quotes honoured), checked now: a bad one would otherwise fail
 # its job hours later, after the extraction. First the options the chain
@@ -146,7 +149,7 @@ source "$here/common.sh"
 chain_refuses() {
     local cpus=${1^^}_CPUS
     case $1:$2 in
-    *:--help | *:--version | extract:--summary | train:--summary | finetune:--summary)
+    *:--help | *:-h | *:--version | extract:--summary | train:--summary | finetune:--summary)
         echo "only prints and exits: its job would make nothing" ;;
     extract:--info | extract:--merge | extract:--verify)
         echo "is a command of its own (the chain runs extract --merge itself): the job would extract nothing" ;;
@@ -161,6 +164,10 @@ chain_refuses() {
     train:--out) echo "is set by the chain (OUT/head.h5)" ;;
     train:--validation-split | finetune:--validation-split)
         [ -z "$VAL" ] || echo "goes with no VAL (the chain validates on VAL=$VAL, and the tool takes only one)" ;;
+    train:--early-stopping | finetune:--early-stopping)
+        # (It watches val_loss: VAL, or a --validation-split in the same *_ARGS.)
+        [ -n "$VAL" ] || [[ " ${words[*]} " == *" --validation-split"* ]] ||
+            echo "watches the validation loss: set VAL (or give --validation-split too)" ;;
     train:--resume | finetune:--resume)
         echo "is added by the chain when a requeued job runs again (a fresh submission starts over; --resume-if-same continues an earlier chain's checkpoint of the same settings)" ;;
     train:--model | train:--input-size | train:--layer | train:--classes)
@@ -195,7 +202,7 @@ for pair in extract:EXTRACT_ARGS train:TRAIN_ARGS finetune:FINETUNE_ARGS predict
     vggft_words words "${!name}"
     # Every word, both --opt VALUE and --opt=VALUE (the tools take both).
     for w in "${words[@]}"; do
-        [[ $w == --?* ]] || continue
+        [[ $w == --?* || $w == -h ]] || continue
         why=$(chain_refuses "$tool" "${w%%=*}")
         if [ -n "$why" ]; then echo "submit.sh: $name: ${w%%=*} $why; remove it" >&2; exit 2; fi
     done
@@ -211,9 +218,24 @@ for pair in extract:EXTRACT_ARGS train:TRAIN_ARGS finetune:FINETUNE_ARGS predict
             echo "submit.sh: $name: ${why:-predict refused these options}" >&2
             exit 2
         fi
-    elif ! why=$("$BIN/$tool" --summary "${words[@]}" 2>&1 >/dev/null); then
+    else
+        # finetune's check with the cut and size extract's options give the
+        # head (--layer block2_pool with --unfreeze block5_conv1 is refused
+        # so, not after extract and train).
+        from_extract=()
+        if [ "$tool" = finetune ]; then
+            vggft_words ew "$EXTRACT_ARGS"
+            for ((i = 0; i < ${#ew[@]}; i++)); do
+                case ${ew[i]} in
+                --layer=* | --model=* | --input-size=*) from_extract+=("${ew[i]}") ;;
+                --layer | --model | --input-size) from_extract+=("${ew[i]}" "${ew[i + 1]:-}") ;;
+                esac
+            done
+        fi
+        if ! why=$("$BIN/$tool" --summary "${from_extract[@]}" "${words[@]}" 2>&1 >/dev/null); then
         echo "submit.sh: $name: ${why:-$tool refused these options}" >&2
         exit 2
+        fi
     fi
 done
 mkdir -p "$OUT/cache" "$OUT/logs"
