@@ -125,7 +125,7 @@ int main(int argc, char **argv) {
          "caffe: BGR minus ImageNet means (what the ImageNet weights\nexpect); rescale: x/255 (the seeds); torch: "
          "torchvision's",
          "caffe|rescale|torch"},
-        {"interpolation", OPT_CHOICE, &o.interpolation, "nearest", NULL, "resize filter (Keras's default: nearest)",
+        {"interpolation", OPT_CHOICE, &o.interpolation, "nearest", NULL, "resize filter, Keras's interpolation (Keras's default too)",
          "nearest|bilinear"},
         {"dtype", OPT_CHOICE, &o.dtype, "f16", NULL, "precision of the stored features", "f16|f32"},
         {"batch", OPT_INT, &o.batch, "32", "N", "images per batch through the conv base (on the CPU, a batch\nof at least --threads runs its images side by side, one per thread)", .range = ">=1"},

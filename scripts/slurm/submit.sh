@@ -112,7 +112,16 @@ abs() { realpath -m -- "$1"; }
 DATA=$(abs "$DATA") OUT=$(abs "$OUT") BIN=$(abs "$BIN")
 if [ -n "$VAL" ]; then VAL=$(abs "$VAL"); fi
 case $WEIGHTS in
-imagenet | random) ;;
+imagenet)
+    # Each job reads Keras's file there, downloading it when it is missing:
+    # compute nodes often have no network, and every job would then fail.
+    # (VGG19 through EXTRACT_ARGS --model vgg19 wants its own file.)
+    kf=${KERAS_HOME:-$HOME/.keras}/models/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5
+    case " $EXTRACT_ARGS " in *vgg19*) kf=${kf/vgg16/vgg19} ;; esac
+    [ -f "$kf" ] || echo "note: WEIGHTS=imagenet: $kf is not there yet: each job downloads it, which fails on nodes" \
+        "without network; copy Keras's file there first, or give WEIGHTS=FILE (README, 'Weights without network access')" >&2
+    ;;
+random) ;;
 *)
     WEIGHTS=$(abs "$WEIGHTS")
     [ -f "$WEIGHTS" ] || { echo "submit.sh: WEIGHTS=$WEIGHTS: no such file (or imagenet, random)" >&2; exit 2; }
