@@ -358,7 +358,7 @@ int fit_begin(FitState *s, const char *settings, const char *out, int resume, co
         // an emptied history.
         if (exists)
             log_printf(stderr,
-                       "note: %s is from an earlier run: starting over and replacing it (--resume continues it)\n",
+                       "note: %s is from an earlier run: starting over and replacing it (--resume would continue that run, or add epochs to it)\n",
                        path);
         return 0;
     }
