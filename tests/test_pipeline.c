@@ -457,27 +457,23 @@ Test(pipeline, out_inside_data_and_spaces_refused) {
     cr_expect_eq(rc, 2, "make with OUT = VAL: %d\n%s", rc, log);
     cr_expect(strstr(log, "lies inside VAL"), "%s", log);
     free(log);
-    // A space in OUT.
-    snprintf(p.out, sizeof p.out, "%s/my out", p.top_train);
-    rc = pipe_make(&p, "", "", HEAD_ARGS, &log);
-    cr_expect_eq(rc, 2, "make with a space in OUT: %d\n%s", rc, log);
-    cr_expect(strstr(log, "spaces or quotes are not supported"), "%s", log);
-    free(log);
-    cr_expect(access(p.out, F_OK) != 0, "OUT with a space was created");
-    // A backtick in OUT (no other character the check refuses).
-    snprintf(p.out, sizeof p.out, "%s/out`id`", p.top_train);
-    rc = pipe_make(&p, "", "", HEAD_ARGS, &log);
-    cr_expect_eq(rc, 2, "make with a backtick in OUT: %d\n%s", rc, log);
-    cr_expect(strstr(log, "the shell ` | & < > ( ) in its recipes"), "%s", log);
-    free(log);
-    cr_expect(access(p.out, F_OK) != 0, "OUT with a backtick was created");
-    // FINETUNE of two words, each 0 or 1.
-    snprintf(p.out, sizeof p.out, "%s/out", p.top_train);
-    rc = pipe_make(&p, "", "FINETUNE='0 1'", HEAD_ARGS, &log);
-    cr_expect_eq(rc, 2, "make with FINETUNE='0 1': %d\n%s", rc, log);
-    cr_expect(strstr(log, "FINETUNE='0 1': want 1 or 0"), "%s", log);
-    free(log);
-    cr_expect(access(p.out, F_OK) != 0, "OUT was created before FINETUNE='0 1' was refused");
+    // A space or a backtick in OUT, a FINETUNE of two words: refused, OUT
+    // not created.
+    const struct {
+        const char *out, *make_opts, *says;
+    } bad[] = {
+        {"my out", "", "spaces or quotes are not supported"},
+        {"out`id`", "", "the shell ` | & < > ( ) in its recipes"},
+        {"out", "FINETUNE='0 1'", "FINETUNE='0 1': want 1 or 0"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(p.out, sizeof p.out, "%s/%s", p.top_train, bad[i].out);
+        rc = pipe_make(&p, "", bad[i].make_opts, HEAD_ARGS, &log);
+        cr_expect_eq(rc, 2, "make with OUT=%s %s: %d\n%s", bad[i].out, bad[i].make_opts, rc, log);
+        cr_expect(strstr(log, bad[i].says), "%s", log);
+        free(log);
+        cr_expect(access(p.out, F_OK) != 0, "OUT=%s was created before %s was refused", p.out, bad[i].says);
+    }
     pipe_free(&p);
 }
 
