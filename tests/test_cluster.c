@@ -930,9 +930,6 @@ Test(cluster, folder_listing_failures_stop_and_keep_records, .timeout = 300) {
     rc = run_command(cmd, &out);
     cr_expect(rc == 1 && strstr(out, "img 01") && strstr(out, "the system's failure"), "exit %d: %s", rc, out);
     free(out);
-    // No permission on a class folder stays what os.walk makes of it (Keras
-    // lists nothing there): skipped with the reason (not tested as root,
-    // who reads it all the same).
     remove_tree(top);
     free(top);
 }
