@@ -456,7 +456,11 @@ void fit_unlock_out(void) {
     if (lock_fd < 0) return;
     // Removed while still held: a process that opened it meanwhile finds,
     // once it has the lock, that the name no longer leads to it, and retries.
-    unlink(lock_path);
+    // Only when the name still leads to ours: another run may have written
+    // an output of its own there since (train --out X.lock).
+    struct stat a, b;
+    if (fstat(lock_fd, &a) == 0 && lstat(lock_path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+        unlink(lock_path);
     close(lock_fd);
     lock_fd = -1;
 }
@@ -579,6 +583,9 @@ int fit_plot_history(const FitState *s, const char *path, const char *title) {
 }
 
 int fit_write_history_files(const FitState *s) {
+    // Before this run's first epoch ends (a stop in it saves a checkpoint),
+    // an earlier run's history and plot stay as they are, together.
+    if (s->epochs_done == 0) return 0;
     if (fit_write_history(s, s->history_path) < 0) return -1;
     return fit_plot_history(s, s->history_svg, s->history_title);
 }

@@ -320,6 +320,19 @@ Test(cluster, history_csv_is_written_after_every_epoch) {
     free(out);
     cr_expect_eq(file_lines(csv), 2, "the failed run emptied %s", csv);
     cr_expect_eq(svg_epochs(svg), 1, "the failed run removed %s", svg);
+    // Nor does a new run stopped (SIGTERM, exit 75) in its first epoch: its
+    // checkpoint is saved, the earlier history and plot stay, together (the
+    // CSV was emptied beside the old plot).
+    setenv("VGGFT_TEST_SIGTERM_AFTER_STEP", "1", 1);
+    rc = run("finetune", &out,
+             "--data '%s/data' --head '%s/h.h5' --weights random --out '%s/m.h5' --unfreeze block1_conv2 --no-augment "
+             "--epochs 3 --batch 8 --lr 0.02 --threads 1 --quiet",
+             top, top, top);
+    unsetenv("VGGFT_TEST_SIGTERM_AFTER_STEP");
+    cr_expect_eq(rc, 75, "%s", out);
+    free(out);
+    cr_expect_eq(file_lines(csv), 2, "a run stopped in its first epoch emptied %s", csv);
+    cr_expect_eq(svg_epochs(svg), 1, "%s", svg);
     remove_tree(top);
     free(top);
 }
@@ -806,6 +819,18 @@ Test(cluster, one_writer_per_out) {
     char path[1100];
     snprintf(path, sizeof path, "%s/run/h.ckpt", top);
     cr_expect_neq(access(path, F_OK), 0, "the refused run wrote %s", path);
+    // Another run's output written at the lock's name meanwhile (train
+    // --out run/h.lock): unlocking leaves it (it removed it by name).
+    char other[1100];
+    snprintf(other, sizeof other, "%s/run/other", top);
+    write_file(other, "a head", 6);
+    cr_assert_eq(rename(other, lock), 0);
+    fit_unlock_out();
+    size_t n_other = 0;
+    free(read_file(lock, &n_other));
+    cr_expect_eq(n_other, 6, "unlocking removed another run's file at %s", lock);
+    remove(lock);
+    cr_assert_eq(fit_lock_out(out_path), 0, "%s", err_msg());
     fit_unlock_out();
     cr_expect_neq(access(lock, F_OK), 0, "unlocking left %s", lock);
     rc = run("train", &out, "--cache '%s/c' --out '%s' --epochs 1 --hidden 4 --quiet", top, out_path);
