@@ -40,7 +40,11 @@ vggft_threads() {
 vggft_resume_flag() {
     local a
     for a in "$@"; do
-        case $a in --resume | --resume=* | --resume-if-same | --resume-if-same=*) return 0 ;; esac
+        # (A flag's value: 1/true/yes on, 0/false/no off, as the tools read it.)
+        case $a in
+        --resume | --resume-if-same | --resume=1 | --resume=true | --resume=yes | --resume-if-same=1 | \
+            --resume-if-same=true | --resume-if-same=yes) return 0 ;;
+        esac
     done
     if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ]; then echo "--resume"; fi
 }

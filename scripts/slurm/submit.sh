@@ -150,7 +150,8 @@ case $OUT in *%*) echo "submit.sh: OUT=$OUT: a % in it would be read by sbatch a
 # shellcheck source=scripts/slurm/common.sh
 source "$here/common.sh"
 
-# chain_refuses TOOL OPTION: why the chain refuses OPTION in TOOL's *_ARGS
+# chain_refuses TOOL OPTION VALUE: why the chain refuses OPTION (with VALUE,
+# its next word or what follows its '=') in TOOL's *_ARGS
 # (from the job scripts and the tools' --help); nothing when it may be given.
 # --overwrite (extract) and --resume-if-same (train, finetune) may: a flag the
 # chain gives too changes nothing, and --resume-if-same replaces the
@@ -172,10 +173,12 @@ chain_refuses() {
     train:--val-cache) echo "is set by the chain (OUT/cache/val, from VAL)" ;;
     train:--out) echo "is set by the chain (OUT/head.h5)" ;;
     train:--validation-split | finetune:--validation-split)
-        [ -z "$VAL" ] || echo "goes with no VAL (the chain validates on VAL=$VAL, and the tool takes only one)" ;;
+        [ -z "$VAL" ] || [[ $3 =~ ^0*\.?0*$ ]] ||
+            echo "goes with no VAL (the chain validates on VAL=$VAL, and the tool takes only one)" ;;
     train:--early-stopping | finetune:--early-stopping)
-        # (It watches val_loss: VAL, or a --validation-split in the same *_ARGS.)
-        [ -n "$VAL" ] || [[ " ${words[*]} " == *" --validation-split"* ]] ||
+        # (It watches val_loss: VAL, or a --validation-split in the same
+        # *_ARGS; 0 is off.)
+        [ -n "$VAL" ] || [ "$3" = 0 ] || [[ " ${words[*]} " == *" --validation-split"* ]] ||
             echo "watches the validation loss: set VAL (or give --validation-split too)" ;;
     train:--resume | finetune:--resume)
         echo "is added by the chain when a requeued job runs again (a fresh submission starts over; --resume-if-same continues an earlier chain's checkpoint of the same settings)" ;;
@@ -210,9 +213,11 @@ for pair in extract:EXTRACT_ARGS train:TRAIN_ARGS finetune:FINETUNE_ARGS predict
     [ "$tool" != predict ] || [ "$predict" = 1 ] || continue
     vggft_words words "${!name}"
     # Every word, both --opt VALUE and --opt=VALUE (the tools take both).
-    for w in "${words[@]}"; do
+    for ((i = 0; i < ${#words[@]}; i++)); do
+        w=${words[i]}
         [[ $w == --?* || $w == -h ]] || continue
-        why=$(chain_refuses "$tool" "${w%%=*}")
+        if [[ $w == *=* ]]; then value=${w#*=}; else value=${words[i + 1]:-}; fi
+        why=$(chain_refuses "$tool" "${w%%=*}" "$value")
         if [ -n "$why" ]; then echo "submit.sh: $name: ${w%%=*} $why; remove it" >&2; exit 2; fi
     done
     if [ "$tool" = predict ]; then
