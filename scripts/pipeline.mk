@@ -335,8 +335,13 @@ $(CACHES): $(OUT)/cache/%.done:
 	+@$(call pipeline_touched,$*)
 
 # --- train: the head, from the caches ----------------------------------------
+# The head (and the model below) stay in place while their tool runs: the
+# tools replace them atomically when done, and a run that fails (a typo in
+# TRAIN_ARGS, a lock held) leaves the finished one, not none. That it is of
+# other settings the stage's keys say (pipeline_inputs: not current until
+# its STAGE.made is this make's).
 $(HEAD): $(CACHES) $(call pipeline_inputs,head,$(HEAD),$(S)/head.settings)
-	@$(call pipeline_lock,head) rm -f '$@'; \
+	@$(call pipeline_lock,head) \
 	$(call pipeline_resume,head,$(OUT)/head.ckpt) $(call pipeline_started,head) \
 	echo "$(BIN)/train --cache $(OUT)/cache/train $(if $(strip $(VAL)),--val-cache $(OUT)/cache/val) --out $@ $(TRAIN_ARGS) $$r"; \
 	'$(BIN)/train' --cache '$(OUT)/cache/train' $(if $(strip $(VAL)),--val-cache '$(OUT)/cache/val') --out '$@' \
@@ -348,7 +353,7 @@ $(HEAD): $(CACHES) $(call pipeline_inputs,head,$(HEAD),$(S)/head.settings)
 # The images of DATA and VAL through the caches' stamps: they change with the
 # images' bytes and labels (and the weights' features), not with mtimes.
 $(MODEL): $(HEAD) $(CACHES) $(call pipeline_inputs,model,$(MODEL),$(S)/model.settings)
-	@$(call pipeline_lock,model) rm -f '$@'; \
+	@$(call pipeline_lock,model) \
 	$(call pipeline_resume,model,$(OUT)/model.ckpt) $(call pipeline_started,model) \
 	echo "$(BIN)/finetune --data $(DATA) $(if $(strip $(VAL)),--val-data $(VAL)) --weights $(WEIGHTS) --head $(HEAD) --out $@ $(FINETUNE_ARGS) $$r"; \
 	'$(BIN)/finetune' --data '$(DATA)' $(if $(strip $(VAL)),--val-data '$(VAL)') --weights '$(WEIGHTS)' \

@@ -274,6 +274,13 @@ Test(pipeline, head_setting_reruns_train_and_what_follows) {
     cr_assert_gt(snap_mtime(after, "head.h5"), snap_mtime(before, "head.h5"));
     free(before);
     free(after);
+
+    // A typo in TRAIN_ARGS: train refuses it, and the finished head stays
+    // (the recipe removed it first, a breaker's loss).
+    rc = pipe_make(&p, "", "", "--epoch 3 --hidden 8 --threads 1", &log);
+    cr_expect_neq(rc, 0, "%s", log);
+    cr_expect(strstr(log, "unknown option '--epoch'") && exists(p.out, "head.h5"), "head.h5 gone:\n%s", log);
+    free(log);
     pipe_free(&p);
 }
 
