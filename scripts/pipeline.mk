@@ -207,7 +207,10 @@ PIPELINE_IMAGES := \( -iname '*.png' -o -iname '*.jpg' -o -iname '*.jpeg' -o -in
                       -o -iname '*.tif' -o -iname '*.tiff' \)
 # The status-change time (%C@) too: an image skipped as unreadable and then
 # made readable (chmod) has the same size and mtime, but must be extracted.
-pipeline_listing = $(shell find -L '$2' -mindepth 2 -type f $(PIPELINE_IMAGES) -printf '%P %s %T@ %C@\n' | \
+# The class folders too, by name: an empty one is a class (as Keras counts
+# it), so adding one changes the cache.
+pipeline_listing = $(shell { find -L '$2' -mindepth 1 -maxdepth 1 -type d -printf '%P/\n'; \
+                     find -L '$2' -mindepth 2 -type f $(PIPELINE_IMAGES) -printf '%P %s %T@ %C@\n'; } | \
                      LC_ALL=C sort >'$(call pipeline_tmp,$1)')$(eval DIGEST_$3 := $(firstword $(shell \
                      sha256sum <'$(call pipeline_tmp,$1)')))$(call pipeline_commit,$1)
 WEIGHTS_ID := $(if $(WEIGHTS_FILE),$(shell stat -L -c '%s %Y' '$(WEIGHTS_FILE)'))

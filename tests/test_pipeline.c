@@ -410,6 +410,14 @@ Test(pipeline, same_features_rerun_nothing_after_extract) {
     cr_expect(rc == 0 && strstr(log, "/cache/train --weights") && !strstr(log, "/train --cache"),
               "after a chmod: extract alone should run (%d):\n%s", rc, log);
     free(log);
+    // An empty class folder is a class (as Keras counts it): make sees it.
+    snprintf(cmd, sizeof cmd, "mkdir '%s/data/zebras'", p.top_val);
+    cr_assert_eq(system(cmd), 0);
+    rc = pipe_make(&p, "", "-q", HEAD_ARGS, &log);
+    cr_expect_neq(rc, 0, "make -q after a new empty class folder: up to date\n%s", log);
+    free(log);
+    snprintf(cmd, sizeof cmd, "rmdir '%s/data/zebras'", p.top_val);
+    cr_assert_eq(system(cmd), 0);
 
     // A file Keras does not list: nothing runs.
     snprintf(cmd, sizeof cmd, "echo notes > '%s/data/circles/notes.txt' && echo x > '%s/data/README'", p.top_train,
