@@ -483,6 +483,11 @@ int finetune_run(const FinetuneOptions *o) {
             int rc = features_split(&all.fs, hm.n_classes, all.meta.class_files, o->validation_split, &train.fs,
                                     &val.fs);
             train.n = train.fs.n, train.labels = train.fs.labels, val.n = val.fs.n, val.labels = val.fs.labels;
+            // The cache's settings stay with the training split: the model
+            // records its decoding from them (a reduced decode, the pixel
+            // budget), as predict then decodes images alike.
+            train.meta = all.meta;
+            memset(&all.meta, 0, sizeof all.meta);
             split_free(&all);
             if (rc < 0) goto done;
         }

@@ -430,6 +430,35 @@ Test(finetune, refuses_mismatched_inputs_with_the_reason) {
     free(s.dir);
 }
 
+// finetune --cache with --validation-split: the model records the cache's
+// decoding (a reduced decode here), as with --val-cache, so that predict
+// decodes images as the features were (the split had dropped it: '').
+Test(finetune, cache_split_keeps_the_decoding_record, .timeout = 300) {
+    Setup s = setup();
+    char args[3000], c5[700], c4[700], head[700], model[700];
+    snprintf(c5, sizeof c5, "%s/c5r", s.dir);
+    snprintf(c4, sizeof c4, "%s/c4r", s.dir);
+    snprintf(head, sizeof head, "%s/hr.h5", s.dir);
+    snprintf(model, sizeof model, "%s/mr.h5", s.dir);
+    const char *common = "--weights random --input-size 32 --threads 1 --quiet --reduced-decode";
+    snprintf(args, sizeof args, "--data %s --cache %s %s", s.data, c5, common);
+    free(run_ok("extract", args));
+    snprintf(args, sizeof args, "--data %s --cache %s --layer block4_pool %s", s.data, c4, common);
+    free(run_ok("extract", args));
+    snprintf(args, sizeof args, "--cache %s --out %s --epochs 1 --hidden 4 --threads 1 --quiet", c5, head);
+    free(run_ok("train", args));
+    snprintf(args, sizeof args,
+             "--cache %s --validation-split 0.5 --head %s --weights random --out %s --epochs 1 --threads 1 --quiet",
+             c4, head, model);
+    free(run_ok("finetune", args));
+    ModelMeta mm;
+    cr_assert_eq(model_meta_read(model, &mm), 0, "%s", err_msg());
+    cr_expect(!strncmp(mm.decode, "reduced", 7), "the model records decoding '%s'", mm.decode);
+    model_meta_free(&mm);
+    remove_tree(s.dir);
+    free(s.dir);
+}
+
 // The default --unfreeze follows the head's cut (block2_pool -> block2_conv1),
 // and a layer the head's base lacks is a usage error (exit 2) though it is
 // known only once HEAD.h5 is read.
