@@ -146,6 +146,12 @@ const char *model_meta_made_by_note(const ModelMeta *meta, char *buf, size_t siz
     return buf;
 }
 
+long model_meta_pixel_budget(const ModelMeta *meta, long fallback) {
+    const char *p = strstr(meta->decode, "pixel budget ");
+    long n = 0;
+    return p && sscanf(p + 13, "%ld", &n) == 1 && n > 0 ? n : fallback;
+}
+
 int model_meta_check_writable(const ModelMeta *meta, const char *path) {
     if (meta->n_classes < 2 || meta->n_classes > MODEL_MAX_CLASSES)
         return err_set("%s: %d classes; a model file records 2 to %d", path, meta->n_classes, MODEL_MAX_CLASSES);

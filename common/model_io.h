@@ -31,6 +31,9 @@ typedef struct {
 
 // " (its features were made by: COMMAND)" into buf when meta knows it, else "".
 const char *model_meta_made_by_note(const ModelMeta *meta, char *buf, size_t size);
+// The pixel budget meta->decode records ("full, pixel budget N"), or
+// fallback when it records none (older files).
+long model_meta_pixel_budget(const ModelMeta *meta, long fallback);
 
 // Fills the description of m (arch, sizes, cut, head) into meta; the caller
 // sets preprocess, interpolation and class names.

@@ -413,7 +413,10 @@ int finetune_run(const FinetuneOptions *o) {
         status = EXIT_USAGE;
         goto done;
     }
-    LoadOptions load = {.w = hm.input_w, .h = hm.input_h, .max_pixels = 0};
+    // The pixel budget the head's features were made with (extract's
+    // --max-pixels): an image over it is decoded (or skipped) as it was.
+    LoadOptions load = {.w = hm.input_w, .h = hm.input_h,
+                        .max_pixels = model_meta_pixel_budget(&hm, IMAGE_MAX_PIXELS_DEFAULT)};
     if (interp_parse(hm.interpolation, &load.interp) < 0 || prep_parse(hm.preprocess, &load.prep) < 0) goto done;
     // Fine-tuning decodes JPEGs in full, as Keras does, whatever the head's
     // features were made from: say so when that was a reduced decode.
@@ -849,7 +852,7 @@ int finetune_run(const FinetuneOptions *o) {
         snprintf(mm.interpolation, sizeof mm.interpolation, "%s", hm.interpolation);
         snprintf(mm.weights, sizeof mm.weights, "%s", weights_id);
         if (from_cache) snprintf(mm.decode, sizeof mm.decode, "%s", train.meta.decode);
-        else snprintf(mm.decode, sizeof mm.decode, "full, pixel budget %ld", (long)IMAGE_MAX_PIXELS_DEFAULT);
+        else snprintf(mm.decode, sizeof mm.decode, "full, pixel budget %ld", load.max_pixels);
         mm.class_names = hm.class_names;
         // The training settings, and where this run's steps ran and in what
         // arithmetic. Not resume settings (the checkpoint holds those): a

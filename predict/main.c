@@ -92,8 +92,9 @@ int main(int argc, char **argv) {
         {"memory-budget", OPT_LONG, &o.memory_budget_mb, "4096", "MB",
          "with --cache: keep features in memory up to this size, else stream\nthem from the cache",
          .range = ">=0"},
-        {"max-pixels", OPT_LONG, &o.max_pixels, "50000000", "N",
-         "pixel budget, as extract's: larger JPEGs are decoded at a reduced\nscale (with a warning), other larger images skipped",
+        {"max-pixels", OPT_LONG, &o.max_pixels, NULL, "N",
+         "pixel budget, as extract's: larger JPEGs are decoded at a reduced\nscale (with a warning), other larger images "
+         "skipped (default: the\nbudget the model or head records, else 50000000)",
          .range = ">=1"},
         {"quiet", OPT_FLAG, &o.quiet, NULL, NULL, "no progress bar (warnings, notes and errors still print)"},
         {0},

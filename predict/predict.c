@@ -326,7 +326,10 @@ static int run_images(const PredictOptions *o, const Model *m, const ModelMeta *
     // prediction decodes a huge JPEG as training did.
     // JPEGs decoded as for the features the model learnt from: at a reduced
     // scale for a head trained on `extract --reduced-decode` features.
-    LoadOptions load = {.w = meta->input_w, .h = meta->input_h, .max_pixels = o->max_pixels,
+    // Without --max-pixels, the budget the model or head records (that of
+    // the extract its features came from), as finetune decodes too.
+    LoadOptions load = {.w = meta->input_w, .h = meta->input_h,
+                        .max_pixels = o->max_pixels > 0 ? o->max_pixels : model_meta_pixel_budget(meta, 50000000),
                         .reduced_decode = !strncmp(meta->decode, "reduced", 7)};
     if (interp_parse(meta->interpolation, &load.interp) < 0 || prep_parse(meta->preprocess, &load.prep) < 0)
         return err_prefix("%s: ", o->model ? o->model : o->head);
@@ -410,7 +413,7 @@ static int run_images(const PredictOptions *o, const Model *m, const ModelMeta *
                     log_printf(stderr,
                                "warning: %s is %dx%d, over the pixel budget of %ld: decoded at a reduced scale "
                                "(its pixels differ from Keras's full decode)\n",
-                               path, info->src_w, info->src_h, o->max_pixels);
+                               path, info->src_w, info->src_h, load.max_pixels);
                 }
                 memcpy((uint8_t *)x + (size_t)nb * item_bytes, li->data, item_bytes);
                 labels[nb] = in->label[li->index];

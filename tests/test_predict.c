@@ -948,6 +948,21 @@ Test(predict_fix, pixel_budget_is_extracts) {
     free(out);
     snprintf(args, sizeof args, "--model %s/model.h5 --max-pixels 0 %s", fix, p);
     cr_expect_eq(run_tool("predict", args, NULL), 2, "--max-pixels must be >= 1, as extract's");
+    // Without --max-pixels, the budget the head records (its features'
+    // extract was given 10000), not predict's own default (a breaker: the
+    // report's figures differed from train's, no word said).
+    char *shapes = make_shape_folder("predict_budget", 2, 3);
+    snprintf(args, sizeof args, "--data '%s/data' --cache '%s/c' %s --max-pixels 10000", shapes, shapes, COMMON);
+    free(run_ok("extract", args));
+    snprintf(args, sizeof args, "--cache '%s/c' --out '%s/h.h5' --epochs 1 --hidden 4 --threads 1 --quiet", shapes,
+             shapes);
+    free(run_ok("train", args));
+    snprintf(args, sizeof args, "--threads 1 --head '%s/h.h5' %s", shapes, p);
+    rc = run_tool("predict", args, &out);
+    cr_expect(rc == 0 && strstr(out, "big.jpg is 200x200, over the pixel budget of 10000"), "%d\n%s", rc, out);
+    free(out);
+    remove_tree(shapes);
+    free(shapes);
     remove_tree(top);
     free(top), free(fix);
 }
