@@ -319,6 +319,20 @@ static int save_state(FitState *fs, BaseWalk *walk, Model *m, const char *settin
     return fit_save(fs, settings, path);
 }
 
+// After an image the system failed to read (err_is_system: memory,
+// descriptors, I/O) between two steps, when the state is whole: saved, and
+// the error (kept) says where, so a rerun with --resume loses nothing.
+// what: the state saved, with its verb ("the state after step 3 of epoch 1
+// is"). epoch_secs:
+// the epoch's seconds so far.
+static void save_after_system_error(FitState *fs, BaseWalk *walk, Model *m, const char *settings, const char *path,
+                                    double epoch_secs, const char *what, const char *rerun) {
+    char why[ERR_MSG_MAX];
+    snprintf(why, sizeof why, "%s", err_msg());
+    fs->epoch_secs = epoch_secs;
+    if (save_state(fs, walk, m, settings, path) == 0) err_set("%s; %s saved in %s: %s", why, what, path, rerun);
+}
+
 int finetune_default_unfreeze(const char *cut, char *buf, size_t size) {
     int block = 0, used = 0;
     if (!cut || sscanf(cut, "block%d_pool%n", &block, &used) != 1 || cut[used] || block < 1)
@@ -711,12 +725,10 @@ int finetune_run(const FinetuneOptions *o) {
                 // keep them, so a rerun loses nothing.
                 reader_stop(&rd);
                 if (fs.opt.step > 0) {
-                    char why[ERR_MSG_MAX];
-                    snprintf(why, sizeof why, "%s", err_msg());
-                    fs.epoch_secs = progress_now() - bar.t_start;
-                    if (save_state(&fs, &walk, &m, settings, ckpt_path) == 0)
-                        err_set("%s; the state after step %ld of epoch %d is saved in %s: %s", why, s, epoch + 1,
-                                ckpt_path, rerun);
+                    char what[96];
+                    snprintf(what, sizeof what, "the state after step %ld of epoch %d is", s, epoch + 1);
+                    save_after_system_error(&fs, &walk, &m, settings, ckpt_path, progress_now() - bar.t_start, what,
+                                            rerun);
                 }
                 goto done;
             }
@@ -782,12 +794,10 @@ int finetune_run(const FinetuneOptions *o) {
                 // memory): the epoch's training steps are whole; keep them
                 // (a resumed run validates and ends the epoch).
                 if (err_is_system(err_msg())) {
-                    char why[ERR_MSG_MAX];
-                    snprintf(why, sizeof why, "%s", err_msg());
-                    fs.epoch_secs = progress_now() - bar.t_start;
-                    if (save_state(&fs, &walk, &m, settings, ckpt_path) == 0)
-                        err_set("%s; the training steps of epoch %d are saved in %s: %s", why, epoch + 1, ckpt_path,
-                                rerun);
+                    char what[96];
+                    snprintf(what, sizeof what, "the training steps of epoch %d are", epoch + 1);
+                    save_after_system_error(&fs, &walk, &m, settings, ckpt_path, progress_now() - bar.t_start, what,
+                                            rerun);
                 }
                 goto done;
             }

@@ -94,12 +94,7 @@ int gpu_frozen_create(GpuFrozen *f, const Model *m, int from, int to, int cap, G
         size_t ws = 0;
         int det = 1;
         if (gpu_conv_pick_forward(h, &f->convs[i], l, &f->algos[i], &ws, &det) < 0) return -1;
-        if (ws > f->work_size) f->work_size = ws;
-        if (!det) {
-            fprintf(stderr, "warning: %s: cuDNN offers no deterministic forward algorithm; using algorithm %d (an "
-                            "image's features may differ in the last bits from run to run)\n", l->name, (int)f->algos[i]);
-            f->deterministic = 0;
-        }
+        gpu_pick_done(l, "forward", (int)f->algos[i], ws, det, &f->work_size, &f->deterministic);
     }
     if (f->work_size) CUDA_OK(cudaMalloc(&f->work, f->work_size), "allocating the workspace");
     f->bytes += f->work_size;

@@ -126,6 +126,15 @@ int gpu_conv_pick_forward(cudnnHandle_t h, const GpuConv *c, const Layer *l, cud
                    math_name(c), l->name, GPU_WORKSPACE_LIMIT >> 20);
 }
 
+void gpu_pick_done(const Layer *l, const char *pass, int algo, size_t ws, int det, size_t *work_size,
+                   int *deterministic) {
+    if (ws > *work_size) *work_size = ws;
+    if (det) return;
+    fprintf(stderr, "warning: %s: cuDNN offers no deterministic %s algorithm; using algorithm %d (reruns may differ "
+                    "in the last bits)\n", l->name, pass, algo);
+    *deterministic = 0;
+}
+
 // The two backward picks share this rule over the heuristics' list perf:
 // the first deterministic candidate that succeeds and fits; else `fallback`
 // (algorithm 1 of either, deterministic by cuDNN's documentation) when its

@@ -90,6 +90,13 @@ int gpu_conv_download(const GpuConv *c, Layer *l);
 int gpu_conv_pick_forward(cudnnHandle_t h, const GpuConv *c, const Layer *l, cudnnConvolutionFwdAlgo_t *algo,
                           size_t *ws, int *deterministic);
 
+// After a pick of algorithm algo for layer l's pass ("forward",
+// "backward-filter", "backward-data"): *work_size grows to its workspace
+// ws; when it is not deterministic (det 0), a warning naming the layer, the
+// pass and the algorithm, and *deterministic = 0.
+void gpu_pick_done(const Layer *l, const char *pass, int algo, size_t ws, int det, size_t *work_size,
+                   int *deterministic);
+
 // The backward-data / backward-filter algorithms for c at its current batch
 // size, from cuDNN's heuristics (..._v7, no timing), for training: the first
 // candidate that is CUDNN_DETERMINISTIC (the same inputs give the same bits

@@ -223,27 +223,12 @@ static int create(GpuWalk *g, const Model *m, int from, int cap, GpuPrecision pr
         size_t ws = 0;
         int det = 1;
         if (gpu_conv_pick_forward(g->cudnn, c, l, &g->fwd[i], &ws, &det) < 0) return -1;
-        if (ws > g->work_size) g->work_size = ws;
-        if (!det) {
-            fprintf(stderr, "warning: %s: cuDNN offers no deterministic forward algorithm; using algorithm %d "
-                            "(reruns may differ in the last bits)\n", l->name, (int)g->fwd[i]);
-            g->deterministic = 0;
-        }
+        gpu_pick_done(l, "forward", (int)g->fwd[i], ws, det, &g->work_size, &g->deterministic);
         if (gpu_conv_pick_backward_filter(g->cudnn, c, l, &g->bwd_filter[i], &ws, &det) < 0) return -1;
-        if (ws > g->work_size) g->work_size = ws;
-        if (!det) {
-            fprintf(stderr, "warning: %s: cuDNN offers no deterministic backward-filter algorithm; using algorithm %d "
-                            "(reruns may differ in the last bits)\n", l->name, (int)g->bwd_filter[i]);
-            g->deterministic = 0;
-        }
+        gpu_pick_done(l, "backward-filter", (int)g->bwd_filter[i], ws, det, &g->work_size, &g->deterministic);
         if (i > ft) {
             if (gpu_conv_pick_backward_data(g->cudnn, c, l, &g->bwd_data[i], &ws, &det) < 0) return -1;
-            if (ws > g->work_size) g->work_size = ws;
-            if (!det) {
-                fprintf(stderr, "warning: %s: cuDNN offers no deterministic backward-data algorithm; using algorithm "
-                                "%d (reruns may differ in the last bits)\n", l->name, (int)g->bwd_data[i]);
-                g->deterministic = 0;
-            }
+            gpu_pick_done(l, "backward-data", (int)g->bwd_data[i], ws, det, &g->work_size, &g->deterministic);
         }
         const size_t nk = (size_t)l->n_kernel * sizeof(float), nbias = (size_t)l->n_bias * sizeof(float);
         if (DALLOC(g, g->dkernel[i], nk, "allocating gradients") < 0) return -1;

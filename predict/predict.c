@@ -87,11 +87,7 @@ static int load_model(const PredictOptions *o, Model *m, ModelMeta *meta, char *
         if (model_load_full(m, path) < 0) return -1;
         snprintf(weights_id, id_size, "%s", meta->weights);
     } else if (!o->cache) {
-        // A FIFO would block the hash that names the weights before any open.
-        struct stat st;
-        if (o->weights && strcmp(o->weights, "imagenet") && strcmp(o->weights, "random") && stat(o->weights, &st) == 0 &&
-            !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
-            return err_set("--weights %s: not a regular file", o->weights);
+        // (load_base_weights refuses a FIFO before the hash that would block on it.)
         if (load_head_base_weights(m, o->weights, o->seed, o->quiet, path, meta, weights_id, id_size) < 0)
             return -1;
         if (model_load_head(m, path) < 0) return -1;
