@@ -394,26 +394,82 @@ void cli_print_version(const char *prog, FILE *out) {
     fprintf(out, "%s\n", gpu);
 }
 
-char *cli_command_line(int argc, char **argv) {
+// value as an absolute path when it is a relative one naming an existing
+// file (cwd joined, symbolic links kept as the user named them), else NULL.
+static char *absolute_file_path(const char *value) {
+    if (!value[0] || value[0] == '/' || access(value, F_OK) != 0) return NULL;
+    char cwd[PATH_MAX];
+    if (!getcwd(cwd, sizeof cwd)) return NULL;
+    const char *v = value;
+    while (!strncmp(v, "./", 2)) v += 2;
+    char *s = malloc(strlen(cwd) + strlen(v) + 2);
+    if (s) sprintf(s, "%s/%s", cwd, v);
+    return s;
+}
+
+static int is_path_option(const char *word, const char *const *names, size_t *eq) {
+    for (int k = 0; names && names[k]; k++) {
+        size_t n = strlen(names[k]);
+        if (strncmp(word, "--", 2) || strncmp(word + 2, names[k], n)) continue;
+        if (word[2 + n] == '\0') return *eq = 0, 1;
+        if (word[2 + n] == '=') return *eq = 3 + n, 1;
+    }
+    return 0;
+}
+
+char *cli_command_line(int argc, char **argv, const char *const *path_options) {
+    // The words to write: argv, with the path options' values made absolute
+    // ("--NAME=V" rebuilt around the absolute V).
+    char **words = malloc(sizeof(char *) * (size_t)(argc > 0 ? argc : 1));
+    char **owned = calloc((size_t)(argc > 0 ? argc : 1), sizeof(char *));
+    if (!words || !owned) {
+        free(words), free(owned);
+        return NULL;
+    }
+    for (int i = 0, options_end = 0; i < argc; i++) {
+        words[i] = argv[i];
+        if (i == 0 || options_end) continue;
+        if (!strcmp(argv[i], "--")) {
+            options_end = 1;
+            continue;
+        }
+        size_t eq;
+        if (!is_path_option(argv[i], path_options, &eq)) continue;
+        if (eq) {
+            char *abs = absolute_file_path(argv[i] + eq);
+            if (abs && (owned[i] = malloc(eq + strlen(abs) + 1))) {
+                memcpy(owned[i], argv[i], eq);
+                strcpy(owned[i] + eq, abs);
+                words[i] = owned[i];
+            }
+            free(abs);
+        } else if (i + 1 < argc && (owned[i + 1] = absolute_file_path(argv[i + 1]))) {
+            words[i + 1] = owned[i + 1];
+            i++;
+        }
+    }
     size_t cap = 1;
-    for (int i = 0; i < argc; i++) cap += strlen(argv[i]) * 4 + 3;
+    for (int i = 0; i < argc; i++) cap += strlen(words[i]) * 4 + 3;
     char *s = malloc(cap), *p = s;
-    for (int i = 0; i < argc; i++) {
+    for (int i = 0; s && i < argc; i++) {
+        const char *w = words[i];
         if (i) *p++ = ' ';
-        int plain = argv[i][0] != '\0';
-        for (const char *c = argv[i]; *c; c++)
+        int plain = w[0] != '\0';
+        for (const char *c = w; *c; c++)
             if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_=./,:+@", *c)) plain = 0;
         if (plain) {
-            p += sprintf(p, "%s", argv[i]);
+            p += sprintf(p, "%s", w);
         } else {
             *p++ = '\'';
-            for (const char *c = argv[i]; *c; c++) {
+            for (const char *c = w; *c; c++) {
                 if (*c == '\'') p += sprintf(p, "'\\''");
                 else *p++ = *c;
             }
             *p++ = '\'';
         }
     }
-    *p = '\0';
+    if (s) *p = '\0';
+    for (int i = 0; i < argc; i++) free(owned[i]);
+    free(words), free(owned);
     return s;
 }

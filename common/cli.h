@@ -106,4 +106,9 @@ void cli_error(const char *prog, const char *fmt, ...) __attribute__((format(pri
 // Prints the version block: tool, version, BLAS kernel, CUDA build/devices.
 void cli_print_version(const char *prog, FILE *out);
 // The whole command line as one shell-quoted string (recorded in outputs).
-char *cli_command_line(int argc, char **argv);
+// The values of the options named in path_options (NULL-terminated, names
+// without "--"; may be NULL), "--NAME V" or "--NAME=V", are written as
+// absolute paths when they are relative paths to existing files: a tool that
+// later reads the command back (finetune and predict take the base weights
+// that the extract behind a head was given) may run in another folder.
+char *cli_command_line(int argc, char **argv, const char *const *path_options);

@@ -193,7 +193,11 @@ int main(int argc, char **argv) {
         o.model = mo.model;
         o.layer = mo.layer;
         o.input_size = mo.input_size;
-        char *command = cli_command_line(argc, argv);
+        // --weights FILE recorded as an absolute path: finetune and predict
+        // take it from the head (the cache's command) in other folders.
+        const int weights_file = o.weights && strcmp(o.weights, "imagenet") && strcmp(o.weights, "random");
+        const char *const paths[] = {weights_file ? "weights" : NULL, NULL};
+        char *command = cli_command_line(argc, argv, paths);
         o.command_line = command;
         cli_stdout_is_log();
         int run = extract_run(&o);

@@ -233,7 +233,7 @@ int main(int argc, char **argv) {
         cli_error("finetune", "%s", bad);
         return EXIT_USAGE;
     }
-    char *command = cli_command_line(argc, argv);
+    char *command = cli_command_line(argc, argv, NULL);
     o.command_line = command;
     if (o.threads == 0) o.threads = parallel_cpus();  // the CPUs this job may use
     cli_stdout_is_log();

@@ -170,9 +170,31 @@ Test(cli, help_lists_options_with_defaults) {
 
 Test(cli, command_line_is_shell_quoted) {
     char *argv[] = {"extract", "--data", "my photos", "--x", "it's", NULL};
-    char *s = cli_command_line(5, argv);
+    char *s = cli_command_line(5, argv, NULL);
     cr_expect_str_eq(s, "extract --data 'my photos' --x 'it'\\''s'");
     free(s);
+}
+
+// The path options' values become absolute when they name existing files
+// (relative to the folder the tool ran in), in both forms; other values,
+// other options and words after "--" stay as given.
+Test(cli, command_line_makes_path_options_absolute) {
+    char *dir = make_temp_dir("cmdline"), cwd[4096], want[8192];
+    cr_assert(getcwd(cwd, sizeof cwd));
+    cr_assert_eq(chdir(dir), 0);
+    write_file("w.h5", "x", 1);
+    write_file("v 2.h5", "x", 1);
+    char *argv[] = {"extract", "--weights", "./w.h5", "--weights=v 2.h5", "--cache", "w.h5", "--weights",
+                    "missing.h5", "--", "--weights", "w.h5", NULL};
+    const char *const paths[] = {"weights", NULL};
+    char *s = cli_command_line(11, argv, paths);
+    snprintf(want, sizeof want, "extract --weights %s/w.h5 '--weights=%s/v 2.h5' --cache w.h5 --weights missing.h5 -- "
+             "--weights w.h5", dir, dir);
+    cr_expect_str_eq(s, want);
+    free(s);
+    cr_assert_eq(chdir(cwd), 0);
+    remove_tree(dir);
+    free(dir);
 }
 
 Test(progress, keras_bar_format) {

@@ -324,6 +324,20 @@ Test(finetune, refuses_mismatched_inputs_with_the_reason) {
     snprintf(want, sizeof want, "note: base weights %s, as the head", wfile);
     cr_expect(strstr(out, want), "want '%s' in:\n%s", want, out);
     free(out);
+    // The same with the file named relative to the folder extract ran in:
+    // predict, run from elsewhere, still finds it (the command records it
+    // as an absolute path).
+    snprintf(args, sizeof args,
+             "cd '%s' && %s/extract --data %s --cache cw_rel --weights './base w'\\''q.h5' --input-size 32 "
+             "--threads 1 --quiet 2>&1 && %s/train --cache cw_rel --out hw_rel.h5 --epochs 1 --hidden 4 --threads 1 "
+             "--quiet 2>&1",
+             s.dir, TEST_BUILD, s.data, TEST_BUILD);
+    cr_assert_eq(run_command(args, &out), 0, "%s", out);
+    free(out);
+    snprintf(args, sizeof args, "--head %s/hw_rel.h5 --eval %s --threads 1", s.dir, s.val);
+    out = run_ok("predict", args);
+    cr_expect(strstr(out, want), "want '%s' in:\n%s", want, out);
+    free(out);
     // No --weights: the head's own (here random:seed=1), with a note; not
     // Keras's ImageNet file, which a node without network cannot fetch.
     snprintf(args, sizeof args, "--data %s --head %s --out %s/y2.h5 --epochs 1 --threads 1", s.data, s.head, s.dir);

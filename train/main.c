@@ -140,7 +140,7 @@ int main(int argc, char **argv) {
     if (mo.hidden == 0 && cli_find(&spec, "dropout")->seen)
         log_printf(stderr, "note: --dropout applies to the hidden layer; with --hidden 0 there is none\n");
     o.class_mode = mo.class_mode;
-    char *command = cli_command_line(argc, argv);
+    char *command = cli_command_line(argc, argv, NULL);
     o.command_line = command;
     cli_stdout_is_log();
     int status = train_run(&o);
