@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
@@ -132,15 +133,17 @@ static int set_value(CliOption *o, const char *text) {
     }
     case OPT_INT: {
         long v = strtol(text, &end, 10);
-        if (errno || end == text || *end || v < INT_MIN || v > INT_MAX)
-            return err_set("--%s: '%s' is not an integer", o->name, text);
+        if (end == text || *end) return err_set("--%s: '%s' is not an integer", o->name, text);
+        if (errno == ERANGE || v < INT_MIN || v > INT_MAX)
+            return err_set("--%s: '%s' is out of range (at most %d)", o->name, text, INT_MAX);
         if (check_range(o, (double)v, text) < 0) return -1;
         *(int *)o->dest = (int)v;
         return 0;
     }
     case OPT_LONG: {
         long v = strtol(text, &end, 10);
-        if (errno || end == text || *end) return err_set("--%s: '%s' is not an integer", o->name, text);
+        if (end == text || *end) return err_set("--%s: '%s' is not an integer", o->name, text);
+        if (errno == ERANGE) return err_set("--%s: '%s' is out of range (at most %ld)", o->name, text, LONG_MAX);
         if (check_range(o, (double)v, text) < 0) return -1;
         *(long *)o->dest = v;
         return 0;
@@ -150,8 +153,14 @@ static int set_value(CliOption *o, const char *text) {
         double v = strtod(text, &end);
         // Decimal only: strtod also reads hexadecimal ("0x10" = 16), which a
         // learning rate typed by mistake should not quietly become.
-        if (errno || end == text || *end || !isfinite(v) || strpbrk(text, "xX"))
+        if (end == text || *end || isnan(v) || strpbrk(text, "xX"))
             return err_set("--%s: '%s' is not a number", o->name, text);
+        // Beyond the type's range (1e400 in a double, 1e39 in a float, which
+        // would be infinity) or so small that it would round to 0 or lose
+        // its precision (1e-400; 1e-39 in a float): say so, not "not a number".
+        const double most = o->type == OPT_FLOAT ? FLT_MAX : DBL_MAX, least = o->type == OPT_FLOAT ? FLT_MIN : DBL_MIN;
+        if (errno == ERANGE || !isfinite(v) || fabs(v) > most || (v != 0 && fabs(v) < least))
+            return err_set("--%s: '%s' is out of range (%g to %g, or 0)", o->name, text, least, most);
         if (check_range(o, v, text) < 0) return -1;
         if (o->type == OPT_FLOAT) *(float *)o->dest = (float)v;
         else *(double *)o->dest = v;

@@ -145,7 +145,7 @@ int main(int argc, char **argv) {
         {"max-pixels", OPT_LONG, &o.max_pixels, "50000000", "N",
          "pixel budget: larger JPEGs are decoded at a reduced scale (with a\nwarning), other larger images skipped",
          .range = ">=1"},
-        {"seed", OPT_LONG, &o.seed, "1", "S", "seed of --weights random"},
+        {"seed", OPT_LONG, &o.seed, "1", "S", "seed of --weights random", .range = ">=0"},
         {"quiet", OPT_FLAG, &o.quiet, NULL, NULL, "no progress bar (warnings and errors still print)"},
         {"info", OPT_STRING, &info, NULL, "CACHE", "print a cache's settings and statistics and exit"},
         {"merge", OPT_STRING, &merge, NULL, "OUT", "merge the shard caches given as arguments into OUT and exit"},

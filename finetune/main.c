@@ -181,7 +181,7 @@ int main(int argc, char **argv) {
          "fp32|tf32|bf16"},
         {"threads", OPT_INT, &o.threads, "0", "N",
          "CPU threads (0: the CPUs this job may use, its affinity mask:\ntaskset, Slurm)", .range = ">=0"},
-        {"seed", OPT_LONG, &o.seed, "1", "S", "seed of augmentation, shuffling and dropout"},
+        {"seed", OPT_LONG, &o.seed, "1", "S", "seed of augmentation, shuffling and dropout", .range = ">=0"},
         {"memory-budget", OPT_LONG, &o.memory_budget_mb, "4096", "MB",
          "--cache: keep features in memory up to this size, else stream them", .range = ">=0"},
         {"quiet", OPT_FLAG, &o.quiet, NULL, NULL, "no progress bars: one line per epoch (warnings still print)"},

@@ -88,7 +88,7 @@ int main(int argc, char **argv) {
         {"threads", OPT_INT, &o.threads, "0", "N",
          "CPU threads for decoding and the conv base (0: the CPUs this job may use,\nits affinity mask: taskset, Slurm)",
          .range = ">=0"},
-        {"seed", OPT_LONG, &o.seed, NULL, "S", "with --weights random: the seed extract was given (default: the one\nthe head records)"},
+        {"seed", OPT_LONG, &o.seed, NULL, "S", "with --weights random: the seed extract was given (default: the one\nthe head records)", .range = ">=0"},
         {"memory-budget", OPT_LONG, &o.memory_budget_mb, "4096", "MB",
          "with --cache: keep features in memory up to this size, else stream\nthem from the cache",
          .range = ">=0"},

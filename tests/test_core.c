@@ -77,6 +77,14 @@ Test(cli, usage_errors, .init = cr_redirect_stderr) {
     cr_expect_eq(cli_parse(&s, 2, flag_typo, NULL, NULL), CLI_USAGE);
     char *spaced[] = {"tool", "--n", " 3", NULL};
     cr_expect_eq(cli_parse(&s, 3, spaced, NULL, NULL), CLI_USAGE);
+    // Numbers beyond the type: out of range, not "not a number" (and never
+    // a float infinity or 0 passed on).
+    char *huge[] = {"tool", "--lr", "1e400", NULL}, *float_inf[] = {"tool", "--lr", "1e39", NULL},
+         *float_zero[] = {"tool", "--lr", "1e-50", NULL}, *big_int[] = {"tool", "--n", "99999999999", NULL};
+    cr_expect_eq(cli_parse(&s, 3, huge, NULL, NULL), CLI_USAGE);
+    cr_expect_eq(cli_parse(&s, 3, float_inf, NULL, NULL), CLI_USAGE);
+    cr_expect_eq(cli_parse(&s, 3, float_zero, NULL, NULL), CLI_USAGE);
+    cr_expect_eq(cli_parse(&s, 3, big_int, NULL, NULL), CLI_USAGE);
     fflush(stderr);
     cr_expect_stderr_eq_str(
         "tool: error: --mode: 'tf' is not one of caffe|rescale|torch\n"
@@ -87,7 +95,11 @@ Test(cli, usage_errors, .init = cr_redirect_stderr) {
         "tool: error: --lr: '0x10' is not a number\n"
         "tool: error: unexpected argument 'x' (see --help)\n"
         "tool: error: --flag=on: a flag takes 1/true/yes or 0/false/no\n"
-        "tool: error: --n: ' 3' starts with a space\n");
+        "tool: error: --n: ' 3' starts with a space\n"
+        "tool: error: --lr: '1e400' is out of range (1.17549e-38 to 3.40282e+38, or 0)\n"
+        "tool: error: --lr: '1e39' is out of range (1.17549e-38 to 3.40282e+38, or 0)\n"
+        "tool: error: --lr: '1e-50' is out of range (1.17549e-38 to 3.40282e+38, or 0)\n"
+        "tool: error: --n: '99999999999' is out of range (at most 2147483647)\n");
 }
 
 // An unknown option says what was probably meant: Keras's underscores, the

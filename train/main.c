@@ -98,7 +98,7 @@ int main(int argc, char **argv) {
         {"early-stopping", OPT_INT, &o.early_stopping, "0", "PATIENCE",
          "stop after PATIENCE epochs without val_loss improvement (0: off);\nthe last epoch's weights are "
          "written, as Keras's EarlyStopping\n(restore_best_weights=False)", .range = ">=0"},
-        {"seed", OPT_LONG, &o.seed, "1", "S", "seed of initialisation, shuffling and dropout"},
+        {"seed", OPT_LONG, &o.seed, "1", "S", "seed of initialisation, shuffling and dropout", .range = ">=0"},
         {"threads", OPT_INT, &o.threads, "0", "N",
          "CPU threads (0: the CPUs this job may use, its affinity mask:\ntaskset, Slurm); results do not depend on it",
          .range = ">=0"},
