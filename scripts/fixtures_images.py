@@ -274,6 +274,23 @@ for w, h in [(23, 17), (97, 71), (64, 31), (41, 48), (7, 5), (1, 1)]:
     for name, rs in [("nearest", Image.NEAREST), ("bilinear", Image.BILINEAR)]:
         save_npy(f"resize_{name}_{w}x{h}.npy", np.array(im_base.resize((w, h), rs)))
 
+# 2-D BILINEAR on shapes where the order of the two passes matters: Pillow
+# 13 resizes vertically first when the height shrinks by more than twice
+# the pixels the width loses (tall photos at a square target size), older
+# Pillows horizontally first. (sw, sh, dw, dh) from a random image each; the
+# source pixels and the outputs concatenated.
+shapes2d = [(20, 50, 33, 33), (32, 34, 33, 33), (149, 254, 45, 45), (48, 141, 45, 45), (100, 200, 75, 75),
+            (14, 92, 1, 51), (79, 90, 57, 45), (79, 90, 57, 46), (100, 200, 50, 100), (100, 200, 50, 99),
+            (64, 48, 23, 17), (90, 60, 30, 40), (30, 120, 60, 60), (60, 40, 90, 90)]
+src2d, out2d = [], []
+for k, (sw, sh, dw, dh) in enumerate(shapes2d):
+    a = np.random.default_rng(100 + k).integers(0, 256, (sh, sw, 3), dtype=np.uint8)
+    src2d.append(a.reshape(-1))
+    out2d.append(np.array(Image.fromarray(a).resize((dw, dh), Image.BILINEAR)).reshape(-1))
+save_npy("shapes_2d.npy", np.array(shapes2d, dtype=np.int32))
+save_npy("bilinear_2d_src.npy", np.concatenate(src2d))
+save_npy("bilinear_2d.npy", np.concatenate(out2d))
+
 # 1-D tables: source indices picked by NEAREST (ties decided by PIL's
 # accumulated double), and BILINEAR on a random row, for many width pairs.
 ins = [1, 2, 3, 5, 7, 10, 17, 31, 48, 64, 99, 100, 128, 150, 200, 224, 255, 256]

@@ -432,6 +432,36 @@ Test(image, resize_matches_pil_2d) {
     npy_free(&base);
 }
 
+// Both orders of the two passes (Pillow 13 goes vertical first when the
+// height loses more than twice the pixels the width does): each shape's
+// bytes equal Pillow's.
+Test(image, resize_2d_pass_order_matches_pil) {
+    char *p = img_path("shapes_2d.npy");
+    Npy shapes = npy_load(p);
+    free(p);
+    Npy src = load_u8("bilinear_2d_src.npy"), want = load_u8("bilinear_2d.npy");
+    const int32_t *sh = shapes.data;
+    size_t at_in = 0, at_out = 0;
+    int vertical_first = 0;
+    for (int i = 0; i < shapes.shape[0]; i++) {
+        const int sw = sh[4 * i], shh = sh[4 * i + 1], dw = sh[4 * i + 2], dh = sh[4 * i + 3];
+        vertical_first += dh < shh && shh - dh > 2 * (sw - dw);
+        uint8_t *out = malloc((size_t)dw * dh * 3);
+        cr_assert_eq(image_resize((const uint8_t *)src.data + at_in, sw, shh, out, dw, dh, INTERP_BILINEAR), 0);
+        int bad = 0;
+        for (size_t k = 0; k < (size_t)dw * dh * 3; k++) bad += out[k] != ((const uint8_t *)want.data)[at_out + k];
+        cr_expect_eq(bad, 0, "bilinear %dx%d -> %dx%d: %d of %d bytes differ from Pillow's", sw, shh, dw, dh, bad,
+                     dw * dh * 3);
+        free(out);
+        at_in += (size_t)sw * shh * 3, at_out += (size_t)dw * dh * 3;
+    }
+    cr_expect_eq(at_in, src.count, "shape table and source pixels disagree");
+    cr_expect_eq(at_out, want.count, "shape table and Pillow's outputs disagree");
+    cr_expect(vertical_first > 0 && vertical_first < shapes.shape[0], "both orders covered (%d vertical first)",
+              vertical_first);
+    npy_free(&shapes), npy_free(&src), npy_free(&want);
+}
+
 Test(image, resize_1d_tables_match_pil) {
     char *p = img_path("pairs_1d.npy");
     Npy pairs = npy_load(p);
