@@ -410,8 +410,39 @@ void fit_sibling(const char *out, const char *suffix, char *buf, size_t size) {
     snprintf(buf, size, "%.*s%s", (int)n, out, suffix);
 }
 
+// Keras 3's load_weights picks its reader by the name: "*.weights.h5" is
+// its own format and ".keras" its zip archive (both refused here: Keras
+// would fail to read the file), ".h5" and ".hdf5" the Keras 2 HDF5 layout
+// these files have; any other name it reads as a TensorFlow checkpoint
+// (a warning). Keras 3, keras/src/models/model.py, load_weights.
+static int check_out_name(const char *out) {
+    const size_t n = strlen(out);
+    const char *base = strrchr(out, '/') ? strrchr(out, '/') + 1 : out;
+    char stem[4200];
+    if (n >= 11 && !strcmp(out + n - 11, ".weights.h5")) {
+        snprintf(stem, sizeof stem, "%.*s.h5", (int)(n - 11), out);
+        return err_set("--out %s: Keras 3 reads a file named *.weights.h5 as its own weights format, which this "
+                       "file is not (it has Keras 2's HDF5 layout, which load_weights reads from a name ending in .h5 "
+                       "or .hdf5): give --out %s",
+                       out, stem);
+    }
+    if (n >= 6 && !strcmp(out + n - 6, ".keras")) {
+        snprintf(stem, sizeof stem, "%.*s.h5", (int)(n - 6), out);
+        return err_set("--out %s: a .keras file is Keras 3's zip archive of a whole model, which this file is not "
+                       "(HDF5 weights, which load_weights reads from a name ending in .h5 or .hdf5): give --out %s",
+                       out, stem);
+    }
+    if (!*base) return 0;  // a folder: check_output_path says so
+    if ((n < 3 || strcmp(out + n - 3, ".h5")) && (n < 5 || strcmp(out + n - 5, ".hdf5")))
+        log_printf(stderr, "note: --out %s: Keras's load_weights reads HDF5 weights only from a name ending in .h5 "
+                           "or .hdf5 (rename the file before loading it in Keras)\n",
+                   out);
+    return 0;
+}
+
 int fit_check_out(const char *out, const char *const *inputs, const char *const *names, int n,
                   const char *const *dirs, const char *const *dir_names, int nd) {
+    if (check_out_name(out) < 0) return -1;
     // Outside first: check_output_path makes the folder (to see that it can).
     if (check_output_outside("--out", out, dirs, dir_names, nd) < 0 ||
         check_output_path("--out", out, inputs, names, n) < 0)
