@@ -274,6 +274,23 @@ int model_meta_read(const char *path, ModelMeta *meta) {
             meta->class_names[i] = strdup(p);
             p = nl ? nl + 1 : p + strlen(p);
         }
+        // More names than outputs, or a name twice (a file edited by hand,
+        // or damaged): which output is which class would be a guess.
+        const int K = meta->n_classes;
+        int more = *p != '\0', dup_a = -1, dup_b = -1;
+        for (int i = 0; i < K && dup_a < 0; i++)
+            for (int j = i + 1; j < K && dup_a < 0; j++)
+                if (meta->class_names[i] && meta->class_names[j] && !strcmp(meta->class_names[i], meta->class_names[j]))
+                    dup_a = i, dup_b = j;
+        if (more || dup_a >= 0) {
+            char what[600];
+            if (more) snprintf(what, sizeof what, "lists more than the %d classes the head has", K);
+            else snprintf(what, sizeof what, "names class %d and class %d both '%.400s'", dup_a, dup_b,
+                          meta->class_names[dup_a]);
+            free(names);
+            model_meta_free(meta);
+            return err_set("%s: vggft_class_names %s (damaged or edited by hand: retrain the head)", path, what);
+        }
     }
     free(names);
     return 0;

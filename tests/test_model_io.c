@@ -465,3 +465,47 @@ Test(model_io, unwritable_metadata_is_refused_up_front) {
     meta.class_names = NULL;
     cr_assert_eq(model_meta_check_writable(&meta, "h.h5"), -1);
 }
+
+// A head's vggft_class_names replaced by text (a scalar fixed-length string,
+// as a hand edit with h5py would leave it).
+static void set_class_names(const char *path, const char *text) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert(f >= 0);
+    if (H5Aexists(f, "vggft_class_names") > 0) H5Adelete(f, "vggft_class_names");
+    hid_t type = H5Tcopy(H5T_C_S1), space = H5Screate(H5S_SCALAR);
+    H5Tset_size(type, strlen(text));
+    hid_t a = H5Acreate2(f, "vggft_class_names", type, space, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert(a >= 0 && H5Awrite(a, type, text) >= 0);
+    H5Aclose(a), H5Sclose(space), H5Tclose(type), H5Fclose(f);
+}
+
+// Class names that cannot be the head's outputs' (more names than outputs,
+// a name twice) are refused naming what is wrong; the head's own are read.
+Test(model_io, class_names_that_do_not_fit_the_outputs_are_refused) {
+    char *dir = make_temp_dir("mio_names");
+    char path[512];
+    snprintf(path, sizeof path, "%s/head.h5", dir);
+    Model m = make(32, 3, 4, NULL);
+    cr_assert_eq(model_alloc_weights(&m, m.n_base, m.n_layers), 0);
+    model_init_random(&m, m.n_base, m.n_layers, 5);
+    char *names[] = {"ants", "bees", "wasps"};
+    ModelMeta meta;
+    model_meta_from_model(&m, &meta);
+    meta.class_names = names;
+    cr_assert_eq(model_save(&m, path, model_head_start(&m), &meta), 0, "%s", err_msg());
+    ModelMeta back;
+    cr_assert_eq(model_meta_read(path, &back), 0, "%s", err_msg());
+    model_meta_free(&back);
+    set_class_names(path, "ants\nbees\nwasps\nflies");
+    cr_expect_eq(model_meta_read(path, &back), -1);
+    cr_expect(strstr(err_msg(), "lists more than the 3 classes") && strstr(err_msg(), path), "%s", err_msg());
+    set_class_names(path, "ants\nbees\nants");
+    cr_expect_eq(model_meta_read(path, &back), -1);
+    cr_expect(strstr(err_msg(), "class 0 and class 2 both 'ants'"), "%s", err_msg());
+    set_class_names(path, "ants\nbees\nwasps");
+    cr_expect_eq(model_meta_read(path, &back), 0, "%s", err_msg());
+    model_meta_free(&back);
+    model_free(&m);
+    remove_tree(dir);
+    free(dir);
+}
