@@ -156,7 +156,9 @@ int load_head_base_weights(Model *m, const char *spec, long seed, int quiet, con
         return -1;
     }
     if (head_meta->weights[0] && strcmp(head_meta->weights, id))
-        return err_set("--weights %s (%s) are not the base weights the head was trained on (%s: %s%s): %s", spec, id,
-                       head, head_meta->weights, model_meta_made_by_note(head_meta, note, sizeof note), hint);
+        return err_set("--weights %s (%s) are not the base weights the head was trained on (%s: %s%s; files are "
+                       "compared by their SHA-256, so a copy of the same weights saved again, by Keras or h5py, "
+                       "counts as other weights too): %s",
+                       spec, id, head, head_meta->weights, model_meta_made_by_note(head_meta, note, sizeof note), hint);
     return 0;
 }

@@ -59,8 +59,9 @@ static int not_a_model(const char *opt, const char *path) {
     if (!S_ISREG(st.st_mode)) return err_prefix("%s ", opt);  // a folder, a FIFO: the reason says it
     if (strstr(err_msg(), "locked by another process")) return err_prefix("%s ", opt);  // ours, but in use
     return err_set("%s %s: %s. predict needs a whole model written by `finetune` (--model MODEL.h5) or a head "
-                   "written by `train` (--head HEAD.h5 --weights BASE.h5); a Keras weights file of the conv base "
-                   "alone holds no classifier",
+                   "written by `train` (--head HEAD.h5 --weights BASE.h5). A file Keras wrote (save_weights, save) "
+                   "lacks the settings these record (input size, cut, preprocessing, class names), and Keras's "
+                   "ImageNet file of the conv base has no classifier",
                    opt, path, err_msg());
 }
 
