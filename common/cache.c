@@ -91,7 +91,29 @@ int cache_meta_diff_as(const CacheMeta *have, const CacheMeta *want, const char 
     snprintf(b, sizeof b, "%d,%d,%d", want->feat_h, want->feat_w, want->feat_c);
     DIFF_STR("feature shape", a, b);
     if (have->n_classes != want->n_classes) {
-        snprintf(buf, size, "classes: %s has %d classes, %s %d", have_is, have->n_classes, want_is, want->n_classes);
+        int at = snprintf(buf, size, "classes: %s has %d classes, %s %d", have_is, have->n_classes, want_is,
+                          want->n_classes);
+        // The classes one side lacks (a validation folder without some
+        // class's subfolder: Keras counts a class by its folder, even empty).
+        for (int side = 0; side < 2 && at > 0 && (size_t)at < size; side++) {
+            const CacheMeta *x = side ? want : have, *y = side ? have : want;
+            int listed = 0;
+            for (int i = 0; i < x->n_classes && at > 0 && (size_t)at < size; i++) {
+                int found = 0;
+                for (int j = 0; j < y->n_classes && !found; j++) found = !strcmp(x->class_names[i], y->class_names[j]);
+                if (found) continue;
+                if (listed < 5)
+                    at += snprintf(buf + at, size - (size_t)at, "%s'%s'", listed ? ", " : "; ",
+                                   x->class_names[i]);
+                else if (listed == 5) at += snprintf(buf + at, size - (size_t)at, ", ...");
+                listed++;
+            }
+            if (listed && at > 0 && (size_t)at < size)
+                at += snprintf(buf + at, size - (size_t)at, " only in %s", side ? want_is : have_is);
+        }
+        if (at > 0 && (size_t)at < size)
+            snprintf(buf + at, size - (size_t)at, ": both need the same class folders (an empty one counts, as in "
+                                                  "Keras)");
         return 1;
     }
     for (int i = 0; i < have->n_classes; i++) {

@@ -401,6 +401,17 @@ Test(train, mismatched_and_bad_caches) {
     cr_expect_eq(run_tool("train", args, &o), 1);
     cr_expect(strstr(o, "input size: --cache has 32x32, --val-cache 64x64"), "%s", o);
     free(o);
+    // A validation cache without one of the classes (its folder missing):
+    // the message names the class, and that the folders must match.
+    char va3[600];
+    snprintf(va3, sizeof va3, "%s/val3", dir);
+    int three[3] = {4, 4, 4};
+    make_cache(va3, 3, three, 32, 10);
+    snprintf(args, sizeof args, "--cache %s --val-cache %s --out %s --quiet", va3, tr, out);
+    cr_expect_eq(run_tool("train", args, &o), 1);
+    cr_expect(strstr(o, "--cache has 3 classes, --val-cache 2; 'wasps' only in --cache") &&
+                  strstr(o, "the same class folders"), "%s", o);
+    free(o);
     int single[1] = {5};
     make_cache(one, 1, single, 32, 9);
     snprintf(args, sizeof args, "--cache %s --out %s --quiet", one, out);
