@@ -15,7 +15,7 @@
 
 void augment_spec_none(AugmentSpec *s) {
     memset(s, 0, sizeof *s);
-    s->zoom_lo = s->zoom_hi = 1.0f;
+    s->zoom_lo = s->zoom_hi = 1.0;
 }
 
 void augment_spec_seeds(AugmentSpec *s) {
@@ -23,11 +23,11 @@ void augment_spec_seeds(AugmentSpec *s) {
     // height_shift_range=0.2, shear_range=0.2, zoom_range=0.2,
     // horizontal_flip=True, fill_mode='nearest'.
     augment_spec_none(s);
-    s->rotation = 30.0f;
-    s->width_shift = s->height_shift = 0.2f;
-    s->shear = 0.2f;
-    s->zoom_lo = 1.0f - 0.2f;
-    s->zoom_hi = 1.0f + 0.2f;
+    s->rotation = 30.0;
+    s->width_shift = s->height_shift = 0.2;
+    s->shear = 0.2;
+    s->zoom_lo = 1.0 - 0.2;
+    s->zoom_hi = 1.0 + 0.2;
     s->hflip = 1;
 }
 
@@ -39,39 +39,38 @@ int augment_spec_is_none(const AugmentSpec *s) {
 #define KEYS "rotation, shift, width_shift, height_shift, shear, zoom, flip"
 
 // A range value: a finite number >= 0 ("-0" becomes 0).
-static int parse_range(const char *key, const char *val, const char *unit, float *out) {
+static int parse_range(const char *key, const char *val, const char *unit, double *out) {
     if (!val || !*val) return err_set("--augment: %s needs a value (%s=%s)", key, key, unit);
     char *end;
-    float v = strtof(val, &end);
+    double v = strtod(val, &end);
     if (end == val || *end || !isfinite(v) || strpbrk(val, "xX \t"))  // decimal only, as the options
         return err_set("--augment: bad value '%s' for %s (a number: %s)", val, key, unit);
     if (v < 0) return err_set("--augment: %s=%s: ranges cannot be negative", key, val);
-    *out = v + 0.0f;
+    *out = v + 0.0;
     return 0;
 }
 
-// zoom=Z is Keras's zoom_range=Z: [1 - Z, 1 + Z] (computed in float, so
-// format's "zoom=Z" parses back to the same bits); zoom=LO:HI is Keras's
-// zoom_range=[LO, HI].
+// zoom=Z is Keras's zoom_range=Z: [1 - Z, 1 + Z] (in double, as Python
+// computes it); zoom=LO:HI is Keras's zoom_range=[LO, HI].
 static int parse_zoom(const char *val, AugmentSpec *s) {
     const char *colon = val ? strchr(val, ':') : NULL;
     if (!colon) {
-        float z;
+        double z;
         if (parse_range("zoom", val, "Z for [1-Z, 1+Z], or LO:HI", &z)) return -1;
         if (z >= 1)
             return err_set("--augment: zoom=%s: must be below 1 (the range is [1-Z, 1+Z]); "
                            "use zoom=LO:HI for other ranges",
                            val);
-        s->zoom_lo = 1.0f - z;
-        s->zoom_hi = 1.0f + z;
+        s->zoom_lo = 1.0 - z;
+        s->zoom_hi = 1.0 + z;
         return 0;
     }
     char lo_text[64];
     snprintf(lo_text, sizeof lo_text, "%.*s", (int)(colon - val), val);
     char *end;
-    float lo = strtof(lo_text, &end);
+    double lo = strtod(lo_text, &end);
     int bad = end == lo_text || *end || !isfinite(lo);
-    float hi = strtof(colon + 1, &end);
+    double hi = strtod(colon + 1, &end);
     bad |= end == colon + 1 || *end || !isfinite(hi);
     bad |= strpbrk(val, "xX \t") != NULL;  // decimal only
     if (bad) return err_set("--augment: bad value '%s' for zoom (Z, or LO:HI)", val);
@@ -100,7 +99,7 @@ static int parse_item(char *item, AugmentSpec *s) {
     if (!strcmp(key, "rotation")) return parse_range(key, val, "degrees", &s->rotation);
     if (!strcmp(key, "shear")) return parse_range(key, val, "degrees", &s->shear);
     if (!strcmp(key, "width_shift") || !strcmp(key, "height_shift") || !strcmp(key, "shift")) {
-        float v;
+        double v;
         if (parse_range(key, val, "a fraction of the size when < 1, pixels when >= 1", &v)) return -1;
         if (key[0] != 'h') s->width_shift = v;
         if (key[0] != 'w') s->height_shift = v;
@@ -142,13 +141,14 @@ int augment_spec_parse(const char *text, AugmentSpec *s) {
     return 0;
 }
 
-// The shortest decimal form that strtof reads back as the same float,
-// without an exponent where one is avoidable ("30", not "3e+01").
-static void fmt_float(char *buf, size_t size, float v) {
+// The shortest decimal form that strtod reads back as the same double
+// (Python's repr), without an exponent where one is avoidable ("30", not
+// "3e+01").
+static void fmt_double(char *buf, size_t size, double v) {
     for (int pass = 0; pass < 2; pass++)
-        for (int prec = 1; prec <= 9; prec++) {
-            snprintf(buf, size, "%.*g", prec, (double)v);
-            if (strtof(buf, NULL) == v && (pass || !strchr(buf, 'e'))) return;
+        for (int prec = 1; prec <= 17; prec++) {
+            snprintf(buf, size, "%.*g", prec, v);
+            if (strtod(buf, NULL) == v && (pass || !strchr(buf, 'e'))) return;
         }
 }
 
@@ -159,34 +159,34 @@ void augment_spec_format(const AugmentSpec *s, char *buf, size_t size) {
         snprintf(buf, size, "none");
         return;
     }
-    char out[512] = "", num[32], num2[32];
+    char out[512] = "", num[40], num2[40];
     size_t len = 0;
 #define ADD(...) len += snprintf(out + len, sizeof out - len, __VA_ARGS__)
 #define SEP (len ? "," : "")
-    if (s->rotation != 0) fmt_float(num, sizeof num, s->rotation), ADD("%srotation=%s", SEP, num);
+    if (s->rotation != 0) fmt_double(num, sizeof num, s->rotation), ADD("%srotation=%s", SEP, num);
     if (s->width_shift == s->height_shift) {
-        if (s->width_shift != 0) fmt_float(num, sizeof num, s->width_shift), ADD("%sshift=%s", SEP, num);
+        if (s->width_shift != 0) fmt_double(num, sizeof num, s->width_shift), ADD("%sshift=%s", SEP, num);
     } else {
         if (s->width_shift != 0)
-            fmt_float(num, sizeof num, s->width_shift), ADD("%swidth_shift=%s", SEP, num);
+            fmt_double(num, sizeof num, s->width_shift), ADD("%swidth_shift=%s", SEP, num);
         if (s->height_shift != 0)
-            fmt_float(num, sizeof num, s->height_shift), ADD("%sheight_shift=%s", SEP, num);
+            fmt_double(num, sizeof num, s->height_shift), ADD("%sheight_shift=%s", SEP, num);
     }
-    if (s->shear != 0) fmt_float(num, sizeof num, s->shear), ADD("%sshear=%s", SEP, num);
+    if (s->shear != 0) fmt_double(num, sizeof num, s->shear), ADD("%sshear=%s", SEP, num);
     if (!(s->zoom_lo == 1 && s->zoom_hi == 1)) {
         // "zoom=Z" with the shortest Z that parses back to exactly these
-        // bounds (1 - 0.2f rounds, so 1 - zoom_lo itself is not always it).
+        // bounds (1 - 0.2 rounds, so 1 - zoom_lo itself is not always it).
         int sym = 0;
-        for (int prec = 1; prec <= 9 && !sym; prec++) {
-            snprintf(num, sizeof num, "%.*g", prec, (double)(1.0f - s->zoom_lo));
-            float z = strtof(num, NULL);
-            sym = z >= 0 && z < 1 && 1.0f - z == s->zoom_lo && 1.0f + z == s->zoom_hi;
+        for (int prec = 1; prec <= 17 && !sym; prec++) {
+            snprintf(num, sizeof num, "%.*g", prec, 1.0 - s->zoom_lo);
+            double z = strtod(num, NULL);
+            sym = z >= 0 && z < 1 && 1.0 - z == s->zoom_lo && 1.0 + z == s->zoom_hi;
         }
         if (sym) {
             ADD("%szoom=%s", SEP, num);
         } else {
-            fmt_float(num, sizeof num, s->zoom_lo);
-            fmt_float(num2, sizeof num2, s->zoom_hi);
+            fmt_double(num, sizeof num, s->zoom_lo);
+            fmt_double(num2, sizeof num2, s->zoom_hi);
             ADD("%szoom=%s:%s", SEP, num, num2);
         }
     }

@@ -26,12 +26,13 @@
 #include <stdint.h>
 
 typedef struct {
-    float rotation;                  // degrees (0: none)
-    float width_shift, height_shift; // < 1: fraction of W / H; >= 1: pixels (0: none)
+    // Doubles, as Keras's Python floats: zoom=0.7:0.7 is zx = 0.7 exactly.
+    double rotation;                  // degrees (0: none)
+    double width_shift, height_shift; // < 1: fraction of W / H; >= 1: pixels (0: none)
                                      // (always Keras's float rule, U(-v, v); Keras
                                      // draws whole pixels for a Python int range)
-    float shear;                     // degrees (0: none)
-    float zoom_lo, zoom_hi;          // zx, zy ~ U(lo, hi); 1, 1: none
+    double shear;                     // degrees (0: none)
+    double zoom_lo, zoom_hi;          // zx, zy ~ U(lo, hi); 1, 1: none
     int hflip;                       // random horizontal flips
 } AugmentSpec;
 

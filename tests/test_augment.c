@@ -320,7 +320,7 @@ Test(augment, spec_parse_format_roundtrip) {
     augment_spec_seeds(&seeds);
     cr_assert_eq(augment_spec_parse("rotation=30,shift=0.2,shear=0.2,zoom=0.2,flip", &s), 0);
     cr_expect_eq(memcmp(&s, &seeds, sizeof s), 0, "the seeds' text is augment_spec_seeds");
-    cr_expect(s.zoom_lo == 1 - 0.2f && s.zoom_hi == 1 + 0.2f && s.hflip == 1);
+    cr_expect(s.zoom_lo == 1 - 0.2 && s.zoom_hi == 1 + 0.2 && s.hflip == 1);
     cr_expect(!augment_spec_is_none(&s));
     augment_spec_none(&s);
     cr_expect(augment_spec_is_none(&s));

@@ -553,8 +553,9 @@ Test(predict, wrong_files_and_folders_refused_with_names, .timeout = 600) {
     free(k), free(b);
     snprintf(args, sizeof args, "--model %s '%s'", p, s.val);
     cr_expect_eq(run_tool("predict", args, &out), 1);
-    cr_expect(strstr(out, "base.h5") && strstr(out, "not a vggft model file") && strstr(out, "conv base has no classifier"), "%s",
-              out);
+    cr_expect(strstr(out, "base.h5") && strstr(out, "not a vggft model file") &&
+                  strstr(out, "conv base has no classifier"),
+              "%s", out);
     free(out);
 
     // A head trained on other base weights than --weights: both named.
