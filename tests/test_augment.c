@@ -414,3 +414,20 @@ Test(augment, keras_array_to_img_scaling) {
     image_f32_to_rgb8_keras(r, 3, o);
     cr_expect(o[0] == 0 && o[1] == 191 && o[2] == 255, "%d %d %d", o[0], o[1], o[2]);
 }
+
+// The ranges are Python floats (doubles) in Keras: zoom_range=[0.7, 0.7]
+// gives zx = zy = 0.7 exactly, and zoom_range=0.2 the bounds 1 - 0.2 and
+// 1 + 0.2 as Python computes them (a float32 spec gave 0.699999988).
+Test(augment, ranges_are_keras_doubles) {
+    AugmentSpec s;
+    cr_assert_eq(augment_spec_parse("zoom=0.7:0.7,rotation=0.1", &s), 0, "%s", err_msg());
+    AugmentParams p;
+    augment_draw(&s, 1, 0, 0, 32, 32, &p);
+    cr_expect_eq(p.zx, 0.7, "zx %.17g", p.zx);
+    cr_expect_eq(p.zy, 0.7, "zy %.17g", p.zy);
+    cr_expect(fabs(p.theta) <= 0.1, "theta %.17g", p.theta);
+    cr_assert_eq(augment_spec_parse("zoom=0.2", &s), 0, "%s", err_msg());
+    cr_expect(s.zoom_lo == 1.0 - 0.2 && s.zoom_hi == 1.0 + 0.2, "%.17g %.17g", s.zoom_lo, s.zoom_hi);
+    roundtrip("zoom=0.7:0.7", "zoom=0.7:0.7");
+    roundtrip("shear=0.1,shift=0.3", "shift=0.3,shear=0.1");
+}
