@@ -154,19 +154,35 @@ int bmp_decode(const uint8_t *d, size_t n, long max_pixels, Image *out, DecodeIn
     // Palette: colors entries (all 1 << bits when the header says 0) right
     // after the header. PIL reads pixels from the header's offset, except that
     // an offset pointing at the palette itself is moved past it.
+    //
+    // PIL's mode for a palette image (BmpImagePlugin): when every entry i is
+    // the gray (i, i, i) (black and white for 2 colours, or fewer) the
+    // palette is dropped: mode "L", the index is the gray level (past the
+    // palette too), or mode "1" for 2 colours (bilevel, below); else mode
+    // "P", whose entries past the palette are black.
     uint8_t pal[256][3];
+    int bilevel = 0;
     if (bits <= 8) {
         if (colors == 0 || colors > 256) colors = 1u << bits;
         size_t pstart = 14 + hsize;
         if (pstart + (size_t)colors * pal_entry > n) return err_set("truncated BMP palette");
-        // Entries past the palette: PIL's default palette is a gray ramp.
-        for (int i = 0; i < 256; i++) pal[i][0] = pal[i][1] = pal[i][2] = (uint8_t)i;
+        int gray = 1;
+        memset(pal, 0, sizeof pal);
         for (uint32_t i = 0; i < colors; i++) {
             const uint8_t *e = d + pstart + (size_t)i * pal_entry;
             pal[i][0] = e[2];
             pal[i][1] = e[1];
             pal[i][2] = e[0];
+            const int v = colors <= 2 ? (i ? 255 : 0) : (int)i;
+            if (e[0] != v || e[1] != v || e[2] != v) gray = 0;
         }
+        if (gray)
+            for (int i = 0; i < 256; i++) pal[i][0] = pal[i][1] = pal[i][2] = (uint8_t)i;
+        // Mode "1": 0 black, anything else white (PIL's 1-bit pixels); a
+        // 4- or 8-bit file's rows are then read as 1-bit rows (PIL's raw
+        // mode "1" over the file's 4- or 8-bit stride), as Keras sees them.
+        bilevel = gray && colors <= 2;
+        if (bilevel) pal[1][0] = pal[1][1] = pal[1][2] = 255;
         if (offset == 14 + hsize) offset += colors * pal_entry;
     }
     // PIL: an offset of 0 means "where the header (and palette) reading stopped".
@@ -195,10 +211,8 @@ int bmp_decode(const uint8_t *d, size_t n, long max_pixels, Image *out, DecodeIn
             return err_set("truncated or incomplete %s BMP data (%zu of %ld pixels)", compression_name(compression), got,
                            w * ht);
         }
-        // A black and white 2-colour palette makes PIL open the image as mode
-        // "1", into which it unpacks the RLE indices as "L" bytes: any index
-        // but 0 is white.
-        int bilevel = colors == 2 && !memcmp(pal[0], "\0\0\0", 3) && !memcmp(pal[1], "\xff\xff\xff", 3);
+        // Mode "1" (bilevel): PIL unpacks the RLE indices into it as "L"
+        // bytes: any index but 0 is white.
         for (long y = 0; y < ht; y++) {
             const uint8_t *row = idx + (size_t)w * (size_t)(topdown ? y : ht - 1 - y);
             for (long x = 0; x < w; x++)
@@ -223,9 +237,9 @@ int bmp_decode(const uint8_t *d, size_t n, long max_pixels, Image *out, DecodeIn
         for (long x = 0; x < w; x++, o += 3) {
             if (bits <= 8) {
                 int idx;
-                if (bits == 8) idx = row[x];
-                else if (bits == 4) idx = (row[x >> 1] >> ((x & 1) ? 0 : 4)) & 15;
-                else idx = (row[x >> 3] >> (7 - (x & 7))) & 1;
+                if (bits == 1 || bilevel) idx = (row[x >> 3] >> (7 - (x & 7))) & 1;
+                else if (bits == 8) idx = row[x];
+                else idx = (row[x >> 1] >> ((x & 1) ? 0 : 4)) & 15;
                 memcpy(o, pal[idx], 3);
                 continue;
             }

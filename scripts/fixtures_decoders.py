@@ -13,10 +13,11 @@ top-down bitmap, a gray palette) and random streams of the same operations.
 The expected result is always what Pillow reads from the file, never what
 the script meant to write:
 
-    rle_NN.bmp, png_NN.png   the inputs
-    rle_verdicts.npy, png_verdicts.npy
+    rle_NN.bmp, png_NN.png, pal_NN.bmp   the inputs
+    rle_verdicts.npy, png_verdicts.npy, pal_verdicts.npy
                              uint8 per input: 1 = Pillow loads it, 0 = raises
-    rle_NN.npy, png_NN.npy   for those Pillow loads: uint8 H,W,3,
+    rle_NN.npy, png_NN.npy, pal_NN.npy
+                             for those Pillow loads: uint8 H,W,3,
                              np.array(Image.open(f).convert('RGB')) (load_img)
 
 Needs Pillow and numpy.
@@ -50,7 +51,7 @@ def pillow_rgb(data):
 def record(prefix, cases):
     verdicts = []
     for i, data in enumerate(cases):
-        ext = "bmp" if prefix == "rle" else "png"
+        ext = "png" if prefix == "png" else "bmp"
         with open(path(f"{prefix}_{i:02d}.{ext}"), "wb") as f:
             f.write(data)
         rgb = pillow_rgb(data)
@@ -207,3 +208,58 @@ pngs = [
     multi[:len(multi) - len(split) + 12 + 10],  # 07 only the first IDAT
 ]
 record("png", pngs)
+
+# ---------------------------------------------------------------- palette BMP
+# Uncompressed 1/4/8-bit BMPs and PIL's palette modes: a palette of grays i
+# (black and white for 2 colours) is dropped ("L": the index is the level,
+# past the palette too; "1": the rows are read as 1-bit rows even at 4 or 8
+# bits), any other is mode "P", whose entries past the palette are black.
+# Its own generator, after the others: their bytes do not change.
+prng = np.random.default_rng(20261130)
+
+
+def bmp_plain(w, h, bits, palette, rows, topdown=False):
+    """BITMAPINFOHEADER BMP, no compression; rows of indices, top first."""
+    stride = ((w * bits + 31) >> 3) & ~3
+    packed = []
+    for r in rows:
+        if bits == 8:
+            b = bytes(r)
+        elif bits == 4:
+            v = list(r) + [0] * (len(r) % 2)
+            b = bytes((v[i] << 4) | v[i + 1] for i in range(0, len(v), 2))
+        else:
+            v = list(r) + [0] * (-len(r) % 8)
+            b = bytes(sum(v[i + k] << (7 - k) for k in range(8)) for i in range(0, len(v), 8))
+        packed.append(b.ljust(stride, b"\0"))
+    data = b"".join(packed if topdown else packed[::-1])
+    pal = b"".join(bytes([b, g, r, 0]) for r, g, b in palette)
+    info = struct.pack("<IiiHHIIiiII", 40, w, -h if topdown else h, 1, bits, 0, len(data), 2835, 2835,
+                       len(palette), 0)
+    off = 14 + len(info) + len(pal)
+    return b"BM" + struct.pack("<IHHI", off + len(data), 0, 0, off) + info + pal + data
+
+
+def idx_rows(w, h, top):
+    return [[int(v) for v in prng.integers(0, top, w)] for _ in range(h)]
+
+
+colour3 = [(10, 20, 30), (200, 40, 60), (70, 250, 90)]
+colour5 = [tuple(int(x) for x in prng.integers(0, 256, 3)) for _ in range(5)]
+bw = [(0, 0, 0), (255, 255, 255)]
+pals = [
+    bmp_plain(13, 7, 8, colour3, idx_rows(13, 7, 256)),             # 00 indices past a 3-colour palette: black
+    bmp_plain(11, 6, 4, colour5, idx_rows(11, 6, 16)),              # 01 the same at 4 bits
+    bmp_plain(13, 5, 8, bw, idx_rows(13, 5, 2)),                    # 02 black and white at 8 bits: mode "1"
+    bmp_plain(21, 4, 4, bw, idx_rows(21, 4, 16)),                   # 03 ... at 4 bits
+    bmp_plain(9, 5, 8, [(i, i, i) for i in range(3)], idx_rows(9, 5, 256)),  # 04 3 grays: "L", level = index
+    bmp_plain(17, 3, 1, [(255, 255, 255), (0, 0, 0)], idx_rows(17, 3, 2)),   # 05 white/black at 1 bit: "P"
+    bmp_plain(17, 3, 1, bw, idx_rows(17, 3, 2), topdown=True),      # 06 black/white at 1 bit, top-down
+    bmp_plain(10, 4, 8, [(0, 0, 0)], idx_rows(10, 4, 3)),           # 07 one black entry: "1"
+    bmp_plain(12, 6, 8, [(i, i, i) for i in range(256)], idx_rows(12, 6, 256)),  # 08 a full gray ramp
+    bmp_plain(12, 6, 8, [(3, 3, 3)] + [(i, i, i) for i in range(1, 40)], idx_rows(12, 6, 256)),  # 09 almost a ramp
+]
+# RLE8 with indices past a colour palette (black, as uncompressed).
+pals.append(bmp_rle(13, 4, False, enc(5, 1) + enc(8, 100) + EOL + absolute([0, 2, 7, 250, 1], False) + enc(8, 3) +
+                    EOL + enc(13, 200) + EOL + enc(13, 2) + EOB, colour3))
+record("pal", pals)
