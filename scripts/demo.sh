@@ -47,7 +47,12 @@ fi
 cd "$(dirname "$0")/.."
 start=$SECONDS
 
-scripts/install_deps.sh --demo
+# What is missing of what this run needs (not the tests' packages; not the
+# build's with BIN, not Fashion-MNIST with DEMO_DATA).
+deps=(--demo)
+[ -n "${BIN:-}" ] && deps+=(--prebuilt)
+[ -n "${DEMO_DATA:-}" ] && deps+=(--own-data)
+scripts/install_deps.sh "${deps[@]}"
 if [ -z "${BIN:-}" ]; then
     make -j"$(nproc)" all
     BIN=build
