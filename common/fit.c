@@ -39,6 +39,7 @@ int fit_init(FitState *s, const Model *m, int from, const Optimizer *opt, int ma
     memset(s, 0, sizeof *s);
     s->m = m, s->from = from, s->opt = *opt, s->max_epochs = max_epochs;
     s->best_val = INFINITY;
+    s->best_epoch = -1;
     s->before_val_loss = s->before_val_acc = NAN;
     size_t E = (size_t)(max_epochs > 0 ? max_epochs : 1);
     s->loss = malloc(sizeof(float) * E), s->acc = malloc(sizeof(float) * E);
@@ -67,6 +68,9 @@ void fit_free(FitState *s) {
     if (s->slots && s->m)
         for (int i = 0; i < s->m->n_layers * 4; i++) free(s->slots[i]);
     free(s->slots);
+    if (s->best_w && s->m)
+        for (int i = 0; i < s->m->n_layers * 2; i++) free(s->best_w[i]);
+    free(s->best_w);
     free(s->loss), free(s->acc), free(s->val_loss), free(s->val_acc), free(s->secs);
     free(s->history_path), free(s->history_svg), free(s->history_title);
     memset(s, 0, sizeof *s);
@@ -80,12 +84,65 @@ void fit_end_epoch(FitState *s, float loss, float acc, float val_loss, float val
     s->epoch_secs = 0;
 }
 
+void fit_set_monitor(FitState *s, int acc, int restore_best) {
+    s->monitor_acc = acc, s->restore_best = restore_best;
+    s->best_val = acc ? -INFINITY : INFINITY;
+}
+
 int fit_early_stop(FitState *s, int patience) {
-    if (patience <= 0 || s->epochs_done == 0) return 0;
-    float v = s->val_loss[s->epochs_done - 1];
-    if (v < s->best_val) s->best_val = v, s->wait = 0;
-    else if (++s->wait >= patience) s->stopped = 1;
+    if (s->epochs_done == 0) return 0;
+    const int e = s->epochs_done - 1;
+    float v = s->monitor_acc ? s->val_acc[e] : s->val_loss[e];
+    // Keras's monitor_op: np.less for a loss, np.greater for an accuracy
+    // (a NaN is never an improvement).
+    if (s->monitor_acc ? v > s->best_val : v < s->best_val) {
+        s->best_val = v, s->best_epoch = e, s->wait = 0;
+        return s->stopped;
+    }
+    if (patience > 0 && ++s->wait >= patience) s->stopped = 1;
     return s->stopped;
+}
+
+int fit_epoch_is_best(const FitState *s) { return s->epochs_done > 0 && s->best_epoch == s->epochs_done - 1; }
+
+// best_w's buffers (once).
+static int alloc_best(FitState *s) {
+    const Model *m = s->m;
+    if (!s->best_w && !(s->best_w = calloc((size_t)m->n_layers * 2, sizeof(float *))))
+        return err_set("out of memory for the best epoch's weights");
+    for (int i = s->from; i < m->n_layers; i++) {
+        if (!covered(s, i)) continue;
+        const Layer *l = &m->layers[i];
+        for (int t = 0; t < 2; t++) {
+            float **b = &s->best_w[i * 2 + t];
+            if (!*b && !(*b = model_floats_alloc((size_t)(t ? l->n_bias : l->n_kernel))))
+                return err_set("out of memory for the best epoch's weights");
+        }
+    }
+    return 0;
+}
+
+int fit_keep_best(FitState *s) {
+    if (alloc_best(s) < 0) return -1;
+    for (int i = s->from; i < s->m->n_layers; i++) {
+        if (!covered(s, i)) continue;
+        const Layer *l = &s->m->layers[i];
+        for (int t = 0; t < 2; t++)
+            memcpy(s->best_w[i * 2 + t], t ? l->bias : l->kernel, (size_t)(t ? l->n_bias : l->n_kernel) * sizeof(float));
+    }
+    return 0;
+}
+
+int fit_restore_best(FitState *s) {
+    if (!s->best_w || s->best_epoch < 0) return -1;
+    const Model *m = s->m;
+    for (int i = s->from; i < m->n_layers; i++) {
+        if (!covered(s, i)) continue;
+        Layer *l = &m->layers[i];
+        for (int t = 0; t < 2; t++)
+            memcpy(t ? l->bias : l->kernel, s->best_w[i * 2 + t], (size_t)(t ? l->n_bias : l->n_kernel) * sizeof(float));
+    }
+    return s->best_epoch;
 }
 
 const char *fit_float_text(float v, char *buf) {
@@ -147,6 +204,10 @@ static int each_array(const FitState *s, ArrayFn fn, void *ctx) {
                 snprintf(name, sizeof name, "%s/%s/slot%d", l->name, tn, k);
                 if (fn(ctx, name, HEAD_SLOTS(s->slots, i, t)[k], n) < 0) return -1;
             }
+            if (s->best_w && s->best_w[i * 2 + t]) {
+                snprintf(name, sizeof name, "%s/%s/best", l->name, tn);
+                if (fn(ctx, name, s->best_w[i * 2 + t], n) < 0) return -1;
+            }
         }
     }
     return 0;
@@ -164,9 +225,9 @@ int fit_save(const FitState *s, const char *settings, const char *path) {
     // Sums in %.17g: a resumed epoch's running figures continue bit for bit.
     snprintf(c.text, tl,
              "%sepochs_done=%d\nstep=%ld\nsteps_in_epoch=%ld\nrun_loss_sum=%.17g\nrun_n=%.17g\nrun_correct=%ld\n"
-             "epoch_secs=%.3f\nwait=%d\nstopped=%d\nthreads=%d\n",
+             "epoch_secs=%.3f\nwait=%d\nstopped=%d\nthreads=%d\nbest_epoch=%d\n",
              settings, s->epochs_done, s->opt.step, s->steps_in_epoch, s->run.loss_sum, s->run.n, s->run.correct,
-             s->epoch_secs, s->wait, s->stopped, s->threads);
+             s->epoch_secs, s->wait, s->stopped, s->threads, s->best_epoch);
     FitState *mut = (FitState *)s;  // each_array only reads when saving (the history round-trips unchanged)
     int rc = each_array(mut, add_array, &c);
     float before[2] = {s->before_val_loss, s->before_val_acc};
@@ -249,6 +310,16 @@ static int check_settings(const Checkpoint *c, const char *settings, const char 
             p = nl + 1;
             continue;
         }
+        // Settings added since, absent from older checkpoints: equal when
+        // this run has the value they stood for.
+        static const char *const added[][2] = {{"monitor", "val_loss"}, {"restore_best_weights", "0"}};
+        int as_before = 0;
+        for (size_t k = 0; !have && k < sizeof added / sizeof added[0]; k++)
+            as_before |= !strcmp(key, added[k][0]) && strlen(added[k][1]) == vl && !strncmp(added[k][1], eq + 1, vl);
+        if (as_before) {
+            p = nl + 1;
+            continue;
+        }
         if (!have || ((strlen(have) != vl || strncmp(have, eq + 1, vl)) && !same_path(have, eq + 1, vl))) {
             const char *why = "";
             if (content && !strncmp(eq + 1, "images:", 7))
@@ -316,6 +387,12 @@ static int load_from(FitState *s, const char *settings, const char *path, const 
         log_printf(stderr, "note: %s was written by a run on %d threads, this one has %d: training continues "
                            "correctly, but not bit for bit as the same thread count would\n",
                    path, was, s->threads);
+    // The best epoch (absent before restore_best_weights: none) and, when
+    // its weights were kept, their buffers for each_array to fill.
+    t = checkpoint_setting(cp, "best_epoch");
+    s->best_epoch = t ? atoi(t) : -1;
+    free(t);
+    if (s->restore_best && s->best_epoch >= 0 && alloc_best(s) < 0) goto done;
     GetCtx g = {cp, path};
     rc = each_array(s, get_array, &g);
     float before[2];

@@ -41,10 +41,17 @@ typedef struct {
     long steps_in_epoch;
     Running run;
     double epoch_secs;
-    // Early stopping (Keras's EarlyStopping on val_loss, min_delta 0).
+    // Keras's EarlyStopping (min_delta 0) on val_loss, or on val_accuracy
+    // (monitor_acc): the best value so far, the epochs since it, and with
+    // restore_best (restore_best_weights=True) the trainable weights at the
+    // end of that epoch (best_w, kept by fit_keep_best; in the checkpoint).
+    int monitor_acc;
     float best_val;
+    int best_epoch;        // 0-based, -1 before any validated epoch
     int wait;
     int stopped;           // 1 once early stopping ended training
+    int restore_best;
+    float **best_w;        // [layer * 2 + (0 kernel, 1 bias)] over covered layers; NULL until kept
     // Validation loss and accuracy before the first step (finetune reports
     // them beside the final ones); NaN when not measured.
     float before_val_loss, before_val_acc;
@@ -64,9 +71,25 @@ int fit_init(FitState *s, const Model *m, int from, const Optimizer *opt, int ma
 void fit_free(FitState *s);
 // Records a finished epoch (and resets the in-epoch fields).
 void fit_end_epoch(FitState *s, float loss, float acc, float val_loss, float val_acc, float secs);
-// Early stopping after the epoch just recorded: 1 when training should stop
-// (val_loss has not improved for `patience` epochs; patience 0: never).
+// What Keras's EarlyStopping(monitor, patience, restore_best_weights)
+// watches: val_loss (acc 0) or val_accuracy (acc 1). Before fit_begin.
+void fit_set_monitor(FitState *s, int acc, int restore_best);
+// Keras's EarlyStopping.on_epoch_end after the epoch just recorded: updates
+// the best value and its epoch, and returns 1 when training should stop
+// (the monitored value has not improved for `patience` epochs; patience 0:
+// never). Call it only with validation figures.
 int fit_early_stop(FitState *s, int patience);
+// 1 when the epoch just recorded is the best so far (then, with
+// restore_best, the caller brings the weights to the host and calls
+// fit_keep_best).
+int fit_epoch_is_best(const FitState *s);
+// Copies the trainable weights into best_w (allocated on first use). -1
+// when out of memory.
+int fit_keep_best(FitState *s);
+// Keras's on_train_end with restore_best_weights: the model's trainable
+// weights set to best_w. Returns the best epoch (0-based), or -1 when there
+// is none kept (nothing changed).
+int fit_restore_best(FitState *s);
 
 // The shortest decimal text of a float that reads back as the same float
 // ("0.0001", not "9.99999975e-05"), for settings that people read and that

@@ -558,8 +558,8 @@ int finetune_run(const FinetuneOptions *o) {
         const char *why = o->validation_split > 0 ? "--validation-split leaves no validation images (int(F * n) is 0 "
                                                     "for every class)"
                                                   : "the validation data holds no images";
-        if (o->early_stopping > 0) {
-            err_set("%s, so --early-stopping has nothing to watch", why);
+        if (o->early_stopping > 0 || o->restore_best) {
+            err_set("%s, so %s has nothing to watch", why, o->early_stopping > 0 ? "--early-stopping" : "--restore-best-weights");
             goto done;
         }
         log_printf(stderr, "warning: %s: training without validation\n", why);
@@ -592,6 +592,7 @@ int finetune_run(const FinetuneOptions *o) {
     if (o->momentum_given) opt.momentum = o->momentum;
     opt.nesterov = o->nesterov;
     if (fit_init(&fs, &m, m.first_trainable_base, &opt, o->epochs) < 0) goto done;
+    fit_set_monitor(&fs, !strcmp(o->monitor, "val_accuracy"), o->restore_best);
     fs.threads = threads;
     char head_sha[65];
     if (hash_file_hex(o->head, HASH_SHA256, head_sha) < 0) goto done;
@@ -609,11 +610,11 @@ int finetune_run(const FinetuneOptions *o) {
         snprintf(settings, cap,
                  "tool=finetune\ndata=%s\ndata_content=%s\nval=%s\nval_content=%s\nvalidation_split=%.9g\nweights=%s\nhead=sha256:%s\nunfreeze=%s\noptimizer=%s\n"
                  "lr=%s\nmomentum=%s\nnesterov=%d\nbatch=%d\nseed=%ld\naugment=%s\nclass_weight=%s\n"
-                 "train_items=%d\nearly_stopping=%d\n",
+                 "train_items=%d\nearly_stopping=%d\nmonitor=%s\nrestore_best_weights=%d\n",
                  path_canonical(from_cache ? o->cache : o->data, data_real), data_content,
                  val_path ? path_canonical(val_path, val_real) : "", val_content, o->validation_split, weights_id, head_sha, m.unfreeze_name, optim_kind_name(kind),
                  fit_float_text(opt.lr, f1), fit_float_text(opt.momentum, f2), opt.nesterov, o->batch, o->seed, aug_text, o->class_weight, train.n,
-                 o->early_stopping);
+                 o->early_stopping, o->monitor, o->restore_best);
     }
     char ckpt_path[4200], title[512], opt_text[96];
     snprintf(title, sizeof title, "finetune from %s: %s, batch %d, seed %ld", m.unfreeze_name,
@@ -831,9 +832,13 @@ int finetune_run(const FinetuneOptions *o) {
                             "the head with fewer epochs or a lower --lr, or fine-tune on other data)\n",
                     tl, from_cache ? "record" : "image", from_cache ? "records" : "images");
         int stop = has_val && fit_early_stop(&fs, o->early_stopping);
-        if (save_state(&fs, &walk, &m, settings, ckpt_path) < 0) goto done;
+        // The state (and, with --restore-best-weights, this epoch's weights
+        // when they are the best so far) from the device into the checkpoint.
+        if (walk_download(&walk, &m, fs.slots) < 0) goto done;
+        if (fs.restore_best && fit_epoch_is_best(&fs) && fit_keep_best(&fs) < 0) goto done;
+        if (fit_save(&fs, settings, ckpt_path) < 0) goto done;
         if (stop)
-            printf("Epoch %d: early stopping (val_loss has not improved for %d epochs)\n", epoch + 1,
+            printf("Epoch %d: early stopping (%s has not improved for %d epochs)\n", epoch + 1, o->monitor,
                    o->early_stopping);
         int sig = stop_requested();
         if (sig && fs.epochs_done < o->epochs && !stop) {
@@ -855,6 +860,20 @@ int finetune_run(const FinetuneOptions *o) {
 
     // --- outputs ---------------------------------------------------------------------------------
     if (walk_download(&walk, &m, NULL) < 0) goto done;  // the GPU's weights are the model's
+    // Keras's EarlyStopping.on_train_end with restore_best_weights: the best
+    // epoch's weights are the model's (and the walk's, for the evaluation
+    // below); the checkpoint keeps the last epoch's, which more epochs
+    // continue from.
+    if (fs.restore_best && fs.best_epoch >= 0) {
+        int best = fit_restore_best(&fs);
+        if (best < 0) {
+            err_set("--restore-best-weights: the best epoch's weights were not kept (a checkpoint of an older "
+                    "vggft); rerun without --resume");
+            goto done;
+        }
+        printf("Restoring model weights from the end of the best epoch: %d.\n", best + 1);
+        if (walk_upload(&walk, NULL) < 0) goto done;
+    }
     {
         ModelMeta mm;
         model_meta_from_model(&m, &mm);

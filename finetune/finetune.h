@@ -13,6 +13,10 @@ typedef struct {
     const char *optimizer, *class_weight, *augment, *save_augmented, *device, *precision;
     float lr, momentum;
     int nesterov, epochs, batch, threads, early_stopping, resume, resume_if_same, quiet, no_augment, save_augmented_n;
+    // Keras's EarlyStopping(monitor, restore_best_weights): monitor "val_loss" or
+    // "val_accuracy" (--early-stopping and --restore-best-weights watch it).
+    const char *monitor;
+    int restore_best;
     long seed, checkpoint_every, memory_budget_mb;
     int lr_given, momentum_given, augment_given;
     const char *command_line;

@@ -79,7 +79,9 @@ static const char *check_options(CliSpec *spec, const FinetuneOptions *o, char *
     if (o->validation_split > 0 && (o->val_data || o->val_cache))
         BAD("give either --val-data/--val-cache or --validation-split, not both");
     if (o->early_stopping > 0 && !o->val_data && !o->val_cache && o->validation_split <= 0)
-        BAD("--early-stopping watches val_loss: give --val-data, --val-cache or --validation-split");
+        BAD("--early-stopping watches %s: give --val-data, --val-cache or --validation-split", o->monitor);
+    if (o->restore_best && !o->val_data && !o->val_cache && o->validation_split <= 0)
+        BAD("--restore-best-weights watches %s: give --val-data, --val-cache or --validation-split", o->monitor);
     if (o->nesterov && strcmp(o->optimizer, "sgd")) BAD("--nesterov applies to --optimizer sgd only");
     if (o->momentum_given && !strcmp(o->optimizer, "adam")) BAD("--momentum applies to sgd and rmsprop, not adam");
     // --unfreeze must name a conv layer: checked against VGG19's base, whose
@@ -162,8 +164,14 @@ int main(int argc, char **argv) {
         {"class-weight", OPT_CHOICE, &o.class_weight, "none", NULL,
          "balanced: weight_c = N / (K * N_c), like scikit-learn", "none|balanced"},
         {"early-stopping", OPT_INT, &o.early_stopping, "0", "PATIENCE",
-         "stop after PATIENCE epochs without val_loss improvement (0: off);\nthe last epoch's weights are "
-         "written, as Keras's EarlyStopping\n(restore_best_weights=False)", .range = ">=0"},
+         "stop after PATIENCE epochs without --monitor improving (0: off);\nthe last epoch's weights are "
+         "written unless --restore-best-weights,\nas Keras's EarlyStopping", .range = ">=0"},
+        {"monitor", OPT_CHOICE, &o.monitor, "val_loss", NULL,
+         "what --early-stopping and --restore-best-weights watch (Keras's\nEarlyStopping monitor): the lowest "
+         "val_loss or the highest\nval_accuracy", "val_loss|val_accuracy"},
+        {"restore-best-weights", OPT_FLAG, &o.restore_best, NULL, NULL,
+         "write the weights of the epoch with the best --monitor value, not\nthe last (Keras's "
+         "restore_best_weights=True; needs validation\ndata)"},
         {"checkpoint-every", OPT_LONG, &o.checkpoint_every, "100", "STEPS",
          "also write MODEL.ckpt every STEPS steps (0: only after epochs\nand on signals)", .range = ">=0"},
         {"resume", OPT_FLAG, &o.resume, NULL, NULL, "continue from MODEL.ckpt (settings must match)"},

@@ -507,3 +507,48 @@ Test(finetune, default_unfreeze_follows_the_heads_cut) {
     remove_tree(dir);
     free(dir);
 }
+
+// The lines of a tool's output that hold a comma and no timestamp.
+static char *csv_lines(const char *text) {
+    char *out = calloc(strlen(text) + 1, 1);
+    for (const char *p = text; *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p + 1) : strlen(p);
+        if (memchr(p, ',', n) && !(n > 20 && p[4] == '-' && p[10] == 'T')) strncat(out, p, n);
+        p += n;
+    }
+    return out;
+}
+
+// --restore-best-weights: the model written (and evaluated) is the one at
+// the end of the best epoch: predict gives what a run of that many epochs
+// gives, image for image.
+Test(finetune, restore_best_weights_writes_the_best_epoch) {
+    Setup s = setup();
+    char a[600], c[600], args[3000], extra[200];
+    snprintf(a, sizeof a, "%s/a.h5", s.dir);
+    snprintf(c, sizeof c, "%s/c.h5", s.dir);
+    ft_args(&s, "--epochs 5 --lr 0.05 --restore-best-weights", a, args, sizeof args);
+    char *out = run_ok("finetune", args);
+    const char *said = strstr(out, "Restoring model weights from the end of the best epoch: ");
+    cr_assert(said, "%s", out);
+    int best = atoi(said + strlen("Restoring model weights from the end of the best epoch: "));
+    cr_assert(best >= 1 && best < 5, "the best epoch should not be the last for the test to mean anything: %d\n%s",
+              best, out);
+    free(out);
+    snprintf(extra, sizeof extra, "--epochs %d --lr 0.05", best);
+    ft_args(&s, extra, c, args, sizeof args);
+    free(run_ok("finetune", args));
+    char *pa, *pc;
+    snprintf(args, sizeof args, "--model %s --format csv --threads 1 %s", a, s.val);
+    pa = run_ok("predict", args);
+    snprintf(args, sizeof args, "--model %s --format csv --threads 1 %s", c, s.val);
+    pc = run_ok("predict", args);
+    // The CSV lines (the log lines have times).
+    char *la = csv_lines(pa), *lc = csv_lines(pc);
+    cr_expect(strlen(la) > 100, "%s", pa);
+    cr_expect_str_eq(la, lc, "predictions of the restored model and of a %d-epoch run differ", best);
+    free(pa), free(pc), free(la), free(lc);
+    remove_tree(s.dir);
+    free(s.dir);
+}

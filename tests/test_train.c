@@ -728,3 +728,39 @@ Test(train, report_columns_align_for_utf8_names) {
     }
     free(text);
 }
+
+// --restore-best-weights (Keras's EarlyStopping(restore_best_weights=True)):
+// the head written is the one at the end of the best val_loss epoch, equal
+// to a run of that many epochs; a run killed after that epoch and resumed
+// writes the same head (the best weights are in the checkpoint).
+Test(train, restore_best_weights_writes_the_best_epoch) {
+    ResumeCase r = resume_case(12, 30, 11);
+    const char *common = "--hidden 16 --optimizer adam --lr 0.3 --epochs 8 --batch 4 --restore-best-weights --quiet";
+    char *out = uninterrupted(&r, common);
+    const char *said = strstr(out, "Restoring model weights from the end of the best epoch: ");
+    cr_assert(said, "%s", out);
+    int best = atoi(said + strlen("Restoring model weights from the end of the best epoch: "));
+    cr_assert(best >= 1 && best < 8, "the best epoch should not be the last for the test to mean anything: %d\n%s",
+              best, out);
+    free(out);
+    // The same training stopped after the best epoch, without the option.
+    char c[700], args[3000];
+    snprintf(c, sizeof c, "%s/c.h5", r.dir);
+    snprintf(args, sizeof args, "--cache %s --val-cache %s --out %s --hidden 16 --optimizer adam --lr 0.3 --epochs %d "
+             "--batch 4 --quiet", r.tr, r.va, c, best);
+    free(run_ok(args));
+    long n1, n2;
+    float *w1 = head_weights(r.a, 2, &n1, 16, 32), *w2 = head_weights(c, 2, &n2, 16, 32);
+    cr_assert_eq(n1, n2);
+    cr_expect_arr_eq(w1, w2, sizeof(float) * (size_t)n1, "the head is not the best epoch's (%d)", best);
+    free(w1), free(w2);
+    // Killed after the last epoch but one (after the best), resumed.
+    free(crash_then_resume(&r, common, 7));
+    expect_same_heads(&r);
+    // Without validation data: refused.
+    snprintf(args, sizeof args, "--cache %s --out %s --restore-best-weights --quiet", r.tr, c);
+    cr_expect_eq(run_tool("train", args, &out), 2);
+    cr_expect(strstr(out, "--restore-best-weights watches val_loss: give --val-cache"), "%s", out);
+    free(out);
+    resume_case_free(&r);
+}

@@ -161,10 +161,10 @@ int train_run(const TrainOptions *o) {
         if (rc < 0) goto done;
         has_val = val.n > 0;
         if (!has_val) {
-            if (o->early_stopping > 0) {
+            if (o->early_stopping > 0 || o->restore_best) {
                 err_set("--validation-split %g leaves no validation records (int(F * n) is 0 for every class), so "
-                        "--early-stopping has nothing to watch",
-                        o->validation_split);
+                        "%s has nothing to watch",
+                        o->validation_split, o->early_stopping > 0 ? "--early-stopping" : "--restore-best-weights");
                 goto done;
             }
             log_printf(stderr, "warning: --validation-split %g leaves no validation records (int(F * n) is 0 for "
@@ -226,6 +226,7 @@ int train_run(const TrainOptions *o) {
     if (o->momentum_given) opt.momentum = o->momentum;
     opt.nesterov = o->nesterov;
     if (fit_init(&fs, &m, h0, &opt, o->epochs) < 0) goto done;  // (threads not recorded: any count gives the same bits)
+    fit_set_monitor(&fs, !strcmp(o->monitor, "val_accuracy"), o->restore_best);
 
     // Settings that a resumed run must share with the checkpoint.
     {
@@ -241,13 +242,14 @@ int train_run(const TrainOptions *o) {
                          "train_cache_weights=%s\nmodel=%s\ninput_size=%dx%d\nlayer=%s\npreprocess=%s\n"
                          "interpolation=%s\nclasses=%d\nclass_mode=%s\nhidden=%d\ndropout=%s\noptimizer=%s\n"
                          "lr=%s\nmomentum=%s\nnesterov=%d\nbatch=%d\nseed=%ld\nclass_weight=%s\n"
-                         "validation=%s\nvalidation_content=%s\nvalidation_split=%.9g\ntrain_records=%d\nearly_stopping=%d\n",
+                         "validation=%s\nvalidation_content=%s\nvalidation_split=%.9g\ntrain_records=%d\nearly_stopping=%d\n"
+                         "monitor=%s\nrestore_best_weights=%d\n",
                          cache_content_id(&meta), meta.weights, meta.model, meta.input_w, meta.input_h, meta.layer, meta.preprocess,
                          meta.interpolation, K, cfg.binary ? "binary" : "categorical", cfg.hidden, fit_float_text(cfg.dropout, f1),
                          optim_kind_name(kind), fit_float_text(opt.lr, f2), fit_float_text(opt.momentum, f3), opt.nesterov, o->batch, o->seed, o->class_weight,
                          o->val_cache ? path_canonical(o->val_cache, val_real) : "",
                          o->val_cache ? cache_content_id(&vmeta) : "", o->validation_split, train.n,
-                         o->early_stopping);
+                         o->early_stopping, o->monitor, o->restore_best);
         for (int k = 0; k < K && n < (int)cap - 300; k++) n += snprintf(settings + n, cap - n, "class%d=%s\n", k, meta.class_names[k]);
     }
     char ckpt_path[4200], title[512], opt_text[96];
@@ -341,6 +343,7 @@ int train_run(const TrainOptions *o) {
         if (o->quiet) log_printf(stdout, "Epoch %d/%d - %.1fs - %s\n", epoch + 1, o->epochs, secs, metrics);
         fit_end_epoch(&fs, tl, ta, vl, va, secs);
         int stop = has_val && fit_early_stop(&fs, o->early_stopping);
+        if (fs.restore_best && fit_epoch_is_best(&fs) && fit_keep_best(&fs) < 0) goto done;
 
         // Checkpoint after every epoch: a killed run resumes from here.
         if (fit_save(&fs, settings, ckpt_path) < 0) goto done;
@@ -348,7 +351,7 @@ int train_run(const TrainOptions *o) {
         const char *crash = getenv("VGGFT_TEST_CRASH_AFTER_EPOCH");
         if (crash && atoi(crash) == epoch + 1) _exit(137);
         if (stop)
-            printf("Epoch %d: early stopping (val_loss has not improved for %d epochs)\n", epoch + 1,
+            printf("Epoch %d: early stopping (%s has not improved for %d epochs)\n", epoch + 1, o->monitor,
                    o->early_stopping);
         if ((stopped_by = stop_requested()) && fs.epochs_done < o->epochs && !stop) {
             log_printf(stderr, "%s: stopped after epoch %d; state saved in %s: %s\n", stop_signal_name(stopped_by),
@@ -359,6 +362,17 @@ int train_run(const TrainOptions *o) {
     }
 
     // --- outputs -------------------------------------------------------------------
+    // Keras's EarlyStopping.on_train_end with restore_best_weights (the
+    // checkpoint keeps the last epoch's weights, which more epochs continue).
+    if (fs.restore_best && fs.best_epoch >= 0) {
+        int best = fit_restore_best(&fs);
+        if (best < 0) {
+            err_set("--restore-best-weights: the best epoch's weights were not kept (a checkpoint of an older "
+                    "vggft); rerun without --resume");
+            goto done;
+        }
+        printf("Restoring model weights from the end of the best epoch: %d.\n", best + 1);
+    }
     ModelMeta mm;
     model_meta_from_model(&m, &mm);
     snprintf(mm.preprocess, sizeof mm.preprocess, "%s", meta.preprocess);

@@ -8,6 +8,10 @@ typedef struct {
     double validation_split;
     float lr, momentum, dropout;
     int nesterov, epochs, batch, early_stopping, threads, hidden, quiet, resume, resume_if_same;
+    // Keras's EarlyStopping(monitor, restore_best_weights): monitor "val_loss" or
+    // "val_accuracy" (--early-stopping and --restore-best-weights watch it).
+    const char *monitor;
+    int restore_best;
     long seed, memory_budget_mb;
     int lr_given, momentum_given;
 } TrainOptions;
