@@ -19,6 +19,9 @@ typedef struct {
     uint8_t *pix;        // libpng's output rows
     png_bytep *rows;
     uint8_t *rgb;        // final RGB (== pix unless 16-bit gray)
+    png_uint_32 w, h;
+    int gray16;
+    int rows_done;       // every row read: what follows cannot fail the image
 } PngCtx;
 
 static void read_mem(png_structp png, png_bytep dst, png_size_t len) {
@@ -38,21 +41,37 @@ static void on_error(png_structp png, png_const_charp msg) {
 // profiles...), and a library must not print to stderr.
 static void on_warning(png_structp png, png_const_charp msg) { (void)png, (void)msg; }
 
+// Unknown chunks, critical ones too, are dropped, as PIL drops them (libpng
+// stops at an unknown critical chunk).
+static int on_unknown_chunk(png_structp png, png_unknown_chunkp chunk) {
+    (void)png, (void)chunk;
+    return 1;
+}
+
 static int decode(PngCtx *c, png_structp png, png_infop pi, long max_pixels, Image *out,
                   DecodeInfo *info) {
-    if (setjmp(png_jmpbuf(png)))
+    if (setjmp(png_jmpbuf(png))) {
+        // Past the last row PIL reads quietly or not at all (load_end stops
+        // at the first chunk it cannot read): a fault there leaves the image.
+        if (c->rows_done) goto rows_read;
         return err_set("corrupt or truncated PNG data (libpng: %s)", c->msg);
+    }
     png_set_read_fn(png, c, read_mem);
+    // CRCs: those of the chunks before the image data were checked as PIL
+    // checks them (check_header_crcs); PIL never checks IDAT's or later ones.
+    png_set_crc_action(png, PNG_CRC_QUIET_USE, PNG_CRC_QUIET_USE);
+    png_set_read_user_chunk_fn(png, NULL, on_unknown_chunk);
     png_read_info(png, pi);
     png_uint_32 w, h;
     int depth, ct, interlace;
     png_get_IHDR(png, pi, &w, &h, &depth, &ct, &interlace, NULL, NULL);
+    c->w = w, c->h = h;
     info->src_w = (int)w;
     info->src_h = (int)h;
     if (image_check_budget((long)w, (long)h, max_pixels, "PNG") != 0) return -1;
 
     // To 8-bit RGB the way PIL's convert('RGB') gets there.
-    int gray16 = ct == PNG_COLOR_TYPE_GRAY && depth == 16;
+    int gray16 = c->gray16 = ct == PNG_COLOR_TYPE_GRAY && depth == 16;
     if (ct == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
     if (ct == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
     if (depth == 16 && !gray16) png_set_strip_16(png);  // PIL's ";16B" rawmodes: high byte
@@ -74,9 +93,13 @@ static int decode(PngCtx *c, png_structp png, png_infop pi, long max_pixels, Ima
     if (!c->pix || !c->rows) return err_set("out of memory for a %ux%u PNG image", w, h);
     for (png_uint_32 y = 0; y < h; y++) c->rows[y] = c->pix + (size_t)y * rowbytes;
     png_read_image(png, c->rows);
+    c->rows_done = 1;
     png_read_end(png, NULL);
 
-    if (gray16) {
+rows_read:
+    // (After a longjmp only what lives in c is determinate.)
+    w = c->w, h = c->h;
+    if (c->gray16) {
         // PIL opens 16-bit gray as I;16, and I;16 -> RGB clips at 255.
         c->rgb = malloc((size_t)w * h * 3);
         if (!c->rgb) return err_set("out of memory for a %ux%u PNG image", w, h);
@@ -149,7 +172,26 @@ static int add_missing_iend(const uint8_t *d, size_t n, uint8_t **fixed, size_t 
     return 0;
 }
 
+// PIL reads the chunks before the image data itself and checks each one's
+// CRC (ChunkStream.crc: "broken PNG file (bad header checksum in b'tEXt')"),
+// ancillary ones too; libpng is told to ignore CRCs (PIL does not check
+// IDAT's or later ones), so those are checked here. A chunk cut short is
+// left to libpng to report.
+static int check_header_crcs(const uint8_t *d, size_t n) {
+    for (size_t pos = 8; n - pos >= 12;) {
+        uint32_t len = be32(d + pos);
+        if (!memcmp(d + pos + 4, "IDAT", 4) || len > n - pos - 12) return 0;
+        uLong crc = crc32(0L, d + pos + 4, (uInt)len + 4);
+        if (crc != be32(d + pos + 8 + len))
+            return err_set("broken PNG file (bad header checksum in %c%c%c%c)", d[pos + 4], d[pos + 5], d[pos + 6],
+                           d[pos + 7]);
+        pos += 12 + (size_t)len;
+    }
+    return 0;
+}
+
 int png_decode(const uint8_t *data, size_t n, long max_pixels, Image *out, DecodeInfo *info) {
+    if (n >= 8 && check_header_crcs(data, n) < 0) return -1;
     uint8_t *fixed = NULL;
     size_t fixed_n = 0;
     if (n >= 8 && add_missing_iend(data, n, &fixed, &fixed_n) != 0) return -1;

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Fixtures for tests/test_decoders.c: RLE8 / RLE4 BMPs and PNGs that lack
-their IEND chunk, and what Pillow (the library Keras loads images with) makes
+"""Fixtures for tests/test_decoders.c: RLE8 / RLE4 BMPs, palette BMPs, PNGs
+that lack their IEND chunk or are damaged where Pillow does not look, and what Pillow (the library Keras loads images with) makes
 of them.
 
     python3 scripts/fixtures_decoders.py tests/fixtures/decoders
@@ -206,6 +206,33 @@ pngs = [
     body[:-4],                                  # 05 last IDAT's CRC missing
     body[:-20],                                 # 06 cut inside the image data
     multi[:len(multi) - len(split) + 12 + 10],  # 07 only the first IDAT
+]
+
+
+def chunk(ctype, data, crc=None):
+    c = zlib.crc32(ctype + data) if crc is None else crc
+    return struct.pack(">I", len(data)) + ctype + data + struct.pack(">I", c & 0xFFFFFFFF)
+
+
+# Damage PIL never looks at (IDAT's CRC and later chunks)
+# and chunks it drops (unknown ones, critical too), and one it refuses (a
+# bad CRC before the image data).
+idat_c = [c for t, c in parts if t == b"IDAT"][0]
+pre = sig + b"".join(c for t, c in parts if t not in (b"IDAT", b"IEND"))
+bad_idat = idat_c[:-4] + bytes(b ^ 0xFF for b in idat_c[-4:])
+split_bad = b"".join(chunk(b"IDAT", p, crc=0x12345678 if k == 0 else None)
+                     for k, p in enumerate((idat[:10], idat[10:25], idat[25:])))
+iend_c = parts[-1][1]
+pngs += [
+    pre + bad_idat + iend_c,                                  # 08 IDAT's CRC wrong
+    pre + idat_c + iend_c[:-4] + b"\x00\x00\x00\x00",          # 09 IEND's CRC wrong
+    pre + idat_c + iend_c[:-1],                               # 10 ends inside IEND's CRC
+    pre + idat_c + iend_c[:-4],                               # 11 IEND's CRC missing
+    pre + idat_c + b"\x00" * 4 + iend_c,                       # 12 junk before IEND
+    pre + chunk(b"QXZW", b"critical, unknown") + idat_c + iend_c,  # 13 an unknown critical chunk
+    pre + chunk(b"tEXt", b"Comment\x00x", crc=1) + idat_c + iend_c,  # 14 bad CRC before IDAT: PIL refuses
+    pre + split_bad + iend_c,                                 # 15 the first of three IDATs with a wrong CRC
+    pre + idat_c + chunk(b"ZZZZ", b"after", crc=7) + iend_c,   # 16 a damaged chunk after the image data
 ]
 record("png", pngs)
 

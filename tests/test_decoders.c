@@ -1,6 +1,7 @@
 // Decoders on inputs Pillow reads that we used to refuse: RLE8 / RLE4 BMPs
 // (hand-made streams for each of Pillow's BmpRleDecoder rules, then random
-// ones) and PNGs without their IEND chunk. The fixtures record, per file,
+// ones), palette BMPs, and PNGs without their IEND chunk or damaged where
+// Pillow does not look (IDAT CRCs, after the image data). The fixtures record, per file,
 // whether Pillow loads it and if so its pixels (scripts/fixtures_decoders.py).
 // Also: image_read_file refuses FIFOs, sockets and devices without blocking,
 // and image_chain with augmentation parameters.
@@ -59,7 +60,7 @@ static void check_against_pillow(const char *prefix, const char *ext, int min_ca
 
 Test(decoders, rle_bmp_as_pillow_reads_it) { check_against_pillow("rle", "bmp", 30); }
 
-Test(decoders, png_without_iend_as_pillow_reads_it) { check_against_pillow("png", "png", 8); }
+Test(decoders, damaged_png_as_pillow_reads_it) { check_against_pillow("png", "png", 17); }
 
 // Palette BMPs in PIL's modes: indices past a colour palette are black, a
 // gray palette is dropped (the index is the level), a black-and-white one
