@@ -404,16 +404,10 @@ void cli_print_version(const char *prog, FILE *out) {
 }
 
 // value as an absolute path when it is a relative one naming an existing
-// file (cwd joined, symbolic links kept as the user named them), else NULL.
+// file (realpath: "..", "." and links resolved), else NULL.
 static char *absolute_file_path(const char *value) {
     if (!value[0] || value[0] == '/' || access(value, F_OK) != 0) return NULL;
-    char cwd[PATH_MAX];
-    if (!getcwd(cwd, sizeof cwd)) return NULL;
-    const char *v = value;
-    while (!strncmp(v, "./", 2)) v += 2;
-    char *s = malloc(strlen(cwd) + strlen(v) + 2);
-    if (s) sprintf(s, "%s/%s", cwd, v);
-    return s;
+    return realpath(value, NULL);
 }
 
 static int is_path_option(const char *word, const char *const *names, size_t *eq) {
