@@ -27,9 +27,13 @@ static int stdout_is_log;   // cli_stdout_is_log: stdout only tells about the ru
 // A log whose reader went away (`train ... | head -3`, a closed terminal
 // pipe) must not kill a training run before its outputs: without SIGPIPE
 // the writes fail with EPIPE and the run goes on, as with /dev/full.
+// Line-buffered, so that in a log that holds both streams (Slurm's
+// slurm-JOBID.out, `> log 2>&1`) its lines stay in order with stderr's.
 void cli_stdout_is_log(void) {
     stdout_is_log = 1;
     signal(SIGPIPE, SIG_IGN);
+    fflush(stdout);
+    setvbuf(stdout, NULL, _IOLBF, 0);
 }
 
 static void check_stdout(void) {

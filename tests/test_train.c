@@ -757,6 +757,13 @@ Test(train, restore_best_weights_writes_the_best_epoch) {
     // Killed after the last epoch but one (after the best), resumed.
     free(crash_then_resume(&r, common, 7));
     expect_same_heads(&r);
+    // One log for both streams (Slurm's slurm-JOBID.out): stdout's lines in
+    // order with stderr's, "Train on" before "Epoch 1/".
+    snprintf(args, sizeof args, "--cache %s --val-cache %s --out %s --epochs 1 --hidden 4", r.tr, r.va, c);
+    out = run_ok(args);
+    const char *train_on = strstr(out, "Train on "), *epoch1 = strstr(out, "Epoch 1/1");
+    cr_expect(train_on && epoch1 && train_on < epoch1, "%s", out);
+    free(out);
     // Without validation data: refused.
     snprintf(args, sizeof args, "--cache %s --out %s --restore-best-weights --quiet", r.tr, c);
     cr_expect_eq(run_tool("train", args, &out), 2);
