@@ -173,6 +173,7 @@ void fit_epoch_start(const FitState *s, Progress *bar, int steps, int quiet, int
     bar->t_start -= s->epoch_secs;
     bar->t_before = s->epoch_secs;
     bar->free_items = s->steps_in_epoch;
+    bar->done = s->steps_in_epoch;  // a resume after the epoch's last step shows it whole
     fit_shuffle(perm, n, seed, s->epochs_done);
 }
 
