@@ -157,7 +157,7 @@ int download_file(const char *url, const char *dest, const char *expected_md5, D
     if (res != CURLE_OK) {
         if (x.cancelled)
             rc = err_set("download of %s cancelled", url);
-        else if (res == CURLE_HTTP_RETURNED_ERROR)
+        else if (res == CURLE_HTTP_RETURNED_ERROR && status > 0)
             rc = err_set("URL fetch failure on %s: HTTP status %ld", url, status);
         else if (x.write_errno)
             rc = err_set("downloading %s: cannot write %s: %s", url, tmp, strerror(x.write_errno));
