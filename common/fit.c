@@ -746,14 +746,22 @@ void fit_print_report(FILE *out, const char *what, const Running *r, int K, char
             fprintf(out, "\n");
         }
     }
-    fprintf(out, "%-*s precision   recall  support\n", w + 2, "");
-    for (int k = 0; k < K; k++) {
-        long tp = conf[k * K + k], col = 0, row = 0;
-        for (int j = 0; j < K; j++) col += conf[j * K + k], row += conf[k * K + j];
-        fputs("  ", out);
-        utf8_put_padded(out, names[k], w, 0);
-        fprintf(out, " %9.4f %8.4f %8ld\n", col ? (double)tp / col : 0.0, row ? (double)tp / row : 0.0, row);
+    // scikit-learn's classification_report: per class precision, recall,
+    // F1 and support (predict adds the averages: metrics_print).
+    const int lw = metrics_label_width(K, names);
+    fprintf(out, "%-*s precision   recall       f1  support\n", lw + 2, "");
+    ClassMetrics *cm = malloc(sizeof *cm * (size_t)K);
+    if (!cm) {
+        fprintf(out, "  (out of memory for the per-class figures)\n");
+        return;
     }
+    metrics_per_class(conf, K, cm);
+    for (int k = 0; k < K; k++) {
+        fputs("  ", out);
+        utf8_put_padded(out, names[k], lw, 0);
+        fprintf(out, " %9.4f %8.4f %8.4f %8ld\n", cm[k].precision, cm[k].recall, cm[k].f1, cm[k].support);
+    }
+    free(cm);
 }
 
 int fit_diverged(int epoch, long step, float loss) {

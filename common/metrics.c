@@ -33,19 +33,16 @@ static void average(const ClassMetrics *c, int K, int weighted, double *p, doubl
 void metrics_macro(const ClassMetrics *c, int K, double *p, double *r, double *f) { average(c, K, 0, p, r, f); }
 void metrics_weighted(const ClassMetrics *c, int K, double *p, double *r, double *f) { average(c, K, 1, p, r, f); }
 
-void metrics_print(FILE *out, int K, char *const *names, const ClassMetrics *c) {
-    int w = 12;  // as fit_print_report: the longest name in display columns (utf8.h), within 12..24
+int metrics_label_width(int K, char *const *names) {
+    int w = 12;  // "weighted avg"
     for (int k = 0; k < K; k++) w = utf8_width(names[k]) > w ? utf8_width(names[k]) : w;
-    if (w > 24) w = 24;
+    return w > 24 ? 24 : w;
+}
+
+void metrics_print(FILE *out, int K, char *const *names, const ClassMetrics *c) {
+    const int w = metrics_label_width(K, names);
     long n = 0;
     for (int k = 0; k < K; k++) n += c[k].support;
-    fprintf(out, "%-*s       f1\n", w + 2, "");
-    for (int k = 0; k < K; k++) {
-        fputs("  ", out);
-        utf8_put_padded(out, names[k], w, 0);
-        fprintf(out, " %8.4f\n", c[k].f1);
-    }
-    fprintf(out, "%-*s precision   recall       f1  support\n", w + 2, "");
     double p, r, f;
     metrics_macro(c, K, &p, &r, &f);
     fprintf(out, "  %-*s %9.4f %8.4f %8.4f %8ld\n", w, "macro avg", p, r, f, n);

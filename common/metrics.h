@@ -29,9 +29,13 @@ void metrics_per_class(const long *conf, int K, ClassMetrics *out);
 void metrics_macro(const ClassMetrics *c, int K, double *precision, double *recall, double *f1);
 void metrics_weighted(const ClassMetrics *c, int K, double *precision, double *recall, double *f1);
 
-// What fit_print_report (fit.h) does not print: each class's F1, then the
-// macro and weighted averages of precision, recall and F1 (the last rows of
-// scikit-learn's classification_report), to out.
+// The width of the class-name column of the per-class table (display
+// columns: the longest name, within 12..24), shared by fit_print_report and
+// metrics_print so that their rows line up.
+int metrics_label_width(int K, char *const *class_names);
+// The rows fit_print_report's per-class table (fit.h: precision, recall,
+// F1, support, as scikit-learn's classification_report) does not end with:
+// the macro and weighted averages of precision, recall and F1, to out.
 void metrics_print(FILE *out, int K, char *const *class_names, const ClassMetrics *c);
 
 // Indices of the k largest of probs[0..n) in decreasing order; equal values

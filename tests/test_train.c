@@ -622,7 +622,7 @@ Test(train, report_matrix_capped_above_fifty_classes) {
             cr_assert(a && b && a < b, "the largest confusions first:\n%s", text);
             cr_assert_lt(len, 4000, "%zu bytes", len);
         }
-        cr_assert(strstr(text, "precision   recall  support"), "per-class figures are still printed");
+        cr_assert(strstr(text, "precision   recall       f1  support"), "per-class figures are still printed");
         free(text);
         for (int k = 0; k < K; k++) free(names[k]);
         free(names), free(conf);
@@ -675,7 +675,7 @@ Test(train, report_columns_align_for_utf8_names) {
     long conf[K * K];
     for (int i = 0; i < K * K; i++) conf[i] = i % K == i / K ? 100 + i : i;
     Running r = {.n = 600, .correct = 500};
-    char *text = NULL;
+    char *text = NULL, *text2 = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
     fit_print_report(f, "Validation", &r, K, names, conf);
@@ -700,32 +700,28 @@ Test(train, report_columns_align_for_utf8_names) {
                            "\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad "),
               "%s", text);
 
-    // The per-class table: precision, recall and support end in the same columns on every row.
-    line = strstr(text, " precision   recall  support\n");
-    cr_assert(line, "%s", text);
-    line = strchr(line, '\n') + 1;
-    int first[3];
-    for (int k = 0; k < K; k++, line = nl + 1) {
-        nl = strchr(line, '\n');
-        cr_assert(nl, "%s", text);
-        token_ends(line, (size_t)(nl - line), 3, k == 0 ? first : ends);
-        for (int j = 0; k > 0 && j < 3; j++) cr_expect_eq(ends[j], first[j], "class %d figure %d:\n%s", k, j, text);
-    }
-    free(text);
-
-    // predict's F1 table (metrics_print), the same way.
+    // The per-class table (precision, recall, F1, support: scikit-learn's
+    // classification_report), then predict's averages (metrics_print): the
+    // figures end in the same columns on every row, the averages' too.
     ClassMetrics c[K];
     metrics_per_class(conf, K, c);
-    f = open_memstream(&text, &len);
+    f = open_memstream(&text2, &len);
+    fputs(text, f);
     metrics_print(f, K, names, c);
     fclose(f);
-    line = strchr(text, '\n') + 1;
-    for (int k = 0; k < K; k++, line = nl + 1) {
+    free(text);
+    text = text2;
+    line = strstr(text, " precision   recall       f1  support\n");
+    cr_assert(line, "%s", text);
+    line = strchr(line, '\n') + 1;
+    int first[4];
+    for (int k = 0; k < K + 2; k++, line = nl + 1) {
         nl = strchr(line, '\n');
         cr_assert(nl, "%s", text);
-        token_ends(line, (size_t)(nl - line), 1, k == 0 ? first : ends);
-        cr_expect(k == 0 || ends[0] == first[0], "class %d:\n%s", k, text);
+        token_ends(line, (size_t)(nl - line), 4, k == 0 ? first : ends);
+        for (int j = 0; k > 0 && j < 4; j++) cr_expect_eq(ends[j], first[j], "row %d figure %d:\n%s", k, j, text);
     }
+    cr_expect(strstr(text, "  weighted avg "), "%s", text);
     free(text);
 }
 
