@@ -203,6 +203,10 @@ refused "--validation-split with VAL" "FINETUNE_ARGS: --validation-split goes wi
 if [ -x "$BIN/predict" ]; then
     refused "a PREDICT_ARGS typo" "PREDICT_ARGS: predict: error: unknown option '--formt'" PREDICT_ARGS="--formt json"
 fi
+refused "--restore-best-weights without VAL" "TRAIN_ARGS: --restore-best-weights watches a validation figure" \
+    VAL= TRAIN_ARGS="--restore-best-weights --monitor val_accuracy"
+refused "--early-stopping with --validation-split 0" "FINETUNE_ARGS: --early-stopping watches a validation figure" \
+    VAL= FINETUNE_ARGS="--early-stopping 3 --validation-split=0.0"
 refused "OUT inside DATA" "lies inside the image folder" OUT="$DATA/run"
 refused "a stray word in EXTRACT_ARGS" "unexpected argument 'yes'" EXTRACT_ARGS="--reduced-decode yes"
 refused "a head cut below the layer to unfreeze" "no such layer in the vgg16 base cut at block2_pool" \

@@ -156,6 +156,17 @@ source "$here/common.sh"
 # --overwrite (extract) and --resume-if-same (train, finetune) may: a flag the
 # chain gives too changes nothing, and --resume-if-same replaces the
 # requeue's --resume (common.sh, vggft_resume_flag).
+# 0 when the words of the *_ARGS being checked give --validation-split a
+# value above 0 (either form; the last one given counts, as in the tools).
+val_split_given() {
+    local i v="" w
+    for ((i = 0; i < ${#words[@]}; i++)); do
+        w=${words[i]}
+        if [ "$w" = --validation-split ]; then v=${words[i + 1]:-}; elif [[ $w == --validation-split=* ]]; then v=${w#*=}; fi
+    done
+    [ -n "$v" ] && ! [[ $v =~ ^0*\.?0*$ ]]
+}
+
 chain_refuses() {
     local cpus=${1^^}_CPUS
     case $1:$2 in
@@ -175,11 +186,13 @@ chain_refuses() {
     train:--validation-split | finetune:--validation-split)
         [ -z "$VAL" ] || [[ $3 =~ ^0*\.?0*$ ]] ||
             echo "goes with no VAL (the chain validates on VAL=$VAL, and the tool takes only one)" ;;
-    train:--early-stopping | finetune:--early-stopping)
-        # (It watches val_loss: VAL, or a --validation-split in the same
-        # *_ARGS; 0 is off.)
-        [ -n "$VAL" ] || [ "$3" = 0 ] || [[ " ${words[*]} " == *" --validation-split"* ]] ||
-            echo "watches the validation loss: set VAL (or give --validation-split too)" ;;
+    train:--early-stopping | finetune:--early-stopping | train:--restore-best-weights | finetune:--restore-best-weights)
+        # (They watch a validation figure, --monitor's: VAL, or a
+        # --validation-split above 0 in the same *_ARGS; --early-stopping 0
+        # and --restore-best-weights=0 are off.)
+        [ -n "$VAL" ] || { [ "$2" = --early-stopping ] && [[ $3 =~ ^[0-9]+$ ]] && [ "$((10#$3))" = 0 ]; } ||
+            [[ " ${words[*]} " =~ \ --restore-best-weights=(0|false|no)\  && $2 = --restore-best-weights ]] ||
+            val_split_given || echo "watches a validation figure (--monitor: val_loss unless given): set VAL (or give --validation-split above 0 too)" ;;
     train:--resume | finetune:--resume)
         echo "is added by the chain when a requeued job runs again (a fresh submission starts over; --resume-if-same continues an earlier chain's checkpoint of the same settings)" ;;
     train:--model | train:--input-size | train:--layer | train:--classes)
