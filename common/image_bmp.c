@@ -161,7 +161,7 @@ int bmp_decode(const uint8_t *d, size_t n, long max_pixels, Image *out, DecodeIn
     // palette too), or mode "1" for 2 colours (bilevel, below); else mode
     // "P", whose entries past the palette are black.
     uint8_t pal[256][3];
-    int bilevel = 0;
+    int bilevel = 0, gray_bytes = 0;
     if (bits <= 8) {
         if (colors == 0 || colors > 256) colors = 1u << bits;
         size_t pstart = 14 + hsize;
@@ -183,6 +183,10 @@ int bmp_decode(const uint8_t *d, size_t n, long max_pixels, Image *out, DecodeIn
         // mode "1" over the file's 4- or 8-bit stride), as Keras sees them.
         bilevel = gray && colors <= 2;
         if (bilevel) pal[1][0] = pal[1][1] = pal[1][2] = 255;
+        // Mode "L" at 1 or 4 bits: PIL reads 8-bit bytes over the file's
+        // stride, so a row is its first w bytes (index = byte), and a row
+        // narrower than w bytes is PIL's "codec configuration error".
+        gray_bytes = gray && !bilevel && bits < 8 && !rle;
         if (offset == 14 + hsize) offset += colors * pal_entry;
     }
     // PIL: an offset of 0 means "where the header (and palette) reading stopped".
@@ -226,6 +230,10 @@ int bmp_decode(const uint8_t *d, size_t n, long max_pixels, Image *out, DecodeIn
     }
 
     size_t stride = (((size_t)w * bits + 31) >> 3) & ~(size_t)3;
+    if (gray_bytes && stride < (size_t)w)
+        return err_set("unsupported BMP: a gray palette at %d bits in rows of %zu bytes, %ld pixels wide (Pillow reads "
+                       "them as 8-bit rows and fails: codec configuration error)",
+                       bits, stride, w);
     if (offset > n || (n - offset) / stride < (size_t)ht)
         return err_set("truncated BMP pixel data (%zu bytes, need %zu from offset %u)", n,
                        stride * ht, offset);
@@ -237,7 +245,8 @@ int bmp_decode(const uint8_t *d, size_t n, long max_pixels, Image *out, DecodeIn
         for (long x = 0; x < w; x++, o += 3) {
             if (bits <= 8) {
                 int idx;
-                if (bits == 1 || bilevel) idx = (row[x >> 3] >> (7 - (x & 7))) & 1;
+                if (gray_bytes) idx = row[x];
+                else if (bits == 1 || bilevel) idx = (row[x >> 3] >> (7 - (x & 7))) & 1;
                 else if (bits == 8) idx = row[x];
                 else idx = (row[x >> 1] >> ((x & 1) ? 0 : 4)) & 15;
                 memcpy(o, pal[idx], 3);

@@ -58,7 +58,7 @@ static int decode(PngCtx *c, png_structp png, png_infop pi, long max_pixels, Ima
     }
     png_set_read_fn(png, c, read_mem);
     // CRCs: those of the chunks before the image data were checked as PIL
-    // checks them (check_header_crcs); PIL never checks IDAT's or later ones.
+    // checks them (check_chunks_as_pil); PIL never checks IDAT's or later ones.
     png_set_crc_action(png, PNG_CRC_QUIET_USE, PNG_CRC_QUIET_USE);
     png_set_read_user_chunk_fn(png, NULL, on_unknown_chunk);
     png_read_info(png, pi);
@@ -177,21 +177,39 @@ static int add_missing_iend(const uint8_t *d, size_t n, uint8_t **fixed, size_t 
 // ancillary ones too; libpng is told to ignore CRCs (PIL does not check
 // IDAT's or later ones), so those are checked here. A chunk cut short is
 // left to libpng to report.
-static int check_header_crcs(const uint8_t *d, size_t n) {
-    for (size_t pos = 8; n - pos >= 12;) {
+//
+// After the image data PIL reads each chunk's header and body (load_end):
+// a header cut short ends the file quietly (add_missing_iend), a body cut
+// short is "Truncated File Read" (ImageFile._safe_read), refused here too
+// (libpng's complaint about it would come after the last row, and be kept).
+static int check_chunks_as_pil(const uint8_t *d, size_t n) {
+    int image_data = 0;
+    for (size_t pos = 8; n - pos >= 8;) {
         uint32_t len = be32(d + pos);
-        if (!memcmp(d + pos + 4, "IDAT", 4) || len > n - pos - 12) return 0;
-        uLong crc = crc32(0L, d + pos + 4, (uInt)len + 4);
-        if (crc != be32(d + pos + 8 + len))
-            return err_set("broken PNG file (bad header checksum in %c%c%c%c)", d[pos + 4], d[pos + 5], d[pos + 6],
-                           d[pos + 7]);
-        pos += 12 + (size_t)len;
+        const int idat = !memcmp(d + pos + 4, "IDAT", 4), iend = !memcmp(d + pos + 4, "IEND", 4);
+        image_data |= idat;
+        if (iend) return 0;
+        if (len > n - pos - 8) {
+            if (image_data && !idat)
+                return err_set("truncated PNG file (the %c%c%c%c chunk after the image data is cut short: %u bytes, "
+                               "%zu left)",
+                               d[pos + 4], d[pos + 5], d[pos + 6], d[pos + 7], len, n - pos - 8);
+            return 0;  // cut inside the header chunks or the image data: libpng says so
+        }
+        if (!image_data) {
+            if (n - pos - 8 - len < 4) return 0;  // the CRC cut: libpng says so
+            uLong crc = crc32(0L, d + pos + 4, (uInt)len + 4);
+            if (crc != be32(d + pos + 8 + len))
+                return err_set("broken PNG file (bad header checksum in %c%c%c%c)", d[pos + 4], d[pos + 5],
+                               d[pos + 6], d[pos + 7]);
+        }
+        pos += 8 + (size_t)len + (n - pos - 8 - len >= 4 ? 4 : n - pos - 8 - len);
     }
     return 0;
 }
 
 int png_decode(const uint8_t *data, size_t n, long max_pixels, Image *out, DecodeInfo *info) {
-    if (n >= 8 && check_header_crcs(data, n) < 0) return -1;
+    if (n >= 8 && check_chunks_as_pil(data, n) < 0) return -1;
     uint8_t *fixed = NULL;
     size_t fixed_n = 0;
     if (n >= 8 && add_missing_iend(data, n, &fixed, &fixed_n) != 0) return -1;

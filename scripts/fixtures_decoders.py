@@ -233,6 +233,7 @@ pngs += [
     pre + chunk(b"tEXt", b"Comment\x00x", crc=1) + idat_c + iend_c,  # 14 bad CRC before IDAT: PIL refuses
     pre + split_bad + iend_c,                                 # 15 the first of three IDATs with a wrong CRC
     pre + idat_c + chunk(b"ZZZZ", b"after", crc=7) + iend_c,   # 16 a damaged chunk after the image data
+    pre + idat_c + chunk(b"tEXt", b"Comment\x00after the image")[:20],  # 17 one cut in its body: PIL refuses
 ]
 record("png", pngs)
 
@@ -285,6 +286,13 @@ pals = [
     bmp_plain(10, 4, 8, [(0, 0, 0)], idx_rows(10, 4, 3)),           # 07 one black entry: "1"
     bmp_plain(12, 6, 8, [(i, i, i) for i in range(256)], idx_rows(12, 6, 256)),  # 08 a full gray ramp
     bmp_plain(12, 6, 8, [(3, 3, 3)] + [(i, i, i) for i in range(1, 40)], idx_rows(12, 6, 256)),  # 09 almost a ramp
+]
+# A gray palette at 1 or 4 bits: PIL reads its rows as bytes (mode "L"),
+# failing where a row has fewer bytes than pixels.
+pals += [
+    bmp_plain(4, 3, 4, [(i, i, i) for i in range(16)], idx_rows(4, 3, 16)),  # 11 4 wide: the rows' bytes
+    bmp_plain(3, 2, 1, [(i, i, i) for i in range(3)], idx_rows(3, 2, 2)),    # 12 1 bit, 3 grays, 3 wide
+    bmp_plain(8, 2, 4, [(i, i, i) for i in range(16)], idx_rows(8, 2, 16)),  # 13 8 wide: PIL refuses
 ]
 # RLE8 with indices past a colour palette (black, as uncompressed).
 pals.append(bmp_rle(13, 4, False, enc(5, 1) + enc(8, 100) + EOL + absolute([0, 2, 7, 250, 1], False) + enc(8, 3) +

@@ -60,12 +60,12 @@ static void check_against_pillow(const char *prefix, const char *ext, int min_ca
 
 Test(decoders, rle_bmp_as_pillow_reads_it) { check_against_pillow("rle", "bmp", 30); }
 
-Test(decoders, damaged_png_as_pillow_reads_it) { check_against_pillow("png", "png", 17); }
+Test(decoders, damaged_png_as_pillow_reads_it) { check_against_pillow("png", "png", 18); }
 
 // Palette BMPs in PIL's modes: indices past a colour palette are black, a
 // gray palette is dropped (the index is the level), a black-and-white one
 // makes 4- and 8-bit rows read as 1-bit rows (what Keras is given).
-Test(decoders, palette_bmp_as_pillow_reads_it) { check_against_pillow("pal", "bmp", 11); }
+Test(decoders, palette_bmp_as_pillow_reads_it) { check_against_pillow("pal", "bmp", 14); }
 
 Test(decoders, rle_refusal_names_the_reason) {
     // rle_03.bmp ends its bitmap after one row (Pillow: not enough image data).
