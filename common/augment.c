@@ -2,6 +2,7 @@
 // per-image draw and the affine warp. See augment.h for the Keras sources.
 #include "augment.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,8 +43,9 @@ int augment_spec_is_none(const AugmentSpec *s) {
 static int parse_range(const char *key, const char *val, const char *unit, double *out) {
     if (!val || !*val) return err_set("--augment: %s needs a value (%s=%s)", key, key, unit);
     char *end;
+    errno = 0;
     double v = strtod(val, &end);
-    if (end == val || *end || !isfinite(v) || strpbrk(val, "xX \t"))  // decimal only, as the options
+    if (end == val || *end || !isfinite(v) || strpbrk(val, "xX \t") || (errno == ERANGE && v == 0))  // decimal only
         return err_set("--augment: bad value '%s' for %s (a number: %s)", val, key, unit);
     if (v < 0) return err_set("--augment: %s=%s: ranges cannot be negative", key, val);
     *out = v + 0.0;

@@ -3,7 +3,6 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <float.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
@@ -159,12 +158,15 @@ static int set_value(CliOption *o, const char *text) {
         // learning rate typed by mistake should not quietly become.
         if (end == text || *end || isnan(v) || strpbrk(text, "xX"))
             return err_set("--%s: '%s' is not a number", o->name, text);
-        // Beyond the type's range (1e400 in a double, 1e39 in a float, which
-        // would be infinity) or so small that it would round to 0 or lose
-        // its precision (1e-400; 1e-39 in a float): say so, not "not a number".
-        const double most = o->type == OPT_FLOAT ? FLT_MAX : DBL_MAX, least = o->type == OPT_FLOAT ? FLT_MIN : DBL_MIN;
-        if (errno == ERANGE || !isfinite(v) || fabs(v) > most || (v != 0 && fabs(v) < least))
-            return err_set("--%s: '%s' is out of range (%g to %g, or 0)", o->name, text, least, most);
+        // Beyond the type (1e400 in a double, 1e39 in a float: infinite; 1e-400,
+        // 1e-50 in a float: 0): say so, not "not a number", and never pass
+        // on an infinity or a 0 that was not typed. (Float rounding as numpy's
+        // float32(): 3.4028235e38 is FLT_MAX, 1e-45 the smallest above 0.)
+        const int is_float = o->type == OPT_FLOAT;
+        const double as_type = is_float ? (double)(float)v : v;
+        if ((errno == ERANGE && (v == 0 || isinf(v))) || isinf(v) || isinf(as_type) || (v != 0 && as_type == 0))
+            return err_set("--%s: '%s' is out of range (it would be %s as a %s)", o->name, text,
+                           isinf(as_type) || isinf(v) ? "infinite" : "0", is_float ? "float32" : "double");
         if (check_range(o, v, text) < 0) return -1;
         if (o->type == OPT_FLOAT) *(float *)o->dest = (float)v;
         else *(double *)o->dest = v;

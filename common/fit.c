@@ -493,7 +493,7 @@ void fit_sibling(const char *out, const char *suffix, char *buf, size_t size) {
 // would fail to read the file), ".h5" and ".hdf5" the Keras 2 HDF5 layout
 // these files have; any other name it reads as a TensorFlow checkpoint
 // (a warning). Keras 3, keras/src/models/model.py, load_weights.
-static int check_out_name(const char *out) {
+int fit_check_out_name(const char *out) {
     const size_t n = strlen(out);
     const char *base = strrchr(out, '/') ? strrchr(out, '/') + 1 : out;
     char stem[4200];
@@ -520,7 +520,6 @@ static int check_out_name(const char *out) {
 
 int fit_check_out(const char *out, const char *const *inputs, const char *const *names, int n,
                   const char *const *dirs, const char *const *dir_names, int nd) {
-    if (check_out_name(out) < 0) return -1;
     // Outside first: check_output_path makes the folder (to see that it can).
     if (check_output_outside("--out", out, dirs, dir_names, nd) < 0 ||
         check_output_path("--out", out, inputs, names, n) < 0)

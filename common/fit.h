@@ -151,6 +151,10 @@ void fit_sibling(const char *out, const char *suffix, char *buf, size_t size);
 // err_set naming the options.
 int fit_check_out(const char *out, const char *const *inputs, const char *const *names, int n,
                   const char *const *dirs, const char *const *dir_names, int nd);
+// --out's name as Keras 3's load_weights reads it: *.weights.h5 (its own
+// format) and *.keras (a zip archive) refused (-1, err_set naming the .h5
+// name to give: a usage error), another suffix than .h5 / .hdf5 a note.
+int fit_check_out_name(const char *out);
 // One writer per --out: two train or finetune jobs given one --out (a job
 // submitted twice) would leave one's model beside the other's history and
 // checkpoint. Takes an exclusive flock on OUT's ".lock" sibling (made, its

@@ -181,6 +181,7 @@ int main(int argc, char **argv) {
     } else if (verify) {
         status = extract_verify(verify) == 0 ? 0 : 1;
     } else if (merge) {
+        cli_stdout_is_log();
         int m = extract_merge(merge, rest, n_rest, o.overwrite);
         status = m < 0 ? (cli_error("extract", NULL), EXIT_FAILED) : m == EXIT_STOPPED ? EXIT_STOPPED : EXIT_DONE;
     } else if (n_rest) {

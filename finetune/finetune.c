@@ -614,7 +614,7 @@ int finetune_run(const FinetuneOptions *o) {
                  path_canonical(from_cache ? o->cache : o->data, data_real), data_content,
                  val_path ? path_canonical(val_path, val_real) : "", val_content, o->validation_split, weights_id, head_sha, m.unfreeze_name, optim_kind_name(kind),
                  fit_float_text(opt.lr, f1), fit_float_text(opt.momentum, f2), opt.nesterov, o->batch, o->seed, aug_text, o->class_weight, train.n,
-                 o->early_stopping, o->monitor, o->restore_best);
+                 o->early_stopping, o->early_stopping > 0 || o->restore_best ? o->monitor : "val_loss", o->restore_best);
     }
     char ckpt_path[4200], title[512], opt_text[96];
     snprintf(title, sizeof title, "finetune from %s: %s, batch %d, seed %ld", m.unfreeze_name,

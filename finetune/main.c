@@ -8,6 +8,7 @@
 #include "blas_setup.h"
 #include "cli.h"
 #include "error.h"
+#include "fit.h"
 #include "finetune.h"
 #include "model_io.h"
 #include "model_options.h"
@@ -85,6 +86,7 @@ static const char *check_options(CliSpec *spec, const FinetuneOptions *o, char *
     if (o->restore_best && !o->val_data && !o->val_cache && o->validation_split <= 0)
         BAD("--restore-best-weights watches %s: give --val-data, --val-cache or --validation-split", o->monitor);
     if (o->nesterov && strcmp(o->optimizer, "sgd")) BAD("--nesterov applies to --optimizer sgd only");
+    if (o->out && fit_check_out_name(o->out) < 0) BAD("%s", err_msg());
     if (o->momentum_given && !strcmp(o->optimizer, "adam")) BAD("--momentum applies to sgd and rmsprop, not adam");
     // --unfreeze must name a conv layer: checked against VGG19's base, whose
     // names include VGG16's (the head decides which; a VGG16 head with
@@ -237,7 +239,7 @@ int main(int argc, char **argv) {
         log_printf(stderr, "note: --no-augment: the images --save-augmented writes are not augmented\n");
     if (cli_find(&spec, "save-augmented-count")->seen && !o.save_augmented)
         log_printf(stderr, "note: --save-augmented-count only goes with --save-augmented DIR; ignored here\n");
-    char why[300];
+    char why[ERR_MSG_MAX];
     const char *bad = check_options(&spec, &o, why, sizeof why);
     if (bad) {
         cli_error("finetune", "%s", bad);
@@ -246,6 +248,9 @@ int main(int argc, char **argv) {
     char *command = cli_command_line(argc, argv, NULL);
     o.command_line = command;
     if (o.threads == 0) o.threads = parallel_cpus();  // the CPUs this job may use
+    if (cli_find(&spec, "monitor")->seen && o.early_stopping == 0 && !o.restore_best)
+        log_printf(stderr, "note: --monitor is what --early-stopping and --restore-best-weights watch; without them "
+                           "it changes nothing\n");
     cli_stdout_is_log();
     int status = finetune_run(&o);
     if (status < 0) cli_error("finetune", NULL), status = EXIT_FAILED;

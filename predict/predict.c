@@ -58,6 +58,7 @@ static int not_a_model(const char *opt, const char *path) {
     if (stat(path, &st) < 0 && errno == ENOENT) return err_set("%s %s: no such file", opt, path);
     if (!S_ISREG(st.st_mode)) return err_prefix("%s ", opt);  // a folder, a FIFO: the reason says it
     if (strstr(err_msg(), "locked by another process")) return err_prefix("%s ", opt);  // ours, but in use
+    if (strstr(err_msg(), "vggft_class_names")) return err_prefix("%s: ", opt);  // ours, but damaged
     return err_set("%s %s: %s. predict needs a whole model written by `finetune` (--model MODEL.h5) or a head "
                    "written by `train` (--head HEAD.h5 --weights BASE.h5). A file Keras wrote (save_weights, save) "
                    "lacks the settings these record (input size, cut, preprocessing, class names), and Keras's "

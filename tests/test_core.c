@@ -1,6 +1,7 @@
 // Command line, progress bar, BLAS kernel choice, device selection and error messages.
 #include <criterion/criterion.h>
 #include <criterion/redirect.h>
+#include <float.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -86,6 +87,12 @@ Test(cli, usage_errors, .init = cr_redirect_stderr) {
     cr_expect_eq(cli_parse(&s, 3, float_inf, NULL, NULL), CLI_USAGE);
     cr_expect_eq(cli_parse(&s, 3, float_zero, NULL, NULL), CLI_USAGE);
     cr_expect_eq(cli_parse(&s, 3, big_int, NULL, NULL), CLI_USAGE);
+    // float32's own extremes pass (as numpy's float32() takes them).
+    char *fmax[] = {"tool", "--lr", "3.4028235e38", NULL}, *fmin[] = {"tool", "--lr", "1e-45", NULL};
+    cr_expect_eq(cli_parse(&s, 3, fmax, NULL, NULL), CLI_OK);
+    cr_expect_eq(o.lr, FLT_MAX);
+    cr_expect_eq(cli_parse(&s, 3, fmin, NULL, NULL), CLI_OK);
+    cr_expect(o.lr > 0);
     fflush(stderr);
     cr_expect_stderr_eq_str(
         "tool: error: --mode: 'tf' is not one of caffe|rescale|torch\n"
@@ -97,9 +104,9 @@ Test(cli, usage_errors, .init = cr_redirect_stderr) {
         "tool: error: unexpected argument 'x' (see --help)\n"
         "tool: error: --flag=on: a flag takes 1/true/yes or 0/false/no\n"
         "tool: error: --n: ' 3' starts with a space\n"
-        "tool: error: --lr: '1e400' is out of range (1.17549e-38 to 3.40282e+38, or 0)\n"
-        "tool: error: --lr: '1e39' is out of range (1.17549e-38 to 3.40282e+38, or 0)\n"
-        "tool: error: --lr: '1e-50' is out of range (1.17549e-38 to 3.40282e+38, or 0)\n"
+        "tool: error: --lr: '1e400' is out of range (it would be infinite as a float32)\n"
+        "tool: error: --lr: '1e39' is out of range (it would be infinite as a float32)\n"
+        "tool: error: --lr: '1e-50' is out of range (it would be 0 as a float32)\n"
         "tool: error: --n: '99999999999' is out of range (at most 2147483647)\n");
 }
 

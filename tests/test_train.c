@@ -760,6 +760,13 @@ Test(train, restore_best_weights_writes_the_best_epoch) {
     const char *train_on = strstr(out, "Train on "), *epoch1 = strstr(out, "Epoch 1/1");
     cr_expect(train_on && epoch1 && train_on < epoch1, "%s", out);
     free(out);
+    // --monitor alone watches nothing: a note, and a resume with another
+    // --monitor continues (it is no setting of such a run).
+    snprintf(args, sizeof args, "--cache %s --val-cache %s --out %s --epochs 2 --hidden 4 --quiet --resume "
+             "--monitor val_accuracy", r.tr, r.va, c);
+    out = run_ok(args);
+    cr_expect(strstr(out, "note: --monitor is what --early-stopping and --restore-best-weights watch"), "%s", out);
+    free(out);
     // Without validation data: refused.
     snprintf(args, sizeof args, "--cache %s --out %s --restore-best-weights --quiet", r.tr, c);
     cr_expect_eq(run_tool("train", args, &out), 2);

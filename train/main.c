@@ -6,6 +6,7 @@
 #include "blas_setup.h"
 #include "cli.h"
 #include "error.h"
+#include "fit.h"
 #include "model_options.h"
 #include "progress.h"
 #include "train.h"
@@ -44,6 +45,7 @@ static const char *check_options(CliSpec *spec, const TrainOptions *o, const Mod
     if (o->restore_best && !o->val_cache && o->validation_split <= 0)
         BAD("--restore-best-weights watches %s: give --val-cache or --validation-split", o->monitor);
     if (o->nesterov && strcmp(o->optimizer, "sgd")) BAD("--nesterov applies to --optimizer sgd only");
+    if (o->out && fit_check_out_name(o->out) < 0) BAD("%s", err_msg());
     if (o->momentum_given && !strcmp(o->optimizer, "adam")) BAD("--momentum applies to sgd and rmsprop, not adam");
 #undef BAD
     return NULL;
@@ -136,7 +138,7 @@ int main(int argc, char **argv) {
     }
     o.lr_given = cli_find(&spec, "lr")->seen;
     o.momentum_given = cli_find(&spec, "momentum")->seen;
-    char why[160];
+    char why[ERR_MSG_MAX];
     const char *bad = check_options(&spec, &o, &mo, why, sizeof why);
     if (!bad && o.resume && o.resume_if_same) bad = "give --resume or --resume-if-same, not both";
     if (bad) {
@@ -147,6 +149,9 @@ int main(int argc, char **argv) {
     o.dropout = mo.dropout;
     if (mo.hidden == 0 && cli_find(&spec, "dropout")->seen)
         log_printf(stderr, "note: --dropout applies to the hidden layer; with --hidden 0 there is none\n");
+    if (cli_find(&spec, "monitor")->seen && o.early_stopping == 0 && !o.restore_best)
+        log_printf(stderr, "note: --monitor is what --early-stopping and --restore-best-weights watch; without them "
+                           "it changes nothing\n");
     o.class_mode = mo.class_mode;
     char *command = cli_command_line(argc, argv, NULL);
     o.command_line = command;

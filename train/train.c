@@ -249,7 +249,7 @@ int train_run(const TrainOptions *o) {
                          optim_kind_name(kind), fit_float_text(opt.lr, f2), fit_float_text(opt.momentum, f3), opt.nesterov, o->batch, o->seed, o->class_weight,
                          o->val_cache ? path_canonical(o->val_cache, val_real) : "",
                          o->val_cache ? cache_content_id(&vmeta) : "", o->validation_split, train.n,
-                         o->early_stopping, o->monitor, o->restore_best);
+                         o->early_stopping, o->early_stopping > 0 || o->restore_best ? o->monitor : "val_loss", o->restore_best);
         for (int k = 0; k < K && n < (int)cap - 300; k++) n += snprintf(settings + n, cap - n, "class%d=%s\n", k, meta.class_names[k]);
     }
     char ckpt_path[4200], title[512], opt_text[96];
