@@ -907,9 +907,18 @@ int finetune_run(const FinetuneOptions *o) {
     if (evaluate(&ev, eval_set, &r, conf, 0) < 0) goto done;
     fit_print_report(stdout, has_val ? "Validation" : "Training set (no validation data)", &r, K, hm.class_names,
                      conf);
-    if (has_val && !isnan(fs.before_val_acc))
+    if (has_val && !isnan(fs.before_val_acc)) {
         printf("Validation accuracy: %.4f with the head alone (before fine-tuning), %.4f after\n", fs.before_val_acc,
                running_acc(&r));
+        // The seeds' second stage does not always pay on a small set: say
+        // which model to keep when it did not (nothing picks it for the user).
+        if (fs.before_val_acc > running_acc(&r))
+            printf("note: the head alone did better on the validation data: keep %s (predict --head %s) rather "
+                   "than %s%s\n",
+                   o->head, o->head, o->out,
+                   fs.restore_best ? "" : ", or fine-tune again with --restore-best-weights (--monitor val_accuracy) "
+                                          "to keep its best epoch");
+    }
     long skipped = train.skipped + val.skipped;
     if (skipped)
         printf("%ld image%s could not be read and %s skipped (see the warnings above)\n", skipped,

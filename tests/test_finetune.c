@@ -558,3 +558,36 @@ Test(finetune, restore_best_weights_writes_the_best_epoch) {
     remove_tree(s.dir);
     free(s.dir);
 }
+
+// When the head alone does better on the validation data than the
+// fine-tuned model, the report says which file to keep.
+Test(finetune, says_when_the_head_alone_did_better) {
+    Setup s = setup();
+    char c[600], vc[600], head[600], a[600], args[3000];
+    snprintf(c, sizeof c, "%s/c64", s.dir);
+    snprintf(vc, sizeof vc, "%s/vc64", s.dir);
+    snprintf(head, sizeof head, "%s/head64.h5", s.dir);
+    snprintf(a, sizeof a, "%s/worse.h5", s.dir);
+    // A head better than chance (64x64: 2x2 block5_pool features)...
+    snprintf(args, sizeof args, "--data %s --cache %s --weights random --input-size 64 --threads 1 --quiet", s.data, c);
+    free(run_ok("extract", args));
+    snprintf(args, sizeof args, "--data %s --cache %s --weights random --input-size 64 --threads 1 --quiet", s.val, vc);
+    free(run_ok("extract", args));
+    snprintf(args, sizeof args, "--cache %s --val-cache %s --out %s --epochs 30 --batch 8 --hidden 0 --optimizer adam "
+             "--lr 0.01 --threads 1 --quiet", c, vc, head);
+    free(run_ok("train", args));
+    // ... and a learning rate that wrecks it.
+    snprintf(args, sizeof args, "--data %s --val-data %s --head %s --weights random --out %s --epochs 1 --batch 8 "
+             "--lr 3 --momentum 0.9 --no-augment --threads 1 --quiet", s.data, s.val, head, a);
+    char *out = run_ok("finetune", args);
+    float before = -1, after = -1;
+    const char *v = strstr(out, "Validation accuracy: ");
+    cr_assert(v && sscanf(v, "Validation accuracy: %f with the head alone (before fine-tuning), %f after", &before,
+                          &after) == 2, "%s", out);
+    cr_assert(before > after, "the case needs a worse fine-tuned model (%.4f, %.4f):\n%s", before, after, out);
+    cr_expect(strstr(out, "note: the head alone did better on the validation data: keep") && strstr(out, head),
+              "%s", out);
+    free(out);
+    remove_tree(s.dir);
+    free(s.dir);
+}
