@@ -561,8 +561,12 @@ int extract_run(const ExtractOptions *o) {
     // adds nothing: its caches are one kind).
     char arith[40] = "";
     if (precision != GPU_FP32) snprintf(arith, sizeof arith, ", %s convolutions", gpu_precision_name(precision));
-    snprintf(want.decode, sizeof want.decode, "%s, pixel budget %ld%s", o->reduced_decode ? "reduced" : "full",
-             o->max_pixels, arith);
+    // Bilinear resizing follows Pillow 13's pass order since vggft 0.2 (a
+    // tall image's height first, image_resize.c): a cache made before by
+    // this interpolation is of other pixels, refused until re-extracted.
+    const char *resize = load.interp == INTERP_BILINEAR ? ", bilinear as Pillow 13" : "";
+    snprintf(want.decode, sizeof want.decode, "%s, pixel budget %ld%s%s", o->reduced_decode ? "reduced" : "full",
+             o->max_pixels, arith, resize);
     if (folder_fingerprint(&ds, want.folder, sizeof want.folder) < 0) goto done;
     snprintf(want.version, sizeof want.version, "%s", VGGFT_VERSION);
     if (snprintf(want.command, sizeof want.command, "%s", o->command_line ? o->command_line : "") >=
