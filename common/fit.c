@@ -329,6 +329,9 @@ static int check_settings(const Checkpoint *c, const char *settings, const char 
             else if (content)
                 why = " (the digest of a cache's records: this cache holds other records than the one the "
                       "checkpoint's run began with)";
+            else if (!have && !strcmp(key, "augment_ranges"))
+                why = " (an earlier vggft drew the augmentation from float ranges: its run cannot be continued with "
+                      "the same draws; start over)";
             else if (have && have[0] && have[0] != '/' && vl && eq[1] == '/')
                 why = " (an older checkpoint's path, relative to the folder its run started in: resume from there)";
             err_set("--resume %s: %s is %s in the checkpoint, %.*s in this run%s", path, key,

@@ -615,6 +615,13 @@ int finetune_run(const FinetuneOptions *o) {
                  val_path ? path_canonical(val_path, val_real) : "", val_content, o->validation_split, weights_id, head_sha, m.unfreeze_name, optim_kind_name(kind),
                  fit_float_text(opt.lr, f1), fit_float_text(opt.momentum, f2), opt.nesterov, o->batch, o->seed, aug_text, o->class_weight, train.n,
                  o->early_stopping, o->early_stopping > 0 || o->restore_best ? o->monitor : "val_loss", o->restore_best);
+        // Augmentation draws from ranges in double since vggft 0.2 (Keras's
+        // Python floats): a checkpoint of an earlier augmented run drew from
+        // float ranges and cannot continue as one run.
+        if (!from_cache && !augment_spec_is_none(&aug)) {
+            size_t at = strlen(settings);
+            snprintf(settings + at, cap - at, "augment_ranges=double\n");
+        }
     }
     char ckpt_path[4200], title[512], opt_text[96];
     snprintf(title, sizeof title, "finetune from %s: %s, batch %d, seed %ld", m.unfreeze_name,

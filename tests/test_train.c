@@ -774,3 +774,37 @@ Test(train, restore_best_weights_writes_the_best_epoch) {
     free(out);
     resume_case_free(&r);
 }
+
+// A checkpoint's settings against a run's: a setting added since (monitor,
+// restore_best_weights) absent from an older checkpoint is taken as its
+// old meaning; augment_ranges (float ranges before vggft 0.2) is not: the
+// resume is refused, saying why.
+Test(train, checkpoint_settings_added_since) {
+    char *dir = make_temp_dir("fitset");
+    char path[700];
+    snprintf(path, sizeof path, "%s/x.ckpt", dir);
+    ModelConfig cfg;
+    model_config_defaults(&cfg);
+    cfg.input_h = cfg.input_w = 32, cfg.n_classes = 2, cfg.binary = 1, cfg.hidden = 4;
+    Model m;
+    cr_assert_eq(model_build(&m, &cfg), 0);
+    const int h0 = model_head_start(&m);
+    cr_assert_eq(model_alloc_weights(&m, h0, m.n_layers), 0);
+    model_init_random(&m, h0, m.n_layers, 1);
+    Optimizer opt;
+    optim_defaults(&opt, OPTIM_SGD);
+    FitState a, b;
+    cr_assert_eq(fit_init(&a, &m, h0, &opt, 3), 0);
+    cr_assert_eq(fit_save(&a, "tool=finetune\nlr=0.01\naugment=shift=0.2\n", path), 0, "%s", err_msg());
+    cr_assert_eq(fit_init(&b, &m, h0, &opt, 3), 0);
+    cr_expect_eq(fit_load(&b, "tool=finetune\nlr=0.01\naugment=shift=0.2\nmonitor=val_loss\nrestore_best_weights=0\n",
+                          path), 0, "%s", err_msg());
+    cr_expect_eq(fit_load(&b, "tool=finetune\nlr=0.01\naugment=shift=0.2\nmonitor=val_accuracy\n", path), -1);
+    cr_expect(strstr(err_msg(), "monitor is (absent) in the checkpoint, val_accuracy in this run"), "%s", err_msg());
+    cr_expect_eq(fit_load(&b, "tool=finetune\nlr=0.01\naugment=shift=0.2\naugment_ranges=double\n", path), -1);
+    cr_expect(strstr(err_msg(), "augment_ranges is (absent)") && strstr(err_msg(), "float ranges"), "%s", err_msg());
+    fit_free(&a), fit_free(&b);
+    model_free(&m);
+    remove_tree(dir);
+    free(dir);
+}
