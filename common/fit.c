@@ -93,9 +93,11 @@ int fit_early_stop(FitState *s, int patience) {
     if (s->epochs_done == 0) return 0;
     const int e = s->epochs_done - 1;
     float v = s->monitor_acc ? s->val_acc[e] : s->val_loss[e];
-    // Keras's monitor_op: np.less for a loss, np.greater for an accuracy
-    // (a NaN is never an improvement).
-    if (s->monitor_acc ? v > s->best_val : v < s->best_val) {
+    // Keras's _is_improvement: the first monitored epoch always is (best is
+    // None, a NaN too), then monitor_op, np.less for a loss, np.greater for
+    // an accuracy (nothing improves on a NaN best, nor is a NaN better).
+    const int first = s->best_epoch < 0 && isinf(s->best_val);  // (a checkpoint's best_val is kept)
+    if (first || (s->monitor_acc ? v > s->best_val : v < s->best_val)) {
         s->best_val = v, s->best_epoch = e, s->wait = 0;
         return s->stopped;
     }

@@ -808,3 +808,31 @@ Test(train, checkpoint_settings_added_since) {
     remove_tree(dir);
     free(dir);
 }
+
+// Keras's EarlyStopping on a NaN first epoch: it is the best so far (best
+// is None), and nothing improves on it; patience 2 stops at the third.
+Test(train, early_stopping_as_keras_after_a_nan_first_epoch) {
+    ModelConfig cfg;
+    model_config_defaults(&cfg);
+    cfg.input_h = cfg.input_w = 32, cfg.n_classes = 2, cfg.binary = 1, cfg.hidden = 4;
+    Model m;
+    cr_assert_eq(model_build(&m, &cfg), 0);
+    const int h0 = model_head_start(&m);
+    cr_assert_eq(model_alloc_weights(&m, h0, m.n_layers), 0);
+    Optimizer opt;
+    optim_defaults(&opt, OPTIM_SGD);
+    FitState s;
+    cr_assert_eq(fit_init(&s, &m, h0, &opt, 5), 0);
+    fit_set_monitor(&s, 0, 1);
+    const float val[3] = {NAN, 0.5f, 0.4f};
+    int stop = 0;
+    for (int e = 0; e < 3 && !stop; e++) {
+        fit_end_epoch(&s, 1, 0.5f, val[e], 0.5f, 1);
+        stop = fit_early_stop(&s, 2);
+        cr_expect_eq(fit_epoch_is_best(&s), e == 0, "epoch %d", e + 1);
+        cr_expect_eq(stop, e == 2, "epoch %d", e + 1);
+    }
+    cr_expect_eq(s.best_epoch, 0);
+    fit_free(&s);
+    model_free(&m);
+}
