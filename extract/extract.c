@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,9 +185,15 @@ static int folder_fingerprint(const Dataset *ds, char *out, size_t size) {
 int extract_parse_shard(const char *s, int *i, int *n) {
     *i = 0, *n = 1;
     if (!s) return 0;
-    char extra;
-    if (sscanf(s, "%d/%d%c", i, n, &extra) != 2 || *n < 1 || *i < 0 || *i >= *n)
+    // Digits only, each number within an int (sscanf's %d would wrap
+    // 4294967297 to 1 and take "+1" or " 1").
+    char *end;
+    errno = 0;
+    long a = isdigit((unsigned char)s[0]) ? strtol(s, &end, 10) : -1;
+    long b = a >= 0 && *end == '/' && isdigit((unsigned char)end[1]) ? strtol(end + 1, &end, 10) : -1;
+    if (a < 0 || b < 1 || *end || errno == ERANGE || a > INT_MAX || b > INT_MAX || a >= b)
         return err_set("--shard '%s': expected I/N with 0 <= I < N, e.g. 0/4", s);
+    *i = (int)a, *n = (int)b;
     return 0;
 }
 

@@ -364,6 +364,7 @@ Test(cluster, one_exit_code_convention) {
         {"extract", "--layer block5_conv3 --data d --cache c", 2, "--layer block5_conv3: not a pooling layer"},
         {"extract", "--input-size 16 --data d --cache c", 2, "at least 32x32"},
         {"extract", "--shard 4/4 --data d --cache c", 2, "--shard '4/4'"},
+        {"extract", "--shard 0/4294967297 --data d --cache c", 2, "--shard '0/4294967297'"},  // (was 0/1)
         {"extract", "--data d", 2, "--data and --cache are required"},
         {"train", "--batch 0 --cache c --out o.h5", 2, "--batch must be >= 1, got 0"},
         {"train", "--lr -1 --cache c --out o.h5", 2, "--lr must be > 0, got -1"},
