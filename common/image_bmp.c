@@ -163,7 +163,10 @@ int bmp_decode(const uint8_t *d, size_t n, long max_pixels, Image *out, DecodeIn
     uint8_t pal[256][3];
     int bilevel = 0, gray_bytes = 0;
     if (bits <= 8) {
-        if (colors == 0 || colors > 256) colors = 1u << bits;
+        // PIL: a palette of more than 256 entries is refused ("invalid
+        // palette size"; beyond 65536 "Unsupported BMP Palette size").
+        if (colors > 256) return err_set("unsupported BMP palette size (%u entries)", colors);
+        if (colors == 0) colors = 1u << bits;
         size_t pstart = 14 + hsize;
         if (pstart + (size_t)colors * pal_entry > n) return err_set("truncated BMP palette");
         int gray = 1;

@@ -294,6 +294,9 @@ pals += [
     bmp_plain(3, 2, 1, [(i, i, i) for i in range(3)], idx_rows(3, 2, 2)),    # 12 1 bit, 3 grays, 3 wide
     bmp_plain(8, 2, 4, [(i, i, i) for i in range(16)], idx_rows(8, 2, 16)),  # 13 8 wide: PIL refuses
 ]
+# A palette of more than 256 entries (PIL refuses it).
+big = bmp_plain(5, 2, 8, colour3 * 100, idx_rows(5, 2, 3))
+pals.append(big)
 # RLE8 with indices past a colour palette (black, as uncompressed).
 pals.append(bmp_rle(13, 4, False, enc(5, 1) + enc(8, 100) + EOL + absolute([0, 2, 7, 250, 1], False) + enc(8, 3) +
                     EOL + enc(13, 200) + EOL + enc(13, 2) + EOB, colour3))

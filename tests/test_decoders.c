@@ -65,7 +65,7 @@ Test(decoders, damaged_png_as_pillow_reads_it) { check_against_pillow("png", "pn
 // Palette BMPs in PIL's modes: indices past a colour palette are black, a
 // gray palette is dropped (the index is the level), a black-and-white one
 // makes 4- and 8-bit rows read as 1-bit rows (what Keras is given).
-Test(decoders, palette_bmp_as_pillow_reads_it) { check_against_pillow("pal", "bmp", 14); }
+Test(decoders, palette_bmp_as_pillow_reads_it) { check_against_pillow("pal", "bmp", 15); }
 
 Test(decoders, rle_refusal_names_the_reason) {
     // rle_03.bmp ends its bitmap after one row (Pillow: not enough image data).
