@@ -751,7 +751,7 @@ void fit_print_report(FILE *out, const char *what, const Running *r, int K, char
         }
     }
     // scikit-learn's classification_report: per class precision, recall,
-    // F1 and support (predict adds the averages: metrics_print).
+    // F1 and support, then the macro and weighted averages (metrics_print).
     const int lw = metrics_label_width(K, names);
     fprintf(out, "%-*s precision   recall       f1  support\n", lw + 2, "");
     ClassMetrics *cm = malloc(sizeof *cm * (size_t)K);
@@ -760,12 +760,23 @@ void fit_print_report(FILE *out, const char *what, const Running *r, int K, char
         return;
     }
     metrics_per_class(conf, K, cm);
+    int absent = 0;
     for (int k = 0; k < K; k++) {
         fputs("  ", out);
         utf8_put_padded(out, names[k], lw, 0);
+        // A class with no image and none predicted as it: no figures (and
+        // none in predict's averages, as scikit-learn leaves it out).
+        if (!cm[k].support && !cm[k].predicted) {
+            fprintf(out, " %9s %8s %8s %8ld\n", "-", "-", "-", 0L);
+            absent++;
+            continue;
+        }
         fprintf(out, " %9.4f %8.4f %8.4f %8ld\n", cm[k].precision, cm[k].recall, cm[k].f1, cm[k].support);
     }
+    metrics_print(out, K, names, cm);  // the averages, in the same columns
     free(cm);
+    if (absent)
+        fprintf(out, "  (-: no image of that class, and none predicted as it; not in the averages)\n");
 }
 
 int fit_diverged(int epoch, long step, float loss) {

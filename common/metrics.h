@@ -33,9 +33,9 @@ void metrics_weighted(const ClassMetrics *c, int K, double *precision, double *r
 // columns: the longest name, within 12..24), shared by fit_print_report and
 // metrics_print so that their rows line up.
 int metrics_label_width(int K, char *const *class_names);
-// The rows fit_print_report's per-class table (fit.h: precision, recall,
-// F1, support, as scikit-learn's classification_report) does not end with:
-// the macro and weighted averages of precision, recall and F1, to out.
+// The last rows of fit_print_report's per-class table (fit.h: precision,
+// recall, F1, support, as scikit-learn's classification_report): the macro
+// and weighted averages of precision, recall and F1, to out.
 void metrics_print(FILE *out, int K, char *const *class_names, const ClassMetrics *c);
 
 // Indices of the k largest of probs[0..n) in decreasing order; equal values

@@ -289,15 +289,14 @@ static void wrong_json(void *ctx, long i, const char *path, int truth, int pred,
 // The evaluation in words: fit_print_report's loss, accuracy, matrix,
 // precision and recall (what train prints), the F1 and averages, the
 // misclassified files and the skipped ones.
-static int report_text(FILE *f, Results *r, const char *what, const ClassMetrics *cm, const SkipList *skipped) {
+static int report_text(FILE *f, Results *r, const char *what, const SkipList *skipped) {
     for (const char *l = r->note; l && *l;) {  // one "Note: " per line
         const char *e = strchr(l, '\n');
         int len = e ? (int)(e - l) : (int)strlen(l);
         fprintf(f, "Note: %.*s\n", len, l);
         l += len + (e != NULL);
     }
-    fit_print_report(f, what, &r->run, r->K, r->names, r->conf);
-    metrics_print(f, r->K, r->names, cm);
+    fit_print_report(f, what, &r->run, r->K, r->names, r->conf);  // (with the averages)
     fprintf(f, "Misclassified: %ld of %.0f\n", r->n_wrong, r->run.n);
     WrongOut w = {f, r->names};
     if (each_wrong(r, wrong_text, &w) < 0) return -1;
@@ -435,7 +434,7 @@ int results_finish(Results *r, const char *report, const char *what, const char 
     // stdout holds the csv or json lines: the report goes beside them.
     FILE *screen = r->fmt == FMT_TEXT ? stdout : stderr;
     fflush(stdout);
-    int rc = report_text(screen, r, what, cm, skipped);
+    int rc = report_text(screen, r, what, skipped);
     if (rc == 0 && (fflush(screen) != 0 || ferror(screen)))
         rc = err_set("writing the report to %s: %s", screen == stdout ? "stdout" : "stderr",
                      strerror(errno ? errno : EIO));
@@ -457,7 +456,7 @@ int results_finish(Results *r, const char *report, const char *what, const char 
             else {
                 fprintf(f, "%s on %s\n", what, data);
                 if (r->model) fprintf(f, "Model: %s\n", r->model);
-                rc = report_text(f, r, what, cm, skipped);
+                rc = report_text(f, r, what, skipped);
             }
             if (rc == 0) rc = atomic_commit(&af);
             else atomic_abort(&af);

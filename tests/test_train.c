@@ -675,7 +675,7 @@ Test(train, report_columns_align_for_utf8_names) {
     long conf[K * K];
     for (int i = 0; i < K * K; i++) conf[i] = i % K == i / K ? 100 + i : i;
     Running r = {.n = 600, .correct = 500};
-    char *text = NULL, *text2 = NULL;
+    char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
     fit_print_report(f, "Validation", &r, K, names, conf);
@@ -701,16 +701,8 @@ Test(train, report_columns_align_for_utf8_names) {
               "%s", text);
 
     // The per-class table (precision, recall, F1, support: scikit-learn's
-    // classification_report), then predict's averages (metrics_print): the
-    // figures end in the same columns on every row, the averages' too.
-    ClassMetrics c[K];
-    metrics_per_class(conf, K, c);
-    f = open_memstream(&text2, &len);
-    fputs(text, f);
-    metrics_print(f, K, names, c);
-    fclose(f);
-    free(text);
-    text = text2;
+    // classification_report) and its averages: the figures end in the same
+    // columns on every row.
     line = strstr(text, " precision   recall       f1  support\n");
     cr_assert(line, "%s", text);
     line = strchr(line, '\n') + 1;
@@ -835,4 +827,22 @@ Test(train, early_stopping_as_keras_after_a_nan_first_epoch) {
     cr_expect_eq(s.best_epoch, 0);
     fit_free(&s);
     model_free(&m);
+}
+
+// A class with no image and none predicted as it has no figures and is
+// not in the averages (scikit-learn leaves it out); the row says so.
+Test(train, report_class_without_images_or_predictions) {
+    char *names[] = {"ants", "bees", "tulips"};
+    long conf[9] = {3, 1, 0, 2, 4, 0, 0, 0, 0};  // tulips: no image, never predicted
+    Running r = {.n = 10, .correct = 7};
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    fit_print_report(f, "Validation", &r, 3, names, conf);
+    fclose(f);
+    cr_expect(strstr(text, "  tulips               -        -        -        0\n"), "%s", text);
+    cr_expect(strstr(text, "(-: no image of that class, and none predicted as it; not in the averages)"), "%s", text);
+    // macro precision: (3/5 + 4/5) / 2 = 0.7, over the two classes only
+    cr_expect(strstr(text, "  macro avg       0.7000 "), "%s", text);
+    free(text);
 }
