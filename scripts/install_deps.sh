@@ -8,8 +8,9 @@
 #   scripts/install_deps.sh --demo   what scripts/demo.sh needs: the build's
 #                                    packages (not the tests'), Debian's
 #                                    Fashion-MNIST and python3-venv (for its
-#                                    weights fallback); with --prebuilt not the
-#                                    build's, with --own-data not Fashion-MNIST
+#                                    weights fallback, as root only); with
+#                                    --prebuilt not the build's, with --own-data
+#                                    not Fashion-MNIST
 # Without dpkg-query (not Debian) it lists the Debian names and goes on: the
 # packages are then yours to provide.
 set -euo pipefail
@@ -30,11 +31,17 @@ for a in "$@"; do
         *) echo "usage: scripts/install_deps.sh [--python] [--demo [--prebuilt] [--own-data]]" >&2; exit 2 ;;
     esac
 done
+if [ $demo = 0 ] && [ $((prebuilt + own_data)) -gt 0 ]; then
+    echo "usage: --prebuilt and --own-data go with --demo" >&2
+    exit 2
+fi
 pkgs=()
 if [ $demo = 1 ]; then
     [ $prebuilt = 1 ] || pkgs+=("${build_pkgs[@]}")
     [ $own_data = 1 ] || pkgs+=(dataset-fashion-mnist)
-    pkgs+=(python3-venv)
+    # Only the weights' last-but-one fallback needs it: not root, go on
+    # without (the demo then says which weights it could have).
+    if [ "$(id -u)" -eq 0 ]; then pkgs+=(python3-venv); fi
 else
     pkgs+=("${build_pkgs[@]}" "${test_pkgs[@]}")
 fi
