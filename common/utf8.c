@@ -65,6 +65,12 @@ void utf8_put_padded(FILE *out, const char *s, int width, int right) {
         used += w;
     }
     if (right) fprintf(out, "%*s", width - used, "");
-    fwrite(s, 1, n, out);
+    // Control characters (a folder named "\e[31mred") as '?': a table
+    // must not drive the terminal, and each is the one column counted.
+    for (size_t i = 0; i < n; i += (size_t)len) {
+        unsigned cp = utf8_decode_escape(s + i, &len);
+        if (cp < 0x20 || cp == 0x7F || (cp >= 0x80 && cp < 0xA0)) fputc('?', out);
+        else fwrite(s + i, 1, (size_t)len, out);
+    }
     if (!right) fprintf(out, "%*s", width - used, "");
 }

@@ -832,7 +832,7 @@ Test(train, early_stopping_as_keras_after_a_nan_first_epoch) {
 // A class with no image and none predicted as it has no figures and is
 // not in the averages (scikit-learn leaves it out); the row says so.
 Test(train, report_class_without_images_or_predictions) {
-    char *names[] = {"ants", "bees", "tulips"};
+    char *names[] = {"ants", "\x1b[31mbees", "tulips"};  // (an escape sequence: printed as '?')
     long conf[9] = {3, 1, 0, 2, 4, 0, 0, 0, 0};  // tulips: no image, never predicted
     Running r = {.n = 10, .correct = 7};
     char *text = NULL;
@@ -844,5 +844,6 @@ Test(train, report_class_without_images_or_predictions) {
     cr_expect(strstr(text, "(-: no image of that class, and none predicted as it; not in the averages)"), "%s", text);
     // macro precision: (3/5 + 4/5) / 2 = 0.7, over the two classes only
     cr_expect(strstr(text, "  macro avg       0.7000 "), "%s", text);
+    cr_expect(!strchr(text, '\x1b') && strstr(text, "  ?[31mbees       0.8000"), "%s", text);
     free(text);
 }
