@@ -135,7 +135,7 @@ int fit_keep_best(FitState *s) {
     return 0;
 }
 
-int fit_restore_best(FitState *s) {
+static int restore_best(FitState *s) {
     if (!s->best_w || s->best_epoch < 0) return -1;
     const Model *m = s->m;
     for (int i = s->from; i < m->n_layers; i++) {
@@ -145,6 +145,16 @@ int fit_restore_best(FitState *s) {
             memcpy(t ? l->bias : l->kernel, s->best_w[i * 2 + t], (size_t)(t ? l->n_bias : l->n_kernel) * sizeof(float));
     }
     return s->best_epoch;
+}
+
+int fit_restore_best(FitState *s) {
+    if (!s->restore_best || s->best_epoch < 0) return 0;  // nothing watched, or no validated epoch
+    int best = restore_best(s);
+    if (best < 0)
+        return err_set("--restore-best-weights: the best epoch's weights were not kept (a checkpoint of an older "
+                       "vggft); rerun without --resume");
+    printf("Restoring model weights from the end of the best epoch: %d.\n", best + 1);
+    return 1;
 }
 
 const char *fit_float_text(float v, char *buf) {

@@ -86,9 +86,11 @@ int fit_epoch_is_best(const FitState *s);
 // Copies the trainable weights into best_w (allocated on first use). -1
 // when out of memory.
 int fit_keep_best(FitState *s);
-// Keras's on_train_end with restore_best_weights: the model's trainable
-// weights set to best_w. Returns the best epoch (0-based), or -1 when there
-// is none kept (nothing changed).
+// Keras's EarlyStopping.on_train_end with restore_best_weights: with
+// restore_best and a validated epoch, the model's trainable weights set to
+// best_w and Keras's "Restoring model weights from the end of the best
+// epoch: N." on stdout; 1 then (a GPU walk must upload them), 0 when there
+// is nothing to restore, -1 (err_set) when the best weights were not kept.
 int fit_restore_best(FitState *s);
 
 // The shortest decimal text of a float that reads back as the same float

@@ -871,16 +871,8 @@ int finetune_run(const FinetuneOptions *o) {
     // epoch's weights are the model's (and the walk's, for the evaluation
     // below); the checkpoint keeps the last epoch's, which more epochs
     // continue from.
-    if (fs.restore_best && fs.best_epoch >= 0) {
-        int best = fit_restore_best(&fs);
-        if (best < 0) {
-            err_set("--restore-best-weights: the best epoch's weights were not kept (a checkpoint of an older "
-                    "vggft); rerun without --resume");
-            goto done;
-        }
-        printf("Restoring model weights from the end of the best epoch: %d.\n", best + 1);
-        if (walk_upload(&walk, NULL) < 0) goto done;
-    }
+    int restored = fit_restore_best(&fs);
+    if (restored < 0 || (restored && walk_upload(&walk, NULL) < 0)) goto done;
     {
         ModelMeta mm;
         model_meta_from_model(&m, &mm);

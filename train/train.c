@@ -364,15 +364,7 @@ int train_run(const TrainOptions *o) {
     // --- outputs -------------------------------------------------------------------
     // Keras's EarlyStopping.on_train_end with restore_best_weights (the
     // checkpoint keeps the last epoch's weights, which more epochs continue).
-    if (fs.restore_best && fs.best_epoch >= 0) {
-        int best = fit_restore_best(&fs);
-        if (best < 0) {
-            err_set("--restore-best-weights: the best epoch's weights were not kept (a checkpoint of an older "
-                    "vggft); rerun without --resume");
-            goto done;
-        }
-        printf("Restoring model weights from the end of the best epoch: %d.\n", best + 1);
-    }
+    if (fit_restore_best(&fs) < 0) goto done;
     ModelMeta mm;
     model_meta_from_model(&m, &mm);
     snprintf(mm.preprocess, sizeof mm.preprocess, "%s", meta.preprocess);
