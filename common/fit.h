@@ -153,6 +153,22 @@ void fit_sibling(const char *out, const char *suffix, char *buf, size_t size);
 // err_set naming the options.
 int fit_check_out(const char *out, const char *const *inputs, const char *const *names, int n,
                   const char *const *dirs, const char *const *dir_names, int nd);
+// train's and finetune's option-table entries (cli.h's CliOption) for
+// Keras's EarlyStopping: --early-stopping, --monitor, --restore-best-weights,
+// into the fields early_stopping, monitor and restore_best of o.
+#define FIT_EARLY_STOPPING_OPTIONS(o)                                                                      \
+    {"early-stopping", OPT_INT, &(o).early_stopping, "0", "PATIENCE",                                      \
+     "stop after PATIENCE epochs without --monitor improving (0: off);\nthe last epoch's weights are "      \
+     "written unless --restore-best-weights,\nas Keras's EarlyStopping",                                    \
+     .range = ">=0"},                                                                                        \
+    {"monitor", OPT_CHOICE, &(o).monitor, "val_loss", NULL,                                                \
+     "what --early-stopping and --restore-best-weights watch (Keras's\nEarlyStopping monitor): the lowest " \
+     "val_loss or the highest\nval_accuracy",                                                              \
+     "val_loss|val_accuracy"},                                                                             \
+    {"restore-best-weights", OPT_FLAG, &(o).restore_best, NULL, NULL,                                      \
+     "write the weights of the epoch with the best --monitor value, not\nthe last (Keras's "                \
+     "restore_best_weights=True; needs validation\ndata)"}
+
 // --out's name as Keras 3's load_weights reads it: *.weights.h5 (its own
 // format) and *.keras (a zip archive) refused (-1, err_set naming the .h5
 // name to give: a usage error), another suffix than .h5 / .hdf5 a note.

@@ -99,15 +99,7 @@ int main(int argc, char **argv) {
         {"batch", OPT_INT, &o.batch, "20", "N", "batch size", .range = ">=1"},
         {"class-weight", OPT_CHOICE, &o.class_weight, "none", NULL,
          "balanced: weight_c = N / (K * N_c), like scikit-learn", "none|balanced"},
-        {"early-stopping", OPT_INT, &o.early_stopping, "0", "PATIENCE",
-         "stop after PATIENCE epochs without --monitor improving (0: off);\nthe last epoch's weights are "
-         "written unless --restore-best-weights,\nas Keras's EarlyStopping", .range = ">=0"},
-        {"monitor", OPT_CHOICE, &o.monitor, "val_loss", NULL,
-         "what --early-stopping and --restore-best-weights watch (Keras's\nEarlyStopping monitor): the lowest "
-         "val_loss or the highest\nval_accuracy", "val_loss|val_accuracy"},
-        {"restore-best-weights", OPT_FLAG, &o.restore_best, NULL, NULL,
-         "write the weights of the epoch with the best --monitor value, not\nthe last (Keras's "
-         "restore_best_weights=True; needs validation\ndata)"},
+        FIT_EARLY_STOPPING_OPTIONS(o),
         {"seed", OPT_LONG, &o.seed, "1", "S", "seed of initialisation, shuffling and dropout", .range = ">=0"},
         {"threads", OPT_INT, &o.threads, "0", "N",
          "CPU threads (0: the CPUs this job may use, its affinity mask:\ntaskset, Slurm); results do not depend on it",
