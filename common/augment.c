@@ -103,8 +103,10 @@ static int parse_item(char *item, AugmentSpec *s) {
     if (!strcmp(key, "width_shift") || !strcmp(key, "height_shift") || !strcmp(key, "shift")) {
         double v;
         if (parse_range(key, val, "a fraction of the size when < 1, pixels when >= 1", &v)) return -1;
-        if (key[0] != 'h') s->width_shift = v;
-        if (key[0] != 'w') s->height_shift = v;
+        // Digits alone: a Python int in Keras (whole-pixel draws).
+        const int whole = strspn(val, "0123456789") == strlen(val) && v >= 1;
+        if (key[0] != 'h') s->width_shift = v, s->width_shift_int = whole;
+        if (key[0] != 'w') s->height_shift = v, s->height_shift_int = whole;
         return 0;
     }
     if (!strcmp(key, "zoom")) return parse_zoom(val, s);
@@ -154,6 +156,13 @@ static void fmt_double(char *buf, size_t size, double v) {
         }
 }
 
+// A shift as parse reads it back: an int-rule shift in digits, a float one
+// of a whole number with ".0" ("5.0": U(-5, 5), not whole pixels).
+static void fmt_shift(char *buf, size_t size, double v, int whole) {
+    fmt_double(buf, size, v);
+    if (!whole && v >= 1 && !strpbrk(buf, ".e")) strncat(buf, ".0", size - strlen(buf) - 1);
+}
+
 void augment_spec_format(const AugmentSpec *s, char *buf, size_t size) {
     if (size == 0) return;
     buf[0] = '\0';
@@ -166,13 +175,13 @@ void augment_spec_format(const AugmentSpec *s, char *buf, size_t size) {
 #define ADD(...) len += snprintf(out + len, sizeof out - len, __VA_ARGS__)
 #define SEP (len ? "," : "")
     if (s->rotation != 0) fmt_double(num, sizeof num, s->rotation), ADD("%srotation=%s", SEP, num);
-    if (s->width_shift == s->height_shift) {
-        if (s->width_shift != 0) fmt_double(num, sizeof num, s->width_shift), ADD("%sshift=%s", SEP, num);
+    if (s->width_shift == s->height_shift && s->width_shift_int == s->height_shift_int) {
+        if (s->width_shift != 0) fmt_shift(num, sizeof num, s->width_shift, s->width_shift_int), ADD("%sshift=%s", SEP, num);
     } else {
         if (s->width_shift != 0)
-            fmt_double(num, sizeof num, s->width_shift), ADD("%swidth_shift=%s", SEP, num);
+            fmt_shift(num, sizeof num, s->width_shift, s->width_shift_int), ADD("%swidth_shift=%s", SEP, num);
         if (s->height_shift != 0)
-            fmt_double(num, sizeof num, s->height_shift), ADD("%sheight_shift=%s", SEP, num);
+            fmt_shift(num, sizeof num, s->height_shift, s->height_shift_int), ADD("%sheight_shift=%s", SEP, num);
     }
     if (s->shear != 0) fmt_double(num, sizeof num, s->shear), ADD("%sshear=%s", SEP, num);
     if (!(s->zoom_lo == 1 && s->zoom_hi == 1)) {
@@ -214,6 +223,14 @@ static double uniform(double lo, double hi, uint64_t key, uint64_t counter) {
     return lo + (hi - lo) * u01(key, counter);
 }
 
+// Keras's int shift range N: np.random.choice(N) (0..N-1) times
+// np.random.choice([-1, 1]), in pixels (counters: the magnitude's, the sign's).
+static double whole_shift(double n, uint64_t key, uint64_t counter, uint64_t sign_counter) {
+    double k = floor(u01(key, counter) * n);
+    if (k > n - 1) k = n - 1;  // (u01 < 1; kept for safety)
+    return u01(key, sign_counter) < 0.5 ? -k : k;
+}
+
 void augment_draw(const AugmentSpec *s, uint64_t seed, long epoch, long index, int h, int w,
                   AugmentParams *p) {
     uint64_t key = rng_hash(rng_hash(seed ^ AUGMENT_DOMAIN, (uint64_t)epoch), (uint64_t)index);
@@ -221,8 +238,8 @@ void augment_draw(const AugmentSpec *s, uint64_t seed, long epoch, long index, i
     // other parameters' draws unchanged; a 0 range gives exactly Keras's 0.
     double r = s->rotation, hs = s->height_shift, ws = s->width_shift, sh = s->shear;
     p->theta = r != 0 ? uniform(-r, r, key, 0) : 0.0;
-    p->tx = hs != 0 ? uniform(-hs, hs, key, 1) * (hs < 1 ? h : 1) : 0.0;
-    p->ty = ws != 0 ? uniform(-ws, ws, key, 2) * (ws < 1 ? w : 1) : 0.0;
+    p->tx = hs == 0 ? 0.0 : s->height_shift_int ? whole_shift(hs, key, 1, 7) : uniform(-hs, hs, key, 1) * (hs < 1 ? h : 1);
+    p->ty = ws == 0 ? 0.0 : s->width_shift_int ? whole_shift(ws, key, 2, 8) : uniform(-ws, ws, key, 2) * (ws < 1 ? w : 1);
     p->shear = sh != 0 ? uniform(-sh, sh, key, 3) : 0.0;
     if (s->zoom_lo == 1 && s->zoom_hi == 1) {
         p->zx = p->zy = 1.0;

@@ -29,8 +29,10 @@ typedef struct {
     // Doubles, as Keras's Python floats: zoom=0.7:0.7 is zx = 0.7 exactly.
     double rotation;                  // degrees (0: none)
     double width_shift, height_shift; // < 1: fraction of W / H; >= 1: pixels (0: none)
-                                     // (always Keras's float rule, U(-v, v); Keras
-                                     // draws whole pixels for a Python int range)
+    // A shift given as an integer ("shift=5", Keras's int range): whole
+    // pixels, Keras's np.random.choice(N) * choice([-1, 1]) (-(N-1)..N-1);
+    // "shift=5.0" (a float) draws U(-5, 5) pixels.
+    int width_shift_int, height_shift_int;
     double shear;                     // degrees (0: none)
     double zoom_lo, zoom_hi;          // zx, zy ~ U(lo, hi); 1, 1: none
     int hflip;                       // random horizontal flips

@@ -431,3 +431,30 @@ Test(augment, ranges_are_keras_doubles) {
     roundtrip("zoom=0.7:0.7", "zoom=0.7:0.7");
     roundtrip("shear=0.1,shift=0.3", "shift=0.3,shear=0.1");
 }
+
+// shift=N in digits is Keras's int range: whole pixels, choice(N) times a
+// random sign, so -(N-1)..N-1 (0 the likeliest); shift=N.0 is U(-N, N).
+// Both read back from their text as they were.
+Test(augment, integer_shift_range_draws_whole_pixels_as_keras) {
+    AugmentSpec s, f;
+    cr_assert_eq(augment_spec_parse("shift=5", &s), 0, "%s", err_msg());
+    cr_assert_eq(augment_spec_parse("shift=5.0", &f), 0, "%s", err_msg());
+    cr_expect(s.width_shift_int && s.height_shift_int && !f.width_shift_int && !f.height_shift_int);
+    roundtrip("shift=5", "shift=5");
+    roundtrip("shift=5.0", "shift=5.0");
+    roundtrip("width_shift=3,height_shift=3.0", "width_shift=3,height_shift=3.0");
+    int seen[9] = {0}, fractional = 0;
+    for (long i = 0; i < 4000; i++) {
+        AugmentParams p, q;
+        augment_draw(&s, 7, 0, i, 32, 32, &p);
+        augment_draw(&f, 7, 0, i, 32, 32, &q);
+        cr_assert(p.tx == floor(p.tx) && p.ty == floor(p.ty) && fabs(p.tx) <= 4 && fabs(p.ty) <= 4, "%g %g", p.tx,
+                  p.ty);
+        seen[(int)p.tx + 4]++;
+        fractional += q.tx != floor(q.tx);
+        cr_assert(fabs(q.tx) <= 5 && fabs(q.ty) <= 5);
+    }
+    for (int k = 0; k < 9; k++) cr_expect(seen[k] > 0, "shift %d never drawn", k - 4);
+    cr_expect(seen[4] > seen[0] && seen[4] > seen[8], "0 comes from both signs: %d vs %d, %d", seen[4], seen[0], seen[8]);
+    cr_expect(fractional > 3900, "%d", fractional);
+}
