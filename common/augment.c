@@ -226,8 +226,7 @@ static double uniform(double lo, double hi, uint64_t key, uint64_t counter) {
 // Keras's int shift range N: np.random.choice(N) (0..N-1) times
 // np.random.choice([-1, 1]), in pixels (counters: the magnitude's, the sign's).
 static double whole_shift(double n, uint64_t key, uint64_t counter, uint64_t sign_counter) {
-    double k = floor(u01(key, counter) * n);
-    if (k > n - 1) k = n - 1;  // (u01 < 1; kept for safety)
+    double k = floor(u01(key, counter) * n);  // (u01 < 1: at most n - 1)
     return u01(key, sign_counter) < 0.5 ? -k : k;
 }
 

@@ -64,6 +64,7 @@ void cli_process_setup(void) {
 }
 #include "device.h"
 #include "error.h"
+#include "fileutil.h"
 
 int cli_count(const CliOption *opts) {
     int n = 0;
@@ -410,10 +411,11 @@ void cli_print_version(const char *prog, FILE *out) {
 }
 
 // value as an absolute path when it is a relative one naming an existing
-// file (realpath: "..", "." and links resolved), else NULL.
+// file (path_canonical: "..", "." and links resolved; malloc'd), else NULL.
 static char *absolute_file_path(const char *value) {
     if (!value[0] || value[0] == '/' || access(value, F_OK) != 0) return NULL;
-    return realpath(value, NULL);
+    char buf[PATH_MAX];
+    return strdup(path_canonical(value, buf));
 }
 
 static int is_path_option(const char *word, const char *const *names, size_t *eq) {

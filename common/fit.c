@@ -89,24 +89,6 @@ void fit_set_monitor(FitState *s, int acc, int restore_best) {
     s->best_val = acc ? -INFINITY : INFINITY;
 }
 
-int fit_early_stop(FitState *s, int patience) {
-    if (s->epochs_done == 0) return 0;
-    const int e = s->epochs_done - 1;
-    float v = s->monitor_acc ? s->val_acc[e] : s->val_loss[e];
-    // Keras's _is_improvement: the first monitored epoch always is (best is
-    // None, a NaN too), then monitor_op, np.less for a loss, np.greater for
-    // an accuracy (nothing improves on a NaN best, nor is a NaN better).
-    const int first = s->best_epoch < 0 && isinf(s->best_val);  // (a checkpoint's best_val is kept)
-    if (first || (s->monitor_acc ? v > s->best_val : v < s->best_val)) {
-        s->best_val = v, s->best_epoch = e, s->wait = 0;
-        return s->stopped;
-    }
-    if (patience > 0 && ++s->wait >= patience) s->stopped = 1;
-    return s->stopped;
-}
-
-int fit_epoch_is_best(const FitState *s) { return s->epochs_done > 0 && s->best_epoch == s->epochs_done - 1; }
-
 // best_w's buffers (once).
 static int alloc_best(FitState *s) {
     const Model *m = s->m;
@@ -124,36 +106,49 @@ static int alloc_best(FitState *s) {
     return 0;
 }
 
-int fit_keep_best(FitState *s) {
-    if (alloc_best(s) < 0) return -1;
+// The trainable weights into best_w (to_model 0) or back (1).
+static void copy_best(FitState *s, int to_model) {
     for (int i = s->from; i < s->m->n_layers; i++) {
         if (!covered(s, i)) continue;
-        const Layer *l = &s->m->layers[i];
-        for (int t = 0; t < 2; t++)
-            memcpy(s->best_w[i * 2 + t], t ? l->bias : l->kernel, (size_t)(t ? l->n_bias : l->n_kernel) * sizeof(float));
+        Layer *l = &s->m->layers[i];
+        for (int t = 0; t < 2; t++) {
+            float *w = t ? l->bias : l->kernel, *b = s->best_w[i * 2 + t];
+            size_t bytes = (size_t)(t ? l->n_bias : l->n_kernel) * sizeof(float);
+            if (to_model) memcpy(w, b, bytes);
+            else memcpy(b, w, bytes);
+        }
     }
-    return 0;
 }
 
-static int restore_best(FitState *s) {
-    if (!s->best_w || s->best_epoch < 0) return -1;
-    const Model *m = s->m;
-    for (int i = s->from; i < m->n_layers; i++) {
-        if (!covered(s, i)) continue;
-        Layer *l = &m->layers[i];
-        for (int t = 0; t < 2; t++)
-            memcpy(t ? l->bias : l->kernel, s->best_w[i * 2 + t], (size_t)(t ? l->n_bias : l->n_kernel) * sizeof(float));
+int fit_early_stop(FitState *s, int patience) {
+    if (s->epochs_done == 0) return 0;
+    const int e = s->epochs_done - 1;
+    float v = s->monitor_acc ? s->val_acc[e] : s->val_loss[e];
+    // Keras's _is_improvement: the first monitored epoch always is (best is
+    // None, a NaN too), then monitor_op, np.less for a loss, np.greater for
+    // an accuracy (nothing improves on a NaN best, nor is a NaN better).
+    const int first = s->best_epoch < 0 && isinf(s->best_val);  // (a checkpoint's best_val is kept)
+    if (first || (s->monitor_acc ? v > s->best_val : v < s->best_val)) {
+        s->best_val = v, s->best_epoch = e, s->wait = 0;
+        if (s->restore_best) {  // Keras's best_weights = model.get_weights()
+            if (alloc_best(s) < 0) return -1;
+            copy_best(s, 0);
+        }
+        return s->stopped;
     }
-    return s->best_epoch;
+    if (patience > 0 && ++s->wait >= patience) s->stopped = 1;
+    return s->stopped;
 }
+
+int fit_epoch_is_best(const FitState *s) { return s->epochs_done > 0 && s->best_epoch == s->epochs_done - 1; }
 
 int fit_restore_best(FitState *s) {
     if (!s->restore_best || s->best_epoch < 0) return 0;  // nothing watched, or no validated epoch
-    int best = restore_best(s);
-    if (best < 0)
+    if (!s->best_w)
         return err_set("--restore-best-weights: the best epoch's weights were not kept (a checkpoint of an older "
                        "vggft); rerun without --resume");
-    printf("Restoring model weights from the end of the best epoch: %d.\n", best + 1);
+    copy_best(s, 1);
+    printf("Restoring model weights from the end of the best epoch: %d.\n", s->best_epoch + 1);
     return 1;
 }
 
@@ -775,7 +770,7 @@ void fit_print_report(FILE *out, const char *what, const Running *r, int K, char
         fputs("  ", out);
         utf8_put_padded(out, names[k], lw, 0);
         // A class with no image and none predicted as it: no figures (and
-        // none in predict's averages, as scikit-learn leaves it out).
+        // not in the averages, as scikit-learn leaves it out).
         if (!cm[k].support && !cm[k].predicted) {
             fprintf(out, " %9s %8s %8s %8ld\n", "-", "-", "-", 0L);
             absent++;

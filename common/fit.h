@@ -44,7 +44,7 @@ typedef struct {
     // Keras's EarlyStopping (min_delta 0) on val_loss, or on val_accuracy
     // (monitor_acc): the best value so far, the epochs since it, and with
     // restore_best (restore_best_weights=True) the trainable weights at the
-    // end of that epoch (best_w, kept by fit_keep_best; in the checkpoint).
+    // end of that epoch (best_w, kept by fit_early_stop; in the checkpoint).
     int monitor_acc;
     float best_val;
     int best_epoch;        // 0-based, -1 before any validated epoch
@@ -75,17 +75,15 @@ void fit_end_epoch(FitState *s, float loss, float acc, float val_loss, float val
 // watches: val_loss (acc 0) or val_accuracy (acc 1). Before fit_begin.
 void fit_set_monitor(FitState *s, int acc, int restore_best);
 // Keras's EarlyStopping.on_epoch_end after the epoch just recorded: updates
-// the best value and its epoch, and returns 1 when training should stop
-// (the monitored value has not improved for `patience` epochs; patience 0:
-// never). Call it only with validation figures.
+// the best value and its epoch (with restore_best also copying the
+// trainable weights, which must be on the host: walk_download first, into
+// best_w), and returns 1 when training should stop (the monitored value has
+// not improved for `patience` epochs; patience 0: never), 0 when not, -1
+// (err_set) when out of memory for the copy. Call it only with validation
+// figures.
 int fit_early_stop(FitState *s, int patience);
-// 1 when the epoch just recorded is the best so far (then, with
-// restore_best, the caller brings the weights to the host and calls
-// fit_keep_best).
+// 1 when the epoch just recorded is the best so far.
 int fit_epoch_is_best(const FitState *s);
-// Copies the trainable weights into best_w (allocated on first use). -1
-// when out of memory.
-int fit_keep_best(FitState *s);
 // Keras's EarlyStopping.on_train_end with restore_best_weights: with
 // restore_best and a validated epoch, the model's trainable weights set to
 // best_w and Keras's "Restoring model weights from the end of the best

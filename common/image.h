@@ -45,6 +45,9 @@ typedef enum { IMG_UNKNOWN = 0, IMG_JPEG, IMG_PNG, IMG_BMP, IMG_PNM } ImageForma
 
 // PIL's Image.MAX_IMAGE_PIXELS (it warns above this, refuses at twice it).
 #define IMAGE_MAX_PIXELS_DEFAULT 89478485L
+// extract's --max-pixels default (and predict's for a model or head that
+// records none).
+#define EXTRACT_MAX_PIXELS_DEFAULT 50000000L
 
 typedef struct {
     // Size the caller will resize to; only used to pick a JPEG DCT scale.

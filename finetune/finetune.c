@@ -838,12 +838,11 @@ int finetune_run(const FinetuneOptions *o) {
                             "these %s exactly, so their gradients vanish and fine-tuning cannot change much (train "
                             "the head with fewer epochs or a lower --lr, or fine-tune on other data)\n",
                     tl, from_cache ? "record" : "image", from_cache ? "records" : "images");
-        int stop = has_val && fit_early_stop(&fs, o->early_stopping);
-        // The state (and, with --restore-best-weights, this epoch's weights
-        // when they are the best so far) from the device into the checkpoint.
+        // The state from the device (first: early stopping keeps the best
+        // epoch's weights from the host copy), then into the checkpoint.
         if (walk_download(&walk, &m, fs.slots) < 0) goto done;
-        if (fs.restore_best && fit_epoch_is_best(&fs) && fit_keep_best(&fs) < 0) goto done;
-        if (fit_save(&fs, settings, ckpt_path) < 0) goto done;
+        int stop = has_val ? fit_early_stop(&fs, o->early_stopping) : 0;
+        if (stop < 0 || fit_save(&fs, settings, ckpt_path) < 0) goto done;
         if (stop)
             printf("Epoch %d: early stopping (%s has not improved for %d epochs)\n", epoch + 1, o->monitor,
                    o->early_stopping);

@@ -327,7 +327,7 @@ static int run_images(const PredictOptions *o, const Model *m, const ModelMeta *
     // Without --max-pixels, the budget the model or head records (that of
     // the extract its features came from), as finetune decodes too.
     LoadOptions load = {.w = meta->input_w, .h = meta->input_h,
-                        .max_pixels = o->max_pixels > 0 ? o->max_pixels : model_meta_pixel_budget(meta, 50000000),
+                        .max_pixels = o->max_pixels > 0 ? o->max_pixels : model_meta_pixel_budget(meta, EXTRACT_MAX_PIXELS_DEFAULT),
                         .reduced_decode = !strncmp(meta->decode, "reduced", 7)};
     if (interp_parse(meta->interpolation, &load.interp) < 0 || prep_parse(meta->preprocess, &load.prep) < 0)
         return err_prefix("%s: ", o->model ? o->model : o->head);

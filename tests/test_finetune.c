@@ -536,9 +536,7 @@ Test(finetune, restore_best_weights_writes_the_best_epoch) {
     snprintf(c, sizeof c, "%s/c.h5", s.dir);
     ft_args(&s, "--epochs 5 --lr 0.05 --restore-best-weights", a, args, sizeof args);
     char *out = run_ok("finetune", args);
-    const char *said = strstr(out, "Restoring model weights from the end of the best epoch: ");
-    cr_assert(said, "%s", out);
-    int best = atoi(said + strlen("Restoring model weights from the end of the best epoch: "));
+    int best = restored_best_epoch(out);
     cr_assert(best >= 1 && best < 5, "the best epoch should not be the last for the test to mean anything: %d\n%s",
               best, out);
     free(out);

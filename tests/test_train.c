@@ -725,9 +725,7 @@ Test(train, restore_best_weights_writes_the_best_epoch) {
     ResumeCase r = resume_case(12, 30, 11);
     const char *common = "--hidden 16 --optimizer adam --lr 0.3 --epochs 8 --batch 4 --restore-best-weights --quiet";
     char *out = uninterrupted(&r, common);
-    const char *said = strstr(out, "Restoring model weights from the end of the best epoch: ");
-    cr_assert(said, "%s", out);
-    int best = atoi(said + strlen("Restoring model weights from the end of the best epoch: "));
+    int best = restored_best_epoch(out);
     cr_assert(best >= 1 && best < 8, "the best epoch should not be the last for the test to mean anything: %d\n%s",
               best, out);
     free(out);
@@ -767,6 +765,18 @@ Test(train, restore_best_weights_writes_the_best_epoch) {
     resume_case_free(&r);
 }
 
+// A binary head (32x32 features, 4 hidden units) with its weights
+// allocated; returns its first layer.
+static int small_binary_head(Model *m) {
+    ModelConfig cfg;
+    model_config_defaults(&cfg);
+    cfg.input_h = cfg.input_w = 32, cfg.n_classes = 2, cfg.binary = 1, cfg.hidden = 4;
+    cr_assert_eq(model_build(m, &cfg), 0);
+    const int h0 = model_head_start(m);
+    cr_assert_eq(model_alloc_weights(m, h0, m->n_layers), 0);
+    return h0;
+}
+
 // A checkpoint's settings against a run's: a setting added since (monitor,
 // restore_best_weights) absent from an older checkpoint is taken as its
 // old meaning; augment_ranges (float ranges before vggft 0.2) is not: the
@@ -775,13 +785,8 @@ Test(train, checkpoint_settings_added_since) {
     char *dir = make_temp_dir("fitset");
     char path[700];
     snprintf(path, sizeof path, "%s/x.ckpt", dir);
-    ModelConfig cfg;
-    model_config_defaults(&cfg);
-    cfg.input_h = cfg.input_w = 32, cfg.n_classes = 2, cfg.binary = 1, cfg.hidden = 4;
     Model m;
-    cr_assert_eq(model_build(&m, &cfg), 0);
-    const int h0 = model_head_start(&m);
-    cr_assert_eq(model_alloc_weights(&m, h0, m.n_layers), 0);
+    const int h0 = small_binary_head(&m);
     model_init_random(&m, h0, m.n_layers, 1);
     Optimizer opt;
     optim_defaults(&opt, OPTIM_SGD);
@@ -804,13 +809,8 @@ Test(train, checkpoint_settings_added_since) {
 // Keras's EarlyStopping on a NaN first epoch: it is the best so far (best
 // is None), and nothing improves on it; patience 2 stops at the third.
 Test(train, early_stopping_as_keras_after_a_nan_first_epoch) {
-    ModelConfig cfg;
-    model_config_defaults(&cfg);
-    cfg.input_h = cfg.input_w = 32, cfg.n_classes = 2, cfg.binary = 1, cfg.hidden = 4;
     Model m;
-    cr_assert_eq(model_build(&m, &cfg), 0);
-    const int h0 = model_head_start(&m);
-    cr_assert_eq(model_alloc_weights(&m, h0, m.n_layers), 0);
+    const int h0 = small_binary_head(&m);
     Optimizer opt;
     optim_defaults(&opt, OPTIM_SGD);
     FitState s;

@@ -401,3 +401,9 @@ CacheMeta test_cache_meta(int feat_hw, int feat_c, char **names, int k) {
     m.class_names = names;
     return m;
 }
+
+int restored_best_epoch(const char *log) {
+    static const char said[] = "Restoring model weights from the end of the best epoch: ";
+    const char *p = strstr(log, said);
+    return p ? atoi(p + strlen(said)) : -1;
+}

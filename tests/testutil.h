@@ -112,3 +112,7 @@ void load_model_file(const char *path, Model *m);
 // block5_pool features of FEAT_HW x FEAT_HW x FEAT_C in f16, and the K
 // class names given (not copied).
 CacheMeta test_cache_meta(int feat_hw, int feat_c, char **names, int k);
+
+// The N of "Restoring model weights from the end of the best epoch: N." in a
+// train or finetune log, or -1 when it says no such thing.
+int restored_best_epoch(const char *log);

@@ -342,8 +342,8 @@ int train_run(const TrainOptions *o) {
         progress_finish(&bar, metrics);
         if (o->quiet) log_printf(stdout, "Epoch %d/%d - %.1fs - %s\n", epoch + 1, o->epochs, secs, metrics);
         fit_end_epoch(&fs, tl, ta, vl, va, secs);
-        int stop = has_val && fit_early_stop(&fs, o->early_stopping);
-        if (fs.restore_best && fit_epoch_is_best(&fs) && fit_keep_best(&fs) < 0) goto done;
+        int stop = has_val ? fit_early_stop(&fs, o->early_stopping) : 0;
+        if (stop < 0) goto done;
 
         // Checkpoint after every epoch: a killed run resumes from here.
         if (fit_save(&fs, settings, ckpt_path) < 0) goto done;
