@@ -1,12 +1,16 @@
+#define _GNU_SOURCE  // sched_getaffinity, CPU_COUNT
 #include "blas_setup.h"
 
 #include <cblas.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "error.h"
 #include "parallel.h"
 
@@ -60,16 +64,18 @@ static long long address_limit(void) {
 }
 
 // Address space left under RLIMIT_AS in bytes, -1 when there is no limit.
+// System calls only (no stdio, no malloc): blas_preinit runs it before libc
+// is initialised.
 static long long address_room(void) {
     long long limit = address_limit();
     if (limit < 0) return -1;
-    long pages = 0;
-    FILE *f = fopen("/proc/self/statm", "r");  // first field: the process's size, in pages
-    if (f) {
-        if (fscanf(f, "%ld", &pages) != 1) pages = 0;
-        fclose(f);
-    }
-    long long room = limit - (long long)pages * sysconf(_SC_PAGESIZE);
+    long long pages = 0;
+    char text[64];
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);  // first field: the process's size, in pages
+    ssize_t n = fd >= 0 ? read(fd, text, sizeof text - 1) : -1;
+    if (fd >= 0) close(fd);
+    for (ssize_t i = 0; i < n && text[i] >= '0' && text[i] <= '9'; i++) pages = pages * 10 + (text[i] - '0');
+    long long room = limit - pages * sysconf(_SC_PAGESIZE);
     return room > 0 ? room : 0;
 }
 
@@ -79,6 +85,120 @@ static long long bytes_per_buffer(void) {
     long long stack = 8LL << 20;
     if (getrlimit(RLIMIT_STACK, &st) == 0 && st.rlim_cur != RLIM_INFINITY) stack = (long long)st.rlim_cur;
     return BLAS_BUFFER_BYTES + stack;
+}
+
+// The buffers that fit in half of the address space left (0: no room for
+// one), -1 without a limit.
+static long long buffers_fitting(void) {
+    long long room = address_room();
+    if (room < 0) return -1;
+    long long fit = room / 2 / bytes_per_buffer();
+    return fit > 4096 ? 4096 : fit;
+}
+
+// --- before the libraries start ---------------------------------------------------------
+//
+// Under an address-space limit (ulimit -v) two things are settled before
+// main, where blas_setup would come too late:
+//   - OpenBLAS's constructor starts its worker threads (one per core, or
+//     OPENBLAS_NUM_THREADS, GOTO_NUM_THREADS, OMP_NUM_THREADS); on a
+//     many-core node their stacks alone can exceed the limit: pthread_create
+//     fails and OpenBLAS raise(SIGINT)s, so the tool died with exit 130
+//     before main ("blas_thread_init: pthread_create failed for thread 12 of
+//     16", a 16-core GPU node under ulimit -v 400 MiB; on 2 cores with
+//     ulimit -s 256 MiB). OPENBLAS_NUM_THREADS is capped to the buffers
+//     that fit, as blas_setup counts them.
+//   - glibc gives each thread that mallocs an arena of its own, 64 MiB of
+//     address space reserved apiece (up to 8 per core): on 16 cores train's
+//     threads took a limit that 2 cores ran within. MALLOC_ARENA_MAX=1
+//     unless the user set it (2 still failed at 400 MiB with --threads 16;
+//     small blocks stay lock-free in each thread's tcache; mallopt in main
+//     is too late: the limit on arenas is fixed when the first thread needs
+//     one, OpenBLAS's threads before main).
+// An executable's .preinit_array runs before any library's constructor (a
+// statically linked OpenBLAS's too) but before libc is initialised: no
+// getenv, setenv or malloc (a variable set there is lost). So blas_preinit
+// reads the environment from its envp argument and re-executes the program
+// at once with the variables set, and VGGFT_PREINIT saying what the user
+// had ("<a or ->|<= or - or v:VALUE>": MALLOC_ARENA_MAX set by us or not;
+// OPENBLAS_NUM_THREADS untouched, unset before, or its value), which
+// blas_setup puts back for children.
+#define PREINIT_MAX_ENV 8192
+
+// The value of NAME in envp, or NULL.
+static const char *env_in(char **envp, const char *name) {
+    size_t n = strlen(name);
+    for (char **e = envp; e && *e; e++)
+        if (!strncmp(*e, name, n) && (*e)[n] == '=') return *e + n + 1;
+    return NULL;
+}
+
+// A positive decimal, else 0 (OpenBLAS reads the variables so: atoi, <= 0 ignored).
+static long positive(const char *s) {
+    long v = 0;
+    while (s && *s >= '0' && *s <= '9' && v < 1000000) v = v * 10 + (*s++ - '0');
+    return v;
+}
+
+static void blas_preinit(int argc, char **argv, char **envp) {
+    (void)argc;
+    if (!argv || !argv[0] || env_in(envp, "VGGFT_PREINIT")) return;  // already done
+    long long fit = buffers_fitting();
+    if (fit < 0) return;  // no limit
+    const long cap = fit > 1 ? (long)fit : 1;
+    // The threads OpenBLAS 0.3.21 will start (blas_get_cpu_number): its
+    // variables, at most the CPUs this process may run on.
+    static cpu_set_t set;
+    long cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 4096;
+    const char *own = env_in(envp, "OPENBLAS_NUM_THREADS");
+    long asked = positive(own);
+    if (!asked) asked = positive(env_in(envp, "GOTO_NUM_THREADS"));
+    if (!asked) asked = positive(env_in(envp, "OMP_NUM_THREADS"));
+    long threads = asked && asked < cpus ? asked : cpus;
+    const int set_threads = threads > cap, set_arenas = !env_in(envp, "MALLOC_ARENA_MAX");
+    if (!set_threads && !set_arenas) return;
+    static char *env[PREINIT_MAX_ENV + 4];
+    static char count[48], keep[300];
+    if (own && strlen(own) > sizeof keep - 40) return;  // not a count OpenBLAS reads
+    int n = 0;
+    for (char **e = envp; *e; e++) {
+        if (set_threads && !strncmp(*e, "OPENBLAS_NUM_THREADS=", 21)) continue;
+        if (n == PREINIT_MAX_ENV) return;  // an environment too large to copy: leave it
+        env[n++] = *e;
+    }
+    // Composed by hand: snprintf may need what libc sets up later.
+    strcpy(keep, set_arenas ? "VGGFT_PREINIT=a|" : "VGGFT_PREINIT=-|");
+    strcat(keep, !set_threads ? "=" : own ? "v:" : "-");
+    if (set_threads && own) strcat(keep, own);
+    env[n++] = keep;
+    if (set_arenas) env[n++] = (char *)"MALLOC_ARENA_MAX=1";
+    if (set_threads) {
+        strcpy(count, "OPENBLAS_NUM_THREADS=");
+        char digits[24];
+        int d = 0;
+        for (long v = cap; v > 0 || d == 0; v /= 10) digits[d++] = (char)('0' + v % 10);
+        size_t k = strlen(count);
+        while (d > 0) count[k++] = digits[--d];
+        count[k] = '\0';
+        env[n++] = count;
+    }
+    env[n] = NULL;
+    execve("/proc/self/exe", argv, env);
+    // exec failed: carry on (OpenBLAS may fail as it would have).
+}
+
+__attribute__((section(".preinit_array"), used)) static void (*const blas_preinit_entry)(int, char **,
+                                                                                        char **) = blas_preinit;
+
+// blas_setup, last: the user's environment back (see blas_preinit).
+static void restore_preinit_env(void) {
+    const char *keep = getenv("VGGFT_PREINIT");
+    if (!keep) return;
+    if (keep[0] == 'a') unsetenv("MALLOC_ARENA_MAX");
+    const char *t = strchr(keep, '|');
+    if (t && !strncmp(t + 1, "v:", 2)) setenv("OPENBLAS_NUM_THREADS", t + 3, 1);
+    else if (t && t[1] == '-') unsetenv("OPENBLAS_NUM_THREADS");
+    unsetenv("VGGFT_PREINIT");
 }
 
 int blas_main_thread_only(void) { return blas_buffers_fit >= 0; }
@@ -110,13 +230,10 @@ const char *blas_better_coretype(const char *current, int has_avx512, int has_av
 
 void blas_setup(char **argv, int threads, BlasUse use) {
     const char *marker = getenv("VGGFT_BLAS_REEXEC"), *room_marker = getenv("VGGFT_BLAS_ROOM");
-    long long room = address_room();
-    if (room >= 0) {
-        // The buffers: OpenBLAS's workers (threads - 1) and the main thread's.
-        // A tool that does without BLAS takes none: its room goes to its own work.
-        long long fit = use == BLAS_UNUSED ? 0 : room / 2 / bytes_per_buffer();
-        blas_buffers_fit = fit > 4096 ? 4096 : (int)fit;
-    }
+    long long fit = buffers_fitting();
+    // The buffers: OpenBLAS's workers (threads - 1) and the main thread's.
+    // A tool that does without BLAS takes none: its room goes to its own work.
+    if (fit >= 0) blas_buffers_fit = use == BLAS_UNUSED ? 0 : (int)fit;
     if (marker || room_marker) {
         // Second run: we set OPENBLAS_CORETYPE and/or OPENBLAS_NUM_THREADS
         // ourselves; remember why, and keep our settings from children.
@@ -143,12 +260,14 @@ void blas_setup(char **argv, int threads, BlasUse use) {
         if ((want || cap) && argv && argv[0]) {
             if (want) setenv("OPENBLAS_CORETYPE", want, 1);
             setenv("VGGFT_BLAS_REEXEC", want ? current : "", 1);
+            cli_before_exec();
             char n[16];
             snprintf(n, sizeof n, "%d", cap);
             if (cap) setenv("OPENBLAS_NUM_THREADS", n, 1), setenv("VGGFT_BLAS_ROOM", "1", 1);
             fflush(NULL);
             execv("/proc/self/exe", argv);
             // exec failed: carry on with the slow kernel, and say so.
+            cli_after_failed_exec();
             if (want) unsetenv("OPENBLAS_CORETYPE");
             if (cap) unsetenv("OPENBLAS_NUM_THREADS"), unsetenv("VGGFT_BLAS_ROOM");
             unsetenv("VGGFT_BLAS_REEXEC");
@@ -156,6 +275,7 @@ void blas_setup(char **argv, int threads, BlasUse use) {
                 snprintf(blas_note, sizeof blas_note, "could not re-execute to select %s; slow kernel in use", want);
         }
     }
+    restore_preinit_env();
     blas_set_threads(threads);
     if (blas_buffers_fit >= 1) reserve_main_buffer();
     if (blas_buffers_fit >= 0) {

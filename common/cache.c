@@ -205,11 +205,12 @@ int cache_write_meta(Cache *c, const CacheMeta *m) {
     // VGGFT_CACHE_COMMIT_EVERY) between two of them would leave settings
     // without their checksum to a crash or a full disk.
     const int batch = c->batch;
-    c->batch = INT32_MAX;
+    const size_t batch_bytes = c->batch_bytes;
+    c->batch = INT32_MAX, c->batch_bytes = SIZE_MAX;
     for (int i = 0; i < N_META && rc == 0; i++)
         rc = queue_op(c, OP_PUT, c->dbi_meta, META_KEYS[i], strlen(META_KEYS[i]), v[i], lens[i]);
     if (rc == 0) rc = queue_op(c, OP_PUT, c->dbi_meta, "checksum", 8, sum, strlen(sum));
-    c->batch = batch;
+    c->batch = batch, c->batch_bytes = batch_bytes;
     free(names);
     free(counts);
     free(files);
@@ -418,7 +419,8 @@ static int cache_path_fits(const char *path) {
 static int open_env(Cache *c, const char *path, unsigned flags, int create) {
     memset(c, 0, sizeof *c);  // path fits: the public openers checked it (cache_path_fits)
     snprintf(c->path, sizeof c->path, "%s", path);
-    c->batch = 256;
+    c->batch = 4096;
+    c->batch_bytes = 32u << 20;
     c->commit_seconds = 2.0;
     c->level = 3;
     // Test hooks: a tiny first map exercises growth, a short commit interval
@@ -816,6 +818,7 @@ static int queue_op(Cache *c, OpKind op, MDB_dbi dbi, const char *key, size_t kl
         p.val = malloc(len ? len : 1);
         if (!p.val) return err_set("out of memory");
         memcpy(p.val, val, len);
+        c->pending_bytes += len;
     }
     c->pending[c->n_pending++] = p;
     int rc = apply(c, &c->pending[c->n_pending - 1]);
@@ -826,7 +829,7 @@ static int queue_op(Cache *c, OpKind op, MDB_dbi dbi, const char *key, size_t kl
         snprintf(doing, sizeof doing, "writing %.*s", (int)klen, key);
         return write_error(c, rc, doing);
     }
-    return c->n_pending >= c->batch ? cache_commit(c) : 0;
+    return c->n_pending >= c->batch || c->pending_bytes >= c->batch_bytes ? cache_commit(c) : 0;
 }
 
 // Records commit by count (queue_op) and by time: an interrupted run loses
@@ -846,6 +849,7 @@ int cache_commit(Cache *c) {
     }
     for (int i = 0; i < c->n_pending; i++) free(c->pending[i].val);
     c->n_pending = 0;
+    c->pending_bytes = 0;
     if (rc) return write_error(c, rc, "committing");
     return 0;
 }

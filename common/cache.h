@@ -88,6 +88,8 @@ typedef struct {
     struct PendingPut *pending;
     int n_pending, cap_pending;
     int batch;               // puts per transaction
+    size_t batch_bytes;      // ... or this many bytes of them
+    size_t pending_bytes;    // bytes of the puts kept in pending
     double commit_seconds;   // ... and at most this long between commits
     double txn_start;        // when the open transaction began (monotonic seconds)
     void *zctx, *dctx;       // zstd contexts
@@ -131,8 +133,9 @@ int cache_read_meta(Cache *c, CacheMeta *meta);
 int cache_write_meta(Cache *c, const CacheMeta *meta);
 
 // Encodes and stores a record under key (replacing one there). Commits every
-// c->batch puts or c->commit_seconds (2 s; VGGFT_CACHE_COMMIT_SECONDS),
-// whichever comes first, so an interrupted run loses seconds of work at
+// c->batch puts (4,096), c->batch_bytes of them (32 MiB: each commit syncs
+// the file, milliseconds that a GPU run would wait for) or
+// c->commit_seconds (2 s; VGGFT_CACHE_COMMIT_SECONDS), whichever comes first, so an interrupted run loses seconds of work at
 // most; grows the map (doubling, as Caffe does) when LMDB says it is full.
 // A full disk is an error that says "No space left on device" and names the
 // cache; what was committed before stays (rerun to resume).

@@ -52,13 +52,27 @@ static int closed_at_start[3];
 
 int cli_closed_at_start(int fd) { return fd >= 0 && fd <= 2 && closed_at_start[fd]; }
 
-void cli_process_setup(void) {
+// A closed standard stream gets /dev/null in its place, so that no file we
+// open takes its number (and our writes to it).
+static void fill_closed(void) {
     for (int fd = 0; fd <= 2; fd++)
-        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
-            closed_at_start[fd] = 1;
+        if (closed_at_start[fd]) {
             int n = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
             if (n >= 0 && n != fd) dup2(n, fd), close(n);  // n < fd only if a lower one was closed too
         }
+}
+
+void cli_before_exec(void) {
+    for (int fd = 0; fd <= 2; fd++)
+        if (closed_at_start[fd]) close(fd);
+}
+
+void cli_after_failed_exec(void) { fill_closed(); }
+
+void cli_process_setup(void) {
+    for (int fd = 0; fd <= 2; fd++)
+        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) closed_at_start[fd] = 1;
+    fill_closed();
     signal(SIGXFSZ, SIG_IGN);
     atexit(check_stdout);
 }

@@ -28,6 +28,12 @@ void cli_stdout_is_log(void);
 // (cli_process_setup opened it on /dev/null): predict refuses to write its
 // predictions nowhere.
 int cli_closed_at_start(int fd);
+// Around an exec of the program itself (blas_setup's restart): the streams
+// closed at start are closed again, so that the new image sees what the
+// caller gave (with /dev/null in their place, predict would write its
+// predictions there without a word); and /dev/null again if exec failed.
+void cli_before_exec(void);
+void cli_after_failed_exec(void);
 
 typedef enum {
     OPT_FLAG,    // no value; sets int dest to 1

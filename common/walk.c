@@ -229,7 +229,7 @@ int finetune_step(BaseWalk *w, HeadBuffers *hb, Grads *g, const Optimizer *o, fl
                   float *loss) {
     const Model *m = w->m;
     if (w->gpu && gpu_walk_has_head(w->gpu)) {
-        // The whole step on the device (VGGFT_GPU_HEAD=1): the features and
+        // The whole step on the device (the default; not with VGGFT_GPU_HEAD=0): the features and
         // their gradient stay there; the host gets the logits, the
         // probabilities and the loss. g and slots are not used: the head's
         // gradients and slots live on the device too.

@@ -47,13 +47,12 @@
 // and d_features on the host and runs walk_forward, finetune_step and
 // walk_predict on the GPU, with the trainable base layers' weights and
 // optimizer slots on the device between steps (walk_download / walk_upload
-// bring them to and from the host: checkpoints, the output model). The head
-// stays on the CPU on both devices, unless the environment variable
-// VGGFT_GPU_HEAD=1 was set when the GPU walk was made: then the head's
-// weights and slots live on the device too, finetune_step runs the whole
-// step there (the features never leave it) and walk_download / walk_upload
-// move the head's weights and slots as well (kernels/gpu_head.h). Opt-in
-// until a GPU run shows it equal to the CPU head.
+// bring them to and from the host: checkpoints, the output model). On the GPU
+// the head's weights and slots live on the device too (unless the
+// environment variable VGGFT_GPU_HEAD=0 was set when the GPU walk was made:
+// then the head runs on the CPU, as on the CPU walk), finetune_step runs the
+// whole step there (the features never leave it) and walk_download /
+// walk_upload move the head's weights and slots as well (kernels/gpu_head.h).
 #pragma once
 #include <stdint.h>
 
@@ -150,7 +149,7 @@ void walk_backward(BaseWalk *w, const float *dfeat, int N, Grads *g);
 // on the CPU as here (features down, their gradient up); the trainable base
 // layers are updated by optim_rule(o) on the device whatever g holds for
 // them (g may then start at n_base). GPU walk holding the head
-// (VGGFT_GPU_HEAD=1): everything on the device; g and slots are not used
+// (the default; not with VGGFT_GPU_HEAD=0): everything on the device; g and slots are not used
 // (the device keeps the head's gradients and slots: walk_download brings
 // the slots back), hb receives only logits and probs, and w->features /
 // w->d_features are not written; w->times.head counts the head's step on
@@ -161,7 +160,7 @@ int finetune_step(BaseWalk *w, HeadBuffers *hb, Grads *g, const Optimizer *o, fl
 // Inference (no dropout): walk_forward then head_forward; probabilities in
 // hb->probs, logits in hb->logits (head_backward(..., g NULL, d_features
 // NULL) then gives the loss). With the head on the device
-// (VGGFT_GPU_HEAD=1) the device head runs on the device's features (its
+// (the default on the GPU) the device head runs on the device's features (its
 // weights are the current ones; the host's may be stale until
 // walk_download). Returns -1 as head_forward, or on a GPU error.
 int walk_predict(BaseWalk *w, HeadBuffers *hb, const float *in, int N);

@@ -1016,7 +1016,9 @@ int h5_write_layers(const char *path, const H5Layer *layers, int n_layers, const
         (image = malloc((size_t)size)) != NULL && H5Fget_file_image(f, image, (size_t)size) != size)
         size = -1;
     H5Fclose(f);  // in memory: nothing to fail
-    if (rc == 0 && (size <= 0 || !image)) rc = err_set("%s: HDF5 could not give the file's image (out of memory?)", path);
+    // The file lives in memory (the core driver): HDF5 fails here when an
+    // allocation does (under an address-space limit, say).
+    if (rc == 0 && (size <= 0 || !image)) rc = err_set("%s: HDF5 could not give the file's image: out of memory", path);
     if (rc == 0) {
         AtomicFile af;
         if (!atomic_open(&af, path)) rc = -1;

@@ -18,6 +18,7 @@ typedef struct {
     const char *monitor;
     int restore_best;
     long seed, checkpoint_every, memory_budget_mb;
+    double checkpoint_seconds;  // also a checkpoint once this long has passed since the last (0: off)
     int lr_given, momentum_given, augment_given;
     const char *command_line;
 } FinetuneOptions;

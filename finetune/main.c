@@ -45,11 +45,11 @@ static const char *EPILOG =
     "Writes MODEL.h5 (the whole model as Keras HDF5: Keras's load_weights reads it\n"
     "into Sequential([VGG16(include_top=False), Flatten(), Dense, Dropout, Dense])),\n"
     "MODEL.history.csv, MODEL.history.svg, MODEL.confusion.svg, and MODEL.ckpt\n"
-    "after every epoch, every --checkpoint-every steps and at once on SIGTERM or\n"
-    "SIGINT (what Slurm sends at the time limit or before preemption); the run\n"
-    "then exits with code 75. Rerun the same command with --resume to continue:\n"
-    "on the same --threads it ends with exactly the weights of an uninterrupted\n"
-    "run.\n"
+    "after every epoch, between steps every --checkpoint-seconds (2 minutes),\n"
+    "and at once on SIGTERM or SIGINT (what Slurm sends at the time limit or\n"
+    "before preemption); the run then exits with code 75. Rerun the same\n"
+    "command with --resume to continue: on the same --threads it ends with\n"
+    "exactly the weights of an uninterrupted run.\n"
     "--unfreeze defaults to the first conv of the last block the head's base has\n"
     "(block5_conv1 for a head on block5_pool, block2_conv1 for block2_pool).\n"
     "\n"
@@ -169,8 +169,12 @@ int main(int argc, char **argv) {
         {"class-weight", OPT_CHOICE, &o.class_weight, "none", NULL,
          "balanced: weight_c = N / (K * N_c), like scikit-learn", "none|balanced"},
         FIT_EARLY_STOPPING_OPTIONS(o),
-        {"checkpoint-every", OPT_LONG, &o.checkpoint_every, "100", "STEPS",
-         "also write MODEL.ckpt every STEPS steps (0: only after epochs\nand on signals)", .range = ">=0"},
+        {"checkpoint-seconds", OPT_DOUBLE, &o.checkpoint_seconds, "120", "S",
+         "also write MODEL.ckpt between steps once S seconds have passed\nsince the last one (0: not by time); "
+         "what a kill -9 or a\nfailed node can cost",
+         .range = ">=0"},
+        {"checkpoint-every", OPT_LONG, &o.checkpoint_every, "0", "STEPS",
+         "also write MODEL.ckpt every STEPS steps (0: not by steps)", .range = ">=0"},
         {"resume", OPT_FLAG, &o.resume, NULL, NULL, "continue from MODEL.ckpt (settings must match)"},
         {"resume-if-same", OPT_FLAG, &o.resume_if_same, NULL, NULL,
          "continue from MODEL.ckpt when it is of these settings and data, else\nstart over (a note says why): for make and job scripts"},

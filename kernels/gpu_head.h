@@ -1,4 +1,4 @@
-// The dense head on the GPU (opt-in: VGGFT_GPU_HEAD=1, see gpu_walk.h):
+// The dense head on the GPU (the default; VGGFT_GPU_HEAD=0 keeps it on the host, see gpu_walk.h):
 // flatten -> [dense (relu) -> [dropout]] -> dense (sigmoid | softmax), the
 // loss, the backward pass down to the features' gradient, and the head
 // layers' optimizer update, on device buffers, so that a fine-tuning step's

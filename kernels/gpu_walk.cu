@@ -42,7 +42,7 @@ struct GpuWalk {
     void *work;
     size_t work_size;
     size_t bytes;
-    GpuHead *head;       // the head on the device (VGGFT_GPU_HEAD=1), or NULL: on the host
+    GpuHead *head;       // the head on the device, or NULL (VGGFT_GPU_HEAD=0): on the host
 };
 
 static size_t out_floats(const Layer *l) { return (size_t)l->out_h * l->out_w * l->out_c; }
@@ -242,11 +242,11 @@ static int create(GpuWalk *g, const Model *m, int from, int cap, GpuPrecision pr
         }
     }
     if (g->work_size && DALLOC(g, g->work, g->work_size, "allocating the cuDNN workspace") < 0) return -1;
-    // The head on the device only when asked for (gpu_walk.h): read here,
-    // once per walk.
+    // The head on the device unless VGGFT_GPU_HEAD=0 (gpu_walk.h): read
+    // here, once per walk.
     const char *head = getenv("VGGFT_GPU_HEAD");
-    if (head && !strcmp(head, "1")) {
-        if (!(g->head = gpu_head_create(m, cap))) return err_prefix("VGGFT_GPU_HEAD=1: ");
+    if (!head || strcmp(head, "0")) {
+        if (!(g->head = gpu_head_create(m, cap))) return err_prefix("the head on the GPU: ");
         g->bytes += gpu_head_bytes(g->head);
     }
     CUDA_OK(cudaDeviceSynchronize(), "setting up the walk");
@@ -362,7 +362,7 @@ extern "C" int gpu_walk_forward(GpuWalk *g, const float *in, int N, float *featu
 extern "C" int gpu_walk_has_head(const GpuWalk *g) { return g->head != NULL; }
 
 static int need_head(const GpuWalk *g) {
-    if (!g->head) return err_set("GPU walk: the head runs on the host (VGGFT_GPU_HEAD=1 puts it on the device)");
+    if (!g->head) return err_set("GPU walk: the head runs on the host (VGGFT_GPU_HEAD=0)");
     return 0;
 }
 

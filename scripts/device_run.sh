@@ -35,7 +35,7 @@ elapsed() { echo "$(($(date +%s) - T0)) s"; }
 # its limit still brings back what was done (at most 8 files come back).
 keep_logs() {
     [ -n "${OUT:-}" ] || return 0
-    for f in t_gpu.log t_gpu_walk.log t_real.log f.log suite.log; do
+    for f in t_gpu.log t_gpu_walk.log t_real.log suite.log nsys.log; do
         [ -f /tmp/vggft/$f ] && cp /tmp/vggft/$f "$OUT/" 2>/dev/null
     done
     [ -f /tmp/vggft/real/ft.log ] && cp /tmp/vggft/real/ft.log "$OUT/real_ft.log" 2>/dev/null
@@ -111,10 +111,10 @@ PY
 say "   $(find /tmp/vggft/img -name '*.jpg' | wc -l) images, $(du -sh /tmp/vggft/img | cut -f1)"
 say "   $(find /tmp/vggft/img_big -name '*.jpg' | wc -l) images for extract (hard links)"
 
-ours() {  # label, extract args...
+ours() {  # label, extract args... (W=FILE: those weights instead of random ones)
     local label=$1; shift
     rm -rf /tmp/vggft/c
-    if timeout 120 "$dev/bin/extract" --cache /tmp/vggft/c --weights random "$@" >/tmp/vggft/x.log 2>&1; then
+    if timeout 120 "$dev/bin/extract" --cache /tmp/vggft/c --weights "${W:-random}" "$@" >/tmp/vggft/x.log 2>&1; then
         say "   ours $label: $(grep -E '^Extracted' /tmp/vggft/x.log | cut -d';' -f1) | $(grep -E '^Time:' /tmp/vggft/x.log)"
         say "      $(grep -o 'extract: .*thread.*' /tmp/vggft/x.log | head -1)"
     else
@@ -126,6 +126,10 @@ for size in 150 224; do
     ours "cuda fp32 $size" --data /tmp/vggft/img_big --input-size $size --device cuda --batch 64
     ours "cuda tf32 $size" --data /tmp/vggft/img_big --input-size $size --device cuda --batch 64 --precision tf32
     ours "cuda bf16 $size" --data /tmp/vggft/img_big --input-size $size --device cuda --batch 64 --precision bf16
+    # Real weights give sparse features (ReLU zeros), which compress faster
+    # than random weights' noise: the case users run.
+    [ -f /tmp/vggft/real/weights.h5 ] && W=/tmp/vggft/real/weights.h5 ours "cuda bf16 $size, ImageNet weights" \
+        --data /tmp/vggft/img_big --input-size $size --device cuda --batch 64 --precision bf16
     if ! skip torch; then
         timeout 150 python3 scripts/bench_torch.py extract --data /tmp/vggft/img_big --size $size --batch 64 --workers 16 \
             >/tmp/vggft/t.log 2>&1 || say "   torch extract $size FAILED: $(tail -5 /tmp/vggft/t.log)"
@@ -154,9 +158,9 @@ rm -rf /tmp/vggft/c && "$dev/bin/extract" --data /tmp/vggft/img_small --cache /t
 "$dev/bin/train" --cache /tmp/vggft/c --out /tmp/vggft/head.h5 --epochs 1 --quiet >/dev/null 2>&1 || say "   train FAILED"
 # Three epochs each; the figure to compare with PyTorch's (timed after its
 # warm-up steps) is the later epochs' (history.csv's seconds): the first
-# one also starts the loader threads and cuDNN. fp32 with the head on the
-# CPU (the default); TF32 and BF16 with the head on the CPU and on the GPU.
-for v in "fp32:" "tf32:" "tf32:VGGFT_GPU_HEAD=1" "bf16:" "bf16:VGGFT_GPU_HEAD=1"; do
+# one also starts the loader threads and cuDNN. Each precision with the
+# head on the GPU (the default); BF16 also with it on the CPU.
+for v in "fp32:" "tf32:" "bf16:" "bf16:VGGFT_GPU_HEAD=0"; do
     p=${v%%:*} envs=${v#*:}
     rm -f /tmp/vggft/ft.h5 /tmp/vggft/ft.ckpt /tmp/vggft/ft.history.csv
     timeout 150 env $envs "$dev/bin/finetune" --data /tmp/vggft/img --head /tmp/vggft/head.h5 --weights random \
@@ -176,6 +180,32 @@ if ! skip torch; then
     timeout 150 python3 scripts/bench_torch.py finetune --data /tmp/vggft/img --size 150 --batch 20 --workers 16 \
         --steps 60 >/tmp/vggft/t.log 2>&1 || say "   torch finetune FAILED: $(tail -5 /tmp/vggft/t.log)"
     grep -E "^torch|^json" /tmp/vggft/t.log | while read -r l; do say "   $l"; done
+fi
+# Where a step's time goes: bf16 at batch 64 (if images/s grows far beyond
+# batch 20's, each step's fixed cost dominates: launches, cuDNN's host
+# work, copies), and, where Nsight Systems is installed, a profile of a
+# short run (CUDA API calls and GPU kernels by total time) in nsys.log.
+rm -f /tmp/vggft/ft.h5 /tmp/vggft/ft.ckpt /tmp/vggft/ft.history.csv
+timeout 150 "$dev/bin/finetune" --data /tmp/vggft/img --head /tmp/vggft/head.h5 --weights random --device cuda \
+    --precision bf16 --out /tmp/vggft/ft.h5 --epochs 3 --batch 64 --quiet >/tmp/vggft/f64.log 2>&1 ||
+    say "   ours finetune bf16 batch 64 FAILED: $(tail -5 /tmp/vggft/f64.log)"
+grep -E "^Time" /tmp/vggft/f64.log | while read -r l; do say "   ours finetune bf16 batch 64: $l"; done
+[ -f /tmp/vggft/ft.history.csv ] && awk -F, -v n=2048 'NR > 2 { later += $NF; k++ }
+    END { if (k) printf "   ours finetune bf16 batch 64: epochs 2-%d %.0f img/s\n", k + 1, n * k / later }' \
+    /tmp/vggft/ft.history.csv | while read -r l; do say "$l"; done
+if command -v nsys >/dev/null && ! skip nsys; then
+    rm -f /tmp/vggft/ft.h5 /tmp/vggft/ft.ckpt /tmp/vggft/ft.history.csv /tmp/vggft/prof.*
+    timeout 120 nsys profile -o /tmp/vggft/prof -t cuda --stats=false "$dev/bin/finetune" --data /tmp/vggft/img \
+        --head /tmp/vggft/head.h5 --weights random --device cuda --precision bf16 --out /tmp/vggft/ft.h5 --epochs 2 \
+        --batch 20 --quiet >/tmp/vggft/nsys_run.log 2>&1 &&
+        timeout 90 nsys stats -r cuda_api_sum,cuda_gpu_kern_sum,cuda_gpu_mem_time_sum /tmp/vggft/prof.nsys-rep \
+            >/tmp/vggft/nsys.log 2>&1 || say "   nsys FAILED: $(tail -3 /tmp/vggft/nsys_run.log /tmp/vggft/nsys.log)"
+    say "   nsys (finetune bf16, batch 20, 2 epochs): the 12 largest CUDA API and kernel totals:"
+    awk '/cuda_api_sum/ {a = 1; k = 0} /cuda_gpu_kern_sum/ {a = 2; k = 0} /cuda_gpu_mem/ {a = 0}
+         a && /^ *[0-9.]+ +[0-9]/ && k++ < 12 { printf "      %s\n", substr($0, 1, 200) }' /tmp/vggft/nsys.log |
+        while read -r l; do say "      $l"; done
+else
+    say "   (no nsys on this machine)"
 fi
 
 if ! skip sanitizer && command -v compute-sanitizer >/dev/null; then

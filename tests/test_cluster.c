@@ -735,8 +735,43 @@ Test(cluster, address_space_limit_never_hangs, .timeout = 900) {
         cr_expect_eq(rc, 0, "%s under ulimit -v %d MiB: exit %d: %s", runs[k].tool, need + 256, rc, out);
         free(out);
     }
+    // ... also with 16 threads, a 16-core node's default: glibc gave each
+    // thread's mallocs an arena of its own, 64 MiB of address space apiece,
+    // and train failed there (on an H200 node) with room that 2 cores had
+    // plenty of (here, replacing the checkpoint the runs above left: it
+    // failed at need + 128 MiB, and runs since at need + 65).
+    snprintf(args, sizeof args, "--cache '%s/c' --out '%s/t.h5' --epochs 1 --threads 16 --quiet", top, top);
+    rc = run_limited(need + 128, "", bin, "train", args, &out);
+    cr_expect_eq(rc, 0, "train --threads 16 under ulimit -v %d MiB: exit %d: %s", need + 128, rc, out);
+    free(out);
     remove_tree(top);
     free(top);
+}
+
+// OpenBLAS starts its worker threads before main; under an address-space
+// limit on a many-core node their stacks alone exceeded it, pthread_create
+// failed and OpenBLAS raised SIGINT: every tool died with exit 130 before it
+// could say a word (a 16-core node under ulimit -v 400 MiB). Here the same
+// with 2 CPUs and 256 MiB stacks: the tools start, with fewer threads.
+Test(cluster, blas_threads_fit_the_limit_before_main, .timeout = 120) {
+#ifdef __SANITIZE_ADDRESS__
+    cr_skip_test("ASan reserves terabytes of address space: no ulimit -v fits it");
+#endif
+    const char *bin = getenv("VGGFT_BIN") ? getenv("VGGFT_BIN") : TEST_BUILD;
+    const char *tools[] = {"extract", "train", "finetune", "predict"};
+    const char *envs[] = {"", "OPENBLAS_NUM_THREADS=64", "OMP_NUM_THREADS=8"};
+    for (int t = 0; t < 4; t++)
+        for (int e = 0; e < 3; e++) {
+            char cmd[2000], *out;
+            snprintf(cmd, sizeof cmd, "ulimit -s 262144; ulimit -v %d; %s timeout -s KILL 60 '%s/%s' --version 2>&1",
+                     300 << 10, envs[e], bin, tools[t]);
+            int rc = run_command(cmd, &out);
+            cr_expect_eq(rc, 0, "%s %s --version under ulimit -s 256 MiB, -v 300 MiB: exit %d: %s", envs[e], tools[t],
+                         rc, out);
+            cr_expect(out && !strstr(out, "pthread_create failed") && strstr(out, "address-space limit"), "%s",
+                      out);
+            free(out);
+        }
 }
 
 // An image that cannot be read for want of memory (under a job's memory

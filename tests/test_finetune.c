@@ -197,6 +197,36 @@ Test(finetune, resume_refuses_changed_images) {
     free(s.dir);
 }
 
+// --checkpoint-seconds (the default way, 2 minutes): a checkpoint between
+// steps once that long has passed, so a kill -9 loses no more; 0 turns it
+// off (then only epochs' ends are kept).
+Test(finetune, checkpoint_by_time_survives_kill_9) {
+    Setup s = setup();
+    char a[600], b[600], c[600], args[3000];
+    snprintf(a, sizeof a, "%s/a.h5", s.dir);
+    snprintf(b, sizeof b, "%s/b.h5", s.dir);
+    snprintf(c, sizeof c, "%s/c.h5", s.dir);
+    ft_args(&s, "--checkpoint-every 0", a, args, sizeof args);
+    free(run_ok("finetune", args));
+    const char *by[2] = {"--checkpoint-every 0 --checkpoint-seconds 1e-9", "--checkpoint-every 0 --checkpoint-seconds 0"};
+    const char *want[2] = {"at epoch 2, after step 1", "after epoch 1"};
+    const char *outs[2] = {b, c};
+    for (int k = 0; k < 2; k++) {
+        ft_args(&s, by[k], outs[k], args, sizeof args);
+        setenv("VGGFT_TEST_CRASH_AFTER_STEP", "4", 1);  // epoch 2, step 1 (3 steps an epoch)
+        int rc = run_tool("finetune", args, NULL);
+        unsetenv("VGGFT_TEST_CRASH_AFTER_STEP");
+        cr_assert_eq(rc, 137, "the crash hook exits like kill -9: %d", rc);
+        strcat(args, " --resume");
+        char *out = run_ok("finetune", args);
+        cr_expect(strstr(out, want[k]), "%s: want '%s' in:\n%s", by[k], want[k], out);
+        free(out);
+        expect_same_file(a, outs[k]);
+    }
+    remove_tree(s.dir);
+    free(s.dir);
+}
+
 // A real SIGTERM from outside at an arbitrary moment: the run stops with 75
 // (or has finished: 0), and the resumed run ends with the same bytes.
 Test(finetune, external_sigterm_then_resume) {
@@ -282,6 +312,7 @@ Test(finetune, cache_of_block4_pool_equals_images_and_frozen_layers_stay) {
 }
 
 Test(finetune, refuses_mismatched_inputs_with_the_reason) {
+    const char *bin = getenv("VGGFT_BIN") ? getenv("VGGFT_BIN") : TEST_BUILD;  // the tools run as run_ok runs them
     Setup s = setup();
     char args[3000], *out;
     // A cache of the wrong layer names the one that is needed.
@@ -337,7 +368,7 @@ Test(finetune, refuses_mismatched_inputs_with_the_reason) {
              "cd '%s' && %s/extract --data %s --cache cw_rel --weights './base w'\\''q.h5' --input-size 32 "
              "--threads 1 --quiet 2>&1 && %s/train --cache cw_rel --out hw_rel.h5 --epochs 1 --hidden 4 --threads 1 "
              "--quiet 2>&1",
-             s.dir, TEST_BUILD, s.data, TEST_BUILD);
+             s.dir, bin, s.data, bin);
     cr_assert_eq(run_command(args, &out), 0, "%s", out);
     free(out);
     snprintf(args, sizeof args, "--head %s/hw_rel.h5 --eval %s --threads 1", s.dir, s.val);

@@ -8,8 +8,9 @@
 // seeds' shape (printed). Every GPU test skips without a usable GPU;
 // fails_cleanly_without_a_gpu runs only without one.
 //
-// The head on the device (VGGFT_GPU_HEAD=1, kernels/gpu_head.h): the tests
-// whose names end in _gpu_head run the same checks with the head's layers on
+// The head on the device (the default, kernels/gpu_head.h): the tests
+// whose names end in _gpu_head run the same checks as the others (which
+// keep the head on the host: VGGFT_GPU_HEAD=0) with the head's layers on
 // the device as well (its weights and slots compared like the base's, after
 // walk_download), plus a 3-class softmax head and sample weights (class
 // weights), dropout on; device_dropout_code_equals_cpu_dropout checks the
@@ -57,7 +58,18 @@
 #define TOL_FEATURES 1e-4f
 #define TOL_LOSS 1e-4f
 #define TOL_GRAD 1e-3f
-#define TOL_ADAPTIVE_NORM 1e-2f
+// Adam and RMSprop divide each gradient by its own running size, so an
+// entry whose gradient is rounding noise (a ReLU within rounding of zero on
+// one device only) moves by the full learning rate on one device and not
+// the other, and step 2 runs through those weights. Measured on an H200
+// (2026-11-30), two Adam steps from block4_conv1 at 64x64: 1.3e-2 of
+// block4_conv1's and block4_conv2's updates in L2 with the head on the GPU,
+// 1.7e-3 with it on the host (the head's arithmetic alone differs, by
+// 1e-6), while the same steps with SGD, linear in the gradient, agreed to
+// 3e-6 either way; block5 runs 1e-4. A wrong kernel errs by O(1).
+#define TOL_ADAPTIVE_NORM 3e-2f
+// The features through weights after such steps (measured 1.8e-4 there).
+#define TOL_FEATURES_ADAPTIVE 1e-3f
 
 static void need_gpu(void) {
     char why[1000];
@@ -172,8 +184,8 @@ Test(gpu_walk, fails_cleanly_without_a_gpu) {
     walk_free(&w);  // safe after the failure
     cr_expect_null(gpu_walk_create(&m, 1, 2, GPU_FP32));
     cr_expect(strlen(err_msg()) > 0);
-    // Asking for the head on the device changes nothing here.
-    setenv("VGGFT_GPU_HEAD", "1", 1);
+    // The head on the host instead changes nothing here.
+    setenv("VGGFT_GPU_HEAD", "0", 1);
     cr_expect_eq(walk_alloc_device(&w, &m, 1, 2, 1, GPU_FP32), -1);
     cr_expect(strstr(err_msg(), "GPU") || strstr(err_msg(), "CUDA"), "the reason is given: %s", err_msg());
     walk_free(&w);
@@ -284,7 +296,7 @@ typedef struct {
 } Side;
 
 // The devices a Side runs on.
-enum { ON_CPU, ON_GPU, ON_GPU_HEAD };  // ON_GPU: the head on the CPU; ON_GPU_HEAD: VGGFT_GPU_HEAD=1
+enum { ON_CPU, ON_GPU, ON_GPU_HEAD };  // ON_GPU: the head on the CPU (VGGFT_GPU_HEAD=0); ON_GPU_HEAD: the default
 
 // classes: build_classes's. dev: ON_CPU, ON_GPU or ON_GPU_HEAD.
 static void side_init_classes(Side *s, int size, const char *unfreeze, int from_cache, const Optimizer *o, int cap,
@@ -296,8 +308,9 @@ static void side_init_classes(Side *s, int size, const char *unfreeze, int from_
     // The variable is read when the GPU walk is made: set or cleared
     // explicitly, so that the environment the tests run in cannot change
     // which head a test checks.
-    if (dev == ON_GPU_HEAD) setenv("VGGFT_GPU_HEAD", "1", 1);
-    else unsetenv("VGGFT_GPU_HEAD");
+    // The head on the device is the default; "0" keeps it on the host.
+    if (dev == ON_GPU_HEAD) unsetenv("VGGFT_GPU_HEAD");
+    else setenv("VGGFT_GPU_HEAD", "0", 1);
     int rc = walk_alloc_device(&s->w, &s->m, from, cap, dev != ON_CPU, GPU_FP32);
     unsetenv("VGGFT_GPU_HEAD");
     cr_assert_eq(rc, 0, "%s", err_msg());
@@ -365,7 +378,7 @@ static void compare_state(const char *tag, Side *c, Side *g, float **w0) {
 
 // Two steps (a full batch of 4, then 3 items: the padded case) on both
 // devices from the same weights and inputs; then the state compared. dev:
-// ON_GPU (the head on the CPU) or ON_GPU_HEAD (VGGFT_GPU_HEAD=1: the head on
+// ON_GPU (the head on the CPU: VGGFT_GPU_HEAD=0) or ON_GPU_HEAD (the default: the head on
 // the device too, its layers compared as the base's). classes: 2 (sigmoid)
 // or more (softmax); weighted: sample weights from class weights (as
 // finetune's --class-weight makes them). Dropout (0.5) is on in every step.
@@ -440,7 +453,8 @@ static void step_matches_head(int size, const char *unfreeze, int from_cache, Op
     cr_assert_eq(walk_forward(&c.w, x2, cap), 0);
     cr_assert_eq(walk_forward(&g.w, x2, cap), 0, "%s", err_msg());
     snprintf(what, sizeof what, "%s: features after the steps", tag);
-    expect_close_max(what, g.w.features, c.w.features, (size_t)(cap * F), TOL_FEATURES);
+    expect_close_max(what, g.w.features, c.w.features, (size_t)(cap * F),
+                     kind == OPTIM_SGD ? TOL_FEATURES : TOL_FEATURES_ADAPTIVE);
     for (int i = 0; i < c.m.n_layers; i++) free(w0[i]);
     free(w0), free(x), free(x2);
     side_free(&c);
@@ -451,7 +465,7 @@ static void step_matches(int size, const char *unfreeze, int from_cache, OptimKi
     step_matches_head(size, unfreeze, from_cache, kind, ON_GPU, 2, 0);
 }
 
-// The same with the head on the device (VGGFT_GPU_HEAD=1).
+// The same with the head on the device (the default).
 static void step_matches_gpu_head(int size, const char *unfreeze, int from_cache, OptimKind kind) {
     step_matches_head(size, unfreeze, from_cache, kind, ON_GPU_HEAD, 2, 0);
 }
@@ -593,7 +607,7 @@ static void round_trip(int dev) {
     side_step(&g, x, labels, cap);
     side_step(&g, x2, labels, cap);
     // Round trip: the same bits.
-    // The layers whose state lives on the device: the trainable base's, and the head's with VGGFT_GPU_HEAD=1.
+    // The layers whose state lives on the device: the trainable base's, and the head's (the default).
     const int ft = g.w.first_trainable, nb = dev == ON_GPU_HEAD ? g.m.n_layers : g.m.n_base;
     cr_assert_eq(walk_download(&g.w, &g.m, g.slots), 0, "%s", err_msg());
     size_t total = 0;
@@ -820,12 +834,12 @@ static void expect_predictions_close(const char *cpu, const char *gpu, double to
     free(a), free(b);
 }
 
-// gpu_head: the GPU runs with VGGFT_GPU_HEAD=1 (the CPU runs ignore it):
+// gpu_head: the GPU runs with the head on the device (the default; 0: VGGFT_GPU_HEAD=0; the CPU runs ignore it):
 // the head's weights and slots go through the checkpoints from the device.
 static void tool_runs(int gpu_head) {
     need_gpu();
-    if (gpu_head) setenv("VGGFT_GPU_HEAD", "1", 1);
-    else unsetenv("VGGFT_GPU_HEAD");
+    if (gpu_head) unsetenv("VGGFT_GPU_HEAD");
+    else setenv("VGGFT_GPU_HEAD", "0", 1);
     char *dir = make_temp_dir("gpu_walk");
     char data[600], val[600], c5[600], vc5[600], head[600], args[4000], base[3000];
     snprintf(data, sizeof data, "%s/train", dir);
