@@ -166,7 +166,12 @@ $(BUILD)/tests/noflock.so $(BUILD)/tests/failfs.so: $(BUILD)/tests/%.so: tests/%
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -shared -fPIC $< -o $@ -ldl
 
-test: $(BUILD)/tests/all $(BINS) $(BUILD)/tests/noflock.so $(BUILD)/tests/failfs.so
+# The tools' start-up environment, as their children see it (tests/blas_env_probe.c).
+$(BUILD)/tests/blas_env_probe: $(BUILD)/obj/tests/blas_env_probe.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $^ -o $@ $(LDFLAGS) $(LDLIBS)
+
+test: $(BUILD)/tests/all $(BINS) $(BUILD)/tests/noflock.so $(BUILD)/tests/failfs.so $(BUILD)/tests/blas_env_probe
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp VGGFT_BIN=$(CURDIR)/$(BUILD) $(BUILD)/tests/all -j2 --short-filename
 
 # The decoders under valgrind: uninitialised reads (pixels a decoder did not

@@ -120,9 +120,11 @@ static long long buffers_fitting(void) {
 // getenv, setenv or malloc (a variable set there is lost). So blas_preinit
 // reads the environment from its envp argument and re-executes the program
 // at once with the variables set, and VGGFT_PREINIT saying what the user
-// had ("<a or ->|<= or - or v:VALUE>": MALLOC_ARENA_MAX set by us or not;
-// OPENBLAS_NUM_THREADS untouched, unset before, or its value), which
-// blas_setup puts back for children.
+// had ("PID|<a or ->|<= or - or v:VALUE>": this process's id, MALLOC_ARENA_MAX
+// set by us or not; OPENBLAS_NUM_THREADS untouched, unset before, or its
+// value), which blas_setup puts back for children. blas_setup may restart
+// once more: it counts the room again after OpenBLAS took its buffers, and
+// caps extract and predict, which do without BLAS, at one thread.
 #define PREINIT_MAX_ENV 8192
 
 // The value of NAME in envp, or NULL.
@@ -140,9 +142,26 @@ static long positive(const char *s) {
     return v;
 }
 
+// n in decimal at p (no libc formatting, see below); returns the end.
+static char *put_decimal(char *p, long n) {
+    char digits[24];
+    int d = 0;
+    for (long v = n; v > 0 || d == 0; v /= 10) digits[d++] = (char)('0' + v % 10);
+    while (d > 0) *p++ = digits[--d];
+    *p = '\0';
+    return p;
+}
+
 static void blas_preinit(int argc, char **argv, char **envp) {
     (void)argc;
-    if (!argv || !argv[0] || env_in(envp, "VGGFT_PREINIT")) return;  // already done
+    if (!argv || !argv[0]) return;
+    // Done already in this process (the restart keeps the pid; a child
+    // started by a program that never calls blas_setup, tests/all say,
+    // inherits the marker but not the pid).
+    char pid[24];
+    put_decimal(pid, (long)getpid());
+    const char *done = env_in(envp, "VGGFT_PREINIT");
+    if (done && !strncmp(done, pid, strlen(pid)) && done[strlen(pid)] == '|') return;
     long long fit = buffers_fitting();
     if (fit < 0) return;  // no limit
     const long cap = fit > 1 ? (long)fit : 1;
@@ -155,31 +174,31 @@ static void blas_preinit(int argc, char **argv, char **envp) {
     if (!asked) asked = positive(env_in(envp, "GOTO_NUM_THREADS"));
     if (!asked) asked = positive(env_in(envp, "OMP_NUM_THREADS"));
     long threads = asked && asked < cpus ? asked : cpus;
-    const int set_threads = threads > cap, set_arenas = !env_in(envp, "MALLOC_ARENA_MAX");
+    static char keep[340];
+    int set_threads = threads > cap;
+    if (set_threads && own && strlen(own) > sizeof keep - 64) set_threads = 0;  // not a count OpenBLAS reads
+    const int set_arenas = !env_in(envp, "MALLOC_ARENA_MAX");
     if (!set_threads && !set_arenas) return;
     static char *env[PREINIT_MAX_ENV + 4];
-    static char count[48], keep[300];
-    if (own && strlen(own) > sizeof keep - 40) return;  // not a count OpenBLAS reads
+    static char count[48];
     int n = 0;
     for (char **e = envp; *e; e++) {
         if (set_threads && !strncmp(*e, "OPENBLAS_NUM_THREADS=", 21)) continue;
-        if (n == PREINIT_MAX_ENV) return;  // an environment too large to copy: leave it
+        if (!strncmp(*e, "VGGFT_PREINIT=", 14)) continue;  // a parent's
+        if (n == PREINIT_MAX_ENV) return;                    // an environment too large to copy: leave it
         env[n++] = *e;
     }
     // Composed by hand: snprintf may need what libc sets up later.
-    strcpy(keep, set_arenas ? "VGGFT_PREINIT=a|" : "VGGFT_PREINIT=-|");
+    strcpy(keep, "VGGFT_PREINIT=");
+    strcat(keep, pid);
+    strcat(keep, set_arenas ? "|a|" : "|-|");
     strcat(keep, !set_threads ? "=" : own ? "v:" : "-");
     if (set_threads && own) strcat(keep, own);
     env[n++] = keep;
     if (set_arenas) env[n++] = (char *)"MALLOC_ARENA_MAX=1";
     if (set_threads) {
         strcpy(count, "OPENBLAS_NUM_THREADS=");
-        char digits[24];
-        int d = 0;
-        for (long v = cap; v > 0 || d == 0; v /= 10) digits[d++] = (char)('0' + v % 10);
-        size_t k = strlen(count);
-        while (d > 0) count[k++] = digits[--d];
-        count[k] = '\0';
+        put_decimal(count + strlen(count), cap);
         env[n++] = count;
     }
     env[n] = NULL;
@@ -190,15 +209,27 @@ static void blas_preinit(int argc, char **argv, char **envp) {
 __attribute__((section(".preinit_array"), used)) static void (*const blas_preinit_entry)(int, char **,
                                                                                         char **) = blas_preinit;
 
+// Sets NAME back to what a marker kept: "v:VALUE" (that value) or "-"
+// (unset); "=" (or anything else) leaves it.
+static void put_back(const char *name, const char *kept) {
+    char value[300];
+    if (!strncmp(kept, "v:", 2)) snprintf(value, sizeof value, "%s", kept + 2), setenv(name, value, 1);
+    else if (kept[0] == '-') unsetenv(name);
+}
+
 // blas_setup, last: the user's environment back (see blas_preinit).
 static void restore_preinit_env(void) {
-    const char *keep = getenv("VGGFT_PREINIT");
-    if (!keep) return;
-    if (keep[0] == 'a') unsetenv("MALLOC_ARENA_MAX");
-    const char *t = strchr(keep, '|');
-    if (t && !strncmp(t + 1, "v:", 2)) setenv("OPENBLAS_NUM_THREADS", t + 3, 1);
-    else if (t && t[1] == '-') unsetenv("OPENBLAS_NUM_THREADS");
+    const char *marker = getenv("VGGFT_PREINIT");
+    if (!marker) return;
+    char keep[340];
+    snprintf(keep, sizeof keep, "%s", marker);
     unsetenv("VGGFT_PREINIT");
+    // PID|ARENAS|THREADS; another process's (a parent that never reached
+    // blas_setup) says nothing about this one.
+    char *a = strchr(keep, '|'), *t = a ? strchr(a + 1, '|') : NULL;
+    if (!a || strtol(keep, NULL, 10) != (long)getpid()) return;
+    if (a[1] == 'a') unsetenv("MALLOC_ARENA_MAX");
+    if (t) put_back("OPENBLAS_NUM_THREADS", t + 1);
 }
 
 int blas_main_thread_only(void) { return blas_buffers_fit >= 0; }
@@ -239,7 +270,7 @@ void blas_setup(char **argv, int threads, BlasUse use) {
         // ourselves; remember why, and keep our settings from children.
         if (marker && *marker)
             snprintf(blas_note, sizeof blas_note, "set by vggft: the library chose %s for this CPU", marker);
-        if (room_marker) unsetenv("OPENBLAS_NUM_THREADS");
+        if (room_marker) put_back("OPENBLAS_NUM_THREADS", room_marker);
         unsetenv("VGGFT_BLAS_REEXEC");
         unsetenv("VGGFT_BLAS_ROOM");
     } else {
@@ -260,16 +291,20 @@ void blas_setup(char **argv, int threads, BlasUse use) {
         if ((want || cap) && argv && argv[0]) {
             if (want) setenv("OPENBLAS_CORETYPE", want, 1);
             setenv("VGGFT_BLAS_REEXEC", want ? current : "", 1);
-            cli_before_exec();
-            char n[16];
+            // VGGFT_BLAS_ROOM: the OPENBLAS_NUM_THREADS the cap replaces ("v:" and
+            // its value, or "-": none), put back after the restart.
+            char n[16], prev[300];
+            const char *had = getenv("OPENBLAS_NUM_THREADS");
             snprintf(n, sizeof n, "%d", cap);
-            if (cap) setenv("OPENBLAS_NUM_THREADS", n, 1), setenv("VGGFT_BLAS_ROOM", "1", 1);
+            snprintf(prev, sizeof prev, "%s%s", had ? "v:" : "-", had ? had : "");
+            if (cap) setenv("VGGFT_BLAS_ROOM", prev, 1), setenv("OPENBLAS_NUM_THREADS", n, 1);
             fflush(NULL);
+            cli_before_exec();
             execv("/proc/self/exe", argv);
             // exec failed: carry on with the slow kernel, and say so.
             cli_after_failed_exec();
             if (want) unsetenv("OPENBLAS_CORETYPE");
-            if (cap) unsetenv("OPENBLAS_NUM_THREADS"), unsetenv("VGGFT_BLAS_ROOM");
+            if (cap) put_back("OPENBLAS_NUM_THREADS", prev), unsetenv("VGGFT_BLAS_ROOM");
             unsetenv("VGGFT_BLAS_REEXEC");
             if (want)
                 snprintf(blas_note, sizeof blas_note, "could not re-execute to select %s; slow kernel in use", want);

@@ -5,7 +5,11 @@
 // falls back to "Prescott" (SSE3) and runs ~5x slower. OPENBLAS_CORETYPE fixes
 // that, but only if set before the library initialises, so blas_setup()
 // re-executes the program once with it set. A user's own OPENBLAS_CORETYPE
-// is never overridden.
+// is never overridden. Under an address-space limit (ulimit -v) every
+// program that links blas_setup.o also restarts before main (blas_preinit:
+// OpenBLAS's threads and glibc's malloc arenas, blas_setup.c), and
+// blas_setup may restart once more to cap OpenBLAS's threads; the user's
+// OPENBLAS_NUM_THREADS and MALLOC_ARENA_MAX are theirs again afterwards.
 #pragma once
 #include <stddef.h>
 

@@ -135,7 +135,8 @@ int cache_write_meta(Cache *c, const CacheMeta *meta);
 // Encodes and stores a record under key (replacing one there). Commits every
 // c->batch puts (4,096), c->batch_bytes of them (32 MiB: each commit syncs
 // the file, milliseconds that a GPU run would wait for) or
-// c->commit_seconds (2 s; VGGFT_CACHE_COMMIT_SECONDS), whichever comes first, so an interrupted run loses seconds of work at
+// c->commit_seconds (2 s; VGGFT_CACHE_COMMIT_SECONDS), whichever comes
+// first, so an interrupted run loses seconds of work at
 // most; grows the map (doubling, as Caffe does) when LMDB says it is full.
 // A full disk is an error that says "No space left on device" and names the
 // cache; what was committed before stays (rerun to resume).

@@ -18,5 +18,7 @@ int parallel_cpus(void);
 void parallel_set_threads(int n);
 int parallel_threads(void);
 // Runs fn(ctx, t) for t in [0, n_tasks) on the pool and waits for all.
-// Not reentrant: fn must not call parallel_for.
+// Not reentrant: fn must not call parallel_for; and one caller thread at a
+// time (extract's record encoder runs on a thread of its own while the main
+// thread calls none).
 void parallel_for(int n_tasks, void (*fn)(void *ctx, int task), void *ctx);

@@ -258,11 +258,13 @@ typedef struct {
 // of a GPU run: it is spread over the thread pool (parallel.h), one encoder
 // per task, and the records are then stored in order, the same bytes as
 // one cache_put after the other. On the GPU a batch's records are encoded on
-// a thread of their own (store_begin) while the main thread fills and sends
-// the next batch, and stored when that one comes back (store_finish): an
-// H200 run spent 0.5 s of 1.1 s storing with the encoding in line. Only the
-// main thread writes to the cache (an LMDB write transaction belongs to the
-// thread that began it).
+// a thread of their own (store_batch with later = 1) while the main thread
+// fills and sends the next batch, and stored when that one comes back
+// (store_finish): an H200 run spent 0.5 s of 1.1 s storing with the
+// encoding in line. Only the main thread writes to the cache (an LMDB write
+// transaction belongs to the thread that began it), and the main thread
+// calls no parallel_for meanwhile (the pool takes one caller at a time: on
+// the GPU path nothing else uses it).
 typedef struct {
     int n_enc;
     RecordEncoder *enc;   // one per task
@@ -861,6 +863,15 @@ int extract_run(const ExtractOptions *o) {
     }
     status = 0;
 done:
+    // An error after a batch went to its encoder: its records are whole
+    // (unless the encoding failed), so they are stored with the rest.
+    if (status < 0 && cache.env && q.st.held.n > 0) {
+        ExtractTimes unused = {0, 0, 0};
+        ErrKept keep;
+        err_keep(&keep);
+        store_finish(&q.st, &cache, &unused);
+        err_restore(&keep);
+    }
     loader_stop(loader);
     gpu_base_free(gpu);
     base_workspace_free(&ws);
@@ -876,7 +887,8 @@ done:
     free(all_skipped);
     if (cache.env) {
         // On an error keep every record finished so far: a rerun resumes from
-        // there. (If the commit itself fails, LMDB keeps the last good state.)
+        // there (the batch held for storing too: above). If the commit
+        // itself fails, LMDB keeps the last good state.
         if (status < 0 && cache.txn) {
             ErrKept keep;
             err_keep(&keep);

@@ -1,7 +1,7 @@
 // finetune: images (or cached features of the layer below --unfreeze) ->
 // frozen base -> trainable base layers -> head, trained together, Keras's
 // fit() semantics, on the CPU or the GPU (--device; the walk's arithmetic
-// runs there, the head and the data stay on the CPU: walk.h).
+// runs there, on the GPU the head's too; the data stay on the CPU: walk.h).
 //
 // Flow: the head file fixes the model (arch, input size, cut, classes,
 // preprocessing) -> base weights (checked against the head's) -> the data:

@@ -45,11 +45,11 @@ static const char *EPILOG =
     "Writes MODEL.h5 (the whole model as Keras HDF5: Keras's load_weights reads it\n"
     "into Sequential([VGG16(include_top=False), Flatten(), Dense, Dropout, Dense])),\n"
     "MODEL.history.csv, MODEL.history.svg, MODEL.confusion.svg, and MODEL.ckpt\n"
-    "after every epoch, between steps every --checkpoint-seconds (2 minutes),\n"
-    "and at once on SIGTERM or SIGINT (what Slurm sends at the time limit or\n"
-    "before preemption); the run then exits with code 75. Rerun the same\n"
-    "command with --resume to continue: on the same --threads it ends with\n"
-    "exactly the weights of an uninterrupted run.\n"
+    "after every epoch, between steps every --checkpoint-seconds (2 minutes;\n"
+    "or --checkpoint-every steps), and at once on SIGTERM or SIGINT (what Slurm\n"
+    "sends at the time limit or before preemption); the run then exits 75.\n"
+    "Rerun the same command with --resume to continue: on the same --threads it\n"
+    "ends with exactly the weights of an uninterrupted run.\n"
     "--unfreeze defaults to the first conv of the last block the head's base has\n"
     "(block5_conv1 for a head on block5_pool, block2_conv1 for block2_pool).\n"
     "\n"
@@ -180,7 +180,7 @@ int main(int argc, char **argv) {
          "continue from MODEL.ckpt when it is of these settings and data, else\nstart over (a note says why): for make and job scripts"},
         {"device", OPT_CHOICE, &o.device, "auto", NULL,
          "where the conv base trains: auto (the GPU when usable, else\nthe CPU), cpu, cuda (fails with the reason "
-         "when there is\nno usable GPU); the head and the data stay on the CPU",
+         "when there is\nno usable GPU); on the GPU the head trains there too, the data\nstay on the CPU",
          "auto|cpu|cuda"},
         {"precision", OPT_CHOICE, &o.precision, "fp32", NULL,
          "GPU convolution arithmetic: fp32 (strict float32: a step within\nrounding of the CPU's), tf32 (tensor "

@@ -182,7 +182,7 @@ build/train --cache "$ft/c5" --out "$ft/head.h5" --epochs 1 --quiet --threads "$
 for mode in images cache; do
     if [ $mode = images ]; then src="--data $data"; else src="--cache $ft/c4"; fi
     out=$(build/finetune $src --head "$ft/head.h5" --weights random --out "$ft/m_$mode.h5" --epochs 2 --batch 20 \
-          --lr 1e-4 --momentum 0.9 --threads "$threads" --quiet --checkpoint-every 0)
+          --lr 1e-4 --momentum 0.9 --threads "$threads" --quiet --checkpoint-seconds 0)
     secs=$(cut -d, -f6 "$ft/m_$mode.history.csv" | tail -n +3 | head -1)
     awk -v n="$n_img" -v t="$secs" -v m="$mode" 'BEGIN { printf "finetune --device cpu from %s at 150x150, block5 + head trainable%s: %.2f img/s (%d images, second epoch %.1f s)\n", m, m == "images" ? ", seeds'"'"' augmentation" : " (block4_pool cache)", n / t, n, t }'
     echo "$out" | grep '^Time:' | sed 's/^/  /'

@@ -222,6 +222,38 @@ Test(cache, not_a_cache) {
     free(dir);
 }
 
+// Records commit by bytes as well as by count: each commit syncs the file
+// (milliseconds a GPU run waits for), so the count is large (4,096) and
+// 32 MiB of pending records bound the memory kept for a replay.
+Test(cache, commits_by_bytes_as_well_as_by_count) {
+    char path[600];
+    CacheMeta want = meta_for_test(cats_dogs);
+    Cache c;
+    char *dir = open_small_map(&c, &want, "100000", path, sizeof path);  // no commit by count
+    cr_expect_eq(c.batch_bytes, (size_t)32 << 20, "the default byte budget");
+    c.commit_seconds = -1;  // nor by time
+    c.batch_bytes = 100 << 10;  // about 6 of these 16 KB records
+    put_noise_records(&c, 40);
+    cr_expect_lt(c.n_pending, 10, "%d puts pending: no commit by bytes", c.n_pending);
+    cr_expect_lt(c.pending_bytes, c.batch_bytes);
+    // Committed ones are visible to a reader while the rest are pending.
+    Cache r;
+    CacheMeta back;
+    cr_assert_eq(cache_open_read(&r, path, &back), 0, "%s", err_msg());
+    cr_expect_eq(cache_count(&r), 40 - c.n_pending);
+    cache_close(&r);
+    cache_meta_free(&back);
+    c.batch_bytes = SIZE_MAX;
+    put_noise_records(&c, 40);  // the same keys again
+    cr_expect_geq(c.n_pending, 40, "without the budget the puts stay pending");
+    cr_assert_eq(cache_commit(&c), 0, "%s", err_msg());
+    cache_close(&c);
+    unsetenv("VGGFT_CACHE_MAP_MB");
+    unsetenv("VGGFT_CACHE_COMMIT_EVERY");
+    remove_tree(dir);
+    free(dir);
+}
+
 // A transaction that outgrows the map is replayed on a bigger one: every
 // write in it, settings included, not only the records.
 Test(cache, map_growth_replays_settings_too) {

@@ -774,6 +774,44 @@ Test(cluster, blas_threads_fit_the_limit_before_main, .timeout = 120) {
         }
 }
 
+// What blas_preinit and blas_setup set on the way (OPENBLAS_NUM_THREADS,
+// MALLOC_ARENA_MAX, their markers) is the user's again once the tool runs:
+// its children (a tool's helpers, a shell it starts) see what the job gave.
+Test(cluster, blas_setup_gives_children_the_users_environment, .timeout = 120) {
+#ifdef __SANITIZE_ADDRESS__
+    cr_skip_test("ASan reserves terabytes of address space: no ulimit -v fits it");
+#endif
+    char probe[600];
+    snprintf(probe, sizeof probe, "%s/tests/blas_env_probe", TEST_BUILD);
+    if (access(probe, X_OK) != 0) cr_skip_test("%s not built (make test builds it)", probe);
+    const struct {
+        const char *env, *args, *want[2];
+    } cases[] = {
+        {"", "", {"OPENBLAS_NUM_THREADS=(unset)", "MALLOC_ARENA_MAX=(unset)"}},
+        {"", "unused", {"OPENBLAS_NUM_THREADS=(unset)", "MALLOC_ARENA_MAX=(unset)"}},
+        {"OPENBLAS_NUM_THREADS=7", "", {"OPENBLAS_NUM_THREADS=7\n", "MALLOC_ARENA_MAX=(unset)"}},
+        {"OPENBLAS_NUM_THREADS=7", "unused", {"OPENBLAS_NUM_THREADS=7\n", "MALLOC_ARENA_MAX=(unset)"}},
+        {"MALLOC_ARENA_MAX=3 OMP_NUM_THREADS=64", "", {"OPENBLAS_NUM_THREADS=(unset)", "MALLOC_ARENA_MAX=3\n"}},
+    };
+    // 160 MiB: room for no OpenBLAS buffer (one thread); 2 GiB: several;
+    // 256 MiB stacks: not even one worker's stack fits at 160.
+    const char *limits[] = {"ulimit -s 262144; ulimit -v 163840", "ulimit -v 2097152"};
+    for (int l = 0; l < 2; l++)
+        for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+            char cmd[1500], *out;
+            snprintf(cmd, sizeof cmd, "%s; %s VGGFT_PREINIT='1|a|-' timeout -s KILL 60 '%s' %s 2>&1", limits[l],
+                     cases[k].env, probe, cases[k].args);
+            int rc = run_command(cmd, &out);
+            cr_expect_eq(rc, 0, "%s: exit %d: %s", cmd, rc, out);
+            for (int w = 0; w < 2; w++) cr_expect(out && strstr(out, cases[k].want[w]), "%s: want %s in:\n%s", cmd,
+                                                  cases[k].want[w], out);
+            cr_expect(out && strstr(out, "VGGFT_PREINIT=(unset)") && strstr(out, "VGGFT_BLAS_ROOM=(unset)") &&
+                          strstr(out, "address-space limit"),
+                      "%s:\n%s", cmd, out);
+            free(out);
+        }
+}
+
 // An image that cannot be read for want of memory (under a job's memory
 // limit, say) is not a bad file: extract, predict and finetune stop with
 // the reason instead of skipping it (extract with 24 images, under a limit,

@@ -61,13 +61,16 @@
 // Adam and RMSprop divide each gradient by its own running size, so an
 // entry whose gradient is rounding noise (a ReLU within rounding of zero on
 // one device only) moves by the full learning rate on one device and not
-// the other, and step 2 runs through those weights. Measured on an H200
-// (2026-11-30), two Adam steps from block4_conv1 at 64x64: 1.3e-2 of
-// block4_conv1's and block4_conv2's updates in L2 with the head on the GPU,
-// 1.7e-3 with it on the host (the head's arithmetic alone differs, by
-// 1e-6), while the same steps with SGD, linear in the gradient, agreed to
-// 3e-6 either way; block5 runs 1e-4. A wrong kernel errs by O(1).
-#define TOL_ADAPTIVE_NORM 3e-2f
+// the other, and step 2 runs through those weights: the deeper the layer,
+// the more such ReLUs above it. Measured on an H200 (2026-11-30), two Adam
+// steps from block4_conv1 at 64x64: 1.3e-2 of block4_conv1's and
+// block4_conv2's updates in L2 with the head on the GPU, 1.7e-3 with it on
+// the host (the head's arithmetic alone differs, by 1e-6), while the same
+// steps with SGD, linear in the gradient, agreed to 3e-6 either way; the
+// last block and the head 1e-4. A wrong kernel errs by O(1).
+#define TOL_ADAPTIVE_NORM 1e-2f
+// ... for the base's layers below its last block.
+#define TOL_ADAPTIVE_DEEP 3e-2f
 // The features through weights after such steps (measured 1.8e-4 there).
 #define TOL_FEATURES_ADAPTIVE 1e-3f
 
@@ -315,8 +318,8 @@ static void side_init_classes(Side *s, int size, const char *unfreeze, int from_
     unsetenv("VGGFT_GPU_HEAD");
     cr_assert_eq(rc, 0, "%s", err_msg());
     if (dev != ON_CPU)
-        cr_assert_eq(gpu_walk_has_head(s->w.gpu), dev == ON_GPU_HEAD, "VGGFT_GPU_HEAD=%d not followed",
-                     dev == ON_GPU_HEAD);
+        cr_assert_eq(gpu_walk_has_head(s->w.gpu), dev == ON_GPU_HEAD, "the head on the %s, not followed",
+                     dev == ON_GPU_HEAD ? "GPU (the default)" : "CPU (VGGFT_GPU_HEAD=0)");
     cr_assert_eq(head_buffers_alloc(&s->hb, &s->m, cap), 0);
     cr_assert_eq(grads_alloc(&s->g, &s->m, s->w.first_trainable, s->m.n_layers), 0);
     s->o = *o;
@@ -352,24 +355,30 @@ static float side_step(Side *s, const float *x, const int32_t *labels, int N) {
 
 // The CPU's and the GPU's weights and slots of every trainable layer after
 // the same steps (w0: the starting weights of each layer, kernel then bias).
+// 1 when layer i of m is a base layer below the base's last block (not
+// "blockN_" of the base's last layer).
+static int below_last_block(const Model *m, int i) {
+    const char *last = m->layers[m->n_base - 1].name, *u = strchr(last, '_');
+    return i < m->n_base && u && strncmp(m->layers[i].name, last, (size_t)(u - last + 1)) != 0;
+}
+
 static void compare_state(const char *tag, Side *c, Side *g, float **w0) {
     cr_assert_eq(walk_download(&g->w, &g->m, g->slots), 0, "%s", err_msg());
     const int adaptive = c->o.kind != OPTIM_SGD;
     for (int i = c->w.first_trainable; i < c->m.n_layers; i++) {
         const Layer *lc = &c->m.layers[i], *lg = &g->m.layers[i];
         if (!lc->n_kernel) continue;
+        const float tol = !adaptive ? TOL_GRAD : below_last_block(&c->m, i) ? TOL_ADAPTIVE_DEEP : TOL_ADAPTIVE_NORM;
         char what[200];
         snprintf(what, sizeof what, "%s: %s kernel", tag, lc->name);
-        expect_close_update(what, lg->kernel, lc->kernel, w0[i], (size_t)lc->n_kernel,
-                            adaptive ? TOL_ADAPTIVE_NORM : TOL_GRAD, !adaptive);
+        expect_close_update(what, lg->kernel, lc->kernel, w0[i], (size_t)lc->n_kernel, tol, !adaptive);
         snprintf(what, sizeof what, "%s: %s bias", tag, lc->name);
-        expect_close_update(what, lg->bias, lc->bias, w0[i] + lc->n_kernel, (size_t)lc->n_bias,
-                            adaptive ? TOL_ADAPTIVE_NORM : TOL_GRAD, !adaptive);
+        expect_close_update(what, lg->bias, lc->bias, w0[i] + lc->n_kernel, (size_t)lc->n_bias, tol, !adaptive);
         for (int t = 0; t < 2; t++)
             for (int k = 0; k < optim_slots(&c->o); k++) {
                 snprintf(what, sizeof what, "%s: %s %s slot %d", tag, lc->name, t ? "bias" : "kernel", k);
                 expect_close_l2(what, HEAD_SLOTS(g->slots, i, t)[k], HEAD_SLOTS(c->slots, i, t)[k],
-                                (size_t)(t ? lc->n_bias : lc->n_kernel), TOL_ADAPTIVE_NORM);
+                                (size_t)(t ? lc->n_bias : lc->n_kernel), adaptive ? tol : TOL_ADAPTIVE_NORM);
             }
     }
     // Frozen layers: untouched on the GPU (download does not write them; the
@@ -698,6 +707,7 @@ static void upload_frozen(GpuPrecision p) {
     Model m1 = build(48, "block4_conv1", 7), m2 = build(48, "block4_conv1", 7);
     const int cap = 2;
     BaseWalk w1, w2;
+    unsetenv("VGGFT_GPU_HEAD");  // the default (the head on the device), whatever the environment
     cr_assert_eq(walk_alloc_device(&w1, &m1, 1, cap, 1, p), 0, "%s", err_msg());
     const int b2 = model_find_layer(&m1, "block2_conv1");
     cr_assert_gt(b2, 0);
@@ -928,6 +938,7 @@ static void low_precision_step(GpuPrecision p, const char *unfreeze, float feat_
     Model mc = build(48, unfreeze, 7), mg = build(48, unfreeze, 7);
     const int cap = 4;
     BaseWalk wc, wg;
+    unsetenv("VGGFT_GPU_HEAD");  // the default (the head on the device), whatever the environment
     cr_assert_eq(walk_alloc_device(&wc, &mc, 1, cap, 0, GPU_FP32), 0, "%s", err_msg());
     cr_assert_eq(walk_alloc_device(&wg, &mg, 1, cap, 1, p), 0, "%s", err_msg());
     const long item = wc.in_size, F = model_feature_size(&mc);

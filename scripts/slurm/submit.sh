@@ -84,7 +84,7 @@ SHARDS_AT_ONCE=${SHARDS_AT_ONCE:-}  # at most this many shards running at once (
 CPU_PARTITION=${CPU_PARTITION:-cpu}
 GPU_PARTITION=${GPU_PARTITION:-gpu}
 GPU_GRES=${GPU_GRES---gres=gpu:1}  # the GPU request of GPU jobs (set empty for none)
-# finetune trains its conv base on the GPU (the head on the CPU): by default
+# finetune trains its conv base and head on the GPU: by default
 # it goes to the GPU partition; FINETUNE_ON=cpu where GPUs are scarce.
 FINETUNE_ON=${FINETUNE_ON:-gpu}   # gpu | cpu
 FINETUNE=${FINETUNE:-1}           # 0: stop after the head (as pipeline.mk's FINETUNE=0)
