@@ -3,6 +3,7 @@
 
 #include <cblas.h>
 #include <fcntl.h>
+#include <sys/auxv.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -152,9 +153,16 @@ static char *put_decimal(char *p, long n) {
     return p;
 }
 
+// 1 when /proc/self/exe is this program: not when it was started through
+// the dynamic loader (`ld-linux-x86-64.so.2 build/train ...`, which some
+// module systems and wrappers do): /proc/self/exe is then the loader, which
+// would take the tool's options for its own. AT_BASE, the loader's address,
+// is 0 then (the kernel loaded no interpreter).
+static int can_reexec(char **argv) { return argv && argv[0] && getauxval(AT_BASE) != 0; }
+
 static void blas_preinit(int argc, char **argv, char **envp) {
     (void)argc;
-    if (!argv || !argv[0]) return;
+    if (!can_reexec(argv)) return;
     // Done already in this process (the restart keeps the pid; a child
     // started by a program that never calls blas_setup, tests/all say,
     // inherits the marker but not the pid).
@@ -185,7 +193,12 @@ static void blas_preinit(int argc, char **argv, char **envp) {
     for (char **e = envp; *e; e++) {
         if (set_threads && !strncmp(*e, "OPENBLAS_NUM_THREADS=", 21)) continue;
         if (!strncmp(*e, "VGGFT_PREINIT=", 14)) continue;  // a parent's
-        if (n == PREINIT_MAX_ENV) return;                    // an environment too large to copy: leave it
+        if (n == PREINIT_MAX_ENV) {
+            static const char say[] = "warning: more than 8192 environment variables: OpenBLAS's threads and "
+                                      "malloc's arenas are not planned for the address-space limit (ulimit -v)\n";
+            if (write(STDERR_FILENO, say, sizeof say - 1) < 0) return;  // (stderr closed: nothing to do)
+            return;
+        }
         env[n++] = *e;
     }
     // Composed by hand: snprintf may need what libc sets up later.
@@ -270,7 +283,15 @@ void blas_setup(char **argv, int threads, BlasUse use) {
         // ourselves; remember why, and keep our settings from children.
         if (marker && *marker)
             snprintf(blas_note, sizeof blas_note, "set by vggft: the library chose %s for this CPU", marker);
-        if (room_marker) put_back("OPENBLAS_NUM_THREADS", room_marker);
+        if (room_marker) {
+            // Not more threads than the restart was given: this run's room
+            // is measured after those threads took their buffers, and more
+            // would leave too little for the rest (a model not written).
+            const char *given = getenv("OPENBLAS_NUM_THREADS");
+            int n = given ? atoi(given) : 0;
+            if (n >= 1 && blas_buffers_fit > n) blas_buffers_fit = n;
+            put_back("OPENBLAS_NUM_THREADS", room_marker);
+        }
         unsetenv("VGGFT_BLAS_REEXEC");
         unsetenv("VGGFT_BLAS_ROOM");
     } else {
@@ -288,7 +309,11 @@ void blas_setup(char **argv, int threads, BlasUse use) {
         // The library started its worker threads (and their buffers) as it
         // loaded: too many for the address-space limit means a restart.
         int cap = blas_thread_cap() && openblas_get_num_threads() > blas_thread_cap() ? blas_thread_cap() : 0;
-        if ((want || cap) && argv && argv[0]) {
+        if ((want || cap) && !can_reexec(argv)) {
+            if (want)
+                snprintf(blas_note, sizeof blas_note,
+                         "not re-executed to select %s: started through the dynamic loader; slow kernel in use", want);
+        } else if (want || cap) {
             if (want) setenv("OPENBLAS_CORETYPE", want, 1);
             setenv("VGGFT_BLAS_REEXEC", want ? current : "", 1);
             // VGGFT_BLAS_ROOM: the OPENBLAS_NUM_THREADS the cap replaces ("v:" and

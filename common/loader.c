@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "error.h"
@@ -103,17 +104,22 @@ Loader *loader_start(long n_items, int n_threads, int capacity, size_t slot_floa
         if (!rc) started++;
     }
     l->n_threads = started;
+    // EAGAIN is also what a thread's stack gets under an address-space
+    // limit (ulimit -v; each stack takes ulimit -s of it).
+    struct rlimit as;
+    const int limited = getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY;
+    const char *which = limited ? "the limit on processes and threads, ulimit -u, or the address space for their "
+                                  "stacks, ulimit -v and -s, is reached"
+                                : "the limit on processes and threads, ulimit -u, is reached";
     if (started == 0) {
         loader_stop(l);
-        return err_set("cannot start an image loader thread: %s (the job's limit on processes and threads, "
-                       "ulimit -u, is reached: fewer --threads, or fewer jobs on this node)",
-                       strerror(rc)),
+        return err_set("cannot start an image loader thread: %s (%s: fewer --threads, or fewer jobs on this node)",
+                       strerror(rc), which),
                NULL;
     }
     if (started < n_threads)
-        log_printf(stderr, "warning: %d of %d image loader threads started (%s: the limit on processes and threads, "
-                   "ulimit -u, is reached); going on with %d\n",
-                   started, n_threads, strerror(rc), started);
+        log_printf(stderr, "warning: %d of %d image loader threads started (%s: %s); going on with %d\n", started,
+                   n_threads, strerror(rc), which, started);
     return l;
 oom:
     if (l->items)

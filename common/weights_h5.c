@@ -926,7 +926,9 @@ static int write_tensors(hid_t parent, const H5Layer *L, hid_t gcpl, hid_t dcpl)
                       ? H5Dcreate2(sub, LEAF[t], H5T_IEEE_F32LE, space, H5P_DEFAULT, tcpl, H5P_DEFAULT)
                       : -1;
         if (d < 0 || H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, L->data[t]) < 0)
-            rc = err_set("cannot write dataset %s/%s (disk full?)", L->layer, LEAF[t]);
+            // The file is built in memory (h5_write_layers: the core
+            // driver), so a write fails for want of memory, not of disk.
+            rc = err_set("cannot write dataset %s/%s: out of memory", L->layer, LEAF[t]);
         close_dset(&d);
         close_space(&space);
         if (tcpl >= 0) H5Pclose(tcpl);

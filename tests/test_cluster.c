@@ -812,6 +812,33 @@ Test(cluster, blas_setup_gives_children_the_users_environment, .timeout = 120) {
         }
 }
 
+// Started through the dynamic loader (`ld-linux-x86-64.so.2 train ...`, as
+// some module systems and wrappers do), /proc/self/exe is the loader: the
+// tools' restarts (OpenBLAS's kernel, the address-space limit) ran the
+// loader with the tool's options ("unrecognized option '--cache'"). They
+// now run without restarting, and say what that costs.
+Test(cluster, started_through_the_dynamic_loader, .timeout = 120) {
+#ifdef __SANITIZE_ADDRESS__
+    cr_skip_test("ASan reserves terabytes of address space: no ulimit -v fits it");
+#endif
+    const char *loader = "/lib64/ld-linux-x86-64.so.2";
+    if (access(loader, X_OK) != 0) cr_skip_test("no %s here", loader);
+    const char *bin = getenv("VGGFT_BIN") ? getenv("VGGFT_BIN") : TEST_BUILD;
+    const char *limits[] = {"", "ulimit -v 4000000;"};
+    const char *tools[] = {"train", "predict"};
+    for (int l = 0; l < 2; l++)
+        for (int t = 0; t < 2; t++) {
+            char cmd[1500], *out;
+            snprintf(cmd, sizeof cmd, "%s timeout -s KILL 60 %s '%s/%s' --version 2>&1", limits[l], loader, bin,
+                     tools[t]);
+            int rc = run_command(cmd, &out);
+            cr_expect_eq(rc, 0, "%s: exit %d: %s", cmd, rc, out);
+            cr_expect(out && strstr(out, "BLAS: OpenBLAS") && !strstr(out, "unrecognized option"), "%s:\n%s", cmd,
+                      out);
+            free(out);
+        }
+}
+
 // An image that cannot be read for want of memory (under a job's memory
 // limit, say) is not a bad file: extract, predict and finetune stop with
 // the reason instead of skipping it (extract with 24 images, under a limit,
