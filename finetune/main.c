@@ -45,9 +45,10 @@ static const char *EPILOG =
     "Writes MODEL.h5 (the whole model as Keras HDF5: Keras's load_weights reads it\n"
     "into Sequential([VGG16(include_top=False), Flatten(), Dense, Dropout, Dense])),\n"
     "MODEL.history.csv, MODEL.history.svg, MODEL.confusion.svg, and MODEL.ckpt\n"
-    "after every epoch, between steps every --checkpoint-seconds (2 minutes;\n"
-    "or --checkpoint-every steps), and at once on SIGTERM or SIGINT (what Slurm\n"
-    "sends at the time limit or before preemption); the run then exits 75.\n"
+    "after every epoch, between steps every --checkpoint-seconds (2 minutes)\n"
+    "and, if set, every --checkpoint-every steps; and at once on SIGTERM,\n"
+    "SIGINT, SIGUSR1 or SIGHUP (what Slurm sends at the time limit or before\n"
+    "preemption); the run then exits 75.\n"
     "Rerun the same command with --resume to continue: on the same --threads it\n"
     "ends with exactly the weights of an uninterrupted run.\n"
     "--unfreeze defaults to the first conv of the last block the head's base has\n"
@@ -56,8 +57,9 @@ static const char *EPILOG =
     "Exit codes: 0 done; 1 failed; 2 usage error (unknown option, value out of\n"
     "range, --unfreeze naming no conv layer or a layer the head's base does not\n"
     "have, also when that is known only after reading HEAD.h5); 75 stopped by\n"
-    "SIGTERM/SIGINT with MODEL.ckpt saved: rerun with --resume.\n"
-    "  build/finetune --summary --input-size 150 --classes 2 --unfreeze block5_conv1";
+    "a signal with MODEL.ckpt saved: rerun with --resume.\n"
+    "The model without training: build/finetune --summary --input-size 150\n"
+    "--classes 2 --unfreeze block5_conv1";
 
 // The model options finetune takes from the head: they shape --summary only.
 static const char *const SHAPE_ONLY[] = {"model", "input-size", "layer", "classes", "class-mode", "hidden", "dropout",
@@ -164,7 +166,7 @@ int main(int argc, char **argv) {
         {"no-augment", OPT_FLAG, &o.no_augment, NULL, NULL, "no augmentation"},
         {"save-augmented", OPT_STRING, &o.save_augmented, NULL, "DIR",
          "first write augmented training images to DIR as PNG (the seeds'\nsave_to_dir), then train"},
-        {"save-augmented-count", OPT_INT, &o.save_augmented_n, "16", "N", "how many --save-augmented writes",
+        {"save-augmented-count", OPT_INT, &o.save_augmented_n, "16", "N", "how many images --save-augmented writes",
          .range = ">=1"},
         {"class-weight", OPT_CHOICE, &o.class_weight, "none", NULL,
          "balanced: weight_c = N / (K * N_c), like scikit-learn", "none|balanced"},
@@ -175,7 +177,7 @@ int main(int argc, char **argv) {
          .range = ">=0"},
         {"checkpoint-every", OPT_LONG, &o.checkpoint_every, "0", "STEPS",
          "also write MODEL.ckpt every STEPS steps (0: not by steps)", .range = ">=0"},
-        {"resume", OPT_FLAG, &o.resume, NULL, NULL, "continue from MODEL.ckpt (settings must match)"},
+        {"resume", OPT_FLAG, &o.resume, NULL, NULL, "continue from MODEL.ckpt (settings must match; without\nMODEL.ckpt it starts from the beginning, with a note)"},
         {"resume-if-same", OPT_FLAG, &o.resume_if_same, NULL, NULL,
          "continue from MODEL.ckpt when it is of these settings and data, else\nstart over (a note says why): for make and job scripts"},
         {"device", OPT_CHOICE, &o.device, "auto", NULL,
@@ -185,8 +187,7 @@ int main(int argc, char **argv) {
         {"precision", OPT_CHOICE, &o.precision, "fp32", NULL,
          "GPU convolution arithmetic: fp32 (strict float32: a step within\nrounding of the CPU's), tf32 (tensor "
          "cores, about 1e-3 of the\nfeatures) or bf16 (the frozen layers in bfloat16, as extract's\nbf16; the "
-         "trainable ones in tf32; about 1e-2 of the features);\ntf32 and bf16 need a GPU (neither has run in "
-         "fine-tuning on a\nGPU yet)",
+         "trainable ones in tf32; about 1e-2 of the features);\ntf32 and bf16 need a GPU",
          "fp32|tf32|bf16"},
         {"threads", OPT_INT, &o.threads, "0", "N",
          "CPU threads (0: the CPUs this job may use, its affinity mask:\ntaskset, Slurm)", .range = ">=0"},
