@@ -389,6 +389,50 @@ int cli_parse(CliSpec *spec, int argc, char **argv, int *n_rest, char ***rest) {
     return CLI_OK;
 }
 
+// --help's layout: option names in the first HELP_LEFT columns, their
+// descriptions wrapped at word boundaries to end by column HELP_WIDTH (a
+// terminal's 80); a name too long for its column gets a line of its own.
+#define HELP_LEFT 28
+#define HELP_WIDTH 80
+
+// Prints the words of text (spaces and newlines both separate them) from
+// column *col on, breaking lines before HELP_WIDTH; continuation lines
+// start at column HELP_LEFT.
+// One word (len bytes at w), on a new line if it would pass HELP_WIDTH.
+static void put_word(FILE *out, const char *w, int len, int *col) {
+    if (*col > HELP_LEFT && *col + 1 + len > HELP_WIDTH) {
+        fprintf(out, "\n%*s", HELP_LEFT, "");
+        *col = HELP_LEFT;
+    } else if (*col > HELP_LEFT) {
+        fputc(' ', out);
+        (*col)++;
+    }
+    fwrite(w, 1, (size_t)len, out);
+    *col += len;
+}
+
+static void print_wrapped(FILE *out, const char *text, int *col) {
+    for (const char *p = text; *p;) {
+        while (*p == ' ' || *p == '\n') p++;
+        int len = (int)strcspn(p, " \n");
+        if (len) put_word(out, p, len, col);
+        p += len;
+    }
+}
+
+static void print_option(FILE *out, const char *left, const char *help, const char *def) {
+    fprintf(out, "%-*s", HELP_LEFT, left);
+    if ((int)strlen(left) >= HELP_LEFT) fprintf(out, "\n%*s", HELP_LEFT, "");
+    int col = HELP_LEFT;
+    print_wrapped(out, help, &col);
+    if (def) {  // "(default: X)" kept on one line
+        char d[320];
+        snprintf(d, sizeof d, "(default: %s)", def);
+        put_word(out, d, (int)strlen(d), &col);
+    }
+    fputc('\n', out);
+}
+
 void cli_print_help(const CliSpec *spec, FILE *out) {
     fprintf(out, "usage: %s %s\n\n%s\n\noptions:\n", spec->prog, spec->usage, spec->summary);
     int n = spec->n_opts ? spec->n_opts : cli_count(spec->opts);
@@ -398,18 +442,11 @@ void cli_print_help(const CliSpec *spec, FILE *out) {
         if (o->type == OPT_FLAG) snprintf(left, sizeof left, "  --%s", o->name);
         else if (o->type == OPT_CHOICE) snprintf(left, sizeof left, "  --%s {%s}", o->name, o->choices);
         else snprintf(left, sizeof left, "  --%s %s", o->name, o->metavar ? o->metavar : "VALUE");
-        fprintf(out, "%-34s", left);
-        if (strlen(left) >= 34) fprintf(out, "\n%-34s", "");
-        // Help text may hold newlines: indent continuation lines.
-        for (const char *p = o->help; *p; p++) {
-            fputc(*p, out);
-            if (*p == '\n') fprintf(out, "%-34s", "");
-        }
-        if (o->def && o->type != OPT_FLAG) fprintf(out, " (default: %s)", o->def);
-        fputc('\n', out);
+        print_option(out, left, o->help, o->def && o->type != OPT_FLAG ? o->def : NULL);
     }
-    fprintf(out, "%-34s%s\n", "  --help", "show this help and exit");
-    fprintf(out, "%-34s%s\n", "  --version", "show version, BLAS kernel, vector instructions in use and GPU support, and exit");
+    print_option(out, "  --help", "show this help and exit", NULL);
+    print_option(out, "  --version", "show version, BLAS kernel, vector instructions in use and GPU support, and exit",
+                 NULL);
     if (spec->epilog) fprintf(out, "\n%s\n", spec->epilog);
 }
 

@@ -188,6 +188,40 @@ Test(cli, help_lists_options_with_defaults) {
     free(text);
 }
 
+// --help fits an 80-column terminal: descriptions wrap at word boundaries
+// (the authors' own line breaks are only spaces), a long option name gets
+// a line of its own, and "(default: X)" stays whole.
+Test(cli, help_wraps_to_80_columns) {
+    int n = 0;
+    float lr = 0;
+    CliOption opts[] = {
+        {"a-rather-long-option-name-indeed", OPT_INT, &n, "123456", "COUNT",
+         "how many of the things that this option counts there are,\nwith a description far longer than a "
+         "line of any terminal, so that it wraps more than once at word boundaries"},
+        {"lr", OPT_FLOAT, &lr, "0.001", "LR", "a rate"},
+        {0},
+    };
+    CliSpec s = {"tool", "Does things.", "[options]", NULL, opts, 0};
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    cli_print_help(&s, f);
+    fclose(f);
+    int lines = 0;
+    for (char *line = text, *end; *line; line = end + 1) {
+        end = strchr(line, '\n');
+        if (!end) break;
+        cr_expect_leq(end - line, 80, "a line of %d columns: %.*s", (int)(end - line), (int)(end - line), line);
+        lines++;
+    }
+    cr_expect(strstr(text, "(default: 123456)") != NULL, "%s", text);
+    cr_expect(strstr(text, "are, with a description") != NULL, "the author's newline is a space: %s", text);
+    cr_expect(strstr(text, "  --a-rather-long-option-name-indeed COUNT\n") != NULL, "%s", text);
+    cr_expect(strstr(text, "a rate (default: 0.001)") != NULL, "%s", text);
+    cr_expect_gt(lines, 8, "%s", text);
+    free(text);
+}
+
 Test(cli, command_line_is_shell_quoted) {
     char *argv[] = {"extract", "--data", "my photos", "--x", "it's", NULL};
     char *s = cli_command_line(5, argv, NULL);
