@@ -108,7 +108,8 @@ static long long buffers_fitting(void) {
 //     before main ("blas_thread_init: pthread_create failed for thread 12 of
 //     16", a 16-core GPU node under ulimit -v 400 MiB; on 2 cores with
 //     ulimit -s 256 MiB). OPENBLAS_NUM_THREADS is capped to the buffers
-//     that fit, as blas_setup counts them.
+//     that fit, counted as blas_setup counts them (which counts again
+//     after OpenBLAS took its buffers: see below).
 //   - glibc gives each thread that mallocs an arena of its own, 64 MiB of
 //     address space reserved apiece (up to 8 per core): on 16 cores train's
 //     threads took a limit that 2 cores ran within. MALLOC_ARENA_MAX=1
@@ -162,7 +163,8 @@ static int can_reexec(char **argv) { return argv && argv[0] && getauxval(AT_BASE
 
 static void blas_preinit(int argc, char **argv, char **envp) {
     (void)argc;
-    if (!can_reexec(argv)) return;
+    long long fit = buffers_fitting();
+    if (fit < 0 || !can_reexec(argv)) return;  // no limit (every start without one ends here)
     // Done already in this process (the restart keeps the pid; a child
     // started by a program that never calls blas_setup, tests/all say,
     // inherits the marker but not the pid).
@@ -170,8 +172,6 @@ static void blas_preinit(int argc, char **argv, char **envp) {
     put_decimal(pid, (long)getpid());
     const char *done = env_in(envp, "VGGFT_PREINIT");
     if (done && !strncmp(done, pid, strlen(pid)) && done[strlen(pid)] == '|') return;
-    long long fit = buffers_fitting();
-    if (fit < 0) return;  // no limit
     const long cap = fit > 1 ? (long)fit : 1;
     // The threads OpenBLAS 0.3.21 will start (blas_get_cpu_number): its
     // variables, at most the CPUs this process may run on.
@@ -196,7 +196,7 @@ static void blas_preinit(int argc, char **argv, char **envp) {
         if (n == PREINIT_MAX_ENV) {
             static const char say[] = "warning: more than 8192 environment variables: OpenBLAS's threads and "
                                       "malloc's arenas are not planned for the address-space limit (ulimit -v)\n";
-            if (write(STDERR_FILENO, say, sizeof say - 1) < 0) return;  // (stderr closed: nothing to do)
+            (void)!write(STDERR_FILENO, say, sizeof say - 1);  // (stderr closed: nothing to do)
             return;
         }
         env[n++] = *e;

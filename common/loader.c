@@ -107,10 +107,11 @@ Loader *loader_start(long n_items, int n_threads, int capacity, size_t slot_floa
     // EAGAIN is also what a thread's stack gets under an address-space
     // limit (ulimit -v; each stack takes ulimit -s of it).
     struct rlimit as;
-    const int limited = getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY;
-    const char *which = limited ? "the limit on processes and threads, ulimit -u, or the address space for their "
-                                  "stacks, ulimit -v and -s, is reached"
-                                : "the limit on processes and threads, ulimit -u, is reached";
+    const char *which = started == n_threads ? NULL
+                        : getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY
+                            ? "the limit on processes and threads, ulimit -u, or the address space for their "
+                              "stacks, ulimit -v and -s, is reached"
+                            : "the limit on processes and threads, ulimit -u, is reached";
     if (started == 0) {
         loader_stop(l);
         return err_set("cannot start an image loader thread: %s (%s: fewer --threads, or fewer jobs on this node)",

@@ -655,6 +655,14 @@ Test(cluster, history_csv_keeps_small_values) {
     free(dir);
 }
 
+// The tests that set ulimit -v: ASan reserves terabytes of address space,
+// so no limit fits it.
+#ifdef __SANITIZE_ADDRESS__
+#define SKIP_UNDER_ASAN() cr_skip_test("ASan reserves terabytes of address space: no ulimit -v fits it")
+#else
+#define SKIP_UNDER_ASAN() ((void)0)
+#endif
+
 // Under an address-space limit (ulimit -v; some clusters set one for every
 // job) OpenBLAS 0.3.21 waited for ever for its 128 MiB buffer per thread,
 // deaf to SIGTERM: even --version hung below about 300 MB on 2 cores (8.7 GB
@@ -671,9 +679,7 @@ static int run_limited(int mib, const char *env, const char *bin, const char *to
 }
 
 Test(cluster, address_space_limit_never_hangs, .timeout = 900) {
-#ifdef __SANITIZE_ADDRESS__
-    cr_skip_test("ASan reserves terabytes of address space: no ulimit -v fits it");
-#endif
+    SKIP_UNDER_ASAN();
     char *top = make_shape_folder("ulimit", 2, 3);
     make_cache(top, "c", "--threads 1");
     const char *bin = getenv("VGGFT_BIN") ? getenv("VGGFT_BIN") : TEST_BUILD;
@@ -754,9 +760,7 @@ Test(cluster, address_space_limit_never_hangs, .timeout = 900) {
 // could say a word (a 16-core node under ulimit -v 400 MiB). Here the same
 // with 2 CPUs and 256 MiB stacks: the tools start, with fewer threads.
 Test(cluster, blas_threads_fit_the_limit_before_main, .timeout = 120) {
-#ifdef __SANITIZE_ADDRESS__
-    cr_skip_test("ASan reserves terabytes of address space: no ulimit -v fits it");
-#endif
+    SKIP_UNDER_ASAN();
     const char *bin = getenv("VGGFT_BIN") ? getenv("VGGFT_BIN") : TEST_BUILD;
     const char *tools[] = {"extract", "train", "finetune", "predict"};
     const char *envs[] = {"", "OPENBLAS_NUM_THREADS=64", "OMP_NUM_THREADS=8"};
@@ -778,9 +782,7 @@ Test(cluster, blas_threads_fit_the_limit_before_main, .timeout = 120) {
 // MALLOC_ARENA_MAX, their markers) is the user's again once the tool runs:
 // its children (a tool's helpers, a shell it starts) see what the job gave.
 Test(cluster, blas_setup_gives_children_the_users_environment, .timeout = 120) {
-#ifdef __SANITIZE_ADDRESS__
-    cr_skip_test("ASan reserves terabytes of address space: no ulimit -v fits it");
-#endif
+    SKIP_UNDER_ASAN();
     char probe[600];
     snprintf(probe, sizeof probe, "%s/tests/blas_env_probe", TEST_BUILD);
     if (access(probe, X_OK) != 0) cr_skip_test("%s not built (make test builds it)", probe);
@@ -818,9 +820,7 @@ Test(cluster, blas_setup_gives_children_the_users_environment, .timeout = 120) {
 // loader with the tool's options ("unrecognized option '--cache'"). They
 // now run without restarting, and say what that costs.
 Test(cluster, started_through_the_dynamic_loader, .timeout = 120) {
-#ifdef __SANITIZE_ADDRESS__
-    cr_skip_test("ASan reserves terabytes of address space: no ulimit -v fits it");
-#endif
+    SKIP_UNDER_ASAN();
     const char *loader = "/lib64/ld-linux-x86-64.so.2";
     if (access(loader, X_OK) != 0) cr_skip_test("no %s here", loader);
     const char *bin = getenv("VGGFT_BIN") ? getenv("VGGFT_BIN") : TEST_BUILD;
