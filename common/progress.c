@@ -123,7 +123,9 @@ void progress_update_at(Progress *p, long done, const char *metrics, double now)
         return;
     }
     // A log gets no line before there is something to report: without this
-    // every epoch of a fast run wrote its "1/15 [>....]" line.
+    // every epoch of a fast run wrote its "1/15 [>....]" line. Nor one at
+    // the total: progress_finish writes that one (with the time taken).
+    if (p->total > 0 && done >= p->total) return;
     if (now - p->t_last >= p->log_interval && now - p->t_start - p->t_before >= PROGRESS_MIN_SECONDS)
         draw(p, done, now, 0, metrics);
 }

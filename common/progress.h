@@ -37,7 +37,9 @@ typedef struct {
 // tty detection from `out`; VGGFT_PROGRESS_INTERVAL overrides the log
 // interval (default 15 s); VGGFT_PROGRESS=0 disables the bar.
 void progress_start(Progress *p, FILE *out, long total, const char *unit);
-// metrics: "loss: 0.4100 - acc: 0.8300" or NULL.
+// metrics: "loss: 0.4100 - acc: 0.8300" or NULL. In a log (not a
+// terminal) the update that reaches the total writes nothing: call
+// progress_finish for the last line.
 void progress_update(Progress *p, long done, const char *metrics);
 // Final line: "100/100 [====...] - 12s 8.3 img/s - loss: ..." and a newline.
 void progress_finish(Progress *p, const char *metrics);

@@ -55,19 +55,22 @@ int walk_alloc_device(BaseWalk *w, const Model *m, int from, int cap, int gpu, G
     w->features = gpu_host_alloc(F);
     w->d_features = gpu_host_alloc(F);
     w->input = gpu_host_alloc(I);
+    w->input_next = gpu_host_alloc(I);
     w->pinned = 1;
-    if (!w->features || !w->d_features || !w->input) {
+    if (!w->features || !w->d_features || !w->input || !w->input_next) {
         gpu_host_free(w->features), gpu_host_free(w->d_features), gpu_host_free(w->input);
+        gpu_host_free(w->input_next);
         w->pinned = 0;
         w->features = take(F, &w->bytes);
         w->d_features = take(F, &w->bytes);
         w->input = take(I, &w->bytes);
-        if (!w->features || !w->d_features || !w->input) {
+        w->input_next = take(I, &w->bytes);
+        if (!w->features || !w->d_features || !w->input || !w->input_next) {
             walk_free(w);
             return err_set("walk: out of memory for a batch of %d", cap);
         }
     } else {
-        w->bytes += 2 * F + I;
+        w->bytes += 2 * F + 2 * I;
     }
     w->gpu = gpu_walk_create(m, from, cap, precision);
     if (!w->gpu) {
@@ -157,8 +160,9 @@ void walk_free(BaseWalk *w) {
     free(w->d_b);
     if (w->pinned) {
         gpu_host_free(w->features), gpu_host_free(w->d_features), gpu_host_free(w->input);
+        gpu_host_free(w->input_next);
     } else {
-        free(w->features), free(w->d_features), free(w->input);
+        free(w->features), free(w->d_features), free(w->input), free(w->input_next);
     }
     base_workspace_free(&w->ws);  // owns w->scratch
     memset(w, 0, sizeof *w);
@@ -224,26 +228,24 @@ void walk_backward(BaseWalk *w, const float *dfeat, int N, Grads *g) {
     }
 }
 
-int finetune_step(BaseWalk *w, HeadBuffers *hb, Grads *g, const Optimizer *o, float *const *slots,
-                  const float *in, const int32_t *labels, const float *sample_weights, int N, uint64_t seed,
-                  float *loss) {
+int finetune_step_begin(BaseWalk *w, HeadBuffers *hb, Grads *g, const Optimizer *o, float *const *slots,
+                        const float *in, const int32_t *labels, const float *sample_weights, int N, uint64_t seed) {
     const Model *m = w->m;
+    if (w->step_pending) return err_set("walk: a step is under way (its end first)");
     if (w->gpu && gpu_walk_has_head(w->gpu)) {
-        // The whole step on the device (the default; not with VGGFT_GPU_HEAD=0): the features and
-        // their gradient stay there; the host gets the logits, the
-        // probabilities and the loss. g and slots are not used: the head's
-        // gradients and slots live on the device too.
+        // The whole step on the device (the default; not with
+        // VGGFT_GPU_HEAD=0), queued: the features and their gradient stay
+        // there; finetune_step_end brings the logits, the probabilities and
+        // the loss. g and slots are not used: the head's gradients and slots
+        // live on the device too. Its time, queued and waited for, counts as
+        // the base's (the parts overlap; only the whole is measured).
         double t0 = progress_now();
-        if (gpu_walk_forward(w->gpu, in, N, NULL) < 0) return -1;
-        double t1 = progress_now();
         OptimRule rule = optim_rule(o);
         hb->dropout_applied = 0;  // the host's mask is not this batch's
-        if (gpu_walk_head_step(w->gpu, labels, sample_weights, N, seed, (uint64_t)o->step, &rule, hb->logits,
-                               hb->probs, loss) < 0)
+        if (gpu_walk_step_begin(w->gpu, in, N, labels, sample_weights, seed, (uint64_t)o->step, &rule) < 0)
             return -1;
-        double t2 = progress_now();
-        if (gpu_walk_backward_update(w->gpu, NULL, N, &rule) < 0) return -1;
-        w->times.trainable += (t1 - t0) + (progress_now() - t2), w->times.head += t2 - t1;
+        w->times.trainable += progress_now() - t0;
+        w->step_pending = WALK_STEP;
         return 0;
     }
     grads_zero(g, m);
@@ -251,7 +253,7 @@ int finetune_step(BaseWalk *w, HeadBuffers *hb, Grads *g, const Optimizer *o, fl
     double t0 = progress_now();
     if (head_forward(m, w->features, N, 1, seed, (uint64_t)o->step, hb) < 0) return -1;
     // head_backward overwrites d_features (dense_backward's din).
-    *loss = head_backward(m, w->features, labels, sample_weights, N, hb, g, w->d_features);
+    float loss = head_backward(m, w->features, labels, sample_weights, N, hb, g, w->d_features);
     double t1 = progress_now();
     // The base's backward pass, and on the GPU also its update (the weights
     // and slots live there; the rule's constants are worked out here once).
@@ -270,16 +272,63 @@ int finetune_step(BaseWalk *w, HeadBuffers *hb, Grads *g, const Optimizer *o, fl
         optim_update(o, l->bias, g->dbias[i], slots ? HEAD_SLOTS(slots, i, 1) : NULL, (size_t)l->n_bias);
     }
     w->times.update += progress_now() - t2;
+    w->step_loss = loss;
+    w->step_pending = WALK_STEP;
     return 0;
 }
 
-int walk_predict(BaseWalk *w, HeadBuffers *hb, const float *in, int N) {
-    if (walk_forward(w, in, N) < 0) return -1;
-    // The device head reads the features still on the device (walk_forward
-    // also brought them to the host, as its contract says).
+// What is under way must be `kind` (WALK_STEP, WALK_PREDICT); it ends now.
+static int end_pending(BaseWalk *w, int kind) {
+    if (w->step_pending != kind)
+        return err_set("walk: no %s under way (%s first)", kind == WALK_STEP ? "step" : "prediction",
+                       kind == WALK_STEP ? "finetune_step_begin" : "walk_predict_begin");
+    w->step_pending = 0;
+    return 0;
+}
+
+int finetune_step_end(BaseWalk *w, HeadBuffers *hb, float *loss) {
+    if (end_pending(w, WALK_STEP) < 0) return -1;
     if (w->gpu && gpu_walk_has_head(w->gpu)) {
-        hb->dropout_applied = 0;
-        return gpu_walk_head_forward(w->gpu, N, hb->logits, hb->probs);
+        double t0 = progress_now();
+        int rc = gpu_walk_end(w->gpu, hb->logits, hb->probs, loss);
+        w->times.trainable += progress_now() - t0;
+        return rc;
     }
-    return head_forward(w->m, w->features, N, 0, 0, 0, hb);
+    *loss = w->step_loss;
+    return 0;
+}
+
+int finetune_step(BaseWalk *w, HeadBuffers *hb, Grads *g, const Optimizer *o, float *const *slots,
+                  const float *in, const int32_t *labels, const float *sample_weights, int N, uint64_t seed,
+                  float *loss) {
+    if (finetune_step_begin(w, hb, g, o, slots, in, labels, sample_weights, N, seed) < 0) return -1;
+    return finetune_step_end(w, hb, loss);
+}
+
+int walk_prefetch(BaseWalk *w, const float *in, int N) {
+    return w->gpu ? gpu_walk_stage(w->gpu, in, N) : 0;
+}
+
+int walk_predict_begin(BaseWalk *w, HeadBuffers *hb, const float *in, int N) {
+    if (w->step_pending) return err_set("walk: a step is under way (its end first)");
+    if (w->gpu && gpu_walk_has_head(w->gpu)) {
+        // Queued: walk_predict_end waits. The features stay on the device.
+        hb->dropout_applied = 0;
+        if (gpu_walk_predict_begin(w->gpu, in, N) < 0) return -1;
+    } else {
+        if (walk_forward(w, in, N) < 0) return -1;
+        if (head_forward(w->m, w->features, N, 0, 0, 0, hb) < 0) return -1;
+    }
+    w->step_pending = WALK_PREDICT;
+    return 0;
+}
+
+int walk_predict_end(BaseWalk *w, HeadBuffers *hb) {
+    if (end_pending(w, WALK_PREDICT) < 0) return -1;
+    return w->gpu && gpu_walk_has_head(w->gpu) ? gpu_walk_end(w->gpu, hb->logits, hb->probs, NULL) : 0;
+}
+
+int walk_predict(BaseWalk *w, HeadBuffers *hb, const float *in, int N) {
+    if (walk_predict_begin(w, hb, in, N) < 0) return -1;
+    return walk_predict_end(w, hb);
 }

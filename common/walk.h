@@ -66,10 +66,13 @@ typedef struct {
     double frozen;        // frozen layers, forward (per image; 0 on the GPU)
     double trainable;     // trainable base layers, forward and backward (GPU
                           // walk: the whole base, frozen layers and the
-                          // trainable layers' updates included)
+                          // trainable layers' updates included; with the
+                          // head on the device, the whole step)
     double head;          // the head, forward and backward
     double update;        // optimizer updates of every trainable layer
 } WalkTimes;
+
+enum { WALK_STEP = 1, WALK_PREDICT = 2 };  // BaseWalk.step_pending
 
 typedef struct {
     const Model *m;
@@ -91,7 +94,13 @@ typedef struct {
     float *input;          // cap x in_size: a batch buffer for the caller to fill and pass to
                            // walk_forward (page-locked for a GPU walk when the system
                            // allows: its copy to the device then runs at full bus speed)
-    int pinned;            // features, d_features and input are gpu_host_alloc'd
+    float *input_next;     // GPU walk: cap x in_size, a second one, for the next batch while
+                           // a step reads the other (finetune_step_begin, walk_prefetch);
+                           // NULL on the CPU, where the step is done when begin returns
+    int pinned;            // features, d_features, input and input_next are gpu_host_alloc'd
+    int step_pending;      // WALK_STEP: finetune_step_begin called, finetune_step_end not yet;
+                           // WALK_PREDICT: walk_predict_begin, walk_predict_end not yet
+    float step_loss;       // the CPU step's loss, for finetune_step_end
     size_t bytes;          // what walk_alloc took, all buffers together (host)
     struct GpuWalk *gpu;   // the arithmetic on the GPU (walk_alloc_device), or NULL: the CPU
     WalkTimes times;       // seconds spent so far, accumulated by the calls below
@@ -152,15 +161,41 @@ void walk_backward(BaseWalk *w, const float *dfeat, int N, Grads *g);
 // (the default; not with VGGFT_GPU_HEAD=0): everything on the device; g and slots are not used
 // (the device keeps the head's gradients and slots: walk_download brings
 // the slots back), hb receives only logits and probs, and w->features /
-// w->d_features are not written; w->times.head counts the head's step on
-// the device (its update included), w->times.update nothing.
+// w->d_features are not written; w->times.trainable counts the whole step
+// (queued as one, its parts overlap), w->times.head and .update nothing.
 int finetune_step(BaseWalk *w, HeadBuffers *hb, Grads *g, const Optimizer *o, float *const *slots,
                   const float *in, const int32_t *labels, const float *sample_weights, int N, uint64_t seed,
                   float *loss);
+// finetune_step in two halves, so that the caller can prepare the next
+// batch while the GPU runs this one: begin takes finetune_step's arguments
+// but the loss, end gives the loss (and hb's logits and probs). On the GPU
+// with the device head, begin queues the whole step and returns at once
+// (labels and sample_weights are read before it returns; `in` must not
+// change until end returns: fill the other buffer, input / input_next), and
+// end waits for it; hb is written by end. Elsewhere begin runs the whole
+// step and end only gives its loss. Between the two only walk_prefetch may
+// be called; -1 with err_set from begin twice or end without begin.
+int finetune_step_begin(BaseWalk *w, HeadBuffers *hb, Grads *g, const Optimizer *o, float *const *slots,
+                        const float *in, const int32_t *labels, const float *sample_weights, int N, uint64_t seed);
+int finetune_step_end(BaseWalk *w, HeadBuffers *hb, float *loss);
+// GPU walk: starts the upload of the next batch (in: N items, as
+// walk_forward's) while a step runs (gpu_walk_stage); the next
+// finetune_step_begin, walk_predict_begin or walk_forward with this same in
+// and N then skips its upload. `in` must not change until that step ends,
+// unless the batch is dropped first: walk_prefetch(w, NULL, 0). CPU walk:
+// nothing to do, 0. -1 with err_set on a GPU error.
+int walk_prefetch(BaseWalk *w, const float *in, int N);
 // Inference (no dropout): walk_forward then head_forward; probabilities in
 // hb->probs, logits in hb->logits (head_backward(..., g NULL, d_features
 // NULL) then gives the loss). With the head on the device
 // (the default on the GPU) the device head runs on the device's features (its
 // weights are the current ones; the host's may be stale until
-// walk_download). Returns -1 as head_forward, or on a GPU error.
+// walk_download), which are not brought to w->features. Returns -1 as
+// head_forward, or on a GPU error.
 int walk_predict(BaseWalk *w, HeadBuffers *hb, const float *in, int N);
+// walk_predict in two halves, as finetune_step_begin / _end: on the GPU with
+// the device head begin queues it (`in` unchanged until end returns) and end
+// waits and fills hb->logits and hb->probs; elsewhere begin does it all.
+// Only walk_prefetch between the two.
+int walk_predict_begin(BaseWalk *w, HeadBuffers *hb, const float *in, int N);
+int walk_predict_end(BaseWalk *w, HeadBuffers *hb);

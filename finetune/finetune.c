@@ -213,8 +213,8 @@ typedef struct {
     const LoadOptions *load;
     int batch, threads, quiet;
     long item_floats;
-    float *x;
-    int32_t *labels, *pred;
+    float *x, *x_next;           // x_next: the walk's second buffer (GPU), or NULL
+    int32_t *labels, *labels_next, *pred;
     const int *identity;
 } Eval;
 
@@ -230,20 +230,46 @@ static int evaluate(Eval *e, Split *s, Running *r, long *conf, int interruptible
     if (reader_start(&rd, s, e->identity, 0, e->load, NULL, 0, 0, e->batch, e->threads, e->quiet) < 0) return -1;
     int rc = 0;
     WalkTimes keep = e->walk->times;  // the training steps' breakdown leaves validation out
-    while (rd.pos < rd.end) {
+    // On the GPU the next batch is read (and sent) while the GPU runs this
+    // one, as in training.
+    float *x = e->x, *x_next = e->x_next;
+    int32_t *labels = e->labels, *labels_next = e->labels_next;
+    int n = 0, have_next = 0;
+    while (have_next || rd.pos < rd.end) {
         if (interruptible && stop_requested()) {
             rc = 1;
             break;
         }
-        int n;
-        if ((rc = reader_fill(&rd, e->batch, e->item_floats, e->x, e->labels, &n)) < 0) break;
+        if (!have_next && (rc = reader_fill(&rd, e->batch, e->item_floats, x, labels, &n)) < 0) break;
+        have_next = 0;
         if (n == 0) continue;
-        if ((rc = walk_predict(e->walk, e->hb, e->x, n)) < 0) break;
-        float loss = head_backward(m, e->walk->features, e->labels, NULL, n, e->hb, NULL, NULL);
+        if ((rc = walk_predict_begin(e->walk, e->hb, x, n)) < 0) break;
+        int n_next = 0, next_rc = 0;
+        ErrKept next_err;
+        if (x_next && rd.pos < rd.end) {
+            next_rc = reader_fill(&rd, e->batch, e->item_floats, x_next, labels_next, &n_next);
+            if (next_rc == 0 && n_next > 0) next_rc = walk_prefetch(e->walk, x_next, n_next);
+            if (next_rc < 0) err_keep(&next_err);
+            have_next = 1;
+        }
+        if ((rc = walk_predict_end(e->walk, e->hb)) < 0) break;
+        float loss = head_backward(m, e->walk->features, labels, NULL, n, e->hb, NULL, NULL);
         head_predict_classes(m, e->hb, n, e->pred);
-        running_add(r, loss, n, e->pred, e->labels);
-        if (conf) confusion_add(conf, K, e->labels, e->pred, n);
+        running_add(r, loss, n, e->pred, labels);
+        if (conf) confusion_add(conf, K, labels, e->pred, n);
+        if (next_rc < 0) {
+            rc = err_restore(&next_err);
+            break;
+        }
+        if (have_next) {
+            float *tx = x;
+            int32_t *tl = labels;
+            x = x_next, x_next = tx, labels = labels_next, labels_next = tl;
+            n = n_next;
+        }
     }
+    // A batch read ahead and left (stopped, or an error): its buffer is free again.
+    if (have_next) walk_prefetch(e->walk, NULL, 0);
     e->walk->times = keep;
     reader_stop(&rd);
     return rc;
@@ -365,7 +391,7 @@ int finetune_run(const FinetuneOptions *o) {
     Grads g = {0};
     FitState fs = {0};
     float *x = NULL, *class_w = NULL, *sw = NULL;
-    int32_t *labels = NULL, *pred = NULL;
+    int32_t *labels = NULL, *labels_next = NULL, *pred = NULL;
     int *perm = NULL, *identity = NULL;
     long *conf = NULL;
     char *settings = NULL;
@@ -651,20 +677,24 @@ int finetune_run(const FinetuneOptions *o) {
         grads_alloc(&g, &m, walk.gpu ? m.n_base : walk.first_trainable, m.n_layers) < 0)
         goto done;
     const long item_floats = walk.in_size;
-    x = walk.input;  // the walk's batch buffer (page-locked on the GPU)
+    // The walk's batch buffers (page-locked on the GPU); on the GPU two: a
+    // step reads one while the next batch is read into the other.
+    x = walk.input;
+    float *x_next = walk.input_next;
     sw = malloc(sizeof(float) * (size_t)B);
     labels = malloc(sizeof(int32_t) * (size_t)B);
+    labels_next = malloc(sizeof(int32_t) * (size_t)B);
     pred = malloc(sizeof(int32_t) * (size_t)B);
     perm = malloc(sizeof(int) * (size_t)train.n);
     int n_id = train.n > val.n ? train.n : val.n;
     identity = malloc(sizeof(int) * (size_t)n_id);
     conf = malloc(sizeof(long) * (size_t)K * K);
-    if (!x || !sw || !labels || !pred || !perm || !identity || !conf) {
+    if (!x || !sw || !labels || !labels_next || !pred || !perm || !identity || !conf) {
         err_set("out of memory for batches of %d", B);
         goto done;
     }
     for (int i = 0; i < n_id; i++) identity[i] = i;
-    Eval ev = {&walk, &hb, &load, B, threads, o->quiet, item_floats, x, labels, pred, identity};
+    Eval ev = {&walk, &hb, &load, B, threads, o->quiet, item_floats, x, x_next, labels, labels_next, pred, identity};
 
     if (o->save_augmented && !from_cache) {
         fit_shuffle(perm, train.n, (uint64_t)o->seed, 0);
@@ -724,10 +754,24 @@ int finetune_run(const FinetuneOptions *o) {
         if (reader_start(&rd, &train, perm, fs.steps_in_epoch * B, &load, augment_spec_is_none(&aug) ? NULL : &aug,
                          (uint64_t)o->seed, epoch, B, threads, o->quiet) < 0)
             goto done;
+        // The next batch is read while the GPU runs a step (below): it waits
+        // here, with its error, if reading it failed.
+        int have_next = 0, n_next = 0, next_rc = 0;
+        ErrKept next_err;
         for (long s = fs.steps_in_epoch; s < steps; s++) {
-            int n;
+            int n, rc;
             double tw = progress_now();
-            if (reader_fill(&rd, B, item_floats, x, labels, &n) < 0) {
+            if (have_next) {
+                // The batch read during the last step: its buffers become the current ones.
+                float *tx = x;
+                int32_t *tl = labels;
+                x = x_next, x_next = tx, labels = labels_next, labels_next = tl;
+                n = n_next, rc = next_rc, have_next = 0;
+                if (rc < 0) err_restore(&next_err);
+            } else {
+                rc = reader_fill(&rd, B, item_floats, x, labels, &n);
+            }
+            if (rc < 0) {
                 // An image the system failed to read (memory, descriptors,
                 // I/O: err_is_system): the steps done so far are whole;
                 // keep them, so a rerun loses nothing.
@@ -744,8 +788,29 @@ int finetune_run(const FinetuneOptions *o) {
             if (n > 0) {
                 for (int i = 0; i < n; i++) sw[i] = class_w ? class_w[labels[i]] : 1.0f;
                 float loss;
-                if (finetune_step(&walk, &hb, &g, &fs.opt, fs.slots, x, labels, class_w ? sw : NULL, n,
-                                  (uint64_t)o->seed, &loss) < 0) {
+                if (finetune_step_begin(&walk, &hb, &g, &fs.opt, fs.slots, x, labels, class_w ? sw : NULL, n,
+                                        (uint64_t)o->seed) < 0) {
+                    reader_stop(&rd);
+                    goto done;
+                }
+                // On the GPU the step is queued: read the next batch into the
+                // other buffer and start its upload meanwhile (on the CPU,
+                // where the step is done already, the next batch is read at
+                // the next step, as before). A checkpoint or a stop after
+                // this step drops it (a resumed run reads it again), so the
+                // state saved stays the state after this step.
+                if (s + 1 < steps && x_next) {
+                    double tn = progress_now();
+                    next_rc = reader_fill(&rd, B, item_floats, x_next, labels_next, &n_next);
+                    if (next_rc < 0) err_keep(&next_err);
+                    else if (n_next > 0 && walk_prefetch(&walk, x_next, n_next) < 0) {
+                        reader_stop(&rd);
+                        goto done;
+                    }
+                    have_next = 1;
+                    t_wait += progress_now() - tn;
+                }
+                if (finetune_step_end(&walk, &hb, &loss) < 0) {
                     reader_stop(&rd);
                     goto done;
                 }
@@ -866,10 +931,20 @@ int finetune_run(const FinetuneOptions *o) {
     {
         const WalkTimes *wt = &walk.times;
         double total = progress_now() - t_run;
-        printf("Time: %.1f s in all (training and validation): waiting for %s %.1f s, frozen layers %.1f s, trainable base layers "
-               "(forward, backward) %.1f s, head %.1f s, optimizer %.1f s, validation %.1f s\n",
-               total, from_cache ? "the cache" : "images (decode, augment)", t_wait, wt->frozen, wt->trainable,
-               wt->head, wt->update, t_val);
+        if (walk.gpu && gpu_walk_has_head(walk.gpu))
+            // The whole step is queued at once: its parts are not timed apart,
+            // and the next batch is read while it runs.
+            printf("Time: %.1f s in all (training and validation): reading %s %.1f s (while the GPU ran the step "
+                   "before), steps on the GPU (queued, then waited for) %.1f s, validation %.1f s\n",
+                   total, from_cache ? "the cache" : "images (decode, augment)", t_wait, wt->trainable, t_val);
+        else
+            printf("Time: %.1f s in all (training and validation): waiting for %s %.1f s, frozen layers %.1f s, "
+                   "trainable base layers (forward, backward) %.1f s, head %.1f s, optimizer %.1f s, validation "
+                   "%.1f s\n",
+                   total, from_cache ? "the cache" : "images (decode, augment)", t_wait, wt->frozen, wt->trainable,
+                   wt->head, wt->update, t_val);
+        char prof[800];
+        if (walk.gpu && gpu_walk_profile(walk.gpu, prof, sizeof prof)) printf("%s\n", prof);
     }
 
     // --- outputs ---------------------------------------------------------------------------------
@@ -938,7 +1013,7 @@ int finetune_run(const FinetuneOptions *o) {
            o->out, path, path, path, path);
     status = 0;
 done:
-    free(sw), free(labels), free(pred), free(perm), free(identity), free(conf), free(class_w);
+    free(sw), free(labels), free(labels_next), free(pred), free(perm), free(identity), free(conf), free(class_w);
     free(settings);
     fit_free(&fs);
     if (g.dkernel) grads_free(&g);

@@ -1,6 +1,7 @@
-// The dense head on the GPU (see gpu_head.h): our kernels, the legacy
-// default stream, synchronous host copies. Written to be right the first
-// time it meets a GPU: each kernel is a plain port of its CPU reference,
+// The dense head on the GPU (see gpu_head.h): our kernels on the walk's
+// stream, the step's small host copies queued through page-locked buffers.
+// Written to be right the first time it meets a GPU: each kernel is a plain
+// port of its CPU reference,
 // named beside it, with every multiply-add that the CPU rounds twice written
 // as explicit _rn intrinsics (nvcc would fuse them; the CPU build has
 // -ffp-contract=off).
@@ -247,6 +248,19 @@ struct GpuHead {
     float *loss;
     int fwd_N, fwd_mode;  // the last forward pass: rows, drop_mode
     size_t bytes;
+    cudaStream_t s;       // every operation's (gpu_head_create's)
+    // The host side of a step's small copies (labels and sample weights up;
+    // logits, probabilities and the loss down), page-locked when the system
+    // allows, so that a step is queued without a wait (else the copies down
+    // wait, as CUDA's copies into pageable memory do). out: logits (cap x K),
+    // probs (cap x K), the loss.
+    int32_t *host_labels;
+    float *host_weights, *host_out;
+    void *host_block;
+    int host_pinned;
+    cudaEvent_t host_free;   // after the last copies that read host_labels / host_weights
+    cudaEvent_t out_ready;   // after the last copies into host_out
+    int out_N, out_loss;     // rows host_out holds (0: none yet), and whether a loss
 };
 
 static int halloc(GpuHead *h, void **p, size_t bytes, const char *what) {
@@ -278,10 +292,10 @@ static int product(GpuHead *h, const float *A, long a_i, long a_s, const float *
         return err_set("GPU head: %s: a product of %d rows in %d blocks is too large for one grid", what, M, blocks);
     dim3 grid((unsigned)((Nc + TILE - 1) / TILE), (unsigned)((M + TILE - 1) / TILE), (unsigned)blocks);
     dim3 threads(TILE, TILE);
-    product_kernel<<<grid, threads>>>(A, a_i, a_s, B, b_s, b_j, M, Nc, S, ks, h->partial);
+    product_kernel<<<grid, threads, 0, h->s>>>(A, a_i, a_s, B, b_s, b_j, M, Nc, S, ks, h->partial);
     CUDA_OK(cudaGetLastError(), what);
     const long n = (long)M * Nc;
-    sum_blocks_kernel<<<gpu_blocks(n), 256>>>(h->partial, blocks, n, Nc, bias, out);
+    sum_blocks_kernel<<<gpu_blocks(n), 256, 0, h->s>>>(h->partial, blocks, n, Nc, bias, out);
     CUDA_OK(cudaGetLastError(), what);
     return 0;
 }
@@ -357,14 +371,30 @@ static int create(GpuHead *h, const Model *m, int cap) {
         HALLOC(h, h->loss, sizeof(float), "the head's buffers") < 0)
         return -1;
     h->partial_floats = part;
+    // The host side of the step's copies: labels, sample weights, then
+    // logits, probs and the loss, in one block.
+    const size_t host_bytes = C * sizeof(int32_t) + C * sizeof(float) + (2 * C * K + 1) * sizeof(float);
+    h->host_block = gpu_host_alloc(host_bytes);
+    h->host_pinned = h->host_block != NULL;
+    if (!h->host_block && !(h->host_block = malloc(host_bytes))) return err_set("GPU head: out of memory");
+    h->host_labels = (int32_t *)h->host_block;
+    h->host_weights = (float *)(h->host_labels + C);
+    h->host_out = h->host_weights + C;
+    // Blocking waits (cudaEventBlockingSync), as gpu_select_device's: the
+    // loader threads need the cores.
+    CUDA_OK(cudaEventCreateWithFlags(&h->host_free, cudaEventDisableTiming | cudaEventBlockingSync),
+            "creating an event");
+    CUDA_OK(cudaEventCreateWithFlags(&h->out_ready, cudaEventDisableTiming | cudaEventBlockingSync),
+            "creating an event");
     if (gpu_head_upload(h, m, NULL) < 0) return -1;
     CUDA_OK(cudaDeviceSynchronize(), "setting up the head");
     return 0;
 }
 
-extern "C" GpuHead *gpu_head_create(const Model *m, int cap) {
+extern "C" GpuHead *gpu_head_create(const Model *m, int cap, void *stream) {
     GpuHead *h = (GpuHead *)calloc(1, sizeof(GpuHead));
     if (!h) return err_set("GPU head: out of memory"), (GpuHead *)NULL;
+    h->s = (cudaStream_t)stream;
     if (create(h, m, cap) < 0) {
         ErrKept keep;
         err_keep(&keep);
@@ -386,6 +416,10 @@ extern "C" void gpu_head_free(GpuHead *h) {
     cudaFree(h->hidden), cudaFree(h->d_hidden), cudaFree(h->mask);
     cudaFree(h->logits), cudaFree(h->probs), cudaFree(h->d_logits), cudaFree(h->partial);
     cudaFree(h->labels), cudaFree(h->weights), cudaFree(h->rows), cudaFree(h->loss);
+    if (h->host_pinned) gpu_host_free(h->host_block);
+    else free(h->host_block);
+    if (h->host_free) cudaEventDestroy(h->host_free);
+    if (h->out_ready) cudaEventDestroy(h->out_ready);
     free(h);
 }
 
@@ -393,8 +427,24 @@ extern "C" size_t gpu_head_bytes(const GpuHead *h) { return h->bytes; }
 
 // --- forward ----------------------------------------------------------------------------------
 
-extern "C" int gpu_head_forward(GpuHead *h, const float *feat, int N, int training, uint64_t seed, uint64_t stream,
-                                float *logits, float *probs) {
+// Queues the copies of the logits, the probabilities and (with_loss) the
+// loss of N rows into host_out, then out_ready. The previous results must
+// have been fetched (gpu_head_results) or dropped: they are overwritten.
+static int queue_outputs(GpuHead *h, int N, int with_loss) {
+    const size_t bytes = (size_t)N * h->K * sizeof(float), cap_k = (size_t)h->cap * h->K;
+    CUDA_OK(cudaMemcpyAsync(h->host_out, h->logits, bytes, cudaMemcpyDeviceToHost, h->s), "the head's logits");
+    CUDA_OK(cudaMemcpyAsync(h->host_out + cap_k, h->probs, bytes, cudaMemcpyDeviceToHost, h->s),
+            "the head's probabilities");
+    if (with_loss)
+        CUDA_OK(cudaMemcpyAsync(h->host_out + 2 * cap_k, h->loss, sizeof(float), cudaMemcpyDeviceToHost, h->s),
+                "the head's loss");
+    CUDA_OK(cudaEventRecord(h->out_ready, h->s), "recording an event");
+    h->out_N = N, h->out_loss = with_loss;
+    return 0;
+}
+
+extern "C" int gpu_head_forward(GpuHead *h, const float *feat, int N, int training, uint64_t seed,
+                                uint64_t stream) {
     if (N < 1 || N > h->cap) return err_set("GPU head: batch of %d rows (at most %d)", N, h->cap);
     const Model *m = h->m;
     const DenseDev *first = &h->dense[0], *out = &h->dense[h->n_dense - 1];
@@ -410,20 +460,18 @@ extern "C" int gpu_head_forward(GpuHead *h, const float *feat, int N, int traini
         const long n = (long)N * H;
         h->fwd_mode = drop_mode(training && h->has_dropout, h->rate);
         const float keep = (float)(1.0 - (double)h->rate);
-        relu_dropout_kernel<<<gpu_blocks(n), 256>>>(h->hidden, h->mask, n, h->fwd_mode, h->rate, keep,
+        relu_dropout_kernel<<<gpu_blocks(n), 256, 0, h->s>>>(h->hidden, h->mask, n, h->fwd_mode, h->rate, keep,
                                                     hd_dropout_seed(seed, stream));
         CUDA_OK(cudaGetLastError(), "the head's relu and dropout");
         if (product(h, h->hidden, H, 1, out->W, out->units, 1, N, out->units, H, FWD_BLOCK, out->b, h->logits,
                     m->layers[out->index].name) < 0)
             return -1;
     }
-    output_act_kernel<<<(N + 127) / 128, 128>>>(h->logits, N, h->K, h->sigmoid, h->probs);
+    output_act_kernel<<<(N + 127) / 128, 128, 0, h->s>>>(h->logits, N, h->K, h->sigmoid, h->probs);
     CUDA_OK(cudaGetLastError(), "the head's output activation");
     h->fwd_N = N;
-    const size_t bytes = (size_t)N * h->K * sizeof(float);
-    if (logits) CUDA_OK(cudaMemcpy(logits, h->logits, bytes, cudaMemcpyDeviceToHost), "the head's forward pass");
-    if (probs) CUDA_OK(cudaMemcpy(probs, h->probs, bytes, cudaMemcpyDeviceToHost), "the head's forward pass");
-    return 0;
+    // Inference: the outputs are the result (training: after the backward pass).
+    return training ? 0 : queue_outputs(h, N, 0);
 }
 
 // --- backward and update ------------------------------------------------------------------------
@@ -433,7 +481,7 @@ extern "C" int gpu_head_forward(GpuHead *h, const float *feat, int N, int traini
 // NULL, dx = dout W^T (from the weights before the update).
 static int dense_backward_dev(GpuHead *h, const DenseDev *d, const float *x, int N, const float *dout, float *dx) {
     const char *name = h->m->layers[d->index].name;
-    bias_grad_kernel<<<(d->units + 255) / 256, 256>>>(dout, N, d->units, d->db);
+    bias_grad_kernel<<<(d->units + 255) / 256, 256, 0, h->s>>>(dout, N, d->units, d->db);
     CUDA_OK(cudaGetLastError(), name);
     // dW[r][c] = sum over n of x[n][r] * dout[n][c]: A(r, n) = x[n*in + r], B(n, c) = dout[n*U + c].
     if (product(h, x, 1, d->in, dout, d->units, 1, d->in, d->units, N, round_tile(N), NULL, d->dW, name) < 0)
@@ -446,14 +494,21 @@ static int dense_backward_dev(GpuHead *h, const DenseDev *d, const float *x, int
 }
 
 extern "C" int gpu_head_backward_update(GpuHead *h, const float *feat, const int32_t *labels,
-                                        const float *sample_weights, int N, const OptimRule *r, float *d_feat,
-                                        float *loss) {
+                                        const float *sample_weights, int N, const OptimRule *r, float *d_feat) {
     if (N != h->fwd_N) return err_set("GPU head: backward on %d rows after a forward pass on %d", N, h->fwd_N);
-    CUDA_OK(cudaMemcpy(h->labels, labels, (size_t)N * sizeof(int32_t), cudaMemcpyHostToDevice), "uploading labels");
-    if (sample_weights)
-        CUDA_OK(cudaMemcpy(h->weights, sample_weights, (size_t)N * sizeof(float), cudaMemcpyHostToDevice),
+    // The labels and weights through the host buffers, once the previous
+    // step's copies have read them.
+    CUDA_OK(cudaEventSynchronize(h->host_free), "the head's previous step");
+    memcpy(h->host_labels, labels, (size_t)N * sizeof(int32_t));
+    CUDA_OK(cudaMemcpyAsync(h->labels, h->host_labels, (size_t)N * sizeof(int32_t), cudaMemcpyHostToDevice, h->s),
+            "uploading labels");
+    if (sample_weights) {
+        memcpy(h->host_weights, sample_weights, (size_t)N * sizeof(float));
+        CUDA_OK(cudaMemcpyAsync(h->weights, h->host_weights, (size_t)N * sizeof(float), cudaMemcpyHostToDevice, h->s),
                 "uploading sample weights");
-    loss_kernel<<<1, 256>>>(h->logits, h->labels, sample_weights ? h->weights : NULL, N, h->K, h->sigmoid, h->d_logits,
+    }
+    CUDA_OK(cudaEventRecord(h->host_free, h->s), "recording an event");
+    loss_kernel<<<1, 256, 0, h->s>>>(h->logits, h->labels, sample_weights ? h->weights : NULL, N, h->K, h->sigmoid, h->d_logits,
                             h->rows, h->loss);
     CUDA_OK(cudaGetLastError(), "the head's loss");
     // head_backward: the output layer, then (dropout, relu and) the hidden one.
@@ -461,7 +516,7 @@ extern "C" int gpu_head_backward_update(GpuHead *h, const float *feat, const int
     if (h->n_dense == 2) {
         const long n = (long)N * first->units;
         if (dense_backward_dev(h, out, h->hidden, N, h->d_logits, h->d_hidden) < 0) return -1;
-        hidden_backward_kernel<<<gpu_blocks(n), 256>>>(h->hidden, h->mask, h->fwd_mode, 1.0f - h->rate, h->d_hidden, n);
+        hidden_backward_kernel<<<gpu_blocks(n), 256, 0, h->s>>>(h->hidden, h->mask, h->fwd_mode, 1.0f - h->rate, h->d_hidden, n);
         CUDA_OK(cudaGetLastError(), "the head's dropout and relu backward");
         if (dense_backward_dev(h, first, feat, N, h->d_hidden, d_feat) < 0) return -1;
     } else {
@@ -473,12 +528,22 @@ extern "C" int gpu_head_backward_update(GpuHead *h, const float *feat, const int
         DenseDev *d = &h->dense[k];
         if (!d->trainable) continue;
         const char *name = h->m->layers[d->index].name;
-        if (gpu_optim_launch(r, d->W, d->dW, d->slot[0][0], d->slot[0][1], (long)d->in * d->units, name) < 0 ||
-            gpu_optim_launch(r, d->b, d->db, d->slot[1][0], d->slot[1][1], d->units, name) < 0)
+        if (gpu_optim_launch(r, d->W, d->dW, d->slot[0][0], d->slot[0][1], (long)d->in * d->units, name, h->s) < 0 ||
+            gpu_optim_launch(r, d->b, d->db, d->slot[1][0], d->slot[1][1], d->units, name, h->s) < 0)
             return -1;
     }
-    // The copy waits for every kernel above: an error of theirs shows here.
-    CUDA_OK(cudaMemcpy(loss, h->loss, sizeof(float), cudaMemcpyDeviceToHost), "the head's backward pass and update");
+    return queue_outputs(h, N, 1);
+}
+
+extern "C" int gpu_head_results(GpuHead *h, float *logits, float *probs, float *loss) {
+    if (!h->out_N) return err_set("GPU head: no step's results to fetch");
+    // The wait for the copies is also the wait for every kernel queued
+    // before them: an error of theirs shows here.
+    CUDA_OK(cudaEventSynchronize(h->out_ready), "the head's step");
+    const size_t n = (size_t)h->out_N * h->K, cap_k = (size_t)h->cap * h->K;
+    if (logits) memcpy(logits, h->host_out, n * sizeof(float));
+    if (probs) memcpy(probs, h->host_out + cap_k, n * sizeof(float));
+    if (loss) *loss = h->out_loss ? h->host_out[2 * cap_k] : NAN;
     return 0;
 }
 

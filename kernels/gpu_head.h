@@ -52,29 +52,39 @@ typedef struct GpuHead GpuHead;
 
 // For batches of up to cap rows: allocates the head's device buffers,
 // uploads the weights of m's head layers [n_base, n_layers) (they must be
-// loaded) and zeroes two slots per tensor. NULL with err_set when the head is
-// not flatten, [dense (relu), [dropout]], dense (sigmoid | softmax), or on a
+// loaded) and zeroes two slots per tensor. Every later operation is queued
+// on `stream` (a cudaStream_t; NULL: the legacy default stream), in order
+// with the caller's work there. NULL with err_set when the head is not
+// flatten, [dense (relu), [dropout]], dense (sigmoid | softmax), or on a
 // CUDA error (out of device memory...).
-GpuHead *gpu_head_create(const Model *m, int cap);
+GpuHead *gpu_head_create(const Model *m, int cap, void *stream);
 void gpu_head_free(GpuHead *h);
 // Device bytes taken.
 size_t gpu_head_bytes(const GpuHead *h);
 
 // The forward pass of N <= cap rows of device features feat (N x
-// model_feature_size, row-major). training: dropout with the CPU's mask for
-// (seed, stream) (dropout_forward); else none. logits and probs (host, N x
-// n_outputs each; either may be NULL) receive the outputs. Keeps what the
-// backward pass needs.
-int gpu_head_forward(GpuHead *h, const float *feat, int N, int training, uint64_t seed, uint64_t stream, float *logits,
-                     float *probs);
-// After gpu_head_forward(training) on the same feat: the mean (weighted)
-// loss of labels (host, N class indices; sample_weights host, N, or NULL)
-// into *loss, as head_backward computes it; the gradient of every head
-// layer; if d_feat (device, N x feature size) is not NULL, the gradient of
-// the loss w.r.t. the features, from the weights before the update; then one
-// update by r of every trainable head layer (its slots on the device).
+// model_feature_size, row-major), queued without a wait. training: dropout
+// with the CPU's mask for (seed, stream) (dropout_forward), keeping what the
+// backward pass needs; else none, and the copies of the logits and the
+// probabilities to the host follow (gpu_head_results gives them).
+int gpu_head_forward(GpuHead *h, const float *feat, int N, int training, uint64_t seed, uint64_t stream);
+// After gpu_head_forward(training) on the same feat, queued without a wait:
+// the mean (weighted) loss of labels (host, N class indices; sample_weights
+// host, N, or NULL; both read before the call returns), as head_backward
+// computes it; the gradient of every head layer; if d_feat (device, N x
+// feature size) is not NULL, the gradient of the loss w.r.t. the features,
+// from the weights before the update; then one update by r of every
+// trainable head layer (its slots on the device); then the copies of the
+// logits, the probabilities and the loss to the host, which
+// gpu_head_results waits for.
 int gpu_head_backward_update(GpuHead *h, const float *feat, const int32_t *labels, const float *sample_weights, int N,
-                             const OptimRule *r, float *d_feat, float *loss);
+                             const OptimRule *r, float *d_feat);
+// Waits for the last results (gpu_head_backward_update's, or an inference
+// gpu_head_forward's) and gives them: logits and probs (host, N x n_outputs
+// each, N the step's rows; may be NULL) and *loss (may be NULL; NaN after
+// inference). A CUDA error of any work queued before shows here: -1 with
+// err_set.
+int gpu_head_results(GpuHead *h, float *logits, float *probs, float *loss);
 
 // Host <-> device copies of the head layers' weights and slots. slots: the
 // HEAD_SLOTS layout over m's layer indices (forward.h), may be NULL; NULL

@@ -82,14 +82,28 @@ int gpu_walk_head_forward(GpuWalk *g, int N, float *logits, float *probs) {
     return err_set("this build has no CUDA support (built with CUDA=0)");
 }
 
-int gpu_walk_head_step(GpuWalk *g, const int32_t *labels, const float *sample_weights, int N, uint64_t seed,
-                       uint64_t stream, const OptimRule *r, float *logits, float *probs, float *loss) {
+int gpu_walk_stage(GpuWalk *g, const float *in, int N) {
     return err_set("this build has no CUDA support (built with CUDA=0)");
 }
 
+int gpu_walk_step_begin(GpuWalk *g, const float *in, int N, const int32_t *labels, const float *sample_weights,
+                        uint64_t seed, uint64_t stream, const OptimRule *r) {
+    return err_set("this build has no CUDA support (built with CUDA=0)");
+}
+
+int gpu_walk_predict_begin(GpuWalk *g, const float *in, int N) {
+    return err_set("this build has no CUDA support (built with CUDA=0)");
+}
+
+int gpu_walk_end(GpuWalk *g, float *logits, float *probs, float *loss) {
+    return err_set("this build has no CUDA support (built with CUDA=0)");
+}
+
+int gpu_walk_profile(const GpuWalk *g, char *buf, size_t size) { return 0; }
+
 #include "gpu_head.h"
 
-GpuHead *gpu_head_create(const Model *m, int cap) {
+GpuHead *gpu_head_create(const Model *m, int cap, void *stream) {
     err_set("this build has no CUDA support (built with CUDA=0)");
     return NULL;
 }
@@ -97,13 +111,16 @@ GpuHead *gpu_head_create(const Model *m, int cap) {
 void gpu_head_free(GpuHead *h) {}
 size_t gpu_head_bytes(const GpuHead *h) { return 0; }
 
-int gpu_head_forward(GpuHead *h, const float *feat, int N, int training, uint64_t seed, uint64_t stream, float *logits,
-                     float *probs) {
+int gpu_head_forward(GpuHead *h, const float *feat, int N, int training, uint64_t seed, uint64_t stream) {
     return err_set("this build has no CUDA support (built with CUDA=0)");
 }
 
 int gpu_head_backward_update(GpuHead *h, const float *feat, const int32_t *labels, const float *sample_weights, int N,
-                             const OptimRule *r, float *d_feat, float *loss) {
+                             const OptimRule *r, float *d_feat) {
+    return err_set("this build has no CUDA support (built with CUDA=0)");
+}
+
+int gpu_head_results(GpuHead *h, float *logits, float *probs, float *loss) {
     return err_set("this build has no CUDA support (built with CUDA=0)");
 }
 

@@ -281,12 +281,13 @@ __global__ static void optim_kernel(OptimRule r, float *w, const float *g, float
 }
 
 
-void optim_kernel_launch(const OptimRule *r, float *w, const float *g, float *s0, float *s1, long n) {
-    optim_kernel<<<gpu_blocks(n), 256>>>(*r, w, g, s0, s1, n);
+void optim_kernel_launch(const OptimRule *r, float *w, const float *g, float *s0, float *s1, long n, cudaStream_t s) {
+    optim_kernel<<<gpu_blocks(n), 256, 0, s>>>(*r, w, g, s0, s1, n);
 }
 
-int gpu_optim_launch(const OptimRule *r, float *w, const float *g, float *s0, float *s1, long n, const char *what) {
-    optim_kernel_launch(r, w, g, s0, s1, n);
+int gpu_optim_launch(const OptimRule *r, float *w, const float *g, float *s0, float *s1, long n, const char *what,
+                     cudaStream_t s) {
+    optim_kernel_launch(r, w, g, s0, s1, n, s);
     CUDA_OK(cudaGetLastError(), what);
     return 0;
 }

@@ -25,7 +25,7 @@
 //
 // The walk also holds the head (flatten, dense, dropout, loss;
 // kernels/gpu_head.h): its weights and slots live on the device,
-// gpu_walk_head_step runs its forward pass, loss, backward pass and update
+// gpu_walk_step_begin runs its forward pass, loss, backward pass and update
 // there, and the features never leave the device. The default since an H200
 // run (2026-11-30) showed it equal to the CPU head (tests/test_gpu_walk.c,
 // `*_gpu_head`) and fine-tuning 2.2x faster with it (3,761 against 1,695
@@ -86,16 +86,24 @@ void gpu_walk_describe(const GpuWalk *g, char *buf, size_t size);
 int gpu_walk_deterministic(const GpuWalk *g);
 
 // in: N <= cap items on the host (N x the output size of layer from-1).
-// features: N x model_feature_size floats on the host, the cut's output, or
-// NULL: they stay on the device (for gpu_walk_head_step).
-// Keeps what backward needs for the trainable layers.
+// features: N x model_feature_size floats on the host, the cut's output.
+// Keeps what backward needs for the trainable layers. Returns when done.
 int gpu_walk_forward(GpuWalk *g, const float *in, int N, float *features);
 // After gpu_walk_forward on the same batch: d_features (N x feature size on
-// the host, the gradient of the loss w.r.t. the cut's output; NULL: the one
-// gpu_walk_head_step left on the device) back through the trainable layers,
-// then one update of every trainable conv's kernel and bias by rule r
-// (optim_rule of the step's Optimizer).
+// the host, the gradient of the loss w.r.t. the cut's output) back through
+// the trainable layers, then one update of every trainable conv's kernel
+// and bias by rule r (optim_rule of the step's Optimizer). Returns when
+// done. (The path of VGGFT_GPU_HEAD=0.)
 int gpu_walk_backward_update(GpuWalk *g, const float *d_features, int N, const OptimRule *r);
+
+// Starts the upload of the next batch (N <= cap items on the host, as
+// gpu_walk_forward's in) on a stream of its own while the step under way
+// computes; the next gpu_walk_step_begin or gpu_walk_forward given this
+// same `in` and N uses it instead of uploading (another batch: uploaded as
+// usual). `in` must not change until that step has ended; page-locked
+// memory (gpu_host_alloc) makes the copy asynchronous. in NULL: forget the
+// batch staged (a caller that will not use it: its buffer may then change).
+int gpu_walk_stage(GpuWalk *g, const float *in, int N);
 
 // 1 when the walk holds the head (the default), 0 with VGGFT_GPU_HEAD=0.
 int gpu_walk_has_head(const GpuWalk *g);
@@ -104,16 +112,35 @@ int gpu_walk_has_head(const GpuWalk *g);
 // probs (host, N x n_outputs each, may be NULL), as head_forward's
 // hb->logits and hb->probs.
 int gpu_walk_head_forward(GpuWalk *g, int N, float *logits, float *probs);
-// One training step of the device head after gpu_walk_forward(features
-// NULL): forward with dropout (seed, stream: head_forward's), logits and
-// probs to the host (may be NULL), the mean (weighted) loss of labels (host,
-// N; sample_weights host, N, or NULL) into *loss, the backward pass down to
-// the feature gradient (kept on the device, padding rows zero, for
-// gpu_walk_backward_update(d_features NULL)) and the head layers' update by
-// r. Equals finetune_step's head on the CPU within the tolerances of
-// tests/test_gpu_walk.c.
-int gpu_walk_head_step(GpuWalk *g, const int32_t *labels, const float *sample_weights, int N, uint64_t seed,
-                       uint64_t stream, const OptimRule *r, float *logits, float *probs, float *loss);
+// One whole training step with the device head (gpu_walk_has_head), queued
+// on the walk's stream; returns without waiting for the GPU: the base's
+// forward pass on `in` (as gpu_walk_forward's; `in` must not change until
+// gpu_walk_end returns), the head's forward pass with dropout (seed,
+// stream: head_forward's), the mean (weighted) loss of labels (host, N;
+// sample_weights host, N, or NULL; both read before the call returns), the
+// backward pass through the head and the trainable base layers, and the
+// update by r of every trainable layer. Equals finetune_step on the CPU
+// within the tolerances of tests/test_gpu_walk.c. Then gpu_walk_end,
+// before any other call on the walk but gpu_walk_stage.
+int gpu_walk_step_begin(GpuWalk *g, const float *in, int N, const int32_t *labels, const float *sample_weights,
+                        uint64_t seed, uint64_t stream, const OptimRule *r);
+// Inference with the device head, queued likewise: the base's forward pass
+// on `in` (unchanged until gpu_walk_end returns), then the head's without
+// dropout. Then gpu_walk_end, as after gpu_walk_step_begin.
+int gpu_walk_predict_begin(GpuWalk *g, const float *in, int N);
+// Waits for the step or prediction begun last and gives its logits and
+// probs (host, N x n_outputs each; may be NULL) and mean loss (may be NULL;
+// NaN after a prediction). A CUDA or cuDNN error of any of its operations
+// shows here (-1 with err_set).
+int gpu_walk_end(GpuWalk *g, float *logits, float *probs, float *loss);
+// With the environment variable VGGFT_GPU_PROFILE=1 when the walk was made,
+// CUDA events time each step's parts on the GPU (input upload, frozen
+// layers, trainable forward, head, trainable backward and update) and the
+// host's time to queue it; writes the means over the steps so far as one
+// line into buf and returns 1 (0 when not profiling or no step ended yet).
+// Where the GPU's time from first to last operation is about the host's
+// queueing time, the host's launches are the limit, not the arithmetic.
+int gpu_walk_profile(const GpuWalk *g, char *buf, size_t size);
 
 // Host <-> device copies of the trainable convs' weights and optimizer
 // slots (and of the head's layers when the walk holds the head). slots: the HEAD_SLOTS layout over m's layer indices (fit.h's

@@ -193,6 +193,13 @@ grep -E "^Time" /tmp/vggft/f64.log | while read -r l; do say "   ours finetune b
 [ -f /tmp/vggft/ft.history.csv ] && awk -F, -v n=2048 'NR > 2 { later += $NF; k++ }
     END { if (k) printf "   ours finetune bf16 batch 64: epochs 2-%d %.0f img/s\n", k + 1, n * k / later }' \
     /tmp/vggft/ft.history.csv | while read -r l; do say "$l"; done
+# Where a step's time goes without Nsight: VGGFT_GPU_PROFILE=1 times each
+# step's parts on the GPU with events, and the host's time to queue it.
+rm -f /tmp/vggft/ft.h5 /tmp/vggft/ft.ckpt /tmp/vggft/ft.history.csv
+timeout 90 env VGGFT_GPU_PROFILE=1 "$dev/bin/finetune" --data /tmp/vggft/img --head /tmp/vggft/head.h5 \
+    --weights random --device cuda --precision bf16 --out /tmp/vggft/ft.h5 --epochs 2 --batch 20 --quiet \
+    >/tmp/vggft/fprof.log 2>&1 || say "   ours finetune bf16 profile FAILED: $(tail -5 /tmp/vggft/fprof.log)"
+grep -E "^GPU step profile" /tmp/vggft/fprof.log | while read -r l; do say "   ours finetune bf16 batch 20: $l"; done
 if command -v nsys >/dev/null && ! skip nsys; then
     rm -f /tmp/vggft/ft.h5 /tmp/vggft/ft.ckpt /tmp/vggft/ft.history.csv /tmp/vggft/prof.*
     timeout 120 nsys profile -o /tmp/vggft/prof -t cuda --stats=false "$dev/bin/finetune" --data /tmp/vggft/img \

@@ -293,6 +293,31 @@ Test(progress, log_mode_prints_lines_at_intervals) {
     unsetenv("VGGFT_PROGRESS_INTERVAL");
 }
 
+// A log's last line is the finished one only: the update that reaches the
+// total is the finish's line, without ETA (predict wrote both).
+Test(progress, log_mode_prints_the_last_line_once) {
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    setenv("VGGFT_PROGRESS_INTERVAL", "10", 1);
+    Progress p;
+    progress_start(&p, f, 50, "img");
+    double t0 = p.t_start;
+    progress_update_at(&p, 20, NULL, t0 + 12);  // prints
+    progress_update_at(&p, 50, NULL, t0 + 30);  // the total: left to the finish
+    progress_finish(&p, NULL);
+    fflush(f);
+    int lines = 0;
+    for (char *c = text; *c; c++) lines += *c == '\n';
+    cr_expect_eq(lines, 2, "%s", text);
+    cr_expect(strstr(text, "ETA: 0s") == NULL, "%s", text);
+    char *last = strstr(text, "50/50 [");
+    cr_expect(last && !strstr(last + 1, "50/50 ["), "the last line once: %s", text);
+    fclose(f);
+    free(text);
+    unsetenv("VGGFT_PROGRESS_INTERVAL");
+}
+
 Test(blas, better_kernel_choice) {
     cr_expect_str_eq(blas_better_coretype("Prescott", 1, 1), "SkylakeX");
     cr_expect_str_eq(blas_better_coretype("Haswell", 1, 1), "SkylakeX");

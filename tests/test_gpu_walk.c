@@ -557,6 +557,111 @@ static void rerun_same_bits(int dev) {
 Test(gpu_walk, rerun_gives_the_same_bits) { rerun_same_bits(ON_GPU); }
 Test(gpu_walk, rerun_gives_the_same_bits_gpu_head) { rerun_same_bits(ON_GPU_HEAD); }
 
+// finetune's loop on the GPU: a step queued (finetune_step_begin), the next
+// batch written into the walk's other buffer and its upload started
+// (walk_prefetch) while the step runs, then finetune_step_end. Three steps
+// (the last one padded) give the bits of the same steps taken one at a time
+// through one buffer: a staged upload that lands in the buffer the next
+// step does not read, a step that reads the other buffer's older batch, or
+// a result read before the step ended (the emulation's page-locked buffers
+// hold the old bytes until a wait) fails it. The same for validation's
+// predictions (walk_predict_begin / _end), and a staged batch dropped
+// (walk_prefetch NULL) is not used. from_cache: the trainable layers read
+// the input buffer itself, in the backward pass too.
+static void pipelined_steps(int from_cache) {
+    need_gpu();
+    Optimizer o;
+    optim_defaults(&o, OPTIM_SGD);
+    o.lr = 0.01f, o.momentum = 0.9f;
+    const int cap = 4, steps = 3, N[3] = {4, 4, 3};
+    Side a, b;
+    side_init(&a, 48, "block5_conv1", from_cache, &o, cap, ON_GPU_HEAD);
+    side_init(&b, 48, "block5_conv1", from_cache, &o, cap, ON_GPU_HEAD);
+    const long item = a.w.in_size;
+    const size_t batch = (size_t)cap * (size_t)item;
+    float *x = urand(3 * batch, from_cache ? 0 : -120, 130, 61);
+    const int32_t labels[3][4] = {{1, 0, 0, 1}, {0, 1, 1, 0}, {1, 1, 0, 0}};
+    float la[3], lb[3], pa[3][4], pb[3][4];
+    for (int s = 0; s < steps; s++) {
+        memcpy(a.w.input, x + s * batch, (size_t)N[s] * item * sizeof(float));
+        la[s] = side_step(&a, a.w.input, labels[s], N[s]);
+        memcpy(pa[s], a.hb.probs, (size_t)N[s] * sizeof(float));
+    }
+    float *buf[2] = {b.w.input, b.w.input_next};
+    memcpy(buf[0], x, (size_t)N[0] * item * sizeof(float));
+    for (int s = 0; s < steps; s++) {
+        cr_assert_eq(finetune_step_begin(&b.w, &b.hb, &b.g, &b.o, b.slots, buf[s % 2], labels[s], NULL, N[s], 5), 0,
+                     "%s", err_msg());
+        if (s + 1 < steps) {
+            memcpy(buf[(s + 1) % 2], x + (s + 1) * batch, (size_t)N[s + 1] * item * sizeof(float));
+            cr_assert_eq(walk_prefetch(&b.w, buf[(s + 1) % 2], N[s + 1]), 0, "%s", err_msg());
+        }
+        cr_assert_eq(finetune_step_end(&b.w, &b.hb, &lb[s]), 0, "%s", err_msg());
+        optim_step_done(&b.o);
+        memcpy(pb[s], b.hb.probs, (size_t)N[s] * sizeof(float));
+        cr_expect_eq(la[s], lb[s], "step %d: loss %.9g one at a time, %.9g overlapped", s + 1, la[s], lb[s]);
+        cr_expect(!memcmp(pa[s], pb[s], (size_t)N[s] * sizeof(float)), "step %d: the probabilities differ", s + 1);
+    }
+    cr_assert_eq(walk_download(&a.w, &a.m, a.slots), 0, "%s", err_msg());
+    cr_assert_eq(walk_download(&b.w, &b.m, b.slots), 0, "%s", err_msg());
+    for (int i = a.w.first_trainable; i < a.m.n_layers; i++) {
+        const Layer *l1 = &a.m.layers[i], *l2 = &b.m.layers[i];
+        if (!l1->n_kernel) continue;
+        cr_expect(!memcmp(l1->kernel, l2->kernel, (size_t)l1->n_kernel * sizeof(float)), "%s kernel differs",
+                  l1->name);
+        cr_expect(!memcmp(l1->bias, l2->bias, (size_t)l1->n_bias * sizeof(float)), "%s bias differs", l1->name);
+    }
+    // Validation's order: predictions queued, the next batch sent meanwhile.
+    for (int s = 0; s < steps; s++) {
+        memcpy(a.w.input, x + s * batch, (size_t)N[s] * item * sizeof(float));
+        cr_assert_eq(walk_predict(&a.w, &a.hb, a.w.input, N[s]), 0, "%s", err_msg());
+        memcpy(pa[s], a.hb.probs, (size_t)N[s] * sizeof(float));
+    }
+    memcpy(buf[0], x, (size_t)N[0] * item * sizeof(float));
+    for (int s = 0; s < steps; s++) {
+        cr_assert_eq(walk_predict_begin(&b.w, &b.hb, buf[s % 2], N[s]), 0, "%s", err_msg());
+        if (s + 1 < steps) {
+            memcpy(buf[(s + 1) % 2], x + (s + 1) * batch, (size_t)N[s + 1] * item * sizeof(float));
+            cr_assert_eq(walk_prefetch(&b.w, buf[(s + 1) % 2], N[s + 1]), 0, "%s", err_msg());
+        }
+        cr_assert_eq(walk_predict_end(&b.w, &b.hb), 0, "%s", err_msg());
+        cr_expect(!memcmp(pa[s], b.hb.probs, (size_t)N[s] * sizeof(float)), "prediction %d: the probabilities differ",
+                  s + 1);
+    }
+    // A batch staged and then dropped: its buffer changes, and the next
+    // prediction on it uploads the new contents.
+    memcpy(buf[1], x, (size_t)cap * item * sizeof(float));
+    cr_assert_eq(walk_prefetch(&b.w, buf[1], cap), 0, "%s", err_msg());
+    // (A download waits for every stream: the staged copy has read buf[1].)
+    cr_assert_eq(walk_download(&b.w, &b.m, b.slots), 0, "%s", err_msg());
+    cr_assert_eq(walk_prefetch(&b.w, NULL, 0), 0, "%s", err_msg());
+    memcpy(buf[1], x + batch, (size_t)cap * item * sizeof(float));
+    cr_assert_eq(walk_predict(&b.w, &b.hb, buf[1], cap), 0, "%s", err_msg());
+    memcpy(a.w.input, x + batch, (size_t)cap * item * sizeof(float));
+    cr_assert_eq(walk_predict(&a.w, &a.hb, a.w.input, cap), 0, "%s", err_msg());
+    cr_expect(!memcmp(a.hb.probs, b.hb.probs, (size_t)cap * sizeof(float)), "the dropped batch was used");
+    // The halves in their order only.
+    float loss;
+    cr_expect_eq(finetune_step_end(&b.w, &b.hb, &loss), -1, "an end without a step");
+    cr_expect(strstr(err_msg(), "no step under way"), "%s", err_msg());
+    cr_assert_eq(finetune_step_begin(&b.w, &b.hb, &b.g, &b.o, b.slots, buf[0], labels[0], NULL, 2, 5), 0, "%s",
+                 err_msg());
+    cr_expect_eq(finetune_step_begin(&b.w, &b.hb, &b.g, &b.o, b.slots, buf[0], labels[0], NULL, 2, 5), -1,
+                 "a second begin");
+    cr_expect(strstr(err_msg(), "under way"), "%s", err_msg());
+    cr_expect_eq(walk_download(&b.w, &b.m, b.slots), -1, "weights downloaded during a step");
+    cr_expect(strstr(err_msg(), "under way"), "%s", err_msg());
+    cr_expect_eq(walk_predict_end(&b.w, &b.hb), -1, "a prediction's end after a step's begin");
+    cr_expect_eq(finetune_step_end(&b.w, &b.hb, &loss), 0, "%s", err_msg());
+    cr_expect(isfinite(loss));
+    free(x);
+    side_free(&a);
+    side_free(&b);
+}
+
+Test(gpu_walk, overlapped_steps_equal_steps_one_at_a_time) { pipelined_steps(0); }
+Test(gpu_walk, overlapped_steps_equal_steps_one_at_a_time_from_a_cache) { pipelined_steps(1); }
+
 // The seeds' fine-tuning shape (150x150 images, block5 and the head
 // trainable, batch 20): images/s of finetune_step on the GPU, data loading
 // left out. Prints the figure; fails only far below any working GPU (a

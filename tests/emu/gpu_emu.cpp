@@ -375,6 +375,23 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e) {
     if (ev->recorded) run_upto(ev->mark);
     return cudaSuccess;
 }
+// The stream's later work waits for the work before the event's last
+// record: here, where everything runs in issue order, it always does (a
+// missing wait between two streams is a race this emulation cannot show;
+// the real GPU run can).
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flags) {
+    (void)s;
+    if (!e || flags) return fail(cudaErrorInvalidValue, "cudaStreamWaitEvent without an event, or with flags");
+    return cudaSuccess;
+}
+// Timing: no GPU time passes here (0 ms), once both events are done.
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
+    EmuEvent *ea = (EmuEvent *)a, *eb = (EmuEvent *)b;
+    if (!ea->recorded || !eb->recorded) return fail(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime of an event never recorded");
+    if (done_ < ea->mark || done_ < eb->mark) return cudaErrorNotReady;
+    *ms = 0.f;
+    return cudaSuccess;
+}
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
     delete (EmuEvent *)e;
     return cudaSuccess;
