@@ -717,7 +717,7 @@ int finetune_run(const FinetuneOptions *o) {
         printf("GPU walk (cuDNN algorithms): %s\n", plan);
     }
     if (!from_cache) printf("Augmentation: %s\n", aug_text);
-    if (has_val) printf("Validate on %d %s\n", val.n, from_cache ? "records" : "images");
+    if (has_val) printf("Validate on %d %s%s\n", val.n, from_cache ? "record" : "image", val.n == 1 ? "" : "s");
     fflush(stdout);
 
     // Where the head left off: the validation figures before any step.

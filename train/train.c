@@ -278,7 +278,7 @@ int train_run(const TrainOptions *o) {
     printf("Train on %d samples, %d classes (%s); head %s; %s lr %g%s; %d thread%s\n", train.n, K,
            cfg.binary ? "binary, sigmoid" : "categorical, softmax", shape, optim_kind_name(kind), opt.lr,
            class_w ? "; balanced class weights" : "", threads, threads == 1 ? "" : "s");
-    if (has_val) printf("Validate on %d samples\n", val.n);
+    if (has_val) printf("Validate on %d sample%s\n", val.n, val.n == 1 ? "" : "s");
     fflush(stdout);
     const int steps = (train.n + B - 1) / B;
     int stopped_by = 0;
