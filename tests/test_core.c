@@ -269,13 +269,26 @@ Test(progress, keras_bar_format) {
     fclose(devnull);
 }
 
+// A bar of `total` items writing to a memory stream (a log, not a
+// terminal) at 10-second intervals; *text holds what it wrote after fflush.
+static FILE *log_bar(Progress *p, char **text, size_t *len, long total) {
+    FILE *f = open_memstream(text, len);
+    setenv("VGGFT_PROGRESS_INTERVAL", "10", 1);
+    progress_start(p, f, total, "img");
+    return f;
+}
+
+static int count_lines(const char *text) {
+    int lines = 0;
+    for (const char *c = text; *c; c++) lines += *c == '\n';
+    return lines;
+}
+
 Test(progress, log_mode_prints_lines_at_intervals) {
     char *text = NULL;
     size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    setenv("VGGFT_PROGRESS_INTERVAL", "10", 1);
     Progress p;
-    progress_start(&p, f, 50, "img");
+    FILE *f = log_bar(&p, &text, &len, 50);
     cr_assert_eq(p.tty, 0);
     double t0 = p.t_start;
     progress_update_at(&p, 1, NULL, t0 + 1);   // first update prints
@@ -283,9 +296,7 @@ Test(progress, log_mode_prints_lines_at_intervals) {
     progress_update_at(&p, 20, NULL, t0 + 12); // prints
     progress_update_at(&p, 30, NULL, t0 + 13); // silent
     fflush(f);
-    int lines = 0;
-    for (char *c = text; *c; c++) lines += *c == '\n';
-    cr_expect_eq(lines, 2, "%s", text);
+    cr_expect_eq(count_lines(text), 2, "%s", text);
     cr_expect(strstr(text, "\r") == NULL, "log mode must not use carriage returns");
     cr_expect(strstr(text, "20/50 [") != NULL, "%s", text);
     fclose(f);
@@ -298,18 +309,14 @@ Test(progress, log_mode_prints_lines_at_intervals) {
 Test(progress, log_mode_prints_the_last_line_once) {
     char *text = NULL;
     size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    setenv("VGGFT_PROGRESS_INTERVAL", "10", 1);
     Progress p;
-    progress_start(&p, f, 50, "img");
+    FILE *f = log_bar(&p, &text, &len, 50);
     double t0 = p.t_start;
     progress_update_at(&p, 20, NULL, t0 + 12);  // prints
     progress_update_at(&p, 50, NULL, t0 + 30);  // the total: left to the finish
     progress_finish(&p, NULL);
     fflush(f);
-    int lines = 0;
-    for (char *c = text; *c; c++) lines += *c == '\n';
-    cr_expect_eq(lines, 2, "%s", text);
+    cr_expect_eq(count_lines(text), 2, "%s", text);
     cr_expect(strstr(text, "ETA: 0s") == NULL, "%s", text);
     char *last = strstr(text, "50/50 [");
     cr_expect(last && !strstr(last + 1, "50/50 ["), "the last line once: %s", text);
