@@ -3,7 +3,9 @@
 # test, then the GPU tests on the GPU emulation (tests/emu/: our GPU code and
 # kernels on the host CPU, about 4 minutes; its bit-for-bit tests again with
 # FMA contraction, under a minute), then the same tests under ASan +
-# UBSan, then the image decoders' tests under valgrind, then the Slurm job
+# UBSan (the emulated GPU's too: the GPU code's host side, its page-locked
+# buffers and queues, about 5 minutes), then the image decoders' tests
+# under valgrind, then the Slurm job
 # chain on a one-node Slurm cluster it starts (about a minute; installs
 # slurm-wlm and munge when missing).
 set -euo pipefail
@@ -15,5 +17,6 @@ make -j"$jobs" test
 make -j"$jobs" test-emu
 make -j"$jobs" test-emu-fma
 make -j"$jobs" SANITIZE=1 test
+make -j"$jobs" SANITIZE=1 test-emu
 make -j"$jobs" test-valgrind
 make -j"$jobs" test-slurm
