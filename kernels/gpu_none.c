@@ -78,10 +78,6 @@ int gpu_optim_apply(const OptimRule *r, float *param, const float *grad, float *
 
 int gpu_walk_has_head(const GpuWalk *g) { return 0; }
 
-int gpu_walk_head_forward(GpuWalk *g, int N, float *logits, float *probs) {
-    return err_set("this build has no CUDA support (built with CUDA=0)");
-}
-
 int gpu_walk_stage(GpuWalk *g, const float *in, int N) {
     return err_set("this build has no CUDA support (built with CUDA=0)");
 }

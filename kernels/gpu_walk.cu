@@ -494,12 +494,6 @@ static int need_head(const GpuWalk *g) {
     return 0;
 }
 
-extern "C" int gpu_walk_head_forward(GpuWalk *g, int N, float *logits, float *probs) {
-    if (need_head(g) < 0 || check_batch(g, N) < 0) return -1;
-    if (gpu_head_forward(g->head, g->feat, N, 0, 0, 0) < 0) return -1;
-    return gpu_head_results(g->head, logits, probs, NULL);
-}
-
 extern "C" int gpu_walk_predict_begin(GpuWalk *g, const float *in, int N) {
     if (need_head(g) < 0 || check_batch(g, N) < 0) return -1;
     if (queue_forward(g, in, N) < 0 || gpu_head_forward(g->head, g->feat, N, 0, 0, 0) < 0) return begin_failed(g);

@@ -107,11 +107,6 @@ int gpu_walk_stage(GpuWalk *g, const float *in, int N);
 
 // 1 when the walk holds the head (the default), 0 with VGGFT_GPU_HEAD=0.
 int gpu_walk_has_head(const GpuWalk *g);
-// The device head (gpu_walk_has_head; else -1 with err_set) on the features
-// of the last gpu_walk_forward, N rows, inference (no dropout): logits and
-// probs (host, N x n_outputs each, may be NULL), as head_forward's
-// hb->logits and hb->probs.
-int gpu_walk_head_forward(GpuWalk *g, int N, float *logits, float *probs);
 // One whole training step with the device head (gpu_walk_has_head), queued
 // on the walk's stream; returns without waiting for the GPU: the base's
 // forward pass on `in` (as gpu_walk_forward's; `in` must not change until
