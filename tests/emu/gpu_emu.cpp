@@ -11,16 +11,21 @@
 // - launch configurations (CUDA's limits: cudaErrorInvalidConfiguration);
 // - ordering: launches, async copies, memsets and cuDNN calls are queued
 //   in issue order, each with its stream, and run only when the host
-//   synchronises, and then only as far as that synchronisation promises:
-//   cudaEventSynchronize up to the event's last cudaEventRecord (at once
-//   for an event never recorded), cudaStreamSynchronize up to the stream's
-//   last operation, a blocking copy or cudaDeviceSynchronize everything.
-//   A host that reads a pinned buffer before synchronising sees the old
-//   bytes, one that reuses it early sends the new ones, one that waits on
-//   the wrong event or stream finds the work not done: the races of a real
-//   GPU made deterministic failures. (Running a prefix of the issue order is
-//   one schedule a GPU may choose.) Copies from pageable memory are staged
-//   at the call and copies to it complete before it returns, as CUDA does;
+//   synchronises, and then only what that synchronisation promises:
+//   cudaEventSynchronize the work before the event's last cudaEventRecord
+//   (at once for an event never recorded), cudaStreamSynchronize the
+//   stream's work, a blocking copy (legacy default stream) everything
+//   before it, cudaDeviceSynchronize everything; each with what it depends
+//   on (its stream's earlier work, the legacy stream's implicit
+//   synchronisation with blocking streams, cudaStreamWaitEvent), nothing
+//   more (the queue, below). A host that reads a pinned buffer before
+//   synchronising sees the old bytes, one that reuses it early sends the
+//   new ones, one that waits on the wrong event or stream finds the work
+//   not done, a stream that should have waited for another's event reads
+//   what that work has not written yet: the races of a real GPU made
+//   deterministic failures. (Running only what is waited for is one
+//   schedule a GPU may choose.) Copies from pageable memory are staged at
+//   the call and copies to it complete before it returns, as CUDA does;
 // - device memory: each allocation its own mapping, its last byte just
 //   before a guard page, and inaccessible to the host except while queued
 //   work runs, so a host dereference of a device pointer or a kernel
@@ -40,7 +45,8 @@
 //   EMU_SM sets GPU 0's compute capability (default 90).
 // What it cannot: cuDNN's own algorithms and the GPU's arithmetic (FMA
 // contraction, tensor cores), real concurrency between CUDA threads or
-// streams (everything runs in order on one host thread), and performance.
+// streams (everything runs on one host thread, in issue order among what a
+// synchronisation runs), and performance.
 // Those need the real GPU run (scripts/device_run.sh).
 #include <cuda_runtime.h>
 #include <execinfo.h>
@@ -48,7 +54,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <deque>
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <stdint.h>
@@ -64,14 +70,25 @@ thread_local dim3 blockDim, gridDim;
 
 // --- the queue --------------------------------------------------------------
 
+// An operation runs after the ones it depends on: the one before it on its
+// stream; on the legacy default stream (0) the last one of every other
+// (blocking) stream, and on a blocking stream the legacy stream's last one
+// (CUDA's implicit synchronisation); and the work before each event its
+// stream waited for (cudaStreamWaitEvent). Nothing else orders two
+// streams: a synchronisation runs what it waits for and what that depends
+// on, and leaves the rest queued, so work on another stream that nothing
+// waited for has not run yet (a missing cudaStreamWaitEvent shows).
 struct Op {
     void (*fn)(void *);
     void *ctx;
+    std::vector<unsigned long> deps;  // numbers of the operations that must run first (all smaller)
 };
 static std::mutex lock_;  // the queue, the allocations and their protection
-static std::deque<Op> queue_;                     // issued, not yet run, in issue order
-static unsigned long issued_ = 0, done_ = 0;      // operations issued / run so far
+static std::map<unsigned long, Op> queue_;        // issued, not yet run, by number
+static unsigned long issued_ = 0;                 // operations issued so far (numbered from 1)
 static std::map<cudaStream_t, unsigned long> last_on_;  // a stream's last operation (its number)
+static std::map<cudaStream_t, std::vector<unsigned long>> waits_;  // for the stream's next operation
+static std::map<cudaStream_t, int> nonblocking_;  // streams made with cudaStreamNonBlocking
 
 // Device allocations: user pointer -> mapping.
 struct Region {
@@ -95,15 +112,33 @@ static void protect_all(int prot) {
         }
 }
 
-// Runs the queued operations numbered up to `upto`, in order; device
-// memory is accessible meanwhile.
+// Runs operation `upto` and every queued one it depends on, directly or not
+// (~0ul: every queued operation), in issue order; device memory is
+// accessible meanwhile.
 static void run_locked(unsigned long upto) {
-    if (done_ >= upto || queue_.empty()) return;
+    if (queue_.empty()) return;
+    std::vector<unsigned long> need;
+    if (upto == ~0ul) {
+        for (auto &q : queue_) need.push_back(q.first);
+    } else {
+        std::vector<unsigned long> todo{upto};
+        std::map<unsigned long, int> seen;
+        while (!todo.empty()) {
+            unsigned long id = todo.back();
+            todo.pop_back();
+            auto it = queue_.find(id);
+            if (it == queue_.end() || seen[id]++) continue;
+            need.push_back(id);
+            for (unsigned long d : it->second.deps) todo.push_back(d);
+        }
+        std::sort(need.begin(), need.end());  // dependencies have smaller numbers
+    }
+    if (need.empty()) return;
     protect_all(PROT_READ | PROT_WRITE);
-    while (done_ < upto && !queue_.empty()) {
-        Op op = queue_.front();
-        queue_.pop_front();
-        done_++;
+    for (unsigned long id : need) {
+        auto it = queue_.find(id);
+        Op op = it->second;
+        queue_.erase(it);
         op.fn(op.ctx);
     }
     protect_all(PROT_NONE);
@@ -111,20 +146,35 @@ static void run_locked(unsigned long upto) {
 
 static void run_upto(unsigned long upto) {
     std::lock_guard<std::mutex> g(lock_);
-    run_locked(upto);
+    if (upto) run_locked(upto);
 }
 static void run_all(void) { run_upto(~0ul); }
 
 // Queues fn(ctx) on stream s (for cudnn_emu.cpp too, hence C).
 extern "C" void emu_enqueue(void (*fn)(void *), void *ctx, cudaStream_t s) {
     std::lock_guard<std::mutex> g(lock_);
-    queue_.push_back(Op{fn, ctx});
-    last_on_[s] = ++issued_;
+    Op op{fn, ctx, {}};
+    auto last = last_on_.find(s);
+    if (last != last_on_.end()) op.deps.push_back(last->second);
+    if (!s) {
+        for (auto &l : last_on_)
+            if (l.first && !nonblocking_.count(l.first)) op.deps.push_back(l.second);
+    } else if (!nonblocking_.count(s)) {
+        auto legacy = last_on_.find((cudaStream_t)0);
+        if (legacy != last_on_.end()) op.deps.push_back(legacy->second);
+    }
+    auto w = waits_.find(s);
+    if (w != waits_.end()) {
+        op.deps.insert(op.deps.end(), w->second.begin(), w->second.end());
+        waits_.erase(w);
+    }
+    queue_[++issued_] = op;
+    last_on_[s] = issued_;
 }
 
 // The number of the last operation that synchronising with stream s waits
-// for: the stream's last one (the legacy default stream's own operations
-// wait for the other streams' earlier ones: the prefix run covers that).
+// for: the stream's last one (0: none; on the legacy default stream it
+// depends on the other streams' earlier ones, so they run too).
 static unsigned long stream_mark(cudaStream_t s) {
     std::lock_guard<std::mutex> g(lock_);
     auto it = last_on_.find(s);
@@ -339,11 +389,18 @@ cudaError_t cudaStreamCreate(cudaStream_t *s) {
     *s = (cudaStream_t) new char;
     return cudaSuccess;
 }
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int flags) { return cudaStreamCreate(s); }
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int flags) {
+    cudaStreamCreate(s);
+    std::lock_guard<std::mutex> g(lock_);
+    if (flags & cudaStreamNonBlocking) nonblocking_[*s] = 1;
+    return cudaSuccess;
+}
 // Returns at once, as CUDA's: the stream's work still runs (in order).
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
     std::lock_guard<std::mutex> g(lock_);
     last_on_.erase(s);
+    waits_.erase(s);
+    nonblocking_.erase(s);
     delete (char *)s;
     return cudaSuccess;
 }
@@ -375,20 +432,23 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e) {
     if (ev->recorded) run_upto(ev->mark);
     return cudaSuccess;
 }
-// The stream's later work waits for the work before the event's last
-// record: here, where everything runs in issue order, it always does (a
-// missing wait between two streams is a race this emulation cannot show;
-// the real GPU run can).
+// The stream's next operation (and so every later one) depends on the work
+// before the event's last record (an event never recorded: none).
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flags) {
-    (void)s;
     if (!e || flags) return fail(cudaErrorInvalidValue, "cudaStreamWaitEvent without an event, or with flags");
+    EmuEvent *ev = (EmuEvent *)e;
+    std::lock_guard<std::mutex> g(lock_);
+    if (ev->recorded && ev->mark) waits_[s].push_back(ev->mark);
     return cudaSuccess;
 }
 // Timing: no GPU time passes here (0 ms), once both events are done.
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
     EmuEvent *ea = (EmuEvent *)a, *eb = (EmuEvent *)b;
     if (!ea->recorded || !eb->recorded) return fail(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime of an event never recorded");
-    if (done_ < ea->mark || done_ < eb->mark) return cudaErrorNotReady;
+    {
+        std::lock_guard<std::mutex> g(lock_);
+        if (queue_.count(ea->mark) || queue_.count(eb->mark)) return cudaErrorNotReady;
+    }
     *ms = 0.f;
     return cudaSuccess;
 }
