@@ -205,6 +205,52 @@ static int reader_fill(Reader *r, int count, long item_floats, float *x, int32_t
     return oom ? -1 : 0;
 }
 
+// --- batches read ahead (GPU) -------------------------------------------------------
+
+// The batch a step or a prediction reads and, on the GPU, the next one, read
+// into the walk's other buffer and sent while the step runs (walk_prefetch).
+// With x_next NULL (a CPU walk, where a step is done when it returns)
+// batches are read one at a time. Training and validation share one.
+typedef struct {
+    float *x, *x_next;               // the walk's input and input_next
+    int32_t *labels, *labels_next;
+    int n;                           // items in x (batch_take)
+    int n_next, rc_next, have_next;  // the batch read ahead, and its read's result
+    ErrKept err_next;                // its error, reported when it is taken
+} ReadAhead;
+
+// The next batch into r->x, r->labels, r->n: the one read ahead, or one read
+// now. -1 as reader_fill (a read-ahead's error at its own turn).
+static int batch_take(ReadAhead *r, Reader *rd, int B, long item_floats) {
+    if (!r->have_next) return reader_fill(rd, B, item_floats, r->x, r->labels, &r->n);
+    float *tx = r->x;
+    int32_t *tl = r->labels;
+    r->x = r->x_next, r->x_next = tx, r->labels = r->labels_next, r->labels_next = tl;
+    r->n = r->n_next, r->have_next = 0;
+    return r->rc_next < 0 ? err_restore(&r->err_next) : 0;
+}
+
+// While a step or a prediction runs on r->x: the next batch (if the data has
+// one; on a GPU walk only) into the other buffer, and its upload started. A
+// read error is kept for batch_take; -1 (err_set) only on a GPU error.
+static int batch_read_ahead(ReadAhead *r, Reader *rd, BaseWalk *w, int B, long item_floats) {
+    if (!r->x_next || rd->pos >= rd->end) return 0;
+    r->rc_next = reader_fill(rd, B, item_floats, r->x_next, r->labels_next, &r->n_next);
+    r->have_next = 1;
+    if (r->rc_next < 0) {
+        err_keep(&r->err_next);
+        return 0;
+    }
+    return r->n_next > 0 ? walk_prefetch(w, r->x_next, r->n_next) : 0;
+}
+
+// A batch read ahead and not taken (a stop, an error): forgotten, so that
+// its buffer may be filled again.
+static void batch_drop_ahead(ReadAhead *r, BaseWalk *w) {
+    if (r->have_next) walk_prefetch(w, NULL, 0);
+    r->have_next = 0;
+}
+
 // --- evaluation -------------------------------------------------------------------
 
 typedef struct {
@@ -213,8 +259,8 @@ typedef struct {
     const LoadOptions *load;
     int batch, threads, quiet;
     long item_floats;
-    float *x, *x_next;           // x_next: the walk's second buffer (GPU), or NULL
-    int32_t *labels, *labels_next, *pred;
+    ReadAhead *ra;               // the batch buffers (training's: no step is under way)
+    int32_t *pred;
     const int *identity;
 } Eval;
 
@@ -232,44 +278,25 @@ static int evaluate(Eval *e, Split *s, Running *r, long *conf, int interruptible
     WalkTimes keep = e->walk->times;  // the training steps' breakdown leaves validation out
     // On the GPU the next batch is read (and sent) while the GPU runs this
     // one, as in training.
-    float *x = e->x, *x_next = e->x_next;
-    int32_t *labels = e->labels, *labels_next = e->labels_next;
-    int n = 0, have_next = 0;
-    while (have_next || rd.pos < rd.end) {
+    ReadAhead *ra = e->ra;
+    while (ra->have_next || rd.pos < rd.end) {
         if (interruptible && stop_requested()) {
             rc = 1;
             break;
         }
-        if (!have_next && (rc = reader_fill(&rd, e->batch, e->item_floats, x, labels, &n)) < 0) break;
-        have_next = 0;
+        if ((rc = batch_take(ra, &rd, e->batch, e->item_floats)) < 0) break;
+        const int n = ra->n;
         if (n == 0) continue;
-        if ((rc = walk_predict_begin(e->walk, e->hb, x, n)) < 0) break;
-        int n_next = 0, next_rc = 0;
-        ErrKept next_err;
-        if (x_next && rd.pos < rd.end) {
-            next_rc = reader_fill(&rd, e->batch, e->item_floats, x_next, labels_next, &n_next);
-            if (next_rc == 0 && n_next > 0) next_rc = walk_prefetch(e->walk, x_next, n_next);
-            if (next_rc < 0) err_keep(&next_err);
-            have_next = 1;
-        }
-        if ((rc = walk_predict_end(e->walk, e->hb)) < 0) break;
-        float loss = head_backward(m, e->walk->features, labels, NULL, n, e->hb, NULL, NULL);
-        head_predict_classes(m, e->hb, n, e->pred);
-        running_add(r, loss, n, e->pred, labels);
-        if (conf) confusion_add(conf, K, labels, e->pred, n);
-        if (next_rc < 0) {
-            rc = err_restore(&next_err);
+        if ((rc = walk_predict_begin(e->walk, e->hb, ra->x, n)) < 0 ||
+            (rc = batch_read_ahead(ra, &rd, e->walk, e->batch, e->item_floats)) < 0 ||
+            (rc = walk_predict_end(e->walk, e->hb)) < 0)
             break;
-        }
-        if (have_next) {
-            float *tx = x;
-            int32_t *tl = labels;
-            x = x_next, x_next = tx, labels = labels_next, labels_next = tl;
-            n = n_next;
-        }
+        float loss = head_backward(m, e->walk->features, ra->labels, NULL, n, e->hb, NULL, NULL);
+        head_predict_classes(m, e->hb, n, e->pred);
+        running_add(r, loss, n, e->pred, ra->labels);
+        if (conf) confusion_add(conf, K, ra->labels, e->pred, n);
     }
-    // A batch read ahead and left (stopped, or an error): its buffer is free again.
-    if (have_next) walk_prefetch(e->walk, NULL, 0);
+    batch_drop_ahead(ra, e->walk);
     e->walk->times = keep;
     reader_stop(&rd);
     return rc;
@@ -390,7 +417,7 @@ int finetune_run(const FinetuneOptions *o) {
     HeadBuffers hb = {0};
     Grads g = {0};
     FitState fs = {0};
-    float *x = NULL, *class_w = NULL, *sw = NULL;
+    float *class_w = NULL, *sw = NULL;
     int32_t *labels = NULL, *labels_next = NULL, *pred = NULL;
     int *perm = NULL, *identity = NULL;
     long *conf = NULL;
@@ -677,10 +704,6 @@ int finetune_run(const FinetuneOptions *o) {
         grads_alloc(&g, &m, walk.gpu ? m.n_base : walk.first_trainable, m.n_layers) < 0)
         goto done;
     const long item_floats = walk.in_size;
-    // The walk's batch buffers (page-locked on the GPU); on the GPU two: a
-    // step reads one while the next batch is read into the other.
-    x = walk.input;
-    float *x_next = walk.input_next;
     sw = malloc(sizeof(float) * (size_t)B);
     labels = malloc(sizeof(int32_t) * (size_t)B);
     labels_next = malloc(sizeof(int32_t) * (size_t)B);
@@ -689,12 +712,15 @@ int finetune_run(const FinetuneOptions *o) {
     int n_id = train.n > val.n ? train.n : val.n;
     identity = malloc(sizeof(int) * (size_t)n_id);
     conf = malloc(sizeof(long) * (size_t)K * K);
-    if (!x || !sw || !labels || !labels_next || !pred || !perm || !identity || !conf) {
+    if (!sw || !labels || !labels_next || !pred || !perm || !identity || !conf) {
         err_set("out of memory for batches of %d", B);
         goto done;
     }
     for (int i = 0; i < n_id; i++) identity[i] = i;
-    Eval ev = {&walk, &hb, &load, B, threads, o->quiet, item_floats, x, x_next, labels, labels_next, pred, identity};
+    // The walk's batch buffers (page-locked on the GPU; there two: a step
+    // reads one while the next batch is read into the other).
+    ReadAhead ra = {.x = walk.input, .x_next = walk.input_next, .labels = labels, .labels_next = labels_next};
+    Eval ev = {&walk, &hb, &load, B, threads, o->quiet, item_floats, &ra, pred, identity};
 
     if (o->save_augmented && !from_cache) {
         fit_shuffle(perm, train.n, (uint64_t)o->seed, 0);
@@ -754,24 +780,11 @@ int finetune_run(const FinetuneOptions *o) {
         if (reader_start(&rd, &train, perm, fs.steps_in_epoch * B, &load, augment_spec_is_none(&aug) ? NULL : &aug,
                          (uint64_t)o->seed, epoch, B, threads, o->quiet) < 0)
             goto done;
-        // The next batch is read while the GPU runs a step (below): it waits
-        // here, with its error, if reading it failed.
-        int have_next = 0, n_next = 0, next_rc = 0;
-        ErrKept next_err;
         for (long s = fs.steps_in_epoch; s < steps; s++) {
-            int n, rc;
             double tw = progress_now();
-            if (have_next) {
-                // The batch read during the last step: its buffers become the current ones.
-                float *tx = x;
-                int32_t *tl = labels;
-                x = x_next, x_next = tx, labels = labels_next, labels_next = tl;
-                n = n_next, rc = next_rc, have_next = 0;
-                if (rc < 0) err_restore(&next_err);
-            } else {
-                rc = reader_fill(&rd, B, item_floats, x, labels, &n);
-            }
-            if (rc < 0) {
+            // The batch read during the last step (GPU; with its error, if
+            // reading it failed), or one read now.
+            if (batch_take(&ra, &rd, B, item_floats) < 0) {
                 // An image the system failed to read (memory, descriptors,
                 // I/O: err_is_system): the steps done so far are whole;
                 // keep them, so a rerun loses nothing.
@@ -785,10 +798,11 @@ int finetune_run(const FinetuneOptions *o) {
                 goto done;
             }
             t_wait += progress_now() - tw;
+            const int n = ra.n;
             if (n > 0) {
-                for (int i = 0; i < n; i++) sw[i] = class_w ? class_w[labels[i]] : 1.0f;
+                for (int i = 0; i < n; i++) sw[i] = class_w ? class_w[ra.labels[i]] : 1.0f;
                 float loss;
-                if (finetune_step_begin(&walk, &hb, &g, &fs.opt, fs.slots, x, labels, class_w ? sw : NULL, n,
+                if (finetune_step_begin(&walk, &hb, &g, &fs.opt, fs.slots, ra.x, ra.labels, class_w ? sw : NULL, n,
                                         (uint64_t)o->seed) < 0) {
                     reader_stop(&rd);
                     goto done;
@@ -799,17 +813,12 @@ int finetune_run(const FinetuneOptions *o) {
                 // the next step, as before). A checkpoint or a stop after
                 // this step drops it (a resumed run reads it again), so the
                 // state saved stays the state after this step.
-                if (s + 1 < steps && x_next) {
-                    double tn = progress_now();
-                    next_rc = reader_fill(&rd, B, item_floats, x_next, labels_next, &n_next);
-                    if (next_rc < 0) err_keep(&next_err);
-                    else if (n_next > 0 && walk_prefetch(&walk, x_next, n_next) < 0) {
-                        reader_stop(&rd);
-                        goto done;
-                    }
-                    have_next = 1;
-                    t_wait += progress_now() - tn;
+                double tn = progress_now();
+                if (batch_read_ahead(&ra, &rd, &walk, B, item_floats) < 0) {
+                    reader_stop(&rd);
+                    goto done;
                 }
+                t_wait += progress_now() - tn;
                 if (finetune_step_end(&walk, &hb, &loss) < 0) {
                     reader_stop(&rd);
                     goto done;
@@ -821,7 +830,7 @@ int finetune_run(const FinetuneOptions *o) {
                 }
                 optim_step_done(&fs.opt);
                 head_predict_classes(&m, &hb, n, pred);
-                running_add(&fs.run, loss, n, pred, labels);
+                running_add(&fs.run, loss, n, pred, ra.labels);
             }
             fs.steps_in_epoch = s + 1;
             char metrics[160], kv[2][KERAS_VALUE_MAX];

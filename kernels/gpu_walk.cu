@@ -453,10 +453,15 @@ static int queue_forward(GpuWalk *g, const float *in, int N) {
     return 0;
 }
 
-static int check_batch(const GpuWalk *g, int N) {
-    if (N < 1 || N > g->cap) return err_set("GPU walk: batch of %d items (at most %d)", N, g->cap);
+// Before anything but gpu_walk_stage and gpu_walk_end: a step under way must end first.
+static int idle(const GpuWalk *g) {
     if (g->pending) return err_set("GPU walk: a step is under way (gpu_walk_end first)");
     return 0;
+}
+
+static int check_batch(const GpuWalk *g, int N) {
+    if (N < 1 || N > g->cap) return err_set("GPU walk: batch of %d items (at most %d)", N, g->cap);
+    return idle(g);
 }
 
 static int record_done(GpuWalk *g) {
@@ -670,12 +675,6 @@ static int slots_copy(GpuWalk *g, int i, float *const *slots, int to_device) {
             float *host = HEAD_SLOTS(slots, i, t)[s];
             if (host && slot_copy(l, t, host, HEAD_SLOTS(g->slot, i, t)[s], to_device) < 0) return -1;
         }
-    return 0;
-}
-
-// Before the host copies: a step under way must end first.
-static int idle(const GpuWalk *g) {
-    if (g->pending) return err_set("GPU walk: a step is under way (gpu_walk_end first)");
     return 0;
 }
 

@@ -64,6 +64,9 @@ static void expect_same_file(const char *a, const char *b) {
     free(x), free(y);
 }
 
+// NAME in the case's folder, into buf (at least 600 bytes, as the cases' path buffers).
+static void in_dir(const Setup *s, const char *name, char *buf) { snprintf(buf, 600, "%s/%s", s->dir, name); }
+
 // The finetune arguments shared by a case's runs (out appended).
 static void ft_args(const Setup *s, const char *extra, const char *out, char *buf, size_t n) {
     snprintf(buf, n,
@@ -75,9 +78,9 @@ static void ft_args(const Setup *s, const char *extra, const char *out, char *bu
 Test(finetune, resume_after_sigterm_or_kill_equals_uninterrupted_run) {
     Setup s = setup();
     char a[600], b[600], c[600], args[3000];
-    snprintf(a, sizeof a, "%s/a.h5", s.dir);
-    snprintf(b, sizeof b, "%s/b.h5", s.dir);
-    snprintf(c, sizeof c, "%s/c.h5", s.dir);
+    in_dir(&s, "a.h5", a);
+    in_dir(&s, "b.h5", b);
+    in_dir(&s, "c.h5", c);
     ft_args(&s, "", a, args, sizeof args);
     char *out = run_ok("finetune", args);
     cr_expect(strstr(out, "Before fine-tuning: val_loss"), "the head's figures are reported: %s", out);
@@ -103,7 +106,7 @@ Test(finetune, resume_after_sigterm_or_kill_equals_uninterrupted_run) {
     // SIGTERM after the last step of epoch 1, so during its validation: the
     // steps are saved, and the resumed run validates and goes on.
     char d[600];
-    snprintf(d, sizeof d, "%s/d.h5", s.dir);
+    in_dir(&s, "d.h5", d);
     ft_args(&s, "", d, args, sizeof args);
     setenv("VGGFT_TEST_SIGTERM_AFTER_STEP", "3", 1);
     rc = run_tool("finetune", args, &out);
@@ -163,7 +166,7 @@ static void expect_resume_refused(const char *args, const char *why) {
 Test(finetune, resume_refuses_changed_images) {
     Setup s = setup();
     char b[600], args[3000], *out;
-    snprintf(b, sizeof b, "%s/b.h5", s.dir);
+    in_dir(&s, "b.h5", b);
     ft_args(&s, "", b, args, sizeof args);
     setenv("VGGFT_TEST_SIGTERM_AFTER_STEP", "2", 1);
     int rc = run_tool("finetune", args, &out);
@@ -203,9 +206,9 @@ Test(finetune, resume_refuses_changed_images) {
 Test(finetune, checkpoint_by_time_survives_kill_9) {
     Setup s = setup();
     char a[600], b[600], c[600], args[3000];
-    snprintf(a, sizeof a, "%s/a.h5", s.dir);
-    snprintf(b, sizeof b, "%s/b.h5", s.dir);
-    snprintf(c, sizeof c, "%s/c.h5", s.dir);
+    in_dir(&s, "a.h5", a);
+    in_dir(&s, "b.h5", b);
+    in_dir(&s, "c.h5", c);
     ft_args(&s, "--checkpoint-every 0", a, args, sizeof args);
     free(run_ok("finetune", args));
     const char *by[2] = {"--checkpoint-every 0 --checkpoint-seconds 1e-9", "--checkpoint-every 0 --checkpoint-seconds 0"};
@@ -232,8 +235,8 @@ Test(finetune, checkpoint_by_time_survives_kill_9) {
 Test(finetune, external_sigterm_then_resume) {
     Setup s = setup();
     char a[600], b[600], args[3000];
-    snprintf(a, sizeof a, "%s/a.h5", s.dir);
-    snprintf(b, sizeof b, "%s/b.h5", s.dir);
+    in_dir(&s, "a.h5", a);
+    in_dir(&s, "b.h5", b);
     ft_args(&s, "--checkpoint-every 0", a, args, sizeof args);
     free(run_ok("finetune", args));
     ft_args(&s, "--checkpoint-every 0", b, args, sizeof args);
@@ -259,8 +262,8 @@ Test(finetune, cache_of_block4_pool_equals_images_and_frozen_layers_stay) {
     char c4[600], vc4[600], a[600], b[600], args[3000];
     snprintf(c4, sizeof c4, "%s/c4", s.dir);
     snprintf(vc4, sizeof vc4, "%s/vc4", s.dir);
-    snprintf(a, sizeof a, "%s/img.h5", s.dir);
-    snprintf(b, sizeof b, "%s/cache.h5", s.dir);
+    in_dir(&s, "img.h5", a);
+    in_dir(&s, "cache.h5", b);
     const char *common = "--weights random --input-size 32 --threads 1 --quiet --layer block4_pool --dtype f32";
     snprintf(args, sizeof args, "--data %s --cache %s %s", s.data, c4, common);
     free(run_ok("extract", args));
@@ -343,7 +346,7 @@ Test(finetune, refuses_mismatched_inputs_with_the_reason) {
     // extract command that made the head's features names it.
     char wfile[700], whead[700], wcache[700];
     snprintf(wfile, sizeof wfile, "%s/base w'q.h5", s.dir);
-    snprintf(whead, sizeof whead, "%s/hw.h5", s.dir);
+    in_dir(&s, "hw.h5", whead);
     snprintf(wcache, sizeof wcache, "%s/cw", s.dir);
     snprintf(args, sizeof args, "cp '%s/w.h5' \"%s\"", s.dir, wfile);
     cr_assert_eq(system(args), 0);
@@ -489,8 +492,8 @@ Test(finetune, cache_split_keeps_the_decoding_record, .timeout = 300) {
     char args[3000], c5[700], c4[700], head[700], model[700];
     snprintf(c5, sizeof c5, "%s/c5r", s.dir);
     snprintf(c4, sizeof c4, "%s/c4r", s.dir);
-    snprintf(head, sizeof head, "%s/hr.h5", s.dir);
-    snprintf(model, sizeof model, "%s/mr.h5", s.dir);
+    in_dir(&s, "hr.h5", head);
+    in_dir(&s, "mr.h5", model);
     const char *common = "--weights random --input-size 32 --threads 1 --quiet --reduced-decode";
     snprintf(args, sizeof args, "--data %s --cache %s %s", s.data, c5, common);
     free(run_ok("extract", args));
@@ -563,8 +566,8 @@ static char *csv_lines(const char *text) {
 Test(finetune, restore_best_weights_writes_the_best_epoch) {
     Setup s = setup();
     char a[600], c[600], args[3000], extra[200];
-    snprintf(a, sizeof a, "%s/a.h5", s.dir);
-    snprintf(c, sizeof c, "%s/c.h5", s.dir);
+    in_dir(&s, "a.h5", a);
+    in_dir(&s, "c.h5", c);
     ft_args(&s, "--epochs 5 --lr 0.05 --restore-best-weights", a, args, sizeof args);
     char *out = run_ok("finetune", args);
     int best = restored_best_epoch(out);
@@ -595,8 +598,8 @@ Test(finetune, says_when_the_head_alone_did_better) {
     char c[600], vc[600], head[600], a[600], args[3000];
     snprintf(c, sizeof c, "%s/c64", s.dir);
     snprintf(vc, sizeof vc, "%s/vc64", s.dir);
-    snprintf(head, sizeof head, "%s/head64.h5", s.dir);
-    snprintf(a, sizeof a, "%s/worse.h5", s.dir);
+    in_dir(&s, "head64.h5", head);
+    in_dir(&s, "worse.h5", a);
     // A head better than chance (64x64: 2x2 block5_pool features)...
     snprintf(args, sizeof args, "--data %s --cache %s --weights random --input-size 64 --threads 1 --quiet", s.data, c);
     free(run_ok("extract", args));
