@@ -447,7 +447,9 @@ int finetune_run(const FinetuneOptions *o) {
     // --- the model, from the head file ---------------------------------------------
     if (model_meta_read(o->head, &hm) < 0) return err_prefix("--head: ");
     if (strcmp(hm.contents, "head")) {
-        err_set("--head %s holds a %s model, not a head trained by `train`", o->head, hm.contents);
+        err_set("--head %s holds a %s model, not a head trained by `train` (give the --out of train; "
+                "a model from finetune is predict's --model)",
+                o->head, hm.contents);
         goto done;
     }
     if (!hm.class_names) {
@@ -943,11 +945,11 @@ int finetune_run(const FinetuneOptions *o) {
         if (walk.gpu && gpu_walk_has_head(walk.gpu))
             // The whole step is queued at once: its parts are not timed apart,
             // and the next batch is read while it runs.
-            printf("Time: %.1f s in all (training and validation): reading %s %.1f s (while the GPU ran the step "
+            printf("Time: %.1f s in the epochs (training and their validation): reading %s %.1f s (while the GPU ran the step "
                    "before), steps on the GPU (queued, then waited for) %.1f s, validation %.1f s\n",
                    total, from_cache ? "the cache" : "images (decode, augment)", t_wait, wt->trainable, t_val);
         else
-            printf("Time: %.1f s in all (training and validation): waiting for %s %.1f s, frozen layers %.1f s, "
+            printf("Time: %.1f s in the epochs (training and their validation): waiting for %s %.1f s, frozen layers %.1f s, "
                    "trainable base layers (forward, backward) %.1f s, head %.1f s, optimizer %.1f s, validation "
                    "%.1f s\n",
                    total, from_cache ? "the cache" : "images (decode, augment)", t_wait, wt->frozen, wt->trainable,

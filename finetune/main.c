@@ -122,7 +122,9 @@ static int head_summary(CliSpec *spec, const FinetuneOptions *o, const ModelOpti
     char def_unfreeze[LAYER_NAME_MAX];
     if (model_meta_read(o->head, &hm) < 0) cli_error("finetune", "--head: %s", err_msg());
     else if (strcmp(hm.contents, "head"))
-        cli_error("finetune", "--head %s holds a %s model, not a head trained by `train`", o->head, hm.contents);
+        cli_error("finetune", "--head %s holds a %s model, not a head trained by `train` (give the --out of train; "
+                "a model from finetune is predict's --model)",
+                o->head, hm.contents);
     else {
         model_meta_to_config(&hm, &cfg);
         cfg.unfreeze = mo->unfreeze;
