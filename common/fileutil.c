@@ -94,6 +94,27 @@ const char *temp_dir(void) {
     return d && d[0] ? d : "/tmp";
 }
 
+// The folders make_dirs created in this process, in order, for
+// remove_created_dirs (a few: a tool's outputs lie in one or two).
+#define CREATED_MAX 16
+static char *created[CREATED_MAX];
+static int n_created;
+
+static int remove_at_exit;
+
+// Deepest first; rmdir removes a folder only while it is empty.
+static void remove_created(void) {
+    while (remove_at_exit && n_created > 0) {
+        char *d = created[--n_created];
+        rmdir(d);
+        free(d);
+    }
+}
+
+void remove_created_dirs(void) {
+    remove_at_exit = 1;
+}
+
 int make_dirs(const char *path) {
     char tmp[4096];
     if (!path[0]) return err_set("empty path");
@@ -103,8 +124,14 @@ int make_dirs(const char *path) {
         char c = *p;
         *p = '\0';
         struct stat st;
-        if (mkdir(tmp, 0775) < 0 && errno != EEXIST)
+        if (mkdir(tmp, 0775) == 0) {
+            // At exit: after the handlers registered later (fit's lock
+            // file beside --out, removed at exit, lies in this folder).
+            if (!n_created) atexit(remove_created);
+            if (n_created < CREATED_MAX && (created[n_created] = strdup(tmp))) n_created++;
+        } else if (errno != EEXIST) {
             return err_set("cannot create folder %s: %s", tmp, strerror(errno));
+        }
         if (stat(tmp, &st) == 0 && !S_ISDIR(st.st_mode)) return err_set("%s exists and is not a folder", tmp);
         *p = c;
         if (!c) break;

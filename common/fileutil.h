@@ -33,6 +33,11 @@ const char *temp_dir(void);
 
 // mkdir -p PATH.
 int make_dirs(const char *path);
+// At exit, the folders make_dirs created in this process that are empty
+// then are removed (deepest first; after the lock files that the exit
+// handlers registered later remove): a tool that fails leaves no empty
+// output folder behind (a folder with files in it stays).
+void remove_created_dirs(void);
 // mkdir -p of the folder holding the file PATH (nothing for a bare name).
 int make_parent_dirs(const char *path);
 

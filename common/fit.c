@@ -283,9 +283,37 @@ static int checkpoint_has(const Checkpoint *c, const char *key) {
     return has;
 }
 
+// The options behind a setting key of train's and finetune's checkpoints,
+// for the message that refuses a resume ("" when the key names none).
+static const char *setting_option(const char *key) {
+    static const char *const map[][2] = {
+        {"batch", "--batch"}, {"seed", "--seed"}, {"optimizer", "--optimizer"}, {"lr", "--lr"},
+        {"momentum", "--momentum"}, {"nesterov", "--nesterov"}, {"class_weight", "--class-weight"},
+        {"early_stopping", "--early-stopping"}, {"monitor", "--monitor"},
+        {"restore_best_weights", "--restore-best-weights"}, {"validation_split", "--validation-split"},
+        {"hidden", "--hidden"}, {"dropout", "--dropout"}, {"unfreeze", "--unfreeze"}, {"head", "--head"},
+        {"weights", "--weights"}, {"augment", "--augment / --no-augment"}, {"augment_ranges", "--augment"},
+        {"data", "--data / --cache"}, {"data_content", "--data / --cache"}, {"train_content", "--cache"},
+        {"train_items", "--data / --cache, --validation-split"}, {"val", "--val-data / --val-cache"},
+        {"val_content", "--val-data / --val-cache"}, {"validation", "--val-cache"},
+        {"validation_content", "--val-cache"}, {"train_records", "--cache, --validation-split"},
+        // The features' settings, from the cache (extract's options).
+        {"train_cache_weights", "--cache (its features' settings)"}, {"model", "--cache (its features' settings)"},
+        {"input_size", "--cache (its features' settings)"}, {"layer", "--cache (its features' settings)"},
+        {"preprocess", "--cache (its features' settings)"}, {"interpolation", "--cache (its features' settings)"},
+        {"classes", "--cache (its classes)"}, {"class_mode", "--cache (its classes)"},
+    };
+    for (size_t k = 0; k < sizeof map / sizeof map[0]; k++)
+        if (!strcmp(key, map[k][0])) return map[k][1];
+    if (!strncmp(key, "class", 5) && key[5] >= '0' && key[5] <= '9') return "--cache (its classes)";
+    return "";
+}
+
 // 0 when checkpoint c (at path) was written by this tool with these
-// settings; -1 with err_set naming the first that differs.
-static int check_settings(const Checkpoint *c, const char *settings, const char *path) {
+// settings; -1 with err_set naming the first that differs and, with advise
+// (--resume; --resume-if-same starts over by itself, with a note of the
+// setting alone), the option behind it and what to do.
+static int check_settings(const Checkpoint *c, const char *settings, const char *path, int advise) {
     // A checkpoint of the other tool (older ones record no "tool": known by
     // a key only that tool writes).
     if (!strncmp(settings, "tool=", 5)) {
@@ -341,8 +369,13 @@ static int check_settings(const Checkpoint *c, const char *settings, const char 
                       "the same draws; start over)";
             else if (have && have[0] && have[0] != '/' && vl && eq[1] == '/')
                 why = " (an older checkpoint's path, relative to the folder its run started in: resume from there)";
-            err_set("--resume %s: %s is %s in the checkpoint, %.*s in this run%s", path, key,
-                    !have ? "(absent)" : have[0] ? have : "(none)", vl ? (int)vl : 6, vl ? eq + 1 : "(none)", why);
+            const char *opt = advise ? setting_option(key) : "";
+            err_set("--resume %s: %s is %s in the checkpoint, %.*s in this run%s%s%s%s%s", path, key,
+                    !have ? "(absent)" : have[0] ? have : "(none)", vl ? (int)vl : 6, vl ? eq + 1 : "(none)", why,
+                    *opt ? " (" : "", opt, *opt ? ")" : "",
+                    advise ? ": to continue that run give its settings and data again; to start over (replacing "
+                             "the checkpoint) leave out --resume"
+                           : "");
             free(have);
             return -1;
         }
@@ -357,7 +390,7 @@ static int check_settings(const Checkpoint *c, const char *settings, const char 
 // --epochs) sets *other before s is touched; -1 either way, with err_set.
 static int load_from(FitState *s, const char *settings, const char *path, const Checkpoint *cp, int *other) {
     int rc = -1;
-    if (check_settings(cp, settings, path) < 0) {
+    if (check_settings(cp, settings, path, other == NULL) < 0) {
         if (other) *other = 1;
         return -1;
     }
@@ -379,8 +412,14 @@ static int load_from(FitState *s, const char *settings, const char *path, const 
     // More training than --epochs asks for (also part of the epoch after
     // it): a resume would return a model trained beyond it.
     if (v[0] < 0 || v[0] > s->max_epochs || (v[0] == s->max_epochs && v[2] > 0)) {
-        err_set("--resume %s: %.0f epoch%s%s done, more than --epochs %d", path, v[0], v[0] == 1 ? "" : "s",
-                v[2] > 0 ? " and part of the next" : "", s->max_epochs);
+        char advice[160] = "";
+        if (!other && v[0] >= 0)
+            snprintf(advice, sizeof advice,
+                     ": give --epochs %.0f or more to continue that run (--epochs counts its epochs too), or leave "
+                     "out --resume to start over",
+                     v[0] + (v[2] > 0));
+        err_set("--resume %s: %.0f epoch%s%s done, more than --epochs %d%s", path, v[0], v[0] == 1 ? "" : "s",
+                v[2] > 0 ? " and part of the next" : "", s->max_epochs, advice);
         if (other) *other = 1;
         goto done;
     }

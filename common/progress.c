@@ -85,7 +85,7 @@ void progress_format(const Progress *p, long done, double elapsed, int final, co
     if (final) {
         format_seconds(elapsed, t, sizeof t);
         ADD(" - %s", t);
-    } else if (p->total > 0 && rate_ok && done <= p->total) {
+    } else if (p->total > 0 && rate_ok && done < p->total) {
         format_seconds((p->total - done) / rate, t, sizeof t);
         ADD(" - ETA: %s", t);
     }
@@ -137,6 +137,24 @@ void progress_update(Progress *p, long done, const char *metrics) {
 void progress_finish(Progress *p, const char *metrics) {
     if (!p->enabled) return;
     draw(p, p->done, progress_now(), 1, metrics);
+}
+
+void progress_status_at(Progress *p, const char *metrics, double now) {
+    if (!p->enabled) return;
+    if (p->tty ? now - p->t_last >= 0.1
+               : now - p->t_last >= p->log_interval && now - p->t_start - p->t_before >= PROGRESS_MIN_SECONDS)
+        draw(p, p->done, now, 0, metrics);
+}
+
+void progress_status(Progress *p, const char *metrics) {
+    progress_status_at(p, metrics, progress_now());
+}
+
+void progress_clear(Progress *p) {
+    if (!p->enabled || !p->tty || !p->last_len) return;
+    fprintf(p->out, "\r%*s\r", p->last_len, "");
+    fflush(p->out);
+    p->last_len = 0;
 }
 
 void log_stamp_format(long t, char *buf, size_t size) {

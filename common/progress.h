@@ -43,6 +43,17 @@ void progress_start(Progress *p, FILE *out, long total, const char *unit);
 void progress_update(Progress *p, long done, const char *metrics);
 // Final line: "100/100 [====...] - 12s 8.3 img/s - loss: ..." and a newline.
 void progress_finish(Progress *p, const char *metrics);
+// The bar at its count with other metrics, for work after the items it
+// counts (an epoch's validation after its last step: "... - loss: 0.41 -
+// validating 40/153"): drawn when progress_update would draw (a terminal
+// at most 10 times a second, a log every log_interval seconds once
+// PROGRESS_MIN_SECONDS have passed), also at the total, without an ETA.
+void progress_status(Progress *p, const char *metrics);
+// Test hook: progress_status as if the clock read `now`.
+void progress_status_at(Progress *p, const char *metrics, double now);
+// A terminal's bar erased (its line blanked, the cursor at its start) for
+// the line that replaces it; nothing in a log, whose lines stay.
+void progress_clear(Progress *p);
 
 // The line for `done` items after `elapsed` seconds (no newline); exposed
 // for tests and for callers that log it themselves.

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -10,6 +11,7 @@
 #include "hash.h"
 #include "model_io.h"
 #include "progress.h"
+#include "weights_h5.h"
 
 static int download_progress(void *ctx, long long done, long long total) {
     Progress *p = ctx;
@@ -66,6 +68,22 @@ int load_base_weights(Model *m, const char *spec, uint64_t seed, int quiet, char
         // it either): only regular files are weights files.
         if (!S_ISREG(st.st_mode))
             return err_set("--weights %s: not a regular file (give a Keras HDF5 file, imagenet or random)", path);
+    }
+    // A file vggft wrote: a whole model's base is a base (its fine-tuned
+    // layers included: say so); a head has none (say what to give).
+    char *contents = NULL;
+    if (strcmp(spec, "imagenet") && h5_read_attr(path, "vggft_contents", &contents) > 0) {
+        int head = !strcmp(contents, "head"), full = !strcmp(contents, "full");
+        free(contents);
+        if (head)
+            return err_set("--weights %s: a dense head trained by `train`, not the weights of a conv base: give the "
+                           "base it was trained on (imagenet, a Keras weights file such as "
+                           "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5, or random)",
+                           path);
+        if (full)
+            log_printf(stderr, "note: --weights %s is a whole model (from `finetune`): its conv base is used, the "
+                               "layers fine-tuning trained included\n",
+                       path);
     }
     char hex[65];
     if (hash_file_hex(path, HASH_SHA256, hex) < 0) return -1;

@@ -429,8 +429,11 @@ static void print_summary(const char *cache_path, Cache *cache, const CacheMeta 
     char data[PATH_MAX + 32];
     snprintf(data, sizeof data, "%s/data.mdb", cache_path);
     long long disk = file_size(data);
-    printf("Extracted %ld image%s in %.1f s (%.1f img/s); %ld unchanged from an earlier run", written,
-           written == 1 ? "" : "s", seconds, seconds > 0 ? written / seconds : 0.0, unchanged);
+    // A rerun with nothing new says so, not "in 0.0 s (0.0 img/s)".
+    if (written) printf("Extracted %ld image%s in %.1f s (%.1f img/s)", written, written == 1 ? "" : "s", seconds,
+                        seconds > 0 ? written / seconds : 0.0);
+    else printf("Extracted 0 images");
+    if (unchanged) printf("; %ld unchanged from an earlier run", unchanged);
     if (replaced) printf("; %ld changed and re-extracted", replaced);
     if (removed) printf("; %ld removed (no longer in the folder)", removed);
     printf(".\nRecords per class:\n");
@@ -784,7 +787,9 @@ int extract_run(const ExtractOptions *o) {
             // Test hook: die like kill -9 after N new records, committed or not.
             if (crash_after > 0 && written >= crash_after) _exit(137);
         }
-        if (signal_after > 0 && done_items == signal_after) kill(getpid(), test_signal);
+        // (raise: to this thread, handled before it returns; kill(getpid())
+        // may land on a loader thread and be seen an image later.)
+        if (signal_after > 0 && done_items == signal_after) raise(test_signal);
         char metrics[128];
         snprintf(metrics, sizeof metrics, "new: %ld - cached: %ld - skipped: %d", written, unchanged, skipped.n);
         bar.free_items = unchanged;  // found in the cache: no rate from them
@@ -838,8 +843,9 @@ int extract_run(const ExtractOptions *o) {
                   progress_now() - bar.t_start);
     // Where the time went: waiting for the decoding threads (raise --threads
     // when it dominates), the conv base, compressing and storing records.
-    printf("Time: waiting for decoded images %.1f s, conv base (%s) %.1f s, storing %.1f s\n", times.wait,
-           gpu ? "GPU" : "CPU", times.base, times.store);
+    if (written)
+        printf("Time: waiting for decoded images %.1f s, conv base (%s) %.1f s, storing %.1f s\n", times.wait,
+               gpu ? "GPU" : "CPU", times.base, times.store);
     // Nothing at all could be read (as predict): a cache without records
     // is no result, whatever --strict says.
     if (n_items > 0 && cache_count(&cache) == 0) {

@@ -180,7 +180,7 @@ static int merge_visit(void *vctx, uint64_t key, const void *val, size_t len) {
     mc->paths[mc->n_paths++] = strndup(path, (size_t)plen);
     if (cache_put_raw(mc->out, key, val, len) < 0) return -1;
     mc->copied++;
-    if (mc->signal_after > 0 && mc->copied == mc->signal_after) kill(getpid(), mc->test_signal);
+    if (mc->signal_after > 0 && mc->copied == mc->signal_after) raise(mc->test_signal);  // this thread, at once
     return 0;
 }
 

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/fileutil.h"
 #include "blas_setup.h"
 #include "cli.h"
 #include "error.h"
@@ -203,6 +204,7 @@ int main(int argc, char **argv) {
         cli_stdout_is_log();
         int run = extract_run(&o);
         status = run < 0 ? (cli_error("extract", NULL), EXIT_FAILED) : run == EXIT_STOPPED ? EXIT_STOPPED : EXIT_DONE;
+        if (status != EXIT_DONE) remove_created_dirs();  // a --cache folder made for a cache never written
         free(command);
     }
 out:

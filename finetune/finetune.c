@@ -267,8 +267,18 @@ typedef struct {
 // Loss (unweighted), accuracy and (when conf) the confusion matrix of the
 // model on a split, without dropout or augmentation. With interruptible, a
 // SIGTERM/SIGINT ends it early and it returns 1 (the figures are partial).
-static int evaluate(Eval *e, Split *s, Running *r, long *conf, int interruptible) {
+// Progress (a CPU validates 153 photos in about 20 s): on epoch_bar, the
+// epoch's finished bar, as "EPOCH_METRICS - validating 40/153" (Keras's bar
+// waits at its total while it validates); without one on a bar of its own,
+// erased on a terminal when done (the caller's line replaces it).
+static int evaluate(Eval *e, Split *s, Running *r, long *conf, int interruptible, Progress *epoch_bar,
+                    const char *epoch_metrics) {
     memset(r, 0, sizeof *r);
+    Progress own;
+    if (!epoch_bar) {
+        progress_start(&own, stderr, s->n, s->from_cache ? "record" : "img");
+        if (e->quiet) own.enabled = 0;
+    }
     const Model *m = e->walk->m;
     int K = m->cfg.n_classes;
     if (conf) memset(conf, 0, sizeof(long) * (size_t)K * K);
@@ -285,6 +295,7 @@ static int evaluate(Eval *e, Split *s, Running *r, long *conf, int interruptible
             break;
         }
         if ((rc = batch_take(ra, &rd, e->batch, e->item_floats)) < 0) break;
+        const long done = rd.pos;  // images of this batch and before, skipped ones too
         const int n = ra->n;
         if (n == 0) continue;
         if ((rc = walk_predict_begin(e->walk, e->hb, ra->x, n)) < 0 ||
@@ -295,7 +306,15 @@ static int evaluate(Eval *e, Split *s, Running *r, long *conf, int interruptible
         head_predict_classes(m, e->hb, n, e->pred);
         running_add(r, loss, n, e->pred, ra->labels);
         if (conf) confusion_add(conf, K, ra->labels, e->pred, n);
+        if (epoch_bar) {
+            char text[400];
+            snprintf(text, sizeof text, "%s - validating %ld/%d", epoch_metrics, done, s->n);
+            progress_status(epoch_bar, text);
+        } else {
+            progress_update(&own, done, "validating");
+        }
     }
+    if (!epoch_bar) progress_clear(&own);
     batch_drop_ahead(ra, e->walk);
     e->walk->times = keep;
     reader_stop(&rd);
@@ -303,6 +322,25 @@ static int evaluate(Eval *e, Split *s, Running *r, long *conf, int interruptible
 }
 
 // --- checks -------------------------------------------------------------------------
+
+int finetune_read_head(const char *path, ModelMeta *hm) {
+    if (model_meta_read(path, hm) < 0) {
+        // A Keras file (the ImageNet base's weights, a save_weights file):
+        // readable HDF5 without vggft's settings.
+        if (strstr(err_msg(), "not a vggft model file"))
+            return err_set("--head %s: a Keras weights file, not a head trained by `train` (it lacks the settings "
+                           "train records: input size, cut, preprocessing, class names): give the --out HEAD.h5 "
+                           "of train as --head, and a conv base's weights file as --weights",
+                           path);
+        return err_prefix("--head: ");
+    }
+    if (strcmp(hm->contents, "head"))
+        return err_set("--head %s holds a %s model, not a head trained by `train` (give the --out of train; "
+                       "a model from finetune is predict's --model)",
+                       path, hm->contents);
+    if (!hm->class_names) return err_set("--head %s has no class names", path);
+    return 0;
+}
 
 // The pooling layer whose output the trainable part starts from, for
 // --cache: the layer just below the first trainable one.
@@ -445,17 +483,7 @@ int finetune_run(const FinetuneOptions *o) {
             return EXIT_USAGE;
         }
     // --- the model, from the head file ---------------------------------------------
-    if (model_meta_read(o->head, &hm) < 0) return err_prefix("--head: ");
-    if (strcmp(hm.contents, "head")) {
-        err_set("--head %s holds a %s model, not a head trained by `train` (give the --out of train; "
-                "a model from finetune is predict's --model)",
-                o->head, hm.contents);
-        goto done;
-    }
-    if (!hm.class_names) {
-        err_set("--head %s has no class names", o->head);
-        goto done;
-    }
+    if (finetune_read_head(o->head, &hm) < 0) goto done;
     ModelConfig cfg;
     model_meta_to_config(&hm, &cfg);
     char default_unfreeze[LAYER_NAME_MAX];
@@ -751,7 +779,7 @@ int finetune_run(const FinetuneOptions *o) {
     // Where the head left off: the validation figures before any step.
     if (has_val && fs.epochs_done == 0 && fs.steps_in_epoch == 0) {
         Running r0;
-        int rc = evaluate(&ev, &val, &r0, NULL, 1);
+        int rc = evaluate(&ev, &val, &r0, NULL, 1, NULL, NULL);
         if (rc < 0) goto done;
         if (rc == 1) {
             log_printf(stderr, "%s: stopped before the first step (nothing to save yet): rerun the same command\n",
@@ -768,6 +796,11 @@ int finetune_run(const FinetuneOptions *o) {
 
     // --- training -----------------------------------------------------------------------------
     const int steps = (train.n + B - 1) / B;
+    // The last epoch's validation, with its confusion matrix in conf: the
+    // final report's when the model keeps that epoch's weights (a CPU spends
+    // as long on a validation pass as on a tenth of an epoch, or more).
+    Running last_val;
+    int last_val_fresh = 0;
     // Where the time goes (this run's steps; validation apart).
     double t_wait = 0, t_val = 0, t_run = progress_now(), last_save = t_run;
     memset(&walk.times, 0, sizeof walk.times);
@@ -879,7 +912,7 @@ int finetune_run(const FinetuneOptions *o) {
         if (has_val) {
             Running vr;
             double tv = progress_now();
-            int rc = evaluate(&ev, &val, &vr, NULL, 1);
+            int rc = evaluate(&ev, &val, &vr, conf, 1, &bar, metrics);
             if (rc < 0) {
                 // A validation image the system failed to read (I/O, out of
                 // memory): the epoch's training steps are whole; keep them
@@ -909,6 +942,7 @@ int finetune_run(const FinetuneOptions *o) {
                 goto done;
             }
             vl = running_loss(&vr), va = running_acc(&vr);
+            last_val = vr, last_val_fresh = 1;
             snprintf(metrics + len, sizeof metrics - len, " - val_loss: %s - val_accuracy: %s", keras_value(vl, kv[2]),
                      keras_value(va, kv[3]));
         }
@@ -996,7 +1030,8 @@ int finetune_run(const FinetuneOptions *o) {
     char path[4200];
     Running r;
     Split *eval_set = has_val ? &val : &train;
-    if (evaluate(&ev, eval_set, &r, conf, 0) < 0) goto done;
+    if (has_val && last_val_fresh && !restored) r = last_val;  // the same weights and images: the same figures
+    else if (evaluate(&ev, eval_set, &r, conf, 0, NULL, NULL) < 0) goto done;
     fit_print_report(stdout, has_val ? "Validation" : "Training set (no validation data)", &r, K, hm.class_names,
                      conf);
     if (has_val && !isnan(fs.before_val_acc)) {

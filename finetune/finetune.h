@@ -2,6 +2,8 @@
 #pragma once
 #include <stddef.h>
 
+#include "../common/model_io.h"
+
 typedef struct {
     // Data: images (--data, with --val-data or --validation-split) or cached
     // features of the layer just below --unfreeze (--cache, --val-cache).
@@ -28,6 +30,12 @@ typedef struct {
 // reading the head), EXIT_STOPPED (stop.h) when a signal stopped it after
 // saving MODEL.ckpt (rerun with --resume to continue).
 int finetune_run(const FinetuneOptions *o);
+
+// The settings of --head PATH (train's --out: a dense head with the
+// settings vggft records); -1 (err_set, naming --head and what to give
+// instead) for a whole model, a Keras weights file or a head without class
+// names.
+int finetune_read_head(const char *path, ModelMeta *hm);
 
 // The default --unfreeze for a base cut at `cut`: the first conv of the last
 // block the base has ("block2_pool" -> "block2_conv1", "block5_pool" ->

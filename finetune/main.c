@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/fileutil.h"
 #include "augment.h"
 #include "blas_setup.h"
 #include "cli.h"
@@ -120,11 +121,7 @@ static int head_summary(CliSpec *spec, const FinetuneOptions *o, const ModelOpti
     int status = EXIT_FAILED;
     ModelConfig cfg;
     char def_unfreeze[LAYER_NAME_MAX];
-    if (model_meta_read(o->head, &hm) < 0) cli_error("finetune", "--head: %s", err_msg());
-    else if (strcmp(hm.contents, "head"))
-        cli_error("finetune", "--head %s holds a %s model, not a head trained by `train` (give the --out of train; "
-                "a model from finetune is predict's --model)",
-                o->head, hm.contents);
+    if (finetune_read_head(o->head, &hm) < 0) cli_error("finetune", "%s", err_msg());
     else {
         model_meta_to_config(&hm, &cfg);
         cfg.unfreeze = mo->unfreeze;
@@ -255,6 +252,7 @@ int main(int argc, char **argv) {
     int status = finetune_run(&o);
     if (status < 0) cli_error("finetune", NULL), status = EXIT_FAILED;
     else if (status == EXIT_USAGE) cli_error("finetune", NULL);
+    if (status != 0) remove_created_dirs();  // an --out folder made for outputs never written
     free(command);
     return status;
 }

@@ -270,12 +270,33 @@ Test(progress, keras_bar_format) {
 }
 
 // A bar of `total` items writing to a memory stream (a log, not a
-// terminal) at 10-second intervals; *text holds what it wrote after fflush.
-static FILE *log_bar(Progress *p, char **text, size_t *len, long total) {
-    FILE *f = open_memstream(text, len);
+// terminal) at 10-second intervals; log_bar_text flushes it and gives what
+// it wrote; log_bar_close frees it all.
+typedef struct {
+    Progress p;
+    FILE *f;
+    char *text;
+    size_t len;
+    double t0;  // the bar's start, for progress_update_at
+} LogBar;
+
+static void log_bar(LogBar *b, long total) {
+    memset(b, 0, sizeof *b);
+    b->f = open_memstream(&b->text, &b->len);
     setenv("VGGFT_PROGRESS_INTERVAL", "10", 1);
-    progress_start(p, f, total, "img");
-    return f;
+    progress_start(&b->p, b->f, total, "img");
+    b->t0 = b->p.t_start;
+}
+
+static const char *log_bar_text(LogBar *b) {
+    fflush(b->f);
+    return b->text;
+}
+
+static void log_bar_close(LogBar *b) {
+    fclose(b->f);
+    free(b->text);
+    unsetenv("VGGFT_PROGRESS_INTERVAL");
 }
 
 static int count_lines(const char *text) {
@@ -285,44 +306,57 @@ static int count_lines(const char *text) {
 }
 
 Test(progress, log_mode_prints_lines_at_intervals) {
-    char *text = NULL;
-    size_t len = 0;
-    Progress p;
-    FILE *f = log_bar(&p, &text, &len, 50);
-    cr_assert_eq(p.tty, 0);
-    double t0 = p.t_start;
-    progress_update_at(&p, 1, NULL, t0 + 1);   // first update prints
-    progress_update_at(&p, 5, NULL, t0 + 5);   // within 10 s: silent
-    progress_update_at(&p, 20, NULL, t0 + 12); // prints
-    progress_update_at(&p, 30, NULL, t0 + 13); // silent
-    fflush(f);
+    LogBar b;
+    log_bar(&b, 50);
+    Progress *p = &b.p;
+    cr_assert_eq(p->tty, 0);
+    progress_update_at(p, 1, NULL, b.t0 + 1);   // first update prints
+    progress_update_at(p, 5, NULL, b.t0 + 5);   // within 10 s: silent
+    progress_update_at(p, 20, NULL, b.t0 + 12); // prints
+    progress_update_at(p, 30, NULL, b.t0 + 13); // silent
+    const char *text = log_bar_text(&b);
     cr_expect_eq(count_lines(text), 2, "%s", text);
     cr_expect(strstr(text, "\r") == NULL, "log mode must not use carriage returns");
     cr_expect(strstr(text, "20/50 [") != NULL, "%s", text);
-    fclose(f);
-    free(text);
-    unsetenv("VGGFT_PROGRESS_INTERVAL");
+    log_bar_close(&b);
 }
 
 // A log's last line is the finished one only: the update that reaches the
 // total is the finish's line, without ETA (predict wrote both).
 Test(progress, log_mode_prints_the_last_line_once) {
-    char *text = NULL;
-    size_t len = 0;
-    Progress p;
-    FILE *f = log_bar(&p, &text, &len, 50);
-    double t0 = p.t_start;
-    progress_update_at(&p, 20, NULL, t0 + 12);  // prints
-    progress_update_at(&p, 50, NULL, t0 + 30);  // the total: left to the finish
-    progress_finish(&p, NULL);
-    fflush(f);
+    LogBar b;
+    log_bar(&b, 50);
+    Progress *p = &b.p;
+    progress_update_at(p, 20, NULL, b.t0 + 12);  // prints
+    progress_update_at(p, 50, NULL, b.t0 + 30);  // the total: left to the finish
+    progress_finish(p, NULL);
+    const char *text = log_bar_text(&b);
     cr_expect_eq(count_lines(text), 2, "%s", text);
     cr_expect(strstr(text, "ETA: 0s") == NULL, "%s", text);
     char *last = strstr(text, "50/50 [");
     cr_expect(last && !strstr(last + 1, "50/50 ["), "the last line once: %s", text);
-    fclose(f);
-    free(text);
-    unsetenv("VGGFT_PROGRESS_INTERVAL");
+    log_bar_close(&b);
+}
+
+// Work after the counted items (finetune's validation after an epoch's
+// last step): the bar at its total with other metrics, in a log at the
+// log's intervals, without an ETA; erasing is for terminals only.
+Test(progress, status_redraws_the_finished_bar_with_other_metrics) {
+    LogBar b;
+    log_bar(&b, 50);
+    Progress *p = &b.p;
+    progress_update_at(p, 50, "loss: 0.5", b.t0 + 2);              // the total: nothing in a log
+    progress_status_at(p, "loss: 0.5 - validating 8/40", b.t0 + 3);   // prints
+    progress_status_at(p, "loss: 0.5 - validating 16/40", b.t0 + 5);  // within 10 s: silent
+    progress_status_at(p, "loss: 0.5 - validating 32/40", b.t0 + 14); // prints
+    progress_clear(p);
+    const char *text = log_bar_text(&b);
+    cr_expect_eq(count_lines(text), 2, "%s", text);
+    cr_expect(strstr(text, "50/50 [==============================] - 16.7 img/s - loss: 0.5 - validating 8/40\n"),
+              "%s", text);
+    cr_expect(strstr(text, "validating 32/40") && !strstr(text, "16/40"), "%s", text);
+    cr_expect(!strstr(text, "ETA") && !strchr(text, '\r'), "%s", text);
+    log_bar_close(&b);
 }
 
 Test(blas, better_kernel_choice) {

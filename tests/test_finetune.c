@@ -75,6 +75,27 @@ static void ft_args(const Setup *s, const char *extra, const char *out, char *bu
              s->data, s->val, s->head, out, extra);
 }
 
+// The final report is the last epoch's validation (its figures reused, not
+// recomputed): the same loss, and a confusion matrix (two classes) whose
+// diagonal holds the images it counts right.
+static void expect_report_of_the_last_epoch(const char *out) {
+    const char *last = NULL;
+    for (const char *p = out; (p = strstr(p, " - val_loss: ")); p++) last = p;
+    const char *rep = strstr(out, "\nValidation: loss ");
+    cr_assert(last && rep, "%s", out);
+    float epoch_loss, loss, acc;
+    long right, n, c[4];
+    cr_assert_eq(sscanf(last, " - val_loss: %f", &epoch_loss), 1, "%s", out);
+    cr_assert_eq(sscanf(rep, "\nValidation: loss %f - accuracy %f (%ld/%ld)", &loss, &acc, &right, &n), 4, "%s", out);
+    cr_expect_float_eq(loss, epoch_loss, 1e-4f, "%s", out);
+    const char *m = strstr(rep, "Confusion matrix");
+    cr_assert(m, "%s", out);
+    m = strchr(strchr(m, '\n') + 1, '\n') + 1;  // past the heading and the column names
+    cr_assert_eq(sscanf(m, " %*s %ld %ld %*s %ld %ld", &c[0], &c[1], &c[2], &c[3]), 4, "%s", m);
+    cr_expect_eq(c[0] + c[3], right, "%s", out);
+    cr_expect_eq(c[0] + c[1] + c[2] + c[3], n, "%s", out);
+}
+
 Test(finetune, resume_after_sigterm_or_kill_equals_uninterrupted_run) {
     Setup s = setup();
     char a[600], b[600], c[600], args[3000];
@@ -85,6 +106,7 @@ Test(finetune, resume_after_sigterm_or_kill_equals_uninterrupted_run) {
     char *out = run_ok("finetune", args);
     cr_expect(strstr(out, "Before fine-tuning: val_loss"), "the head's figures are reported: %s", out);
     cr_expect(strstr(out, "with the head alone (before fine-tuning)"), "%s", out);
+    expect_report_of_the_last_epoch(out);
     free(out);
 
     // SIGTERM inside epoch 1 (the handler's path): exit 75, then resume.
@@ -355,7 +377,9 @@ Test(finetune, refuses_mismatched_inputs_with_the_reason) {
     snprintf(args, sizeof args,
              "--data %s --cache %s --weights random \"--weights=%s\" --input-size 32 --threads 1 --quiet", s.data,
              wcache, wfile);
-    free(run_ok("extract", args));
+    out = run_ok("extract", args);
+    cr_expect(strstr(out, "is a whole model (from `finetune`): its conv base is used"), "%s", out);
+    free(out);
     snprintf(args, sizeof args, "--cache %s --out %s --epochs 1 --hidden 4 --threads 1 --quiet", wcache, whead);
     free(run_ok("train", args));
     snprintf(args, sizeof args, "--head %s --eval %s --threads 1", whead, s.val);
@@ -384,6 +408,38 @@ Test(finetune, refuses_mismatched_inputs_with_the_reason) {
     out = run_ok("finetune", args);
     cr_expect(strstr(out, "note: base weights random, as the head") && !strstr(out, "Downloading"), "%s", out);
     free(out);
+    // Files in each other's places: a head as extract's base weights, a
+    // Keras weights file (the conv base's) as finetune's --head; each says
+    // what to give, and a refused run leaves no folder it made for its outputs.
+    snprintf(args, sizeof args, "--data %s --cache %s/new/c --weights %s --input-size 32 --quiet", s.data, s.dir,
+             s.head);
+    cr_expect_eq(run_tool("extract", args, &out), 1, "%s", out);
+    cr_expect(strstr(out, "a dense head trained by `train`, not the weights of a conv base: give the base"), "%s",
+              out);
+    free(out);
+    char keras[700], made_out[700];
+    in_dir(&s, "keras_base.h5", keras);
+    {
+        float *k = calloc(3 * 3 * 3 * 64, sizeof(float)), *b = calloc(64, sizeof(float));
+        H5Layer l = {"block1_conv1", 2, {4, 1}, {{3, 3, 3, 64}, {64}}, {k, b}, NULL};
+        cr_assert_eq(h5_write_layers(keras, &l, 1, NULL, 0), 0, "%s", err_msg());
+        free(k), free(b);
+    }
+    snprintf(args, sizeof args, "--data %s --head %s --weights random --out %s/new/m.h5", s.data, keras, s.dir);
+    cr_expect_eq(run_tool("finetune", args, &out), 1, "%s", out);
+    cr_expect(strstr(out, "a Keras weights file, not a head trained by `train`") &&
+                  strstr(out, "give the --out HEAD.h5 of train as --head"),
+              "%s", out);
+    free(out);
+    // (train and predict, failing after making their --out folder, too.)
+    snprintf(args, sizeof args, "--cache %s --val-cache %s/none --out %s/new/h.h5", s.c5, s.dir, s.dir);
+    cr_expect_eq(run_tool("train", args, &out), 1, "%s", out);
+    free(out);
+    snprintf(args, sizeof args, "--head %s --eval %s/none --report %s/new/r", s.head, s.dir, s.dir);
+    cr_expect_neq(run_tool("predict", args, &out), 0, "%s", out);
+    free(out);
+    in_dir(&s, "new", made_out);
+    cr_expect_neq(access(made_out, F_OK), 0, "a refused run left the folder %s it made", made_out);
     // A training folder whose classes are not the head's: both lists named.
     char renamed[1200], from[1200];
     snprintf(renamed, sizeof renamed, "%s/renamed", s.dir);

@@ -281,7 +281,23 @@ Test(train, resume_equals_uninterrupted_run) {
     snprintf(args, sizeof args, "--cache %s --val-cache %s --out %s %s --resume --batch 9", r.tr, r.va, r.b, common);
     int rc = run_tool("train", args, &o);
     cr_expect_eq(rc, 1, "%s", o);
-    cr_expect(strstr(o, "batch is 8 in the checkpoint, 9 in this run"), "%s", o);
+    cr_expect(strstr(o, "batch is 8 in the checkpoint, 9 in this run (--batch): to continue that run give its "
+                        "settings and data again; to start over (replacing the checkpoint) leave out --resume"),
+              "the setting, its option and what to do: %s", o);
+    free(o);
+    // Another validation names its option; more epochs done than asked
+    // for says how many to give.
+    snprintf(args, sizeof args, "--cache %s --out %s %s --resume --validation-split 0.5", r.tr, r.b, common);
+    rc = run_tool("train", args, &o);
+    cr_expect(rc == 1 && strstr(o, "in the checkpoint, (none) in this run (--val-cache): to continue"), "%s", o);
+    free(o);
+    snprintf(args, sizeof args,
+             "--cache %s --val-cache %s --out %s --hidden 16 --optimizer adam --lr 0.003 --epochs 3 --batch 8 "
+             "--quiet --resume",
+             r.tr, r.va, r.b);
+    rc = run_tool("train", args, &o);
+    cr_expect(rc == 1 && strstr(o, "5 epochs done, more than --epochs 3: give --epochs 5 or more to continue that run"),
+              "%d: %s", rc, o);
     free(o);
     // --resume-if-same: the same settings with more epochs continue the
     // finished run; other settings (or fewer epochs) start over, saying why.

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/fileutil.h"
 #include "blas_setup.h"
 #include "cli.h"
 #include "error.h"
@@ -150,6 +151,7 @@ int main(int argc, char **argv) {
     cli_stdout_is_log();
     int status = train_run(&o);
     if (status < 0) cli_error("train", NULL), status = EXIT_FAILED;
+    if (status != 0) remove_created_dirs();  // an --out folder made for outputs never written
     free(command);
     return status;
 }
