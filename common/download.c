@@ -56,11 +56,11 @@ int keras_cache_dir(const char *subdir, char *out, size_t out_size) {
         else
             snprintf(base, sizeof base, "/tmp/.keras");
     }
-    make_dirs(base);  // Keras creates it on import; a failure shows below
+    make_lasting_dirs(base);  // Keras creates it on import; a failure shows below
     if (!writable_dir(base)) snprintf(base, sizeof base, "/tmp/.keras");
     int n = snprintf(out, out_size, "%s/%s", base, subdir && *subdir ? subdir : "");
     if (n < 0 || (size_t)n >= out_size) return err_set("cache directory path too long: %s/%s", base, subdir);
-    if (make_dirs(out) < 0) return err_prefix("Keras cache: ");
+    if (make_lasting_dirs(out) < 0) return err_prefix("Keras cache: ");
     return 0;
 }
 

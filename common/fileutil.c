@@ -95,11 +95,9 @@ const char *temp_dir(void) {
 }
 
 // The folders make_dirs created in this process, in order, for
-// remove_created_dirs (a few: a tool's outputs lie in one or two).
-#define CREATED_MAX 16
-static char *created[CREATED_MAX];
-static int n_created;
-
+// remove_created_dirs.
+static char **created;
+static int n_created, cap_created;
 static int remove_at_exit;
 
 // Deepest first; rmdir removes a folder only while it is empty.
@@ -115,20 +113,39 @@ void remove_created_dirs(void) {
     remove_at_exit = 1;
 }
 
-int make_dirs(const char *path) {
+static void record_created(const char *dir) {
+    // At exit: after the handlers registered later (fit's lock file beside
+    // --out, removed at exit, lies in this folder).
+    if (!cap_created) atexit(remove_created);
+    if (n_created == cap_created) {
+        int cap = cap_created ? 2 * cap_created : 16;
+        char **grown = realloc(created, sizeof *created * (size_t)cap);
+        if (!grown) return;  // not removed at exit: no harm
+        created = grown, cap_created = cap;
+    }
+    if ((created[n_created] = strdup(dir))) n_created++;
+}
+
+// mkdir -p; with record, the folders it creates are remove_created_dirs's.
+static int mkdirs(const char *path, int record) {
     char tmp[4096];
     if (!path[0]) return err_set("empty path");
     if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp) return err_set("%.64s...: path too long", path);
+    int retries = 0;
     for (char *p = tmp + 1;; p++) {
         if (*p != '/' && *p != '\0') continue;
         char c = *p;
         *p = '\0';
         struct stat st;
         if (mkdir(tmp, 0775) == 0) {
-            // At exit: after the handlers registered later (fit's lock
-            // file beside --out, removed at exit, lies in this folder).
-            if (!n_created) atexit(remove_created);
-            if (n_created < CREATED_MAX && (created[n_created] = strdup(tmp))) n_created++;
+            if (record) record_created(tmp);
+        } else if (errno == ENOENT && retries++ < 5) {
+            // A folder made a moment ago is gone: another run that made
+            // it failed and removed it while empty (remove_created_dirs).
+            // Start again from the top.
+            *p = c;
+            p = tmp;
+            continue;
         } else if (errno != EEXIST) {
             return err_set("cannot create folder %s: %s", tmp, strerror(errno));
         }
@@ -137,6 +154,14 @@ int make_dirs(const char *path) {
         if (!c) break;
     }
     return 0;
+}
+
+int make_dirs(const char *path) {
+    return mkdirs(path, 1);
+}
+
+int make_lasting_dirs(const char *path) {
+    return mkdirs(path, 0);
 }
 
 int make_parent_dirs(const char *path) {

@@ -31,12 +31,22 @@ int atomic_group_end(int keep);
 // $TMPDIR, or /tmp when it is unset or empty.
 const char *temp_dir(void);
 
-// mkdir -p PATH.
+// mkdir -p PATH, for this run's outputs: the folders it creates are
+// remove_created_dirs's. A folder on the way that vanishes meanwhile
+// (another run's cleanup) is made again.
 int make_dirs(const char *path);
+// mkdir -p PATH of folders that outlive the run whatever it does (Keras's
+// cache folder, ~/.keras/models, that an error tells the user to copy a
+// file into): never removed.
+int make_lasting_dirs(const char *path);
 // At exit, the folders make_dirs created in this process that are empty
 // then are removed (deepest first; after the lock files that the exit
 // handlers registered later remove): a tool that fails leaves no empty
-// output folder behind (a folder with files in it stays).
+// output folder behind (a folder with files in it stays). train, finetune
+// and extract call it on failure: their output folders hold a lock file
+// while they run, so a folder another run is using is never empty then;
+// predict does not (several runs' --report files often share a folder,
+// and one run's files come only at its end).
 void remove_created_dirs(void);
 // mkdir -p of the folder holding the file PATH (nothing for a bare name).
 int make_parent_dirs(const char *path);

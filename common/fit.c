@@ -364,6 +364,12 @@ static int check_settings(const Checkpoint *c, const char *settings, const char 
             else if (content)
                 why = " (the digest of a cache's records: this cache holds other records than the one the "
                       "checkpoint's run began with)";
+            else if (!strcmp(key, "head"))
+                why = " (the digest of the --head file: it was trained again or replaced since the checkpoint's "
+                      "run began)";
+            else if (!strcmp(key, "weights") && have && !strncmp(have, "sha256:", 7))
+                why = " (the digest of the base weights file: another file, or it changed since the checkpoint's "
+                      "run began)";
             else if (!have && !strcmp(key, "augment_ranges"))
                 why = " (an earlier vggft drew the augmentation from float ranges: its run cannot be continued with "
                       "the same draws; start over)";
@@ -373,9 +379,10 @@ static int check_settings(const Checkpoint *c, const char *settings, const char 
             err_set("--resume %s: %s is %s in the checkpoint, %.*s in this run%s%s%s%s%s", path, key,
                     !have ? "(absent)" : have[0] ? have : "(none)", vl ? (int)vl : 6, vl ? eq + 1 : "(none)", why,
                     *opt ? " (" : "", opt, *opt ? ")" : "",
-                    advise ? ": to continue that run give its settings and data again; to start over (replacing "
-                             "the checkpoint) leave out --resume"
-                           : "");
+                    !advise                           ? ""
+                    : !strcmp(key, "augment_ranges") ? ": leave out --resume"
+                                                      : ": to continue that run give its settings and data again; to "
+                                                        "start over (replacing the checkpoint) leave out --resume");
             free(have);
             return -1;
         }
@@ -523,8 +530,8 @@ int fit_begin(FitState *s, const char *settings, const char *out, int resume, co
         log_printf(stderr, "Resuming from %s at epoch %d, after step %ld\n", path, s->epochs_done + 1,
                    s->steps_in_epoch);
     else if (s->epochs_done >= s->max_epochs || s->stopped)
-        log_printf(stderr, "Resuming from %s: training had ended (%d epochs%s); writing the outputs again\n", path,
-                   s->epochs_done, s->stopped ? ", early stopping" : "");
+        log_printf(stderr, "Resuming from %s: training had ended (%d epoch%s%s); writing the outputs again\n", path,
+                   s->epochs_done, s->epochs_done == 1 ? "" : "s", s->stopped ? ", early stopping" : "");
     else log_printf(stderr, "Resuming from %s after epoch %d\n", path, s->epochs_done);
     return 0;
 }

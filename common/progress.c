@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 // Seconds between log lines when not on a terminal (VGGFT_PROGRESS_INTERVAL).
@@ -55,8 +56,10 @@ static void format_seconds(double s, char *buf, size_t size) {
     else snprintf(buf, size, "%lds", t);
 }
 
-void progress_format(const Progress *p, long done, double elapsed, int final, const char *metrics, char *buf,
-                     size_t size) {
+// progress_format; without the rate when !with_rate (progress_status: the
+// time after the counted items would lower it).
+static void format_line(const Progress *p, long done, double elapsed, int final, int with_rate, const char *metrics,
+                        char *buf, size_t size) {
     size_t n = 0;
 #define ADD(...) n += (size_t)snprintf(buf + n, n < size ? size - n : 0, __VA_ARGS__)
     if (p->total > 0) {
@@ -80,7 +83,7 @@ void progress_format(const Progress *p, long done, double elapsed, int final, co
     double work_secs = elapsed - p->t_before;
     // A final line's rate from a tenth of a second at least: one image
     // skipped in half a millisecond is no "1940 img/s".
-    int rate_ok = work > 0 && work_secs > 0 && work_secs >= (final ? 0.1 : PROGRESS_MIN_SECONDS);
+    int rate_ok = with_rate && work > 0 && work_secs > 0 && work_secs >= (final ? 0.1 : PROGRESS_MIN_SECONDS);
     double rate = rate_ok ? work / work_secs : 0;
     if (final) {
         format_seconds(elapsed, t, sizeof t);
@@ -98,9 +101,23 @@ void progress_format(const Progress *p, long done, double elapsed, int final, co
 #undef ADD
 }
 
-static void draw(Progress *p, long done, double now, int final, const char *metrics) {
+void progress_format(const Progress *p, long done, double elapsed, int final, const char *metrics, char *buf,
+                     size_t size) {
+    format_line(p, done, elapsed, final, 1, metrics, buf, size);
+}
+
+static void draw_line(Progress *p, long done, double now, int final, int with_rate, const char *metrics) {
     char line[512];
-    progress_format(p, done, now - p->t_start, final, metrics, line, sizeof line);
+    format_line(p, done, now - p->t_start, final, with_rate, metrics, line, sizeof line);
+    if (p->tty && !final) {
+        // A line redrawn in place must fit the terminal: one that wraps is
+        // redrawn below itself (\r goes back to the start of the last row),
+        // and every redraw scrolls. Cut to the width; a final line, not
+        // redrawn, keeps all its figures.
+        struct winsize ws;
+        if (ioctl(fileno(p->out), TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 20 && strlen(line) >= ws.ws_col)
+            line[ws.ws_col - 1] = '\0';
+    }
     if (p->tty) {
         int len = (int)strlen(line);
         // Pad with spaces to wipe a longer previous line.
@@ -113,6 +130,10 @@ static void draw(Progress *p, long done, double now, int final, const char *metr
     }
     fflush(p->out);
     p->t_last = now;
+}
+
+static void draw(Progress *p, long done, double now, int final, const char *metrics) {
+    draw_line(p, done, now, final, 1, metrics);
 }
 
 void progress_update_at(Progress *p, long done, const char *metrics, double now) {
@@ -143,15 +164,20 @@ void progress_status_at(Progress *p, const char *metrics, double now) {
     if (!p->enabled) return;
     if (p->tty ? now - p->t_last >= 0.1
                : now - p->t_last >= p->log_interval && now - p->t_start - p->t_before >= PROGRESS_MIN_SECONDS)
-        draw(p, p->done, now, 0, metrics);
+        draw_line(p, p->done, now, 0, 0, metrics);
 }
 
 void progress_status(Progress *p, const char *metrics) {
     progress_status_at(p, metrics, progress_now());
 }
 
-void progress_clear(Progress *p) {
-    if (!p->enabled || !p->tty || !p->last_len) return;
+void progress_close(Progress *p, const char *metrics) {
+    if (!p->enabled) return;
+    if (!p->tty) {
+        if (p->t_last > p->t_start) draw(p, p->done, progress_now(), 1, metrics);  // it wrote a line: end it
+        return;
+    }
+    if (!p->last_len) return;
     fprintf(p->out, "\r%*s\r", p->last_len, "");
     fflush(p->out);
     p->last_len = 0;

@@ -44,16 +44,19 @@ void progress_update(Progress *p, long done, const char *metrics);
 // Final line: "100/100 [====...] - 12s 8.3 img/s - loss: ..." and a newline.
 void progress_finish(Progress *p, const char *metrics);
 // The bar at its count with other metrics, for work after the items it
-// counts (an epoch's validation after its last step: "... - loss: 0.41 -
-// validating 40/153"): drawn when progress_update would draw (a terminal
+// counts (an epoch's validation after its last step: "... - validating
+// 40/153 - loss: 0.41"): drawn when progress_update would draw (a terminal
 // at most 10 times a second, a log every log_interval seconds once
-// PROGRESS_MIN_SECONDS have passed), also at the total, without an ETA.
+// PROGRESS_MIN_SECONDS have passed), also at the total, without an ETA or
+// a rate (the time after the counted items would lower it).
 void progress_status(Progress *p, const char *metrics);
 // Test hook: progress_status as if the clock read `now`.
 void progress_status_at(Progress *p, const char *metrics, double now);
-// A terminal's bar erased (its line blanked, the cursor at its start) for
-// the line that replaces it; nothing in a log, whose lines stay.
-void progress_clear(Progress *p);
+// The end of a bar whose result the caller prints on a line of its own: a
+// terminal's bar erased (its line blanked, the cursor at its start); in a
+// log, the finished line (progress_finish's) if the bar wrote any line, so
+// that the log does not stop at "20/153", else nothing.
+void progress_close(Progress *p, const char *metrics);
 
 // The line for `done` items after `elapsed` seconds (no newline); exposed
 // for tests and for callers that log it themselves.

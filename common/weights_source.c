@@ -20,6 +20,22 @@ static int download_progress(void *ctx, long long done, long long total) {
     return 0;
 }
 
+int weights_spec_check(const char *spec) {
+    if (!strcmp(spec, "random") || !strcmp(spec, "imagenet")) return 0;
+    struct stat st;
+    if (stat(spec, &st) < 0)
+        return err_set("--weights %s: %s (give a Keras HDF5 weights file, imagenet or random)", spec,
+                       errno == ENOENT ? "no such file" : strerror(errno));
+    if (S_ISDIR(st.st_mode))
+        return err_set("--weights %s: is a folder, not a weights file (give a Keras HDF5 file, imagenet or random)",
+                       spec);
+    // A FIFO or device would block the hash (and Keras would not read it
+    // either): only regular files are weights files.
+    if (!S_ISREG(st.st_mode))
+        return err_set("--weights %s: not a regular file (give a Keras HDF5 file, imagenet or random)", spec);
+    return 0;
+}
+
 int load_base_weights(Model *m, const char *spec, uint64_t seed, int quiet, char *id, size_t id_size) {
     if (!strcmp(spec, "random")) {
         if (model_alloc_weights(m, 1, m->n_base) < 0) return -1;
@@ -55,19 +71,8 @@ int load_base_weights(Model *m, const char *spec, uint64_t seed, int quiet, char
         }
         if (rc > 0) progress_finish(&p, NULL);
     } else {
+        if (weights_spec_check(spec) < 0) return -1;
         snprintf(path, sizeof path, "%s", spec);
-        struct stat st;
-        if (stat(path, &st) < 0)
-            return err_set("--weights %s: %s (give a Keras HDF5 weights file, imagenet or random)", path,
-                           errno == ENOENT ? "no such file" : strerror(errno));
-        if (S_ISDIR(st.st_mode))
-            return err_set("--weights %s: is a folder, not a weights file (give a Keras HDF5 file, imagenet or "
-                           "random)",
-                           path);
-        // A FIFO or device would block the hash (and Keras would not read
-        // it either): only regular files are weights files.
-        if (!S_ISREG(st.st_mode))
-            return err_set("--weights %s: not a regular file (give a Keras HDF5 file, imagenet or random)", path);
     }
     // A file vggft wrote: a whole model's base is a base (its fine-tuned
     // layers included: say so); a head has none (say what to give).

@@ -26,6 +26,12 @@
 // the "Downloading data from" note.
 int load_base_weights(Model *m, const char *spec, uint64_t seed, int quiet, char *id, size_t id_size);
 
+// The checks of a --weights FILE that cost nothing (it exists, it is a
+// regular file: not a folder, FIFO or device, which would block the hash),
+// for a tool to run before long work; 0 for "imagenet" and "random".
+// -1 with err_set as load_base_weights's.
+int weights_spec_check(const char *spec);
+
 // The base weights a head (or a whole model's head) was trained on, for
 // finetune and predict: load_base_weights from spec, then the check that
 // they are the ones head_meta records (SHA-256 or random:seed=N), with an

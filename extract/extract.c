@@ -559,8 +559,14 @@ int extract_run(const ExtractOptions *o) {
 
     if (model_build(&m, &cfg) < 0) return -1;
 
-    // The folder first: a wrong --data fails before any weights are read.
-    if (dataset_scan(o->data, NULL, 0, &ds) < 0) goto done;
+    // The folder first: a wrong --data fails before any weights are read
+    // (or downloaded); but a --weights FILE that is not there, before the
+    // scan of a large folder.
+    if (weights_spec_check(o->weights) < 0) goto done;
+    if (dataset_scan(o->data, NULL, 0, &ds) < 0) {
+        err_prefix("--data ");
+        goto done;
+    }
     char found[128];
     dataset_found_line(&ds, found, sizeof found);
     printf("%s\n", found);

@@ -268,11 +268,12 @@ typedef struct {
 // model on a split, without dropout or augmentation. With interruptible, a
 // SIGTERM/SIGINT ends it early and it returns 1 (the figures are partial).
 // Progress (a CPU validates 153 photos in about 20 s): on epoch_bar, the
-// epoch's finished bar, as "EPOCH_METRICS - validating 40/153" (Keras's bar
-// waits at its total while it validates); without one on a bar of its own,
-// erased on a terminal when done (the caller's line replaces it).
+// epoch's finished bar, as "validating 40/153 - EPOCH_METRICS" (Keras's bar
+// waits at its total while it validates); without one on a bar of its own
+// labelled `doing`, erased on a terminal when done (the caller's line
+// replaces it).
 static int evaluate(Eval *e, Split *s, Running *r, long *conf, int interruptible, Progress *epoch_bar,
-                    const char *epoch_metrics) {
+                    const char *epoch_metrics, const char *doing) {
     memset(r, 0, sizeof *r);
     Progress own;
     if (!epoch_bar) {
@@ -308,13 +309,14 @@ static int evaluate(Eval *e, Split *s, Running *r, long *conf, int interruptible
         if (conf) confusion_add(conf, K, ra->labels, e->pred, n);
         if (epoch_bar) {
             char text[400];
-            snprintf(text, sizeof text, "%s - validating %ld/%d", epoch_metrics, done, s->n);
+            // (First: a narrow terminal cuts the line's end.)
+            snprintf(text, sizeof text, "validating %ld/%d - %s", done, s->n, epoch_metrics);
             progress_status(epoch_bar, text);
         } else {
-            progress_update(&own, done, "validating");
+            progress_update(&own, done, doing);
         }
     }
-    if (!epoch_bar) progress_clear(&own);
+    if (!epoch_bar) progress_close(&own, doing);
     batch_drop_ahead(ra, e->walk);
     e->walk->times = keep;
     reader_stop(&rd);
@@ -328,9 +330,9 @@ int finetune_read_head(const char *path, ModelMeta *hm) {
         // A Keras file (the ImageNet base's weights, a save_weights file):
         // readable HDF5 without vggft's settings.
         if (strstr(err_msg(), "not a vggft model file"))
-            return err_set("--head %s: a Keras weights file, not a head trained by `train` (it lacks the settings "
-                           "train records: input size, cut, preprocessing, class names): give the --out HEAD.h5 "
-                           "of train as --head, and a conv base's weights file as --weights",
+            return err_set("--head %s: not a head trained by `train` (it lacks the settings train records: input "
+                           "size, cut, preprocessing, class names): give the --out HEAD.h5 of train as --head (a "
+                           "Keras weights file of the conv base goes to --weights)",
                            path);
         return err_prefix("--head: ");
     }
@@ -596,7 +598,10 @@ int finetune_run(const FinetuneOptions *o) {
                o->cache, train.n, m.layers[walk_from - 1].name);
     } else {
         Dataset all = {0};
-        if (dataset_scan(o->data, NULL, 0, &all) < 0) goto done;
+        if (dataset_scan(o->data, NULL, 0, &all) < 0) {
+            err_prefix("--data ");
+            goto done;
+        }
         dataset_warn_skipped(&all);
         if (model_meta_check_classes(&hm, o->data, all.class_names, all.n_classes) < 0) {
             dataset_free(&all);
@@ -615,7 +620,10 @@ int finetune_run(const FinetuneOptions *o) {
         dataset_found_line(&train.ds, found, sizeof found);
         printf("%s\n", found);
         if (o->val_data) {
-            if (dataset_scan(o->val_data, NULL, 0, &val.ds) < 0) goto done;
+            if (dataset_scan(o->val_data, NULL, 0, &val.ds) < 0) {
+                err_prefix("--val-data ");
+                goto done;
+            }
             dataset_warn_skipped(&val.ds);
             if (model_meta_check_classes(&hm, o->val_data, val.ds.class_names, val.ds.n_classes) < 0)
                 goto done;
@@ -690,12 +698,14 @@ int finetune_run(const FinetuneOptions *o) {
         char data_real[PATH_MAX], val_real[PATH_MAX];
         const char *val_path = o->val_cache ? o->val_cache : o->val_data;
         settings = malloc(cap);
+        // (The split and the validation folder before the data's digest,
+        // which they change: a refusal names the option that changed.)
         snprintf(settings, cap,
-                 "tool=finetune\ndata=%s\ndata_content=%s\nval=%s\nval_content=%s\nvalidation_split=%.9g\nweights=%s\nhead=sha256:%s\nunfreeze=%s\noptimizer=%s\n"
+                 "tool=finetune\ndata=%s\nval=%s\nvalidation_split=%.9g\ndata_content=%s\nval_content=%s\nweights=%s\nhead=sha256:%s\nunfreeze=%s\noptimizer=%s\n"
                  "lr=%s\nmomentum=%s\nnesterov=%d\nbatch=%d\nseed=%ld\naugment=%s\nclass_weight=%s\n"
                  "train_items=%d\nearly_stopping=%d\nmonitor=%s\nrestore_best_weights=%d\n",
-                 path_canonical(from_cache ? o->cache : o->data, data_real), data_content,
-                 val_path ? path_canonical(val_path, val_real) : "", val_content, o->validation_split, weights_id, head_sha, m.unfreeze_name, optim_kind_name(kind),
+                 path_canonical(from_cache ? o->cache : o->data, data_real), val_path ? path_canonical(val_path, val_real) : "",
+                 o->validation_split, data_content, val_content, weights_id, head_sha, m.unfreeze_name, optim_kind_name(kind),
                  fit_float_text(opt.lr, f1), fit_float_text(opt.momentum, f2), opt.nesterov, o->batch, o->seed, aug_text, o->class_weight, train.n,
                  o->early_stopping, o->early_stopping > 0 || o->restore_best ? o->monitor : "val_loss", o->restore_best);
         // Augmentation draws from ranges in double since vggft 0.2 (Keras's
@@ -779,7 +789,7 @@ int finetune_run(const FinetuneOptions *o) {
     // Where the head left off: the validation figures before any step.
     if (has_val && fs.epochs_done == 0 && fs.steps_in_epoch == 0) {
         Running r0;
-        int rc = evaluate(&ev, &val, &r0, NULL, 1, NULL, NULL);
+        int rc = evaluate(&ev, &val, &r0, NULL, 1, NULL, NULL, "validating");
         if (rc < 0) goto done;
         if (rc == 1) {
             log_printf(stderr, "%s: stopped before the first step (nothing to save yet): rerun the same command\n",
@@ -807,8 +817,10 @@ int finetune_run(const FinetuneOptions *o) {
     // Test hooks: after this many steps, die like kill -9 / send ourselves SIGTERM.
     const char *crash = getenv("VGGFT_TEST_CRASH_AFTER_STEP"), *term = getenv("VGGFT_TEST_SIGTERM_AFTER_STEP");
     long crash_step = crash ? atol(crash) : 0, term_step = term ? atol(term) : 0;
+    int epochs_run = 0;  // by this run (a resumed finished one runs none)
     while (fs.epochs_done < o->epochs && !fs.stopped) {
         const int epoch = fs.epochs_done;
+        epochs_run++;
         Progress bar;
         fit_epoch_start(&fs, &bar, steps, o->quiet, perm, train.n, (uint64_t)o->seed);
         Reader rd;
@@ -912,7 +924,7 @@ int finetune_run(const FinetuneOptions *o) {
         if (has_val) {
             Running vr;
             double tv = progress_now();
-            int rc = evaluate(&ev, &val, &vr, conf, 1, &bar, metrics);
+            int rc = evaluate(&ev, &val, &vr, conf, 1, &bar, metrics, "validating");
             if (rc < 0) {
                 // A validation image the system failed to read (I/O, out of
                 // memory): the epoch's training steps are whole; keep them
@@ -973,7 +985,7 @@ int finetune_run(const FinetuneOptions *o) {
         }
     }
 
-    {
+    if (epochs_run) {
         const WalkTimes *wt = &walk.times;
         double total = progress_now() - t_run;
         if (walk.gpu && gpu_walk_has_head(walk.gpu))
@@ -1031,7 +1043,8 @@ int finetune_run(const FinetuneOptions *o) {
     Running r;
     Split *eval_set = has_val ? &val : &train;
     if (has_val && last_val_fresh && !restored) r = last_val;  // the same weights and images: the same figures
-    else if (evaluate(&ev, eval_set, &r, conf, 0, NULL, NULL) < 0) goto done;
+    else if (evaluate(&ev, eval_set, &r, conf, 0, NULL, NULL, has_val ? "validating" : "evaluating on the training set") < 0)
+        goto done;
     fit_print_report(stdout, has_val ? "Validation" : "Training set (no validation data)", &r, K, hm.class_names,
                      conf);
     if (has_val && !isnan(fs.before_val_acc)) {

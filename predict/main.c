@@ -4,7 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../common/fileutil.h"
 #include "blas_setup.h"
 #include "cli.h"
 #include "predict.h"
@@ -156,7 +155,6 @@ int main(int argc, char **argv) {
     if (!cli_find(&spec, "seed")->seen) o.seed = -1;  // --weights random: the seed the head records
     int status = predict_run(&o);
     if (status < 0) cli_error("predict", NULL), status = EXIT_FAILED;
-    if (status != 0) remove_created_dirs();  // an --out folder made for outputs never written
     free(o.inputs);
     return status;
 }

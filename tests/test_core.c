@@ -1,10 +1,14 @@
 // Command line, progress bar, BLAS kernel choice, device selection and error messages.
+#define _GNU_SOURCE  // posix_openpt, ptsname, cfmakeraw
 #include <criterion/criterion.h>
 #include <criterion/redirect.h>
 #include <float.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include "blas_setup.h"
@@ -349,14 +353,69 @@ Test(progress, status_redraws_the_finished_bar_with_other_metrics) {
     progress_status_at(p, "loss: 0.5 - validating 8/40", b.t0 + 3);   // prints
     progress_status_at(p, "loss: 0.5 - validating 16/40", b.t0 + 5);  // within 10 s: silent
     progress_status_at(p, "loss: 0.5 - validating 32/40", b.t0 + 14); // prints
-    progress_clear(p);
     const char *text = log_bar_text(&b);
     cr_expect_eq(count_lines(text), 2, "%s", text);
-    cr_expect(strstr(text, "50/50 [==============================] - 16.7 img/s - loss: 0.5 - validating 8/40\n"),
-              "%s", text);
+    cr_expect(strstr(text, "50/50 [==============================] - loss: 0.5 - validating 8/40\n"),
+              "no rate either (validating would lower it): %s", text);
     cr_expect(strstr(text, "validating 32/40") && !strstr(text, "16/40"), "%s", text);
     cr_expect(!strstr(text, "ETA") && !strchr(text, '\r'), "%s", text);
     log_bar_close(&b);
+}
+
+// A bar whose result the caller prints itself (finetune's validation
+// before the first epoch): in a log, ended by a finished line when it
+// wrote any, so the log does not stop at "20/50"; nothing when it wrote none.
+Test(progress, close_ends_a_log_bar_that_wrote_a_line) {
+    LogBar b;
+    log_bar(&b, 50);
+    Progress *p = &b.p;
+    progress_update_at(p, 20, "validating", b.t0 + 12);  // prints
+    progress_update_at(p, 50, "validating", b.t0 + 20);  // the total: silent
+    progress_close(p, "validated");
+    const char *text = log_bar_text(&b);
+    cr_expect_eq(count_lines(text), 2, "%s", text);
+    cr_expect(strstr(text, "20/50 [") && strstr(text, "50/50 [==============================] - ") &&
+                  strstr(text, " - validated\n"),
+              "%s", text);
+    log_bar_close(&b);
+    log_bar(&b, 50);
+    progress_update_at(&b.p, 50, "validating", b.t0 + 0.5);  // a fast one: no line
+    progress_close(&b.p, "validated");
+    cr_expect_str_eq(log_bar_text(&b), "");
+    log_bar_close(&b);
+}
+
+// On a terminal a redrawn line is cut to its width (a line that wraps is
+// redrawn a row lower each time, scrolling); the final line is whole.
+Test(progress, terminal_lines_fit_its_width) {
+    int master = posix_openpt(O_RDWR | O_NOCTTY);
+    cr_assert(master >= 0 && grantpt(master) == 0 && unlockpt(master) == 0);
+    int slave = open(ptsname(master), O_RDWR | O_NOCTTY);
+    cr_assert(slave >= 0);
+    struct termios t;
+    cr_assert_eq(tcgetattr(slave, &t), 0);
+    cfmakeraw(&t);  // bytes as written (no \n -> \r\n)
+    cr_assert_eq(tcsetattr(slave, TCSANOW, &t), 0);
+    struct winsize ws = {.ws_row = 24, .ws_col = 72};
+    cr_assert_eq(ioctl(slave, TIOCSWINSZ, &ws), 0);
+    FILE *f = fdopen(slave, "w");
+    Progress p;
+    progress_start(&p, f, 10, "img");
+    cr_assert(p.tty);
+    const char *long_metrics = "validating 40/153 - loss: 0.4100 - accuracy: 0.8300";
+    progress_update_at(&p, 10, long_metrics, p.t_start + 2);
+    progress_finish(&p, long_metrics);
+    fclose(f);
+    char buf[1024];
+    ssize_t n = read(master, buf, sizeof buf - 1);
+    close(master);
+    cr_assert(n > 0);
+    buf[n] = '\0';
+    char *redrawn = strtok(buf, "\r\n"), *final = strtok(NULL, "\r\n");
+    cr_assert(redrawn && final, "%s", buf);
+    cr_expect_eq(strlen(redrawn), 71, "cut to the width less one: '%s'", redrawn);
+    cr_expect(strstr(redrawn, "validating 40/153"), "'%s'", redrawn);
+    cr_expect(strstr(final, long_metrics), "the final line is whole: '%s'", final);
 }
 
 Test(blas, better_kernel_choice) {

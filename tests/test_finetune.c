@@ -427,18 +427,63 @@ Test(finetune, refuses_mismatched_inputs_with_the_reason) {
     }
     snprintf(args, sizeof args, "--data %s --head %s --weights random --out %s/new/m.h5", s.data, keras, s.dir);
     cr_expect_eq(run_tool("finetune", args, &out), 1, "%s", out);
-    cr_expect(strstr(out, "a Keras weights file, not a head trained by `train`") &&
+    cr_expect(strstr(out, "not a head trained by `train` (it lacks the settings") &&
                   strstr(out, "give the --out HEAD.h5 of train as --head"),
               "%s", out);
     free(out);
-    // (train and predict, failing after making their --out folder, too.)
+    // A missing folder or weights file names its option; extract finds a
+    // missing --weights FILE before it scans the images.
+    snprintf(args, sizeof args, "--data %s/nope --val-data %s --head %s --weights random --out %s/new/m.h5", s.dir,
+             s.val, s.head, s.dir);
+    cr_expect_eq(run_tool("finetune", args, &out), 1, "%s", out);
+    cr_expect(strstr(out, "finetune: error: --data ") && strstr(out, "/nope: cannot open dataset directory"), "%s",
+              out);
+    free(out);
+    snprintf(args, sizeof args, "--data %s --val-data %s/nope --head %s --weights random --out %s/new/m.h5", s.data,
+             s.dir, s.head, s.dir);
+    cr_expect_eq(run_tool("finetune", args, &out), 1, "%s", out);
+    cr_expect(strstr(out, "finetune: error: --val-data ") && strstr(out, "/nope: cannot open dataset directory"),
+              "%s", out);
+    free(out);
+    snprintf(args, sizeof args, "--data %s --cache %s/new/c --weights %s/nope.h5", s.data, s.dir, s.dir);
+    cr_expect_eq(run_tool("extract", args, &out), 1, "%s", out);
+    cr_expect(strstr(out, "/nope.h5: no such file") && !strstr(out, "Found "), "%s", out);
+    free(out);
+    // A resume with another split names the split, not the data's digest
+    // (which the split changes too).
+    snprintf(args, sizeof args,
+             "--data %s --validation-split 0.25 --head %s --weights random --out %s/split.h5 --epochs 1 --threads 1 "
+             "--quiet",
+             s.data, s.head, s.dir);
+    free(run_ok("finetune", args));
+    char *split = strstr(args, "0.25");
+    memcpy(split, "0.50", 4);
+    strcat(args, " --resume");
+    cr_expect_eq(run_tool("finetune", args, &out), 1, "%s", out);
+    cr_expect(strstr(out, "validation_split is 0.25 in the checkpoint, 0.5 in this run (--validation-split): to "
+                          "continue that run give its settings and data again"),
+              "%s", out);
+    free(out);
+    // (train too, failing after making its --out folder; not the Keras
+    // cache folder that an imagenet download failing for want of a network
+    // tells the user to copy the file into.)
     snprintf(args, sizeof args, "--cache %s --val-cache %s/none --out %s/new/h.h5", s.c5, s.dir, s.dir);
     cr_expect_eq(run_tool("train", args, &out), 1, "%s", out);
     free(out);
-    snprintf(args, sizeof args, "--head %s --eval %s/none --report %s/new/r", s.head, s.dir, s.dir);
-    cr_expect_neq(run_tool("predict", args, &out), 0, "%s", out);
-    free(out);
     in_dir(&s, "new", made_out);
+    cr_expect_neq(access(made_out, F_OK), 0, "a refused run left the folder %s it made", made_out);
+    char keras_home[700];
+    in_dir(&s, "keras_home", keras_home);
+    setenv("KERAS_HOME", keras_home, 1);
+    setenv("VGGFT_WEIGHTS_URL", "/nonexistent/vggft-mirror", 1);  // no network, as on a compute node
+    snprintf(args, sizeof args, "--data %s --cache %s/new/c --weights imagenet --input-size 32 --quiet", s.data, s.dir);
+    cr_expect_eq(run_tool("extract", args, &out), 1, "%s", out);
+    unsetenv("KERAS_HOME");
+    unsetenv("VGGFT_WEIGHTS_URL");
+    cr_expect(strstr(out, "copy Keras's file to"), "%s", out);
+    free(out);
+    snprintf(args, sizeof args, "%s/models", keras_home);
+    cr_expect_eq(access(args, F_OK), 0, "the Keras cache folder the message names is gone");
     cr_expect_neq(access(made_out, F_OK), 0, "a refused run left the folder %s it made", made_out);
     // A training folder whose classes are not the head's: both lists named.
     char renamed[1200], from[1200];
