@@ -778,7 +778,9 @@ static void print_top_confusions(FILE *out, int K, char *const *names, const lon
 }
 
 void fit_print_report(FILE *out, const char *what, const Running *r, int K, char *const *names, const long *conf) {
-    fprintf(out, "\n%s: loss %.4f - accuracy %.4f (%ld/%.0f)\n", what, running_loss(r), running_acc(r), r->correct,
+    // The loss as the epoch lines print val_loss (1.8753e-06, not 0.0000).
+    char lv[KERAS_VALUE_MAX];
+    fprintf(out, "\n%s: loss %s - accuracy %.4f (%ld/%.0f)\n", what, keras_value(running_loss(r), lv), running_acc(r), r->correct,
             r->n);
     // Widths in display columns (utf8.h), not bytes: names in UTF-8 line up.
     int longest = 0;
