@@ -375,10 +375,15 @@ static int check_settings(const Checkpoint *c, const char *settings, const char 
                       "the same draws; start over)";
             else if (have && have[0] && have[0] != '/' && vl && eq[1] == '/')
                 why = " (an older checkpoint's path, relative to the folder its run started in: resume from there)";
+            // The option, in the reason's parentheses when there is one:
+            // " (--head: the digest of ...)".
             const char *opt = advise ? setting_option(key) : "";
-            err_set("--resume %s: %s is %s in the checkpoint, %.*s in this run%s%s%s%s%s", path, key,
-                    !have ? "(absent)" : have[0] ? have : "(none)", vl ? (int)vl : 6, vl ? eq + 1 : "(none)", why,
-                    *opt ? " (" : "", opt, *opt ? ")" : "",
+            char reason[600];
+            if (*opt && *why) snprintf(reason, sizeof reason, " (%s: %s", opt, why + 2);
+            else if (*opt) snprintf(reason, sizeof reason, " (%s)", opt);
+            else snprintf(reason, sizeof reason, "%s", why);
+            err_set("--resume %s: %s is %s in the checkpoint, %.*s in this run%s%s", path, key,
+                    !have ? "(absent)" : have[0] ? have : "(none)", vl ? (int)vl : 6, vl ? eq + 1 : "(none)", reason,
                     !advise                           ? ""
                     : !strcmp(key, "augment_ranges") ? ": leave out --resume"
                                                       : ": to continue that run give its settings and data again; to "

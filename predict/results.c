@@ -442,14 +442,24 @@ int results_finish(Results *r, const char *report, const char *what, const char 
         // The three files replace the old three together: a failure part way
         // (a full disk) leaves the old set whole, not a mix of two runs.
         char path[PATH_MAX + 32], title[PATH_MAX + 200];
-        for (int k = 0; k < 3; k++) {  // left by a killed run
+        // The folder check_output_path made at the start may be gone: a
+        // train, finetune or extract that made it too and failed removes
+        // it while empty (remove_created_dirs), and predict writes there
+        // only now. Make it again (kept: other runs may share it).
+        snprintf(path, sizeof path, "%s%s", report, report_suffix(0, r->fmt));
+        char *slash = strrchr(path, '/');
+        if (slash && slash != path) {
+            *slash = '\0';
+            if (make_lasting_dirs(path) < 0) rc = err_prefix("--report: ");
+        }
+        for (int k = 0; rc == 0 && k < 3; k++) {  // left by a killed run
             snprintf(path, sizeof path, "%s%s", report, report_suffix(k, r->fmt));
             atomic_remove_stale(path);
         }
         atomic_group_begin();
         AtomicFile af;
         snprintf(path, sizeof path, "%s%s", report, report_suffix(0, r->fmt));
-        FILE *f = atomic_open(&af, path);
+        FILE *f = rc == 0 ? atomic_open(&af, path) : NULL;
         if (!f) rc = -1;
         if (rc == 0) {
             if (r->fmt == FMT_JSON) rc = report_json(f, r, what, data, cm, skipped);

@@ -464,6 +464,14 @@ Test(finetune, refuses_mismatched_inputs_with_the_reason) {
                           "continue that run give its settings and data again"),
               "%s", out);
     free(out);
+    // The checkpoint beside a model given for it: the model is named.
+    snprintf(args, sizeof args, "--data %s --head %s/split.ckpt --weights random --out %s/x.h5", s.data, s.dir,
+             s.dir);
+    cr_expect_eq(run_tool("finetune", args, &out), 1, "%s", out);
+    cr_expect(strstr(out, "split.ckpt: a checkpoint (the state --resume continues from), not a model file: give ") &&
+                  strstr(out, "/split.h5, written beside it"),
+              "%s", out);
+    free(out);
     // (train too, failing after making its --out folder; not the Keras
     // cache folder that an imagenet download failing for want of a network
     // tells the user to copy the file into.)
