@@ -197,6 +197,10 @@ void log_stamp(FILE *out) {
     fprintf(out, "%s ", buf);
 }
 
+void log_wipe_line(FILE *out) {
+    if (isatty(fileno(out))) fputs("\r\033[K", out);
+}
+
 void log_printf(FILE *out, const char *fmt, ...) {
     char text[8192];  // messages name paths (PATH_MAX 4096) and more
     va_list ap;

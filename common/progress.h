@@ -76,6 +76,12 @@ void log_stamp(FILE *out);
 // the text. Leading newlines, which end a terminal's redrawn bar, are
 // written only on a terminal. Flushes out.
 void log_printf(FILE *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+// On a terminal, the line a bar is drawn on blanked ("\r", erase to the
+// end of the line) for a warning to take its place (the bar is drawn again
+// below it at its next update; no stale copy is left above the warning);
+// nothing in a log. Harmless with no bar on the line: every other line a
+// tool writes ends with its newline.
+void log_wipe_line(FILE *out);
 // The stamp text for the given time (buf: at least 21 bytes); for tests.
 void log_stamp_format(long t, char *buf, size_t size);
 

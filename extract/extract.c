@@ -721,8 +721,8 @@ int extract_run(const ExtractOptions *o) {
     Progress bar;
     progress_start(&bar, stderr, n_items, "img");
     if (o->quiet) bar.enabled = 0;
-    // Warnings print even with --quiet; on a terminal they first wipe the bar.
-    const char *wipe = bar.tty && bar.enabled ? "\r\033[K" : "";
+    // Warnings print even with --quiet; on a terminal they first wipe the
+    // bar (log_wipe_line).
     long done_items = 0, written = 0, unchanged = 0, replaced = 0, removed = cached.removed;
     const char *crash_env = getenv("VGGFT_TEST_CRASH_AFTER");
     long crash_after = crash_env ? atol(crash_env) : 0;
@@ -761,7 +761,7 @@ int extract_run(const ExtractOptions *o) {
             size_t plen = strlen(ds.root) + 1 + strlen(it->path);
             if (strlen(reason) > plen + 2 && reason[plen] == ':') reason += plen + 2;
             skip_add(&skipped, it->path, reason);
-            fputs(wipe, stderr);
+            log_wipe_line(stderr);
             log_printf(stderr, "warning: skipped %s\n", li->msg);
             // An old record no longer describes this file.
             if (c && cache_del(&cache, c->key) < 0) goto done;
@@ -769,7 +769,7 @@ int extract_run(const ExtractOptions *o) {
             unchanged++;
         } else {
             if (info->reduced) {
-                fputs(wipe, stderr);
+                log_wipe_line(stderr);
                 log_printf(stderr,
                            "warning: %s/%s is %dx%d, over the pixel budget of %ld: decoded at a reduced scale "
                            "(its pixels differ from Keras's full decode)\n",

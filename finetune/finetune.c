@@ -195,7 +195,8 @@ static int reader_fill(Reader *r, int count, long item_floats, float *x, int32_t
         } else if (!li->system_error && !r->s->reported[item]) {
             r->s->reported[item] = 1;
             r->s->skipped++;
-            log_printf(stderr, "\nwarning: skipped %s\n", li->msg);  // a warning: even with --quiet
+            log_wipe_line(stderr);  // in the bar's place (a validation bar erased when done left one above)
+            log_printf(stderr, "warning: skipped %s\n", li->msg);  // a warning: even with --quiet
         }
     }
     if (oom) err_set("%s", oom->msg);

@@ -375,9 +375,8 @@ static int run_images(const PredictOptions *o, const Model *m, const ModelMeta *
     progress_start(&bar, stderr, in->n, "img");
     // Lines on a terminal would tear an in-place bar.
     if (o->quiet || (bar.tty && isatty(fileno(stdout)))) bar.enabled = 0;
-    // Warnings print even with --quiet; on a terminal they first wipe the bar.
-    // (No free items: every image is read, decoded and run.)
-    const char *wipe = bar.enabled && bar.tty ? "\r\033[K" : "";
+    // Warnings print even with --quiet; on a terminal they first wipe the
+    // bar (log_wipe_line). (No free items: every image is read, decoded and run.)
     long done_items = 0, batches = 0;
     int nb = 0;
     LoaderItem *li;
@@ -402,12 +401,12 @@ static int run_images(const PredictOptions *o, const Model *m, const ModelMeta *
                 size_t plen = strlen(path);
                 if (!strncmp(reason, path, plen) && reason[plen] == ':') reason += plen + (reason[plen + 1] == ' ' ? 2 : 1);
                 skip_add(skipped, path, reason);
-                fputs(wipe, stderr);
+                log_wipe_line(stderr);
                 log_printf(stderr, "warning: skipped %s\n", li->msg);
             } else {
                 const DecodeInfo *info = li->extra;
                 if (info->over_budget) {  // extract's warning, word for word
-                    fputs(wipe, stderr);
+                    log_wipe_line(stderr);
                     log_printf(stderr,
                                "warning: %s is %dx%d, over the pixel budget of %ld: decoded at a reduced scale "
                                "(its pixels differ from Keras's full decode)\n",

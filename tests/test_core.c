@@ -385,13 +385,29 @@ Test(progress, close_ends_a_log_bar_that_wrote_a_line) {
     log_bar_close(&b);
 }
 
+// A pseudo-terminal: its master in *master (what was written, to read
+// back), its slave returned (a terminal to write to).
+static int open_pty(int *master) {
+    *master = posix_openpt(O_RDWR | O_NOCTTY);
+    cr_assert(*master >= 0 && grantpt(*master) == 0 && unlockpt(*master) == 0);
+    int slave = open(ptsname(*master), O_RDWR | O_NOCTTY);
+    cr_assert(slave >= 0);
+    return slave;
+}
+
+// What the terminal was sent (one read: the writer has closed), as a
+// string; the master closed.
+static void pty_read(int master, char *buf, size_t size) {
+    ssize_t n = read(master, buf, size - 1);
+    close(master);
+    cr_assert(n > 0);
+    buf[n] = '\0';
+}
+
 // On a terminal a redrawn line is cut to its width (a line that wraps is
 // redrawn a row lower each time, scrolling); the final line is whole.
 Test(progress, terminal_lines_fit_its_width) {
-    int master = posix_openpt(O_RDWR | O_NOCTTY);
-    cr_assert(master >= 0 && grantpt(master) == 0 && unlockpt(master) == 0);
-    int slave = open(ptsname(master), O_RDWR | O_NOCTTY);
-    cr_assert(slave >= 0);
+    int master, slave = open_pty(&master);
     struct termios t;
     cr_assert_eq(tcgetattr(slave, &t), 0);
     cfmakeraw(&t);  // bytes as written (no \n -> \r\n)
@@ -407,15 +423,33 @@ Test(progress, terminal_lines_fit_its_width) {
     progress_finish(&p, long_metrics);
     fclose(f);
     char buf[1024];
-    ssize_t n = read(master, buf, sizeof buf - 1);
-    close(master);
-    cr_assert(n > 0);
-    buf[n] = '\0';
+    pty_read(master, buf, sizeof buf);
     char *redrawn = strtok(buf, "\r\n"), *final = strtok(NULL, "\r\n");
     cr_assert(redrawn && final, "%s", buf);
     cr_expect_eq(strlen(redrawn), 71, "cut to the width less one: '%s'", redrawn);
     cr_expect(strstr(redrawn, "validating 40/153"), "'%s'", redrawn);
     cr_expect(strstr(final, long_metrics), "the final line is whole: '%s'", final);
+}
+
+// A warning takes a terminal bar's line (no stale copy of the bar above
+// it); a log's lines are left alone.
+Test(progress, warnings_wipe_a_terminal_bar_not_a_log) {
+    int master, slave = open_pty(&master);
+    FILE *tty = fdopen(slave, "w");
+    setvbuf(tty, NULL, _IONBF, 0);
+    fputs("\r 3/10 [=====>", tty);
+    log_wipe_line(tty);
+    fclose(tty);
+    char buf[256];
+    pty_read(master, buf, sizeof buf);
+    cr_expect(strstr(buf, "[=====>\r\033[K"), "the bar's line blanked: '%s'", buf);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *log = open_memstream(&text, &len);
+    log_wipe_line(log);
+    fclose(log);
+    cr_expect_str_eq(text, "");
+    free(text);
 }
 
 Test(blas, better_kernel_choice) {
