@@ -227,14 +227,22 @@ static int read_attr(const char *path, const char *key, char *buf, size_t size) 
     return 0;
 }
 
+static int meta_read(const char *path, ModelMeta *meta);
+
 int model_meta_read(const char *path, ModelMeta *meta) {
-    memset(meta, 0, sizeof *meta);
-    // train's and finetune's OUT.ckpt beside OUT.h5: given by a slip.
+    if (meta_read(path, meta) == 0) return 0;
+    // train's and finetune's OUT.ckpt beside OUT.h5, given by a slip: not
+    // HDF5 (a model file, whatever its name, reads as one).
     size_t len = strlen(path);
     if (len > 5 && !strcmp(path + len - 5, ".ckpt"))
         return err_set("%s: a checkpoint (the state --resume continues from), not a model file: give %.*s.h5, "
                        "written beside it",
                        path, (int)(len - 5), path);
+    return -1;
+}
+
+static int meta_read(const char *path, ModelMeta *meta) {
+    memset(meta, 0, sizeof *meta);
     char size[32], classes[16], mode[16], hidden[16], dropout[32];
     if (read_attr(path, "vggft_model", meta->arch, sizeof meta->arch) < 0 ||
         read_attr(path, "vggft_contents", meta->contents, sizeof meta->contents) < 0 ||

@@ -178,7 +178,7 @@ void progress_close(Progress *p, const char *metrics) {
         return;
     }
     if (!p->last_len) return;
-    fprintf(p->out, "\r%*s\r", p->last_len, "");
+    log_wipe_line(p->out);
     fflush(p->out);
     p->last_len = 0;
 }

@@ -445,13 +445,9 @@ int results_finish(Results *r, const char *report, const char *what, const char 
         // The folder check_output_path made at the start may be gone: a
         // train, finetune or extract that made it too and failed removes
         // it while empty (remove_created_dirs), and predict writes there
-        // only now. Make it again (kept: other runs may share it).
+        // only now. Make it again (predict never removes it).
         snprintf(path, sizeof path, "%s%s", report, report_suffix(0, r->fmt));
-        char *slash = strrchr(path, '/');
-        if (slash && slash != path) {
-            *slash = '\0';
-            if (make_lasting_dirs(path) < 0) rc = err_prefix("--report: ");
-        }
+        if (make_parent_dirs(path) < 0) rc = err_prefix("--report: ");
         for (int k = 0; rc == 0 && k < 3; k++) {  // left by a killed run
             snprintf(path, sizeof path, "%s%s", report, report_suffix(k, r->fmt));
             atomic_remove_stale(path);
