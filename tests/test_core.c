@@ -395,13 +395,16 @@ static int open_pty(int *master) {
     return slave;
 }
 
-// What the terminal was sent (one read: the writer has closed), as a
-// string; the master closed.
+// What the terminal was sent (the writer has closed), as a string; the
+// master closed. A read may return part (the line discipline's chunks):
+// read until none is left (0, or EIO once the closed slave is drained).
 static void pty_read(int master, char *buf, size_t size) {
-    ssize_t n = read(master, buf, size - 1);
+    size_t got = 0;
+    ssize_t n;
+    while (got < size - 1 && (n = read(master, buf + got, size - 1 - got)) > 0) got += (size_t)n;
     close(master);
-    cr_assert(n > 0);
-    buf[n] = '\0';
+    cr_assert(got > 0);
+    buf[got] = '\0';
 }
 
 // On a terminal a redrawn line is cut to its width (a line that wraps is
