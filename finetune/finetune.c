@@ -1001,7 +1001,7 @@ int finetune_run(const FinetuneOptions *o) {
                    "%.1f s\n",
                    total, from_cache ? "the cache" : "images (decode, augment)", t_wait, wt->frozen, wt->trainable,
                    wt->head, wt->update, t_val);
-        char prof[800];
+        char prof[2000];
         if (walk.gpu && gpu_walk_profile(walk.gpu, prof, sizeof prof)) printf("%s\n", prof);
     }
 

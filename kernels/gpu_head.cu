@@ -118,11 +118,14 @@ __global__ static void sum_blocks_kernel(const float *P, int blocks, long n, int
 }
 
 // relu_forward then dropout_forward on n = N x units floats in place.
+// step_seed: in device memory (the step's, read when the kernel runs: see
+// gpu_head_step_queue); read only in mode 1.
 __global__ static void relu_dropout_kernel(float *x, uint8_t *mask, long n, int mode, float rate, float keep,
-                                           uint64_t step_seed) {
+                                           const uint64_t *step_seed) {
+    const uint64_t seed = mode == 1 ? *step_seed : 0;
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
         uint8_t k;
-        x[i] = hd_relu_dropout(x[i], (uint64_t)i, mode, rate, keep, step_seed, &k);
+        x[i] = hd_relu_dropout(x[i], (uint64_t)i, mode, rate, keep, seed, &k);
         mask[i] = k;
     }
 }
@@ -221,6 +224,13 @@ __global__ static void loss_kernel(const float *logits, const int32_t *labels, c
 
 // --- the head -------------------------------------------------------------------------------
 
+// What changes from one training step to the next besides the labels and
+// sample weights, read by the kernels from device memory.
+typedef struct {
+    uint64_t step_seed;  // dropout_forward's seed of the step: hd_dropout_seed(seed, stream)
+    OptimRule rule;      // the step's optimizer rule (Adam's alpha changes every step)
+} StepIn;
+
 // One dense layer on the device: kernel D x U (Keras's layout), bias U,
 // their gradients, and two slots per tensor.
 typedef struct {
@@ -242,23 +252,30 @@ struct GpuHead {
     float *logits, *probs, *d_logits;  // cap x K
     float *partial;            // the products' per-block sums
     size_t partial_floats;
+    // A step's inputs (StepIn, then cap labels, then cap sample weights),
+    // sent from the host block in one copy: in_bytes from step_in.
+    char *step_in;
+    StepIn *in;
     int32_t *labels;
     float *weights;
+    size_t in_bytes;
     double *rows;
     float *loss;
-    int fwd_N, fwd_mode;  // the last forward pass: rows, drop_mode
     size_t bytes;
     cudaStream_t s;       // every operation's (gpu_head_create's)
-    // The host side of a step's small copies (labels and sample weights up;
-    // logits, probabilities and the loss down), page-locked when the system
-    // allows, so that a step is queued without a wait (else the copies down
-    // wait, as CUDA's copies into pageable memory do). out: logits (cap x K),
-    // probs (cap x K), the loss.
+    // The host side of a step's small copies (the input block up; logits,
+    // probabilities and the loss down), page-locked when the system allows,
+    // so that a step is queued without a wait (else the copies down wait, as
+    // CUDA's copies into pageable memory do). The block: the input block's
+    // layout (host_in, host_labels, host_weights), then out: logits (cap x
+    // K), probs (cap x K), the loss.
+    StepIn *host_in;
     int32_t *host_labels;
     float *host_weights, *host_out;
     void *host_block;
     int host_pinned;
-    cudaEvent_t host_free;   // after the last copies that read host_labels / host_weights
+    int step_N, step_weighted;  // the step prepared (gpu_head_step_prepare; 0: none)
+    cudaEvent_t host_free;   // after the last step's copy of the input block
     cudaEvent_t out_ready;   // after the last copies into host_out
     int out_N, out_loss;     // rows host_out holds (0: none yet), and whether a loss
 };
@@ -365,21 +382,27 @@ static int create(GpuHead *h, const Model *m, int cap) {
         HALLOC(h, h->probs, C * K * sizeof(float), "the head's buffers") < 0 ||
         HALLOC(h, h->d_logits, C * K * sizeof(float), "the head's buffers") < 0 ||
         HALLOC(h, h->partial, part * sizeof(float), "the head's partial sums") < 0 ||
-        HALLOC(h, h->labels, C * sizeof(int32_t), "the head's buffers") < 0 ||
-        HALLOC(h, h->weights, C * sizeof(float), "the head's buffers") < 0 ||
         HALLOC(h, h->rows, C * sizeof(double), "the head's buffers") < 0 ||
         HALLOC(h, h->loss, sizeof(float), "the head's buffers") < 0)
         return -1;
     h->partial_floats = part;
-    // The host side of the step's copies: labels, sample weights, then
-    // logits, probs and the loss, in one block.
-    const size_t host_bytes = C * sizeof(int32_t) + C * sizeof(float) + (2 * C * K + 1) * sizeof(float);
+    // The step's input block (StepIn, labels, sample weights; 16-byte
+    // aligned parts) on the device, and on the host followed by logits,
+    // probs and the loss.
+    const size_t at_labels = (sizeof(StepIn) + 15) / 16 * 16, at_weights = at_labels + (C * sizeof(int32_t) + 15) / 16 * 16;
+    h->in_bytes = at_weights + (C * sizeof(float) + 15) / 16 * 16;
+    if (HALLOC(h, h->step_in, h->in_bytes, "the head's buffers") < 0) return -1;
+    h->in = (StepIn *)h->step_in;
+    h->labels = (int32_t *)(h->step_in + at_labels), h->weights = (float *)(h->step_in + at_weights);
+    const size_t host_bytes = h->in_bytes + (2 * C * K + 1) * sizeof(float);
     h->host_block = gpu_host_alloc(host_bytes);
     h->host_pinned = h->host_block != NULL;
     if (!h->host_block && !(h->host_block = malloc(host_bytes))) return err_set("GPU head: out of memory");
-    h->host_labels = (int32_t *)h->host_block;
-    h->host_weights = (float *)(h->host_labels + C);
-    h->host_out = h->host_weights + C;
+    memset(h->host_block, 0, host_bytes);  // the block is sent whole: no unwritten bytes
+    h->host_in = (StepIn *)h->host_block;
+    h->host_labels = (int32_t *)((char *)h->host_block + at_labels);
+    h->host_weights = (float *)((char *)h->host_block + at_weights);
+    h->host_out = (float *)((char *)h->host_block + h->in_bytes);
     // Blocking waits (cudaEventBlockingSync), as gpu_select_device's: the
     // loader threads need the cores.
     CUDA_OK(cudaEventCreateWithFlags(&h->host_free, cudaEventDisableTiming | cudaEventBlockingSync),
@@ -415,7 +438,7 @@ extern "C" void gpu_head_free(GpuHead *h) {
     }
     cudaFree(h->hidden), cudaFree(h->d_hidden), cudaFree(h->mask);
     cudaFree(h->logits), cudaFree(h->probs), cudaFree(h->d_logits), cudaFree(h->partial);
-    cudaFree(h->labels), cudaFree(h->weights), cudaFree(h->rows), cudaFree(h->loss);
+    cudaFree(h->step_in), cudaFree(h->rows), cudaFree(h->loss);
     if (h->host_pinned) gpu_host_free(h->host_block);
     else free(h->host_block);
     if (h->host_free) cudaEventDestroy(h->host_free);
@@ -424,12 +447,14 @@ extern "C" void gpu_head_free(GpuHead *h) {
 }
 
 extern "C" size_t gpu_head_bytes(const GpuHead *h) { return h->bytes; }
+extern "C" int gpu_head_pinned(const GpuHead *h) { return h->host_pinned; }
 
 // --- forward ----------------------------------------------------------------------------------
 
 // Queues the copies of the logits, the probabilities and (with_loss) the
-// loss of N rows into host_out, then out_ready. The previous results must
-// have been fetched (gpu_head_results) or dropped: they are overwritten.
+// loss of N rows into host_out (no event: a step's may be captured). The
+// previous results must have been fetched (gpu_head_results) or dropped:
+// they are overwritten.
 static int queue_outputs(GpuHead *h, int N, int with_loss) {
     const size_t bytes = (size_t)N * h->K * sizeof(float), cap_k = (size_t)h->cap * h->K;
     CUDA_OK(cudaMemcpyAsync(h->host_out, h->logits, bytes, cudaMemcpyDeviceToHost, h->s), "the head's logits");
@@ -438,14 +463,20 @@ static int queue_outputs(GpuHead *h, int N, int with_loss) {
     if (with_loss)
         CUDA_OK(cudaMemcpyAsync(h->host_out + 2 * cap_k, h->loss, sizeof(float), cudaMemcpyDeviceToHost, h->s),
                 "the head's loss");
+    return 0;
+}
+
+// The results queued last are N rows (with_loss: and a loss): out_ready
+// after them.
+static int outputs_queued(GpuHead *h, int N, int with_loss) {
     CUDA_OK(cudaEventRecord(h->out_ready, h->s), "recording an event");
     h->out_N = N, h->out_loss = with_loss;
     return 0;
 }
 
-extern "C" int gpu_head_forward(GpuHead *h, const float *feat, int N, int training, uint64_t seed,
-                                uint64_t stream) {
-    if (N < 1 || N > h->cap) return err_set("GPU head: batch of %d rows (at most %d)", N, h->cap);
+// The forward pass of N rows of feat, dropout by mode (drop_mode; 1 reads
+// the step's seed from the input block): head_forward.
+static int forward(GpuHead *h, const float *feat, int N, int mode) {
     const Model *m = h->m;
     const DenseDev *first = &h->dense[0], *out = &h->dense[h->n_dense - 1];
     // The layer that reads the features: head_forward_first (dense_forward).
@@ -453,15 +484,13 @@ extern "C" int gpu_head_forward(GpuHead *h, const float *feat, int N, int traini
     if (product(h, feat, h->D, 1, first->W, first->units, 1, N, first->units, h->D, FWD_BLOCK, first->b, y0,
                 m->layers[first->index].name) < 0)
         return -1;
-    h->fwd_mode = 0;
     if (h->n_dense == 2) {
         // head_forward_rest: relu, dropout (stream, seed), the output layer.
         const int H = first->units;
         const long n = (long)N * H;
-        h->fwd_mode = drop_mode(training && h->has_dropout, h->rate);
         const float keep = (float)(1.0 - (double)h->rate);
-        relu_dropout_kernel<<<gpu_blocks(n), 256, 0, h->s>>>(h->hidden, h->mask, n, h->fwd_mode, h->rate, keep,
-                                                    hd_dropout_seed(seed, stream));
+        relu_dropout_kernel<<<gpu_blocks(n), 256, 0, h->s>>>(h->hidden, h->mask, n, mode, h->rate, keep,
+                                                             &h->in->step_seed);
         CUDA_OK(cudaGetLastError(), "the head's relu and dropout");
         if (product(h, h->hidden, H, 1, out->W, out->units, 1, N, out->units, H, FWD_BLOCK, out->b, h->logits,
                     m->layers[out->index].name) < 0)
@@ -469,9 +498,13 @@ extern "C" int gpu_head_forward(GpuHead *h, const float *feat, int N, int traini
     }
     output_act_kernel<<<(N + 127) / 128, 128, 0, h->s>>>(h->logits, N, h->K, h->sigmoid, h->probs);
     CUDA_OK(cudaGetLastError(), "the head's output activation");
-    h->fwd_N = N;
-    // Inference: the outputs are the result (training: after the backward pass).
-    return training ? 0 : queue_outputs(h, N, 0);
+    return 0;
+}
+
+extern "C" int gpu_head_predict(GpuHead *h, const float *feat, int N) {
+    if (N < 1 || N > h->cap) return err_set("GPU head: batch of %d rows (at most %d)", N, h->cap);
+    if (forward(h, feat, N, 0) < 0 || queue_outputs(h, N, 0) < 0) return -1;
+    return outputs_queued(h, N, 0);
 }
 
 // --- backward and update ------------------------------------------------------------------------
@@ -493,30 +526,35 @@ static int dense_backward_dev(GpuHead *h, const DenseDev *d, const float *x, int
     return 0;
 }
 
-extern "C" int gpu_head_backward_update(GpuHead *h, const float *feat, const int32_t *labels,
-                                        const float *sample_weights, int N, const OptimRule *r, float *d_feat) {
-    if (N != h->fwd_N) return err_set("GPU head: backward on %d rows after a forward pass on %d", N, h->fwd_N);
-    // The labels and weights through the host buffers, once the previous
-    // step's copies have read them.
+extern "C" int gpu_head_step_prepare(GpuHead *h, const int32_t *labels, const float *sample_weights, int N,
+                                     uint64_t seed, uint64_t stream, const OptimRule *r) {
+    if (N < 1 || N > h->cap) return err_set("GPU head: batch of %d rows (at most %d)", N, h->cap);
+    // The input block is free once the previous step's copy has read it.
     CUDA_OK(cudaEventSynchronize(h->host_free), "the head's previous step");
+    h->host_in->step_seed = hd_dropout_seed(seed, stream);
+    h->host_in->rule = *r;
     memcpy(h->host_labels, labels, (size_t)N * sizeof(int32_t));
-    CUDA_OK(cudaMemcpyAsync(h->labels, h->host_labels, (size_t)N * sizeof(int32_t), cudaMemcpyHostToDevice, h->s),
+    if (sample_weights) memcpy(h->host_weights, sample_weights, (size_t)N * sizeof(float));
+    h->step_N = N, h->step_weighted = sample_weights != NULL;
+    return 0;
+}
+
+extern "C" int gpu_head_step_queue(GpuHead *h, const float *feat, float *d_feat) {
+    const int N = h->step_N;
+    if (!N) return err_set("GPU head: no step prepared (gpu_head_step_prepare first)");
+    CUDA_OK(cudaMemcpyAsync(h->step_in, h->host_block, h->in_bytes, cudaMemcpyHostToDevice, h->s),
             "uploading labels");
-    if (sample_weights) {
-        memcpy(h->host_weights, sample_weights, (size_t)N * sizeof(float));
-        CUDA_OK(cudaMemcpyAsync(h->weights, h->host_weights, (size_t)N * sizeof(float), cudaMemcpyHostToDevice, h->s),
-                "uploading sample weights");
-    }
-    CUDA_OK(cudaEventRecord(h->host_free, h->s), "recording an event");
-    loss_kernel<<<1, 256, 0, h->s>>>(h->logits, h->labels, sample_weights ? h->weights : NULL, N, h->K, h->sigmoid, h->d_logits,
-                            h->rows, h->loss);
+    const int mode = drop_mode(h->has_dropout, h->rate);
+    if (forward(h, feat, N, mode) < 0) return -1;
+    loss_kernel<<<1, 256, 0, h->s>>>(h->logits, h->labels, h->step_weighted ? h->weights : NULL, N, h->K, h->sigmoid,
+                                     h->d_logits, h->rows, h->loss);
     CUDA_OK(cudaGetLastError(), "the head's loss");
     // head_backward: the output layer, then (dropout, relu and) the hidden one.
     const DenseDev *first = &h->dense[0], *out = &h->dense[h->n_dense - 1];
     if (h->n_dense == 2) {
         const long n = (long)N * first->units;
         if (dense_backward_dev(h, out, h->hidden, N, h->d_logits, h->d_hidden) < 0) return -1;
-        hidden_backward_kernel<<<gpu_blocks(n), 256, 0, h->s>>>(h->hidden, h->mask, h->fwd_mode, 1.0f - h->rate, h->d_hidden, n);
+        hidden_backward_kernel<<<gpu_blocks(n), 256, 0, h->s>>>(h->hidden, h->mask, mode, 1.0f - h->rate, h->d_hidden, n);
         CUDA_OK(cudaGetLastError(), "the head's dropout and relu backward");
         if (dense_backward_dev(h, first, feat, N, h->d_hidden, d_feat) < 0) return -1;
     } else {
@@ -528,11 +566,20 @@ extern "C" int gpu_head_backward_update(GpuHead *h, const float *feat, const int
         DenseDev *d = &h->dense[k];
         if (!d->trainable) continue;
         const char *name = h->m->layers[d->index].name;
-        if (gpu_optim_launch(r, d->W, d->dW, d->slot[0][0], d->slot[0][1], (long)d->in * d->units, name, h->s) < 0 ||
-            gpu_optim_launch(r, d->b, d->db, d->slot[1][0], d->slot[1][1], d->units, name, h->s) < 0)
+        if (gpu_optim_launch(&h->in->rule, d->W, d->dW, d->slot[0][0], d->slot[0][1], (long)d->in * d->units, name,
+                             h->s) < 0 ||
+            gpu_optim_launch(&h->in->rule, d->b, d->db, d->slot[1][0], d->slot[1][1], d->units, name, h->s) < 0)
             return -1;
     }
     return queue_outputs(h, N, 1);
+}
+
+extern "C" int gpu_head_step_queued(GpuHead *h) {
+    const int N = h->step_N;
+    if (!N) return err_set("GPU head: no step prepared (gpu_head_step_prepare first)");
+    h->step_N = 0;
+    CUDA_OK(cudaEventRecord(h->host_free, h->s), "recording an event");
+    return outputs_queued(h, N, 1);
 }
 
 extern "C" int gpu_head_results(GpuHead *h, float *logits, float *probs, float *loss) {

@@ -61,26 +61,50 @@ GpuHead *gpu_head_create(const Model *m, int cap, void *stream);
 void gpu_head_free(GpuHead *h);
 // Device bytes taken.
 size_t gpu_head_bytes(const GpuHead *h);
+// 1 when the step's host block is page-locked (a CUDA graph may copy from
+// it; else plain memory, whose copies CUDA stages at the call).
+int gpu_head_pinned(const GpuHead *h);
 
-// The forward pass of N <= cap rows of device features feat (N x
-// model_feature_size, row-major), queued without a wait. training: dropout
-// with the CPU's mask for (seed, stream) (dropout_forward), keeping what the
-// backward pass needs; else none, and the copies of the logits and the
-// probabilities to the host follow (gpu_head_results gives them).
-int gpu_head_forward(GpuHead *h, const float *feat, int N, int training, uint64_t seed, uint64_t stream);
-// After gpu_head_forward(training) on the same feat, queued without a wait:
-// the mean (weighted) loss of labels (host, N class indices; sample_weights
-// host, N, or NULL; both read before the call returns), as head_backward
-// computes it; the gradient of every head layer; if d_feat (device, N x
-// feature size) is not NULL, the gradient of the loss w.r.t. the features,
-// from the weights before the update; then one update by r of every
-// trainable head layer (its slots on the device); then the copies of the
-// logits, the probabilities and the loss to the host, which
-// gpu_head_results waits for.
-int gpu_head_backward_update(GpuHead *h, const float *feat, const int32_t *labels, const float *sample_weights, int N,
-                             const OptimRule *r, float *d_feat);
-// Waits for the last results (gpu_head_backward_update's, or an inference
-// gpu_head_forward's) and gives them: logits and probs (host, N x n_outputs
+// A training step comes in three calls, so that its device work can be
+// captured once as a CUDA graph and replayed (gpu_walk.cu):
+//   gpu_head_step_prepare  the host's part: waits until the previous step's
+//                          copies have read the page-locked input block,
+//                          then writes the step's labels (host, N class
+//                          indices), sample_weights (host, N, or NULL), the
+//                          dropout seed of (seed, stream) (dropout_forward's
+//                          derivation) and the rule r there; every pointer
+//                          is read before it returns;
+//   gpu_head_step_queue    the device's part, queued on the head's stream
+//                          without a host wait or an event (capturable):
+//                          the input block's upload, the forward pass of
+//                          the N prepared rows of device features feat (N x
+//                          model_feature_size) with dropout, the mean
+//                          (weighted) loss as head_backward computes it,
+//                          the gradient of every head layer, if d_feat
+//                          (device, N x feature size) is not NULL the
+//                          gradient of the loss w.r.t. the features (from
+//                          the weights before the update), one update by r
+//                          of every trainable head layer (slots on the
+//                          device), and the copies of the logits, the
+//                          probabilities and the loss into page-locked
+//                          memory. Every value that changes from step to
+//                          step (labels, weights, the seed, Adam's alpha)
+//                          is read from device memory, never passed by
+//                          value; only N and whether there are sample
+//                          weights are fixed at the call;
+//   gpu_head_step_queued   after that work (or a graph holding it) on the
+//                          head's stream: records the head's events;
+//                          gpu_head_results then gives this step's results.
+int gpu_head_step_prepare(GpuHead *h, const int32_t *labels, const float *sample_weights, int N, uint64_t seed,
+                          uint64_t stream, const OptimRule *r);
+int gpu_head_step_queue(GpuHead *h, const float *feat, float *d_feat);
+int gpu_head_step_queued(GpuHead *h);
+// Inference on N <= cap rows of device features feat, queued without a
+// wait: the forward pass without dropout, then the copies of the logits and
+// the probabilities to the host (gpu_head_results gives them).
+int gpu_head_predict(GpuHead *h, const float *feat, int N);
+// Waits for the last results (a step's, after gpu_head_step_queued, or
+// gpu_head_predict's) and gives them: logits and probs (host, N x n_outputs
 // each, N the step's rows; may be NULL) and *loss (may be NULL; NaN after
 // inference). A CUDA error of any work queued before shows here: -1 with
 // err_set.

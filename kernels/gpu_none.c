@@ -106,13 +106,20 @@ GpuHead *gpu_head_create(const Model *m, int cap, void *stream) {
 
 void gpu_head_free(GpuHead *h) {}
 size_t gpu_head_bytes(const GpuHead *h) { return 0; }
+int gpu_head_pinned(const GpuHead *h) { return 0; }
 
-int gpu_head_forward(GpuHead *h, const float *feat, int N, int training, uint64_t seed, uint64_t stream) {
+int gpu_head_step_prepare(GpuHead *h, const int32_t *labels, const float *sample_weights, int N, uint64_t seed,
+                          uint64_t stream, const OptimRule *r) {
     return err_set("this build has no CUDA support (built with CUDA=0)");
 }
 
-int gpu_head_backward_update(GpuHead *h, const float *feat, const int32_t *labels, const float *sample_weights, int N,
-                             const OptimRule *r, float *d_feat) {
+int gpu_head_step_queue(GpuHead *h, const float *feat, float *d_feat) {
+    return err_set("this build has no CUDA support (built with CUDA=0)");
+}
+
+int gpu_head_step_queued(GpuHead *h) { return err_set("this build has no CUDA support (built with CUDA=0)"); }
+
+int gpu_head_predict(GpuHead *h, const float *feat, int N) {
     return err_set("this build has no CUDA support (built with CUDA=0)");
 }
 

@@ -238,8 +238,12 @@ void gpu_bias_relu(float *y, const float *bias, long n, int C, cudaStream_t s) {
 // as there: the CPU build keeps multiplies and adds apart
 // (-ffp-contract=off), so here each one is an explicit _rn intrinsic (nvcc
 // would otherwise fuse them into FMAs); sqrt and division are exact on both.
-// s0, s1: the tensor's two slots (as many as the rule uses are read).
-__global__ static void optim_kernel(OptimRule r, float *w, const float *g, float *s0, float *s1, long n) {
+// s0, s1: the tensor's two slots (as many as the rule uses are read). The
+// rule is read from device memory, not passed by value: a step captured
+// once as a CUDA graph (gpu_walk.cu) replays its launches with their
+// arguments frozen, and Adam's alpha changes every step.
+__global__ static void optim_kernel(const OptimRule *rule, float *w, const float *g, float *s0, float *s1, long n) {
+    const OptimRule r = *rule;
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
         const float gi = g[i];
         switch (r.kind) {
@@ -281,13 +285,9 @@ __global__ static void optim_kernel(OptimRule r, float *w, const float *g, float
 }
 
 
-void optim_kernel_launch(const OptimRule *r, float *w, const float *g, float *s0, float *s1, long n, cudaStream_t s) {
-    optim_kernel<<<gpu_blocks(n), 256, 0, s>>>(*r, w, g, s0, s1, n);
-}
-
 int gpu_optim_launch(const OptimRule *r, float *w, const float *g, float *s0, float *s1, long n, const char *what,
                      cudaStream_t s) {
-    optim_kernel_launch(r, w, g, s0, s1, n, s);
+    optim_kernel<<<gpu_blocks(n), 256, 0, s>>>(r, w, g, s0, s1, n);
     CUDA_OK(cudaGetLastError(), what);
     return 0;
 }

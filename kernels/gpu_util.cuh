@@ -118,11 +118,11 @@ void gpu_bias_relu(float *y, const float *bias, long n, int C, cudaStream_t s);
 
 // The optimizer update on device arrays, n floats: w and the slots s0, s1
 // (as many as r->n_slots; the others may be NULL) updated from the gradient
-// g by rule r, queued on stream s. CPU reference: optim_apply
+// g by rule r (in device memory: the kernel reads it when it runs, so a
+// captured launch follows the step's rule), queued on stream s. CPU reference: optim_apply
 // (common/optim.c), bit for bit (every operation an explicit _rn intrinsic,
 // as the CPU build's -ffp-contract=off keeps them apart). One kernel for the
 // walk's convs and the head's dense layers (gpu_walk.cu, gpu_head.cu).
 // gpu_optim_launch checks the launch: -1 with err_set("GPU: what: ...").
-void optim_kernel_launch(const OptimRule *r, float *w, const float *g, float *s0, float *s1, long n, cudaStream_t s);
 int gpu_optim_launch(const OptimRule *r, float *w, const float *g, float *s0, float *s1, long n, const char *what,
                      cudaStream_t s);

@@ -68,12 +68,30 @@ struct GpuWalk {
     const float *staged;         // the host batch it sends, N items (NULL: none, or forgotten)
     int staged_N;
     int pending;         // a step (PENDING_STEP) or a prediction (PENDING_PREDICT) begun and not ended
+    // The step's optimizer rule, read by the update kernels from device
+    // memory (rule_dev), sent there from host_rule by a copy queued with
+    // the step, so that a captured step follows each step's rule.
+    OptimRule *rule_dev, *host_rule;
+    int host_rule_pinned;
+    long steps_ended;    // training steps ended without an error
+    // VGGFT_GPU_GRAPH=1 (read at creation): a whole batch's step after its
+    // input (queue_step) captured once per input buffer as a CUDA graph and
+    // replayed: one launch instead of ~100 (graph_for).
+    int use_graph;
+    cudaGraphExec_t graph[2];  // for d_in[0] and d_in[1]
+    int graph_weighted[2];     // captured with sample weights
+    int capturing;             // queue_step is being captured (no events then)
+    int step_graphed;          // the step begun last was a graph's launch
+    double capture_s;          // time spent capturing and instantiating (profile)
+    int captures;
     // VGGFT_GPU_PROFILE=1 (read at creation): each step's parts timed on
     // the GPU by events (gpu_walk_profile).
     int profiling;
     cudaEvent_t mark[PROFILE_MARKS];
-    double part_ms[PROFILE_MARKS - 1], queue_s;  // sums over the steps timed
+    double part_ms[PROFILE_MARKS - 1], queue_s;  // sums over the steps timed, queued one by one
     long timed_steps;
+    double graph_ms[2], graph_queue_s;  // the same for steps launched as a graph: input, the graph
+    long graph_steps;
 };
 
 static size_t out_floats(const Layer *l) { return (size_t)l->out_h * l->out_w * l->out_c; }
@@ -281,6 +299,11 @@ static int create(GpuWalk *g, const Model *m, int from, int cap, GpuPrecision pr
         }
     }
     if (g->work_size && DALLOC(g, g->work, g->work_size, "allocating the cuDNN workspace") < 0) return -1;
+    if (DALLOC(g, g->rule_dev, sizeof(OptimRule), "allocating the optimizer rule") < 0) return -1;
+    g->host_rule = (OptimRule *)gpu_host_alloc(sizeof(OptimRule));
+    g->host_rule_pinned = g->host_rule != NULL;
+    if (!g->host_rule && !(g->host_rule = (OptimRule *)calloc(1, sizeof(OptimRule))))
+        return err_set("GPU walk: out of memory");
     // The head on the device unless VGGFT_GPU_HEAD=0 (gpu_walk.h): read
     // here, once per walk.
     const char *head = getenv("VGGFT_GPU_HEAD");
@@ -294,6 +317,10 @@ static int create(GpuWalk *g, const Model *m, int from, int cap, GpuPrecision pr
         if (!(g->head = gpu_head_create(m, cap, g->s))) return err_prefix("the head on the GPU: ");
         g->bytes += gpu_head_bytes(g->head);
     }
+    // Steps as CUDA graphs with VGGFT_GPU_GRAPH=1 (the head on the device,
+    // and page-locked step inputs: a graph copies from them when it runs).
+    const char *graph = getenv("VGGFT_GPU_GRAPH");
+    g->use_graph = graph && *graph && strcmp(graph, "0") && g->head && g->host_rule_pinned && gpu_head_pinned(g->head);
     CUDA_OK(cudaDeviceSynchronize(), "setting up the walk");
     return 0;
 }
@@ -316,6 +343,11 @@ extern "C" void gpu_walk_free(GpuWalk *g) {
     if (g->s) cudaStreamSynchronize(g->s);  // a step still under way reads what is freed below
     if (g->copy_s) cudaStreamSynchronize(g->copy_s);
     gpu_head_free(g->head);
+    for (int k = 0; k < 2; k++)
+        if (g->graph[k]) cudaGraphExecDestroy(g->graph[k]);
+    cudaFree(g->rule_dev);
+    if (g->host_rule_pinned) gpu_host_free(g->host_rule);
+    else free(g->host_rule);
     if (g->has_frozen) gpu_frozen_free(&g->frozen);
     const int L = g->m->n_layers;
     for (int i = 0; i < L; i++) {
@@ -361,9 +393,9 @@ extern "C" void gpu_walk_describe(const GpuWalk *g, char *buf, size_t size) {
         if (n < 0) break;
         at += (size_t)n;
     }
-    if (at < size) snprintf(buf + at, size - at, "; workspace %zu MB, %zu MB in all%s%s",
+    if (at < size) snprintf(buf + at, size - at, "; workspace %zu MB, %zu MB in all%s%s%s",
                             (g->work_size + (g->has_frozen ? g->frozen.work_size : 0)) >> 20, g->bytes >> 20, g->deterministic ? "" : "; NOT deterministic",
-                            g->head ? "; head on the GPU" : "");
+                            g->head ? "; head on the GPU" : "", g->use_graph ? "; steps as CUDA graphs" : "");
 }
 extern "C" int gpu_walk_deterministic(const GpuWalk *g) { return g->deterministic; }
 
@@ -427,18 +459,25 @@ extern "C" int gpu_walk_stage(GpuWalk *g, const float *in, int N) {
     return 0;
 }
 
-// Profiling: records mark k on the walk's stream.
+// Profiling: records mark k on the walk's stream (not while a step is
+// captured: a graph's launch is timed as a whole).
 static int mark(GpuWalk *g, int k) {
-    if (g->profiling) CUDA_OK(cudaEventRecord(g->mark[k], g->s), "recording an event");
+    if (g->profiling && !g->capturing) CUDA_OK(cudaEventRecord(g->mark[k], g->s), "recording an event");
     return 0;
 }
 
-// Queues the batch's forward pass: the frozen layers (nothing kept), then
-// the trainable ones keeping every output (and each pool's argmax).
-static int queue_forward(GpuWalk *g, const float *in, int N) {
+// Queues the batch's upload (queue_input; profiling marks 0 and 1 around it).
+static int queue_batch(GpuWalk *g, const float *in, int N) {
+    if (mark(g, 0) < 0 || queue_input(g, in, N) < 0 || mark(g, 1) < 0) return -1;
+    return 0;
+}
+
+// Queues the forward pass of the batch queue_batch sent: the frozen layers
+// (nothing kept), then the trainable ones keeping every output (and each
+// pool's argmax).
+static int queue_forward(GpuWalk *g) {
     const Model *m = g->m;
     const int nb = g->nb, ft = g->ft;
-    if (mark(g, 0) < 0 || queue_input(g, in, N) < 0 || mark(g, 1) < 0) return -1;
     const float *x = g->d_in[g->cur];
     if (g->has_frozen && gpu_frozen_forward(&g->frozen, g->cudnn, x, ft < nb ? g->t_in : g->feat, g->s) < 0)
         return -1;
@@ -482,7 +521,7 @@ static int begin_failed(GpuWalk *g) {
 
 extern "C" int gpu_walk_forward(GpuWalk *g, const float *in, int N, float *features) {
     if (!features) return err_set("GPU walk: no buffer for the features");
-    if (check_batch(g, N) < 0 || queue_forward(g, in, N) < 0) return -1;
+    if (check_batch(g, N) < 0 || queue_batch(g, in, N) < 0 || queue_forward(g) < 0) return -1;
     CUDA_OK(cudaMemcpyAsync(features, g->feat, (size_t)N * g->feat_size * sizeof(float), cudaMemcpyDeviceToHost,
                             g->s),
             "running the conv base");
@@ -501,7 +540,8 @@ static int need_head(const GpuWalk *g) {
 
 extern "C" int gpu_walk_predict_begin(GpuWalk *g, const float *in, int N) {
     if (need_head(g) < 0 || check_batch(g, N) < 0) return -1;
-    if (queue_forward(g, in, N) < 0 || gpu_head_forward(g->head, g->feat, N, 0, 0, 0) < 0) return begin_failed(g);
+    if (queue_batch(g, in, N) < 0 || queue_forward(g) < 0 || gpu_head_predict(g->head, g->feat, N) < 0)
+        return begin_failed(g);
     if (record_done(g) < 0) return begin_failed(g);
     g->pending = PENDING_PREDICT;
     return 0;
@@ -509,9 +549,19 @@ extern "C" int gpu_walk_predict_begin(GpuWalk *g, const float *in, int N) {
 
 // --- backward and update ----------------------------------------------------------
 
+// Queues the copy of the step's rule (host_rule, which the host wrote
+// before; the step before has ended) into rule_dev, which the update
+// kernels read.
+static int queue_rule(GpuWalk *g) {
+    CUDA_OK(cudaMemcpyAsync(g->rule_dev, g->host_rule, sizeof(OptimRule), cudaMemcpyHostToDevice, g->s),
+            "uploading the optimizer rule");
+    return 0;
+}
+
 // Queues the backward pass from the feature gradient in d_feat (padding
-// rows zero) down to ft, then the update of every trainable conv by r.
-static int queue_backward_update(GpuWalk *g, const OptimRule *r) {
+// rows zero) down to ft, then the update of every trainable conv by the
+// rule in rule_dev (queue_rule).
+static int queue_backward_update(GpuWalk *g) {
     const Model *m = g->m;
     const int nb = g->nb, ft = g->ft;
     const float one = 1.f, zero = 0.f;
@@ -558,8 +608,8 @@ static int queue_backward_update(GpuWalk *g, const OptimRule *r) {
         if (l->kind != LAYER_CONV) continue;
         GpuConv *c = &g->convs[i];
         float **sk = HEAD_SLOTS(g->slot, i, 0), **sb = HEAD_SLOTS(g->slot, i, 1);
-        if (gpu_optim_launch(r, c->d_kernel, g->dkernel[i], sk[0], sk[1], l->n_kernel, l->name, g->s) < 0 ||
-            gpu_optim_launch(r, c->d_bias, g->dbias[i], sb[0], sb[1], l->n_bias, l->name, g->s) < 0)
+        if (gpu_optim_launch(g->rule_dev, c->d_kernel, g->dkernel[i], sk[0], sk[1], l->n_kernel, l->name, g->s) < 0 ||
+            gpu_optim_launch(g->rule_dev, c->d_bias, g->dbias[i], sb[0], sb[1], l->n_bias, l->name, g->s) < 0)
             return -1;
     }
     return 0;
@@ -582,28 +632,117 @@ extern "C" int gpu_walk_backward_update(GpuWalk *g, const float *d_features, int
     CUDA_OK(cudaMemcpyAsync(g->d_feat, d_features, (size_t)N * g->feat_size * sizeof(float), cudaMemcpyHostToDevice,
                             g->s),
             "uploading the feature gradient");
-    if (pad_feature_gradient(g, N) < 0 || queue_backward_update(g, r) < 0) return -1;
+    *g->host_rule = *r;
+    if (queue_rule(g) < 0 || pad_feature_gradient(g, N) < 0 || queue_backward_update(g) < 0) return -1;
     CUDA_OK(cudaStreamSynchronize(g->s), "the backward pass and update");
     return 0;
 }
 
 // --- a whole step with the head on the device ----------------------------------------
 
+// Queues a training step's device work after its batch's upload: the
+// forward pass, the head's step (prepared by gpu_head_step_prepare), the
+// base's backward pass and update. No host wait and no event but the
+// profile's marks (skipped in a capture), and every value that changes from
+// step to step comes from device memory (the head's input block, rule_dev),
+// so that graph_for can capture it once and replay it.
+static int queue_step(GpuWalk *g, int N) {
+    // The feature gradient only when the base has something to train.
+    const int base_trains = g->ft < g->nb;
+    if (queue_forward(g) < 0 || mark(g, 3) < 0) return -1;
+    if (base_trains && (queue_rule(g) < 0 || pad_feature_gradient(g, N) < 0)) return -1;
+    if (gpu_head_step_queue(g->head, g->feat, base_trains ? g->d_feat : NULL) < 0) return -1;
+    if (mark(g, 4) < 0 || (base_trains && queue_backward_update(g) < 0) || mark(g, 5) < 0) return -1;
+    return 0;
+}
+
+// Steps queued one by one from now on (after a failed capture or launch:
+// a warning said why).
+static void graphs_off(GpuWalk *g) {
+    for (int k = 0; k < 2; k++)
+        if (g->graph[k]) cudaGraphExecDestroy(g->graph[k]), g->graph[k] = NULL;
+    g->use_graph = 0;
+}
+
+// Captures queue_step for a whole batch read from d_in[k] into graph[k].
+static int capture(GpuWalk *g, int N, int k, int weighted) {
+    cudaGraph_t graph = NULL;
+    // Thread-local mode: unsafe calls (cudaMalloc...) by other threads do
+    // not invalidate it. Work on the legacy default stream from any thread
+    // still would (the walk's streams are blocking); the loader threads make
+    // no CUDA calls.
+    CUDA_OK(cudaStreamBeginCapture(g->s, cudaStreamCaptureModeThreadLocal), "capturing the step as a CUDA graph");
+    g->capturing = 1;
+    int rc = queue_step(g, N);
+    g->capturing = 0;
+    cudaError_t e = cudaStreamEndCapture(g->s, &graph);
+    if (rc == 0 && e != cudaSuccess)
+        rc = err_set("GPU: capturing the step as a CUDA graph: %s", cudaGetErrorString(e));
+    if (rc == 0 && (e = cudaGraphInstantiate(&g->graph[k], graph, 0)) != cudaSuccess) {
+        g->graph[k] = NULL;
+        rc = err_set("GPU: instantiating the step's CUDA graph: %s", cudaGetErrorString(e));
+    }
+    if (graph) cudaGraphDestroy(graph);
+    (void)cudaGetLastError();  // a failed capture's error is the one above, not the next launch's
+    if (rc == 0) g->graph_weighted[k] = weighted;
+    return rc;
+}
+
+// The CUDA graph of this step (VGGFT_GPU_GRAPH=1) for the input buffer
+// queue_input chose, captured at its first use; NULL: queue the step's
+// operations one by one. Only whole batches (a graph's N is fixed), and only
+// after one step has ended (CUDA and cuDNN load kernels and plans at a
+// first call, which a capture must not see). A failed capture (an
+// operation that cannot be captured) warns and turns graphs off for the
+// walk: the steps are the same either way.
+static cudaGraphExec_t graph_for(GpuWalk *g, int N, int weighted) {
+    if (!g->use_graph || N != g->cap || !g->steps_ended) return NULL;
+    const int k = g->cur;
+    if (g->graph[k] && g->graph_weighted[k] != weighted) {
+        cudaGraphExecDestroy(g->graph[k]);
+        g->graph[k] = NULL;
+    }
+    if (!g->graph[k]) {
+        const double t0 = progress_now();
+        const int rc = capture(g, N, k, weighted);
+        g->capture_s += progress_now() - t0, g->captures++;
+        if (rc < 0) {
+            fprintf(stderr, "warning: %s; queuing each step's operations instead\n", err_msg());
+            graphs_off(g);
+            return NULL;
+        }
+    }
+    return g->graph[k];
+}
+
 extern "C" int gpu_walk_step_begin(GpuWalk *g, const float *in, int N, const int32_t *labels,
                                    const float *sample_weights, uint64_t seed, uint64_t stream, const OptimRule *r) {
     if (need_head(g) < 0 || check_batch(g, N) < 0) return -1;
     const double t0 = g->profiling ? progress_now() : 0;
-    if (queue_forward(g, in, N) < 0 || mark(g, 3) < 0) return begin_failed(g);
-    if (gpu_head_forward(g->head, g->feat, N, 1, seed, stream) < 0) return begin_failed(g);
-    // The feature gradient only when the base has something to train.
-    const int base_trains = g->ft < g->nb;
-    if (base_trains && pad_feature_gradient(g, N) < 0) return begin_failed(g);
-    if (gpu_head_backward_update(g->head, g->feat, labels, sample_weights, N, r, base_trains ? g->d_feat : NULL) < 0)
-        return begin_failed(g);
-    if (mark(g, 4) < 0 || (base_trains && queue_backward_update(g, r) < 0) || mark(g, 5) < 0) return begin_failed(g);
-    if (record_done(g) < 0) return begin_failed(g);
-    g->pending = PENDING_STEP;
-    if (g->profiling) g->queue_s += progress_now() - t0;
+    // The host's part: the step's rule and the head's inputs into
+    // page-locked memory, which the step's copies read when they run (the
+    // step before has ended: check_batch).
+    *g->host_rule = *r;
+    if (gpu_head_step_prepare(g->head, labels, sample_weights, N, seed, stream, r) < 0) return -1;
+    if (queue_batch(g, in, N) < 0) return begin_failed(g);
+    const double captured_before = g->capture_s;
+    cudaGraphExec_t exec = graph_for(g, N, sample_weights != NULL);
+    cudaError_t e = exec ? cudaGraphLaunch(exec, g->s) : cudaSuccess;
+    if (e != cudaSuccess) {
+        // A launch that fails queues nothing: this step and the next ones
+        // are queued one by one (a real fault shows there too).
+        (void)cudaGetLastError();
+        fprintf(stderr, "warning: GPU: launching the step's CUDA graph: %s; queuing each step's operations instead\n",
+                cudaGetErrorString(e));
+        graphs_off(g);
+        exec = NULL;
+    }
+    if (exec ? mark(g, 5) < 0 : queue_step(g, N) < 0) return begin_failed(g);
+    if (gpu_head_step_queued(g->head) < 0 || record_done(g) < 0) return begin_failed(g);
+    g->pending = PENDING_STEP, g->step_graphed = exec != NULL;
+    // The host's time to queue the step, a capture's not counted (profiled apart).
+    if (g->profiling)
+        *(exec ? &g->graph_queue_s : &g->queue_s) += progress_now() - t0 - (g->capture_s - captured_before);
     return 0;
 }
 
@@ -614,28 +753,48 @@ extern "C" int gpu_walk_end(GpuWalk *g, float *logits, float *probs, float *loss
     // Every operation of the step, and with it any error of theirs.
     CUDA_OK(cudaEventSynchronize(g->done), step ? "the training step" : "the prediction");
     if (step && g->profiling) {
-        for (int k = 0; k + 1 < PROFILE_MARKS; k++) {
-            float ms = 0;
-            CUDA_OK(cudaEventElapsedTime(&ms, g->mark[k], g->mark[k + 1]), "timing the step");
-            g->part_ms[k] += ms;
+        float ms = 0;
+        if (g->step_graphed) {
+            // Marks 0, 1 around the upload, 5 after the graph.
+            CUDA_OK(cudaEventElapsedTime(&ms, g->mark[0], g->mark[1]), "timing the step");
+            g->graph_ms[0] += ms;
+            CUDA_OK(cudaEventElapsedTime(&ms, g->mark[1], g->mark[5]), "timing the step");
+            g->graph_ms[1] += ms;
+            g->graph_steps++;
+        } else {
+            for (int k = 0; k + 1 < PROFILE_MARKS; k++) {
+                CUDA_OK(cudaEventElapsedTime(&ms, g->mark[k], g->mark[k + 1]), "timing the step");
+                g->part_ms[k] += ms;
+            }
+            g->timed_steps++;
         }
-        g->timed_steps++;
     }
+    if (step) g->steps_ended++;
     return gpu_head_results(g->head, logits, probs, loss);
 }
 
 extern "C" int gpu_walk_profile(const GpuWalk *g, char *buf, size_t size) {
-    if (!g->profiling || !g->timed_steps) return 0;
-    const double n = (double)g->timed_steps;
-    double all = 0;
-    for (int k = 0; k + 1 < PROFILE_MARKS; k++) all += g->part_ms[k];
-    size_t at = (size_t)snprintf(buf, size, "GPU step profile (VGGFT_GPU_PROFILE), %ld steps, ms a step on the GPU:",
-                                 g->timed_steps);
-    for (int k = 0; k + 1 < PROFILE_MARKS && at < size; k++)
-        at += (size_t)snprintf(buf + at, size - at, "%s %s %.3f", k ? "," : "", profile_parts[k], g->part_ms[k] / n);
-    if (at < size)
-        snprintf(buf + at, size - at, "; %.3f from its first operation to its last; the host queued it in %.3f", all / n,
-                 1e3 * g->queue_s / n);
+    if (!g->profiling || (!g->timed_steps && !g->graph_steps)) return 0;
+    size_t at = (size_t)snprintf(buf, size, "GPU step profile (VGGFT_GPU_PROFILE), ms a step on the GPU:");
+    if (g->timed_steps) {
+        const double n = (double)g->timed_steps;
+        double all = 0;
+        for (int k = 0; k + 1 < PROFILE_MARKS; k++) all += g->part_ms[k];
+        if (at < size) at += (size_t)snprintf(buf + at, size - at, " %ld steps queued one by one:", g->timed_steps);
+        for (int k = 0; k + 1 < PROFILE_MARKS && at < size; k++)
+            at += (size_t)snprintf(buf + at, size - at, "%s %s %.3f", k ? "," : "", profile_parts[k], g->part_ms[k] / n);
+        if (at < size)
+            at += (size_t)snprintf(buf + at, size - at, "; %.3f from its first operation to its last; the host queued it in %.3f",
+                                   all / n, 1e3 * g->queue_s / n);
+    }
+    if (g->graph_steps && at < size) {
+        const double n = (double)g->graph_steps;
+        snprintf(buf + at, size - at,
+                 "%s %ld steps as a CUDA graph: input %.3f, the graph %.3f; the host queued it in %.3f (%d captures, "
+                 "%.1f ms each, not counted)",
+                 g->timed_steps ? ";" : "", g->graph_steps, g->graph_ms[0] / n, g->graph_ms[1] / n,
+                 1e3 * g->graph_queue_s / n, g->captures, g->captures ? 1e3 * g->capture_s / g->captures : 0.0);
+    }
     return 1;
 }
 
@@ -705,21 +864,21 @@ extern "C" int gpu_optim_apply(const OptimRule *r, float *param, const float *gr
     char why[1000];
     if (gpu_count(why, sizeof why) == 0) return err_set("GPU: none usable: %s", why);
     float *d[4] = {NULL, NULL, NULL, NULL};  // param, grad, slot 0, slot 1
+    OptimRule *d_rule = NULL;
     const size_t bytes = n * sizeof(float);
     int rc = -1;
-    cudaError_t e = cudaSuccess;
+    cudaError_t e = cudaMalloc((void **)&d_rule, sizeof *d_rule);
+    if (e == cudaSuccess) e = cudaMemcpy(d_rule, r, sizeof *d_rule, cudaMemcpyHostToDevice);
     for (int k = 0; k < 4 && e == cudaSuccess; k++) e = cudaMalloc((void **)&d[k], bytes ? bytes : 4);
     if (e == cudaSuccess) e = cudaMemcpy(d[0], param, bytes, cudaMemcpyHostToDevice);
     if (e == cudaSuccess) e = cudaMemcpy(d[1], grad, bytes, cudaMemcpyHostToDevice);
     for (int s = 0; s < r->n_slots && e == cudaSuccess; s++) e = cudaMemcpy(d[2 + s], slots[s], bytes, cudaMemcpyHostToDevice);
-    if (e == cudaSuccess) {
-        optim_kernel_launch(r, d[0], d[1], d[2], d[3], (long)n, 0);
-        e = cudaGetLastError();
-    }
-    if (e == cudaSuccess) e = cudaMemcpy(param, d[0], bytes, cudaMemcpyDeviceToHost);
-    for (int s = 0; s < r->n_slots && e == cudaSuccess; s++) e = cudaMemcpy(slots[s], d[2 + s], bytes, cudaMemcpyDeviceToHost);
-    if (e == cudaSuccess) rc = 0;
-    else err_set("GPU: the optimizer kernel: %s", cudaGetErrorString(e));
+    const int launched = e == cudaSuccess && gpu_optim_launch(d_rule, d[0], d[1], d[2], d[3], (long)n, "the optimizer kernel", 0) == 0;
+    if (launched) e = cudaMemcpy(param, d[0], bytes, cudaMemcpyDeviceToHost);
+    for (int s = 0; s < r->n_slots && launched && e == cudaSuccess; s++) e = cudaMemcpy(slots[s], d[2 + s], bytes, cudaMemcpyDeviceToHost);
+    if (launched && e == cudaSuccess) rc = 0;
+    else if (e != cudaSuccess) err_set("GPU: the optimizer kernel: %s", cudaGetErrorString(e));
     for (int k = 0; k < 4; k++) cudaFree(d[k]);
+    cudaFree(d_rule);
     return rc;
 }

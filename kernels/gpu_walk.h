@@ -36,6 +36,17 @@
 // gradient host -> device (N x feature size floats each: 0.6 MB for 20
 // images at 150x150).
 //
+// With the environment variable VGGFT_GPU_GRAPH=1 (read by
+// gpu_walk_create; the head on the device and page-locked memory needed) a
+// whole batch's step is captured once per input buffer as a CUDA graph
+// (after the first step, which loads CUDA's and cuDNN's kernels) and each
+// later one is that graph's launch: one call instead of ~100. The values
+// that change from step to step (the optimizer rule, the dropout seed, the
+// labels and sample weights) are read from device memory, so the steps are
+// the same bits either way (tests/test_gpu_walk.c, `graph_steps_*`); a
+// partial batch is queued as before, and a capture that fails warns and
+// turns graphs off for the walk.
+//
 // Every batch runs at the capacity `cap`: a smaller one is padded with zero
 // inputs whose feature gradients are zero, so they add exact zeros to the
 // weight gradients and the algorithms, chosen once for cap, never change.
@@ -135,6 +146,8 @@ int gpu_walk_end(GpuWalk *g, float *logits, float *probs, float *loss);
 // line into buf and returns 1 (0 when not profiling or no step ended yet).
 // Where the GPU's time from first to last operation is about the host's
 // queueing time, the host's launches are the limit, not the arithmetic.
+// Steps launched as a graph (VGGFT_GPU_GRAPH=1) are timed apart: their
+// input, the graph as a whole, and the host's time to launch it.
 int gpu_walk_profile(const GpuWalk *g, char *buf, size_t size);
 
 // Host <-> device copies of the trainable convs' weights and optimizer

@@ -159,14 +159,16 @@ rm -rf /tmp/vggft/c && "$dev/bin/extract" --data /tmp/vggft/img_small --cache /t
 # Three epochs each; the figure to compare with PyTorch's (timed after its
 # warm-up steps) is the later epochs' (history.csv's seconds): the first
 # one also starts the loader threads and cuDNN. Each precision with the
-# head on the GPU (the default); BF16 also with it on the CPU.
-for v in "fp32:" "tf32:" "bf16:" "bf16:VGGFT_GPU_HEAD=0"; do
+# head on the GPU (the default); BF16 also with it on the CPU; FP32 and BF16
+# also with each step a CUDA graph's launch (VGGFT_GPU_GRAPH=1, opt-in until
+# this run shows it faster and passing).
+for v in "fp32:" "tf32:" "bf16:" "bf16:VGGFT_GPU_HEAD=0" "bf16:VGGFT_GPU_GRAPH=1" "fp32:VGGFT_GPU_GRAPH=1"; do
     p=${v%%:*} envs=${v#*:}
     rm -f /tmp/vggft/ft.h5 /tmp/vggft/ft.ckpt /tmp/vggft/ft.history.csv
     timeout 150 env $envs "$dev/bin/finetune" --data /tmp/vggft/img --head /tmp/vggft/head.h5 --weights random \
         --device cuda --precision $p --out /tmp/vggft/ft.h5 --epochs 3 --batch 20 --quiet >/tmp/vggft/f.log 2>&1 ||
         say "   ours finetune cuda $p $envs FAILED: $(tail -5 /tmp/vggft/f.log)"
-    grep -E "^Time|^GPU walk" /tmp/vggft/f.log | head -3 | while read -r l; do say "   ours finetune $p $envs: $l"; done
+    grep -E "^Time|^GPU walk|warning" /tmp/vggft/f.log | head -4 | while read -r l; do say "   ours finetune $p $envs: $l"; done
     [ -f /tmp/vggft/ft.history.csv ] && awk -F, -v n=2048 -v what="ours finetune $p $envs" '
         NR == 2 { first = $NF } NR > 2 { later += $NF; k++ }
         END { if (k) printf "   %s: epoch 1 %.2f s (%.0f img/s), epochs 2-%d %.0f img/s\n", what, first, n / first, k + 1, n * k / later }' \
@@ -194,12 +196,15 @@ grep -E "^Time" /tmp/vggft/f64.log | while read -r l; do say "   ours finetune b
     END { if (k) printf "   ours finetune bf16 batch 64: epochs 2-%d %.0f img/s\n", k + 1, n * k / later }' \
     /tmp/vggft/ft.history.csv | while read -r l; do say "$l"; done
 # Where a step's time goes without Nsight: VGGFT_GPU_PROFILE=1 times each
-# step's parts on the GPU with events, and the host's time to queue it.
-rm -f /tmp/vggft/ft.h5 /tmp/vggft/ft.ckpt /tmp/vggft/ft.history.csv
-timeout 90 env VGGFT_GPU_PROFILE=1 "$dev/bin/finetune" --data /tmp/vggft/img --head /tmp/vggft/head.h5 \
-    --weights random --device cuda --precision bf16 --out /tmp/vggft/ft.h5 --epochs 2 --batch 20 --quiet \
-    >/tmp/vggft/fprof.log 2>&1 || say "   ours finetune bf16 profile FAILED: $(tail -5 /tmp/vggft/fprof.log)"
-grep -E "^GPU step profile" /tmp/vggft/fprof.log | while read -r l; do say "   ours finetune bf16 batch 20: $l"; done
+# step's parts on the GPU with events, and the host's time to queue it;
+# with VGGFT_GPU_GRAPH=1, the graph's time against the host's (one launch).
+for envs in "" "VGGFT_GPU_GRAPH=1"; do
+    rm -f /tmp/vggft/ft.h5 /tmp/vggft/ft.ckpt /tmp/vggft/ft.history.csv
+    timeout 90 env VGGFT_GPU_PROFILE=1 $envs "$dev/bin/finetune" --data /tmp/vggft/img --head /tmp/vggft/head.h5 \
+        --weights random --device cuda --precision bf16 --out /tmp/vggft/ft.h5 --epochs 2 --batch 20 --quiet \
+        >/tmp/vggft/fprof.log 2>&1 || say "   ours finetune bf16 profile $envs FAILED: $(tail -5 /tmp/vggft/fprof.log)"
+    grep -E "^GPU step profile|warning" /tmp/vggft/fprof.log | while read -r l; do say "   ours finetune bf16 batch 20 $envs: $l"; done
+done
 if command -v nsys >/dev/null && ! skip nsys; then
     rm -f /tmp/vggft/ft.h5 /tmp/vggft/ft.ckpt /tmp/vggft/ft.history.csv /tmp/vggft/prof.*
     timeout 120 nsys profile -o /tmp/vggft/prof -t cuda --stats=false "$dev/bin/finetune" --data /tmp/vggft/img \
@@ -217,7 +222,8 @@ fi
 
 if ! skip sanitizer && command -v compute-sanitizer >/dev/null; then
     say "== compute-sanitizer memcheck ($(elapsed))"
-    for t in 'gpu/per_image_bits_do_not_depend_on_the_batch' 'gpu_walk/step_sgd_images_block5'; do
+    for t in 'gpu/per_image_bits_do_not_depend_on_the_batch' 'gpu_walk/step_sgd_images_block5' \
+        'gpu_walk/graph_steps_equal_steps_queued_one_by_one'; do
         timeout 60 compute-sanitizer --tool memcheck "$dev/bin/all" --filter "$t" -j1 >/tmp/vggft/san.log 2>&1
         grep -E "ERROR SUMMARY|Synthesis|Invalid|out of bounds" /tmp/vggft/san.log | head -8 | while read -r l; do say "   $t: $l"; done
     done

@@ -661,6 +661,111 @@ static void pipelined_steps(int from_cache) {
 Test(gpu_walk, overlapped_steps_equal_steps_one_at_a_time) { pipelined_steps(0); }
 Test(gpu_walk, overlapped_steps_equal_steps_one_at_a_time_from_a_cache) { pipelined_steps(1); }
 
+// VGGFT_GPU_GRAPH=1: a whole batch's step captured once per input buffer as
+// a CUDA graph and replayed (kernels/gpu_walk.cu, graph_for). finetune's
+// loop (steps begun, the next batch staged meanwhile) with graphs gives the
+// bits of the same loop without: Adam (its alpha changes every step),
+// dropout (its seed too), other labels every step, sample weights on and
+// then off (a graph captured with them is captured again without), a
+// padded batch (not a graph) and predictions between steps. A graph that
+// replayed any step's value as it was at its capture, or read the input
+// buffer it was captured with instead of the step's, fails it; the
+// profile's count of graph launches shows they ran. fail (the emulation
+// only: EMU_GRAPH_FAIL, tests/emu/gpu_emu.cpp): "capture" makes every
+// capture fail, "launch" every graph's launch; the walk warns and queues
+// the steps one by one from then on, the same bits.
+static void graph_steps(int from_cache, const char *fail) {
+    need_gpu();
+    if (fail && !test_gpu_emulated()) cr_skip_test("EMU_GRAPH_FAIL is the emulation's");
+    Optimizer o;
+    optim_defaults(&o, OPTIM_ADAM);
+    o.lr = 1e-3f;
+    const int cap = 4, steps = 9;
+    const int N[9] = {4, 4, 4, 3, 4, 4, 4, 4, 4};
+    Side a, b;
+    setenv("VGGFT_GPU_GRAPH", "0", 1);
+    side_init(&a, 48, "block5_conv1", from_cache, &o, cap, ON_GPU_HEAD);
+    setenv("VGGFT_GPU_GRAPH", "1", 1);
+    setenv("VGGFT_GPU_PROFILE", "1", 1);
+    side_init(&b, 48, "block5_conv1", from_cache, &o, cap, ON_GPU_HEAD);
+    unsetenv("VGGFT_GPU_GRAPH");
+    unsetenv("VGGFT_GPU_PROFILE");
+    char plan[2000];
+    gpu_walk_describe(b.w.gpu, plan, sizeof plan);
+    cr_expect(strstr(plan, "steps as CUDA graphs"), "%s", plan);
+    gpu_walk_describe(a.w.gpu, plan, sizeof plan);
+    cr_expect(!strstr(plan, "CUDA graphs"), "%s", plan);
+    const long item = a.w.in_size;
+    const size_t batch = (size_t)cap * (size_t)item;
+    float *x = urand(steps * batch, from_cache ? 0 : -120, 130, 67);
+    const float weights[4] = {0.5f, 2.0f, 1.0f, 1.5f};
+    if (fail) setenv("EMU_GRAPH_FAIL", fail, 1);
+    for (Side *sd = &a; sd; sd = sd == &a ? &b : NULL) {
+        float *buf[2] = {sd->w.input, sd->w.input_next};
+        memcpy(buf[0], x, (size_t)N[0] * item * sizeof(float));
+        for (int s = 0; s < steps; s++) {
+            int32_t labels[4];
+            for (int i = 0; i < 4; i++) labels[i] = (s * 7 + i * 3) % 5 < 2;
+            // Sample weights in steps 3 to 6: a graph without, then with, then without again.
+            const float *sw = s >= 2 && s < 6 ? weights : NULL;
+            cr_assert_eq(finetune_step_begin(&sd->w, &sd->hb, &sd->g, &sd->o, sd->slots, buf[s % 2], labels, sw, N[s],
+                                             11),
+                         0, "%s", err_msg());
+            if (s + 1 < steps) {
+                memcpy(buf[(s + 1) % 2], x + (s + 1) * batch, (size_t)N[s + 1] * item * sizeof(float));
+                cr_assert_eq(walk_prefetch(&sd->w, buf[(s + 1) % 2], N[s + 1]), 0, "%s", err_msg());
+            }
+            float loss;
+            cr_assert_eq(finetune_step_end(&sd->w, &sd->hb, &loss), 0, "%s", err_msg());
+            optim_step_done(&sd->o);
+            static float la[9], pa[9][4];
+            if (sd == &a) {
+                la[s] = loss;
+                memcpy(pa[s], sd->hb.probs, (size_t)N[s] * sizeof(float));
+            } else {
+                cr_expect_eq(la[s], loss, "step %d: loss %.9g queued one by one, %.9g with graphs", s + 1, la[s], loss);
+                cr_expect(!memcmp(pa[s], sd->hb.probs, (size_t)N[s] * sizeof(float)),
+                          "step %d: the probabilities differ", s + 1);
+            }
+            if (s == 4) {
+                // A prediction between steps (validation's, through the
+                // other buffer): its results then the next step's.
+                walk_prefetch(&sd->w, NULL, 0);
+                float *other = buf[(s + 1) % 2] == sd->w.input ? sd->w.input_next : sd->w.input;
+                memcpy(other, x, batch * sizeof(float));
+                cr_assert_eq(walk_predict(&sd->w, &sd->hb, other, cap), 0, "%s", err_msg());
+                static float pred[4];
+                if (sd == &a) memcpy(pred, sd->hb.probs, sizeof pred);
+                else cr_expect(!memcmp(pred, sd->hb.probs, sizeof pred), "the prediction between steps differs");
+                // Staged again: the prediction took the other buffer's place.
+                cr_assert_eq(walk_prefetch(&sd->w, buf[(s + 1) % 2], N[s + 1]), 0, "%s", err_msg());
+            }
+        }
+    }
+    unsetenv("EMU_GRAPH_FAIL");
+    expect_same_state(&a, &b);
+    // Queued one by one: step 1 (no step had ended: nothing captured yet)
+    // and the padded step 4; the 7 others were graphs' launches.
+    char prof[2000];
+    cr_assert(gpu_walk_profile(b.w.gpu, prof, sizeof prof), "no profile");
+    if (!fail) {
+        cr_expect(strstr(prof, " 2 steps queued one by one") && strstr(prof, " 7 steps as a CUDA graph"), "%s", prof);
+    } else {
+        // One try (at step 2), then graphs off.
+        cr_expect(strstr(prof, " 9 steps queued one by one") && !strstr(prof, "CUDA graph"), "%s", prof);
+        gpu_walk_describe(b.w.gpu, plan, sizeof plan);
+        cr_expect(!strstr(plan, "CUDA graphs"), "graphs still on after a failed %s: %s", fail, plan);
+    }
+    free(x);
+    side_free(&a);
+    side_free(&b);
+}
+
+Test(gpu_walk, graph_steps_equal_steps_queued_one_by_one) { graph_steps(0, NULL); }
+Test(gpu_walk, graph_steps_equal_steps_queued_one_by_one_from_a_cache) { graph_steps(1, NULL); }
+Test(gpu_walk, graph_capture_that_fails_falls_back_to_steps_queued_one_by_one) { graph_steps(0, "capture"); }
+Test(gpu_walk, graph_launch_that_fails_falls_back_to_steps_queued_one_by_one) { graph_steps(1, "launch"); }
+
 // The seeds' fine-tuning shape (150x150 images, block5 and the head
 // trainable, batch 20): images/s of finetune_step on the GPU, data loading
 // left out. Prints the figure; fails only far below any working GPU (a
@@ -917,6 +1022,22 @@ static void expect_models_close(const char *what, const char *a, const char *b, 
     model_free(&mb);
 }
 
+// Two model files hold the same bits in every layer's weights.
+static void expect_models_same_bits(const char *what, const char *a, const char *b) {
+    Model ma, mb;
+    load_model_file(a, &ma);
+    load_model_file(b, &mb);
+    for (int i = 1; i < ma.n_layers; i++) {
+        const Layer *la = &ma.layers[i], *lb = &mb.layers[i];
+        if (!la->n_kernel) continue;
+        cr_expect(!memcmp(la->kernel, lb->kernel, (size_t)la->n_kernel * sizeof(float)) &&
+                      !memcmp(la->bias, lb->bias, (size_t)la->n_bias * sizeof(float)),
+                  "%s: %s differs", what, la->name);
+    }
+    model_free(&ma);
+    model_free(&mb);
+}
+
 // Two `predict --format csv` outputs agree: the same images in the same
 // order, and each class's probability within tol (the classes' order may
 // differ where two are within tol of each other).
@@ -986,6 +1107,23 @@ static void tool_runs(int gpu_head) {
     char *out = run_ok("finetune", args);
     cr_expect(strstr(out, "GPU 0"), "the run says it is on the GPU: %s", out);
     free(out);
+    if (gpu_head) {
+        // Steps as CUDA graphs (VGGFT_GPU_GRAPH=1): the same model, bit for
+        // bit; the profile line counts the graphs' launches (2 epochs of 2
+        // whole batches of 8 and one of 4: all but the first step and the
+        // padded ones).
+        char graph[700];
+        snprintf(graph, sizeof graph, "%s/graph.h5", dir);
+        snprintf(args, sizeof args, "%s --out %s --device cuda", base, graph);
+        setenv("VGGFT_GPU_GRAPH", "1", 1);
+        setenv("VGGFT_GPU_PROFILE", "1", 1);
+        out = run_ok("finetune", args);
+        unsetenv("VGGFT_GPU_GRAPH");
+        unsetenv("VGGFT_GPU_PROFILE");
+        cr_expect(strstr(out, " 3 steps as a CUDA graph") && !strstr(out, "warning"), "%s", out);
+        free(out);
+        expect_models_same_bits("steps as CUDA graphs vs queued one by one", graph, gpu);
+    }
     // Stopped by SIGTERM after step 2 on one device, resumed on the other.
     const char *dev[2][2] = {{"cuda", "cpu"}, {"cpu", "cuda"}};
     const char *outs[2] = {g2c, c2g};

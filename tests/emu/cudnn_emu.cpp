@@ -27,7 +27,7 @@
 
 // From the emulated runtime (tests/emu/gpu_emu.cpp), exported by the
 // test executables (-rdynamic).
-extern "C" void emu_enqueue(void (*fn)(void *), void *ctx, cudaStream_t s);
+extern "C" void emu_enqueue(void (*run)(void *), void (*drop)(void *), void *ctx, cudaStream_t s);
 extern "C" size_t emu_device_extent(const void *p);
 
 struct cudnnContext {
@@ -423,8 +423,8 @@ static void run_conv(void *p) {
             }
         store_filter(&o->f, &o->cv, o->out, DW, o->alpha, o->beta);
     }
-    delete o;
 }
+static void drop_conv(void *p) { delete (ConvOp *)p; }
 
 // --- algorithms: what the heuristics list, and their workspaces ----------------
 
@@ -499,7 +499,7 @@ static cudnnStatus_t enqueue_conv(const char *fn, int kind, cudnnHandle_t h, int
             return CUDNN_STATUS_BAD_PARAM;
         }
     ConvOp *o = new ConvOp{kind, s, *x, *y, *f, *cv, in0, in1, out, scalar(alpha), scalar(beta), work, work_bytes};
-    emu_enqueue(run_conv, o, h->stream);
+    emu_enqueue(run_conv, drop_conv, o, h->stream);
     return CUDNN_STATUS_SUCCESS;
 }
 
@@ -658,8 +658,8 @@ static void run_pool(void *p) {
                     Y[k++] = m;
                 }
     store_tensor(&o->y, o->out, Y, o->alpha, o->beta);
-    delete o;
 }
+static void drop_pool(void *p) { delete (PoolOp *)p; }
 
 extern "C" cudnnStatus_t cudnnPoolingForward(cudnnHandle_t h, const cudnnPoolingDescriptor_t pd, const void *alpha,
                                              const cudnnTensorDescriptor_t xd, const void *x, const void *beta,
@@ -677,6 +677,6 @@ extern "C" cudnnStatus_t cudnnPoolingForward(cudnnHandle_t h, const cudnnPooling
     if ((st = check_data(fn, "x", x, tensor_bytes(xd))) != CUDNN_STATUS_SUCCESS) return st;
     if ((st = check_data(fn, "y", y, tensor_bytes(yd))) != CUDNN_STATUS_SUCCESS) return st;
     if (overlap(x, tensor_bytes(xd), y, tensor_bytes(yd))) return bad(fn, "x and y overlap");
-    emu_enqueue(run_pool, new PoolOp{*pd, *xd, *yd, x, y, scalar(alpha), scalar(beta)}, h->stream);
+    emu_enqueue(run_pool, drop_pool, new PoolOp{*pd, *xd, *yd, x, y, scalar(alpha), scalar(beta)}, h->stream);
     return CUDNN_STATUS_SUCCESS;
 }

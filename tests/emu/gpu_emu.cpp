@@ -79,7 +79,8 @@ thread_local dim3 blockDim, gridDim;
 // on, and leaves the rest queued, so work on another stream that nothing
 // waited for has not run yet (a missing cudaStreamWaitEvent shows).
 struct Op {
-    void (*fn)(void *);
+    void (*run)(void *);
+    void (*drop)(void *);  // frees ctx once run (NULL: a graph's operation, which the graph owns)
     void *ctx;
     std::vector<unsigned long> deps;  // numbers of the operations that must run first (all smaller)
 };
@@ -139,7 +140,8 @@ static void run_locked(unsigned long upto) {
         auto it = queue_.find(id);
         Op op = it->second;
         queue_.erase(it);
-        op.fn(op.ctx);
+        op.run(op.ctx);
+        if (op.drop) op.drop(op.ctx);
     }
     protect_all(PROT_NONE);
 }
@@ -150,10 +152,74 @@ static void run_upto(unsigned long upto) {
 }
 static void run_all(void) { run_upto(~0ul); }
 
-// Queues fn(ctx) on stream s (for cudnn_emu.cpp too, hence C).
-extern "C" void emu_enqueue(void (*fn)(void *), void *ctx, cudaStream_t s) {
+// Stream capture (CUDA graphs): a capturing stream's operations are kept,
+// not queued; cudaGraphLaunch queues them again, in order, on its stream.
+// Stricter than CUDA where our code never needs more: a capture holds one
+// stream's operations in a line (no event records or waits inside it, which
+// CUDA would turn into the graph's edges), and the calls CUDA refuses
+// during a capture invalidate it here too, with a line on stderr saying
+// which: a synchronisation of the stream, its events or the device, work
+// on the legacy default stream (which would synchronise with the capturing
+// blocking stream: cudaErrorStreamCaptureImplicit), cudaMalloc / cudaFree,
+// copies that involve pageable memory (CUDA stages those at the call, which
+// a graph replayed later cannot).
+struct GraphOp {
+    void (*run)(void *);
+    void (*drop)(void *);
+    void *ctx;
+};
+// A graph's operations, shared by the graph and its instantiations: the
+// last one destroyed frees them.
+struct EmuGraph {
+    std::vector<GraphOp> ops;
+    int refs;
+};
+struct Capture {
+    EmuGraph *graph;
+    cudaError_t invalid;  // cudaSuccess while valid
+};
+static std::map<cudaStream_t, Capture> capturing_;
+
+static void graph_unref(EmuGraph *gr);
+
+// Invalidates stream s's capture (lock held) and says why, once.
+static cudaError_t invalidate_locked(cudaStream_t s, cudaError_t why, const char *what) {
+    auto it = capturing_.find(s);
+    if (it != capturing_.end() && it->second.invalid == cudaSuccess) {
+        fprintf(stderr, "emu: %s during a stream capture: the capture is invalidated\n", what);
+        it->second.invalid = why;
+    }
+    return why;
+}
+// A call that may not run while stream s captures (s 0: while any does:
+// the legacy stream and device-wide calls). cudaSuccess when none does.
+static cudaError_t capture_forbids(cudaStream_t s, const char *what) {
     std::lock_guard<std::mutex> g(lock_);
-    Op op{fn, ctx, {}};
+    cudaError_t e = cudaSuccess;
+    for (auto &c : capturing_)
+        if (!s || c.first == s)
+            e = invalidate_locked(c.first, s ? cudaErrorStreamCaptureUnsupported : cudaErrorStreamCaptureImplicit,
+                                  what);
+    return e;
+}
+static int is_capturing(cudaStream_t s) {
+    std::lock_guard<std::mutex> g(lock_);
+    return capturing_.count(s) != 0;
+}
+
+// Queues run(ctx) on stream s, then drop(ctx) (for cudnn_emu.cpp too,
+// hence C); on a capturing stream, adds it to the capture instead.
+extern "C" void emu_enqueue(void (*run)(void *), void (*drop)(void *), void *ctx, cudaStream_t s) {
+    std::lock_guard<std::mutex> g(lock_);
+    auto cap = capturing_.find(s);
+    if (cap != capturing_.end()) {
+        cap->second.graph->ops.push_back(GraphOp{run, drop, ctx});
+        return;
+    }
+    if (!s)
+        for (auto &c : capturing_)
+            invalidate_locked(c.first, cudaErrorStreamCaptureImplicit, "work on the legacy default stream");
+    Op op{run, drop, ctx, {}};
     auto last = last_on_.find(s);
     if (last != last_on_.end()) op.deps.push_back(last->second);
     if (!s) {
@@ -259,6 +325,7 @@ static cudaError_t fail(cudaError_t e, const char *what) {
 
 cudaError_t cudaMalloc(void **p, size_t size) {
     *p = NULL;
+    if (capture_forbids(0, "cudaMalloc") != cudaSuccess) return cudaErrorStreamCaptureUnsupported;
     if (size == 0) return cudaSuccess;
     // The last byte just before the guard page: the pointer is aligned to
     // the largest power of two dividing size, so an array of any element
@@ -277,6 +344,7 @@ cudaError_t cudaMalloc(void **p, size_t size) {
 
 cudaError_t cudaFree(void *p) {
     if (!p) return cudaSuccess;
+    if (capture_forbids(0, "cudaFree") != cudaSuccess) return cudaErrorStreamCaptureUnsupported;
     std::lock_guard<std::mutex> g(lock_);
     run_locked(~0ul);  // cudaFree synchronises the device
     auto it = device_.find((char *)p);
@@ -316,6 +384,9 @@ struct CopyOp {
 static void run_copy(void *p) {
     CopyOp *c = (CopyOp *)p;
     memcpy(c->dst, c->staged ? c->staged : c->src, c->n);
+}
+static void drop_copy(void *p) {
+    CopyOp *c = (CopyOp *)p;
     free(c->staged);
     delete c;
 }
@@ -339,13 +410,16 @@ static cudaError_t check_copy(void *dst, const void *src, size_t n, cudaMemcpyKi
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind k, cudaStream_t s) {
     cudaError_t e = check_copy(dst, src, n, k);
     if (e != cudaSuccess || n == 0) return e;
+    if (is_capturing(s) && ((k == cudaMemcpyHostToDevice && pinned_extent(src) < n) ||
+                            (k == cudaMemcpyDeviceToHost && pinned_extent(dst) < n)))
+        return capture_forbids(s, "cudaMemcpyAsync with pageable host memory");
     CopyOp *c = new CopyOp{dst, src, n, NULL};
     if (k == cudaMemcpyHostToDevice && pinned_extent(src) < n) {
         // Pageable source: CUDA stages it before returning.
         c->staged = malloc(n);
         memcpy(c->staged, src, n);
     }
-    emu_enqueue(run_copy, c, s);
+    emu_enqueue(run_copy, drop_copy, c, s);
     // Pageable destination: the copy completes before the call returns.
     if (k == cudaMemcpyDeviceToHost && pinned_extent(dst) < n) run_upto(stream_mark(s));
     return cudaSuccess;
@@ -366,14 +440,14 @@ struct SetOp {
 static void run_set(void *p) {
     SetOp *o = (SetOp *)p;
     memset(o->dst, o->value, o->n);
-    delete o;
 }
+static void drop_set(void *p) { delete (SetOp *)p; }
 
 cudaError_t cudaMemsetAsync(void *dst, int value, size_t n, cudaStream_t s) {
     if (n == 0) return cudaSuccess;
     size_t de = emu_device_extent(dst);
     if (de < n) return fail(cudaErrorInvalidValue, de ? "cudaMemset past the end of the device allocation" : "cudaMemset of a pointer that is not device memory");
-    emu_enqueue(run_set, new SetOp{dst, value, n}, s);
+    emu_enqueue(run_set, drop_set, new SetOp{dst, value, n}, s);
     return cudaSuccess;
 }
 
@@ -405,6 +479,8 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
     return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+    cudaError_t e = capture_forbids(s, "cudaStreamSynchronize of the capturing stream");
+    if (e != cudaSuccess) return e;
     run_upto(stream_mark(s));
     return cudaSuccess;
 }
@@ -420,6 +496,7 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int flags) {
 }
 cudaError_t cudaEventCreate(cudaEvent_t *e) { return cudaEventCreateWithFlags(e, 0); }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+    if (is_capturing(s)) return capture_forbids(s, "cudaEventRecord on the capturing stream");
     EmuEvent *ev = (EmuEvent *)e;
     ev->recorded = 1;
     ev->mark = stream_mark(s);
@@ -436,6 +513,7 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e) {
 // before the event's last record (an event never recorded: none).
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flags) {
     if (!e || flags) return fail(cudaErrorInvalidValue, "cudaStreamWaitEvent without an event, or with flags");
+    if (is_capturing(s)) return capture_forbids(s, "cudaStreamWaitEvent on the capturing stream");
     EmuEvent *ev = (EmuEvent *)e;
     std::lock_guard<std::mutex> g(lock_);
     if (ev->recorded && ev->mark) waits_[s].push_back(ev->mark);
@@ -457,6 +535,7 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
     return cudaSuccess;
 }
 cudaError_t cudaDeviceSynchronize(void) {
+    if (capture_forbids(0, "cudaDeviceSynchronize") != cudaSuccess) return cudaErrorStreamCaptureUnsupported;
     run_all();
     return cudaSuccess;
 }
@@ -477,6 +556,12 @@ const char *cudaGetErrorString(cudaError_t e) {
     case cudaErrorInvalidMemcpyDirection: return "invalid copy direction for memcpy";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureImplicit: return "operation would make the legacy stream depend on a capturing blocking stream";
+    case cudaErrorStreamCaptureUnmatched: return "capture was not initiated in this stream";
+    case cudaErrorIllegalState: return "the operation cannot be performed in the present state";
+    case cudaErrorNotSupported: return "operation not supported";
     default: return "unknown error (emulated)";
     }
 }
@@ -682,6 +767,9 @@ static void run_launch(void *p) {
                 }
             }
     running_kernel_ = NULL;
+}
+static void drop_launch(void *p) {
+    Launch *l = (Launch *)p;
     l->free_args(l->args);
     delete l;
 }
@@ -696,7 +784,102 @@ void emu_launch_raw(const char *name, int uses_syncthreads, const EmuConfig &cfg
                 g.y, g.z, b.x, b.y, b.z, cfg.smem, cudaGetErrorString(cudaErrorInvalidConfiguration));
         last_error_ = cudaErrorInvalidConfiguration;
         free_args(args);
+        capture_forbids(cfg.stream, "a kernel launch that failed");
         return;
     }
-    emu_enqueue(run_launch, new Launch{name, uses_syncthreads, cfg, body, args, free_args}, cfg.stream);
+    emu_enqueue(run_launch, drop_launch, new Launch{name, uses_syncthreads, cfg, body, args, free_args}, cfg.stream);
+}
+
+// --- graphs (stream capture; see "Stream capture" above) ------------------------
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
+    if (!s) return fail(cudaErrorStreamCaptureUnsupported, "cudaStreamBeginCapture on the legacy default stream");
+    std::lock_guard<std::mutex> g(lock_);
+    if (capturing_.count(s)) return fail(cudaErrorIllegalState, "cudaStreamBeginCapture on a capturing stream");
+    capturing_[s] = Capture{new EmuGraph{{}, 1}, cudaSuccess};
+    // EMU_GRAPH_FAIL=capture: every capture fails, as one holding an
+    // operation CUDA cannot capture would (the callers' fallback, tested).
+    const char *f = getenv("EMU_GRAPH_FAIL");
+    if (f && !strcmp(f, "capture"))
+        invalidate_locked(s, cudaErrorStreamCaptureUnsupported, "EMU_GRAPH_FAIL=capture");
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus *status) {
+    std::lock_guard<std::mutex> g(lock_);
+    auto it = capturing_.find(s);
+    *status = it == capturing_.end() ? cudaStreamCaptureStatusNone
+              : it->second.invalid == cudaSuccess ? cudaStreamCaptureStatusActive
+                                                  : cudaStreamCaptureStatusInvalidated;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *graph) {
+    *graph = NULL;
+    Capture c;
+    {
+        std::lock_guard<std::mutex> g(lock_);
+        auto it = capturing_.find(s);
+        if (it == capturing_.end()) return fail(cudaErrorStreamCaptureUnmatched, "cudaStreamEndCapture");
+        c = it->second;
+        capturing_.erase(it);
+    }
+    if (c.invalid != cudaSuccess) {
+        graph_unref(c.graph);
+        return cudaErrorStreamCaptureInvalidated;
+    }
+    *graph = (cudaGraph_t)c.graph;
+    return cudaSuccess;
+}
+
+// cudaGraphExec_t: its own reference to the graph's operations (a graph
+// may be destroyed once instantiated).
+struct EmuExec {
+    EmuGraph *graph;
+};
+
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph, unsigned long long flags) {
+    if (!graph) return fail(cudaErrorInvalidValue, "cudaGraphInstantiate of no graph");
+    EmuGraph *gr = (EmuGraph *)graph;
+    std::lock_guard<std::mutex> g(lock_);
+    gr->refs++;
+    *exec = (cudaGraphExec_t) new EmuExec{gr};
+    return cudaSuccess;
+}
+
+// Queues the graph's operations on s, in their captured order, each run
+// without being freed (the graph owns them).
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
+    if (!exec) return fail(cudaErrorInvalidValue, "cudaGraphLaunch of no graph");
+    if (is_capturing(s)) return capture_forbids(s, "cudaGraphLaunch into a capturing stream (not emulated)");
+    // EMU_GRAPH_FAIL=launch: every launch fails and queues nothing.
+    const char *f = getenv("EMU_GRAPH_FAIL");
+    if (f && !strcmp(f, "launch")) return fail(cudaErrorNotSupported, "cudaGraphLaunch (EMU_GRAPH_FAIL=launch)");
+    for (const GraphOp &op : ((EmuExec *)exec)->graph->ops) emu_enqueue(op.run, NULL, op.ctx, s);
+    return cudaSuccess;
+}
+
+// Frees the operations once nothing refers to them (after every queued
+// launch of them has run: CUDA lets a launched graph be destroyed).
+static void graph_unref(EmuGraph *gr) {
+    {
+        std::lock_guard<std::mutex> g(lock_);
+        if (--gr->refs > 0) return;
+        run_locked(~0ul);
+    }
+    for (const GraphOp &op : gr->ops)
+        if (op.drop) op.drop(op.ctx);
+    delete gr;
+}
+
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+    if (!exec) return cudaSuccess;
+    graph_unref(((EmuExec *)exec)->graph);
+    delete (EmuExec *)exec;
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+    if (graph) graph_unref((EmuGraph *)graph);
+    return cudaSuccess;
 }
