@@ -56,23 +56,29 @@ static void format_seconds(double s, char *buf, size_t size) {
     else snprintf(buf, size, "%lds", t);
 }
 
-// progress_format; without the rate when !with_rate (progress_status: the
-// time after the counted items would lower it).
+// Keras's bar width.
+#define BAR_WIDTH 30
+
+// progress_format with a bar `width` characters wide (0: no bar); without
+// the rate when !with_rate (progress_status: the time after the counted
+// items would lower it).
 static void format_line(const Progress *p, long done, double elapsed, int final, int with_rate, const char *metrics,
-                        char *buf, size_t size) {
+                        int width, char *buf, size_t size) {
     size_t n = 0;
 #define ADD(...) n += (size_t)snprintf(buf + n, n < size ? size - n : 0, __VA_ARGS__)
     if (p->total > 0) {
         int digits = snprintf(NULL, 0, "%ld", p->total);
-        ADD("%*ld/%ld [", digits, done, p->total);
-        // Keras's Progbar: '=' * (filled-1), then '>' (or '=' when complete), then dots.
-        const int width = 30;
-        int filled = (int)((double)width * done / p->total);
-        if (filled > width) filled = width;
-        for (int i = 0; i < filled - 1; i++) ADD("=");
-        if (filled > 0) ADD("%c", done < p->total ? '>' : '=');
-        for (int i = filled; i < width; i++) ADD(".");
-        ADD("]");
+        ADD("%*ld/%ld", digits, done, p->total);
+        if (width > 0) {
+            // Keras's Progbar: '=' * (filled-1), then '>' (or '=' when complete), then dots.
+            int filled = (int)((double)width * done / p->total);
+            if (filled > width) filled = width;
+            ADD(" [");
+            for (int i = 0; i < filled - 1; i++) ADD("=");
+            if (filled > 0) ADD("%c", done < p->total ? '>' : '=');
+            for (int i = filled; i < width; i++) ADD(".");
+            ADD("]");
+        }
     } else {
         ADD("%ld %s", done, p->unit);
     }
@@ -103,20 +109,25 @@ static void format_line(const Progress *p, long done, double elapsed, int final,
 
 void progress_format(const Progress *p, long done, double elapsed, int final, const char *metrics, char *buf,
                      size_t size) {
-    format_line(p, done, elapsed, final, 1, metrics, buf, size);
+    format_line(p, done, elapsed, final, 1, metrics, BAR_WIDTH, buf, size);
 }
 
 static void draw_line(Progress *p, long done, double now, int final, int with_rate, const char *metrics) {
     char line[512];
-    format_line(p, done, now - p->t_start, final, with_rate, metrics, line, sizeof line);
+    format_line(p, done, now - p->t_start, final, with_rate, metrics, BAR_WIDTH, line, sizeof line);
     if (p->tty && !final) {
         // A line redrawn in place must fit the terminal: one that wraps is
         // redrawn below itself (\r goes back to the start of the last row),
-        // and every redraw scrolls. Cut to the width; a final line, not
-        // redrawn, keeps all its figures.
+        // and every redraw scrolls. The bar gives up its width first (down
+        // to 10, then it goes), so that the figures stay; what still does
+        // not fit is cut. A final line, not redrawn, keeps all its figures.
         struct winsize ws;
-        if (ioctl(fileno(p->out), TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 20 && strlen(line) >= ws.ws_col)
-            line[ws.ws_col - 1] = '\0';
+        if (ioctl(fileno(p->out), TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 20 && strlen(line) >= ws.ws_col) {
+            const int excess = (int)strlen(line) - (ws.ws_col - 1), width = BAR_WIDTH - excess;
+            format_line(p, done, now - p->t_start, final, with_rate, metrics, width >= 10 ? width : 0, line,
+                        sizeof line);
+            if (strlen(line) >= ws.ws_col) line[ws.ws_col - 1] = '\0';
+        }
     }
     if (p->tty) {
         int len = (int)strlen(line);
