@@ -320,7 +320,13 @@ static int create(GpuWalk *g, const Model *m, int from, int cap, GpuPrecision pr
     // Steps as CUDA graphs with VGGFT_GPU_GRAPH=1 (the head on the device,
     // and page-locked step inputs: a graph copies from them when it runs).
     const char *graph = getenv("VGGFT_GPU_GRAPH");
-    g->use_graph = graph && *graph && strcmp(graph, "0") && g->head && g->host_rule_pinned && gpu_head_pinned(g->head);
+    if (graph && *graph && strcmp(graph, "0")) {
+        g->use_graph = g->head && g->host_rule_pinned && gpu_head_pinned(g->head);
+        if (!g->use_graph)
+            fprintf(stderr, "warning: VGGFT_GPU_GRAPH: no CUDA graphs %s; each step's operations are queued\n",
+                    !g->head ? "with the head on the host (VGGFT_GPU_HEAD=0)"
+                             : "without page-locked host memory (cudaMallocHost failed)");
+    }
     CUDA_OK(cudaDeviceSynchronize(), "setting up the walk");
     return 0;
 }
