@@ -35,7 +35,7 @@ elapsed() { echo "$(($(date +%s) - T0)) s"; }
 # its limit still brings back what was done (at most 8 files come back).
 keep_logs() {
     [ -n "${OUT:-}" ] || return 0
-    for f in t_gpu.log t_gpu_walk.log t_real.log suite.log nsys.log; do
+    for f in t_gpu.log t_gpu_walk.log t_gpu_walk_graph.log t_real.log suite.log nsys.log; do
         [ -f /tmp/vggft/$f ] && cp /tmp/vggft/$f "$OUT/" 2>/dev/null
     done
     [ -f /tmp/vggft/real/ft.log ] && cp /tmp/vggft/real/ft.log "$OUT/real_ft.log" 2>/dev/null
@@ -57,6 +57,12 @@ for suite in gpu gpu_walk; do
         >/tmp/vggft/t_$suite.log 2>&1
     grep -E "GPU vs CPU|GPU step|\[FAIL\]|Assertion|Synthesis" /tmp/vggft/t_$suite.log | head -60 | while read -r l; do say "   $l"; done
 done
+# The walk's tests again with every whole-batch step a CUDA graph's launch
+# where a test takes more than one (VGGFT_GPU_GRAPH=1, opt-in until this
+# run; the graph_* tests set it themselves).
+VGGFT_GPU_GRAPH=1 timeout 200 "$dev/bin/all" --filter "gpu_walk/*" --short-filename -j4 >/tmp/vggft/t_gpu_walk_graph.log 2>&1
+grep -E "\[FAIL\]|Assertion|Synthesis|warning: GPU" /tmp/vggft/t_gpu_walk_graph.log | head -30 |
+    while read -r l; do say "   VGGFT_GPU_GRAPH=1: $l"; done
 
 if [ -d build/real ]; then
     # Carried when scripts/real_photos.sh made it: ImageNet VGG16 (10-bit
