@@ -395,6 +395,21 @@ static int open_pty(int *master) {
     return slave;
 }
 
+// A pseudo-terminal of `cols` columns in raw mode (bytes as written, no
+// \n -> \r\n), opened for writing; its master in *master.
+static FILE *open_pty_cols(int *master, int cols) {
+    int slave = open_pty(master);
+    struct termios t;
+    cr_assert_eq(tcgetattr(slave, &t), 0);
+    cfmakeraw(&t);
+    cr_assert_eq(tcsetattr(slave, TCSANOW, &t), 0);
+    struct winsize ws = {.ws_row = 24, .ws_col = (unsigned short)cols};
+    cr_assert_eq(ioctl(slave, TIOCSWINSZ, &ws), 0);
+    FILE *f = fdopen(slave, "w");
+    cr_assert(f);
+    return f;
+}
+
 // What the terminal was sent (the writer has closed), as a string; the
 // master closed. A read may return part (the line discipline's chunks):
 // read until none is left (0, or EIO once the closed slave is drained).
@@ -407,17 +422,11 @@ static void pty_read(int master, char *buf, size_t size) {
     buf[got] = '\0';
 }
 
-// On a terminal a redrawn line is cut to its width (a line that wraps is
+// On a terminal a redrawn line fits its width (a line that wraps is
 // redrawn a row lower each time, scrolling); the final line is whole.
 Test(progress, terminal_lines_fit_its_width) {
-    int master, slave = open_pty(&master);
-    struct termios t;
-    cr_assert_eq(tcgetattr(slave, &t), 0);
-    cfmakeraw(&t);  // bytes as written (no \n -> \r\n)
-    cr_assert_eq(tcsetattr(slave, TCSANOW, &t), 0);
-    struct winsize ws = {.ws_row = 24, .ws_col = 72};
-    cr_assert_eq(ioctl(slave, TIOCSWINSZ, &ws), 0);
-    FILE *f = fdopen(slave, "w");
+    int master;
+    FILE *f = open_pty_cols(&master, 72);
     Progress p;
     progress_start(&p, f, 10, "img");
     cr_assert(p.tty);
@@ -441,14 +450,8 @@ Test(progress, terminal_lines_fit_its_width) {
 Test(progress, terminal_bars_narrow_then_lines_are_cut) {
     const int cols[2] = {60, 30};
     for (int k = 0; k < 2; k++) {
-        int master, slave = open_pty(&master);
-        struct termios t;
-        cr_assert_eq(tcgetattr(slave, &t), 0);
-        cfmakeraw(&t);
-        cr_assert_eq(tcsetattr(slave, TCSANOW, &t), 0);
-        struct winsize ws = {.ws_row = 24, .ws_col = (unsigned short)cols[k]};
-        cr_assert_eq(ioctl(slave, TIOCSWINSZ, &ws), 0);
-        FILE *f = fdopen(slave, "w");
+        int master;
+        FILE *f = open_pty_cols(&master, cols[k]);
         Progress p;
         progress_start(&p, f, 100, "img");
         progress_update_at(&p, 50, "loss: 0.4100", p.t_start + 2);

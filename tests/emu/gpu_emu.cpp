@@ -792,15 +792,20 @@ void emu_launch_raw(const char *name, int uses_syncthreads, const EmuConfig &cfg
 
 // --- graphs (stream capture; see "Stream capture" above) ------------------------
 
+// EMU_GRAPH_FAIL=capture makes every capture fail (as one holding an
+// operation CUDA cannot capture would), =launch every cudaGraphLaunch: the
+// callers' fallbacks, tested.
+static int graph_fail_is(const char *what) {
+    const char *f = getenv("EMU_GRAPH_FAIL");
+    return f && !strcmp(f, what);
+}
+
 cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
     if (!s) return fail(cudaErrorStreamCaptureUnsupported, "cudaStreamBeginCapture on the legacy default stream");
     std::lock_guard<std::mutex> g(lock_);
     if (capturing_.count(s)) return fail(cudaErrorIllegalState, "cudaStreamBeginCapture on a capturing stream");
     capturing_[s] = Capture{new EmuGraph{{}, 1}, cudaSuccess};
-    // EMU_GRAPH_FAIL=capture: every capture fails, as one holding an
-    // operation CUDA cannot capture would (the callers' fallback, tested).
-    const char *f = getenv("EMU_GRAPH_FAIL");
-    if (f && !strcmp(f, "capture"))
+    if (graph_fail_is("capture"))
         invalidate_locked(s, cudaErrorStreamCaptureUnsupported, "EMU_GRAPH_FAIL=capture");
     return cudaSuccess;
 }
@@ -852,9 +857,7 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph, unsig
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
     if (!exec) return fail(cudaErrorInvalidValue, "cudaGraphLaunch of no graph");
     if (is_capturing(s)) return capture_forbids(s, "cudaGraphLaunch into a capturing stream (not emulated)");
-    // EMU_GRAPH_FAIL=launch: every launch fails and queues nothing.
-    const char *f = getenv("EMU_GRAPH_FAIL");
-    if (f && !strcmp(f, "launch")) return fail(cudaErrorNotSupported, "cudaGraphLaunch (EMU_GRAPH_FAIL=launch)");
+    if (graph_fail_is("launch")) return fail(cudaErrorNotSupported, "cudaGraphLaunch (EMU_GRAPH_FAIL=launch)");
     for (const GraphOp &op : ((EmuExec *)exec)->graph->ops) emu_enqueue(op.run, NULL, op.ctx, s);
     return cudaSuccess;
 }
