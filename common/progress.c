@@ -35,6 +35,9 @@ static double progress_env_interval(void) {
     return PROGRESS_LOG_INTERVAL;
 }
 
+// Keras's bar width.
+#define BAR_WIDTH 30
+
 void progress_start(Progress *p, FILE *out, long total, const char *unit) {
     memset(p, 0, sizeof *p);
     p->out = out;
@@ -46,6 +49,7 @@ void progress_start(Progress *p, FILE *out, long total, const char *unit) {
     p->log_interval = progress_env_interval();
     p->t_start = progress_now();
     p->t_last = -1e9;
+    p->bar_width = BAR_WIDTH;
 }
 
 // Keras's ETA style: 1:02:03, 2:03, 45s.
@@ -55,9 +59,6 @@ static void format_seconds(double s, char *buf, size_t size) {
     else if (t >= 60) snprintf(buf, size, "%ld:%02ld", t / 60, t % 60);
     else snprintf(buf, size, "%lds", t);
 }
-
-// Keras's bar width.
-#define BAR_WIDTH 30
 
 // progress_format with a bar `width` characters wide (0: no bar); without
 // the rate when !with_rate (progress_status: the time after the counted
@@ -112,23 +113,37 @@ void progress_format(const Progress *p, long done, double elapsed, int final, co
     format_line(p, done, elapsed, final, 1, metrics, BAR_WIDTH, buf, size);
 }
 
+// Cuts line to at most room characters at the end of a " - " field, so
+// that no figure is shown cut short ("loss: 0" of "loss: 0.4100"); a first
+// field longer than room is cut where it must be.
+static void cut_fields(char *line, size_t room) {
+    if (strlen(line) <= room) return;
+    size_t keep = room;
+    for (char *d = strstr(line, " - "); d && (size_t)(d - line) <= room; d = strstr(d + 3, " - ")) keep = (size_t)(d - line);
+    line[keep] = '\0';
+}
+
 static void draw_line(Progress *p, long done, double now, int final, int with_rate, const char *metrics) {
     char line[512];
-    format_line(p, done, now - p->t_start, final, with_rate, metrics, BAR_WIDTH, line, sizeof line);
-    if (p->tty && !final) {
-        // A line redrawn in place must fit the terminal: one that wraps is
-        // redrawn below itself (\r goes back to the start of the last row),
-        // and every redraw scrolls. The bar gives up its width first (down
-        // to 10, then it goes), so that the figures stay; what still does
-        // not fit is cut. A final line, not redrawn, keeps all its figures.
-        struct winsize ws;
-        if (ioctl(fileno(p->out), TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 20 && strlen(line) >= ws.ws_col) {
-            const int excess = (int)strlen(line) - (ws.ws_col - 1), width = BAR_WIDTH - excess;
-            format_line(p, done, now - p->t_start, final, with_rate, metrics, width >= 10 ? width : 0, line,
-                        sizeof line);
-            if (strlen(line) >= ws.ws_col) line[ws.ws_col - 1] = '\0';
-        }
+    // A line redrawn in place must fit the terminal: one that wraps is
+    // redrawn below itself (\r goes back to the start of the last row), and
+    // every redraw scrolls. The bar gives up its width first (down to 10,
+    // then it goes), and keeps the narrowest width it had (no bar that
+    // widens and narrows as the figures change); then whole fields are
+    // dropped from the end. A final line, not redrawn, keeps all its figures
+    // and Keras's bar.
+    size_t room = 0;
+    struct winsize ws;
+    if (p->tty && !final && ioctl(fileno(p->out), TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 20) room = ws.ws_col - 1u;
+    int width = room ? p->bar_width : BAR_WIDTH;
+    format_line(p, done, now - p->t_start, final, with_rate, metrics, width, line, sizeof line);
+    if (room && strlen(line) > room) {
+        const int w = width - (int)(strlen(line) - room);
+        width = w >= 10 ? w : 0;
+        format_line(p, done, now - p->t_start, final, with_rate, metrics, width, line, sizeof line);
+        cut_fields(line, room);
     }
+    if (room) p->bar_width = width;
     if (p->tty) {
         int len = (int)strlen(line);
         // Pad with spaces to wipe a longer previous line.

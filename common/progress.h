@@ -27,6 +27,7 @@ typedef struct {
     double t_start, t_last;
     long done;
     int last_len;         // length of the last in-place line (to blank leftovers)
+    int bar_width;        // a terminal's redrawn bar: the narrowest it had to be so far (progress.c)
     // Set by the caller: how many of `done` cost no work now (cached
     // records, the steps a resumed epoch had done), and how many seconds of
     // the elapsed time an earlier run spent (t_start was moved back by them).
