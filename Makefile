@@ -246,8 +246,15 @@ test-emu: $(EMU)/tests/gpu $(EMU_BINS) $(EMU)/libcudnn_emu.so
 .PHONY: test-emu-fma
 test-emu-fma:
 	$(MAKE) test-emu EMU_FMA=1 EMU_TEST_ARGS="--filter '*/@(optimizer_kernel*|rgb8*|per_image*|rerun*|device_dropout*)'"
+
+# The GPU tests again, the streams taking turns operation by operation at
+# every synchronisation (EMU_SCHEDULE=interleave, tests/emu/gpu_emu.cpp):
+# two streams sharing a buffer without an event between them show there.
+.PHONY: test-emu-interleave
+test-emu-interleave:
+	EMU_SCHEDULE=interleave $(MAKE) test-emu
 else
-test-emu test-emu-fma:
+test-emu test-emu-fma test-emu-interleave:
 	@echo "$@: skipped: the GPU emulation needs CUDA's and cuDNN's headers ($(CUDA_HOME)/include/cuda_runtime.h, cudnn.h)"
 endif
 

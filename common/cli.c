@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <signal.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "blas_setup.h"
@@ -76,9 +77,33 @@ void cli_process_setup(void) {
     signal(SIGXFSZ, SIG_IGN);
     atexit(check_stdout);
 }
+
 #include "device.h"
 #include "error.h"
 #include "fileutil.h"
+#include "progress.h"  // log_printf
+
+int env_flag(const char *name, int dflt) {
+    static const char *const words[][4] = {{"0", "false", "no", "off"}, {"1", "true", "yes", "on"}};
+    const char *v = getenv(name);
+    if (!v || !*v) return dflt;
+    for (int on = 0; on < 2; on++)
+        for (int k = 0; k < 4; k++)
+            if (!strcasecmp(v, words[on][k])) return on;
+    // Warned once per variable (progress_start reads VGGFT_PROGRESS per
+    // bar); the callers run on the main thread.
+    static const char *warned[8];
+    for (int k = 0; k < 8; k++) {
+        if (warned[k] && !strcmp(warned[k], name)) return dflt;
+        if (!warned[k]) {
+            warned[k] = name;
+            break;
+        }
+    }
+    log_printf(stderr, "warning: %s=%s is not one of 1, true, yes, on, 0, false, no, off: using %s\n", name, v,
+               dflt ? "1 (on)" : "0 (off)");
+    return dflt;
+}
 
 int cli_count(const CliOption *opts) {
     int n = 0;

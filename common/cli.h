@@ -34,6 +34,13 @@ int cli_closed_at_start(int fd);
 // predictions there without a word); and /dev/null again if exec failed.
 void cli_before_exec(void);
 void cli_after_failed_exec(void);
+// An on/off environment variable (VGGFT_GPU_HEAD, VGGFT_GPU_GRAPH,
+// VGGFT_GPU_OVERLAP, VGGFT_GPU_PROFILE, VGGFT_PROGRESS): 1 for 1, true, yes or on, 0 for 0,
+// false, no or off (any case); dflt when unset or empty. Any other value
+// ("flase", "2") gives dflt with a warning on stderr naming the variable,
+// its value and what is used, once per variable and process: a typo must
+// not turn a setting on (VGGFT_GPU_GRAPH=false did, before).
+int env_flag(const char *name, int dflt);
 
 typedef enum {
     OPT_FLAG,    // no value; sets int dest to 1

@@ -841,3 +841,16 @@ int fit_diverged(int epoch, long step, float loss) {
     return err_set("epoch %d step %ld: the loss is %s (diverged: lower --lr)", epoch + 1, step + 1,
                    isnan(loss) ? "nan" : loss > 0 ? "inf" : "-inf");
 }
+
+int fit_finish(const char *out, const char *what, int has_val, const Running *r, int K, char *const *class_names,
+               const long *conf) {
+    char path[4200], title[4300];
+    fit_sibling(out, ".confusion.svg", path, sizeof path);
+    snprintf(title, sizeof title, "%s: accuracy %.4f on %s", out, running_acc(r), has_val ? "validation" : "training");
+    if (plot_confusion_svg(path, title, K, class_names, conf) < 0) return -1;
+    fit_sibling(out, "", path, sizeof path);
+    printf("\nWrote %s (%s), %s.history.csv, %s.history.svg, %s.confusion.svg, %s.ckpt (the state --resume continues "
+           "from)\n",
+           out, what, path, path, path, path);
+    return 0;
+}

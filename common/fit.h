@@ -204,6 +204,12 @@ void confusion_add(long *conf, int K, const int32_t *labels, const int32_t *pred
 #define FIT_REPORT_TOP_CONFUSIONS 20
 void fit_print_report(FILE *out, const char *what, const Running *r, int K, char *const *class_names,
                       const long *conf);
+// A run's last outputs: OUT.confusion.svg (conf as fit_print_report's,
+// titled with r's accuracy on the validation data, or the training set
+// without it), then on stdout the line naming every file the run wrote
+// beside out, whose first is "OUT (what)". -1 on a write error (named).
+int fit_finish(const char *out, const char *what, int has_val, const Running *r, int K, char *const *class_names,
+               const long *conf);
 
 // The error for a loss that is no longer finite at step (0-based) of epoch
 // (0-based): "epoch 3 step 12: the loss is nan (diverged: lower --lr)".

@@ -8,6 +8,8 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "cli.h"  // env_flag
+
 // Seconds between log lines when not on a terminal (VGGFT_PROGRESS_INTERVAL).
 #define PROGRESS_LOG_INTERVAL 15.0
 
@@ -44,8 +46,7 @@ void progress_start(Progress *p, FILE *out, long total, const char *unit) {
     p->total = total;
     p->unit = unit ? unit : "step";
     p->tty = isatty(fileno(out));
-    const char *e = getenv("VGGFT_PROGRESS");
-    p->enabled = !(e && !strcmp(e, "0"));
+    p->enabled = env_flag("VGGFT_PROGRESS", 1);
     p->log_interval = progress_env_interval();
     p->t_start = progress_now();
     p->t_last = -1e9;

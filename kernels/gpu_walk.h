@@ -44,8 +44,9 @@
 // that change from step to step (the optimizer rule, the dropout seed, the
 // labels and sample weights) are read from device memory, so the steps are
 // the same bits either way (tests/test_gpu_walk.c, `graph_steps_*`); a
-// partial batch is queued as before, and a capture that fails warns and
-// turns graphs off for the walk.
+// partial batch is queued as before; a capture that fails in thread-local
+// mode is tried again in relaxed mode, and one that fails in both warns
+// and turns graphs off for the walk.
 //
 // Every batch runs at the capacity `cap`: a smaller one is padded with zero
 // inputs whose feature gradients are zero, so they add exact zeros to the
@@ -111,9 +112,14 @@ int gpu_walk_backward_update(GpuWalk *g, const float *d_features, int N, const O
 // gpu_walk_forward's in) on a stream of its own while the step under way
 // computes; the next gpu_walk_step_begin or gpu_walk_forward given this
 // same `in` and N uses it instead of uploading (another batch: uploaded as
-// usual). `in` must not change until that step has ended; page-locked
-// memory (gpu_host_alloc) makes the copy asynchronous. in NULL: forget the
-// batch staged (a caller that will not use it: its buffer may then change).
+// usual). Where frozen layers feed trainable ones, their forward pass over
+// the staged batch follows its upload on that stream, beside the step
+// under way (their weights never change); VGGFT_GPU_OVERLAP=0 (read by
+// gpu_walk_create) leaves them to the step, as before 2026-12-01. Either
+// way the same bits. `in` must not change until that step has ended;
+// page-locked memory (gpu_host_alloc) makes the copy asynchronous. in NULL:
+// forget the batch staged (a caller that will not use it: its buffer may
+// then change).
 int gpu_walk_stage(GpuWalk *g, const float *in, int N);
 
 // 1 when the walk holds the head (the default), 0 with VGGFT_GPU_HEAD=0.

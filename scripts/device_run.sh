@@ -61,7 +61,7 @@ done
 # where a test takes more than one (VGGFT_GPU_GRAPH=1, opt-in until this
 # run; the graph_* tests set it themselves).
 VGGFT_GPU_GRAPH=1 timeout 150 "$dev/bin/all" --filter "gpu_walk/*" --short-filename -j4 >/tmp/vggft/t_gpu_walk_graph.log 2>&1
-grep -E "\[FAIL\]|Assertion|Synthesis|warning: GPU" /tmp/vggft/t_gpu_walk_graph.log | head -30 |
+grep -E "\[FAIL\]|Assertion|Synthesis|warning: GPU|note: GPU" /tmp/vggft/t_gpu_walk_graph.log | head -30 |
     while read -r l; do say "   VGGFT_GPU_GRAPH=1: $l"; done
 
 if [ -d build/real ]; then
@@ -169,14 +169,17 @@ rm -rf /tmp/vggft/c && "$dev/bin/extract" --data /tmp/vggft/img_small --cache /t
 # one also starts the loader threads and cuDNN. Each precision with the
 # head on the GPU (the default); BF16 also with it on the CPU; FP32 and BF16
 # also with each step a CUDA graph's launch (VGGFT_GPU_GRAPH=1, opt-in until
-# this run shows it faster and passing).
-for v in "fp32:" "tf32:" "bf16:" "bf16:VGGFT_GPU_HEAD=0" "bf16:VGGFT_GPU_GRAPH=1" "fp32:VGGFT_GPU_GRAPH=1"; do
+# this run shows it faster and passing); BF16 also without the next batch's
+# frozen layers beside the step (VGGFT_GPU_OVERLAP=0, the code before
+# 2026-12-01's overlap), with and without graphs.
+for v in "fp32:" "tf32:" "bf16:" "bf16:VGGFT_GPU_HEAD=0" "bf16:VGGFT_GPU_GRAPH=1" "fp32:VGGFT_GPU_GRAPH=1" \
+    "bf16:VGGFT_GPU_OVERLAP=0" "bf16:VGGFT_GPU_GRAPH=1 VGGFT_GPU_OVERLAP=0"; do
     p=${v%%:*} envs=${v#*:}
     rm -f /tmp/vggft/ft.h5 /tmp/vggft/ft.ckpt /tmp/vggft/ft.history.csv
     timeout 60 env $envs "$dev/bin/finetune" --data /tmp/vggft/img --head /tmp/vggft/head.h5 --weights random \
         --device cuda --precision $p --out /tmp/vggft/ft.h5 --epochs 3 --batch 20 --quiet >/tmp/vggft/f.log 2>&1 ||
         say "   ours finetune cuda $p $envs FAILED: $(tail -5 /tmp/vggft/f.log)"
-    grep -E "^Time|^GPU walk|warning" /tmp/vggft/f.log | head -4 | while read -r l; do say "   ours finetune $p $envs: $l"; done
+    grep -E "^Time|^GPU walk|warning|note: GPU" /tmp/vggft/f.log | head -4 | while read -r l; do say "   ours finetune $p $envs: $l"; done
     [ -f /tmp/vggft/ft.history.csv ] && awk -F, -v n=2048 -v what="ours finetune $p $envs" '
         NR == 2 { first = $NF } NR > 2 { later += $NF; k++ }
         END { if (k) printf "   %s: epoch 1 %.2f s (%.0f img/s), epochs 2-%d %.0f img/s\n", what, first, n / first, k + 1, n * k / later }' \
@@ -200,20 +203,21 @@ for envs in "" "VGGFT_GPU_GRAPH=1"; do
     timeout 60 env $envs "$dev/bin/finetune" --data /tmp/vggft/img --head /tmp/vggft/head.h5 --weights random \
         --device cuda --precision bf16 --out /tmp/vggft/ft.h5 --epochs 3 --batch 64 --quiet >/tmp/vggft/f64.log 2>&1 ||
         say "   ours finetune bf16 batch 64 $envs FAILED: $(tail -5 /tmp/vggft/f64.log)"
-    grep -E "^Time|warning" /tmp/vggft/f64.log | while read -r l; do say "   ours finetune bf16 batch 64 $envs: $l"; done
+    grep -E "^Time|warning|note: GPU" /tmp/vggft/f64.log | while read -r l; do say "   ours finetune bf16 batch 64 $envs: $l"; done
     [ -f /tmp/vggft/ft.history.csv ] && awk -F, -v n=2048 -v what="ours finetune bf16 batch 64 $envs" 'NR > 2 { later += $NF; k++ }
         END { if (k) printf "   %s: epochs 2-%d %.0f img/s\n", what, k + 1, n * k / later }' \
         /tmp/vggft/ft.history.csv | while read -r l; do say "$l"; done
 done
 # Where a step's time goes without Nsight: VGGFT_GPU_PROFILE=1 times each
 # step's parts on the GPU with events, and the host's time to queue it;
-# with VGGFT_GPU_GRAPH=1, the graph's time against the host's (one launch).
-for envs in "" "VGGFT_GPU_GRAPH=1"; do
+# with VGGFT_GPU_GRAPH=1, the graph's time against the host's (one launch);
+# with VGGFT_GPU_OVERLAP=0, the frozen layers in the step's own line.
+for envs in "" "VGGFT_GPU_GRAPH=1" "VGGFT_GPU_OVERLAP=0"; do
     rm -f /tmp/vggft/ft.h5 /tmp/vggft/ft.ckpt /tmp/vggft/ft.history.csv
     timeout 60 env VGGFT_GPU_PROFILE=1 $envs "$dev/bin/finetune" --data /tmp/vggft/img --head /tmp/vggft/head.h5 \
         --weights random --device cuda --precision bf16 --out /tmp/vggft/ft.h5 --epochs 2 --batch 20 --quiet \
         >/tmp/vggft/fprof.log 2>&1 || say "   ours finetune bf16 profile $envs FAILED: $(tail -5 /tmp/vggft/fprof.log)"
-    grep -E "^GPU step profile|warning" /tmp/vggft/fprof.log | while read -r l; do say "   ours finetune bf16 batch 20 $envs: $l"; done
+    grep -E "^GPU step profile|warning|note: GPU" /tmp/vggft/fprof.log | while read -r l; do say "   ours finetune bf16 batch 20 $envs: $l"; done
 done
 if command -v nsys >/dev/null && ! skip nsys; then
     rm -f /tmp/vggft/ft.h5 /tmp/vggft/ft.ckpt /tmp/vggft/ft.history.csv /tmp/vggft/prof.*

@@ -655,14 +655,6 @@ Test(cluster, history_csv_keeps_small_values) {
     free(dir);
 }
 
-// The tests that set ulimit -v: ASan reserves terabytes of address space,
-// so no limit fits it.
-#ifdef __SANITIZE_ADDRESS__
-#define SKIP_UNDER_ASAN() cr_skip_test("ASan reserves terabytes of address space: no ulimit -v fits it")
-#else
-#define SKIP_UNDER_ASAN() ((void)0)
-#endif
-
 // Under an address-space limit (ulimit -v; some clusters set one for every
 // job) OpenBLAS 0.3.21 waited for ever for its 128 MiB buffer per thread,
 // deaf to SIGTERM: even --version hung below about 300 MB on 2 cores (8.7 GB

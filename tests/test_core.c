@@ -156,6 +156,45 @@ Test(cli, unknown_options_name_what_was_meant, .init = cr_redirect_stderr) {
         "(e.g. --augment flip) (see --help)\n");
 }
 
+// The on/off environment variables (VGGFT_GPU_GRAPH, VGGFT_PROGRESS, ...):
+// the words for on and off in any case, the default when unset or empty,
+// and a value that is neither (VGGFT_GPU_GRAPH=false turned graphs on
+// before) the default with one warning per variable.
+Test(cli, env_flags_take_on_off_words_and_warn_once_on_others, .init = cr_redirect_stderr) {
+    static const char *const on[] = {"1", "true", "YES", "On"}, *const off[] = {"0", "False", "no", "OFF"};
+    for (int k = 0; k < 4; k++) {
+        setenv("VGGFT_TEST_FLAG", on[k], 1);
+        cr_expect_eq(env_flag("VGGFT_TEST_FLAG", 0), 1, "%s", on[k]);
+        setenv("VGGFT_TEST_FLAG", off[k], 1);
+        cr_expect_eq(env_flag("VGGFT_TEST_FLAG", 1), 0, "%s", off[k]);
+    }
+    setenv("VGGFT_TEST_FLAG", "", 1);
+    cr_expect_eq(env_flag("VGGFT_TEST_FLAG", 1), 1);
+    unsetenv("VGGFT_TEST_FLAG");
+    cr_expect_eq(env_flag("VGGFT_TEST_FLAG", 0), 0);
+    cr_expect_eq(env_flag("VGGFT_TEST_FLAG", 1), 1);
+    setenv("VGGFT_TEST_FLAG", "flase", 1);
+    cr_expect_eq(env_flag("VGGFT_TEST_FLAG", 0), 0);
+    cr_expect_eq(env_flag("VGGFT_TEST_FLAG", 0), 0);
+    setenv("VGGFT_TEST_OTHER", "2", 1);
+    cr_expect_eq(env_flag("VGGFT_TEST_OTHER", 1), 1);
+    unsetenv("VGGFT_TEST_FLAG");
+    unsetenv("VGGFT_TEST_OTHER");
+    fflush(stderr);
+    // Two lines, each after the log's time stamp (stderr is not a terminal here).
+    char err[1000];
+    size_t n = fread(err, 1, sizeof err - 1, cr_get_redirected_stderr());
+    err[n] = 0;
+    const char *a = strstr(err, " warning: VGGFT_TEST_FLAG=flase is not one of 1, true, yes, on, 0, false, no, off: "
+                                "using 0 (off)\n"),
+               *b = strstr(err, " warning: VGGFT_TEST_OTHER=2 is not one of 1, true, yes, on, 0, false, no, off: "
+                                "using 1 (on)\n");
+    cr_expect(a && b && b > a, "%s", err);
+    int lines = 0;
+    for (const char *c = err; *c; c++) lines += *c == '\n';
+    cr_expect_eq(lines, 2, "%s", err);
+}
+
 // "--" ends the options: what follows is positional, "--flag" included; a
 // "--" that is an option's value stays that value.
 Test(cli, double_dash_ends_the_options) {

@@ -732,3 +732,51 @@ Test(finetune, says_when_the_head_alone_did_better) {
     remove_tree(s.dir);
     free(s.dir);
 }
+
+// A --batch larger than the data (20 training and 8 validation images
+// here): one step of all the images, as Keras runs, with buffers for 20
+// images, not for --batch. The same figures as --batch 20; before, the
+// buffers were sized by --batch (100000 images: 3.6 GB, or a failed
+// allocation under the address-space limit this runs it with).
+Test(finetune, batch_larger_than_the_data_is_one_step_of_it_all) {
+    SKIP_UNDER_ASAN();
+    Setup s = setup();
+    const char *bin = getenv("VGGFT_BIN") ? getenv("VGGFT_BIN") : TEST_BUILD;
+    char out20[600], outbig[600], args[3000];
+    in_dir(&s, "b20.h5", out20);
+    in_dir(&s, "bbig.h5", outbig);
+    snprintf(args, sizeof args,
+             "--data %s --val-data %s --head %s --weights random --out %s --epochs 2 --batch 20 --lr 0.01 "
+             "--momentum 0.9 --threads 1 --quiet",
+             s.data, s.val, s.head, out20);
+    free(run_ok("finetune", args));
+    snprintf(args, sizeof args,
+             "ulimit -v 1500000 && %s/finetune --data %s --val-data %s --head %s --weights random --out %s --epochs 2 "
+             "--batch 100000 --lr 0.01 --momentum 0.9 --threads 1 --quiet 2>&1",
+             bin, s.data, s.val, s.head, outbig);
+    char *out;
+    cr_assert_eq(run_command(args, &out), 0, "%s", out);
+    free(out);
+    // The history's figures (all but the last column, the epoch's seconds).
+    char h20[600], hbig[600];
+    in_dir(&s, "b20.history.csv", h20);
+    in_dir(&s, "bbig.history.csv", hbig);
+    char *a = read_file(h20, NULL), *b = read_file(hbig, NULL);
+    cr_assert(a && b);
+    int rows = 0;
+    for (char *la = a, *lb = b; *la && *lb; rows++) {
+        char *ea = strchr(la, '\n'), *eb = strchr(lb, '\n');
+        cr_assert(ea && eb);
+        char *ca = ea, *cb = eb;  // the last comma of each line
+        while (ca > la && *ca != ',') ca--;
+        while (cb > lb && *cb != ',') cb--;
+        cr_assert(*ca == ',' && *cb == ',');
+        cr_expect(ca - la == cb - lb && !memcmp(la, lb, (size_t)(ca - la)), "%.*s\nagainst\n%.*s", (int)(ea - la), la,
+                  (int)(eb - lb), lb);
+        la = ea + 1, lb = eb + 1;
+    }
+    cr_expect_eq(rows, 3, "a header and 2 epochs:\n%s", a);
+    free(a), free(b);
+    remove_tree(s.dir);
+    free(s.dir);
+}

@@ -39,6 +39,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "cli.h"  // env_flag
 #include "error.h"
 #include "fileutil.h"
 #include "fit.h"
@@ -574,8 +575,12 @@ Test(gpu_walk, rerun_gives_the_same_bits_gpu_head) { rerun_same_bits(ON_GPU_HEAD
 // hold the old bytes until a wait) fails it. The same for validation's
 // predictions (walk_predict_begin / _end), and a staged batch dropped
 // (walk_prefetch NULL) is not used. from_cache: the trainable layers read
-// the input buffer itself, in the backward pass too.
-static void pipelined_steps(int from_cache) {
+// the input buffer itself, in the backward pass too. From images the staged
+// batch's frozen layers run beside the step (overlap: the default) or in
+// its own step (VGGFT_GPU_OVERLAP=0); under EMU_SCHEDULE=interleave
+// (make test-emu-interleave) a staged frozen pass that did not wait for the
+// frozen layers' scratch to be free fails it too.
+static void pipelined_steps(int from_cache, int overlap) {
     need_gpu();
     Optimizer o;
     optim_defaults(&o, OPTIM_SGD);
@@ -583,7 +588,12 @@ static void pipelined_steps(int from_cache) {
     const int cap = 4, steps = 3, N[3] = {4, 4, 3};
     Side a, b;
     side_init(&a, 48, "block5_conv1", from_cache, &o, cap, ON_GPU_HEAD);
+    if (!overlap) setenv("VGGFT_GPU_OVERLAP", "0", 1);
     side_init(&b, 48, "block5_conv1", from_cache, &o, cap, ON_GPU_HEAD);
+    unsetenv("VGGFT_GPU_OVERLAP");
+    char plan[2000];
+    gpu_walk_describe(b.w.gpu, plan, sizeof plan);
+    cr_expect(!strstr(plan, "frozen layers during the step") == (from_cache || !overlap), "%s", plan);
     const long item = a.w.in_size;
     const size_t batch = (size_t)cap * (size_t)item;
     float *x = urand(3 * batch, from_cache ? 0 : -120, 130, 61);
@@ -639,6 +649,24 @@ static void pipelined_steps(int from_cache) {
     memcpy(a.w.input, x + batch, (size_t)cap * item * sizeof(float));
     cr_assert_eq(walk_predict(&a.w, &a.hb, a.w.input, cap), 0, "%s", err_msg());
     cr_expect(!memcmp(a.hb.probs, b.hb.probs, (size_t)cap * sizeof(float)), "the dropped batch was used");
+    // A batch staged, then new weights uploaded (a frozen layer's too): its
+    // prediction runs the new ones, not the frozen output staged before.
+    if (!from_cache) {
+        memcpy(buf[0], x + batch, (size_t)cap * item * sizeof(float));
+        cr_assert_eq(walk_prefetch(&b.w, buf[0], cap), 0, "%s", err_msg());
+        for (Side *sd = &a; sd; sd = sd == &a ? &b : NULL) {
+            cr_assert_eq(walk_download(&sd->w, &sd->m, sd->slots), 0, "%s", err_msg());
+            Layer *l = &sd->m.layers[1];
+            cr_assert(l->kind == LAYER_CONV && !l->trainable, "%s", l->name);
+            for (long k = 0; k < l->n_kernel; k++) l->kernel[k] *= 0.5f;
+            cr_assert_eq(walk_upload(&sd->w, sd->slots), 0, "%s", err_msg());
+        }
+        cr_assert_eq(walk_predict(&b.w, &b.hb, buf[0], cap), 0, "%s", err_msg());
+        memcpy(a.w.input, x + batch, (size_t)cap * item * sizeof(float));
+        cr_assert_eq(walk_predict(&a.w, &a.hb, a.w.input, cap), 0, "%s", err_msg());
+        cr_expect(!memcmp(a.hb.probs, b.hb.probs, (size_t)cap * sizeof(float)),
+                  "a batch staged before an upload ran the old frozen weights");
+    }
     // The halves in their order only.
     float loss;
     cr_expect_eq(finetune_step_end(&b.w, &b.hb, &loss), -1, "an end without a step");
@@ -658,8 +686,10 @@ static void pipelined_steps(int from_cache) {
     side_free(&b);
 }
 
-Test(gpu_walk, overlapped_steps_equal_steps_one_at_a_time) { pipelined_steps(0); }
-Test(gpu_walk, overlapped_steps_equal_steps_one_at_a_time_from_a_cache) { pipelined_steps(1); }
+Test(gpu_walk, overlapped_steps_equal_steps_one_at_a_time) { pipelined_steps(0, 1); }
+Test(gpu_walk, overlapped_steps_equal_steps_one_at_a_time_from_a_cache) { pipelined_steps(1, 1); }
+// VGGFT_GPU_OVERLAP=0: the next batch's frozen layers left to its step.
+Test(gpu_walk, overlapped_steps_equal_steps_one_at_a_time_frozen_layers_in_the_step) { pipelined_steps(0, 0); }
 
 // VGGFT_GPU_GRAPH=1: a whole batch's step captured once per input buffer as
 // a CUDA graph and replayed (kernels/gpu_walk.cu, graph_for). finetune's
@@ -673,7 +703,9 @@ Test(gpu_walk, overlapped_steps_equal_steps_one_at_a_time_from_a_cache) { pipeli
 // profile's count of graph launches shows they ran. fail (the emulation
 // only: EMU_GRAPH_FAIL, tests/emu/gpu_emu.cpp): "capture" makes every
 // capture fail, "launch" every graph's launch; the walk warns and queues
-// the steps one by one from then on, the same bits.
+// the steps one by one from then on, the same bits. "unsafe" fails the
+// captures that are not in relaxed mode (as a library's cudaMalloc inside
+// one would): the walk captures in relaxed mode instead, graphs as usual.
 static void graph_steps(int from_cache, const char *fail) {
     need_gpu();
     if (fail && !test_gpu_emulated()) cr_skip_test("EMU_GRAPH_FAIL is the emulation's");
@@ -683,7 +715,8 @@ static void graph_steps(int from_cache, const char *fail) {
     const int cap = 4, steps = 9;
     const int N[9] = {4, 4, 4, 3, 4, 4, 4, 4, 4};
     Side a, b;
-    setenv("VGGFT_GPU_GRAPH", "0", 1);
+    // "false" (an on/off word, env_flag) turns graphs off: it turned them on before.
+    setenv("VGGFT_GPU_GRAPH", "false", 1);
     side_init(&a, 48, "block5_conv1", from_cache, &o, cap, ON_GPU_HEAD);
     setenv("VGGFT_GPU_GRAPH", "1", 1);
     setenv("VGGFT_GPU_PROFILE", "1", 1);
@@ -748,10 +781,19 @@ static void graph_steps(int from_cache, const char *fail) {
     // and the padded step 4; the 7 others were graphs' launches.
     char prof[2000];
     cr_assert(gpu_walk_profile(b.w.gpu, prof, sizeof prof), "no profile");
-    if (!fail) {
+    // From images, the frozen layers of every staged batch ran beside the
+    // step before it (VGGFT_GPU_OVERLAP): all but the first step's.
+    if (!from_cache && env_flag("VGGFT_GPU_OVERLAP", 1))
+        cr_expect(strstr(prof, "; 8 steps' frozen layers beside the step before them"), "%s", prof);
+    else
+        cr_expect(!strstr(prof, "frozen layers beside"), "%s", prof);
+    const int relaxed = fail && !strcmp(fail, "unsafe");
+    if (!fail || relaxed) {
         cr_expect(strstr(prof, " 2 steps queued one by one") && strstr(prof, " 7 steps as a CUDA graph"), "%s", prof);
+        // Three captures: buffer 0, buffer 1, buffer 1 again without sample weights.
+        cr_expect(strstr(prof, relaxed ? "(3 captures in relaxed mode," : "(3 captures,"), "%s", prof);
     } else {
-        // One try (at step 2), then graphs off.
+        // One capture at step 2 (tried in thread-local, then relaxed mode), then graphs off.
         cr_expect(strstr(prof, " 9 steps queued one by one") && !strstr(prof, "CUDA graph"), "%s", prof);
         gpu_walk_describe(b.w.gpu, plan, sizeof plan);
         cr_expect(!strstr(plan, "CUDA graphs"), "graphs still on after a failed %s: %s", fail, plan);
@@ -765,6 +807,9 @@ Test(gpu_walk, graph_steps_equal_steps_queued_one_by_one) { graph_steps(0, NULL)
 Test(gpu_walk, graph_steps_equal_steps_queued_one_by_one_from_a_cache) { graph_steps(1, NULL); }
 Test(gpu_walk, graph_capture_that_fails_falls_back_to_steps_queued_one_by_one) { graph_steps(0, "capture"); }
 Test(gpu_walk, graph_launch_that_fails_falls_back_to_steps_queued_one_by_one) { graph_steps(1, "launch"); }
+Test(gpu_walk, graph_capture_that_a_potentially_unsafe_call_fails_is_captured_in_relaxed_mode) {
+    graph_steps(0, "unsafe");
+}
 
 // The seeds' fine-tuning shape (150x150 images, block5 and the head
 // trainable, batch 20): images/s of finetune_step on the GPU, data loading

@@ -116,3 +116,11 @@ CacheMeta test_cache_meta(int feat_hw, int feat_c, char **names, int k);
 // The N of "Restoring model weights from the end of the best epoch: N." in a
 // train or finetune log, or -1 when it says no such thing.
 int restored_best_epoch(const char *log);
+
+// The tests that set ulimit -v: ASan reserves terabytes of address space,
+// so no limit fits it.
+#ifdef __SANITIZE_ADDRESS__
+#define SKIP_UNDER_ASAN() cr_skip_test("ASan reserves terabytes of address space: no ulimit -v fits it")
+#else
+#define SKIP_UNDER_ASAN() ((void)0)
+#endif

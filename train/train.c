@@ -376,20 +376,12 @@ int train_run(const TrainOptions *o) {
     mm.features_made_by = meta.command;  // names the --weights file finetune and predict need
     if (model_save(&m, o->out, h0, &mm) < 0) goto done;
     if (fit_write_history_files(&fs) < 0) goto done;
-    char path[4200];
-
     Running r;
     FeatureSet *eval_set = has_val ? &val : &train;
     if (evaluate(&m, eval_set, B, &hb, batch[0].x, pred, &r, conf) < 0) goto done;
     fit_print_report(stdout, has_val ? "Validation" : "Training set (no validation data)", &r, K, meta.class_names,
                      conf);
-    fit_sibling(o->out, ".confusion.svg", path, sizeof path);
-    snprintf(title, sizeof title, "%s: accuracy %.4f on %s", o->out, running_acc(&r), has_val ? "validation" : "training");
-    if (plot_confusion_svg(path, title, K, meta.class_names, conf) < 0) goto done;
-    fit_sibling(o->out, "", path, sizeof path);
-    printf("\nWrote %s (head weights, Keras HDF5), %s.history.csv, %s.history.svg, %s.confusion.svg, %s.ckpt (the "
-           "state --resume continues from)\n",
-           o->out, path, path, path, path);
+    if (fit_finish(o->out, "head weights, Keras HDF5", has_val, &r, K, meta.class_names, conf) < 0) goto done;
     status = 0;
 done:
     batch_free(&batch[0]), batch_free(&batch[1]);

@@ -43,10 +43,13 @@
 //   block, as it holds garbage on a GPU; each fiber's stack ends at a guard page;
 // - CUDA_VISIBLE_DEVICES as the runtime reads it (empty or -1: no device);
 //   EMU_SM sets GPU 0's compute capability (default 90).
+// - streams sharing a buffer without an event between them, with
+//   EMU_SCHEDULE=interleave (run_interleaved, below);
 // What it cannot: cuDNN's own algorithms and the GPU's arithmetic (FMA
 // contraction, tensor cores), real concurrency between CUDA threads or
 // streams (everything runs on one host thread, in issue order among what a
-// synchronisation runs), and performance.
+// synchronisation runs, or streams taking turns by whole operations), and
+// performance.
 // Those need the real GPU run (scripts/device_run.sh).
 #include <cuda_runtime.h>
 #include <execinfo.h>
@@ -83,6 +86,7 @@ struct Op {
     void (*drop)(void *);  // frees ctx once run (NULL: a graph's operation, which the graph owns)
     void *ctx;
     std::vector<unsigned long> deps;  // numbers of the operations that must run first (all smaller)
+    cudaStream_t stream;
 };
 static std::mutex lock_;  // the queue, the allocations and their protection
 static std::map<unsigned long, Op> queue_;        // issued, not yet run, by number
@@ -113,11 +117,66 @@ static void protect_all(int prot) {
         }
 }
 
+// EMU_SCHEDULE=interleave: every synchronisation runs all the queued work,
+// the streams taking turns one operation at a time (each stream's first
+// operation whose dependencies have run), instead of only what it waits
+// for in issue order. Two streams that share a buffer without an event
+// between them (one writing scratch memory the other is still using) then
+// corrupt each other's results, as they may on a GPU where both run at
+// once; the default schedule runs one stream's work after the other's and
+// hides that (but shows a missing wait, which this one may hide: the
+// tests run both).
+static int interleave(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("EMU_SCHEDULE");
+        on = e && !strcmp(e, "interleave");
+    }
+    return on;
+}
+static void run_interleaved(void) {
+    for (unsigned round = 0; !queue_.empty(); round++) {
+        // Each stream's first queued operation, in the order of their
+        // numbers, and every other round in the reverse order: of two
+        // streams' operations, each goes first somewhere.
+        std::vector<unsigned long> heads;
+        std::vector<cudaStream_t> seen;
+        for (auto &q : queue_) {
+            if (std::find(seen.begin(), seen.end(), q.second.stream) != seen.end()) continue;
+            seen.push_back(q.second.stream);
+            heads.push_back(q.first);
+        }
+        if (round & 1) std::reverse(heads.begin(), heads.end());
+        int ran = 0;
+        for (unsigned long id : heads) {
+            auto it = queue_.find(id);
+            bool ready = true;
+            for (unsigned long d : it->second.deps) ready = ready && !queue_.count(d);
+            if (!ready) continue;
+            Op op = it->second;
+            queue_.erase(it);
+            op.run(op.ctx);
+            if (op.drop) op.drop(op.ctx);
+            ran = 1;
+        }
+        if (!ran) {  // cannot happen: the smallest queued operation depends only on smaller, run ones
+            fprintf(stderr, "emu: no queued operation can run\n");
+            abort();
+        }
+    }
+}
+
 // Runs operation `upto` and every queued one it depends on, directly or not
 // (~0ul: every queued operation), in issue order; device memory is
-// accessible meanwhile.
+// accessible meanwhile. (EMU_SCHEDULE=interleave: everything, interleaved.)
 static void run_locked(unsigned long upto) {
     if (queue_.empty()) return;
+    if (interleave()) {
+        protect_all(PROT_READ | PROT_WRITE);
+        run_interleaved();
+        protect_all(PROT_NONE);
+        return;
+    }
     std::vector<unsigned long> need;
     if (upto == ~0ul) {
         for (auto &q : queue_) need.push_back(q.first);
@@ -160,9 +219,13 @@ static void run_all(void) { run_upto(~0ul); }
 // during a capture invalidate it here too, with a line on stderr saying
 // which: a synchronisation of the stream, its events or the device, work
 // on the legacy default stream (which would synchronise with the capturing
-// blocking stream: cudaErrorStreamCaptureImplicit), cudaMalloc / cudaFree,
-// copies that involve pageable memory (CUDA stages those at the call, which
-// a graph replayed later cannot).
+// blocking stream: cudaErrorStreamCaptureImplicit), copies that involve
+// pageable memory (CUDA stages those at the call, which a graph replayed
+// later cannot), cudaMalloc / cudaMallocHost / cudaHostAlloc (CUDA's
+// "potentially unsafe" calls: refused here in every capture mode, where
+// CUDA allows them in relaxed mode; our code makes none while capturing)
+// and cudaFree / cudaFreeHost (they synchronise the device). The capture
+// mode matters only to EMU_GRAPH_FAIL=unsafe (below).
 struct GraphOp {
     void (*run)(void *);
     void (*drop)(void *);
@@ -219,7 +282,7 @@ extern "C" void emu_enqueue(void (*run)(void *), void (*drop)(void *), void *ctx
     if (!s)
         for (auto &c : capturing_)
             invalidate_locked(c.first, cudaErrorStreamCaptureImplicit, "work on the legacy default stream");
-    Op op{run, drop, ctx, {}};
+    Op op{run, drop, ctx, {}, s};
     auto last = last_on_.find(s);
     if (last != last_on_.end()) op.deps.push_back(last->second);
     if (!s) {
@@ -355,6 +418,8 @@ cudaError_t cudaFree(void *p) {
 }
 
 cudaError_t cudaMallocHost(void **p, size_t size) {
+    *p = NULL;
+    if (capture_forbids(0, "cudaMallocHost") != cudaSuccess) return cudaErrorStreamCaptureUnsupported;
     void *q = NULL;
     if (posix_memalign(&q, page_, size ? size : 1) != 0) return cudaErrorMemoryAllocation;
     std::lock_guard<std::mutex> g(lock_);
@@ -367,6 +432,7 @@ cudaError_t cudaHostAlloc(void **p, size_t size, unsigned int flags) { return cu
 
 cudaError_t cudaFreeHost(void *p) {
     if (!p) return cudaSuccess;
+    if (capture_forbids(0, "cudaFreeHost") != cudaSuccess) return cudaErrorStreamCaptureUnsupported;
     std::lock_guard<std::mutex> g(lock_);
     run_locked(~0ul);  // as cudaFree
     if (!pinned_size_.erase((char *)p))
@@ -793,8 +859,9 @@ void emu_launch_raw(const char *name, int uses_syncthreads, const EmuConfig &cfg
 // --- graphs (stream capture; see "Stream capture" above) ------------------------
 
 // EMU_GRAPH_FAIL=capture makes every capture fail (as one holding an
-// operation CUDA cannot capture would), =launch every cudaGraphLaunch: the
-// callers' fallbacks, tested.
+// operation CUDA cannot capture would), =unsafe every capture not in
+// relaxed mode (as a library's "potentially unsafe" call inside it would),
+// =launch every cudaGraphLaunch: the callers' fallbacks, tested.
 static int graph_fail_is(const char *what) {
     const char *f = getenv("EMU_GRAPH_FAIL");
     return f && !strcmp(f, what);
@@ -807,6 +874,8 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
     capturing_[s] = Capture{new EmuGraph{{}, 1}, cudaSuccess};
     if (graph_fail_is("capture"))
         invalidate_locked(s, cudaErrorStreamCaptureUnsupported, "EMU_GRAPH_FAIL=capture");
+    if (graph_fail_is("unsafe") && mode != cudaStreamCaptureModeRelaxed)
+        invalidate_locked(s, cudaErrorStreamCaptureUnsupported, "EMU_GRAPH_FAIL=unsafe (a potentially unsafe call)");
     return cudaSuccess;
 }
 
