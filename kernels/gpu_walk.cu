@@ -35,7 +35,7 @@ enum { PENDING_STEP = 1, PENDING_PREDICT = 2 };
 // The step's parts a profile times: from mark k to mark k + 1.
 #define PROFILE_MARKS 6
 static const char *const profile_parts[PROFILE_MARKS - 1] = {
-    "input (its upload, or the wait for the one staged during the step before)", "frozen layers (not staged)", "trainable layers forward", "head (forward, backward, update)",
+    "input (its upload, or the wait for the one staged during the step before)", "frozen layers", "trainable layers forward", "head (forward, backward, update)",
     "trainable layers backward and update"};
 
 struct GpuWalk {
@@ -71,6 +71,8 @@ struct GpuWalk {
     int frozen_timed[2];           // a step read buffer k's staged frozen pass: time it at its end
     double staged_frozen_ms;
     long staged_frozen_n;
+    int frozen_in_step;            // the step begun last ran its frozen layers itself (queue_batch)
+    long frozen_in_step_n;         // of the steps timed one by one (profile: part 1 is theirs)
     float *feat;         // cap x feat_size: the cut's output
     float *d_feat;       // its gradient
     float *d_a, *d_b;    // gradient ping-pong (largest output of [ft, nb-1))
@@ -356,7 +358,7 @@ static int create(GpuWalk *g, const Model *m, int from, int cap, GpuPrecision pr
     if (env_flag("VGGFT_GPU_GRAPH", 0)) {
         g->use_graph = g->head && g->host_rule_pinned && gpu_head_pinned(g->head);
         if (!g->use_graph)
-            fprintf(stderr, "warning: VGGFT_GPU_GRAPH: no CUDA graphs %s; each step's operations are queued\n",
+            log_printf(stderr, "warning: VGGFT_GPU_GRAPH: no CUDA graphs %s; each step's operations are queued\n",
                     !g->head ? "with the head on the host (VGGFT_GPU_HEAD=0)"
                              : "without page-locked host memory (cudaMallocHost failed)");
     }
@@ -555,7 +557,8 @@ static int mark(GpuWalk *g, int k) {
 static int queue_batch(GpuWalk *g, const float *in, int N) {
     int frozen_done = 0;
     if (mark(g, 0) < 0 || queue_input(g, in, N, &frozen_done) < 0 || mark(g, 1) < 0) return -1;
-    if (g->has_frozen && !frozen_done) {
+    g->frozen_in_step = g->has_frozen && !frozen_done;
+    if (g->frozen_in_step) {
         if (queue_frozen(g, g->cur, g->cudnn, g->s) < 0) return -1;
         CUDA_OK(cudaEventRecord(g->frozen_free, g->s), "recording an event");
     }
@@ -791,7 +794,9 @@ static int capture(GpuWalk *g, int N, int k, int weighted) {
     if (capture_in(g, N, k, weighted, cudaStreamCaptureModeRelaxed) < 0)
         return err_set("%s (thread-local mode); %s (relaxed mode)", first, err_msg());
     g->capture_relaxed = 1;
-    fprintf(stderr, "note: %s in thread-local mode; captured in relaxed mode\n", first);
+    log_wipe_line(stderr);  // a progress bar's line (these come during training)
+    log_printf(stderr, "note: GPU: the step's CUDA graph was captured in relaxed mode (in thread-local mode: %s)\n",
+               first);
     return 0;
 }
 
@@ -814,7 +819,8 @@ static cudaGraphExec_t graph_for(GpuWalk *g, int N, int weighted) {
         const int rc = capture(g, N, k, weighted);
         g->capture_s += progress_now() - t0, g->captures++;
         if (rc < 0) {
-            fprintf(stderr, "warning: %s; queuing each step's operations instead\n", err_msg());
+            log_wipe_line(stderr);
+            log_printf(stderr, "warning: %s; queuing each step's operations instead\n", err_msg());
             graphs_off(g);
             return NULL;
         }
@@ -839,8 +845,9 @@ extern "C" int gpu_walk_step_begin(GpuWalk *g, const float *in, int N, const int
         // A launch that fails queues nothing: this step and the next ones
         // are queued one by one (a real fault shows there too).
         (void)cudaGetLastError();
-        fprintf(stderr, "warning: GPU: launching the step's CUDA graph: %s; queuing each step's operations instead\n",
-                cudaGetErrorString(e));
+        log_wipe_line(stderr);
+        log_printf(stderr, "warning: GPU: launching the step's CUDA graph: %s; queuing each step's operations instead\n",
+                   cudaGetErrorString(e));
         graphs_off(g);
         exec = NULL;
     }
@@ -880,6 +887,7 @@ extern "C" int gpu_walk_end(GpuWalk *g, float *logits, float *probs, float *loss
                 g->part_ms[k] += ms;
             }
             g->timed_steps++;
+            g->frozen_in_step_n += g->frozen_in_step;
         }
     }
     if (step) g->steps_ended++;
@@ -894,8 +902,17 @@ extern "C" int gpu_walk_profile(const GpuWalk *g, char *buf, size_t size) {
         double all = 0;
         for (int k = 0; k + 1 < PROFILE_MARKS; k++) all += g->part_ms[k];
         if (at < size) at += (size_t)snprintf(buf + at, size - at, " %ld steps queued one by one:", g->timed_steps);
-        for (int k = 0; k + 1 < PROFILE_MARKS && at < size; k++)
+        for (int k = 0; k + 1 < PROFILE_MARKS && at < size; k++) {
+            if (k == 1) {
+                // Only the steps that ran them (the others' batches had
+                // theirs beside the step before: VGGFT_GPU_OVERLAP).
+                if (g->frozen_in_step_n)
+                    at += (size_t)snprintf(buf + at, size - at, ", frozen layers (in %ld of these steps) %.3f",
+                                           g->frozen_in_step_n, g->part_ms[k] / (double)g->frozen_in_step_n);
+                continue;
+            }
             at += (size_t)snprintf(buf + at, size - at, "%s %s %.3f", k ? "," : "", profile_parts[k], g->part_ms[k] / n);
+        }
         if (at < size)
             at += (size_t)snprintf(buf + at, size - at, "; %.3f from its first operation to its last; the host queued it in %.3f",
                                    all / n, 1e3 * g->queue_s / n);
@@ -903,9 +920,10 @@ extern "C" int gpu_walk_profile(const GpuWalk *g, char *buf, size_t size) {
     if (g->graph_steps && at < size) {
         const double n = (double)g->graph_steps;
         snprintf(buf + at, size - at,
-                 "%s %ld steps as a CUDA graph: input and frozen layers %.3f, the graph %.3f; the host queued it in %.3f (%d captures%s, "
+                 "%s %ld steps as a CUDA graph: input%s %.3f, the graph %.3f; the host queued it in %.3f (%d captures%s, "
                  "%.1f ms each, not counted)",
-                 g->timed_steps ? ";" : "", g->graph_steps, g->graph_ms[0] / n, g->graph_ms[1] / n,
+                 g->timed_steps ? ";" : "", g->graph_steps, g->has_frozen ? " and frozen layers" : "",
+                 g->graph_ms[0] / n, g->graph_ms[1] / n,
                  1e3 * g->graph_queue_s / n, g->captures, g->capture_relaxed ? " in relaxed mode" : "",
                  g->captures ? 1e3 * g->capture_s / g->captures : 0.0);
     }
