@@ -68,10 +68,10 @@ struct GpuWalk {
     cudaEvent_t frozen_free;
     int staged_frozen;   // the staged batch's frozen layers were queued with its upload
     cudaEvent_t stage_mark[2][2];  // profiling: around a staged frozen pass, per input buffer
-    int frozen_timed[2];           // a step read buffer k's staged frozen pass: time it at its end
     double staged_frozen_ms;
     long staged_frozen_n;
-    int frozen_in_step;            // the step begun last ran its frozen layers itself (queue_batch)
+    int frozen_in_step;            // the step begun last ran its frozen layers itself (queue_batch),
+                                   // else (overlap) they ran staged: stage_mark[cur] times them
     long frozen_in_step_n;         // of the steps timed one by one (profile: part 1 is theirs)
     float *feat;         // cap x feat_size: the cut's output
     float *d_feat;       // its gradient
@@ -461,6 +461,15 @@ static int conv_forward(GpuWalk *g, int i, const float *x, float *y) {
     return 0;
 }
 
+// Zeros for the padding items of a batch of N in input buffer dst, on stream s.
+static int queue_padding(GpuWalk *g, float *dst, int N, cudaStream_t s) {
+    const size_t item = (size_t)g->in_size;
+    if (N < g->cap)
+        CUDA_OK(cudaMemsetAsync(dst + (size_t)N * item, 0, (size_t)(g->cap - N) * item * sizeof(float), s),
+                "padding the batch");
+    return 0;
+}
+
 // The batch into the input buffer the last step did not read: the staged
 // copy when gpu_walk_stage sent this very batch (the step waits for it,
 // and for its frozen layers' output when it queued them), else a copy
@@ -480,11 +489,9 @@ static int queue_input(GpuWalk *g, const float *in, int N, int *frozen_done) {
                 "uploading the batch");
     *frozen_done = use_staged && g->staged_frozen;
     g->stage_pending = 0, g->staged = NULL;
-    if (N < g->cap && !*frozen_done)  // (a staged batch with its frozen layers: padded on copy_s)
-        CUDA_OK(cudaMemsetAsync(dst + (size_t)N * item, 0, (size_t)(g->cap - N) * item * sizeof(float), g->s),
-                "padding the batch");
+    // (A staged batch with its frozen layers was padded on copy_s.)
+    if (!*frozen_done && queue_padding(g, dst, N, g->s) < 0) return -1;
     g->cur = next;
-    if (g->profiling && g->overlap) g->frozen_timed[next] = *frozen_done;
     // The trainable part reads (and backward re-reads) the input itself, or the frozen layers' output.
     if (g->ft < g->nb) g->t_in = g->from == g->ft ? dst : g->t_in_buf[next];
     return 0;
@@ -508,10 +515,7 @@ static int queue_stage(GpuWalk *g, const float *in, int N, int next) {
         // Its frozen layers too, on this stream, beside the step under way.
         // Their scratch (gpu_frozen's ping-pong and workspace) is also used
         // by a frozen pass queued on s (a batch not staged): after it.
-        if (N < g->cap)
-            CUDA_OK(cudaMemsetAsync(dst + (size_t)N * item, 0, (size_t)(g->cap - N) * item * sizeof(float),
-                                    g->copy_s),
-                    "padding the next batch");
+        if (queue_padding(g, dst, N, g->copy_s) < 0) return -1;
         CUDA_OK(cudaStreamWaitEvent(g->copy_s, g->frozen_free, 0), "waiting for the frozen layers' buffers");
         if (g->profiling) CUDA_OK(cudaEventRecord(g->stage_mark[next][0], g->copy_s), "recording an event");
         if (queue_frozen(g, next, g->cudnn_copy, g->copy_s) < 0) return -1;
@@ -560,7 +564,7 @@ static int queue_batch(GpuWalk *g, const float *in, int N) {
     g->frozen_in_step = g->has_frozen && !frozen_done;
     if (g->frozen_in_step) {
         if (queue_frozen(g, g->cur, g->cudnn, g->s) < 0) return -1;
-        CUDA_OK(cudaEventRecord(g->frozen_free, g->s), "recording an event");
+        if (g->overlap) CUDA_OK(cudaEventRecord(g->frozen_free, g->s), "recording an event");
     }
     return mark(g, 2);
 }
@@ -866,14 +870,13 @@ extern "C" int gpu_walk_end(GpuWalk *g, float *logits, float *probs, float *loss
     g->pending = 0;
     // Every operation of the step, and with it any error of theirs.
     CUDA_OK(cudaEventSynchronize(g->done), step ? "the training step" : "the prediction");
-    float ms = 0;
-    if (g->frozen_timed[g->cur]) {
-        // The batch's frozen layers, staged beside the step before (steps only).
-        g->frozen_timed[g->cur] = 0;
-        CUDA_OK(cudaEventElapsedTime(&ms, g->stage_mark[g->cur][0], g->stage_mark[g->cur][1]), "timing the step");
-        if (step) g->staged_frozen_ms += ms, g->staged_frozen_n++;
-    }
     if (step && g->profiling) {
+        float ms = 0;
+        if (g->overlap && !g->frozen_in_step) {
+            // The batch's frozen layers, staged beside the step before.
+            CUDA_OK(cudaEventElapsedTime(&ms, g->stage_mark[g->cur][0], g->stage_mark[g->cur][1]), "timing the step");
+            g->staged_frozen_ms += ms, g->staged_frozen_n++;
+        }
         if (g->step_graphed) {
             // Marks 0, 2 around the upload and the frozen layers, 5 after the graph.
             CUDA_OK(cudaEventElapsedTime(&ms, g->mark[0], g->mark[2]), "timing the step");
@@ -907,7 +910,7 @@ extern "C" int gpu_walk_profile(const GpuWalk *g, char *buf, size_t size) {
                 // Only the steps that ran them (the others' batches had
                 // theirs beside the step before: VGGFT_GPU_OVERLAP).
                 if (g->frozen_in_step_n)
-                    at += (size_t)snprintf(buf + at, size - at, ", frozen layers (in %ld of these steps) %.3f",
+                    at += (size_t)snprintf(buf + at, size - at, ", %s (in %ld of these steps) %.3f", profile_parts[k],
                                            g->frozen_in_step_n, g->part_ms[k] / (double)g->frozen_in_step_n);
                 continue;
             }
@@ -919,7 +922,7 @@ extern "C" int gpu_walk_profile(const GpuWalk *g, char *buf, size_t size) {
     }
     if (g->graph_steps && at < size) {
         const double n = (double)g->graph_steps;
-        snprintf(buf + at, size - at,
+        at += (size_t)snprintf(buf + at, size - at,
                  "%s %ld steps as a CUDA graph: input%s %.3f, the graph %.3f; the host queued it in %.3f (%d captures%s, "
                  "%.1f ms each, not counted)",
                  g->timed_steps ? ";" : "", g->graph_steps, g->has_frozen ? " and frozen layers" : "",
@@ -927,7 +930,6 @@ extern "C" int gpu_walk_profile(const GpuWalk *g, char *buf, size_t size) {
                  1e3 * g->graph_queue_s / n, g->captures, g->capture_relaxed ? " in relaxed mode" : "",
                  g->captures ? 1e3 * g->capture_s / g->captures : 0.0);
     }
-    at = strlen(buf);
     // Not in the figures above: on the copy stream, beside the step before.
     if (g->staged_frozen_n && at < size)
         snprintf(buf + at, size - at, "; %ld steps' frozen layers beside the step before them (VGGFT_GPU_OVERLAP): %.3f",

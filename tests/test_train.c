@@ -266,16 +266,7 @@ Test(train, resume_equals_uninterrupted_run) {
     char p1[700], p2[700];
     snprintf(p1, sizeof p1, "%s/a.history.csv", r.dir);
     snprintf(p2, sizeof p2, "%s/b.history.csv", r.dir);
-    FILE *f1 = fopen(p1, "r"), *f2 = fopen(p2, "r");
-    char l1[256], l2[256];
-    int rows = 0;
-    while (fgets(l1, sizeof l1, f1) && fgets(l2, sizeof l2, f2)) {
-        *strrchr(l1, ',') = '\0', *strrchr(l2, ',') = '\0';  // drop seconds
-        cr_expect_str_eq(l1, l2);
-        rows++;
-    }
-    cr_expect_eq(rows, 6);
-    fclose(f1), fclose(f2);
+    cr_expect_eq(expect_same_history(p1, p2), 6);
     // Resuming with other settings is refused, naming the setting.
     char args[3000];
     snprintf(args, sizeof args, "--cache %s --val-cache %s --out %s %s --resume --batch 9", r.tr, r.va, r.b, common);

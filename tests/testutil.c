@@ -407,3 +407,19 @@ int restored_best_epoch(const char *log) {
     const char *p = strstr(log, said);
     return p ? atoi(p + strlen(said)) : -1;
 }
+
+int expect_same_history(const char *a, const char *b) {
+    FILE *fa = fopen(a, "r"), *fb = fopen(b, "r");
+    cr_assert(fa && fb, "cannot open %s or %s", a, b);
+    char la[256], lb[256];
+    int rows = 0;
+    while (fgets(la, sizeof la, fa) && fgets(lb, sizeof lb, fb)) {
+        char *ca = strrchr(la, ','), *cb = strrchr(lb, ',');
+        cr_assert(ca && cb, "%s: %s", a, la);
+        *ca = '\0', *cb = '\0';  // drop the seconds
+        cr_expect_str_eq(la, lb, "%s against %s", a, b);
+        rows++;
+    }
+    fclose(fa), fclose(fb);
+    return rows;
+}

@@ -117,6 +117,11 @@ CacheMeta test_cache_meta(int feat_hw, int feat_c, char **names, int k);
 // train or finetune log, or -1 when it says no such thing.
 int restored_best_epoch(const char *log);
 
+// The history CSVs a and b (train's, finetune's) hold the same rows but for
+// the last column (an epoch's seconds): each row a Criterion expectation.
+// Returns the rows compared, the header included.
+int expect_same_history(const char *a, const char *b);
+
 // The tests that set ulimit -v: ASan reserves terabytes of address space,
 // so no limit fits it.
 #ifdef __SANITIZE_ADDRESS__
