@@ -411,6 +411,9 @@ int cli_parse(CliSpec *spec, int argc, char **argv, int *n_rest, char ***rest) {
         }
         o->seen = 1;
     }
+    // A bad VGGFT_PROGRESS or _INTERVAL is warned of now, before the
+    // tool's first line, rather than at its first bar.
+    progress_check_env();
     return CLI_OK;
 }
 

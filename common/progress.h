@@ -38,6 +38,9 @@ typedef struct {
 // tty detection from `out`; VGGFT_PROGRESS_INTERVAL overrides the log
 // interval (default 15 s); VGGFT_PROGRESS=0 disables the bar.
 void progress_start(Progress *p, FILE *out, long total, const char *unit);
+// Reads VGGFT_PROGRESS and VGGFT_PROGRESS_INTERVAL now, for their warnings
+// (one each, on stderr) to come at a tool's start (cli_parse calls it).
+void progress_check_env(void);
 // metrics: "loss: 0.4100 - acc: 0.8300" or NULL. In a log (not a
 // terminal) the update that reaches the total writes nothing: call
 // progress_finish for the last line.

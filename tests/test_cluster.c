@@ -158,6 +158,11 @@ Test(cluster, progress_rates_come_from_this_runs_work) {
     progress_start(&p, devnull, 1, "img");
     progress_format(&p, 1, 0.0005, 1, NULL, line, sizeof line);
     cr_expect(!strstr(line, "img/s") && !strstr(line, "s/img"), "%s", line);
+    // A short epoch, 150 steps in 0.09 s: its rate all the same (a
+    // newcomer saw none on train's epochs of 0.1 s).
+    progress_start(&p, devnull, 150, "step");
+    progress_format(&p, 150, 0.09, 1, NULL, line, sizeof line);
+    cr_expect(strstr(line, " - 1667 step/s") != NULL, "%s", line);
     progress_start(&p, devnull, 100, "img");
     p.free_items = 90;
     // Nothing new at all: no rate even in the final line.
@@ -170,6 +175,22 @@ Test(cluster, progress_rates_come_from_this_runs_work) {
     progress_format(&p, 60, 12.0, 0, NULL, line, sizeof line);
     cr_expect(strstr(line, "ETA: 8s - 5.0 step/s") != NULL, "%s", line);
     fclose(devnull);
+}
+
+// A bad VGGFT_PROGRESS or VGGFT_PROGRESS_INTERVAL is warned of at the
+// tool's start (a newcomer saw the warning only at the first bar, after
+// "Epoch 1/3"): here a run that fails before any bar still warns, first.
+Test(cluster, bad_progress_variables_are_warned_of_at_the_start) {
+    setenv("VGGFT_PROGRESS", "maybe", 1);
+    setenv("VGGFT_PROGRESS_INTERVAL", "5s", 1);
+    char *out;
+    int rc = run_tool("train", "--cache /nonexistent/cache --out /nonexistent/head.h5", &out);
+    cr_expect_eq(rc, 1, "rc %d: %s", rc, out);
+    const char *a = strstr(out, "warning: VGGFT_PROGRESS=maybe is not one of"),
+               *b = strstr(out, "warning: VGGFT_PROGRESS_INTERVAL=5s is not a positive number"),
+               *e = strstr(out, "/nonexistent/cache");
+    cr_expect(a && b && e && a < e && b < e, "%s", out);
+    free(out);
 }
 
 Test(cluster, log_lines_are_stamped_and_none_come_before_there_is_news) {

@@ -12,8 +12,13 @@
 // im2col + sgemm (OpenBLAS): float inputs of a convolution whose math type
 // allows tensor cores are first rounded to TF32 (10-bit mantissas, as the
 // GPU's conversion does), bfloat16 tensors are read and written as
-// bfloat16. Workspaces are filled with 0x7F bytes by each call (nothing may
-// be kept there). The heuristics list a non-deterministic backward-filter
+// bfloat16. A convolution runs as two operations on its stream, a begin
+// that reads the inputs and an end that writes the output; between them the
+// output holds 0x7F bytes and the workspace a pattern of the call's own
+// (nothing may be kept there), and the end aborts with a line on stderr if
+// another stream's work wrote the workspace, the inputs or the output
+// meanwhile (seen with EMU_SCHEDULE=interleave, which runs other streams'
+// operations between the two). The heuristics list a non-deterministic backward-filter
 // algorithm first, as cuDNN does, so the walk's choice is exercised.
 #include <cblas.h>
 #include <cudnn.h>
@@ -379,14 +384,21 @@ struct ConvOp {
     float alpha, beta;
     void *work;
     size_t work_bytes;
+    // The call runs as two operations, conv_begin and conv_end, which
+    // EMU_SCHEDULE=interleave may separate by other streams' work, as a
+    // GPU runs a kernel while others run: what the begin saw and left.
+    const char *fn;
+    const char *names[3];    // of in0, in1, out
+    size_t bytes[3];         // of in0, in1, out
+    uint64_t in_hash[2];     // in0's and in1's bytes at the begin
+    uint64_t stamp;          // the workspace's pattern from the begin on
+    std::vector<unsigned char> result;  // the output's bytes, written at the end
 };
 
-static void run_conv(void *p) {
-    ConvOp *o = (ConvOp *)p;
+static void run_conv(ConvOp *o) {
     const ConvShape &s = o->s;
     const int t32 = uses_tf32(&o->cv, o->x.type);
     const long RSC = (long)s.R * s.S * s.C, HWC = (long)s.H * s.W * s.C, PQK = (long)s.P * s.Q * s.K;
-    if (o->work) memset(o->work, 0x7F, o->work_bytes);  // nothing may be kept there
     const int rows = chunk_rows(s);
     std::vector<float> col((size_t)rows * s.Q * RSC);
     if (o->kind == FWD) {
@@ -425,6 +437,60 @@ static void run_conv(void *p) {
     }
 }
 static void drop_conv(void *p) { delete (ConvOp *)p; }
+
+// FNV-1a over 8-byte words (a check that bytes did not change, not a digest).
+static uint64_t words_hash(const void *p, size_t n) {
+    const unsigned char *b = (const unsigned char *)p;
+    uint64_t h = 1469598103934665603ull, v;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) memcpy(&v, b + i, 8), h = (h ^ v) * 1099511628211ull;
+    for (; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
+    return h;
+}
+static const unsigned char in_flight_ = 0x7F;  // what an output holds while its call runs (gpu_emu.cpp's unwritten bytes)
+
+// The first half of a convolution call: reads its inputs (and, with beta,
+// its output), computes the result and keeps it; meanwhile the output holds
+// 0x7F bytes (a GPU writes it piece by piece: whoever reads it before the
+// call ends reads garbage) and the workspace a pattern of this call's own.
+static void conv_begin(void *p) {
+    ConvOp *o = (ConvOp *)p;
+    static uint64_t calls;
+    o->stamp = 0x9E3779B97F4A7C15ull * ++calls;
+    for (int i = 0; i < 2; i++) o->in_hash[i] = words_hash(i ? o->in1 : o->in0, o->bytes[i]);
+    run_conv(o);
+    o->result.assign((const unsigned char *)o->out, (const unsigned char *)o->out + o->bytes[2]);
+    memset(o->out, in_flight_, o->bytes[2]);
+    uint64_t *w = (uint64_t *)o->work;
+    for (size_t i = 0; w && i < o->work_bytes / 8; i++) w[i] = o->stamp;  // nothing may be kept there
+}
+
+// Aborts with a line that names the call and what happened to it (a race:
+// a test's result would otherwise depend on the schedule).
+static void conv_race(const ConvOp *o, const char *what) {
+    fprintf(stderr,
+            "emu cuDNN: %s: %s was written by other work while the call ran: two streams share it without an event "
+            "between them\n",
+            o->fn, what);
+    abort();
+}
+
+// The second half: the workspace, the inputs and the output must be as the
+// begin left them (no other stream's work wrote them meanwhile); then the
+// output is written.
+static void conv_end(void *p) {
+    ConvOp *o = (ConvOp *)p;
+    const uint64_t *w = (const uint64_t *)o->work;
+    for (size_t i = 0; w && i < o->work_bytes / 8; i++)
+        if (w[i] != o->stamp) conv_race(o, "its workspace");
+    for (int i = 0; i < 2; i++)
+        if (words_hash(i ? o->in1 : o->in0, o->bytes[i]) != o->in_hash[i]) conv_race(o, o->names[i]);
+    const unsigned char *out = (const unsigned char *)o->out;
+    for (size_t i = 0; i < o->bytes[2]; i++)
+        if (out[i] != in_flight_) conv_race(o, o->names[2]);
+    memcpy(o->out, o->result.data(), o->bytes[2]);
+    std::vector<unsigned char>().swap(o->result);
+}
 
 // --- algorithms: what the heuristics list, and their workspaces ----------------
 
@@ -499,7 +565,12 @@ static cudnnStatus_t enqueue_conv(const char *fn, int kind, cudnnHandle_t h, int
             return CUDNN_STATUS_BAD_PARAM;
         }
     ConvOp *o = new ConvOp{kind, s, *x, *y, *f, *cv, in0, in1, out, scalar(alpha), scalar(beta), work, work_bytes};
-    emu_enqueue(run_conv, drop_conv, o, h->stream);
+    o->fn = fn;
+    for (int i = 0; i < 3; i++) o->names[i] = names[kind][i], o->bytes[i] = sizes[kind][i];
+    // Two operations (the begin owns nothing: a graph's copy of it is
+    // dropped with the end's).
+    emu_enqueue(conv_begin, NULL, o, h->stream);
+    emu_enqueue(conv_end, drop_conv, o, h->stream);
     return CUDNN_STATUS_SUCCESS;
 }
 

@@ -44,12 +44,13 @@
 // - CUDA_VISIBLE_DEVICES as the runtime reads it (empty or -1: no device);
 //   EMU_SM sets GPU 0's compute capability (default 90).
 // - streams sharing a buffer without an event between them, with
-//   EMU_SCHEDULE=interleave (run_interleaved, below);
+//   EMU_SCHEDULE=interleave (run_interleaved, below), a cuDNN workspace
+//   included (cudnn_emu.cpp splits a convolution in two operations);
 // What it cannot: cuDNN's own algorithms and the GPU's arithmetic (FMA
 // contraction, tensor cores), real concurrency between CUDA threads or
 // streams (everything runs on one host thread, in issue order among what a
-// synchronisation runs, or streams taking turns by whole operations), and
-// performance.
+// synchronisation runs, or streams taking turns by whole operations: a
+// kernel or a copy is one, a cuDNN convolution two), and performance.
 // Those need the real GPU run (scripts/device_run.sh).
 #include <cuda_runtime.h>
 #include <execinfo.h>
