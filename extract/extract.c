@@ -724,6 +724,7 @@ int extract_run(const ExtractOptions *o) {
     // Warnings print even with --quiet; on a terminal they first wipe the
     // bar (log_wipe_line).
     long done_items = 0, written = 0, unchanged = 0, replaced = 0, removed = cached.removed;
+    const int skipped_at_scan = skipped.n;  // the folder scan's (not among the loader's items)
     const char *crash_env = getenv("VGGFT_TEST_CRASH_AFTER");
     long crash_after = crash_env ? atol(crash_env) : 0;
     // Test hook: a real SIGTERM (or VGGFT_TEST_SIGNAL=INT, USR1, HUP) to
@@ -798,7 +799,9 @@ int extract_run(const ExtractOptions *o) {
         if (signal_after > 0 && done_items == signal_after) raise(test_signal);
         char metrics[128];
         snprintf(metrics, sizeof metrics, "new: %ld - cached: %ld - skipped: %d", written, unchanged, skipped.n);
-        bar.free_items = unchanged;  // found in the cache: no rate from them
+        // Found in the cache or skipped (a file that fails to decode in a
+        // fraction of a millisecond): no rate from them.
+        bar.free_items = unchanged + skipped.n - skipped_at_scan;
         progress_update(&bar, done_items, metrics);
         // SIGTERM / SIGINT (Slurm's time limit, Ctrl-C): take no more images.
         if (stop_requested()) break;

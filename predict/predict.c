@@ -376,8 +376,10 @@ static int run_images(const PredictOptions *o, const Model *m, const ModelMeta *
     // Lines on a terminal would tear an in-place bar.
     if (o->quiet || (bar.tty && isatty(fileno(stdout)))) bar.enabled = 0;
     // Warnings print even with --quiet; on a terminal they first wipe the
-    // bar (log_wipe_line). (No free items: every image is read, decoded and run.)
+    // bar (log_wipe_line). Files skipped here are the bar's free items:
+    // one that fails to decode in a fraction of a millisecond gives no rate.
     long done_items = 0, batches = 0;
+    const int skipped_at_scan = skipped->n;  // the scan's (not among the loader's items)
     int nb = 0;
     LoaderItem *li;
     for (;;) {
@@ -401,6 +403,7 @@ static int run_images(const PredictOptions *o, const Model *m, const ModelMeta *
                 size_t plen = strlen(path);
                 if (!strncmp(reason, path, plen) && reason[plen] == ':') reason += plen + (reason[plen + 1] == ' ' ? 2 : 1);
                 skip_add(skipped, path, reason);
+                bar.free_items = skipped->n - skipped_at_scan;
                 log_wipe_line(stderr);
                 log_printf(stderr, "warning: skipped %s\n", li->msg);
             } else {

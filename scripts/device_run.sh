@@ -19,7 +19,7 @@
 # Sections can be skipped: DEVICE_SKIP="suite sanitizer torch".
 set -uo pipefail
 T0=$(date +%s)
-mkdir -p /tmp/vggft && tar -xJf build/device.tar.xz -C /tmp/vggft
+mkdir -p /tmp/vggft && tar -xJf build/device.tar.xz -C /tmp/vggft && rm -f /tmp/vggft/ft_rates
 dev=/tmp/vggft/device
 summary=${OUT:-build}/summary.txt
 [ -n "${OUT:-}" ] || summary=build/device_summary.txt
@@ -184,6 +184,9 @@ for v in "fp32:" "tf32:" "bf16:" "bf16:VGGFT_GPU_HEAD=0" "bf16:VGGFT_GPU_GRAPH=1
         NR == 2 { first = $NF } NR > 2 { later += $NF; k++ }
         END { if (k) printf "   %s: epoch 1 %.2f s (%.0f img/s), epochs 2-%d %.0f img/s\n", what, first, n / first, k + 1, n * k / later }' \
         /tmp/vggft/ft.history.csv | while read -r l; do say "   $l"; done
+    # For the ratios to PyTorch below (issue 12's goal: 1.5x at batch 20).
+    [ -f /tmp/vggft/ft.history.csv ] && awk -F, -v n=2048 -v what="$p $envs" 'NR > 2 { later += $NF; k++ }
+        END { if (k) printf "%s\t%.0f\n", what, n * k / later }' /tmp/vggft/ft.history.csv >>/tmp/vggft/ft_rates
 done
 # predict on the GPU with the fine-tuned model (the same GPU code as extract).
 timeout 60 "$dev/bin/predict" --model /tmp/vggft/ft.h5 --eval /tmp/vggft/img_small --device cuda --quiet \
@@ -193,6 +196,12 @@ if ! skip torch; then
     timeout 150 python3 scripts/bench_torch.py finetune --data /tmp/vggft/img --size 150 --batch 20 --workers 16 \
         --steps 60 >/tmp/vggft/t.log 2>&1 || say "   torch finetune FAILED: $(tail -5 /tmp/vggft/t.log)"
     grep -E "^torch|^json" /tmp/vggft/t.log | while read -r l; do say "   $l"; done
+    # Each configuration's later epochs against PyTorch's rate: the figure
+    # that decides the defaults (docs/DEVELOPMENT.md, "what the next one decides").
+    torch_ips=$(sed -n 's/^torch finetune [^:]*: \([0-9.]*\) img\/s.*/\1/p' /tmp/vggft/t.log | head -1)
+    [ -n "$torch_ips" ] && [ -f /tmp/vggft/ft_rates ] && while IFS=$'\t' read -r what ips; do
+        say "   ratio to PyTorch's $torch_ips img/s, ours finetune $what: $(awk -v a="$ips" -v b="$torch_ips" 'BEGIN { printf "%.2fx (%s img/s)", a / b, a }')"
+    done </tmp/vggft/ft_rates
 fi
 # Where a step's time goes: bf16 at batch 64 (if images/s grows far beyond
 # batch 20's, each step's fixed cost dominates: launches, cuDNN's host

@@ -17,8 +17,8 @@
 // output holds 0x7F bytes and the workspace a pattern of the call's own
 // (nothing may be kept there), and the end aborts with a line on stderr if
 // another stream's work wrote the workspace, the inputs or the output
-// meanwhile (seen with EMU_SCHEDULE=interleave, which runs other streams'
-// operations between the two). The heuristics list a non-deterministic backward-filter
+// meanwhile (seen with EMU_SCHEDULE=interleave, which runs all the work
+// other streams have ready between the two: the end is emu_enqueue_late's). The heuristics list a non-deterministic backward-filter
 // algorithm first, as cuDNN does, so the walk's choice is exercised.
 #include <cblas.h>
 #include <cudnn.h>
@@ -33,6 +33,7 @@
 // From the emulated runtime (tests/emu/gpu_emu.cpp), exported by the
 // test executables (-rdynamic).
 extern "C" void emu_enqueue(void (*run)(void *), void (*drop)(void *), void *ctx, cudaStream_t s);
+extern "C" void emu_enqueue_late(void (*run)(void *), void (*drop)(void *), void *ctx, cudaStream_t s);
 extern "C" size_t emu_device_extent(const void *p);
 
 struct cudnnContext {
@@ -449,6 +450,9 @@ static uint64_t words_hash(const void *p, size_t n) {
 }
 static const unsigned char in_flight_ = 0x7F;  // what an output holds while its call runs (gpu_emu.cpp's unwritten bytes)
 
+// Byte i of the workspace pattern of call o.
+static unsigned char stamp_byte(const ConvOp *o, size_t i) { return (unsigned char)(o->stamp >> 8 * (i & 7)); }
+
 // The first half of a convolution call: reads its inputs (and, with beta,
 // its output), computes the result and keeps it; meanwhile the output holds
 // 0x7F bytes (a GPU writes it piece by piece: whoever reads it before the
@@ -461,8 +465,10 @@ static void conv_begin(void *p) {
     run_conv(o);
     o->result.assign((const unsigned char *)o->out, (const unsigned char *)o->out + o->bytes[2]);
     memset(o->out, in_flight_, o->bytes[2]);
-    uint64_t *w = (uint64_t *)o->work;
-    for (size_t i = 0; w && i < o->work_bytes / 8; i++) w[i] = o->stamp;  // nothing may be kept there
+    // Byte by byte: a workspace need not be 8-byte aligned (an emulated
+    // allocation ends at its guard page) nor a multiple of 8 bytes long.
+    unsigned char *w = (unsigned char *)o->work;
+    for (size_t i = 0; w && i < o->work_bytes; i++) w[i] = stamp_byte(o, i);  // nothing may be kept there
 }
 
 // Aborts with a line that names the call and what happened to it (a race:
@@ -480,9 +486,9 @@ static void conv_race(const ConvOp *o, const char *what) {
 // output is written.
 static void conv_end(void *p) {
     ConvOp *o = (ConvOp *)p;
-    const uint64_t *w = (const uint64_t *)o->work;
-    for (size_t i = 0; w && i < o->work_bytes / 8; i++)
-        if (w[i] != o->stamp) conv_race(o, "its workspace");
+    const unsigned char *w = (const unsigned char *)o->work;
+    for (size_t i = 0; w && i < o->work_bytes; i++)
+        if (w[i] != stamp_byte(o, i)) conv_race(o, "its workspace");
     for (int i = 0; i < 2; i++)
         if (words_hash(i ? o->in1 : o->in0, o->bytes[i]) != o->in_hash[i]) conv_race(o, o->names[i]);
     const unsigned char *out = (const unsigned char *)o->out;
@@ -570,7 +576,7 @@ static cudnnStatus_t enqueue_conv(const char *fn, int kind, cudnnHandle_t h, int
     // Two operations (the begin owns nothing: a graph's copy of it is
     // dropped with the end's).
     emu_enqueue(conv_begin, NULL, o, h->stream);
-    emu_enqueue(conv_end, drop_conv, o, h->stream);
+    emu_enqueue_late(conv_end, drop_conv, o, h->stream);
     return CUDNN_STATUS_SUCCESS;
 }
 

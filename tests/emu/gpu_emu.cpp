@@ -88,6 +88,7 @@ struct Op {
     void *ctx;
     std::vector<unsigned long> deps;  // numbers of the operations that must run first (all smaller)
     cudaStream_t stream;
+    int late;  // the end of a long operation (emu_enqueue_late): interleave runs other streams' work first
 };
 static std::mutex lock_;  // the queue, the allocations and their protection
 static std::map<unsigned long, Op> queue_;        // issued, not yet run, by number
@@ -148,19 +149,27 @@ static void run_interleaved(void) {
             heads.push_back(q.first);
         }
         if (round & 1) std::reverse(heads.begin(), heads.end());
+        auto ready = [](const Op &op) {
+            for (unsigned long d : op.deps)
+                if (queue_.count(d)) return false;
+            return true;
+        };
+        // A late operation (an end) waits while another stream has an
+        // ordinary one ready.
+        bool early_ready = false;
+        for (unsigned long id : heads) early_ready = early_ready || (!queue_[id].late && ready(queue_[id]));
         int ran = 0;
         for (unsigned long id : heads) {
             auto it = queue_.find(id);
-            bool ready = true;
-            for (unsigned long d : it->second.deps) ready = ready && !queue_.count(d);
-            if (!ready) continue;
+            if (!ready(it->second) || (it->second.late && early_ready)) continue;
             Op op = it->second;
             queue_.erase(it);
             op.run(op.ctx);
             if (op.drop) op.drop(op.ctx);
             ran = 1;
         }
-        if (!ran) {  // cannot happen: the smallest queued operation depends only on smaller, run ones
+        if (!ran) {  // cannot happen: the smallest queued operation depends only on smaller, run ones (and an
+                     // early one ready ran)
             fprintf(stderr, "emu: no queued operation can run\n");
             abort();
         }
@@ -231,6 +240,7 @@ struct GraphOp {
     void (*run)(void *);
     void (*drop)(void *);
     void *ctx;
+    int late;
 };
 // A graph's operations, shared by the graph and its instantiations: the
 // last one destroyed frees them.
@@ -271,19 +281,19 @@ static int is_capturing(cudaStream_t s) {
     return capturing_.count(s) != 0;
 }
 
-// Queues run(ctx) on stream s, then drop(ctx) (for cudnn_emu.cpp too,
-// hence C); on a capturing stream, adds it to the capture instead.
-extern "C" void emu_enqueue(void (*run)(void *), void (*drop)(void *), void *ctx, cudaStream_t s) {
+// Queues run(ctx) on stream s, then drop(ctx); on a capturing stream, adds
+// it to the capture instead.
+static void enqueue(void (*run)(void *), void (*drop)(void *), void *ctx, cudaStream_t s, int late) {
     std::lock_guard<std::mutex> g(lock_);
     auto cap = capturing_.find(s);
     if (cap != capturing_.end()) {
-        cap->second.graph->ops.push_back(GraphOp{run, drop, ctx});
+        cap->second.graph->ops.push_back(GraphOp{run, drop, ctx, late});
         return;
     }
     if (!s)
         for (auto &c : capturing_)
             invalidate_locked(c.first, cudaErrorStreamCaptureImplicit, "work on the legacy default stream");
-    Op op{run, drop, ctx, {}, s};
+    Op op{run, drop, ctx, {}, s, late};
     auto last = last_on_.find(s);
     if (last != last_on_.end()) op.deps.push_back(last->second);
     if (!s) {
@@ -300,6 +310,18 @@ extern "C" void emu_enqueue(void (*run)(void *), void (*drop)(void *), void *ctx
     }
     queue_[++issued_] = op;
     last_on_[s] = issued_;
+}
+// For cudnn_emu.cpp too, hence C.
+extern "C" void emu_enqueue(void (*run)(void *), void (*drop)(void *), void *ctx, cudaStream_t s) {
+    enqueue(run, drop, ctx, s, 0);
+}
+// The second half of an operation that takes a while on a GPU (cudnn_emu.cpp's
+// convolutions: a begin, then this end): under EMU_SCHEDULE=interleave it
+// runs once no other stream has work ready to run, so that whatever they
+// do while the first half's state is in flight (its workspace, its
+// output) happens between the two.
+extern "C" void emu_enqueue_late(void (*run)(void *), void (*drop)(void *), void *ctx, cudaStream_t s) {
+    enqueue(run, drop, ctx, s, 1);
 }
 
 // The number of the last operation that synchronising with stream s waits
@@ -911,6 +933,7 @@ cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *graph) {
 // may be destroyed once instantiated).
 struct EmuExec {
     EmuGraph *graph;
+    unsigned long last_op;  // the last operation its latest launch queued (0: none yet)
 };
 
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph, unsigned long long flags) {
@@ -918,17 +941,29 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph, unsig
     EmuGraph *gr = (EmuGraph *)graph;
     std::lock_guard<std::mutex> g(lock_);
     gr->refs++;
-    *exec = (cudaGraphExec_t) new EmuExec{gr};
+    *exec = (cudaGraphExec_t) new EmuExec{gr, 0};
     return cudaSuccess;
 }
 
 // Queues the graph's operations on s, in their captured order, each run
-// without being freed (the graph owns them).
+// without being freed (the graph owns them). As CUDA orders a launch behind
+// the exec's previous launch, on whatever stream that was, the first
+// operation waits for the last one of the launch before (the operations'
+// state, cudnn_emu.cpp's convolutions' included, is the exec's, not the
+// launch's).
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
     if (!exec) return fail(cudaErrorInvalidValue, "cudaGraphLaunch of no graph");
     if (is_capturing(s)) return capture_forbids(s, "cudaGraphLaunch into a capturing stream (not emulated)");
     if (graph_fail_is("launch")) return fail(cudaErrorNotSupported, "cudaGraphLaunch (EMU_GRAPH_FAIL=launch)");
-    for (const GraphOp &op : ((EmuExec *)exec)->graph->ops) emu_enqueue(op.run, NULL, op.ctx, s);
+    EmuExec *e = (EmuExec *)exec;
+    if (e->graph->ops.empty()) return cudaSuccess;
+    {
+        std::lock_guard<std::mutex> g(lock_);
+        if (e->last_op) waits_[s].push_back(e->last_op);
+    }
+    for (const GraphOp &op : e->graph->ops) enqueue(op.run, NULL, op.ctx, s, op.late);
+    std::lock_guard<std::mutex> g(lock_);
+    e->last_op = last_on_[s];
     return cudaSuccess;
 }
 
