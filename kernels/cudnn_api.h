@@ -34,9 +34,11 @@
     X(cudnnGetConvolutionForwardWorkspaceSize) \
     X(cudnnConvolutionForward)              \
     X(cudnnGetConvolutionBackwardDataAlgorithm_v7) \
+    X(cudnnFindConvolutionBackwardDataAlgorithm) \
     X(cudnnGetConvolutionBackwardDataWorkspaceSize) \
     X(cudnnConvolutionBackwardData)         \
     X(cudnnGetConvolutionBackwardFilterAlgorithm_v7) \
+    X(cudnnFindConvolutionBackwardFilterAlgorithm) \
     X(cudnnGetConvolutionBackwardFilterWorkspaceSize) \
     X(cudnnConvolutionBackwardFilter)       \
     X(cudnnCreatePoolingDescriptor)         \

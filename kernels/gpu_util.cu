@@ -4,6 +4,16 @@
 
 #include "gpu_util.cuh"
 
+extern "C" {
+#include "cli.h"  // env_flag
+}
+
+int gpu_autotune(void) {
+    static int on = -1;
+    if (on < 0) on = env_flag("VGGFT_GPU_AUTOTUNE", 0);
+    return on;
+}
+
 void gpu_kernel_rsck_to_krsc(const float *rsck, float *krsc, int C, int K) {
     for (int rs = 0; rs < 9; rs++)
         for (int c = 0; c < C; c++)
@@ -95,9 +105,14 @@ int gpu_conv_pick_forward(cudnnHandle_t h, const GpuConv *c, const Layer *l, cud
                           size_t *ws, int *deterministic) {
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     int found = 0;
-    CUDNN_OK(dnn.cudnnGetConvolutionForwardAlgorithm_v7(h, c->x, c->w, c->conv, c->y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
-                                                        &found, perf),
-             l->name);
+    if (gpu_autotune())
+        CUDNN_OK(dnn.cudnnFindConvolutionForwardAlgorithm(h, c->x, c->w, c->conv, c->y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+                                                          &found, perf),
+                 l->name);
+    else
+        CUDNN_OK(dnn.cudnnGetConvolutionForwardAlgorithm_v7(h, c->x, c->w, c->conv, c->y,
+                                                            CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &found, perf),
+                 l->name);
     // Pass 0: deterministic candidates only (cuDNN labels each forward
     // candidate too: cudnnConvolutionFwdAlgoPerf_t.determinism; a split-K
     // kernel that sums with atomics would make an image's features differ
@@ -193,9 +208,14 @@ int gpu_conv_pick_backward_data(cudnnHandle_t h, const GpuConv *c, const Layer *
                                 cudnnConvolutionBwdDataAlgo_t *algo, size_t *ws, int *deterministic) {
     cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
     int found = 0;
-    CUDNN_OK(dnn.cudnnGetConvolutionBackwardDataAlgorithm_v7(h, c->w, c->y, c->conv, c->x,
-                                                             CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &found, perf),
-             l->name);
+    if (gpu_autotune())
+        CUDNN_OK(dnn.cudnnFindConvolutionBackwardDataAlgorithm(h, c->w, c->y, c->conv, c->x,
+                                                               CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &found, perf),
+                 l->name);
+    else
+        CUDNN_OK(dnn.cudnnGetConvolutionBackwardDataAlgorithm_v7(h, c->w, c->y, c->conv, c->x,
+                                                                 CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &found, perf),
+                 l->name);
     auto need_of = [&](cudnnConvolutionBwdDataAlgo_t a, size_t *need) {
         return dnn.cudnnGetConvolutionBackwardDataWorkspaceSize(h, c->w, c->y, c->conv, c->x, a, need);
     };
@@ -209,9 +229,15 @@ int gpu_conv_pick_backward_filter(cudnnHandle_t h, const GpuConv *c, const Layer
                                   cudnnConvolutionBwdFilterAlgo_t *algo, size_t *ws, int *deterministic) {
     cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
     int found = 0;
-    CUDNN_OK(dnn.cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, c->x, c->y, c->conv, c->w,
-                                                               CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &found, perf),
-             l->name);
+    if (gpu_autotune())
+        CUDNN_OK(dnn.cudnnFindConvolutionBackwardFilterAlgorithm(h, c->x, c->y, c->conv, c->w,
+                                                                 CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &found, perf),
+                 l->name);
+    else
+        CUDNN_OK(dnn.cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, c->x, c->y, c->conv, c->w,
+                                                                   CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &found,
+                                                                   perf),
+                 l->name);
     auto need_of = [&](cudnnConvolutionBwdFilterAlgo_t a, size_t *need) {
         return dnn.cudnnGetConvolutionBackwardFilterWorkspaceSize(h, c->x, c->y, c->conv, c->w, a, need);
     };

@@ -80,10 +80,19 @@ void gpu_kernel_krsc_to_rsck(const float *krsc, float *rsck, int C, int K);
 int gpu_conv_upload(GpuConv *c, const Layer *l);
 int gpu_conv_download(const GpuConv *c, Layer *l);
 
+// 1 when VGGFT_GPU_AUTOTUNE is on (read once; default off): the picks below
+// then rank cuDNN's candidates by timing them on this GPU
+// (cudnnFind...Algorithm, as PyTorch's cudnn.benchmark), not by its
+// heuristics (..._v7). Timing can rank differently from run to run, so two
+// runs (a resumed one) may compute different last bits; the rule over the
+// ranked list (deterministic first, the workspace limit) is the same.
+int gpu_autotune(void);
+
 // The conv algorithm for c at its current batch size, chosen by cuDNN's
-// heuristics (cudnnGetConvolutionForwardAlgorithm_v7), not by timing:
-// the same shapes on the same GPU always get the same algorithm, so a rerun
-// (a resumed extraction) computes the same bits. The first candidate
+// heuristics (cudnnGetConvolutionForwardAlgorithm_v7), not by timing
+// (unless gpu_autotune()): the same shapes on the same GPU always get the
+// same algorithm, so a rerun (a resumed extraction) computes the same bits.
+// The first candidate
 // labelled CUDNN_DETERMINISTIC that succeeds in c->math within
 // GPU_WORKSPACE_LIMIT (*deterministic = 1), else the first that succeeds
 // and fits (*deterministic = 0: the caller warns); its workspace in *ws.

@@ -439,8 +439,9 @@ extern "C" void gpu_walk_describe(const GpuWalk *g, char *buf, size_t size) {
         if (n < 0) break;
         at += (size_t)n;
     }
-    if (at < size) snprintf(buf + at, size - at, "; workspace %zu MB, %zu MB in all%s%s%s%s",
+    if (at < size) snprintf(buf + at, size - at, "; workspace %zu MB, %zu MB in all%s%s%s%s%s",
                             (g->work_size + (g->has_frozen ? g->frozen.work_size : 0)) >> 20, g->bytes >> 20, g->deterministic ? "" : "; NOT deterministic",
+                            gpu_autotune() ? "; algorithms timed by cuDNN (VGGFT_GPU_AUTOTUNE)" : "",
                             g->head ? "; head on the GPU" : "", g->use_graph ? "; steps as CUDA graphs" : "",
                             g->overlap ? "; the next batch's frozen layers during the step" : "");
 }

@@ -148,6 +148,10 @@ for size in 150 224; do
         r=$(timeout 60 "$dev/bin/bench_gpu" $size 64 40 $p 2>&1 | tail -1)
         say "   $r"
     done
+    # Algorithms ranked by timing them (cudnnFind...Algorithm) instead of by
+    # cuDNN's heuristics: opt-in until this shows it faster.
+    r=$(VGGFT_GPU_AUTOTUNE=1 timeout 60 "$dev/bin/bench_gpu" $size 64 40 bf16 2>&1 | tail -1)
+    say "   VGGFT_GPU_AUTOTUNE=1: $r"
 done
 ours "cpu 150 (128 images)" --data /tmp/vggft/img_small --input-size 150 --device cpu --batch 32
 # The loader threads alone on this node's cores (bench_loader): the ceiling
@@ -171,9 +175,11 @@ rm -rf /tmp/vggft/c && "$dev/bin/extract" --data /tmp/vggft/img_small --cache /t
 # also with each step a CUDA graph's launch (VGGFT_GPU_GRAPH=1, opt-in until
 # this run shows it faster and passing); BF16 also without the next batch's
 # frozen layers beside the step (VGGFT_GPU_OVERLAP=0, the code before
-# 2026-12-01's overlap), with and without graphs.
+# 2026-12-01's overlap), with and without graphs; BF16 also with the
+# algorithms ranked by timing (VGGFT_GPU_AUTOTUNE=1), with and without graphs.
 for v in "fp32:" "tf32:" "bf16:" "bf16:VGGFT_GPU_HEAD=0" "bf16:VGGFT_GPU_GRAPH=1" "fp32:VGGFT_GPU_GRAPH=1" \
-    "bf16:VGGFT_GPU_OVERLAP=0" "bf16:VGGFT_GPU_GRAPH=1 VGGFT_GPU_OVERLAP=0"; do
+    "bf16:VGGFT_GPU_OVERLAP=0" "bf16:VGGFT_GPU_GRAPH=1 VGGFT_GPU_OVERLAP=0" "bf16:VGGFT_GPU_AUTOTUNE=1" \
+    "bf16:VGGFT_GPU_AUTOTUNE=1 VGGFT_GPU_GRAPH=1"; do
     p=${v%%:*} envs=${v#*:}
     rm -f /tmp/vggft/ft.h5 /tmp/vggft/ft.ckpt /tmp/vggft/ft.history.csv
     timeout 60 env $envs "$dev/bin/finetune" --data /tmp/vggft/img --head /tmp/vggft/head.h5 --weights random \

@@ -114,6 +114,11 @@ Test(gpu, batch_limit_follows_cudnn_tensor_size) {
 Test(gpu, base_matches_cpu_48) { compare(ARCH_VGG16, 48, "block5_pool", 3, GPU_FP32, 1e-4f); }
 Test(gpu, base_matches_cpu_150_block4) { compare(ARCH_VGG16, 150, "block4_pool", 2, GPU_FP32, 1e-4f); }
 Test(gpu, vgg19_64) { compare(ARCH_VGG19, 64, "block5_pool", 3, GPU_FP32, 1e-4f); }
+// Algorithms ranked by cuDNN's timing runs (VGGFT_GPU_AUTOTUNE=1), not its heuristics.
+Test(gpu, autotuned_base_matches_cpu_48) {
+    setenv("VGGFT_GPU_AUTOTUNE", "1", 1);
+    compare(ARCH_VGG16, 48, "block5_pool", 3, GPU_FP32, 1e-4f);
+}
 Test(gpu, every_pooling_layer) {
     const char *cuts[] = {"block1_pool", "block2_pool", "block3_pool"};
     for (int i = 0; i < 3; i++) compare(ARCH_VGG16, 40, cuts[i], 2, GPU_FP32, 1e-4f);

@@ -411,6 +411,15 @@ static void step_matches_head(int size, const char *unfreeze, int from_cache, Op
     gpu_walk_describe(g.w.gpu, plan, sizeof plan);
     fprintf(stderr, "gpu_walk: %s: %s\n", tag, plan);
     cr_expect(gpu_walk_deterministic(g.w.gpu), "an algorithm is not deterministic: %s", plan);
+    // VGGFT_GPU_AUTOTUNE (the autotuned_* tests): the picks come from cuDNN's
+    // timing runs; the emulation times forward algorithm 0 first, where its
+    // heuristics rank 1 first (tests/emu/cudnn_emu.cpp, timed_).
+    const char *tune = getenv("VGGFT_GPU_AUTOTUNE");
+    const int timed = tune && !strcmp(tune, "1");
+    cr_expect_eq(strstr(plan, "algorithms timed by cuDNN") != NULL, timed, "%s", plan);
+    if (test_gpu_emulated())
+        cr_expect(strstr(plan, timed ? "fwd 0" : "fwd 1") && !strstr(plan, timed ? "fwd 1" : "fwd 0"),
+                  "forward algorithms not from the %s: %s", timed ? "timed list" : "heuristics", plan);
     // The emulation lists a non-deterministic forward algorithm (2) first:
     // the pick passes over it (tests/emu/cudnn_emu.cpp, algos_).
     if (test_gpu_emulated())
@@ -498,6 +507,15 @@ Test(gpu_walk, step_adam_cache_block5_gpu_head) { step_matches_gpu_head(64, "blo
 Test(gpu_walk, step_rmsprop_cache_block5_gpu_head) { step_matches_gpu_head(64, "block5_conv1", 1, OPTIM_RMSPROP); }
 // Softmax over 3 classes, and sample weights (class weights), dropout on:
 // the CPU head against the CPU step once, the device head twice.
+// VGGFT_GPU_AUTOTUNE=1: the algorithms ranked by timing them
+// (cudnnFind...Algorithm, PyTorch's cudnn.benchmark) instead of by cuDNN's
+// heuristics; the same rule over the list (deterministic first), the same
+// agreement with the CPU.
+Test(gpu_walk, autotuned_step_sgd_images_block4_gpu_head) {
+    setenv("VGGFT_GPU_AUTOTUNE", "1", 1);
+    step_matches_gpu_head(64, "block4_conv1", 0, OPTIM_SGD);
+}
+
 Test(gpu_walk, step_sgd_images_block5_softmax3_gpu_head) {
     step_matches_head(48, "block5_conv1", 0, OPTIM_SGD, ON_GPU_HEAD, 3, 0);
 }

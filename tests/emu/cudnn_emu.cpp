@@ -18,8 +18,11 @@
 // (nothing may be kept there), and the end aborts with a line on stderr if
 // another stream's work wrote the workspace, the inputs or the output
 // meanwhile (seen with EMU_SCHEDULE=interleave, which runs all the work
-// other streams have ready between the two: the end is emu_enqueue_late's). The heuristics list a non-deterministic backward-filter
-// algorithm first, as cuDNN does, so the walk's choice is exercised.
+// other streams have ready between the two: the end is emu_enqueue_late's).
+// The heuristics list a non-deterministic backward-filter algorithm first,
+// as cuDNN does, so the walk's choice is exercised; cudnnFind...Algorithm
+// (VGGFT_GPU_AUTOTUNE) lists every algorithm in another order, with made-up
+// times (the arithmetic is the same for all).
 #include <cblas.h>
 #include <cudnn.h>
 #include <math.h>
@@ -516,6 +519,14 @@ static const Algos algos_[3] = {
     {1, {0}, {0}},
     {3, {0, 3, 1}, {0, 0, 1}},
 };
+// What cudnnFind...Algorithm lists, fastest first (every algorithm the
+// emulation runs; the forward's first deterministic one is not the
+// heuristics', so a pick by timing shows in the walk's description).
+static const Algos timed_[3] = {
+    {3, {0, 2, 1}, {1, 0, 1}},
+    {2, {1, 0}, {1, 0}},
+    {3, {3, 1, 0}, {0, 1, 0}},
+};
 // Workspace bytes of an algorithm of a kind for shape s, growing with the
 // batch and the layer as cuDNN's do (a workspace sized for another shape
 // shows); -1: not emulated.
@@ -580,21 +591,21 @@ static cudnnStatus_t enqueue_conv(const char *fn, int kind, cudnnHandle_t h, int
     return CUDNN_STATUS_SUCCESS;
 }
 
-// The heuristics' list (cudnnGet...Algorithm_v7) of a kind.
+// The heuristics' list (cudnnGet...Algorithm_v7) of a kind; timed: cudnnFind...Algorithm's.
 template <typename Perf>
 static cudnnStatus_t heuristics(const char *fn, int kind, const cudnnTensorStruct *x, const cudnnFilterStruct *f,
                                 const cudnnConvolutionStruct *cv, const cudnnTensorStruct *y, int requested,
-                                int *returned, Perf *perf) {
+                                int *returned, Perf *perf, int timed = 0) {
     ConvShape s;
     cudnnStatus_t st = conv_shape(fn, x, f, cv, y, &s);
     if (st != CUDNN_STATUS_SUCCESS) return st;
-    const Algos &a = algos_[kind];
+    const Algos &a = timed ? timed_[kind] : algos_[kind];
     int k = 0;
     for (; k < a.n && k < requested; k++) {
         memset(&perf[k], 0, sizeof perf[k]);
         perf[k].algo = (decltype(perf[k].algo))a.algo[k];
         perf[k].status = CUDNN_STATUS_SUCCESS;
-        perf[k].time = -1;
+        perf[k].time = timed ? 0.1f * (k + 1) : -1;  // ms
         perf[k].memory = (size_t)workspace_of(kind, a.algo[k], s);
         perf[k].determinism = a.det[k] ? CUDNN_DETERMINISTIC : CUDNN_NON_DETERMINISTIC;
         perf[k].mathType = cv->math;
@@ -635,7 +646,7 @@ cudnnStatus_t cudnnFindConvolutionForwardAlgorithm(cudnnHandle_t h, const cudnnT
                                                    const cudnnConvolutionDescriptor_t cv,
                                                    const cudnnTensorDescriptor_t y, const int requested, int *returned,
                                                    cudnnConvolutionFwdAlgoPerf_t *perf) {
-    return heuristics("cudnnFindConvolutionForwardAlgorithm", FWD, x, w, cv, y, requested, returned, perf);
+    return heuristics("cudnnFindConvolutionForwardAlgorithm", FWD, x, w, cv, y, requested, returned, perf, 1);
 }
 cudnnStatus_t cudnnGetConvolutionForwardWorkspaceSize(cudnnHandle_t h, const cudnnTensorDescriptor_t x,
                                                       const cudnnFilterDescriptor_t w,
@@ -661,6 +672,14 @@ cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithm_v7(cudnnHandle_t h, const
     return heuristics("cudnnGetConvolutionBackwardDataAlgorithm_v7", BWD_DATA, dx, w, cv, dy, requested, returned,
                       perf);
 }
+cudnnStatus_t cudnnFindConvolutionBackwardDataAlgorithm(cudnnHandle_t h, const cudnnFilterDescriptor_t w,
+                                                        const cudnnTensorDescriptor_t dy,
+                                                        const cudnnConvolutionDescriptor_t cv,
+                                                        const cudnnTensorDescriptor_t dx, const int requested,
+                                                        int *returned, cudnnConvolutionBwdDataAlgoPerf_t *perf) {
+    return heuristics("cudnnFindConvolutionBackwardDataAlgorithm", BWD_DATA, dx, w, cv, dy, requested, returned, perf,
+                      1);
+}
 cudnnStatus_t cudnnGetConvolutionBackwardDataWorkspaceSize(cudnnHandle_t h, const cudnnFilterDescriptor_t w,
                                                            const cudnnTensorDescriptor_t dy,
                                                            const cudnnConvolutionDescriptor_t cv,
@@ -684,6 +703,14 @@ cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(cudnnHandle_t h, con
                                                             int *returned, cudnnConvolutionBwdFilterAlgoPerf_t *perf) {
     return heuristics("cudnnGetConvolutionBackwardFilterAlgorithm_v7", BWD_FILTER, x, dw, cv, dy, requested, returned,
                       perf);
+}
+cudnnStatus_t cudnnFindConvolutionBackwardFilterAlgorithm(cudnnHandle_t h, const cudnnTensorDescriptor_t x,
+                                                          const cudnnTensorDescriptor_t dy,
+                                                          const cudnnConvolutionDescriptor_t cv,
+                                                          const cudnnFilterDescriptor_t dw, const int requested,
+                                                          int *returned, cudnnConvolutionBwdFilterAlgoPerf_t *perf) {
+    return heuristics("cudnnFindConvolutionBackwardFilterAlgorithm", BWD_FILTER, x, dw, cv, dy, requested, returned,
+                      perf, 1);
 }
 cudnnStatus_t cudnnGetConvolutionBackwardFilterWorkspaceSize(cudnnHandle_t h, const cudnnTensorDescriptor_t x,
                                                              const cudnnTensorDescriptor_t dy,
