@@ -101,15 +101,38 @@ static const char *math_name(const GpuConv *c) {
     return c->math == CUDNN_FMA_MATH ? "float32" : c->math == CUDNN_TENSOR_OP_MATH ? "bfloat16" : "TF32";
 }
 
+// VGGFT_GPU_AUTOTUNE: a cudnnFind...Algorithm call's status st and list
+// perf[0, found) kept to the runs that succeeded in c->math, fastest first.
+// Find times each algorithm in the descriptor's math and in
+// CUDNN_DEFAULT_MATH (TF32 on Ampere and later), which a float32 or bfloat16
+// descriptor never runs, so a ranking from those would be for other
+// kernels; entries that failed (CUDNN_STATUS_ALLOC_FAILED: Find allocates
+// its own buffers beside ours) are not "failing at this shape" either. 0
+// when nothing is left or the call failed: the caller asks the heuristics.
+template <typename Perf>
+static int timed_in_math(cudnnStatus_t st, Perf *perf, int found, const GpuConv *c) {
+    if (st != CUDNN_STATUS_SUCCESS) {
+        (void)cudaGetLastError();  // an allocation that failed inside Find
+        return 0;
+    }
+    int n = 0;
+    for (int k = 0; k < found; k++)
+        if (perf[k].status == CUDNN_STATUS_SUCCESS && perf[k].mathType == c->math) perf[n++] = perf[k];
+    return n;
+}
+
 int gpu_conv_pick_forward(cudnnHandle_t h, const GpuConv *c, const Layer *l, cudnnConvolutionFwdAlgo_t *algo,
                           size_t *ws, int *deterministic) {
-    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    // Twice the algorithms: Find lists each in two math types.
+    cudnnConvolutionFwdAlgoPerf_t perf[2 * CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     int found = 0;
-    if (gpu_autotune())
-        CUDNN_OK(dnn.cudnnFindConvolutionForwardAlgorithm(h, c->x, c->w, c->conv, c->y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
-                                                          &found, perf),
-                 l->name);
-    else
+    if (gpu_autotune()) {
+        // (Two statements: an argument's order of evaluation is unspecified.)
+        cudnnStatus_t st = dnn.cudnnFindConvolutionForwardAlgorithm(h, c->x, c->w, c->conv, c->y,
+                                                                    2 * CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &found, perf);
+        found = timed_in_math(st, perf, found, c);
+    }
+    if (!found)
         CUDNN_OK(dnn.cudnnGetConvolutionForwardAlgorithm_v7(h, c->x, c->w, c->conv, c->y,
                                                             CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &found, perf),
                  l->name);
@@ -206,13 +229,14 @@ static int pick_backward(const Perf *perf, int found, const GpuConv *c, Algo fal
 
 int gpu_conv_pick_backward_data(cudnnHandle_t h, const GpuConv *c, const Layer *l,
                                 cudnnConvolutionBwdDataAlgo_t *algo, size_t *ws, int *deterministic) {
-    cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+    cudnnConvolutionBwdDataAlgoPerf_t perf[2 * CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
     int found = 0;
-    if (gpu_autotune())
-        CUDNN_OK(dnn.cudnnFindConvolutionBackwardDataAlgorithm(h, c->w, c->y, c->conv, c->x,
-                                                               CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &found, perf),
-                 l->name);
-    else
+    if (gpu_autotune()) {
+        cudnnStatus_t st = dnn.cudnnFindConvolutionBackwardDataAlgorithm(
+            h, c->w, c->y, c->conv, c->x, 2 * CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &found, perf);
+        found = timed_in_math(st, perf, found, c);
+    }
+    if (!found)
         CUDNN_OK(dnn.cudnnGetConvolutionBackwardDataAlgorithm_v7(h, c->w, c->y, c->conv, c->x,
                                                                  CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &found, perf),
                  l->name);
@@ -227,13 +251,14 @@ int gpu_conv_pick_backward_data(cudnnHandle_t h, const GpuConv *c, const Layer *
 
 int gpu_conv_pick_backward_filter(cudnnHandle_t h, const GpuConv *c, const Layer *l,
                                   cudnnConvolutionBwdFilterAlgo_t *algo, size_t *ws, int *deterministic) {
-    cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+    cudnnConvolutionBwdFilterAlgoPerf_t perf[2 * CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
     int found = 0;
-    if (gpu_autotune())
-        CUDNN_OK(dnn.cudnnFindConvolutionBackwardFilterAlgorithm(h, c->x, c->y, c->conv, c->w,
-                                                                 CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &found, perf),
-                 l->name);
-    else
+    if (gpu_autotune()) {
+        cudnnStatus_t st = dnn.cudnnFindConvolutionBackwardFilterAlgorithm(
+            h, c->x, c->y, c->conv, c->w, 2 * CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &found, perf);
+        found = timed_in_math(st, perf, found, c);
+    }
+    if (!found)
         CUDNN_OK(dnn.cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, c->x, c->y, c->conv, c->w,
                                                                    CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &found,
                                                                    perf),

@@ -84,8 +84,11 @@ int gpu_conv_download(const GpuConv *c, Layer *l);
 // then rank cuDNN's candidates by timing them on this GPU
 // (cudnnFind...Algorithm, as PyTorch's cudnn.benchmark), not by its
 // heuristics (..._v7). Timing can rank differently from run to run, so two
-// runs (a resumed one) may compute different last bits; the rule over the
-// ranked list (deterministic first, the workspace limit) is the same.
+// runs (a resumed one) may compute different last bits, and Find
+// allocates buffers of its own and blocks while it times (hence opt-in).
+// The rule over the ranked list (deterministic first, the workspace limit)
+// is the same; a Find that fails, or times nothing in the descriptor's
+// math, leaves the pick to the heuristics.
 int gpu_autotune(void);
 
 // The conv algorithm for c at its current batch size, chosen by cuDNN's

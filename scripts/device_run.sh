@@ -16,7 +16,7 @@
 # weights for the GPU-vs-CPU check and an end-to-end run on them)
 # (about 4 to 8 minutes on an H200; the sections in order of value, the
 # whole suite last)
-# Sections can be skipped: DEVICE_SKIP="suite sanitizer torch".
+# Sections can be skipped: DEVICE_SKIP="suite sanitizer torch autotune nsys".
 set -uo pipefail
 T0=$(date +%s)
 mkdir -p /tmp/vggft && tar -xJf build/device.tar.xz -C /tmp/vggft && rm -f /tmp/vggft/ft_rates
@@ -150,8 +150,10 @@ for size in 150 224; do
     done
     # Algorithms ranked by timing them (cudnnFind...Algorithm) instead of by
     # cuDNN's heuristics: opt-in until this shows it faster.
-    r=$(VGGFT_GPU_AUTOTUNE=1 timeout 60 "$dev/bin/bench_gpu" $size 64 40 bf16 2>&1 | tail -1)
-    say "   VGGFT_GPU_AUTOTUNE=1: $r"
+    if ! skip autotune; then
+        r=$(VGGFT_GPU_AUTOTUNE=1 timeout 40 "$dev/bin/bench_gpu" $size 64 40 bf16 2>&1 | tail -1)
+        say "   VGGFT_GPU_AUTOTUNE=1: $r"
+    fi
 done
 ours "cpu 150 (128 images)" --data /tmp/vggft/img_small --input-size 150 --device cpu --batch 32
 # The loader threads alone on this node's cores (bench_loader): the ceiling
@@ -181,6 +183,7 @@ for v in "fp32:" "tf32:" "bf16:" "bf16:VGGFT_GPU_HEAD=0" "bf16:VGGFT_GPU_GRAPH=1
     "bf16:VGGFT_GPU_OVERLAP=0" "bf16:VGGFT_GPU_GRAPH=1 VGGFT_GPU_OVERLAP=0" "bf16:VGGFT_GPU_AUTOTUNE=1" \
     "bf16:VGGFT_GPU_AUTOTUNE=1 VGGFT_GPU_GRAPH=1"; do
     p=${v%%:*} envs=${v#*:}
+    [[ "$envs" == *AUTOTUNE* ]] && skip autotune && continue
     rm -f /tmp/vggft/ft.h5 /tmp/vggft/ft.ckpt /tmp/vggft/ft.history.csv
     timeout 60 env $envs "$dev/bin/finetune" --data /tmp/vggft/img --head /tmp/vggft/head.h5 --weights random \
         --device cuda --precision $p --out /tmp/vggft/ft.h5 --epochs 3 --batch 20 --quiet >/tmp/vggft/f.log 2>&1 ||
@@ -192,7 +195,7 @@ for v in "fp32:" "tf32:" "bf16:" "bf16:VGGFT_GPU_HEAD=0" "bf16:VGGFT_GPU_GRAPH=1
         /tmp/vggft/ft.history.csv | while read -r l; do say "   $l"; done
     # For the ratios to PyTorch below (issue 12's goal: 1.5x at batch 20).
     [ -f /tmp/vggft/ft.history.csv ] && awk -F, -v n=2048 -v what="$p $envs" 'NR > 2 { later += $NF; k++ }
-        END { if (k) printf "%s\t%.0f\n", what, n * k / later }' /tmp/vggft/ft.history.csv >>/tmp/vggft/ft_rates
+        END { if (k && later > 0) printf "%s\t%.0f\n", what, n * k / later }' /tmp/vggft/ft.history.csv >>/tmp/vggft/ft_rates
 done
 # predict on the GPU with the fine-tuned model (the same GPU code as extract).
 timeout 60 "$dev/bin/predict" --model /tmp/vggft/ft.h5 --eval /tmp/vggft/img_small --device cuda --quiet \
@@ -206,7 +209,7 @@ if ! skip torch; then
     # that decides the defaults (docs/DEVELOPMENT.md, "what the next one decides").
     torch_ips=$(sed -n 's/^torch finetune [^:]*: \([0-9.]*\) img\/s.*/\1/p' /tmp/vggft/t.log | head -1)
     [ -n "$torch_ips" ] && [ -f /tmp/vggft/ft_rates ] && while IFS=$'\t' read -r what ips; do
-        say "   ratio to PyTorch's $torch_ips img/s, ours finetune $what: $(awk -v a="$ips" -v b="$torch_ips" 'BEGIN { printf "%.2fx (%s img/s)", a / b, a }')"
+        say "   ratio to PyTorch's $torch_ips img/s, ours finetune $what: $(awk -v a="$ips" -v b="$torch_ips" 'BEGIN { if (b > 0) printf "%.2fx (%s img/s)", a / b, a }')"
     done </tmp/vggft/ft_rates
 fi
 # Where a step's time goes: bf16 at batch 64 (if images/s grows far beyond

@@ -412,10 +412,10 @@ static void step_matches_head(int size, const char *unfreeze, int from_cache, Op
     fprintf(stderr, "gpu_walk: %s: %s\n", tag, plan);
     cr_expect(gpu_walk_deterministic(g.w.gpu), "an algorithm is not deterministic: %s", plan);
     // VGGFT_GPU_AUTOTUNE (the autotuned_* tests): the picks come from cuDNN's
-    // timing runs; the emulation times forward algorithm 0 first, where its
-    // heuristics rank 1 first (tests/emu/cudnn_emu.cpp, timed_).
-    const char *tune = getenv("VGGFT_GPU_AUTOTUNE");
-    const int timed = tune && !strcmp(tune, "1");
+    // timing runs; in the emulation's timed list forward algorithm 0 is the
+    // first deterministic one in the descriptor's math, where its heuristics
+    // give 1 (after 2, not deterministic: tests/emu/cudnn_emu.cpp, timed_).
+    const int timed = env_flag("VGGFT_GPU_AUTOTUNE", 0);
     cr_expect_eq(strstr(plan, "algorithms timed by cuDNN") != NULL, timed, "%s", plan);
     if (test_gpu_emulated())
         cr_expect(strstr(plan, timed ? "fwd 0" : "fwd 1") && !strstr(plan, timed ? "fwd 1" : "fwd 0"),
@@ -505,17 +505,17 @@ Test(gpu_walk, step_adam_images_block4_gpu_head) { step_matches_gpu_head(64, "bl
 Test(gpu_walk, step_sgd_cache_block5_gpu_head) { step_matches_gpu_head(64, "block5_conv1", 1, OPTIM_SGD); }
 Test(gpu_walk, step_adam_cache_block5_gpu_head) { step_matches_gpu_head(64, "block5_conv1", 1, OPTIM_ADAM); }
 Test(gpu_walk, step_rmsprop_cache_block5_gpu_head) { step_matches_gpu_head(64, "block5_conv1", 1, OPTIM_RMSPROP); }
-// Softmax over 3 classes, and sample weights (class weights), dropout on:
-// the CPU head against the CPU step once, the device head twice.
 // VGGFT_GPU_AUTOTUNE=1: the algorithms ranked by timing them
 // (cudnnFind...Algorithm, PyTorch's cudnn.benchmark) instead of by cuDNN's
-// heuristics; the same rule over the list (deterministic first), the same
-// agreement with the CPU.
+// heuristics; the same rule over the list (deterministic first, in the
+// descriptor's math), the same agreement with the CPU.
 Test(gpu_walk, autotuned_step_sgd_images_block4_gpu_head) {
     setenv("VGGFT_GPU_AUTOTUNE", "1", 1);
     step_matches_gpu_head(64, "block4_conv1", 0, OPTIM_SGD);
 }
 
+// Softmax over 3 classes, and sample weights (class weights), dropout on:
+// the CPU head against the CPU step once, the device head twice.
 Test(gpu_walk, step_sgd_images_block5_softmax3_gpu_head) {
     step_matches_head(48, "block5_conv1", 0, OPTIM_SGD, ON_GPU_HEAD, 3, 0);
 }

@@ -453,8 +453,20 @@ static uint64_t words_hash(const void *p, size_t n) {
 }
 static const unsigned char in_flight_ = 0x7F;  // what an output holds while its call runs (gpu_emu.cpp's unwritten bytes)
 
-// Byte i of the workspace pattern of call o.
-static unsigned char stamp_byte(const ConvOp *o, size_t i) { return (unsigned char)(o->stamp >> 8 * (i & 7)); }
+// The workspace pattern of call o: its stamp's 8 bytes over and over,
+// copied (a workspace need not be 8-byte aligned: an emulated allocation
+// ends at its guard page) and cut short at the end (nor a multiple of 8
+// bytes long). fill: write it; else 1 when the workspace still holds it.
+static int stamp_pattern(const ConvOp *o, int fill) {
+    unsigned char *w = (unsigned char *)o->work;
+    size_t n = w ? o->work_bytes : 0, i = 0;
+    for (; i < n; i += 8) {
+        size_t len = n - i < 8 ? n - i : 8;
+        if (fill) memcpy(w + i, &o->stamp, len);
+        else if (memcmp(w + i, &o->stamp, len)) return 0;
+    }
+    return 1;
+}
 
 // The first half of a convolution call: reads its inputs (and, with beta,
 // its output), computes the result and keeps it; meanwhile the output holds
@@ -468,10 +480,7 @@ static void conv_begin(void *p) {
     run_conv(o);
     o->result.assign((const unsigned char *)o->out, (const unsigned char *)o->out + o->bytes[2]);
     memset(o->out, in_flight_, o->bytes[2]);
-    // Byte by byte: a workspace need not be 8-byte aligned (an emulated
-    // allocation ends at its guard page) nor a multiple of 8 bytes long.
-    unsigned char *w = (unsigned char *)o->work;
-    for (size_t i = 0; w && i < o->work_bytes; i++) w[i] = stamp_byte(o, i);  // nothing may be kept there
+    stamp_pattern(o, 1);  // nothing may be kept there
 }
 
 // Aborts with a line that names the call and what happened to it (a race:
@@ -489,9 +498,7 @@ static void conv_race(const ConvOp *o, const char *what) {
 // output is written.
 static void conv_end(void *p) {
     ConvOp *o = (ConvOp *)p;
-    const unsigned char *w = (const unsigned char *)o->work;
-    for (size_t i = 0; w && i < o->work_bytes; i++)
-        if (w[i] != stamp_byte(o, i)) conv_race(o, "its workspace");
+    if (!stamp_pattern(o, 0)) conv_race(o, "its workspace");
     for (int i = 0; i < 2; i++)
         if (words_hash(i ? o->in1 : o->in0, o->bytes[i]) != o->in_hash[i]) conv_race(o, o->names[i]);
     const unsigned char *out = (const unsigned char *)o->out;
@@ -512,20 +519,26 @@ static void conv_end(void *p) {
 // over); the backward-data list leaves out algorithm 1, so the walk's
 // fallback to it (gpu_util.cu) runs.
 struct Algos {
-    int n, algo[3], det[3];
+    int n, algo[4], det[4];
+    int other_math[4];  // timed lists: an entry for another math type than the descriptor's
+    int failed[4];      // timed lists: CUDNN_STATUS_ALLOC_FAILED (Find allocates buffers of its own)
 };
 static const Algos algos_[3] = {
     {3, {2, 1, 0}, {0, 1, 1}},
     {1, {0}, {0}},
     {3, {0, 3, 1}, {0, 0, 1}},
 };
-// What cudnnFind...Algorithm lists, fastest first (every algorithm the
-// emulation runs; the forward's first deterministic one is not the
-// heuristics', so a pick by timing shows in the walk's description).
+// What cudnnFind...Algorithm lists, fastest first: every algorithm the
+// emulation runs, as cuDNN's Find also in another math type (the
+// descriptor's and CUDNN_DEFAULT_MATH), and one that failed to allocate.
+// The forward's first deterministic one in the descriptor's math is not
+// the heuristics' pick, so a pick by timing shows in the walk's
+// description, and one that took the other math's entry (1, fastest) or
+// did not pass over the failed one shows too.
 static const Algos timed_[3] = {
-    {3, {0, 2, 1}, {1, 0, 1}},
-    {2, {1, 0}, {1, 0}},
-    {3, {3, 1, 0}, {0, 1, 0}},
+    {4, {1, 0, 2, 1}, {1, 1, 0, 1}, {1, 0, 0, 0}, {0, 0, 0, 0}},
+    {2, {1, 0}, {1, 0}, {0, 0}, {1, 0}},
+    {3, {3, 1, 0}, {0, 1, 0}, {0, 0, 0}, {0, 0, 0}},
 };
 // Workspace bytes of an algorithm of a kind for shape s, growing with the
 // batch and the layer as cuDNN's do (a workspace sized for another shape
@@ -604,11 +617,13 @@ static cudnnStatus_t heuristics(const char *fn, int kind, const cudnnTensorStruc
     for (; k < a.n && k < requested; k++) {
         memset(&perf[k], 0, sizeof perf[k]);
         perf[k].algo = (decltype(perf[k].algo))a.algo[k];
-        perf[k].status = CUDNN_STATUS_SUCCESS;
+        perf[k].status = timed && a.failed[k] ? CUDNN_STATUS_ALLOC_FAILED : CUDNN_STATUS_SUCCESS;
         perf[k].time = timed ? 0.1f * (k + 1) : -1;  // ms
         perf[k].memory = (size_t)workspace_of(kind, a.algo[k], s);
         perf[k].determinism = a.det[k] ? CUDNN_DETERMINISTIC : CUDNN_NON_DETERMINISTIC;
-        perf[k].mathType = cv->math;
+        perf[k].mathType = timed && a.other_math[k]
+                               ? (cv->math == CUDNN_DEFAULT_MATH ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH)
+                               : cv->math;
     }
     *returned = k;
     return CUDNN_STATUS_SUCCESS;

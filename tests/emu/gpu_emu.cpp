@@ -247,6 +247,7 @@ struct GraphOp {
 struct EmuGraph {
     std::vector<GraphOp> ops;
     int refs;
+    unsigned long last_op;  // the last operation its latest launch queued (0: none yet)
 };
 struct Capture {
     EmuGraph *graph;
@@ -933,7 +934,6 @@ cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *graph) {
 // may be destroyed once instantiated).
 struct EmuExec {
     EmuGraph *graph;
-    unsigned long last_op;  // the last operation its latest launch queued (0: none yet)
 };
 
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph, unsigned long long flags) {
@@ -941,29 +941,29 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph, unsig
     EmuGraph *gr = (EmuGraph *)graph;
     std::lock_guard<std::mutex> g(lock_);
     gr->refs++;
-    *exec = (cudaGraphExec_t) new EmuExec{gr, 0};
+    *exec = (cudaGraphExec_t) new EmuExec{gr};
     return cudaSuccess;
 }
 
 // Queues the graph's operations on s, in their captured order, each run
-// without being freed (the graph owns them). As CUDA orders a launch behind
-// the exec's previous launch, on whatever stream that was, the first
-// operation waits for the last one of the launch before (the operations'
-// state, cudnn_emu.cpp's convolutions' included, is the exec's, not the
-// launch's).
+// without being freed (the graph owns them). CUDA orders a launch behind
+// the same instantiation's previous launch, on whatever stream that was;
+// here the first operation waits for the last one of any launch of the
+// graph before (stricter: the operations' state, cudnn_emu.cpp's
+// convolutions' included, is the graph's, shared by its instantiations).
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
     if (!exec) return fail(cudaErrorInvalidValue, "cudaGraphLaunch of no graph");
     if (is_capturing(s)) return capture_forbids(s, "cudaGraphLaunch into a capturing stream (not emulated)");
     if (graph_fail_is("launch")) return fail(cudaErrorNotSupported, "cudaGraphLaunch (EMU_GRAPH_FAIL=launch)");
-    EmuExec *e = (EmuExec *)exec;
-    if (e->graph->ops.empty()) return cudaSuccess;
+    EmuGraph *gr = ((EmuExec *)exec)->graph;
+    if (gr->ops.empty()) return cudaSuccess;
     {
         std::lock_guard<std::mutex> g(lock_);
-        if (e->last_op) waits_[s].push_back(e->last_op);
+        if (gr->last_op) waits_[s].push_back(gr->last_op);
     }
-    for (const GraphOp &op : e->graph->ops) enqueue(op.run, NULL, op.ctx, s, op.late);
+    for (const GraphOp &op : gr->ops) enqueue(op.run, NULL, op.ctx, s, op.late);
     std::lock_guard<std::mutex> g(lock_);
-    e->last_op = last_on_[s];
+    gr->last_op = last_on_[s];
     return cudaSuccess;
 }
 
