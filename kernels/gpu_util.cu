@@ -121,21 +121,37 @@ static int timed_in_math(cudnnStatus_t st, Perf *perf, int found, const GpuConv 
     return n;
 }
 
+// The candidates of one pick into perf (room for 2 * count: Find lists each
+// algorithm in two math types) and *found: find(room, &found, perf) (a
+// cudnnFind...Algorithm call) kept by timed_in_math when gpu_autotune(),
+// else, or when that leaves nothing, heuristics(count, &found, perf) (the
+// ..._v7 call). -1 (err_set naming layer l) when the heuristics fail.
+template <typename Perf, typename Find, typename Heuristics>
+static int candidates(const GpuConv *c, const Layer *l, int count, Find find, Heuristics heuristics, Perf *perf,
+                      int *found) {
+    *found = 0;
+    if (gpu_autotune()) {
+        cudnnStatus_t st = find(2 * count, found, perf);
+        *found = timed_in_math(st, perf, *found, c);
+    }
+    if (!*found) CUDNN_OK(heuristics(count, found, perf), l->name);
+    return 0;
+}
+
 int gpu_conv_pick_forward(cudnnHandle_t h, const GpuConv *c, const Layer *l, cudnnConvolutionFwdAlgo_t *algo,
                           size_t *ws, int *deterministic) {
-    // Twice the algorithms: Find lists each in two math types.
     cudnnConvolutionFwdAlgoPerf_t perf[2 * CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-    int found = 0;
-    if (gpu_autotune()) {
-        // (Two statements: an argument's order of evaluation is unspecified.)
-        cudnnStatus_t st = dnn.cudnnFindConvolutionForwardAlgorithm(h, c->x, c->w, c->conv, c->y,
-                                                                    2 * CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &found, perf);
-        found = timed_in_math(st, perf, found, c);
-    }
-    if (!found)
-        CUDNN_OK(dnn.cudnnGetConvolutionForwardAlgorithm_v7(h, c->x, c->w, c->conv, c->y,
-                                                            CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &found, perf),
-                 l->name);
+    int found;
+    if (candidates(
+            c, l, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+            [&](int n, int *f, cudnnConvolutionFwdAlgoPerf_t *p) {
+                return dnn.cudnnFindConvolutionForwardAlgorithm(h, c->x, c->w, c->conv, c->y, n, f, p);
+            },
+            [&](int n, int *f, cudnnConvolutionFwdAlgoPerf_t *p) {
+                return dnn.cudnnGetConvolutionForwardAlgorithm_v7(h, c->x, c->w, c->conv, c->y, n, f, p);
+            },
+            perf, &found) < 0)
+        return -1;
     // Pass 0: deterministic candidates only (cuDNN labels each forward
     // candidate too: cudnnConvolutionFwdAlgoPerf_t.determinism; a split-K
     // kernel that sums with atomics would make an image's features differ
@@ -230,16 +246,17 @@ static int pick_backward(const Perf *perf, int found, const GpuConv *c, Algo fal
 int gpu_conv_pick_backward_data(cudnnHandle_t h, const GpuConv *c, const Layer *l,
                                 cudnnConvolutionBwdDataAlgo_t *algo, size_t *ws, int *deterministic) {
     cudnnConvolutionBwdDataAlgoPerf_t perf[2 * CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-    int found = 0;
-    if (gpu_autotune()) {
-        cudnnStatus_t st = dnn.cudnnFindConvolutionBackwardDataAlgorithm(
-            h, c->w, c->y, c->conv, c->x, 2 * CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &found, perf);
-        found = timed_in_math(st, perf, found, c);
-    }
-    if (!found)
-        CUDNN_OK(dnn.cudnnGetConvolutionBackwardDataAlgorithm_v7(h, c->w, c->y, c->conv, c->x,
-                                                                 CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &found, perf),
-                 l->name);
+    int found;
+    if (candidates(
+            c, l, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+            [&](int n, int *f, cudnnConvolutionBwdDataAlgoPerf_t *p) {
+                return dnn.cudnnFindConvolutionBackwardDataAlgorithm(h, c->w, c->y, c->conv, c->x, n, f, p);
+            },
+            [&](int n, int *f, cudnnConvolutionBwdDataAlgoPerf_t *p) {
+                return dnn.cudnnGetConvolutionBackwardDataAlgorithm_v7(h, c->w, c->y, c->conv, c->x, n, f, p);
+            },
+            perf, &found) < 0)
+        return -1;
     auto need_of = [&](cudnnConvolutionBwdDataAlgo_t a, size_t *need) {
         return dnn.cudnnGetConvolutionBackwardDataWorkspaceSize(h, c->w, c->y, c->conv, c->x, a, need);
     };
@@ -252,17 +269,17 @@ int gpu_conv_pick_backward_data(cudnnHandle_t h, const GpuConv *c, const Layer *
 int gpu_conv_pick_backward_filter(cudnnHandle_t h, const GpuConv *c, const Layer *l,
                                   cudnnConvolutionBwdFilterAlgo_t *algo, size_t *ws, int *deterministic) {
     cudnnConvolutionBwdFilterAlgoPerf_t perf[2 * CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-    int found = 0;
-    if (gpu_autotune()) {
-        cudnnStatus_t st = dnn.cudnnFindConvolutionBackwardFilterAlgorithm(
-            h, c->x, c->y, c->conv, c->w, 2 * CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &found, perf);
-        found = timed_in_math(st, perf, found, c);
-    }
-    if (!found)
-        CUDNN_OK(dnn.cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, c->x, c->y, c->conv, c->w,
-                                                                   CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &found,
-                                                                   perf),
-                 l->name);
+    int found;
+    if (candidates(
+            c, l, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
+            [&](int n, int *f, cudnnConvolutionBwdFilterAlgoPerf_t *p) {
+                return dnn.cudnnFindConvolutionBackwardFilterAlgorithm(h, c->x, c->y, c->conv, c->w, n, f, p);
+            },
+            [&](int n, int *f, cudnnConvolutionBwdFilterAlgoPerf_t *p) {
+                return dnn.cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, c->x, c->y, c->conv, c->w, n, f, p);
+            },
+            perf, &found) < 0)
+        return -1;
     auto need_of = [&](cudnnConvolutionBwdFilterAlgo_t a, size_t *need) {
         return dnn.cudnnGetConvolutionBackwardFilterWorkspaceSize(h, c->x, c->y, c->conv, c->w, a, need);
     };
