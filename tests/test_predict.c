@@ -529,6 +529,19 @@ Test(predict, corrupt_file_is_skipped_with_exit_code_3, .timeout = 600) {
     cr_expect(strstr(out, "img 00.jpg: "), "the readable one is classified:\n%s", out);
     cr_expect(strstr(out, "nope.png"), "%s", out);
     free(out);
+
+    // A folder of 12 files that are not images, each skipped in a moment:
+    // the bar's last line gives no rate from them (no "img/s").
+    snprintf(p, sizeof p, "%s/junk", s.top);
+    mkdir(p, 0755);
+    for (int i = 0; i < 12; i++) {
+        snprintf(p, sizeof p, "%s/junk/%02d.jpg", s.top, i);
+        write_file(p, "not an image\n", 13);
+    }
+    snprintf(args, sizeof args, "--head %s --weights random --threads 1 %s/junk", s.head, s.top);
+    run_tool("predict", args, &out);
+    cr_expect(strstr(out, "12/12 [") && !strstr(out, "img/s"), "%s", out);
+    free(out);
     teardown(&s);
 }
 
