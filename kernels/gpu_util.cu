@@ -14,6 +14,12 @@ int gpu_autotune(void) {
     return on;
 }
 
+// Picks made so far from a timed list and, with VGGFT_GPU_AUTOTUNE on, from
+// the heuristics because Find gave nothing usable (candidates).
+static int picks_timed, picks_untimed;
+
+void gpu_autotune_counts(int *timed, int *untimed) { *timed = picks_timed, *untimed = picks_untimed; }
+
 void gpu_kernel_rsck_to_krsc(const float *rsck, float *krsc, int C, int K) {
     for (int rs = 0; rs < 9; rs++)
         for (int c = 0; c < C; c++)
@@ -111,10 +117,10 @@ static const char *math_name(const GpuConv *c) {
 // when nothing is left or the call failed: the caller asks the heuristics.
 template <typename Perf>
 static int timed_in_math(cudnnStatus_t st, Perf *perf, int found, const GpuConv *c) {
-    if (st != CUDNN_STATUS_SUCCESS) {
-        (void)cudaGetLastError();  // an allocation that failed inside Find
-        return 0;
-    }
+    // An allocation that failed inside Find (the call, or an entry's
+    // CUDNN_STATUS_ALLOC_FAILED) is not an error of the next kernel's.
+    (void)cudaGetLastError();
+    if (st != CUDNN_STATUS_SUCCESS) return 0;
     int n = 0;
     for (int k = 0; k < found; k++)
         if (perf[k].status == CUDNN_STATUS_SUCCESS && perf[k].mathType == c->math) perf[n++] = perf[k];
@@ -133,6 +139,7 @@ static int candidates(const GpuConv *c, const Layer *l, int count, Find find, He
     if (gpu_autotune()) {
         cudnnStatus_t st = find(2 * count, found, perf);
         *found = timed_in_math(st, perf, *found, c);
+        (*found ? picks_timed : picks_untimed)++;
     }
     if (!*found) CUDNN_OK(heuristics(count, found, perf), l->name);
     return 0;

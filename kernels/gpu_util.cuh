@@ -90,6 +90,10 @@ int gpu_conv_download(const GpuConv *c, Layer *l);
 // is the same; a Find that fails, or times nothing in the descriptor's
 // math, leaves the pick to the heuristics.
 int gpu_autotune(void);
+// How many picks so far (this process) came from cuDNN's timed list and
+// how many, with gpu_autotune() on, fell back to its heuristics (Find
+// failed or timed nothing usable in the descriptor's math).
+void gpu_autotune_counts(int *timed, int *untimed);
 
 // The conv algorithm for c at its current batch size, chosen by cuDNN's
 // heuristics (cudnnGetConvolutionForwardAlgorithm_v7), not by timing

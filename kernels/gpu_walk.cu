@@ -439,9 +439,17 @@ extern "C" void gpu_walk_describe(const GpuWalk *g, char *buf, size_t size) {
         if (n < 0) break;
         at += (size_t)n;
     }
+    // Whether the picks came from cuDNN's timing runs, as far as they did.
+    char tuned[160] = "";
+    int timed, untimed;
+    gpu_autotune_counts(&timed, &untimed);
+    if (gpu_autotune() && timed)
+        snprintf(tuned, sizeof tuned, "; algorithms timed by cuDNN (VGGFT_GPU_AUTOTUNE)%s", untimed ? ", some from its heuristics (nothing usable timed)" : "");
+    else if (gpu_autotune())
+        snprintf(tuned, sizeof tuned, "; VGGFT_GPU_AUTOTUNE: nothing usable timed by cuDNN, algorithms from its heuristics");
     if (at < size) snprintf(buf + at, size - at, "; workspace %zu MB, %zu MB in all%s%s%s%s%s",
                             (g->work_size + (g->has_frozen ? g->frozen.work_size : 0)) >> 20, g->bytes >> 20, g->deterministic ? "" : "; NOT deterministic",
-                            gpu_autotune() ? "; algorithms timed by cuDNN (VGGFT_GPU_AUTOTUNE)" : "",
+                            tuned,
                             g->head ? "; head on the GPU" : "", g->use_graph ? "; steps as CUDA graphs" : "",
                             g->overlap ? "; the next batch's frozen layers during the step" : "");
 }
