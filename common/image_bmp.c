@@ -33,6 +33,25 @@ static uint8_t field_get(Field f, uint32_t px) {
     return (uint8_t)(v * 255 / ((1u << f.bits) - 1));
 }
 
+// BmpImagePlugin's SUPPORTED bitfields layouts (R, G, B, A masks; the alpha
+// mask counts at 32 bits only); any other it refuses ("Unsupported BMP
+// bitfields layout"), and so does Keras's load_img.
+static int pil_bitfields(int bits, const uint32_t m[4]) {
+    static const uint32_t l32[][4] = {
+        {0xFF0000, 0xFF00, 0xFF, 0},          {0xFF000000, 0xFF0000, 0xFF00, 0}, {0xFF000000, 0xFF00, 0xFF, 0},
+        {0xFF000000, 0xFF0000, 0xFF00, 0xFF}, {0xFF, 0xFF00, 0xFF0000, 0xFF000000}, {0xFF0000, 0xFF00, 0xFF, 0xFF000000},
+        {0xFF000000, 0xFF00, 0xFF, 0xFF0000}, {0, 0, 0, 0}};
+    static const uint32_t l16[][3] = {{0xF800, 0x7E0, 0x1F}, {0x7C00, 0x3E0, 0x1F}};
+    if (bits == 32) {
+        for (size_t k = 0; k < sizeof l32 / sizeof l32[0]; k++)
+            if (!memcmp(m, l32[k], sizeof l32[k])) return 1;
+        return 0;
+    }
+    if (bits == 24) return m[0] == 0xFF0000 && m[1] == 0xFF00 && m[2] == 0xFF;
+    if (bits == 16) return !memcmp(m, l16[0], sizeof l16[0]) || !memcmp(m, l16[1], sizeof l16[1]);
+    return 0;
+}
+
 static const char *compression_name(uint32_t c) {
     switch (c) {
     case 1: return "RLE8";
@@ -110,7 +129,7 @@ int bmp_decode(const uint8_t *d, size_t n, long max_pixels, Image *out, DecodeIn
     long w, ht;
     int bits, topdown = 0, pal_entry;
     uint32_t compression = 0, colors = 0;
-    uint32_t masks[3] = {0, 0, 0};
+    uint32_t masks[4] = {0, 0, 0, 0};  // red, green, blue, alpha
     if (hsize == 12) {  // OS/2 1.x / BITMAPCOREHEADER
         if (n < 14 + 12) return err_set("truncated BMP header");
         w = u16le(h + 4);
@@ -133,6 +152,8 @@ int bmp_decode(const uint8_t *d, size_t n, long max_pixels, Image *out, DecodeIn
         if (compression == 3) {  // BI_BITFIELDS: masks in the header, or after a 40-byte one
             if (n < 14 + 40 + 12) return err_set("truncated BMP header");
             for (int i = 0; i < 3; i++) masks[i] = u32le(h + 40 + 4 * i);
+            // PIL reads an alpha mask from headers of 56 bytes and more.
+            if (hsize >= 56) masks[3] = u32le(h + 52);
         }
     } else {
         return err_set("unsupported BMP header type (%u bytes)", hsize);
@@ -147,8 +168,10 @@ int bmp_decode(const uint8_t *d, size_t n, long max_pixels, Image *out, DecodeIn
         return err_set("unsupported BMP compression (%s with %d-bit pixels)", compression_name(compression), bits);
     if (bits != 1 && bits != 4 && bits != 8 && bits != 16 && bits != 24 && bits != 32)
         return err_set("unsupported BMP pixel depth (%d bits)", bits);
-    if (compression == 3 && bits <= 8)
-        return err_set("unsupported BMP bitfields layout (%d bits)", bits);
+    if (compression == 3 && !pil_bitfields(bits, masks))
+        return err_set("unsupported BMP bitfields layout (%d bits, masks R %#x G %#x B %#x A %#x: Pillow reads only "
+                       "its list of layouts)",
+                       bits, masks[0], masks[1], masks[2], masks[3]);
     if (image_check_budget(w, ht, max_pixels, "BMP") != 0) return -1;
 
     // Palette: colors entries (all 1 << bits when the header says 0) right
@@ -162,22 +185,33 @@ int bmp_decode(const uint8_t *d, size_t n, long max_pixels, Image *out, DecodeIn
     // "P", whose entries past the palette are black.
     uint8_t pal[256][3];
     int bilevel = 0, gray_bytes = 0;
+    size_t pbytes = 0;  // the palette's bytes read
     if (bits <= 8) {
-        // PIL: a palette of more than 256 entries is refused ("invalid
-        // palette size"; beyond 65536 "Unsupported BMP Palette size").
-        if (colors > 256) return err_set("unsupported BMP palette size (%u entries)", colors);
+        // PIL reads colors entries (all 1 << bits when the header says 0)
+        // from the end of the header on, as far as the file goes (they may
+        // run into the pixel data), and refuses more than 65536 listed
+        // ("Unsupported BMP Palette size") or more than 256 read ("invalid
+        // palette size").
         if (colors == 0) colors = 1u << bits;
-        size_t pstart = 14 + hsize;
-        if (pstart + (size_t)colors * pal_entry > n) return err_set("truncated BMP palette");
+        if (colors > 65536) return err_set("unsupported BMP palette size (%u entries)", colors);
+        const size_t pstart = 14 + hsize, avail = n > pstart ? n - pstart : 0;
+        pbytes = (size_t)colors * pal_entry < avail ? (size_t)colors * pal_entry : avail;
+        const size_t entries = pbytes / pal_entry;
+        if (entries > 256)
+            return err_set("unsupported BMP palette size (%u entries; Pillow reads at most 256)", colors);
         int gray = 1;
         memset(pal, 0, sizeof pal);
-        for (uint32_t i = 0; i < colors; i++) {
+        for (uint32_t i = 0; i < colors && gray; i++) {
             const uint8_t *e = d + pstart + (size_t)i * pal_entry;
+            const int v = colors <= 2 ? (i ? 255 : 0) : (int)i;
+            // An entry the file ends in (or before) is no gray.
+            if ((size_t)i * pal_entry + 3 > pbytes || e[0] != v || e[1] != v || e[2] != v) gray = 0;
+        }
+        for (size_t i = 0; i < entries; i++) {
+            const uint8_t *e = d + pstart + i * pal_entry;
             pal[i][0] = e[2];
             pal[i][1] = e[1];
             pal[i][2] = e[0];
-            const int v = colors <= 2 ? (i ? 255 : 0) : (int)i;
-            if (e[0] != v || e[1] != v || e[2] != v) gray = 0;
         }
         if (gray)
             for (int i = 0; i < 256; i++) pal[i][0] = pal[i][1] = pal[i][2] = (uint8_t)i;
@@ -194,7 +228,7 @@ int bmp_decode(const uint8_t *d, size_t n, long max_pixels, Image *out, DecodeIn
     }
     // PIL: an offset of 0 means "where the header (and palette) reading stopped".
     if (offset == 0)
-        offset = 14 + hsize + (compression == 3 && hsize == 40 ? 12 : 0) + (bits <= 8 ? colors * pal_entry : 0);
+        offset = (uint32_t)(14 + hsize + (compression == 3 && hsize == 40 ? 12 : 0) + pbytes);
 
     Field f[3];
     if (compression != 3) {
@@ -237,9 +271,13 @@ int bmp_decode(const uint8_t *d, size_t n, long max_pixels, Image *out, DecodeIn
         return err_set("unsupported BMP: a gray palette at %d bits in rows of %zu bytes, %ld pixels wide (Pillow reads "
                        "them as 8-bit rows and fails: codec configuration error)",
                        bits, stride, w);
-    if (offset > n || (n - offset) / stride < (size_t)ht)
-        return err_set("truncated BMP pixel data (%zu bytes, need %zu from offset %u)", n,
-                       stride * ht, offset);
+    // PIL's raw decoder needs every row but the file's last whole with its
+    // padding, and of the last row only the bytes its raw mode unpacks
+    // (8-bit bytes for a gray palette read as bytes, 1-bit for mode "1").
+    const size_t last = ((size_t)w * (gray_bytes ? 8 : bilevel ? 1 : bits) + 7) / 8;
+    const size_t need = stride * (size_t)(ht - 1) + last;
+    if (offset > n || n - offset < need)
+        return err_set("truncated BMP pixel data (%zu bytes, need %zu from offset %u)", n, need, offset);
     uint8_t *rgb = malloc((size_t)w * ht * 3);
     if (!rgb) return err_set("out of memory for a %ldx%ld BMP image", w, ht);
     for (long y = 0; y < ht; y++) {

@@ -10,6 +10,9 @@ int jpeg_decode(const uint8_t *data, size_t n, const DecodeOptions *opt, long ma
 int png_decode(const uint8_t *data, size_t n, long max_pixels, Image *out, DecodeInfo *info);
 int bmp_decode(const uint8_t *data, size_t n, long max_pixels, Image *out, DecodeInfo *info);
 int pnm_decode(const uint8_t *data, size_t n, long max_pixels, Image *out, DecodeInfo *info);
+// The block size of PIL's plain PNM reader (ImageFile.SAFEBLOCK, 1 MiB),
+// which decides some files' pixels; tests set it smaller.
+extern size_t pnm_plain_block;
 
 // Checks a w x h image of format fmt against the budget before anything is
 // allocated: -1 with "WxH FMT image is over the pixel budget (...)" or

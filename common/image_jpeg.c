@@ -25,6 +25,12 @@
 #include <string.h>
 // jpeglib.h needs size_t and FILE first.
 #include <jpeglib.h>
+#include <jerror.h>  // JERR_SOF_UNSUPPORTED
+
+// jconfig.h's LIBJPEG_TURBO_VERSION (a bare 2.1.5) as a string.
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x) STRINGIFY_(x)
+#define LIBJPEG_TURBO_VERSION_STR STRINGIFY(LIBJPEG_TURBO_VERSION)
 
 #include "error.h"
 #include "image_codec.h"
@@ -219,7 +225,16 @@ static void cmyk_inverted_to_rgb(const uint8_t *in, uint8_t *out, size_t n_pixel
 static int decode(JpegCtx *c, const uint8_t *data, size_t n, const DecodeOptions *opt, long max_pixels,
                   const PilHeader *ph, Image *out, DecodeInfo *info) {
     struct jpeg_decompress_struct *ci = &c->cinfo;
-    if (setjmp(c->err.jump)) return err_set("broken JPEG data stream (libjpeg: %s)", c->err.msg);
+    if (setjmp(c->err.jump)) {
+        // A coding process libjpeg does not implement is not damage: lossless
+        // (SOF3, which libjpeg-turbo reads from 3.0 on, and so does the Pillow
+        // of PyPI wheels) or hierarchical.
+        if (c->err.pub.msg_code == JERR_SOF_UNSUPPORTED)
+            return err_set("unsupported JPEG: lossless or hierarchical coding, which this build's libjpeg-turbo %s "
+                           "cannot read (libjpeg: %s)",
+                           LIBJPEG_TURBO_VERSION_STR, c->err.msg);
+        return err_set("broken JPEG data stream (libjpeg: %s)", c->err.msg);
+    }
     ci->err = jpeg_std_error(&c->err.pub);
     c->err.pub.error_exit = on_error;
     c->err.pub.output_message = on_output;

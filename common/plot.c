@@ -248,6 +248,14 @@ static void axis_log(Axis *a, double lo, double hi) {
             snprintf(a->label[a->n++], 24, "%g", v);
         }
     }
+    // With ticks at whole decades only, the top of the axis may lie most of
+    // a decade above the last one (a loss from 5.7 with ticks up to 1): a
+    // 2 or 5 there keeps the top values readable.
+    if (a->n && a->n < 64 && lhi - log10(a->tick[a->n - 1]) > 0.45) {
+        const double last = a->tick[a->n - 1], v = log10(5 * last) <= lhi + 1e-9 ? 5 * last : 2 * last;
+        a->tick[a->n] = v;
+        snprintf(a->label[a->n++], 24, "%g", v);
+    }
 }
 
 // ---- history -------------------------------------------------------------------

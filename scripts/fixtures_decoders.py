@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Fixtures for tests/test_decoders.c: RLE8 / RLE4 BMPs, palette BMPs, PNGs
-that lack their IEND chunk or are damaged where Pillow does not look, and what Pillow (the library Keras loads images with) makes
-of them.
+"""Fixtures for tests/test_decoders.c: RLE8 / RLE4 BMPs, palette BMPs,
+BI_BITFIELDS BMPs and BMPs cut in their last row's padding, plain PNMs
+(P1-P3: comments, Python's int(), blocks), PNGs that lack their IEND chunk
+or are damaged where Pillow does not look, and what Pillow (the library
+Keras loads images with; 13.0.0 made the committed ones) makes of them.
 
     python3 scripts/fixtures_decoders.py tests/fixtures/decoders
 
@@ -13,10 +15,11 @@ top-down bitmap, a gray palette) and random streams of the same operations.
 The expected result is always what Pillow reads from the file, never what
 the script meant to write:
 
-    rle_NN.bmp, png_NN.png, pal_NN.bmp   the inputs
-    rle_verdicts.npy, png_verdicts.npy, pal_verdicts.npy
+    rle_NN.bmp, png_NN.png, pal_NN.bmp, pnm_NN.pnm, pnmb_NN.pnm, bmpf_NN.bmp
+                             the inputs (pnmb: read with PIL's block size at 16)
+    PREFIX_verdicts.npy
                              uint8 per input: 1 = Pillow loads it, 0 = raises
-    rle_NN.npy, png_NN.npy, pal_NN.npy
+    PREFIX_NN.npy
                              for those Pillow loads: uint8 H,W,3,
                              np.array(Image.open(f).convert('RGB')) (load_img)
 
@@ -40,21 +43,29 @@ def path(name):
     return os.path.join(OUT, name)
 
 
-def pillow_rgb(data):
+def pillow_rgb(data, block=None):
+    """load_img's pixels (None where Pillow raises); block: PIL's
+    ImageFile.SAFEBLOCK for the call (its plain PNM reader reads blocks of it)."""
+    from PIL import ImageFile
+    saved = ImageFile.SAFEBLOCK
+    if block:
+        ImageFile.SAFEBLOCK = block
     try:
         with Image.open(io.BytesIO(data)) as im:
             return np.array(im.convert("RGB"))
     except Exception:
         return None
+    finally:
+        ImageFile.SAFEBLOCK = saved
 
 
-def record(prefix, cases):
+def record(prefix, cases, ext=None, block=None):
     verdicts = []
+    ext = ext or ("png" if prefix == "png" else "bmp")
     for i, data in enumerate(cases):
-        ext = "png" if prefix == "png" else "bmp"
         with open(path(f"{prefix}_{i:02d}.{ext}"), "wb") as f:
             f.write(data)
-        rgb = pillow_rgb(data)
+        rgb = pillow_rgb(data, block)
         verdicts.append(rgb is not None)
         if rgb is not None:
             np.save(path(f"{prefix}_{i:02d}.npy"), rgb)
@@ -301,3 +312,144 @@ pals.append(big)
 pals.append(bmp_rle(13, 4, False, enc(5, 1) + enc(8, 100) + EOL + absolute([0, 2, 7, 250, 1], False) + enc(8, 3) +
                     EOL + enc(13, 200) + EOL + enc(13, 2) + EOB, colour3))
 record("pal", pals)
+
+
+# ---------------------------------------------------------------- plain PNM
+# P1-P3 data as PIL's PpmPlainDecoder reads it: a comment is cut out with
+# its line end, so the number before it joins the one after ("1# c\n2" is
+# 12); each token is Python's int() ("+1", "2_0" are numbers), at most 10
+# bytes; P1's every byte in a block read must be 0, 1 or whitespace.
+pnm = [
+    b"P2\n2 1\n255\n1# note\n2 30\n",                # 00 a comment joins 1 and 2: 12, 30
+    b"P3\n2 1\n255\n10 20 3#c\n0 40 50 60\n",        # 01 the same in P3
+    b"P2 4 1 255\n+1 2_0 -0 0_0_1\n",                # 02 int()'s other spellings
+    b"P2 2 1 255\n1__0 5\n",                         # 03 two underscores: no number
+    b"P2 2 1 255\n_1 5\n",                           # 04 a leading underscore
+    b"P2 2 1 255\n1_ 5\n",                           # 05 a trailing one
+    b"P2 2 1 2_55\n7 9\n",                           # 06 maxval 2_55
+    b"P2 2 1 +255\n7 9\n",                           # 07 maxval +255
+    b"P5 1\x00 1 255\n\x05",                         # 08 a NUL inside a header number
+    b"P1 2 1\n01x\n",                                # 09 P1: junk after the data
+    b"P1 3 1\n0#c\n1 1",                             # 10 P1: a comment inside the data
+    b"P1 3 1\n011",                                  # 11 P1: no whitespace needed
+    b"P2 2 1 255\n1 2 AAAAAAAAAAAAA",                # 12 a long token after the data, at the end
+    b"P2 2 1 255\n1 2 AAAAAAAAAAAAA\n",              # 13 the same with a line end: never read
+    b"P2 2 1 255\n1 2 #c",                           # 14 a comment at the end, no line end
+    b"P2 2 1 255\n1#c\r\n2",                         # 15 CR LF after a comment
+    b"P2 2 1 255\n1#c\n\r2 3",                       # 16 LF CR
+    b"P2 2 1 255\n-1 2\n",                           # 17 negative
+    b"P2 2 1 100\n101 2\n",                          # 18 above maxval
+    b"P2 2 1 255\n00000000001 2\n",                  # 19 an 11-byte token
+    b"P2 2 1 255\n0000000001 2\n",                   # 20 a 10-byte token
+    b"P2 2 1 65535\n65# x\n535 0\n",                 # 21 mode I, joined
+    b"P2 +2 1 255\n3 4\n",                           # 22 width +2
+    b"P2 -2 1 255\n3 4\n",                           # 23 width -2
+    b"P2 0 1 255\n",                                 # 24 width 0
+    b"P2\n2 1\n25# c\n5\n7 9\n",                     # 25 a comment inside the maxval: 255
+    b"P3 1 2 255\t10\x0b20\x0c30\r40 50 60 ",       # 26 every whitespace byte
+    b"P2 2 1 255\n1\x002 3\n",                       # 27 a NUL inside a sample
+    b"P2 2 1 255\n1\x1c 3\n",                        # 28 a byte Python's int() does not strip
+    b"P2 3 1 255\n1 2\n",                            # 29 too few samples
+    b"P2 2 1 255\n1 2",                              # 30 the last sample at the end of the file
+    b"P2 2 1 255\n1 2#\n",                           # 31 an empty comment glued to the last sample
+    b"P2 2 1 255\n1 #\n#\n2",                        # 32 comment lines
+]
+record("pnm", pnm, ext="pnm")
+
+# The same reader with PIL's block size at 16 bytes (tests set ours alike):
+# a comment or a token cut by a block's end, a comment whose line end opens
+# the next block with the other line end later in it (PIL's
+# _find_comment_end then cuts up to the later one), and random files.
+qrng = np.random.default_rng(20261201)
+pnmb = [
+    b"P2 4 1 255\n1 2 3 #comment that runs on\n4\n",     # 00 a comment across a block end
+    b"P2 4 1 255\n1 2 3 12345678901\n",                  # 01 a long token across a block end
+    b"P2 4 1 255\n1 2 3" + b" " * 9 + b"00245\n",          # 02 a token across a block end: 245
+    b"P2 4 1 255\n# sixteen bytes!\n5 6\r7 8 9 10\n",  # 03 the LF opening a block, a CR later: 7 8 9 10
+    b"P2 3 1 255\n" + b"#" * 40 + b"\n1 2 3\n",          # 04 a comment over three blocks
+    b"P1 5 1\n" + b"#" * 20 + b"\n10101 junk\n",         # 05 P1: junk in the block after the data
+    b"P1 5 1\n10101" + b" " * 40 + b"junk\n",            # 06 ... in a block never read
+]
+
+
+def rand_plain(kind):
+    w, h = int(qrng.integers(1, 5)), int(qrng.integers(1, 4))
+    maxval = int(qrng.choice([1, 15, 255, 1000]))
+    n = w * h * (3 if kind == "P3" else 1)
+    out = [f"{kind} {w} {h}" + ("" if kind == "P1" else f" {maxval}") + "\n"]
+    for i in range(n + int(qrng.integers(0, 3))):
+        v = int(qrng.integers(0, 2 if kind == "P1" else maxval + 1))
+        out.append(str(v))
+        r = qrng.random()
+        sep = " " if r < 0.5 else "\n" if r < 0.6 else "\r\n" if r < 0.65 else "\t" if r < 0.7 else \
+            "#" + "c" * int(qrng.integers(0, 20)) + str(qrng.choice(["\n", "\r", "\r\n", "\n\r"])) if r < 0.9 else \
+            " #x\n" if r < 0.95 else ""
+        out.append(sep)
+    return "".join(out).encode()
+
+
+for k in range(60):
+    pnmb.append(rand_plain(str(qrng.choice(["P1", "P2", "P3"]))))
+record("pnmb", pnmb, ext="pnm", block=16)
+
+# ---------------------------------------------------------------- BMP bitfields, row padding
+# BI_BITFIELDS: PIL reads only the layouts of its SUPPORTED list (R, G, B
+# masks, and at 32 bits the alpha mask, which a header of 40 or 52 bytes
+# leaves 0). And its raw decoder needs all rows but the file's last with
+# their padding, of the last only the bytes it unpacks.
+frng = np.random.default_rng(20261202)
+
+
+def bmp_fields(w, h, bits, masks, hsize=40, compression=3, topdown=False, cut=0, colors=None):
+    """A BMP of random pixel bytes: masks (r, g, b[, a]) in the header (52
+    bytes and more) or after a 40-byte one; cut bytes off the end."""
+    stride = ((w * bits + 31) >> 3) & ~3
+    data = frng.integers(0, 256, stride * h, dtype=np.uint8).tobytes()
+    m = list(masks) + [0] * (4 - len(masks))
+    info = struct.pack("<IiiHHIIiiII", hsize, w, -h if topdown else h, 1, bits, compression, len(data), 2835, 2835,
+                       0, 0)
+    extra = b""
+    if compression == 3 and hsize == 40:
+        extra = struct.pack("<III", *m[:3])
+    elif hsize > 40:
+        info += struct.pack("<IIII", *m)[:min(16, hsize - 40)]
+        info += b"\0" * (hsize - len(info))
+    pal = b""
+    if colors is not None:
+        pal = b"".join(bytes([b, g, r, 0]) for r, g, b in colors)
+    off = 14 + len(info) + len(extra) + len(pal)
+    body = info + extra + pal + data
+    whole = b"BM" + struct.pack("<IHHI", 14 + len(body), 0, 0, off) + body
+    return whole[:len(whole) - cut] if cut else whole
+
+
+bmpf = [
+    bmp_fields(5, 3, 16, (0xF800, 0x7E0, 0x1F)),                    # 00 565
+    bmp_fields(5, 3, 16, (0x7C00, 0x3E0, 0x1F)),                    # 01 555
+    bmp_fields(5, 3, 16, (0xF00, 0xF0, 0xF)),                       # 02 444: refused
+    bmp_fields(5, 3, 16, (0x1F, 0x7E0, 0xF800)),                    # 03 565, red and blue swapped: refused
+    bmp_fields(5, 3, 24, (0xFF0000, 0xFF00, 0xFF)),                 # 04 24-bit BGR
+    bmp_fields(5, 3, 24, (0xFF, 0xFF00, 0xFF0000)),                 # 05 24-bit RGB: refused
+    bmp_fields(5, 3, 32, (0xFF, 0xFF00, 0xFF0000)),                 # 06 RGB masks, 40 bytes (alpha 0): refused
+    bmp_fields(5, 3, 32, (0xFF, 0xFF00, 0xFF0000, 0xFF000000), hsize=56),  # 07 RGBA
+    bmp_fields(5, 3, 32, (0x3FF00000, 0xFFC00, 0x3FF), hsize=124),  # 08 10-10-10: refused
+    bmp_fields(5, 3, 32, (0xFF0000, 0xFF00, 0xFF, 0xFF), hsize=124),  # 09 an alpha of 0xFF there: refused
+    bmp_fields(5, 3, 32, (0xFF, 0xFF00, 0xFF0000, 0xFF000000), hsize=52),  # 10 RGBA in 52 bytes (alpha 0): refused
+]
+bmpf += [bmp_fields(4, 3, 32, m, hsize=124) for m in [                 # 11-18 every 32-bit layout PIL reads
+    (0xFF0000, 0xFF00, 0xFF, 0), (0xFF000000, 0xFF0000, 0xFF00, 0), (0xFF000000, 0xFF00, 0xFF, 0),
+    (0xFF000000, 0xFF0000, 0xFF00, 0xFF), (0xFF, 0xFF00, 0xFF0000, 0xFF000000), (0xFF0000, 0xFF00, 0xFF, 0xFF000000),
+    (0xFF000000, 0xFF00, 0xFF, 0xFF0000), (0, 0, 0, 0)]]
+bmpf += [
+    bmp_fields(5, 3, 24, (), compression=0, cut=1),                  # 19 24-bit, the last row's pad byte missing
+    bmp_fields(5, 3, 24, (), compression=0, cut=2),                  # 20 ... and a pixel byte: refused
+    bmp_fields(5, 3, 24, (), compression=0, cut=1, topdown=True),    # 21 top-down, its last row's pad
+    bmp_fields(3, 2, 16, (), compression=0, cut=2),                  # 22 16-bit, 3 wide: 2 pad bytes
+    bmp_fields(3, 2, 8, (), compression=0, cut=1, colors=colour3),   # 23 8-bit palette, 3 wide: 1 pad byte
+    bmp_fields(9, 2, 1, (), compression=0, cut=2, colors=[(9, 9, 9), (200, 10, 10)]),  # 24 1 bit: 2 of 4 bytes
+    bmp_fields(3, 2, 4, (), compression=0, cut=1, colors=[(i, i, i) for i in range(16)]),  # 25 gray at 4 bits: bytes
+    bmp_fields(3, 2, 4, (), compression=0, cut=2, colors=[(i, i, i) for i in range(16)]),  # 26 ... one byte short
+    bmp_fields(13, 2, 8, (), compression=0, cut=3, colors=bw),       # 27 mode "1" at 8 bits: 2 bytes of 16 read
+    bmp_fields(13, 2, 8, (), compression=0, cut=15, colors=bw),      # 28 ... one short of those: refused
+]
+record("bmpf", bmpf)

@@ -215,6 +215,9 @@ refused "a head cut below the layer to unfreeze" "no such layer in the vgg16 bas
 refused "a command in TRAIN_ARGS" "unexpected argument" TRAIN_ARGS="--epochs 2 \$(touch $work/ran)"
 [ ! -e "$work/ran" ] || fail "submit.sh ran a command found in TRAIN_ARGS"
 [ ! -e "$DATA/run" ] || fail "a refused submit.sh made $DATA/run"
+# sbatch refusing the first job: nothing submitted, no empty OUT left behind.
+refused "a partition that does not exist" "nothing was submitted" OUT="$work/nosub" GPU_PARTITION=no_such_partition
+[ ! -e "$work/nosub" ] || fail "submit.sh left $work/nosub behind when nothing was submitted"
 scripts/slurm/submit.sh
 # shellcheck disable=SC1091,SC2154
 source "$OUT/jobs.txt"  # extract= extract_val= merge= train= finetune= [predict=]

@@ -19,6 +19,7 @@
 
 #include "error.h"
 #include "image.h"
+#include "image_codec.h"  // pnm_plain_block
 #include "testutil.h"
 
 // Every PREFIX_NN.EXT of the fixtures against Pillow's verdict and pixels.
@@ -66,6 +67,24 @@ Test(decoders, damaged_png_as_pillow_reads_it) { check_against_pillow("png", "pn
 // gray palette is dropped (the index is the level), a black-and-white one
 // makes 4- and 8-bit rows read as 1-bit rows (what Keras is given).
 Test(decoders, palette_bmp_as_pillow_reads_it) { check_against_pillow("pal", "bmp", 15); }
+
+// Plain P1-P3 data as PIL's PpmPlainDecoder reads it: comments cut out with
+// their line ends (joining the numbers around them), Python's int() for
+// each token, P1's junk after the data; then the same with its block size
+// at 16 bytes (fixtures_decoders.py sets PIL's alike), where tokens and
+// comments cross blocks.
+Test(decoders, plain_pnm_as_pillow_reads_it) { check_against_pillow("pnm", "pnm", 33); }
+
+Test(decoders, plain_pnm_across_blocks_as_pillow_reads_it) {
+    const size_t saved = pnm_plain_block;
+    pnm_plain_block = 16;
+    check_against_pillow("pnmb", "pnm", 67);
+    pnm_plain_block = saved;
+}
+
+// BI_BITFIELDS layouts outside PIL's list refused, those in it read; a last
+// row without its padding read as PIL's raw decoder reads it.
+Test(decoders, bitfields_and_row_padding_as_pillow_reads_them) { check_against_pillow("bmpf", "bmp", 29); }
 
 Test(decoders, rle_refusal_names_the_reason) {
     // rle_03.bmp ends its bitmap after one row (Pillow: not enough image data).

@@ -298,6 +298,18 @@ Test(image, bad_files_are_errors_with_path_and_reason) {
     write_file(p, jpg, 40);
     expect_decode_error(p, "JPEG");
 
+    // A coding process libjpeg-turbo 2 lacks (the frame marker made SOF3,
+    // lossless) is "unsupported", not damage.
+    for (size_t k = 0; k + 1 < n; k++)
+        if (jpg[k] == 0xFF && jpg[k + 1] == 0xC0) {
+            jpg[k + 1] = 0xC3;
+            sprintf(p, "%s/lossless.jpg", dir);
+            write_file(p, jpg, n);
+            jpg[k + 1] = 0xC0;
+            expect_decode_error(p, "unsupported JPEG: lossless or hierarchical coding");
+            break;
+        }
+
     sprintf(p, "%s/empty.jpg", dir);
     write_file(p, "", 0);
     expect_decode_error(p, "empty file");

@@ -330,6 +330,20 @@ Test(plot_history, loss_spanning_decades) {
     hist_free(&h);
 }
 
+// A loss falling from 5.7 to 3e-5 (SGD fitting the training set) beside a
+// validation loss near 1: ticks are whole decades, and the top one (1)
+// lies most of a decade under the axis' top, so a 5 is labelled there.
+Test(plot_history, top_of_a_log_axis_is_labelled) {
+    Hist h = hist_make(30);
+    for (int i = 0; i < 30; i++) h.loss[i] = 5.7f * powf(0.68f, (float)i), h.vloss[i] = 1.1f + 0.014f * (float)i;
+    char *svg = history_case(&h, "top tick", 1, "top_tick.svg");
+    cr_assert(strstr(svg, "log scale"));
+    cr_expect(strstr(svg, "text-anchor='end'>1<"), "a tick at 1");
+    cr_expect(strstr(svg, "text-anchor='end'>5<"), "a tick at 5, under the top at 5.7");
+    free(svg);
+    hist_free(&h);
+}
+
 // ---- PNG in memory and the contact sheet ---------------------------------------
 
 Test(plot_png, encodes_to_memory) {

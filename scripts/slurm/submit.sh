@@ -265,6 +265,9 @@ for pair in extract:EXTRACT_ARGS train:TRAIN_ARGS finetune:FINETUNE_ARGS predict
         fi
     fi
 done
+# The folders made here, removed again (when still empty) if nothing is submitted.
+made=()
+for d in "$OUT" "$OUT/cache" "$OUT/logs"; do [ -d "$d" ] || made+=("$d"); done
 mkdir -p "$OUT/cache" "$OUT/logs"
 
 # What the job scripts read (sbatch passes the environment on: --export=ALL).
@@ -287,6 +290,7 @@ submit() {
             scancel "${submitted[@]}" || echo "submit.sh: scancel failed: cancel ${submitted[*]} by hand" >&2
         else
             echo "submit.sh: sbatch failed (its message is above): nothing was submitted" >&2
+            for ((i = ${#made[@]} - 1; i >= 0; i--)); do rmdir "${made[i]}" 2>/dev/null || true; done
         fi
         exit 1
     fi
