@@ -13,6 +13,7 @@
 #   make fixtures        regenerate tests/fixtures/* (scripts/fixtures_*.py)
 #   make CUDA_ARCHS="80 90"  GPU machine code to build (PTX of the last too)
 #   make pipeline DATA=... VAL=... WEIGHTS=... OUT=...   the stages as make targets
+#   make pipeline-plan DATA=...  (same variables) which stages that make would run
 #   make test-slurm      the Slurm job scripts on a one-node cluster (root)
 
 CC      ?= gcc
@@ -269,9 +270,12 @@ bench: all
 # [EXTRACT_ARGS=...] [TRAIN_ARGS=...] [FINETUNE_ARGS=...]: extract -> train ->
 # finetune (-> predict --eval) as file targets that redo only what changed
 # (scripts/pipeline.mk).
-.PHONY: pipeline test-slurm
+.PHONY: pipeline pipeline-plan test-slurm
 pipeline: all
 	$(MAKE) -f scripts/pipeline.mk BIN=$(BUILD)
+# The same variables: which stages a `make pipeline` would run now.
+pipeline-plan: all
+	@$(MAKE) --no-print-directory -f scripts/pipeline.mk BIN=$(BUILD) plan
 
 # The Slurm job chain (scripts/slurm/) on a one-node cluster started for it
 # (as root; installs slurm-wlm and munge when missing): scripts/test_slurm.sh.

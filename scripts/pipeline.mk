@@ -119,7 +119,7 @@ export VGGFT_RERUN_HINT := rerun the same make to continue (it resumes)
 
 .DELETE_ON_ERROR:
 .SUFFIXES:
-.PHONY: all caches head model report
+.PHONY: all caches head model report plan
 # Rules made while parsing (pipeline_commit) would otherwise be the default goal.
 .DEFAULT_GOAL := all
 
@@ -183,7 +183,8 @@ endif
 # -n and -q only look: they must not record new settings or listings (a dry
 # run with other TRAIN_ARGS would otherwise make the next real make retrain).
 # There a file whose text would change is made out of date instead.
-PIPELINE_DRY := $(if $(findstring n,$(MAKE_FLAGS1))$(findstring q,$(MAKE_FLAGS1)),1)
+# So does the plan target (below).
+PIPELINE_DRY := $(if $(findstring n,$(MAKE_FLAGS1))$(findstring q,$(MAKE_FLAGS1))$(filter plan,$(MAKECMDGOALS)),1)
 
 # Temporary files are this make's own (its process id): two makes parsing at
 # once never write one temporary file.
@@ -287,6 +288,18 @@ caches: $(CACHES)
 head: $(HEAD)
 model: $(MODEL)
 report: $(REPORT)
+
+# plan: each stage of `all`, and whether a make with these settings would
+# run it now: `make -q` of its target alone, which only looks (as plan does:
+# it records nothing). A stage after one that would run would run too.
+PLAN_STAGES := $(CACHES) $(HEAD) $(if $(filter 1,$(FINETUNE)),$(MODEL)) \
+  $(if $(and $(wildcard $(BIN)/predict),$(strip $(VAL))),$(REPORT))
+plan:
+	@for t in $(PLAN_STAGES); do \
+	  $(MAKE) --no-print-directory -s -q -f '$(firstword $(MAKEFILE_LIST))' "$$t" >/dev/null 2>&1; \
+	  case $$? in 0) s="up to date" ;; 1) s="would run" ;; *) s="unknown (make -q failed: make -n says why)" ;; esac; \
+	  echo "$$t: $$s"; \
+	done
 
 # $(call pipeline_resume,STAGE,CKPT): r=--resume-if-same (RESUME=1): the
 # tool continues CKPT when it was written with these settings, head and

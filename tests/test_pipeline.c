@@ -226,6 +226,25 @@ Test(pipeline, head_setting_reruns_train_and_what_follows) {
     int rc = pipe_first_make(&p);
     Snapshot *before = snapshot(p.out);
 
+    // `plan` lists what a make would run, and only looks: first with the
+    // settings made (nothing), then with another head setting.
+    rc = pipe_make(&p, "", "plan", HEAD_ARGS, &log);
+    cr_assert_eq(rc, 0, "%s", log);
+    cr_assert(!strstr(log, "would run") && strstr(log, "/head.h5: up to date") &&
+                  strstr(log, "/cache/val.done: up to date") && strstr(log, "/model.h5: up to date"),
+              "plan after the first make:\n%s", log);
+    free(log);
+    rc = pipe_make(&p, "", "plan", "--epochs 3 --hidden 8 --threads 1", &log);
+    cr_assert_eq(rc, 0, "%s", log);
+    cr_assert(strstr(log, "/cache/train.done: up to date") && strstr(log, "/head.h5: would run") &&
+                  strstr(log, "/model.h5: would run"),
+              "plan with another head setting:\n%s", log);
+    free(log);
+    Snapshot *planned = snapshot(p.out);
+    cr_assert_eq(snap_mtime(planned, ".pipeline/head.settings"), snap_mtime(before, ".pipeline/head.settings"),
+                 "plan recorded the head setting");
+    free(planned);
+
     // Another head setting: train and finetune rerun, extract does not.
     rc = pipe_make(&p, "", "-q", "--epochs 3 --hidden 8 --threads 1", NULL);
     cr_assert_neq(rc, 0, "make -q did not see the head setting change");
