@@ -208,17 +208,144 @@ static int check_chunks_as_pil(const uint8_t *d, size_t n) {
     return 0;
 }
 
-int png_decode(const uint8_t *data, size_t n, long max_pixels, Image *out, DecodeInfo *info) {
-    if (n >= 8 && check_chunks_as_pil(data, n) < 0) return -1;
-    uint8_t *fixed = NULL;
-    size_t fixed_n = 0;
-    if (n >= 8 && add_missing_iend(data, n, &fixed, &fixed_n) != 0) return -1;
-    if (fixed) data = fixed, n = fixed_n;
-    PngCtx *c = calloc(1, sizeof *c);
-    if (!c) {
-        free(fixed);
-        return err_set("out of memory");
+// Pillow's reading of the image data, emulated (PngImagePlugin's load_read
+// feeding ZipDecode.c, Pillow 13): the IDAT chunks' bytes go to the decoder
+// a piece at a time (each chunk in pieces of at most ImageFile's
+// decodermaxblock, 64 KiB), and it inflates one row (or Adam7 pass row) at
+// a time into a buffer of that row's size. The image is done at its last
+// row, or at a whole row with which the zlib stream ended (the rows after
+// it stay 0); an inflate error (a bad Adler-32 met in the call that gives
+// the last row too), a filter type above 4, or the pieces running out first
+// (the file or the IDAT chunks end) fail it. So Pillow reads a stream whose
+// Adler-32 or final block is missing, or that ends cleanly short of rows;
+// libpng refuses those. Called when libpng refused: returns 1 with a PNG
+// that libpng reads to Pillow's pixels in *out (malloc'd: the chunks before
+// the image data, one IDAT holding the rows Pillow read, recompressed, and
+// zero rows for the others, IEND), 0 when Pillow fails too (or the header
+// is for libpng to refuse), -1 out of memory.
+static int pil_image_data(const uint8_t *d, size_t n, long max_pixels, uint8_t **out, size_t *out_n) {
+    static const int start_row[7] = {0, 0, 4, 0, 2, 0, 1}, row_inc[7] = {8, 8, 8, 4, 4, 2, 2};
+    static const int col_offset[7] = {7, 3, 3, 1, 1, 0, 0}, col_inc[7] = {8, 8, 4, 4, 2, 2, 1};
+    *out = NULL;
+    if (n < 8 + 8 + 13 + 4 || memcmp(d + 12, "IHDR", 4) || be32(d + 8) < 13) return 0;
+    const uint8_t *ih = d + 16;
+    const long w = (long)be32(ih), h = (long)be32(ih + 4);
+    const int depth = ih[8], ct = ih[9], interlaced = ih[12] == 1;
+    const int channels = ct == 0 ? 1 : ct == 2 ? 3 : ct == 3 ? 1 : ct == 4 ? 2 : ct == 6 ? 4 : 0;
+    if (!channels || w <= 0 || h <= 0 || (depth != 1 && depth != 2 && depth != 4 && depth != 8 && depth != 16) ||
+        image_check_budget(w, h, max_pixels, "PNG") != 0)
+        return 0;
+    const long bits = (long)channels * depth;
+#define ROW_BYTES(cols) (((cols) * bits + 7) / 8)
+    // The filtered data: every row with its filter byte, in stream order.
+    size_t total = 0;
+    for (int p = 0; p < (interlaced ? 7 : 1); p++) {
+        long rows = interlaced ? (h > start_row[p] ? (h - start_row[p] + row_inc[p] - 1) / row_inc[p] : 0) : h;
+        long cols = interlaced ? (w + col_offset[p]) / col_inc[p] : w;
+        if (rows > 0 && cols > 0) total += (size_t)rows * (size_t)(1 + ROW_BYTES(cols));
     }
+    uint8_t *f = calloc(total ? total : 1, 1);
+    if (!f) return -1;
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit(&z) != Z_OK) {
+        free(f);
+        return -1;
+    }
+    int pass = 0, done = 0, fail = 0;
+    long y = 0, row_len = ROW_BYTES(interlaced ? (w + 7) / 8 : w);
+    size_t at = 0, last = 0;
+    // The first IDAT, then each chunk as long as it is one.
+    size_t pos = 8;
+    while (n - pos >= 8 && memcmp(d + pos + 4, "IDAT", 4)) {
+        size_t len = be32(d + pos);
+        if (len > n - pos - 8 || n - pos - 8 - len < 4) break;
+        pos += 12 + len;
+    }
+    const size_t first_idat = pos;
+    while (!done && !fail && n - pos >= 8 && !memcmp(d + pos + 4, "IDAT", 4)) {
+        const size_t len = be32(d + pos), have = len < n - pos - 8 ? len : n - pos - 8;
+        for (size_t off = 0; off < have && !done && !fail;) {
+            const size_t piece = have - off < 65536 ? have - off : 65536;
+            z.next_in = (Bytef *)(d + pos + 8 + off);
+            z.avail_in = (uInt)piece;
+            off += piece;
+            while (z.avail_in > 0) {
+                z.next_out = f + at + last;
+                z.avail_out = (uInt)(row_len + 1 - (long)last);
+                const int err = inflate(&z, Z_NO_FLUSH);
+                if (err < 0) {
+                    fail = 1;
+                    break;
+                }
+                const size_t got = (size_t)(row_len + 1) - z.avail_out;
+                if (got < (size_t)row_len + 1) {  // more input needed
+                    last = got;
+                    break;
+                }
+                if (f[at] > 4) {  // "unknown" filter type
+                    fail = 1;
+                    break;
+                }
+                at += (size_t)row_len + 1, last = 0;
+                if (interlaced) {
+                    y += row_inc[pass];
+                    while (y >= h || row_len <= 0) {
+                        if (++pass == 7) {
+                            y = h;
+                            break;
+                        }
+                        y = start_row[pass];
+                        row_len = ROW_BYTES((w + col_offset[pass]) / col_inc[pass]);
+                    }
+                } else {
+                    y++;
+                }
+                if (y >= h || err == Z_STREAM_END) {
+                    done = 1;
+                    break;
+                }
+            }
+        }
+        if (have < len || n - pos - 8 - len < 4) break;  // the file ends inside this chunk
+        pos += 12 + len;
+    }
+#undef ROW_BYTES
+    inflateEnd(&z);
+    // The rows read: the bytes after them (a row cut short) are no row.
+    if (!done) {
+        free(f);
+        return 0;
+    }
+    memset(f + at, 0, total - at);
+    uLongf zn = compressBound((uLong)total);
+    uint8_t *png = malloc(first_idat + 12 + zn + 12);
+    if (!png) {
+        free(f);
+        return -1;
+    }
+    memcpy(png, d, first_idat);
+    uint8_t *c = png + first_idat;
+    if (compress2(c + 8, &zn, f, (uLong)total, 1) != Z_OK) {
+        free(f), free(png);
+        return -1;
+    }
+    free(f);
+    for (int i = 0; i < 4; i++) c[i] = (uint8_t)(zn >> (24 - 8 * i));
+    memcpy(c + 4, "IDAT", 4);
+    uLong crc = crc32(0L, c + 4, (uInt)zn + 4);
+    for (int i = 0; i < 4; i++) c[8 + zn + (uLong)i] = (uint8_t)(crc >> (24 - 8 * i));
+    static const uint8_t iend[12] = {0, 0, 0, 0, 'I', 'E', 'N', 'D', 0xAE, 0x42, 0x60, 0x82};
+    memcpy(c + 12 + zn, iend, sizeof iend);
+    *out = png;
+    *out_n = first_idat + 12 + zn + 12;
+    return 1;
+}
+
+// libpng on data (after check_chunks_as_pil and add_missing_iend).
+static int decode_bytes(const uint8_t *data, size_t n, long max_pixels, Image *out, DecodeInfo *info) {
+    PngCtx *c = calloc(1, sizeof *c);
+    if (!c) return err_set("out of memory");
     c->data = data;
     c->n = n;
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, c, on_error, on_warning);
@@ -231,6 +358,26 @@ int png_decode(const uint8_t *data, size_t n, long max_pixels, Image *out, Decod
     free(c->pix);
     free(c->rows);
     free(c);
+    return rc;
+}
+
+int png_decode(const uint8_t *data, size_t n, long max_pixels, Image *out, DecodeInfo *info) {
+    if (n >= 8 && check_chunks_as_pil(data, n) < 0) return -1;
+    uint8_t *fixed = NULL;
+    size_t fixed_n = 0;
+    if (n >= 8 && add_missing_iend(data, n, &fixed, &fixed_n) != 0) return -1;
+    int rc = fixed ? decode_bytes(fixed, fixed_n, max_pixels, out, info) : decode_bytes(data, n, max_pixels, out, info);
     free(fixed);
+    if (rc < 0) {
+        // Refused by libpng: read as Pillow reads the image data, if it does.
+        char why[ERR_MSG_MAX];
+        snprintf(why, sizeof why, "%s", err_msg());
+        uint8_t *again = NULL;
+        size_t again_n = 0;
+        if (pil_image_data(data, n, max_pixels, &again, &again_n) == 1)
+            rc = decode_bytes(again, again_n, max_pixels, out, info);
+        free(again);
+        if (rc < 0) err_set("%s", why);
+    }
     return rc;
 }

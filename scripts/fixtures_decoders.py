@@ -2,7 +2,8 @@
 """Fixtures for tests/test_decoders.c: RLE8 / RLE4 BMPs, palette BMPs,
 BI_BITFIELDS BMPs and BMPs cut in their last row's padding, plain PNMs
 (P1-P3: comments, Python's int(), blocks), PNGs that lack their IEND chunk
-or are damaged where Pillow does not look, and what Pillow (the library
+or are damaged where Pillow does not look or whose image data Pillow's
+row-by-row inflate reads and libpng refuses, and what Pillow (the library
 Keras loads images with; 13.0.0 made the committed ones) makes of them.
 
     python3 scripts/fixtures_decoders.py tests/fixtures/decoders
@@ -15,7 +16,7 @@ top-down bitmap, a gray palette) and random streams of the same operations.
 The expected result is always what Pillow reads from the file, never what
 the script meant to write:
 
-    rle_NN.bmp, png_NN.png, pal_NN.bmp, pnm_NN.pnm, pnmb_NN.pnm, bmpf_NN.bmp
+    rle_NN.bmp, png_NN.png, pal_NN.bmp, pnm_NN.pnm, pnmb_NN.pnm, bmpf_NN.bmp, pngz_NN.png
                              the inputs (pnmb: read with PIL's block size at 16)
     PREFIX_verdicts.npy
                              uint8 per input: 1 = Pillow loads it, 0 = raises
@@ -453,3 +454,95 @@ bmpf += [
     bmp_fields(13, 2, 8, (), compression=0, cut=15, colors=bw),      # 28 ... one short of those: refused
 ]
 record("bmpf", bmpf)
+
+# ---------------------------------------------------------------- PNG image data as Pillow inflates it
+# ZipDecode.c inflates one row at a time and is done at the last row, or at
+# a whole row with which the zlib stream ended (the rest stays 0): so a
+# stream without its Adler-32 or final block, or one that ends cleanly short
+# of rows, loads; one that ends inside a row, has a bad Adler-32 in the
+# piece that gives the last row, or whose IDAT chunks run out first does not.
+zrng = np.random.default_rng(20261203)
+ADAM7 = [(0, 0, 8, 8), (0, 4, 8, 8), (4, 0, 8, 4), (0, 2, 4, 4), (2, 0, 4, 2), (0, 1, 2, 2), (1, 0, 2, 1)]
+
+
+def raw_rows(w, h, bits, interlaced):
+    """Random filtered rows (filter byte, row bytes), in stream order, and
+    the row length of each."""
+    rows = []
+    for (r0, c0, dr, dc) in (ADAM7 if interlaced else [(0, 0, 1, 1)]):
+        nr, nc = max(0, (h - r0 + dr - 1) // dr), max(0, (w - c0 + dc - 1) // dc)
+        if nr and nc:
+            for _ in range(nr):
+                rows.append(bytes([int(zrng.integers(0, 5))]) + zrng.integers(0, 256, (nc * bits + 7) // 8,
+                                                                                dtype=np.uint8).tobytes())
+    return rows
+
+
+def png_of(w, h, ct, depth, interlaced, idat_payloads, cut=0):
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[ct]
+    out = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, ct, 0, 0, int(interlaced)))
+    if ct == 3:
+        out += chunk(b"PLTE", zrng.integers(0, 256, 3 * (1 << depth), dtype=np.uint8).tobytes())
+    out += b"".join(chunk(b"IDAT", p) for p in idat_payloads) + chunk(b"IEND", b"")
+    return out[:len(out) - cut] if cut else out
+
+
+def sync_flushed(data):
+    c = zlib.compressobj()
+    return c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
+
+
+def z_case(w, h, ct, depth, interlaced, how):
+    bits = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[ct] * depth
+    rows = raw_rows(w, h, bits, interlaced)
+    raw = b"".join(rows)
+    comp = zlib.compress(raw)
+    if how == "whole":
+        return png_of(w, h, ct, depth, interlaced, [comp])
+    if how.startswith("no_adler"):          # no_adler1..4: that many bytes of it gone
+        return png_of(w, h, ct, depth, interlaced, [comp[:-int(how[-1])]])
+    if how == "file_ends_in_adler":         # the file cut 2 bytes before the IDAT data's end
+        return png_of(w, h, ct, depth, interlaced, [comp], cut=2 + 4 + 12)
+    if how == "unfinished":
+        return png_of(w, h, ct, depth, interlaced, [sync_flushed(raw)])
+    k = max(1, len(rows) * 2 // 3)
+    short = b"".join(rows[:k])
+    if how == "short":                      # ends cleanly after k whole rows
+        return png_of(w, h, ct, depth, interlaced, [zlib.compress(short)])
+    if how == "short_end_apart":            # ... its Adler-32 in an IDAT of its own
+        z = zlib.compress(short)
+        return png_of(w, h, ct, depth, interlaced, [z[:-4], z[-4:]])
+    if how == "mid_row":                    # ends cleanly inside a row
+        return png_of(w, h, ct, depth, interlaced, [zlib.compress(short + rows[k][:1])])
+    if how == "bad_adler":
+        return png_of(w, h, ct, depth, interlaced, [comp[:-4] + bytes(b ^ 0x5A for b in comp[-4:])])
+    if how == "bad_adler_apart":            # the bad Adler-32 in an IDAT after the rows'
+        return png_of(w, h, ct, depth, interlaced, [comp[:-4], bytes(b ^ 0x5A for b in comp[-4:])])
+    if how == "split":                      # whole, in random IDAT pieces
+        cuts = sorted(int(x) for x in zrng.integers(0, len(comp), 3))
+        return png_of(w, h, ct, depth, interlaced, [comp[a:b] for a, b in zip([0] + cuts, cuts + [len(comp)])])
+    raise ValueError(how)
+
+
+pngz = [
+    z_case(13, 12, 2, 8, True, "whole"),             # 00 interlaced, whole
+    z_case(13, 12, 2, 8, False, "no_adler4"),        # 01 no Adler-32
+    z_case(13, 12, 2, 8, False, "no_adler2"),        # 02 half of it
+    z_case(13, 12, 2, 8, False, "file_ends_in_adler"),  # 03 the file ends inside it
+    z_case(13, 12, 2, 8, False, "unfinished"),       # 04 flushed, never finished
+    z_case(13, 12, 2, 8, False, "short"),            # 05 ends cleanly 4 rows short: those rows 0
+    z_case(13, 12, 6, 8, True, "short"),             # 06 the same, interlaced RGBA
+    z_case(13, 12, 2, 8, False, "mid_row"),          # 07 ends inside a row: refused
+    z_case(13, 12, 2, 8, False, "bad_adler"),        # 08 a bad Adler-32: refused
+    z_case(13, 12, 2, 8, False, "bad_adler_apart"),  # 09 ... in an IDAT after the rows': never read
+    z_case(13, 12, 2, 8, False, "short_end_apart"),  # 10 short, its end apart: the pieces run out
+    z_case(9, 7, 0, 16, False, "short"),             # 11 16-bit gray, short
+    z_case(11, 5, 3, 4, True, "no_adler4"),          # 12 4-bit palette, interlaced, no Adler-32
+]
+for k in range(40):
+    ct = int(zrng.choice([0, 2, 3, 4, 6]))
+    depth = int(zrng.choice({0: [1, 2, 4, 8, 16], 2: [8, 16], 3: [1, 2, 4, 8], 4: [8, 16], 6: [8, 16]}[ct]))
+    how = str(zrng.choice(["whole", "no_adler1", "no_adler3", "file_ends_in_adler", "unfinished", "short", "mid_row",
+                           "bad_adler_apart", "short_end_apart", "split"]))
+    pngz.append(z_case(int(zrng.integers(1, 20)), int(zrng.integers(1, 20)), ct, depth, bool(zrng.integers(0, 2)), how))
+record("pngz", pngz, ext="png")

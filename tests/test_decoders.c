@@ -63,6 +63,12 @@ Test(decoders, rle_bmp_as_pillow_reads_it) { check_against_pillow("rle", "bmp", 
 
 Test(decoders, damaged_png_as_pillow_reads_it) { check_against_pillow("png", "png", 18); }
 
+// The image data as Pillow's ZipDecode inflates it: a stream without its
+// Adler-32 or final block, or ending cleanly short of rows (those rows 0),
+// loads; one ending inside a row, or whose end comes in a later IDAT than
+// the last whole row, does not; and random images of every colour type.
+Test(decoders, png_image_data_as_pillow_inflates_it) { check_against_pillow("pngz", "png", 53); }
+
 // Palette BMPs in PIL's modes: indices past a colour palette are black, a
 // gray palette is dropped (the index is the level), a black-and-white one
 // makes 4- and 8-bit rows read as 1-bit rows (what Keras is given).
