@@ -182,13 +182,27 @@ static int add_missing_iend(const uint8_t *d, size_t n, uint8_t **fixed, size_t 
 // a header cut short ends the file quietly (add_missing_iend), a body cut
 // short is "Truncated File Read" (ImageFile._safe_read), refused here too
 // (libpng's complaint about it would come after the last row, and be kept).
+//
+// A chunk type that is not 4 word characters (PIL's is_cid) after the image
+// data ends PIL's reading quietly (load_end), and a tRNS chunk shorter than
+// its colour type's value (2 bytes for gray, 6 for RGB) is PIL's "Truncated
+// tRNS chunk", before the image data or after it.
+static int is_word(uint8_t c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_'; }
+
 static int check_chunks_as_pil(const uint8_t *d, size_t n) {
-    int image_data = 0;
+    int image_data = 0, color_type = -1;
     for (size_t pos = 8; n - pos >= 8;) {
         uint32_t len = be32(d + pos);
         const int idat = !memcmp(d + pos + 4, "IDAT", 4), iend = !memcmp(d + pos + 4, "IEND", 4);
+        if (image_data && !idat && !(is_word(d[pos + 4]) && is_word(d[pos + 5]) && is_word(d[pos + 6]) && is_word(d[pos + 7])))
+            return 0;
         image_data |= idat;
         if (iend) return 0;
+        if (!memcmp(d + pos + 4, "IHDR", 4) && len >= 13 && n - pos - 8 >= 13) color_type = d[pos + 8 + 9];
+        if (!memcmp(d + pos + 4, "tRNS", 4) && len <= n - pos - 8 &&
+            ((color_type == 0 && len < 2) || (color_type == 2 && len < 6)))
+            return err_set("truncated tRNS chunk (%u bytes for a %s image: Pillow refuses it)", len,
+                           color_type ? "RGB" : "gray");
         if (len > n - pos - 8) {
             if (image_data && !idat)
                 return err_set("truncated PNG file (the %c%c%c%c chunk after the image data is cut short: %u bytes, "

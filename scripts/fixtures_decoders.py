@@ -16,7 +16,8 @@ top-down bitmap, a gray palette) and random streams of the same operations.
 The expected result is always what Pillow reads from the file, never what
 the script meant to write:
 
-    rle_NN.bmp, png_NN.png, pal_NN.bmp, pnm_NN.pnm, pnmb_NN.pnm, bmpf_NN.bmp, pngz_NN.png
+    rle_NN.bmp, png_NN.png, pal_NN.bmp, pnm_NN.pnm, pnmb_NN.pnm, bmpf_NN.bmp, pngz_NN.png,
+    pngc_NN.png
                              the inputs (pnmb: read with PIL's block size at 16)
     PREFIX_verdicts.npy
                              uint8 per input: 1 = Pillow loads it, 0 = raises
@@ -546,3 +547,31 @@ for k in range(40):
                            "bad_adler_apart", "short_end_apart", "split"]))
     pngz.append(z_case(int(zrng.integers(1, 20)), int(zrng.integers(1, 20)), ct, depth, bool(zrng.integers(0, 2)), how))
 record("pngz", pngz, ext="png")
+
+# ---------------------------------------------------------------- PNG chunks PIL checks
+# A tRNS chunk shorter than its colour type's value (2 bytes gray, 6 RGB) is
+# PIL's "Truncated tRNS chunk", before or after the image data; after the
+# image data a chunk type that is no 4 word characters ends PIL's reading.
+def png_with(mode, before=b"", after=b""):
+    arr = zrng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    im = Image.fromarray(arr).convert(mode)
+    b = io.BytesIO()
+    im.save(b, "PNG")
+    parts = chunks(b.getvalue())
+    head = b"\x89PNG\r\n\x1a\n" + b"".join(c for t, c in parts if t not in (b"IDAT", b"IEND"))
+    return head + before + b"".join(c for t, c in parts if t == b"IDAT") + after + chunk(b"IEND", b"")
+
+
+bad_cid = struct.pack(">I", 5000) + b"a\x01b!" + b"junk"
+pngc = [
+    png_with("RGB", before=chunk(b"tRNS", b"\x00\x01")),                  # 00 RGB, 2-byte tRNS: refused
+    png_with("RGB", before=chunk(b"tRNS", b"\x00\x01\x00\x02\x00\x03")),  # 01 RGB, 6 bytes
+    png_with("L", before=chunk(b"tRNS", b"\x07")),                        # 02 gray, 1 byte: refused
+    png_with("I;16", before=chunk(b"tRNS", b"\x00\x07")),                 # 03 16-bit gray, 2 bytes
+    png_with("P", before=chunk(b"tRNS", b"\x07")),                        # 04 palette, 1 byte
+    png_with("RGB", after=chunk(b"tRNS", b"\x00\x01")),                   # 05 RGB, short tRNS after the data: refused
+    png_with("RGB", after=bad_cid)[:-12],                                 # 06 a bad chunk type after the data, cut
+    png_with("RGB", after=bad_cid[:8] + chunk(b"tRNS", b"\x00")),         # 07 ... then a short tRNS, never read
+    png_with("RGB", before=chunk(b"a\x01b!", b"x")),                      # 08 a bad chunk type before it: refused
+]
+record("pngc", pngc, ext="png")
