@@ -222,6 +222,17 @@ static int check_chunks_as_pil(const uint8_t *d, size_t n) {
     return 0;
 }
 
+// Writes a chunk of type t and n data bytes at c (data NULL: the n bytes are
+// already at c + 8) with its length and CRC; returns the end.
+static uint8_t *put_chunk(uint8_t *c, const char *t, const uint8_t *data, size_t n) {
+    for (int i = 0; i < 4; i++) c[i] = (uint8_t)(n >> (24 - 8 * i));
+    memcpy(c + 4, t, 4);
+    if (data) memcpy(c + 8, data, n);
+    uLong crc = crc32(0L, c + 4, (uInt)n + 4);
+    for (int i = 0; i < 4; i++) c[8 + n + (size_t)i] = (uint8_t)(crc >> (24 - 8 * i));
+    return c + 12 + n;
+}
+
 // Pillow's reading of the image data, emulated (PngImagePlugin's load_read
 // feeding ZipDecode.c, Pillow 13): the IDAT chunks' bytes go to the decoder
 // a piece at a time (each chunk in pieces of at most ImageFile's
@@ -241,12 +252,35 @@ static int pil_image_data(const uint8_t *d, size_t n, long max_pixels, uint8_t *
     static const int start_row[7] = {0, 0, 4, 0, 2, 0, 1}, row_inc[7] = {8, 8, 8, 4, 4, 2, 2};
     static const int col_offset[7] = {7, 3, 3, 1, 1, 0, 0}, col_inc[7] = {8, 8, 4, 4, 2, 2, 1};
     *out = NULL;
-    if (n < 8 + 8 + 13 + 4 || memcmp(d + 12, "IHDR", 4) || be32(d + 8) < 13) return 0;
-    const uint8_t *ih = d + 16;
+    // The chunks before the image data, in PIL's reading (PngImageFile._open):
+    // any order, the last IHDR of at least 13 bytes counts (its compression
+    // byte unread, any interlace byte but 0 is Adam7, a filter byte but 0
+    // refused), no PLTE leaves a palette image black.
+    // A PLTE before any IHDR is read for no mode and dropped.
+    size_t pos = 8, ihdr = 0, first_ihdr = 0;
+    int has_plte = 0;
+    while (n - pos >= 8 && memcmp(d + pos + 4, "IDAT", 4)) {
+        size_t len = be32(d + pos);
+        if (len > n - pos - 8 || n - pos - 8 - len < 4) return 0;
+        if (!memcmp(d + pos + 4, "IHDR", 4)) {
+            if (len < 13) return 0;
+            ihdr = pos;
+            if (!first_ihdr) first_ihdr = pos;
+        }
+        has_plte |= first_ihdr && !memcmp(d + pos + 4, "PLTE", 4);
+        pos += 12 + len;
+    }
+    const size_t first_idat = pos;
+    if (!ihdr || n - pos < 8) return 0;
+    const uint8_t *ih = d + ihdr + 8;
     const long w = (long)be32(ih), h = (long)be32(ih + 4);
-    const int depth = ih[8], ct = ih[9], interlaced = ih[12] == 1;
+    const int depth = ih[8], ct = ih[9], interlaced = ih[12] != 0;
     const int channels = ct == 0 ? 1 : ct == 2 ? 3 : ct == 3 ? 1 : ct == 4 ? 2 : ct == 6 ? 4 : 0;
-    if (!channels || w <= 0 || h <= 0 || (depth != 1 && depth != 2 && depth != 4 && depth != 8 && depth != 16) ||
+    // PIL's _MODES: gray at 1-16 bits, a palette at 1-8, the others at 8 or 16.
+    const int depth_ok = ct == 0 ? (depth == 1 || depth == 2 || depth == 4 || depth == 8 || depth == 16)
+                         : ct == 3 ? (depth == 1 || depth == 2 || depth == 4 || depth == 8)
+                                   : (depth == 8 || depth == 16);
+    if (!channels || !depth_ok || ih[11] || w <= 0 || h <= 0 || w > 0x7fffffff || h > 0x7fffffff ||
         image_check_budget(w, h, max_pixels, "PNG") != 0)
         return 0;
     const long bits = (long)channels * depth;
@@ -269,14 +303,7 @@ static int pil_image_data(const uint8_t *d, size_t n, long max_pixels, uint8_t *
     int pass = 0, done = 0, fail = 0;
     long y = 0, row_len = ROW_BYTES(interlaced ? (w + 7) / 8 : w);
     size_t at = 0, last = 0;
-    // The first IDAT, then each chunk as long as it is one.
-    size_t pos = 8;
-    while (n - pos >= 8 && memcmp(d + pos + 4, "IDAT", 4)) {
-        size_t len = be32(d + pos);
-        if (len > n - pos - 8 || n - pos - 8 - len < 4) break;
-        pos += 12 + len;
-    }
-    const size_t first_idat = pos;
+    // From the first IDAT, each chunk as long as it is one.
     while (!done && !fail && n - pos >= 8 && !memcmp(d + pos + 4, "IDAT", 4)) {
         const size_t len = be32(d + pos), have = len < n - pos - 8 ? len : n - pos - 8;
         for (size_t off = 0; off < have && !done && !fail;) {
@@ -332,27 +359,38 @@ static int pil_image_data(const uint8_t *d, size_t n, long max_pixels, uint8_t *
         return 0;
     }
     memset(f + at, 0, total - at);
+    // The new file: IHDR (compression and interlace bytes as libpng wants
+    // them), the other chunks before the image data, a black PLTE where a
+    // palette image has none, one IDAT, IEND.
+    const size_t plte_n = ct == 3 && !has_plte ? (size_t)3 << depth : 0;
     uLongf zn = compressBound((uLong)total);
-    uint8_t *png = malloc(first_idat + 12 + zn + 12);
+    const size_t cap = 8 + 25 + (first_idat - 8) + (plte_n ? 12 + plte_n : 0) + 12 + zn + 12;
+    uint8_t *png = malloc(cap), *c = png;
     if (!png) {
         free(f);
         return -1;
     }
-    memcpy(png, d, first_idat);
-    uint8_t *c = png + first_idat;
+    memcpy(c, d, 8), c += 8;
+    uint8_t hdr[13];
+    memcpy(hdr, ih, 13);
+    hdr[10] = 0, hdr[12] = (uint8_t)interlaced;
+    c = put_chunk(c, "IHDR", hdr, 13);
+    for (size_t q = 8; q < first_idat; q += 12 + be32(d + q))
+        if (memcmp(d + q + 4, "IHDR", 4) && (q > first_ihdr || memcmp(d + q + 4, "PLTE", 4)))
+            memcpy(c, d + q, 12 + be32(d + q)), c += 12 + be32(d + q);
+    if (plte_n) {
+        uint8_t black[768] = {0};
+        c = put_chunk(c, "PLTE", black, plte_n);
+    }
     if (compress2(c + 8, &zn, f, (uLong)total, 1) != Z_OK) {
         free(f), free(png);
         return -1;
     }
     free(f);
-    for (int i = 0; i < 4; i++) c[i] = (uint8_t)(zn >> (24 - 8 * i));
-    memcpy(c + 4, "IDAT", 4);
-    uLong crc = crc32(0L, c + 4, (uInt)zn + 4);
-    for (int i = 0; i < 4; i++) c[8 + zn + (uLong)i] = (uint8_t)(crc >> (24 - 8 * i));
-    static const uint8_t iend[12] = {0, 0, 0, 0, 'I', 'E', 'N', 'D', 0xAE, 0x42, 0x60, 0x82};
-    memcpy(c + 12 + zn, iend, sizeof iend);
+    c = put_chunk(c, "IDAT", NULL, zn);
+    c = put_chunk(c, "IEND", NULL, 0);
     *out = png;
-    *out_n = first_idat + 12 + zn + 12;
+    *out_n = (size_t)(c - png);
     return 1;
 }
 

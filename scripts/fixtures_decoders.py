@@ -574,4 +574,29 @@ pngc = [
     png_with("RGB", after=bad_cid[:8] + chunk(b"tRNS", b"\x00")),         # 07 ... then a short tRNS, never read
     png_with("RGB", before=chunk(b"a\x01b!", b"x")),                      # 08 a bad chunk type before it: refused
 ]
+# Chunks libpng refuses and PIL reads: a chunk before IHDR, IHDR's
+# compression byte (PIL does not read it), any interlace byte but 0 (Adam7),
+# a palette image without PLTE (black; a PLTE before IHDR is read for no
+# mode), an IHDR longer than 13 bytes, two IHDRs (the last counts).
+
+
+def png_raw(ihdr_fields, rows_w_h_bits_il, pre=b"", post_ihdr=b"", ihdr_extra=b"", ihdrs=None):
+    w, h, bits, il = rows_w_h_bits_il
+    data = zlib.compress(b"".join(raw_rows(w, h, bits, il)))
+    ih = ihdrs if ihdrs is not None else [chunk(b"IHDR", struct.pack(">IIBBBBB", *ihdr_fields) + ihdr_extra)]
+    return b"\x89PNG\r\n\x1a\n" + pre + b"".join(ih) + post_ihdr + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+pngc += [
+    png_raw((6, 4, 8, 0, 0, 0, 0), (6, 4, 8, False), pre=chunk(b"tEXt", b"a\x00b")),  # 09 tEXt before IHDR
+    png_raw((6, 4, 8, 2, 1, 0, 0), (6, 4, 24, False)),                                  # 10 compression byte 1
+    png_raw((6, 4, 8, 3, 0, 0, 0), (6, 4, 8, False)),                                   # 11 palette, no PLTE: black
+    png_raw((9, 7, 4, 3, 0, 0, 1), (9, 7, 4, True)),                                    # 12 ... 4-bit, interlaced
+    png_raw((9, 7, 8, 2, 0, 0, 2), (9, 7, 24, True)),                                   # 13 interlace byte 2: Adam7
+    png_raw((6, 4, 8, 2, 0, 1, 0), (6, 4, 24, False)),                                  # 14 filter method 1: refused
+    png_raw((6, 4, 8, 3, 0, 0, 0), (6, 4, 8, False), pre=chunk(b"PLTE", bytes(range(96)) * 8)),  # 15 PLTE before IHDR
+    png_raw((6, 4, 8, 2, 0, 0, 0), (6, 4, 24, False), ihdr_extra=b"\x07"),              # 16 a 14-byte IHDR
+    png_raw(None, (7, 5, 24, False), ihdrs=[chunk(b"IHDR", struct.pack(">IIBBBBB", 5, 5, 8, 2, 0, 0, 0)),
+                                            chunk(b"IHDR", struct.pack(">IIBBBBB", 7, 5, 8, 2, 0, 0, 0))]),  # 17 two IHDRs
+]
 record("pngc", pngc, ext="png")
