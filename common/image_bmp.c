@@ -197,17 +197,19 @@ int bmp_decode(const uint8_t *d, size_t n, long max_pixels, Image *out, DecodeIn
         const size_t pstart = 14 + hsize, avail = n > pstart ? n - pstart : 0;
         pbytes = (size_t)colors * pal_entry < avail ? (size_t)colors * pal_entry : avail;
         const size_t entries = pbytes / pal_entry;
-        if (entries > 256)
-            return err_set("unsupported BMP palette size (%u entries; Pillow reads at most 256)", colors);
+        // Gray: entry i is (i & 255) three times (PIL's o8(i)), black and
+        // white for 2 colours; a gray palette is dropped, of any length.
         int gray = 1;
         memset(pal, 0, sizeof pal);
         for (uint32_t i = 0; i < colors && gray; i++) {
             const uint8_t *e = d + pstart + (size_t)i * pal_entry;
-            const int v = colors <= 2 ? (i ? 255 : 0) : (int)i;
+            const int v = colors <= 2 ? (i ? 255 : 0) : (int)(i & 255);
             // An entry the file ends in (or before) is no gray.
             if ((size_t)i * pal_entry + 3 > pbytes || e[0] != v || e[1] != v || e[2] != v) gray = 0;
         }
-        for (size_t i = 0; i < entries; i++) {
+        if (!gray && entries > 256)
+            return err_set("unsupported BMP palette size (%u entries; Pillow reads at most 256)", colors);
+        for (size_t i = 0; i < entries && !gray; i++) {
             const uint8_t *e = d + pstart + i * pal_entry;
             pal[i][0] = e[2];
             pal[i][1] = e[1];

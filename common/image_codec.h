@@ -8,6 +8,14 @@
 int jpeg_decode(const uint8_t *data, size_t n, const DecodeOptions *opt, long max_pixels,
                 Image *out, DecodeInfo *info);
 int png_decode(const uint8_t *data, size_t n, long max_pixels, Image *out, DecodeInfo *info);
+// PNG as Pillow reads it (image_png_pil.c). png_pil_check: -1 with err_set
+// where Pillow refuses a file that libpng would read (a bad CRC before the
+// image data, a short field, a chunk cut short after it), else 0.
+// png_pil_rebuild, for a file libpng refused: 1 with a PNG that libpng
+// reads to Pillow's pixels in *out (malloc'd), 0 when Pillow refuses it
+// too, -1 out of memory.
+int png_pil_check(const uint8_t *data, size_t n, long max_pixels);
+int png_pil_rebuild(const uint8_t *data, size_t n, long max_pixels, uint8_t **out, size_t *out_n);
 int bmp_decode(const uint8_t *data, size_t n, long max_pixels, Image *out, DecodeInfo *info);
 int pnm_decode(const uint8_t *data, size_t n, long max_pixels, Image *out, DecodeInfo *info);
 // The block size of PIL's plain PNM reader (ImageFile.SAFEBLOCK, 1 MiB),

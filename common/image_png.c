@@ -58,7 +58,7 @@ static int decode(PngCtx *c, png_structp png, png_infop pi, long max_pixels, Ima
     }
     png_set_read_fn(png, c, read_mem);
     // CRCs: those of the chunks before the image data were checked as PIL
-    // checks them (check_chunks_as_pil); PIL never checks IDAT's or later ones.
+    // checks them (png_pil_check); PIL never checks IDAT's or later ones.
     png_set_crc_action(png, PNG_CRC_QUIET_USE, PNG_CRC_QUIET_USE);
     png_set_read_user_chunk_fn(png, NULL, on_unknown_chunk);
     png_read_info(png, pi);
@@ -172,229 +172,7 @@ static int add_missing_iend(const uint8_t *d, size_t n, uint8_t **fixed, size_t 
     return 0;
 }
 
-// PIL reads the chunks before the image data itself and checks each one's
-// CRC (ChunkStream.crc: "broken PNG file (bad header checksum in b'tEXt')"),
-// ancillary ones too; libpng is told to ignore CRCs (PIL does not check
-// IDAT's or later ones), so those are checked here. A chunk cut short is
-// left to libpng to report.
-//
-// After the image data PIL reads each chunk's header and body (load_end):
-// a header cut short ends the file quietly (add_missing_iend), a body cut
-// short is "Truncated File Read" (ImageFile._safe_read), refused here too
-// (libpng's complaint about it would come after the last row, and be kept).
-//
-// A chunk type that is not 4 word characters (PIL's is_cid) after the image
-// data ends PIL's reading quietly (load_end), and a tRNS chunk shorter than
-// its colour type's value (2 bytes for gray, 6 for RGB) is PIL's "Truncated
-// tRNS chunk", before the image data or after it.
-static int is_word(uint8_t c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_'; }
-
-static int check_chunks_as_pil(const uint8_t *d, size_t n) {
-    int image_data = 0, color_type = -1;
-    for (size_t pos = 8; n - pos >= 8;) {
-        uint32_t len = be32(d + pos);
-        const int idat = !memcmp(d + pos + 4, "IDAT", 4), iend = !memcmp(d + pos + 4, "IEND", 4);
-        if (image_data && !idat && !(is_word(d[pos + 4]) && is_word(d[pos + 5]) && is_word(d[pos + 6]) && is_word(d[pos + 7])))
-            return 0;
-        image_data |= idat;
-        if (iend) return 0;
-        if (!memcmp(d + pos + 4, "IHDR", 4) && len >= 13 && n - pos - 8 >= 13) color_type = d[pos + 8 + 9];
-        if (!memcmp(d + pos + 4, "tRNS", 4) && len <= n - pos - 8 &&
-            ((color_type == 0 && len < 2) || (color_type == 2 && len < 6)))
-            return err_set("truncated tRNS chunk (%u bytes for a %s image: Pillow refuses it)", len,
-                           color_type ? "RGB" : "gray");
-        if (len > n - pos - 8) {
-            if (image_data && !idat)
-                return err_set("truncated PNG file (the %c%c%c%c chunk after the image data is cut short: %u bytes, "
-                               "%zu left)",
-                               d[pos + 4], d[pos + 5], d[pos + 6], d[pos + 7], len, n - pos - 8);
-            return 0;  // cut inside the header chunks or the image data: libpng says so
-        }
-        if (!image_data) {
-            if (n - pos - 8 - len < 4) return 0;  // the CRC cut: libpng says so
-            uLong crc = crc32(0L, d + pos + 4, (uInt)len + 4);
-            if (crc != be32(d + pos + 8 + len))
-                return err_set("broken PNG file (bad header checksum in %c%c%c%c)", d[pos + 4], d[pos + 5],
-                               d[pos + 6], d[pos + 7]);
-        }
-        pos += 8 + (size_t)len + (n - pos - 8 - len >= 4 ? 4 : n - pos - 8 - len);
-    }
-    return 0;
-}
-
-// Writes a chunk of type t and n data bytes at c (data NULL: the n bytes are
-// already at c + 8) with its length and CRC; returns the end.
-static uint8_t *put_chunk(uint8_t *c, const char *t, const uint8_t *data, size_t n) {
-    for (int i = 0; i < 4; i++) c[i] = (uint8_t)(n >> (24 - 8 * i));
-    memcpy(c + 4, t, 4);
-    if (data) memcpy(c + 8, data, n);
-    uLong crc = crc32(0L, c + 4, (uInt)n + 4);
-    for (int i = 0; i < 4; i++) c[8 + n + (size_t)i] = (uint8_t)(crc >> (24 - 8 * i));
-    return c + 12 + n;
-}
-
-// Pillow's reading of the image data, emulated (PngImagePlugin's load_read
-// feeding ZipDecode.c, Pillow 13): the IDAT chunks' bytes go to the decoder
-// a piece at a time (each chunk in pieces of at most ImageFile's
-// decodermaxblock, 64 KiB), and it inflates one row (or Adam7 pass row) at
-// a time into a buffer of that row's size. The image is done at its last
-// row, or at a whole row with which the zlib stream ended (the rows after
-// it stay 0); an inflate error (a bad Adler-32 met in the call that gives
-// the last row too), a filter type above 4, or the pieces running out first
-// (the file or the IDAT chunks end) fail it. So Pillow reads a stream whose
-// Adler-32 or final block is missing, or that ends cleanly short of rows;
-// libpng refuses those. Called when libpng refused: returns 1 with a PNG
-// that libpng reads to Pillow's pixels in *out (malloc'd: the chunks before
-// the image data, one IDAT holding the rows Pillow read, recompressed, and
-// zero rows for the others, IEND), 0 when Pillow fails too (or the header
-// is for libpng to refuse), -1 out of memory.
-static int pil_image_data(const uint8_t *d, size_t n, long max_pixels, uint8_t **out, size_t *out_n) {
-    static const int start_row[7] = {0, 0, 4, 0, 2, 0, 1}, row_inc[7] = {8, 8, 8, 4, 4, 2, 2};
-    static const int col_offset[7] = {7, 3, 3, 1, 1, 0, 0}, col_inc[7] = {8, 8, 4, 4, 2, 2, 1};
-    *out = NULL;
-    // The chunks before the image data, in PIL's reading (PngImageFile._open):
-    // any order, the last IHDR of at least 13 bytes counts (its compression
-    // byte unread, any interlace byte but 0 is Adam7, a filter byte but 0
-    // refused), no PLTE leaves a palette image black.
-    // A PLTE before any IHDR is read for no mode and dropped.
-    size_t pos = 8, ihdr = 0, first_ihdr = 0;
-    int has_plte = 0;
-    while (n - pos >= 8 && memcmp(d + pos + 4, "IDAT", 4)) {
-        size_t len = be32(d + pos);
-        if (len > n - pos - 8 || n - pos - 8 - len < 4) return 0;
-        if (!memcmp(d + pos + 4, "IHDR", 4)) {
-            if (len < 13) return 0;
-            ihdr = pos;
-            if (!first_ihdr) first_ihdr = pos;
-        }
-        has_plte |= first_ihdr && !memcmp(d + pos + 4, "PLTE", 4);
-        pos += 12 + len;
-    }
-    const size_t first_idat = pos;
-    if (!ihdr || n - pos < 8) return 0;
-    const uint8_t *ih = d + ihdr + 8;
-    const long w = (long)be32(ih), h = (long)be32(ih + 4);
-    const int depth = ih[8], ct = ih[9], interlaced = ih[12] != 0;
-    const int channels = ct == 0 ? 1 : ct == 2 ? 3 : ct == 3 ? 1 : ct == 4 ? 2 : ct == 6 ? 4 : 0;
-    // PIL's _MODES: gray at 1-16 bits, a palette at 1-8, the others at 8 or 16.
-    const int depth_ok = ct == 0 ? (depth == 1 || depth == 2 || depth == 4 || depth == 8 || depth == 16)
-                         : ct == 3 ? (depth == 1 || depth == 2 || depth == 4 || depth == 8)
-                                   : (depth == 8 || depth == 16);
-    if (!channels || !depth_ok || ih[11] || w <= 0 || h <= 0 || w > 0x7fffffff || h > 0x7fffffff ||
-        image_check_budget(w, h, max_pixels, "PNG") != 0)
-        return 0;
-    const long bits = (long)channels * depth;
-#define ROW_BYTES(cols) (((cols) * bits + 7) / 8)
-    // The filtered data: every row with its filter byte, in stream order.
-    size_t total = 0;
-    for (int p = 0; p < (interlaced ? 7 : 1); p++) {
-        long rows = interlaced ? (h > start_row[p] ? (h - start_row[p] + row_inc[p] - 1) / row_inc[p] : 0) : h;
-        long cols = interlaced ? (w + col_offset[p]) / col_inc[p] : w;
-        if (rows > 0 && cols > 0) total += (size_t)rows * (size_t)(1 + ROW_BYTES(cols));
-    }
-    uint8_t *f = calloc(total ? total : 1, 1);
-    if (!f) return -1;
-    z_stream z;
-    memset(&z, 0, sizeof z);
-    if (inflateInit(&z) != Z_OK) {
-        free(f);
-        return -1;
-    }
-    int pass = 0, done = 0, fail = 0;
-    long y = 0, row_len = ROW_BYTES(interlaced ? (w + 7) / 8 : w);
-    size_t at = 0, last = 0;
-    // From the first IDAT, each chunk as long as it is one.
-    while (!done && !fail && n - pos >= 8 && !memcmp(d + pos + 4, "IDAT", 4)) {
-        const size_t len = be32(d + pos), have = len < n - pos - 8 ? len : n - pos - 8;
-        for (size_t off = 0; off < have && !done && !fail;) {
-            const size_t piece = have - off < 65536 ? have - off : 65536;
-            z.next_in = (Bytef *)(d + pos + 8 + off);
-            z.avail_in = (uInt)piece;
-            off += piece;
-            while (z.avail_in > 0) {
-                z.next_out = f + at + last;
-                z.avail_out = (uInt)(row_len + 1 - (long)last);
-                const int err = inflate(&z, Z_NO_FLUSH);
-                if (err < 0) {
-                    fail = 1;
-                    break;
-                }
-                const size_t got = (size_t)(row_len + 1) - z.avail_out;
-                if (got < (size_t)row_len + 1) {  // more input needed
-                    last = got;
-                    break;
-                }
-                if (f[at] > 4) {  // "unknown" filter type
-                    fail = 1;
-                    break;
-                }
-                at += (size_t)row_len + 1, last = 0;
-                if (interlaced) {
-                    y += row_inc[pass];
-                    while (y >= h || row_len <= 0) {
-                        if (++pass == 7) {
-                            y = h;
-                            break;
-                        }
-                        y = start_row[pass];
-                        row_len = ROW_BYTES((w + col_offset[pass]) / col_inc[pass]);
-                    }
-                } else {
-                    y++;
-                }
-                if (y >= h || err == Z_STREAM_END) {
-                    done = 1;
-                    break;
-                }
-            }
-        }
-        if (have < len || n - pos - 8 - len < 4) break;  // the file ends inside this chunk
-        pos += 12 + len;
-    }
-#undef ROW_BYTES
-    inflateEnd(&z);
-    // The rows read: the bytes after them (a row cut short) are no row.
-    if (!done) {
-        free(f);
-        return 0;
-    }
-    memset(f + at, 0, total - at);
-    // The new file: IHDR (compression and interlace bytes as libpng wants
-    // them), the other chunks before the image data, a black PLTE where a
-    // palette image has none, one IDAT, IEND.
-    const size_t plte_n = ct == 3 && !has_plte ? (size_t)3 << depth : 0;
-    uLongf zn = compressBound((uLong)total);
-    const size_t cap = 8 + 25 + (first_idat - 8) + (plte_n ? 12 + plte_n : 0) + 12 + zn + 12;
-    uint8_t *png = malloc(cap), *c = png;
-    if (!png) {
-        free(f);
-        return -1;
-    }
-    memcpy(c, d, 8), c += 8;
-    uint8_t hdr[13];
-    memcpy(hdr, ih, 13);
-    hdr[10] = 0, hdr[12] = (uint8_t)interlaced;
-    c = put_chunk(c, "IHDR", hdr, 13);
-    for (size_t q = 8; q < first_idat; q += 12 + be32(d + q))
-        if (memcmp(d + q + 4, "IHDR", 4) && (q > first_ihdr || memcmp(d + q + 4, "PLTE", 4)))
-            memcpy(c, d + q, 12 + be32(d + q)), c += 12 + be32(d + q);
-    if (plte_n) {
-        uint8_t black[768] = {0};
-        c = put_chunk(c, "PLTE", black, plte_n);
-    }
-    if (compress2(c + 8, &zn, f, (uLong)total, 1) != Z_OK) {
-        free(f), free(png);
-        return -1;
-    }
-    free(f);
-    c = put_chunk(c, "IDAT", NULL, zn);
-    c = put_chunk(c, "IEND", NULL, 0);
-    *out = png;
-    *out_n = (size_t)(c - png);
-    return 1;
-}
-
-// libpng on data (after check_chunks_as_pil and add_missing_iend).
+// libpng on data (after png_pil_check and add_missing_iend).
 static int decode_bytes(const uint8_t *data, size_t n, long max_pixels, Image *out, DecodeInfo *info) {
     PngCtx *c = calloc(1, sizeof *c);
     if (!c) return err_set("out of memory");
@@ -414,7 +192,7 @@ static int decode_bytes(const uint8_t *data, size_t n, long max_pixels, Image *o
 }
 
 int png_decode(const uint8_t *data, size_t n, long max_pixels, Image *out, DecodeInfo *info) {
-    if (n >= 8 && check_chunks_as_pil(data, n) < 0) return -1;
+    if (n >= 8 && png_pil_check(data, n, max_pixels) < 0) return -1;
     uint8_t *fixed = NULL;
     size_t fixed_n = 0;
     if (n >= 8 && add_missing_iend(data, n, &fixed, &fixed_n) != 0) return -1;
@@ -426,7 +204,7 @@ int png_decode(const uint8_t *data, size_t n, long max_pixels, Image *out, Decod
         snprintf(why, sizeof why, "%s", err_msg());
         uint8_t *again = NULL;
         size_t again_n = 0;
-        if (pil_image_data(data, n, max_pixels, &again, &again_n) == 1)
+        if (png_pil_rebuild(data, n, max_pixels, &again, &again_n) == 1)
             rc = decode_bytes(again, again_n, max_pixels, out, info);
         free(again);
         if (rc < 0) err_set("%s", why);

@@ -402,14 +402,14 @@ record("pnmb", pnmb, ext="pnm", block=16)
 frng = np.random.default_rng(20261202)
 
 
-def bmp_fields(w, h, bits, masks, hsize=40, compression=3, topdown=False, cut=0, colors=None):
+def bmp_fields(w, h, bits, masks, hsize=40, compression=3, topdown=False, cut=0, colors=None, ncolors=0):
     """A BMP of random pixel bytes: masks (r, g, b[, a]) in the header (52
     bytes and more) or after a 40-byte one; cut bytes off the end."""
     stride = ((w * bits + 31) >> 3) & ~3
     data = frng.integers(0, 256, stride * h, dtype=np.uint8).tobytes()
     m = list(masks) + [0] * (4 - len(masks))
     info = struct.pack("<IiiHHIIiiII", hsize, w, -h if topdown else h, 1, bits, compression, len(data), 2835, 2835,
-                       0, 0)
+                       ncolors, 0)
     extra = b""
     if compression == 3 and hsize == 40:
         extra = struct.pack("<III", *m[:3])
@@ -453,6 +453,14 @@ bmpf += [
     bmp_fields(3, 2, 4, (), compression=0, cut=2, colors=[(i, i, i) for i in range(16)]),  # 26 ... one byte short
     bmp_fields(13, 2, 8, (), compression=0, cut=3, colors=bw),       # 27 mode "1" at 8 bits: 2 bytes of 16 read
     bmp_fields(13, 2, 8, (), compression=0, cut=15, colors=bw),      # 28 ... one short of those: refused
+]
+# A gray palette (entry i is i & 255, PIL's o8) of more than 256 entries is
+# dropped like any gray one: mode "L"; a colour one of more is refused.
+bmpf += [
+    bmp_fields(3, 2, 8, (), compression=0, colors=[(i & 255,) * 3 for i in range(257)], ncolors=257),  # 29 257 grays
+    bmp_fields(3, 2, 8, (), compression=0, colors=[(i & 255,) * 3 for i in range(300)], ncolors=300),  # 30 300
+    bmp_fields(9, 2, 1, (), compression=0, colors=[(i & 255,) * 3 for i in range(512)], ncolors=512),  # 31 512 at 1 bit
+    bmp_fields(3, 2, 8, (), compression=0, colors=[(i & 255, 0, 0) for i in range(257)], ncolors=257),  # 32 257 colours: refused
 ]
 record("bmpf", bmpf)
 
@@ -598,5 +606,23 @@ pngc += [
     png_raw((6, 4, 8, 2, 0, 0, 0), (6, 4, 24, False), ihdr_extra=b"\x07"),              # 16 a 14-byte IHDR
     png_raw(None, (7, 5, 24, False), ihdrs=[chunk(b"IHDR", struct.pack(">IIBBBBB", 5, 5, 8, 2, 0, 0, 0)),
                                             chunk(b"IHDR", struct.pack(">IIBBBBB", 7, 5, 8, 2, 0, 0, 0))]),  # 17 two IHDRs
+]
+# Where PIL's decoder finishes decides what load_end reads after it: IDAT
+# chunks after that one are read as chunks (one cut short is "Truncated File
+# Read"), and an animated PNG's next fcTL ends the reading; chunks too short
+# for their handler's fields are refused after the image data too.
+one = zlib.compress(b"\x00\x10\x20\x30")
+hdr1 = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+fctl = lambda seq: chunk(b"fcTL", struct.pack(">IIIIIHHBB", seq, 1, 1, 0, 0, 1, 1, 0, 0))
+pngc += [
+    hdr1 + chunk(b"IDAT", one[:-4]) + chunk(b"IDAT", b"\x02\x37\x00\x00")[:10],  # 18 rows in the 1st IDAT, 2nd cut
+    hdr1 + chunk(b"IDAT", one) + b"\x00\x00\x00\x64IDATxyz",                     # 19 a whole image, then a cut IDAT
+    hdr1 + chunk(b"IDAT", one)[:-6],                                               # 20 cut in its Adler-32: read
+    hdr1 + chunk(b"gAMA", b"\x00\x01") + chunk(b"IDAT", one) + chunk(b"IEND", b""),  # 21 a 2-byte gAMA
+    hdr1 + chunk(b"IDAT", one) + chunk(b"pHYs", b"\x00\x01") + chunk(b"IEND", b""),  # 22 ... pHYs after the data
+    hdr1 + chunk(b"IDAT", one) + chunk(b"IHDR", b"\x01") + chunk(b"IEND", b""),      # 23 ... IHDR after the data
+    hdr1 + chunk(b"acTL", struct.pack(">II", 2, 0)) + fctl(0) + chunk(b"IDAT", one) + fctl(1)
+    + chunk(b"fdAT", struct.pack(">I", 2) + one)[:20],                             # 24 APNG: frame 2 cut, frame 1 read
+    hdr1 + chunk(b"IDAT", one) + fctl(1) + chunk(b"tEXt", b"a\x00b")[:9],           # 25 not animated: read on, cut
 ]
 record("pngc", pngc, ext="png")

@@ -72,8 +72,10 @@ Test(decoders, png_image_data_as_pillow_inflates_it) { check_against_pillow("png
 // Chunks PIL itself checks: a short tRNS refused (before or after the image
 // data), a bad chunk type after the image data ending its reading quietly;
 // and headers libpng refuses and PIL reads (a chunk before IHDR, IHDR's
-// compression byte, interlace byte 2, no PLTE: black, two IHDRs).
-Test(decoders, png_chunks_as_pillow_checks_them) { check_against_pillow("pngc", "png", 18); }
+// compression byte, interlace byte 2, no PLTE: black, two IHDRs); what
+// PIL's load_end reads after the chunk its decoder finished in (a later
+// IDAT cut short refused; an APNG's next fcTL ends it).
+Test(decoders, png_chunks_as_pillow_checks_them) { check_against_pillow("pngc", "png", 26); }
 
 // Palette BMPs in PIL's modes: indices past a colour palette are black, a
 // gray palette is dropped (the index is the level), a black-and-white one
@@ -95,8 +97,9 @@ Test(decoders, plain_pnm_across_blocks_as_pillow_reads_it) {
 }
 
 // BI_BITFIELDS layouts outside PIL's list refused, those in it read; a last
-// row without its padding read as PIL's raw decoder reads it.
-Test(decoders, bitfields_and_row_padding_as_pillow_reads_them) { check_against_pillow("bmpf", "bmp", 29); }
+// row without its padding read as PIL's raw decoder reads it; a gray palette
+// of more than 256 entries dropped (mode L), a colour one refused.
+Test(decoders, bitfields_and_row_padding_as_pillow_reads_them) { check_against_pillow("bmpf", "bmp", 33); }
 
 Test(decoders, rle_refusal_names_the_reason) {
     // rle_03.bmp ends its bitmap after one row (Pillow: not enough image data).
