@@ -273,7 +273,8 @@ bench: all
 .PHONY: pipeline pipeline-plan test-slurm
 pipeline: all
 	$(MAKE) -f scripts/pipeline.mk BIN=$(BUILD)
-# The same variables: which stages a `make pipeline` would run now.
+# The same variables: which stages a `make pipeline` would run now (the
+# tools built first, as make pipeline builds them: the answer is for them).
 pipeline-plan: all
 	@$(MAKE) --no-print-directory -f scripts/pipeline.mk BIN=$(BUILD) plan
 

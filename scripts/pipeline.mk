@@ -183,7 +183,13 @@ endif
 # -n and -q only look: they must not record new settings or listings (a dry
 # run with other TRAIN_ARGS would otherwise make the next real make retrain).
 # There a file whose text would change is made out of date instead.
-# So does the plan target (below).
+# So does the plan target (below), a goal of its own: beside others its dry
+# reading would have them run without their settings recorded.
+ifneq ($(filter plan,$(MAKECMDGOALS)),)
+  ifneq ($(words $(MAKECMDGOALS)),1)
+    $(error plan is a goal of its own: give it alone (make ... plan))
+  endif
+endif
 PIPELINE_DRY := $(if $(findstring n,$(MAKE_FLAGS1))$(findstring q,$(MAKE_FLAGS1))$(filter plan,$(MAKECMDGOALS)),1)
 
 # Temporary files are this make's own (its process id): two makes parsing at

@@ -265,10 +265,15 @@ for pair in extract:EXTRACT_ARGS train:TRAIN_ARGS finetune:FINETUNE_ARGS predict
         fi
     fi
 done
-# The folders made here, removed again (when still empty) if nothing is submitted.
+# The folders made here, removed again (when still empty) if nothing is
+# submitted: each made by its own mkdir, so that of two runs at once only
+# the one that made a folder may remove it.
 made=()
-for d in "$OUT" "$OUT/cache" "$OUT/logs"; do [ -d "$d" ] || made+=("$d"); done
-mkdir -p "$OUT/cache" "$OUT/logs"
+mkdir -p -- "$(dirname -- "$OUT")"
+for d in "$OUT" "$OUT/cache" "$OUT/logs"; do
+    if mkdir -- "$d" 2>/dev/null; then made+=("$d"); fi
+done
+[ -d "$OUT/cache" ] && [ -d "$OUT/logs" ] || { echo "submit.sh: cannot make $OUT/cache and $OUT/logs" >&2; exit 1; }
 
 # What the job scripts read (sbatch passes the environment on: --export=ALL).
 export VGGFT_SLURM_DIR=$here VGGFT_BIN=$BIN VGGFT_WEIGHTS=$WEIGHTS VGGFT_EXTRACT_ARGS=$EXTRACT_ARGS \
