@@ -83,7 +83,11 @@ static int read_int(Reader *r, long *v, const char *what) {
     int len = read_token(r, tok, what);
     long long x;
     if (len < 0) return -1;
-    if (py_int((const uint8_t *)tok, (size_t)len, &x) != 0 || x <= 0) return err_set("invalid PNM %s '%s'", what, tok);
+    if (py_int((const uint8_t *)tok, (size_t)len, &x) != 0 || x <= 0) {
+        for (int i = 0; i < len; i++)  // shown whole: a NUL or control byte as '?'
+            if ((uint8_t)tok[i] < 0x20 || (uint8_t)tok[i] >= 0x7F) tok[i] = '?';
+        return err_set("invalid PNM %s '%s'", what, tok);
+    }
     *v = (long)x;
     return 0;
 }
