@@ -33,7 +33,7 @@ static int pil_mode(int bd, int bc) {
 // 2 bytes for gray, 6 for RGB): -1 with err_set, or 0.
 static int short_chunk(const uint8_t *d, size_t pos, int color_type) {
     static const struct { char type[5]; uint32_t min; } least[] = {
-        {"IHDR", 13}, {"gAMA", 4}, {"cHRM", 32}, {"sRGB", 1}, {"pHYs", 9}, {"acTL", 8}};
+        {"IHDR", 13}, {"gAMA", 4}, {"cHRM", 32}, {"sRGB", 1}, {"pHYs", 9}, {"acTL", 8}, {"fcTL", 26}, {"fdAT", 4}};
     uint32_t need = 0, len = be32(d + pos);
     for (size_t k = 0; k < sizeof least / sizeof least[0]; k++)
         if (is_type(d, pos, least[k].type)) need = least[k].min;
@@ -43,12 +43,33 @@ static int short_chunk(const uint8_t *d, size_t pos, int color_type) {
                    d[pos + 6], d[pos + 7], len, need);
 }
 
+// PIL's APNG frame rules, in reading order (chunk_fcTL, chunk_fdAT): each
+// fcTL's and fdAT's sequence number is one past the last (an fcTL's first 0),
+// and a frame lies within the image's size as the IHDRs so far set it.
+typedef struct {
+    long seq;         // the last sequence number read, -1 none
+    uint64_t w, h;    // the image's size so far
+} Frames;
+
+static int frame_chunk(const uint8_t *d, size_t pos, Frames *f) {
+    const uint8_t *b = d + pos + 8;
+    const int fctl = is_type(d, pos, "fcTL");
+    if (!fctl && !is_type(d, pos, "fdAT")) return 0;
+    const long seq = (long)be32(b);
+    if (fctl ? (f->seq < 0 ? seq != 0 : f->seq != seq - 1) : f->seq != seq - 1)
+        return err_set("APNG contains frame sequence errors (Pillow refuses it)");
+    f->seq = seq;
+    if (fctl && ((uint64_t)be32(b + 12) + be32(b + 4) > f->w || (uint64_t)be32(b + 16) + be32(b + 8) > f->h))
+        return err_set("APNG contains invalid frames (a frame past the image; Pillow refuses it)");
+    return 0;
+}
+
 // PngImageFile.load_end from `end`, the end of the image data chunk in which
 // PIL's decoder finished (it skips that chunk's rest): for each chunk its CRC
 // is skipped unread; a header cut short, a type that is no cid, IEND, or in
 // an animated PNG fcTL end the reading quietly; a body cut short is
 // "Truncated File Read" (ImageFile._safe_read); a short field is refused.
-static int load_end(const uint8_t *d, size_t n, size_t end, int color_type, int animated) {
+static int load_end(const uint8_t *d, size_t n, size_t end, int color_type, int animated, Frames *fr) {
     for (size_t pos = end;;) {
         if (pos > n || n - pos < 4 + 8) return 0;
         pos += 4;
@@ -58,7 +79,7 @@ static int load_end(const uint8_t *d, size_t n, size_t end, int color_type, int 
             return err_set("truncated PNG file (the %c%c%c%c chunk after the image data is cut short: %u bytes, %zu "
                            "left)",
                            d[pos + 4], d[pos + 5], d[pos + 6], d[pos + 7], len, n - pos - 8);
-        if (short_chunk(d, pos, color_type) < 0) return -1;
+        if (short_chunk(d, pos, color_type) < 0 || frame_chunk(d, pos, fr) < 0) return -1;
         pos += 8 + (size_t)len;
     }
 }
@@ -67,10 +88,11 @@ static int load_end(const uint8_t *d, size_t n, size_t end, int color_type, int 
 // the size, the mode when its colour type and depth are one of _MODES (else
 // the mode stays), and interlacing when its byte is not 0 (it stays set); a
 // filter byte but 0 is refused, the compression byte unread; a PLTE counts
-// when the mode is a palette's as it is read.
+// when the mode is a palette's as it is read, the last one that does.
 typedef struct {
     long w, h;
-    int depth, ct, interlaced, has_plte;
+    int depth, ct, interlaced;
+    size_t plte;        // the last PLTE read in a palette mode (its chunk), 0 none
     size_t first_idat;  // where the image data starts
     uint8_t *rows;      // the filtered rows (filter byte, bytes), zeros past those read
     size_t total, got;  // their bytes, and those of whole rows read
@@ -94,7 +116,7 @@ static int read_header(const uint8_t *d, size_t n, long max_pixels, PilPng *p) {
             if (pil_mode(b[8], b[9])) p->depth = b[8], p->ct = b[9];
             p->interlaced |= b[12] != 0;
         }
-        p->has_plte |= p->ct == 3 && is_type(d, pos, "PLTE");
+        if (p->ct == 3 && is_type(d, pos, "PLTE")) p->plte = pos;
         pos += 12 + len;
     }
     p->first_idat = pos;
@@ -205,12 +227,14 @@ int png_pil_check(const uint8_t *d, size_t n, long max_pixels) {
     // fcTL before it.
     int color_type = -1, fctl = 0;
     long frames = -1;
+    Frames fr = {-1, 0, 0};
     size_t pos = 8;
     for (; n - pos >= 8 && !is_type(d, pos, "IDAT"); pos += 12 + be32(d + pos)) {
         const uint32_t len = be32(d + pos);
         if (is_type(d, pos, "IEND") || len > n - pos - 8 || n - pos - 8 - len < 4) return 0;
-        if (is_type(d, pos, "IHDR") && len >= 13) color_type = d[pos + 8 + 9];
-        if (short_chunk(d, pos, color_type) < 0) return -1;
+        if (is_type(d, pos, "IHDR") && len >= 13)
+            color_type = d[pos + 8 + 9], fr.w = be32(d + pos + 8), fr.h = be32(d + pos + 12);
+        if (short_chunk(d, pos, color_type) < 0 || frame_chunk(d, pos, &fr) < 0) return -1;
         if (crc32(crc32(0L, Z_NULL, 0), d + pos + 4, (uInt)len + 4) != be32(d + pos + 8 + len))
             return err_set("broken PNG file (bad header checksum in %c%c%c%c)", d[pos + 4], d[pos + 5], d[pos + 6],
                            d[pos + 7]);
@@ -235,12 +259,12 @@ int png_pil_check(const uint8_t *d, size_t n, long max_pixels) {
             int done = read_header(d, n, max_pixels, &p) ? inflate_rows(d, n, &p) : 0;
             free(p.rows);
             if (done < 0) return err_set("out of memory reading a PNG's image data");
-            return done ? load_end(d, n, p.done_end, color_type, animated) : 0;
+            return done ? load_end(d, n, p.done_end, color_type, animated, &fr) : 0;
         }
         end = run + 8 + len;
         run = end + 4;
     }
-    return load_end(d, n, end, color_type, animated);
+    return load_end(d, n, end, color_type, animated, &fr);
 }
 
 // Writes a chunk of type t and n data bytes at c, with its length and CRC;
@@ -295,15 +319,23 @@ int png_pil_rebuild(const uint8_t *d, size_t n, long max_pixels, uint8_t **out, 
         free(p.rows);
         return done;
     }
-    // IHDR (as PIL's header reading left it, compression byte 0), the other
-    // chunks before the image data (of the PLTEs those read in a palette
-    // mode), a black PLTE where a palette image has none, one IDAT, IEND.
-    const size_t plte_n = p.ct == 3 && !p.has_plte ? (size_t)3 << p.depth : 0;
+    // IHDR (as PIL's header reading left it, compression byte 0), the
+    // palette: the whole entries of the PLTE PIL kept (more than 256 are its
+    // "invalid palette size"; none, or no PLTE, black; indices past it are
+    // black), the other chunks before the image data but PLTEs, one IDAT,
+    // IEND.
+    const size_t entries = p.plte ? be32(d + p.plte) / 3 : 0;
+    if (entries > 256) {
+        free(p.rows);
+        return 0;
+    }
+    const size_t max_entries = (size_t)1 << (p.depth < 8 ? p.depth : 8);
+    const size_t plte_n = p.ct != 3 ? 0 : 3 * (entries ? (entries < max_entries ? entries : max_entries) : max_entries);
     size_t zn = 0;
     uint8_t *zd = deflate_all(p.rows, p.total, &zn);
     free(p.rows);
     if (!zd) return -1;
-    uint8_t *png = malloc(8 + 25 + (p.first_idat - 8) + (plte_n ? 12 + plte_n : 0) + 12 + zn + 12), *c = png;
+    uint8_t *png = malloc(8 + 25 + (plte_n ? 12 + plte_n : 0) + (p.first_idat - 8) + 12 + zn + 12), *c = png;
     if (!png) {
         free(zd);
         return -1;
@@ -313,20 +345,13 @@ int png_pil_rebuild(const uint8_t *d, size_t n, long max_pixels, uint8_t **out, 
     for (int i = 0; i < 4; i++) hdr[i] = (uint8_t)(p.w >> (24 - 8 * i)), hdr[4 + i] = (uint8_t)(p.h >> (24 - 8 * i));
     hdr[8] = (uint8_t)p.depth, hdr[9] = (uint8_t)p.ct, hdr[12] = (uint8_t)p.interlaced;
     c = put_chunk(c, "IHDR", hdr, 13);
-    int mode_ct = -1;
-    for (size_t q = 8; q < p.first_idat; q += 12 + (size_t)be32(d + q)) {
-        const uint8_t *b = d + q + 8;
-        if (is_type(d, q, "IHDR")) {
-            if (pil_mode(b[8], b[9])) mode_ct = b[9];
-            continue;
-        }
-        if (is_type(d, q, "PLTE") && mode_ct != 3) continue;
-        memcpy(c, d + q, 12 + (size_t)be32(d + q)), c += 12 + (size_t)be32(d + q);
-    }
     if (plte_n) {
         static const uint8_t black[768];
-        c = put_chunk(c, "PLTE", black, plte_n);
+        c = put_chunk(c, "PLTE", entries ? d + p.plte + 8 : black, plte_n);
     }
+    for (size_t q = 8; q < p.first_idat; q += 12 + (size_t)be32(d + q))
+        if (!is_type(d, q, "IHDR") && !is_type(d, q, "PLTE"))
+            memcpy(c, d + q, 12 + (size_t)be32(d + q)), c += 12 + (size_t)be32(d + q);
     c = put_chunk(c, "IDAT", zd, zn);
     free(zd);
     c = put_chunk(c, "IEND", NULL, 0);

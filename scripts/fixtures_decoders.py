@@ -625,4 +625,24 @@ pngc += [
     + chunk(b"fdAT", struct.pack(">I", 2) + one)[:20],                             # 24 APNG: frame 2 cut, frame 1 read
     hdr1 + chunk(b"IDAT", one) + fctl(1) + chunk(b"tEXt", b"a\x00b")[:9],           # 25 not animated: read on, cut
 ]
+# APNG frame rules PIL checks (fcTL and fdAT of their length, sequence
+# numbers one past the last, frames within the image), and palettes as PIL
+# keeps them (the last PLTE, its whole entries, more than 256 refused).
+pal1 = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 1, 8, 3, 0, 0, 0))
+idx = chunk(b"IDAT", zlib.compress(b"\x00\x00\x01\x02\x00")) + chunk(b"IEND", b"")
+fctl_at = lambda seq, w, h, x, y: chunk(b"fcTL", struct.pack(">IIIIIHHBB", seq, w, h, x, y, 1, 1, 0, 0))
+pngc += [
+    hdr1 + chunk(b"fcTL", b"\x00" * 4) + chunk(b"IDAT", one) + chunk(b"IEND", b""),              # 26 a 4-byte fcTL
+    hdr1 + chunk(b"IDAT", one) + chunk(b"fdAT", b"\x00\x00") + chunk(b"IEND", b""),             # 27 a 2-byte fdAT after
+    hdr1 + chunk(b"acTL", struct.pack(">II", 1, 0)) + fctl(1) + chunk(b"IDAT", one) + chunk(b"IEND", b""),  # 28 seq 1 first
+    hdr1 + fctl(0) + fctl(0) + chunk(b"IDAT", one) + chunk(b"IEND", b""),                       # 29 seq 0 twice
+    hdr1 + fctl_at(0, 2, 2, 0, 0) + chunk(b"IDAT", one) + chunk(b"IEND", b""),                   # 30 a frame past the image
+    hdr1 + fctl_at(0, 1, 1, 1, 0) + chunk(b"IDAT", one) + chunk(b"IEND", b""),                   # 31 ... by its offset
+    hdr1 + chunk(b"IDAT", one) + fctl(0) + chunk(b"IEND", b""),                                  # 32 an fcTL after, seq 0: read
+    pal1 + chunk(b"PLTE", b"\x0a\x14\x1e\x28") + idx,                                          # 33 a PLTE of 4 bytes
+    pal1 + chunk(b"PLTE", b"\x0a\x14\x1e") + chunk(b"PLTE", b"\x28\x32\x3c\x01\x02\x03") + idx,  # 34 two PLTEs: the last
+    pal1 + chunk(b"PLTE", b"\x0a\x14") + idx,                                                    # 35 a PLTE of 2 bytes: black
+    pal1 + chunk(b"PLTE", b"\x0a\x14\x1e" * 257) + idx,                                         # 36 257 entries: refused
+    pal1 + chunk(b"tRNS", b"\x00") + chunk(b"PLTE", b"\x0a\x14\x1e\x28\x32\x3c") + idx,         # 37 tRNS before PLTE
+]
 record("pngc", pngc, ext="png")
