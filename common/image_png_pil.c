@@ -30,7 +30,8 @@ static int pil_mode(int bd, int bc) {
 
 // The chunk at pos (whole in the file) against PIL's handlers that refuse a
 // body shorter than the fields they read ("Truncated gAMA chunk"...; tRNS:
-// 2 bytes for gray, 6 for RGB): -1 with err_set, or 0.
+// 2 bytes for gray, 6 for RGB) or a field they do not take (IHDR's filter
+// byte, iCCP's compression byte): -1 with err_set, or 0.
 static int short_chunk(const uint8_t *d, size_t pos, int color_type) {
     static const struct { char type[5]; uint32_t min; } least[] = {
         {"IHDR", 13}, {"gAMA", 4}, {"cHRM", 32}, {"sRGB", 1}, {"pHYs", 9}, {"acTL", 8}, {"fcTL", 26}, {"fdAT", 4}};
@@ -38,9 +39,20 @@ static int short_chunk(const uint8_t *d, size_t pos, int color_type) {
     for (size_t k = 0; k < sizeof least / sizeof least[0]; k++)
         if (is_type(d, pos, least[k].type)) need = least[k].min;
     if (is_type(d, pos, "tRNS")) need = color_type == 0 ? 2 : color_type == 2 ? 6 : 0;
-    if (len >= need) return 0;
-    return err_set("truncated %c%c%c%c chunk (%u bytes, %u needed: Pillow refuses it)", d[pos + 4], d[pos + 5],
-                   d[pos + 6], d[pos + 7], len, need);
+    if (len < need)
+        return err_set("truncated %c%c%c%c chunk (%u bytes, %u needed: Pillow refuses it)", d[pos + 4], d[pos + 5],
+                       d[pos + 6], d[pos + 7], len, need);
+    const uint8_t *b = d + pos + 8;
+    // chunk_IHDR: a filter byte but 0 is "unknown filter category".
+    if (is_type(d, pos, "IHDR") && b[11]) return err_set("PNG IHDR with filter method %d (Pillow refuses it)", b[11]);
+    // chunk_iCCP: the compression byte after the name's NUL (s[s.find(b"\0") + 1],
+    // the first byte when there is no NUL) must be there and be 0.
+    if (is_type(d, pos, "iCCP")) {
+        const uint8_t *nul = memchr(b, 0, len);
+        const size_t at = nul ? (size_t)(nul - b) + 1 : 0;
+        if (at >= len || b[at]) return err_set("PNG iCCP chunk without compression method 0 (Pillow refuses it)");
+    }
+    return 0;
 }
 
 // PIL's APNG frame rules, in reading order (chunk_fcTL, chunk_fdAT): each
@@ -56,7 +68,7 @@ static int frame_chunk(const uint8_t *d, size_t pos, Frames *f) {
     const int fctl = is_type(d, pos, "fcTL");
     if (!fctl && !is_type(d, pos, "fdAT")) return 0;
     const long seq = (long)be32(b);
-    if (fctl ? (f->seq < 0 ? seq != 0 : f->seq != seq - 1) : f->seq != seq - 1)
+    if (fctl ? (f->seq < 0 ? seq != 0 : f->seq != seq - 1) : (f->seq < 0 || f->seq != seq - 1))
         return err_set("APNG contains frame sequence errors (Pillow refuses it)");
     f->seq = seq;
     if (fctl && ((uint64_t)be32(b + 12) + be32(b + 4) > f->w || (uint64_t)be32(b + 16) + be32(b + 8) > f->h))

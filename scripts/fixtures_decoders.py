@@ -645,4 +645,18 @@ pngc += [
     pal1 + chunk(b"PLTE", b"\x0a\x14\x1e" * 257) + idx,                                         # 36 257 entries: refused
     pal1 + chunk(b"tRNS", b"\x00") + chunk(b"PLTE", b"\x0a\x14\x1e\x28\x32\x3c") + idx,         # 37 tRNS before PLTE
 ]
+# An fdAT numbered 0 with no fcTL before it (PIL: None != -1), iCCP chunks
+# PIL refuses (compression byte not 0, none) or reads (a bad stream), an
+# IHDR after the image data with a filter byte.
+fdat0 = chunk(b"fdAT", struct.pack(">I", 0) + one)
+pngc += [
+    hdr1 + fdat0 + chunk(b"IDAT", one) + chunk(b"IEND", b""),                          # 38 fdAT 0 before the data
+    hdr1 + chunk(b"IDAT", one) + fdat0 + chunk(b"IEND", b""),                          # 39 ... after it
+    hdr1 + chunk(b"iCCP", b"p\x00\x01" + zlib.compress(b"x")) + chunk(b"IDAT", one) + chunk(b"IEND", b""),  # 40 method 1
+    hdr1 + chunk(b"iCCP", b"") + chunk(b"IDAT", one) + chunk(b"IEND", b""),            # 41 empty
+    hdr1 + chunk(b"iCCP", b"x\x00") + chunk(b"IDAT", one) + chunk(b"IEND", b""),       # 42 no byte after the name
+    hdr1 + chunk(b"iCCP", b"p\x00\x00junk") + chunk(b"IDAT", one) + chunk(b"IEND", b""),  # 43 a bad stream: read
+    hdr1 + chunk(b"IDAT", one) + chunk(b"iCCP", b"p\x00\x02") + chunk(b"IEND", b""),  # 44 method 2 after the data
+    hdr1 + chunk(b"IDAT", one) + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 1, 0)) + chunk(b"IEND", b""),  # 45
+]
 record("pngc", pngc, ext="png")
