@@ -5,6 +5,11 @@
 #pragma once
 #include "image.h"
 
+// A big-endian 32-bit field (PNG's lengths and header fields).
+static inline uint32_t be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
 int jpeg_decode(const uint8_t *data, size_t n, const DecodeOptions *opt, long max_pixels,
                 Image *out, DecodeInfo *info);
 int png_decode(const uint8_t *data, size_t n, long max_pixels, Image *out, DecodeInfo *info);

@@ -119,10 +119,6 @@ rows_read:
     return 0;
 }
 
-static uint32_t be32(const uint8_t *p) {
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 // Pillow reads the chunks after the image data until IEND and stops quietly
 // where the file ends in or before a chunk header (PngImageFile.load_end
 // catches the struct.error / SyntaxError of a short header), so a PNG that

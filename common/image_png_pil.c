@@ -11,10 +11,6 @@
 #include "error.h"
 #include "image_codec.h"
 
-static uint32_t be32(const uint8_t *p) {
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 // PIL's is_cid: a chunk type of 4 word characters.
 static int is_word(uint8_t c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_'; }
 static int is_cid(const uint8_t *t) { return is_word(t[0]) && is_word(t[1]) && is_word(t[2]) && is_word(t[3]); }
@@ -244,8 +240,11 @@ int png_pil_check(const uint8_t *d, size_t n, long max_pixels) {
     for (; n - pos >= 8 && !is_type(d, pos, "IDAT"); pos += 12 + be32(d + pos)) {
         const uint32_t len = be32(d + pos);
         if (is_type(d, pos, "IEND") || len > n - pos - 8 || n - pos - 8 - len < 4) return 0;
-        if (is_type(d, pos, "IHDR") && len >= 13)
-            color_type = d[pos + 8 + 9], fr.w = be32(d + pos + 8), fr.h = be32(d + pos + 12);
+        if (is_type(d, pos, "IHDR") && len >= 13) {
+            const uint8_t *b = d + pos + 8;
+            if (pil_mode(b[8], b[9])) color_type = b[9];  // the mode stays on an unknown pair
+            fr.w = be32(b), fr.h = be32(b + 4);
+        }
         if (short_chunk(d, pos, color_type) < 0 || frame_chunk(d, pos, &fr) < 0) return -1;
         if (crc32(crc32(0L, Z_NULL, 0), d + pos + 4, (uInt)len + 4) != be32(d + pos + 8 + len))
             return err_set("broken PNG file (bad header checksum in %c%c%c%c)", d[pos + 4], d[pos + 5], d[pos + 6],

@@ -283,7 +283,8 @@ pipeline_touched = $(if $(findstring t,$(MAKE_FLAGS1)),$(call pipeline_key,$1) >
   cp -f '$(S)/$1.made' '$(S)/$1.started',:)
 
 # The last stage there is: the report needs predict and a validation folder.
-ifneq ($(and $(wildcard $(BIN)/predict),$(strip $(VAL))),)
+HAS_REPORT := $(and $(wildcard $(BIN)/predict),$(strip $(VAL)))
+ifneq ($(HAS_REPORT),)
   all: $(REPORT)
 else ifeq ($(FINETUNE),1)
   all: $(MODEL)
@@ -298,8 +299,7 @@ report: $(REPORT)
 # plan: each stage of `all`, and whether a make with these settings would
 # run it now: `make -q` of its target alone, which only looks (as plan does:
 # it records nothing). A stage after one that would run would run too.
-PLAN_STAGES := $(CACHES) $(HEAD) $(if $(filter 1,$(FINETUNE)),$(MODEL)) \
-  $(if $(and $(wildcard $(BIN)/predict),$(strip $(VAL))),$(REPORT))
+PLAN_STAGES := $(CACHES) $(HEAD) $(if $(filter 1,$(FINETUNE)),$(MODEL)) $(if $(HAS_REPORT),$(REPORT))
 plan:
 	@for t in $(PLAN_STAGES); do \
 	  $(MAKE) --no-print-directory -s -q -f '$(firstword $(MAKEFILE_LIST))' "$$t" >/dev/null 2>&1; \
