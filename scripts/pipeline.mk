@@ -298,13 +298,19 @@ report: $(REPORT)
 
 # plan: each stage of `all`, and whether a make with these settings would
 # run it now: `make -q` of its target alone, which only looks (as plan does:
-# it records nothing). A stage after one that would run would run too.
+# it records nothing), once as it is and once with the stages before it
+# taken as done (-o): out of date only the first way, it runs if a stage
+# before it changes what it makes (a rerun extract whose features are the
+# same keeps what follows).
 PLAN_STAGES := $(CACHES) $(HEAD) $(if $(filter 1,$(FINETUNE)),$(MODEL)) $(if $(HAS_REPORT),$(REPORT))
 plan:
-	@for t in $(PLAN_STAGES); do \
-	  $(MAKE) --no-print-directory -s -q -f '$(firstword $(MAKEFILE_LIST))' "$$t" >/dev/null 2>&1; \
-	  case $$? in 0) s="up to date" ;; 1) s="would run" ;; *) s="unknown (make -q failed: make -n says why)" ;; esac; \
-	  echo "$$t: $$s"; \
+	@old=; for t in $(PLAN_STAGES); do \
+	  q() { $(MAKE) --no-print-directory -s -q -f '$(firstword $(MAKEFILE_LIST))' "$$@" >/dev/null 2>&1; }; \
+	  q "$$t"; rc=$$?; \
+	  if [ $$rc = 1 ] && [ -n "$$old" ] && q $$old "$$t"; then rc=3; fi; \
+	  case $$rc in 0) s="up to date" ;; 1) s="would run" ;; 3) s="would run if a stage before it changes what it makes" ;; \
+	    *) s="unknown (make -q failed: make -n says why)" ;; esac; \
+	  echo "$$t: $$s"; old="$$old -o $$t"; \
 	done
 
 # $(call pipeline_resume,STAGE,CKPT): r=--resume-if-same (RESUME=1): the
